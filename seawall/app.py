@@ -1,0 +1,94 @@
+"""The composition root: builds the core and its frontends from Options, and runs them until a signal.
+
+The only module that knows every part. `open_server()` is the embedding API; `serve()` is what the CLI runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from seawall.core.server import InferenceServer
+from seawall.options import Options
+
+logger = logging.getLogger(__name__)
+
+
+class Frontend(Protocol):
+    """A listener over the core. `start()` binds and returns the bound (host, port)."""
+
+    async def start(self) -> tuple[str, int]: ...
+
+    async def stop(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def open_server(options: Options) -> AsyncIterator[InferenceServer]:
+    """Start an in-process InferenceServer (no listeners) and stop it on exit.
+
+    Raises:
+        SeawallError: start-up failed (missing repository, a model failed with exit-on-error).
+    """
+    server = InferenceServer(options)
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.stop()
+
+
+def _frontends(server: InferenceServer, options: Options) -> list[tuple[str, str, Frontend]]:
+    # imported here so that embedding code never pays for the transports
+    from seawall.frontends.grpc import GrpcFrontend
+    from seawall.frontends.http import HttpFrontend
+    from seawall.frontends.metrics import MetricsFrontend
+
+    built: list[tuple[str, str, Frontend]] = []
+    if options.grpc.allow:
+        built.append(("grpc", "GRPCInferenceService", GrpcFrontend(server, options)))
+    if options.http.allow:
+        built.append(("http", "HTTPService", HttpFrontend(server, options)))
+    if options.metrics.allow:
+        built.append(("metrics", "Metrics Service", MetricsFrontend(server, options)))
+    return built
+
+
+def _format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve(options: Options) -> None:
+    """Run the server with its frontends until SIGINT/SIGTERM, then drain and stop.
+
+    Raises:
+        SeawallError: start-up failed.
+        OSError: a listener could not bind.
+    """
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop_requested.set)
+    server = InferenceServer(options)
+    frontends: list[tuple[str, str, Frontend]] = []
+    try:
+        await server.start()
+        frontends = _frontends(server, options)
+        bound: dict[str, str] = {}
+        for key, label, frontend in frontends:
+            host, port = await frontend.start()
+            bound[key] = _format_address(host, port)
+            logger.info("Started %s at %s", label, bound[key])
+        # one parseable line with every bound address, for tests and orchestration
+        logger.info("Seawall ready: %s", " ".join(f"{k}={v}" for k, v in bound.items()))
+        await stop_requested.wait()
+        logger.info("Shutting down: draining in-flight requests")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        for _, _, frontend in reversed(frontends):
+            await frontend.stop()
+        await server.stop()

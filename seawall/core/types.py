@@ -1,0 +1,162 @@
+"""Transport-free values of the core: tensors, inference requests and responses, metadata, model states.
+
+Imports only numpy and `errors`. Tensors hold numpy arrays; BYTES tensors hold object arrays of `bytes`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+from seawall.errors import InvalidArgumentError
+
+ParamValue = Union[bool, int, float, str]
+
+#: API datatype → numpy dtype. BF16 has no numpy type: its elements travel as raw uint16 bit patterns.
+NUMPY_DTYPES: Mapping[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BF16": np.dtype(np.uint16),
+    "BYTES": np.dtype(np.object_),
+}
+
+#: Bytes per element of fixed-size datatypes (BYTES is variable and absent).
+ELEMENT_SIZES: Mapping[str, int] = {k: v.itemsize for k, v in NUMPY_DTYPES.items() if k != "BYTES"}
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """The API datatype of a numpy array (object, bytes and str arrays are BYTES).
+
+    Raises:
+        InvalidArgumentError: the dtype has no Triton datatype.
+    """
+    kind = array.dtype.kind
+    if kind in ("O", "S", "U"):
+        return "BYTES"
+    for name, dtype in NUMPY_DTYPES.items():
+        if name != "BF16" and dtype == array.dtype:
+            return name
+    raise InvalidArgumentError(f"unsupported numpy dtype '{array.dtype}'")
+
+
+def element_count(shape: Sequence[int]) -> int:
+    """Product of `shape` (1 for a scalar shape)."""
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+@dataclass(slots=True)
+class Tensor:
+    """A named tensor. `data` has `shape`; for BYTES it is an object array of `bytes`."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray
+    parameters: dict[str, ParamValue] = field(default_factory=dict)
+
+    @classmethod
+    def from_numpy(cls, name: str, array: np.ndarray) -> Tensor:
+        """Wrap an array, deriving the datatype (str elements of a BYTES array become UTF-8 bytes).
+
+        Raises:
+            InvalidArgumentError: the dtype has no Triton datatype.
+        """
+        datatype = datatype_of(array)
+        if datatype == "BYTES" and array.dtype.kind != "O":
+            array = np.array([_to_bytes(x) for x in array.reshape(-1)], dtype=object).reshape(array.shape)
+        return cls(name, datatype, tuple(int(d) for d in array.shape), array)
+
+
+def _to_bytes(item: object) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return item.encode()
+    return str(item).encode()
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    """An output the client asked for, with its per-output parameters (binary_data, classification, ...)."""
+
+    name: str
+    parameters: dict[str, ParamValue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """One inference request. `model_version` "" means the latest served version."""
+
+    model_name: str
+    inputs: list[Tensor]
+    model_version: str = ""
+    id: str = ""
+    outputs: list[RequestedOutput] = field(default_factory=list)  # empty: every output
+    parameters: dict[str, ParamValue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferResponse:
+    model_name: str
+    model_version: str
+    outputs: list[Tensor]
+    id: str = ""
+    parameters: dict[str, ParamValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMetadata:
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorMetadata, ...]
+    outputs: tuple[TensorMetadata, ...]
+
+
+class ModelState(enum.Enum):
+    UNKNOWN = "UNKNOWN"
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIndexEntry:
+    """A row of the repository index; `version`/`state` are empty for a model never loaded."""
+
+    name: str
+    version: str = ""
+    state: str = ""
+    reason: str = ""

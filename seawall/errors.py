@@ -1,0 +1,110 @@
+"""The one error hierarchy of Seawall: Triton's closed set of codes, each a SeawallError subclass.
+
+Imports nothing from Seawall. Frontends map `Code` to transport statuses in `frontends/status.py`.
+
+    SeawallError
+     ├── InvalidArgumentError   INVALID_ARG
+     ├── NotFoundError          NOT_FOUND
+     ├── UnavailableError       UNAVAILABLE
+     ├── UnsupportedError       UNSUPPORTED
+     ├── AlreadyExistsError     ALREADY_EXISTS
+     ├── InternalError          INTERNAL
+     ├── UnknownError           UNKNOWN
+     ├── CancelledError         CANCELLED
+     ├── PermissionDeniedError  restricted API without the right header
+     └── ResourceExhaustedError a request over a resource limit
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Code(enum.Enum):
+    """Triton's status codes, plus the two that restricted APIs and limits need."""
+
+    INVALID_ARG = "Invalid argument"
+    NOT_FOUND = "Not found"
+    UNAVAILABLE = "Unavailable"
+    UNSUPPORTED = "Unsupported"
+    ALREADY_EXISTS = "Already exists"
+    INTERNAL = "Internal"
+    UNKNOWN = "Unknown"
+    CANCELLED = "Cancelled"
+    PERMISSION_DENIED = "Permission denied"
+    RESOURCE_EXHAUSTED = "Resource exhausted"
+
+
+class SeawallError(Exception):
+    """An error whose message is meant for the client; `code` decides the transport status."""
+
+    code: Code = Code.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class InvalidArgumentError(SeawallError):
+    code = Code.INVALID_ARG
+
+
+class NotFoundError(SeawallError):
+    code = Code.NOT_FOUND
+
+
+class UnavailableError(SeawallError):
+    code = Code.UNAVAILABLE
+
+
+class UnsupportedError(SeawallError):
+    code = Code.UNSUPPORTED
+
+
+class AlreadyExistsError(SeawallError):
+    code = Code.ALREADY_EXISTS
+
+
+class InternalError(SeawallError):
+    code = Code.INTERNAL
+
+
+class UnknownError(SeawallError):
+    code = Code.UNKNOWN
+
+
+class CancelledError(SeawallError):
+    code = Code.CANCELLED
+
+
+class PermissionDeniedError(SeawallError):
+    code = Code.PERMISSION_DENIED
+
+
+class ResourceExhaustedError(SeawallError):
+    code = Code.RESOURCE_EXHAUSTED
+
+
+_BY_CODE: dict[Code, type[SeawallError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgumentError,
+        NotFoundError,
+        UnavailableError,
+        UnsupportedError,
+        AlreadyExistsError,
+        InternalError,
+        UnknownError,
+        CancelledError,
+        PermissionDeniedError,
+        ResourceExhaustedError,
+    )
+}
+
+
+def error_for_code(code: Code, message: str) -> SeawallError:
+    """Build the SeawallError subclass that carries `code`."""
+    return _BY_CODE[code](message)

@@ -1,0 +1,178 @@
+"""Every setting of a Seawall server, as frozen dataclasses holding the defaults.
+
+Imports only `errors`. `cli.py` builds these from tritonserver's flags; embedding code builds them directly.
+Defaults follow Triton's secure deployment guide (see docs/differences.md for where they differ from Triton).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+ModelControlMode = Literal["none", "poll", "explicit"]
+LogFormat = Literal["default", "ISO8601"]
+
+#: Categories of `--http-restricted-api` / `--grpc-restricted-protocol`, in Triton's spelling.
+API_CATEGORIES = (
+    "health",
+    "metadata",
+    "inference",
+    "shared-memory",
+    "model-config",
+    "model-repository",
+    "statistics",
+    "trace",
+    "logging",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Restriction:
+    """One restricted group: requests to `categories` must carry header `key` with `value`."""
+
+    categories: tuple[str, ...]
+    key: str
+    value: str = field(repr=False)  # a secret: never printed
+
+    def __repr__(self) -> str:
+        return f"Restriction(categories={self.categories!r}, key={self.key!r}, value=<redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits applied to every request before anything is allocated."""
+
+    max_request_bytes: int = 64 * 1024 * 1024  # HTTP body, also the decompressed size (Triton 2.59+)
+    max_header_bytes: int = 16 * 1024  # all request headers of one HTTP request together
+    max_json_depth: int = 100  # upstream Triton's limit
+    max_inputs: int = 1024
+    max_outputs: int = 1024
+    max_tensor_elements: int = 1 << 31
+    max_tensor_bytes: int = 64 * 1024 * 1024
+    max_chunks: int = 65536  # chunked transfer-encoding chunks per request (upstream Triton's cap)
+    max_decompression_ratio: int = 1024
+    grpc_max_message_bytes: int = 64 * 1024 * 1024
+    grpc_max_concurrent_streams: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """TLS for one listener. `root_cert` is the CA bundle that verifies client certificates."""
+
+    use_ssl: bool = False
+    use_ssl_mutual: bool = False
+    server_cert: str = ""
+    server_key: str = ""
+    root_cert: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOptions:
+    allow: bool = True
+    address: str = "127.0.0.1"  # Triton binds 0.0.0.0; Seawall binds loopback unless told otherwise
+    port: int = 8000
+    reuse_port: bool = False
+    thread_count: int = 8
+    header_forward_pattern: str = ""
+    restricted: tuple[Restriction, ...] = ()
+    tls: TlsOptions = TlsOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcOptions:
+    allow: bool = True
+    address: str = "127.0.0.1"
+    port: int = 8001
+    reuse_port: bool = False
+    header_forward_pattern: str = ""
+    infer_allocation_pool_size: int = 8
+    restricted: tuple[Restriction, ...] = ()
+    tls: TlsOptions = TlsOptions()
+    infer_response_compression_level: Literal["none", "low", "medium", "high"] = "none"
+    keepalive_time_ms: int = 7200000
+    keepalive_timeout_ms: int = 20000
+    keepalive_permit_without_calls: bool = False
+    http2_max_pings_without_data: int = 2
+    http2_min_recv_ping_interval_without_data_ms: int = 300000
+    http2_max_ping_strikes: int = 2
+    max_connection_age_ms: int = 0
+    max_connection_age_grace_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsOptions:
+    allow: bool = True
+    address: str = ""  # empty: same as the HTTP address
+    port: int = 8002
+    allow_cpu_metrics: bool = True
+    allow_gpu_metrics: bool = True
+    interval_ms: int = 2000
+    config: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LogOptions:
+    info: bool = True
+    warning: bool = True
+    error: bool = True
+    verbose: int = 0
+    format: LogFormat = "default"
+    file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryOptions:
+    paths: tuple[str, ...] = ()
+    control_mode: ModelControlMode = "none"
+    poll_secs: int = 15
+    load_models: tuple[str, ...] = ()
+    config_name: str = ""
+    load_thread_count: int = 4
+    load_retry_count: int = 0
+    namespacing: bool = False
+    strict_readiness: bool = True
+    exit_on_error: bool = True
+    auto_complete_config: bool = True  # --disable-auto-complete-config turns it off
+
+
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    backend_directory: str = "/opt/tritonserver/backends"
+    repoagent_directory: str = "/opt/tritonserver/repoagents"
+    cache_directory: str = "/opt/tritonserver/caches"
+    # (backend, setting, value); backend "" is a global setting
+    config: tuple[tuple[str, str, str], ...] = ()
+
+    def setting(self, backend: str, name: str, default: str) -> str:
+        """The value of `name` for `backend`, a global setting, or `default`, in that order."""
+        found = default
+        for owner, key, value in self.config:
+            if key == name and owner == "":
+                found = value
+        for owner, key, value in self.config:
+            if key == name and owner == backend:
+                found = value
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """All settings of one server. Frozen: configuration does not change once the server starts."""
+
+    server_id: str = "triton"
+    exit_timeout_secs: int = 30
+    repository: RepositoryOptions = RepositoryOptions()
+    http: HttpOptions = HttpOptions()
+    grpc: GrpcOptions = GrpcOptions()
+    metrics: MetricsOptions = MetricsOptions()
+    log: LogOptions = LogOptions()
+    backends: BackendOptions = BackendOptions()
+    limits: Limits = Limits()
+    # settings accepted from tritonserver's command line whose value Seawall keeps but does not act on
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def replace(self, **changes: object) -> Options:
+        """A copy with `changes` applied (dataclasses.replace, typed loosely for nested use)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,167 @@
+"""Starts a real `seawall` (or Triton) process on ephemeral loopback ports for end-to-end tests.
+
+Seawall binds port 0 itself and logs the bound addresses in one line ("Seawall ready: http=... grpc=..."),
+so there is no probe-then-bind race.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "models"
+TEST_MODELS = Path(__file__).resolve().parent / "models"
+TRITON = Path(os.environ.get("SEAWALL_TRITON", ROOT.parent / "shared" / "tools" / "tritonserver"))
+
+_READY = re.compile(r"Seawall ready: (.*)$")
+
+
+@dataclass
+class ServerProcess:
+    """A running server process with its bound addresses and captured log lines."""
+
+    process: subprocess.Popen[str]
+    addresses: dict[str, str] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+
+    @property
+    def http(self) -> str:
+        return self.addresses["http"]
+
+    @property
+    def grpc(self) -> str:
+        return self.addresses["grpc"]
+
+    @property
+    def metrics(self) -> str:
+        return self.addresses["metrics"]
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http}/v2/health/ready", timeout=5) as reply:
+                return bool(reply.status == 200)
+        except Exception:
+            return False
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self._reader is not None:
+            self._reader.join(5)
+        return self.process.returncode
+
+
+def _drain(server: ServerProcess, ready: threading.Event) -> None:
+    assert server.process.stdout is not None
+    for raw in server.process.stdout:
+        line = raw.rstrip("\n")
+        server.lines.append(line)
+        match = _READY.search(line)
+        if match and not ready.is_set():
+            for item in match.group(1).split():
+                key, _, value = item.partition("=")
+                server.addresses[key] = value
+            ready.set()
+    ready.set()
+
+
+def start_seawall(
+    *args: str,
+    repository: Path | str | None = EXAMPLES,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> ServerProcess:
+    """Start `python -m seawall` with ports 0 and `args`; return once every listener is bound.
+
+    Raises RuntimeError (with the server's output) if it exits or does not become ready in time.
+    """
+    argv = [sys.executable, "-m", "seawall"]
+    if repository is not None:
+        argv.append(f"--model-repository={repository}")
+    defaults = {"--http-port": "0", "--grpc-port": "0", "--metrics-port": "0"}
+    for flag, value in defaults.items():
+        if not any(a.startswith(flag) for a in args):
+            argv.append(f"{flag}={value}")
+    argv.extend(args)
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+    server = ServerProcess(process)
+    ready = threading.Event()
+    server._reader = threading.Thread(target=_drain, args=(server, ready), daemon=True)
+    server._reader.start()
+    ready.wait(timeout)
+    if not server.addresses:
+        server.stop()
+        raise RuntimeError(f"seawall did not start (exit {process.returncode}):\n{server.log()}")
+    return server
+
+
+def run_seawall(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m seawall args` to completion (for start-up failures and CLI errors)."""
+    return subprocess.run(
+        [sys.executable, "-m", "seawall", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+def free_port() -> int:
+    """A free loopback port, only for Triton, which cannot bind port 0 and report it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_triton(repository: Path | str, *args: str, timeout: float = 120) -> ServerProcess:
+    """Start the real Triton on free loopback ports and wait until it is ready."""
+    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+    argv = [
+        str(TRITON),
+        f"--model-repository={repository}",
+        "--http-address=127.0.0.1",
+        "--grpc-address=127.0.0.1",
+        f"--http-port={ports['http']}",
+        f"--grpc-port={ports['grpc']}",
+        f"--metrics-port={ports['metrics']}",
+        *args,
+    ]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = ServerProcess(process, {k: f"127.0.0.1:{v}" for k, v in ports.items()})
+    server._reader = threading.Thread(target=_drain, args=(server, threading.Event()), daemon=True)
+    server._reader.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"tritonserver exited {process.returncode}:\n{server.log()}")
+        if server.is_ready():
+            return server
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"tritonserver not ready in {timeout}s:\n{server.log()}")
