@@ -6,7 +6,14 @@ Imports only other `core` modules, `errors`, `options`. Knows nothing about HTTP
 from __future__ import annotations
 
 from seawall.core.backend import ModelConfig
-from seawall.core.types import InferRequest, InferResponse, ModelIndexEntry, ModelMetadata, ServerMetadata
+from seawall.core.types import (
+    InferRequest,
+    InferResponse,
+    ModelIndexEntry,
+    ModelMetadata,
+    ModelStatistics,
+    ServerMetadata,
+)
 from seawall.options import Options
 
 SERVER_VERSION = "2.51.0"
@@ -61,6 +68,13 @@ class InferenceServer:
         raise NotImplementedError
 
     def repository_index(self, ready_only: bool = False) -> list[ModelIndexEntry]:
+        raise NotImplementedError
+
+    def model_statistics(self, name: str = "", version: str = "") -> list[ModelStatistics]:
+        """Statistics of every ready model version ("" name), or of one model / version.
+
+        Raises: InvalidArgumentError (the statistics extension answers unknown models with 400).
+        """
         raise NotImplementedError
 
     async def infer(self, request: InferRequest) -> InferResponse:

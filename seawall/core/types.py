@@ -160,3 +160,32 @@ class ModelIndexEntry:
     version: str = ""
     state: str = ""
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """A cumulative count and total of nanoseconds (Triton's StatisticDuration)."""
+
+    count: int = 0
+    ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatistics:
+    """Statistics of one model version since it was loaded (the statistics extension's fields)."""
+
+    name: str
+    version: str
+    last_inference: int = 0  # milliseconds since the epoch, 0 = never
+    inference_count: int = 0  # batch elements executed
+    execution_count: int = 0  # model executions
+    success: Duration = Duration()
+    fail: Duration = Duration()
+    queue: Duration = Duration()
+    compute_input: Duration = Duration()
+    compute_infer: Duration = Duration()
+    compute_output: Duration = Duration()
+    cache_hit: Duration = Duration()
+    cache_miss: Duration = Duration()
+    failures_by_reason: tuple[tuple[str, int], ...] = ()  # (REJECTED|CANCELED|BACKEND|OTHER, count)
+    pending_request_count: int = 0
