@@ -10,12 +10,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tritonclient.grpc import model_config_pb2
+from tritonclient.grpc.model_config_pb2 import ModelConfig as ModelConfig
 
 from seawall.core.types import InferRequest, InferResponse
 from seawall.errors import SeawallError
-
-ModelConfig = model_config_pb2.ModelConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +71,9 @@ class Backend(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def auto_complete_config(self, config: ModelConfig, model_dir: str, version_dir: str) -> ModelConfig:
+    async def auto_complete_config(
+        self, config: ModelConfig, model_dir: str, version_dir: str
+    ) -> ModelConfig:
         """Fill what the backend can derive (inputs, outputs, max_batch_size); may run model code.
 
         Raises:

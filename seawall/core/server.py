@@ -1,81 +1,207 @@
 """The InferenceServer facade: the one object every frontend and the embedding API call.
 
-Imports only other `core` modules, `errors`, `options`. Knows nothing about HTTP or gRPC.
+Imports only other `core` modules, `errors`, `options` (and, lazily, the backend registry).
+Knows nothing about HTTP or gRPC.
 """
 
 from __future__ import annotations
 
-from seawall.core.backend import ModelConfig
+import logging
+import time
+
+from seawall.core import repository
+from seawall.core.backend import Backend, ModelConfig
+from seawall.core.lifecycle import BackendLookup, ModelLifecycle, ModelRecord, ModelVersion
 from seawall.core.types import (
     InferRequest,
     InferResponse,
     ModelIndexEntry,
     ModelMetadata,
+    ModelState,
     ModelStatistics,
     ServerMetadata,
+    TensorMetadata,
 )
+from seawall.core.validation import check_request
+from seawall.errors import InternalError, InvalidArgumentError, NotFoundError, UnavailableError
 from seawall.options import Options
+
+logger = logging.getLogger(__name__)
 
 SERVER_VERSION = "2.51.0"
 #: Extensions Seawall implements, in the order Triton 2.51 lists them.
-EXTENSIONS = ("model_configuration", "binary_tensor_data", "parameters")
+EXTENSIONS = ("model_configuration", "binary_tensor_data", "parameters", "statistics")
 
 
 class InferenceServer:
     """A Triton-compatible inference server core.
 
     Lifecycle: `await start()` loads the repository per the control mode; `await stop()` unloads every model.
+    All methods run on the event loop thread.
     """
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, backend_for: BackendLookup | None = None) -> None:
         self.options = options
+        self._backend_for = backend_for
+        self._registry: object | None = None  # the default backend registry, when we made it
+        self._lifecycle: ModelLifecycle | None = None
+        self._live = False
 
     async def start(self) -> None:
         """Scan the repositories and load the models the control mode asks for.
 
         Raises:
-            SeawallError: a repository is missing, or a model failed with exit-on-error set.
+            NotFoundError: a model repository path does not exist.
+            InternalError: a model failed to load and exit-on-error is set.
+            UnsupportedError: a control mode this server cannot run yet.
         """
-        raise NotImplementedError
+        options = self.options.repository
+        if not options.paths:
+            raise InvalidArgumentError("at least one model repository is required (--model-repository)")
+        started = time.monotonic()
+        self._lifecycle = ModelLifecycle(self.options, self._backend_lookup())
+        locations = repository.scan(options.paths)
+        await self._lifecycle.load_all(locations)
+        self._live = True
+        failed = [r.name for r in self._lifecycle.models.values() if not r.is_ready()]
+        if failed and options.exit_on_error:
+            await self.stop()
+            raise InternalError("failed to load all models")
+        logger.info("loaded %d model(s) in %.2fs", len(locations), time.monotonic() - started)
+
+    def _backend_lookup(self) -> BackendLookup:
+        if self._backend_for is not None:
+            return self._backend_for
+        from seawall.backends.registry import BackendRegistry  # the one sanctioned edge into backends
+
+        registry = BackendRegistry(self.options.backends)
+        self._registry = registry
+
+        def lookup(name: str) -> Backend:
+            return registry.get(name)
+
+        return lookup
 
     async def stop(self) -> None:
         """Stop accepting work, unload every model (calls `finalize`); idempotent."""
-        raise NotImplementedError
+        self._live = False
+        if self._lifecycle is not None:
+            await self._lifecycle.unload_all()
+        registry, self._registry = self._registry, None
+        if registry is not None:
+            await registry.stop()  # type: ignore[attr-defined]
 
     def is_live(self) -> bool:
-        raise NotImplementedError
+        return self._live
 
     def is_ready(self) -> bool:
         """Live, and (with strict readiness) every model the server tried to load is READY."""
-        raise NotImplementedError
+        if not self._live or self._lifecycle is None:
+            return False
+        if not self.options.repository.strict_readiness:
+            return True
+        return all(record.is_ready() for record in self._lifecycle.models.values())
 
     def server_metadata(self) -> ServerMetadata:
-        raise NotImplementedError
+        return ServerMetadata(self.options.server_id, SERVER_VERSION, EXTENSIONS)
+
+    def _record(self, name: str) -> ModelRecord | None:
+        return self._lifecycle.models.get(name) if self._lifecycle is not None else None
+
+    def _version(self, name: str, version: str) -> ModelVersion:
+        """The READY version a request addresses ("" = highest ready version).
+
+        Raises: NotFoundError, InvalidArgumentError (bad version string).
+        """
+        number = repository.parse_version(version)
+        record = self._record(name)
+        if record is None:
+            raise NotFoundError(f"Request for unknown model: '{name}' is not found")
+        if number == -1:
+            ready = [v for v in record.versions.values() if v.is_ready()]
+            if not ready:
+                raise UnavailableError(f"Request for unknown model: '{name}' has no available versions")
+            return max(ready, key=lambda v: v.version)
+        entry = record.versions.get(number)
+        if entry is None or not entry.is_ready():
+            raise NotFoundError(f"Request for unknown model: '{name}' version {number} is not found")
+        return entry
 
     def model_ready(self, name: str, version: str = "") -> bool:
         """Raises: InvalidArgumentError for a version string that is not an integer."""
-        raise NotImplementedError
+        repository.parse_version(version)
+        try:
+            return self._version(name, version).is_ready()
+        except (NotFoundError, UnavailableError):
+            return False
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         """Raises: NotFoundError (unknown model or version), InvalidArgumentError (bad version string)."""
-        raise NotImplementedError
+        entry = self._version_for_metadata(name, version)
+        spec = entry.spec
+        assert spec is not None  # READY versions always have one
+        record = self._record(name)
+        assert record is not None
+        batch = (-1,) if spec.max_batch_size > 0 else ()
+        return ModelMetadata(
+            name=name,
+            versions=tuple(str(n) for n, v in sorted(record.versions.items()) if v.is_ready()),
+            platform=spec.platform,
+            inputs=tuple(TensorMetadata(i.name, i.datatype, batch + i.dims) for i in spec.inputs.values()),
+            outputs=tuple(TensorMetadata(o.name, o.datatype, batch + o.dims) for o in spec.outputs.values()),
+        )
+
+    def _version_for_metadata(self, name: str, version: str) -> ModelVersion:
+        try:
+            return self._version(name, version)
+        except UnavailableError as error:  # metadata of a model with nothing ready is a 404 in Triton
+            raise NotFoundError(error.message) from None
 
     def model_config(self, name: str, version: str = "") -> ModelConfig:
         """The completed configuration of a served model version.
 
         Raises: NotFoundError, InvalidArgumentError.
         """
-        raise NotImplementedError
+        config = self._version_for_metadata(name, version).config
+        assert config is not None
+        return config
 
     def repository_index(self, ready_only: bool = False) -> list[ModelIndexEntry]:
-        raise NotImplementedError
+        entries: list[ModelIndexEntry] = []
+        models = self._lifecycle.models if self._lifecycle is not None else {}
+        for name in sorted(models):
+            record = models[name]
+            if record.error and not ready_only:
+                entries.append(ModelIndexEntry(name, "", ModelState.UNAVAILABLE.value, record.error))
+            for number in sorted(record.versions):
+                entry = record.versions[number]
+                if ready_only and not entry.is_ready():
+                    continue
+                entries.append(ModelIndexEntry(name, str(number), entry.state.value, entry.reason))
+        return entries
 
     def model_statistics(self, name: str = "", version: str = "") -> list[ModelStatistics]:
         """Statistics of every ready model version ("" name), or of one model / version.
 
         Raises: InvalidArgumentError (the statistics extension answers unknown models with 400).
         """
-        raise NotImplementedError
+        models = self._lifecycle.models if self._lifecycle is not None else {}
+        if not name:
+            return [
+                v.stats.snapshot()
+                for n in sorted(models)
+                for _, v in sorted(models[n].versions.items())
+                if v.is_ready()
+            ]
+        record = models.get(name)
+        if record is None or not any(v.is_ready() for v in record.versions.values()):
+            raise InvalidArgumentError(f"requested model '{name}' is not available")
+        if not version:
+            return [v.stats.snapshot() for _, v in sorted(record.versions.items()) if v.is_ready()]
+        entry = record.versions.get(repository.parse_version(version))
+        if entry is None or not entry.is_ready():
+            raise InvalidArgumentError(f"requested model version is not available for model '{name}'")
+        return [entry.stats.snapshot()]
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Validate `request` against the model's config, schedule it on an instance, return its response.
@@ -86,4 +212,16 @@ class InferenceServer:
             InvalidArgumentError: inputs do not match the config (name, datatype, shape, byte size).
             SeawallError: the model's own error for this request, with its code.
         """
-        raise NotImplementedError
+        if not self._live:
+            raise UnavailableError("Server is not live")
+        entry = self._version(request.model_name, request.model_version)
+        assert entry.spec is not None and entry.scheduler is not None
+        batch_size = check_request(request, entry.spec)
+        response = await entry.scheduler.enqueue(request, batch_size)
+        response.model_name = request.model_name
+        response.model_version = str(entry.version)
+        response.id = request.id
+        if request.outputs:
+            wanted = {o.name for o in request.outputs}
+            response.outputs = [t for t in response.outputs if t.name in wanted]
+        return response

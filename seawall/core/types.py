@@ -8,13 +8,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
 from seawall.errors import InvalidArgumentError
 
-ParamValue = Union[bool, int, float, str]
+ParamValue = bool | int | float | str
 
 #: API datatype → numpy dtype. BF16 has no numpy type: its elements travel as raw uint16 bit patterns.
 NUMPY_DTYPES: Mapping[str, np.dtype] = {

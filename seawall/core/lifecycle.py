@@ -1,0 +1,203 @@
+"""Model lifecycle: load each model's versions through its backend, track (state, reason), unload.
+
+Imports `core.*`, `errors`, `options`. States per (model, version) are the repository index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from seawall.core import model_config, repository
+from seawall.core.backend import Backend, Model, ModelConfig, ModelLoadContext
+from seawall.core.model_config import ModelSpec
+from seawall.core.scheduler import BatchPolicy, Scheduler
+from seawall.core.stats import StatsRecorder
+from seawall.core.types import ModelState
+from seawall.errors import InvalidArgumentError, SeawallError
+from seawall.options import Options
+
+logger = logging.getLogger(__name__)
+
+BackendLookup = Callable[[str], Backend]
+
+
+@dataclass(slots=True)
+class ModelVersion:
+    """One version of one model: its state, and once READY its config, instances and scheduler."""
+
+    name: str
+    version: int
+    state: ModelState = ModelState.UNKNOWN
+    reason: str = ""
+    config: ModelConfig | None = None
+    spec: ModelSpec | None = None
+    model: Model | None = None
+    scheduler: Scheduler | None = None
+    stats: StatsRecorder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats = StatsRecorder(self.name, str(self.version))
+
+    def is_ready(self) -> bool:
+        return self.state is ModelState.READY
+
+    async def unload(self) -> None:
+        if self.state is not ModelState.READY and self.model is None:
+            return
+        self.state = ModelState.UNLOADING
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self.model is not None:
+            try:
+                await self.model.unload()
+            except Exception:
+                logger.exception("unloading model '%s' version %d failed", self.name, self.version)
+        self.model, self.scheduler = None, None
+        self.state, self.reason = ModelState.UNAVAILABLE, "unloaded"
+
+
+@dataclass(slots=True)
+class ModelRecord:
+    """A model the server knows: its versions, or why it could not be loaded at all."""
+
+    name: str
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    error: str = ""  # model-level failure (bad config, no versions): no version was attempted
+
+    def is_ready(self) -> bool:
+        return not self.error and bool(self.versions) and all(v.is_ready() for v in self.versions.values())
+
+
+class ModelLifecycle:
+    """Loads and unloads models. Owns every ModelRecord; event loop thread only."""
+
+    def __init__(self, options: Options, backend_for: BackendLookup) -> None:
+        self._options = options
+        self._backend_for = backend_for
+        self.models: dict[str, ModelRecord] = {}
+
+    async def load_all(self, locations: dict[str, repository.ModelLocation]) -> None:
+        """Load every model, at most `load_thread_count` at a time."""
+        limit = asyncio.Semaphore(max(1, self._options.repository.load_thread_count))
+
+        async def load_one(location: repository.ModelLocation) -> None:
+            async with limit:
+                await self.load(location)
+
+        await asyncio.gather(*(load_one(loc) for loc in locations.values()))
+
+    async def load(self, location: repository.ModelLocation) -> ModelRecord:
+        """Load the versions of one model its policy selects; failures become states, not exceptions."""
+        record = ModelRecord(location.name)
+        self.models[location.name] = record
+        if location.error:
+            record.error = location.error
+            return record
+        try:
+            config, backend = await self._prepare(location)
+            versions = repository.select_versions(
+                config.version_policy, repository.version_directories(location.path)
+            )
+            if not versions:
+                raise InvalidArgumentError(
+                    "at least one version must be available under the version policy of model "
+                    f"'{location.name}'"
+                )
+        except SeawallError as error:
+            record.error = error.message
+            logger.error("failed to load model '%s': %s", location.name, error.message)
+            return record
+        for number in versions:
+            record.versions[number] = ModelVersion(location.name, number, ModelState.LOADING)
+        await asyncio.gather(
+            *(self._load_version(record.versions[n], config, backend, location) for n in versions)
+        )
+        return record
+
+    async def _prepare(self, location: repository.ModelLocation) -> tuple[ModelConfig, Backend]:
+        options = self._options.repository
+        config = model_config.read_config(location.path, options.config_name)
+        if config is None:
+            if not options.auto_complete_config:
+                raise InvalidArgumentError(
+                    f"model configuration for '{location.name}' is missing and auto-complete is disabled"
+                )
+            config = ModelConfig(name=location.name, backend=_guess_backend(location.path))
+        name = config.name or location.name
+        backend = self._backend_for(model_config.backend_of(config))
+        if options.auto_complete_config:
+            versions = repository.version_directories(location.path)
+            version_dir = os.path.join(location.path, str(versions[-1])) if versions else location.path
+            config = await backend.auto_complete_config(config, location.path, version_dir)
+        model_config.complete_defaults(config, name)
+        model_config.validate(config, location.name)
+        return config, backend
+
+    async def _load_version(
+        self, entry: ModelVersion, config: ModelConfig, backend: Backend, location: repository.ModelLocation
+    ) -> None:
+        def report_unavailable(reason: str) -> None:
+            if entry.state is ModelState.READY:
+                logger.error("model '%s' version %d is unavailable: %s", entry.name, entry.version, reason)
+                entry.state, entry.reason = ModelState.UNAVAILABLE, reason
+
+        context = ModelLoadContext(
+            name=entry.name,
+            version=entry.version,
+            config=config,
+            model_dir=location.path,
+            version_dir=os.path.join(location.path, str(entry.version)),
+            backend_settings=self._backend_settings(model_config.backend_of(config)),
+            auto_complete=self._options.repository.auto_complete_config,
+            report_unavailable=report_unavailable,
+        )
+        attempts = 1 + max(0, self._options.repository.load_retry_count)
+        for attempt in range(attempts):
+            try:
+                entry.model = await backend.load(context)
+                break
+            except SeawallError as error:
+                entry.reason = error.message
+            except Exception:
+                logger.exception("loading model '%s' version %d failed", entry.name, entry.version)
+                entry.reason = "internal error while loading the model"
+            if attempt + 1 < attempts:
+                logger.warning("retrying load of model '%s' version %d", entry.name, entry.version)
+        if entry.model is None:
+            entry.state = ModelState.UNAVAILABLE
+            logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
+            return
+        entry.config, entry.spec = config, model_config.compile_spec(config)
+        entry.scheduler = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats)
+        entry.scheduler.start()
+        entry.state, entry.reason = ModelState.READY, ""
+        logger.info("successfully loaded '%s' version %d", entry.name, entry.version)
+
+    def _backend_settings(self, backend: str) -> dict[str, str]:
+        settings: dict[str, str] = {}
+        for owner in ("", backend):  # globals first, the backend's own settings win
+            for name, key, value in self._options.backends.config:
+                if name == owner:
+                    settings[key] = value
+        return settings
+
+    async def unload_all(self) -> None:
+        versions = [v for record in self.models.values() for v in record.versions.values()]
+        await asyncio.gather(*(v.unload() for v in versions))
+
+
+def _guess_backend(model_dir: str) -> str:
+    """The backend of a model without config.pbtxt, from the files in its version directories."""
+    for number in repository.version_directories(model_dir):
+        for filename, backend in (
+            ("model.py", "python"),
+            ("model.onnx", "onnxruntime"),
+            ("model.pt", "pytorch"),
+        ):
+            if os.path.isfile(os.path.join(model_dir, str(number), filename)):
+                return backend
+    return ""

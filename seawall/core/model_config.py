@@ -1,0 +1,219 @@
+"""Model configuration: parse `config.pbtxt` into Triton's ModelConfig, fill defaults, validate, compile.
+
+Imports protobuf, `core.types` and `errors`. A `ModelSpec` is the compiled, read-only view the request
+validator uses on the hot path; the ModelConfig message itself is what `/config` returns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format, text_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from tritonclient.grpc import model_config_pb2
+from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+from seawall.errors import InvalidArgumentError
+
+#: Backend name → its default model file name.
+DEFAULT_MODEL_FILENAMES: Mapping[str, str] = {
+    "python": "model.py",
+    "onnxruntime": "model.onnx",
+    "pytorch": "model.pt",
+}
+#: Legacy `platform` strings → backend name.
+PLATFORM_BACKENDS: Mapping[str, str] = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch"}
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _type_name(data_type: int) -> str:
+    """`TYPE_FP32` → `FP32`; `TYPE_STRING` → `BYTES`; TYPE_INVALID → ''."""
+    name: str = model_config_pb2.DataType.Name(data_type)
+    if name == "TYPE_STRING":
+        return "BYTES"
+    return "" if name == "TYPE_INVALID" else name[len("TYPE_") :]
+
+
+@dataclass(frozen=True, slots=True)
+class IOSpec:
+    name: str
+    datatype: str  # API name: FP32, BYTES, ...
+    dims: tuple[int, ...]  # config dims, without the batch dimension
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What request validation needs to know about a model, precomputed once per load."""
+
+    name: str
+    platform: str
+    max_batch_size: int
+    inputs: Mapping[str, IOSpec]
+    outputs: Mapping[str, IOSpec]
+    required_inputs: frozenset[str]
+    input_order: tuple[str, ...]
+    output_order: tuple[str, ...]
+    decoupled: bool
+
+
+def read_config(model_dir: str, config_name: str = "") -> ModelConfig | None:
+    """Parse the model's configuration file; None when the model has none.
+
+    `config_name` picks `<model>/configs/<name>.pbtxt` when that file exists.
+
+    Raises:
+        InvalidArgumentError: the file is not a valid ModelConfig text protobuf or is too large.
+    """
+    candidates = []
+    if config_name:
+        candidates.append(os.path.join(model_dir, "configs", f"{config_name}.pbtxt"))
+    candidates.append(os.path.join(model_dir, "config.pbtxt"))
+    for path in candidates:
+        if not os.path.isfile(path):
+            continue
+        if os.path.getsize(path) > MAX_CONFIG_BYTES:
+            raise InvalidArgumentError(f"model configuration '{os.path.basename(path)}' is too large")
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+        try:
+            return text_format.Parse(text, ModelConfig())
+        except text_format.ParseError as exc:
+            raise InvalidArgumentError(f"failed to parse model configuration: {exc}") from None
+    return None
+
+
+def backend_of(config: ModelConfig) -> str:
+    return config.backend or PLATFORM_BACKENDS.get(config.platform, config.platform)
+
+
+def complete_defaults(config: ModelConfig, name: str) -> None:
+    """Fill the fields Triton's core fills whatever the backend (instance groups, policy, file name)."""
+    if not config.name:
+        config.name = name
+    if not config.HasField("version_policy"):
+        config.version_policy.latest.num_versions = 1
+    backend = backend_of(config)
+    if not config.default_model_filename and backend in DEFAULT_MODEL_FILENAMES:
+        config.default_model_filename = DEFAULT_MODEL_FILENAMES[backend]
+    if not config.instance_group:
+        group = config.instance_group.add()
+        group.name = name
+        group.count = 1
+    for index, group in enumerate(config.instance_group):
+        if not group.name:
+            group.name = f"{name}_{index}"
+        if group.kind == model_config_pb2.ModelInstanceGroup.KIND_AUTO:
+            group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
+        if group.count == 0:
+            group.count = 1
+    config.optimization.input_pinned_memory.enable = True
+    config.optimization.output_pinned_memory.enable = True
+    if config.HasField("dynamic_batching") and config.max_batch_size > 0:
+        if not config.dynamic_batching.preferred_batch_size:
+            config.dynamic_batching.preferred_batch_size.append(config.max_batch_size)
+
+
+def validate(config: ModelConfig, name: str) -> None:
+    """Refuse configurations Triton refuses, and the ones that would be unsafe to serve.
+
+    Raises:
+        InvalidArgumentError: with the reason, naming the field.
+    """
+    if config.name != name:
+        raise InvalidArgumentError(
+            f"model name '{config.name}' in configuration does not match directory '{name}'"
+        )
+    if config.max_batch_size < 0:
+        raise InvalidArgumentError("'max_batch_size' must be non-negative value")
+    if not backend_of(config):
+        raise InvalidArgumentError(f"unexpected platform type '' for {name}")
+    if config.model_operations.op_library_filename:
+        raise InvalidArgumentError("'model_operations' (custom operation libraries) are not supported")
+    for kind, tensors in (("input", config.input), ("output", config.output)):
+        seen: set[str] = set()
+        for tensor in tensors:
+            if not tensor.name:
+                raise InvalidArgumentError(f"model {kind} must specify 'name'")
+            if tensor.name in seen:
+                raise InvalidArgumentError(f"model {kind} '{tensor.name}' is declared more than once")
+            seen.add(tensor.name)
+            if not _type_name(tensor.data_type):
+                raise InvalidArgumentError(f"model {kind} '{tensor.name}' must specify 'data_type'")
+            if any(dim < -1 for dim in tensor.dims):
+                raise InvalidArgumentError(f"model {kind} '{tensor.name}' dimension must be integer >= -1")
+    for output in config.output:
+        _check_relative_path(output.label_filename, f"label_filename of output '{output.name}'")
+    _check_relative_path(config.default_model_filename, "default_model_filename")
+
+
+def _check_relative_path(path: str, what: str) -> None:
+    """A path from a config must stay inside the model directory: relative, no `..`."""
+    if not path:
+        return
+    parts = path.replace("\\", "/").split("/")
+    if os.path.isabs(path) or ".." in parts or "\x00" in path:
+        raise InvalidArgumentError(f"{what} must be a relative path inside the model directory")
+
+
+def compile_spec(config: ModelConfig) -> ModelSpec:
+    """Build the read-only request-validation view of a completed, valid config."""
+    inputs = {
+        t.name: IOSpec(t.name, _type_name(t.data_type), tuple(t.dims), t.optional) for t in config.input
+    }
+    outputs = {t.name: IOSpec(t.name, _type_name(t.data_type), tuple(t.dims)) for t in config.output}
+    return ModelSpec(
+        name=config.name,
+        platform=config.platform or backend_of(config),
+        max_batch_size=config.max_batch_size,
+        inputs=inputs,
+        outputs=outputs,
+        required_inputs=frozenset(n for n, spec in inputs.items() if not spec.optional),
+        input_order=tuple(inputs),
+        output_order=tuple(outputs),
+        decoupled=config.model_transaction_policy.decoupled,
+    )
+
+
+def config_to_dict(config: Message) -> dict[str, Any]:
+    """The config as Triton prints it in JSON: every field present, enums as names, 64-bit ints as numbers."""
+    data = json_format.MessageToDict(
+        config, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return _int64_as_numbers(config, data)
+
+
+_INT64_TYPES = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64,
+}
+
+
+def _int64_as_numbers(message: Message, data: dict[str, Any]) -> dict[str, Any]:
+    """Rebuild `data` in the .proto declaration order (Triton's key order), with 64-bit ints as numbers."""
+    ordered: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        key = field.name
+        if key not in data:
+            continue
+        value, item = getattr(message, key), data[key]
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            if entry.fields_by_name["value"].message_type is not None:
+                item = {k: _int64_as_numbers(value[k], v) for k, v in item.items()}
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.is_repeated:
+                item = [_int64_as_numbers(m, d) for m, d in zip(value, item, strict=True)]
+            else:
+                item = _int64_as_numbers(value, item)
+        elif field.type in _INT64_TYPES:
+            item = [int(v) for v in item] if field.is_repeated else int(item)
+        ordered[key] = item
+    return ordered

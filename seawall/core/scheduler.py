@@ -1,0 +1,173 @@
+"""Schedulers: queue requests of one model version and dispatch them to its instances.
+
+Imports `core.backend`, `core.stats`, `core.types`, `errors`. One worker task per instance pulls from a
+shared queue; with `dynamic_batching` a worker gathers queued requests into one execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from seawall.core.backend import ModelConfig, ModelInstance
+from seawall.core.stats import StatsRecorder
+from seawall.core.types import InferRequest, InferResponse
+from seawall.errors import InternalError, SeawallError, UnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: InferRequest
+    batch_size: int
+    future: asyncio.Future[InferResponse]
+    enqueued_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """How many requests one execution may take, and how long the oldest may wait for more."""
+
+    max_batch_size: int = 0  # 0: one request per execution
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_ns: int = 0
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> BatchPolicy:
+        if not config.HasField("dynamic_batching") or config.max_batch_size <= 0:
+            return cls()
+        batching = config.dynamic_batching
+        return cls(
+            max_batch_size=config.max_batch_size,
+            preferred_batch_sizes=tuple(sorted(batching.preferred_batch_size)),
+            max_queue_delay_ns=batching.max_queue_delay_microseconds * 1000,
+        )
+
+
+class Scheduler:
+    """Queues requests for one model version and runs them on its instances.
+
+    Owns one worker task per instance; `stop()` fails queued work and cancels the workers.
+    Event loop thread only.
+    """
+
+    def __init__(self, instances: Sequence[ModelInstance], policy: BatchPolicy, stats: StatsRecorder) -> None:
+        self._instances = list(instances)
+        self._policy = policy
+        self._stats = stats
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._stopped = False
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work(instance)) for instance in self._instances]
+
+    async def stop(self) -> None:
+        """Refuse new work, fail queued requests, cancel and await the workers; idempotent."""
+        self._stopped = True
+        self._fail_queued(UnavailableError("model is being unloaded"))
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+
+    def inflight(self) -> int:
+        return len(self._queue)
+
+    async def enqueue(self, request: InferRequest, batch_size: int) -> InferResponse:
+        """Queue `request` and wait for its response.
+
+        Raises:
+            UnavailableError: the scheduler is stopped or no instance is healthy.
+            SeawallError: the model's error for this request.
+        """
+        if self._stopped or not any(i.is_healthy() for i in self._instances):
+            raise UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
+        future: asyncio.Future[InferResponse] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(request, batch_size, future, time.monotonic_ns()))
+        self._stats.pending += 1
+        self._wakeup.set()
+        return await future
+
+    async def _work(self, instance: ModelInstance) -> None:
+        while instance.is_healthy():
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = await self._gather()
+            if batch:
+                await self._run(instance, batch)
+        # this instance is gone: if none is left, nobody will serve what is queued
+        if not any(i.is_healthy() for i in self._instances):
+            self._fail_queued(
+                UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
+            )
+
+    async def _gather(self) -> list[_Pending]:
+        """Take the next request, and with dynamic batching as many more as fit (waiting up to the delay)."""
+        first = self._queue.popleft()
+        batch = [first]
+        limit = self._policy.max_batch_size
+        if limit <= 0:
+            return batch
+        size = first.batch_size
+        deadline = first.enqueued_ns + self._policy.max_queue_delay_ns
+        while True:
+            while self._queue and size + self._queue[0].batch_size <= limit:
+                item = self._queue.popleft()
+                batch.append(item)
+                size += item.batch_size
+            if size >= limit or size in self._policy.preferred_batch_sizes or self._queue:
+                return batch
+            remaining = deadline - time.monotonic_ns()
+            if remaining <= 0:
+                return batch
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining / 1e9)
+            except TimeoutError:
+                return batch
+
+    async def _run(self, instance: ModelInstance, batch: list[_Pending]) -> None:
+        start = time.monotonic_ns()
+        self._stats.pending -= len(batch)
+        live = [p for p in batch if not p.future.done()]  # a cancelled client leaves a done future
+        reason = "OTHER"  # an error the model returned for one request
+        try:
+            results: Sequence[InferResponse | SeawallError] = await instance.execute(
+                [p.request for p in live]
+            )
+            if len(results) != len(live):
+                raise InternalError("backend returned a wrong number of responses")
+        except SeawallError as error:
+            reason, results = "BACKEND", [error] * len(live)
+        except Exception:
+            logger.exception("model '%s' instance '%s' failed", self._stats.name, instance.name)
+            reason, results = "BACKEND", [InternalError("internal error")] * len(live)
+        end = time.monotonic_ns()
+        self._stats.record_execution(sum(p.batch_size for p in live))
+        for pending, result in zip(live, results, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(result, SeawallError):
+                self._stats.record_failure(reason, end - pending.enqueued_ns)
+                pending.future.set_exception(result)
+            else:
+                self._stats.record_success(
+                    end - pending.enqueued_ns, start - pending.enqueued_ns, 0, end - start, 0
+                )
+                pending.future.set_result(result)
+
+    def _fail_queued(self, error: SeawallError) -> None:
+        while self._queue:
+            pending = self._queue.popleft()
+            self._stats.pending -= 1
+            if not pending.future.done():
+                pending.future.set_exception(error)

@@ -1,0 +1,83 @@
+"""Per model-version statistics, recorded on the event loop thread with a monotonic clock.
+
+Imports only `core.types`. Snapshots feed the statistics extension and the Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import time
+
+from seawall.core.types import Duration, ModelStatistics
+
+FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+
+
+class StatsRecorder:
+    """Cumulative counters of one model version. Owned by its ModelVersion; event loop thread only."""
+
+    __slots__ = (
+        "name",
+        "version",
+        "last_inference_ms",
+        "inference_count",
+        "execution_count",
+        "pending",
+        "_durations",
+        "_failures",
+    )
+
+    def __init__(self, name: str, version: str) -> None:
+        self.name = name
+        self.version = version
+        self.last_inference_ms = 0
+        self.inference_count = 0
+        self.execution_count = 0
+        self.pending = 0
+        # kind → [count, ns]
+        self._durations: dict[str, list[int]] = {
+            k: [0, 0]
+            for k in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+        }
+        self._failures = dict.fromkeys(FAILURE_REASONS, 0)
+
+    def _add(self, kind: str, ns: int) -> None:
+        entry = self._durations[kind]
+        entry[0] += 1
+        entry[1] += ns
+
+    def record_execution(self, batch_size: int) -> None:
+        self.execution_count += 1
+        self.inference_count += batch_size
+
+    def record_success(
+        self, request_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
+        self._add("success", request_ns)
+        self._add("queue", queue_ns)
+        self._add("compute_input", input_ns)
+        self._add("compute_infer", infer_ns)
+        self._add("compute_output", output_ns)
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def record_failure(self, reason: str, request_ns: int) -> None:
+        self._add("fail", request_ns)
+        self._failures[reason] += 1
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def snapshot(self) -> ModelStatistics:
+        d = {k: Duration(count, ns) for k, (count, ns) in self._durations.items()}
+        return ModelStatistics(
+            name=self.name,
+            version=self.version,
+            last_inference=self.last_inference_ms,
+            inference_count=self.inference_count,
+            execution_count=self.execution_count,
+            success=d["success"],
+            fail=d["fail"],
+            queue=d["queue"],
+            compute_input=d["compute_input"],
+            compute_infer=d["compute_infer"],
+            compute_output=d["compute_output"],
+            failures_by_reason=tuple(self._failures.items()),
+            pending_request_count=self.pending,
+        )
