@@ -37,14 +37,15 @@ def check_request(request: InferRequest, spec: ModelSpec) -> int:
     prefix = f"[request id: {request.id or '<id_unknown>'}] "
     model = spec.name
     given = [t.name for t in request.inputs]
-    _check_count(prefix, model, spec, given)
     seen: set[str] = set()
-    for tensor in request.inputs:
-        if tensor.name not in spec.inputs:
-            raise InvalidArgumentError(f"unexpected inference input '{tensor.name}' for model '{model}'")
-        if tensor.name in seen:
-            raise InvalidArgumentError(f"{prefix}input '{tensor.name}' already exists in request")
-        seen.add(tensor.name)
+    for name in given:  # Triton refuses duplicates as it adds inputs, before any other check
+        if name in seen:
+            raise InvalidArgumentError(f"{prefix}input '{name}' already exists in request")
+        seen.add(name)
+    _check_count(prefix, model, spec, given)
+    for name in given:
+        if name not in spec.inputs:
+            raise InvalidArgumentError(f"unexpected inference input '{name}' for model '{model}'")
     if not spec.required_inputs <= seen:
         _raise_count(prefix, model, spec, given)
     batch_size = _check_batch(prefix, spec, request)
