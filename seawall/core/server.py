@@ -12,6 +12,7 @@ import time
 from seawall.core import repository
 from seawall.core.backend import Backend, ModelConfig
 from seawall.core.lifecycle import BackendLookup, ModelLifecycle, ModelRecord, ModelVersion
+from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
 from seawall.core.types import (
     InferRequest,
     InferResponse,
