@@ -45,12 +45,13 @@ class ModelVersion:
     def is_ready(self) -> bool:
         return self.state is ModelState.READY
 
-    async def unload(self) -> None:
-        if self.state is not ModelState.READY and self.model is None:
+    async def unload(self, drain_secs: float = 0.0) -> None:
+        """Let in-flight requests finish (up to `drain_secs`), then finalize; idempotent."""
+        if self.model is None:
             return
         self.state = ModelState.UNLOADING
         if self.scheduler is not None:
-            await self.scheduler.stop()
+            await self.scheduler.stop(drain_secs)
         if self.model is not None:
             try:
                 await self.model.unload()
@@ -67,9 +68,22 @@ class ModelRecord:
     name: str
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     error: str = ""  # model-level failure (bad config, no versions): no version was attempted
+    unloaded: bool = False  # unloaded on request: not a failure, and no longer counts for readiness
 
     def is_ready(self) -> bool:
         return not self.error and bool(self.versions) and all(v.is_ready() for v in self.versions.values())
+
+    def failure(self) -> str:
+        """Why the model is not fully ready: the model-level error or the first failed version."""
+        if self.error:
+            return self.error
+        for number, entry in sorted(self.versions.items()):
+            if not entry.is_ready():
+                return f"version {number} is at {entry.state.value} state: {entry.reason}"
+        return ""
+
+    async def unload(self, drain_secs: float = 0.0) -> None:
+        await asyncio.gather(*(v.unload(drain_secs) for v in self.versions.values()))
 
 
 class ModelLifecycle:
@@ -90,15 +104,44 @@ class ModelLifecycle:
 
         await asyncio.gather(*(load_one(loc) for loc in locations.values()))
 
-    async def load(self, location: repository.ModelLocation) -> ModelRecord:
-        """Load the versions of one model its policy selects; failures become states, not exceptions."""
-        record = ModelRecord(location.name)
+    async def load(
+        self, location: repository.ModelLocation, config: ModelConfig | None = None, drain_secs: float = 30.0
+    ) -> ModelRecord:
+        """Load (or reload) one model; failures become states, not exceptions.
+
+        A reload is all or nothing: the new versions replace the old ones only if every one of them loaded,
+        and the old ones then finish their in-flight requests (up to `drain_secs`) before they unload.
+        Otherwise the old model keeps serving and the failed record is returned, not installed.
+        """
+        record = await self._build(location, config)
+        old = self.models.get(location.name)
+        if old is not None and not old.unloaded and old.versions and not record.is_ready():
+            if any(v.is_ready() for v in old.versions.values()):
+                await record.unload()
+                logger.error("reload of '%s' failed; the previous version keeps serving", location.name)
+                return record
         self.models[location.name] = record
+        if old is not None:
+            await old.unload(drain_secs)
+        return record
+
+    async def unload(self, name: str, drain_secs: float = 30.0, forget: bool = False) -> None:
+        """Unload every version of `name` after its in-flight requests finish; `forget` drops the record."""
+        record = self.models.get(name)
+        if record is None:
+            return
+        record.unloaded = True
+        await record.unload(drain_secs)
+        if forget:
+            self.models.pop(name, None)
+
+    async def _build(self, location: repository.ModelLocation, override: ModelConfig | None) -> ModelRecord:
+        record = ModelRecord(location.name)
         if location.error:
             record.error = location.error
             return record
         try:
-            config, backend = await self._prepare(location)
+            config, backend = await self._prepare(location, override)
             versions = repository.select_versions(
                 config.version_policy, repository.version_directories(location.path)
             )
@@ -118,9 +161,13 @@ class ModelLifecycle:
         )
         return record
 
-    async def _prepare(self, location: repository.ModelLocation) -> tuple[ModelConfig, Backend]:
+    async def _prepare(
+        self, location: repository.ModelLocation, override: ModelConfig | None
+    ) -> tuple[ModelConfig, Backend]:
         options = self._options.repository
-        config = model_config.read_config(location.path, options.config_name)
+        config = (
+            override if override is not None else model_config.read_config(location.path, options.config_name)
+        )
         if config is None:
             if not options.auto_complete_config:
                 raise InvalidArgumentError(
@@ -185,9 +232,8 @@ class ModelLifecycle:
                     settings[key] = value
         return settings
 
-    async def unload_all(self) -> None:
-        versions = [v for record in self.models.values() for v in record.versions.values()]
-        await asyncio.gather(*(v.unload() for v in versions))
+    async def unload_all(self, drain_secs: float = 0.0) -> None:
+        await asyncio.gather(*(record.unload(drain_secs) for record in self.models.values()))
 
 
 def _guess_backend(model_dir: str) -> str:

@@ -32,7 +32,7 @@ MAX_CONFIG_BYTES = 1 << 20
 
 def _type_name(data_type: int) -> str:
     """`TYPE_FP32` → `FP32`; `TYPE_STRING` → `BYTES`; TYPE_INVALID → ''."""
-    name: str = model_config_pb2.DataType.Name(data_type)
+    name = str(model_config_pb2.DataType.Name(data_type))
     if name == "TYPE_STRING":
         return "BYTES"
     return "" if name == "TYPE_INVALID" else name[len("TYPE_") :]

@@ -63,14 +63,19 @@ class Scheduler:
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
+        self._busy = 0  # requests handed to an instance and not yet answered
         self._stopped = False
 
     def start(self) -> None:
         self._workers = [asyncio.create_task(self._work(instance)) for instance in self._instances]
 
-    async def stop(self) -> None:
-        """Refuse new work, fail queued requests, cancel and await the workers; idempotent."""
+    async def stop(self, drain_secs: float = 0.0) -> None:
+        """Refuse new work, let queued and running requests finish for up to `drain_secs`, then fail
+        what is left and cancel the workers; idempotent."""
         self._stopped = True
+        deadline = time.monotonic() + drain_secs
+        while (self._queue or self._busy) and time.monotonic() < deadline and self._has_healthy_instance():
+            await asyncio.sleep(0.005)
         self._fail_queued(UnavailableError("model is being unloaded"))
         for worker in self._workers:
             worker.cancel()
@@ -78,7 +83,11 @@ class Scheduler:
         self._workers = []
 
     def inflight(self) -> int:
-        return len(self._queue)
+        """Requests queued or executing."""
+        return len(self._queue) + self._busy
+
+    def _has_healthy_instance(self) -> bool:
+        return any(i.is_healthy() for i in self._instances)
 
     async def enqueue(self, request: InferRequest, batch_size: int) -> InferResponse:
         """Queue `request` and wait for its response.
@@ -87,7 +96,7 @@ class Scheduler:
             UnavailableError: the scheduler is stopped or no instance is healthy.
             SeawallError: the model's error for this request.
         """
-        if self._stopped or not any(i.is_healthy() for i in self._instances):
+        if self._stopped or not self._has_healthy_instance():
             raise UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
         future: asyncio.Future[InferResponse] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(request, batch_size, future, time.monotonic_ns()))
@@ -105,7 +114,7 @@ class Scheduler:
             if batch:
                 await self._run(instance, batch)
         # this instance is gone: if none is left, nobody will serve what is queued
-        if not any(i.is_healthy() for i in self._instances):
+        if not self._has_healthy_instance():
             self._fail_queued(
                 UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
             )
@@ -139,7 +148,10 @@ class Scheduler:
         start = time.monotonic_ns()
         self._stats.pending -= len(batch)
         live = [p for p in batch if not p.future.done()]  # a cancelled client leaves a done future
+        if not live:
+            return
         reason = "OTHER"  # an error the model returned for one request
+        self._busy += len(live)
         try:
             results: Sequence[InferResponse | SeawallError] = await instance.execute(
                 [p.request for p in live]
@@ -151,6 +163,8 @@ class Scheduler:
         except Exception:
             logger.exception("model '%s' instance '%s' failed", self._stats.name, instance.name)
             reason, results = "BACKEND", [InternalError("internal error")] * len(live)
+        finally:
+            self._busy -= len(live)
         end = time.monotonic_ns()
         self._stats.record_execution(sum(p.batch_size for p in live))
         for pending, result in zip(live, results, strict=True):

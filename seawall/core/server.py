@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from seawall.core import repository
 from seawall.core.backend import Backend, ModelConfig
+from seawall.core.control import ModelControl
 from seawall.core.lifecycle import BackendLookup, ModelLifecycle, ModelRecord, ModelVersion
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
 from seawall.core.types import (
@@ -46,6 +48,7 @@ class InferenceServer:
         self._backend_for = backend_for
         self._registry: object | None = None  # the default backend registry, when we made it
         self._lifecycle: ModelLifecycle | None = None
+        self._control: ModelControl | None = None
         self._live = False
 
     async def start(self) -> None:
@@ -61,14 +64,18 @@ class InferenceServer:
             raise InvalidArgumentError("at least one model repository is required (--model-repository)")
         started = time.monotonic()
         self._lifecycle = ModelLifecycle(self.options, self._backend_lookup())
-        locations = repository.scan(options.paths)
-        await self._lifecycle.load_all(locations)
+        self._control = ModelControl(self.options, self._lifecycle)
+        try:
+            await self._control.start()
+        except BaseException:
+            await self.stop()
+            raise
         self._live = True
         failed = [r.name for r in self._lifecycle.models.values() if not r.is_ready()]
         if failed and options.exit_on_error:
             await self.stop()
             raise InternalError("failed to load all models")
-        logger.info("loaded %d model(s) in %.2fs", len(locations), time.monotonic() - started)
+        logger.info("loaded %d model(s) in %.2fs", len(self._lifecycle.models), time.monotonic() - started)
 
     def _backend_lookup(self) -> BackendLookup:
         if self._backend_for is not None:
@@ -86,6 +93,8 @@ class InferenceServer:
     async def stop(self) -> None:
         """Stop accepting work, unload every model (calls `finalize`); idempotent."""
         self._live = False
+        if self._control is not None:
+            await self._control.stop()
         if self._lifecycle is not None:
             await self._lifecycle.unload_all()
         registry, self._registry = self._registry, None
@@ -101,7 +110,7 @@ class InferenceServer:
             return False
         if not self.options.repository.strict_readiness:
             return True
-        return all(record.is_ready() for record in self._lifecycle.models.values())
+        return all(r.is_ready() for r in self._lifecycle.models.values() if not r.unloaded)
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(self.options.server_id, SERVER_VERSION, EXTENSIONS)
@@ -168,8 +177,11 @@ class InferenceServer:
         return config
 
     def repository_index(self, ready_only: bool = False) -> list[ModelIndexEntry]:
+        """Every model the server knows, sorted by name then version; never-loaded models by name only."""
         entries: list[ModelIndexEntry] = []
         models = self._lifecycle.models if self._lifecycle is not None else {}
+        if self._control is not None and not ready_only:
+            entries.extend(self._control.never_loaded())
         for name in sorted(models):
             record = models[name]
             if record.error and not ready_only:
@@ -179,7 +191,35 @@ class InferenceServer:
                 if ready_only and not entry.is_ready():
                     continue
                 entries.append(ModelIndexEntry(name, str(number), entry.state.value, entry.reason))
-        return entries
+        return sorted(entries, key=lambda e: (e.name, int(e.version or 0)))
+
+    async def load_model(
+        self, name: str, config_json: str | None = None, files: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Load or reload a model (explicit control mode), optionally with a JSON config and files.
+
+        Raises:
+            UnavailableError: the control mode is not explicit.
+            InvalidArgumentError: bad name, config, file path, or the model failed to load.
+            NotFoundError: the model is in no repository.
+        """
+        await self._require_control().load(name, config_json, files)
+
+    async def unload_model(self, name: str) -> None:
+        """Unload every version of a model (explicit control mode).
+
+        Raises: UnavailableError (the control mode is not explicit).
+        """
+        await self._require_control().unload(name)
+
+    async def poll_repository(self) -> None:
+        """Rescan the repositories now (poll mode does this every --repository-poll-secs)."""
+        await self._require_control().poll_once()
+
+    def _require_control(self) -> ModelControl:
+        if self._control is None or not self._live:
+            raise UnavailableError("Server is not live")
+        return self._control
 
     def model_statistics(self, name: str = "", version: str = "") -> list[ModelStatistics]:
         """Statistics of every ready model version ("" name), or of one model / version.
