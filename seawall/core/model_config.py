@@ -88,7 +88,8 @@ def read_config(model_dir: str, config_name: str = "") -> ModelConfig | None:
 
 
 def backend_of(config: ModelConfig) -> str:
-    return config.backend or PLATFORM_BACKENDS.get(config.platform, config.platform)
+    backend: str = config.backend or PLATFORM_BACKENDS.get(config.platform, config.platform)
+    return backend
 
 
 def complete_defaults(config: ModelConfig, name: str) -> None:
