@@ -1,0 +1,267 @@
+"""The HTTP/REST frontend: KServe v2 + Triton routes over `http_server`, mapped onto the InferenceServer.
+
+Imports `core.server`, `core.types`, `errors`, `security`, `status` and the HTTP codec/server.
+The stack is [error mapping] → [security policy] → [method check] → [handler], as in Triton.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from seawall.core.server import InferenceServer, config_to_dict
+from seawall.core.types import Duration, ModelMetadata, ModelStatistics, TensorMetadata
+from seawall.errors import SeawallError, UnsupportedError
+from seawall.frontends import http_codec
+from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
+from seawall.frontends.status import http_status
+from seawall.options import Options
+from seawall.security.policy import ApiPolicy
+
+logger = logging.getLogger(__name__)
+
+_MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[0-9]+))?"
+_GET, _POST, _GET_POST = frozenset({"GET"}), frozenset({"POST"}), frozenset({"GET", "POST"})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One row of the route table: methods, full-match path pattern, API category, handler method name."""
+
+    methods: frozenset[str]
+    pattern: str
+    category: str
+    handler: str  # "" for a route Seawall does not implement yet: 501 naming `feature`
+    feature: str = ""
+
+
+#: Every HTTP route, in Triton's matching order (protocol.md §1.1); the first full match wins.
+ROUTES: tuple[Route, ...] = (
+    Route(_GET, r"/v2/models/stats", "statistics", "_model_statistics"),
+    Route(_GET_POST, r"/v2/logging", "logging", "", "logging"),
+    Route(_GET, _MODEL, "metadata", "_model_metadata"),
+    Route(_GET, _MODEL + r"/ready", "health", "_model_ready"),
+    Route(_GET, _MODEL + r"/config", "model-config", "_model_config"),
+    Route(_GET, _MODEL + r"/stats", "statistics", "_model_statistics"),
+    Route(_POST, _MODEL + r"/infer", "inference", "_infer"),
+    Route(_POST, _MODEL + r"/generate", "inference", "", "generate"),
+    Route(_POST, _MODEL + r"/generate_stream", "inference", "", "generate_stream"),
+    Route(_GET_POST, r"/v2/models/(?P<model>[^/]+)/trace/setting", "trace", "", "trace setting"),
+    Route(_GET, r"/v2", "metadata", "_server_metadata"),
+    Route(_GET, r"/v2/health/live", "health", "_health_live"),
+    Route(_GET, r"/v2/health/ready", "health", "_health_ready"),
+    Route(_GET, r"/v2/systemsharedmemory(?:/region/[^/]+)?/status", "shared-memory", "", "shared memory"),
+    Route(
+        _POST,
+        r"/v2/systemsharedmemory(?:/region/[^/]+)?/(?:register|unregister)",
+        "shared-memory",
+        "",
+        "shared memory",
+    ),
+    Route(_GET, r"/v2/cudasharedmemory(?:/region/[^/]+)?/status", "shared-memory", "", "shared memory"),
+    Route(
+        _POST,
+        r"/v2/cudasharedmemory(?:/region/[^/]+)?/(?:register|unregister)",
+        "shared-memory",
+        "",
+        "shared memory",
+    ),
+    Route(_POST, r"/v2/repository(?:/[^/]+)?/index", "model-repository", "", "model repository"),
+    Route(
+        _POST,
+        r"/v2/repository(?:/[^/]+)?/models/[^/]+/(?:load|unload)",
+        "model-repository",
+        "",
+        "model repository",
+    ),
+    Route(_GET_POST, r"/v2/trace/setting", "trace", "", "trace setting"),
+)
+
+_COMPILED = tuple((route, re.compile(route.pattern)) for route in ROUTES)
+_EMPTY_OK = HttpResponse(200, (), "text/plain")
+_EMPTY_BAD = HttpResponse(400, (), "text/plain")
+_NOT_FOUND = error_response(404, "Not Found")
+_METHOD_NOT_ALLOWED = error_response(405, "Method Not Allowed")
+
+_Endpoint = Callable[[HttpRequest, "dict[str, str]"], Awaitable[HttpResponse]]
+
+
+def _json(document: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(status, (orjson.dumps(document),), "application/json")
+
+
+def _tensor_metadata(tensors: tuple[TensorMetadata, ...]) -> list[dict[str, Any]]:
+    return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in tensors]
+
+
+def model_metadata_json(metadata: ModelMetadata) -> dict[str, Any]:
+    return {
+        "name": metadata.name,
+        "versions": list(metadata.versions),
+        "platform": metadata.platform,
+        "inputs": _tensor_metadata(metadata.inputs),
+        "outputs": _tensor_metadata(metadata.outputs),
+    }
+
+
+def _duration(value: Duration) -> dict[str, int]:
+    return {"count": value.count, "ns": value.ns}
+
+
+def statistics_json(stats: ModelStatistics) -> dict[str, Any]:
+    """One entry of `model_stats` (protocol.md §3.5)."""
+    names = (
+        "success",
+        "fail",
+        "queue",
+        "compute_input",
+        "compute_infer",
+        "compute_output",
+        "cache_hit",
+        "cache_miss",
+    )
+    return {
+        "name": stats.name,
+        "version": stats.version,
+        "last_inference": stats.last_inference,
+        "inference_count": stats.inference_count,
+        "execution_count": stats.execution_count,
+        "inference_stats": {name: _duration(getattr(stats, name)) for name in names},
+        "response_stats": {},
+        "batch_stats": [],
+        "memory_usage": [],
+    }
+
+
+def _raw_input_spec(config: Any) -> http_codec.RawInputSpec:
+    """The first input of a ModelConfig message, as the raw binary request needs it."""
+    inputs = list(config.input)
+    first = inputs[0] if inputs else None
+    if first is None:
+        return http_codec.RawInputSpec("", "", (), config.max_batch_size, 0)
+    type_name = type(config).DESCRIPTOR.fields_by_name["input"].message_type.fields_by_name["data_type"]
+    enum_name = type_name.enum_type.values_by_number[first.data_type].name
+    datatype = "BYTES" if enum_name == "TYPE_STRING" else enum_name.removeprefix("TYPE_")
+    return http_codec.RawInputSpec(
+        first.name, datatype, tuple(first.dims), config.max_batch_size, len(inputs)
+    )
+
+
+def _route(path: str) -> tuple[Route, re.Match[str] | None]:
+    for route, pattern in _COMPILED:
+        match = pattern.fullmatch(path)
+        if match is not None:
+            return route, match
+    return ROUTES[0], None
+
+
+class HttpFrontend:
+    """Serves the KServe v2 / Triton HTTP API of `server` on `options.http`."""
+
+    def __init__(self, server: InferenceServer, options: Options) -> None:
+        self._server = server
+        self._options = options
+        self._limits = options.limits
+        self._policy = ApiPolicy(options.http.restricted)
+        self._endpoints: dict[str, _Endpoint] = {
+            r.handler: getattr(self, r.handler) for r in ROUTES if r.handler
+        }
+        self._http = HttpServer(
+            self.handle, options.limits, options.http.address, options.http.port, options.http.reuse_port
+        )
+
+    async def start(self) -> tuple[str, int]:
+        """Bind the listener; returns the bound (host, port).
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        return await self._http.start()
+
+    async def stop(self) -> None:
+        """Stop listening and finish in-flight requests; idempotent."""
+        await self._http.stop()
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        """Route, authorize, check the method, run the handler; every error becomes a JSON error reply."""
+        route, match = _route(request.path)
+        if match is None:
+            return _NOT_FOUND
+        groups = {k: v for k, v in match.groupdict().items() if v is not None}
+        try:
+            self._policy.authorize(route.category, request.headers.get)
+            if request.method not in route.methods:
+                return _METHOD_NOT_ALLOWED
+            if not route.handler:
+                raise UnsupportedError(f"{route.feature} is not supported yet")
+            return await self._endpoints[route.handler](request, groups)
+        except SeawallError as exc:
+            status = http_status(exc.code)
+            level = logging.WARNING if status >= 500 else logging.DEBUG
+            logger.log(
+                level,
+                "%s %r (model %r version %r): %s",
+                request.method,
+                request.path,
+                groups.get("model", ""),
+                groups.get("version", ""),
+                exc.message,
+            )
+            return error_response(status, exc.message)
+        except Exception:
+            logger.exception("internal error on %s %r", request.method, request.path)
+            return error_response(500, "internal error")
+
+    # handlers ----------------------------------------------------------------------------------------
+    async def _health_live(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        return _EMPTY_OK if self._server.is_live() else _EMPTY_BAD
+
+    async def _health_ready(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        return _EMPTY_OK if self._server.is_ready() else _EMPTY_BAD
+
+    async def _server_metadata(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        meta = self._server.server_metadata()
+        return _json({"name": meta.name, "version": meta.version, "extensions": list(meta.extensions)})
+
+    async def _model_metadata(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        metadata = self._server.model_metadata(groups["model"], groups.get("version", ""))
+        return _json(model_metadata_json(metadata))
+
+    async def _model_ready(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        if self._server.model_ready(groups["model"], groups.get("version", "")):
+            return _EMPTY_OK
+        return error_response(400, "Model version not ready")
+
+    async def _model_config(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        config = self._server.model_config(groups["model"], groups.get("version", ""))
+        return _json(config_to_dict(config))
+
+    async def _model_statistics(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        stats = self._server.model_statistics(groups.get("model", ""), groups.get("version", ""))
+        return _json({"model_stats": [statistics_json(s) for s in stats]})
+
+    async def _infer(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        model, version = groups["model"], groups.get("version", "")
+        body = request.body
+        length = http_codec.parse_header_length(
+            request.headers.get("inference-header-content-length"), len(body)
+        )
+        if length == 0 or (length is None and not body):
+            spec = _raw_input_spec(self._server.model_config(model, version))
+            decoded = http_codec.decode_raw_request(body, model, version, spec, self._limits)
+        else:
+            decoded = http_codec.decode_infer_request(body, length, model, version, self._limits)
+        response = await self._server.infer(decoded.request)
+        parts, header_length = http_codec.encode_infer_response(
+            response, decoded.request.id, decoded.binary_default, decoded.binary_outputs
+        )
+        if header_length is None:
+            return HttpResponse(200, parts, "application/json")
+        return HttpResponse(
+            200, parts, "application/octet-stream", [("Inference-Header-Content-Length", str(header_length))]
+        )

@@ -1,0 +1,540 @@
+"""KServe v2 infer JSON and Triton's binary tensor extension ↔ core InferRequest / InferResponse.
+
+Imports numpy, orjson, `core.types` and `errors`; pure functions, no IO. Every size and count from the client
+is checked against `Limits` before numpy allocates anything.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from seawall.core.types import (
+    ELEMENT_SIZES,
+    NUMPY_DTYPES,
+    InferRequest,
+    InferResponse,
+    ParamValue,
+    RequestedOutput,
+    Tensor,
+)
+from seawall.errors import InvalidArgumentError, UnsupportedError
+from seawall.options import Limits
+
+MAX_DIMS = 32  # numpy's smallest supported rank limit
+_SCALARS = (str, int, float, bool)
+_INT_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
+_JSON_ONLY_BINARY = frozenset({"FP16", "BF16"})
+_LENGTH = struct.Struct("<I")
+
+
+@dataclass(slots=True)
+class DecodedInfer:
+    """A decoded request plus how its outputs must be encoded (binary or JSON)."""
+
+    request: InferRequest
+    binary_default: bool = False
+    binary_outputs: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RawInputSpec:
+    """What a raw binary request needs to know about the model's only input."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+    max_batch_size: int
+    input_count: int
+
+
+def parse_header_length(value: str | None, body_length: int) -> int | None:
+    """The `Inference-Header-Content-Length` value; None when absent.
+
+    Raises:
+        InvalidArgumentError: not a decimal integer, or larger than the body (Triton's message).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit() or not text.isascii() or int(text) > body_length:
+        raise InvalidArgumentError(
+            f"inference header size should be in range (0, {body_length}), got: {text[:32]}"
+        )
+    return int(text)
+
+
+def load_json(buffer: bytes | memoryview, max_depth: int) -> Any:
+    """Parse a JSON document, refusing nesting deeper than `max_depth`.
+
+    Raises:
+        InvalidArgumentError: empty, malformed or too deeply nested.
+    """
+    if len(buffer) == 0:
+        raise InvalidArgumentError("failed to parse the request JSON buffer: The document is empty.")
+    try:
+        document = orjson.loads(buffer)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"failed to parse the request JSON buffer: {exc}") from None
+    # depth <= number of opening brackets, counted in C; only walk when it could exceed the limit
+    raw = bytes(buffer) if isinstance(buffer, memoryview) else buffer
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _is_deeper(document, max_depth):
+        raise InvalidArgumentError(f"request JSON is nested deeper than {max_depth} levels")
+    return document
+
+
+def _is_deeper(document: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (list, dict)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def decode_infer_request(
+    body: bytes, header_length: int | None, model: str, version: str, limits: Limits
+) -> DecodedInfer:
+    """Decode a JSON (optionally JSON + binary) infer request body.
+
+    Raises:
+        InvalidArgumentError: malformed JSON, wrong value types, sizes or counts.
+        UnsupportedError: shared-memory tensors.
+    """
+    if header_length is None:
+        document, binary = load_json(body, limits.max_json_depth), memoryview(b"")
+    else:
+        view = memoryview(body)
+        document, binary = load_json(view[:header_length], limits.max_json_depth), view[header_length:]
+    if not isinstance(document, dict):
+        raise InvalidArgumentError("Unable to parse the request: expected a JSON object")
+    request_id = document.get("id", "")
+    if not isinstance(request_id, str):
+        raise InvalidArgumentError("Unable to parse 'id': expected a string")
+    parameters = decode_request_parameters(document.get("parameters"))
+    binary_default = parameters.pop("binary_data_output", False)
+    inputs = _decode_inputs(document, binary, model, limits)
+    outputs, binary_outputs = _decode_outputs(document.get("outputs"), limits)
+    request = InferRequest(model, inputs, version, request_id, outputs, parameters)
+    return DecodedInfer(request, bool(binary_default), binary_outputs)
+
+
+def decode_request_parameters(raw: Any) -> dict[str, ParamValue]:
+    """Request-level parameters, with the types Triton requires for the keys it interprets.
+
+    Raises:
+        InvalidArgumentError: reserved `triton_` keys, non-scalar values, wrongly typed special keys.
+    """
+    params = _scalar_parameters(raw)
+    for key, value in params.items():
+        if key.startswith("triton_"):
+            raise InvalidArgumentError(
+                "parameter keys starting with 'triton_' are reserved for Triton usage "
+                "and should not be specified."
+            )
+        if key in ("sequence_start", "sequence_end", "binary_data_output") and type(value) is not bool:
+            raise InvalidArgumentError(f"Unable to parse '{key}': expected a boolean")
+        if key in ("priority", "timeout") and not _is_uint(value):
+            raise InvalidArgumentError(f"Unable to parse '{key}': expected a non-negative integer")
+        if key == "sequence_id" and not (_is_uint(value) or isinstance(value, str)):
+            raise InvalidArgumentError(
+                "Unable to parse 'sequence_id': expected a non-negative integer or a string"
+            )
+    return params
+
+
+def _scalar_parameters(raw: Any) -> dict[str, ParamValue]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise InvalidArgumentError("Unable to parse 'parameters': expected a JSON object")
+    for key, value in raw.items():
+        if "\x00" in key:
+            raise InvalidArgumentError("parameter name contains a NUL character")
+        if not isinstance(value, _SCALARS):
+            raise InvalidArgumentError(
+                f"parameter '{key}' has invalid type. It should be either 'int', 'bool', or 'string'."
+            )
+    return raw
+
+
+def _is_uint(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _checked_name(entry: dict[str, Any], what: str) -> str:
+    name = entry.get("name")
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"Unable to parse '{what}': each {what[:-1]} needs a string 'name'")
+    if "\x00" in name:
+        raise InvalidArgumentError(f"{what[:-1]} name contains a NUL character")
+    return name
+
+
+def _decode_inputs(document: dict[str, Any], binary: memoryview, model: str, limits: Limits) -> list[Tensor]:
+    entries = document.get("inputs")
+    if entries is None:
+        raise InvalidArgumentError(
+            "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'"
+        )
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise InvalidArgumentError("Unable to parse 'inputs': expected an array of objects")
+    if len(entries) > limits.max_inputs:
+        raise InvalidArgumentError(
+            f"request has {len(entries)} inputs, more than the limit of {limits.max_inputs}"
+        )
+    inputs, offset = [], 0
+    for entry in entries:
+        tensor, offset = _decode_input(entry, binary, offset, model, limits)
+        inputs.append(tensor)
+    if offset != len(binary):
+        raise InvalidArgumentError(f"unexpected additional input data for model '{model}'")
+    return inputs
+
+
+def _decode_input(
+    entry: dict[str, Any], binary: memoryview, offset: int, model: str, limits: Limits
+) -> tuple[Tensor, int]:
+    name = _checked_name(entry, "inputs")
+    datatype = entry.get("datatype")
+    if not isinstance(datatype, str) or datatype not in NUMPY_DTYPES:
+        raise InvalidArgumentError(f"invalid datatype for input {name}")
+    shape = _decode_shape(entry.get("shape"), name)
+    params = dict(_scalar_parameters(entry.get("parameters")))
+    sources = [
+        k
+        for k in ("data", "binary_data_size", "shared_memory_region")
+        if k in (entry if k == "data" else params)
+    ]
+    if len(sources) != 1:
+        found = "set " + " ".join(f"'{s}'" for s in sources) if sources else "no field is set"
+        raise InvalidArgumentError(
+            "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', "
+            f"'shared_memory_region' in 'parameters'. But {found}"
+        )
+    if sources[0] == "shared_memory_region":
+        raise UnsupportedError("shared memory is not supported yet")
+    count = _checked_count(shape, datatype, name, limits)
+    if sources[0] == "data":
+        return Tensor(
+            name, datatype, shape, decode_json_data(entry["data"], datatype, shape, count, name), params
+        ), offset
+    size = params.pop("binary_data_size")
+    if type(size) is not int or size < 0:
+        raise InvalidArgumentError(
+            f"Unable to parse 'binary_data_size' of input '{name}': expected an unsigned integer"
+        )
+    if size > len(binary) - offset:
+        raise InvalidArgumentError(
+            f"unexpected size for input '{name}', expecting {size} additional bytes for model '{model}'"
+        )
+    data = decode_binary_data(binary[offset : offset + size], datatype, shape, count, name, model)
+    return Tensor(name, datatype, shape, data, params), offset + size
+
+
+def _decode_shape(raw: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(type(d) is int and d >= 0 for d in raw):
+        raise InvalidArgumentError(
+            f"Unable to parse 'shape' of input '{name}': expected an array of unsigned integers"
+        )
+    if len(raw) > MAX_DIMS:
+        raise InvalidArgumentError(f"input '{name}' has {len(raw)} dimensions, more than {MAX_DIMS}")
+    return tuple(raw)
+
+
+def _checked_count(shape: tuple[int, ...], datatype: str, name: str, limits: Limits) -> int:
+    """Element count of `shape`, refused over the limits (Python ints cannot overflow; no allocation yet)."""
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count > limits.max_tensor_elements:
+        raise InvalidArgumentError(
+            f"input '{name}' has {count} elements, more than the limit of {limits.max_tensor_elements}"
+        )
+    if count * ELEMENT_SIZES.get(datatype, 1) > limits.max_tensor_bytes:
+        raise InvalidArgumentError(
+            f"input '{name}' is larger than the limit of {limits.max_tensor_bytes} bytes"
+        )
+    return count
+
+
+def decode_binary_data(
+    view: memoryview, datatype: str, shape: tuple[int, ...], count: int, name: str, model: str
+) -> np.ndarray:
+    """A tensor over `view` (no copy for fixed-size types).
+
+    Raises:
+        InvalidArgumentError: the byte size does not match the shape, or malformed BYTES elements.
+    """
+    if datatype == "BYTES":
+        return _decode_bytes_elements(view, shape, count, name)
+    expected = count * ELEMENT_SIZES[datatype]
+    if len(view) != expected:
+        raise InvalidArgumentError(
+            f"input byte size mismatch for input '{name}' for model '{model}'. "
+            f"Expected {expected}, got {len(view)}"
+        )
+    dtype = NUMPY_DTYPES[datatype].newbyteorder("<")
+    if count == 0:
+        return np.empty(shape, dtype=dtype)
+    return np.frombuffer(view, dtype=dtype, count=count).reshape(shape)
+
+
+def _decode_bytes_elements(view: memoryview, shape: tuple[int, ...], count: int, name: str) -> np.ndarray:
+    if count * _LENGTH.size > len(view):
+        raise InvalidArgumentError(f"input '{name}': {len(view)} bytes cannot hold {count} BYTES elements")
+    items: list[bytes] = []
+    position, end = 0, len(view)
+    for _ in range(count):
+        if position + _LENGTH.size > end:
+            raise InvalidArgumentError(f"input '{name}': BYTES element length prefix is truncated")
+        (length,) = _LENGTH.unpack_from(view, position)
+        position += _LENGTH.size
+        if length > end - position:
+            raise InvalidArgumentError(f"input '{name}': BYTES element is longer than the remaining data")
+        items.append(bytes(view[position : position + length]))
+        position += length
+    if position != end:
+        raise InvalidArgumentError(f"input '{name}': unexpected data after the last BYTES element")
+    return _object_array(items, shape)
+
+
+def _object_array(items: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(shape)
+
+
+def decode_json_data(data: Any, datatype: str, shape: tuple[int, ...], count: int, name: str) -> np.ndarray:
+    """A tensor from a JSON `data` array (flat or nested, row-major), type- and range-checked.
+
+    Raises:
+        InvalidArgumentError: element count, element types or integer ranges do not fit the datatype.
+    """
+    if datatype in _JSON_ONLY_BINARY:
+        raise InvalidArgumentError(
+            f"datatype {datatype} of input '{name}' cannot be sent as JSON; use the binary data extension"
+        )
+    flat = _flatten(data, name)
+    if len(flat) != count:
+        raise InvalidArgumentError("Unable to parse 'data': Shape does not match true shape of 'data' field")
+    kinds = set(map(type, flat))
+    if datatype == "BYTES":
+        if not kinds <= {str}:
+            raise InvalidArgumentError(
+                f"Unable to parse 'data' of input '{name}': BYTES elements must be strings"
+            )
+        return _object_array([s.encode() for s in flat], shape)
+    if datatype == "BOOL":
+        if not kinds <= {bool}:
+            raise InvalidArgumentError(
+                f"Unable to parse 'data' of input '{name}': BOOL elements must be true or false"
+            )
+    elif datatype in _INT_TYPES:
+        _check_integers(flat, kinds, datatype, name)
+    elif not kinds <= {int, float}:
+        raise InvalidArgumentError(
+            f"Unable to parse 'data' of input '{name}': {datatype} elements must be numbers"
+        )
+    with np.errstate(over="ignore"):  # FP32 overflow becomes inf, as in Triton
+        return np.array(flat, dtype=NUMPY_DTYPES[datatype]).reshape(shape)
+
+
+def _check_integers(flat: list[Any], kinds: set[type], datatype: str, name: str) -> None:
+    if not kinds <= {int}:
+        raise InvalidArgumentError(
+            f"Unable to parse 'data' of input '{name}': {datatype} elements must be integers"
+        )
+    if not flat:
+        return
+    info = np.iinfo(NUMPY_DTYPES[datatype])
+    low, high = min(flat), max(flat)
+    if low < info.min or high > info.max:
+        bad = low if low < info.min else high
+        raise InvalidArgumentError(
+            f"Unable to parse 'data' of input '{name}': value {bad} is out of range for datatype {datatype}"
+        )
+
+
+def _flatten(data: Any, name: str) -> list[Any]:
+    if not isinstance(data, list):
+        raise InvalidArgumentError(f"Unable to parse 'data' of input '{name}': expected an array")
+    if not any(type(item) is list for item in data):
+        return data
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if type(item) is list:
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
+def _decode_outputs(raw: Any, limits: Limits) -> tuple[list[RequestedOutput], dict[str, bool]]:
+    if raw is None:
+        return [], {}
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        raise InvalidArgumentError("Unable to parse 'outputs': expected an array of objects")
+    if len(raw) > limits.max_outputs:
+        raise InvalidArgumentError(
+            f"request has {len(raw)} outputs, more than the limit of {limits.max_outputs}"
+        )
+    outputs: list[RequestedOutput] = []
+    binary: dict[str, bool] = {}
+    for entry in raw:
+        name = _checked_name(entry, "outputs")
+        if any(o.name == name for o in outputs):
+            raise InvalidArgumentError(f"output '{name}' is requested more than once")
+        params = dict(_scalar_parameters(entry.get("parameters")))
+        if "shared_memory_region" in params:
+            raise UnsupportedError("shared memory is not supported yet")
+        if "binary_data" in params:
+            flag = params.pop("binary_data")
+            if type(flag) is not bool:
+                raise InvalidArgumentError(
+                    f"Unable to parse 'binary_data' of output '{name}': expected a boolean"
+                )
+            binary[name] = flag
+        if "classification" in params and not _is_uint(params["classification"]):
+            raise InvalidArgumentError(
+                f"Unable to parse 'classification' of output '{name}': expected an unsigned integer"
+            )
+        outputs.append(RequestedOutput(name, params))
+    return outputs, binary
+
+
+def decode_raw_request(
+    body: bytes, model: str, version: str, spec: RawInputSpec, limits: Limits
+) -> DecodedInfer:
+    """A raw binary request: the whole body is the model's only input; every output is returned binary.
+
+    Raises:
+        InvalidArgumentError: the model has several inputs, or the shape cannot be deduced from the size.
+    """
+    if spec.input_count != 1:
+        raise InvalidArgumentError(
+            f"Raw request must only have 1 input (found 1) to be deduced but got {spec.input_count} inputs "
+            f"in '{model}' model configuration"
+        )
+    shape = _deduce_raw_shape(len(body), spec, model)
+    count = _checked_count(shape, spec.datatype, spec.name, limits)
+    data = decode_binary_data(memoryview(body), spec.datatype, shape, count, spec.name, model)
+    request = InferRequest(model, [Tensor(spec.name, spec.datatype, shape, data)], version)
+    return DecodedInfer(request, binary_default=True)
+
+
+def _deduce_raw_shape(size: int, spec: RawInputSpec, model: str) -> tuple[int, ...]:
+    batch = (1,) if spec.max_batch_size > 0 else ()
+    if spec.datatype == "BYTES":
+        return (*batch, 1)
+    variable = [i for i, d in enumerate(spec.dims) if d < 0]
+    fixed = 1
+    for dim in spec.dims:
+        fixed *= max(dim, 1) if dim < 0 else dim
+    element = ELEMENT_SIZES[spec.datatype]
+    dims = list(spec.dims)
+    if len(variable) > 1 or (variable and fixed == 0):
+        raise InvalidArgumentError(
+            f"Raw request cannot deduce the shape of input '{spec.name}' for model '{model}'"
+        )
+    if variable:
+        unit = fixed * element
+        if size % unit:
+            raise InvalidArgumentError(
+                f"input byte size mismatch for input '{spec.name}' for model '{model}': "
+                f"{size} bytes is not a multiple of {unit}"
+            )
+        dims[variable[0]] = size // unit
+    return (*batch, *dims)
+
+
+def encode_infer_response(
+    response: InferResponse, request_id: str, binary_default: bool, binary_outputs: Mapping[str, bool]
+) -> tuple[list[bytes | memoryview], int | None]:
+    """The response body parts and, when some output is binary, the JSON header length.
+
+    Raises:
+        InvalidArgumentError: an output JSON cannot carry (non-finite floats, non-UTF-8 bytes, FP16/BF16).
+    """
+    header: dict[str, Any] = {}
+    if response.id or request_id:
+        header["id"] = response.id or request_id
+    header["model_name"] = response.model_name
+    header["model_version"] = response.model_version
+    if response.parameters:
+        header["parameters"] = response.parameters
+    entries, blobs = [], []
+    for tensor in response.outputs:
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": list(tensor.shape),
+        }
+        params: dict[str, Any] = dict(tensor.parameters)
+        if binary_outputs.get(tensor.name, binary_default):
+            blob = tensor_bytes(tensor)
+            params["binary_data_size"] = len(blob)
+            entry["parameters"] = params
+            blobs.append(blob)
+        else:
+            if params:
+                entry["parameters"] = params
+            entry["data"] = json_data(tensor)
+        entries.append(entry)
+    header["outputs"] = entries
+    encoded = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return [encoded], None
+    return [encoded, *blobs], len(encoded)
+
+
+def tensor_bytes(tensor: Tensor) -> bytes | memoryview:
+    """The binary-extension bytes of a tensor: little-endian row-major, BYTES with 4-byte length prefixes."""
+    if tensor.datatype == "BYTES":
+        parts: list[bytes] = []
+        for item in tensor.data.reshape(-1):
+            raw = item if isinstance(item, bytes) else str(item).encode()
+            parts.append(_LENGTH.pack(len(raw)))
+            parts.append(raw)
+        return b"".join(parts)
+    array = np.ascontiguousarray(tensor.data, dtype=NUMPY_DTYPES[tensor.datatype].newbyteorder("<"))
+    return memoryview(array.reshape(-1).view(np.uint8).data)
+
+
+def json_data(tensor: Tensor) -> Any:
+    """The flat JSON `data` of a tensor (FP32 widened to double, as Triton prints it)."""
+    name, datatype = tensor.name, tensor.datatype
+    if datatype in _JSON_ONLY_BINARY:
+        raise InvalidArgumentError(
+            f"output '{name}' of datatype {datatype} can only be returned as binary data"
+        )
+    flat = tensor.data.reshape(-1)
+    if datatype == "BYTES":
+        try:
+            return [item.decode() if isinstance(item, bytes) else str(item) for item in flat]
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(
+                f"output '{name}' is not valid UTF-8 and cannot be returned as JSON; "
+                "request it as binary data"
+            ) from None
+    array = np.ascontiguousarray(flat, dtype=NUMPY_DTYPES[datatype])
+    if datatype in ("FP32", "FP64"):
+        array = array.astype(np.float64)
+        if not np.isfinite(array).all():
+            raise InvalidArgumentError(
+                f"output '{name}' contains NaN or Infinity, which JSON cannot represent; "
+                "request it as binary data"
+            )
+    return array

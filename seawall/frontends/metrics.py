@@ -1,0 +1,169 @@
+"""The Prometheus metrics frontend: `GET /metrics` renders per-model families read from the core per scrape.
+
+Imports `core.server`, `core.types`, prometheus_client and `http_server`. Each frontend owns its own
+CollectorRegistry (no global REGISTRY, no module-level metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from seawall.core.server import InferenceServer
+from seawall.core.types import ModelStatistics
+from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
+from seawall.options import Options
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; charset=utf-8"
+FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+
+#: (name, type, HELP text) of the per-model counts, in Triton's order.
+_COUNT_FAMILIES = (
+    ("nv_inference_request_success", "counter", "Number of successful inference requests, all batch sizes"),
+    ("nv_inference_request_failure", "counter", "Number of failed inference requests, all batch sizes"),
+    ("nv_inference_count", "counter", "Number of inferences performed (does not include cached requests)"),
+    (
+        "nv_inference_exec_count",
+        "counter",
+        "Number of model executions performed (does not include cached requests)",
+    ),
+)
+#: (name, statistics field, HELP text) of the latency counters (`counter_latencies`).
+_LATENCY_FAMILIES = (
+    (
+        "nv_inference_request_duration_us",
+        "success",
+        "Cumulative inference request duration in microseconds (includes cached requests)",
+    ),
+    (
+        "nv_inference_queue_duration_us",
+        "queue",
+        "Cumulative inference queuing duration in microseconds (includes cached requests)",
+    ),
+    (
+        "nv_inference_compute_input_duration_us",
+        "compute_input",
+        "Cumulative compute input duration in microseconds (does not include cached requests)",
+    ),
+    (
+        "nv_inference_compute_infer_duration_us",
+        "compute_infer",
+        "Cumulative compute inference duration in microseconds (does not include cached requests)",
+    ),
+    (
+        "nv_inference_compute_output_duration_us",
+        "compute_output",
+        "Cumulative inference compute output duration in microseconds (does not include cached requests)",
+    ),
+)
+_PENDING = (
+    "nv_inference_pending_request_count",
+    "gauge",
+    "Instantaneous number of pending requests awaiting execution per-model.",
+)
+
+
+def _family(name: str, kind: str, documentation: str) -> Metric:
+    return Metric(name, documentation, kind)
+
+
+class ModelStatisticsCollector(Collector):
+    """Turns `server.model_statistics()` into Triton's per-model families on every scrape."""
+
+    def __init__(self, server: InferenceServer, counter_latencies: bool) -> None:
+        self._server = server
+        self._counter_latencies = counter_latencies
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._server.model_statistics()
+        success, failure, count, executions = (_family(*spec) for spec in _COUNT_FAMILIES)
+        for entry in stats:
+            labels = {"model": entry.name, "version": entry.version}
+            success.add_sample(success.name, labels, entry.success.count)
+            failures = dict(entry.failures_by_reason)
+            for reason in FAILURE_REASONS:
+                failure.add_sample(failure.name, {**labels, "reason": reason}, failures.get(reason, 0))
+            count.add_sample(count.name, labels, entry.inference_count)
+            executions.add_sample(executions.name, labels, entry.execution_count)
+        yield from (success, failure, count, executions)
+        if self._counter_latencies:
+            yield from self._latencies(stats)
+        pending = _family(*_PENDING)
+        for entry in stats:
+            pending.add_sample(pending.name, _labels(entry), entry.pending_request_count)
+        yield pending
+
+    def _latencies(self, stats: list[ModelStatistics]) -> Iterator[Metric]:
+        for name, field, documentation in _LATENCY_FAMILIES:
+            family = _family(name, "counter", documentation)
+            for entry in stats:
+                family.add_sample(name, _labels(entry), getattr(entry, field).ns // 1000)
+            yield family
+
+
+def _labels(entry: ModelStatistics) -> dict[str, str]:
+    return {"model": entry.name, "version": entry.version}
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _format_value(value: float) -> str:
+    if float(value).is_integer() and abs(value) < 1 << 53:
+        return str(int(value))
+    return repr(float(value))
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """Prometheus text format 0.0.4, with Triton's family names (no `_total` suffix added to counters)."""
+    lines: list[str] = []
+    for family in registry.collect():
+        lines.append(f"# HELP {family.name} {family.documentation}")
+        lines.append(f"# TYPE {family.name} {family.type}")
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(sample.labels.items()))
+            text = f"{{{labels}}}" if labels else ""
+            lines.append(f"{sample.name}{text} {_format_value(sample.value)}")
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+class MetricsFrontend:
+    """Serves `/metrics` for `server` on `options.metrics` (address defaults to the HTTP address)."""
+
+    def __init__(self, server: InferenceServer, options: Options) -> None:
+        config = dict(options.metrics.config)
+        counter_latencies = config.get("counter_latencies", "true").strip().lower() not in ("false", "0")
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(ModelStatisticsCollector(server, counter_latencies))
+        address = options.metrics.address or options.http.address
+        self._http = HttpServer(self.handle, options.limits, address, options.metrics.port)
+
+    async def start(self) -> tuple[str, int]:
+        """Bind the listener; returns the bound (host, port).
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        return await self._http.start()
+
+    async def stop(self) -> None:
+        """Stop listening; idempotent."""
+        await self._http.stop()
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        """`GET /metrics` → the exposition; other paths 404, other methods 405 (never restricted)."""
+        if request.path not in ("/metrics", "/metrics/"):
+            return error_response(404, "Not Found")
+        if request.method != "GET":
+            return error_response(405, "Method Not Allowed")
+        try:
+            return HttpResponse(200, (render(self._registry),), CONTENT_TYPE)
+        except Exception:
+            logger.exception("failed to collect metrics")
+            return error_response(500, "internal error")
