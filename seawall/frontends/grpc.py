@@ -1,0 +1,290 @@
+"""The gRPC frontend: Triton's `inference.GRPCInferenceService` and `grpc.health.v1.Health/Check` on grpc.aio.
+
+Imports `core.server`, `core.types`, `errors`, `options`, `security.policy`, `frontends.status` and its codec.
+Every RPC is wrapped by one guard, built in a loop: restriction check, the call, then the one error mapping.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf import message_factory
+from tritonclient.grpc import service_pb2
+
+from seawall.core.server import InferenceServer
+from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnsupportedError
+from seawall.frontends import grpc_codec as codec
+from seawall.frontends.status import grpc_status
+from seawall.options import GrpcOptions, Limits, Options, TlsOptions
+from seawall.security.policy import ApiPolicy
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "inference.GRPCInferenceService"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
+
+_RPC_CATEGORY_NAMES = {
+    "ServerLive": "health",
+    "ServerReady": "health",
+    "ModelReady": "health",
+    "ServerMetadata": "metadata",
+    "ModelMetadata": "metadata",
+    "ModelInfer": "inference",
+    "ModelStreamInfer": "inference",
+    "ModelConfig": "model-config",
+    "ModelStatistics": "statistics",
+    "RepositoryIndex": "model-repository",
+    "RepositoryModelLoad": "model-repository",
+    "RepositoryModelUnload": "model-repository",
+    "SystemSharedMemoryStatus": "shared-memory",
+    "SystemSharedMemoryRegister": "shared-memory",
+    "SystemSharedMemoryUnregister": "shared-memory",
+    "CudaSharedMemoryStatus": "shared-memory",
+    "CudaSharedMemoryRegister": "shared-memory",
+    "CudaSharedMemoryUnregister": "shared-memory",
+    "TraceSetting": "trace",
+    "LogSettings": "logging",
+}
+
+#: Full method path → API category (`--grpc-restricted-protocol`) of every RPC the frontend registers.
+RPC_CATEGORIES: Mapping[str, str] = {
+    **{f"/{SERVICE}/{name}": category for name, category in _RPC_CATEGORY_NAMES.items()},
+    HEALTH_CHECK: "health",
+}
+
+# grpc.health.v1 ServingStatus values; HealthCheckResponse is one enum field (number 1, varint)
+_SERVING, _NOT_SERVING = 1, 2
+
+Call = Callable[[Any, Any], Awaitable[Any]]
+
+
+def _encode_health(status: int) -> bytes:
+    return bytes((0x08, status))
+
+
+def _ignore_request(data: bytes) -> bytes:
+    # the service name of a HealthCheckRequest is ignored, as Triton does
+    return data
+
+
+def _metadata_lookup(context: Any) -> Callable[[str], str | None]:
+    metadata = context.invocation_metadata() or ()
+
+    def lookup(name: str) -> str | None:
+        for key, value in metadata:
+            if key == name and isinstance(value, str):
+                return value
+        return None
+
+    return lookup
+
+
+def _model_of(request: Any) -> str:
+    name = getattr(request, "model_name", None) or getattr(request, "name", None)
+    return name if isinstance(name, str) else ""
+
+
+class _Servicer:
+    """The RPCs the core implements; each returns a response message or raises SeawallError."""
+
+    def __init__(self, server: InferenceServer, limits: Limits) -> None:
+        self._server = server
+        self._limits = limits
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 (RPC names)
+        return service_pb2.ServerLiveResponse(live=self._server.is_live())
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return service_pb2.ServerReadyResponse(ready=self._server.is_ready())
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        # unknown model: OK with ready=false (HTTP answers 400); a bad version string raises
+        return service_pb2.ModelReadyResponse(ready=self._server.model_ready(request.name, request.version))
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return codec.server_metadata_to_proto(self._server.server_metadata())
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return codec.model_metadata_to_proto(self._server.model_metadata(request.name, request.version))
+
+    async def ModelConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
+        config = self._server.model_config(request.name, request.version)
+        return service_pb2.ModelConfigResponse(config=config)
+
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return codec.statistics_to_proto(self._server.model_statistics(request.name, request.version))
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+        if request.repository_name:
+            raise UnsupportedError("'repository_name' specification is not supported")
+        return codec.repository_index_to_proto(self._server.repository_index(request.ready))
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        try:
+            core_request = codec.infer_request_from_proto(request, self._limits)
+        except SeawallError:
+            # Triton resolves the model before it reads inputs: an unknown model or bad version wins
+            self._server.model_metadata(request.model_name, request.model_version)
+            raise
+        response = await self._server.infer(core_request)
+        return codec.infer_response_to_proto(response)
+
+    async def health_check(self, request: Any, context: Any) -> int:
+        return _SERVING if self._server.is_ready() else _NOT_SERVING
+
+
+def _not_supported(name: str) -> Call:
+    async def call(request: Any, context: Any) -> Any:
+        raise UnsupportedError(f"{name} is not supported yet")
+
+    return call
+
+
+def _guard(path: str, category: str, policy: ApiPolicy, call: Call) -> Call:
+    """Wrap `call`: restriction check first, then the call; errors become a gRPC status in this one place."""
+    is_restricted = policy.is_restricted(category)  # decided once, not per call
+
+    async def guarded(request: Any, context: Any) -> Any:
+        try:
+            if is_restricted:
+                policy.authorize(category, _metadata_lookup(context))
+            return await call(request, context)
+        except SeawallError as exc:
+            error: SeawallError = exc
+            logger.debug("%s refused for model %r: %s", path, _model_of(request), exc.message)
+        except Exception:
+            logger.exception("%s failed for model %r", path, _model_of(request))
+            error = InternalError("internal error")
+        await context.abort(grpc_status(error.code), error.message)
+
+    return guarded
+
+
+def build_handlers(server: InferenceServer, options: Options) -> dict[str, dict[str, Any]]:
+    """Service name → {method name → RpcMethodHandler}, every method guarded.
+
+    Raises:
+        KeyError: a method of the service has no category in RPC_CATEGORIES.
+    """
+    servicer = _Servicer(server, options.limits)
+    policy = ApiPolicy(options.grpc.restricted, header_prefix="triton-grpc-protocol-", noun="protocol")
+    descriptor = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    methods: dict[str, Any] = {}
+    for method in descriptor.methods:
+        path = f"/{SERVICE}/{method.name}"
+        call = getattr(servicer, method.name, None) or _not_supported(method.name)
+        guarded = _guard(path, RPC_CATEGORIES[path], policy, call)
+        request_type = message_factory.GetMessageClass(method.input_type)
+        response_type = message_factory.GetMessageClass(method.output_type)
+        make = (
+            grpc.stream_stream_rpc_method_handler
+            if method.client_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        methods[method.name] = make(
+            guarded,
+            request_deserializer=request_type.FromString,
+            response_serializer=response_type.SerializeToString,
+        )
+    health = grpc.unary_unary_rpc_method_handler(
+        _guard(HEALTH_CHECK, RPC_CATEGORIES[HEALTH_CHECK], policy, servicer.health_check),
+        request_deserializer=_ignore_request,
+        response_serializer=_encode_health,
+    )
+    return {SERVICE: methods, HEALTH_SERVICE: {"Check": health}}
+
+
+def server_options(grpc_options: GrpcOptions, limits: Limits) -> list[tuple[str, int]]:
+    """grpc core channel arguments from the options (gRPC turns SO_REUSEPORT on unless told otherwise)."""
+    settings = [
+        ("grpc.max_send_message_length", limits.grpc_max_message_bytes),
+        ("grpc.max_receive_message_length", limits.grpc_max_message_bytes),
+        ("grpc.max_concurrent_streams", limits.grpc_max_concurrent_streams),
+        ("grpc.so_reuseport", int(grpc_options.reuse_port)),
+        ("grpc.keepalive_time_ms", grpc_options.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", grpc_options.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", int(grpc_options.keepalive_permit_without_calls)),
+        ("grpc.http2.max_pings_without_data", grpc_options.http2_max_pings_without_data),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            grpc_options.http2_min_recv_ping_interval_without_data_ms,
+        ),
+        ("grpc.http2.max_ping_strikes", grpc_options.http2_max_ping_strikes),
+    ]
+    # 0 means "not set" on Triton's command line; for grpc core it would close every connection at once
+    if grpc_options.max_connection_age_ms > 0:
+        settings.append(("grpc.max_connection_age_ms", grpc_options.max_connection_age_ms))
+    if grpc_options.max_connection_age_grace_ms > 0:
+        settings.append(("grpc.max_connection_age_grace_ms", grpc_options.max_connection_age_grace_ms))
+    level = ("none", "low", "medium", "high").index(grpc_options.infer_response_compression_level)
+    if level:
+        settings.append(("grpc.default_compression_level", level))
+    return settings
+
+
+def _read_pem(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as pem:
+            return pem.read()
+    except OSError as exc:
+        raise InvalidArgumentError(f"{flag}: cannot read '{path}': {exc.strerror}") from exc
+
+
+def server_credentials(tls: TlsOptions) -> Any:
+    """gRPC server credentials from PEM files; mutual TLS requires and verifies client certificates.
+
+    Raises:
+        InvalidArgumentError: a certificate or key file is missing or unreadable (names the flag).
+    """
+    key = _read_pem(tls.server_key, "--grpc-server-key")
+    chain = _read_pem(tls.server_cert, "--grpc-server-cert")
+    root = _read_pem(tls.root_cert, "--grpc-root-cert") if tls.use_ssl_mutual else None
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=root, require_client_auth=root is not None
+    )
+
+
+class GrpcFrontend:
+    """Serves the gRPC API of one InferenceServer on `options.grpc.address:port` (port 0: ephemeral)."""
+
+    def __init__(self, server: InferenceServer, options: Options) -> None:
+        self._core = server
+        self._options = options
+        self._server: grpc.aio.Server | None = None  # owned here; created and stopped on the event loop
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and start serving; return the bound (host, port).
+
+        Raises:
+            OSError: the address could not be bound.
+            InvalidArgumentError: TLS files are missing.
+        """
+        grpc_options = self._options.grpc
+        server = grpc.aio.server(options=server_options(grpc_options, self._options.limits))
+        for service, methods in build_handlers(self._core, self._options).items():
+            server.add_registered_method_handlers(service, methods)
+        host = grpc_options.address
+        target = f"[{host}]:{grpc_options.port}" if ":" in host else f"{host}:{grpc_options.port}"
+        try:
+            if grpc_options.tls.use_ssl:
+                port = server.add_secure_port(target, server_credentials(grpc_options.tls))
+            else:
+                port = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise OSError(f"gRPC could not bind {target}: {exc}") from exc
+        if not port:
+            raise OSError(f"gRPC could not bind {target}")
+        await server.start()
+        self._server = server
+        return host, int(port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new RPCs; in-flight ones get `grace` seconds (default: exit timeout). Idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(self._options.exit_timeout_secs if grace is None else grace)
