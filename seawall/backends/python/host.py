@@ -1,0 +1,288 @@
+"""The python backend: runs Triton-style `model.py` files, one stub process per model instance.
+
+Imports `core.backend`, `core.types`, `errors`, `options` and this package. Model code never runs in the
+server process: loading, auto-completion and execution all happen in stub processes (see `process.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import PurePath
+
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2
+
+from seawall.backends.python.instance import InstanceSpec, PythonModelInstance
+from seawall.backends.python.process import StubDied, StubProcess, StubSettings
+from seawall.core.backend import ModelConfig, ModelLoadContext
+from seawall.errors import (
+    InternalError,
+    InvalidArgumentError,
+    SeawallError,
+    UnavailableError,
+    UnsupportedError,
+)
+from seawall.options import BackendOptions
+
+logger = logging.getLogger(__name__)
+
+BACKEND_NAME = "python"
+#: Upper bound on stub processes of one model version (a config is not allowed to fork-bomb the host).
+MAX_INSTANCES = 256
+_SETTINGS = {"shm-default-byte-size": 1 << 20, "shm-growth-byte-size": 1 << 20, "stub-timeout-seconds": 30}
+
+
+def stub_settings(lookup: Mapping[str, str]) -> StubSettings:
+    """Parse the python backend's settings (missing ones take Triton's defaults).
+
+    Raises:
+        InvalidArgumentError: a setting is not a positive integer.
+    """
+    values: dict[str, int] = {}
+    for key, default in _SETTINGS.items():
+        raw = lookup.get(key, str(default))
+        try:
+            values[key] = int(raw)
+        except ValueError:
+            values[key] = 0
+        if values[key] <= 0:
+            raise InvalidArgumentError(
+                f"backend setting '{key}' of backend 'python' must be a positive integer"
+            )
+    return StubSettings(
+        shm_default_bytes=values["shm-default-byte-size"],
+        shm_growth_bytes=values["shm-growth-byte-size"],
+        timeout_s=float(values["stub-timeout-seconds"]),
+    )
+
+
+def model_file_path(config: ModelConfig, version_dir: str, model_name: str) -> str:
+    """The model file inside `version_dir`, refusing anything that would leave it.
+
+    Raises:
+        InvalidArgumentError: the file name is absolute, has '..', escapes through a symlink or is missing.
+    """
+    filename = config.default_model_filename or "model.py"
+    root = os.path.realpath(version_dir)
+    path = os.path.realpath(os.path.join(root, filename))
+    parts = PurePath(filename).parts
+    if os.path.isabs(filename) or ".." in parts or os.path.commonpath([root, path]) != root or path == root:
+        raise InvalidArgumentError(
+            f"model file '{filename}' of model '{model_name}' must be inside the model's version directory"
+        )
+    if not os.path.isfile(path):
+        raise InvalidArgumentError(f"model file '{filename}' of model '{model_name}' not found")
+    return path
+
+
+def config_json(config: ModelConfig) -> str:
+    """The configuration as Triton hands it to `initialize` (JSON, proto field names, defaults printed)."""
+    try:
+        return json_format.MessageToJson(
+            config, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=None
+        )
+    except TypeError:  # protobuf < 5.26 spells the option differently
+        return json_format.MessageToJson(  # type: ignore[call-arg]
+            config, preserving_proto_field_name=True, including_default_value_fields=True, indent=None
+        )
+
+
+def instance_names(config: ModelConfig, model_name: str) -> list[str]:
+    """Triton's instance names: `<group name>_<i>`, a group without a name being `<model>_<group index>`.
+
+    Raises:
+        UnsupportedError: a group asks for GPUs.
+        InvalidArgumentError: more than MAX_INSTANCES instances.
+    """
+    if not config.instance_group:
+        return [f"{model_name}_0"]
+    names: list[str] = []
+    for index, group in enumerate(config.instance_group):
+        if group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU:
+            raise UnsupportedError(f"instance group kind KIND_GPU of model '{model_name}' is not supported")
+        base = group.name or f"{model_name}_{index}"
+        count = group.count if group.count > 0 else 1
+        if len(names) + count > MAX_INSTANCES:
+            raise InvalidArgumentError(f"model '{model_name}' asks for more than {MAX_INSTANCES} instances")
+        names.extend(f"{base}_{i}" for i in range(count))
+    return names
+
+
+def _datatype(config_type: int) -> str:
+    name = str(model_config_pb2.DataType.Name(config_type))[len("TYPE_") :]
+    return "BYTES" if name == "STRING" else name
+
+
+class PythonModel:
+    """A loaded model version: its instances, each with a stub process."""
+
+    def __init__(self, instances: Sequence[PythonModelInstance], backend: PythonBackend) -> None:
+        self._instances = tuple(instances)
+        self._backend = backend
+        self._unloaded = False
+
+    @property
+    def instances(self) -> Sequence[PythonModelInstance]:
+        return self._instances
+
+    async def unload(self) -> None:
+        """Run finalize() in every instance and end their processes; idempotent."""
+        if self._unloaded:
+            return
+        self._unloaded = True
+        self._backend.forget(self)
+        await asyncio.gather(*(instance.stop() for instance in self._instances))
+
+
+class PythonBackend:
+    """The Backend for `backend: "python"` models."""
+
+    def __init__(self, options: BackendOptions | None = None) -> None:
+        self._options = options or BackendOptions()
+        self._models: set[PythonModel] = set()  # loaded and not yet unloaded; owned by the event loop
+
+    @property
+    def name(self) -> str:
+        return BACKEND_NAME
+
+    def forget(self, model: PythonModel) -> None:
+        self._models.discard(model)
+
+    async def load(self, context: ModelLoadContext) -> PythonModel:
+        """Start one stub per instance and run initialize(args) in each.
+
+        Raises:
+            InvalidArgumentError: bad settings or model file path, too many instances.
+            UnsupportedError: decoupled models or GPU instances.
+            InternalError: initialize raised in an instance (type and text of the exception).
+            UnavailableError: a stub did not answer in stub-timeout-seconds.
+        """
+        config = context.config
+        settings = stub_settings(context.backend_settings)
+        if config.model_transaction_policy.decoupled:
+            raise UnsupportedError(
+                f"decoupled model '{context.name}' is not supported by the python backend yet"
+            )
+        model_file = model_file_path(config, context.version_dir, context.name)
+        configured = {output.name: _datatype(output.data_type) for output in config.output}
+        base_args = {
+            "model_config": config_json(config),
+            "model_instance_kind": "CPU",
+            "model_instance_device_id": "0",
+            "model_repository": context.model_dir,
+            "model_version": str(context.version),
+            "model_name": context.name,
+        }
+        instances = [
+            PythonModelInstance(
+                InstanceSpec(
+                    model_name=context.name,
+                    model_version=str(context.version),
+                    instance_name=name,
+                    model_file=model_file,
+                    version_dir=context.version_dir,
+                    args={**base_args, "model_instance_name": name},
+                    output_types=configured,
+                    hidden_prefix=os.path.dirname(os.path.realpath(context.model_dir)) + os.sep,
+                ),
+                settings,
+                context.report_unavailable,
+            )
+            for name in instance_names(config, context.name)
+        ]
+        results = await asyncio.gather(*(instance.start() for instance in instances), return_exceptions=True)
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            await asyncio.gather(*(instance.stop() for instance in instances))
+            raise _load_error(failures[0], context.name)
+        model = PythonModel(instances, self)
+        self._models.add(model)
+        return model
+
+    async def auto_complete_config(
+        self, config: ModelConfig, model_dir: str, version_dir: str
+    ) -> ModelConfig:
+        """Run the model's static auto_complete_config in a throw-away stub and merge what it may set.
+
+        Raises:
+            InvalidArgumentError: bad model file path, or the completed config does not parse.
+            InternalError: auto_complete_config raised or the stub died.
+            UnavailableError: the stub did not answer in stub-timeout-seconds.
+        """
+        name = config.name or os.path.basename(model_dir)
+        settings = stub_settings(
+            {
+                key: self._options.setting(BACKEND_NAME, key, str(default))
+                for key, default in _SETTINGS.items()
+            }
+        )
+        model_file = model_file_path(config, version_dir, name)
+        stub = StubProcess(f"{name} (auto-complete)", StubSettings(4096, 4096, settings.timeout_s), None)
+        init = {
+            "t": "init",
+            "mode": "auto_complete",
+            "model_file": model_file,
+            "version_dir": version_dir,
+            "model_name": name,
+            "config": json_format.MessageToDict(config, preserving_proto_field_name=True),
+        }
+        try:
+            await stub.start()
+            reply = await asyncio.wait_for(stub.call(init), settings.timeout_s)
+        except TimeoutError as exc:
+            raise UnavailableError(f"auto-complete of model '{name}' did not finish in time") from exc
+        except StubDied as exc:
+            raise InternalError(f"auto-complete of model '{name}' failed: the stub process stopped") from exc
+        finally:
+            await stub.stop(graceful=False)
+        if reply.get("t") != "auto":
+            logger.error("model '%s': auto_complete_config failed:\n%s", name, reply.get("trace", ""))
+            hidden = os.path.dirname(os.path.realpath(model_dir)) + os.sep
+            error = str(reply.get("error", "unknown error")).replace(hidden, "")
+            raise InternalError(f"auto-complete of model '{name}' failed: {error}")
+        return merge_completed_config(config, reply.get("config"), name)
+
+    async def stop(self) -> None:
+        """Unload every model still loaded (server shutdown); idempotent."""
+        await asyncio.gather(*(model.unload() for model in list(self._models)))
+
+
+def merge_completed_config(config: ModelConfig, completed: object, name: str) -> ModelConfig:
+    """`config` with the fields auto-complete may set taken from `completed` (a JSON-like dict or None).
+
+    Raises:
+        InvalidArgumentError: `completed` is not a valid model configuration.
+    """
+    result = ModelConfig()
+    result.CopyFrom(config)
+    if completed is None:
+        return result
+    parsed = ModelConfig()
+    try:
+        if not isinstance(completed, dict):
+            raise TypeError("not a dict")
+        json_format.ParseDict(completed, parsed)
+    except (json_format.ParseError, TypeError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"auto-complete of model '{name}' produced an invalid configuration: {exc}"
+        ) from exc
+    result.max_batch_size = parsed.max_batch_size
+    del result.input[:]
+    result.input.extend(parsed.input)
+    del result.output[:]
+    result.output.extend(parsed.output)
+    if parsed.HasField("dynamic_batching") and result.WhichOneof("scheduling_choice") is None:
+        result.dynamic_batching.CopyFrom(parsed.dynamic_batching)
+    if parsed.HasField("model_transaction_policy"):
+        result.model_transaction_policy.CopyFrom(parsed.model_transaction_policy)
+    return result
+
+
+def _load_error(failure: BaseException, model_name: str) -> SeawallError:
+    if isinstance(failure, SeawallError):
+        return failure
+    logger.error("model '%s': loading failed", model_name, exc_info=failure)
+    return InternalError(f"failed to load model '{model_name}'")

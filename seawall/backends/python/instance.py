@@ -1,0 +1,241 @@
+"""One python-backend model instance: initializes its stub and turns batches into shared-memory messages.
+
+Imports `process`, `ipc`, `core.types` and `errors`. Runs on the event loop thread; the core never calls
+`execute` concurrently on one instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from seawall.backends.python import ipc
+from seawall.backends.python.process import StubDied, StubProcess, StubSettings
+from seawall.core.types import InferRequest, InferResponse, Tensor
+from seawall.errors import Code, InternalError, SeawallError, UnavailableError, error_for_code
+
+logger = logging.getLogger(__name__)
+
+#: pb_utils.TritonError codes (TRITONSERVER_Error_Code order) → Seawall codes.
+_TRITON_ERROR_CODES = (
+    Code.UNKNOWN,
+    Code.INTERNAL,
+    Code.NOT_FOUND,
+    Code.INVALID_ARG,
+    Code.UNAVAILABLE,
+    Code.UNSUPPORTED,
+    Code.ALREADY_EXISTS,
+    Code.CANCELLED,
+)
+#: Request parameters the server consumes; the model sees them as correlation id / flags, not parameters().
+_RESERVED_PARAMETERS = frozenset(
+    {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    """What one instance needs to know about its model."""
+
+    model_name: str
+    model_version: str
+    instance_name: str
+    model_file: str
+    version_dir: str
+    args: Mapping[str, str]  # initialize(args)
+    output_types: Mapping[str, str]  # configured output name → API datatype (empty: not checked)
+    hidden_prefix: str  # "<repository>/": removed from texts sent to clients
+
+
+class PythonModelInstance:
+    """A ModelInstance backed by one stub process."""
+
+    def __init__(
+        self, spec: InstanceSpec, settings: StubSettings, report_unavailable: Callable[[str], None]
+    ) -> None:
+        self._spec = spec
+        self._settings = settings
+        self._report_unavailable = report_unavailable
+        self._ready = False  # set once initialize succeeded; deaths after that are reported
+        self._process = StubProcess(spec.instance_name, settings, self._on_death)
+        self._seq = 0
+
+    @property
+    def name(self) -> str:
+        return self._spec.instance_name
+
+    def is_healthy(self) -> bool:
+        return self._ready and self._process.is_alive
+
+    def _hide(self, text: str) -> str:
+        return text.replace(self._spec.hidden_prefix, "") if self._spec.hidden_prefix else text
+
+    def _on_death(self, reason: str) -> None:
+        if self._ready:
+            self._report_unavailable(f"model instance '{self.name}' crashed")
+
+    async def start(self) -> None:
+        """Spawn the stub, load model.py and run initialize(args).
+
+        Raises:
+            InternalError: initialize raised (message: exception type and text) or the stub died.
+            UnavailableError: the stub did not answer within stub-timeout-seconds.
+        """
+        spec = self._spec
+        init = {
+            "t": "init",
+            "mode": "model",
+            "model_file": spec.model_file,
+            "version_dir": spec.version_dir,
+            "model_name": spec.model_name,
+            "args": dict(spec.args),
+        }
+        try:
+            await self._process.start()
+            reply = await asyncio.wait_for(self._process.call(init), self._settings.timeout_s)
+        except TimeoutError as exc:
+            await self._process.stop(graceful=False)
+            raise UnavailableError(f"model instance '{self.name}' did not initialize in time") from exc
+        except StubDied as exc:
+            await self._process.stop(graceful=False)
+            raise InternalError(f"model instance '{self.name}' stopped during initialization") from exc
+        if reply.get("t") != "ready":
+            logger.error("model instance '%s': initialization failed:\n%s", self.name, reply.get("trace", ""))
+            await self._process.stop(graceful=False)
+            error = self._hide(str(reply.get("error", "unknown error")))
+            raise InternalError(f"Failed to initialize model instance '{self.name}': {error}")
+        self._ready = True
+
+    async def stop(self) -> None:
+        """Run finalize() and end the stub process; idempotent."""
+        await self._process.stop(graceful=self._ready)
+
+    async def execute(self, requests: Sequence[InferRequest]) -> list[InferResponse | SeawallError]:
+        """Run one batch in the stub: one message out, one message back.
+
+        Raises:
+            UnavailableError: the instance crashed (before or during this batch).
+            InternalError: execute() raised or returned the wrong number of responses.
+        """
+        if not self.is_healthy():
+            raise UnavailableError(f"model instance '{self.name}' crashed and is not available")
+        message = self._prepare(requests)
+        try:
+            reply = await self._process.call(message)
+        except StubDied as exc:
+            raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+        try:
+            return self._collect(requests, message["seq"], reply)
+        except ipc.ProtocolError as exc:
+            self._process.abort(f"bad result: {exc}")
+            raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+
+    def _prepare(self, requests: Sequence[InferRequest]) -> dict[str, object]:
+        """Write every input into the input region (growing it first if needed); build the message."""
+        payloads: list[ipc.Payload] = []
+        headers: list[dict[str, object]] = []
+        for request in requests:
+            for tensor in request.inputs:
+                payloads.append(ipc.to_payload(tensor.datatype, tensor.data))
+            headers.append(_request_header(request))
+        offsets, total = ipc.layout(payloads)
+        self._seq += 1
+        message: dict[str, object] = {"t": "exec", "seq": self._seq, "reqs": headers}
+        assert self._process.inputs is not None
+        current = len(self._process.inputs)
+        if total > current:
+            size = ipc.grown_size(total, current, self._settings.shm_growth_bytes)
+            try:
+                self._process.replace_inputs(size)
+            except StubDied as exc:
+                raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+            message["in"] = size
+        ipc.write_payloads(self._process.inputs, offsets, payloads)
+        index = 0
+        for request, header in zip(requests, headers, strict=True):
+            descriptors = header["i"]
+            assert isinstance(descriptors, list)
+            for tensor in request.inputs:
+                descriptors.append(
+                    [tensor.name, tensor.datatype, tensor.shape, offsets[index], len(payloads[index])]
+                )
+                index += 1
+        return message
+
+    def _collect(
+        self, requests: Sequence[InferRequest], seq: object, reply: dict[str, object]
+    ) -> list[InferResponse | SeawallError]:
+        if reply.get("t") != "result" or reply.get("seq") != seq:
+            raise ipc.ProtocolError("reply does not answer the batch")
+        if "error" in reply:
+            if reply.get("trace"):
+                logger.error("model instance '%s': execute failed:\n%s", self.name, reply["trace"])
+            error = self._hide(str(reply["error"]))
+            raise InternalError(f"Failed to process the request(s) for model '{self.name}', message: {error}")
+        entries = reply.get("resp")
+        if not isinstance(entries, list) or len(entries) != len(requests):
+            raise ipc.ProtocolError("wrong number of results")
+        return [self._response(request, entry) for request, entry in zip(requests, entries, strict=True)]
+
+    def _response(self, request: InferRequest, entry: object) -> InferResponse | SeawallError:
+        if not isinstance(entry, dict):
+            raise ipc.ProtocolError("bad result entry")
+        if "e" in entry:
+            if not isinstance(entry["e"], list) or len(entry["e"]) != 2:
+                raise ipc.ProtocolError("bad error entry")
+            code, text = entry["e"]
+            known = type(code) is int and 0 <= code < len(_TRITON_ERROR_CODES)
+            return error_for_code(
+                _TRITON_ERROR_CODES[code] if known else Code.INTERNAL, self._hide(str(text))
+            )
+        assert self._process.outputs is not None
+        outputs: list[Tensor] = []
+        failure: SeawallError | None = None
+        for descriptor in entry.get("o", ()):
+            if not isinstance(descriptor, list):
+                raise ipc.ProtocolError("bad output descriptor")
+            name, datatype, array = ipc.read_tensor(self._process.outputs, descriptor, copy=True)
+            datatype, failure = self._check_output(name, datatype, failure)
+            outputs.append(Tensor(name, datatype, tuple(array.shape), array))
+        if failure is not None:
+            return failure
+        return InferResponse(self._spec.model_name, self._spec.model_version, outputs, id=request.id)
+
+    def _check_output(
+        self, name: str, datatype: str, failure: SeawallError | None
+    ) -> tuple[str, SeawallError | None]:
+        """The datatype to report (UINT16 bits are BF16 when configured so) and the first mismatch."""
+        if not self._spec.output_types or failure is not None:
+            return datatype, failure
+        expected = self._spec.output_types.get(name)
+        if expected is None:
+            return datatype, InternalError(
+                f"unexpected inference output '{name}' for model '{self._spec.model_name}'"
+            )
+        if expected == "BF16" and datatype == "UINT16":
+            return "BF16", None
+        if expected != datatype:
+            return datatype, InternalError(
+                f"output '{name}' of model '{self._spec.model_name}' has datatype {datatype}, "
+                f"but the model configuration declares {expected}"
+            )
+        return datatype, None
+
+
+def _request_header(request: InferRequest) -> dict[str, object]:
+    """Everything of a request but its tensor bytes; "i" is filled once offsets are known."""
+    parameters = request.parameters
+    flags = (1 if parameters.get("sequence_start") else 0) | (2 if parameters.get("sequence_end") else 0)
+    header: dict[str, object] = {"id": request.id, "i": []}
+    if flags:
+        header["f"] = flags
+    if "sequence_id" in parameters:
+        header["c"] = parameters["sequence_id"]
+    custom = {k: v for k, v in parameters.items() if k not in _RESERVED_PARAMETERS}
+    if custom:
+        header["p"] = custom
+    if request.outputs:
+        header["o"] = [output.name for output in request.outputs]
+    return header

@@ -1,0 +1,216 @@
+"""Wire format between the python backend host and its stub processes: frames, shared regions, tensors.
+
+Imports only numpy, orjson and `core.types`; the stub process imports this module too, so it stays light.
+Control messages are length-prefixed JSON frames; tensor bytes live in anonymous shared memory (memfd),
+laid out at 64-byte aligned offsets and described by `[name, datatype, shape, offset, nbytes]` lists.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+import orjson
+
+from seawall.core.types import NUMPY_DTYPES, element_count
+
+#: Little-endian u32 byte count in front of every JSON frame.
+FRAME_HEADER = struct.Struct("<I")
+#: Largest control frame either side accepts (headers only; tensor bytes travel in shared memory).
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+#: Offsets of tensors inside a region are multiples of this (cache line; any numpy dtype is aligned).
+ALIGNMENT = 64
+
+_LENGTH = struct.Struct("<I")
+
+#: What a tensor becomes on its way into a region: raw bytes of a fixed-size array, or serialized BYTES.
+Payload = bytes | np.ndarray
+#: `[name, datatype, shape, offset, nbytes]` as sent in frames.
+Descriptor = list[object]
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a valid frame or tensor descriptor."""
+
+
+def encode_frame(message: object) -> bytes:
+    """Serialize one control message with its length prefix."""
+    payload = orjson.dumps(message)
+    return FRAME_HEADER.pack(len(payload)) + payload
+
+
+def decode_payload(payload: bytes | bytearray | memoryview) -> dict[str, object]:
+    """Parse the JSON body of one frame (never anything but JSON: no pickle crosses the channel).
+
+    Raises:
+        ProtocolError: the body is not a JSON object.
+    """
+    try:
+        message = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("frame is not valid JSON") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError("frame is not a JSON object")
+    return message
+
+
+class FrameDecoder:
+    """Splits a byte stream into frames; owned by one reader (the event loop, or the stub's main thread)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, object]]:
+        """Add received bytes and return every frame now complete.
+
+        Raises:
+            ProtocolError: a frame is larger than MAX_FRAME_BYTES or is not a JSON object.
+        """
+        self._buffer += data
+        frames: list[dict[str, object]] = []
+        start = 0
+        while len(self._buffer) - start >= FRAME_HEADER.size:
+            (length,) = FRAME_HEADER.unpack_from(self._buffer, start)
+            if length > MAX_FRAME_BYTES:
+                raise ProtocolError("frame too large")
+            end = start + FRAME_HEADER.size + length
+            if len(self._buffer) < end:
+                break
+            frames.append(decode_payload(memoryview(self._buffer)[start + FRAME_HEADER.size : end]))
+            start = end
+        if start:
+            del self._buffer[:start]
+        return frames
+
+
+def create_region(size: int) -> tuple[int, mmap.mmap]:
+    """An anonymous shared-memory region: (memfd, writable mapping). No name exists in /dev/shm.
+
+    The caller passes the fd to the stub and then closes it; the mapping stays valid.
+    """
+    fd = os.memfd_create("seawall-python-backend", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+        memory = mmap.mmap(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, memory
+
+
+def grown_size(needed: int, current: int, growth: int) -> int:
+    """The next region size: at least `needed`, a whole number of `growth` steps above `current`."""
+    size = max(current, 1)
+    step = max(growth, 1)
+    if needed > size:
+        size += ((needed - size + step - 1) // step) * step
+    return size
+
+
+def align(offset: int) -> int:
+    return (offset + ALIGNMENT - 1) & ~(ALIGNMENT - 1)
+
+
+def serialize_bytes(array: np.ndarray) -> bytes:
+    """Triton's BYTES serialization: each element as a u32 little-endian length followed by its bytes."""
+    parts: list[bytes] = []
+    for item in array.reshape(-1):
+        if isinstance(item, str):
+            item = item.encode()
+        elif not isinstance(item, bytes):
+            item = bytes(item)
+        parts.append(_LENGTH.pack(len(item)))
+        parts.append(item)
+    return b"".join(parts)
+
+
+def deserialize_bytes(data: bytes, count: int | None = None) -> np.ndarray:
+    """Parse length-prefixed elements into a 1-D object array of `bytes`.
+
+    Raises:
+        ValueError: a length runs past the end, or the element count is not `count`.
+    """
+    items: list[bytes] = []
+    offset = 0
+    end = len(data)
+    while offset < end:
+        if offset + _LENGTH.size > end:
+            raise ValueError("truncated BYTES element length")
+        (length,) = _LENGTH.unpack_from(data, offset)
+        offset += _LENGTH.size
+        if offset + length > end:
+            raise ValueError("BYTES element runs past the end of the tensor")
+        items.append(data[offset : offset + length])
+        offset += length
+    if count is not None and len(items) != count:
+        raise ValueError(f"expected {count} BYTES elements, found {len(items)}")
+    array = np.empty(len(items), dtype=np.object_)
+    array[:] = items
+    return array
+
+
+def to_payload(datatype: str, array: np.ndarray) -> Payload:
+    """The bytes of one tensor as they go into a region (fixed-size arrays are not copied here)."""
+    if datatype == "BYTES":
+        return serialize_bytes(array)
+    dtype = NUMPY_DTYPES[datatype]
+    if array.dtype != dtype:
+        array = array.astype(dtype)
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
+def layout(payloads: Sequence[Payload], start: int = 0) -> tuple[list[int], int]:
+    """Aligned offsets for `payloads` from `start`, and the total size they need."""
+    offsets: list[int] = []
+    end = start
+    for payload in payloads:
+        offset = align(end)
+        offsets.append(offset)
+        end = offset + len(payload)
+    return offsets, end
+
+
+def write_payloads(memory: mmap.mmap, offsets: Sequence[int], payloads: Sequence[Payload]) -> None:
+    """Copy each payload into the region at its offset (one memcpy per tensor, no syscalls)."""
+    for offset, payload in zip(offsets, payloads, strict=True):
+        size = len(payload)
+        if size:
+            memory[offset : offset + size] = payload  # type: ignore[assignment]  # ndarray is a buffer
+
+
+def read_tensor(memory: mmap.mmap, descriptor: Sequence[object], copy: bool) -> tuple[str, str, np.ndarray]:
+    """Validate a descriptor against the region and return (name, datatype, array).
+
+    Fixed-size tensors are views of the region unless `copy`; BYTES are always parsed into new objects.
+
+    Raises:
+        ProtocolError: the descriptor is malformed, out of the region's bounds or inconsistent.
+    """
+    if len(descriptor) != 5:
+        raise ProtocolError("bad tensor descriptor")
+    name, datatype, shape, offset, nbytes = descriptor
+    if not isinstance(name, str) or not isinstance(datatype, str) or datatype not in NUMPY_DTYPES:
+        raise ProtocolError("bad tensor name or datatype")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise ProtocolError(f"bad shape for tensor '{name}'")
+    if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0:
+        raise ProtocolError(f"bad offset for tensor '{name}'")
+    if offset + nbytes > len(memory):
+        raise ProtocolError(f"tensor '{name}' lies outside the shared region")
+    count = element_count(shape)
+    if datatype == "BYTES":
+        try:
+            flat = deserialize_bytes(memory[offset : offset + nbytes], count)
+        except ValueError as exc:
+            raise ProtocolError(f"tensor '{name}': {exc}") from exc
+        return name, datatype, flat.reshape(shape)
+    dtype = NUMPY_DTYPES[datatype]
+    if count * dtype.itemsize != nbytes:
+        raise ProtocolError(f"tensor '{name}' has {nbytes} bytes, its shape needs {count * dtype.itemsize}")
+    if count == 0:
+        return name, datatype, np.empty(shape, dtype=dtype)
+    array = np.frombuffer(memory, dtype=dtype, count=count, offset=offset).reshape(shape)
+    return name, datatype, array.copy() if copy else array

@@ -1,0 +1,317 @@
+"""The host's handle on one stub process: spawning it (argv list, never a shell), its control channel,
+its shared regions, its output pipes, and noticing its death.
+
+Imports `ipc` and `errors`. Every method runs on the event loop thread; nothing here blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mmap
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from seawall.backends.python import ipc
+
+logger = logging.getLogger(__name__)
+
+_MAX_LOG_LINE = 8192
+_KILL_GRACE_S = 5.0
+#: Largest region a stub may ask for (its outputs of one batch); beyond this the batch fails.
+MAX_REGION_BYTES = 1 << 34
+_LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
+
+
+@dataclass(frozen=True, slots=True)
+class StubSettings:
+    """The python backend's --backend-config settings, parsed."""
+
+    shm_default_bytes: int = 1 << 20
+    shm_growth_bytes: int = 1 << 20
+    timeout_s: float = 30.0
+
+
+class StubDied(Exception):
+    """The stub process is gone (crashed, exited or was killed); `args[0]` is the reason for logs."""
+
+
+def escape_log(text: str) -> str:
+    """Make text from model code safe for one log line: no control characters, bounded length."""
+    if len(text) > _MAX_LOG_LINE:
+        text = text[:_MAX_LOG_LINE] + "...(truncated)"
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
+class _ControlProtocol(asyncio.Protocol):
+    def __init__(self, owner: StubProcess) -> None:
+        self._owner = owner
+        self._decoder = ipc.FrameDecoder()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._decoder.feed(data)
+        except ipc.ProtocolError as exc:
+            self._owner.abort(f"protocol violation: {exc}")
+            return
+        for frame in frames:
+            self._owner.on_frame(frame)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner.on_death("control channel closed")
+
+
+class _ProcessProtocol(asyncio.SubprocessProtocol):
+    """Logs the stub's stdout/stderr line by line (escaped) and reports its exit."""
+
+    def __init__(self, owner: StubProcess) -> None:
+        self._owner = owner
+        self._partial: dict[int, bytes] = {}
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        buffered = self._partial.get(fd, b"") + data
+        *lines, rest = buffered.split(b"\n")
+        if len(rest) > _MAX_LOG_LINE:
+            lines.append(rest)
+            rest = b""
+        self._partial[fd] = rest
+        for line in lines:
+            self._owner.log_output(fd, line)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        rest = self._partial.pop(fd, b"")
+        if rest:
+            self._owner.log_output(fd, rest)
+
+    def process_exited(self) -> None:
+        self._owner.on_exit()
+
+
+class StubProcess:
+    """One stub process. `inputs`/`outputs` are the host's mappings of the two regions (owned here)."""
+
+    def __init__(self, label: str, settings: StubSettings, on_death: Callable[[str], None] | None) -> None:
+        self._label = label
+        self._settings = settings
+        self._on_death = on_death  # called once if the stub dies while not being stopped
+        self._process: asyncio.SubprocessTransport | None = None
+        self._control: asyncio.Transport | None = None
+        self._fd_socket: socket.socket | None = None
+        self._waiter: asyncio.Future[dict[str, object]] | None = None  # the one reply being awaited
+        self._exited: asyncio.Future[None] | None = None
+        self._alive = False
+        self._stopping = False
+        self._death = ""
+        self.inputs: mmap.mmap | None = None
+        self.outputs: mmap.mmap | None = None
+
+    @property
+    def is_alive(self) -> bool:
+        return self._alive
+
+    async def start(self) -> None:
+        """Spawn the stub with its sockets and regions (inherited fds only, argv only numbers)."""
+        loop = asyncio.get_running_loop()
+        self._exited = loop.create_future()
+        control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fd_socket, fd_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fd_socket.setblocking(False)
+        self._fd_socket = fd_socket
+        size = self._settings.shm_default_bytes
+        in_fd, self.inputs = ipc.create_region(size)
+        out_fd, self.outputs = ipc.create_region(size)
+        inherited = (control_child.fileno(), fd_child.fileno(), in_fd, out_fd)
+        argv = [sys.executable, "-P", "-B", "-u", "-m", "seawall.backends.python.stub"]
+        argv += [
+            str(control_child.fileno()),
+            str(fd_child.fileno()),
+            str(in_fd),
+            str(size),
+            str(out_fd),
+            str(size),
+        ]
+        try:
+            self._process, _ = await loop.subprocess_exec(
+                lambda: _ProcessProtocol(self),
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=inherited,
+                close_fds=True,
+            )
+            self._alive = True
+            self._control, _ = await loop.connect_accepted_socket(lambda: _ControlProtocol(self), control)
+        except BaseException:
+            control.close()
+            raise
+        finally:
+            for child_end in (control_child, fd_child):
+                child_end.close()
+            os.close(in_fd)
+            os.close(out_fd)
+        if not self._alive:  # died before the channel was connected
+            raise StubDied(self._death)
+
+    def send(self, message: object) -> None:
+        if self._control is not None and self._alive:
+            self._control.write(ipc.encode_frame(message))
+
+    async def call(self, message: object) -> dict[str, object]:
+        """Send one message and wait for the stub's reply (log frames are handled on the side).
+
+        A cancelled caller leaves the reply pending; the next call waits for it first, because the
+        stub is still busy with that message and the regions must not be rewritten under it.
+
+        Raises:
+            StubDied: the stub died before replying.
+        """
+        if self._waiter is not None and not self._waiter.done():
+            await asyncio.wait([self._waiter])
+        if not self._alive:
+            raise StubDied(self._death)
+        waiter: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        waiter.add_done_callback(_retrieve)
+        self._waiter = waiter
+        self.send(message)
+        return await asyncio.shield(waiter)
+
+    def replace_inputs(self, size: int) -> None:
+        """Give the stub a bigger input region; the next message must say `"in": size`.
+
+        Raises:
+            StubDied: the fd could not be passed (the stub is then stopped).
+        """
+        self.inputs = self._pass_region(size, self.inputs)
+
+    def _pass_region(self, size: int, old: mmap.mmap | None) -> mmap.mmap:
+        fd, memory = ipc.create_region(size)
+        try:
+            assert self._fd_socket is not None
+            socket.send_fds(self._fd_socket, [b"\0"], [fd])
+        except OSError as exc:  # includes a full socket: the stub is not reading its fd socket
+            memory.close()
+            self.abort(f"cannot pass a shared region: {exc}")
+            raise StubDied(self._death) from exc
+        finally:
+            os.close(fd)
+        if old is not None:
+            old.close()
+        return memory
+
+    def on_frame(self, frame: dict[str, object]) -> None:
+        kind = frame.get("t")
+        if kind == "log":
+            level = _LOG_LEVELS.get(frame.get("level", 0), logging.INFO)  # type: ignore[call-overload]
+            logger.log(level, "model instance '%s': %s", self._label, escape_log(str(frame.get("msg", ""))))
+        elif kind == "grow":
+            self._grow_outputs(frame.get("size"))
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(frame)
+        else:
+            self.abort(f"unexpected message '{kind}'")
+
+    def _grow_outputs(self, requested: object) -> None:
+        current = len(self.outputs) if self.outputs is not None else 0
+        if type(requested) is not int or requested <= current:
+            self.abort("bad output region request")
+            return
+        size = ipc.grown_size(requested, current, self._settings.shm_growth_bytes)
+        if size > MAX_REGION_BYTES:
+            self.send({"t": "out", "size": 0})
+            return
+        try:
+            self.outputs = self._pass_region(size, self.outputs)
+        except StubDied:
+            return
+        self.send({"t": "out", "size": size})
+
+    def log_output(self, fd: int, line: bytes) -> None:
+        level = logging.INFO if fd == 1 else logging.WARNING
+        text = escape_log(line.decode("utf-8", "replace").rstrip("\r"))
+        logger.log(level, "model instance '%s' %s: %s", self._label, "stdout" if fd == 1 else "stderr", text)
+
+    def on_exit(self) -> None:
+        assert self._process is not None
+        code = self._process.get_returncode()
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(None)
+        self.on_death(f"exit code {code}" if code is None or code >= 0 else f"killed by signal {-code}")
+
+    def abort(self, reason: str) -> None:
+        """Stop the stub now (it broke the protocol, or its channel closed)."""
+        if self._alive:
+            logger.error("model instance '%s': stopping its stub process: %s", self._label, reason)
+        self.on_death(reason)
+
+    def on_death(self, reason: str) -> None:
+        """Idempotent: fail the pending reply, close the channel, kill the process, tell the owner once."""
+        if not self._alive:
+            return
+        self._alive = False
+        self._death = reason
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(StubDied(reason))
+        if self._control is not None:
+            self._control.abort()
+        if self._process is not None and self._process.get_returncode() is None:
+            self._process.kill()
+        if not self._stopping:
+            logger.error("model instance '%s': stub process died (%s)", self._label, reason)
+            if self._on_death is not None:
+                self._on_death(reason)
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Finalize (if `graceful`), then end the process: wait, terminate, kill. Idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if graceful and self._alive:
+            try:
+                await asyncio.wait_for(self.call({"t": "fini"}), self._settings.timeout_s)
+            except (TimeoutError, StubDied) as exc:
+                logger.warning("model instance '%s': finalize did not complete (%r)", self._label, exc)
+        if self._control is not None:
+            self._control.close()
+        await self._reap()
+        self._alive = False
+        if self._fd_socket is not None:
+            self._fd_socket.close()
+        for memory in (self.inputs, self.outputs):
+            if memory is not None:
+                memory.close()
+        self.inputs = self.outputs = None
+
+    async def _reap(self) -> None:
+        if self._process is None or self._exited is None:
+            return
+        for action, wait_s in (
+            (None, self._settings.timeout_s),
+            ("terminate", _KILL_GRACE_S),
+            ("kill", None),
+        ):
+            if action == "terminate" and self._process.get_returncode() is None:
+                self._process.terminate()
+            elif action == "kill" and self._process.get_returncode() is None:
+                self._process.kill()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), wait_s)
+                break
+            except TimeoutError:
+                logger.warning("model instance '%s': stub process did not exit in time", self._label)
+        self._process.close()
+
+
+def _retrieve(future: asyncio.Future[dict[str, object]]) -> None:
+    """Mark a failed reply as seen even if its caller was cancelled (no 'never retrieved' noise)."""
+    if not future.cancelled():
+        future.exception()
