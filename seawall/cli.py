@@ -1,33 +1,380 @@
-"""Placeholder command line (replaced by the full tritonserver flag table)."""
+"""tritonserver's command line: one table of flags → frozen `Options`, logging set-up, and `main()`.
+
+The only parser of argv, reader of os.environ and secret files, and caller of sys.exit. May import anything
+(composition root). Defaults come from the dataclasses in `options.py`; nothing here repeats them.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import dataclasses
+import functools
+import importlib.metadata
 import logging
+import os
+import re
 import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
+from seawall._cli_flags import BY_NAME, FLAGS, BadValue, Flag, parse_restriction
+from seawall._cli_log import configure_logging, log_start_up
 from seawall.app import serve
 from seawall.errors import SeawallError
-from seawall.options import GrpcOptions, HttpOptions, MetricsOptions, Options, RepositoryOptions
+from seawall.options import Options, Restriction
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+logger = logging.getLogger(__name__)
+
+
+class CliError(Exception):
+    """A command-line mistake: the message goes to stderr and the process exits 1."""
+
+
+class HelpRequested(Exception):
+    """`--help` was given; the argument is the usage text."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandLine:
+    """The result of parsing: the Options plus warnings to log once logging is configured."""
+
+    options: Options
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
+    """Options from tritonserver's flags in `argv` (without the program name) and the environment.
+
+    Raises:
+        CliError: an unknown flag, a bad value or an unsupported setting; the message names the flag.
+        HelpRequested: `--help` was given.
+    """
+    return parse_command_line(argv, environ).options
+
+
+def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> CommandLine:
+    """Like `parse_args`, also returning the warnings to log once logging is configured.
+
+    Raises:
+        CliError, HelpRequested: as `parse_args`.
+    """
+    given = [(flag, _convert(flag, raw)) for flag, raw in _scan(argv)]
+    _refuse_unsupported(given)
+    warnings: list[str] = []
+    notes: list[str] = []
+    options = _apply(Options(), _assemble(given, environ, warnings, notes))
+    if not any(flag.name == "metrics-address" for flag, _ in given):
+        options = options.replace(metrics=dataclasses.replace(options.metrics, address=options.http.address))
+    _check(options, given, environ)
+    return CommandLine(options, tuple(warnings), tuple(notes))
+
+
+def _scan(argv: Sequence[str]) -> list[tuple[Flag, str]]:
+    """GNU getopt_long's long options: `--name=value` or `--name value`; positionals are errors."""
+    given: list[tuple[Flag, str]] = []
+    positional: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        index += 1
+        if arg == "--":
+            positional.extend(argv[index:])
+            break
+        if arg in ("--help", "-h"):
+            raise HelpRequested(usage())
+        if not arg.startswith("-") or arg == "-":
+            positional.append(arg)
+            continue
+        name, equals, raw = arg[2:].partition("=")
+        flag = BY_NAME.get(name) if arg.startswith("--") else None
+        if flag is None:
+            # the value is not echoed: a mistyped restricted-api flag would print its secret
+            raise CliError(f"seawall: unrecognized option '{arg.partition('=')[0]}'")
+        if not flag.kind.takes_value:
+            if equals:
+                raise CliError(f"seawall: option '--{name}' doesn't allow an argument")
+        elif not equals:
+            if index >= len(argv):
+                raise CliError(f"seawall: option '--{name}' requires an argument")
+            raw = argv[index]
+            index += 1
+        given.append((flag, raw))
+    if positional:
+        raise CliError(f"Unexpected argument: {positional[0]}")
+    return given
+
+
+def _convert(flag: Flag, raw: str) -> object:
+    try:
+        return flag.kind.convert(raw)
+    except BadValue as exc:
+        raise CliError(f'Bad option: "--{flag.name}".\n{exc}') from None
+
+
+def _refuse_unsupported(given: Sequence[tuple[Flag, object]]) -> None:
+    refused: list[str] = []
+    for flag, value in given:
+        if flag.support == "yes" or (flag.harmless is not None and value == flag.harmless):
+            continue
+        if flag.support == "gpu":
+            message = f"--{flag.name} is a GPU option; Seawall is a CPU-only server and does not support it"
+        else:
+            message = f"--{flag.name} is not yet supported by Seawall (see docs/differences.md)"
+        if message not in refused:
+            refused.append(message)
+    if refused:
+        raise CliError("\n".join(refused))
+
+
+def _put(tree: dict[str, object], path: str, value: object) -> None:
+    *parents, leaf = path.split(".")
+    for name in parents:
+        child = tree.setdefault(name, {})
+        assert isinstance(child, dict)
+        tree = child
+    tree[leaf] = value
+
+
+def _get(tree: Mapping[str, object], path: str) -> object:
+    node: object = tree
+    for name in path.split("."):
+        if not isinstance(node, dict) or name not in node:
+            return None
+        node = node[name]
+    return node
+
+
+def _assemble(
+    given: Sequence[tuple[Flag, object]], environ: Mapping[str, str], warnings: list[str], notes: list[str]
+) -> dict[str, object]:
+    """The changes to apply to `Options()`, as a tree of dotted targets; environment defaults first."""
+    tree: dict[str, object] = {}
+    if environ.get("AIP_MODE") == "PREDICTION":
+        _put(tree, "http.allow", False)
+        _put(tree, "grpc.allow", False)
+    for flag, value in given:
+        if flag.name.endswith("-restricted-api-file") or flag.name.endswith("-restricted-protocol-file"):
+            target = "http.restricted" if flag.name.startswith("http") else "grpc.restricted"
+            noun = "api" if flag.name.startswith("http") else "protocol"
+            previous = _get(tree, target)
+            loaded = _read_restrictions(flag.name, str(value), noun)
+            _put(tree, target, [*(previous if isinstance(previous, list) else []), *loaded])
+        elif flag.target and flag.repeat:
+            previous = _get(tree, flag.target)
+            items = value if isinstance(value, list) else [value]
+            _put(tree, flag.target, [*(previous if isinstance(previous, list) else []), *items])
+        elif flag.target:
+            _put(tree, flag.target, value)
+    if _get(tree, "repository.paths") is None and environ.get("AIP_STORAGE_URI"):
+        _put(tree, "repository.paths", [environ["AIP_STORAGE_URI"]])
+    names = {flag.name: value for flag, value in given}  # the last value of each flag
+    if "strict-model-config" in names:
+        warnings.append(
+            "'--strict-model-config' has been deprecated! "
+            "Please use '--disable-auto-complete-config' instead."
+        )
+        if "disable-auto-complete-config" not in names:
+            _put(tree, "repository.auto_complete_config", not names["strict-model-config"])
+    for target, flag_name, noun in (
+        ("http.restricted", "http-restricted-api", "api"),
+        ("grpc.restricted", "grpc-restricted-protocol", "protocol"),
+    ):
+        _check_groups(_get(tree, target), flag_name, noun)
+        if flag_name in names:
+            warnings.append(
+                f"--{flag_name} puts its secret on the command line, where other local users can read it "
+                f"(ps, /proc); prefer --{flag_name}-file"
+            )
+    if "http-thread-count" in names:
+        notes.append(
+            "--http-thread-count is recorded only: Seawall's HTTP service runs on one asyncio event loop "
+            "(run several processes with --reuse-http-port to use more cores)"
+        )
+    return tree
+
+
+def _read_restrictions(flag_name: str, path: str, noun: str) -> list[Restriction]:
+    """Restrictions from a secret file, one `<categories>:<key>=<value>` a line; `#` starts a comment."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise CliError(f'Bad option: "--{flag_name}".\ncannot read {path}: {reason}') from None
+    found = []
+    for number, line in enumerate(lines, 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            # the line holds a secret, so an error names its number, never its text
+            error = f"{path}:{number}: format is '<config name>:<setting>=<value>'"
+            try:
+                found.append(parse_restriction(line.strip(), noun, error))
+            except BadValue as exc:
+                raise CliError(f'Bad option: "--{flag_name}".\n{exc}') from None
+    return found
+
+
+def _check_groups(restrictions: object, flag_name: str, noun: str) -> None:
+    seen: set[str] = set()
+    for restriction in restrictions if isinstance(restrictions, list) else []:
+        for category in restriction.categories:
+            if category in seen:
+                raise CliError(
+                    f'Bad option: "--{flag_name}".\n'
+                    f"restricted {noun} '{category}' can not be specified in multiple config groups"
+                )
+            seen.add(category)
+
+
+_D = TypeVar("_D", bound="DataclassInstance")
+
+
+def _apply(base: _D, tree: Mapping[str, object]) -> _D:
+    changes: dict[str, object] = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            value = _apply(getattr(base, name), value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        changes[name] = value
+    return dataclasses.replace(base, **changes)
+
+
+def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapping[str, str]) -> None:
+    """Start-up checks across flags, in Triton's order where Triton has them."""
+    repository = options.repository
+    if repository.control_mode != "none":
+        raise CliError(
+            f"--model-control-mode={repository.control_mode} is not yet supported by Seawall; only 'none' is"
+        )
+    if environ.get("AIP_MODE") == "PREDICTION" and not any(f.name == "allow-vertex-ai" for f, _ in given):
+        raise CliError(
+            "AIP_MODE=PREDICTION turns on the Vertex AI service (--allow-vertex-ai), which is not yet "
+            "supported by Seawall; pass --allow-vertex-ai=false to start without it"
+        )
+    for restriction in options.grpc.restricted:
+        if restriction.key != restriction.key.lower():
+            raise CliError(
+                f"--grpc-restricted-protocol key '{restriction.key}' has upper-case letters: gRPC metadata "
+                f"keys are lower-case, so no client could send 'triton-grpc-protocol-{restriction.key}'. "
+                "Use a lower-case key."
+            )
+    services = (
+        ("HTTP", options.http.allow, options.http.address, options.http.port),
+        ("GRPC", options.grpc.allow, options.grpc.address, options.grpc.port),
+        ("metrics", options.metrics.allow, options.metrics.address, options.metrics.port),
+    )
+    for index, (name, allow, address, port) in enumerate(services):
+        for other, other_allow, other_address, other_port in services[index + 1 :]:
+            # port 0 asks the OS for a free port, so two services on port 0 never collide
+            if allow and other_allow and port != 0 and (address, port) == (other_address, other_port):
+                raise CliError(
+                    f"The server cannot listen to {name} requests and {other} requests at the same "
+                    f"address and port {address}:{port}"
+                )
+    if not repository.paths:
+        raise CliError("error: creating server: Invalid argument - --model-repository must be specified")
+    for path in repository.paths:
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
+            raise CliError(f"model repository '{path}': cloud storage is not yet supported by Seawall")
+
+
+def _default_text(defaults: Options, flag: Flag) -> str:
+    if not flag.target or flag.repeat or not flag.kind.takes_value:
+        return ""
+    value: object = functools.reduce(getattr, flag.target.split("."), defaults)
+    if value == "" or value is None:
+        return ""
+    return f" Default: {str(value).lower() if isinstance(value, bool) else value}."
+
+
+def usage() -> str:
+    """The --help text, grouped like tritonserver's, with defaults read from the Options dataclasses."""
+    defaults = Options()
+    lines = ["Usage: seawall [options]", "  --help", "\tPrint usage"]
+    section = ""
+    for flag in FLAGS:
+        if flag.section != section:
+            section = flag.section
+            lines += ["", f"{section}:"]
+        lines.append(f"  --{flag.name} {flag.kind.metavar}".rstrip())
+        status = {"yes": "", "later": " [not yet supported]", "gpu": " [GPU only: not supported]"}[
+            flag.support
+        ]
+        lines.append(f"\t{flag.help}{_default_text(defaults, flag)}{status}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _failed_service(error: OSError, options: Options) -> str:
+    """Which listener failed to bind, guessed from the port in the error text (serve() does not say)."""
+    text = str(error)
+    for name, allow, port in (
+        ("HTTP", options.http.allow, options.http.port),
+        ("GRPC", options.grpc.allow, options.grpc.port),
+        ("Metrics", options.metrics.allow, options.metrics.port),
+    ):
+        if allow and port and re.search(rf"(?<![0-9]){port}(?![0-9])", text):
+            return f"{name} service"
+    return "service"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("seawall")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def run(options: Options) -> int:
+    """Serve until a signal; the process exit status (1 when start-up fails, with Triton's message)."""
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(options))
+    except SeawallError as exc:
+        print(f"error: creating server: {exc.code.value} - {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"failed to start {_failed_service(exc, options)}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="seawall")
-    parser.add_argument("--model-repository", action="append", default=[])
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--metrics-port", type=int, default=8002)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname).1s %(name)s] %(message)s")
-    options = Options(
-        repository=RepositoryOptions(paths=tuple(args.model_repository)),
-        http=HttpOptions(port=args.http_port),
-        grpc=GrpcOptions(port=args.grpc_port),
-        metrics=MetricsOptions(port=args.metrics_port),
-    )
+    """`seawall [flags]`: parse tritonserver's flags, configure logging, serve; exit 1 if start-up fails."""
     try:
-        asyncio.run(serve(options))
-    except SeawallError as exc:
-        print(f"error: creating server: {exc.code.value} - {exc.message}", file=sys.stderr)
+        command_line = parse_command_line(sys.argv[1:] if argv is None else argv, os.environ)
+    except HelpRequested as help_text:
+        print(help_text)
+        sys.exit(0)
+    except CliError as exc:
+        print(exc, file=sys.stderr)
         sys.exit(1)
+    options = command_line.options
+    try:
+        configure_logging(options.log)
+    except OSError as exc:
+        print(f"error: cannot open --log-file {options.log.file}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
+    log_start_up(options, _version(), command_line.warnings, command_line.notes)
+    status = run(options)
+    if status:
+        sys.exit(status)

@@ -1,0 +1,521 @@
+"""The table of tritonserver's flags (name, type, help, target) and the value types they parse.
+
+Part of the command line, private to `cli.py`, which is the only user. Imports only `options`.
+Value errors carry Triton's messages; `cli.py` adds the `Bad option: "--<flag>".` line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from seawall.options import API_CATEGORIES, Restriction
+
+Support = Literal["yes", "later", "gpu"]
+
+
+class BadValue(Exception):
+    """A flag's value failed its type; the parser adds the flag's name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    metavar: str
+    convert: Callable[[str], object]
+    takes_value: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One tritonserver flag: name (without `--`), type, help, and the Options field it sets."""
+
+    name: str
+    kind: Kind
+    help: str
+    target: str = ""  # dotted path into Options; "" = assembled by hand, or not supported
+    repeat: bool = False
+    support: Support = "yes"
+    harmless: object = None  # a value that changes nothing, so an unsupported flag may be given it
+    section: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- values
+
+
+def _int_in(low: int, high: int, what: str = "") -> Callable[[str], int]:
+    def convert(raw: str) -> int:
+        if re.fullmatch(r"[+-]?[0-9]+", raw) is None:
+            raise BadValue(f"Invalid option value. Got {raw}")
+        value = int(raw)
+        if not -(2**63) <= value < 2**63 or (what == "" and not low <= value <= high):
+            raise BadValue(f"Provided option value is out of bound. Got {raw}")
+        if not low <= value <= high:
+            raise BadValue(f"{what}. Got {raw}")
+        return value
+
+    return convert
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("true", "on", "1"):
+        return True
+    if lowered in ("false", "off", "0"):
+        return False
+    raise BadValue(f"invalid value for bool option: {raw}")
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise BadValue(f"Invalid option value. Got {raw}") from None
+
+
+def _verbose(raw: str) -> int:
+    if raw.lower() in ("true", "on", "false", "off"):
+        return int(_bool(raw))
+    return _INT32(raw)
+
+
+def _choice(flag: str, choices: Sequence[str], *, fold: bool) -> Callable[[str], str]:
+    def convert(raw: str) -> str:
+        for choice in choices:
+            if raw == choice or (fold and raw.lower() == choice.lower()):
+                return choice
+        raise BadValue(f"invalid argument for --{flag}")
+
+    return convert
+
+
+def _address(raw: str) -> str:
+    # Triton accepts `ipv6:[::1]`; an empty host would make asyncio bind every interface, so refuse it
+    host = raw.removeprefix("ipv6:").strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise BadValue("empty address (use 0.0.0.0 to listen on every interface)")
+    return host
+
+
+def _not_empty(flag: str) -> Callable[[str], str]:
+    def convert(raw: str) -> str:
+        if not raw:
+            raise BadValue(f"Error: empty argument for --{flag}")
+        return raw
+
+    return convert
+
+
+def _restriction(flag: str, noun: str) -> Callable[[str], Restriction]:
+    def convert(raw: str) -> Restriction:
+        return parse_restriction(
+            raw, noun, f"--{flag} option format is '<config name>:<setting>=<value>'. Got {raw}"
+        )
+
+    return convert
+
+
+def parse_restriction(raw: str, noun: str, format_error: str) -> Restriction:
+    # Triton splits on the first ':' and then on the first '=' after it; the value may hold ':' and '='
+    categories, colon, setting = raw.partition(":")
+    key, equals, value = setting.partition("=")
+    if not (colon and equals and categories and key and value):
+        raise BadValue(format_error)
+    names = tuple(categories.split(","))
+    for name in names:
+        if name not in API_CATEGORIES:
+            raise BadValue(f"unknown restricted {noun} '{name}'")
+    return Restriction(names, key, value)
+
+
+def _backend_setting(raw: str) -> tuple[str, str, str]:
+    error = f"--backend-config option format is '<backend name>,<setting>=<value>'. Got {raw}"
+    backend, comma, setting = raw.partition(",")
+    if not comma:
+        backend, setting = "", raw
+    elif not backend:
+        raise BadValue(
+            "No backend specified. --backend-config option format is <backend name>,<setting>=<value> or "
+            f"<setting>=<value>. Got {raw}"
+        )
+    name, equals, value = setting.partition("=")
+    if not (equals and name and value):
+        raise BadValue(error)
+    return (backend, name, value)
+
+
+def _setting(flag: str, *, named: Literal["no", "optional", "required"], form: str) -> Callable[[str], str]:
+    """`[<name>,]<setting>=<value>` syntax check for the structured flags Seawall does not act on yet."""
+
+    def convert(raw: str) -> str:
+        name, comma, setting = raw.partition(",") if named != "no" else ("", "", raw)
+        if named == "optional" and not comma:
+            setting = raw
+        if named == "required" and not comma:
+            raise BadValue(f"No {flag.split('-')[0]} specified. --{flag} option format is {form}. Got {raw}")
+        key, equals, _ = setting.partition("=")
+        if (comma and not name) or not equals or not key or (named == "no" and "," in key):
+            raise BadValue(f"--{flag} option format is {form}. Got {raw}")
+        return raw
+
+    return convert
+
+
+def _pair(
+    separator: str, second: Callable[[str], object], *, optional_third: bool = False
+) -> Callable[[str], str]:
+    def convert(raw: str) -> str:
+        parts = raw.split(separator)
+        if len(parts) != 2 and not (optional_third and len(parts) == 3):
+            raise BadValue(f"--<option> argument requires format <first>{separator}<second>. Found: {raw}")
+        if optional_third:
+            for number in parts[1:]:
+                _INT32(number)
+        else:
+            _INT32(parts[0])
+            second(parts[1])
+        return raw
+
+    return convert
+
+
+_INT32 = _int_in(-(2**31), 2**31 - 1)
+_INT64 = _int_in(-(2**63), 2**63 - 1)
+_PORT = _int_in(0, 65535, "port must be in the range 0-65535 (0 = any free port)")
+_COUNT = _int_in(1, 2**31 - 1, "must be at least 1")
+_NON_NEGATIVE = _int_in(0, 2**31 - 1, "must not be negative")
+
+K_STRING = Kind("<string>", str)
+K_INT = Kind("<integer>", _INT32)
+K_INT64 = Kind("<integer>", _INT64)
+K_PORT = Kind("<integer>", _PORT)
+K_COUNT = Kind("<integer>", _COUNT)
+K_NON_NEGATIVE = Kind("<integer>", _NON_NEGATIVE)
+K_BOOL = Kind("<boolean>", _bool)
+K_FLOAT = Kind("<float>", _float)
+K_ADDRESS = Kind("<string>", _address)
+K_SWITCH = Kind("", lambda _raw: False, takes_value=False)
+
+
+def _kind(metavar: str, convert: Callable[[str], object]) -> Kind:
+    return Kind(metavar, convert)
+
+
+# ---------------------------------------------------------------------------------------------- the table
+
+
+def _section(title: str, *flags: Flag) -> tuple[Flag, ...]:
+    return tuple(dataclasses.replace(flag, section=title) for flag in flags)
+
+
+def _later(name: str, kind: Kind, help: str, *, repeat: bool = False, harmless: object = None) -> Flag:
+    return Flag(name, kind, help, repeat=repeat, support="later", harmless=harmless)
+
+
+def _gpu(name: str, kind: Kind, help: str, *, repeat: bool = False, harmless: object = None) -> Flag:
+    return Flag(name, kind, help, repeat=repeat, support="gpu", harmless=harmless)
+
+
+_SETTING = "<<string>,<string>=<string>>"
+_RESTRICTED = "<<string>:<string>=<string>>"
+
+FLAGS: tuple[Flag, ...] = (
+    *_section(
+        "Server",
+        Flag("id", K_STRING, "Identifier for this server.", "server_id"),
+        Flag(
+            "exit-timeout-secs",
+            K_NON_NEGATIVE,
+            "Seconds to wait for in-flight requests on exit.",
+            "exit_timeout_secs",
+        ),
+    ),
+    *_section(
+        "Logging",
+        Flag(
+            "log-verbose", _kind("<integer>", _verbose), "Verbose logging level; 0 disables.", "log.verbose"
+        ),
+        Flag("log-info", K_BOOL, "Enable/disable info-level logging.", "log.info"),
+        Flag("log-warning", K_BOOL, "Enable/disable warning-level logging.", "log.warning"),
+        Flag("log-error", K_BOOL, "Enable/disable error-level logging.", "log.error"),
+        Flag(
+            "log-format",
+            _kind("<string>", _choice("log-format", ("default", "ISO8601"), fold=False)),
+            'Log line format: "default" or "ISO8601".',
+            "log.format",
+        ),
+        Flag("log-file", K_STRING, "Append logs to this file (created 0600) instead of stdout.", "log.file"),
+    ),
+    *_section(
+        "Model Repository",
+        Flag("model-store", K_STRING, "Equivalent to --model-repository.", "repository.paths", repeat=True),
+        Flag(
+            "model-repository",
+            K_STRING,
+            "Path to a model repository (repeatable).",
+            "repository.paths",
+            repeat=True,
+        ),
+        Flag("exit-on-error", K_BOOL, "Exit if anything fails during start-up.", "repository.exit_on_error"),
+        Flag(
+            "disable-auto-complete-config",
+            K_SWITCH,
+            "Backends may not complete model configurations.",
+            "repository.auto_complete_config",
+        ),
+        Flag(
+            "strict-readiness", K_BOOL, "Ready only when every model is ready.", "repository.strict_readiness"
+        ),
+        Flag(
+            "model-control-mode",
+            _kind("<string>", _choice("model-control-mode", ("none", "poll", "explicit"), fold=True)),
+            'Model control mode: "none" ("poll" and "explicit" not yet supported).',
+            "repository.control_mode",
+        ),
+        _later("repository-poll-secs", K_INT, "Repository poll interval in poll mode."),
+        _later("load-model", K_STRING, "Model to load at start-up in explicit mode.", repeat=True),
+        Flag(
+            "model-config-name",
+            _kind("<string>", _not_empty("model-config-name")),
+            "Use <model>/configs/<name>.pbtxt when present.",
+            "repository.config_name",
+        ),
+        Flag(
+            "model-load-thread-count", K_COUNT, "Models loaded in parallel.", "repository.load_thread_count"
+        ),
+        Flag(
+            "model-load-retry-count",
+            K_NON_NEGATIVE,
+            "Retries of a failing model load.",
+            "repository.load_retry_count",
+        ),
+        _later("model-namespacing", K_BOOL, "Namespace models by repository.", harmless=False),
+        _gpu("enable-peer-access", K_BOOL, "CUDA peer access.", harmless=False),
+    ),
+    *_section(
+        "HTTP",
+        Flag("allow-http", K_BOOL, "Start the HTTP service.", "http.allow"),
+        Flag("http-address", K_ADDRESS, "HTTP bind address.", "http.address"),
+        Flag("http-port", K_PORT, "HTTP port (0 = any free port).", "http.port"),
+        Flag("reuse-http-port", K_BOOL, "Set SO_REUSEPORT on the HTTP socket.", "http.reuse_port"),
+        _later("http-header-forward-pattern", K_STRING, "Forward matching HTTP headers as parameters."),
+        Flag(
+            "http-thread-count",
+            K_COUNT,
+            "Recorded only: Seawall's HTTP service is asyncio.",
+            "http.thread_count",
+        ),
+        Flag(
+            "http-restricted-api",
+            _kind(_RESTRICTED, _restriction("http-restricted-api", "api")),
+            "<api>[,<api>...]:<header>=<value> (repeatable).",
+            "http.restricted",
+            repeat=True,
+        ),
+        Flag(
+            "http-restricted-api-file",
+            _kind("<path>", str),
+            "Seawall: read --http-restricted-api lines from a file (keeps secrets out of argv).",
+            repeat=True,
+        ),
+        Flag(
+            "http-max-input-size",
+            _kind("<integer>", _int_in(1, 2**63 - 1, "must be greater than 0")),
+            "Largest HTTP request body, also after decompression.",
+            "limits.max_request_bytes",
+        ),
+    ),
+    *_section(
+        "GRPC",
+        Flag("allow-grpc", K_BOOL, "Start the GRPC service.", "grpc.allow"),
+        Flag("grpc-address", K_ADDRESS, "GRPC bind address.", "grpc.address"),
+        Flag("grpc-port", K_PORT, "GRPC port (0 = any free port).", "grpc.port"),
+        Flag("reuse-grpc-port", K_BOOL, "Set SO_REUSEPORT on the GRPC socket.", "grpc.reuse_port"),
+        _later("grpc-header-forward-pattern", K_STRING, "Forward matching metadata as parameters."),
+        _later("grpc-infer-allocation-pool-size", K_INT, "Reusable infer state objects."),
+        _later("grpc-use-ssl", K_BOOL, "TLS on GRPC.", harmless=False),
+        _later("grpc-use-ssl-mutual", K_BOOL, "Mutual TLS on GRPC.", harmless=False),
+        _later("grpc-server-cert", K_STRING, "PEM server certificate chain."),
+        _later("grpc-server-key", K_STRING, "PEM server private key."),
+        _later("grpc-root-cert", K_STRING, "PEM CA bundle verifying client certificates."),
+        _later(
+            "grpc-infer-response-compression-level",
+            _kind(
+                "<string>",
+                _choice(
+                    "grpc_infer_response_compression_level", ("none", "low", "medium", "high"), fold=False
+                ),
+            ),
+            "Infer response compression.",
+        ),
+        _later("grpc-keepalive-time", K_INT, "Keepalive ping period (ms)."),
+        _later("grpc-keepalive-timeout", K_INT, "Keepalive ack timeout (ms)."),
+        _later("grpc-keepalive-permit-without-calls", K_BOOL, "Allow pings without calls."),
+        _later("grpc-http2-max-pings-without-data", K_INT, "Pings without data (0 = unlimited)."),
+        _later("grpc-http2-min-recv-ping-interval-without-data", K_INT, "Minimum ping interval (ms)."),
+        _later("grpc-http2-max-ping-strikes", K_INT, "Ping strikes before GOAWAY."),
+        _later("grpc-max-connection-age", K_INT, "Maximum connection age (ms)."),
+        _later("grpc-max-connection-age-grace", K_INT, "Grace after the maximum age (ms)."),
+        Flag(
+            "grpc-restricted-protocol",
+            _kind(_RESTRICTED, _restriction("grpc-restricted-protocol", "protocol")),
+            "<protocol>[,<protocol>...]:<key>=<value> (repeatable).",
+            "grpc.restricted",
+            repeat=True,
+        ),
+        Flag(
+            "grpc-restricted-protocol-file",
+            _kind("<path>", str),
+            "Seawall: read --grpc-restricted-protocol lines from a file.",
+            repeat=True,
+        ),
+        _later("grpc-infer-thread-count", K_INT, "GRPC infer handler threads."),
+        _later("grpc-max-response-pool-size", K_INT, "Queued responses per stream."),
+    ),
+    *_section(
+        "Sagemaker",
+        _later("allow-sagemaker", K_BOOL, "Start the SageMaker service.", harmless=False),
+        _later("sagemaker-port", K_INT, "SageMaker port."),
+        _later(
+            "sagemaker-safe-port-range",
+            _kind("<<integer>-<integer>>", _pair("-", _INT32)),
+            "Safe port range.",
+        ),
+        _later("sagemaker-thread-count", K_INT, "SageMaker threads."),
+    ),
+    *_section(
+        "Vertex",
+        _later("allow-vertex-ai", K_BOOL, "Start the Vertex AI service.", harmless=False),
+        _later("vertex-ai-port", K_INT, "Vertex AI port."),
+        _later("vertex-ai-thread-count", K_INT, "Vertex AI threads."),
+        _later("vertex-ai-default-model", K_STRING, "Model for un-redirected predict calls."),
+    ),
+    *_section(
+        "Metrics",
+        Flag("allow-metrics", K_BOOL, "Start the Prometheus metrics service.", "metrics.allow"),
+        _gpu("allow-gpu-metrics", K_BOOL, "GPU metrics.", harmless=False),
+        _later("allow-cpu-metrics", K_BOOL, "CPU metrics."),
+        Flag(
+            "metrics-address",
+            K_ADDRESS,
+            "Metrics bind address (default: the HTTP address).",
+            "metrics.address",
+        ),
+        Flag("metrics-port", K_PORT, "Metrics port (0 = any free port).", "metrics.port"),
+        _later("metrics-interval-ms", K_FLOAT, "Metrics refresh period."),
+        _later(
+            "metrics-config",
+            _kind("<<string>=<string>>", _setting("metrics-config", named="no", form="<setting>=<value>")),
+            "Metrics setting.",
+            repeat=True,
+        ),
+    ),
+    *_section(
+        "Tracing",
+        _later(
+            "trace-config",
+            _kind(_SETTING, _setting("trace-config", named="optional", form="[<mode>,]<setting>=<value>")),
+            "Trace setting.",
+            repeat=True,
+        ),
+    ),
+    *_section(
+        "Backend",
+        Flag("backend-directory", K_STRING, "Directory of backend plugins.", "backends.backend_directory"),
+        Flag(
+            "backend-config",
+            _kind(_SETTING, _backend_setting),
+            "[<backend>,]<setting>=<value> (repeatable).",
+            "backends.config",
+            repeat=True,
+        ),
+    ),
+    *_section(
+        "Repository Agent",
+        Flag(
+            "repoagent-directory", K_STRING, "Directory of repository agents.", "backends.repoagent_directory"
+        ),
+    ),
+    *_section(
+        "Response Cache",
+        _later(
+            "cache-config",
+            _kind(
+                _SETTING, _setting("cache-config", named="required", form="<cache name>,<setting>=<value>")
+            ),
+            "Cache setting.",
+            repeat=True,
+        ),
+        Flag("cache-directory", K_STRING, "Directory of cache implementations.", "backends.cache_directory"),
+    ),
+    *_section(
+        "Rate Limiter",
+        _later(
+            "rate-limit",
+            _kind("<string>", _choice("rate-limit", ("off", "execution_count"), fold=True)),
+            "Rate limiting mode.",
+            harmless="off",
+        ),
+        _later(
+            "rate-limit-resource",
+            _kind("<<string>:<integer>:<integer>>", _pair(":", _INT32, optional_third=True)),
+            "Resource count.",
+            repeat=True,
+        ),
+    ),
+    *_section(
+        "Memory/Device Management",
+        _later("pinned-memory-pool-byte-size", K_INT64, "Pinned memory pool (GPU)."),
+        _gpu(
+            "cuda-memory-pool-byte-size",
+            _kind("<<integer>:<integer>>", _pair(":", _INT64)),
+            "CUDA pool.",
+            repeat=True,
+        ),
+        _gpu(
+            "cuda-virtual-address-size",
+            _kind("<<integer>:<integer>>", _pair(":", _INT64)),
+            "CUDA VA size.",
+            repeat=True,
+        ),
+        _gpu("min-supported-compute-capability", K_FLOAT, "Oldest GPU to use."),
+        _later("buffer-manager-thread-count", K_INT, "Tensor copy threads."),
+        _later(
+            "host-policy",
+            _kind(
+                _SETTING, _setting("host-policy", named="required", form="'<policy name>,<setting>=<value>'")
+            ),
+            "Host policy setting.",
+            repeat=True,
+        ),
+        _gpu(
+            "model-load-gpu-limit",
+            _kind("<<device_id>:<fraction>>", _pair(":", _float)),
+            "GPU memory limit.",
+            repeat=True,
+        ),
+        _later("allow-client-shm", K_BOOL, "Client shared memory (off in Seawall).", harmless=False),
+    ),
+    *_section(
+        "DEPRECATED",
+        Flag("strict-model-config", K_BOOL, "Deprecated: use --disable-auto-complete-config."),
+        _later("response-cache-byte-size", K_INT64, "Deprecated: --cache-config local,size=<n>."),
+        _later("trace-file", K_STRING, "Deprecated trace file."),
+        _later(
+            "trace-level",
+            _kind("<string>", _choice("trace-level", ("OFF", "TIMESTAMPS", "TENSORS"), fold=True)),
+            "Deprecated trace level.",
+            repeat=True,
+            harmless="OFF",
+        ),
+        _later("trace-rate", K_INT, "Deprecated trace rate."),
+        _later("trace-count", K_INT, "Deprecated trace count."),
+        _later("trace-log-frequency", K_INT, "Deprecated trace log frequency."),
+    ),
+)
+
+BY_NAME: Mapping[str, Flag] = {flag.name: flag for flag in FLAGS}

@@ -1,0 +1,179 @@
+"""Log lines for the command line: Triton's prefixes, escaping that keeps one record on one line, the banner.
+
+Part of the command line, private to `cli.py` (the only place that configures logging).
+Imports only `options`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from seawall.options import LogFormat, LogOptions, Options
+
+logger = logging.getLogger("seawall.cli")
+
+#: Every character that could end a line, move the cursor, or reorder text on a terminal, as an escape:
+#: C0 and C1 controls (\n, \r, ESC, NEL...), DEL, Unicode line/paragraph separators and bidi controls.
+#: The backslash is escaped too, so an escaped sequence can't be forged.
+_ESCAPES: dict[int, str] = {
+    **{code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))},
+    **{code: f"\\u{code:04x}" for code in (0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F))},
+    **{code: f"\\u{code:04x}" for code in range(0x2066, 0x206A)},
+    ord("\\"): "\\\\",
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+def escape(text: str) -> str:
+    """`text` with control characters escaped, so a client-supplied value can never start a log line."""
+    return text.translate(_ESCAPES)
+
+
+class LineFormatter(logging.Formatter):
+    """Triton's prefixes: `default` is `I1125 19:05:39.244314 <pid> <file>:<line>] message`, `ISO8601` is
+    `2024-05-20T20:03:26Z I <pid> <file>:<line>] message`. The message and any traceback are escaped."""
+
+    def __init__(self, log_format: LogFormat = "default") -> None:
+        super().__init__()
+        self._is_iso8601 = log_format == "ISO8601"
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        when = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+        level = "E" if record.levelno >= logging.ERROR else "W" if record.levelno >= logging.WARNING else "I"
+        if self._is_iso8601:
+            prefix = f"{when:%Y-%m-%dT%H:%M:%SZ} {level}"
+        else:
+            prefix = f"{level}{when:%m%d %H:%M:%S.%f}"
+        return f"{prefix} {record.process} {record.filename}:{record.lineno}] {escape(text)}"
+
+
+class LevelSwitch(logging.Filter):
+    """Triton's separate switches --log-info, --log-warning, --log-error; DEBUG needs --log-verbose > 0."""
+
+    def __init__(self, log: LogOptions) -> None:
+        super().__init__()
+        self._log = log
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return self._log.error
+        if record.levelno >= logging.WARNING:
+            return self._log.warning
+        if record.levelno >= logging.INFO:
+            return self._log.info
+        return self._log.verbose > 0
+
+
+def configure_logging(log: LogOptions) -> None:
+    """Send the `seawall` logger to stdout, or append to `log.file` (created 0600), with Triton's prefixes.
+
+    Raises:
+        OSError: the log file cannot be opened.
+    """
+    if log.file:
+        descriptor = os.open(log.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        stream = os.fdopen(descriptor, "a", encoding="utf-8", errors="backslashreplace")
+        handler: logging.Handler = logging.StreamHandler(stream)
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(LineFormatter(log.format))
+    handler.addFilter(LevelSwitch(log))
+    root = logging.getLogger("seawall")
+    for previous in list(root.handlers):
+        root.removeHandler(previous)
+        previous.close()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if log.verbose > 0 else logging.INFO)
+    root.propagate = False  # a library that configures the root logger must not print our lines twice
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def banner_rows(options: Options, version: str) -> list[tuple[str, str]]:
+    """Triton's start-up option table, plus Seawall's listeners. Restriction values never appear."""
+    repository = options.repository
+    rows = [("server_id", options.server_id), ("server_version", version)]
+    rows += [(f"model_repository_path[{index}]", path) for index, path in enumerate(repository.paths)]
+    rows += [
+        ("model_control_mode", f"MODE_{repository.control_mode.upper()}"),
+        ("strict_model_config", str(int(not repository.auto_complete_config))),
+        ("model_config_name", repository.config_name),
+        ("rate_limit", "OFF"),
+        ("strict_readiness", str(int(repository.strict_readiness))),
+        ("exit_on_error", str(int(repository.exit_on_error))),
+        ("exit_timeout", str(options.exit_timeout_secs)),
+        ("cache_enabled", "0"),
+        ("backend_directory", options.backends.backend_directory),
+    ]
+    for name, allow, address, port in (
+        ("http", options.http.allow, options.http.address, options.http.port),
+        ("grpc", options.grpc.allow, options.grpc.address, options.grpc.port),
+        ("metrics", options.metrics.allow, options.metrics.address, options.metrics.port),
+    ):
+        rows.append((f"{name}_service", f"{address}:{port}" if allow else "disabled"))
+    for name, restrictions in (
+        ("http_restricted_api", options.http.restricted),
+        ("grpc_restricted_protocol", options.grpc.restricted),
+    ):
+        for restriction in restrictions:
+            rows.append((name, f"{','.join(restriction.categories)}:{restriction.key}=<redacted>"))
+    return rows
+
+
+def _table(rows: Sequence[tuple[str, str]]) -> list[str]:
+    width = max(len(name) for name, _ in rows)
+    value_width = max(len(value) for _, value in rows)
+    rule = f"+{'-' * (width + 2)}+{'-' * (value_width + 2)}+"
+    lines = [rule, f"| {'Option':<{width}} | {'Value':<{value_width}} |", rule]
+    lines += [f"| {name:<{width}} | {value:<{value_width}} |" for name, value in rows]
+    return [*lines, rule]
+
+
+def log_start_up(options: Options, version: str, warnings: Sequence[str], notes: Sequence[str]) -> None:
+    """Log the option table, the command line's warnings, and each risky setting that is on, once."""
+    for line in _table(banner_rows(options, version)):
+        logger.info("%s", line)  # one record per row: a record never spans lines
+    for warning in warnings:
+        logger.warning("%s", warning)
+    for note in notes:
+        logger.info("%s", note)
+    for label, flag, allow, address, restricted in (
+        ("HTTP", "http", options.http.allow, options.http.address, options.http.restricted),
+        ("GRPC", "grpc", options.grpc.allow, options.grpc.address, options.grpc.restricted),
+        ("Metrics", "metrics", options.metrics.allow, options.metrics.address, ()),
+    ):
+        if not allow:
+            continue
+        if _is_loopback(address):
+            logger.info("%s service binds %s only; set --%s-address to expose it", label, address, flag)
+        elif flag == "metrics":
+            logger.warning("Metrics service listens on %s; metrics have no access restriction", address)
+        elif not restricted:
+            restriction_flag = "--http-restricted-api" if flag == "http" else "--grpc-restricted-protocol"
+            logger.warning(
+                "%s service listens on %s and no %s is set: every API is open to anyone who can reach it",
+                label,
+                address,
+                restriction_flag,
+            )
+    if not options.repository.strict_readiness:
+        logger.warning("--strict-readiness=false: the server reports ready even when models are not")
+    if not options.repository.exit_on_error:
+        logger.warning("--exit-on-error=false: the server starts even if models fail to load")
