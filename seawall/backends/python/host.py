@@ -7,6 +7,7 @@ server process: loading, auto-completion and execution all happen in stub proces
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ from tritonclient.grpc import model_config_pb2
 
 from seawall.backends.python.instance import InstanceSpec, PythonModelInstance
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
+from seawall.core import model_config
 from seawall.core.backend import ModelConfig, ModelLoadContext
 from seawall.errors import (
     InternalError,
@@ -79,15 +81,8 @@ def model_file_path(config: ModelConfig, version_dir: str, model_name: str) -> s
 
 
 def config_json(config: ModelConfig) -> str:
-    """The configuration as Triton hands it to `initialize` (JSON, proto field names, defaults printed)."""
-    try:
-        return json_format.MessageToJson(
-            config, preserving_proto_field_name=True, always_print_fields_with_no_presence=True, indent=None
-        )
-    except TypeError:  # protobuf < 5.26 spells the option differently
-        return json_format.MessageToJson(  # type: ignore[call-arg]
-            config, preserving_proto_field_name=True, including_default_value_fields=True, indent=None
-        )
+    """The configuration as Triton hands it to `initialize`: JSON with every field, as `/config` prints it."""
+    return json.dumps(model_config.config_to_dict(config))
 
 
 def instance_names(config: ModelConfig, model_name: str) -> list[str]:
@@ -227,7 +222,7 @@ class PythonBackend:
             "model_file": model_file,
             "version_dir": version_dir,
             "model_name": name,
-            "config": json_format.MessageToDict(config, preserving_proto_field_name=True),
+            "config": model_config.config_to_dict(config),
         }
         try:
             await stub.start()

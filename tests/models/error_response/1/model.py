@@ -1,4 +1,4 @@
-"""error_response: a request whose INPUT0 sums to a negative value gets a NOT_FOUND TritonError; others echo."""
+"""error_response: a request whose INPUT0 sums below zero gets a NOT_FOUND TritonError; others echo."""
 
 import triton_python_backend_utils as pb_utils
 
