@@ -76,6 +76,19 @@ class LevelSwitch(logging.Filter):
         return self._log.verbose > 0
 
 
+class _OwnedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler that owns its stream (the --log-file) and closes it with itself."""
+
+    def close(self) -> None:
+        self.acquire()
+        try:
+            self.flush()
+            self.stream.close()
+        finally:
+            self.release()
+        super().close()
+
+
 def configure_logging(log: LogOptions) -> None:
     """Send the `seawall` logger to stdout, or append to `log.file` (created 0600), with Triton's prefixes.
 
@@ -85,7 +98,7 @@ def configure_logging(log: LogOptions) -> None:
     if log.file:
         descriptor = os.open(log.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         stream = os.fdopen(descriptor, "a", encoding="utf-8", errors="backslashreplace")
-        handler: logging.Handler = logging.StreamHandler(stream)
+        handler: logging.Handler = _OwnedStreamHandler(stream)
     else:
         handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(LineFormatter(log.format))

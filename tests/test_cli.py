@@ -1,0 +1,596 @@
+"""The command line: every tritonserver flag parses to Options or is refused by name; logging escapes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from seawall._cli_flags import BY_NAME, FLAGS
+from seawall._cli_log import LevelSwitch, LineFormatter, banner_rows, configure_logging
+from seawall.cli import CliError, HelpRequested, parse_args, parse_command_line, usage
+from seawall.options import LogOptions, Options, Restriction
+from tests.harness import run_seawall
+
+REPO = "--model-repository=/models"
+
+#: Every flag of `tritonserver --help` (2.51), plus the later ones spec/cli.md recommends.
+TRITON_FLAGS = """
+id exit-timeout-secs log-verbose log-info log-warning log-error log-format log-file model-store
+model-repository exit-on-error disable-auto-complete-config strict-readiness model-control-mode
+repository-poll-secs load-model model-config-name model-load-thread-count model-load-retry-count
+model-namespacing enable-peer-access allow-http http-address http-port reuse-http-port
+http-header-forward-pattern http-thread-count http-restricted-api allow-grpc grpc-address grpc-port
+reuse-grpc-port grpc-header-forward-pattern grpc-infer-allocation-pool-size grpc-use-ssl
+grpc-use-ssl-mutual grpc-server-cert grpc-server-key grpc-root-cert grpc-infer-response-compression-level
+grpc-keepalive-time grpc-keepalive-timeout grpc-keepalive-permit-without-calls
+grpc-http2-max-pings-without-data grpc-http2-min-recv-ping-interval-without-data
+grpc-http2-max-ping-strikes grpc-max-connection-age grpc-max-connection-age-grace
+grpc-restricted-protocol allow-sagemaker sagemaker-port sagemaker-safe-port-range sagemaker-thread-count
+allow-vertex-ai vertex-ai-port vertex-ai-thread-count vertex-ai-default-model allow-metrics
+allow-gpu-metrics allow-cpu-metrics metrics-address metrics-port metrics-interval-ms metrics-config
+trace-config backend-directory backend-config repoagent-directory cache-config cache-directory rate-limit
+rate-limit-resource pinned-memory-pool-byte-size cuda-memory-pool-byte-size cuda-virtual-address-size
+min-supported-compute-capability buffer-manager-thread-count host-policy model-load-gpu-limit
+strict-model-config response-cache-byte-size trace-file trace-level trace-rate trace-count
+trace-log-frequency http-max-input-size allow-client-shm grpc-infer-thread-count
+grpc-max-response-pool-size
+""".split()
+
+
+def parse(*argv: str, environ: dict[str, str] | None = None) -> Options:
+    return parse_args([REPO, *argv], environ or {})
+
+
+def error_of(*argv: str, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(CliError) as caught:
+        parse_args(list(argv), environ or {})
+    return str(caught.value)
+
+
+# ------------------------------------------------------------------------------------------- the table
+
+
+def test_every_triton_flag_is_in_the_table_once() -> None:
+    names = [flag.name for flag in FLAGS]
+    assert len(names) == len(set(names))
+    assert sorted(set(TRITON_FLAGS) - set(names)) == []
+
+
+def test_defaults_come_from_the_dataclasses() -> None:
+    options = parse()
+    expected = Options()
+    assert options.repository.paths == ("/models",)
+    assert options.http == expected.http
+    assert options.grpc == expected.grpc
+    assert options.log == expected.log
+    assert options.backends == expected.backends
+    assert options.limits == expected.limits
+    assert options.metrics.address == expected.http.address  # the metrics address follows the HTTP address
+    assert options.replace(repository=expected.repository, metrics=expected.metrics) == expected
+
+
+def test_help_lists_every_flag_with_its_default() -> None:
+    with pytest.raises(HelpRequested):
+        parse_args(["--help"], {})
+    text = usage()
+    for flag in FLAGS:
+        assert f"  --{flag.name}" in text
+    assert "Default: 8000." in text and "[GPU only: not supported]" in text
+
+
+# ------------------------------------------------------------------------------------------- acting flags
+
+
+def test_server_and_listener_flags_reach_options() -> None:
+    options = parse(
+        "--id=seawall-1",
+        "--exit-timeout-secs",
+        "5",
+        "--http-address=0.0.0.0",
+        "--http-port=9000",
+        "--allow-http=false",
+        "--reuse-http-port=true",
+        "--grpc-address",
+        "ipv6:[::1]",
+        "--grpc-port=0",
+        "--allow-grpc=ON",
+        "--reuse-grpc-port=1",
+        "--metrics-address=10.0.0.1",
+        "--metrics-port=9002",
+        "--allow-metrics=Off",
+        "--http-thread-count=3",
+        "--http-max-input-size=1024",
+    )
+    assert options.server_id == "seawall-1" and options.exit_timeout_secs == 5
+    assert (options.http.address, options.http.port, options.http.allow) == ("0.0.0.0", 9000, False)
+    assert options.http.reuse_port and options.http.thread_count == 3
+    assert (options.grpc.address, options.grpc.port, options.grpc.allow, options.grpc.reuse_port) == (
+        "::1",
+        0,
+        True,
+        True,
+    )
+    assert (options.metrics.address, options.metrics.port, options.metrics.allow) == ("10.0.0.1", 9002, False)
+    assert options.limits.max_request_bytes == 1024
+
+
+def test_metrics_address_defaults_to_the_http_address() -> None:
+    assert parse("--http-address=0.0.0.0").metrics.address == "0.0.0.0"
+
+
+def test_repository_flags_reach_options() -> None:
+    options = parse_args(
+        [
+            "--model-store=/a",
+            "--model-repository",
+            "/b",
+            "--model-store=/c",
+            "--strict-readiness=false",
+            "--exit-on-error=0",
+            "--model-config-name=h100",
+            "--model-control-mode=NONE",
+            "--model-load-thread-count=2",
+            "--model-load-retry-count=1",
+        ],
+        {},
+    )
+    repository = options.repository
+    assert repository.paths == ("/a", "/b", "/c")
+    assert not repository.strict_readiness and not repository.exit_on_error
+    assert (repository.config_name, repository.control_mode) == ("h100", "none")
+    assert (repository.load_thread_count, repository.load_retry_count) == (2, 1)
+
+
+def test_auto_complete_flags() -> None:
+    assert parse().repository.auto_complete_config
+    assert not parse("--disable-auto-complete-config").repository.auto_complete_config
+    command_line = parse_command_line([REPO, "--strict-model-config=true"], {})
+    assert not command_line.options.repository.auto_complete_config
+    assert any("'--strict-model-config' has been deprecated" in w for w in command_line.warnings)
+    assert parse("--strict-model-config=false").repository.auto_complete_config
+    # --disable-auto-complete-config wins over the deprecated flag, in any order
+    assert not parse(
+        "--strict-model-config=false", "--disable-auto-complete-config"
+    ).repository.auto_complete_config
+    assert not parse(
+        "--disable-auto-complete-config", "--strict-model-config=false"
+    ).repository.auto_complete_config
+
+
+def test_backend_flags() -> None:
+    options = parse(
+        "--backend-config=default-max-batch-size=8",
+        "--backend-config=python,shm-default-byte-size=a=b",
+        "--backend-directory=/b",
+        "--repoagent-directory=/r",
+        "--cache-directory=/c",
+    )
+    assert options.backends.config == (
+        ("", "default-max-batch-size", "8"),
+        ("python", "shm-default-byte-size", "a=b"),
+    )
+    assert options.backends.setting("python", "default-max-batch-size", "4") == "8"
+    assert (options.backends.backend_directory, options.backends.repoagent_directory) == ("/b", "/r")
+    assert options.backends.cache_directory == "/c"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            ",a=b",
+            "No backend specified. --backend-config option format is <backend name>,<setting>=<value> or "
+            "<setting>=<value>. Got ,a=b",
+        ),
+        ("ab", "--backend-config option format is '<backend name>,<setting>=<value>'. Got ab"),
+        ("a,b", "--backend-config option format is '<backend name>,<setting>=<value>'. Got a,b"),
+        ("a,=b", "--backend-config option format is '<backend name>,<setting>=<value>'. Got a,=b"),
+        ("a,b=", "--backend-config option format is '<backend name>,<setting>=<value>'. Got a,b="),
+    ],
+)
+def test_backend_config_errors(value: str, message: str) -> None:
+    assert error_of(REPO, f"--backend-config={value}") == f'Bad option: "--backend-config".\n{message}'
+
+
+def test_logging_flags() -> None:
+    log = parse(
+        "--log-verbose=2",
+        "--log-info=false",
+        "--log-warning=FALSE",
+        "--log-error=off",
+        "--log-format=ISO8601",
+        "--log-file=/tmp/x.log",
+    ).log
+    assert log == LogOptions(
+        info=False, warning=False, error=False, verbose=2, format="ISO8601", file="/tmp/x.log"
+    )
+    assert parse("--log-verbose=true").log.verbose == 1
+    assert parse("--log-verbose=false").log.verbose == 0
+    assert (
+        error_of(REPO, "--log-format=iso8601")
+        == 'Bad option: "--log-format".\ninvalid argument for --log-format'
+    )
+
+
+# ------------------------------------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("On", True),
+        ("1", True),
+        ("false", False),
+        ("OFF", False),
+        ("0", False),
+    ],
+)
+def test_bool_values(raw: str, value: bool) -> None:
+    assert parse(f"--strict-readiness={raw}").repository.strict_readiness is value
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--allow-http=foo"], 'Bad option: "--allow-http".\ninvalid value for bool option: foo'),
+        (["--allow-http="], 'Bad option: "--allow-http".\ninvalid value for bool option: '),
+        (["--allow-http=yes"], 'Bad option: "--allow-http".\ninvalid value for bool option: yes'),
+        (["--http-port=abc"], 'Bad option: "--http-port".\nInvalid option value. Got abc'),
+        (["--exit-timeout-secs=1.5"], 'Bad option: "--exit-timeout-secs".\nInvalid option value. Got 1.5'),
+        (
+            ["--grpc-keepalive-time=99999999999"],
+            'Bad option: "--grpc-keepalive-time".\nProvided option value is out of bound. Got 99999999999',
+        ),
+        (
+            ["--http-port=70000"],
+            'Bad option: "--http-port".\nport must be in the range 0-65535 (0 = any free port). Got 70000',
+        ),
+        (
+            ["--metrics-port=-1"],
+            'Bad option: "--metrics-port".\nport must be in the range 0-65535 (0 = any free port). Got -1',
+        ),
+        (
+            ["--model-load-thread-count=0"],
+            'Bad option: "--model-load-thread-count".\nmust be at least 1. Got 0',
+        ),
+        (["--http-max-input-size=0"], 'Bad option: "--http-max-input-size".\nmust be greater than 0. Got 0'),
+        (
+            ["--http-address="],
+            'Bad option: "--http-address".\nempty address (use 0.0.0.0 to listen on every interface)',
+        ),
+        (
+            ["--model-config-name="],
+            'Bad option: "--model-config-name".\nError: empty argument for --model-config-name',
+        ),
+        (
+            ["--model-control-mode=foo"],
+            'Bad option: "--model-control-mode".\ninvalid argument for --model-control-mode',
+        ),
+        (["--log-verbose=abc"], 'Bad option: "--log-verbose".\nInvalid option value. Got abc'),
+        (["--bogus"], "seawall: unrecognized option '--bogus'"),
+        (
+            ["--http-restricted-apis=inference:key=s3cret"],
+            "seawall: unrecognized option '--http-restricted-apis'",
+        ),
+        (["-x"], "seawall: unrecognized option '-x'"),
+        (["--http-port"], "seawall: option '--http-port' requires an argument"),
+        (
+            ["--disable-auto-complete-config=true"],
+            "seawall: option '--disable-auto-complete-config' doesn't allow an argument",
+        ),
+        (["models"], "Unexpected argument: models"),
+        (["--", "--http-port=1"], "Unexpected argument: --http-port=1"),
+    ],
+)
+def test_bad_values_name_the_flag(argv: list[str], message: str) -> None:
+    assert error_of(REPO, *argv) == message
+
+
+def test_value_may_be_the_next_argument_and_the_last_one_wins() -> None:
+    options = parse("--http-port", "1234", "--http-port=4321", "--id", "--weird")
+    assert options.http.port == 4321 and options.server_id == "--weird"
+
+
+# ------------------------------------------------------------------------------------------- restricted APIs
+
+
+def test_restricted_api_groups() -> None:
+    options = parse(
+        "--http-restricted-api=shared-memory,model-repository:admin-key=a:b=c",
+        "--http-restricted-api=inference:infer-key=x",
+        "--grpc-restricted-protocol=health,metadata:grpc-key=y",
+    )
+    assert options.http.restricted == (
+        Restriction(("shared-memory", "model-repository"), "admin-key", "a:b=c"),
+        Restriction(("inference",), "infer-key", "x"),
+    )
+    assert options.grpc.restricted == (Restriction(("health", "metadata"), "grpc-key", "y"),)
+    for text in (repr(options), repr(options.http), str(options.grpc)):
+        assert "a:b=c" not in text and "infer-key=x" not in text and "'y'" not in text
+    rows = banner_rows(options, "0.1.0")
+    assert ("http_restricted_api", "inference:infer-key=<redacted>") in rows
+    assert not any("a:b=c" in value for _, value in rows)
+
+
+HTTP_FORMAT = "--http-restricted-api option format is '<config name>:<setting>=<value>'. Got "
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--http-restricted-api=health"], HTTP_FORMAT + "health"),
+        (["--http-restricted-api=health:key"], HTTP_FORMAT + "health:key"),
+        (["--http-restricted-api=:k=v"], HTTP_FORMAT + ":k=v"),
+        (["--http-restricted-api=health:=v"], HTTP_FORMAT + "health:=v"),
+        (["--http-restricted-api=health:k="], HTTP_FORMAT + "health:k="),
+        (["--http-restricted-api=foo:k=v"], "unknown restricted api 'foo'"),
+        (["--http-restricted-api=Health:k=v"], "unknown restricted api 'Health'"),
+        (["--http-restricted-api=health,:k=v"], "unknown restricted api ''"),
+        (
+            ["--http-restricted-api=health:a=b", "--http-restricted-api=health,trace:c=d"],
+            "restricted api 'health' can not be specified in multiple config groups",
+        ),
+        (
+            ["--http-restricted-api=health,health:a=b"],
+            "restricted api 'health' can not be specified in multiple config groups",
+        ),
+    ],
+)
+def test_restricted_api_errors(argv: list[str], message: str) -> None:
+    assert error_of(REPO, *argv) == f'Bad option: "--http-restricted-api".\n{message}'
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "health",
+            "--grpc-restricted-protocol option format is '<config name>:<setting>=<value>'. Got health",
+        ),
+        ("bar:k=v", "unknown restricted protocol 'bar'"),
+    ],
+)
+def test_restricted_protocol_errors(value: str, message: str) -> None:
+    assert error_of(REPO, f"--grpc-restricted-protocol={value}") == (
+        f'Bad option: "--grpc-restricted-protocol".\n{message}'
+    )
+    two = error_of(REPO, "--grpc-restricted-protocol=trace:a=b", "--grpc-restricted-protocol=trace:c=d")
+    assert two.endswith("restricted protocol 'trace' can not be specified in multiple config groups")
+
+
+def test_an_upper_case_grpc_key_is_refused_at_start_up() -> None:
+    message = error_of(REPO, "--grpc-restricted-protocol=inference:Admin-Key=v")
+    assert "key 'Admin-Key' has upper-case letters" in message and "triton-grpc-protocol-Admin-Key" in message
+    assert parse("--http-restricted-api=inference:Admin-Key=v").http.restricted[0].key == "Admin-Key"
+
+
+def test_restrictions_from_a_secret_file(tmp_path: Path) -> None:
+    secrets = tmp_path / "restricted"
+    secrets.write_text("# admin group\nmodel-repository,shared-memory:admin-key=s3cr=t\n\ninference:k=v\n")
+    command_line = parse_command_line([REPO, f"--http-restricted-api-file={secrets}"], {})
+    assert command_line.options.http.restricted == (
+        Restriction(("model-repository", "shared-memory"), "admin-key", "s3cr=t"),
+        Restriction(("inference",), "k", "v"),
+    )
+    assert not any("command line" in warning for warning in command_line.warnings)
+    assert any(
+        "command line" in w
+        for w in parse_command_line([REPO, "--http-restricted-api=trace:k=v"], {}).warnings
+    )
+    secrets.write_text("inference:k=top-secret\nhealth:k=\n")
+    message = error_of(REPO, f"--grpc-restricted-protocol-file={secrets}")
+    assert f"{secrets}:2: format is" in message and "top-secret" not in message
+    secrets.write_text("inference:k=v\n")
+    message = error_of(REPO, f"--http-restricted-api-file={secrets}", "--http-restricted-api=inference:a=b")
+    assert message.endswith("restricted api 'inference' can not be specified in multiple config groups")
+    assert "cannot read" in error_of(REPO, f"--http-restricted-api-file={tmp_path / 'missing'}")
+
+
+# ------------------------------------------------------------------------------------------- environment
+
+
+def test_aip_mode_prediction_flips_the_defaults() -> None:
+    environ = {"AIP_MODE": "PREDICTION"}
+    assert "--allow-vertex-ai=false" in error_of(REPO, environ=environ)
+    options = parse("--allow-vertex-ai=false", environ=environ)
+    assert not options.http.allow and not options.grpc.allow
+    options = parse("--allow-vertex-ai=false", "--allow-http=true", environ=environ)
+    assert options.http.allow and not options.grpc.allow
+    assert error_of(REPO, "--allow-vertex-ai=true") == (
+        "--allow-vertex-ai is not yet supported by Seawall (see docs/differences.md)"
+    )
+
+
+def test_aip_storage_uri_is_the_default_repository() -> None:
+    assert parse_args([], {"AIP_STORAGE_URI": "/srv/models"}).repository.paths == ("/srv/models",)
+    assert parse_args(["--model-store=/m"], {"AIP_STORAGE_URI": "/srv"}).repository.paths == ("/m",)
+    assert "cloud storage is not yet supported" in error_of(environ={"AIP_STORAGE_URI": "gs://bucket/models"})
+    assert error_of() == "error: creating server: Invalid argument - --model-repository must be specified"
+
+
+# ----------------------------------------------------------------------------------------- not yet supported
+
+SAMPLES = {
+    "<integer>": "1",
+    "<boolean>": "true",
+    "<float>": "1.5",
+    "<string>": "x",
+    "<<integer>-<integer>>": "8000-8010",
+    "<<integer>:<integer>>": "0:1024",
+    "<<device_id>:<fraction>>": "0:0.5",
+    "<<string>:<integer>:<integer>>": "R1:4:0",
+    "<<string>=<string>>": "summary_latencies=true",
+    "<<string>,<string>=<string>>": "local,size=100",
+}
+CHOICES = {
+    "grpc-infer-response-compression-level": "high",
+    "rate-limit": "execution_count",
+    "trace-level": "TIMESTAMPS",
+}
+
+
+@pytest.mark.parametrize("flag", [f for f in FLAGS if f.support != "yes"], ids=lambda f: f.name)
+def test_unsupported_flags_stop_start_up_by_name(flag: object) -> None:
+    assert flag in FLAGS
+    name = BY_NAME[str(getattr(flag, "name"))].name  # noqa: B009
+    value = CHOICES.get(name, SAMPLES[BY_NAME[name].kind.metavar])
+    message = error_of(REPO, f"--{name}={value}")
+    if BY_NAME[name].support == "gpu":
+        assert message == f"--{name} is a GPU option; Seawall is a CPU-only server and does not support it"
+    else:
+        assert message == f"--{name} is not yet supported by Seawall (see docs/differences.md)"
+
+
+@pytest.mark.parametrize("mode", ["poll", "explicit", "POLL"])
+def test_other_model_control_modes_are_refused(mode: str) -> None:
+    assert error_of(REPO, f"--model-control-mode={mode}") == (
+        f"--model-control-mode={mode.lower()} is not yet supported by Seawall; only 'none' is"
+    )
+
+
+def test_unsupported_flags_are_type_checked_first_and_all_named() -> None:
+    assert (
+        error_of(REPO, "--grpc-use-ssl=maybe")
+        == 'Bad option: "--grpc-use-ssl".\ninvalid value for bool option: maybe'
+    )
+    assert error_of(REPO, "--cache-config=size=100") == (
+        'Bad option: "--cache-config".\nNo cache specified. --cache-config option format is '
+        "<cache name>,<setting>=<value>. Got size=100"
+    )
+    assert error_of(REPO, "--metrics-config=a,b=c") == (
+        'Bad option: "--metrics-config".\n--metrics-config option format is <setting>=<value>. Got a,b=c'
+    )
+    both = error_of(REPO, "--grpc-use-ssl=true", "--min-supported-compute-capability=7.0").splitlines()
+    assert [line.split()[0] for line in both] == ["--grpc-use-ssl", "--min-supported-compute-capability"]
+
+
+def test_switching_off_an_unsupported_service_is_accepted() -> None:
+    parse("--allow-sagemaker=false", "--allow-gpu-metrics=false", "--allow-client-shm=0", "--rate-limit=OFF")
+
+
+# ------------------------------------------------------------------------------------------- port collisions
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--grpc-port=8000"], "HTTP requests and GRPC requests at the same address and port 127.0.0.1:8000"),
+        (
+            ["--metrics-port=8000"],
+            "HTTP requests and metrics requests at the same address and port 127.0.0.1:8000",
+        ),
+        (
+            ["--grpc-port=8002"],
+            "GRPC requests and metrics requests at the same address and port 127.0.0.1:8002",
+        ),
+    ],
+)
+def test_port_collisions(argv: list[str], message: str) -> None:
+    assert error_of(REPO, *argv) == f"The server cannot listen to {message}"
+
+
+def test_no_collision_for_port_zero_other_addresses_or_disabled_services() -> None:
+    parse("--http-port=0", "--grpc-port=0", "--metrics-port=0")
+    parse("--grpc-port=8000", "--grpc-address=127.0.0.2")
+    parse("--grpc-port=8000", "--allow-grpc=false")
+    parse("--metrics-port=8000", "--allow-http=false")
+
+
+# ------------------------------------------------------------------------------------------- logging
+
+
+def _record(message: str, *args: object, level: int = logging.INFO) -> logging.LogRecord:
+    return logging.LogRecord("seawall.test", level, "/x/module.py", 12, message, args, None)
+
+
+def test_log_lines_have_triton_prefixes() -> None:
+    line = LineFormatter("default").format(_record("hello %s", "world"))
+    assert re.fullmatch(rf"I\d{{4}} \d\d:\d\d:\d\d\.\d{{6}} {os.getpid()} module\.py:12\] hello world", line)
+    line = LineFormatter("ISO8601").format(_record("careful", level=logging.WARNING))
+    assert re.fullmatch(rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ W {os.getpid()} module\.py:12\] careful", line)
+
+
+def test_client_values_cannot_inject_log_lines() -> None:
+    hostile = "m\nI1125 00:00:00.000000 1 server.cc:1] forged\r\x1b[2J\x00\u2028\u202e\\n"
+    line = LineFormatter().format(_record("unknown model '%s'", hostile, level=logging.ERROR))
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\x00" not in line
+    assert "\u2028" not in line and "\u202e" not in line
+    assert line.endswith(
+        "unknown model 'm\\nI1125 00:00:00.000000 1 server.cc:1] forged\\r\\x1b[2J\\x00\\u2028\\u202e\\\\n'"
+    )
+    try:
+        raise ValueError("bad\nvalue")
+    except ValueError:
+        import sys
+
+        record = _record("failed")
+        record.exc_info = sys.exc_info()
+    assert "\n" not in LineFormatter().format(record)
+
+
+def test_level_switches_are_independent() -> None:
+    switch = LevelSwitch(LogOptions(info=False, warning=True, error=False, verbose=0))
+    assert [switch.filter(_record("x", level=level)) for level in (10, 20, 30, 40)] == [
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert LevelSwitch(LogOptions(verbose=1)).filter(_record("x", level=logging.DEBUG))
+
+
+def test_log_file_is_appended_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "seawall.log"
+    path.write_text("earlier\n")
+    path.chmod(0o600)
+    fresh = tmp_path / "fresh.log"
+    root = logging.getLogger("seawall")
+    saved = (list(root.handlers), root.level, root.propagate)
+    try:
+        configure_logging(LogOptions(file=str(fresh)))
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+        configure_logging(LogOptions(file=str(path), verbose=1))
+        logging.getLogger("seawall.test").debug("verbose %d", 1)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        root.propagate = saved[2]
+    lines = path.read_text().splitlines()
+    assert lines[0] == "earlier" and lines[1].endswith("] verbose 1")
+
+
+# ------------------------------------------------------------------------------------------- the process
+
+
+def test_process_rejects_an_unknown_flag() -> None:
+    result = run_seawall("--no-such-flag=1")
+    assert result.returncode == 1
+    assert "unrecognized option '--no-such-flag'" in result.stderr
+
+
+def test_process_rejects_a_bad_bool() -> None:
+    result = run_seawall(REPO, "--strict-readiness=maybe")
+    assert result.returncode == 1
+    assert result.stderr.startswith('Bad option: "--strict-readiness".\ninvalid value for bool option: maybe')
+
+
+def test_process_refuses_a_flag_it_does_not_support_yet() -> None:
+    result = run_seawall(REPO, "--grpc-use-ssl=true")
+    assert result.returncode == 1
+    assert "--grpc-use-ssl is not yet supported by Seawall" in result.stderr
+
+
+def test_process_help_exits_zero() -> None:
+    result = run_seawall("--help")
+    assert result.returncode == 0 and "--model-repository <string>" in result.stdout
