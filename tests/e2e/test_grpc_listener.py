@@ -1,0 +1,133 @@
+"""The gRPC listener in process (open_server + GrpcFrontend): TLS, mutual TLS, SO_REUSEPORT and shutdown.
+
+The CLI does not take the TLS flags yet, so these drive the frontend directly over an empty repository.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import tritonclient.grpc.aio as aioclient
+import trustme
+from tritonclient.utils import InferenceServerException
+
+from seawall.app import open_server
+from seawall.core.server import InferenceServer
+from seawall.errors import InvalidArgumentError
+from seawall.frontends.grpc import GrpcFrontend
+from seawall.options import GrpcOptions, Options, RepositoryOptions, TlsOptions
+
+
+@pytest.fixture
+async def core(tmp_path: Path) -> AsyncIterator[InferenceServer]:
+    repository = tmp_path / "models"
+    repository.mkdir()
+    async with open_server(Options(repository=RepositoryOptions(paths=(str(repository),)))) as server:
+        yield server
+
+
+def _options(server: InferenceServer, **grpc_changes: object) -> Options:
+    return server.options.replace(grpc=dataclasses.replace(GrpcOptions(port=0), **grpc_changes))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, str]:
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1", "localhost")
+    client_cert = ca.issue_cert("client@example.org")
+    files = {
+        "ca": ca.cert_pem,
+        "server_key": server_cert.private_key_pem,
+        "server_cert": server_cert.cert_chain_pems[0],
+        "client_key": client_cert.private_key_pem,
+        "client_cert": client_cert.cert_chain_pems[0],
+    }
+    paths = {}
+    for name, blob in files.items():
+        path = tmp_path / f"{name}.pem"
+        blob.write_to_path(str(path))
+        paths[name] = str(path)
+    return paths
+
+
+async def test_tls(core: InferenceServer, pki: dict[str, str]) -> None:
+    tls = TlsOptions(use_ssl=True, server_cert=pki["server_cert"], server_key=pki["server_key"])
+    frontend = GrpcFrontend(core, _options(core, tls=tls))
+    host, port = await frontend.start()
+    try:
+        async with aioclient.InferenceServerClient(
+            f"{host}:{port}", ssl=True, root_certificates=pki["ca"]
+        ) as client:
+            assert await client.is_server_live()
+        async with aioclient.InferenceServerClient(f"{host}:{port}") as plain:
+            with pytest.raises(InferenceServerException):
+                await plain.is_server_live(client_timeout=5)
+    finally:
+        await frontend.stop()
+
+
+async def test_mutual_tls_requires_a_client_certificate(core: InferenceServer, pki: dict[str, str]) -> None:
+    tls = TlsOptions(True, True, pki["server_cert"], pki["server_key"], pki["ca"])
+    frontend = GrpcFrontend(core, _options(core, tls=tls))
+    host, port = await frontend.start()
+    target = f"{host}:{port}"
+    try:
+        async with aioclient.InferenceServerClient(
+            target,
+            ssl=True,
+            root_certificates=pki["ca"],
+            private_key=pki["client_key"],
+            certificate_chain=pki["client_cert"],
+        ) as client:
+            assert await client.is_server_live()
+        async with aioclient.InferenceServerClient(
+            target, ssl=True, root_certificates=pki["ca"]
+        ) as anonymous:
+            with pytest.raises(InferenceServerException):
+                await anonymous.is_server_live(client_timeout=5)
+    finally:
+        await frontend.stop()
+
+
+async def test_missing_certificate_names_the_flag(core: InferenceServer, tmp_path: Path) -> None:
+    missing = str(tmp_path / "absent.pem")
+    frontend = GrpcFrontend(
+        core, _options(core, tls=TlsOptions(True, server_cert=missing, server_key=missing))
+    )
+    with pytest.raises(InvalidArgumentError) as info:
+        await frontend.start()
+    assert info.value.message.startswith(f"--grpc-server-key: cannot read '{missing}'")
+    await frontend.stop()  # never started: still fine
+
+
+async def test_port_is_not_shared_unless_reuse_port(core: InferenceServer) -> None:
+    first = GrpcFrontend(core, _options(core))
+    _, port = await first.start()
+    try:
+        with pytest.raises(OSError):
+            await GrpcFrontend(core, _options(core, port=port)).start()
+    finally:
+        await first.stop()
+    shared = [GrpcFrontend(core, _options(core, reuse_port=True)) for _ in range(2)]
+    _, port = await shared[0].start()
+    try:
+        shared[1] = GrpcFrontend(core, _options(core, port=port, reuse_port=True))
+        assert (await shared[1].start())[1] == port
+    finally:
+        for frontend in shared:
+            await frontend.stop()
+
+
+async def test_stop_is_idempotent_and_closes_the_port(core: InferenceServer) -> None:
+    frontend = GrpcFrontend(core, _options(core))
+    host, port = await frontend.start()
+    await frontend.stop(grace=0)
+    await frontend.stop()
+    async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await channel.unary_unary("/inference.GRPCInferenceService/ServerLive")(b"", timeout=2)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
