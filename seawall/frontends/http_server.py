@@ -304,7 +304,7 @@ class HttpProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        self._write(response, keep_alive)
+        self._write(response, keep_alive, with_body=request.method != "HEAD")
         if not keep_alive:
             self._closing = True
             self._queue.clear()
@@ -314,12 +314,14 @@ class HttpProtocol(asyncio.Protocol):
             transport.resume_reading()
         self._next()
 
-    def _write(self, response: HttpResponse, keep_alive: bool) -> None:
+    def _write(self, response: HttpResponse, keep_alive: bool, with_body: bool = True) -> None:
         if self._transport is None:
             return
         length = sum(len(part) for part in response.body)
         head = render_head(response, length, keep_alive)
-        if length < 4096:
+        if not with_body:  # HEAD: the length is announced, the body is not sent
+            self._transport.write(head)
+        elif length < 4096:
             self._transport.write(head + b"".join(response.body))
         else:
             self._transport.writelines([head, *response.body])

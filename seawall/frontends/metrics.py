@@ -20,7 +20,7 @@ from seawall.options import Options
 logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; charset=utf-8"
-FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+FAILURE_REASONS = ("CANCELED", "BACKEND", "OTHER", "REJECTED")  # Triton 2.51 order
 
 #: (name, type, HELP text) of the per-model counts, in Triton's order.
 _COUNT_FAMILIES = (
