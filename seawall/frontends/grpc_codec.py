@@ -33,6 +33,7 @@ from seawall.options import Limits
 
 _EMPTY_FINAL = "triton_enable_empty_final_response"
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
+_MAX_DIMS = 64  # numpy's limit on the number of dimensions
 #: extra BYTES elements counted for an exact error message before giving up (bounds the work)
 _MAX_EXTRA_COUNTED = 4096
 
@@ -50,18 +51,9 @@ _CONTENTS_FIELDS = (
 _FIELD_DTYPES = {field: dtype for field, _, dtype in _CONTENTS_FIELDS}
 #: the typed field that carries each datatype (FP16 and BF16 have none: raw only)
 _FIELD_FOR = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
+    **dict.fromkeys(("INT8", "INT16", "INT32"), "int_contents"),
+    **dict.fromkeys(("UINT8", "UINT16", "UINT32"), "uint_contents"),
+    **{label: field for field, label, _ in _CONTENTS_FIELDS if label not in ("INT32", "UINT32")},
 }
 
 
@@ -142,10 +134,14 @@ def checked_element_count(shape: Sequence[int], name: str, model: str, tag: str,
     """The element count of `shape`, refusing negative dims and counts over the limit without big products.
 
     Raises:
-        InvalidArgumentError: a negative dimension.
+        InvalidArgumentError: a negative dimension, or more dimensions than numpy can hold.
         ResourceExhaustedError: more elements than `limits.max_tensor_elements`.
     """
-    if any(dim < 0 for dim in shape):
+    if len(shape) > _MAX_DIMS:
+        raise InvalidArgumentError(
+            f"{tag}input '{name}' for model '{model}' has {len(shape)} dimensions, more than {_MAX_DIMS}"
+        )
+    if shape and min(shape) < 0:
         dims = ",".join(str(d) for d in shape)
         raise InvalidArgumentError(
             f"{tag}invalid shape [{dims}] for input '{name}' for model '{model}', dimensions must be >= 0"

@@ -188,6 +188,15 @@ def test_limits_are_checked_before_allocating() -> None:
     assert isinstance(_error(many, Limits(max_inputs=2)), ResourceExhaustedError)
 
 
+def test_too_many_dimensions() -> None:
+    error = _error(_request([_input("INPUT0", shape=(1,) * 65)], [FOUR]))
+    assert isinstance(error, InvalidArgumentError)
+    assert (
+        error.message
+        == "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' has 65 dimensions, more than 64"
+    )
+
+
 def test_zero_sized_dimensions() -> None:
     message = _request([_input("INPUT0", shape=(3, 0))], [b""])
     assert codec.infer_request_from_proto(message, LIMITS).inputs[0].data.shape == (3, 0)
