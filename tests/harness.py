@@ -66,6 +66,8 @@ class ServerProcess:
                 self.process.wait(5)
         if self._reader is not None:
             self._reader.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return self.process.returncode
 
 
@@ -120,7 +122,9 @@ def start_seawall(
     return server
 
 
-def run_seawall(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_seawall(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m seawall args` to completion (for start-up failures and CLI errors)."""
     return subprocess.run(
         [sys.executable, "-m", "seawall", *args],
