@@ -18,8 +18,8 @@ from tritonclient.grpc import model_config_pb2
 
 from seawall.backends.python.instance import InstanceSpec, PythonModelInstance
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
-from seawall.core import model_config
 from seawall.core.backend import ModelConfig, ModelLoadContext
+from seawall.core.model_config import config_to_dict
 from seawall.errors import (
     InternalError,
     InvalidArgumentError,
@@ -82,7 +82,7 @@ def model_file_path(config: ModelConfig, version_dir: str, model_name: str) -> s
 
 def config_json(config: ModelConfig) -> str:
     """The configuration as Triton hands it to `initialize`: JSON with every field, as `/config` prints it."""
-    return json.dumps(model_config.config_to_dict(config))
+    return json.dumps(config_to_dict(config))
 
 
 def instance_names(config: ModelConfig, model_name: str) -> list[str]:
@@ -222,7 +222,7 @@ class PythonBackend:
             "model_file": model_file,
             "version_dir": version_dir,
             "model_name": name,
-            "config": model_config.config_to_dict(config),
+            "config": config_to_dict(config),
         }
         try:
             await stub.start()

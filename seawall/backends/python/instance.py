@@ -120,7 +120,7 @@ class PythonModelInstance:
             InternalError: execute() raised or returned the wrong number of responses.
         """
         if not self.is_healthy():
-            raise UnavailableError(f"model instance '{self.name}' crashed and is not available")
+            raise UnavailableError(f"model instance '{self.name}' is not available")
         message = self._prepare(requests)
         try:
             reply = await self._process.call(message)

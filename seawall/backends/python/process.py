@@ -24,6 +24,8 @@ _MAX_LOG_LINE = 8192
 _KILL_GRACE_S = 5.0
 #: Largest region a stub may ask for (its outputs of one batch); beyond this the batch fails.
 MAX_REGION_BYTES = 1 << 34
+#: The stub's entry script. `-P`: its directory stays off sys.path; `-B`: no __pycache__ in the repository.
+_BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
 _LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
 
 
@@ -130,7 +132,7 @@ class StubProcess:
         in_fd, self.inputs = ipc.create_region(size)
         out_fd, self.outputs = ipc.create_region(size)
         inherited = (control_child.fileno(), fd_child.fileno(), in_fd, out_fd)
-        argv = [sys.executable, "-P", "-B", "-u", "-m", "seawall.backends.python.stub"]
+        argv = [sys.executable, "-P", "-B", "-u", _BOOTSTRAP]
         argv += [
             str(control_child.fileno()),
             str(fd_child.fileno()),

@@ -1,13 +1,12 @@
 """The stub process of the python backend: loads one user `model.py` and serves the host's frames.
 
-Started as `python -P -B -u -m seawall.backends.python.stub <ctrl fd> <fd-socket fd> <in fd> <in size>
-<out fd> <out size>` (argv holds only numbers: names and paths arrive as JSON). Imports `ipc`, the user's
-model and `triton_python_backend_utils` (via sys.path); it never unpickles anything.
+Started as `python -P -B -u .../bootstrap.py <ctrl fd> <fd socket> <in fd> <in size> <out fd> <out size>`
+(argv holds only numbers: names and paths arrive as JSON). Imports `ipc`, the user's model and
+`triton_python_backend_utils` (via sys.path); it never unpickles anything.
 """
 
 from __future__ import annotations
 
-import asyncio
 import faulthandler
 import importlib
 import importlib.util
@@ -89,7 +88,7 @@ class _Stub:
         self._pb: ModuleType | None = None
         self._model: UserObject = None
         self._model_name = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: UserObject = None  # an asyncio loop, made only for `async def` hooks
 
     def run(self) -> None:
         first = self._channel.receive()
@@ -159,6 +158,8 @@ class _Stub:
         """Run a coroutine returned by an `async def` hook on the stub's own event loop."""
         if inspect.isawaitable(result):
             if self._loop is None:
+                import asyncio  # only models with `async def` hooks pay for it
+
                 self._loop = asyncio.new_event_loop()
             return self._loop.run_until_complete(result)
         return result
