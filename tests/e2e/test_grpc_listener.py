@@ -18,8 +18,8 @@ from tritonclient.utils import InferenceServerException
 from seawall.app import open_server
 from seawall.core.server import InferenceServer
 from seawall.errors import InvalidArgumentError
-from seawall.frontends.grpc import GrpcFrontend
-from seawall.options import GrpcOptions, Options, RepositoryOptions, TlsOptions
+from seawall.frontends.grpc import GrpcFrontend, build_handlers, server_options
+from seawall.options import GrpcOptions, Limits, Options, RepositoryOptions, TlsOptions
 
 
 @pytest.fixture
@@ -131,3 +131,50 @@ async def test_stop_is_idempotent_and_closes_the_port(core: InferenceServer) -> 
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await channel.unary_unary("/inference.GRPCInferenceService/ServerLive")(b"", timeout=2)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_server_options_follow_the_settings() -> None:
+    limits = Limits(grpc_max_message_bytes=1234, grpc_max_concurrent_streams=7)
+    settings = dict(server_options(GrpcOptions(), limits))
+    assert settings["grpc.max_send_message_length"] == settings["grpc.max_receive_message_length"] == 1234
+    assert settings["grpc.max_concurrent_streams"] == 7
+    assert settings["grpc.so_reuseport"] == 0  # grpc core would turn it on
+    assert settings["grpc.keepalive_time_ms"] == 7200000
+    assert "grpc.max_connection_age_ms" not in settings  # 0 = unset; grpc would read it as "close at once"
+    assert "grpc.default_compression_level" not in settings
+    tuned = dict(
+        server_options(
+            GrpcOptions(reuse_port=True, max_connection_age_ms=5000, infer_response_compression_level="high"),
+            limits,
+        )
+    )
+    assert tuned["grpc.so_reuseport"] == 1
+    assert tuned["grpc.max_connection_age_ms"] == 5000
+    assert tuned["grpc.default_compression_level"] == 3
+
+
+class _RecordingContext:
+    """The part of grpc.aio.ServicerContext that the guard uses."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self.metadata = metadata
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise grpc.aio.AbortError()
+
+
+async def test_unexpected_exception_is_internal_and_logged_once(
+    core: InferenceServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    handler = build_handlers(core, core.options)["inference.GRPCInferenceService"]["ModelInfer"]
+    context = _RecordingContext()
+    with pytest.raises(grpc.aio.AbortError):
+        await handler.unary_unary(object(), context)  # not a ModelInferRequest: the codec fails unexpectedly
+    assert context.aborted == (grpc.StatusCode.INTERNAL, "internal error")
+    errors = [r for r in caplog.records if r.name == "seawall.frontends.grpc"]
+    assert len(errors) == 1 and errors[0].levelname == "ERROR" and errors[0].exc_info is not None
