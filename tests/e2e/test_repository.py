@@ -1,0 +1,143 @@
+"""The model repository end to end: exit-on-error, strict readiness, config names, version policies,
+and a crashing model that must not take the server down."""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, run_seawall, start_seawall
+
+
+def _repository(root: Path, *models: tuple[Path, str]) -> Path:
+    for source, name in models:
+        shutil.copytree(source, root / name)
+    return root
+
+
+def _status(server: ServerProcess, path: str) -> int:
+    host, port = server.http.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("GET", path)
+        reply = connection.getresponse()
+        reply.read()
+        return reply.status
+    finally:
+        connection.close()
+
+
+def _add_sub(client: httpclient.InferenceServerClient) -> np.ndarray:
+    inputs = [httpclient.InferInput("INPUT0", [4], "FP32"), httpclient.InferInput("INPUT1", [4], "FP32")]
+    for tensor in inputs:
+        tensor.set_data_from_numpy(np.ones(4, dtype=np.float32))
+    result: np.ndarray = client.infer("add_sub", inputs).as_numpy("OUTPUT0")
+    return result
+
+
+def test_a_model_that_fails_to_load_stops_start_up_by_default(tmp_path: Path) -> None:
+    repo = _repository(tmp_path, (EXAMPLES / "add_sub", "add_sub"), (TEST_MODELS / "init_fail", "init_fail"))
+    done = run_seawall(f"--model-repository={repo}", "--http-port=0", "--grpc-port=0", "--metrics-port=0")
+    assert done.returncode == 1
+    assert "error: creating server: Internal - failed to load all models" in done.stderr
+    assert str(tmp_path) not in done.stderr.split("error: creating server")[-1]
+
+
+@pytest.fixture(scope="module")
+def degraded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("repo")
+    repo = _repository(root, (EXAMPLES / "add_sub", "add_sub"), (TEST_MODELS / "init_fail", "init_fail"))
+    server = start_seawall("--exit-on-error=false", repository=repo)
+    yield server
+    server.stop()
+
+
+def test_without_exit_on_error_the_rest_serves_and_readiness_tells(degraded: ServerProcess) -> None:
+    assert _status(degraded, "/v2/health/live") == 200
+    assert _status(degraded, "/v2/health/ready") == 400  # strict readiness: a model failed
+    assert _status(degraded, "/v2/models/init_fail/ready") == 400
+    assert _status(degraded, "/v2/models/add_sub/ready") == 200
+    client = httpclient.InferenceServerClient(degraded.http)
+    np.testing.assert_array_equal(_add_sub(client), np.full(4, 2, dtype=np.float32))
+    client.close()
+
+
+def test_strict_readiness_off_means_ready_when_live(tmp_path: Path) -> None:
+    repo = _repository(tmp_path, (EXAMPLES / "add_sub", "add_sub"), (TEST_MODELS / "init_fail", "init_fail"))
+    server = start_seawall("--exit-on-error=false", "--strict-readiness=false", repository=repo)
+    try:
+        assert _status(server, "/v2/health/ready") == 200
+        assert _status(server, "/v2/models/init_fail/ready") == 400
+    finally:
+        server.stop()
+
+
+def test_config_name_and_version_policy(tmp_path: Path) -> None:
+    repo = _repository(tmp_path, (EXAMPLES / "identity", "identity"))
+    shutil.copytree(repo / "identity" / "1", repo / "identity" / "2")
+    shutil.copytree(repo / "identity" / "1", repo / "identity" / "3")
+    (repo / "identity" / "configs").mkdir()
+    config = (repo / "identity" / "config.pbtxt").read_text()
+    (repo / "identity" / "configs" / "two.pbtxt").write_text(
+        config + "version_policy: { latest: { num_versions: 2 } }"
+    )
+    server = start_seawall("--model-config-name=two", repository=repo)
+    try:
+        client = httpclient.InferenceServerClient(server.http)
+        assert client.get_model_metadata("identity")["versions"] == ["2", "3"]
+        assert client.get_model_config("identity")["version_policy"] == {"latest": {"num_versions": 2}}
+        assert _status(server, "/v2/models/identity/versions/1/ready") == 400
+        assert _status(server, "/v2/models/identity/versions/2/ready") == 200
+        client.close()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def crashing(tmp_path: Path) -> Iterator[ServerProcess]:
+    repo = _repository(
+        tmp_path, (EXAMPLES / "add_sub", "add_sub"), (TEST_MODELS / "crash_exit", "crash_exit")
+    )
+    server = start_seawall(repository=repo)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_crashing_model_fails_its_requests_and_the_server_stays_up(
+    crashing: ServerProcess, protocol: str
+) -> None:
+    data = np.ones(3, dtype=np.float32)
+    if protocol == "http":
+        http_client = httpclient.InferenceServerClient(crashing.http)
+        tensor = httpclient.InferInput("INPUT0", [3], "FP32")
+        tensor.set_data_from_numpy(data)
+        with pytest.raises(InferenceServerException) as info:
+            http_client.infer("crash_exit", [tensor], parameters={"exit": True})
+        assert info.value.status() == "503"
+        http_client.close()
+    else:
+        grpc_client = grpcclient.InferenceServerClient(crashing.grpc)
+        tensor = grpcclient.InferInput("INPUT0", [3], "FP32")
+        tensor.set_data_from_numpy(data)
+        with pytest.raises(InferenceServerException) as info:
+            grpc_client.infer("crash_exit", [tensor], parameters={"exit": True})
+        assert info.value.status() == "StatusCode.UNAVAILABLE"
+        grpc_client.close()
+    message = info.value.message()
+    assert "crash_exit" in message and "/" not in message.replace("crash_exit", "")
+    assert _status(crashing, "/v2/health/live") == 200
+    assert _status(crashing, "/v2/models/crash_exit/ready") == 400  # readiness tells the truth
+    assert _status(crashing, "/v2/health/ready") == 400
+    client = httpclient.InferenceServerClient(crashing.http)
+    np.testing.assert_array_equal(_add_sub(client), np.full(4, 2, dtype=np.float32))  # others still serve
+    client.close()
+    assert crashing.process.poll() is None
