@@ -1,4 +1,6 @@
-"""`python -m seawall` runs the command line."""
+"""`python -m seawall` runs the command line (`seawall.cli.main`)."""
+
+from __future__ import annotations
 
 from seawall.cli import main
 

@@ -140,7 +140,8 @@ def banner_rows(options: Options, version: str) -> list[tuple[str, str]]:
         ("grpc", options.grpc.allow, options.grpc.address, options.grpc.port),
         ("metrics", options.metrics.allow, options.metrics.address, options.metrics.port),
     ):
-        rows.append((f"{name}_service", f"{address}:{port}" if allow else "disabled"))
+        where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        rows.append((f"{name}_service", where if allow else "disabled"))
     for name, restrictions in (
         ("http_restricted_api", options.http.restricted),
         ("grpc_restricted_protocol", options.grpc.restricted),

@@ -193,6 +193,8 @@ def _assemble(
                 f"--{flag_name} puts its secret on the command line, where other local users can read it "
                 f"(ps, /proc); prefer --{flag_name}-file"
             )
+    if environ.get("TRITON_SERVER_ESCAPE_LOG_MESSAGES") == "0":
+        warnings.append("TRITON_SERVER_ESCAPE_LOG_MESSAGES=0 is ignored: Seawall always escapes log messages")
     if "http-thread-count" in names:
         notes.append(
             "--http-thread-count is recorded only: Seawall's HTTP service runs on one asyncio event loop "

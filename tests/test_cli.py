@@ -594,3 +594,15 @@ def test_process_refuses_a_flag_it_does_not_support_yet() -> None:
 def test_process_help_exits_zero() -> None:
     result = run_seawall("--help")
     assert result.returncode == 0 and "--model-repository <string>" in result.stdout
+
+
+def test_log_escaping_cannot_be_turned_off() -> None:
+    command_line = parse_command_line([REPO], {"TRITON_SERVER_ESCAPE_LOG_MESSAGES": "0"})
+    assert any("TRITON_SERVER_ESCAPE_LOG_MESSAGES=0 is ignored" in w for w in command_line.warnings)
+
+
+def test_process_reports_a_start_up_error_like_triton(tmp_path: Path) -> None:
+    result = run_seawall(f"--model-repository={tmp_path / 'missing'}", "--http-port=0", "--grpc-port=0",
+                         "--metrics-port=0", "--log-info=false")  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: creating server: ")
