@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from seawall._cli_flags import BY_NAME, FLAGS, BadValue, Flag, parse_restriction
-from seawall._cli_log import configure_logging, log_start_up
+from seawall._cli_log import LevelSwitch, LineFormatter, banner_rows, configure_logging, escape, log_start_up
 from seawall.app import serve
 from seawall.errors import SeawallError
 from seawall.options import Options, Restriction
@@ -28,6 +28,26 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 logger = logging.getLogger(__name__)
+
+# the command line's surface: the flag table and log format live in private modules, used through here
+__all__ = [
+    "BY_NAME",
+    "FLAGS",
+    "CliError",
+    "CommandLine",
+    "Flag",
+    "HelpRequested",
+    "LevelSwitch",
+    "LineFormatter",
+    "banner_rows",
+    "configure_logging",
+    "escape",
+    "main",
+    "parse_args",
+    "parse_command_line",
+    "run",
+    "usage",
+]
 
 
 class CliError(Exception):
@@ -351,13 +371,29 @@ def run(options: Options) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(options))
-    except SeawallError as exc:
-        print(f"error: creating server: {exc.code.value} - {exc.message}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"failed to start {_failed_service(exc, options)}: {exc.strerror or exc}", file=sys.stderr)
+    except (SeawallError, OSError, ExceptionGroup) as exc:
+        failure = _first_failure(exc)
+        if isinstance(failure, SeawallError):
+            print(f"error: creating server: {failure.code.value} - {failure.message}", file=sys.stderr)
+        elif isinstance(failure, OSError):
+            print(
+                f"failed to start {_failed_service(failure, options)}: {failure.strerror or failure}",
+                file=sys.stderr,
+            )
+        else:
+            raise
         return 1
     return 0
+
+
+def _first_failure(error: BaseException) -> BaseException:
+    """The first SeawallError or OSError, looking inside exception groups (TaskGroup wraps errors)."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _first_failure(inner)
+            if isinstance(found, SeawallError | OSError):
+                return found
+    return error
 
 
 def main(argv: list[str] | None = None) -> None:

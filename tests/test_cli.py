@@ -5,14 +5,28 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import stat
 from pathlib import Path
 
 import pytest
 
-from seawall._cli_flags import BY_NAME, FLAGS
-from seawall._cli_log import LevelSwitch, LineFormatter, banner_rows, configure_logging
-from seawall.cli import CliError, HelpRequested, parse_args, parse_command_line, usage
+from seawall.cli import (
+    BY_NAME,
+    FLAGS,
+    CliError,
+    Flag,
+    HelpRequested,
+    LevelSwitch,
+    LineFormatter,
+    banner_rows,
+    configure_logging,
+    escape,
+    parse_args,
+    parse_command_line,
+    run,
+    usage,
+)
 from seawall.options import LogOptions, Options, Restriction
 from tests.harness import run_seawall
 
@@ -437,12 +451,12 @@ CHOICES = {
 
 
 @pytest.mark.parametrize("flag", [f for f in FLAGS if f.support != "yes"], ids=lambda f: f.name)
-def test_unsupported_flags_stop_start_up_by_name(flag: object) -> None:
-    assert flag in FLAGS
-    name = BY_NAME[str(getattr(flag, "name"))].name  # noqa: B009
-    value = CHOICES.get(name, SAMPLES[BY_NAME[name].kind.metavar])
+def test_unsupported_flags_stop_start_up_by_name(flag: Flag) -> None:
+    name = flag.name
+    assert BY_NAME[name] is flag
+    value = CHOICES.get(name, SAMPLES[flag.kind.metavar])
     message = error_of(REPO, f"--{name}={value}")
-    if BY_NAME[name].support == "gpu":
+    if flag.support == "gpu":
         assert message == f"--{name} is a GPU option; Seawall is a CPU-only server and does not support it"
     else:
         assert message == f"--{name} is not yet supported by Seawall (see docs/differences.md)"
@@ -535,6 +549,11 @@ def test_client_values_cannot_inject_log_lines() -> None:
     assert "\n" not in LineFormatter().format(record)
 
 
+def test_escape_keeps_printable_text() -> None:
+    assert escape("model 'résumé' v1 — ok") == "model 'résumé' v1 — ok"
+    assert escape("a\tb\u0085c\x7f") == "a\\tb\\x85c\\x7f"
+
+
 def test_level_switches_are_independent() -> None:
     switch = LevelSwitch(LogOptions(info=False, warning=True, error=False, verbose=0))
     assert [switch.filter(_record("x", level=level)) for level in (10, 20, 30, 40)] == [
@@ -606,3 +625,20 @@ def test_process_reports_a_start_up_error_like_triton(tmp_path: Path) -> None:
                          "--metrics-port=0", "--log-info=false")  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith("error: creating server: ")
+
+
+def test_run_reports_a_start_up_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    options = parse_args([f"--model-repository={tmp_path / 'missing'}", "--http-port=0", "--grpc-port=0"], {})
+    assert run(options) == 1
+    assert capsys.readouterr().err.startswith("error: creating server: ")
+
+
+def test_process_reports_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_seawall(f"--model-repository={tmp_path}", f"--http-port={port}", "--grpc-port=0",
+                             "--metrics-port=0", "--log-info=false")  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("failed to start HTTP service: "), result.stderr
