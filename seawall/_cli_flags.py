@@ -112,9 +112,7 @@ def _not_empty(flag: str) -> Callable[[str], str]:
 
 def _restriction(flag: str, noun: str) -> Callable[[str], Restriction]:
     def convert(raw: str) -> Restriction:
-        return parse_restriction(
-            raw, noun, f"--{flag} option format is '<config name>:<setting>=<value>'. Got {raw}"
-        )
+        return parse_restriction(raw, noun, f"--{flag} option format is '<config name>:<setting>=<value>'. Got {raw}")
 
     return convert
 
@@ -165,9 +163,7 @@ def _setting(flag: str, *, named: Literal["no", "optional", "required"], form: s
     return convert
 
 
-def _pair(
-    separator: str, second: Callable[[str], object], *, optional_third: bool = False
-) -> Callable[[str], str]:
+def _pair(separator: str, second: Callable[[str], object], *, optional_third: bool = False) -> Callable[[str], str]:
     def convert(raw: str) -> str:
         parts = raw.split(separator)
         if len(parts) != 2 and not (optional_third and len(parts) == 3):
@@ -236,9 +232,7 @@ FLAGS: tuple[Flag, ...] = (
     ),
     *_section(
         "Logging",
-        Flag(
-            "log-verbose", _kind("<integer>", _verbose), "Verbose logging level; 0 disables.", "log.verbose"
-        ),
+        Flag("log-verbose", _kind("<integer>", _verbose), "Verbose logging level; 0 disables.", "log.verbose"),
         Flag("log-info", K_BOOL, "Enable/disable info-level logging.", "log.info"),
         Flag("log-warning", K_BOOL, "Enable/disable warning-level logging.", "log.warning"),
         Flag("log-error", K_BOOL, "Enable/disable error-level logging.", "log.error"),
@@ -267,26 +261,33 @@ FLAGS: tuple[Flag, ...] = (
             "Backends may not complete model configurations.",
             "repository.auto_complete_config",
         ),
-        Flag(
-            "strict-readiness", K_BOOL, "Ready only when every model is ready.", "repository.strict_readiness"
-        ),
+        Flag("strict-readiness", K_BOOL, "Ready only when every model is ready.", "repository.strict_readiness"),
         Flag(
             "model-control-mode",
             _kind("<string>", _choice("model-control-mode", ("none", "poll", "explicit"), fold=True)),
-            'Model control mode: "none" ("poll" and "explicit" not yet supported).',
+            'Model control mode: "none", "poll" or "explicit".',
             "repository.control_mode",
         ),
-        _later("repository-poll-secs", K_INT, "Repository poll interval in poll mode."),
-        _later("load-model", K_STRING, "Model to load at start-up in explicit mode.", repeat=True),
+        Flag(
+            "repository-poll-secs",
+            K_NON_NEGATIVE,
+            "Seconds between repository scans in poll mode (0 disables polling).",
+            "repository.poll_secs",
+        ),
+        Flag(
+            "load-model",
+            K_STRING,
+            "Model to load at start-up in explicit mode ('*' for all).",
+            "repository.load_models",
+            repeat=True,
+        ),
         Flag(
             "model-config-name",
             _kind("<string>", _not_empty("model-config-name")),
             "Use <model>/configs/<name>.pbtxt when present.",
             "repository.config_name",
         ),
-        Flag(
-            "model-load-thread-count", K_COUNT, "Models loaded in parallel.", "repository.load_thread_count"
-        ),
+        Flag("model-load-thread-count", K_COUNT, "Models loaded in parallel.", "repository.load_thread_count"),
         Flag(
             "model-load-retry-count",
             K_NON_NEGATIVE,
@@ -346,9 +347,7 @@ FLAGS: tuple[Flag, ...] = (
             "grpc-infer-response-compression-level",
             _kind(
                 "<string>",
-                _choice(
-                    "grpc_infer_response_compression_level", ("none", "low", "medium", "high"), fold=False
-                ),
+                _choice("grpc_infer_response_compression_level", ("none", "low", "medium", "high"), fold=False),
             ),
             "Infer response compression.",
         ),
@@ -436,17 +435,13 @@ FLAGS: tuple[Flag, ...] = (
     ),
     *_section(
         "Repository Agent",
-        Flag(
-            "repoagent-directory", K_STRING, "Directory of repository agents.", "backends.repoagent_directory"
-        ),
+        Flag("repoagent-directory", K_STRING, "Directory of repository agents.", "backends.repoagent_directory"),
     ),
     *_section(
         "Response Cache",
         _later(
             "cache-config",
-            _kind(
-                _SETTING, _setting("cache-config", named="required", form="<cache name>,<setting>=<value>")
-            ),
+            _kind(_SETTING, _setting("cache-config", named="required", form="<cache name>,<setting>=<value>")),
             "Cache setting.",
             repeat=True,
         ),
@@ -486,9 +481,7 @@ FLAGS: tuple[Flag, ...] = (
         _later("buffer-manager-thread-count", K_INT, "Tensor copy threads."),
         _later(
             "host-policy",
-            _kind(
-                _SETTING, _setting("host-policy", named="required", form="'<policy name>,<setting>=<value>'")
-            ),
+            _kind(_SETTING, _setting("host-policy", named="required", form="'<policy name>,<setting>=<value>'")),
             "Host policy setting.",
             repeat=True,
         ),
@@ -498,7 +491,12 @@ FLAGS: tuple[Flag, ...] = (
             "GPU memory limit.",
             repeat=True,
         ),
-        _later("allow-client-shm", K_BOOL, "Client shared memory (off in Seawall).", harmless=False),
+        Flag(
+            "allow-client-shm",
+            K_BOOL,
+            "Allow clients to register shared memory (off by default).",
+            "allow_client_shm",
+        ),
     ),
     *_section(
         "DEPRECATED",

@@ -13,7 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from seawall.options import LogFormat, LogOptions, Options
+from seawall.core.log_settings import LogSettings
+from seawall.options import Options
 
 logger = logging.getLogger("seawall.cli")
 
@@ -40,9 +41,9 @@ class LineFormatter(logging.Formatter):
     """Triton's prefixes: `default` is `I1125 19:05:39.244314 <pid> <file>:<line>] message`, `ISO8601` is
     `2024-05-20T20:03:26Z I <pid> <file>:<line>] message`. The message and any traceback are escaped."""
 
-    def __init__(self, log_format: LogFormat = "default") -> None:
+    def __init__(self, settings: LogSettings) -> None:
         super().__init__()
-        self._is_iso8601 = log_format == "ISO8601"
+        self._settings = settings  # read on every record: the logging extension changes the format live
 
     def format(self, record: logging.LogRecord) -> str:
         text = record.getMessage()
@@ -52,7 +53,7 @@ class LineFormatter(logging.Formatter):
             text += "\n" + self.formatStack(record.stack_info)
         when = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
         level = "E" if record.levelno >= logging.ERROR else "W" if record.levelno >= logging.WARNING else "I"
-        if self._is_iso8601:
+        if self._settings.format == "ISO8601":
             prefix = f"{when:%Y-%m-%dT%H:%M:%SZ} {level}"
         else:
             prefix = f"{level}{when:%m%d %H:%M:%S.%f}"
@@ -62,9 +63,9 @@ class LineFormatter(logging.Formatter):
 class LevelSwitch(logging.Filter):
     """Triton's separate switches --log-info, --log-warning, --log-error; DEBUG needs --log-verbose > 0."""
 
-    def __init__(self, log: LogOptions) -> None:
+    def __init__(self, settings: LogSettings) -> None:
         super().__init__()
-        self._log = log
+        self._log = settings  # read on every record: the logging extension changes levels live
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR:
@@ -89,7 +90,7 @@ class _OwnedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().close()
 
 
-def configure_logging(log: LogOptions) -> None:
+def configure_logging(log: LogSettings) -> None:
     """Send the `seawall` logger to stdout, or append to `log.file` (created 0600), with Triton's prefixes.
 
     Raises:
@@ -101,14 +102,14 @@ def configure_logging(log: LogOptions) -> None:
         handler: logging.Handler = _OwnedStreamHandler(stream)
     else:
         handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(LineFormatter(log.format))
+    handler.setFormatter(LineFormatter(log))
     handler.addFilter(LevelSwitch(log))
     root = logging.getLogger("seawall")
     for previous in list(root.handlers):
         root.removeHandler(previous)
         previous.close()
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if log.verbose > 0 else logging.INFO)
+    root.setLevel(logging.DEBUG)  # LevelSwitch decides, so that run-time changes of verbosity apply
     root.propagate = False  # a library that configures the root logger must not print our lines twice
 
 

@@ -12,6 +12,7 @@ import signal
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from seawall.core.log_settings import LogSettings
 from seawall.core.server import InferenceServer
 from seawall.options import Options
 
@@ -61,7 +62,7 @@ def _format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def serve(options: Options) -> None:
+async def serve(options: Options, log_settings: LogSettings | None = None) -> None:
     """Run the server with its frontends until SIGINT/SIGTERM, then drain and stop.
 
     Raises:
@@ -72,7 +73,7 @@ async def serve(options: Options) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop_requested.set)
-    server = InferenceServer(options)
+    server = InferenceServer(options, log_settings=log_settings)
     frontends: list[tuple[str, str, Frontend]] = []
     try:
         await server.start()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 from seawall._cli_flags import BY_NAME, FLAGS, BadValue, Flag, parse_restriction
 from seawall._cli_log import LevelSwitch, LineFormatter, banner_rows, configure_logging, escape, log_start_up
 from seawall.app import serve
+from seawall.core.log_settings import LogSettings
 from seawall.errors import SeawallError
 from seawall.options import Options, Restriction
 
@@ -198,8 +199,7 @@ def _assemble(
     names = {flag.name: value for flag, value in given}  # the last value of each flag
     if "strict-model-config" in names:
         warnings.append(
-            "'--strict-model-config' has been deprecated! "
-            "Please use '--disable-auto-complete-config' instead."
+            "'--strict-model-config' has been deprecated! Please use '--disable-auto-complete-config' instead."
         )
         if "disable-auto-complete-config" not in names:
             _put(tree, "repository.auto_complete_config", not names["strict-model-config"])
@@ -272,10 +272,10 @@ def _apply(base: _D, tree: Mapping[str, object]) -> _D:
 def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapping[str, str]) -> None:
     """Start-up checks across flags, in Triton's order where Triton has them."""
     repository = options.repository
-    if repository.control_mode != "none":
-        raise CliError(
-            f"--model-control-mode={repository.control_mode} is not yet supported by Seawall; only 'none' is"
-        )
+    if repository.load_models and repository.control_mode != "explicit":
+        raise CliError("Error: Use of '--load-model' requires setting '--model-control-mode=explicit' as well.")
+    if "*" in repository.load_models and len(repository.load_models) > 1:
+        raise CliError("Error: '--load-model=*' must be the only --load-model given.")
     if environ.get("AIP_MODE") == "PREDICTION" and not any(f.name == "allow-vertex-ai" for f, _ in given):
         raise CliError(
             "AIP_MODE=PREDICTION turns on the Vertex AI service (--allow-vertex-ai), which is not yet "
@@ -327,9 +327,7 @@ def usage() -> str:
             section = flag.section
             lines += ["", f"{section}:"]
         lines.append(f"  --{flag.name} {flag.kind.metavar}".rstrip())
-        status = {"yes": "", "later": " [not yet supported]", "gpu": " [GPU only: not supported]"}[
-            flag.support
-        ]
+        status = {"yes": "", "later": " [not yet supported]", "gpu": " [GPU only: not supported]"}[flag.support]
         lines.append(f"\t{flag.help}{_default_text(defaults, flag)}{status}")
     return "\n".join(lines)
 
@@ -366,11 +364,11 @@ def _version() -> str:
         return "unknown"
 
 
-def run(options: Options) -> int:
+def run(options: Options, log_settings: LogSettings | None = None) -> int:
     """Serve until a signal; the process exit status (1 when start-up fails, with Triton's message)."""
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(options))
+            runner.run(serve(options, log_settings))
     except (SeawallError, OSError, ExceptionGroup) as exc:
         failure = _first_failure(exc)
         if isinstance(failure, SeawallError):
@@ -407,12 +405,13 @@ def main(argv: list[str] | None = None) -> None:
         print(exc, file=sys.stderr)
         sys.exit(1)
     options = command_line.options
+    log_settings = LogSettings(options.log)
     try:
-        configure_logging(options.log)
+        configure_logging(log_settings)
     except OSError as exc:
         print(f"error: cannot open --log-file {options.log.file}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)
     log_start_up(options, _version(), command_line.warnings, command_line.notes)
-    status = run(options)
+    status = run(options, log_settings)
     if status:
         sys.exit(status)

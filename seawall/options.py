@@ -170,6 +170,7 @@ class Options:
     log: LogOptions = LogOptions()
     backends: BackendOptions = BackendOptions()
     limits: Limits = Limits()
+    allow_client_shm: bool = False  # client shared-memory registration (Triton 2.68's secure default)
     # settings accepted from tritonserver's command line whose value Seawall keeps but does not act on
     extra: Mapping[str, str] = field(default_factory=dict)
 

@@ -122,9 +122,7 @@ def start_seawall(
     return server
 
 
-def run_seawall(
-    *args: str, timeout: float = 60, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def run_seawall(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `python -m seawall args` to completion (for start-up failures and CLI errors)."""
     return subprocess.run(
         [sys.executable, "-m", "seawall", *args],

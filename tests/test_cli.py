@@ -27,6 +27,7 @@ from seawall.cli import (
     run,
     usage,
 )
+from seawall.core.log_settings import LogSettings
 from seawall.options import LogOptions, Options, Restriction
 from tests.harness import run_seawall
 
@@ -168,12 +169,8 @@ def test_auto_complete_flags() -> None:
     assert any("'--strict-model-config' has been deprecated" in w for w in command_line.warnings)
     assert parse("--strict-model-config=false").repository.auto_complete_config
     # --disable-auto-complete-config wins over the deprecated flag, in any order
-    assert not parse(
-        "--strict-model-config=false", "--disable-auto-complete-config"
-    ).repository.auto_complete_config
-    assert not parse(
-        "--disable-auto-complete-config", "--strict-model-config=false"
-    ).repository.auto_complete_config
+    assert not parse("--strict-model-config=false", "--disable-auto-complete-config").repository.auto_complete_config
+    assert not parse("--disable-auto-complete-config", "--strict-model-config=false").repository.auto_complete_config
 
 
 def test_backend_flags() -> None:
@@ -220,15 +217,10 @@ def test_logging_flags() -> None:
         "--log-format=ISO8601",
         "--log-file=/tmp/x.log",
     ).log
-    assert log == LogOptions(
-        info=False, warning=False, error=False, verbose=2, format="ISO8601", file="/tmp/x.log"
-    )
+    assert log == LogOptions(info=False, warning=False, error=False, verbose=2, format="ISO8601", file="/tmp/x.log")
     assert parse("--log-verbose=true").log.verbose == 1
     assert parse("--log-verbose=false").log.verbose == 0
-    assert (
-        error_of(REPO, "--log-format=iso8601")
-        == 'Bad option: "--log-format".\ninvalid argument for --log-format'
-    )
+    assert error_of(REPO, "--log-format=iso8601") == 'Bad option: "--log-format".\ninvalid argument for --log-format'
 
 
 # ------------------------------------------------------------------------------------------- values
@@ -394,10 +386,7 @@ def test_restrictions_from_a_secret_file(tmp_path: Path) -> None:
         Restriction(("inference",), "k", "v"),
     )
     assert not any("command line" in warning for warning in command_line.warnings)
-    assert any(
-        "command line" in w
-        for w in parse_command_line([REPO, "--http-restricted-api=trace:k=v"], {}).warnings
-    )
+    assert any("command line" in w for w in parse_command_line([REPO, "--http-restricted-api=trace:k=v"], {}).warnings)
     secrets.write_text("inference:k=top-secret\nhealth:k=\n")
     message = error_of(REPO, f"--grpc-restricted-protocol-file={secrets}")
     assert f"{secrets}:2: format is" in message and "top-secret" not in message
@@ -462,17 +451,36 @@ def test_unsupported_flags_stop_start_up_by_name(flag: Flag) -> None:
         assert message == f"--{name} is not yet supported by Seawall (see docs/differences.md)"
 
 
-@pytest.mark.parametrize("mode", ["poll", "explicit", "POLL"])
-def test_other_model_control_modes_are_refused(mode: str) -> None:
-    assert error_of(REPO, f"--model-control-mode={mode}") == (
-        f"--model-control-mode={mode.lower()} is not yet supported by Seawall; only 'none' is"
+@pytest.mark.parametrize("mode", ["poll", "explicit", "POLL", "None"])
+def test_model_control_modes_fold_case(mode: str) -> None:
+    assert parse(f"--model-control-mode={mode}").repository.control_mode == mode.lower()
+
+
+def test_control_mode_defaults_to_none_with_tritons_poll_interval() -> None:
+    options = parse()
+    assert (options.repository.control_mode, options.repository.poll_secs) == ("none", 15)
+    assert parse("--repository-poll-secs=2").repository.poll_secs == 2
+
+
+def test_load_model_needs_explicit_mode() -> None:
+    assert error_of(REPO, "--load-model=a") == (
+        "Error: Use of '--load-model' requires setting '--model-control-mode=explicit' as well."
     )
+    options = parse("--model-control-mode=explicit", "--load-model=a", "--load-model=b")
+    assert options.repository.load_models == ("a", "b")
+    assert error_of(REPO, "--model-control-mode=explicit", "--load-model=*", "--load-model=b") == (
+        "Error: '--load-model=*' must be the only --load-model given."
+    )
+
+
+def test_client_shared_memory_is_off_unless_allowed() -> None:
+    assert parse().allow_client_shm is False
+    assert parse("--allow-client-shm=true").allow_client_shm is True
 
 
 def test_unsupported_flags_are_type_checked_first_and_all_named() -> None:
     assert (
-        error_of(REPO, "--grpc-use-ssl=maybe")
-        == 'Bad option: "--grpc-use-ssl".\ninvalid value for bool option: maybe'
+        error_of(REPO, "--grpc-use-ssl=maybe") == 'Bad option: "--grpc-use-ssl".\ninvalid value for bool option: maybe'
     )
     assert error_of(REPO, "--cache-config=size=100") == (
         'Bad option: "--cache-config".\nNo cache specified. --cache-config option format is '
@@ -525,15 +533,15 @@ def _record(message: str, *args: object, level: int = logging.INFO) -> logging.L
 
 
 def test_log_lines_have_triton_prefixes() -> None:
-    line = LineFormatter("default").format(_record("hello %s", "world"))
+    line = LineFormatter(LogSettings(LogOptions())).format(_record("hello %s", "world"))
     assert re.fullmatch(rf"I\d{{4}} \d\d:\d\d:\d\d\.\d{{6}} {os.getpid()} module\.py:12\] hello world", line)
-    line = LineFormatter("ISO8601").format(_record("careful", level=logging.WARNING))
+    line = LineFormatter(LogSettings(LogOptions(format="ISO8601"))).format(_record("careful", level=logging.WARNING))
     assert re.fullmatch(rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ W {os.getpid()} module\.py:12\] careful", line)
 
 
 def test_client_values_cannot_inject_log_lines() -> None:
     hostile = "m\nI1125 00:00:00.000000 1 server.cc:1] forged\r\x1b[2J\x00\u2028\u202e\\n"
-    line = LineFormatter().format(_record("unknown model '%s'", hostile, level=logging.ERROR))
+    line = LineFormatter(LogSettings(LogOptions())).format(_record("unknown model '%s'", hostile, level=logging.ERROR))
     assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\x00" not in line
     assert "\u2028" not in line and "\u202e" not in line
     assert line.endswith(
@@ -546,7 +554,7 @@ def test_client_values_cannot_inject_log_lines() -> None:
 
         record = _record("failed")
         record.exc_info = sys.exc_info()
-    assert "\n" not in LineFormatter().format(record)
+    assert "\n" not in LineFormatter(LogSettings(LogOptions())).format(record)
 
 
 def test_escape_keeps_printable_text() -> None:
@@ -555,14 +563,14 @@ def test_escape_keeps_printable_text() -> None:
 
 
 def test_level_switches_are_independent() -> None:
-    switch = LevelSwitch(LogOptions(info=False, warning=True, error=False, verbose=0))
+    switch = LevelSwitch(LogSettings(LogOptions(info=False, warning=True, error=False, verbose=0)))
     assert [switch.filter(_record("x", level=level)) for level in (10, 20, 30, 40)] == [
         False,
         False,
         True,
         False,
     ]
-    assert LevelSwitch(LogOptions(verbose=1)).filter(_record("x", level=logging.DEBUG))
+    assert LevelSwitch(LogSettings(LogOptions(verbose=1))).filter(_record("x", level=logging.DEBUG))
 
 
 def test_log_file_is_appended_and_private(tmp_path: Path) -> None:
@@ -573,9 +581,9 @@ def test_log_file_is_appended_and_private(tmp_path: Path) -> None:
     root = logging.getLogger("seawall")
     saved = (list(root.handlers), root.level, root.propagate)
     try:
-        configure_logging(LogOptions(file=str(fresh)))
+        configure_logging(LogSettings(LogOptions(file=str(fresh))))
         assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
-        configure_logging(LogOptions(file=str(path), verbose=1))
+        configure_logging(LogSettings(LogOptions(file=str(path), verbose=1)))
         logging.getLogger("seawall.test").debug("verbose %d", 1)
     finally:
         for handler in list(root.handlers):

@@ -49,9 +49,7 @@ async def test_errors_are_seawall_errors() -> None:
         with pytest.raises(NotFoundError, match="Request for unknown model: 'nope' is not found"):
             await server.infer(seawall.InferRequest("nope", []))
         with pytest.raises(InvalidArgumentError, match="expected 2 inputs but got 1"):
-            await server.infer(
-                seawall.InferRequest("add_sub", [seawall.Tensor.from_numpy("INPUT0", np.ones(4))])
-            )
+            await server.infer(seawall.InferRequest("add_sub", [seawall.Tensor.from_numpy("INPUT0", np.ones(4))]))
         assert server.is_ready()
 
 

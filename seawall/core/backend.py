@@ -71,9 +71,7 @@ class Backend(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def auto_complete_config(
-        self, config: ModelConfig, model_dir: str, version_dir: str
-    ) -> ModelConfig:
+    async def auto_complete_config(self, config: ModelConfig, model_dir: str, version_dir: str) -> ModelConfig:
         """Fill what the backend can derive (inputs, outputs, max_batch_size); may run model code.
 
         Raises:

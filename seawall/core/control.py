@@ -33,9 +33,7 @@ class ModelControl:
     def __init__(self, options: Options, lifecycle: ModelLifecycle) -> None:
         self._options = options
         self._lifecycle = lifecycle
-        self._known: dict[
-            str, repository.ModelLocation
-        ] = {}  # every model directory seen in the repositories
+        self._known: dict[str, repository.ModelLocation] = {}  # every model directory seen in the repositories
         self._fingerprints: dict[str, tuple[object, ...]] = {}
         self._override_dirs: dict[str, str] = {}  # model → private temp dir holding its override files
         self._locks: dict[str, asyncio.Lock] = {}
@@ -58,9 +56,7 @@ class ModelControl:
             if names != ("*",):
                 missing = [n for n in names if n not in self._known]
                 if missing:
-                    raise NotFoundError(
-                        f"failed to load '{missing[0]}', failed to poll from model repository"
-                    )
+                    raise NotFoundError(f"failed to load '{missing[0]}', failed to poll from model repository")
                 selected = {n: self._known[n] for n in names}
         await self._lifecycle.load_all(selected)
         self._fingerprints = {n: _fingerprint(loc.path) for n, loc in selected.items()}
@@ -79,9 +75,7 @@ class ModelControl:
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
-    async def load(
-        self, name: str, config_json: str | None = None, files: Mapping[str, bytes] | None = None
-    ) -> None:
+    async def load(self, name: str, config_json: str | None = None, files: Mapping[str, bytes] | None = None) -> None:
         """Load or reload `name` (explicit mode), optionally with a JSON config and override files.
 
         Raises:
@@ -97,9 +91,7 @@ class ModelControl:
         async with self._lock(name):
             if files:
                 if override is None:
-                    raise InvalidArgumentError(
-                        "load parameter 'config' must be specified with 'file:' overrides"
-                    )
+                    raise InvalidArgumentError("load parameter 'config' must be specified with 'file:' overrides")
                 location = repository.ModelLocation(name, self._write_overrides(name, files))
             else:
                 self._known.update(repository.scan(self._options.repository.paths))
@@ -140,9 +132,7 @@ class ModelControl:
             os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
             if os.path.commonpath([os.path.realpath(target), model_dir]) != model_dir:
                 shutil.rmtree(root, ignore_errors=True)
-                raise InvalidArgumentError(
-                    f"override file '{path[:128]}' must stay within the model directory"
-                )
+                raise InvalidArgumentError(f"override file '{path[:128]}' must stay within the model directory")
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as file:
                 file.write(content)
@@ -200,9 +190,7 @@ def _check_override_path(path: str) -> None:
         or any(part in ("", ".", "..") for part in parts)
         or len(path) > 1024
     ):
-        raise InvalidArgumentError(
-            f"override file '{path[:128]}' must be a relative path inside the model directory"
-        )
+        raise InvalidArgumentError(f"override file '{path[:128]}' must be a relative path inside the model directory")
 
 
 def _fingerprint(model_dir: str) -> tuple[object, ...]:

@@ -142,13 +142,10 @@ class ModelLifecycle:
             return record
         try:
             config, backend = await self._prepare(location, override)
-            versions = repository.select_versions(
-                config.version_policy, repository.version_directories(location.path)
-            )
+            versions = repository.select_versions(config.version_policy, repository.version_directories(location.path))
             if not versions:
                 raise InvalidArgumentError(
-                    "at least one version must be available under the version policy of model "
-                    f"'{location.name}'"
+                    f"at least one version must be available under the version policy of model '{location.name}'"
                 )
         except SeawallError as error:
             record.error = error.message
@@ -156,18 +153,14 @@ class ModelLifecycle:
             return record
         for number in versions:
             record.versions[number] = ModelVersion(location.name, number, ModelState.LOADING)
-        await asyncio.gather(
-            *(self._load_version(record.versions[n], config, backend, location) for n in versions)
-        )
+        await asyncio.gather(*(self._load_version(record.versions[n], config, backend, location) for n in versions))
         return record
 
     async def _prepare(
         self, location: repository.ModelLocation, override: ModelConfig | None
     ) -> tuple[ModelConfig, Backend]:
         options = self._options.repository
-        config = (
-            override if override is not None else model_config.read_config(location.path, options.config_name)
-        )
+        config = override if override is not None else model_config.read_config(location.path, options.config_name)
         if config is None:
             if not options.auto_complete_config:
                 raise InvalidArgumentError(

@@ -126,9 +126,7 @@ def validate(config: ModelConfig, name: str) -> None:
         InvalidArgumentError: with the reason, naming the field.
     """
     if config.name != name:
-        raise InvalidArgumentError(
-            f"model name '{config.name}' in configuration does not match directory '{name}'"
-        )
+        raise InvalidArgumentError(f"model name '{config.name}' in configuration does not match directory '{name}'")
     if config.max_batch_size < 0:
         raise InvalidArgumentError("'max_batch_size' must be non-negative value")
     if not backend_of(config):
@@ -163,9 +161,7 @@ def _check_relative_path(path: str, what: str) -> None:
 
 def compile_spec(config: ModelConfig) -> ModelSpec:
     """Build the read-only request-validation view of a completed, valid config."""
-    inputs = {
-        t.name: IOSpec(t.name, _type_name(t.data_type), tuple(t.dims), t.optional) for t in config.input
-    }
+    inputs = {t.name: IOSpec(t.name, _type_name(t.data_type), tuple(t.dims), t.optional) for t in config.input}
     outputs = {t.name: IOSpec(t.name, _type_name(t.data_type), tuple(t.dims)) for t in config.output}
     return ModelSpec(
         name=config.name,

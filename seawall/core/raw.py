@@ -17,9 +17,7 @@ from seawall.errors import InvalidArgumentError, ResourceExhaustedError
 _LENGTH = struct.Struct("<I")
 
 
-def checked_element_count(
-    shape: tuple[int, ...], datatype: str, name: str, max_elements: int, max_bytes: int
-) -> int:
+def checked_element_count(shape: tuple[int, ...], datatype: str, name: str, max_elements: int, max_bytes: int) -> int:
     """The element count of `shape`, refusing negative dims and tensors over the limits.
 
     The product is bounded as it grows, so a hostile shape costs nothing to refuse.
@@ -48,9 +46,7 @@ def byte_size(datatype: str, count: int) -> int:
     return -1 if size is None else size * count
 
 
-def decode(
-    buffer: memoryview, datatype: str, shape: tuple[int, ...], count: int, name: str, model: str
-) -> np.ndarray:
+def decode(buffer: memoryview, datatype: str, shape: tuple[int, ...], count: int, name: str, model: str) -> np.ndarray:
     """A tensor over `buffer`: a zero-copy view for fixed-size types, an object array for BYTES.
 
     Raises:
@@ -61,8 +57,7 @@ def decode(
     expected = byte_size(datatype, count)
     if len(buffer) != expected:
         raise InvalidArgumentError(
-            f"input byte size mismatch for input '{name}' for model '{model}'. "
-            f"Expected {expected}, got {len(buffer)}"
+            f"input byte size mismatch for input '{name}' for model '{model}'. Expected {expected}, got {len(buffer)}"
         )
     dtype = NUMPY_DTYPES[datatype].newbyteorder("<")
     if count == 0:

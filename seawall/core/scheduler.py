@@ -115,9 +115,7 @@ class Scheduler:
                 await self._run(instance, batch)
         # this instance is gone: if none is left, nobody will serve what is queued
         if not self._has_healthy_instance():
-            self._fail_queued(
-                UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
-            )
+            self._fail_queued(UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance"))
 
     async def _gather(self) -> list[_Pending]:
         """Take the next request, and with dynamic batching as many more as fit (waiting up to the delay)."""
@@ -153,9 +151,7 @@ class Scheduler:
         reason = "OTHER"  # an error the model returned for one request
         self._busy += len(live)
         try:
-            results: Sequence[InferResponse | SeawallError] = await instance.execute(
-                [p.request for p in live]
-            )
+            results: Sequence[InferResponse | SeawallError] = await instance.execute([p.request for p in live])
             if len(results) != len(live):
                 raise InternalError("backend returned a wrong number of responses")
         except SeawallError as error:
@@ -174,9 +170,7 @@ class Scheduler:
                 self._stats.record_failure(reason, end - pending.enqueued_ns)
                 pending.future.set_exception(result)
             else:
-                self._stats.record_success(
-                    end - pending.enqueued_ns, start - pending.enqueued_ns, 0, end - start, 0
-                )
+                self._stats.record_success(end - pending.enqueued_ns, start - pending.enqueued_ns, 0, end - start, 0)
                 pending.future.set_result(result)
 
     def _fail_queued(self, error: SeawallError) -> None:

@@ -14,7 +14,10 @@ from seawall.core import repository
 from seawall.core.backend import Backend, ModelConfig
 from seawall.core.control import ModelControl
 from seawall.core.lifecycle import BackendLookup, ModelLifecycle, ModelRecord, ModelVersion
+from seawall.core.log_settings import LogSettings
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
+from seawall.core.shm import SharedMemoryManager
+from seawall.core.trace import TraceSettings
 from seawall.core.types import (
     InferRequest,
     InferResponse,
@@ -43,9 +46,18 @@ class InferenceServer:
     All methods run on the event loop thread.
     """
 
-    def __init__(self, options: Options, backend_for: BackendLookup | None = None) -> None:
+    def __init__(
+        self,
+        options: Options,
+        backend_for: BackendLookup | None = None,
+        log_settings: LogSettings | None = None,
+    ) -> None:
         self.options = options
         self._backend_for = backend_for
+        # shared with the process's log handler when the CLI made it; otherwise this server's own
+        self.log_settings = log_settings if log_settings is not None else LogSettings(options.log)
+        self.trace_settings = TraceSettings()
+        self.shared_memory = SharedMemoryManager(options.allow_client_shm)
         self._registry: object | None = None  # the default backend registry, when we made it
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None

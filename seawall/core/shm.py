@@ -55,9 +55,7 @@ class SharedMemoryManager:
 
     def _require_allowed(self) -> None:
         if not self._allowed:
-            raise UnsupportedError(
-                "client shared memory is disabled on this server (start it with --allow-client-shm)"
-            )
+            raise UnsupportedError("client shared memory is disabled on this server (start it with --allow-client-shm)")
 
     def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
         """Map `byte_size` bytes of the object `key` from `offset` under `name`.

@@ -35,8 +35,7 @@ class StatsRecorder:
         self.pending = 0
         # kind → [count, ns]
         self._durations: dict[str, list[int]] = {
-            k: [0, 0]
-            for k in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+            k: [0, 0] for k in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
         }
         self._failures = dict.fromkeys(FAILURE_REASONS, 0)
 
@@ -49,9 +48,7 @@ class StatsRecorder:
         self.execution_count += 1
         self.inference_count += batch_size
 
-    def record_success(
-        self, request_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
-    ) -> None:
+    def record_success(self, request_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         self._add("success", request_ns)
         self._add("queue", queue_ns)
         self._add("compute_input", input_ns)

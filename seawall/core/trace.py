@@ -19,9 +19,7 @@ _INTEGERS = {"trace_rate": (0, 2**32 - 1), "trace_count": (-1, 2**31 - 1), "log_
 class TraceSettings:
     """The global trace settings and the per-model overrides. Event loop thread only."""
 
-    def __init__(
-        self, level: tuple[str, ...] = ("OFF",), rate: int = 1000, count: int = -1, file: str = ""
-    ) -> None:
+    def __init__(self, level: tuple[str, ...] = ("OFF",), rate: int = 1000, count: int = -1, file: str = "") -> None:
         self._global: Settings = {
             "trace_level": list(level),
             "trace_rate": [str(rate)],
@@ -57,9 +55,7 @@ class TraceSettings:
         target = self._models.setdefault(model, {}) if model else self._global
         candidate = {**self.get(model), **{k: v for k, v in checked.items() if v is not None}}
         if candidate["trace_level"] != ["OFF"] and not candidate["trace_file"][0]:
-            raise InvalidArgumentError(
-                "Attempting to set invalid trace setting :trace file name is not given"
-            )
+            raise InvalidArgumentError("Attempting to set invalid trace setting :trace file name is not given")
         for key, value in checked.items():
             if value is None:
                 if model:

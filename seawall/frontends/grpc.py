@@ -181,11 +181,7 @@ def build_handlers(server: InferenceServer, options: Options) -> dict[str, dict[
         guarded = _guard(path, RPC_CATEGORIES[path], policy, call)
         request_type = message_factory.GetMessageClass(method.input_type)
         response_type = message_factory.GetMessageClass(method.output_type)
-        make = (
-            grpc.stream_stream_rpc_method_handler
-            if method.client_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
+        make = grpc.stream_stream_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
         methods[method.name] = make(
             guarded,
             request_deserializer=request_type.FromString,
@@ -244,9 +240,7 @@ def server_credentials(tls: TlsOptions) -> Any:
     key = _read_pem(tls.server_key, "--grpc-server-key")
     chain = _read_pem(tls.server_cert, "--grpc-server-cert")
     root = _read_pem(tls.root_cert, "--grpc-root-cert") if tls.use_ssl_mutual else None
-    return grpc.ssl_server_credentials(
-        [(key, chain)], root_certificates=root, require_client_auth=root is not None
-    )
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=root, require_client_auth=root is not None)
 
 
 class GrpcFrontend:

@@ -164,9 +164,7 @@ def _check_bytes(nbytes: int, name: str, model: str, tag: str, limits: Limits) -
         )
 
 
-def tensor_from_contents(
-    contents: Any, datatype: str, count: int, name: str, model: str, tag: str
-) -> np.ndarray:
+def tensor_from_contents(contents: Any, datatype: str, count: int, name: str, model: str, tag: str) -> np.ndarray:
     """A flat array from typed `contents`; only the field matching `datatype` may hold values.
 
     Integers narrower than the field wrap like a C cast (Triton keeps the low bytes).
@@ -271,8 +269,7 @@ def _tensor_from_raw(inp: Any, raw: bytes, model: str, tag: str, limits: Limits)
     _check_bytes(expected, name, model, tag, limits)
     if len(raw) != expected:
         raise InvalidArgumentError(
-            f"{tag}input byte size mismatch for input '{name}' for model '{model}'. "
-            f"Expected {expected}, got {len(raw)}"
+            f"{tag}input byte size mismatch for input '{name}' for model '{model}'. Expected {expected}, got {len(raw)}"
         )
     # a read-only view on the message's bytes: no copy
     data = np.frombuffer(raw, dtype=NUMPY_DTYPES[datatype].newbyteorder("<"), count=count).reshape(shape)
@@ -380,15 +377,12 @@ def infer_response_to_proto(response: InferResponse) -> Any:
 
 def _tensor_metadata(items: Iterable[TensorMetadata]) -> list[Any]:
     return [
-        service_pb2.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape)
-        for t in items
+        service_pb2.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape) for t in items
     ]
 
 
 def server_metadata_to_proto(meta: ServerMetadata) -> Any:
-    return service_pb2.ServerMetadataResponse(
-        name=meta.name, version=meta.version, extensions=meta.extensions
-    )
+    return service_pb2.ServerMetadataResponse(name=meta.name, version=meta.version, extensions=meta.extensions)
 
 
 def model_metadata_to_proto(meta: ModelMetadata) -> Any:

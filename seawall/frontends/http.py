@@ -147,9 +147,7 @@ def _raw_input_spec(config: Any) -> http_codec.RawInputSpec:
     type_name = type(config).DESCRIPTOR.fields_by_name["input"].message_type.fields_by_name["data_type"]
     enum_name = type_name.enum_type.values_by_number[first.data_type].name
     datatype = "BYTES" if enum_name == "TYPE_STRING" else enum_name.removeprefix("TYPE_")
-    return http_codec.RawInputSpec(
-        first.name, datatype, tuple(first.dims), config.max_batch_size, len(inputs)
-    )
+    return http_codec.RawInputSpec(first.name, datatype, tuple(first.dims), config.max_batch_size, len(inputs))
 
 
 def _route(path: str) -> tuple[Route, re.Match[str] | None]:
@@ -168,9 +166,7 @@ class HttpFrontend:
         self._options = options
         self._limits = options.limits
         self._policy = ApiPolicy(options.http.restricted)
-        self._endpoints: dict[str, _Endpoint] = {
-            r.handler: getattr(self, r.handler) for r in ROUTES if r.handler
-        }
+        self._endpoints: dict[str, _Endpoint] = {r.handler: getattr(self, r.handler) for r in ROUTES if r.handler}
         self._http = HttpServer(
             self.handle, options.limits, options.http.address, options.http.port, options.http.reuse_port
         )
@@ -248,9 +244,7 @@ class HttpFrontend:
     async def _infer(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
         model, version = groups["model"], groups.get("version", "")
         body = request.body
-        length = http_codec.parse_header_length(
-            request.headers.get("inference-header-content-length"), len(body)
-        )
+        length = http_codec.parse_header_length(request.headers.get("inference-header-content-length"), len(body))
         if length == 0 or (length is None and not body):
             spec = _raw_input_spec(self._server.model_config(model, version))
             decoded = http_codec.decode_raw_request(body, model, version, spec, self._limits)

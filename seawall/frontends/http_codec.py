@@ -59,9 +59,7 @@ def parse_header_length(value: str | None, body_length: int) -> int | None:
         return None
     text = value.strip()
     if not text.isdigit() or not text.isascii() or int(text) > body_length:
-        raise InvalidArgumentError(
-            f"inference header size should be in range (0, {body_length}), got: {text[:32]}"
-        )
+        raise InvalidArgumentError(f"inference header size should be in range (0, {body_length}), got: {text[:32]}")
     return int(text)
 
 
@@ -133,17 +131,14 @@ def decode_request_parameters(raw: Any) -> dict[str, ParamValue]:
     for key, value in params.items():
         if key.startswith("triton_"):
             raise InvalidArgumentError(
-                "parameter keys starting with 'triton_' are reserved for Triton usage "
-                "and should not be specified."
+                "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified."
             )
         if key in ("sequence_start", "sequence_end", "binary_data_output") and type(value) is not bool:
             raise InvalidArgumentError(f"Unable to parse '{key}': expected a boolean")
         if key in ("priority", "timeout") and not _is_uint(value):
             raise InvalidArgumentError(f"Unable to parse '{key}': expected a non-negative integer")
         if key == "sequence_id" and not (_is_uint(value) or isinstance(value, str)):
-            raise InvalidArgumentError(
-                "Unable to parse 'sequence_id': expected a non-negative integer or a string"
-            )
+            raise InvalidArgumentError("Unable to parse 'sequence_id': expected a non-negative integer or a string")
     return params
 
 
@@ -178,15 +173,11 @@ def _checked_name(entry: dict[str, Any], what: str) -> str:
 def _decode_inputs(document: dict[str, Any], binary: memoryview, model: str, limits: Limits) -> list[Tensor]:
     entries = document.get("inputs")
     if entries is None:
-        raise InvalidArgumentError(
-            "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'"
-        )
+        raise InvalidArgumentError("Unable to parse 'inputs': attempt to access non-existing object member 'inputs'")
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise InvalidArgumentError("Unable to parse 'inputs': expected an array of objects")
     if len(entries) > limits.max_inputs:
-        raise InvalidArgumentError(
-            f"request has {len(entries)} inputs, more than the limit of {limits.max_inputs}"
-        )
+        raise InvalidArgumentError(f"request has {len(entries)} inputs, more than the limit of {limits.max_inputs}")
     inputs, offset = [], 0
     for entry in entries:
         tensor, offset = _decode_input(entry, binary, offset, model, limits)
@@ -206,9 +197,7 @@ def _decode_input(
     shape = _decode_shape(entry.get("shape"), name)
     params = dict(_scalar_parameters(entry.get("parameters")))
     sources = [
-        k
-        for k in ("data", "binary_data_size", "shared_memory_region")
-        if k in (entry if k == "data" else params)
+        k for k in ("data", "binary_data_size", "shared_memory_region") if k in (entry if k == "data" else params)
     ]
     if len(sources) != 1:
         found = "set " + " ".join(f"'{s}'" for s in sources) if sources else "no field is set"
@@ -236,17 +225,13 @@ def _decode_input(
         raise InvalidArgumentError(
             f"unexpected size for input '{name}', expecting {size} additional bytes for model '{model}'"
         )
-    data = http_tensors.decode_binary_data(
-        binary[offset : offset + size], datatype, shape, count, name, model
-    )
+    data = http_tensors.decode_binary_data(binary[offset : offset + size], datatype, shape, count, name, model)
     return Tensor(name, datatype, shape, data, params), offset + size
 
 
 def _decode_shape(raw: Any, name: str) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(type(d) is int and d >= 0 for d in raw):
-        raise InvalidArgumentError(
-            f"Unable to parse 'shape' of input '{name}': expected an array of unsigned integers"
-        )
+        raise InvalidArgumentError(f"Unable to parse 'shape' of input '{name}': expected an array of unsigned integers")
     if len(raw) > MAX_DIMS:
         raise InvalidArgumentError(f"input '{name}' has {len(raw)} dimensions, more than {MAX_DIMS}")
     return tuple(raw)
@@ -262,9 +247,7 @@ def _checked_count(shape: tuple[int, ...], datatype: str, name: str, limits: Lim
             f"input '{name}' has {count} elements, more than the limit of {limits.max_tensor_elements}"
         )
     if count * ELEMENT_SIZES.get(datatype, 1) > limits.max_tensor_bytes:
-        raise InvalidArgumentError(
-            f"input '{name}' is larger than the limit of {limits.max_tensor_bytes} bytes"
-        )
+        raise InvalidArgumentError(f"input '{name}' is larger than the limit of {limits.max_tensor_bytes} bytes")
     return count
 
 
@@ -274,9 +257,7 @@ def _decode_outputs(raw: Any, limits: Limits) -> tuple[list[RequestedOutput], di
     if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
         raise InvalidArgumentError("Unable to parse 'outputs': expected an array of objects")
     if len(raw) > limits.max_outputs:
-        raise InvalidArgumentError(
-            f"request has {len(raw)} outputs, more than the limit of {limits.max_outputs}"
-        )
+        raise InvalidArgumentError(f"request has {len(raw)} outputs, more than the limit of {limits.max_outputs}")
     outputs: list[RequestedOutput] = []
     binary: dict[str, bool] = {}
     for entry in raw:
@@ -289,9 +270,7 @@ def _decode_outputs(raw: Any, limits: Limits) -> tuple[list[RequestedOutput], di
         if "binary_data" in params:
             flag = params.pop("binary_data")
             if type(flag) is not bool:
-                raise InvalidArgumentError(
-                    f"Unable to parse 'binary_data' of output '{name}': expected a boolean"
-                )
+                raise InvalidArgumentError(f"Unable to parse 'binary_data' of output '{name}': expected a boolean")
             binary[name] = flag
         if "classification" in params and not _is_uint(params["classification"]):
             raise InvalidArgumentError(
@@ -301,9 +280,7 @@ def _decode_outputs(raw: Any, limits: Limits) -> tuple[list[RequestedOutput], di
     return outputs, binary
 
 
-def decode_raw_request(
-    body: bytes, model: str, version: str, spec: RawInputSpec, limits: Limits
-) -> DecodedInfer:
+def decode_raw_request(body: bytes, model: str, version: str, spec: RawInputSpec, limits: Limits) -> DecodedInfer:
     """A raw binary request: the whole body is the model's only input; every output is returned binary.
 
     Raises:
@@ -332,9 +309,7 @@ def _deduce_raw_shape(size: int, spec: RawInputSpec, model: str) -> tuple[int, .
     element = ELEMENT_SIZES[spec.datatype]
     dims = list(spec.dims)
     if len(variable) > 1 or (variable and fixed == 0):
-        raise InvalidArgumentError(
-            f"Raw request cannot deduce the shape of input '{spec.name}' for model '{model}'"
-        )
+        raise InvalidArgumentError(f"Raw request cannot deduce the shape of input '{spec.name}' for model '{model}'")
     if variable:
         unit = fixed * element
         if size % unit:

@@ -101,9 +101,7 @@ class _BodyReader:
     def chunk(self) -> None:
         self._chunks += 1
         if self._chunks > self._limits.max_chunks:
-            raise _Refusal(
-                error_response(413, f"request body has more than {self._limits.max_chunks} chunks")
-            )
+            raise _Refusal(error_response(413, f"request body has more than {self._limits.max_chunks} chunks"))
 
     def feed(self, data: bytes) -> None:
         self._wire += len(data)
@@ -118,17 +116,13 @@ class _BodyReader:
         self._keep(out)
         ratio_cap = self._limits.max_decompression_ratio * self._wire
         if self._size > _RATIO_FLOOR and self._size > ratio_cap:
-            raise _Refusal(
-                error_response(413, "decompressed request body exceeds the allowed compression ratio")
-            )
+            raise _Refusal(error_response(413, "decompressed request body exceeds the allowed compression ratio"))
 
     def _keep(self, data: bytes) -> None:
         self._size += len(data)
         if self._size > self._limits.max_request_bytes:
             raise _Refusal(
-                error_response(
-                    413, f"request body exceeds the limit of {self._limits.max_request_bytes} bytes"
-                )
+                error_response(413, f"request body exceeds the limit of {self._limits.max_request_bytes} bytes")
             )
         if data:
             self._parts.append(data)
@@ -199,9 +193,7 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
             if self._in_head and self._head_bytes > self._limits.max_header_bytes + 8192:
-                raise _Refusal(
-                    error_response(431, f"request headers exceed {self._limits.max_header_bytes} bytes")
-                )
+                raise _Refusal(error_response(431, f"request headers exceed {self._limits.max_header_bytes} bytes"))
         except _Refusal as refusal:
             self._refuse(refusal.response)
         except httptools.HttpParserUpgrade:
@@ -234,24 +226,18 @@ class HttpProtocol(asyncio.Protocol):
     def _count_header_bytes(self, count: int) -> None:
         self._header_bytes += count
         if self._header_bytes > self._limits.max_header_bytes:
-            raise _Refusal(
-                error_response(431, f"request headers exceed {self._limits.max_header_bytes} bytes")
-            )
+            raise _Refusal(error_response(431, f"request headers exceed {self._limits.max_header_bytes} bytes"))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._limits.max_request_bytes:
             raise _Refusal(
-                error_response(
-                    413, f"request body exceeds the limit of {self._limits.max_request_bytes} bytes"
-                )
+                error_response(413, f"request body exceeds the limit of {self._limits.max_request_bytes} bytes")
             )
         encoding = self._headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
-            raise _Refusal(
-                error_response(501, "Unsupported compression type", [("Accept-Encoding", "gzip, deflate")])
-            )
+            raise _Refusal(error_response(501, "Unsupported compression type", [("Accept-Encoding", "gzip, deflate")]))
         self._body = _BodyReader(self._limits, encoding)
         if self._headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -369,9 +355,7 @@ def parse_address(address: str) -> str:
 class HttpServer:
     """Listens on one address and serves `handler`; `start()` returns the bound (host, port)."""
 
-    def __init__(
-        self, handler: Handler, limits: Limits, address: str, port: int, reuse_port: bool = False
-    ) -> None:
+    def __init__(self, handler: Handler, limits: Limits, address: str, port: int, reuse_port: bool = False) -> None:
         self._handler = handler
         self._limits = limits
         self._address = parse_address(address)

@@ -32,8 +32,7 @@ def decode_binary_data(
     expected = count * ELEMENT_SIZES[datatype]
     if len(view) != expected:
         raise InvalidArgumentError(
-            f"input byte size mismatch for input '{name}' for model '{model}'. "
-            f"Expected {expected}, got {len(view)}"
+            f"input byte size mismatch for input '{name}' for model '{model}'. Expected {expected}, got {len(view)}"
         )
     dtype = NUMPY_DTYPES[datatype].newbyteorder("<")
     if count == 0:
@@ -82,30 +81,22 @@ def decode_json_data(data: Any, datatype: str, shape: tuple[int, ...], count: in
     kinds = set(map(type, flat))
     if datatype == "BYTES":
         if not kinds <= {str}:
-            raise InvalidArgumentError(
-                f"Unable to parse 'data' of input '{name}': BYTES elements must be strings"
-            )
+            raise InvalidArgumentError(f"Unable to parse 'data' of input '{name}': BYTES elements must be strings")
         return _object_array([s.encode() for s in flat], shape)
     if datatype == "BOOL":
         if not kinds <= {bool}:
-            raise InvalidArgumentError(
-                f"Unable to parse 'data' of input '{name}': BOOL elements must be true or false"
-            )
+            raise InvalidArgumentError(f"Unable to parse 'data' of input '{name}': BOOL elements must be true or false")
     elif datatype in _INT_TYPES:
         _check_integers(flat, kinds, datatype, name)
     elif not kinds <= {int, float}:
-        raise InvalidArgumentError(
-            f"Unable to parse 'data' of input '{name}': {datatype} elements must be numbers"
-        )
+        raise InvalidArgumentError(f"Unable to parse 'data' of input '{name}': {datatype} elements must be numbers")
     with np.errstate(over="ignore"):  # FP32 overflow becomes inf, as in Triton
         return np.array(flat, dtype=NUMPY_DTYPES[datatype]).reshape(shape)
 
 
 def _check_integers(flat: list[Any], kinds: set[type], datatype: str, name: str) -> None:
     if not kinds <= {int}:
-        raise InvalidArgumentError(
-            f"Unable to parse 'data' of input '{name}': {datatype} elements must be integers"
-        )
+        raise InvalidArgumentError(f"Unable to parse 'data' of input '{name}': {datatype} elements must be integers")
     if not flat:
         return
     info = np.iinfo(NUMPY_DTYPES[datatype])
@@ -152,24 +143,20 @@ def json_data(tensor: Tensor) -> Any:
     """The flat JSON `data` of a tensor (FP32 widened to double, as Triton prints it)."""
     name, datatype = tensor.name, tensor.datatype
     if datatype in _JSON_ONLY_BINARY:
-        raise InvalidArgumentError(
-            f"output '{name}' of datatype {datatype} can only be returned as binary data"
-        )
+        raise InvalidArgumentError(f"output '{name}' of datatype {datatype} can only be returned as binary data")
     flat = tensor.data.reshape(-1)
     if datatype == "BYTES":
         try:
             return [item.decode() if isinstance(item, bytes) else str(item) for item in flat]
         except UnicodeDecodeError:
             raise InvalidArgumentError(
-                f"output '{name}' is not valid UTF-8 and cannot be returned as JSON; "
-                "request it as binary data"
+                f"output '{name}' is not valid UTF-8 and cannot be returned as JSON; request it as binary data"
             ) from None
     array = np.ascontiguousarray(flat, dtype=NUMPY_DTYPES[datatype])
     if datatype in ("FP32", "FP64"):
         array = array.astype(np.float64)
         if not np.isfinite(array).all():
             raise InvalidArgumentError(
-                f"output '{name}' contains NaN or Infinity, which JSON cannot represent; "
-                "request it as binary data"
+                f"output '{name}' contains NaN or Infinity, which JSON cannot represent; request it as binary data"
             )
     return array

@@ -21,9 +21,7 @@ class ApiPolicy:
     the refusal, as Triton does ("API" on HTTP, "protocol" on gRPC).
     """
 
-    def __init__(
-        self, restrictions: tuple[Restriction, ...], header_prefix: str = "", noun: str = "API"
-    ) -> None:
+    def __init__(self, restrictions: tuple[Restriction, ...], header_prefix: str = "", noun: str = "API") -> None:
         self._noun = noun
         self._by_category: dict[str, tuple[str, bytes]] = {}
         for restriction in restrictions:

@@ -245,9 +245,7 @@ async def test_model_log_lines_are_escaped(backend: PythonBackend, caplog: pytes
     model = await load(backend, MODELS / "slow")
     forged = "hello\nERROR forged line\x1b[31m"
     with caplog.at_level(logging.INFO):
-        await model.instances[0].execute(
-            [request("slow", {"log": forged}, INPUT0=np.ones((1, 1), np.float32))]
-        )
+        await model.instances[0].execute([request("slow", {"log": forged}, INPUT0=np.ones((1, 1), np.float32))])
     messages = [r.getMessage() for r in caplog.records if "hello" in r.getMessage()]
     assert len(messages) == 1
     assert "\n" not in messages[0] and "\x1b" not in messages[0]
@@ -273,9 +271,7 @@ async def test_exception_in_execute_fails_the_batch_without_traceback(backend: P
     model = await load(backend, MODELS / "error_raise")
     instance = model.instances[0]
     with pytest.raises(InternalError) as info:
-        await instance.execute(
-            [request("error_raise", INPUT0=fp32(1)), request("error_raise", INPUT0=fp32(2))]
-        )
+        await instance.execute([request("error_raise", INPUT0=fp32(1)), request("error_raise", INPUT0=fp32(2))])
     assert info.value.message == (
         "Failed to process the request(s) for model 'error_raise_0_0', message: ValueError: boom in execute"
     )
@@ -349,9 +345,7 @@ async def test_crash_fails_in_flight_requests_and_spares_the_rest(
     # the sibling instance and other models still serve
     response = only(await sibling.execute([request(model_name, INPUT0=fp32(5))]))
     np.testing.assert_array_equal(response.outputs[0].data, fp32(5))
-    response = only(
-        await other.instances[0].execute([request("identity", INPUT0=np.ones((1, 2), np.float32))])
-    )
+    response = only(await other.instances[0].execute([request("identity", INPUT0=np.ones((1, 2), np.float32))]))
     assert response.outputs[0].shape == (1, 2)
     await model.unload()  # unloading a model with a dead instance works
 
@@ -377,15 +371,11 @@ async def test_auto_complete_fills_the_config_and_the_model_serves(backend: Pyth
     config = await backend.auto_complete_config(partial, str(model_dir), str(model_dir / "1"))
     assert config.max_batch_size == 4
     assert config.HasField("dynamic_batching")
-    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
-        ("INPUT0", model_config_pb2.TYPE_FP32, [2])
-    ]
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("INPUT0", model_config_pb2.TYPE_FP32, [2])]
     assert [(o.name, list(o.dims)) for o in config.output] == [("OUTPUT0", [2])]
     assert partial.max_batch_size == 0  # the input is not mutated
     model = await load(backend, model_dir, config=config)
-    response = only(
-        await model.instances[0].execute([request("auto_complete", INPUT0=np.ones((3, 2), np.float32))])
-    )
+    response = only(await model.instances[0].execute([request("auto_complete", INPUT0=np.ones((3, 2), np.float32))]))
     np.testing.assert_array_equal(response.outputs[0].data, np.full((3, 2), 2, np.float32))
 
 
@@ -397,9 +387,7 @@ async def test_auto_complete_without_the_hook_keeps_the_config(backend: PythonBa
 
 
 @pytest.mark.parametrize("filename", ["../config.pbtxt", "/etc/passwd", "escape.py", "missing.py"])
-async def test_model_file_must_stay_in_the_version_dir(
-    backend: PythonBackend, tmp_path: Path, filename: str
-) -> None:
+async def test_model_file_must_stay_in_the_version_dir(backend: PythonBackend, tmp_path: Path, filename: str) -> None:
     model_dir = tmp_path / "confined"
     (model_dir / "1").mkdir(parents=True)
     (model_dir / "config.pbtxt").write_text('backend: "python"')

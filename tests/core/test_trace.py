@@ -29,9 +29,7 @@ def test_trace_file_cannot_change_at_run_time() -> None:
 def test_a_level_needs_a_trace_file() -> None:
     with pytest.raises(InvalidArgumentError, match="trace file name is not given"):
         TraceSettings().update({"trace_level": ["TIMESTAMPS"]})
-    assert TraceSettings(file="/tmp/t.json").update({"trace_level": ["TIMESTAMPS"]})["trace_level"] == [
-        "TIMESTAMPS"
-    ]
+    assert TraceSettings(file="/tmp/t.json").update({"trace_level": ["TIMESTAMPS"]})["trace_level"] == ["TIMESTAMPS"]
 
 
 @pytest.mark.parametrize(

@@ -38,10 +38,7 @@ def _error(request: InferRequest, spec: ModelSpec) -> str:
 
 
 def test_a_good_request_passes_with_its_batch_size() -> None:
-    assert (
-        check_request(InferRequest("add_sub", [_fp32("INPUT0", (4,)), _fp32("INPUT1", (4,))]), _spec(ADD_SUB))
-        == 1
-    )
+    assert check_request(InferRequest("add_sub", [_fp32("INPUT0", (4,)), _fp32("INPUT1", (4,))]), _spec(ADD_SUB)) == 1
     assert check_request(InferRequest("identity", [_fp32("INPUT0", (3, 5))]), _spec(IDENTITY)) == 3
 
 
@@ -91,7 +88,5 @@ def test_duplicate_input() -> None:
 
 
 def test_unknown_requested_output() -> None:
-    request = InferRequest(
-        "add_sub", [_fp32("INPUT0", (4,)), _fp32("INPUT1", (4,))], outputs=[RequestedOutput("OUT")]
-    )
+    request = InferRequest("add_sub", [_fp32("INPUT0", (4,)), _fp32("INPUT1", (4,))], outputs=[RequestedOutput("OUT")])
     assert _error(request, _spec(ADD_SUB)) == "unexpected inference output 'OUT' for model 'add_sub'"

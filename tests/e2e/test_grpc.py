@@ -147,9 +147,7 @@ def test_typed_contents_come_back_raw(stub: service_pb2_grpc.GRPCInferenceServic
 
 def test_typed_bytes_contents(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> None:
     contents = pb.InferTensorContents(bytes_contents=[b"ab", b"", b"xyz"])
-    tensor = pb.ModelInferRequest.InferInputTensor(
-        name="INPUT0", datatype="BYTES", shape=[3], contents=contents
-    )
+    tensor = pb.ModelInferRequest.InferInputTensor(name="INPUT0", datatype="BYTES", shape=[3], contents=contents)
     response = stub.ModelInfer(pb.ModelInferRequest(model_name="string_identity", inputs=[tensor]))
     assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [
         ("OUTPUT0", "BYTES", [3]),

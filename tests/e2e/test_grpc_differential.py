@@ -73,9 +73,7 @@ def test_error_matches_triton(
 
 
 def _infer(stub: Any, model: str, *inputs: Any, raw: tuple[bytes, ...] = ()) -> Any:
-    return stub.ModelInfer(
-        pb.ModelInferRequest(model_name=model, id="d", inputs=inputs, raw_input_contents=raw)
-    )
+    return stub.ModelInfer(pb.ModelInferRequest(model_name=model, id="d", inputs=inputs, raw_input_contents=raw))
 
 
 def _tensor(name: str, datatype: str, shape: tuple[int, ...], **kw: Any) -> Any:

@@ -160,9 +160,7 @@ CASES: list[tuple[str, tuple[str, Any], grpc.StatusCode, str]] = [
     ),
     (
         "contents-count",
-        _infer(
-            _in("INPUT0", contents=pb.InferTensorContents(fp32_contents=[1])), _in("INPUT1", contents=FP32)
-        ),
+        _infer(_in("INPUT0", contents=pb.InferTensorContents(fp32_contents=[1])), _in("INPUT1", contents=FP32)),
         INVALID,
         "[request id: <id_unknown>] input byte size mismatch for input 'INPUT0' for model 'add_sub'. "
         "Expected 16, got 4",
@@ -171,8 +169,7 @@ CASES: list[tuple[str, tuple[str, Any], grpc.StatusCode, str]] = [
         "raw-too-short",
         _infer(_in("INPUT0"), _in("INPUT1"), raw=(FOUR, FOUR[:8]), id="short"),
         INVALID,
-        "[request id: short] input byte size mismatch for input 'INPUT1' for model 'add_sub'. "
-        "Expected 16, got 8",
+        "[request id: short] input byte size mismatch for input 'INPUT1' for model 'add_sub'. Expected 16, got 8",
     ),
     (
         "raw-too-long",
@@ -185,8 +182,7 @@ CASES: list[tuple[str, tuple[str, Any], grpc.StatusCode, str]] = [
         "bytes-truncated",
         _infer(_in("INPUT0", "BYTES", (3,)), raw=(STRINGS[:-1],), model="string_identity"),
         INVALID,
-        "incomplete string data for inference input 'INPUT0', expecting string of length 3 "
-        "but only 2 bytes available",
+        "incomplete string data for inference input 'INPUT0', expecting string of length 3 but only 2 bytes available",
     ),
     (
         "bytes-count",
@@ -229,15 +225,13 @@ CASES: list[tuple[str, tuple[str, Any], grpc.StatusCode, str]] = [
         "wrong-datatype",
         _infer(_in("INPUT0", "INT32"), _in("INPUT1"), raw=(FOUR, FOUR)),
         INVALID,
-        "[request id: <id_unknown>] inference input 'INPUT0' data-type is 'INT32', "
-        "but model 'add_sub' expects 'FP32'",
+        "[request id: <id_unknown>] inference input 'INPUT0' data-type is 'INT32', but model 'add_sub' expects 'FP32'",
     ),
     (
         "wrong-shape",
         _infer(_in("INPUT0", shape=(2, 2)), _in("INPUT1"), raw=(FOUR, FOUR)),
         INVALID,
-        "[request id: <id_unknown>] unexpected shape for input 'INPUT0' for model 'add_sub'. "
-        "Expected [4], got [2,2]. ",
+        "[request id: <id_unknown>] unexpected shape for input 'INPUT0' for model 'add_sub'. Expected [4], got [2,2]. ",
     ),
     (
         "missing-input",
@@ -256,8 +250,7 @@ CASES: list[tuple[str, tuple[str, Any], grpc.StatusCode, str]] = [
         "negative-dimension",
         _infer(_in("INPUT0", shape=(-4,)), _in("INPUT1"), raw=(FOUR, FOUR)),
         INVALID,
-        "[request id: <id_unknown>] invalid shape [-4] for input 'INPUT0' for model 'add_sub', "
-        "dimensions must be >= 0",
+        "[request id: <id_unknown>] invalid shape [-4] for input 'INPUT0' for model 'add_sub', dimensions must be >= 0",
     ),
     (
         "huge-shape",
@@ -367,7 +360,5 @@ def test_restricted_protocol(restricted: ServerProcess, path: str) -> None:
         except grpc.RpcError as exc:  # past the check: the RPC's own answer to an empty request
             assert exc.code() != grpc.StatusCode.UNAVAILABLE or exc.details() != RESTRICTED
         assert (
-            service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            .ServerReady(pb.ServerReadyRequest(), metadata=key)
-            .ready
+            service_pb2_grpc.GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), metadata=key).ready
         )

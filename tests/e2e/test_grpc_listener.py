@@ -59,9 +59,7 @@ async def test_tls(core: InferenceServer, pki: dict[str, str]) -> None:
     frontend = GrpcFrontend(core, _options(core, tls=tls))
     host, port = await frontend.start()
     try:
-        async with aioclient.InferenceServerClient(
-            f"{host}:{port}", ssl=True, root_certificates=pki["ca"]
-        ) as client:
+        async with aioclient.InferenceServerClient(f"{host}:{port}", ssl=True, root_certificates=pki["ca"]) as client:
             assert await client.is_server_live()
         async with aioclient.InferenceServerClient(f"{host}:{port}") as plain:
             with pytest.raises(InferenceServerException):
@@ -84,9 +82,7 @@ async def test_mutual_tls_requires_a_client_certificate(core: InferenceServer, p
             certificate_chain=pki["client_cert"],
         ) as client:
             assert await client.is_server_live()
-        async with aioclient.InferenceServerClient(
-            target, ssl=True, root_certificates=pki["ca"]
-        ) as anonymous:
+        async with aioclient.InferenceServerClient(target, ssl=True, root_certificates=pki["ca"]) as anonymous:
             with pytest.raises(InferenceServerException):
                 await anonymous.is_server_live(client_timeout=5)
     finally:
@@ -95,9 +91,7 @@ async def test_mutual_tls_requires_a_client_certificate(core: InferenceServer, p
 
 async def test_missing_certificate_names_the_flag(core: InferenceServer, tmp_path: Path) -> None:
     missing = str(tmp_path / "absent.pem")
-    frontend = GrpcFrontend(
-        core, _options(core, tls=TlsOptions(True, server_cert=missing, server_key=missing))
-    )
+    frontend = GrpcFrontend(core, _options(core, tls=TlsOptions(True, server_cert=missing, server_key=missing)))
     with pytest.raises(InvalidArgumentError) as info:
         await frontend.start()
     assert info.value.message.startswith(f"--grpc-server-key: cannot read '{missing}'")

@@ -125,9 +125,7 @@ def test_batched_identity_and_compression(client: httpclient.InferenceServerClie
 
 
 def test_fp32_json_output_is_widened_like_triton(server: ServerProcess) -> None:
-    body = json.dumps(
-        {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 1], "data": [0.1]}]}
-    ).encode()
+    body = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 1], "data": [0.1]}]}).encode()
     status, headers, reply = request(server, "POST", "/v2/models/identity/infer", body)
     assert status == 200 and headers["content-type"] == "application/json"
     assert b'"data":[0.10000000149011612]' in reply
@@ -138,9 +136,7 @@ def test_request_level_binary_output(server: ServerProcess) -> None:
         "parameters": {"binary_data_output": True},
         "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}],
     }
-    status, headers, reply = request(
-        server, "POST", "/v2/models/identity/infer", json.dumps(document).encode()
-    )
+    status, headers, reply = request(server, "POST", "/v2/models/identity/infer", json.dumps(document).encode())
     assert status == 200 and headers["content-type"] == "application/octet-stream"
     length = int(headers["inference-header-content-length"])
     header = json.loads(reply[:length])
@@ -163,9 +159,7 @@ def test_raw_binary_request(server: ServerProcess) -> None:
 def test_gzip_request_body(server: ServerProcess) -> None:
     document = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
     body = gzip.compress(json.dumps(document).encode())
-    status, _, reply = request(
-        server, "POST", "/v2/models/identity/infer", body, {"Content-Encoding": "gzip"}
-    )
+    status, _, reply = request(server, "POST", "/v2/models/identity/infer", body, {"Content-Encoding": "gzip"})
     assert status == 200 and json.loads(reply)["outputs"][0]["data"] == [1.0, 2.0]
 
 

@@ -133,8 +133,7 @@ def _infer_body(*inputs: dict[str, Any], **top: Any) -> bytes:
         ),
         (
             _infer_body(_fp32(data=[1, 2, 3, 4]), parameters={"triton_x": 1}),
-            "parameter keys starting with 'triton_' are reserved for Triton usage "
-            "and should not be specified.",
+            "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified.",
         ),
         (
             b'{"inputs":[],"x":' + b"[" * 200 + b"]" * 200 + b"}",
@@ -171,9 +170,7 @@ def test_core_validation_errors_are_400(server: ServerProcess) -> None:
 
 
 def _binary_request(sizes: tuple[int, int], payload: bytes) -> tuple[bytes, str]:
-    header = _infer_body(
-        *(_fp32(f"INPUT{i}", parameters={"binary_data_size": s}) for i, s in enumerate(sizes))
-    )
+    header = _infer_body(*(_fp32(f"INPUT{i}", parameters={"binary_data_size": s}) for i, s in enumerate(sizes)))
     return header + payload, str(len(header))
 
 
@@ -236,10 +233,7 @@ def test_corrupt_compressed_body(server: ServerProcess) -> None:
 
 
 def test_unsupported_content_encoding(server: ServerProcess) -> None:
-    head = (
-        b"POST /v2/models/add_sub/infer HTTP/1.1\r\nHost: x\r\n"
-        b"Content-Encoding: br\r\nContent-Length: 2\r\n\r\n{}"
-    )
+    head = b"POST /v2/models/add_sub/infer HTTP/1.1\r\nHost: x\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\n{}"
     status, headers, message = _raw(server, head)
     assert (status, message) == (501, "Unsupported compression type")
     assert headers["accept-encoding"] == "gzip, deflate"
@@ -258,9 +252,7 @@ def test_oversized_headers(server: ServerProcess) -> None:
 
 def test_binary_bytes_with_a_bad_length_prefix(server: ServerProcess) -> None:
     payload = struct.pack("<I", 1000) + b"ab"
-    header = _infer_body(
-        {"name": "INPUT0", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}}
-    )
+    header = _infer_body({"name": "INPUT0", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}})
     result = _error(
         server,
         "POST",

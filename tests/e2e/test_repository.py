@@ -86,9 +86,7 @@ def test_config_name_and_version_policy(tmp_path: Path) -> None:
     shutil.copytree(repo / "identity" / "1", repo / "identity" / "3")
     (repo / "identity" / "configs").mkdir()
     config = (repo / "identity" / "config.pbtxt").read_text()
-    (repo / "identity" / "configs" / "two.pbtxt").write_text(
-        config + "version_policy: { latest: { num_versions: 2 } }"
-    )
+    (repo / "identity" / "configs" / "two.pbtxt").write_text(config + "version_policy: { latest: { num_versions: 2 } }")
     server = start_seawall("--model-config-name=two", repository=repo)
     try:
         client = httpclient.InferenceServerClient(server.http)
@@ -103,18 +101,14 @@ def test_config_name_and_version_policy(tmp_path: Path) -> None:
 
 @pytest.fixture
 def crashing(tmp_path: Path) -> Iterator[ServerProcess]:
-    repo = _repository(
-        tmp_path, (EXAMPLES / "add_sub", "add_sub"), (TEST_MODELS / "crash_exit", "crash_exit")
-    )
+    repo = _repository(tmp_path, (EXAMPLES / "add_sub", "add_sub"), (TEST_MODELS / "crash_exit", "crash_exit"))
     server = start_seawall(repository=repo)
     yield server
     server.stop()
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_a_crashing_model_fails_its_requests_and_the_server_stays_up(
-    crashing: ServerProcess, protocol: str
-) -> None:
+def test_a_crashing_model_fails_its_requests_and_the_server_stays_up(crashing: ServerProcess, protocol: str) -> None:
     data = np.ones(3, dtype=np.float32)
     if protocol == "http":
         http_client = httpclient.InferenceServerClient(crashing.http)

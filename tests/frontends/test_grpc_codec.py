@@ -84,8 +84,7 @@ def test_raw_bytes_elements_are_split() -> None:
                 [_input("INPUT0", contents=pb.InferTensorContents(fp32_contents=[1] * 4)), _input("INPUT1")],
                 [FOUR],
             ),
-            "contents field must not be specified when using raw_input_contents for 'INPUT0' "
-            "for model 'add_sub'",
+            "contents field must not be specified when using raw_input_contents for 'INPUT0' for model 'add_sub'",
         ),
         (
             _request([_input("INPUT0"), _input("INPUT1")], [FOUR]),
@@ -117,8 +116,7 @@ def test_raw_bytes_elements_are_split() -> None:
         ),
         (
             _request([_input("INPUT0"), _input("INPUT1")], [FOUR, FOUR[:7]], id="r9"),
-            "[request id: r9] input byte size mismatch for input 'INPUT1' for model 'add_sub'. "
-            "Expected 16, got 7",
+            "[request id: r9] input byte size mismatch for input 'INPUT1' for model 'add_sub'. Expected 16, got 7",
         ),
         (
             _request([_input("INPUT0", "FOO")], [FOUR]),
@@ -131,13 +129,11 @@ def test_raw_bytes_elements_are_split() -> None:
         ),
         (
             _request([_input("S", "BYTES", (3,), contents=pb.InferTensorContents(bytes_contents=[b"a"]))]),
-            "[request id: <id_unknown>] expected 3 string elements for inference input 'S' "
-            "for model 'add_sub', got 1",
+            "[request id: <id_unknown>] expected 3 string elements for inference input 'S' for model 'add_sub', got 1",
         ),
         (
             _request([_input("S", "BYTES", (3,))], [_strings(b"ab", b"", b"xyz")[:-1]]),
-            "incomplete string data for inference input 'S', expecting string of length 3 "
-            "but only 2 bytes available",
+            "incomplete string data for inference input 'S', expecting string of length 3 but only 2 bytes available",
         ),
         (
             _request([_input("S", "BYTES", (3,))], [_strings(b"ab", b"", b"xyz") + b"\x00"]),
@@ -172,16 +168,10 @@ def test_limits_are_checked_before_allocating() -> None:
     small = Limits(max_tensor_elements=100, max_tensor_bytes=64)
     huge = _error(_request([_input("INPUT0", shape=(1 << 62, 1 << 62, 1 << 62))], [FOUR]), small)
     assert isinstance(huge, ResourceExhaustedError)
-    assert (
-        huge.message
-        == "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' has more than 100 elements"
-    )
+    assert huge.message == "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' has more than 100 elements"
     too_big = _error(_request([_input("INPUT0", "FP64", (10,))], [b"\x00" * 80]), small)
     assert isinstance(too_big, ResourceExhaustedError)
-    assert (
-        too_big.message
-        == "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' is larger than 64 bytes"
-    )
+    assert too_big.message == "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' is larger than 64 bytes"
     typed = _request([_input("INPUT0", shape=(1 << 40,), contents=pb.InferTensorContents(fp32_contents=[1]))])
     assert isinstance(_error(typed, small), ResourceExhaustedError)
     many = _request([_input(f"I{i}") for i in range(3)], [FOUR] * 3)
@@ -192,8 +182,7 @@ def test_too_many_dimensions() -> None:
     error = _error(_request([_input("INPUT0", shape=(1,) * 65)], [FOUR]))
     assert isinstance(error, InvalidArgumentError)
     assert (
-        error.message
-        == "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' has 65 dimensions, more than 64"
+        error.message == "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' has 65 dimensions, more than 64"
     )
 
 

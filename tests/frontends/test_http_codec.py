@@ -69,9 +69,7 @@ def test_nested_data_is_flattened_row_major() -> None:
         ("FP16", [1, 2, 3, 4], "datatype FP16 of input 'IN' cannot be sent as JSON"),
     ],
 )
-def test_json_values_of_the_wrong_type_or_range_are_refused(
-    datatype: str, data: list[Any], fragment: str
-) -> None:
+def test_json_values_of_the_wrong_type_or_range_are_refused(datatype: str, data: list[Any], fragment: str) -> None:
     assert fragment in _error({"inputs": [_input(datatype=datatype, data=data)]})
 
 
@@ -151,14 +149,10 @@ def test_binary_inputs_are_views_of_the_body() -> None:
 
 def test_binary_size_errors_use_tritons_messages() -> None:
     doc = {"inputs": [_input(parameters={"binary_data_size": 16})]}
-    assert (
-        _error(doc, b"x" * 8) == "unexpected size for input 'IN', expecting 16 additional bytes for model 'm'"
-    )
+    assert _error(doc, b"x" * 8) == "unexpected size for input 'IN', expecting 16 additional bytes for model 'm'"
     assert _error(doc, b"x" * 20) == "unexpected additional input data for model 'm'"
     doc = {"inputs": [_input(parameters={"binary_data_size": 12})]}
-    assert "input byte size mismatch for input 'IN' for model 'm'. Expected 16, got 12" in _error(
-        doc, b"x" * 12
-    )
+    assert "input byte size mismatch for input 'IN' for model 'm'. Expected 16, got 12" in _error(doc, b"x" * 12)
 
 
 def test_binary_bytes_elements() -> None:

@@ -51,9 +51,7 @@ def stub_settings(lookup: Mapping[str, str]) -> StubSettings:
         except ValueError:
             values[key] = 0
         if values[key] <= 0:
-            raise InvalidArgumentError(
-                f"backend setting '{key}' of backend 'python' must be a positive integer"
-            )
+            raise InvalidArgumentError(f"backend setting '{key}' of backend 'python' must be a positive integer")
     return StubSettings(
         shm_default_bytes=values["shm-default-byte-size"],
         shm_growth_bytes=values["shm-growth-byte-size"],
@@ -158,9 +156,7 @@ class PythonBackend:
         config = context.config
         settings = stub_settings(context.backend_settings)
         if config.model_transaction_policy.decoupled:
-            raise UnsupportedError(
-                f"decoupled model '{context.name}' is not supported by the python backend yet"
-            )
+            raise UnsupportedError(f"decoupled model '{context.name}' is not supported by the python backend yet")
         model_file = model_file_path(config, context.version_dir, context.name)
         configured = {output.name: _datatype(output.data_type) for output in config.output}
         base_args = {
@@ -197,9 +193,7 @@ class PythonBackend:
         self._models.add(model)
         return model
 
-    async def auto_complete_config(
-        self, config: ModelConfig, model_dir: str, version_dir: str
-    ) -> ModelConfig:
+    async def auto_complete_config(self, config: ModelConfig, model_dir: str, version_dir: str) -> ModelConfig:
         """Run the model's static auto_complete_config in a throw-away stub and merge what it may set.
 
         Raises:
@@ -209,10 +203,7 @@ class PythonBackend:
         """
         name = config.name or os.path.basename(model_dir)
         settings = stub_settings(
-            {
-                key: self._options.setting(BACKEND_NAME, key, str(default))
-                for key, default in _SETTINGS.items()
-            }
+            {key: self._options.setting(BACKEND_NAME, key, str(default)) for key, default in _SETTINGS.items()}
         )
         model_file = model_file_path(config, version_dir, name)
         stub = StubProcess(f"{name} (auto-complete)", StubSettings(4096, 4096, settings.timeout_s), None)
@@ -261,9 +252,7 @@ def merge_completed_config(config: ModelConfig, completed: object, name: str) ->
             raise TypeError("not a dict")
         json_format.ParseDict(completed, parsed)
     except (json_format.ParseError, TypeError, ValueError) as exc:
-        raise InvalidArgumentError(
-            f"auto-complete of model '{name}' produced an invalid configuration: {exc}"
-        ) from exc
+        raise InvalidArgumentError(f"auto-complete of model '{name}' produced an invalid configuration: {exc}") from exc
     result.max_batch_size = parsed.max_batch_size
     del result.input[:]
     result.input.extend(parsed.input)

@@ -52,9 +52,7 @@ class InstanceSpec:
 class PythonModelInstance:
     """A ModelInstance backed by one stub process."""
 
-    def __init__(
-        self, spec: InstanceSpec, settings: StubSettings, report_unavailable: Callable[[str], None]
-    ) -> None:
+    def __init__(self, spec: InstanceSpec, settings: StubSettings, report_unavailable: Callable[[str], None]) -> None:
         self._spec = spec
         self._settings = settings
         self._report_unavailable = report_unavailable
@@ -158,9 +156,7 @@ class PythonModelInstance:
             descriptors = header["i"]
             assert isinstance(descriptors, list)
             for tensor in request.inputs:
-                descriptors.append(
-                    [tensor.name, tensor.datatype, tensor.shape, offsets[index], len(payloads[index])]
-                )
+                descriptors.append([tensor.name, tensor.datatype, tensor.shape, offsets[index], len(payloads[index])])
                 index += 1
         return message
 
@@ -187,9 +183,7 @@ class PythonModelInstance:
                 raise ipc.ProtocolError("bad error entry")
             code, text = entry["e"]
             known = type(code) is int and 0 <= code < len(_TRITON_ERROR_CODES)
-            return error_for_code(
-                _TRITON_ERROR_CODES[code] if known else Code.INTERNAL, self._hide(str(text))
-            )
+            return error_for_code(_TRITON_ERROR_CODES[code] if known else Code.INTERNAL, self._hide(str(text)))
         assert self._process.outputs is not None
         outputs: list[Tensor] = []
         failure: SeawallError | None = None
@@ -203,17 +197,13 @@ class PythonModelInstance:
             return failure
         return InferResponse(self._spec.model_name, self._spec.model_version, outputs, id=request.id)
 
-    def _check_output(
-        self, name: str, datatype: str, failure: SeawallError | None
-    ) -> tuple[str, SeawallError | None]:
+    def _check_output(self, name: str, datatype: str, failure: SeawallError | None) -> tuple[str, SeawallError | None]:
         """The datatype to report (UINT16 bits are BF16 when configured so) and the first mismatch."""
         if not self._spec.output_types or failure is not None:
             return datatype, failure
         expected = self._spec.output_types.get(name)
         if expected is None:
-            return datatype, InternalError(
-                f"unexpected inference output '{name}' for model '{self._spec.model_name}'"
-            )
+            return datatype, InternalError(f"unexpected inference output '{name}' for model '{self._spec.model_name}'")
         if expected == "BF16" and datatype == "UINT16":
             return "BF16", None
         if expected != datatype:

@@ -215,9 +215,7 @@ class _Stub:
                 f"and InferenceResponse(s) size is {len(responses)}"
             )
 
-    def _write_responses(
-        self, requests: Sequence[UserObject], responses: Sequence[UserObject]
-    ) -> list[object]:
+    def _write_responses(self, requests: Sequence[UserObject], responses: Sequence[UserObject]) -> list[object]:
         """Place every requested output in the output region; returns the per-response entries."""
         assert self._pb is not None
         entries: list[object] = []

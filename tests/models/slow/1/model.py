@@ -36,8 +36,6 @@ class TritonPythonModel:
             batch = data.shape[0]
             text = np.array([[json.dumps(seen).encode()]] * batch, dtype=np.object_)
             responses.append(
-                pb_utils.InferenceResponse(
-                    [pb_utils.Tensor("OUTPUT0", data), pb_utils.Tensor("REQUEST", text)]
-                )
+                pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", data), pb_utils.Tensor("REQUEST", text)])
             )
         return responses
