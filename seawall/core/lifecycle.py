@@ -37,6 +37,7 @@ class ModelVersion:
     spec: ModelSpec | None = None
     model: Model | None = None
     scheduler: Scheduler | None = None
+    labels: dict[str, list[str]] = field(default_factory=dict)  # output → class labels (classification)
     stats: StatsRecorder = field(init=False)
 
     def __post_init__(self) -> None:
@@ -195,6 +196,11 @@ class ModelLifecycle:
             auto_complete=self._options.repository.auto_complete_config,
             report_unavailable=report_unavailable,
         )
+        try:
+            entry.labels = read_labels(config, location.path)
+        except SeawallError as error:
+            entry.state, entry.reason = ModelState.UNAVAILABLE, error.message
+            return
         attempts = 1 + max(0, self._options.repository.load_retry_count)
         for attempt in range(attempts):
             try:
@@ -240,3 +246,29 @@ def _guess_backend(model_dir: str) -> str:
             if os.path.isfile(os.path.join(model_dir, str(number), filename)):
                 return backend
     return ""
+
+
+MAX_LABEL_FILE_BYTES = 16 * 1024 * 1024
+
+
+def read_labels(config: ModelConfig, model_dir: str) -> dict[str, list[str]]:
+    """The label files of the config's outputs, one label per line, confined to the model directory.
+
+    Raises:
+        InvalidArgumentError: a label file is missing, too large, or resolves outside the model directory.
+    """
+    labels: dict[str, list[str]] = {}
+    root = os.path.realpath(model_dir)
+    for output in config.output:
+        if not output.label_filename:
+            continue
+        path = os.path.realpath(os.path.join(root, output.label_filename))
+        if os.path.commonpath([path, root]) != root or not os.path.isfile(path):
+            raise InvalidArgumentError(
+                f"label file of output '{output.name}' must be a file inside the model directory"
+            )
+        if os.path.getsize(path) > MAX_LABEL_FILE_BYTES:
+            raise InvalidArgumentError(f"label file of output '{output.name}' is too large")
+        with open(path, encoding="utf-8", errors="replace") as file:
+            labels[output.name] = file.read().splitlines()
+    return labels

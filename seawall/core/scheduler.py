@@ -27,6 +27,7 @@ class _Pending:
     batch_size: int
     future: asyncio.Future[InferResponse]
     enqueued_ns: int
+    deadline_ns: int  # 0: may wait forever
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,17 +37,31 @@ class BatchPolicy:
     max_batch_size: int = 0  # 0: one request per execution
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_ns: int = 0
+    default_timeout_ns: int = 0  # queue policy: 0 = none
+    allow_timeout_override: bool = False
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> BatchPolicy:
-        if not config.HasField("dynamic_batching") or config.max_batch_size <= 0:
+        if not config.HasField("dynamic_batching"):
             return cls()
         batching = config.dynamic_batching
+        queue = batching.default_queue_policy
         return cls(
-            max_batch_size=config.max_batch_size,
+            max_batch_size=max(config.max_batch_size, 0),
             preferred_batch_sizes=tuple(sorted(batching.preferred_batch_size)),
             max_queue_delay_ns=batching.max_queue_delay_microseconds * 1000,
+            default_timeout_ns=queue.default_timeout_microseconds * 1000,
+            allow_timeout_override=queue.allow_timeout_override,
         )
+
+    def timeout_ns(self, requested_ns: int) -> int:
+        """The queue timeout of a request: the policy's, which a request may shorten (or replace when
+        the policy allows overrides)."""
+        if not requested_ns:
+            return self.default_timeout_ns
+        if self.allow_timeout_override or not self.default_timeout_ns:
+            return requested_ns
+        return min(requested_ns, self.default_timeout_ns)
 
 
 class Scheduler:
@@ -89,17 +104,19 @@ class Scheduler:
     def _has_healthy_instance(self) -> bool:
         return any(i.is_healthy() for i in self._instances)
 
-    async def enqueue(self, request: InferRequest, batch_size: int) -> InferResponse:
-        """Queue `request` and wait for its response.
+    async def enqueue(self, request: InferRequest, batch_size: int, timeout_ns: int = 0) -> InferResponse:
+        """Queue `request` and wait for its response; it is refused if still queued after its timeout.
 
         Raises:
-            UnavailableError: the scheduler is stopped or no instance is healthy.
+            UnavailableError: the scheduler is stopped, no instance is healthy, or the queue timeout expired.
             SeawallError: the model's error for this request.
         """
         if self._stopped or not self._has_healthy_instance():
             raise UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
         future: asyncio.Future[InferResponse] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(request, batch_size, future, time.monotonic_ns()))
+        now = time.monotonic_ns()
+        timeout = self._policy.timeout_ns(timeout_ns)
+        self._queue.append(_Pending(request, batch_size, future, now, now + timeout if timeout else 0))
         self._stats.pending += 1
         self._wakeup.set()
         return await future
@@ -146,6 +163,12 @@ class Scheduler:
         start = time.monotonic_ns()
         self._stats.pending -= len(batch)
         live = [p for p in batch if not p.future.done()]  # a cancelled client leaves a done future
+        expired = [p for p in live if p.deadline_ns and p.deadline_ns < start]
+        for pending in expired:
+            self._stats.record_failure("REJECTED", start - pending.enqueued_ns)
+            pending.future.set_exception(UnavailableError("Request timeout expired"))
+        if expired:
+            live = [p for p in live if not p.future.done()]
         if not live:
             return
         reason = "OTHER"  # an error the model returned for one request

@@ -10,11 +10,11 @@ import logging
 import time
 from collections.abc import Mapping
 
-from seawall.core import repository
+from seawall.core import repository, tensor_io
 from seawall.core.backend import Backend, ModelConfig
 from seawall.core.control import ModelControl
 from seawall.core.lifecycle import BackendLookup, ModelLifecycle, ModelRecord, ModelVersion
-from seawall.core.log_settings import LogSettings
+from seawall.core.log_settings import LogSettings, LogValue
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace import TraceSettings
@@ -26,10 +26,11 @@ from seawall.core.types import (
     ModelState,
     ModelStatistics,
     ServerMetadata,
+    SharedMemoryRegionStatus,
     TensorMetadata,
 )
 from seawall.core.validation import check_request
-from seawall.errors import InternalError, InvalidArgumentError, NotFoundError, UnavailableError
+from seawall.errors import InternalError, InvalidArgumentError, NotFoundError, UnavailableError, UnsupportedError
 from seawall.options import Options
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class InferenceServer:
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None
         self._live = False
+        self._draining = False
+        self._inflight = 0  # inference requests accepted and not yet answered (event loop thread)
 
     async def start(self) -> None:
         """Scan the repositories and load the models the control mode asks for.
@@ -107,6 +110,7 @@ class InferenceServer:
         self._live = False
         if self._control is not None:
             await self._control.stop()
+        self.shared_memory.close()
         if self._lifecycle is not None:
             await self._lifecycle.unload_all()
         registry, self._registry = self._registry, None
@@ -118,7 +122,7 @@ class InferenceServer:
 
     def is_ready(self) -> bool:
         """Live, and (with strict readiness) every model the server tried to load is READY."""
-        if not self._live or self._lifecycle is None:
+        if not self._live or self._draining or self._lifecycle is None:
             return False
         if not self.options.repository.strict_readiness:
             return True
@@ -217,8 +221,9 @@ class InferenceServer:
         """
         await self._require_control().load(name, config_json, files)
 
-    async def unload_model(self, name: str) -> None:
-        """Unload every version of a model (explicit control mode).
+    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+        """Unload every version of a model (explicit control mode). No model has dependents here
+        (ensembles are not supported), so `unload_dependents` changes nothing.
 
         Raises: UnavailableError (the control mode is not explicit).
         """
@@ -265,16 +270,103 @@ class InferenceServer:
             InvalidArgumentError: inputs do not match the config (name, datatype, shape, byte size).
             SeawallError: the model's own error for this request, with its code.
         """
-        if not self._live:
-            raise UnavailableError("Server is not live")
+        if not self._live or self._draining:
+            raise UnavailableError("Server is not live" if not self._live else "Server is shutting down")
         entry = self._version(request.model_name, request.model_version)
         assert entry.spec is not None and entry.scheduler is not None
+        if any(tensor_io.SHM_REGION in t.parameters for t in request.inputs):
+            tensor_io.read_shm_inputs(request, self.shared_memory, self.options.limits)
         batch_size = check_request(request, entry.spec)
-        response = await entry.scheduler.enqueue(request, batch_size)
+        self._inflight += 1
+        try:
+            response = await entry.scheduler.enqueue(request, batch_size, _timeout_ns(request))
+        finally:
+            self._inflight -= 1
         response.model_name = request.model_name
         response.model_version = str(entry.version)
         response.id = request.id
         if request.outputs:
             wanted = {o.name for o in request.outputs}
             response.outputs = [t for t in response.outputs if t.name in wanted]
+            if any(o.parameters for o in request.outputs):
+                tensor_io.classify_outputs(request.outputs, response, entry.labels, entry.spec.max_batch_size > 0)
+                tensor_io.write_shm_outputs(request.outputs, response, self.shared_memory)
         return response
+
+    # ---------------------------------------------------------------------------------------- draining
+
+    def start_draining(self) -> None:
+        """Refuse new inference requests and report not ready; requests already accepted go on."""
+        self._draining = True
+
+    def inflight(self) -> int:
+        """Inference requests accepted and not yet answered."""
+        return self._inflight
+
+    # ---------------------------------------------------------------------------------------- logging
+
+    def log_settings_dict(self) -> dict[str, LogValue]:
+        return self.log_settings.as_dict()
+
+    def update_log_settings(self, changes: Mapping[str, LogValue | None]) -> dict[str, LogValue]:
+        """Change log levels or format at run time.
+
+        Raises: UnsupportedError (log_file), InvalidArgumentError (bad value).
+        """
+        return self.log_settings.update(changes)
+
+    # ------------------------------------------------------------------------------------------ trace
+
+    def _require_ready_model(self, model: str) -> None:
+        record = self._record(model)
+        if record is None or not any(v.is_ready() for v in record.versions.values()):
+            raise InvalidArgumentError(f"Request for unknown model : {model}")
+
+    def get_trace_settings(self, model: str = "") -> dict[str, list[str]]:
+        """Raises: InvalidArgumentError (a model that is not ready)."""
+        if model:
+            self._require_ready_model(model)
+        return self.trace_settings.get(model)
+
+    def update_trace_settings(self, changes: Mapping[str, list[str] | None], model: str = "") -> dict[str, list[str]]:
+        """Raises: UnsupportedError (trace_file), InvalidArgumentError (bad value or model not ready)."""
+        if model:
+            self._require_ready_model(model)
+        return self.trace_settings.update(changes, model)
+
+    # ---------------------------------------------------------------------------------- shared memory
+
+    def register_system_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        """Raises: UnsupportedError (disabled), InvalidArgumentError (bad name, key or range)."""
+        self.shared_memory.register(name, key, offset, byte_size)
+
+    def system_shared_memory_status(self, name: str = "") -> list[SharedMemoryRegionStatus]:
+        """Raises: UnsupportedError (disabled), NotFoundError (unknown region)."""
+        return [SharedMemoryRegionStatus(r.name, r.key, r.offset, r.byte_size) for r in self.shared_memory.status(name)]
+
+    def unregister_system_shared_memory(self, name: str = "") -> None:
+        """Raises: UnsupportedError (disabled)."""
+        self.shared_memory.unregister(name)
+
+    def register_cuda_shared_memory(self, name: str) -> None:
+        """Raises: UnsupportedError always: this server has no GPU."""
+        raise UnsupportedError(f"failed to register CUDA shared memory region '{name[:64]}': GPUs not supported")
+
+    def cuda_shared_memory_status(self, name: str = "") -> list[SharedMemoryRegionStatus]:
+        """No CUDA region can exist. Raises: NotFoundError for a named region."""
+        if name:
+            raise NotFoundError(f"Unable to find cuda shared memory region: '{name[:64]}'")
+        return []
+
+
+def _timeout_ns(request: InferRequest) -> int:
+    """The request's queue timeout (`timeout` parameter, microseconds) in nanoseconds; 0 = none.
+
+    Raises: InvalidArgumentError (not a non-negative integer).
+    """
+    timeout = request.parameters.get("timeout")
+    if timeout is None:
+        return 0
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+        raise InvalidArgumentError("'timeout' parameter must be a non-negative integer of microseconds")
+    return timeout * 1000

@@ -188,3 +188,13 @@ class ModelStatistics:
     cache_miss: Duration = Duration()
     failures_by_reason: tuple[tuple[str, int], ...] = ()  # (REJECTED|CANCELED|BACKEND|OTHER, count)
     pending_request_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SharedMemoryRegionStatus:
+    """A registered system shared memory region, as the status call reports it."""
+
+    name: str
+    key: str
+    offset: int
+    byte_size: int
