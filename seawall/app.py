@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -62,6 +63,17 @@ def _format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+async def _drain(server: InferenceServer, timeout_secs: int) -> None:
+    """Refuse new work (readiness goes false at once) and wait for accepted requests, up to the timeout."""
+    server.start_draining()
+    logger.info("Shutting down: waiting up to %ds for %d in-flight request(s)", timeout_secs, server.inflight())
+    deadline = time.monotonic() + timeout_secs
+    while server.inflight() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    if server.inflight():
+        logger.warning("exit timeout: %d request(s) still in flight are cancelled", server.inflight())
+
+
 async def serve(options: Options, log_settings: LogSettings | None = None) -> None:
     """Run the server with its frontends until SIGINT/SIGTERM, then drain and stop.
 
@@ -86,7 +98,7 @@ async def serve(options: Options, log_settings: LogSettings | None = None) -> No
         # one parseable line with every bound address, for tests and orchestration
         logger.info("Seawall ready: %s", " ".join(f"{k}={v}" for k, v in bound.items()))
         await stop_requested.wait()
-        logger.info("Shutting down: draining in-flight requests")
+        await _drain(server, options.exit_timeout_secs)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
