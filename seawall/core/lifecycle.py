@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from seawall.core import model_config, repository
+from seawall.core import model_config, repoagent, repository
 from seawall.core.backend import Backend, Model, ModelConfig, ModelLoadContext
 from seawall.core.model_config import ModelSpec
 from seawall.core.scheduler import BatchPolicy, Scheduler
@@ -169,6 +169,8 @@ class ModelLifecycle:
                 )
             config = ModelConfig(name=location.name, backend=_guess_backend(location.path))
         name = config.name or location.name
+        # repository agents check the files before any model code (auto-complete included) runs
+        repoagent.run_agents(config, location.path)
         backend = self._backend_for(model_config.backend_of(config))
         if options.auto_complete_config:
             versions = repository.version_directories(location.path)

@@ -1,0 +1,88 @@
+"""Repository agents: checks that run on a model's files before any of its code runs.
+
+Imports `core.backend` (ModelConfig) and `errors`. The built-in `checksum` agent is Triton's checksum
+repository agent with SHA-256 pins: `parameters { key: "SHA256:1/model.py" value: "<hex digest>" }`.
+Every file of the model must be pinned (the configuration files that carry the pins excepted), so a file
+slipped into the model directory fails the load as surely as a changed one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+from seawall.core.backend import ModelConfig
+from seawall.errors import InvalidArgumentError, UnsupportedError
+
+_CONFIG_FILES = ("config.pbtxt",)
+_SKIPPED_DIRS = ("__pycache__",)
+_CHUNK = 1 << 20
+
+
+def run_agents(config: ModelConfig, model_dir: str) -> None:
+    """Run every agent of `model_repository_agents`, in order.
+
+    Raises:
+        UnsupportedError: an agent this server does not have.
+        InvalidArgumentError: a check failed; the message names the file, never a server path.
+    """
+    for agent in config.model_repository_agents.agents:
+        if agent.name != "checksum":
+            raise UnsupportedError(f"repository agent '{agent.name}' is not available")
+        verify_checksums(dict(agent.parameters), model_dir)
+
+
+def verify_checksums(pins: dict[str, str], model_dir: str) -> None:
+    """Check that the model's files are exactly the pinned ones, with the pinned SHA-256 digests.
+
+    Raises:
+        InvalidArgumentError: a malformed pin, a missing, changed or unpinned file.
+    """
+    root = os.path.realpath(model_dir)
+    expected: dict[str, str] = {}
+    for key, digest in pins.items():
+        algorithm, _, relative = key.partition(":")
+        if algorithm.upper() != "SHA256":
+            raise InvalidArgumentError(
+                f"checksum agent: unsupported algorithm '{algorithm[:16]}' in '{key[:128]}' (use SHA256:<path>)"
+            )
+        if not relative or os.path.isabs(relative) or ".." in relative.replace("\\", "/").split("/"):
+            raise InvalidArgumentError(f"checksum agent: '{relative[:128]}' must be a path inside the model directory")
+        expected[os.path.normpath(relative)] = digest.lower()
+    for relative in sorted(_model_files(root)):
+        if relative in _CONFIG_FILES or relative.startswith("configs" + os.sep):
+            continue
+        pinned = expected.pop(relative, None)
+        if pinned is None:
+            raise InvalidArgumentError(f"checksum agent: file '{relative}' has no SHA256 pin")
+        if not hmac.compare_digest(_sha256(os.path.join(root, relative)), pinned):
+            raise InvalidArgumentError(f"checksum agent: file '{relative}' does not match its SHA256 pin")
+    if expected:
+        raise InvalidArgumentError(f"checksum agent: pinned file '{sorted(expected)[0]}' is missing")
+
+
+def _model_files(root: str) -> list[str]:
+    """Regular files under `root`, relative; a link that leaves the model directory is refused."""
+    found: list[str] = []
+    for directory, subdirs, files in os.walk(root, followlinks=False):
+        subdirs[:] = [d for d in subdirs if d not in _SKIPPED_DIRS]
+        for name in subdirs:  # a linked directory would hide its files from the walk
+            if os.path.islink(os.path.join(directory, name)):
+                relative = os.path.relpath(os.path.join(directory, name), root)
+                raise InvalidArgumentError(f"checksum agent: directory '{relative}' is a link")
+        for name in files:
+            path = os.path.join(directory, name)
+            relative = os.path.relpath(path, root)
+            if os.path.commonpath([os.path.realpath(path), root]) != root:
+                raise InvalidArgumentError(f"checksum agent: file '{relative}' links outside the model directory")
+            found.append(relative)
+    return found
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
