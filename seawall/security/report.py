@@ -1,0 +1,103 @@
+"""The start-up security assessment: every risky setting that is on, once, as a list of findings.
+
+Imports `options` and `security.trust`. `seawall --security-report [flags]` prints the same findings and
+exits, for deployment pipelines; the server logs them as warnings at start-up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+from seawall.options import Options, TlsOptions
+from seawall.security.trust import untrusted_reason
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One risky setting: `setting` names the flag(s), `risk` says what could go wrong."""
+
+    setting: str
+    risk: str
+
+
+def is_loopback(address: str) -> bool:
+    host = address.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def assess(options: Options, euid: int | None = None) -> list[Finding]:
+    """Every risky setting of `options` on this machine, in a stable order."""
+    findings: list[Finding] = []
+    findings += _control_findings(options)
+    findings += _listener_findings(options)
+    if options.allow_client_shm:
+        findings.append(Finding("--allow-client-shm", "clients may map shared memory into the server"))
+    if not options.repository.exit_on_error:
+        findings.append(Finding("--exit-on-error=false", "the server starts with models that failed to load"))
+    if not options.repository.strict_readiness:
+        findings.append(Finding("--strict-readiness=false", "the server reports ready while models are not"))
+    for flag, path in (
+        ("--backend-directory", options.backends.backend_directory),
+        ("--repoagent-directory", options.backends.repoagent_directory),
+        ("--cache-directory", options.backends.cache_directory),
+        *(("--model-repository", p) for p in options.repository.paths),
+    ):
+        reason = untrusted_reason(path)
+        if reason is not None:
+            findings.append(Finding(flag, f"code is loaded from a path others can change: {reason}"))
+    if (os.geteuid() if euid is None else euid) == 0:
+        findings.append(Finding("user", "running as root: a compromised model owns the machine"))
+    return findings
+
+
+def _control_findings(options: Options) -> list[Finding]:
+    mode = options.repository.control_mode
+    if mode == "none":
+        return []
+    findings = []
+    if mode == "explicit":
+        unguarded = [
+            name
+            for name, restrictions in (("HTTP", options.http.restricted), ("gRPC", options.grpc.restricted))
+            if not any("model-repository" in r.categories for r in restrictions)
+        ]
+        if unguarded:
+            findings.append(
+                Finding(
+                    "--model-control-mode=explicit",
+                    f"any client can load model code: model-repository is not restricted on {', '.join(unguarded)}",
+                )
+            )
+    else:
+        findings.append(
+            Finding("--model-control-mode=poll", "whatever appears in the repository is loaded and run as code")
+        )
+    return findings
+
+
+def _listener_findings(options: Options) -> list[Finding]:
+    findings = []
+    metrics_address = options.metrics.address or options.http.address
+    listeners: list[tuple[str, bool, str, TlsOptions | None]] = [
+        ("HTTP", options.http.allow, options.http.address, options.http.tls),
+        ("GRPC", options.grpc.allow, options.grpc.address, options.grpc.tls),
+        ("Metrics", options.metrics.allow, metrics_address, getattr(options.metrics, "tls", None)),
+    ]
+    for name, allowed, address, tls in listeners:
+        if allowed and not is_loopback(address) and not (tls is not None and tls.use_ssl):
+            findings.append(
+                Finding(
+                    f"--{name.lower()}-address={address}",
+                    f"{name} is reachable from the network without TLS: requests and API keys travel in clear",
+                )
+            )
+    if options.metrics.allow:
+        findings.append(Finding("--allow-metrics", "metrics are served without authentication"))
+    return findings

@@ -1,0 +1,95 @@
+"""The security assessment on good and bad configurations, and the trust check for code directories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from seawall.options import GrpcOptions, HttpOptions, MetricsOptions, Options, RepositoryOptions, Restriction
+from seawall.security.report import assess
+from seawall.security.trust import untrusted_reason
+
+ADMIN = Restriction(("model-repository",), "admin-key", "s3cret")
+
+
+def _settings(findings: list) -> list[str]:  # type: ignore[type-arg]
+    return [f.setting for f in findings]
+
+
+def test_a_locked_down_configuration_has_no_findings(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    options = Options(
+        repository=RepositoryOptions(paths=(str(tmp_path),)),
+        metrics=MetricsOptions(allow=False),
+    )
+    assert assess(options, euid=1000) == []
+
+
+def test_risky_settings_are_each_reported(tmp_path: Path) -> None:
+    shared = tmp_path / "models"
+    shared.mkdir()
+    shared.chmod(0o777)
+    options = Options(
+        repository=RepositoryOptions(
+            paths=(str(shared),), control_mode="explicit", exit_on_error=False, strict_readiness=False
+        ),
+        http=HttpOptions(address="0.0.0.0"),
+        grpc=GrpcOptions(restricted=(ADMIN,)),
+        allow_client_shm=True,
+    )
+    findings = assess(options, euid=0)
+    assert _settings(findings) == [
+        "--model-control-mode=explicit",
+        "--http-address=0.0.0.0",
+        "--metrics-address=0.0.0.0",
+        "--allow-metrics",
+        "--allow-client-shm",
+        "--exit-on-error=false",
+        "--strict-readiness=false",
+        "--model-repository",
+        "user",
+    ]
+    explicit = findings[0].risk
+    assert "not restricted on HTTP" in explicit and "gRPC" not in explicit
+    assert "s3cret" not in repr(findings)
+
+
+def test_poll_mode_is_reported() -> None:
+    findings = assess(Options(repository=RepositoryOptions(control_mode="poll")), euid=1000)
+    assert "--model-control-mode=poll" in _settings(findings)
+
+
+def test_trust_refuses_group_or_world_writable_paths(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    plugins.chmod(0o755)
+    tmp_path.chmod(0o755)
+    assert untrusted_reason(str(plugins)) is None
+    plugins.chmod(0o775)
+    assert untrusted_reason(str(plugins)) == f"'{plugins}' is writable by its group"
+    plugins.chmod(0o757)
+    assert "writable by others" in (untrusted_reason(str(plugins)) or "")
+    plugins.chmod(0o755)
+    tmp_path.chmod(0o777)  # a writable parent lets anyone swap the directory
+    assert untrusted_reason(str(plugins)) == f"'{tmp_path}' is writable by others"
+    tmp_path.chmod(0o755)
+
+
+def test_trust_tolerates_a_sticky_parent_but_not_a_missing_path(tmp_path: Path) -> None:
+    tmp_path.chmod(0o1777)
+    inner = tmp_path / "mine"
+    inner.mkdir(mode=0o700)
+    assert untrusted_reason(str(inner)) is None
+    assert untrusted_reason(str(tmp_path / "absent")) is None
+    tmp_path.chmod(0o755)
+
+
+def test_trust_refuses_another_users_directory(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir(mode=0o755)
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a directory away")
+    os.chown(other, 12345, 12345)
+    assert untrusted_reason(str(other)) == f"'{other}' is owned by another user (uid 12345)"
