@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -35,12 +36,21 @@ async def open_server(options: Options) -> AsyncIterator[InferenceServer]:
     Raises:
         SeawallError: start-up failed (missing repository, a model failed with exit-on-error).
     """
-    server = InferenceServer(options)
+    server = _build_server(options)
     try:
         await server.start()
         yield server
     finally:
         await server.stop()
+
+
+def _build_server(options: Options, log_settings: LogSettings | None = None) -> InferenceServer:
+    """The core with this installation's plugins (repository agents from --repoagent-directory)."""
+    from seawall.plugins import repoagent_lookup
+
+    trusted = tuple(os.path.realpath(p) for p in options.backends.allow_untrusted_paths)
+    agents = repoagent_lookup(options.backends.repoagent_directory, trusted)
+    return InferenceServer(options, log_settings=log_settings, agent_for=agents)
 
 
 def _frontends(server: InferenceServer, options: Options) -> list[tuple[str, str, Frontend]]:
@@ -85,7 +95,7 @@ async def serve(options: Options, log_settings: LogSettings | None = None) -> No
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop_requested.set)
-    server = InferenceServer(options, log_settings=log_settings)
+    server = _build_server(options, log_settings)
     frontends: list[tuple[str, str, Frontend]] = []
     try:
         await server.start()

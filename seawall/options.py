@@ -110,6 +110,34 @@ class MetricsOptions:
     allow_gpu_metrics: bool = True
     interval_ms: int = 2000
     config: tuple[tuple[str, str], ...] = ()
+    tls: TlsOptions = TlsOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class SageMakerOptions:
+    """The SageMaker listener (`--allow-sagemaker`); `model_root` confines the MME `url` (Seawall's own)."""
+
+    allow: bool = False
+    address: str = "127.0.0.1"  # Triton binds 0.0.0.0 and has no address option
+    port: int = 8080
+    safe_port_range: tuple[int, int] | None = None  # other listeners must use ports inside it
+    thread_count: int = 8
+    default_model: str = "unspecified_SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"  # Triton's literal default
+    ping_mode: Literal["ready", "live"] = "ready"
+    model_root: str = "/opt/ml/models"
+
+
+@dataclass(frozen=True, slots=True)
+class VertexOptions:
+    """The Vertex AI listener (`--allow-vertex-ai`); routes come from AIP_PREDICT_ROUTE / AIP_HEALTH_ROUTE."""
+
+    allow: bool = False
+    address: str = "127.0.0.1"  # Triton binds 0.0.0.0 and has no address option
+    port: int = 8080
+    thread_count: int = 8
+    default_model: str = ""  # empty: the only model in the repository
+    predict_route: str = ""
+    health_route: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +170,8 @@ class BackendOptions:
     backend_directory: str = "/opt/tritonserver/backends"
     repoagent_directory: str = "/opt/tritonserver/repoagents"
     cache_directory: str = "/opt/tritonserver/caches"
+    # plugin paths loaded although they fail the trust check (--allow-untrusted-plugin-path)
+    allow_untrusted_paths: tuple[str, ...] = ()
     # (backend, setting, value); backend "" is a global setting
     config: tuple[tuple[str, str, str], ...] = ()
 
@@ -167,6 +197,8 @@ class Options:
     http: HttpOptions = HttpOptions()
     grpc: GrpcOptions = GrpcOptions()
     metrics: MetricsOptions = MetricsOptions()
+    sagemaker: SageMakerOptions = SageMakerOptions()
+    vertex: VertexOptions = VertexOptions()
     log: LogOptions = LogOptions()
     backends: BackendOptions = BackendOptions()
     limits: Limits = Limits()

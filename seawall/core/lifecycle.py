@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from seawall.core import model_config, repoagent, repository
 from seawall.core.backend import Backend, Model, ModelConfig, ModelLoadContext
 from seawall.core.model_config import ModelSpec
+from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.scheduler import BatchPolicy, Scheduler
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import ModelState
@@ -90,9 +91,12 @@ class ModelRecord:
 class ModelLifecycle:
     """Loads and unloads models. Owns every ModelRecord; event loop thread only."""
 
-    def __init__(self, options: Options, backend_for: BackendLookup) -> None:
+    def __init__(
+        self, options: Options, backend_for: BackendLookup, agent_for: Callable[[str], RepoAgent] = no_plugins
+    ) -> None:
         self._options = options
         self._backend_for = backend_for
+        self._agent_for = agent_for
         self.models: dict[str, ModelRecord] = {}
 
     async def load_all(self, locations: dict[str, repository.ModelLocation]) -> None:
@@ -170,7 +174,7 @@ class ModelLifecycle:
             config = ModelConfig(name=location.name, backend=_guess_backend(location.path))
         name = config.name or location.name
         # repository agents check the files before any model code (auto-complete included) runs
-        repoagent.run_agents(config, location.path)
+        repoagent.run_agents(config, location.path, self._agent_for)
         backend = self._backend_for(model_config.backend_of(config))
         if options.auto_complete_config:
             versions = repository.version_directories(location.path)

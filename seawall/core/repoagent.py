@@ -10,27 +10,47 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
+from collections.abc import Callable
 
 from seawall.core.backend import ModelConfig
-from seawall.errors import InvalidArgumentError, UnsupportedError
+from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
+
+logger = logging.getLogger(__name__)
+
+#: A repository agent: checks (config, model directory) and raises to refuse the load.
+RepoAgent = Callable[[ModelConfig, str], None]
 
 _CONFIG_FILES = ("config.pbtxt",)
 _SKIPPED_DIRS = ("__pycache__",)
 _CHUNK = 1 << 20
 
 
-def run_agents(config: ModelConfig, model_dir: str) -> None:
-    """Run every agent of `model_repository_agents`, in order.
+def no_plugins(name: str) -> RepoAgent:
+    raise UnsupportedError(f"repository agent '{name[:64]}' is not available")
+
+
+def run_agents(config: ModelConfig, model_dir: str, plugins: Callable[[str], RepoAgent] = no_plugins) -> None:
+    """Run every agent of `model_repository_agents`, in order: `checksum` is built in, others come from
+    `plugins` (the --repoagent-directory lookup).
 
     Raises:
         UnsupportedError: an agent this server does not have.
         InvalidArgumentError: a check failed; the message names the file, never a server path.
     """
     for agent in config.model_repository_agents.agents:
-        if agent.name != "checksum":
-            raise UnsupportedError(f"repository agent '{agent.name}' is not available")
-        verify_checksums(dict(agent.parameters), model_dir)
+        if agent.name == "checksum":
+            verify_checksums(dict(agent.parameters), model_dir)
+            continue
+        check = plugins(agent.name)
+        try:
+            check(config, model_dir)
+        except SeawallError:
+            raise
+        except Exception as exc:  # a plugin's refusal: its message, never its traceback
+            logger.warning("repository agent '%s' refused the model: %r", agent.name, exc)
+            raise InvalidArgumentError(f"repository agent '{agent.name}' refused the model: {exc}") from None
 
 
 def verify_checksums(pins: dict[str, str], model_dir: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from seawall.core import repository, tensor_io
 from seawall.core.backend import Backend, ModelConfig
@@ -16,6 +16,7 @@ from seawall.core.control import ModelControl
 from seawall.core.lifecycle import BackendLookup, ModelLifecycle, ModelRecord, ModelVersion
 from seawall.core.log_settings import LogSettings, LogValue
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
+from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace import TraceSettings
 from seawall.core.types import (
@@ -52,9 +53,11 @@ class InferenceServer:
         options: Options,
         backend_for: BackendLookup | None = None,
         log_settings: LogSettings | None = None,
+        agent_for: Callable[[str], RepoAgent] = no_plugins,
     ) -> None:
         self.options = options
         self._backend_for = backend_for
+        self._agent_for = agent_for  # repository agents beyond the built-in checksum agent
         # shared with the process's log handler when the CLI made it; otherwise this server's own
         self.log_settings = log_settings if log_settings is not None else LogSettings(options.log)
         self.trace_settings = TraceSettings()
@@ -78,7 +81,7 @@ class InferenceServer:
         if not options.paths:
             raise InvalidArgumentError("at least one model repository is required (--model-repository)")
         started = time.monotonic()
-        self._lifecycle = ModelLifecycle(self.options, self._backend_lookup())
+        self._lifecycle = ModelLifecycle(self.options, self._backend_lookup(), self._agent_for)
         self._control = ModelControl(self.options, self._lifecycle)
         try:
             await self._control.start()
