@@ -16,8 +16,9 @@ import orjson
 
 from seawall.core.server import InferenceServer, config_to_dict
 from seawall.core.types import Duration, ModelMetadata, ModelStatistics, TensorMetadata
-from seawall.errors import SeawallError, UnsupportedError
+from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
 from seawall.frontends import http_codec
+from seawall.frontends import http_extensions as extensions
 from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.frontends.status import http_status
 from seawall.options import Options
@@ -40,10 +41,13 @@ class Route:
     feature: str = ""
 
 
+_SHM = r"/v2/(?P<kind>system|cuda)sharedmemory(?:/region/(?P<region>[^/]+))?"
+_REPOSITORY = r"/v2/repository(?:/(?P<repository>[^/]+))?"
+
 #: Every HTTP route, in Triton's matching order (protocol.md §1.1); the first full match wins.
 ROUTES: tuple[Route, ...] = (
     Route(_GET, r"/v2/models/stats", "statistics", "_model_statistics"),
-    Route(_GET_POST, r"/v2/logging", "logging", "", "logging"),
+    Route(_GET_POST, r"/v2/logging", "logging", "_logging"),
     Route(_GET, _MODEL, "metadata", "_model_metadata"),
     Route(_GET, _MODEL + r"/ready", "health", "_model_ready"),
     Route(_GET, _MODEL + r"/config", "model-config", "_model_config"),
@@ -51,42 +55,26 @@ ROUTES: tuple[Route, ...] = (
     Route(_POST, _MODEL + r"/infer", "inference", "_infer"),
     Route(_POST, _MODEL + r"/generate", "inference", "", "generate"),
     Route(_POST, _MODEL + r"/generate_stream", "inference", "", "generate_stream"),
-    Route(_GET_POST, r"/v2/models/(?P<model>[^/]+)/trace/setting", "trace", "", "trace setting"),
+    Route(_GET_POST, r"/v2/models/(?P<model>[^/]+)/trace/setting", "trace", "_trace_setting"),
     Route(_GET, r"/v2", "metadata", "_server_metadata"),
     Route(_GET, r"/v2/health/live", "health", "_health_live"),
     Route(_GET, r"/v2/health/ready", "health", "_health_ready"),
-    Route(_GET, r"/v2/systemsharedmemory(?:/region/[^/]+)?/status", "shared-memory", "", "shared memory"),
-    Route(
-        _POST,
-        r"/v2/systemsharedmemory(?:/region/[^/]+)?/(?:register|unregister)",
-        "shared-memory",
-        "",
-        "shared memory",
-    ),
-    Route(_GET, r"/v2/cudasharedmemory(?:/region/[^/]+)?/status", "shared-memory", "", "shared memory"),
-    Route(
-        _POST,
-        r"/v2/cudasharedmemory(?:/region/[^/]+)?/(?:register|unregister)",
-        "shared-memory",
-        "",
-        "shared memory",
-    ),
-    Route(_POST, r"/v2/repository(?:/[^/]+)?/index", "model-repository", "", "model repository"),
-    Route(
-        _POST,
-        r"/v2/repository(?:/[^/]+)?/models/[^/]+/(?:load|unload)",
-        "model-repository",
-        "",
-        "model repository",
-    ),
-    Route(_GET_POST, r"/v2/trace/setting", "trace", "", "trace setting"),
+    Route(_GET, _SHM + r"/status", "shared-memory", "_shm_status"),
+    Route(_POST, _SHM + r"/register", "shared-memory", "_shm_register"),
+    Route(_POST, _SHM + r"/unregister", "shared-memory", "_shm_unregister"),
+    Route(_POST, _REPOSITORY + r"/index", "model-repository", "_repository_index"),
+    Route(_POST, _REPOSITORY + r"/models/(?P<model>[^/]+)/load", "model-repository", "_repository_load"),
+    Route(_POST, _REPOSITORY + r"/models/(?P<model>[^/]+)/unload", "model-repository", "_repository_unload"),
+    Route(_GET_POST, r"/v2/trace/setting", "trace", "_trace_setting"),
 )
 
 _COMPILED = tuple((route, re.compile(route.pattern)) for route in ROUTES)
 _EMPTY_OK = HttpResponse(200, (), "text/plain")
 _EMPTY_BAD = HttpResponse(400, (), "text/plain")
+_EMPTY_JSON = HttpResponse(200, (), "application/json")  # load, unload, register, unregister
 _NOT_FOUND = error_response(404, "Not Found")
 _METHOD_NOT_ALLOWED = error_response(405, "Method Not Allowed")
+_REPOSITORY_NAME = "'repository_name' specification is not supported"
 
 _Endpoint = Callable[[HttpRequest, "dict[str, str]"], Awaitable[HttpResponse]]
 
@@ -259,3 +247,61 @@ class HttpFrontend:
         return HttpResponse(
             200, parts, "application/octet-stream", [("Inference-Header-Content-Length", str(header_length))]
         )
+
+    # model repository extension ---------------------------------------------------------------------
+    async def _repository_index(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        if "repository" in groups:  # Triton ignores the name here; answering for another repository would lie
+            raise UnsupportedError(_REPOSITORY_NAME)
+        ready = extensions.index_ready(request.body, self._limits)
+        return _json(extensions.index_json(self._server.repository_index(ready)))
+
+    async def _repository_load(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        if "repository" in groups:
+            raise UnsupportedError(_REPOSITORY_NAME)
+        load = extensions.load_request(request.body, self._limits)
+        await self._server.load_model(groups["model"], load.config, load.files)
+        return _EMPTY_JSON
+
+    async def _repository_unload(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        if "repository" in groups:
+            raise UnsupportedError(_REPOSITORY_NAME)
+        dependents = extensions.unload_dependents(request.body, self._limits)
+        await self._server.unload_model(groups["model"], dependents)
+        return _EMPTY_JSON
+
+    # shared memory extension ------------------------------------------------------------------------
+    async def _shm_status(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        region = groups.get("region", "")
+        if groups["kind"] == "cuda":
+            return _json(extensions.shm_status_json(self._server.cuda_shared_memory_status(region)))
+        return _json(extensions.shm_status_json(self._server.system_shared_memory_status(region)))
+
+    async def _shm_register(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        kind, region = groups["kind"], groups.get("region", "")
+        if not region:
+            raise InvalidArgumentError(f"'region name' is necessary to register {kind} shared memory region")
+        if kind == "cuda":
+            self._server.register_cuda_shared_memory(region)
+            return _EMPTY_JSON
+        body = extensions.shm_registration(request.body, self._limits)
+        self._server.register_system_shared_memory(region, body.key, body.offset, body.byte_size)
+        return _EMPTY_JSON
+
+    async def _shm_unregister(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        if groups["kind"] == "system":
+            self._server.unregister_system_shared_memory(groups.get("region", ""))
+        return _EMPTY_JSON  # no CUDA region can exist: unregistering one is a no-op, as in Triton
+
+    # trace and logging extensions -------------------------------------------------------------------
+    async def _trace_setting(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        model = groups.get("model", "")
+        if request.method == "GET":
+            return _json(extensions.trace_json(self._server.get_trace_settings(model)))
+        changes = extensions.trace_changes(request.body, self._limits)
+        return _json(extensions.trace_json(self._server.update_trace_settings(changes, model)))
+
+    async def _logging(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+        if request.method == "GET":
+            return _json(self._server.log_settings_dict())
+        changes = extensions.log_changes(request.body, self._limits)
+        return _json(self._server.update_log_settings(changes))

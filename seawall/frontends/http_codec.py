@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from seawall.core.types import (
@@ -21,11 +22,13 @@ from seawall.core.types import (
     RequestedOutput,
     Tensor,
 )
-from seawall.errors import InvalidArgumentError, UnsupportedError
+from seawall.errors import InvalidArgumentError
 from seawall.frontends import http_tensors
 from seawall.options import Limits
 
 MAX_DIMS = 32  # numpy's smallest supported rank limit
+MAX_UINT64 = 2**64 - 1
+SHM_REGION, SHM_OFFSET, SHM_BYTE_SIZE = "shared_memory_region", "shared_memory_offset", "shared_memory_byte_size"
 _SCALARS = (str, int, float, bool)
 
 
@@ -100,8 +103,8 @@ def decode_infer_request(
     """Decode a JSON (optionally JSON + binary) infer request body.
 
     Raises:
-        InvalidArgumentError: malformed JSON, wrong value types, sizes or counts.
-        UnsupportedError: shared-memory tensors.
+        InvalidArgumentError: malformed JSON, wrong value types, sizes or counts; shared memory together
+            with classification or binary data on one output.
     """
     if header_length is None:
         document, binary = load_json(body, limits.max_json_depth), memoryview(b"")
@@ -205,9 +208,11 @@ def _decode_input(
             "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', "
             f"'shared_memory_region' in 'parameters'. But {found}"
         )
-    if sources[0] == "shared_memory_region":
-        raise UnsupportedError("shared memory is not supported yet")
     count = _checked_count(shape, datatype, name, limits)
+    if sources[0] == SHM_REGION:
+        # a placeholder: the core reads the region (bounds-checked there) once it knows the model
+        _check_shm_parameters(params, f"input '{name}'")
+        return Tensor(name, datatype, shape, np.empty(0, NUMPY_DTYPES[datatype]), params), offset
     if sources[0] == "data":
         return Tensor(
             name,
@@ -227,6 +232,15 @@ def _decode_input(
         )
     data = http_tensors.decode_binary_data(binary[offset : offset + size], datatype, shape, count, name, model)
     return Tensor(name, datatype, shape, data, params), offset + size
+
+
+def _check_shm_parameters(params: Mapping[str, ParamValue], what: str) -> None:
+    """Types of the shared memory parameters of one tensor; ranges are checked against the region later."""
+    if not isinstance(params[SHM_REGION], str):
+        raise InvalidArgumentError(f"Unable to parse '{SHM_REGION}' of {what}: expected a string")
+    for key in (SHM_OFFSET, SHM_BYTE_SIZE):
+        if key in params and not (_is_uint(params[key]) and int(params[key]) <= MAX_UINT64):
+            raise InvalidArgumentError(f"Unable to parse '{key}' of {what}: expected an unsigned integer")
 
 
 def _decode_shape(raw: Any, name: str) -> tuple[int, ...]:
@@ -265,8 +279,6 @@ def _decode_outputs(raw: Any, limits: Limits) -> tuple[list[RequestedOutput], di
         if any(o.name == name for o in outputs):
             raise InvalidArgumentError(f"output '{name}' is requested more than once")
         params = dict(_scalar_parameters(entry.get("parameters")))
-        if "shared_memory_region" in params:
-            raise UnsupportedError("shared memory is not supported yet")
         if "binary_data" in params:
             flag = params.pop("binary_data")
             if type(flag) is not bool:
@@ -276,6 +288,11 @@ def _decode_outputs(raw: Any, limits: Limits) -> tuple[list[RequestedOutput], di
             raise InvalidArgumentError(
                 f"Unable to parse 'classification' of output '{name}': expected an unsigned integer"
             )
+        if SHM_REGION in params:
+            for other in ("classification", "binary_data"):
+                if other in params or (other == "binary_data" and binary.get(name)):
+                    raise InvalidArgumentError(f"Output can't set both '{SHM_REGION}' and '{other}'")
+            _check_shm_parameters(params, f"output '{name}'")
         outputs.append(RequestedOutput(name, params))
     return outputs, binary
 
@@ -344,6 +361,9 @@ def encode_infer_response(
             "shape": list(tensor.shape),
         }
         params: dict[str, Any] = dict(tensor.parameters)
+        if SHM_REGION in params:  # written to the client's region by the core: no data, no parameters
+            entries.append(entry)
+            continue
         if binary_outputs.get(tensor.name, binary_default):
             blob = http_tensors.tensor_bytes(tensor)
             params["binary_data_size"] = len(blob)

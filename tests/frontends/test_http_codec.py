@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from seawall.core.types import InferResponse, Tensor
-from seawall.errors import InvalidArgumentError, UnsupportedError
+from seawall.errors import InvalidArgumentError
 from seawall.frontends import http_codec
 from seawall.frontends.http import ROUTES
 from seawall.options import API_CATEGORIES, Limits
@@ -115,9 +115,33 @@ def test_malformed_requests_are_refused(document: Any, fragment: str) -> None:
     assert fragment in _error(document)
 
 
-def test_shared_memory_is_unsupported() -> None:
-    with pytest.raises(UnsupportedError):
-        _decode({"inputs": [_input(parameters={"shared_memory_region": "r"})]})
+def test_shared_memory_tensors_become_placeholders_with_their_parameters() -> None:
+    shm = {"shared_memory_region": "r", "shared_memory_offset": 16, "shared_memory_byte_size": 16}
+    decoded = _decode({"inputs": [_input(parameters=shm)], "outputs": [{"name": "O", "parameters": shm}]})
+    tensor = decoded.request.inputs[0]
+    assert tensor.parameters == shm and tensor.data.size == 0 and tensor.data.dtype == np.float32
+    assert decoded.request.outputs[0].parameters == shm
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"classification": 2}, "Output can't set both 'shared_memory_region' and 'classification'"),
+        ({"binary_data": True}, "Output can't set both 'shared_memory_region' and 'binary_data'"),
+        ({"shared_memory_offset": -1}, "Unable to parse 'shared_memory_offset' of output 'O'"),
+        ({"shared_memory_region": 5}, "Unable to parse 'shared_memory_region' of output 'O': expected a string"),
+    ],
+)
+def test_shared_memory_output_conflicts(parameters: dict[str, Any], message: str) -> None:
+    outputs = [{"name": "O", "parameters": {"shared_memory_region": "r", **parameters}}]
+    assert message in _error({"inputs": [], "outputs": outputs})
+
+
+def test_shared_memory_outputs_are_sent_without_data() -> None:
+    tensor = Tensor("O", "FP32", (4,), np.zeros(4, np.float32), {"shared_memory_region": "r"})
+    parts, length = http_codec.encode_infer_response(InferResponse("m", "1", [tensor]), "", True, {})
+    assert length is None
+    assert orjson.loads(parts[0])["outputs"] == [{"name": "O", "datatype": "FP32", "shape": [4]}]
 
 
 def test_malformed_and_deep_json_is_refused() -> None:
