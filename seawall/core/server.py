@@ -6,9 +6,10 @@ Knows nothing about HTTP or gRPC.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from seawall.core import repository, tensor_io
 from seawall.core.backend import Backend, ModelConfig
@@ -31,10 +32,18 @@ from seawall.core.types import (
     TensorMetadata,
 )
 from seawall.core.validation import check_request
-from seawall.errors import InternalError, InvalidArgumentError, NotFoundError, UnavailableError, UnsupportedError
+from seawall.errors import (
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    SeawallError,
+    UnavailableError,
+    UnsupportedError,
+)
 from seawall.options import Options
 
 logger = logging.getLogger(__name__)
+audit_logger = logging.getLogger("seawall.audit")
 
 SERVER_VERSION = "2.51.0"
 #: Extensions Seawall implements, in the order Triton 2.51 lists them.
@@ -213,7 +222,7 @@ class InferenceServer:
         return sorted(entries, key=lambda e: (e.name, int(e.version or 0)))
 
     async def load_model(
-        self, name: str, config_json: str | None = None, files: Mapping[str, bytes] | None = None
+        self, name: str, config_json: str | None = None, files: Mapping[str, bytes] | None = None, *, caller: str = ""
     ) -> None:
         """Load or reload a model (explicit control mode), optionally with a JSON config and files.
 
@@ -222,19 +231,33 @@ class InferenceServer:
             InvalidArgumentError: bad name, config, file path, or the model failed to load.
             NotFoundError: the model is in no repository.
         """
-        await self._require_control().load(name, config_json, files)
+        with self._audited(caller, "load", name):
+            await self._require_control().load(name, config_json, files)
 
-    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+    async def unload_model(self, name: str, unload_dependents: bool = False, *, caller: str = "") -> None:
         """Unload every version of a model (explicit control mode). No model has dependents here
         (ensembles are not supported), so `unload_dependents` changes nothing.
 
         Raises: UnavailableError (the control mode is not explicit).
         """
-        await self._require_control().unload(name)
+        with self._audited(caller, "unload", name):
+            await self._require_control().unload(name)
 
     async def poll_repository(self) -> None:
         """Rescan the repositories now (poll mode does this every --repository-poll-secs)."""
         await self._require_control().poll_once()
+
+    @contextlib.contextmanager
+    def _audited(self, caller: str, action: str, target: str) -> Iterator[None]:
+        """One audit line per administrative call: who, what, and the result (never a secret)."""
+        try:
+            yield
+        except SeawallError as error:
+            audit_logger.info(
+                "caller=%s action=%r target=%r result=%s", caller or "in-process", action, target[:128], error.code.name
+            )
+            raise
+        audit_logger.info("caller=%s action=%r target=%r result=OK", caller or "in-process", action, target[:128])
 
     def _require_control(self) -> ModelControl:
         if self._control is None or not self._live:
@@ -311,12 +334,13 @@ class InferenceServer:
     def log_settings_dict(self) -> dict[str, LogValue]:
         return self.log_settings.as_dict()
 
-    def update_log_settings(self, changes: Mapping[str, LogValue | None]) -> dict[str, LogValue]:
+    def update_log_settings(self, changes: Mapping[str, LogValue | None], *, caller: str = "") -> dict[str, LogValue]:
         """Change log levels or format at run time.
 
         Raises: UnsupportedError (log_file), InvalidArgumentError (bad value).
         """
-        return self.log_settings.update(changes)
+        with self._audited(caller, "update log settings", ",".join(sorted(changes))):
+            return self.log_settings.update(changes)
 
     # ------------------------------------------------------------------------------------------ trace
 
@@ -331,29 +355,37 @@ class InferenceServer:
             self._require_ready_model(model)
         return self.trace_settings.get(model)
 
-    def update_trace_settings(self, changes: Mapping[str, list[str] | None], model: str = "") -> dict[str, list[str]]:
+    def update_trace_settings(
+        self, changes: Mapping[str, list[str] | None], model: str = "", *, caller: str = ""
+    ) -> dict[str, list[str]]:
         """Raises: UnsupportedError (trace_file), InvalidArgumentError (bad value or model not ready)."""
-        if model:
-            self._require_ready_model(model)
-        return self.trace_settings.update(changes, model)
+        with self._audited(caller, "update trace settings", model or "<global>"):
+            if model:
+                self._require_ready_model(model)
+            return self.trace_settings.update(changes, model)
 
     # ---------------------------------------------------------------------------------- shared memory
 
-    def register_system_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
+    def register_system_shared_memory(
+        self, name: str, key: str, offset: int, byte_size: int, *, caller: str = ""
+    ) -> None:
         """Raises: UnsupportedError (disabled), InvalidArgumentError (bad name, key or range)."""
-        self.shared_memory.register(name, key, offset, byte_size)
+        with self._audited(caller, "register system shared memory", name):
+            self.shared_memory.register(name, key, offset, byte_size)
 
     def system_shared_memory_status(self, name: str = "") -> list[SharedMemoryRegionStatus]:
         """Raises: UnsupportedError (disabled), NotFoundError (unknown region)."""
         return [SharedMemoryRegionStatus(r.name, r.key, r.offset, r.byte_size) for r in self.shared_memory.status(name)]
 
-    def unregister_system_shared_memory(self, name: str = "") -> None:
+    def unregister_system_shared_memory(self, name: str = "", *, caller: str = "") -> None:
         """Raises: UnsupportedError (disabled)."""
-        self.shared_memory.unregister(name)
+        with self._audited(caller, "unregister system shared memory", name or "<all>"):
+            self.shared_memory.unregister(name)
 
-    def register_cuda_shared_memory(self, name: str) -> None:
+    def register_cuda_shared_memory(self, name: str, *, caller: str = "") -> None:
         """Raises: UnsupportedError always: this server has no GPU."""
-        raise UnsupportedError(f"failed to register CUDA shared memory region '{name[:64]}': GPUs not supported")
+        with self._audited(caller, "register CUDA shared memory", name):
+            raise UnsupportedError(f"failed to register CUDA shared memory region '{name[:64]}': GPUs not supported")
 
     def cuda_shared_memory_status(self, name: str = "") -> list[SharedMemoryRegionStatus]:
         """No CUDA region can exist. Raises: NotFoundError for a named region."""
