@@ -48,6 +48,10 @@ async def test_errors_are_seawall_errors() -> None:
     async with seawall.open_server(OPTIONS) as server:
         with pytest.raises(NotFoundError, match="Request for unknown model: 'nope' is not found"):
             await server.infer(seawall.InferRequest("nope", []))
+        for hostile in ("../add_sub", "a\nb", "x$(touch y)", "x" * 129):
+            with pytest.raises(InvalidArgumentError, match="^invalid model name: ") as info:
+                await server.infer(seawall.InferRequest(hostile, []))
+            assert hostile not in info.value.message
         with pytest.raises(InvalidArgumentError, match="expected 2 inputs but got 1"):
             await server.infer(seawall.InferRequest("add_sub", [seawall.Tensor.from_numpy("INPUT0", np.ones(4))]))
         assert server.is_ready()

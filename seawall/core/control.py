@@ -86,7 +86,7 @@ class ModelControl:
         if self._mode != "explicit":
             raise UnavailableError(_NOT_EXPLICIT)
         if not repository.is_valid_model_name(name):
-            raise InvalidArgumentError(f"invalid model name '{name[:128]}'")
+            raise InvalidArgumentError(repository.INVALID_MODEL_NAME)
         override = _parse_config(name, config_json) if config_json is not None else None
         async with self._lock(name):
             if files:

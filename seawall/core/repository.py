@@ -22,6 +22,9 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 _VERSION_DIR = re.compile(r"[1-9][0-9]{0,18}")
 
 
+INVALID_MODEL_NAME = "invalid model name: a model name is 1-128 characters of A-Z a-z 0-9 _ . - (not '.' or '..')"
+
+
 def is_valid_model_name(name: str) -> bool:
     return bool(_MODEL_NAME.fullmatch(name)) and name not in (".", "..")
 

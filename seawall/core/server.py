@@ -154,6 +154,8 @@ class InferenceServer:
         number = repository.parse_version(version)
         record = self._record(name)
         if record is None:
+            if not repository.is_valid_model_name(name):  # not echoed: it may carry anything
+                raise InvalidArgumentError(repository.INVALID_MODEL_NAME)
             raise NotFoundError(f"Request for unknown model: '{name}' is not found")
         if number == -1:
             ready = [v for v in record.versions.values() if v.is_ready()]
