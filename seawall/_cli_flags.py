@@ -179,6 +179,33 @@ def _pair(separator: str, second: Callable[[str], object], *, optional_third: bo
     return convert
 
 
+def _port_range(raw: str) -> tuple[int, int]:
+    low, dash, high = raw.partition("-")
+    if not dash:
+        raise BadValue(f"--<option> argument requires format <first>-<second>. Found: {raw}")
+    first, second = _PORT(low), _PORT(high)
+    if first > second:
+        raise BadValue(f"the range {raw} is empty")
+    return first, second
+
+
+def _tls_flags(listener: str, label: str) -> tuple[Flag, ...]:
+    """Triton's five gRPC TLS flags, for one listener (`--<listener>-use-ssl`, ...)."""
+    target = f"{listener}.tls"
+    return (
+        Flag(f"{listener}-use-ssl", K_BOOL, f"TLS on {label}.", f"{target}.use_ssl"),
+        Flag(
+            f"{listener}-use-ssl-mutual",
+            K_BOOL,
+            f"Mutual TLS on {label}: clients need a certificate signed by --{listener}-root-cert (implies TLS).",
+            f"{target}.use_ssl_mutual",
+        ),
+        Flag(f"{listener}-server-cert", K_STRING, "PEM server certificate chain.", f"{target}.server_cert"),
+        Flag(f"{listener}-server-key", K_STRING, "PEM server private key.", f"{target}.server_key"),
+        Flag(f"{listener}-root-cert", K_STRING, "PEM CA bundle verifying client certificates.", f"{target}.root_cert"),
+    )
+
+
 _INT32 = _int_in(-(2**31), 2**31 - 1)
 _INT64 = _int_in(-(2**63), 2**63 - 1)
 _PORT = _int_in(0, 65535, "port must be in the range 0-65535 (0 = any free port)")
@@ -329,6 +356,7 @@ FLAGS: tuple[Flag, ...] = (
             "Largest HTTP request body, also after decompression.",
             "limits.max_request_bytes",
         ),
+        *_tls_flags("http", "HTTP"),
     ),
     *_section(
         "GRPC",
@@ -338,11 +366,7 @@ FLAGS: tuple[Flag, ...] = (
         Flag("reuse-grpc-port", K_BOOL, "Set SO_REUSEPORT on the GRPC socket.", "grpc.reuse_port"),
         _later("grpc-header-forward-pattern", K_STRING, "Forward matching metadata as parameters."),
         _later("grpc-infer-allocation-pool-size", K_INT, "Reusable infer state objects."),
-        _later("grpc-use-ssl", K_BOOL, "TLS on GRPC.", harmless=False),
-        _later("grpc-use-ssl-mutual", K_BOOL, "Mutual TLS on GRPC.", harmless=False),
-        _later("grpc-server-cert", K_STRING, "PEM server certificate chain."),
-        _later("grpc-server-key", K_STRING, "PEM server private key."),
-        _later("grpc-root-cert", K_STRING, "PEM CA bundle verifying client certificates."),
+        *_tls_flags("grpc", "GRPC"),
         _later(
             "grpc-infer-response-compression-level",
             _kind(
@@ -377,21 +401,45 @@ FLAGS: tuple[Flag, ...] = (
     ),
     *_section(
         "Sagemaker",
-        _later("allow-sagemaker", K_BOOL, "Start the SageMaker service.", harmless=False),
-        _later("sagemaker-port", K_INT, "SageMaker port."),
-        _later(
+        Flag("allow-sagemaker", K_BOOL, "Start the SageMaker service.", "sagemaker.allow"),
+        Flag("sagemaker-address", K_ADDRESS, "Seawall: SageMaker bind address.", "sagemaker.address"),
+        Flag("sagemaker-port", K_PORT, "SageMaker port (0 = any free port).", "sagemaker.port"),
+        Flag(
             "sagemaker-safe-port-range",
-            _kind("<<integer>-<integer>>", _pair("-", _INT32)),
-            "Safe port range.",
+            _kind("<<integer>-<integer>>", _port_range),
+            "The other services must listen on ports inside this range.",
+            "sagemaker.safe_port_range",
         ),
-        _later("sagemaker-thread-count", K_INT, "SageMaker threads."),
+        Flag(
+            "sagemaker-thread-count",
+            K_COUNT,
+            "Recorded only: Seawall's SageMaker service is asyncio.",
+            "sagemaker.thread_count",
+        ),
+        Flag(
+            "sagemaker-model-root",
+            K_STRING,
+            "Seawall: multi-model 'url's must be directories under this path.",
+            "sagemaker.model_root",
+        ),
     ),
     *_section(
         "Vertex",
-        _later("allow-vertex-ai", K_BOOL, "Start the Vertex AI service.", harmless=False),
-        _later("vertex-ai-port", K_INT, "Vertex AI port."),
-        _later("vertex-ai-thread-count", K_INT, "Vertex AI threads."),
-        _later("vertex-ai-default-model", K_STRING, "Model for un-redirected predict calls."),
+        Flag("allow-vertex-ai", K_BOOL, "Start the Vertex AI service.", "vertex.allow"),
+        Flag("vertex-ai-address", K_ADDRESS, "Seawall: Vertex AI bind address.", "vertex.address"),
+        Flag("vertex-ai-port", K_PORT, "Vertex AI port (default: AIP_HTTP_PORT, else 8080).", "vertex.port"),
+        Flag(
+            "vertex-ai-thread-count",
+            K_COUNT,
+            "Recorded only: Seawall's Vertex AI service is asyncio.",
+            "vertex.thread_count",
+        ),
+        Flag(
+            "vertex-ai-default-model",
+            K_STRING,
+            "Model for un-redirected predict calls (default: the only model).",
+            "vertex.default_model",
+        ),
     ),
     *_section(
         "Metrics",
@@ -405,6 +453,7 @@ FLAGS: tuple[Flag, ...] = (
             "metrics.address",
         ),
         Flag("metrics-port", K_PORT, "Metrics port (0 = any free port).", "metrics.port"),
+        *_tls_flags("metrics", "the metrics service"),
         _later("metrics-interval-ms", K_FLOAT, "Metrics refresh period."),
         _later(
             "metrics-config",

@@ -140,9 +140,18 @@ def banner_rows(options: Options, version: str) -> list[tuple[str, str]]:
         ("http", options.http.allow, options.http.address, options.http.port),
         ("grpc", options.grpc.allow, options.grpc.address, options.grpc.port),
         ("metrics", options.metrics.allow, options.metrics.address, options.metrics.port),
+        ("sagemaker", options.sagemaker.allow, options.sagemaker.address, options.sagemaker.port),
+        ("vertex_ai", options.vertex.allow, options.vertex.address, options.vertex.port),
     ):
         where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         rows.append((f"{name}_service", where if allow else "disabled"))
+    for name, allow, tls in (
+        ("http", options.http.allow, options.http.tls),
+        ("grpc", options.grpc.allow, options.grpc.tls),
+        ("metrics", options.metrics.allow, options.metrics.tls),
+    ):
+        if allow and (tls.use_ssl or tls.use_ssl_mutual):
+            rows.append((f"{name}_tls", "mutual" if tls.use_ssl_mutual else "on"))
     for name, restrictions in (
         ("http_restricted_api", options.http.restricted),
         ("grpc_restricted_protocol", options.grpc.restricted),
@@ -173,6 +182,8 @@ def log_start_up(options: Options, version: str, warnings: Sequence[str], notes:
         ("HTTP", "http", options.http.allow, options.http.address, options.http.restricted),
         ("GRPC", "grpc", options.grpc.allow, options.grpc.address, options.grpc.restricted),
         ("Metrics", "metrics", options.metrics.allow, options.metrics.address, ()),
+        ("SageMaker", "sagemaker", options.sagemaker.allow, options.sagemaker.address, options.http.restricted),
+        ("Vertex AI", "vertex-ai", options.vertex.allow, options.vertex.address, options.http.restricted),
     ):
         if not allow:
             continue
@@ -181,12 +192,20 @@ def log_start_up(options: Options, version: str, warnings: Sequence[str], notes:
         elif flag == "metrics":
             logger.warning("Metrics service listens on %s; metrics have no access restriction", address)
         elif not restricted:
-            restriction_flag = "--http-restricted-api" if flag == "http" else "--grpc-restricted-protocol"
+            restriction_flag = "--grpc-restricted-protocol" if flag == "grpc" else "--http-restricted-api"
             logger.warning(
                 "%s service listens on %s and no %s is set: every API is open to anyone who can reach it",
                 label,
                 address,
                 restriction_flag,
+            )
+    for label, allow, address, tls in (
+        ("HTTP", options.http.allow, options.http.address, options.http.tls),
+        ("Metrics", options.metrics.allow, options.metrics.address, options.metrics.tls),
+    ):
+        if allow and not _is_loopback(address) and not (tls.use_ssl or tls.use_ssl_mutual):
+            logger.warning(
+                "%s service on %s has no TLS: requests and restriction headers travel in clear", label, address
             )
     if not options.repository.strict_readiness:
         logger.warning("--strict-readiness=false: the server reports ready even when models are not")

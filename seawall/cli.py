@@ -23,7 +23,8 @@ from seawall._cli_log import LevelSwitch, LineFormatter, banner_rows, configure_
 from seawall.app import serve
 from seawall.core.log_settings import LogSettings
 from seawall.errors import SeawallError
-from seawall.options import Options, Restriction
+from seawall.options import Options, Restriction, TlsOptions
+from seawall.security import tls
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -94,7 +95,9 @@ def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Comma
     options = _apply(Options(), _assemble(given, environ, warnings, notes))
     if not any(flag.name == "metrics-address" for flag, _ in given):
         options = options.replace(metrics=dataclasses.replace(options.metrics, address=options.http.address))
+    options = _mutual_implies_tls(options)
     _check(options, given, environ)
+    _check_listeners(options)
     return CommandLine(options, tuple(warnings), tuple(notes))
 
 
@@ -177,10 +180,7 @@ def _assemble(
     given: Sequence[tuple[Flag, object]], environ: Mapping[str, str], warnings: list[str], notes: list[str]
 ) -> dict[str, object]:
     """The changes to apply to `Options()`, as a tree of dotted targets; environment defaults first."""
-    tree: dict[str, object] = {}
-    if environ.get("AIP_MODE") == "PREDICTION":
-        _put(tree, "http.allow", False)
-        _put(tree, "grpc.allow", False)
+    tree = _environment_defaults(environ)
     for flag, value in given:
         if flag.name.endswith("-restricted-api-file") or flag.name.endswith("-restricted-protocol-file"):
             target = "http.restricted" if flag.name.startswith("http") else "grpc.restricted"
@@ -221,6 +221,44 @@ def _assemble(
             "(run several processes with --reuse-http-port to use more cores)"
         )
     return tree
+
+
+def _environment_defaults(environ: Mapping[str, str]) -> dict[str, object]:
+    """The settings tritonserver takes from AIP_* and SAGEMAKER_TRITON_* variables; flags override them."""
+    tree: dict[str, object] = {}
+    if environ.get("AIP_MODE") == "PREDICTION":
+        _put(tree, "http.allow", False)
+        _put(tree, "grpc.allow", False)
+        _put(tree, "vertex.allow", True)
+    if "AIP_HTTP_PORT" in environ:
+        raw = environ["AIP_HTTP_PORT"]
+        if not raw.isdigit() or int(raw) > 65535:
+            raise CliError(f"AIP_HTTP_PORT must be a port number. Got {raw[:32]}")
+        _put(tree, "vertex.port", int(raw))
+    for variable, target in (
+        ("AIP_PREDICT_ROUTE", "vertex.predict_route"),
+        ("AIP_HEALTH_ROUTE", "vertex.health_route"),
+    ):
+        if environ.get(variable):
+            _put(tree, target, environ[variable])
+    if environ.get("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"):
+        _put(tree, "sagemaker.default_model", environ["SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"])
+    mode = environ.get("SAGEMAKER_TRITON_PING_MODE")
+    if mode is not None:
+        if mode not in ("ready", "live"):
+            raise CliError(f"SAGEMAKER_TRITON_PING_MODE must be 'ready' or 'live'. Got {mode[:32]}")
+        _put(tree, "sagemaker.ping_mode", mode)
+    return tree
+
+
+def _mutual_implies_tls(options: Options) -> Options:
+    """`--<listener>-use-ssl-mutual` turns on `--<listener>-use-ssl` too, as in Triton."""
+    changes: dict[str, object] = {}
+    for name in ("http", "grpc", "metrics"):
+        listener = getattr(options, name)
+        if listener.tls.use_ssl_mutual and not listener.tls.use_ssl:
+            changes[name] = dataclasses.replace(listener, tls=dataclasses.replace(listener.tls, use_ssl=True))
+    return options.replace(**changes) if changes else options
 
 
 def _read_restrictions(flag_name: str, path: str, noun: str) -> list[Restriction]:
@@ -276,11 +314,6 @@ def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapp
         raise CliError("Error: Use of '--load-model' requires setting '--model-control-mode=explicit' as well.")
     if "*" in repository.load_models and len(repository.load_models) > 1:
         raise CliError("Error: '--load-model=*' must be the only --load-model given.")
-    if environ.get("AIP_MODE") == "PREDICTION" and not any(f.name == "allow-vertex-ai" for f, _ in given):
-        raise CliError(
-            "AIP_MODE=PREDICTION turns on the Vertex AI service (--allow-vertex-ai), which is not yet "
-            "supported by Seawall; pass --allow-vertex-ai=false to start without it"
-        )
     for restriction in options.grpc.restricted:
         if restriction.key != restriction.key.lower():
             raise CliError(
@@ -288,11 +321,7 @@ def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapp
                 f"keys are lower-case, so no client could send 'triton-grpc-protocol-{restriction.key}'. "
                 "Use a lower-case key."
             )
-    services = (
-        ("HTTP", options.http.allow, options.http.address, options.http.port),
-        ("GRPC", options.grpc.allow, options.grpc.address, options.grpc.port),
-        ("metrics", options.metrics.allow, options.metrics.address, options.metrics.port),
-    )
+    services = _services(options)
     for index, (name, allow, address, port) in enumerate(services):
         for other, other_allow, other_address, other_port in services[index + 1 :]:
             # port 0 asks the OS for a free port, so two services on port 0 never collide
@@ -306,6 +335,50 @@ def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapp
     for path in repository.paths:
         if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
             raise CliError(f"model repository '{path}': cloud storage is not yet supported by Seawall")
+
+
+def _services(options: Options) -> tuple[tuple[str, bool, str, int], ...]:
+    return (
+        ("HTTP", options.http.allow, options.http.address, options.http.port),
+        ("GRPC", options.grpc.allow, options.grpc.address, options.grpc.port),
+        ("metrics", options.metrics.allow, options.metrics.address, options.metrics.port),
+        ("SageMaker", options.sagemaker.allow, options.sagemaker.address, options.sagemaker.port),
+        ("Vertex AI", options.vertex.allow, options.vertex.address, options.vertex.port),
+    )
+
+
+def _check_listeners(options: Options) -> None:
+    """The SageMaker port range, Vertex AI's routes, and every listener's TLS files (errors name the flag)."""
+    port_range = options.sagemaker.safe_port_range
+    if options.sagemaker.allow and port_range is not None:
+        low, high = port_range
+        for name, allow, _, port in _services(options)[:3] + _services(options)[4:]:
+            if allow and port != 0 and not low <= port <= high:
+                raise CliError(
+                    f"The server cannot listen to {name} requests at port {port}, allowed port range is "
+                    f"[{low}, {high}] (--sagemaker-safe-port-range)"
+                )
+    vertex = options.vertex
+    if vertex.allow:
+        for name, route in (("PREDICT", vertex.predict_route), ("HEALTH", vertex.health_route)):
+            if not route:
+                # Triton's message, with its API_/AIP_ slip
+                raise CliError(f"API_{name}_ROUTE is not defined for Vertex AI endpoint")
+            if not route.startswith("/") or not route.isprintable():
+                raise CliError(f"AIP_{name}_ROUTE must be a path starting with '/'")
+        if vertex.predict_route == vertex.health_route:
+            raise CliError("AIP_PREDICT_ROUTE and AIP_HEALTH_ROUTE must differ")
+    settings: tuple[tuple[str, bool, TlsOptions], ...] = (
+        ("http", options.http.allow, options.http.tls),
+        ("grpc", options.grpc.allow, options.grpc.tls),
+        ("metrics", options.metrics.allow, options.metrics.tls),
+    )
+    for listener, allow, tls_options in settings:
+        if allow and tls.is_enabled(tls_options):
+            try:
+                tls.server_ssl_context(tls_options, listener)  # built again by the listener; this fails fast
+            except SeawallError as exc:
+                raise CliError(f"error: creating server: {exc.code.value} - {exc.message}") from None
 
 
 def _default_text(defaults: Options, flag: Flag) -> str:
@@ -351,6 +424,8 @@ def _failed_service(error: OSError, options: Options) -> str:
         ("HTTP", options.http.allow, options.http.port),
         ("GRPC", options.grpc.allow, options.grpc.port),
         ("Metrics", options.metrics.allow, options.metrics.port),
+        ("Sagemaker", options.sagemaker.allow, options.sagemaker.port),
+        ("Vertex AI", options.vertex.allow, options.vertex.port),
     ):
         if allow and port and re.search(rf"(?<![0-9]){port}(?![0-9])", text):
             return f"{name} service"

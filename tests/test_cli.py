@@ -399,16 +399,135 @@ def test_restrictions_from_a_secret_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------- environment
 
 
+VERTEX_ROUTES = {"AIP_PREDICT_ROUTE": "/predict", "AIP_HEALTH_ROUTE": "/health"}
+
+
 def test_aip_mode_prediction_flips_the_defaults() -> None:
-    environ = {"AIP_MODE": "PREDICTION"}
-    assert "--allow-vertex-ai=false" in error_of(REPO, environ=environ)
-    options = parse("--allow-vertex-ai=false", environ=environ)
-    assert not options.http.allow and not options.grpc.allow
+    environ = {"AIP_MODE": "PREDICTION", **VERTEX_ROUTES}
+    options = parse(environ=environ)
+    assert options.vertex.allow and not options.http.allow and not options.grpc.allow
+    assert (options.vertex.predict_route, options.vertex.health_route) == ("/predict", "/health")
+    assert (options.vertex.address, options.vertex.port) == ("127.0.0.1", 8080)
     options = parse("--allow-vertex-ai=false", "--allow-http=true", environ=environ)
-    assert options.http.allow and not options.grpc.allow
-    assert error_of(REPO, "--allow-vertex-ai=true") == (
-        "--allow-vertex-ai is not yet supported by Seawall (see docs/differences.md)"
+    assert options.http.allow and not options.grpc.allow and not options.vertex.allow
+    assert not parse(environ=VERTEX_ROUTES).vertex.allow
+
+
+def test_vertex_ai_port_comes_from_aip_http_port_unless_given() -> None:
+    environ = {"AIP_HTTP_PORT": "9090", **VERTEX_ROUTES}
+    assert parse("--allow-vertex-ai=true", environ=environ).vertex.port == 9090
+    assert parse("--allow-vertex-ai=true", "--vertex-ai-port=0", environ=environ).vertex.port == 0
+    options = parse("--allow-vertex-ai=true", "--vertex-ai-address=0.0.0.0", "--vertex-ai-default-model=m",
+                    environ=VERTEX_ROUTES)  # fmt: skip
+    assert (options.vertex.address, options.vertex.default_model) == ("0.0.0.0", "m")
+    assert error_of(REPO, environ={"AIP_HTTP_PORT": "x"}) == "AIP_HTTP_PORT must be a port number. Got x"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"AIP_HEALTH_ROUTE": "/h"}, "API_PREDICT_ROUTE is not defined for Vertex AI endpoint"),
+        ({"AIP_PREDICT_ROUTE": "/p"}, "API_HEALTH_ROUTE is not defined for Vertex AI endpoint"),
+        ({"AIP_PREDICT_ROUTE": "p", "AIP_HEALTH_ROUTE": "/h"}, "AIP_PREDICT_ROUTE must be a path starting with '/'"),
+        ({"AIP_PREDICT_ROUTE": "/p", "AIP_HEALTH_ROUTE": "/p"}, "AIP_PREDICT_ROUTE and AIP_HEALTH_ROUTE must differ"),
+    ],
+)
+def test_vertex_ai_needs_its_routes(environ: dict[str, str], message: str) -> None:
+    assert error_of(REPO, "--allow-vertex-ai=true", environ=environ) == message
+
+
+def test_sagemaker_flags_and_environment() -> None:
+    options = parse()
+    assert options.sagemaker == Options().sagemaker and not options.sagemaker.allow
+    assert options.sagemaker.address == "127.0.0.1" and options.sagemaker.port == 8080
+    environ = {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "simple", "SAGEMAKER_TRITON_PING_MODE": "live"}
+    options = parse("--allow-sagemaker=true", "--sagemaker-port=0", "--sagemaker-address=0.0.0.0",
+                    "--sagemaker-model-root=/srv/mme", "--sagemaker-thread-count=2", environ=environ)  # fmt: skip
+    sagemaker = options.sagemaker
+    assert (sagemaker.allow, sagemaker.port, sagemaker.address, sagemaker.model_root) == (
+        True, 0, "0.0.0.0", "/srv/mme",
+    )  # fmt: skip
+    assert (sagemaker.default_model, sagemaker.ping_mode, sagemaker.thread_count) == ("simple", "live", 2)
+    assert error_of(REPO, environ={"SAGEMAKER_TRITON_PING_MODE": "x"}) == (
+        "SAGEMAKER_TRITON_PING_MODE must be 'ready' or 'live'. Got x"
     )
+
+
+def test_sagemaker_safe_port_range() -> None:
+    options = parse("--allow-sagemaker=true", "--sagemaker-safe-port-range=8000-8002")
+    assert options.sagemaker.safe_port_range == (8000, 8002)
+    assert error_of(REPO, "--allow-sagemaker=true", "--sagemaker-safe-port-range=9000-9010") == (
+        "The server cannot listen to HTTP requests at port 8000, allowed port range is [9000, 9010] "
+        "(--sagemaker-safe-port-range)"
+    )
+    parse("--allow-sagemaker=true", "--sagemaker-safe-port-range=9000-9010", "--http-port=0", "--grpc-port=0",
+          "--metrics-port=0")  # fmt: skip
+    parse("--sagemaker-safe-port-range=9000-9010")  # SageMaker off: the range binds nothing
+    assert error_of(REPO, "--sagemaker-safe-port-range=9000") == (
+        'Bad option: "--sagemaker-safe-port-range".\n--<option> argument requires format <first>-<second>. Found: 9000'
+    )
+    assert "is empty" in error_of(REPO, "--sagemaker-safe-port-range=9-1")
+
+
+def test_sagemaker_and_vertex_ports_collide_like_the_others() -> None:
+    assert error_of(REPO, "--allow-sagemaker=true", "--allow-vertex-ai=true", environ=VERTEX_ROUTES) == (
+        "The server cannot listen to SageMaker requests and Vertex AI requests at the same address and port "
+        "127.0.0.1:8080"
+    )
+    parse("--allow-sagemaker=true", "--allow-vertex-ai=true", "--vertex-ai-port=8081", environ=VERTEX_ROUTES)
+
+
+# ------------------------------------------------------------------------------------------- TLS
+
+
+@pytest.mark.parametrize("listener", ["http", "grpc", "metrics"])
+def test_tls_flags_reach_options_and_mutual_implies_tls(listener: str, tmp_path: Path) -> None:
+    import trustme
+
+    authority = trustme.CA()
+    server = authority.issue_cert("localhost")
+    cert, key, root = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "root.pem"
+    server.cert_chain_pems[0].write_to_path(str(cert))
+    server.private_key_pem.write_to_path(str(key))
+    authority.cert_pem.write_to_path(str(root))
+    files = (f"--{listener}-server-cert={cert}", f"--{listener}-server-key={key}", f"--{listener}-root-cert={root}")
+    tls = getattr(parse(f"--{listener}-use-ssl-mutual=true", *files), listener).tls
+    assert tls.use_ssl and tls.use_ssl_mutual
+    assert (tls.server_cert, tls.server_key, tls.root_cert) == (str(cert), str(key), str(root))
+    assert not getattr(parse(*files), listener).tls.use_ssl
+
+
+@pytest.mark.parametrize("listener", ["http", "grpc", "metrics"])
+def test_tls_files_are_checked_at_start_up_naming_the_flag(listener: str, tmp_path: Path) -> None:
+    import trustme
+
+    server = trustme.CA().issue_cert("localhost")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    server.cert_chain_pems[0].write_to_path(str(cert))
+    server.private_key_pem.write_to_path(str(key))
+    prefix = f"error: creating server: Invalid argument - --{listener}"
+    on = f"--{listener}-use-ssl=true"
+    assert error_of(REPO, on, f"--{listener}-server-key={key}") == f"{prefix}-server-cert is required when TLS is on"
+    missing = tmp_path / "missing.pem"
+    assert error_of(REPO, on, f"--{listener}-server-cert={missing}", f"--{listener}-server-key={key}") == (
+        f"{prefix}-server-cert: cannot read '{missing}': No such file or directory"
+    )
+    assert error_of(REPO, on, f"--{listener}-server-cert={key}", f"--{listener}-server-key={key}") == (
+        f"{prefix}-server-cert: '{key}' holds no PEM certificate"
+    )
+    assert error_of(REPO, on, f"--{listener}-server-cert={cert}", f"--{listener}-server-key={cert}") == (
+        f"{prefix}-server-key: '{cert}' holds no PEM private key"
+    )
+    other = tmp_path / "other.pem"
+    trustme.CA().issue_cert("localhost").private_key_pem.write_to_path(str(other))
+    mismatch = error_of(REPO, on, f"--{listener}-server-cert={cert}", f"--{listener}-server-key={other}")
+    assert mismatch.startswith(f"{prefix}-server-cert / --{listener}-server-key: the key does not match")
+    mutual = f"--{listener}-use-ssl-mutual=true"
+    assert error_of(REPO, mutual, f"--{listener}-server-cert={cert}", f"--{listener}-server-key={key}") == (
+        f"{prefix}-root-cert is required when TLS is on"
+    )
+    # a listener that is off is not checked
+    parse(on, f"--allow-{listener}=false") if listener != "http" else parse(on, "--allow-http=false")
 
 
 def test_aip_storage_uri_is_the_default_repository() -> None:
@@ -479,8 +598,8 @@ def test_client_shared_memory_is_off_unless_allowed() -> None:
 
 
 def test_unsupported_flags_are_type_checked_first_and_all_named() -> None:
-    assert (
-        error_of(REPO, "--grpc-use-ssl=maybe") == 'Bad option: "--grpc-use-ssl".\ninvalid value for bool option: maybe'
+    assert error_of(REPO, "--model-namespacing=maybe") == (
+        'Bad option: "--model-namespacing".\ninvalid value for bool option: maybe'
     )
     assert error_of(REPO, "--cache-config=size=100") == (
         'Bad option: "--cache-config".\nNo cache specified. --cache-config option format is '
@@ -489,8 +608,8 @@ def test_unsupported_flags_are_type_checked_first_and_all_named() -> None:
     assert error_of(REPO, "--metrics-config=a,b=c") == (
         'Bad option: "--metrics-config".\n--metrics-config option format is <setting>=<value>. Got a,b=c'
     )
-    both = error_of(REPO, "--grpc-use-ssl=true", "--min-supported-compute-capability=7.0").splitlines()
-    assert [line.split()[0] for line in both] == ["--grpc-use-ssl", "--min-supported-compute-capability"]
+    both = error_of(REPO, "--model-namespacing=true", "--min-supported-compute-capability=7.0").splitlines()
+    assert [line.split()[0] for line in both] == ["--model-namespacing", "--min-supported-compute-capability"]
 
 
 def test_switching_off_an_unsupported_service_is_accepted() -> None:
@@ -613,9 +732,9 @@ def test_process_rejects_a_bad_bool() -> None:
 
 
 def test_process_refuses_a_flag_it_does_not_support_yet() -> None:
-    result = run_seawall(REPO, "--grpc-use-ssl=true")
+    result = run_seawall(REPO, "--model-namespacing=true")
     assert result.returncode == 1
-    assert "--grpc-use-ssl is not yet supported by Seawall" in result.stderr
+    assert "--model-namespacing is not yet supported by Seawall" in result.stderr
 
 
 def test_process_help_exits_zero() -> None:

@@ -1,7 +1,8 @@
 """A lean HTTP/1.1 server: an asyncio Protocol over httptools that enforces `Limits` while it reads.
 
-Imports httptools, `errors`-free by design: it knows only bytes, limits and a handler callable.
-Used by the HTTP frontend and the metrics frontend. Requests on one connection are answered in order.
+Imports httptools, `errors`-free by design: it knows only bytes, limits, a handler callable and an optional
+SSLContext (built by `security.tls`). Used by the HTTP, metrics, SageMaker and Vertex AI listeners.
+Requests on one connection are answered in order.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import collections
 import http
 import logging
 import socket
+import ssl
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ _MAX_QUEUED = 8
 _LINGER_SECS = 1.0
 #: Below this many decompressed bytes the ratio limit is not applied (tiny bodies compress absurdly well).
 _RATIO_FLOOR = 1 << 20
+#: Seconds a client has to finish the TLS handshake.
+_HANDSHAKE_SECS = 10.0
 _REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 
 
@@ -353,10 +357,22 @@ def parse_address(address: str) -> str:
 
 
 class HttpServer:
-    """Listens on one address and serves `handler`; `start()` returns the bound (host, port)."""
+    """Listens on one address and serves `handler`; `start()` returns the bound (host, port).
 
-    def __init__(self, handler: Handler, limits: Limits, address: str, port: int, reuse_port: bool = False) -> None:
+    With `ssl_context` every connection is TLS (the context decides the versions and client certificates).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        limits: Limits,
+        address: str,
+        port: int,
+        reuse_port: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._handler = handler
+        self._ssl = ssl_context
         self._limits = limits
         self._address = parse_address(address)
         self._port = port
@@ -377,6 +393,8 @@ class HttpServer:
             port=self._port,
             reuse_port=self._reuse_port or None,
             backlog=1024,
+            ssl=self._ssl,
+            ssl_handshake_timeout=_HANDSHAKE_SECS if self._ssl is not None else None,
         )
         sockname = self._server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
