@@ -1,6 +1,7 @@
 """The gRPC frontend: Triton's `inference.GRPCInferenceService` and `grpc.health.v1.Health/Check` on grpc.aio.
 
-Imports `core.server`, `core.types`, `errors`, `options`, `security.policy`, `frontends.status` and its codec.
+Imports `core.server`, `core.types`, `errors`, `options`, `security.policy`, `frontends.status` and its
+`grpc_*` helper modules (codec, admin conversions, stream).
 Every RPC is wrapped by one guard, built in a loop: restriction check, the call, then the one error mapping.
 """
 
@@ -17,7 +18,9 @@ from tritonclient.grpc import service_pb2
 
 from seawall.core.server import InferenceServer
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnsupportedError
+from seawall.frontends import grpc_admin as admin
 from seawall.frontends import grpc_codec as codec
+from seawall.frontends.grpc_stream import serve_stream
 from seawall.frontends.status import grpc_status
 from seawall.options import GrpcOptions, Limits, Options, TlsOptions
 from seawall.security.policy import ApiPolicy
@@ -57,6 +60,7 @@ RPC_CATEGORIES: Mapping[str, str] = {
     HEALTH_CHECK: "health",
 }
 
+_FINAL = "triton_final_response"
 # grpc.health.v1 ServingStatus values; HealthCheckResponse is one enum field (number 1, varint)
 _SERVING, _NOT_SERVING = 1, 2
 
@@ -117,14 +121,62 @@ class _Servicer:
         return service_pb2.ModelConfigResponse(config=config)
 
     async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return codec.statistics_to_proto(self._server.model_statistics(request.name, request.version))
+        return admin.statistics_to_proto(self._server.model_statistics(request.name, request.version))
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
-        if request.repository_name:
-            raise UnsupportedError("'repository_name' specification is not supported")
-        return codec.repository_index_to_proto(self._server.repository_index(request.ready))
+        _refuse_repository_name(request)
+        return admin.repository_index_to_proto(self._server.repository_index(request.ready))
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
+        _refuse_repository_name(request)
+        config, files = admin.load_parameters(request.parameters, self._limits)
+        await self._server.load_model(request.model_name, config, files)
+        return service_pb2.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
+        _refuse_repository_name(request)
+        dependents = admin.unload_dependents(request.parameters)
+        await self._server.unload_model(request.model_name, dependents)
+        return service_pb2.RepositoryModelUnloadResponse()
+
+    async def LogSettings(self, request: Any, context: Any) -> Any:  # noqa: N802
+        changes = admin.log_changes(request.settings)
+        settings = self._server.update_log_settings(changes) if changes else self._server.log_settings_dict()
+        return admin.log_settings_to_proto(settings)
+
+    async def TraceSetting(self, request: Any, context: Any) -> Any:  # noqa: N802
+        changes = admin.trace_changes(request.settings)
+        model: str = request.model_name
+        if changes:
+            return admin.trace_settings_to_proto(self._server.update_trace_settings(changes, model))
+        return admin.trace_settings_to_proto(self._server.get_trace_settings(model))
+
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return admin.system_shm_status_to_proto(self._server.system_shared_memory_status(request.name))
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._server.register_system_shared_memory(request.name, request.key, request.offset, request.byte_size)
+        return service_pb2.SystemSharedMemoryRegisterResponse()
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._server.unregister_system_shared_memory(request.name)
+        return service_pb2.SystemSharedMemoryUnregisterResponse()
+
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return admin.cuda_shm_status_to_proto(self._server.cuda_shared_memory_status(request.name))
+
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._server.register_cuda_shared_memory(request.name)
+        return service_pb2.CudaSharedMemoryRegisterResponse()
+
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:  # noqa: N802
+        # no CUDA region can exist, so there is nothing to forget (Triton answers OK for unknown names)
+        return service_pb2.CudaSharedMemoryUnregisterResponse()
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await self._infer(request)
+
+    async def _infer(self, request: Any) -> Any:
         try:
             core_request = codec.infer_request_from_proto(request, self._limits)
         except SeawallError:
@@ -134,8 +186,34 @@ class _Servicer:
         response = await self._server.infer(core_request)
         return codec.infer_response_to_proto(response)
 
+    async def ModelStreamInfer(self, requests: Any, context: Any) -> None:  # noqa: N802
+        await serve_stream(requests, context, self._stream_answer)
+
+    async def _stream_answer(self, request: Any) -> Any:
+        """One stream response: the inference response, or its error as `error_message` (the stream goes on)."""
+        try:
+            response = await self._infer(request)
+        except SeawallError as exc:
+            logger.debug("ModelStreamInfer request refused for model %r: %r", request.model_name, exc.message)
+            message = exc.message
+        except Exception:
+            logger.exception("ModelStreamInfer request failed for model %r", request.model_name)
+            message = "internal error"
+        else:
+            # Triton marks every response of a stream, decoupled or not
+            response.parameters[_FINAL].bool_param = True
+            return service_pb2.ModelStreamInferResponse(infer_response=response)
+        return service_pb2.ModelStreamInferResponse(
+            error_message=message, infer_response=service_pb2.ModelInferResponse(id=request.id)
+        )
+
     async def health_check(self, request: Any, context: Any) -> int:
         return _SERVING if self._server.is_ready() else _NOT_SERVING
+
+
+def _refuse_repository_name(request: Any) -> None:
+    if request.repository_name:
+        raise UnsupportedError("'repository_name' specification is not supported")
 
 
 def _not_supported(name: str) -> Call:

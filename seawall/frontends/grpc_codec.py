@@ -1,13 +1,13 @@
-"""Pure conversions between Triton's gRPC protobuf messages and Seawall's core types (no IO, no grpc).
+"""Pure conversions between Triton's gRPC inference and metadata messages and Seawall's core types (no IO, no grpc).
 
-Imports `core.types`, `errors`, `options` and tritonclient's generated modules. Hostile sizes and shapes
-are checked against `Limits` here, before numpy allocates anything.
+Imports `core.types`, `errors`, `options`, `frontends.grpc_parameters` and tritonclient's generated modules.
+Hostile sizes and shapes are checked against `Limits` here, before numpy allocates anything.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,22 +16,24 @@ from tritonclient.grpc import service_pb2
 from seawall.core.types import (
     ELEMENT_SIZES,
     NUMPY_DTYPES,
-    Duration,
     InferRequest,
     InferResponse,
-    ModelIndexEntry,
     ModelMetadata,
-    ModelStatistics,
-    ParamValue,
     RequestedOutput,
     ServerMetadata,
     Tensor,
     TensorMetadata,
 )
-from seawall.errors import InvalidArgumentError, ResourceExhaustedError, UnsupportedError
+from seawall.errors import InvalidArgumentError, ResourceExhaustedError
+from seawall.frontends.grpc_parameters import (
+    SHM_REGION,
+    output_parameters,
+    request_parameters,
+    set_parameters,
+    tensor_parameters,
+)
 from seawall.options import Limits
 
-_EMPTY_FINAL = "triton_enable_empty_final_response"
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
 _MAX_DIMS = 64  # numpy's limit on the number of dimensions
 #: extra BYTES elements counted for an exact error message before giving up (bounds the work)
@@ -60,74 +62,6 @@ _FIELD_FOR = {
 def request_tag(request_id: str) -> str:
     """Triton's prefix of core validation messages: `[request id: <id>] `."""
     return f"[request id: {request_id or '<id_unknown>'}] "
-
-
-def param_value(name: str, param: Any) -> ParamValue:
-    """The plain value of an InferParameter (bool, int64, string or double; uint64 only where allowed).
-
-    Raises:
-        InvalidArgumentError: the oneof is unset or holds uint64 for a custom key.
-    """
-    kind = param.WhichOneof("parameter_choice")
-    if kind in ("bool_param", "int64_param", "string_param", "double_param"):
-        value: ParamValue = getattr(param, kind)
-        return value
-    raise InvalidArgumentError(
-        f"invalid value type for '{name}' parameter, expected int64_param, bool_param, or string_param."
-    )
-
-
-def _typed_param(name: str, param: Any, kinds: tuple[str, ...], end: str = ".") -> ParamValue:
-    kind = param.WhichOneof("parameter_choice")
-    if kind not in kinds:
-        expected = " or ".join(kinds)
-        raise InvalidArgumentError(f"invalid value type for '{name}' parameter, expected {expected}{end}")
-    value: ParamValue = getattr(param, kind)
-    return value
-
-
-def request_parameters(params: Mapping[str, Any]) -> dict[str, ParamValue]:
-    """Request-level parameters, checked the way Triton checks the keys it gives a meaning to.
-
-    Raises:
-        InvalidArgumentError: a reserved `triton_*` key, or a value of the wrong type for its key.
-    """
-    converted: dict[str, ParamValue] = {}
-    for name, param in params.items():
-        if name == "sequence_id":
-            converted[name] = _typed_param(name, param, ("int64_param", "string_param"))
-        elif name in ("sequence_start", "sequence_end", _EMPTY_FINAL):
-            converted[name] = _typed_param(name, param, ("bool_param",))
-        elif name == "priority":
-            value = _typed_param(name, param, ("int64_param", "uint64_param"))
-            if isinstance(value, int) and value < 0:
-                raise InvalidArgumentError("invalid value for 'priority', expected value >= 0.")
-            converted[name] = value
-        elif name == "timeout":
-            converted[name] = _typed_param(name, param, ("int64_param",))
-        elif name.startswith("triton_"):
-            raise InvalidArgumentError(
-                "parameter keys starting with 'triton_' are reserved for Triton usage. Only the following "
-                f"keys starting with 'triton_' are allowed: {_EMPTY_FINAL}"
-            )
-        else:
-            converted[name] = param_value(name, param)
-    return converted
-
-
-def _tensor_parameters(name: str, params: Mapping[str, Any]) -> dict[str, ParamValue]:
-    if "shared_memory_region" in params:
-        raise UnsupportedError(f"shared memory is not supported yet (tensor '{name}')")
-    return {key: param_value(key, param) for key, param in params.items()}
-
-
-def _output_parameters(name: str, params: Mapping[str, Any]) -> dict[str, ParamValue]:
-    if "classification" in params:
-        # Triton's text says ">= 0" but it refuses 0 as well
-        value = _typed_param("classification", params["classification"], ("int64_param",), end="")
-        if isinstance(value, int) and value <= 0:
-            raise InvalidArgumentError("invalid value for 'classification' parameter, expected >= 0")
-    return _tensor_parameters(name, params)
 
 
 def checked_element_count(shape: Sequence[int], name: str, model: str, tag: str, limits: Limits) -> int:
@@ -288,13 +222,26 @@ def _tensor_from_typed(inp: Any, model: str, tag: str, limits: Limits) -> Tensor
     return Tensor(name, datatype, shape, data.reshape(shape))
 
 
+def _tensor_from_shm(inp: Any, model: str) -> Tensor:
+    """A placeholder tensor: the core reads the data from the region named in its parameters."""
+    if inp.HasField("contents"):
+        raise InvalidArgumentError(
+            f"unexpected 'content' provided when using shared memory for input tensor '{inp.name}' for model '{model}'"
+        )
+    datatype: str = inp.datatype
+    dtype = NUMPY_DTYPES.get(datatype)
+    if dtype is None:
+        raise InvalidArgumentError(f"invalid datatype for input {inp.name}")
+    return Tensor(inp.name, datatype, tuple(inp.shape), np.empty(0, dtype=dtype))
+
+
 def infer_request_from_proto(message: Any, limits: Limits) -> InferRequest:
-    """Decode a ModelInferRequest; raw entries are consumed in order by inputs without typed `contents`.
+    """Decode a ModelInferRequest; raw entries are consumed in order by inputs without typed `contents` or a
+    shared-memory region (those get an empty placeholder the core fills from the region).
 
     Raises:
         InvalidArgumentError: contents and raw data mixed, data missing or left over, bad sizes or parameters.
         ResourceExhaustedError: a tensor over the element or byte limit, or too many inputs/outputs.
-        UnsupportedError: shared-memory tensors.
     """
     model: str = message.model_name
     tag = request_tag(message.id)
@@ -304,8 +251,10 @@ def infer_request_from_proto(message: Any, limits: Limits) -> InferRequest:
     raw_index = 0
     inputs: list[Tensor] = []
     for inp in message.inputs:
-        params = _tensor_parameters(inp.name, inp.parameters) if inp.parameters else {}
-        if inp.HasField("contents"):
+        params = tensor_parameters(inp.name, inp.parameters) if inp.parameters else {}
+        if SHM_REGION in params:
+            tensor = _tensor_from_shm(inp, model)
+        elif inp.HasField("contents"):
             if raw_contents:
                 raise InvalidArgumentError(
                     f"contents field must not be specified when using raw_input_contents for '{inp.name}' "
@@ -325,28 +274,11 @@ def infer_request_from_proto(message: Any, limits: Limits) -> InferRequest:
         # Triton ignores surplus raw entries; Seawall refuses data it would not read
         raise InvalidArgumentError(f"unexpected additional input data for model '{model}'")
     outputs = [
-        RequestedOutput(out.name, _output_parameters(out.name, out.parameters) if out.parameters else {})
+        RequestedOutput(out.name, output_parameters(out.name, out.parameters) if out.parameters else {})
         for out in message.outputs
     ]
     parameters = request_parameters(message.parameters) if message.parameters else {}
     return InferRequest(model, inputs, message.model_version, message.id, outputs, parameters)
-
-
-def set_parameters(target: Any, params: Mapping[str, ParamValue]) -> None:
-    """Fill a protobuf map<string, InferParameter> from plain values (bool before int: bool is an int)."""
-    for key, value in params.items():
-        param = target[key]
-        if isinstance(value, bool):
-            param.bool_param = value
-        elif isinstance(value, int):
-            if value > 0x7FFFFFFFFFFFFFFF:
-                param.uint64_param = value
-            else:
-                param.int64_param = value
-        elif isinstance(value, float):
-            param.double_param = value
-        else:
-            param.string_param = str(value)
 
 
 def output_bytes(tensor: Tensor) -> bytes:
@@ -360,7 +292,8 @@ def output_bytes(tensor: Tensor) -> bytes:
 
 
 def infer_response_to_proto(response: InferResponse) -> Any:
-    """Build a ModelInferResponse; every output travels in `raw_output_contents`, never typed contents."""
+    """Build a ModelInferResponse; every output travels in `raw_output_contents`, never typed contents
+    (an output written to shared memory has an empty entry there)."""
     message = service_pb2.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id
     )
@@ -369,6 +302,9 @@ def infer_response_to_proto(response: InferResponse) -> Any:
     raw = message.raw_output_contents
     for tensor in response.outputs:
         out = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        if SHM_REGION in tensor.parameters:
+            raw.append(b"")  # written to the region; an empty entry keeps raw indexes aligned with outputs (Triton)
+            continue
         if tensor.parameters:
             set_parameters(out.parameters, tensor.parameters)
         raw.append(output_bytes(tensor))
@@ -392,41 +328,4 @@ def model_metadata_to_proto(meta: ModelMetadata) -> Any:
         platform=meta.platform,
         inputs=_tensor_metadata(meta.inputs),
         outputs=_tensor_metadata(meta.outputs),
-    )
-
-
-def repository_index_to_proto(entries: Iterable[ModelIndexEntry]) -> Any:
-    index = service_pb2.RepositoryIndexResponse.ModelIndex
-    return service_pb2.RepositoryIndexResponse(
-        models=[index(name=e.name, version=e.version, state=e.state, reason=e.reason) for e in entries]
-    )
-
-
-def _duration(value: Duration) -> Any:
-    return service_pb2.StatisticDuration(count=value.count, ns=value.ns)
-
-
-def statistics_to_proto(stats: Iterable[ModelStatistics]) -> Any:
-    """A ModelStatisticsResponse (batch, memory and response statistics are not collected yet)."""
-    return service_pb2.ModelStatisticsResponse(
-        model_stats=[
-            service_pb2.ModelStatistics(
-                name=s.name,
-                version=s.version,
-                last_inference=s.last_inference,
-                inference_count=s.inference_count,
-                execution_count=s.execution_count,
-                inference_stats=service_pb2.InferStatistics(
-                    success=_duration(s.success),
-                    fail=_duration(s.fail),
-                    queue=_duration(s.queue),
-                    compute_input=_duration(s.compute_input),
-                    compute_infer=_duration(s.compute_infer),
-                    compute_output=_duration(s.compute_output),
-                    cache_hit=_duration(s.cache_hit),
-                    cache_miss=_duration(s.cache_miss),
-                ),
-            )
-            for s in stats
-        ]
     )

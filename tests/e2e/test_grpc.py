@@ -182,11 +182,11 @@ def test_repository_index(client: grpcclient.InferenceServerClient) -> None:
     ]
 
 
-def test_not_yet_supported_rpcs(client: grpcclient.InferenceServerClient) -> None:
+def test_client_shared_memory_is_off_by_default(client: grpcclient.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException) as info:
-        client.get_log_settings()
+        client.get_system_shared_memory_status()
     assert info.value.status() == "StatusCode.UNIMPLEMENTED"
-    assert info.value.message() == "LogSettings is not supported yet"
+    assert "--allow-client-shm" in info.value.message()
     assert client.is_server_ready()
 
 

@@ -23,7 +23,7 @@ DIFFERENT = {
     "surplus-raw": "Triton ignores raw_input_contents entries that no input reads",
     "negative-dimension": "Triton's message compares with the config shape ('unexpected shape ...')",
     "huge-shape": "Triton reports a shape mismatch; Seawall checks the element limit first",
-    "shared-memory-not-yet": "shared memory comes in a later issue",
+    "shared-memory-disabled": "client shared memory is off by default (Triton 2.68's default; 2.51 has it on)",
 }
 
 

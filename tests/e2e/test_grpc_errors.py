@@ -125,10 +125,10 @@ CASES: list[tuple[str, tuple[str, Any], grpc.StatusCode, str]] = [
         "'repository_name' specification is not supported",
     ),
     (
-        "shared-memory-not-yet",
+        "shared-memory-disabled",
         ("SystemSharedMemoryStatus", pb.SystemSharedMemoryStatusRequest()),
         grpc.StatusCode.UNIMPLEMENTED,
-        "SystemSharedMemoryStatus is not supported yet",
+        "client shared memory is disabled on this server (start it with --allow-client-shm)",
     ),
     (
         "contents-and-raw",
@@ -297,14 +297,6 @@ def test_error(
     with pytest.raises(grpc.RpcError) as info:
         getattr(stub, rpc)(request)
     assert (info.value.code(), info.value.details()) == (code, message)
-    assert stub.ServerReady(pb.ServerReadyRequest()).ready
-
-
-def test_stream_infer_not_supported_yet(stub: service_pb2_grpc.GRPCInferenceServiceStub) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        list(stub.ModelStreamInfer(iter([pb.ModelInferRequest(model_name="add_sub")])))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert info.value.details() == "ModelStreamInfer is not supported yet"
     assert stub.ServerReady(pb.ServerReadyRequest()).ready
 
 

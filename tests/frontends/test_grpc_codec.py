@@ -1,4 +1,5 @@
-"""Pure tests of the gRPC codec: protobuf messages ↔ core types, with Triton's messages for bad input."""
+"""Pure tests of the gRPC codec and admin conversions: protobuf messages ↔ core types, with Triton's messages for
+bad input."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from tritonclient.grpc import service_pb2 as pb
 from seawall.core.types import (
     Duration,
     InferResponse,
+    ModelIndexEntry,
     ModelMetadata,
     ModelStatistics,
     ServerMetadata,
+    SharedMemoryRegionStatus,
     Tensor,
     TensorMetadata,
 )
-from seawall.errors import InvalidArgumentError, ResourceExhaustedError, SeawallError, UnsupportedError
+from seawall.errors import InvalidArgumentError, ResourceExhaustedError, SeawallError
+from seawall.frontends import grpc_admin as admin
 from seawall.frontends import grpc_codec as codec
 from seawall.options import Limits
 
@@ -293,10 +297,95 @@ def test_invalid_classification(field: str, value: int, text: str) -> None:
     assert _error(message).message == text
 
 
-def test_shared_memory_tensors_are_not_supported_yet() -> None:
-    message = _request([_input("INPUT0")], [FOUR])
-    message.inputs[0].parameters["shared_memory_region"].string_param = "r"
-    assert isinstance(_error(message), UnsupportedError)
+def _shm(tensor: Any, region: str = "r", offset: int | None = 0, size: int | None = 16) -> Any:
+    tensor.parameters["shared_memory_region"].string_param = region
+    if offset is not None:
+        tensor.parameters["shared_memory_offset"].int64_param = offset
+    if size is not None:
+        tensor.parameters["shared_memory_byte_size"].int64_param = size
+    return tensor
+
+
+def test_shared_memory_inputs_are_placeholders_that_read_no_raw_entry() -> None:
+    message = _request([_shm(_input("INPUT0"), offset=-1), _input("INPUT1")], [FOUR])
+    output = message.outputs.add(name="OUTPUT0")
+    _shm(output, "out", 4, 16)
+    request = codec.infer_request_from_proto(message, LIMITS)
+    placeholder, raw = request.inputs
+    assert placeholder.data.size == 0 and placeholder.data.dtype == np.float32 and placeholder.shape == (4,)
+    # a negative int64 is read as unsigned, as Triton does; the core's bounds check refuses it
+    assert placeholder.parameters == {
+        "shared_memory_region": "r",
+        "shared_memory_offset": 2**64 - 1,
+        "shared_memory_byte_size": 16,
+    }
+    assert raw.data.tobytes() == FOUR
+    assert request.outputs[0].parameters == {
+        "shared_memory_region": "out",
+        "shared_memory_offset": 4,
+        "shared_memory_byte_size": 16,
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "field", "value", "text"),
+    [
+        (
+            "shared_memory_region",
+            "int64_param",
+            3,
+            "'shared_memory_region' parameter for tensor 'INPUT0', expected string_param.",
+        ),
+        (
+            "shared_memory_offset",
+            "string_param",
+            "0",
+            "'shared_memory_offset' parameter for tensor 'INPUT0', expected int64_param.",
+        ),
+        (
+            "shared_memory_byte_size",
+            "uint64_param",
+            16,
+            "'shared_memory_byte_size' parameter for tensor 'INPUT0', expected int64_param.",
+        ),
+    ],
+)
+def test_shared_memory_parameter_types(key: str, field: str, value: object, text: str) -> None:
+    message = _request([_shm(_input("INPUT0"))])
+    setattr(message.inputs[0].parameters[key], field, value)
+    assert _error(message).message == f"invalid value type for {text}"
+
+
+def test_shared_memory_parameters_come_together() -> None:
+    no_size = _request([_shm(_input("INPUT0"), size=None)])
+    assert _error(no_size).message == (
+        "'shared_memory_byte_size' must be specified along with 'shared_memory_region' parameter for tensor 'INPUT0'"
+    )
+    no_region = _request([_input("INPUT0")], [FOUR])
+    no_region.inputs[0].parameters["shared_memory_offset"].int64_param = 0
+    assert _error(no_region).message == (
+        "'shared_memory_offset' can not be specified without 'shared_memory_region' parameter for tensor 'INPUT0'"
+    )
+    with_contents = _request([_shm(_input("INPUT0", contents=pb.InferTensorContents(fp32_contents=[1, 2, 3, 4])))])
+    assert _error(with_contents).message == (
+        "unexpected 'content' provided when using shared memory for input tensor 'INPUT0' for model 'add_sub'"
+    )
+    with_raw = _request([_shm(_input("INPUT0"))], [FOUR])
+    assert _error(with_raw).message == "unexpected additional input data for model 'add_sub'"
+
+
+def test_shared_memory_outputs_get_an_empty_raw_entry() -> None:
+    response = InferResponse(
+        "m",
+        "1",
+        [
+            Tensor("A", "FP32", (4,), np.zeros(4, dtype=np.float32), {"shared_memory_region": "out"}),
+            Tensor("B", "FP32", (1,), np.ones(1, dtype=np.float32)),
+        ],
+    )
+    message = codec.infer_response_to_proto(response)
+    assert [(o.name, list(o.shape), dict(o.parameters)) for o in message.outputs] == [("A", [4], {}), ("B", [1], {})]
+    assert list(message.raw_output_contents) == [b"", np.ones(1, dtype=np.float32).tobytes()]
 
 
 def test_response_outputs_are_always_raw() -> None:
@@ -347,7 +436,91 @@ def test_metadata_statistics_and_index_messages() -> None:
         [-1, 4],
         "BYTES",
     )
-    stats = codec.statistics_to_proto([ModelStatistics("m", "1", 5, 2, 1, success=Duration(2, 30))])
+    stats = admin.statistics_to_proto([ModelStatistics("m", "1", 5, 2, 1, success=Duration(2, 30))])
     entry = stats.model_stats[0]
     assert (entry.name, entry.version, entry.last_inference, entry.inference_count) == ("m", "1", 5, 2)
     assert (entry.inference_stats.success.count, entry.inference_stats.success.ns) == (2, 30)
+    index = admin.repository_index_to_proto([ModelIndexEntry("a", "1", "READY"), ModelIndexEntry("b")])
+    assert [(m.name, m.version, m.state, m.reason) for m in index.models] == [
+        ("a", "1", "READY", ""),
+        ("b", "", "", ""),
+    ]
+
+
+def _load(**params: tuple[str, object]) -> tuple[str | None, dict[str, bytes] | None]:
+    message = pb.RepositoryModelLoadRequest(model_name="m")
+    for key, (field, value) in params.items():
+        setattr(message.parameters[key.replace("__", ":").replace("_SLASH_", "/")], field, value)
+    return admin.load_parameters(message.parameters, LIMITS)
+
+
+def test_load_parameters() -> None:
+    assert _load() == (None, None)
+    assert _load(config=("string_param", "{}")) == ("{}", None)
+    files = _load(config=("string_param", "{}"), file__1_SLASH_model=("bytes_param", b"x"))
+    assert files == ("{}", {"1/model": b"x"})
+
+
+@pytest.mark.parametrize(
+    ("params", "text"),
+    [
+        ({"config": ("bytes_param", b"{}")}, "invalid value type for load parameter 'config', expected string_param."),
+        ({"file__1": ("string_param", "x")}, "invalid value type for load parameter 'file:1', expected bytes_param."),
+        ({"foo": ("bool_param", True)}, "unrecognized load parameter 'foo'."),
+    ],
+)
+def test_bad_load_parameters(params: dict[str, tuple[str, object]], text: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        _load(**params)
+    assert info.value.message == text
+
+
+def test_oversized_load_parameters() -> None:
+    message = pb.RepositoryModelLoadRequest(model_name="m")
+    message.parameters["config"].string_param = "{}"
+    message.parameters["file:1/a"].bytes_param = bytes(10)
+    with pytest.raises(ResourceExhaustedError):
+        admin.load_parameters(message.parameters, Limits(max_request_bytes=11))
+
+
+def test_unload_dependents() -> None:
+    message = pb.RepositoryModelUnloadRequest(model_name="m")
+    assert admin.unload_dependents(message.parameters) is False
+    message.parameters["unload_dependents"].bool_param = True
+    assert admin.unload_dependents(message.parameters) is True
+    message.parameters["unload_dependents"].string_param = "true"
+    with pytest.raises(InvalidArgumentError):
+        admin.unload_dependents(message.parameters)
+
+
+def test_log_and_trace_settings() -> None:
+    request = pb.LogSettingsRequest()
+    request.settings["log_info"].uint32_param = 1  # stays an int: the core refuses it for a boolean
+    request.settings["log_format"].string_param = "ISO8601"
+    request.settings["other"]  # an unknown key without a value is ignored
+    assert admin.log_changes(request.settings) == {"log_info": 1, "log_format": "ISO8601"}
+    unset = pb.LogSettingsRequest()
+    unset.settings["log_verbose_level"]
+    with pytest.raises(InvalidArgumentError, match="expect int32 for 'log_verbose_level'"):
+        admin.log_changes(unset.settings)
+    reply = admin.log_settings_to_proto({"log_info": True, "log_verbose_level": 2, "log_file": ""})
+    assert [
+        reply.settings[k].WhichOneof("parameter_choice") for k in ("log_info", "log_verbose_level", "log_file")
+    ] == [
+        "bool_param",
+        "uint32_param",
+        "string_param",
+    ]
+    trace = pb.TraceSettingRequest()
+    trace.settings["trace_rate"].value.append("5")
+    trace.settings["trace_count"]  # no values: clear
+    assert admin.trace_changes(trace.settings) == {"trace_rate": ["5"], "trace_count": None}
+    assert admin.trace_settings_to_proto({"trace_level": ["OFF"]}).settings["trace_level"].value == ["OFF"]
+
+
+def test_shared_memory_status_messages() -> None:
+    regions = [SharedMemoryRegionStatus("r", "/k", 8, 16)]
+    system = admin.system_shm_status_to_proto(regions).regions["r"]
+    assert (system.name, system.key, system.offset, system.byte_size) == ("r", "/k", 8, 16)
+    cuda = admin.cuda_shm_status_to_proto(regions).regions["r"]
+    assert (cuda.name, cuda.device_id, cuda.byte_size) == ("r", 0, 16)
