@@ -82,7 +82,13 @@ class Scheduler:
         self._stopped = False
 
     def start(self) -> None:
-        self._workers = [asyncio.create_task(self._work(instance)) for instance in self._instances]
+        # An instance may take a few executions at once (`pipeline_depth`, e.g. the python backend's stub
+        # queues the next batch while it runs one): a worker per position keeps it from idling between batches.
+        self._workers = [
+            asyncio.create_task(self._work(instance))
+            for instance in self._instances
+            for _ in range(_pipeline_depth(instance))
+        ]
 
     async def stop(self, drain_secs: float = 0.0) -> None:
         """Refuse new work, let queued and running requests finish for up to `drain_secs`, then fail
@@ -202,3 +208,9 @@ class Scheduler:
             self._stats.pending -= 1
             if not pending.future.done():
                 pending.future.set_exception(error)
+
+
+def _pipeline_depth(instance: ModelInstance) -> int:
+    """How many executions `instance` accepts at once: its optional `pipeline_depth` (1 to 8), else 1."""
+    depth = getattr(instance, "pipeline_depth", 1)
+    return depth if type(depth) is int and 1 <= depth <= 8 else 1

@@ -1,15 +1,17 @@
 """One python-backend model instance: initializes its stub and turns batches into shared-memory messages.
 
-Imports `process`, `ipc`, `core.types` and `errors`. Runs on the event loop thread; the core never calls
-`execute` concurrently on one instance.
+Imports `process`, `ipc`, `core.types` and `errors`. Runs on the event loop thread. The scheduler may run
+`pipeline_depth` executions of one instance at once: each uses its own slot (a pair of shared regions), and
+the stub runs them one after the other, so it never waits for the host between batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from seawall.backends.python import ipc
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
@@ -33,6 +35,8 @@ _TRITON_ERROR_CODES = (
 _RESERVED_PARAMETERS = frozenset(
     {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"}
 )
+#: Batches one instance may have in flight: one running in the model, one waiting right behind it.
+PIPELINE_DEPTH = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,46 @@ class InstanceSpec:
     output_types: Mapping[str, str]  # configured output name → API datatype (empty: not checked)
     hidden_prefix: str  # "<repository>/": removed from texts sent to clients
 
+    def hide(self, text: str) -> str:
+        return text.replace(self.hidden_prefix, "") if self.hidden_prefix else text
+
+    def batch_error(self, error: str) -> InternalError:
+        """The error of a batch whose execute() raised (or returned something unusable)."""
+        return InternalError(
+            f"Failed to process the request(s) for model '{self.instance_name}', message: {self.hide(error)}"
+        )
+
+    def response_error(self, code: object, text: str) -> SeawallError:
+        """The error a model returned in one response (pb_utils.TritonError code and message)."""
+        if isinstance(code, int) and type(code) is not bool and 0 <= code < len(_TRITON_ERROR_CODES):
+            return error_for_code(_TRITON_ERROR_CODES[code], self.hide(text))
+        return error_for_code(Code.INTERNAL, self.hide(text))
+
+    def check_output(self, name: str, datatype: str, failure: SeawallError | None) -> tuple[str, SeawallError | None]:
+        """The datatype to report (UINT16 bits are BF16 when configured so) and the first mismatch."""
+        if not self.output_types or failure is not None:
+            return datatype, failure
+        expected = self.output_types.get(name)
+        if expected is None:
+            return datatype, InternalError(f"unexpected inference output '{name}' for model '{self.model_name}'")
+        if expected == "BF16" and datatype == "UINT16":
+            return "BF16", None
+        if expected != datatype:
+            return datatype, InternalError(
+                f"output '{name}' of model '{self.model_name}' has datatype {datatype}, "
+                f"but the model configuration declares {expected}"
+            )
+        return datatype, None
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One in-flight position: the stub's regions `index` (None until opened) and its last reply."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held from writing inputs to reading outputs
+    index: int | None = None
+    reply: asyncio.Future[dict[str, object]] | None = None  # unread only if its execute was cancelled
+
 
 class PythonModelInstance:
     """A ModelInstance backed by one stub process."""
@@ -59,6 +103,13 @@ class PythonModelInstance:
         self._ready = False  # set once initialize succeeded; deaths after that are reported
         self._process = StubProcess(spec.instance_name, settings, self._on_death)
         self._seq = 0
+        self._picks = 0
+        self._slots = [_Slot(index=0)] + [_Slot() for _ in range(PIPELINE_DEPTH - 1)]
+
+    @property
+    def pipeline_depth(self) -> int:
+        """Executions the scheduler may run on this instance at once (the stub queues them)."""
+        return PIPELINE_DEPTH
 
     @property
     def name(self) -> str:
@@ -68,7 +119,7 @@ class PythonModelInstance:
         return self._ready and self._process.is_alive
 
     def _hide(self, text: str) -> str:
-        return text.replace(self._spec.hidden_prefix, "") if self._spec.hidden_prefix else text
+        return self._spec.hide(text)
 
     def _on_death(self, reason: str) -> None:
         if self._ready:
@@ -111,7 +162,7 @@ class PythonModelInstance:
         await self._process.stop(graceful=self._ready)
 
     async def execute(self, requests: Sequence[InferRequest]) -> list[InferResponse | SeawallError]:
-        """Run one batch in the stub: one message out, one message back.
+        """Run one batch in the stub: one message out, one message back (in a free slot).
 
         Raises:
             UnavailableError: the instance crashed (before or during this batch).
@@ -119,19 +170,29 @@ class PythonModelInstance:
         """
         if not self.is_healthy():
             raise UnavailableError(f"model instance '{self.name}' is not available")
-        message = self._prepare(requests)
-        try:
-            reply = await self._process.call(message)
-        except StubDied as exc:
-            raise UnavailableError(f"model instance '{self.name}' crashed") from exc
-        try:
-            return self._collect(requests, message["seq"], reply)
-        except ipc.ProtocolError as exc:
-            self._process.abort(f"bad result: {exc}")
-            raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+        self._picks += 1  # more callers than slots (direct use, not the scheduler): take turns
+        slot = next((s for s in self._slots if not s.lock.locked()), self._slots[self._picks % len(self._slots)])
+        async with slot.lock:
+            if slot.reply is not None and not slot.reply.done():
+                await asyncio.wait([slot.reply])  # a cancelled batch still owns the regions until answered
+            try:
+                message = self._prepare(requests, slot)
+                slot.reply = self._process.submit(message)
+                reply = await asyncio.shield(slot.reply)
+            except StubDied as exc:
+                raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+            try:
+                return self._collect(requests, message["seq"], reply, self._process.outputs[slot.index or 0])
+            except ipc.ProtocolError as exc:
+                self._process.abort(f"bad result: {exc}")
+                raise UnavailableError(f"model instance '{self.name}' crashed") from exc
 
-    def _prepare(self, requests: Sequence[InferRequest]) -> dict[str, object]:
-        """Write every input into the input region (growing it first if needed); build the message."""
+    def _prepare(self, requests: Sequence[InferRequest], slot: _Slot) -> dict[str, object]:
+        """Write every input into the slot's input region (growing it first if needed); build the message.
+
+        Raises:
+            StubDied: a region could not be handed to the stub.
+        """
         payloads: list[ipc.Payload] = []
         headers: list[dict[str, object]] = []
         for request in requests:
@@ -141,16 +202,18 @@ class PythonModelInstance:
         offsets, total = ipc.layout(payloads)
         self._seq += 1
         message: dict[str, object] = {"t": "exec", "seq": self._seq, "reqs": headers}
-        assert self._process.inputs is not None
-        current = len(self._process.inputs)
-        if total > current:
-            size = ipc.grown_size(total, current, self._settings.shm_growth_bytes)
-            try:
-                self._process.replace_inputs(size)
-            except StubDied as exc:
-                raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+        if slot.index is None:
+            slot.index, fields = self._process.open_slot()
+            message.update(fields)
+        if slot.index:
+            message["s"] = slot.index
+        memory = self._process.inputs[slot.index]
+        if total > len(memory):
+            size = ipc.grown_size(total, len(memory), self._settings.shm_growth_bytes)
+            self._process.replace_inputs(slot.index, size)
+            memory = self._process.inputs[slot.index]
             message["in"] = size
-        ipc.write_payloads(self._process.inputs, offsets, payloads)
+        ipc.write_payloads(memory, offsets, payloads)
         index = 0
         for request, header in zip(requests, headers, strict=True):
             descriptors = header["i"]
@@ -161,57 +224,39 @@ class PythonModelInstance:
         return message
 
     def _collect(
-        self, requests: Sequence[InferRequest], seq: object, reply: dict[str, object]
+        self, requests: Sequence[InferRequest], seq: object, reply: dict[str, object], outputs: mmap.mmap
     ) -> list[InferResponse | SeawallError]:
         if reply.get("t") != "result" or reply.get("seq") != seq:
             raise ipc.ProtocolError("reply does not answer the batch")
         if "error" in reply:
             if reply.get("trace"):
                 logger.error("model instance '%s': execute failed:\n%s", self.name, reply["trace"])
-            error = self._hide(str(reply["error"]))
-            raise InternalError(f"Failed to process the request(s) for model '{self.name}', message: {error}")
+            raise self._spec.batch_error(str(reply["error"]))
         entries = reply.get("resp")
         if not isinstance(entries, list) or len(entries) != len(requests):
             raise ipc.ProtocolError("wrong number of results")
-        return [self._response(request, entry) for request, entry in zip(requests, entries, strict=True)]
+        return [self._response(request, entry, outputs) for request, entry in zip(requests, entries, strict=True)]
 
-    def _response(self, request: InferRequest, entry: object) -> InferResponse | SeawallError:
+    def _response(self, request: InferRequest, entry: object, memory: mmap.mmap) -> InferResponse | SeawallError:
         if not isinstance(entry, dict):
             raise ipc.ProtocolError("bad result entry")
+        spec = self._spec
         if "e" in entry:
             if not isinstance(entry["e"], list) or len(entry["e"]) != 2:
                 raise ipc.ProtocolError("bad error entry")
             code, text = entry["e"]
-            known = type(code) is int and 0 <= code < len(_TRITON_ERROR_CODES)
-            return error_for_code(_TRITON_ERROR_CODES[code] if known else Code.INTERNAL, self._hide(str(text)))
-        assert self._process.outputs is not None
+            return spec.response_error(code, str(text))
         outputs: list[Tensor] = []
         failure: SeawallError | None = None
         for descriptor in entry.get("o", ()):
             if not isinstance(descriptor, list):
                 raise ipc.ProtocolError("bad output descriptor")
-            name, datatype, array = ipc.read_tensor(self._process.outputs, descriptor, copy=True)
-            datatype, failure = self._check_output(name, datatype, failure)
-            outputs.append(Tensor(name, datatype, tuple(array.shape), array))
+            name, datatype, array = ipc.read_tensor(memory, descriptor, copy=True)  # the one copy out
+            datatype, failure = spec.check_output(name, datatype, failure)
+            outputs.append(Tensor(name, datatype, array.shape, array))
         if failure is not None:
             return failure
-        return InferResponse(self._spec.model_name, self._spec.model_version, outputs, id=request.id)
-
-    def _check_output(self, name: str, datatype: str, failure: SeawallError | None) -> tuple[str, SeawallError | None]:
-        """The datatype to report (UINT16 bits are BF16 when configured so) and the first mismatch."""
-        if not self._spec.output_types or failure is not None:
-            return datatype, failure
-        expected = self._spec.output_types.get(name)
-        if expected is None:
-            return datatype, InternalError(f"unexpected inference output '{name}' for model '{self._spec.model_name}'")
-        if expected == "BF16" and datatype == "UINT16":
-            return "BF16", None
-        if expected != datatype:
-            return datatype, InternalError(
-                f"output '{name}' of model '{self._spec.model_name}' has datatype {datatype}, "
-                f"but the model configuration declares {expected}"
-            )
-        return datatype, None
+        return InferResponse(spec.model_name, spec.model_version, outputs, id=request.id)
 
 
 def _request_header(request: InferRequest) -> dict[str, object]:

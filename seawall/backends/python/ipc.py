@@ -63,7 +63,7 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[dict[str, object]]:
+    def feed(self, data: bytes | memoryview) -> list[dict[str, object]]:
         """Add received bytes and return every frame now complete.
 
         Raises:

@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -99,7 +100,12 @@ class _ProcessProtocol(asyncio.SubprocessProtocol):
 
 
 class StubProcess:
-    """One stub process. `inputs`/`outputs` are the host's mappings of the two regions (owned here)."""
+    """One stub process. `inputs[slot]`/`outputs[slot]` are the host's mappings of each slot's two regions.
+
+    Messages are answered in the order they were sent (the stub runs them one at a time), so several may be
+    in flight: each slot has its own regions, and its owner sends a slot's next message only once the
+    previous reply of that slot has been read.
+    """
 
     def __init__(self, label: str, settings: StubSettings, on_death: Callable[[str], None] | None) -> None:
         self._label = label
@@ -108,13 +114,13 @@ class StubProcess:
         self._process: asyncio.SubprocessTransport | None = None
         self._control: asyncio.Transport | None = None
         self._fd_socket: socket.socket | None = None
-        self._waiter: asyncio.Future[dict[str, object]] | None = None  # the one reply being awaited
+        self._waiters: deque[asyncio.Future[dict[str, object]]] = deque()  # replies awaited, in send order
         self._exited: asyncio.Future[None] | None = None
         self._alive = False
         self._stopping = False
         self._death = ""
-        self.inputs: mmap.mmap | None = None
-        self.outputs: mmap.mmap | None = None
+        self.inputs: list[mmap.mmap] = []  # slot → input region (the host writes, the stub reads)
+        self.outputs: list[mmap.mmap] = []  # slot → output region (the stub writes, the host reads)
 
     @property
     def is_alive(self) -> bool:
@@ -125,12 +131,13 @@ class StubProcess:
         loop = asyncio.get_running_loop()
         self._exited = loop.create_future()
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fd_socket, fd_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fd_socket, fd_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # one fd per message
         fd_socket.setblocking(False)
         self._fd_socket = fd_socket
         size = self._settings.shm_default_bytes
-        in_fd, self.inputs = ipc.create_region(size)
-        out_fd, self.outputs = ipc.create_region(size)
+        in_fd, inputs = ipc.create_region(size)
+        out_fd, outputs = ipc.create_region(size)
+        self.inputs, self.outputs = [inputs], [outputs]
         inherited = (control_child.fileno(), fd_child.fileno(), in_fd, out_fd)
         argv = [sys.executable, "-P", "-B", "-u", _BOOTSTRAP]
         argv += [
@@ -168,46 +175,67 @@ class StubProcess:
         if self._control is not None and self._alive:
             self._control.write(ipc.encode_frame(message))
 
-    async def call(self, message: object) -> dict[str, object]:
-        """Send one message and wait for the stub's reply (log frames are handled on the side).
-
-        A cancelled caller leaves the reply pending; the next call waits for it first, because the
-        stub is still busy with that message and the regions must not be rewritten under it.
+    def submit(self, message: object) -> asyncio.Future[dict[str, object]]:
+        """Send one message; the future gets the stub's reply (log and region frames are handled aside).
 
         Raises:
-            StubDied: the stub died before replying.
+            StubDied: the stub is gone.
         """
-        if self._waiter is not None and not self._waiter.done():
-            await asyncio.wait([self._waiter])
         if not self._alive:
             raise StubDied(self._death)
         waiter: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
         waiter.add_done_callback(_retrieve)
-        self._waiter = waiter
+        self._waiters.append(waiter)
         self.send(message)
-        return await asyncio.shield(waiter)
+        return waiter
 
-    def replace_inputs(self, size: int) -> None:
-        """Give the stub a bigger input region; the next message must say `"in": size`.
+    async def call(self, message: object) -> dict[str, object]:
+        """Send one message and wait for its reply; a cancelled caller leaves the reply pending.
+
+        Raises:
+            StubDied: the stub died before replying.
+        """
+        return await asyncio.shield(self.submit(message))
+
+    def open_slot(self) -> tuple[int, dict[str, int]]:
+        """Regions for one more slot: its index, and the message fields that hand them to the stub.
+
+        Raises:
+            StubDied: the fds could not be passed (the stub is then stopped).
+        """
+        slot = len(self.inputs)
+        size = self._settings.shm_default_bytes
+        inputs = self._pass_region(size, b"i%d" % slot)
+        try:
+            outputs = self._pass_region(size, b"o%d" % slot)
+        except StubDied:
+            inputs.close()
+            raise
+        self.inputs.append(inputs)
+        self.outputs.append(outputs)
+        return slot, {"in": size, "out": size}
+
+    def replace_inputs(self, slot: int, size: int) -> None:
+        """Give the stub a bigger input region for `slot`; the next message must say `"in": size`.
 
         Raises:
             StubDied: the fd could not be passed (the stub is then stopped).
         """
-        self.inputs = self._pass_region(size, self.inputs)
+        memory = self._pass_region(size, b"i%d" % slot)
+        self.inputs[slot].close()
+        self.inputs[slot] = memory
 
-    def _pass_region(self, size: int, old: mmap.mmap | None) -> mmap.mmap:
+    def _pass_region(self, size: int, tag: bytes) -> mmap.mmap:
         fd, memory = ipc.create_region(size)
         try:
             assert self._fd_socket is not None
-            socket.send_fds(self._fd_socket, [b"\0"], [fd])
+            socket.send_fds(self._fd_socket, [tag], [fd])
         except OSError as exc:  # includes a full socket: the stub is not reading its fd socket
             memory.close()
             self.abort(f"cannot pass a shared region: {exc}")
             raise StubDied(self._death) from exc
         finally:
             os.close(fd)
-        if old is not None:
-            old.close()
         return memory
 
     def on_frame(self, frame: dict[str, object]) -> None:
@@ -216,26 +244,33 @@ class StubProcess:
             level = _LOG_LEVELS.get(frame.get("level", 0), logging.INFO)  # type: ignore[call-overload]
             logger.log(level, "model instance '%s': %s", self._label, escape_log(str(frame.get("msg", ""))))
         elif kind == "grow":
-            self._grow_outputs(frame.get("size"))
-        elif self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(frame)
+            self._grow_outputs(frame.get("s", 0), frame.get("size"))
+        elif self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(frame)
         else:
             self.abort(f"unexpected message '{kind}'")
 
-    def _grow_outputs(self, requested: object) -> None:
-        current = len(self.outputs) if self.outputs is not None else 0
+    def _grow_outputs(self, slot: object, requested: object) -> None:
+        if type(slot) is not int or not 0 <= slot < len(self.outputs):
+            self.abort("bad output region request")
+            return
+        current = len(self.outputs[slot])
         if type(requested) is not int or requested <= current:
             self.abort("bad output region request")
             return
         size = ipc.grown_size(requested, current, self._settings.shm_growth_bytes)
         if size > MAX_REGION_BYTES:
-            self.send({"t": "out", "size": 0})
+            self.send({"t": "out", "s": slot, "size": 0})
             return
         try:
-            self.outputs = self._pass_region(size, self.outputs)
+            memory = self._pass_region(size, b"o%d" % slot)
         except StubDied:
             return
-        self.send({"t": "out", "size": size})
+        self.outputs[slot].close()
+        self.outputs[slot] = memory
+        self.send({"t": "out", "s": slot, "size": size})
 
     def log_output(self, fd: int, line: bytes) -> None:
         level = logging.INFO if fd == 1 else logging.WARNING
@@ -261,16 +296,19 @@ class StubProcess:
             return
         self._alive = False
         self._death = reason
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(StubDied(reason))
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(StubDied(reason))
         if self._control is not None:
             self._control.abort()
         if self._process is not None and self._process.get_returncode() is None:
             self._process.kill()
-        if not self._stopping:
-            logger.error("model instance '%s': stub process died (%s)", self._label, reason)
-            if self._on_death is not None:
-                self._on_death(reason)
+        if self._stopping or (self._on_death is None and not waiters):
+            return  # stopped on purpose, or a throw-away stub (auto-complete) exiting after its answer
+        logger.error("model instance '%s': stub process died (%s)", self._label, reason)
+        if self._on_death is not None:
+            self._on_death(reason)
 
     async def stop(self, graceful: bool = True) -> None:
         """Finalize (if `graceful`), then end the process: wait, terminate, kill. Idempotent."""
@@ -288,10 +326,9 @@ class StubProcess:
         self._alive = False
         if self._fd_socket is not None:
             self._fd_socket.close()
-        for memory in (self.inputs, self.outputs):
-            if memory is not None:
-                memory.close()
-        self.inputs = self.outputs = None
+        for memory in (*self.inputs, *self.outputs):
+            memory.close()
+        self.inputs, self.outputs = [], []
 
     async def _reap(self) -> None:
         if self._process is None or self._exited is None:

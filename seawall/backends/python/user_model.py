@@ -1,0 +1,156 @@
+"""A user's `model.py` run the way Triton's python backend runs it: loading, hooks, requests and responses.
+
+Shared by the stub process and in-process instances, so it stays light: imports numpy and the
+`triton_python_backend_utils` module it is given (never the server). Model objects are untyped by nature.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+#: Where Seawall's `triton_python_backend_utils.py` lives.
+PB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pb_utils")
+PB_MODULE = "triton_python_backend_utils"
+
+# User model objects and pb_utils values are untyped by nature (the module is loaded at run time).
+UserObject = Any
+#: One output as it leaves the model: (name, datatype, array).
+Output = tuple[str, str, np.ndarray]
+
+
+class BatchError(Exception):
+    """Every request of the batch fails with this text (already formatted, no traceback)."""
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def load_model_class(model_file: str, module_name: str) -> UserObject:
+    """Execute the model file as module `module_name` and return its TritonPythonModel class.
+
+    Raises:
+        Exception: whatever importing the user's file raises; AttributeError when the class is missing.
+    """
+    spec = importlib.util.spec_from_file_location(module_name, model_file)
+    if spec is None or spec.loader is None:
+        raise ImportError("cannot load the model file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    model_class = getattr(module, "TritonPythonModel", None)
+    if model_class is None:
+        raise AttributeError("the model file defines no class 'TritonPythonModel'")
+    return model_class
+
+
+class UserModel:
+    """One TritonPythonModel object. Not thread-safe: its owner calls it from one thread."""
+
+    def __init__(self, pb: ModuleType, model_class: UserObject, model_name: str) -> None:
+        self.pb = pb
+        self.model_name = model_name
+        self._model = model_class()
+        self._loop: UserObject = None  # an asyncio loop, made only for `async def` hooks
+        self._request_class = pb.InferenceRequest
+        self._response_class = pb.InferenceResponse
+        self._tensor_class = pb.Tensor
+
+    def run(self, result: UserObject) -> UserObject:
+        """Run a coroutine returned by an `async def` hook on this model's own event loop."""
+        if inspect.isawaitable(result):
+            if self._loop is None:
+                import asyncio  # only models with `async def` hooks pay for it
+
+                self._loop = asyncio.new_event_loop()
+            return self._loop.run_until_complete(result)
+        return result
+
+    def initialize(self, args: dict[str, str]) -> None:
+        if hasattr(self._model, "initialize"):
+            self.run(self._model.initialize(args))
+
+    def finalize(self) -> None:
+        if hasattr(self._model, "finalize"):
+            self.run(self._model.finalize())
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+
+    def request(
+        self,
+        inputs: Sequence[Output],
+        requested: list[str],
+        request_id: str,
+        correlation_id: object,
+        flags: int,
+        parameters: dict[str, object],
+    ) -> UserObject:
+        """A pb_utils.InferenceRequest over `inputs` (the arrays are used as they are, never copied)."""
+        tensor = self._tensor_class
+        return self._request_class(
+            model_name=self.model_name,
+            inputs=[tensor(name, array, datatype) for name, datatype, array in inputs],
+            requested_output_names=requested,
+            request_id=request_id,
+            correlation_id=correlation_id,
+            flags=flags,
+            parameters=parameters,
+        )
+
+    def execute(self, requests: list[UserObject]) -> Sequence[UserObject]:
+        """Run execute(requests) and check it returned one response per request.
+
+        Raises:
+            BatchError: the return value is not a list of the right length.
+            Exception: whatever the model raised.
+        """
+        responses = self.run(self._model.execute(requests))
+        if not isinstance(responses, list | tuple):
+            raise BatchError(
+                f"Expected a list in the execute return, got {type(responses).__name__}"
+                if responses is not None
+                else "execute() returned None; a model that is not decoupled must return a list of responses"
+            )
+        if len(responses) != len(requests):
+            raise BatchError(
+                "Number of InferenceResponse objects do not match the number of requests. "
+                f"InferenceRequest(s) size is {len(requests)}, "
+                f"and InferenceResponse(s) size is {len(responses)}"
+            )
+        return responses
+
+    def outputs(self, request: UserObject, response: UserObject) -> tuple[int, str] | list[Output]:
+        """A response's error as (TritonError code, message), or its requested outputs.
+
+        Raises:
+            BatchError: the response is not a pb_utils.InferenceResponse.
+            pb_utils.TritonModelException: an output is not a pb_utils.Tensor.
+        """
+        if not isinstance(response, self._response_class):
+            raise BatchError(f"Expected an InferenceResponse, got {type(response).__name__}")
+        error = response.error()
+        if error is not None:
+            return error.code(), error.message()
+        wanted = request.requested_output_names()
+        raw = self.pb._raw
+        found: list[Output] = []
+        for tensor in response.output_tensors():
+            name = tensor.name()
+            if wanted and name not in wanted:
+                continue  # not requested: never copied out of the model
+            datatype, array = raw(tensor)
+            found.append((name, datatype, array))
+        return found
