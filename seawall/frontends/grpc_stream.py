@@ -38,8 +38,9 @@ async def serve_stream(requests: AsyncIterable[Any], context: Any, answer: Answe
 async def _write_in_order(pending: asyncio.Queue[asyncio.Task[Any] | None], context: Any) -> None:
     while (task := await pending.get()) is not None:
         response = await task
-        if context.done():
-            # the client went away (cancelled, deadline): drop what is left; the TaskGroup cancels the rest
+        try:
+            await context.write(response)
+        except Exception:  # grpc raises its internal ExecuteBatchError once the peer has gone
+            # the client went away (cancelled, deadline): drop what is left; cancelling the call ends the rest
             logger.debug("stream closed by the client; %d response(s) not sent", pending.qsize() + 1)
             return
-        await context.write(response)

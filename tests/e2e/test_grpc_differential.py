@@ -23,6 +23,7 @@ DIFFERENT = {
     "surplus-raw": "Triton ignores raw_input_contents entries that no input reads",
     "negative-dimension": "Triton's message compares with the config shape ('unexpected shape ...')",
     "huge-shape": "Triton reports a shape mismatch; Seawall checks the element limit first",
+    "trace-count": "Triton's gRPC text has a space after 'got:' (its HTTP text does not; the core uses the HTTP one)",
     "shared-memory-disabled": "client shared memory is off by default (Triton 2.68's default; 2.51 has it on)",
 }
 

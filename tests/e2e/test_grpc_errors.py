@@ -74,6 +74,7 @@ BAD_VERSION = (
     "version should be an integral value > 0"
 )
 NO_MODEL = "Request for unknown model: 'nope' is not found"
+NOT_EXPLICIT = "explicit model load / unload is not allowed if polling is enabled"
 
 CASES: list[tuple[str, tuple[str, Any], grpc.StatusCode, str]] = [
     (
@@ -129,6 +130,60 @@ CASES: list[tuple[str, tuple[str, Any], grpc.StatusCode, str]] = [
         ("SystemSharedMemoryStatus", pb.SystemSharedMemoryStatusRequest()),
         grpc.StatusCode.UNIMPLEMENTED,
         "client shared memory is disabled on this server (start it with --allow-client-shm)",
+    ),
+    (
+        "load-in-none-mode",
+        ("RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name="add_sub")),
+        grpc.StatusCode.UNAVAILABLE,
+        NOT_EXPLICIT,
+    ),
+    (
+        "unload-in-none-mode",
+        ("RepositoryModelUnload", pb.RepositoryModelUnloadRequest(model_name="add_sub")),
+        grpc.StatusCode.UNAVAILABLE,
+        NOT_EXPLICIT,
+    ),
+    (
+        "log-settings-type",
+        (
+            "LogSettings",
+            pb.LogSettingsRequest(settings={"log_error": pb.LogSettingsRequest.SettingValue(uint32_param=1)}),
+        ),
+        INVALID,
+        "expect boolean for 'log_error'",
+    ),
+    (
+        "log-file",
+        (
+            "LogSettings",
+            pb.LogSettingsRequest(settings={"log_file": pb.LogSettingsRequest.SettingValue(string_param="/tmp/x")}),
+        ),
+        grpc.StatusCode.UNIMPLEMENTED,
+        "log file location can not be updated through network protocol",
+    ),
+    (
+        "trace-file",
+        (
+            "TraceSetting",
+            pb.TraceSettingRequest(settings={"trace_file": pb.TraceSettingRequest.SettingValue(value=["/tmp/x"])}),
+        ),
+        grpc.StatusCode.UNIMPLEMENTED,
+        "trace file location can not be updated through network protocol",
+    ),
+    (
+        "trace-count",
+        (
+            "TraceSetting",
+            pb.TraceSettingRequest(settings={"trace_count": pb.TraceSettingRequest.SettingValue(value=["-2"])}),
+        ),
+        INVALID,
+        "Unable to parse 'trace_count'. Expecting value >= -1, got:-2",
+    ),
+    (
+        "trace-unknown-model",
+        ("TraceSetting", pb.TraceSettingRequest(model_name="nope")),
+        INVALID,
+        "Request for unknown model : nope",
     ),
     (
         "contents-and-raw",
