@@ -301,3 +301,19 @@ def test_every_listener_context_refuses_old_protocols(pki: Pki) -> None:
     assert context.minimum_version is ssl.TLSVersion.TLSv1_2 and context.verify_mode is ssl.CERT_NONE
     context = server_ssl_context(dataclasses.replace(files, use_ssl_mutual=True), "metrics")
     assert context.verify_mode is ssl.CERT_REQUIRED
+
+
+async def test_grpc_credentials_from_the_shared_builder(pki: Pki, tmp_path: Path) -> None:
+    import grpc
+
+    from seawall.errors import InvalidArgumentError
+    from seawall.options import TlsOptions
+    from seawall.security.tls import grpc_server_credentials
+
+    files = TlsOptions(True, True, str(pki.server_cert), str(pki.server_key), str(pki.ca))
+    server = grpc.aio.server()
+    port = server.add_secure_port("127.0.0.1:0", grpc_server_credentials(files))
+    assert port > 0
+    await server.stop(None)
+    with pytest.raises(InvalidArgumentError, match="^--grpc-root-cert: cannot read"):
+        grpc_server_credentials(dataclasses.replace(files, root_cert=str(tmp_path / "none.pem")))
