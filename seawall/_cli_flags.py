@@ -351,6 +351,12 @@ FLAGS: tuple[Flag, ...] = (
             repeat=True,
         ),
         Flag(
+            "http-restricted-api-env",
+            _kind("<variable>", str),
+            "Seawall: read one --http-restricted-api value from an environment variable.",
+            repeat=True,
+        ),
+        Flag(
             "http-max-input-size",
             _kind("<integer>", _int_in(1, 2**63 - 1, "must be greater than 0")),
             "Largest HTTP request body, also after decompression.",
@@ -394,6 +400,12 @@ FLAGS: tuple[Flag, ...] = (
             "grpc-restricted-protocol-file",
             _kind("<path>", str),
             "Seawall: read --grpc-restricted-protocol lines from a file.",
+            repeat=True,
+        ),
+        Flag(
+            "grpc-restricted-protocol-env",
+            _kind("<variable>", str),
+            "Seawall: read one --grpc-restricted-protocol value from an environment variable.",
             repeat=True,
         ),
         _later("grpc-infer-thread-count", K_INT, "GRPC infer handler threads."),
@@ -546,6 +558,44 @@ FLAGS: tuple[Flag, ...] = (
             "Allow clients to register shared memory (off by default).",
             "allow_client_shm",
         ),
+    ),
+    *_section(
+        "Seawall limits and safety",
+        Flag(
+            "max-request-header-bytes",
+            K_COUNT,
+            "Largest total size of one HTTP request's headers.",
+            "limits.max_header_bytes",
+        ),
+        Flag("max-json-depth", K_COUNT, "Deepest JSON nesting accepted in a request.", "limits.max_json_depth"),
+        Flag("max-inputs", K_COUNT, "Most input tensors in one request.", "limits.max_inputs"),
+        Flag("max-outputs", K_COUNT, "Most requested outputs in one request.", "limits.max_outputs"),
+        Flag("max-tensor-elements", K_COUNT, "Most elements in one tensor.", "limits.max_tensor_elements"),
+        Flag("max-tensor-bytes", K_COUNT, "Largest byte size of one tensor.", "limits.max_tensor_bytes"),
+        Flag("max-chunks", K_COUNT, "Most chunks in one chunked HTTP request body.", "limits.max_chunks"),
+        Flag(
+            "max-decompression-ratio",
+            K_COUNT,
+            "Largest decompressed/compressed size ratio of a body.",
+            "limits.max_decompression_ratio",
+        ),
+        Flag(
+            "grpc-max-message-size", K_COUNT, "Largest gRPC message, both directions.", "limits.grpc_max_message_bytes"
+        ),
+        Flag(
+            "grpc-max-concurrent-streams",
+            K_COUNT,
+            "Most concurrent gRPC streams per connection.",
+            "limits.grpc_max_concurrent_streams",
+        ),
+        Flag(
+            "allow-untrusted-plugin-path",
+            K_STRING,
+            "Load plugins from this path although it fails the ownership/permission check.",
+            "backends.allow_untrusted_paths",
+            repeat=True,
+        ),
+        Flag("security-report", K_SWITCH, "Print the security assessment of the other flags and exit."),
     ),
     *_section(
         "DEPRECATED",

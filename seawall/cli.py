@@ -25,6 +25,7 @@ from seawall.core.log_settings import LogSettings
 from seawall.errors import SeawallError
 from seawall.options import Options, Restriction, TlsOptions
 from seawall.security import tls
+from seawall.security.report import Finding, assess
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -44,6 +45,7 @@ __all__ = [
     "banner_rows",
     "configure_logging",
     "escape",
+    "format_report",
     "main",
     "parse_args",
     "parse_command_line",
@@ -67,6 +69,7 @@ class CommandLine:
     options: Options
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    security_report: bool = False  # --security-report: assess and exit
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -98,7 +101,8 @@ def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Comma
     options = _mutual_implies_tls(options)
     _check(options, given, environ)
     _check_listeners(options)
-    return CommandLine(options, tuple(warnings), tuple(notes))
+    report = any(flag.name == "security-report" for flag, _ in given)
+    return CommandLine(options, tuple(warnings), tuple(notes), report)
 
 
 def _scan(argv: Sequence[str]) -> list[tuple[Flag, str]]:
@@ -182,11 +186,14 @@ def _assemble(
     """The changes to apply to `Options()`, as a tree of dotted targets; environment defaults first."""
     tree = _environment_defaults(environ)
     for flag, value in given:
-        if flag.name.endswith("-restricted-api-file") or flag.name.endswith("-restricted-protocol-file"):
+        if flag.name.endswith(("-file", "-env")) and "-restricted-" in flag.name:
             target = "http.restricted" if flag.name.startswith("http") else "grpc.restricted"
             noun = "api" if flag.name.startswith("http") else "protocol"
             previous = _get(tree, target)
-            loaded = _read_restrictions(flag.name, str(value), noun)
+            if flag.name.endswith("-file"):
+                loaded = _read_restrictions(flag.name, str(value), noun)
+            else:
+                loaded = [_restriction_from_environment(flag.name, str(value), noun, environ)]
             _put(tree, target, [*(previous if isinstance(previous, list) else []), *loaded])
         elif flag.target and flag.repeat:
             previous = _get(tree, flag.target)
@@ -279,6 +286,18 @@ def _read_restrictions(flag_name: str, path: str, noun: str) -> list[Restriction
             except BadValue as exc:
                 raise CliError(f'Bad option: "--{flag_name}".\n{exc}') from None
     return found
+
+
+def _restriction_from_environment(flag_name: str, variable: str, noun: str, environ: Mapping[str, str]) -> Restriction:
+    """A restriction whose whole `<categories>:<key>=<value>` text is in environment variable `variable`."""
+    text = environ.get(variable)
+    if text is None:
+        raise CliError(f'Bad option: "--{flag_name}".\nenvironment variable {variable} is not set')
+    try:
+        # the variable holds a secret: an error names the variable, never its text
+        return parse_restriction(text.strip(), noun, f"{variable}: format is '<config name>:<setting>=<value>'")
+    except BadValue as exc:
+        raise CliError(f'Bad option: "--{flag_name}".\n{exc}') from None
 
 
 def _check_groups(restrictions: object, flag_name: str, noun: str) -> None:
@@ -469,6 +488,15 @@ def _first_failure(error: BaseException) -> BaseException:
     return error
 
 
+def format_report(findings: Sequence[Finding]) -> str:
+    """The `--security-report` text: one line per risky setting, or a line saying there is none."""
+    if not findings:
+        return "seawall security report: no risky setting is on"
+    lines = [f"seawall security report: {len(findings)} risky setting(s)"]
+    lines += [f"  {f.setting}: {f.risk}" for f in findings]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     """`seawall [flags]`: parse tritonserver's flags, configure logging, serve; exit 1 if start-up fails."""
     try:
@@ -480,13 +508,18 @@ def main(argv: list[str] | None = None) -> None:
         print(exc, file=sys.stderr)
         sys.exit(1)
     options = command_line.options
+    findings = assess(options)
+    if command_line.security_report:
+        print(format_report(findings))
+        sys.exit(1 if findings else 0)
     log_settings = LogSettings(options.log)
     try:
         configure_logging(log_settings)
     except OSError as exc:
         print(f"error: cannot open --log-file {options.log.file}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)
-    log_start_up(options, _version(), command_line.warnings, command_line.notes)
+    risks = [f"security: {f.setting}: {f.risk}" for f in findings]
+    log_start_up(options, _version(), (*command_line.warnings, *risks), command_line.notes)
     status = run(options, log_settings)
     if status:
         sys.exit(status)

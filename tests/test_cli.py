@@ -769,3 +769,77 @@ def test_process_reports_a_port_in_use(tmp_path: Path) -> None:
                              "--metrics-port=0", "--log-info=false")  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith("failed to start HTTP service: "), result.stderr
+
+
+# ------------------------------------------------------------------------ secrets from the environment
+
+
+def test_restriction_from_an_environment_variable() -> None:
+    options = parse("--http-restricted-api-env=SEAWALL_ADMIN", environ={"SEAWALL_ADMIN": "model-repository:k=v=s"})
+    [restriction] = options.http.restricted
+    assert (restriction.categories, restriction.key, restriction.value) == (("model-repository",), "k", "v=s")
+    assert "v=s" not in repr(options)
+
+
+def test_a_missing_or_malformed_variable_never_echoes_the_secret() -> None:
+    assert error_of(REPO, "--grpc-restricted-protocol-env=NOPE") == (
+        'Bad option: "--grpc-restricted-protocol-env".\nenvironment variable NOPE is not set'
+    )
+    message = error_of(REPO, "--http-restricted-api-env=BAD", environ={"BAD": "no-colon-secret"})
+    assert "no-colon-secret" not in message and "BAD: format is" in message
+
+
+# ------------------------------------------------------------------------------ limits and plugins
+
+
+def test_limit_flags_reach_the_limits() -> None:
+    limits = parse(
+        "--max-request-header-bytes=2048",
+        "--max-json-depth=10",
+        "--max-inputs=4",
+        "--max-outputs=5",
+        "--max-tensor-elements=100",
+        "--max-tensor-bytes=400",
+        "--max-chunks=8",
+        "--max-decompression-ratio=3",
+        "--grpc-max-message-size=1000",
+        "--grpc-max-concurrent-streams=7",
+    ).limits
+    assert (limits.max_header_bytes, limits.max_json_depth, limits.max_inputs, limits.max_outputs) == (2048, 10, 4, 5)
+    assert (limits.max_tensor_elements, limits.max_tensor_bytes, limits.max_chunks) == (100, 400, 8)
+    assert (limits.max_decompression_ratio, limits.grpc_max_message_bytes, limits.grpc_max_concurrent_streams) == (
+        3,
+        1000,
+        7,
+    )
+    assert "--max-json-depth" in error_of(REPO, "--max-json-depth=0")
+
+
+def test_untrusted_plugin_paths_are_repeatable() -> None:
+    backends = parse("--allow-untrusted-plugin-path=/a", "--allow-untrusted-plugin-path=/b").backends
+    assert backends.allow_untrusted_paths == ("/a", "/b")
+
+
+# ----------------------------------------------------------------------------------- security report
+
+
+def test_security_report_of_a_risky_configuration(tmp_path: Path) -> None:
+    done = run_seawall(
+        f"--model-repository={tmp_path}",
+        "--model-control-mode=explicit",
+        "--http-address=0.0.0.0",
+        "--http-restricted-api=logging:k=topsecret",
+        "--security-report",
+    )
+    assert done.returncode == 1
+    assert "--model-control-mode=explicit: any client can load model code" in done.stdout
+    assert "--http-address=0.0.0.0: HTTP is reachable from the network without TLS" in done.stdout
+    assert "topsecret" not in done.stdout + done.stderr
+
+
+def test_security_report_of_a_locked_down_configuration(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    done = run_seawall(f"--model-repository={tmp_path}", "--allow-metrics=false", "--security-report")
+    findings = [line for line in done.stdout.splitlines() if line.startswith("  ")]
+    assert done.returncode == (1 if findings else 0)
+    assert all(line.startswith("  user:") for line in findings)  # only running as root may remain (CI runs as root)
