@@ -23,8 +23,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check seawall tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
-	$(BIN)/python -m bench.run
+bench: $(STAMP)  # extra flags: make bench BENCH_ARGS=--quick
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,9 @@
 """A closed-loop load generator for any KServe v2 server: HTTP JSON, HTTP binary, or gRPC.
 
 Each worker process runs `concurrency / processes` connections on uvloop; every connection sends a
-pre-encoded request, waits for the whole reply, and repeats. Latencies are collected per request.
+pre-encoded request, waits for the whole reply, and repeats. HTTP is HTTP/1.1 on raw asyncio streams; gRPC is
+a minimal HTTP/2 client on the `h2` library (one connection per closed loop, grpc-status read from the
+trailers), which costs far less per call than a grpc.aio channel. Latencies are collected per request.
 
     python -m bench.loadgen --url 127.0.0.1:8000 --mode http-json --concurrency 16
 """
@@ -13,30 +15,37 @@ import asyncio
 import json
 import multiprocessing
 import statistics
+import struct
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
+
+MODES = ("http-json", "http-binary", "grpc")
+GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
 
 
 @dataclass(frozen=True)
 class Workload:
     model: str
     inputs: list[tuple[str, str, np.ndarray]]  # name, datatype, data
+    outputs: tuple[str, ...]
 
 
-def workload(model: str) -> Workload:
-    if model == "add_sub":
+def workload(name: str) -> Workload:
+    """The request of one benchmark workload (models in bench/models and bench/mlserver)."""
+    if name == "add_sub":
         x = np.arange(4, dtype=np.float32)
-        return Workload("add_sub", [("INPUT0", "FP32", x), ("INPUT1", "FP32", x)])
-    if model == "identity_1mb":
-        return Workload("identity", [("INPUT0", "FP32", np.ones((1, 262144), dtype=np.float32))])
-    if model == "matmul":
-        return Workload("matmul", [("INPUT0", "FP32", np.ones((1, 256), dtype=np.float32))])
-    raise SystemExit(f"unknown workload {model}")
+        return Workload("add_sub", [("INPUT0", "FP32", x), ("INPUT1", "FP32", x)], ("OUTPUT0", "OUTPUT1"))
+    if name in ("identity", "identity_1mb"):
+        return Workload("identity", [("INPUT0", "FP32", np.ones(262144, dtype=np.float32))], ("OUTPUT0",))
+    if name == "matmul":
+        return Workload("matmul", [("INPUT0", "FP32", np.ones((1, 256), dtype=np.float32))], ("OUTPUT0",))
+    raise ValueError(f"unknown workload {name}")
 
 
-def http_request(host: str, load: Workload, binary: bool) -> bytes:
+def http_body(load: Workload, binary: bool) -> tuple[dict[str, str], bytes]:
+    """Headers and body of one inference request (JSON, or Triton's binary tensor extension)."""
     tensors, blobs = [], []
     for name, datatype, data in load.inputs:
         entry: dict[str, object] = {"name": name, "shape": list(data.shape), "datatype": datatype}
@@ -47,20 +56,37 @@ def http_request(host: str, load: Workload, binary: bool) -> bytes:
         else:
             entry["data"] = data.reshape(-1).tolist()
         tensors.append(entry)
-    outputs = None
+    document: dict[str, object] = {"inputs": tensors}
     if binary:
-        outputs = [{"name": "OUTPUT0", "parameters": {"binary_data": True}}]
-    header = json.dumps({"inputs": tensors, **({"outputs": outputs} if outputs else {})}).encode()
-    body = header + b"".join(blobs)
-    lines = [
-        f"POST /v2/models/{load.model}/infer HTTP/1.1",
-        f"Host: {host}",
-        f"Content-Length: {len(body)}",
-        "Content-Type: application/octet-stream" if binary else "Content-Type: application/json",
-    ]
-    if binary:
-        lines.append(f"Inference-Header-Content-Length: {len(header)}")
+        document["outputs"] = [{"name": n, "parameters": {"binary_data": True}} for n in load.outputs]
+    header = json.dumps(document).encode()
+    if not binary:
+        return {"Content-Type": "application/json"}, header
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+    return headers, header + b"".join(blobs)
+
+
+def http_request(host: str, load: Workload, binary: bool) -> bytes:
+    """The whole HTTP/1.1 request, bytes on the wire."""
+    headers, body = http_body(load, binary)
+    lines = [f"POST /v2/models/{load.model}/infer HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines += [f"{key}: {value}" for key, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def grpc_body(load: Workload) -> bytes:
+    """A gRPC message: the 5-byte frame prefix (uncompressed, length) and a serialized ModelInferRequest."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=load.model)
+    for name, datatype, data in load.inputs:
+        tensor = request.inputs.add(name=name, datatype=datatype)
+        tensor.shape.extend(data.shape)
+        request.raw_input_contents.append(data.tobytes())
+    for name in load.outputs:
+        request.outputs.add(name=name)
+    message = bytes(request.SerializeToString())
+    return struct.pack(">BI", 0, len(message)) + message
 
 
 async def _read_reply(reader: asyncio.StreamReader) -> int:
@@ -74,53 +100,202 @@ async def _read_reply(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _http_connection(host: str, port: int, payload: bytes, deadline: float, lat: list[float]) -> int:
-    reader, writer = await asyncio.open_connection(host, port)
+async def _http_loop(host: str, port: int, payload: bytes, clock: _Clock, lat: list[float]) -> int:
     errors = 0
-    while time.monotonic() < deadline:
+    reader, writer = await asyncio.open_connection(host, port)
+    await clock.started.wait()
+    while not clock.is_over():
         start = time.perf_counter()
-        writer.write(payload)
-        status = await _read_reply(reader)
-        lat.append(time.perf_counter() - start)
-        errors += status != 200
+        try:
+            writer.write(payload)
+            ok = await _read_reply(reader) == 200
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            ok = False
+            writer.close()
+            reader, writer = await asyncio.open_connection(host, port)
+        clock.record(lat, time.perf_counter() - start)
+        errors += not ok and clock.is_measuring()
     writer.close()
     return errors
 
 
-def _grpc_request(load: Workload) -> bytes:
-    from tritonclient.grpc import service_pb2
+class GrpcConnection(asyncio.Protocol):
+    """One HTTP/2 connection that sends one pre-encoded gRPC call at a time (a closed loop)."""
 
-    request = service_pb2.ModelInferRequest(model_name=load.model)
-    for name, datatype, data in load.inputs:
-        tensor = request.inputs.add(name=name, datatype=datatype)
-        tensor.shape.extend(data.shape)
-        request.raw_input_contents.append(data.tobytes())
-    return bytes(request.SerializeToString())
+    def __init__(self, authority: str, body: bytes) -> None:
+        import h2.config
+        import h2.connection
+
+        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self._headers = [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", GRPC_PATH.encode()),
+            (b":authority", authority.encode()),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        ]
+        self._body = body
+        self._transport: asyncio.Transport | None = None
+        self._sent = 0
+        self._stream = 0
+        self._status = b""
+        self.received = 0  # bytes of response DATA in the current call
+        self._done: asyncio.Future[bool] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        from h2.settings import SettingCodes
+
+        self._transport = transport  # type: ignore[assignment]  # uvloop's transports do not subclass asyncio's
+        self._h2.initiate_connection()
+        self._h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 1 << 30})
+        self._h2.increment_flow_control_window(1 << 30)
+        transport.write(self._h2.data_to_send())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_result(False)
+
+    async def call(self) -> bool:
+        """Send the request and wait for the end of the response; True when grpc-status is 0 and a message came."""
+        assert self._transport is not None
+        if self._transport.is_closing():
+            return False
+        self._done = asyncio.get_running_loop().create_future()
+        self._stream = self._h2.get_next_available_stream_id()
+        self._status, self._sent, self.received = b"", 0, 0
+        self._h2.send_headers(self._stream, self._headers)
+        self._pump()
+        return await self._done
+
+    def _pump(self) -> None:
+        while self._sent < len(self._body):
+            window = min(self._h2.local_flow_control_window(self._stream), self._h2.max_outbound_frame_size)
+            if window <= 0:
+                break
+            chunk = self._body[self._sent : self._sent + window]
+            self._sent += len(chunk)
+            self._h2.send_data(self._stream, chunk, end_stream=self._sent == len(self._body))
+        assert self._transport is not None
+        self._transport.write(self._h2.data_to_send())
+
+    def _is_sending(self) -> bool:
+        return self._done is not None and not self._done.done() and self._sent < len(self._body)
+
+    def data_received(self, data: bytes) -> None:
+        import h2.events
+
+        for event in self._h2.receive_data(data):
+            if isinstance(event, h2.events.DataReceived):
+                self.received += len(event.data)
+                self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                self._status = dict(event.headers).get(b"grpc-status", self._status)
+            elif isinstance(event, h2.events.WindowUpdated) and self._is_sending():
+                self._pump()
+            elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset | h2.events.ConnectionTerminated):
+                if self._done is not None and not self._done.done():
+                    self._done.set_result(self._status == b"0" and self.received > 5)
+        assert self._transport is not None
+        pending = self._h2.data_to_send()
+        if pending:
+            self._transport.write(pending)
+
+    def is_closed(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
-async def _grpc_connection(target: str, payload: bytes, deadline: float, lat: list[float]) -> int:
+async def open_grpc(host: str, port: int, body: bytes) -> GrpcConnection:
+    """Connect one `GrpcConnection` to host:port."""
+    _, protocol = await asyncio.get_running_loop().create_connection(
+        lambda: GrpcConnection(f"{host}:{port}", body), host, port
+    )
+    return protocol
+
+
+async def _grpc_loop(host: str, port: int, body: bytes, clock: _Clock, lat: list[float]) -> int:
+    errors = 0
+    connection = await open_grpc(host, port, body)
+    await clock.started.wait()
+    while not clock.is_over():
+        start = time.perf_counter()
+        try:
+            ok = await connection.call()
+        except Exception:  # h2 protocol errors: count, reconnect, go on
+            ok = False
+        if not ok and connection.is_closed():
+            connection = await open_grpc(host, port, body)
+        clock.record(lat, time.perf_counter() - start)
+        errors += not ok and clock.is_measuring()
+    connection.close()
+    return errors
+
+
+async def _grpc_aio_loop(target: str, body: bytes, clock: _Clock, lat: list[float]) -> int:
+    """Fallback without `h2` (e.g. `make test` installs only `.[test]`): grpc.aio, ~150-200 µs per call."""
     import grpc
 
     channel = grpc.aio.insecure_channel(target)
-    call = channel.unary_unary(
-        "/inference.GRPCInferenceService/ModelInfer",
-        request_serializer=None,
-        response_deserializer=None,
-    )
+    call = channel.unary_unary(GRPC_PATH, request_serializer=None, response_deserializer=None)
+    message = body[5:]  # grpc.aio adds the frame prefix itself
     errors = 0
-    while time.monotonic() < deadline:
+    await channel.channel_ready()
+    await clock.started.wait()
+    while not clock.is_over():
         start = time.perf_counter()
         try:
-            await call(payload)
+            await call(message)
+            ok = True
         except grpc.RpcError:
-            errors += 1
-        lat.append(time.perf_counter() - start)
+            ok = False
+        clock.record(lat, time.perf_counter() - start)
+        errors += not ok and clock.is_measuring()
     await channel.close()
     return errors
 
 
-def _worker(args: tuple[str, str, str, int, float, float], queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    url, mode, model, connections, seconds, start_at = args
+def has_h2() -> bool:
+    """Whether the lean gRPC client can run (the `h2` package, from the `bench` extra)."""
+    try:
+        import h2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Clock:
+    """Warm-up then measurement window, shared by the connections of one worker process."""
+
+    def __init__(self, warmup: float, seconds: float) -> None:
+        self.started = asyncio.Event()
+        self._warmup, self._seconds = warmup, seconds
+        self._measure_from = self._end = 0.0
+        self.warmup_requests = 0
+
+    def start(self) -> None:
+        now = time.monotonic()
+        self._measure_from, self._end = now + self._warmup, now + self._warmup + self._seconds
+        self.started.set()
+
+    def is_measuring(self) -> bool:
+        return time.monotonic() >= self._measure_from
+
+    def is_over(self) -> bool:
+        return time.monotonic() >= self._end
+
+    def record(self, lat: list[float], seconds: float) -> None:
+        if self.is_measuring():
+            lat.append(seconds)
+        else:
+            self.warmup_requests += 1
+
+
+def _worker(args: tuple[str, str, str, int, float, float], barrier: object, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    url, mode, model, connections, warmup, seconds = args
     try:
         import uvloop
 
@@ -130,79 +305,117 @@ def _worker(args: tuple[str, str, str, int, float, float], queue: multiprocessin
     load = workload(model)
     host, port = url.rsplit(":", 1)
 
-    async def run() -> tuple[list[float], int]:
-        while time.time() < start_at:
-            await asyncio.sleep(0.001)
-        deadline = time.monotonic() + seconds
+    async def run() -> tuple[list[float], int, int]:
+        clock = _Clock(warmup, seconds)
         lat: list[float] = []
         if mode == "grpc":
-            payload = _grpc_request(load)
-            jobs = [_grpc_connection(url, payload, deadline, lat) for _ in range(connections)]
+            body = grpc_body(load)
+            if has_h2():
+                jobs = [asyncio.create_task(_grpc_loop(host, int(port), body, clock, lat)) for _ in range(connections)]
+            else:
+                jobs = [asyncio.create_task(_grpc_aio_loop(url, body, clock, lat)) for _ in range(connections)]
         else:
             payload = http_request(host, load, binary=(mode == "http-binary"))
-            jobs = [_http_connection(host, int(port), payload, deadline, lat) for _ in range(connections)]
+            jobs = [asyncio.create_task(_http_loop(host, int(port), payload, clock, lat)) for _ in range(connections)]
+        await asyncio.sleep(0.05)  # let the connections open before the common start
+        await asyncio.get_running_loop().run_in_executor(None, barrier.wait)  # type: ignore[attr-defined]
+        clock.start()
         errors = await asyncio.gather(*jobs)
-        return lat, sum(errors)
+        return lat, sum(errors), clock.warmup_requests
 
-    lat, errors = asyncio.run(run())
-    queue.put((lat, errors))
+    try:
+        queue.put(asyncio.run(run()))
+    except Exception as exc:  # report, do not hang the parent
+        queue.put(([], -1, 0, repr(exc)))
 
 
 @dataclass(frozen=True)
 class Result:
-    throughput: float
+    driver: str
+    throughput: float  # requests/s in the measurement window
     p50_ms: float
     p90_ms: float
     p99_ms: float
-    requests: int
+    requests: int  # in the measurement window
     errors: int
+    total_requests: int  # warm-up included (for CPU per inference)
 
 
-def run_load(url: str, mode: str, model: str, concurrency: int, seconds: float, processes: int = 2) -> Result:
-    """Drive `url` with `concurrency` closed-loop connections spread over `processes` for `seconds`."""
-    processes = max(1, min(processes, concurrency))
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    start_at = time.time() + 1.0  # let every process connect before the clock starts
-    shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
-    workers = [
-        context.Process(target=_worker, args=((url, mode, model, share, seconds, start_at), queue))
-        for share in shares
-    ]
-    for worker in workers:
-        worker.start()
-    latencies: list[float] = []
-    errors = 0
-    for _ in workers:
-        lat, errs = queue.get()
-        latencies.extend(lat)
-        errors += errs
-    for worker in workers:
-        worker.join()
-    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+def summarize(driver: str, latencies: list[float], seconds: float, errors: int, total: int) -> Result:
+    """Throughput and percentiles of a list of per-request latencies (seconds)."""
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [0.0] * 99
     return Result(
+        driver,
         len(latencies) / seconds,
         quantiles[49] * 1e3,
         quantiles[89] * 1e3,
         quantiles[98] * 1e3,
         len(latencies),
         errors,
+        total,
     )
+
+
+def run_load(
+    url: str,
+    mode: str,
+    model: str,
+    concurrency: int,
+    seconds: float,
+    processes: int = 2,
+    warmup: float = 0.3,
+    on_start: object = None,
+) -> Result:
+    """Drive `url` with `concurrency` closed-loop connections spread over `processes` for `warmup + seconds`.
+
+    `on_start` (a callable) runs in this process when every connection is open, just before the load starts.
+    Raises RuntimeError when a worker process fails.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode}")
+    processes = max(1, min(processes, concurrency))
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    barrier = context.Barrier(processes + 1)
+    shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+    workers = [
+        context.Process(target=_worker, args=((url, mode, model, share, warmup, seconds), barrier, queue), daemon=True)
+        for share in shares
+    ]
+    for worker in workers:
+        worker.start()
+    barrier.wait(timeout=60)
+    if callable(on_start):
+        on_start()
+    latencies: list[float] = []
+    errors = warm = 0
+    failures = []
+    for _ in workers:
+        item = queue.get(timeout=warmup + seconds + 60)
+        if item[1] < 0:
+            failures.append(item[3])
+        latencies.extend(item[0])
+        errors += item[1]
+        warm += item[2]
+    for worker in workers:
+        worker.join(10)
+    if failures:
+        raise RuntimeError(f"load generator failed: {failures[0]}")
+    driver = "loadgen-http1" if mode != "grpc" else ("loadgen-h2" if has_h2() else "loadgen-grpc-aio")
+    return summarize(driver, latencies, seconds, errors, len(latencies) + warm)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--mode", choices=("http-json", "http-binary", "grpc"), default="http-json")
-    parser.add_argument("--model", default="add_sub")
+    parser.add_argument("--mode", choices=MODES, default="http-json")
+    parser.add_argument("--model", default="add_sub", help="workload: add_sub, identity, matmul")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
     result = run_load(args.url, args.mode, args.model, args.concurrency, args.seconds, args.processes)
-    print(json.dumps(result.__dict__))
+    print(json.dumps(asdict(result)))
 
 
 if __name__ == "__main__":

@@ -179,8 +179,10 @@ class Scheduler:
             return
         reason = "OTHER"  # an error the model returned for one request
         self._busy += len(live)
+        requests = [p.request for p in live]
+        dispatched = time.monotonic_ns()  # compute_input: handing the batch to the instance
         try:
-            results: Sequence[InferResponse | SeawallError] = await instance.execute([p.request for p in live])
+            results: Sequence[InferResponse | SeawallError] = await instance.execute(requests)
             if len(results) != len(live):
                 raise InternalError("backend returned a wrong number of responses")
         except SeawallError as error:
@@ -190,16 +192,23 @@ class Scheduler:
             reason, results = "BACKEND", [InternalError("internal error")] * len(live)
         finally:
             self._busy -= len(live)
-        end = time.monotonic_ns()
+        executed = time.monotonic_ns()
         self._stats.record_execution(sum(p.batch_size for p in live))
         for pending, result in zip(live, results, strict=True):
             if pending.future.done():
                 continue
+            now = time.monotonic_ns()
             if isinstance(result, SeawallError):
-                self._stats.record_failure(reason, end - pending.enqueued_ns)
+                self._stats.record_failure(reason, now - pending.enqueued_ns)
                 pending.future.set_exception(result)
             else:
-                self._stats.record_success(end - pending.enqueued_ns, start - pending.enqueued_ns, 0, end - start, 0)
+                self._stats.record_success(
+                    request_ns=now - pending.enqueued_ns,
+                    queue_ns=start - pending.enqueued_ns,
+                    input_ns=dispatched - start,
+                    infer_ns=executed - dispatched,
+                    output_ns=now - executed,
+                )
                 pending.future.set_result(result)
 
     def _fail_queued(self, error: SeawallError) -> None:

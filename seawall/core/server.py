@@ -47,7 +47,19 @@ audit_logger = logging.getLogger("seawall.audit")
 
 SERVER_VERSION = "2.51.0"
 #: Extensions Seawall implements, in the order Triton 2.51 lists them.
-EXTENSIONS = ("model_configuration", "binary_tensor_data", "parameters", "statistics")
+EXTENSIONS = (
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "schedule_policy",
+    "model_configuration",
+    "system_shared_memory",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "trace",
+    "logging",
+)
 
 
 class InferenceServer:

@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from seawall.errors import InvalidArgumentError, NotFoundError, UnsupportedError
+from seawall.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnsupportedError
 
 SHM_ROOT = "/dev/shm"
 _KEY = re.compile(r"[A-Za-z0-9_.\-]{1,255}")
@@ -71,7 +71,7 @@ class SharedMemoryManager:
         if not _KEY.fullmatch(bare) or bare.startswith(RESERVED_PREFIXES):
             raise InvalidArgumentError(f"failed to register shared memory region '{name}': invalid key")
         if name in self._regions:
-            raise InvalidArgumentError(f"shared memory region '{name}' already in manager")
+            raise AlreadyExistsError(f"shared memory region '{name}' already in manager")
         if not (0 <= offset <= MAX_UINT64 and 0 < byte_size <= MAX_UINT64):
             raise InvalidArgumentError(f"failed to register shared memory region '{name}': invalid args")
         try:

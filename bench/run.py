@@ -1,0 +1,264 @@
+"""`make bench`: run Seawall, Triton and MLServer on the same workloads, interleaved, and write the report.
+
+    python -m bench.run            # full run (>= 5 repetitions of the small-request cells), ~20 minutes
+    python -m bench.run --quick    # 1 repetition, short cells: checks the suite end to end in a few minutes
+    python -m bench.run --report-only   # regenerate bench/results/report.md and PNGs from raw results
+
+Raw results go to bench/results/raw/<run>.json (gitignored), the report and plots to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench import native, report, servers
+from bench.loadgen import GRPC_PATH, MODES, Result, http_body, open_grpc, run_load, workload
+
+RAW = Path(__file__).resolve().parent / "results" / "raw"
+WORKLOAD_MODES = {
+    "add_sub": MODES,
+    "identity": ("http-binary", "grpc"),  # 1 MiB of JSON numbers is not a meaningful cell
+    "matmul": MODES,
+}
+CONCURRENCY = (1, 8, 32, 64)
+
+
+def probe(server: servers.Server, model: str, mode: str) -> tuple[bool, int, str]:
+    """Send one request; (ok, reply bytes, reason). Unsupported modes (e.g. MLServer binary HTTP) fail here."""
+    load = workload(model)
+    if mode == "grpc":
+
+        async def call() -> tuple[bool, int]:
+            from bench.loadgen import grpc_body
+
+            host, port = server.grpc.rsplit(":", 1)
+            connection = await open_grpc(host, int(port), grpc_body(load))
+            try:
+                ok = await asyncio.wait_for(connection.call(), 30)
+                return ok, connection.received
+            finally:
+                connection.close()
+
+        ok, size = asyncio.run(call())
+        return ok, size, "" if ok else f"gRPC {GRPC_PATH} failed"
+    headers, body = http_body(load, mode == "http-binary")
+    host, port = server.http.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request("POST", f"/v2/models/{load.model}/infer", body, headers)
+        reply = connection.getresponse()
+        data = reply.read()
+    finally:
+        connection.close()
+    if reply.status != 200:
+        last = data.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        return False, 0, f"HTTP {reply.status}: {last[0][:160]}"
+    if mode == "http-binary" and "Inference-Header-Content-Length" not in reply.headers:
+        return False, 0, "binary tensor extension not supported (JSON reply)"
+    return True, len(data), ""
+
+
+def _machine_busy_seconds() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_cell(
+    server: servers.Server, model: str, mode: str, concurrency: int, args: argparse.Namespace, reply: int
+) -> dict[str, Any]:
+    """One measurement: load, server CPU (whole tree) before/after, peak PSS, client CPU."""
+    use_native = args.driver == "native" and native.is_available(mode)
+    url = server.grpc if mode == "grpc" else server.http
+    marks: dict[str, float] = {}
+
+    def mark_start() -> None:
+        marks["cpu"], marks["t"] = servers.tree_cpu_seconds(server.pid), time.perf_counter()
+        marks["client"], marks["busy"] = _children_cpu(), _machine_busy_seconds()
+
+    with servers.PssSampler(server.pid, 1.0) as pss:
+        if use_native:
+            mark_start()
+            if mode == "grpc":
+                result: Result = native.run_h2load(url, model, concurrency, args.seconds, reply)
+            else:
+                result = native.run_wrk(url, mode, model, concurrency, args.seconds)
+        else:
+            result = run_load(url, mode, model, concurrency, args.seconds, args.processes, args.warmup, mark_start)
+        cpu = servers.tree_cpu_seconds(server.pid) - marks["cpu"]
+        wall = time.perf_counter() - marks["t"]
+        client = _children_cpu() - marks["client"]
+        busy = _machine_busy_seconds() - marks["busy"]
+    record = asdict(result)
+    record.update(
+        server=server.name,
+        workload=model,
+        mode=mode,
+        concurrency=concurrency,
+        server_cpu_s=cpu,
+        server_cpu_us_per_inference=cpu / result.total_requests * 1e6 if result.total_requests else None,
+        server_cores=cpu / wall,
+        client_cores=client / wall,
+        other_cores=max(0.0, busy - cpu - client) / wall,  # everything else on the machine (other users)
+        peak_pss_bytes=pss.peak,
+    )
+    return record
+
+
+def _loadavg() -> float:
+    return os.getloadavg()[0]
+
+
+def measure(args: argparse.Namespace) -> Path:
+    RAW.mkdir(parents=True, exist_ok=True)
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    out = RAW / f"{run_id}.json"
+    data: dict[str, Any] = {
+        "run": run_id,
+        "quick": args.quick,
+        "settings": {k: v for k, v in vars(args).items() if k != "func"},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "starts": [],
+        "idle_pss": {},
+        "unsupported": [],
+        "cells": [],
+        "client_check": [],
+        "loadavg": [],
+    }
+
+    def save() -> None:
+        out.write_text(json.dumps(data, indent=1))
+
+    # Start-to-ready, interleaved A B C; the last start of each server stays up for the load cells.
+    running: dict[str, servers.Server] = {}
+    for rep in range(args.start_reps):
+        for name in args.servers:
+            server = servers.start(name)
+            data["starts"].append({"server": name, "rep": rep, "seconds": server.start_seconds})
+            print(f"bench: {name} ready in {server.start_seconds:.2f}s", flush=True)
+            if rep + 1 < args.start_reps:
+                server.stop()
+            else:
+                running[name] = server
+    try:
+        replies: dict[tuple[str, str, str], int] = {}
+        for name, server in running.items():
+            for model in args.workloads:
+                for mode in WORKLOAD_MODES[model]:
+                    if mode not in args.modes:
+                        continue
+                    ok, size, reason = probe(server, model, mode)
+                    if ok:
+                        replies[name, model, mode] = size
+                    else:
+                        data["unsupported"].append({"server": name, "workload": model, "mode": mode, "reason": reason})
+                        print(f"bench: {name} {model} {mode}: not measured ({reason})", flush=True)
+        time.sleep(2)  # idle after one request per workload and mode (models loaded, warmed)
+        for name, server in running.items():
+            data["idle_pss"][name] = servers.tree_pss_bytes(server.pid)
+        save()
+        for rep in range(args.reps):
+            for model in args.workloads:
+                reps = args.reps if model == "add_sub" else min(args.reps, args.slow_reps)
+                if rep >= reps:
+                    continue
+                for mode in (m for m in WORKLOAD_MODES[model] if m in args.modes):
+                    for concurrency in args.concurrency:
+                        for name, server in running.items():  # A B C, A B C, ...
+                            if (name, model, mode) not in replies:
+                                continue
+                            data["loadavg"].append(_loadavg())
+                            cell = run_cell(server, model, mode, concurrency, args, replies[name, model, mode])
+                            cell["rep"] = rep
+                            data["cells"].append(cell)
+                            print(
+                                f"bench: rep {rep} {model:8} {mode:11} c={concurrency:<2} {name:8} "
+                                f"{cell['throughput']:8.0f}/s p99 {cell['p99_ms']:7.2f} ms errors {cell['errors']}",
+                                flush=True,
+                            )
+                        save()
+        client_check(args, running, replies, data)
+        save()
+    finally:
+        for server in running.values():
+            server.stop()
+    return out
+
+
+def client_check(
+    args: argparse.Namespace,
+    running: dict[str, servers.Server],
+    replies: dict[tuple[str, str, str], int],
+    data: dict[str, Any],
+) -> None:
+    """The client is not the bottleneck: the same cell with the Python load generator and with wrk/h2load."""
+    for name in ("seawall", "triton"):
+        if name not in running:
+            continue
+        for mode in ("http-json", "grpc"):
+            if (name, "add_sub", mode) not in replies or not native.is_available(mode):
+                continue
+            for rep in range(args.check_reps):
+                for driver in ("python", "native"):
+                    check = argparse.Namespace(**{**vars(args), "driver": driver})
+                    cell = run_cell(running[name], "add_sub", mode, 32, check, replies[name, "add_sub", mode])
+                    cell["rep"] = rep
+                    data["client_check"].append(cell)
+                    print(
+                        f"bench: client check {name} {mode} {cell['driver']:14} {cell['throughput']:8.0f}/s", flush=True
+                    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 repetition, 1.5 s cells (CI-like)")
+    parser.add_argument("--report-only", action="store_true", help="only regenerate the report from raw results")
+    parser.add_argument("--raw", type=Path, help="raw results file for the report (default: the newest)")
+    parser.add_argument("--servers", nargs="+", default=list(servers.SERVERS), choices=servers.SERVERS)
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOAD_MODES), choices=list(WORKLOAD_MODES))
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--concurrency", nargs="+", type=int, default=list(CONCURRENCY))
+    parser.add_argument("--driver", choices=("native", "python"), default="native", help="wrk/h2load, or bench.loadgen")
+    parser.add_argument("--reps", type=int, help="repetitions of the add_sub cells (default 5, quick 1)")
+    parser.add_argument("--slow-reps", type=int, help="repetitions of identity/matmul cells (default 3, quick 1)")
+    parser.add_argument("--seconds", type=int, help="measurement per cell, whole seconds (default 2, quick 1)")
+    parser.add_argument("--warmup", type=float, default=0.3, help="warm-up per cell, Python driver only")
+    parser.add_argument("--processes", type=int, default=2, help="client processes of the Python driver")
+    parser.add_argument("--start-reps", type=int, help="start-to-ready measurements per server (default 3, quick 1)")
+    parser.add_argument("--check-reps", type=int, help="client-check repetitions (default 3, quick 1)")
+    parser.add_argument("--shared", default="", help="a note for the report, e.g. that the machine was shared")
+    args = parser.parse_args()
+    quick = args.quick
+    for key, full, short in (
+        ("reps", 5, 1),
+        ("slow_reps", 3, 1),
+        ("seconds", 2, 1),
+        ("start_reps", 3, 1),
+        ("check_reps", 3, 1),
+    ):
+        if getattr(args, key) is None:
+            setattr(args, key, short if quick else full)
+    raw = args.raw
+    if not args.report_only:
+        raw = measure(args)
+        print(f"bench: raw results in {raw}", flush=True)
+    path = report.write(raw)
+    print(f"bench: report in {path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
