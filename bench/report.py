@@ -251,6 +251,16 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
         "Servers, load generator and anything else running share the same cores.",
         "",
     ]
+    git = data.get("git")
+    if git:
+        dirty = git.get("dirty", [])
+        lines += [
+            f"Seawall measured: commit `{git['commit']}`"
+            + (
+                f" plus uncommitted changes in {len(dirty)} file(s) of `seawall/` (work in progress)." if dirty else "."
+            ),
+            "",
+        ]
     if settings.get("shared"):
         lines += [f"**Note: {settings['shared']}**", ""]
     if other:

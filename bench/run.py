@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -119,6 +120,16 @@ def run_cell(
     return record
 
 
+def _git_state() -> dict[str, Any]:
+    """The Seawall code measured: commit, and files changed in the working tree (uncommitted work)."""
+    root = servers.ROOT
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=root, capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": git("status", "--short", "seawall").splitlines()}
+
+
 def _loadavg() -> float:
     return os.getloadavg()[0]
 
@@ -132,6 +143,7 @@ def measure(args: argparse.Namespace) -> Path:
         "quick": args.quick,
         "settings": {k: v for k, v in vars(args).items() if k != "func"},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "git": _git_state(),
         "starts": [],
         "idle_pss": {},
         "unsupported": [],

@@ -1,7 +1,8 @@
 """The python backend: runs Triton-style `model.py` files, one stub process per model instance.
 
-Imports `core.backend`, `core.types`, `errors`, `options` and this package. Model code never runs in the
-server process: loading, auto-completion and execution all happen in stub processes (see `process.py`).
+Imports `core.backend`, `core.types`, `errors`, `options` and this package. Model code runs in stub
+processes (see `process.py`) unless its config opts into in-process execution with the parameter
+SEAWALL_IN_PROCESS = "true" (see `in_process.py`); auto-completion always runs in a stub.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import PurePath
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
 
+from seawall.backends.python import in_process
 from seawall.backends.python.instance import InstanceSpec, PythonModelInstance
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.core.backend import ModelConfig, ModelLoadContext
@@ -109,16 +111,19 @@ def _datatype(config_type: int) -> str:
     return "BYTES" if name == "STRING" else name
 
 
-class PythonModel:
-    """A loaded model version: its instances, each with a stub process."""
+_Instance = PythonModelInstance | in_process.InProcessModelInstance
 
-    def __init__(self, instances: Sequence[PythonModelInstance], backend: PythonBackend) -> None:
+
+class PythonModel:
+    """A loaded model version: its instances, each with a stub process (or a worker thread, in process)."""
+
+    def __init__(self, instances: Sequence[_Instance], backend: PythonBackend) -> None:
         self._instances = tuple(instances)
         self._backend = backend
         self._unloaded = False
 
     @property
-    def instances(self) -> Sequence[PythonModelInstance]:
+    def instances(self) -> Sequence[_Instance]:
         return self._instances
 
     async def unload(self) -> None:
@@ -158,6 +163,7 @@ class PythonBackend:
         if config.model_transaction_policy.decoupled:
             raise UnsupportedError(f"decoupled model '{context.name}' is not supported by the python backend yet")
         model_file = model_file_path(config, context.version_dir, context.name)
+        run_in_process = in_process.is_in_process(config, context.name)
         configured = {output.name: _datatype(output.data_type) for output in config.output}
         base_args = {
             "model_config": config_json(config),
@@ -167,23 +173,31 @@ class PythonBackend:
             "model_version": str(context.version),
             "model_name": context.name,
         }
-        instances = [
-            PythonModelInstance(
-                InstanceSpec(
-                    model_name=context.name,
-                    model_version=str(context.version),
-                    instance_name=name,
-                    model_file=model_file,
-                    version_dir=context.version_dir,
-                    args={**base_args, "model_instance_name": name},
-                    output_types=configured,
-                    hidden_prefix=os.path.dirname(os.path.realpath(context.model_dir)) + os.sep,
-                ),
-                settings,
-                context.report_unavailable,
+        specs = [
+            InstanceSpec(
+                model_name=context.name,
+                model_version=str(context.version),
+                instance_name=name,
+                model_file=model_file,
+                version_dir=context.version_dir,
+                args={**base_args, "model_instance_name": name},
+                output_types=configured,
+                hidden_prefix=os.path.dirname(os.path.realpath(context.model_dir)) + os.sep,
             )
             for name in instance_names(config, context.name)
         ]
+        instances: list[_Instance]
+        if run_in_process:
+            logger.warning(
+                "model '%s' version %d runs in the server process (parameter %s): a crash in its code stops the server",
+                context.name,
+                context.version,
+                in_process.PARAMETER,
+            )
+            pb = in_process.pb_utils_module()
+            instances = [in_process.InProcessModelInstance(spec, settings, pb) for spec in specs]
+        else:
+            instances = [PythonModelInstance(spec, settings, context.report_unavailable) for spec in specs]
         results = await asyncio.gather(*(instance.start() for instance in instances), return_exceptions=True)
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:

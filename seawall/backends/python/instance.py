@@ -198,7 +198,7 @@ class PythonModelInstance:
         for request in requests:
             for tensor in request.inputs:
                 payloads.append(ipc.to_payload(tensor.datatype, tensor.data))
-            headers.append(_request_header(request))
+            headers.append(request_header(request))
         offsets, total = ipc.layout(payloads)
         self._seq += 1
         message: dict[str, object] = {"t": "exec", "seq": self._seq, "reqs": headers}
@@ -259,7 +259,7 @@ class PythonModelInstance:
         return InferResponse(spec.model_name, spec.model_version, outputs, id=request.id)
 
 
-def _request_header(request: InferRequest) -> dict[str, object]:
+def request_header(request: InferRequest) -> dict[str, object]:
     """Everything of a request but its tensor bytes; "i" is filled once offsets are known."""
     parameters = request.parameters
     flags = (1 if parameters.get("sequence_start") else 0) | (2 if parameters.get("sequence_end") else 0)

@@ -1,0 +1,279 @@
+"""Python-backend instances that run `model.py` inside the server process: the SEAWALL_IN_PROCESS opt-in.
+
+Imports `instance`, `process`, `user_model`, `ipc`, `core.types` and `errors`. Each instance owns one worker
+thread that runs every hook of its model; the event loop only hands batches over and takes results back.
+There is no crash isolation: a segfault or os._exit in model code ends the server (logged at load).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import queue
+import sys
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TypeVar
+
+import numpy as np
+
+from seawall.backends.python import ipc
+from seawall.backends.python.instance import PIPELINE_DEPTH, InstanceSpec, request_header
+from seawall.backends.python.process import StubSettings, escape_log
+from seawall.backends.python.user_model import (
+    PB_DIR,
+    PB_MODULE,
+    BatchError,
+    UserModel,
+    UserObject,
+    describe,
+    load_model_class,
+)
+from seawall.core.backend import ModelConfig
+from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse, Tensor
+from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
+
+logger = logging.getLogger(__name__)
+
+#: The model configuration parameter that opts a python model into in-process execution.
+PARAMETER = "SEAWALL_IN_PROCESS"
+_LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
+#: sys.path is process-wide: a model file is executed with its version directory on it, one load at a time.
+_SYS_PATH_LOCK = threading.Lock()
+
+_T = TypeVar("_T")
+
+
+def is_in_process(config: ModelConfig, model_name: str) -> bool:
+    """Whether the config sets SEAWALL_IN_PROCESS to "true" (default "false").
+
+    Raises:
+        InvalidArgumentError: the value is neither "true" nor "false".
+    """
+    if PARAMETER not in config.parameters:
+        return False
+    value = str(config.parameters[PARAMETER].string_value).strip().lower()
+    if value not in ("true", "false"):
+        raise InvalidArgumentError(f"parameter '{PARAMETER}' of model '{model_name}' must be \"true\" or \"false\"")
+    return value == "true"
+
+
+def pb_utils_module() -> ModuleType:
+    """Seawall's `triton_python_backend_utils`, importable under that name by in-process models.
+
+    Raises:
+        InternalError: another module of that name is already imported in the server.
+    """
+    path = os.path.join(PB_DIR, PB_MODULE + ".py")
+    existing = sys.modules.get(PB_MODULE)
+    if existing is not None:
+        if os.path.realpath(str(getattr(existing, "__file__", ""))) != os.path.realpath(path):
+            raise InternalError(f"another '{PB_MODULE}' module is already imported in the server")
+        return existing
+    spec = importlib.util.spec_from_file_location(PB_MODULE, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module._set_log_sink(_log_sink)
+    sys.modules[PB_MODULE] = module
+    return module
+
+
+def _log_sink(level: int, text: str) -> None:
+    """pb_utils.Logger in the server: the worker thread is named after its instance."""
+    name = threading.current_thread().name
+    logger.log(_LOG_LEVELS.get(level, logging.INFO), "model instance '%s': %s", name, escape_log(text))
+
+
+class _Worker:
+    """One thread running jobs in order; results come back to the submitting event loop."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], object], asyncio.Future[object]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    def submit(self, job: Callable[[], _T]) -> asyncio.Future[_T]:
+        assert self._loop is not None
+        future: asyncio.Future[_T] = self._loop.create_future()
+        self._jobs.put((job, future))  # type: ignore[arg-type]  # the future's type follows the job's
+        return future
+
+    def stop(self) -> None:
+        """The thread ends after the jobs already submitted (it is a daemon: a stuck job cannot hold exit)."""
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, future = item
+            try:
+                result, error = job(), None
+            except BaseException as exc:  # handed to the awaiting coroutine, which decides
+                result, error = None, exc
+            try:
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:
+                return  # the loop is closed: nobody is waiting any more
+
+
+def _settle(future: asyncio.Future[object], result: object, error: BaseException | None) -> None:
+    if future.done():
+        return  # the caller was cancelled
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class InProcessModelInstance:
+    """A ModelInstance whose model runs on a worker thread of the server process."""
+
+    def __init__(self, spec: InstanceSpec, settings: StubSettings, pb: ModuleType) -> None:
+        self._spec = spec
+        self._settings = settings
+        self._pb = pb
+        self._model: UserModel | None = None  # owned by the worker thread once started
+        self._module_name = f"seawall_model_{uuid.uuid4().hex}"
+        self._worker = _Worker(spec.instance_name)
+        self._ready = False
+        self._stopped = False
+
+    @property
+    def name(self) -> str:
+        return self._spec.instance_name
+
+    @property
+    def pipeline_depth(self) -> int:
+        """Batches the scheduler may hand over at once (the worker queues the next one)."""
+        return PIPELINE_DEPTH
+
+    def is_healthy(self) -> bool:
+        return self._ready and not self._stopped
+
+    async def start(self) -> None:
+        """Load model.py and run initialize(args) on the worker thread.
+
+        Raises:
+            InternalError: loading or initialize raised (message: exception type and text).
+            UnavailableError: initialize did not finish within stub-timeout-seconds.
+        """
+        self._worker.start()
+        try:
+            await asyncio.wait_for(self._worker.submit(self._load), self._settings.timeout_s)
+        except TimeoutError as exc:
+            self._worker.stop()
+            raise UnavailableError(f"model instance '{self.name}' did not initialize in time") from exc
+        except Exception as exc:
+            self._worker.stop()
+            logger.error("model instance '%s': initialization failed:\n%s", self.name, _trace(exc))
+            error = self._spec.hide(describe(exc))
+            raise InternalError(f"Failed to initialize model instance '{self.name}': {error}") from None
+        self._ready = True
+
+    def _load(self) -> None:
+        spec = self._spec
+        with _SYS_PATH_LOCK:
+            sys.path.insert(0, spec.version_dir)
+            try:
+                model_class = load_model_class(spec.model_file, self._module_name)
+            finally:
+                sys.path.remove(spec.version_dir)
+        model = UserModel(self._pb, model_class, spec.model_name)
+        model.initialize(dict(spec.args))
+        self._model = model
+
+    async def stop(self) -> None:
+        """Run finalize() (if initialized) and end the worker thread; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._ready and self._model is not None:
+            try:
+                await asyncio.wait_for(self._worker.submit(self._model.finalize), self._settings.timeout_s)
+            except Exception as exc:
+                logger.warning("model instance '%s': finalize did not complete (%r)", self.name, exc)
+        self._worker.stop()
+        sys.modules.pop(self._module_name, None)
+
+    async def execute(self, requests: Sequence[InferRequest]) -> list[InferResponse | SeawallError]:
+        """Run one batch on the worker thread.
+
+        Raises:
+            UnavailableError: the instance is stopped.
+            InternalError: execute() raised or returned the wrong number of responses.
+        """
+        if not self.is_healthy():
+            raise UnavailableError(f"model instance '{self.name}' is not available")
+        batch = list(requests)
+        return await self._worker.submit(lambda: self._run_batch(batch))
+
+    def _run_batch(self, requests: list[InferRequest]) -> list[InferResponse | SeawallError]:
+        """Worker thread: build pb_utils requests over the inputs (read-only, not copied), execute, collect."""
+        model = self._model
+        assert model is not None
+        try:
+            pb_requests = [self._pb_request(model, request) for request in requests]
+            responses = model.execute(pb_requests)
+            return [
+                self._response(model, request, pb_request, response)
+                for request, pb_request, response in zip(requests, pb_requests, responses, strict=True)
+            ]
+        except BatchError as exc:
+            raise self._spec.batch_error(str(exc)) from None
+        except Exception as exc:
+            logger.error("model instance '%s': execute failed:\n%s", self.name, _trace(exc))
+            raise self._spec.batch_error(describe(exc)) from None
+
+    def _pb_request(self, model: UserModel, request: InferRequest) -> UserObject:
+        header = request_header(request)
+        inputs = [(tensor.name, tensor.datatype, _read_only(tensor.data)) for tensor in request.inputs]
+        parameters = header.get("p") or {}
+        assert isinstance(parameters, dict)
+        requested = header.get("o") or []
+        assert isinstance(requested, list)
+        return model.request(inputs, requested, request.id, header.get("c", 0), int(header.get("f", 0)), parameters)  # type: ignore[call-overload]
+
+    def _response(
+        self, model: UserModel, request: InferRequest, pb_request: UserObject, response: UserObject
+    ) -> InferResponse | SeawallError:
+        spec = self._spec
+        found = model.outputs(pb_request, response)
+        if isinstance(found, tuple):
+            return spec.response_error(found[0], found[1])
+        outputs: list[Tensor] = []
+        failure: SeawallError | None = None
+        for name, datatype, array in found:
+            owned = _owned(datatype, array)  # the one copy: the model may reuse its arrays
+            datatype, failure = spec.check_output(name, datatype, failure)
+            outputs.append(Tensor(name, datatype, owned.shape, owned))
+        if failure is not None:
+            return failure
+        return InferResponse(spec.model_name, spec.model_version, outputs, id=request.id)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A view the model cannot write through (in a stub, inputs are read-only shared memory)."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def _owned(datatype: str, array: np.ndarray) -> np.ndarray:
+    """A copy of an output in the datatype's numpy type (BYTES: an object array of `bytes`, as from a stub)."""
+    if datatype == "BYTES":
+        return ipc.deserialize_bytes(ipc.serialize_bytes(array), array.size).reshape(array.shape)
+    return np.array(array, dtype=NUMPY_DTYPES[datatype], order="C", copy=True)
+
+
+def _trace(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))

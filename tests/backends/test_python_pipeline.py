@@ -1,0 +1,105 @@
+"""The python backend's pipelined data path: two batches in flight per stub, in order, with crashes and
+cancellations, through the backend API and through `open_server()`."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import seawall
+from seawall.backends.python.host import PythonBackend
+from seawall.core.types import InferRequest
+from seawall.errors import UnavailableError
+from seawall.options import BackendOptions, Options, RepositoryOptions
+from tests.backends.test_python_backend import MODELS, Reports, fp32, load, only, outputs, request
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[PythonBackend]:
+    backend = PythonBackend(BackendOptions())
+    yield backend
+    await backend.stop()
+
+
+def order_request(values: np.ndarray, parameters: dict[str, bool | int | float | str] | None = None) -> InferRequest:
+    return request("execution_order", parameters, INPUT0=values)
+
+
+def repository(tmp_path: Path, *names: str) -> Options:
+    for name in names:
+        shutil.copytree(MODELS / name, tmp_path / name)
+    return Options(repository=RepositoryOptions(paths=(str(tmp_path),)))
+
+
+async def test_instance_takes_two_batches_at_once(backend: PythonBackend) -> None:
+    model = await load(backend, MODELS / "execution_order")
+    (instance,) = model.instances
+    assert instance.pipeline_depth == 2
+
+
+async def test_concurrent_batches_get_their_own_outputs(backend: PythonBackend) -> None:
+    model = await load(backend, MODELS / "execution_order")
+    instance = model.instances[0]
+    # sizes around the 1 MiB default region: both slots grow their input and output regions on the way
+    sizes = [1, 7, 300_000, 3, 262_144, 500_000, 17, 1] * 4
+    inputs = [np.arange(size, dtype=np.float32) + index for index, size in enumerate(sizes)]
+    results = await asyncio.gather(*(instance.execute([order_request(values)]) for values in inputs))
+    for values, result in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(outputs(only(result))["OUTPUT0"].data, values)
+    orders = sorted(int(outputs(only(result))["ORDER"].data[0]) for result in results)
+    assert orders == list(range(1, len(sizes) + 1))
+
+
+async def test_server_executes_queued_requests_in_arrival_order(tmp_path: Path) -> None:
+    async with seawall.open_server(repository(tmp_path, "execution_order")) as server:
+        requests = [order_request(fp32(index)) for index in range(40)]
+        responses = await asyncio.gather(*(server.infer(r) for r in requests))
+    orders = [int(outputs(response)["ORDER"].data[0]) for response in responses]
+    assert orders == list(range(1, 41))
+    for index, response in enumerate(responses):
+        np.testing.assert_array_equal(outputs(response)["OUTPUT0"].data, fp32(index))
+
+
+async def test_crash_fails_both_batches_in_flight(backend: PythonBackend) -> None:
+    reports = Reports()
+    model = await load(backend, MODELS / "crash_exit", reports)
+    crashing = model.instances[0]
+    results = await asyncio.gather(
+        crashing.execute([request("crash_exit", {"exit": True}, INPUT0=fp32(1))]),
+        crashing.execute([request("crash_exit", INPUT0=fp32(2))]),
+        return_exceptions=True,
+    )
+    assert all(
+        isinstance(r, UnavailableError) and r.message == "model instance 'crash_exit_0_0' crashed" for r in results
+    )
+    assert reports.reasons == ["model instance 'crash_exit_0_0' crashed"]
+    response = only(await model.instances[1].execute([request("crash_exit", INPUT0=fp32(5))]))
+    np.testing.assert_array_equal(response.outputs[0].data, fp32(5))
+
+
+async def test_cancelled_batch_keeps_its_slot_until_answered(backend: PythonBackend) -> None:
+    model = await load(backend, MODELS / "execution_order")
+    instance = model.instances[0]
+    slow = asyncio.ensure_future(instance.execute([order_request(fp32(1, 1), {"sleep_ms": 200})]))
+    other = asyncio.ensure_future(instance.execute([order_request(fp32(2, 2))]))
+    await asyncio.sleep(0.05)
+    slow.cancel()
+    later = [instance.execute([order_request(np.full(100_000, 3 + i, np.float32))]) for i in range(4)]
+    results = await asyncio.gather(*later)
+    np.testing.assert_array_equal(outputs(only(await other))["OUTPUT0"].data, fp32(2, 2))
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(outputs(only(result))["OUTPUT0"].data, np.full(100_000, 3 + i, np.float32))
+    assert slow.cancelled() and instance.is_healthy()
+
+
+async def test_inputs_are_read_only_to_the_model(backend: PythonBackend) -> None:
+    model = await load(backend, MODELS / "execution_order")
+    values = fp32(1, 2, 3)
+    response = only(await model.instances[0].execute([order_request(values, {"write_input": True})]))
+    np.testing.assert_array_equal(outputs(response)["OUTPUT0"].data, fp32(1, 2, 3))
+    np.testing.assert_array_equal(values, fp32(1, 2, 3))
