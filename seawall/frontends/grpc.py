@@ -17,12 +17,13 @@ from google.protobuf import message_factory
 from tritonclient.grpc import service_pb2
 
 from seawall.core.server import InferenceServer
-from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnsupportedError
+from seawall.errors import InternalError, SeawallError, UnsupportedError
 from seawall.frontends import grpc_admin as admin
 from seawall.frontends import grpc_codec as codec
 from seawall.frontends.grpc_stream import serve_stream
 from seawall.frontends.status import grpc_status
-from seawall.options import GrpcOptions, Limits, Options, TlsOptions
+from seawall.options import GrpcOptions, Limits, Options
+from seawall.security import tls
 from seawall.security.policy import ApiPolicy
 
 logger = logging.getLogger(__name__)
@@ -301,26 +302,6 @@ def server_options(grpc_options: GrpcOptions, limits: Limits) -> list[tuple[str,
     return settings
 
 
-def _read_pem(path: str, flag: str) -> bytes:
-    try:
-        with open(path, "rb") as pem:
-            return pem.read()
-    except OSError as exc:
-        raise InvalidArgumentError(f"{flag}: cannot read '{path}': {exc.strerror}") from exc
-
-
-def server_credentials(tls: TlsOptions) -> Any:
-    """gRPC server credentials from PEM files; mutual TLS requires and verifies client certificates.
-
-    Raises:
-        InvalidArgumentError: a certificate or key file is missing or unreadable (names the flag).
-    """
-    key = _read_pem(tls.server_key, "--grpc-server-key")
-    chain = _read_pem(tls.server_cert, "--grpc-server-cert")
-    root = _read_pem(tls.root_cert, "--grpc-root-cert") if tls.use_ssl_mutual else None
-    return grpc.ssl_server_credentials([(key, chain)], root_certificates=root, require_client_auth=root is not None)
-
-
 class GrpcFrontend:
     """Serves the gRPC API of one InferenceServer on `options.grpc.address:port` (port 0: ephemeral)."""
 
@@ -343,8 +324,8 @@ class GrpcFrontend:
         host = grpc_options.address
         target = f"[{host}]:{grpc_options.port}" if ":" in host else f"{host}:{grpc_options.port}"
         try:
-            if grpc_options.tls.use_ssl:
-                port = server.add_secure_port(target, server_credentials(grpc_options.tls))
+            if tls.is_enabled(grpc_options.tls):
+                port = server.add_secure_port(target, tls.grpc_server_credentials(grpc_options.tls))
             else:
                 port = server.add_insecure_port(target)
         except RuntimeError as exc:

@@ -94,7 +94,7 @@ async def test_missing_certificate_names_the_flag(core: InferenceServer, tmp_pat
     frontend = GrpcFrontend(core, _options(core, tls=TlsOptions(True, server_cert=missing, server_key=missing)))
     with pytest.raises(InvalidArgumentError) as info:
         await frontend.start()
-    assert info.value.message.startswith(f"--grpc-server-key: cannot read '{missing}'")
+    assert info.value.message.startswith(f"--grpc-server-cert: cannot read '{missing}'")  # the first file checked
     await frontend.stop()  # never started: still fine
 
 
