@@ -45,6 +45,7 @@ def _allowed(module: str, imported: str) -> bool:
             (
                 "seawall.backends",
                 "seawall.core.types",
+                "seawall.core.raw",
                 "seawall.core.backend",
                 "seawall.core.model_config",
                 "seawall.errors",
@@ -59,6 +60,7 @@ def _allowed(module: str, imported: str) -> bool:
                 "seawall.frontends",
                 "seawall.core.server",
                 "seawall.core.types",
+                "seawall.core.raw",  # Triton's tensor byte format, shared by every wire
                 "seawall.errors",
                 "seawall.options",
                 "seawall.security",

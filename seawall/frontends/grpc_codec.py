@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import service_pb2
 
+from seawall.core import raw as raw_format
 from seawall.core.types import (
     ELEMENT_SIZES,
     NUMPY_DTYPES,
@@ -175,18 +176,6 @@ def bytes_from_raw(raw: bytes, count: int, name: str, model: str, tag: str) -> n
     return strings
 
 
-def serialize_bytes(data: np.ndarray) -> bytes:
-    """BYTES elements as concatenated (4-byte little-endian length, bytes) pairs; str elements as UTF-8."""
-    parts: list[bytes] = []
-    pack = _LENGTH.pack
-    for item in data.reshape(-1):
-        if not isinstance(item, bytes):
-            item = item.encode() if isinstance(item, str) else str(item).encode()
-        parts.append(pack(len(item)))
-        parts.append(item)
-    return b"".join(parts)
-
-
 def _tensor_from_raw(inp: Any, raw: bytes, model: str, tag: str, limits: Limits) -> Tensor:
     name: str = inp.name
     datatype: str = inp.datatype
@@ -281,16 +270,6 @@ def infer_request_from_proto(message: Any, limits: Limits) -> InferRequest:
     return InferRequest(model, inputs, message.model_version, message.id, outputs, parameters)
 
 
-def output_bytes(tensor: Tensor) -> bytes:
-    """The raw little-endian, row-major bytes of an output (BYTES with 4-byte length prefixes)."""
-    if tensor.datatype == "BYTES":
-        return serialize_bytes(tensor.data)
-    data = tensor.data
-    if data.dtype.byteorder == ">" or not data.flags.c_contiguous:
-        data = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<"))
-    return data.tobytes()
-
-
 def infer_response_to_proto(response: InferResponse) -> Any:
     """Build a ModelInferResponse; every output travels in `raw_output_contents`, never typed contents
     (an output written to shared memory has an empty entry there)."""
@@ -307,7 +286,7 @@ def infer_response_to_proto(response: InferResponse) -> Any:
             continue
         if tensor.parameters:
             set_parameters(out.parameters, tensor.parameters)
-        raw.append(output_bytes(tensor))
+        raw.append(bytes(raw_format.encode(tensor)))
     return message
 
 
