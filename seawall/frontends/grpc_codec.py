@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import service_pb2
 
-from seawall.core import raw as raw_format
+from seawall.core.raw import encode as encode_raw
 from seawall.core.types import (
     ELEMENT_SIZES,
     NUMPY_DTYPES,
@@ -286,7 +286,7 @@ def infer_response_to_proto(response: InferResponse) -> Any:
             continue
         if tensor.parameters:
             set_parameters(out.parameters, tensor.parameters)
-        raw.append(bytes(raw_format.encode(tensor)))
+        raw.append(bytes(encode_raw(tensor)))
     return message
 
 
