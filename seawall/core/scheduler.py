@@ -193,7 +193,6 @@ class Scheduler:
         finally:
             self._busy -= len(live)
         executed = time.monotonic_ns()
-        self._stats.record_execution(sum(p.batch_size for p in live))
         for pending, result in zip(live, results, strict=True):
             if pending.future.done():
                 continue
@@ -210,6 +209,12 @@ class Scheduler:
                     output_ns=now - executed,
                 )
                 pending.future.set_result(result)
+        self._stats.record_execution(
+            sum(p.batch_size for p in live),
+            input_ns=dispatched - start,
+            infer_ns=executed - dispatched,
+            output_ns=time.monotonic_ns() - executed,
+        )
 
     def _fail_queued(self, error: SeawallError) -> None:
         while self._queue:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from seawall.core.types import Duration, ModelStatistics
+from seawall.core.types import BatchStatistics, Duration, ModelStatistics
 
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
 
@@ -24,6 +24,7 @@ class StatsRecorder:
         "pending",
         "_durations",
         "_failures",
+        "_batches",
     )
 
     def __init__(self, name: str, version: str) -> None:
@@ -38,15 +39,22 @@ class StatsRecorder:
             k: [0, 0] for k in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
         }
         self._failures = dict.fromkeys(FAILURE_REASONS, 0)
+        # batch size → [count, input ns, infer ns, output ns]
+        self._batches: dict[int, list[int]] = {}
 
     def _add(self, kind: str, ns: int) -> None:
         entry = self._durations[kind]
         entry[0] += 1
         entry[1] += ns
 
-    def record_execution(self, batch_size: int) -> None:
+    def record_execution(self, batch_size: int, input_ns: int = 0, infer_ns: int = 0, output_ns: int = 0) -> None:
         self.execution_count += 1
         self.inference_count += batch_size
+        entry = self._batches.setdefault(batch_size, [0, 0, 0, 0])
+        entry[0] += 1
+        entry[1] += input_ns
+        entry[2] += infer_ns
+        entry[3] += output_ns
 
     def record_success(self, request_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         self._add("success", request_ns)
@@ -77,4 +85,8 @@ class StatsRecorder:
             compute_output=d["compute_output"],
             failures_by_reason=tuple(self._failures.items()),
             pending_request_count=self.pending,
+            batch_stats=tuple(
+                BatchStatistics(size, Duration(n, i), Duration(n, c), Duration(n, o))
+                for size, (n, i, c, o) in sorted(self._batches.items())
+            ),
         )

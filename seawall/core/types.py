@@ -170,6 +170,16 @@ class Duration:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchStatistics:
+    """Executions of one batch size: counts and nanoseconds of each compute phase."""
+
+    batch_size: int
+    compute_input: Duration = Duration()
+    compute_infer: Duration = Duration()
+    compute_output: Duration = Duration()
+
+
+@dataclass(frozen=True, slots=True)
 class ModelStatistics:
     """Statistics of one model version since it was loaded (the statistics extension's fields)."""
 
@@ -188,6 +198,7 @@ class ModelStatistics:
     cache_miss: Duration = Duration()
     failures_by_reason: tuple[tuple[str, int], ...] = ()  # (REJECTED|CANCELED|BACKEND|OTHER, count)
     pending_request_count: int = 0
+    batch_stats: tuple[BatchStatistics, ...] = ()  # by batch size, ascending
 
 
 @dataclass(frozen=True, slots=True)

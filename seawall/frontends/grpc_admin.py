@@ -151,7 +151,7 @@ def _duration(value: Duration) -> Any:
 
 
 def statistics_to_proto(stats: Iterable[ModelStatistics]) -> Any:
-    """A ModelStatisticsResponse (batch, memory and response statistics are not collected yet)."""
+    """A ModelStatisticsResponse (memory and response statistics are not collected yet)."""
     return service_pb2.ModelStatisticsResponse(
         model_stats=[
             service_pb2.ModelStatistics(
@@ -170,6 +170,15 @@ def statistics_to_proto(stats: Iterable[ModelStatistics]) -> Any:
                     cache_hit=_duration(s.cache_hit),
                     cache_miss=_duration(s.cache_miss),
                 ),
+                batch_stats=[
+                    service_pb2.InferBatchStatistics(
+                        batch_size=b.batch_size,
+                        compute_input=_duration(b.compute_input),
+                        compute_infer=_duration(b.compute_infer),
+                        compute_output=_duration(b.compute_output),
+                    )
+                    for b in s.batch_stats
+                ],
             )
             for s in stats
         ]

@@ -121,7 +121,15 @@ def statistics_json(stats: ModelStatistics) -> dict[str, Any]:
         "execution_count": stats.execution_count,
         "inference_stats": {name: _duration(getattr(stats, name)) for name in names},
         "response_stats": {},
-        "batch_stats": [],
+        "batch_stats": [
+            {
+                "batch_size": b.batch_size,
+                "compute_input": _duration(b.compute_input),
+                "compute_infer": _duration(b.compute_infer),
+                "compute_output": _duration(b.compute_output),
+            }
+            for b in stats.batch_stats
+        ],
         "memory_usage": [],
     }
 

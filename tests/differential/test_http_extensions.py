@@ -103,7 +103,6 @@ def test_statistics_have_tritons_keys_and_types(pair: tuple[ServerProcess, Serve
     _both(pair, "GET", "/v2/models/identity/stats")  # 400, same message
 
 
-@pytest.mark.xfail(strict=True, reason="the core's ModelStatistics has no per-batch-size statistics yet")
 def test_statistics_batch_stats(pair: tuple[ServerProcess, ServerProcess]) -> None:
     triton, seawall = _statistics(pair)
     assert _shape(triton["model_stats"][0]["batch_stats"]) == _shape(seawall["model_stats"][0]["batch_stats"])
