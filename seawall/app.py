@@ -57,38 +57,17 @@ def _frontends(server: InferenceServer, options: Options) -> list[tuple[str, str
     # imported here so that embedding code never pays for the transports
     from seawall.frontends.grpc import GrpcFrontend
     from seawall.frontends.http import HttpFrontend
-    from seawall.frontends.http_server import HttpServer
     from seawall.frontends.metrics import MetricsFrontend
     from seawall.frontends.sagemaker import SageMakerFrontend
     from seawall.frontends.vertex import VertexFrontend
-    from seawall.security import tls
 
     built: list[tuple[str, str, Frontend]] = []
     if options.grpc.allow:
         built.append(("grpc", "GRPCInferenceService", GrpcFrontend(server, options)))
     if options.http.allow:
-        routes = HttpFrontend(server, options)
-        http: Frontend = routes
-        if tls.is_enabled(options.http.tls):
-            # HttpFrontend does not take an SSLContext yet: serve its handler on a TLS listener instead
-            context = tls.server_ssl_context(options.http.tls, "http")
-            http = HttpServer(
-                routes.handle,
-                options.limits,
-                options.http.address,
-                options.http.port,
-                options.http.reuse_port,
-                ssl_context=context,
-            )
-        built.append(("http", "HTTPService", http))
+        built.append(("http", "HTTPService", HttpFrontend(server, options)))
     if options.metrics.allow:
-        scrape = MetricsFrontend(server, options)
-        metrics: Frontend = scrape
-        if tls.is_enabled(options.metrics.tls):
-            context = tls.server_ssl_context(options.metrics.tls, "metrics")
-            address = options.metrics.address or options.http.address
-            metrics = HttpServer(scrape.handle, options.limits, address, options.metrics.port, ssl_context=context)
-        built.append(("metrics", "Metrics Service", metrics))
+        built.append(("metrics", "Metrics Service", MetricsFrontend(server, options)))
     if options.sagemaker.allow:
         built.append(("sagemaker", "Sagemaker HTTPService", SageMakerFrontend(server, options)))
     if options.vertex.allow:

@@ -22,6 +22,7 @@ from seawall.frontends import http_extensions as extensions
 from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.frontends.status import http_status
 from seawall.options import Options
+from seawall.security import tls
 from seawall.security.policy import ApiPolicy
 
 logger = logging.getLogger(__name__)
@@ -164,7 +165,12 @@ class HttpFrontend:
         self._policy = ApiPolicy(options.http.restricted)
         self._endpoints: dict[str, _Endpoint] = {r.handler: getattr(self, r.handler) for r in ROUTES if r.handler}
         self._http = HttpServer(
-            self.handle, options.limits, options.http.address, options.http.port, options.http.reuse_port
+            self.handle,
+            options.limits,
+            options.http.address,
+            options.http.port,
+            options.http.reuse_port,
+            ssl_context=tls.listener_ssl_context(options.http.tls, "http"),
         )
 
     async def start(self) -> tuple[str, int]:

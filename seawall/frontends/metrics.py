@@ -16,6 +16,7 @@ from seawall.core.server import InferenceServer
 from seawall.core.types import ModelStatistics
 from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.options import Options
+from seawall.security import tls
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,8 @@ class MetricsFrontend:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(ModelStatisticsCollector(server, counter_latencies))
         address = options.metrics.address or options.http.address
-        self._http = HttpServer(self.handle, options.limits, address, options.metrics.port)
+        context = tls.listener_ssl_context(options.metrics.tls, "metrics")
+        self._http = HttpServer(self.handle, options.limits, address, options.metrics.port, ssl_context=context)
 
     async def start(self) -> tuple[str, int]:
         """Bind the listener; returns the bound (host, port).

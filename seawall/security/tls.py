@@ -75,6 +75,15 @@ def server_ssl_context(tls: TlsOptions, listener: str) -> ssl.SSLContext:
     return context
 
 
+def listener_ssl_context(tls: TlsOptions, listener: str) -> ssl.SSLContext | None:
+    """The SSL context of an HTTP-style listener, or None when it speaks plain HTTP.
+
+    Raises:
+        InvalidArgumentError: as `server_ssl_context`.
+    """
+    return server_ssl_context(tls, listener) if is_enabled(tls) else None
+
+
 def _refuse_password(prefix: str) -> Any:
     def refuse() -> bytes:
         # an encrypted key would otherwise make OpenSSL prompt on the terminal
