@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from seawall.core.raw import decode as decode_raw
+from seawall.core.raw import encode as encode_raw
 from seawall.core.types import (
     ELEMENT_SIZES,
     NUMPY_DTYPES,
@@ -230,7 +232,7 @@ def _decode_input(
         raise InvalidArgumentError(
             f"unexpected size for input '{name}', expecting {size} additional bytes for model '{model}'"
         )
-    data = http_tensors.decode_binary_data(binary[offset : offset + size], datatype, shape, count, name, model)
+    data = decode_raw(binary[offset : offset + size], datatype, shape, count, name, model)
     return Tensor(name, datatype, shape, data, params), offset + size
 
 
@@ -310,7 +312,7 @@ def decode_raw_request(body: bytes, model: str, version: str, spec: RawInputSpec
         )
     shape = _deduce_raw_shape(len(body), spec, model)
     count = _checked_count(shape, spec.datatype, spec.name, limits)
-    data = http_tensors.decode_binary_data(memoryview(body), spec.datatype, shape, count, spec.name, model)
+    data = decode_raw(memoryview(body), spec.datatype, shape, count, spec.name, model)
     request = InferRequest(model, [Tensor(spec.name, spec.datatype, shape, data)], version)
     return DecodedInfer(request, binary_default=True)
 
@@ -365,7 +367,7 @@ def encode_infer_response(
             entries.append(entry)
             continue
         if binary_outputs.get(tensor.name, binary_default):
-            blob = http_tensors.tensor_bytes(tensor)
+            blob = encode_raw(tensor)
             params["binary_data_size"] = len(blob)
             entry["parameters"] = params
             blobs.append(blob)

@@ -1,4 +1,4 @@
-"""Tensor data of the HTTP protocol: JSON `data` arrays and binary-extension bytes ↔ numpy arrays.
+"""Tensor data of the HTTP protocol's JSON form: `data` arrays ↔ numpy arrays (binary data uses `core.raw`).
 
 Imports numpy, `core.types` and `errors`; pure functions. Callers check element counts against the limits
 before calling, so nothing here allocates more than the request itself carries.
@@ -11,58 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from seawall.core.types import ELEMENT_SIZES, NUMPY_DTYPES, Tensor
+from seawall.core.types import NUMPY_DTYPES, Tensor
 from seawall.errors import InvalidArgumentError
 
 _INT_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
 _JSON_ONLY_BINARY = frozenset({"FP16", "BF16"})
 _LENGTH = struct.Struct("<I")
-
-
-def decode_binary_data(
-    view: memoryview, datatype: str, shape: tuple[int, ...], count: int, name: str, model: str
-) -> np.ndarray:
-    """A tensor over `view` (no copy for fixed-size types).
-
-    Raises:
-        InvalidArgumentError: the byte size does not match the shape, or malformed BYTES elements.
-    """
-    if datatype == "BYTES":
-        return _decode_bytes_elements(view, shape, count, name)
-    expected = count * ELEMENT_SIZES[datatype]
-    if len(view) != expected:
-        raise InvalidArgumentError(
-            f"input byte size mismatch for input '{name}' for model '{model}'. Expected {expected}, got {len(view)}"
-        )
-    dtype = NUMPY_DTYPES[datatype].newbyteorder("<")
-    if count == 0:
-        return np.empty(shape, dtype=dtype)
-    return np.frombuffer(view, dtype=dtype, count=count).reshape(shape)
-
-
-def _decode_bytes_elements(view: memoryview, shape: tuple[int, ...], count: int, name: str) -> np.ndarray:
-    if count * _LENGTH.size > len(view):
-        raise InvalidArgumentError(f"input '{name}': {len(view)} bytes cannot hold {count} BYTES elements")
-    items: list[bytes] = []
-    position, end = 0, len(view)
-    for _ in range(count):
-        if position + _LENGTH.size > end:
-            raise InvalidArgumentError(f"input '{name}': BYTES element length prefix is truncated")
-        (length,) = _LENGTH.unpack_from(view, position)
-        position += _LENGTH.size
-        if length > end - position:
-            raise InvalidArgumentError(f"input '{name}': BYTES element is longer than the remaining data")
-        items.append(bytes(view[position : position + length]))
-        position += length
-    if position != end:
-        raise InvalidArgumentError(f"input '{name}': unexpected data after the last BYTES element")
-    return _object_array(items, shape)
-
-
-def _object_array(items: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array.reshape(shape)
 
 
 def decode_json_data(data: Any, datatype: str, shape: tuple[int, ...], count: int, name: str) -> np.ndarray:
@@ -82,7 +36,9 @@ def decode_json_data(data: Any, datatype: str, shape: tuple[int, ...], count: in
     if datatype == "BYTES":
         if not kinds <= {str}:
             raise InvalidArgumentError(f"Unable to parse 'data' of input '{name}': BYTES elements must be strings")
-        return _object_array([s.encode() for s in flat], shape)
+        strings = np.empty(len(flat), dtype=np.object_)
+        strings[:] = [s.encode() for s in flat]
+        return strings.reshape(shape)
     if datatype == "BOOL":
         if not kinds <= {bool}:
             raise InvalidArgumentError(f"Unable to parse 'data' of input '{name}': BOOL elements must be true or false")
@@ -124,19 +80,6 @@ def _flatten(data: Any, name: str) -> list[Any]:
         else:
             stack.pop()
     return flat
-
-
-def tensor_bytes(tensor: Tensor) -> bytes | memoryview:
-    """The binary-extension bytes of a tensor: little-endian row-major, BYTES with 4-byte length prefixes."""
-    if tensor.datatype == "BYTES":
-        parts: list[bytes] = []
-        for item in tensor.data.reshape(-1):
-            raw = item if isinstance(item, bytes) else str(item).encode()
-            parts.append(_LENGTH.pack(len(raw)))
-            parts.append(raw)
-        return b"".join(parts)
-    array = np.ascontiguousarray(tensor.data, dtype=NUMPY_DTYPES[tensor.datatype].newbyteorder("<"))
-    return memoryview(array.reshape(-1).view(np.uint8).data)
 
 
 def json_data(tensor: Tensor) -> Any:
