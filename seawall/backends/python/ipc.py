@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
-from seawall.core.types import NUMPY_DTYPES, element_count
+from seawall.core.types import NUMPY_DTYPES
 
 #: Little-endian u32 byte count in front of every JSON frame.
 FRAME_HEADER = struct.Struct("<I")
@@ -27,7 +27,7 @@ ALIGNMENT = 64
 _LENGTH = struct.Struct("<I")
 
 #: What a tensor becomes on its way into a region: raw bytes of a fixed-size array, or serialized BYTES.
-Payload = bytes | np.ndarray
+Payload = bytes | np.ndarray | memoryview
 #: `[name, datatype, shape, offset, nbytes]` as sent in frames.
 Descriptor = list[object]
 
@@ -63,26 +63,31 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes | memoryview) -> list[dict[str, object]]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, object]]:
         """Add received bytes and return every frame now complete.
 
         Raises:
             ProtocolError: a frame is larger than MAX_FRAME_BYTES or is not a JSON object.
         """
-        self._buffer += data
+        if self._buffer:
+            self._buffer += data
+            data = self._buffer
         frames: list[dict[str, object]] = []
         start = 0
-        while len(self._buffer) - start >= FRAME_HEADER.size:
-            (length,) = FRAME_HEADER.unpack_from(self._buffer, start)
+        size = len(data)
+        while size - start >= FRAME_HEADER.size:
+            (length,) = FRAME_HEADER.unpack_from(data, start)
             if length > MAX_FRAME_BYTES:
                 raise ProtocolError("frame too large")
             end = start + FRAME_HEADER.size + length
-            if len(self._buffer) < end:
+            if size < end:
                 break
-            frames.append(decode_payload(memoryview(self._buffer)[start + FRAME_HEADER.size : end]))
+            frames.append(decode_payload(memoryview(data)[start + FRAME_HEADER.size : end]))
             start = end
-        if start:
+        if data is self._buffer:
             del self._buffer[:start]
+        elif start < size:
+            self._buffer = bytearray(data[start:])  # usually frames arrive whole: nothing is kept
         return frames
 
 
@@ -159,6 +164,8 @@ def to_payload(datatype: str, array: np.ndarray) -> Payload:
     dtype = NUMPY_DTYPES[datatype]
     if array.dtype != dtype:
         array = array.astype(dtype)
+    if array.ndim and array.flags.c_contiguous:
+        return array.data.cast("B")  # a byte view of the array itself, not a copy
     return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
@@ -192,15 +199,19 @@ def read_tensor(memory: mmap.mmap, descriptor: Sequence[object], copy: bool) -> 
     if len(descriptor) != 5:
         raise ProtocolError("bad tensor descriptor")
     name, datatype, shape, offset, nbytes = descriptor
-    if not isinstance(name, str) or not isinstance(datatype, str) or datatype not in NUMPY_DTYPES:
+    if type(name) is not str or type(datatype) is not str or datatype not in NUMPY_DTYPES:
         raise ProtocolError("bad tensor name or datatype")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+    if type(shape) is not list:
         raise ProtocolError(f"bad shape for tensor '{name}'")
+    count = 1
+    for dim in shape:
+        if type(dim) is not int or dim < 0:
+            raise ProtocolError(f"bad shape for tensor '{name}'")
+        count *= dim
     if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0:
         raise ProtocolError(f"bad offset for tensor '{name}'")
     if offset + nbytes > len(memory):
         raise ProtocolError(f"tensor '{name}' lies outside the shared region")
-    count = element_count(shape)
     if datatype == "BYTES":
         try:
             flat = deserialize_bytes(memory[offset : offset + nbytes], count)

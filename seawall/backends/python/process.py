@@ -116,6 +116,7 @@ class StubProcess:
         self._fd_socket: socket.socket | None = None
         self._waiters: deque[asyncio.Future[dict[str, object]]] = deque()  # replies awaited, in send order
         self._exited: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() call
         self._alive = False
         self._stopping = False
         self._death = ""
@@ -128,7 +129,7 @@ class StubProcess:
 
     async def start(self) -> None:
         """Spawn the stub with its sockets and regions (inherited fds only, argv only numbers)."""
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._exited = loop.create_future()
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fd_socket, fd_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # one fd per message
@@ -183,7 +184,8 @@ class StubProcess:
         """
         if not self._alive:
             raise StubDied(self._death)
-        waiter: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        assert self._loop is not None
+        waiter: asyncio.Future[dict[str, object]] = self._loop.create_future()
         waiter.add_done_callback(_retrieve)
         self._waiters.append(waiter)
         self.send(message)

@@ -70,6 +70,8 @@ class UserModel:
 
     def run(self, result: UserObject) -> UserObject:
         """Run a coroutine returned by an `async def` hook on this model's own event loop."""
+        if result is None or type(result) is list:
+            return result  # the usual answers of initialize and execute: no awaitable check
         if inspect.isawaitable(result):
             if self._loop is None:
                 import asyncio  # only models with `async def` hooks pay for it

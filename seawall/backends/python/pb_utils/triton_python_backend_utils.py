@@ -50,6 +50,9 @@ _CODE_TO_NUMPY = {
     8: np.int32, 9: np.int64, 10: np.float16, 11: np.float32, 12: np.float64, 13: np.object_,
 }  # fmt: skip
 
+#: numpy dtype → TRITONSERVER_DataType of the fixed-size types (one lookup per output tensor)
+_DTYPE_TO_CODE = {np.dtype(np_type): code for code, np_type in _CODE_TO_NUMPY.items() if code != 13}
+
 TRITON_STRING_TO_NUMPY = {
     "TYPE_" + ("STRING" if name == "BYTES" else name): _CODE_TO_NUMPY[code]
     for name, code in _NAME_TO_CODE.items()
@@ -72,11 +75,14 @@ def triton_to_numpy_type(data_type):
 
 def numpy_to_triton_type(data_type):
     """TRITONSERVER_DataType value of a numpy type (None if it has none)."""
-    dtype = np.dtype(data_type)
+    dtype = data_type if isinstance(data_type, np.dtype) else np.dtype(data_type)
+    code = _DTYPE_TO_CODE.get(dtype)
+    if code is not None:
+        return code
     if dtype.kind in ("O", "S", "U"):
         return TRITONSERVER_TYPE_BYTES
-    for code, np_type in _CODE_TO_NUMPY.items():
-        if code != TRITONSERVER_TYPE_BYTES and np.dtype(np_type) == dtype:
+    for np_dtype, code in _DTYPE_TO_CODE.items():  # same type, other spelling (byte order marks)
+        if np_dtype == dtype:
             return code
     return None
 
@@ -234,11 +240,11 @@ class InferenceRequest:
         self._model_version = model_version
         self._flags = flags
         self._timeout = timeout
-        self._preferred_memory = preferred_memory or PreferredMemory()
-        self._trace = trace or InferenceTrace()
+        self._preferred_memory = preferred_memory  # default made on first use: most models never ask
+        self._trace = trace
         if isinstance(parameters, str):
             parameters = json.loads(parameters)
-        self._parameters = dict(parameters or {})
+        self._parameters = dict(parameters) if parameters else {}
         self._release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
 
     def inputs(self):
@@ -269,6 +275,8 @@ class InferenceRequest:
         return json.dumps(self._parameters)
 
     def trace(self):
+        if self._trace is None:
+            self._trace = InferenceTrace()
         return self._trace
 
     def requested_output_names(self):
