@@ -68,8 +68,8 @@ def _repository(args: argparse.Namespace, workdir: str) -> str:
     shutil.copytree(ROOT / "examples" / "models" / "add_sub", target)
     config = (target / "config.pbtxt").read_text()
     if args.dynamic_batching:
-        config = config.replace("max_batch_size: 0", "max_batch_size: 64").replace("dims: [ 4 ]", "dims: [ 4 ]")
-        config += "\ndynamic_batching { }\n"
+        config = config.replace("max_batch_size: 0", "max_batch_size: 64")
+        config += f"\ndynamic_batching {{ max_queue_delay_microseconds: {args.queue_delay_us} }}\n"
     if args.in_process:
         config += '\nparameters { key: "SEAWALL_IN_PROCESS" value { string_value: "true" } }\n'
     (target / "config.pbtxt").write_text(config)
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 32])
     parser.add_argument("--in-process", action="store_true", help="run model.py in the server process")
     parser.add_argument("--dynamic-batching", action="store_true", help="max_batch_size 64 + dynamic_batching")
+    parser.add_argument("--queue-delay-us", type=int, default=0, help="max_queue_delay_microseconds")
     args = parser.parse_args()
     uvloop.run(_main(args))
 

@@ -77,6 +77,7 @@ class Scheduler:
         self._stats = stats
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
+        self._gathering = asyncio.Lock()  # one batch forms at a time; a free worker then forms the next
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0  # requests handed to an instance and not yet answered
         self._stopped = False
@@ -133,7 +134,10 @@ class Scheduler:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = await self._gather()
+            async with self._gathering:  # with pipelined workers, two gathers would split one batch
+                if not instance.is_healthy():
+                    break
+                batch = await self._gather() if self._queue else []
             if batch:
                 await self._run(instance, batch)
         # this instance is gone: if none is left, nobody will serve what is queued

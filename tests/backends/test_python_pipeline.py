@@ -65,6 +65,22 @@ async def test_server_executes_queued_requests_in_arrival_order(tmp_path: Path) 
         np.testing.assert_array_equal(outputs(response)["OUTPUT0"].data, fp32(index))
 
 
+async def test_dynamic_batching_forms_one_batch_at_a_time(tmp_path: Path) -> None:
+    # two pipelined workers must not split what arrives within one queue delay into two batches
+    options = repository(tmp_path, "execution_order")
+    config = tmp_path / "execution_order" / "config.pbtxt"
+    text = config.read_text().replace("max_batch_size: 0", "max_batch_size: 8")
+    config.write_text(text + "\ndynamic_batching { max_queue_delay_microseconds: 300000 }\n")
+    async with seawall.open_server(options) as server:
+        first = [asyncio.ensure_future(server.infer(order_request(fp32(i).reshape(1, 1)))) for i in range(3)]
+        await asyncio.sleep(0.02)
+        second = [asyncio.ensure_future(server.infer(order_request(fp32(i).reshape(1, 1)))) for i in range(3, 6)]
+        responses = await asyncio.gather(*first, *second)
+    assert [int(outputs(r)["BATCH"].data[0, 0]) for r in responses] == [6] * 6
+    for index, response in enumerate(responses):
+        np.testing.assert_array_equal(outputs(response)["OUTPUT0"].data, fp32(index).reshape(1, 1))
+
+
 async def test_crash_fails_both_batches_in_flight(backend: PythonBackend) -> None:
     reports = Reports()
     model = await load(backend, MODELS / "crash_exit", reports)

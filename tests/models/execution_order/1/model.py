@@ -1,4 +1,5 @@
-"""execution_order: echoes INPUT0 and numbers the requests in the order execute() saw them (ORDER).
+"""execution_order: echoes INPUT0, numbers the requests in the order execute() saw them (ORDER) and
+reports how many requests that execute() call had (BATCH).
 
 The request parameter "sleep_ms" delays the batch; "write_input" tries to write into INPUT0 and reports
 whether the model could (OUTPUT0 then holds -1 where it wrote).
@@ -27,8 +28,9 @@ class TritonPythonModel:
                 except ValueError:
                     pass
             self.count += 1
-            order = np.array([self.count], dtype=np.int64)
-            responses.append(
-                pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", data.copy()), pb_utils.Tensor("ORDER", order)])
-            )
+            shape = data.shape[:-1] + (1,)  # [1], or [batch, 1] when the model batches
+            order = np.full(shape, self.count, dtype=np.int64)
+            batch = np.full(shape, len(requests), dtype=np.int64)
+            outputs = [pb_utils.Tensor("OUTPUT0", data.copy()), pb_utils.Tensor("ORDER", order)]
+            responses.append(pb_utils.InferenceResponse([*outputs, pb_utils.Tensor("BATCH", batch)]))
         return responses
