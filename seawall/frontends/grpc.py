@@ -131,43 +131,49 @@ class _Servicer:
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         _refuse_repository_name(request)
         config, files = admin.load_parameters(request.parameters, self._limits)
-        await self._server.load_model(request.model_name, config, files)
+        await self._server.load_model(request.model_name, config, files, caller=_caller(context))
         return service_pb2.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
         _refuse_repository_name(request)
         dependents = admin.unload_dependents(request.parameters)
-        await self._server.unload_model(request.model_name, dependents)
+        await self._server.unload_model(request.model_name, dependents, caller=_caller(context))
         return service_pb2.RepositoryModelUnloadResponse()
 
     async def LogSettings(self, request: Any, context: Any) -> Any:  # noqa: N802
         changes = admin.log_changes(request.settings)
-        settings = self._server.update_log_settings(changes) if changes else self._server.log_settings_dict()
+        if changes:
+            settings = self._server.update_log_settings(changes, caller=_caller(context))
+        else:
+            settings = self._server.log_settings_dict()
         return admin.log_settings_to_proto(settings)
 
     async def TraceSetting(self, request: Any, context: Any) -> Any:  # noqa: N802
         changes = admin.trace_changes(request.settings)
         model: str = request.model_name
         if changes:
-            return admin.trace_settings_to_proto(self._server.update_trace_settings(changes, model))
+            updated = self._server.update_trace_settings(changes, model, caller=_caller(context))
+            return admin.trace_settings_to_proto(updated)
         return admin.trace_settings_to_proto(self._server.get_trace_settings(model))
 
     async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
         return admin.system_shm_status_to_proto(self._server.system_shared_memory_status(request.name))
 
     async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self._server.register_system_shared_memory(request.name, request.key, request.offset, request.byte_size)
+        self._server.register_system_shared_memory(
+            request.name, request.key, request.offset, request.byte_size, caller=_caller(context)
+        )
         return service_pb2.SystemSharedMemoryRegisterResponse()
 
     async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self._server.unregister_system_shared_memory(request.name)
+        self._server.unregister_system_shared_memory(request.name, caller=_caller(context))
         return service_pb2.SystemSharedMemoryUnregisterResponse()
 
     async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
         return admin.cuda_shm_status_to_proto(self._server.cuda_shared_memory_status(request.name))
 
     async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
-        self._server.register_cuda_shared_memory(request.name)
+        self._server.register_cuda_shared_memory(request.name, caller=_caller(context))
         return service_pb2.CudaSharedMemoryRegisterResponse()
 
     async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:  # noqa: N802
@@ -300,6 +306,15 @@ def server_options(grpc_options: GrpcOptions, limits: Limits) -> list[tuple[str,
     if level:
         settings.append(("grpc.default_compression_level", level))
     return settings
+
+
+def _caller(context: Any) -> str:
+    """Who is calling, for the audit log: the peer and, with mutual TLS, the client certificate subject."""
+    text = f"peer={context.peer()}"
+    subjects = context.auth_context().get("x509_subject", [])
+    if subjects:
+        text += f" subject={subjects[0].decode(errors='replace')}"
+    return text
 
 
 class GrpcFrontend:

@@ -273,14 +273,14 @@ class HttpFrontend:
         if "repository" in groups:
             raise UnsupportedError(_REPOSITORY_NAME)
         load = extensions.load_request(request.body, self._limits)
-        await self._server.load_model(groups["model"], load.config, load.files)
+        await self._server.load_model(groups["model"], load.config, load.files, caller=request.caller)
         return _EMPTY_JSON
 
     async def _repository_unload(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
         if "repository" in groups:
             raise UnsupportedError(_REPOSITORY_NAME)
         dependents = extensions.unload_dependents(request.body, self._limits)
-        await self._server.unload_model(groups["model"], dependents)
+        await self._server.unload_model(groups["model"], dependents, caller=request.caller)
         return _EMPTY_JSON
 
     # shared memory extension ------------------------------------------------------------------------
@@ -295,15 +295,15 @@ class HttpFrontend:
         if not region:
             raise InvalidArgumentError(f"'region name' is necessary to register {kind} shared memory region")
         if kind == "cuda":
-            self._server.register_cuda_shared_memory(region)
+            self._server.register_cuda_shared_memory(region, caller=request.caller)
             return _EMPTY_JSON
         body = extensions.shm_registration(request.body, self._limits)
-        self._server.register_system_shared_memory(region, body.key, body.offset, body.byte_size)
+        self._server.register_system_shared_memory(region, body.key, body.offset, body.byte_size, caller=request.caller)
         return _EMPTY_JSON
 
     async def _shm_unregister(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
         if groups["kind"] == "system":
-            self._server.unregister_system_shared_memory(groups.get("region", ""))
+            self._server.unregister_system_shared_memory(groups.get("region", ""), caller=request.caller)
         return _EMPTY_JSON  # no CUDA region can exist: unregistering one is a no-op, as in Triton
 
     # trace and logging extensions -------------------------------------------------------------------
@@ -312,10 +312,10 @@ class HttpFrontend:
         if request.method == "GET":
             return _json(extensions.trace_json(self._server.get_trace_settings(model)))
         changes = extensions.trace_changes(request.body, self._limits)
-        return _json(extensions.trace_json(self._server.update_trace_settings(changes, model)))
+        return _json(extensions.trace_json(self._server.update_trace_settings(changes, model, caller=request.caller)))
 
     async def _logging(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
         if request.method == "GET":
             return _json(self._server.log_settings_dict())
         changes = extensions.log_changes(request.body, self._limits)
-        return _json(self._server.update_log_settings(changes))
+        return _json(self._server.update_log_settings(changes, caller=request.caller))

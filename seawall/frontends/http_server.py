@@ -44,6 +44,20 @@ class HttpRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    caller: str = ""  # "peer=<address>[ subject=<client certificate subject>]", for the audit log
+
+
+def describe_caller(peer: object, certificate: object) -> str:
+    """Who is calling, for the audit log: the peer address and, with mutual TLS, the certificate subject."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        text = f"peer={peer[0]}:{peer[1]}"
+    else:
+        text = f"peer={peer}" if peer else "peer=unknown"
+    if isinstance(certificate, dict):
+        subject = ",".join(f"{k}={v}" for rdn in certificate.get("subject", ()) for k, v in rdn)
+        if subject:
+            text += f" subject={subject}"
+    return text
 
 
 @dataclass(slots=True)
@@ -148,6 +162,7 @@ class HttpProtocol(asyncio.Protocol):
         self._connections = connections  # owned by HttpServer; this protocol adds/removes itself
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
+        self._caller = ""  # set once the connection is made
         self._queue: collections.deque[tuple[HttpRequest, bool]] = collections.deque()
         self._task: asyncio.Task[None] | None = None  # the request being answered; cancelled on close
         self._write_paused = False
@@ -167,6 +182,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         self._connections.add(self)
+        self._caller = describe_caller(transport.get_extra_info("peername"), transport.get_extra_info("peercert"))
         sock = self._transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -262,7 +278,7 @@ class HttpProtocol(asyncio.Protocol):
         except UnicodeDecodeError:
             text = "/\x00"  # routes nowhere: 404
         method = self._parser.get_method().decode("latin-1")
-        request = HttpRequest(method, text, self._headers, body)
+        request = HttpRequest(method, text, self._headers, body, self._caller)
         self._in_head = True
         self._head_bytes = 0
         self._queue.append((request, self._parser.should_keep_alive()))
