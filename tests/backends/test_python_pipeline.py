@@ -13,7 +13,7 @@ import pytest
 
 import seawall
 from seawall.backends.python.host import PythonBackend
-from seawall.core.types import InferRequest
+from seawall.core.types import InferRequest, Tensor
 from seawall.errors import UnavailableError
 from seawall.options import BackendOptions, Options, RepositoryOptions
 from tests.backends.test_python_backend import MODELS, Reports, fp32, load, only, outputs, request
@@ -111,6 +111,20 @@ async def test_cancelled_batch_keeps_its_slot_until_answered(backend: PythonBack
     for i, result in enumerate(results):
         np.testing.assert_array_equal(outputs(only(result))["OUTPUT0"].data, np.full(100_000, 3 + i, np.float32))
     assert slow.cancelled() and instance.is_healthy()
+
+
+@pytest.mark.parametrize("shape", [(0,), (1, 0), (0, 3), (2, 3), ()])
+async def test_any_shape_travels(backend: PythonBackend, shape: tuple[int, ...]) -> None:
+    model = await load(backend, MODELS / "all_dtypes")
+    request_tensors = []
+    for datatype, dtype in (("FP16", np.float16), ("BOOL", np.bool_), ("UINT64", np.uint64)):
+        data = (np.arange(int(np.prod(shape))) % 2).astype(dtype).reshape(shape[::-1]).T  # not C-contiguous in 2-D
+        request_tensors.append(Tensor(f"IN_{datatype}", datatype, shape, data))
+    got = outputs(only(await model.instances[0].execute([InferRequest("all_dtypes", request_tensors)])))
+    for tensor in request_tensors:
+        out = got["OUT_" + tensor.name[3:]]
+        assert out.shape == shape
+        np.testing.assert_array_equal(out.data, tensor.data)
 
 
 async def test_inputs_are_read_only_to_the_model(backend: PythonBackend) -> None:

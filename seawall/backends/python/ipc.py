@@ -164,6 +164,8 @@ def to_payload(datatype: str, array: np.ndarray) -> Payload:
     dtype = NUMPY_DTYPES[datatype]
     if array.dtype != dtype:
         array = array.astype(dtype)
+    if not array.size:
+        return b""
     if array.ndim and array.flags.c_contiguous:
         return array.data.cast("B")  # a byte view of the array itself, not a copy
     return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
