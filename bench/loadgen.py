@@ -147,10 +147,11 @@ class GrpcConnection(asyncio.Protocol):
         from h2.settings import SettingCodes
 
         self._transport = transport  # type: ignore[assignment]  # uvloop's transports do not subclass asyncio's
+        assert self._transport is not None
         self._h2.initiate_connection()
         self._h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 1 << 30})
         self._h2.increment_flow_control_window(1 << 30)
-        transport.write(self._h2.data_to_send())
+        self._transport.write(self._h2.data_to_send())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._done is not None and not self._done.done():

@@ -128,8 +128,8 @@ def targets(data: dict[str, Any], grouped: Cells) -> list[tuple[str, str, bool |
 def _cell_table(grouped: Cells, workload: str, modes: list[str], concs: list[int]) -> list[str]:
     lines = [
         "| mode | c | Seawall req/s | Triton req/s | MLServer req/s | S/T | S/M "
-        "| p99 ms S / T / M | CPU µs/inf S / T / M | errors S/T/M |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| p99 ms S / T / M | CPU µs/inf S / T / M | errors S/T/M | other load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode in modes:
         for conc in concs:
@@ -142,7 +142,11 @@ def _cell_table(grouped: Cells, workload: str, modes: list[str], concs: list[int
             errs = "/".join(str(sum(c["errors"] for c in grouped.get(k, []))) if k in grouped else "–" for k in keys)
             st = _fmt_ratio(_ratio(grouped, workload, mode, conc, "triton"))
             sm = _fmt_ratio(_ratio(grouped, workload, mode, conc, "mlserver"))
-            lines.append(f"| {mode} | {conc} | {thr[0]} | {thr[1]} | {thr[2]} | {st} | {sm} | {p99} | {cpu} | {errs} |")
+            other = _median([c["other_cores"] for k in keys for c in grouped.get(k, [])])
+            lines.append(
+                f"| {mode} | {conc} | {thr[0]} | {thr[1]} | {thr[2]} | {st} | {sm} | {p99} | {cpu} | {errs} "
+                f"| {other:.2f} |"
+            )
     return lines
 
 
@@ -218,8 +222,8 @@ def _client_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write(raw: Path | None = None) -> Path:
-    """Render the report from `raw` (default: the newest file in bench/results/raw); return its path."""
+def write(raw: Path | None = None, out: Path = RESULTS) -> Path:
+    """Render the report from `raw` (default: the newest file in bench/results/raw) into `out`; return its path."""
     if raw is None:
         files = sorted(RAW.glob("*.json"))
         if not files:
@@ -227,12 +231,12 @@ def write(raw: Path | None = None) -> Path:
         raw = files[-1]
     data = json.loads(raw.read_text())
     grouped = _group(data["cells"])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for old in RESULTS.glob("*.png"):
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
         old.unlink()
-    pngs = plot(grouped, RESULTS)
-    RESULTS.joinpath("report.md").write_text("\n".join(render(data, grouped, pngs, raw.name)) + "\n")
-    return RESULTS / "report.md"
+    pngs = plot(grouped, out)
+    out.joinpath("report.md").write_text("\n".join(render(data, grouped, pngs, raw.name)) + "\n")
+    return out / "report.md"
 
 
 def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str) -> list[str]:
@@ -279,7 +283,9 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
         "server in turn (A B C, A B C, ...), "
         f"{settings['reps']} repetition(s) for add_sub and {min(settings['reps'], settings['slow_reps'])} for "
         f"identity/matmul, {settings['seconds']} s each; tables show the median and [min–max] over repetitions. "
-        "Ratios are of medians measured in this run. Closed loop: each connection sends the next request when the "
+        "Ratios are of medians measured in this run. 'other load' is the CPU (in cores) used during the cell by "
+        "processes that are neither the server nor the client (other users of the machine). "
+        "Closed loop: each connection sends the next request when the "
         "reply has arrived. Load drivers: " + ", ".join(drivers) + ". Server CPU is utime+stime of the server's "
         "whole process tree (Python stubs, MLServer workers) from /proc before/after each cell, divided by the "
         "requests completed; PSS is the sum over the tree.",

@@ -27,3 +27,51 @@ def test_loadgen_drives_add_sub_without_errors(seawall: ServerProcess, mode: str
     assert result.errors == 0
     assert result.requests > 10
     assert 0 < result.p50_ms <= result.p90_ms <= result.p99_ms
+
+
+def _cell(
+    server: str, workload: str, mode: str, conc: int, throughput: float, p99: float, cpu: float
+) -> dict[str, object]:
+    return {
+        "server": server,
+        "workload": workload,
+        "mode": mode,
+        "concurrency": conc,
+        "throughput": throughput,
+        "p50_ms": p99 / 2,
+        "p90_ms": p99 / 1.5,
+        "p99_ms": p99,
+        "errors": 0,
+        "server_cpu_us_per_inference": cpu,
+        "other_cores": 0.0,
+        "peak_pss_bytes": 0,
+        "driver": "wrk",
+    }
+
+
+def test_report_targets_use_medians_of_the_same_run() -> None:
+    from bench.report import _group, render, targets
+
+    cells = [_cell("seawall", "add_sub", "http-json", 32, t, 5.0, 100) for t in (900, 1100, 1000)]
+    cells += [_cell("triton", "add_sub", "http-json", 32, t, 4.0, 200) for t in (800, 810, 3000)]
+    cells += [_cell("mlserver", "add_sub", "http-json", 32, 150, 40.0, 900)]
+    cells += [_cell(s, "add_sub", "grpc", 1, 100, p99, 100) for s, p99 in (("seawall", 2.0), ("triton", 1.0))]
+    data = {
+        "run": "test",
+        "quick": True,
+        "settings": {"reps": 3, "slow_reps": 1, "seconds": 1},
+        "machine": {"cpus": 2, "platform": "linux"},
+        "idle_pss": {"seawall": 80 << 20, "triton": 84 << 20},
+        "starts": [{"server": "seawall", "seconds": 1.2}],
+        "cells": cells,
+    }
+    rows = {label: (value, ok) for label, value, ok in targets(data, _group(cells))}
+    assert rows["add_sub c=32 http-json: Seawall/Triton ≥ 1.0"] == ("1.23", True)  # 1000 / 810
+    assert rows["add_sub c=32 grpc: Seawall/Triton ≥ 1.0"] == ("n/a", None)
+    assert rows["Seawall/MLServer ≥ 5 in every cell"][1] is True
+    assert rows["p99 at c=1 ≤ Triton's (every workload and mode)"][1] is False
+    assert rows["server CPU per inference ≤ Triton's (every cell)"] == ("2/2 cells", True)
+    assert rows["idle PSS ≤ Triton's"][1] is True
+    assert rows["start to ready ≤ 1.5 s"][1] is True
+    text = "\n".join(render(data, _group(cells), [], "test.json"))
+    assert "| add_sub http-json c=32 | 1000 | 810 | 150 | 1.23 | 6.67 |" in text
