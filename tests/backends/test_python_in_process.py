@@ -56,7 +56,7 @@ async def test_add_sub_runs_in_process_with_a_warning(backend: PythonBackend, ca
         "a crash in its code stops the server"
     ]
     (instance,) = model.instances
-    assert instance.name == "add_sub_0_0" and instance.is_healthy() and instance.pipeline_depth == 2
+    assert instance.name == "add_sub_0_0" and instance.is_healthy() and instance.pipeline_depth == 8
     a, b = fp32(1, 2, 3, 4), fp32(10, 20, 30, 40)
     got = outputs(only(await instance.execute([request("add_sub", INPUT0=a, INPUT1=b)])))
     np.testing.assert_array_equal(got["OUTPUT0"].data, a + b)
