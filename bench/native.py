@@ -88,6 +88,8 @@ def run_h2load(url: str, model: str, concurrency: int, seconds: float, reply_byt
     if counts is None or rate is None or data is None:
         raise RuntimeError(f"cannot parse h2load output:\n{out}")
     done, succeeded, failed = int(counts.group(3)), int(counts.group(4)), int(counts.group(5))
+    if done == 0:
+        raise RuntimeError(f"h2load completed no request:\n{out[-600:]}")
     good_replies = int(data.group(1)) // reply_bytes if reply_bytes else 0
     errors = failed + (done - succeeded - failed) + max(0, succeeded - good_replies)
     quantiles = statistics.quantiles(durations, n=100, method="inclusive") if len(durations) > 1 else [0.0] * 99

@@ -332,6 +332,24 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
         ]
     lines += [
         "",
+        "## Failures during the run",
+        "",
+    ]
+    failures = data.get("failures", [])
+    deaths = data.get("deaths", [])
+    lines += [
+        f"- {f['server']} {f['workload']} {f['mode']} c={f['concurrency']}: {f['reason'].splitlines()[0][:200]}"
+        for f in failures
+    ]
+    for death in deaths:
+        tail = " / ".join(line.strip()[:120] for line in death["log"][-3:])
+        lines.append(
+            f"- {death['server']} exited with {death['exit']} during the run; later cells skipped. Log tail: {tail}"
+        )
+    if not failures and not deaths:
+        lines.append("- none")
+    lines += [
+        "",
         "## Is the client the bottleneck?",
         "",
         "add_sub, c=32, the same server: the Python load generator (`bench/loadgen.py`, 2 processes, uvloop; "

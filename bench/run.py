@@ -147,6 +147,8 @@ def measure(args: argparse.Namespace) -> Path:
         "starts": [],
         "idle_pss": {},
         "unsupported": [],
+        "failures": [],
+        "deaths": [],
         "cells": [],
         "client_check": [],
         "loadavg": [],
@@ -191,10 +193,23 @@ def measure(args: argparse.Namespace) -> Path:
                 for mode in (m for m in WORKLOAD_MODES[model] if m in args.modes):
                     for concurrency in args.concurrency:
                         for name, server in running.items():  # A B C, A B C, ...
-                            if (name, model, mode) not in replies:
+                            if (name, model, mode) not in replies or not is_alive(server, data):
                                 continue
                             data["loadavg"].append(_loadavg())
-                            cell = run_cell(server, model, mode, concurrency, args, replies[name, model, mode])
+                            where = {"server": name, "workload": model, "mode": mode, "concurrency": concurrency}
+                            cell = guarded(
+                                data,
+                                where,
+                                run_cell,
+                                server,
+                                model,
+                                mode,
+                                concurrency,
+                                args,
+                                replies[name, model, mode],
+                            )
+                            if cell is None:
+                                continue
                             cell["rep"] = rep
                             data["cells"].append(cell)
                             print(
@@ -209,6 +224,26 @@ def measure(args: argparse.Namespace) -> Path:
         for server in running.values():
             server.stop()
     return out
+
+
+def is_alive(server: servers.Server, data: dict[str, Any]) -> bool:
+    """False (and the death recorded once, with the last log lines) when the server process has exited."""
+    if server.process.poll() is None:
+        return True
+    if not any(d["server"] == server.name for d in data["deaths"]):
+        data["deaths"].append({"server": server.name, "exit": server.process.returncode, "log": server.lines[-10:]})
+        print(f"bench: {server.name} exited ({server.process.returncode}); its remaining cells are skipped", flush=True)
+    return False
+
+
+def guarded(data: dict[str, Any], where: dict[str, Any], function: Any, *argv: Any) -> dict[str, Any] | None:
+    """Run one cell; a failing driver is recorded under 'failures' instead of ending the run."""
+    try:
+        return function(*argv)  # type: ignore[no-any-return]
+    except (subprocess.SubprocessError, RuntimeError, OSError, ValueError, KeyError) as exc:
+        data["failures"].append({**where, "reason": str(exc)[:400]})
+        print(f"bench: failed {where}: {str(exc)[:200]}", flush=True)
+        return None
 
 
 def client_check(
@@ -227,7 +262,14 @@ def client_check(
             for rep in range(args.check_reps):
                 for driver in ("python", "native"):
                     check = argparse.Namespace(**{**vars(args), "driver": driver})
-                    cell = run_cell(running[name], "add_sub", mode, 32, check, replies[name, "add_sub", mode])
+                    if not is_alive(running[name], data):
+                        return
+                    where = {"server": name, "workload": "add_sub", "mode": mode, "concurrency": 32, "check": driver}
+                    cell = guarded(
+                        data, where, run_cell, running[name], "add_sub", mode, 32, check, replies[name, "add_sub", mode]
+                    )
+                    if cell is None:
+                        continue
                     cell["rep"] = rep
                     data["client_check"].append(cell)
                     print(
