@@ -76,7 +76,8 @@ class Scheduler:
         self._policy = policy
         self._stats = stats
         self._queue: deque[_Pending] = deque()
-        self._wakeup = asyncio.Event()
+        self._wakeup = asyncio.Event()  # set on enqueue: the worker gathering a batch waits on it for more
+        self._idle: deque[asyncio.Future[None]] = deque()  # parked workers; each enqueued request wakes one
         self._gathering = asyncio.Lock()  # one batch forms at a time; a free worker then forms the next
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0  # requests handed to an instance and not yet answered
@@ -126,13 +127,24 @@ class Scheduler:
         self._queue.append(_Pending(request, batch_size, future, now, now + timeout if timeout else 0))
         self._stats.pending += 1
         self._wakeup.set()
+        self._wake_one()
         return await future
 
+    def _wake_one(self) -> None:
+        """Resume one parked worker (waking them all would resume every pipelined worker per request)."""
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
     async def _work(self, instance: ModelInstance) -> None:
+        loop = asyncio.get_running_loop()
         while instance.is_healthy():
             if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
                 continue
             async with self._gathering:  # with pipelined workers, two gathers would split one batch
                 if not instance.is_healthy():
@@ -140,7 +152,10 @@ class Scheduler:
                 batch = await self._gather() if self._queue else []
             if batch:
                 await self._run(instance, batch)
-        # this instance is gone: if none is left, nobody will serve what is queued
+        # this instance is gone: pass a wake-up it may have taken on, and if no instance is left, nobody
+        # will serve what is queued
+        if self._queue:
+            self._wake_one()
         if not self._has_healthy_instance():
             self._fail_queued(UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance"))
 

@@ -13,6 +13,8 @@ import pytest
 
 import seawall
 from seawall.backends.python.host import PythonBackend
+from seawall.core.scheduler import BatchPolicy, Scheduler
+from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, Tensor
 from seawall.errors import UnavailableError
 from seawall.options import BackendOptions, Options, RepositoryOptions
@@ -96,6 +98,24 @@ async def test_crash_fails_both_batches_in_flight(backend: PythonBackend) -> Non
     assert reports.reasons == ["model instance 'crash_exit_0_0' crashed"]
     response = only(await model.instances[1].execute([request("crash_exit", INPUT0=fp32(5))]))
     np.testing.assert_array_equal(response.outputs[0].data, fp32(5))
+
+
+async def test_requests_reach_the_surviving_instance(backend: PythonBackend) -> None:
+    # each request wakes one parked worker; one of the dead instance must hand its wake-up on
+    model = await load(backend, MODELS / "crash_exit", Reports())
+    dead, alive = model.instances
+    scheduler = Scheduler(model.instances, BatchPolicy(), StatsRecorder("crash_exit", "1"))
+    scheduler.start()
+    try:
+        await asyncio.sleep(0.05)  # every worker is parked, those of `dead` first
+        with pytest.raises(UnavailableError):
+            await dead.execute([request("crash_exit", {"exit": True}, INPUT0=fp32(1))])
+        for value in range(6):
+            response = await asyncio.wait_for(scheduler.enqueue(request("crash_exit", INPUT0=fp32(value)), 1), 5)
+            np.testing.assert_array_equal(response.outputs[0].data, fp32(value))
+        assert alive.is_healthy()
+    finally:
+        await scheduler.stop()
 
 
 async def test_cancelled_batch_keeps_its_slot_until_answered(backend: PythonBackend) -> None:
