@@ -1,4 +1,4 @@
-"""The python backend's pipelined data path: two batches in flight per stub, in order, with crashes and
+"""The python backend's pipelined data path: several batches in flight per stub, in order, with crashes and
 cancellations, through the backend API and through `open_server()`."""
 
 from __future__ import annotations
@@ -38,16 +38,17 @@ def repository(tmp_path: Path, *names: str) -> Options:
     return Options(repository=RepositoryOptions(paths=(str(tmp_path),)))
 
 
-async def test_instance_takes_two_batches_at_once(backend: PythonBackend) -> None:
+async def test_instance_takes_several_batches_at_once(backend: PythonBackend) -> None:
     model = await load(backend, MODELS / "execution_order")
     (instance,) = model.instances
-    assert instance.pipeline_depth == 2
+    assert instance.pipeline_depth == 8
 
 
 async def test_concurrent_batches_get_their_own_outputs(backend: PythonBackend) -> None:
     model = await load(backend, MODELS / "execution_order")
     instance = model.instances[0]
-    # sizes around the 1 MiB default region: both slots grow their input and output regions on the way
+    # sizes around the 1 MiB default region: small batches spread over every slot, large ones over two,
+    # which grow their input and output regions on the way
     sizes = [1, 7, 300_000, 3, 262_144, 500_000, 17, 1] * 4
     inputs = [np.arange(size, dtype=np.float32) + index for index, size in enumerate(sizes)]
     results = await asyncio.gather(*(instance.execute([order_request(values)]) for values in inputs))

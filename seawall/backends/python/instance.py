@@ -35,8 +35,13 @@ _TRITON_ERROR_CODES = (
 _RESERVED_PARAMETERS = frozenset(
     {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"}
 )
-#: Batches one instance may have in flight: one running in the model, one waiting right behind it.
-PIPELINE_DEPTH = 2
+#: Batches one instance may have in flight: one running in the model, the others queued right behind it, so
+#: the stub never waits for the host and reads several messages per wake-up (add_sub, 16-32 clients: depth 8
+#: takes ~20% less CPU per inference than depth 2).
+PIPELINE_DEPTH = 8
+#: Batches whose inputs exceed a default-sized region use only this many slots: every slot's regions grow to
+#: the largest batch it carried, and for big tensors the copies, not the round trips, are the cost.
+LARGE_BATCH_SLOTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,13 +175,14 @@ class PythonModelInstance:
         """
         if not self.is_healthy():
             raise UnavailableError(f"model instance '{self.name}' is not available")
-        self._picks += 1  # more callers than slots (direct use, not the scheduler): take turns
-        slot = next((s for s in self._slots if not s.lock.locked()), self._slots[self._picks % len(self._slots)])
+        payloads = [ipc.to_payload(tensor.datatype, tensor.data) for request in requests for tensor in request.inputs]
+        offsets, total = ipc.layout(payloads)
+        slot = self._pick(self._slots if total <= self._settings.shm_default_bytes else self._slots[:LARGE_BATCH_SLOTS])
         async with slot.lock:
             if slot.reply is not None and not slot.reply.done():
                 await asyncio.wait([slot.reply])  # a cancelled batch still owns the regions until answered
             try:
-                message = self._prepare(requests, slot)
+                message = self._prepare(requests, slot, payloads, offsets, total)
                 slot.reply = self._process.submit(message)
                 reply = await asyncio.shield(slot.reply)
             except StubDied as exc:
@@ -187,19 +193,23 @@ class PythonModelInstance:
                 self._process.abort(f"bad result: {exc}")
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
 
-    def _prepare(self, requests: Sequence[InferRequest], slot: _Slot) -> dict[str, object]:
-        """Write every input into the slot's input region (growing it first if needed); build the message.
+    def _pick(self, slots: list[_Slot]) -> _Slot:
+        """A free slot, else the next in turn (only direct callers outnumber the scheduler's workers)."""
+        for slot in slots:
+            if not slot.lock.locked():
+                return slot
+        self._picks += 1
+        return slots[self._picks % len(slots)]
+
+    def _prepare(
+        self, requests: Sequence[InferRequest], slot: _Slot, payloads: list[ipc.Payload], offsets: list[int], total: int
+    ) -> dict[str, object]:
+        """Write the inputs into the slot's input region (growing it first if needed); build the message.
 
         Raises:
             StubDied: a region could not be handed to the stub.
         """
-        payloads: list[ipc.Payload] = []
-        headers: list[dict[str, object]] = []
-        for request in requests:
-            for tensor in request.inputs:
-                payloads.append(ipc.to_payload(tensor.datatype, tensor.data))
-            headers.append(request_header(request))
-        offsets, total = ipc.layout(payloads)
+        headers = [request_header(request) for request in requests]
         self._seq += 1
         message: dict[str, object] = {"t": "exec", "seq": self._seq, "reqs": headers}
         if slot.index is None:
