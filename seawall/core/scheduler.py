@@ -78,12 +78,14 @@ class Scheduler:
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()  # set on enqueue: the worker gathering a batch waits on it for more
         self._idle: deque[asyncio.Future[None]] = deque()  # parked workers; each enqueued request wakes one
+        self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() (3.11)
         self._gathering = asyncio.Lock()  # one batch forms at a time; a free worker then forms the next
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0  # requests handed to an instance and not yet answered
         self._stopped = False
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         # An instance may take a few executions at once (`pipeline_depth`, e.g. the python backend's stub
         # queues the next batch while it runs one): a worker per position keeps it from idling between batches.
         self._workers = [
@@ -121,7 +123,7 @@ class Scheduler:
         """
         if self._stopped or not self._has_healthy_instance():
             raise UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
-        future: asyncio.Future[InferResponse] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[InferResponse] = (self._loop or asyncio.get_running_loop()).create_future()
         now = time.monotonic_ns()
         timeout = self._policy.timeout_ns(timeout_ns)
         self._queue.append(_Pending(request, batch_size, future, now, now + timeout if timeout else 0))
