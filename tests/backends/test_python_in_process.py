@@ -154,6 +154,19 @@ async def test_model_cannot_write_the_clients_inputs(backend: PythonBackend) -> 
     np.testing.assert_array_equal(got["OUTPUT0"].data, fp32(1, 2, 3))
 
 
+async def test_sys_exit_in_execute_fails_only_the_batch(backend: PythonBackend) -> None:
+    model_dir = MODELS / "execution_order"
+    model = await load(backend, model_dir, config=in_process_config(model_dir))
+    instance = model.instances[0]
+    with pytest.raises(InternalError) as info:
+        await instance.execute([request("execution_order", {"sys_exit": True}, INPUT0=fp32(1))])
+    assert info.value.message == (
+        "Failed to process the request(s) for model 'execution_order_0_0', message: SystemExit: 3"
+    )
+    got = outputs(only(await instance.execute([request("execution_order", INPUT0=fp32(2))])))
+    np.testing.assert_array_equal(got["OUTPUT0"].data, fp32(2))
+
+
 async def test_model_log_lines_are_escaped_in_process(backend: PythonBackend, caplog: pytest.LogCaptureFixture) -> None:
     model = await load(backend, MODELS / "slow", config=in_process_config(MODELS / "slow"))
     forged = "hello\nERROR forged line\x1b[31m"

@@ -122,8 +122,10 @@ class _Worker:
             job, future = item
             try:
                 result, error = job(), None
-            except BaseException as exc:  # handed to the awaiting coroutine, which decides
+            except Exception as exc:  # handed to the awaiting coroutine, which decides
                 result, error = None, exc
+            except BaseException as exc:  # sys.exit() in model code must not reach the event loop
+                result, error = None, RuntimeError(describe(exc))
             try:
                 assert self._loop is not None
                 self._loop.call_soon_threadsafe(_settle, future, result, error)
@@ -235,7 +237,7 @@ class InProcessModelInstance:
             ]
         except BatchError as exc:
             raise self._spec.batch_error(str(exc)) from None
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit included: in a stub it would end the process, here the batch
             logger.error("model instance '%s': execute failed:\n%s", self.name, _trace(exc))
             raise self._spec.batch_error(describe(exc)) from None
 

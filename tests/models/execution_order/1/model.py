@@ -1,8 +1,8 @@
 """execution_order: echoes INPUT0, numbers the requests in the order execute() saw them (ORDER) and
 reports how many requests that execute() call had (BATCH).
 
-The request parameter "sleep_ms" delays the batch; "write_input" tries to write into INPUT0 and reports
-whether the model could (OUTPUT0 then holds -1 where it wrote).
+The request parameter "sleep_ms" delays the batch, "sys_exit" raises SystemExit; "write_input" tries to
+write into INPUT0 and reports whether the model could (OUTPUT0 then holds -1 where it wrote).
 """
 
 import json
@@ -20,6 +20,8 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             parameters = json.loads(request.parameters())
+            if parameters.get("sys_exit"):
+                raise SystemExit(3)
             time.sleep(parameters.get("sleep_ms", 0) / 1000)
             data = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
             if parameters.get("write_input"):
