@@ -82,6 +82,7 @@ class Scheduler:
         self._gathering = asyncio.Lock()  # one batch forms at a time; a free worker then forms the next
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0  # requests handed to an instance and not yet answered
+        self._running: dict[int, int] = {}  # id(instance) → executions it is running (event loop thread)
         self._stopped = False
 
     def start(self) -> None:
@@ -132,6 +133,12 @@ class Scheduler:
         self._wake_one()
         return await future
 
+    def _wake_all(self) -> None:
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
     def _wake_one(self) -> None:
         """Resume one parked worker (waking them all would resume every pipelined worker per request)."""
         while self._idle:
@@ -143,7 +150,9 @@ class Scheduler:
     async def _work(self, instance: ModelInstance) -> None:
         loop = asyncio.get_running_loop()
         while instance.is_healthy():
-            if not self._queue:
+            # A request with a queue timeout waits in this queue, not in an instance's pipeline, so that its
+            # timeout still means "time until an instance starts it": only an idle instance may take it.
+            if not self._queue or (self._queue[0].deadline_ns and self._running.get(id(instance), 0)):
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._idle.append(waiter)
                 await waiter
@@ -200,6 +209,7 @@ class Scheduler:
             return
         reason = "OTHER"  # an error the model returned for one request
         self._busy += len(live)
+        self._running[id(instance)] = self._running.get(id(instance), 0) + 1
         requests = [p.request for p in live]
         dispatched = time.monotonic_ns()  # compute_input: handing the batch to the instance
         try:
@@ -213,6 +223,9 @@ class Scheduler:
             reason, results = "BACKEND", [InternalError("internal error")] * len(live)
         finally:
             self._busy -= len(live)
+            self._running[id(instance)] -= 1
+            if self._queue and self._queue[0].deadline_ns:  # a timed request may wait for an idle instance
+                self._wake_all()
         executed = time.monotonic_ns()
         for pending, result in zip(live, results, strict=True):
             if pending.future.done():
