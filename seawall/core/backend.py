@@ -36,7 +36,12 @@ class ModelLoadContext:
 
 
 class ModelInstance(Protocol):
-    """One instance of an instance group. The core never calls `execute` concurrently on one instance."""
+    """One instance of an instance group.
+
+    The core runs at most `pipeline_depth` executions of one instance at once (an optional int attribute,
+    1 to 8, default 1): an instance that queues the next batch while it runs one (the python backend's stub)
+    says so there, and must answer its executions in the order they were started.
+    """
 
     @property
     def name(self) -> str: ...
