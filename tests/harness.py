@@ -6,6 +6,7 @@ so there is no probe-then-bind race.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import socket
@@ -120,6 +121,24 @@ def start_seawall(
         server.stop()
         raise RuntimeError(f"seawall did not start (exit {process.returncode}):\n{server.log()}")
     return server
+
+
+def http_request(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One raw HTTP request (for malformed input and exact statuses): status, lower-case headers, body."""
+    host, port = server.http.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        reply = connection.getresponse()
+        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+    finally:
+        connection.close()
 
 
 def run_seawall(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

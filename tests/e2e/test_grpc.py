@@ -17,17 +17,11 @@ from tritonclient.utils import InferenceServerException
 from tests.harness import ServerProcess, start_seawall
 
 
-def _stop(server: ServerProcess) -> None:
-    server.stop()
-    if server.process.stdout is not None:  # ServerProcess.stop leaves the pipe open (ResourceWarning)
-        server.process.stdout.close()
-
-
 @pytest.fixture(scope="module")
 def seawall() -> Iterator[ServerProcess]:
     server = start_seawall()
     yield server
-    _stop(server)
+    server.stop()
 
 
 @pytest.fixture(scope="module")

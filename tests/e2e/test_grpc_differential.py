@@ -14,7 +14,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from tests.e2e.test_grpc_errors import CASES
-from tests.harness import EXAMPLES, TRITON, ServerProcess, start_seawall, start_triton
+from tests.harness import EXAMPLES, TRITON, start_seawall, start_triton
 
 pytestmark = pytest.mark.differential
 
@@ -28,12 +28,6 @@ DIFFERENT = {
 }
 
 
-def _stop(server: ServerProcess) -> None:
-    server.stop()
-    if server.process.stdout is not None:
-        server.process.stdout.close()
-
-
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, Any]]:
     if not TRITON.exists():
@@ -42,14 +36,14 @@ def servers() -> Iterator[dict[str, Any]]:
     try:
         seawall = start_seawall()
     except BaseException:
-        _stop(triton)
+        triton.stop()
         raise
     channels = {name: grpc.insecure_channel(s.grpc) for name, s in (("triton", triton), ("seawall", seawall))}
     yield {name: service_pb2_grpc.GRPCInferenceServiceStub(channel) for name, channel in channels.items()}
     for channel in channels.values():
         channel.close()
-    _stop(seawall)
-    _stop(triton)
+    seawall.stop()
+    triton.stop()
 
 
 def _answer(stub: Any, call: tuple[str, Any]) -> tuple[grpc.StatusCode, str]:

@@ -26,17 +26,11 @@ Tensor = pb.ModelInferRequest.InferInputTensor
 Output = pb.ModelInferRequest.InferRequestedOutputTensor
 
 
-def _stop(server: ServerProcess) -> None:
-    server.stop()
-    if server.process.stdout is not None:  # ServerProcess.stop leaves the pipe open (ResourceWarning)
-        server.process.stdout.close()
-
-
 @pytest.fixture(scope="module")
 def seawall() -> Iterator[ServerProcess]:
     server = start_seawall()
     yield server
-    _stop(server)
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -384,7 +378,7 @@ def restricted() -> Iterator[ServerProcess]:
     except RuntimeError as exc:
         pytest.skip(f"the CLI does not take --grpc-restricted-protocol yet: {str(exc)[-200:]}")
     yield server
-    _stop(server)
+    server.stop()
 
 
 def _call_raw(channel: grpc.Channel, path: str, metadata: tuple[tuple[str, str], ...] = ()) -> bytes:

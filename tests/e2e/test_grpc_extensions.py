@@ -32,12 +32,6 @@ MAX_INPUT = 64 * 1024  # --http-max-input-size: also bounds the load overrides
 ADD_SUB_CODE = (EXAMPLES / "add_sub" / "1" / "model.py").read_bytes()
 
 
-def _stop(server: ServerProcess) -> None:
-    server.stop()
-    if server.process.stdout is not None:
-        server.process.stdout.close()
-
-
 @pytest.fixture(scope="module")
 def seawall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     cwd_marker = tmp_path_factory.mktemp("cwd")
@@ -51,7 +45,7 @@ def seawall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     )
     server.addresses["tmp"] = str(cwd_marker)
     yield server
-    _stop(server)
+    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
 import struct
 from collections.abc import Iterator
@@ -14,12 +13,7 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as aioclient
 
 from tests.harness import ServerProcess, start_seawall
-
-
-def stop(process: ServerProcess) -> None:
-    process.stop()
-    if process.process.stdout is not None:  # the harness leaves the pipe open (ResourceWarning)
-        process.process.stdout.close()
+from tests.harness import http_request as request
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +22,7 @@ def server() -> Iterator[ServerProcess]:
     try:
         yield process
     finally:
-        stop(process)
+        process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -36,23 +30,6 @@ def client(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
     connection = httpclient.InferenceServerClient(server.http)
     yield connection
     connection.close()
-
-
-def request(
-    server: ServerProcess,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    host, port = server.http.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        reply = connection.getresponse()
-        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
-    finally:
-        connection.close()
 
 
 def _add_sub_inputs(binary: bool) -> list[httpclient.InferInput]:
@@ -212,4 +189,4 @@ def test_restricted_api(server: ServerProcess) -> None:
         assert client.is_server_ready()
         client.close()
     finally:
-        stop(restricted)
+        restricted.stop()

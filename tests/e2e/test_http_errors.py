@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_http import request, stop
 from tests.harness import ServerProcess, start_seawall
+from tests.harness import http_request as request
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def server() -> Iterator[ServerProcess]:
     try:
         yield process
     finally:
-        stop(process)
+        process.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,8 @@ import pytest
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 
-from tests.e2e.test_http import request, stop
 from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, start_seawall
+from tests.harness import http_request as request
 
 FORGED = "E1231 00:00:00.000000 1 forged.py:1] FORGED"
 
@@ -27,7 +27,7 @@ def plain() -> Iterator[ServerProcess]:
     try:
         yield process
     finally:
-        stop(process)
+        process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def shm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
     try:
         yield process
     finally:
-        stop(process)
+        process.stop()
 
 
 def _call(server: ServerProcess, method: str, path: str, document: Any = None) -> tuple[int, Any]:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.e2e.test_http import request, stop
 from tests.harness import EXAMPLES, ServerProcess, start_seawall
+from tests.harness import http_request as request
 
 _ADD_SUB = (EXAMPLES / "add_sub" / "1" / "model.py").read_text()
 
@@ -76,7 +76,7 @@ def server(repository: Path) -> Iterator[ServerProcess]:
     try:
         yield process
     finally:
-        stop(process)
+        process.stop()
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.e2e.test_http import request, stop
 from tests.harness import EXAMPLES, ServerProcess, start_seawall
+from tests.harness import http_request as request
 
 MAX_BODY = 1 << 20
 _MODEL_PY = b"""
@@ -61,7 +61,7 @@ def server(sandbox: Path) -> Iterator[ServerProcess]:
     try:
         yield process
     finally:
-        stop(process)
+        process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -231,4 +231,4 @@ def test_none_mode_refuses_load_and_unload_with_tritons_text() -> None:
         status, _, reply = request(process, "POST", "/v2/repository/index")
         assert status == 200 and {"name": "add_sub", "version": "1", "state": "READY"} in json.loads(reply)
     finally:
-        stop(process)
+        process.stop()

@@ -10,8 +10,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.e2e.test_http import request
 from tests.harness import EXAMPLES, TEST_MODELS, start_seawall
+from tests.harness import http_request as request
 
 _SLEEP_MS = 300
 _BURST = 5

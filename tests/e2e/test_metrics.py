@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.e2e.test_http import stop
 from tests.harness import ServerProcess, start_seawall
 
 FAMILIES = {
@@ -53,7 +52,7 @@ def server() -> Iterator[ServerProcess]:
     try:
         yield process
     finally:
-        stop(process)
+        process.stop()
 
 
 def _get(address: str, path: str, method: str = "GET") -> tuple[int, str, str]:

@@ -70,17 +70,13 @@ def tls_flags(listener: str, pki: Pki, *, mutual: bool = False) -> list[str]:
     return [*flags, f"--{listener}-root-cert={pki.ca}"] if mutual else flags
 
 
-def stop(process: ServerProcess) -> None:
-    process.stop()
-
-
 @pytest.fixture(scope="module")
 def server(pki: Pki) -> Iterator[ServerProcess]:
     process = start_seawall(*tls_flags("http", pki), *tls_flags("metrics", pki), *tls_flags("grpc", pki))
     try:
         yield process
     finally:
-        stop(process)
+        process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +87,7 @@ def mutual(pki: Pki) -> Iterator[ServerProcess]:
     try:
         yield process
     finally:
-        stop(process)
+        process.stop()
 
 
 def _inputs(module: object) -> list[object]:
@@ -289,7 +285,7 @@ def test_disabled_listeners_have_no_socket() -> None:
             with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=5):
                 pass
     finally:
-        stop(process)
+        process.stop()
 
 
 def test_every_listener_context_refuses_old_protocols(pki: Pki) -> None:
