@@ -343,8 +343,13 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
     ]
     for death in deaths:
         tail = " / ".join(line.strip()[:120] for line in death["log"][-3:])
+        cell = " ".join(str(death[k]) for k in ("workload", "mode") if k in death)
+        if "concurrency" in death:
+            cell += f" c={death['concurrency']} rep {death['rep']}"
+        after = "started again and measured on" if cell else "its later cells were skipped (no restart in this run)"
         lines.append(
-            f"- {death['server']} exited with {death['exit']} during the run; later cells skipped. Log tail: {tail}"
+            f"- {death['server']} exited with {death['exit']} ({cell or 'cell not recorded'}); {after}. "
+            f"Log tail: {tail}"
         )
     if not failures and not deaths:
         lines.append("- none")

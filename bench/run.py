@@ -192,9 +192,10 @@ def measure(args: argparse.Namespace) -> Path:
                     continue
                 for mode in (m for m in WORKLOAD_MODES[model] if m in args.modes):
                     for concurrency in args.concurrency:
-                        for name, server in running.items():  # A B C, A B C, ...
-                            if (name, model, mode) not in replies or not is_alive(server, data):
+                        for name in list(running):  # A B C, A B C, ...
+                            if (name, model, mode) not in replies or not is_alive(running, name, data):
                                 continue
+                            server = running[name]
                             data["loadavg"].append(_loadavg())
                             where = {"server": name, "workload": model, "mode": mode, "concurrency": concurrency}
                             cell = guarded(
@@ -226,14 +227,25 @@ def measure(args: argparse.Namespace) -> Path:
     return out
 
 
-def is_alive(server: servers.Server, data: dict[str, Any]) -> bool:
-    """False (and the death recorded once, with the last log lines) when the server process has exited."""
+def is_alive(running: dict[str, servers.Server], name: str, data: dict[str, Any]) -> bool:
+    """Whether `name` can take the next cell. A server that has exited is recorded (exit code, log tail, the
+    cell it died in or after) and started again, up to 3 times, so one crash does not end its series."""
+    server = running[name]
     if server.process.poll() is None:
         return True
-    if not any(d["server"] == server.name for d in data["deaths"]):
-        data["deaths"].append({"server": server.name, "exit": server.process.returncode, "log": server.lines[-10:]})
-        print(f"bench: {server.name} exited ({server.process.returncode}); its remaining cells are skipped", flush=True)
-    return False
+    last = next((c for c in reversed(data["cells"]) if c["server"] == name), None)
+    where = {k: last[k] for k in ("workload", "mode", "concurrency", "rep")} if last else {}
+    data["deaths"].append({"server": name, "exit": server.process.returncode, "log": server.lines[-10:], **where})
+    restarts = sum(d["server"] == name for d in data["deaths"])
+    print(f"bench: {name} exited ({server.process.returncode}) during or after {where}", flush=True)
+    if restarts > 3:
+        return False
+    try:
+        running[name] = servers.start(name)
+    except RuntimeError as exc:
+        print(f"bench: {name} could not restart: {exc}", flush=True)
+        return False
+    return True
 
 
 def guarded(data: dict[str, Any], where: dict[str, Any], function: Any, *argv: Any) -> dict[str, Any] | None:
@@ -262,7 +274,7 @@ def client_check(
             for rep in range(args.check_reps):
                 for driver in ("python", "native"):
                     check = argparse.Namespace(**{**vars(args), "driver": driver})
-                    if not is_alive(running[name], data):
+                    if not is_alive(running, name, data):
                         return
                     where = {"server": name, "workload": "add_sub", "mode": mode, "concurrency": 32, "check": driver}
                     cell = guarded(
