@@ -67,3 +67,22 @@ async def test_two_servers_run_in_one_process() -> None:
         assert first.model_statistics("add_sub")[0].success.count == 1
         assert second.model_statistics("add_sub")[0].success.count == 0
         assert second.server_metadata().name == "b"
+
+
+async def test_index_shows_a_model_loading_then_ready() -> None:
+    import asyncio
+    import json
+
+    options = Options(repository=RepositoryOptions(paths=(str(EXAMPLES),), control_mode="explicit"))
+    slow_init = b"import time\nclass TritonPythonModel:\n    def initialize(self, args):\n        time.sleep(1)\n"
+    slow_init += b"    def execute(self, requests):\n        return []\n"
+    config = json.dumps({"backend": "python"})
+    async with seawall.open_server(options) as server:
+        loading = asyncio.create_task(server.load_model("slowpoke", config, {"1/model.py": slow_init}))
+        states: set[str] = set()
+        while not loading.done():
+            states |= {e.state for e in server.repository_index() if e.name == "slowpoke"}
+            await asyncio.sleep(0.05)
+        await loading
+        assert "LOADING" in states
+        assert [(e.version, e.state) for e in server.repository_index() if e.name == "slowpoke"] == [("1", "READY")]

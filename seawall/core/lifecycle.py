@@ -118,8 +118,11 @@ class ModelLifecycle:
         and the old ones then finish their in-flight requests (up to `drain_secs`) before they unload.
         Otherwise the old model keeps serving and the failed record is returned, not installed.
         """
-        record = await self._build(location, config)
+        record = ModelRecord(location.name)
         old = self.models.get(location.name)
+        if old is None or old.unloaded or not old.versions:
+            self.models[location.name] = record  # nothing serves yet: the index shows the versions LOADING
+        await self._build(record, location, config)
         if old is not None and not old.unloaded and old.versions and not record.is_ready():
             if any(v.is_ready() for v in old.versions.values()):
                 await record.unload()
@@ -140,11 +143,13 @@ class ModelLifecycle:
         if forget:
             self.models.pop(name, None)
 
-    async def _build(self, location: repository.ModelLocation, override: ModelConfig | None) -> ModelRecord:
-        record = ModelRecord(location.name)
+    async def _build(
+        self, record: ModelRecord, location: repository.ModelLocation, override: ModelConfig | None
+    ) -> None:
+        """Fill `record` with the model's versions, loaded (or with the reason they are not)."""
         if location.error:
             record.error = location.error
-            return record
+            return
         try:
             config, backend = await self._prepare(location, override)
             versions = repository.select_versions(config.version_policy, repository.version_directories(location.path))
@@ -155,11 +160,10 @@ class ModelLifecycle:
         except SeawallError as error:
             record.error = error.message
             logger.error("failed to load model '%s': %s", location.name, error.message)
-            return record
+            return
         for number in versions:
             record.versions[number] = ModelVersion(location.name, number, ModelState.LOADING)
         await asyncio.gather(*(self._load_version(record.versions[n], config, backend, location) for n in versions))
-        return record
 
     async def _prepare(
         self, location: repository.ModelLocation, override: ModelConfig | None
