@@ -34,9 +34,9 @@ class Workload:
 
 def workload(name: str) -> Workload:
     """The request of one benchmark workload (models in bench/models and bench/mlserver)."""
-    if name == "add_sub":
+    if name in ("add_sub", "add_sub_inprocess"):
         x = np.arange(4, dtype=np.float32)
-        return Workload("add_sub", [("INPUT0", "FP32", x), ("INPUT1", "FP32", x)], ("OUTPUT0", "OUTPUT1"))
+        return Workload(name, [("INPUT0", "FP32", x), ("INPUT1", "FP32", x)], ("OUTPUT0", "OUTPUT1"))
     if name in ("identity", "identity_1mb"):
         return Workload("identity", [("INPUT0", "FP32", np.ones(262144, dtype=np.float32))], ("OUTPUT0",))
     if name == "matmul":

@@ -38,6 +38,10 @@ def _group(cells: list[dict[str, Any]]) -> Cells:
     grouped: Cells = defaultdict(list)
     for cell in cells:
         grouped[cell["workload"], cell["mode"], cell["concurrency"], cell["server"]].append(cell)
+    # Triton has no in-process Python models: Seawall's in-process add_sub is compared with Triton's add_sub
+    for (workload, mode, conc, server), runs in list(grouped.items()):
+        if workload == "add_sub" and server == "triton" and ("add_sub_inprocess", mode, conc, "seawall") in grouped:
+            grouped["add_sub_inprocess", mode, conc, "triton"] = runs
     return grouped
 
 
@@ -69,6 +73,9 @@ def targets(data: dict[str, Any], grouped: Cells) -> list[tuple[str, str, bool |
 
     for mode in ("http-json", "http-binary", "grpc"):
         ratio_row(f"add_sub c=32 {mode}: Seawall/Triton ≥ 1.0", "add_sub", mode, 32, "triton", 1.0)
+    for mode in ("http-json", "http-binary"):
+        label = f"add_sub in-process c=32 {mode}: Seawall/Triton ≥ 1.5"
+        ratio_row(label, "add_sub_inprocess", mode, 32, "triton", 1.5)
     for mode in ("http-binary", "grpc"):
         ratio_row(f"identity 1 MiB c=32 {mode}: Seawall/Triton ≥ 1.0", "identity", mode, 32, "triton", 1.0)
     for mode in ("http-json", "http-binary", "grpc"):
@@ -282,7 +289,7 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
         "its default settings in its own venv). Each cell (workload, mode, concurrency) is measured for every "
         "server in turn (A B C, A B C, ...), "
         f"{settings['reps']} repetition(s) for add_sub and {min(settings['reps'], settings['slow_reps'])} for "
-        f"identity/matmul, {settings['seconds']} s each; tables show the median and [min–max] over repetitions. "
+        f"the other workloads, {settings['seconds']} s each; tables show the median and [min–max] over repetitions. "
         "Ratios are of medians measured in this run. 'other load' is the CPU (in cores) used during the cell by "
         "processes that are neither the server nor the client (other users of the machine). "
         "Closed loop: each connection sends the next request when the "
@@ -299,11 +306,17 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
     lines += ["", "## Headline: throughput ratios at the target cells", ""]
     lines += _headline(grouped)
     concs = sorted({k[2] for k in grouped})
-    for workload in ("add_sub", "identity", "matmul"):
+    for workload in ("add_sub", "add_sub_inprocess", "identity", "matmul"):
         modes = [m for m in ("http-json", "http-binary", "grpc") if any(k[:2] == (workload, m) for k in grouped)]
         if not modes:
             continue
         lines += ["", f"## {workload}", ""]
+        if workload == "add_sub_inprocess":
+            lines += [
+                "Seawall serves add_sub with `SEAWALL_IN_PROCESS` (`bench/models_inprocess`); Triton has no "
+                "in-process Python models, so its column repeats its add_sub cells of this run.",
+                "",
+            ]
         lines += _cell_table(grouped, workload, modes, concs)
         lines += [""] + [f"![{workload} {m}]({workload}-{m}.png)" for m in modes if f"{workload}-{m}.png" in pngs]
     lines += ["", "## Start, memory", "", "| server | start to ready s | idle PSS MiB | peak PSS under load MiB |"]
@@ -382,6 +395,7 @@ def _headline(grouped: Cells) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     picks = [("add_sub", m, 32) for m in ("http-json", "http-binary", "grpc")]
+    picks += [("add_sub_inprocess", m, 32) for m in ("http-json", "http-binary")]
     picks += [("identity", m, 32) for m in ("http-binary", "grpc")]
     picks += [("matmul", m, 64) for m in ("http-json", "http-binary", "grpc")]
     for workload, mode, conc in picks:

@@ -28,6 +28,7 @@ from bench.loadgen import GRPC_PATH, MODES, Result, http_body, open_grpc, run_lo
 RAW = Path(__file__).resolve().parent / "results" / "raw"
 WORKLOAD_MODES = {
     "add_sub": MODES,
+    "add_sub_inprocess": ("http-json", "http-binary"),  # Seawall only (SEAWALL_IN_PROCESS)
     "identity": ("http-binary", "grpc"),  # 1 MiB of JSON numbers is not a meaningful cell
     "matmul": MODES,
 }
@@ -300,7 +301,7 @@ def main() -> None:
     parser.add_argument("--concurrency", nargs="+", type=int, default=list(CONCURRENCY))
     parser.add_argument("--driver", choices=("native", "python"), default="native", help="wrk/h2load, or bench.loadgen")
     parser.add_argument("--reps", type=int, help="repetitions of the add_sub cells (default 5, quick 1)")
-    parser.add_argument("--slow-reps", type=int, help="repetitions of identity/matmul cells (default 3, quick 1)")
+    parser.add_argument("--slow-reps", type=int, help="repetitions of the other workloads (default 3, quick 1)")
     parser.add_argument("--seconds", type=int, help="measurement per cell, whole seconds (default 2, quick 1)")
     parser.add_argument("--warmup", type=float, default=0.3, help="warm-up per cell, Python driver only")
     parser.add_argument("--processes", type=int, default=2, help="client processes of the Python driver")

@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 MODELS = BENCH / "models"
+# Seawall only: add_sub opted into in-process execution (Triton has no such mode; its cell is compared with add_sub)
+INPROCESS_MODELS = BENCH / "models_inprocess"
 MLSERVER_DIR = BENCH / "mlserver"
 MLSERVER_VENV = BENCH / ".venv-mlserver"
 MLSERVER_PINS = ("mlserver==1.7.1", "uvloop<0.21")  # mlserver 1.7.1's workers fail on uvloop >= 0.21
@@ -131,6 +133,7 @@ def start(name: str, timeout: float = 180) -> Server:
     ports = {"http": _free_port(), "grpc": _free_port(), "metrics": _free_port()}
     if name == "seawall":
         argv = [str(ROOT / ".venv" / "bin" / "python"), "-m", "seawall", f"--model-repository={MODELS}"]
+        argv += [f"--model-repository={INPROCESS_MODELS}"]
         argv += ["--http-port=0", "--grpc-port=0", "--metrics-port=0"]
     elif name == "triton":
         argv, env = _triton_command()

@@ -75,3 +75,14 @@ def test_report_targets_use_medians_of_the_same_run() -> None:
     assert rows["start to ready ≤ 1.5 s"][1] is True
     text = "\n".join(render(data, _group(cells), [], "test.json"))
     assert "| add_sub http-json c=32 | 1000 | 810 | 150 | 1.23 | 6.67 |" in text
+
+
+def test_in_process_cells_are_compared_with_tritons_add_sub() -> None:
+    from bench.report import _group, targets
+
+    cells = [_cell("triton", "add_sub", "http-json", 32, t, 4.0, 200) for t in (800, 1000, 1200)]
+    cells += [_cell("seawall", "add_sub_inprocess", "http-json", 32, t, 3.0, 100) for t in (1400, 1600, 1700)]
+    data = {"cells": cells}
+    rows = {label: (value, ok) for label, value, ok in targets(data, _group(cells))}
+    assert rows["add_sub in-process c=32 http-json: Seawall/Triton ≥ 1.5"] == ("1.60", True)  # 1600 / 1000
+    assert rows["add_sub in-process c=32 http-binary: Seawall/Triton ≥ 1.5"] == ("n/a", None)
