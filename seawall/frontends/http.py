@@ -6,10 +6,12 @@ The stack is [error mapping] → [security policy] → [method check] → [handl
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -77,7 +79,7 @@ _NOT_FOUND = error_response(404, "Not Found")
 _METHOD_NOT_ALLOWED = error_response(405, "Method Not Allowed")
 _REPOSITORY_NAME = "'repository_name' specification is not supported"
 
-_Endpoint = Callable[[HttpRequest, "dict[str, str]"], Awaitable[HttpResponse]]
+_Endpoint = Callable[[HttpRequest, "Mapping[str, str]"], Awaitable[HttpResponse]]
 
 
 def _json(document: Any, status: int = 200) -> HttpResponse:
@@ -147,11 +149,13 @@ def _raw_input_spec(config: Any) -> http_codec.RawInputSpec:
     return http_codec.RawInputSpec(first.name, datatype, tuple(first.dims), config.max_batch_size, len(inputs))
 
 
-def _route(path: str) -> tuple[Route, re.Match[str] | None]:
+@functools.lru_cache(maxsize=1024)  # clients repeat their paths; a bounded cache cannot be flooded
+def _route(path: str) -> tuple[Route, Mapping[str, str] | None]:
+    """The route of `path` and its named groups (read-only), or (ROUTES[0], None) when nothing matches."""
     for route, pattern in _COMPILED:
         match = pattern.fullmatch(path)
         if match is not None:
-            return route, match
+            return route, MappingProxyType({k: v for k, v in match.groupdict().items() if v is not None})
     return ROUTES[0], None
 
 
@@ -187,10 +191,9 @@ class HttpFrontend:
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """Route, authorize, check the method, run the handler; every error becomes a JSON error reply."""
-        route, match = _route(request.path)
-        if match is None:
+        route, groups = _route(request.path)
+        if groups is None:
             return _NOT_FOUND
-        groups = {k: v for k, v in match.groupdict().items() if v is not None}
         try:
             self._policy.authorize(route.category, request.headers.get)
             if request.method not in route.methods:
@@ -216,34 +219,34 @@ class HttpFrontend:
             return error_response(500, "internal error")
 
     # handlers ----------------------------------------------------------------------------------------
-    async def _health_live(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _health_live(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         return _EMPTY_OK if self._server.is_live() else _EMPTY_BAD
 
-    async def _health_ready(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _health_ready(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         return _EMPTY_OK if self._server.is_ready() else _EMPTY_BAD
 
-    async def _server_metadata(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _server_metadata(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         meta = self._server.server_metadata()
         return _json({"name": meta.name, "version": meta.version, "extensions": list(meta.extensions)})
 
-    async def _model_metadata(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _model_metadata(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         metadata = self._server.model_metadata(groups["model"], groups.get("version", ""))
         return _json(model_metadata_json(metadata))
 
-    async def _model_ready(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _model_ready(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         if self._server.model_ready(groups["model"], groups.get("version", "")):
             return _EMPTY_OK
         return error_response(400, "Model version not ready")
 
-    async def _model_config(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _model_config(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         config = self._server.model_config(groups["model"], groups.get("version", ""))
         return _json(config_to_dict(config))
 
-    async def _model_statistics(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _model_statistics(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         stats = self._server.model_statistics(groups.get("model", ""), groups.get("version", ""))
         return _json({"model_stats": [statistics_json(s) for s in stats]})
 
-    async def _infer(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _infer(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         model, version = groups["model"], groups.get("version", "")
         body = request.body
         length = http_codec.parse_header_length(request.headers.get("inference-header-content-length"), len(body))
@@ -263,20 +266,20 @@ class HttpFrontend:
         )
 
     # model repository extension ---------------------------------------------------------------------
-    async def _repository_index(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _repository_index(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         if "repository" in groups:  # Triton ignores the name here; answering for another repository would lie
             raise UnsupportedError(_REPOSITORY_NAME)
         ready = extensions.index_ready(request.body, self._limits)
         return _json(extensions.index_json(self._server.repository_index(ready)))
 
-    async def _repository_load(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _repository_load(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         if "repository" in groups:
             raise UnsupportedError(_REPOSITORY_NAME)
         load = extensions.load_request(request.body, self._limits)
         await self._server.load_model(groups["model"], load.config, load.files, caller=request.caller)
         return _EMPTY_JSON
 
-    async def _repository_unload(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _repository_unload(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         if "repository" in groups:
             raise UnsupportedError(_REPOSITORY_NAME)
         dependents = extensions.unload_dependents(request.body, self._limits)
@@ -284,13 +287,13 @@ class HttpFrontend:
         return _EMPTY_JSON
 
     # shared memory extension ------------------------------------------------------------------------
-    async def _shm_status(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _shm_status(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         region = groups.get("region", "")
         if groups["kind"] == "cuda":
             return _json(extensions.shm_status_json(self._server.cuda_shared_memory_status(region)))
         return _json(extensions.shm_status_json(self._server.system_shared_memory_status(region)))
 
-    async def _shm_register(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _shm_register(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         kind, region = groups["kind"], groups.get("region", "")
         if not region:
             raise InvalidArgumentError(f"'region name' is necessary to register {kind} shared memory region")
@@ -301,20 +304,20 @@ class HttpFrontend:
         self._server.register_system_shared_memory(region, body.key, body.offset, body.byte_size, caller=request.caller)
         return _EMPTY_JSON
 
-    async def _shm_unregister(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _shm_unregister(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         if groups["kind"] == "system":
             self._server.unregister_system_shared_memory(groups.get("region", ""), caller=request.caller)
         return _EMPTY_JSON  # no CUDA region can exist: unregistering one is a no-op, as in Triton
 
     # trace and logging extensions -------------------------------------------------------------------
-    async def _trace_setting(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _trace_setting(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         model = groups.get("model", "")
         if request.method == "GET":
             return _json(extensions.trace_json(self._server.get_trace_settings(model)))
         changes = extensions.trace_changes(request.body, self._limits)
         return _json(extensions.trace_json(self._server.update_trace_settings(changes, model, caller=request.caller)))
 
-    async def _logging(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
+    async def _logging(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         if request.method == "GET":
             return _json(self._server.log_settings_dict())
         changes = extensions.log_changes(request.body, self._limits)
