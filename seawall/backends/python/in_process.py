@@ -96,12 +96,18 @@ def _log_sink(level: int, text: str) -> None:
 
 
 class _Worker:
-    """One thread running jobs in order; results come back to the submitting event loop."""
+    """One thread running jobs in order; results come back to the submitting event loop.
+
+    Results finished while the loop has not yet picked up earlier ones ride on the same wake-up: under load
+    one cross-thread wake-up settles several futures.
+    """
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], object], asyncio.Future[object]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._done: list[tuple[asyncio.Future[object], object, BaseException | None]] = []  # under _lock
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -126,20 +132,27 @@ class _Worker:
                 result, error = None, exc
             except BaseException as exc:  # sys.exit() in model code must not reach the event loop
                 result, error = None, RuntimeError(describe(exc))
+            with self._lock:
+                self._done.append((future, result, error))
+                if len(self._done) > 1:
+                    continue  # a wake-up is already on its way
             try:
                 assert self._loop is not None
-                self._loop.call_soon_threadsafe(_settle, future, result, error)
+                self._loop.call_soon_threadsafe(self._settle_done)
             except RuntimeError:
                 return  # the loop is closed: nobody is waiting any more
 
-
-def _settle(future: asyncio.Future[object], result: object, error: BaseException | None) -> None:
-    if future.done():
-        return  # the caller was cancelled
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+    def _settle_done(self) -> None:
+        """Event loop thread: settle every finished job's future (a cancelled caller's is already done)."""
+        with self._lock:
+            done, self._done = self._done, []
+        for future, result, error in done:
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
 
 
 class InProcessModelInstance:
