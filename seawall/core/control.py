@@ -1,5 +1,6 @@
-"""Model control: which models load when (control modes none/poll/explicit), repository polling, and the
-load/unload requests of the model-repository extension, including load-time configuration and file overrides.
+"""Model control: which models load when (control modes none/poll/explicit), repository polling, the
+load/unload requests of the model-repository extension (load-time configuration and file overrides), and
+model directories registered at run time under a name (Triton's repository registration with a model mapping).
 
 Imports `core.*`, `errors`, `options`. Override files are written only inside a fresh private directory.
 """
@@ -19,12 +20,13 @@ from seawall.core import repository
 from seawall.core.backend import ModelConfig
 from seawall.core.lifecycle import ModelLifecycle
 from seawall.core.types import ModelIndexEntry
-from seawall.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from seawall.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnavailableError
 from seawall.options import Options
 
 logger = logging.getLogger(__name__)
 
 _NOT_EXPLICIT = "explicit model load / unload is not allowed if polling is enabled"
+_NOT_EXPLICIT_REGISTER = "repository registration is not allowed if model control mode is not EXPLICIT"
 
 
 class ModelControl:
@@ -36,6 +38,7 @@ class ModelControl:
         self._known: dict[str, repository.ModelLocation] = {}  # every model directory seen in the repositories
         self._fingerprints: dict[str, tuple[object, ...]] = {}
         self._override_dirs: dict[str, str] = {}  # model → private temp dir holding its override files
+        self._registered: dict[str, repository.ModelLocation] = {}  # model → directory registered at run time
         self._locks: dict[str, asyncio.Lock] = {}
         self._poller: asyncio.Task[None] | None = None
 
@@ -71,6 +74,7 @@ class ModelControl:
         for path in self._override_dirs.values():
             shutil.rmtree(path, ignore_errors=True)
         self._override_dirs.clear()
+        self._registered.clear()
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -93,6 +97,8 @@ class ModelControl:
                 if override is None:
                     raise InvalidArgumentError("load parameter 'config' must be specified with 'file:' overrides")
                 location = repository.ModelLocation(name, self._write_overrides(name, files))
+            elif name in self._registered:
+                location = self._registered[name]
             else:
                 self._known.update(repository.scan(self._options.repository.paths))
                 if name not in self._known:
@@ -112,6 +118,49 @@ class ModelControl:
             raise UnavailableError(_NOT_EXPLICIT)
         async with self._lock(name):
             await self._lifecycle.unload(name, self._options.exit_timeout_secs)
+
+    async def register(self, name: str, model_dir: str) -> None:
+        """Load the model in `model_dir` as `name` (explicit mode): Triton's repository registration with a
+        model mapping followed by a load, in one step. A model that fails to load leaves nothing registered.
+
+        Raises:
+            UnavailableError: not in explicit mode.
+            InvalidArgumentError: a bad name, `model_dir` is not a directory, or the model failed to load.
+            AlreadyExistsError: `name` is already a model of this server (registered or in a repository).
+        """
+        if self._mode != "explicit":
+            raise UnavailableError(_NOT_EXPLICIT_REGISTER)
+        if not repository.is_valid_model_name(name):
+            raise InvalidArgumentError(repository.INVALID_MODEL_NAME)
+        if not os.path.isdir(model_dir):
+            raise InvalidArgumentError(f"failed to register '{name}', model directory not found")
+        async with self._lock(name):
+            if name in self._registered or name in self._known or name in self._lifecycle.models:
+                raise AlreadyExistsError(f"failed to register '{name}', there is a conflicting mapping for '{name}'")
+            location = repository.ModelLocation(name, os.path.realpath(model_dir), mapped=True)
+            self._registered[name] = location
+            record = await self._lifecycle.load(location, None, self._options.exit_timeout_secs)
+            if not record.is_ready():
+                await self._lifecycle.unload(name, 0.0, forget=True)
+                del self._registered[name]
+                raise InvalidArgumentError(f"load failed for model '{name}': {record.failure()};\n")
+        logger.info("model '%s' registered and loaded", name)
+
+    async def unregister(self, name: str) -> None:
+        """Unload every version of a registered model (after its in-flight requests) and forget it.
+
+        Raises:
+            UnavailableError: not in explicit mode.
+            NotFoundError: `name` was not registered with `register`.
+        """
+        if self._mode != "explicit":
+            raise UnavailableError(_NOT_EXPLICIT_REGISTER)
+        async with self._lock(name):
+            if name not in self._registered:
+                raise NotFoundError(f"failed to unregister '{name[:128]}', model not registered")
+            await self._lifecycle.unload(name, self._options.exit_timeout_secs, forget=True)
+            del self._registered[name]
+        logger.info("model '%s' unloaded and unregistered", name)
 
     def never_loaded(self) -> list[ModelIndexEntry]:
         """Index rows for repository models that were never loaded (explicit mode shows them by name)."""

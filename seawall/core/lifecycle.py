@@ -170,6 +170,8 @@ class ModelLifecycle:
     ) -> tuple[ModelConfig, Backend]:
         options = self._options.repository
         config = override if override is not None else model_config.read_config(location.path, options.config_name)
+        if config is not None and location.mapped:
+            config.name = location.name  # a registered directory serves under the name it was registered with
         if config is None:
             if not options.auto_complete_config:
                 raise InvalidArgumentError(

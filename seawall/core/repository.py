@@ -31,11 +31,13 @@ def is_valid_model_name(name: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ModelLocation:
-    """A model directory found in a repository. `error` is set when the model cannot be served."""
+    """A model directory found in a repository, or registered at run time under `name` (`mapped`: the
+    config's own name is replaced by `name`, Triton's model mapping). `error` is set when it cannot be served."""
 
     name: str
     path: str
     error: str = ""
+    mapped: bool = False
 
 
 def scan(roots: Sequence[str]) -> dict[str, ModelLocation]:

@@ -18,6 +18,7 @@ from seawall.core.lifecycle import BackendLookup, ModelLifecycle, ModelRecord, M
 from seawall.core.log_settings import LogSettings, LogValue
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
 from seawall.core.repoagent import RepoAgent, no_plugins
+from seawall.core.repository import is_valid_model_name as is_valid_model_name  # for frontends checking names
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace import TraceSettings
 from seawall.core.types import (
@@ -256,6 +257,27 @@ class InferenceServer:
         """
         with self._audited(caller, "unload", name):
             await self._require_control().unload(name)
+
+    async def register_model_directory(self, name: str, directory: str, *, caller: str = "") -> None:
+        """Serve the model in `directory` as `name` from now on (explicit control mode): registers the directory
+        under that name and loads it; a model that fails to load leaves nothing registered. The caller decides
+        which directories are acceptable (SageMaker confines them to its model root).
+
+        Raises:
+            UnavailableError: the control mode is not explicit.
+            InvalidArgumentError: bad name, not a directory, or the model failed to load.
+            AlreadyExistsError: the server already has a model of that name.
+        """
+        with self._audited(caller, "register model directory", name):
+            await self._require_control().register(name, directory)
+
+    async def unregister_model_directory(self, name: str, *, caller: str = "") -> None:
+        """Unload a model served through `register_model_directory` and forget its directory.
+
+        Raises: UnavailableError (not explicit mode), NotFoundError (not registered).
+        """
+        with self._audited(caller, "unregister model directory", name):
+            await self._require_control().unregister(name)
 
     async def poll_repository(self) -> None:
         """Rescan the repositories now (poll mode does this every --repository-poll-secs)."""
