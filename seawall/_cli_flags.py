@@ -146,6 +146,17 @@ def _backend_setting(raw: str) -> tuple[str, str, str]:
     return (backend, name, value)
 
 
+def _cache_setting(raw: str) -> tuple[str, str, str]:
+    """`<cache name>,<setting>=<value>` of --cache-config, with Triton's two messages."""
+    name, comma, setting = raw.partition(",")
+    if not comma:
+        raise BadValue(f"No cache specified. --cache-config option format is <cache name>,<setting>=<value>. Got {raw}")
+    key, equals, value = setting.partition("=")
+    if not (name and equals and key and value):
+        raise BadValue(f"--cache-config option format is '<cache name>,<setting>=<value>'. Got {raw}")
+    return (name, key, value)
+
+
 def _setting(flag: str, *, named: Literal["no", "optional", "required"], form: str) -> Callable[[str], str]:
     """`[<name>,]<setting>=<value>` syntax check for the structured flags Seawall does not act on yet."""
 
@@ -434,6 +445,12 @@ FLAGS: tuple[Flag, ...] = (
             "Seawall: multi-model 'url's must be directories under this path.",
             "sagemaker.model_root",
         ),
+        Flag(
+            "sagemaker-max-models",
+            K_COUNT,
+            "Seawall: most models loaded through the multi-model endpoint at once (more: 507).",
+            "sagemaker.max_models",
+        ),
     ),
     *_section(
         "Vertex",
@@ -500,10 +517,11 @@ FLAGS: tuple[Flag, ...] = (
     ),
     *_section(
         "Response Cache",
-        _later(
+        Flag(
             "cache-config",
-            _kind(_SETTING, _setting("cache-config", named="required", form="<cache name>,<setting>=<value>")),
-            "Cache setting.",
+            _kind(_SETTING, _cache_setting),
+            "<cache>,<setting>=<value> (repeatable): 'local,size=<bytes>' or a cache from --cache-directory.",
+            "backends.cache_config",
             repeat=True,
         ),
         Flag("cache-directory", K_STRING, "Directory of cache implementations.", "backends.cache_directory"),
@@ -600,7 +618,7 @@ FLAGS: tuple[Flag, ...] = (
     *_section(
         "DEPRECATED",
         Flag("strict-model-config", K_BOOL, "Deprecated: use --disable-auto-complete-config."),
-        _later("response-cache-byte-size", K_INT64, "Deprecated: --cache-config local,size=<n>."),
+        Flag("response-cache-byte-size", K_INT64, "Deprecated: --cache-config local,size=<n>."),
         _later("trace-file", K_STRING, "Deprecated trace file."),
         _later(
             "trace-level",

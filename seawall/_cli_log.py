@@ -133,7 +133,7 @@ def banner_rows(options: Options, version: str) -> list[tuple[str, str]]:
         ("strict_readiness", str(int(repository.strict_readiness))),
         ("exit_on_error", str(int(repository.exit_on_error))),
         ("exit_timeout", str(options.exit_timeout_secs)),
-        ("cache_enabled", "0"),
+        ("cache_enabled", str(int(bool(options.backends.cache_config)))),
         ("backend_directory", options.backends.backend_directory),
     ]
     for name, allow, address, port in (

@@ -45,12 +45,21 @@ async def open_server(options: Options) -> AsyncIterator[InferenceServer]:
 
 
 def _build_server(options: Options, log_settings: LogSettings | None = None) -> InferenceServer:
-    """The core with this installation's plugins (repository agents from --repoagent-directory)."""
-    from seawall.plugins import repoagent_lookup
+    """The core with this installation's plugins: repository agents, backends and the response cache.
+
+    Raises:
+        SeawallError: the response cache cannot be created (see `plugins.create_cache`).
+    """
+    from seawall.plugins import backend_lookup, create_cache, repoagent_lookup
 
     trusted = tuple(os.path.realpath(p) for p in options.backends.allow_untrusted_paths)
-    agents = repoagent_lookup(options.backends.repoagent_directory, trusted)
-    return InferenceServer(options, log_settings=log_settings, agent_for=agents)
+    return InferenceServer(
+        options,
+        log_settings=log_settings,
+        agent_for=repoagent_lookup(options.backends.repoagent_directory, trusted),
+        plugin_backend_for=backend_lookup(options.backends, trusted),
+        response_cache=create_cache(options.backends, trusted),
+    )
 
 
 def _frontends(server: InferenceServer, options: Options) -> list[tuple[str, str, Frontend]]:

@@ -210,6 +210,7 @@ def _assemble(
         )
         if "disable-auto-complete-config" not in names:
             _put(tree, "repository.auto_complete_config", not names["strict-model-config"])
+    _assemble_cache(tree, names, warnings)
     for target, flag_name, noun in (
         ("http.restricted", "http-restricted-api", "api"),
         ("grpc.restricted", "grpc-restricted-protocol", "protocol"),
@@ -230,8 +231,31 @@ def _assemble(
     return tree
 
 
+def _assemble_cache(tree: dict[str, object], names: Mapping[str, object], warnings: list[str]) -> None:
+    """The deprecated --response-cache-byte-size as `local,size=<n>`; one cache only (Triton's messages)."""
+    if "response-cache-byte-size" in names:
+        size = names["response-cache-byte-size"]
+        warning = (
+            "'--response-cache-byte-size' has been deprecated! This will default to the 'local' cache "
+            "implementation with the provided byte size for its config. Please use '--cache-config' instead. "
+            f"The equivalent --cache-config CLI args would be: '--cache-config=local,size={size}'"
+        )
+        if "cache-config" in names:
+            raise CliError(
+                f"Warning: {warning}\nError: Incompatible flags --response-cache-byte-size and --cache-config both "
+                "provided. Please provide one or the other."
+            )
+        warnings.append(warning)
+        _put(tree, "backends.cache_config", [("local", "size", str(size))])
+    settings = _get(tree, "backends.cache_config")
+    caches = sorted({name for name, _, _ in settings}) if isinstance(settings, list) else []
+    if len(caches) > 1:
+        raise CliError(f'Bad option: "--cache-config".\nonly one cache can be configured. Got {", ".join(caches)}')
+
+
 def _environment_defaults(environ: Mapping[str, str]) -> dict[str, object]:
-    """The settings tritonserver takes from AIP_* and SAGEMAKER_TRITON_* variables; flags override them."""
+    """The settings tritonserver (or its SageMaker entrypoint) takes from AIP_* and SAGEMAKER_* variables; flags
+    override them."""
     tree: dict[str, object] = {}
     if environ.get("AIP_MODE") == "PREDICTION":
         _put(tree, "http.allow", False)
@@ -250,6 +274,8 @@ def _environment_defaults(environ: Mapping[str, str]) -> dict[str, object]:
             _put(tree, target, environ[variable])
     if environ.get("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"):
         _put(tree, "sagemaker.default_model", environ["SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"])
+    if environ.get("SAGEMAKER_MULTI_MODEL") == "true":  # the container entrypoint's test in Triton
+        _put(tree, "sagemaker.multi_model", True)
     mode = environ.get("SAGEMAKER_TRITON_PING_MODE")
     if mode is not None:
         if mode not in ("ready", "live"):

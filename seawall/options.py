@@ -125,6 +125,8 @@ class SageMakerOptions:
     default_model: str = "unspecified_SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"  # Triton's literal default
     ping_mode: Literal["ready", "live"] = "ready"
     model_root: str = "/opt/ml/models"
+    multi_model: bool = False  # the MME load/unload routes (SAGEMAKER_MULTI_MODEL=true)
+    max_models: int = 64  # MME models loaded at once; one more is refused with 507 (SageMaker then evicts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,8 @@ class BackendOptions:
     allow_untrusted_paths: tuple[str, ...] = ()
     # (backend, setting, value); backend "" is a global setting
     config: tuple[tuple[str, str, str], ...] = ()
+    # (cache, setting, value) of --cache-config, all naming one cache; empty: no response cache
+    cache_config: tuple[tuple[str, str, str], ...] = ()
 
     def setting(self, backend: str, name: str, default: str) -> str:
         """The value of `name` for `backend`, a global setting, or `default`, in that order."""

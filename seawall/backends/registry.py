@@ -1,13 +1,15 @@
 """Which module implements each backend, imported lazily when a model first needs it.
 
-Imports `core.backend`, `errors` and `options`. Only built-in backends exist: Seawall never loads code
-from --backend-directory, so an unknown backend name is refused instead of searched for.
+Imports `core.backend`, `errors` and `options`. Built-in backends come first; any other name goes to the
+plugin lookup the composition root passes in (backends from --backend-directory, see `seawall/plugins.py`),
+and without one it is refused.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from typing import cast
 
 from seawall.core.backend import Backend
@@ -62,10 +64,14 @@ def create_backend(name: str, options: BackendOptions) -> Backend:
 
 
 class BackendRegistry:
-    """One Backend per name for one server, created on first use; `stop()` stops them all."""
+    """One Backend per name for one server, created on first use; `stop()` stops them all.
 
-    def __init__(self, options: BackendOptions) -> None:
+    `plugins(name)` builds a backend that is not built in (or raises a SeawallError saying why it cannot).
+    """
+
+    def __init__(self, options: BackendOptions, plugins: Callable[[str], Backend] | None = None) -> None:
         self._options = options
+        self._plugins = plugins
         self._backends: dict[str, Backend] = {}  # owned by the event loop thread
 
     def get(self, name: str) -> Backend:
@@ -73,10 +79,14 @@ class BackendRegistry:
 
         Raises:
             UnsupportedError: see `create_backend`.
+            SeawallError: the plugin lookup's error for a backend that is not built in.
         """
         backend = self._backends.get(name)
         if backend is None:
-            backend = create_backend(name, self._options)
+            if name not in BACKENDS and self._plugins is not None:
+                backend = self._plugins(name)
+            else:
+                backend = create_backend(name, self._options)
             self._backends[name] = backend
         return backend
 

@@ -131,6 +131,11 @@ def validate(config: ModelConfig, name: str) -> None:
         raise InvalidArgumentError("'max_batch_size' must be non-negative value")
     if not backend_of(config):
         raise InvalidArgumentError(f"unexpected platform type '' for {name}")
+    if config.response_cache.enable and config.model_transaction_policy.decoupled:
+        raise InvalidArgumentError(
+            f"Response Cache does not currently support model {name} with 'decoupled' transaction policy. "
+            "Please disable the response cache."
+        )
     if config.model_operations.op_library_filename:
         raise InvalidArgumentError("'model_operations' (custom operation libraries) are not supported")
     for kind, tensors in (("input", config.input), ("output", config.output)):

@@ -19,6 +19,7 @@ from seawall.core.log_settings import LogSettings, LogValue
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
 from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.repository import is_valid_model_name as is_valid_model_name  # for frontends checking names
+from seawall.core.response_cache import ResponseCache, decode_response, encode_response, request_key
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace import TraceSettings
 from seawall.core.types import (
@@ -76,9 +77,14 @@ class InferenceServer:
         backend_for: BackendLookup | None = None,
         log_settings: LogSettings | None = None,
         agent_for: Callable[[str], RepoAgent] = no_plugins,
+        plugin_backend_for: BackendLookup | None = None,
+        response_cache: ResponseCache | None = None,
     ) -> None:
         self.options = options
         self._backend_for = backend_for
+        self._plugin_backend_for = plugin_backend_for  # backends the built-in registry does not have
+        # models with `response_cache { enable: true }` use it; None: the server has no cache (--cache-config)
+        self._response_cache = response_cache
         self._agent_for = agent_for  # repository agents beyond the built-in checksum agent
         # shared with the process's log handler when the CLI made it; otherwise this server's own
         self.log_settings = log_settings if log_settings is not None else LogSettings(options.log)
@@ -122,7 +128,7 @@ class InferenceServer:
             return self._backend_for
         from seawall.backends.registry import BackendRegistry  # the one sanctioned edge into backends
 
-        registry = BackendRegistry(self.options.backends)
+        registry = BackendRegistry(self.options.backends, self._plugin_backend_for)
         self._registry = registry
 
         def lookup(name: str) -> Backend:
@@ -308,7 +314,7 @@ class InferenceServer:
         models = self._lifecycle.models if self._lifecycle is not None else {}
         if not name:
             return [
-                v.stats.snapshot()
+                v.stats.snapshot(self._caches(v))
                 for n in sorted(models)
                 for _, v in sorted(models[n].versions.items())
                 if v.is_ready()
@@ -317,11 +323,15 @@ class InferenceServer:
         if record is None or not any(v.is_ready() for v in record.versions.values()):
             raise InvalidArgumentError(f"requested model '{name}' is not available")
         if not version:
-            return [v.stats.snapshot() for _, v in sorted(record.versions.items()) if v.is_ready()]
+            return [v.stats.snapshot(self._caches(v)) for _, v in sorted(record.versions.items()) if v.is_ready()]
         entry = record.versions.get(repository.parse_version(version))
         if entry is None or not entry.is_ready():
             raise InvalidArgumentError(f"requested model version is not available for model '{name}'")
-        return [entry.stats.snapshot()]
+        return [entry.stats.snapshot(self._caches(entry))]
+
+    def _caches(self, entry: ModelVersion) -> bool:
+        """Whether `entry`'s responses go through the response cache."""
+        return self._response_cache is not None and entry.config is not None and entry.config.response_cache.enable
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Validate `request` against the model's config, schedule it on an instance, return its response.
@@ -341,7 +351,10 @@ class InferenceServer:
         batch_size = check_request(request, entry.spec)
         self._inflight += 1
         try:
-            response = await entry.scheduler.enqueue(request, batch_size, _timeout_ns(request))
+            if self._caches(entry):
+                response = await self._infer_cached(entry, request, batch_size)
+            else:
+                response = await entry.scheduler.enqueue(request, batch_size, _timeout_ns(request))
         finally:
             self._inflight -= 1
         response.model_name = request.model_name
@@ -353,6 +366,32 @@ class InferenceServer:
             if any(o.parameters for o in request.outputs):
                 tensor_io.classify_outputs(request.outputs, response, entry.labels, entry.spec.max_batch_size > 0)
                 tensor_io.write_shm_outputs(request.outputs, response, self.shared_memory)
+        return response
+
+    async def _infer_cached(self, entry: ModelVersion, request: InferRequest, batch_size: int) -> InferResponse:
+        """A hit skips the scheduler; a miss executes and stores the response. A failing cache is a miss."""
+        cache, scheduler = self._response_cache, entry.scheduler
+        assert cache is not None and scheduler is not None
+        timeout_ns = _timeout_ns(request)
+        started = time.monotonic_ns()
+        key = request_key(request, entry.version)
+        try:
+            value = cache.lookup(key)
+            hit = None if value is None else decode_response(value, request.model_name, str(entry.version))
+        except Exception:
+            logger.exception("response cache lookup for model '%s' failed", request.model_name)
+            hit = None
+        looked_up = time.monotonic_ns()
+        if hit is not None:
+            entry.stats.record_cache_hit(looked_up - started, looked_up - started)
+            return hit
+        response = await scheduler.enqueue(request, batch_size, timeout_ns)
+        inserting = time.monotonic_ns()
+        try:
+            cache.insert(key, encode_response(response))
+        except Exception:
+            logger.exception("response cache insert for model '%s' failed", request.model_name)
+        entry.stats.record_cache_miss(looked_up - started + time.monotonic_ns() - inserting)
         return response
 
     # ---------------------------------------------------------------------------------------- draining

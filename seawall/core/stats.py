@@ -36,7 +36,17 @@ class StatsRecorder:
         self.pending = 0
         # kind → [count, ns]
         self._durations: dict[str, list[int]] = {
-            k: [0, 0] for k in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+            k: [0, 0]
+            for k in (
+                "success",
+                "fail",
+                "queue",
+                "compute_input",
+                "compute_infer",
+                "compute_output",
+                "cache_hit",
+                "cache_miss",
+            )
         }
         self._failures = dict.fromkeys(FAILURE_REASONS, 0)
         # batch size → [count, input ns, infer ns, output ns]
@@ -64,12 +74,24 @@ class StatsRecorder:
         self._add("compute_output", output_ns)
         self.last_inference_ms = time.time_ns() // 1_000_000
 
+    def record_cache_hit(self, request_ns: int, lookup_ns: int) -> None:
+        """A response served from the cache: a success and a (zero) queue wait, never an execution."""
+        self._add("success", request_ns)
+        self._add("queue", 0)
+        self._add("cache_hit", lookup_ns)
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def record_cache_miss(self, ns: int) -> None:
+        """A lookup that found nothing, and the insert of the response then computed (`ns`: both together)."""
+        self._add("cache_miss", ns)
+
     def record_failure(self, reason: str, request_ns: int) -> None:
         self._add("fail", request_ns)
         self._failures[reason] += 1
         self.last_inference_ms = time.time_ns() // 1_000_000
 
-    def snapshot(self) -> ModelStatistics:
+    def snapshot(self, response_cache: bool = False) -> ModelStatistics:
+        """The counters now; `response_cache` says the version uses the server's response cache."""
         d = {k: Duration(count, ns) for k, (count, ns) in self._durations.items()}
         return ModelStatistics(
             name=self.name,
@@ -83,6 +105,9 @@ class StatsRecorder:
             compute_input=d["compute_input"],
             compute_infer=d["compute_infer"],
             compute_output=d["compute_output"],
+            cache_hit=d["cache_hit"],
+            cache_miss=d["cache_miss"],
+            response_cache=response_cache,
             failures_by_reason=tuple(self._failures.items()),
             pending_request_count=self.pending,
             batch_stats=tuple(

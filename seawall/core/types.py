@@ -199,6 +199,7 @@ class ModelStatistics:
     failures_by_reason: tuple[tuple[str, int], ...] = ()  # (REJECTED|CANCELED|BACKEND|OTHER, count)
     pending_request_count: int = 0
     batch_stats: tuple[BatchStatistics, ...] = ()  # by batch size, ascending
+    response_cache: bool = False  # the version's responses go through the server's response cache
 
 
 @dataclass(frozen=True, slots=True)

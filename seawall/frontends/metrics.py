@@ -62,6 +62,19 @@ _LATENCY_FAMILIES = (
         "Cumulative inference compute output duration in microseconds (does not include cached requests)",
     ),
 )
+#: (name, statistics field, count or microseconds, HELP text) of the per-model response-cache counters, emitted
+#: only for models that use the cache (Triton's order)
+_CACHE_FAMILIES = (
+    ("nv_cache_num_hits_per_model", "cache_hit", "count", "Number of cache hits per model"),
+    ("nv_cache_hit_duration_per_model", "cache_hit", "us", "Total cache hit duration per model, in microseconds"),
+    ("nv_cache_num_misses_per_model", "cache_miss", "count", "Number of cache misses per model"),
+    (
+        "nv_cache_miss_duration_per_model",
+        "cache_miss",
+        "us",
+        "Total cache miss (insert+lookup) duration per model, in microseconds",
+    ),
+)
 _PENDING = (
     "nv_inference_pending_request_count",
     "gauge",
@@ -94,6 +107,9 @@ class ModelStatisticsCollector(Collector):
         yield from (success, failure, count, executions)
         if self._counter_latencies:
             yield from self._latencies(stats)
+        cached = [entry for entry in stats if entry.response_cache]
+        if cached:
+            yield from _cache_families(cached)
         pending = _family(*_PENDING)
         for entry in stats:
             pending.add_sample(pending.name, _labels(entry), entry.pending_request_count)
@@ -105,6 +121,15 @@ class ModelStatisticsCollector(Collector):
             for entry in stats:
                 family.add_sample(name, _labels(entry), getattr(entry, field).ns // 1000)
             yield family
+
+
+def _cache_families(stats: list[ModelStatistics]) -> Iterator[Metric]:
+    for name, field, unit, documentation in _CACHE_FAMILIES:
+        family = _family(name, "counter", documentation)
+        for entry in stats:
+            duration = getattr(entry, field)
+            family.add_sample(name, _labels(entry), duration.count if unit == "count" else duration.ns // 1000)
+        yield family
 
 
 def _labels(entry: ModelStatistics) -> dict[str, str]:
