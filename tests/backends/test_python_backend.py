@@ -17,6 +17,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from seawall.backends.python.host import PythonBackend, PythonModel
+from seawall.backends.python.instance import MAX_RESTARTS
 from seawall.backends.registry import BackendRegistry, create_backend
 from seawall.core.backend import ModelLoadContext
 from seawall.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
@@ -327,7 +328,7 @@ async def test_decoupled_models_are_refused(backend: PythonBackend) -> None:
 
 
 @pytest.mark.parametrize("model_name,trigger", [("crash_segfault", "crash"), ("crash_exit", "exit")])
-async def test_crash_fails_in_flight_requests_and_spares_the_rest(
+async def test_a_crash_fails_the_batch_in_flight_and_the_stub_is_started_again(
     backend: PythonBackend, model_name: str, trigger: str
 ) -> None:
     reports = Reports()
@@ -338,27 +339,43 @@ async def test_crash_fails_in_flight_requests_and_spares_the_rest(
     with pytest.raises(UnavailableError) as info:
         await crashing.execute([request(model_name, {trigger: True}, INPUT0=fp32(1))])
     assert info.value.message == f"model instance '{model_name}_0_0' crashed"
-    assert not crashing.is_healthy()
-    assert reports.reasons == [f"model instance '{model_name}_0_0' crashed"]
-    with pytest.raises(UnavailableError):
-        await crashing.execute([request(model_name, INPUT0=fp32(1))])
-    # the sibling instance and other models still serve
+    assert crashing.is_healthy()  # a new stub is on its way
+    response = only(await crashing.execute([request(model_name, INPUT0=fp32(7))]))  # waits for it
+    np.testing.assert_array_equal(response.outputs[0].data, fp32(7))
+    assert reports.reasons == []
+    # the sibling instance and other models served throughout
     response = only(await sibling.execute([request(model_name, INPUT0=fp32(5))]))
     np.testing.assert_array_equal(response.outputs[0].data, fp32(5))
     response = only(await other.instances[0].execute([request("identity", INPUT0=np.ones((1, 2), np.float32))]))
     assert response.outputs[0].shape == (1, 2)
+    await model.unload()
+
+
+async def test_an_instance_that_keeps_crashing_stays_down(backend: PythonBackend) -> None:
+    reports = Reports()
+    model = await load(backend, MODELS / "crash_exit", reports)
+    crashing = model.instances[0]
+    for _ in range(MAX_RESTARTS + 1):
+        assert crashing.is_healthy()
+        with pytest.raises(UnavailableError) as info:
+            await crashing.execute([request("crash_exit", {"exit": True}, INPUT0=fp32(1))])
+        assert info.value.message == "model instance 'crash_exit_0_0' crashed"
+    assert not crashing.is_healthy()
+    assert reports.reasons == [f"model instance 'crash_exit_0_0' crashed {MAX_RESTARTS + 1} times in 60 s"]
+    with pytest.raises(UnavailableError) as info:
+        await crashing.execute([request("crash_exit", INPUT0=fp32(1))])
+    assert info.value.message == "model instance 'crash_exit_0_0' is not available"
     await model.unload()  # unloading a model with a dead instance works
 
 
-async def test_death_of_an_idle_instance_is_noticed(backend: PythonBackend) -> None:
-    reports = Reports()
-    model = await load(backend, MODELS / "crash_exit", reports)
+async def test_death_of_an_idle_instance_is_noticed(backend: PythonBackend, caplog: pytest.LogCaptureFixture) -> None:
+    model = await load(backend, MODELS / "crash_exit", Reports())
     instance = model.instances[0]
     only(await instance.execute([request("crash_exit", {"exit_later_ms": 100}, INPUT0=fp32(1))]))
-    assert instance.is_healthy()
-    await wait_until(lambda: reports.reasons)
-    assert not instance.is_healthy()
-    assert reports.reasons == ["model instance 'crash_exit_0_0' crashed"]
+    await wait_until(lambda: "model instance 'crash_exit_0_0': starting its stub process again" in caplog.text)
+    response = only(await instance.execute([request("crash_exit", INPUT0=fp32(3))]))
+    np.testing.assert_array_equal(response.outputs[0].data, fp32(3))
+    await model.unload()
 
 
 # --- auto-complete and paths -------------------------------------------------------------------------

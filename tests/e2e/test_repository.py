@@ -7,6 +7,7 @@ import http.client
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from seawall.backends.python.instance import MAX_RESTARTS
 from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, run_seawall, start_seawall
 
 
@@ -107,30 +109,48 @@ def crashing(tmp_path: Path) -> Iterator[ServerProcess]:
     server.stop()
 
 
+def _crash(server: ServerProcess, protocol: str) -> InferenceServerException:
+    data = np.ones(3, dtype=np.float32)
+    client: Any = httpclient if protocol == "http" else grpcclient
+    connection = client.InferenceServerClient(server.http if protocol == "http" else server.grpc)
+    tensor = client.InferInput("INPUT0", [3], "FP32")
+    tensor.set_data_from_numpy(data)
+    try:
+        with pytest.raises(InferenceServerException) as info:
+            connection.infer("crash_exit", [tensor], parameters={"exit": True})
+    finally:
+        connection.close()
+    return info.value
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_a_crashing_model_fails_its_requests_and_the_server_stays_up(crashing: ServerProcess, protocol: str) -> None:
-    data = np.ones(3, dtype=np.float32)
-    if protocol == "http":
-        http_client = httpclient.InferenceServerClient(crashing.http)
-        tensor = httpclient.InferInput("INPUT0", [3], "FP32")
-        tensor.set_data_from_numpy(data)
-        with pytest.raises(InferenceServerException) as info:
-            http_client.infer("crash_exit", [tensor], parameters={"exit": True})
-        assert info.value.status() == "503"
-        http_client.close()
-    else:
-        grpc_client = grpcclient.InferenceServerClient(crashing.grpc)
-        tensor = grpcclient.InferInput("INPUT0", [3], "FP32")
-        tensor.set_data_from_numpy(data)
-        with pytest.raises(InferenceServerException) as info:
-            grpc_client.infer("crash_exit", [tensor], parameters={"exit": True})
-        assert info.value.status() == "StatusCode.UNAVAILABLE"
-        grpc_client.close()
-    message = info.value.message()
+    error = _crash(crashing, protocol)
+    assert error.status() == ("503" if protocol == "http" else "StatusCode.UNAVAILABLE")
+    message = error.message()
     assert "crash_exit" in message and "/" not in message.replace("crash_exit", "")
     assert _status(crashing, "/v2/health/live") == 200
+    assert _status(crashing, "/v2/models/crash_exit/ready") == 200  # its stub is started again
+    client = httpclient.InferenceServerClient(crashing.http)
+    np.testing.assert_array_equal(_add_sub(client), np.full(4, 2, dtype=np.float32))  # others still serve
+    tensor = httpclient.InferInput("INPUT0", [2], "FP32")
+    tensor.set_data_from_numpy(np.full(2, 9, dtype=np.float32))
+    for _ in range(4):  # both instances serve again
+        result = client.infer("crash_exit", [tensor])
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), np.full(2, 9, dtype=np.float32))
+    client.close()
+    assert crashing.process.poll() is None
+
+
+def test_a_model_that_keeps_crashing_goes_unavailable(crashing: ServerProcess) -> None:
+    # each instance is started again up to MAX_RESTARTS times a minute; then the version is UNAVAILABLE
+    for _ in range(2 * (MAX_RESTARTS + 1)):
+        if _status(crashing, "/v2/models/crash_exit/ready") != 200:
+            break
+        assert _crash(crashing, "http").status() == "503"
     assert _status(crashing, "/v2/models/crash_exit/ready") == 400  # readiness tells the truth
     assert _status(crashing, "/v2/health/ready") == 400
+    assert _status(crashing, "/v2/health/live") == 200
     client = httpclient.InferenceServerClient(crashing.http)
     np.testing.assert_array_equal(_add_sub(client), np.full(4, 2, dtype=np.float32))  # others still serve
     client.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mmap
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -43,6 +44,11 @@ PIPELINE_DEPTH = 2
 #: Batches whose inputs exceed a default-sized region use only this many slots: every slot's regions grow to
 #: the largest batch it carried, and for big tensors the copies, not the round trips, are the cost.
 LARGE_BATCH_SLOTS = 2
+#: A stub that crashes is started again (as Triton does), unless its instance crashed more than MAX_RESTARTS
+#: times within RESTART_WINDOW_S: then the instance stays down and the model version goes UNAVAILABLE, so a
+#: model that crashes on every request cannot keep the server spawning processes.
+MAX_RESTARTS = 3
+RESTART_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +112,15 @@ class PythonModelInstance:
         self._spec = spec
         self._settings = settings
         self._report_unavailable = report_unavailable
-        self._ready = False  # set once initialize succeeded; deaths after that are reported
+        self._ready = False  # set once initialize succeeded; deaths after that restart the stub
+        self._failed = False  # down for good: restarts exhausted or failed
+        self._stopped = False
+        self._crashes: list[float] = []  # monotonic times of recent crashes
+        self._restart: asyncio.Task[None] | None = None
         self._process = StubProcess(spec.instance_name, settings, self._on_death)
         self._seq = 0
         self._picks = 0
-        self._slots = [_Slot(index=0)] + [_Slot() for _ in range(PIPELINE_DEPTH - 1)]
+        self._slots = _new_slots()
 
     @property
     def pipeline_depth(self) -> int:
@@ -122,14 +132,38 @@ class PythonModelInstance:
         return self._spec.instance_name
 
     def is_healthy(self) -> bool:
-        return self._ready and self._process.is_alive
+        """True while the instance serves, or will once its crashed stub has been started again."""
+        return self._ready and not self._failed and not self._stopped
 
     def _hide(self, text: str) -> str:
         return self._spec.hide(text)
 
     def _on_death(self, reason: str) -> None:
-        if self._ready:
-            self._report_unavailable(f"model instance '{self.name}' crashed")
+        if not self._ready or self._failed or self._stopped or self._restart is not None:
+            return  # a death during (re)initialization surfaces as that call's error
+        now = time.monotonic()
+        self._crashes = [t for t in self._crashes if now - t < RESTART_WINDOW_S] + [now]
+        if len(self._crashes) > MAX_RESTARTS:
+            self._fail(f"model instance '{self.name}' crashed {len(self._crashes)} times in {RESTART_WINDOW_S:.0f} s")
+            return
+        logger.warning("model instance '%s': starting its stub process again", self.name)
+        self._restart = asyncio.get_running_loop().create_task(self._start_again())
+
+    def _fail(self, reason: str) -> None:
+        self._failed = True
+        logger.error("%s; the instance stays down", reason)
+        self._report_unavailable(reason)
+
+    async def _start_again(self) -> None:
+        try:
+            await self._process.stop(graceful=False)
+            self._process = StubProcess(self._spec.instance_name, self._settings, self._on_death)
+            self._slots = _new_slots()  # the new stub has only slot 0's regions; old slots stay with old callers
+            await self._initialize()
+        except SeawallError as exc:
+            self._fail(f"model instance '{self.name}' crashed and could not be started again: {exc.message}")
+        finally:
+            self._restart = None
 
     async def start(self) -> None:
         """Spawn the stub, load model.py and run initialize(args).
@@ -138,6 +172,10 @@ class PythonModelInstance:
             InternalError: initialize raised (message: exception type and text) or the stub died.
             UnavailableError: the stub did not answer within stub-timeout-seconds.
         """
+        await self._initialize()
+        self._ready = True
+
+    async def _initialize(self) -> None:
         spec = self._spec
         init = {
             "t": "init",
@@ -161,20 +199,26 @@ class PythonModelInstance:
             await self._process.stop(graceful=False)
             error = self._hide(str(reply.get("error", "unknown error")))
             raise InternalError(f"Failed to initialize model instance '{self.name}': {error}")
-        self._ready = True
 
     async def stop(self) -> None:
-        """Run finalize() and end the stub process; idempotent."""
-        await self._process.stop(graceful=self._ready)
+        """Run finalize() and end the stub process (a restart under way is abandoned); idempotent."""
+        self._stopped = True
+        if self._restart is not None:
+            self._restart.cancel()
+            await asyncio.gather(self._restart, return_exceptions=True)
+        await self._process.stop(graceful=self._ready and self._process.is_alive)
 
     async def execute(self, requests: Sequence[InferRequest]) -> list[InferResponse | SeawallError]:
         """Run one batch in the stub: one message out, one message back (in a free slot).
 
         Raises:
-            UnavailableError: the instance crashed (before or during this batch).
+            UnavailableError: the instance crashed (before or during this batch) and is down.
             InternalError: execute() raised or returned the wrong number of responses.
         """
-        if not self.is_healthy():
+        if self._restart is not None:
+            await asyncio.shield(self._restart)
+        process = self._process  # a restart replaces it; this batch stays with the stub it was written for
+        if not self.is_healthy() or not process.is_alive:
             raise UnavailableError(f"model instance '{self.name}' is not available")
         payloads = [ipc.to_payload(tensor.datatype, tensor.data) for request in requests for tensor in request.inputs]
         offsets, total = ipc.layout(payloads)
@@ -183,15 +227,17 @@ class PythonModelInstance:
             if slot.reply is not None and not slot.reply.done():
                 await asyncio.wait([slot.reply])  # a cancelled batch still owns the regions until answered
             try:
-                message = self._prepare(requests, slot, payloads, offsets, total)
-                slot.reply = self._process.submit(message)
+                if process is not self._process:
+                    raise StubDied("restarted")
+                message = self._prepare(process, requests, slot, payloads, offsets, total)
+                slot.reply = process.submit(message)
                 reply = await asyncio.shield(slot.reply)
             except StubDied as exc:
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
             try:
-                return self._collect(requests, message["seq"], reply, self._process.outputs[slot.index or 0])
+                return self._collect(requests, message["seq"], reply, process.outputs[slot.index or 0])
             except ipc.ProtocolError as exc:
-                self._process.abort(f"bad result: {exc}")
+                process.abort(f"bad result: {exc}")
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
 
     def _pick(self, slots: list[_Slot]) -> _Slot:
@@ -203,7 +249,13 @@ class PythonModelInstance:
         return slots[self._picks % len(slots)]
 
     def _prepare(
-        self, requests: Sequence[InferRequest], slot: _Slot, payloads: list[ipc.Payload], offsets: list[int], total: int
+        self,
+        process: StubProcess,
+        requests: Sequence[InferRequest],
+        slot: _Slot,
+        payloads: list[ipc.Payload],
+        offsets: list[int],
+        total: int,
     ) -> dict[str, object]:
         """Write the inputs into the slot's input region (growing it first if needed); build the message.
 
@@ -214,15 +266,15 @@ class PythonModelInstance:
         self._seq += 1
         message: dict[str, object] = {"t": "exec", "seq": self._seq, "reqs": headers}
         if slot.index is None:
-            slot.index, fields = self._process.open_slot()
+            slot.index, fields = process.open_slot()
             message.update(fields)
         if slot.index:
             message["s"] = slot.index
-        memory = self._process.inputs[slot.index]
+        memory = process.inputs[slot.index]
         if total > len(memory):
             size = ipc.grown_size(total, len(memory), self._settings.shm_growth_bytes)
-            self._process.replace_inputs(slot.index, size)
-            memory = self._process.inputs[slot.index]
+            process.replace_inputs(slot.index, size)
+            memory = process.inputs[slot.index]
             message["in"] = size
         ipc.write_payloads(memory, offsets, payloads)
         index = 0
@@ -268,6 +320,10 @@ class PythonModelInstance:
         if failure is not None:
             return failure
         return InferResponse(spec.model_name, spec.model_version, outputs, id=request.id)
+
+
+def _new_slots() -> list[_Slot]:
+    return [_Slot(index=0)] + [_Slot() for _ in range(PIPELINE_DEPTH - 1)]
 
 
 def request_header(request: InferRequest) -> dict[str, object]:
