@@ -448,6 +448,11 @@ def test_sagemaker_flags_and_environment() -> None:
         True, 0, "0.0.0.0", "/srv/mme",
     )  # fmt: skip
     assert (sagemaker.default_model, sagemaker.ping_mode, sagemaker.thread_count) == ("simple", "live", 2)
+    assert not sagemaker.multi_model and sagemaker.max_models == 64
+    options = parse("--sagemaker-max-models=3", environ={"SAGEMAKER_MULTI_MODEL": "true"})
+    assert (options.sagemaker.multi_model, options.sagemaker.max_models) == (True, 3)
+    assert not parse(environ={"SAGEMAKER_MULTI_MODEL": "1"}).sagemaker.multi_model  # only "true", as Triton's entrypoint
+    assert "--sagemaker-max-models" in error_of(REPO, "--sagemaker-max-models=0")
     assert error_of(REPO, environ={"SAGEMAKER_TRITON_PING_MODE": "x"}) == (
         "SAGEMAKER_TRITON_PING_MODE must be 'ready' or 'live'. Got x"
     )

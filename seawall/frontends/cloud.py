@@ -27,6 +27,8 @@ EMPTY_BAD = HttpResponse(400, (), "")
 EMPTY_NOT_FOUND = HttpResponse(404, (), "")
 EMPTY_METHOD_NOT_ALLOWED = HttpResponse(405, (), "")
 _HEADER_SIZE = "json-header-size="
+#: Texts Triton's SageMaker listener takes for running out of memory (507), the ones a CPU server can see.
+_OUT_OF_MEMORY = ("out of memory", "memoryerror", "outofmemory", "failed to allocate memory", "no space left on device")
 
 Endpoint = Callable[[HttpRequest, "dict[str, str]"], Awaitable[HttpResponse]]
 
@@ -90,7 +92,8 @@ def error_reply(exc: SeawallError) -> HttpResponse:
         return error_response(403, exc.message)
     if exc.code is Code.UNSUPPORTED:
         return error_response(501, exc.message)
-    if "out of memory" in exc.message.lower():
+    text = exc.message.lower()
+    if any(marker in text for marker in _OUT_OF_MEMORY):
         return error_response(507, exc.message)
     return error_response(400, exc.message)
 

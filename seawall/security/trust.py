@@ -32,3 +32,33 @@ def untrusted_reason(path: str) -> str | None:
             return None
         current, first = parent, False
         info = os.stat(current)
+
+
+def untrusted_tree_reason(root: str, max_entries: int = 4096) -> str | None:
+    """Why the directory tree at `root` must not be trusted as a source of code, or None: `root` fails
+    `untrusted_reason`, an entry below it is owned by another user or writable by group or others, a
+    symlink below it leads outside `root`, or the tree has more than `max_entries` entries."""
+    reason = untrusted_reason(root)
+    if reason is not None:
+        return reason
+    top = os.path.realpath(root)
+    me = os.geteuid()
+    seen = 0
+    for directory, dirs, files in os.walk(top, followlinks=False):
+        for name in (*dirs, *files):
+            seen += 1
+            if seen > max_entries:
+                return f"'{top}' holds more than {max_entries} files"
+            path = os.path.join(directory, name)
+            real = os.path.realpath(path)
+            if os.path.commonpath([real, top]) != top:
+                return f"'{path}' leads outside '{top}'"
+            try:
+                info = os.stat(real)
+            except OSError:
+                return f"'{path}' cannot be read"
+            if info.st_uid not in (0, me):
+                return f"'{path}' is owned by another user (uid {info.st_uid})"
+            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return f"'{path}' is writable by {'others' if info.st_mode & stat.S_IWOTH else 'its group'}"
+    return None

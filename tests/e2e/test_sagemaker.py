@@ -1,12 +1,12 @@
-"""End-to-end SageMaker listener: /ping, /invocations (JSON and binary), the MME routes, the restriction on
-every route (CVE-2026-24206/47481 patterns) and the confinement of the MME `url` (CVE-2026-24209 pattern).
+"""End-to-end SageMaker listener: /ping, /invocations (JSON and binary) and the restriction on every route
+(CVE-2026-24206/47481 patterns). The multi-model routes are in test_sagemaker_mme.py.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
+import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from seawall.frontends import sagemaker
-from tests.harness import ServerProcess, start_seawall
+from tests.harness import TEST_MODELS, ServerProcess, start_seawall
 
 #: One restriction group per category, so a route answering to the wrong key shows a wrong category.
 KEYS = {
@@ -51,10 +51,7 @@ def call(
 @pytest.fixture(scope="module")
 def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mme")
-    (root / "abc123" / "model").mkdir(parents=True)
-    outside = tmp_path_factory.mktemp("outside")
-    (root / "escape").symlink_to(outside)
-    (root / "abc123" / "etc").symlink_to("/etc")
+    shutil.copytree(TEST_MODELS / "classifier", root / "abc123" / "model")
     return root
 
 
@@ -63,8 +60,10 @@ def _start(model_root: Path, *args: str) -> ServerProcess:
         "--allow-sagemaker=true",
         "--sagemaker-port=0",
         f"--sagemaker-model-root={model_root}",
+        "--model-control-mode=explicit",
+        "--load-model=add_sub",
         *args,
-        env={"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "add_sub"},
+        env={"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "add_sub", "SAGEMAKER_MULTI_MODEL": "true"},
     )
 
 
@@ -88,15 +87,16 @@ def restricted(model_root: Path) -> Iterator[ServerProcess]:
 
 
 def sample_requests(model_root: Path) -> dict[tuple[str, str], tuple[str, bytes | None, int]]:
-    """(method, route pattern) → (path, body, status with the right key) for every SageMaker route."""
+    """(method, route pattern) → (path, body, status with the right key) for every SageMaker route, in the
+    order of `sagemaker.ROUTES`: the load succeeds, then the model is read, unloaded, and no longer invoked."""
     load = json.dumps({"model_name": "abc123", "url": str(model_root / "abc123" / "model")}).encode()
     return {
         ("GET", r"/ping"): ("/ping", None, 200),
         ("POST", r"/invocations"): ("/invocations", INFER, 200),
         ("GET", r"/models"): ("/models", None, 200),
-        ("POST", r"/models"): ("/models", load, 501),
-        ("GET", sagemaker.ROUTES[4].pattern): ("/models/abc123", None, 404),
-        ("DELETE", sagemaker.ROUTES[5].pattern): ("/models/abc123", None, 404),
+        ("POST", r"/models"): ("/models", load, 200),
+        ("GET", sagemaker.ROUTES[4].pattern): ("/models/abc123", None, 200),
+        ("DELETE", sagemaker.ROUTES[5].pattern): ("/models/abc123", None, 200),
         ("POST", sagemaker.ROUTES[6].pattern): ("/models/abc123/invoke", INFER, 404),
     }
 
@@ -123,8 +123,8 @@ def test_the_restriction_runs_first_on_every_route(restricted: ServerProcess, mo
         for headers in ({}, {key: value + "x"}, {key: value.upper()}, others):
             status, _, reply = call(address, method, path, body, headers)
             assert (status, reply.decode()) == (403, refusal), (route, headers)
-        status, _, _ = call(address, method, path, body, {key: value})
-        assert status == expected, route
+        status, _, reply = call(address, method, path, body, {key: value})
+        assert status == expected, (route, reply)
         # the restriction comes before the method check, as on the HTTP listener
         wrong_method = "PUT"
         assert call(address, wrong_method, path, body)[0] == 403
@@ -188,75 +188,23 @@ def test_invocations_refuse_malformed_bodies(server: ServerProcess, content_type
     assert call(address, "GET", "/ping")[0] == 200
 
 
-def test_invocations_of_an_unknown_default_model(model_root: Path) -> None:
+def test_invocations_of_an_unknown_default_model_and_mme_off(model_root: Path) -> None:
     process = start_seawall("--allow-sagemaker=true", "--sagemaker-port=0", f"--sagemaker-model-root={model_root}")
     try:
-        status, _, body = call(process.addresses["sagemaker"], "POST", "/invocations", INFER)
+        address = process.addresses["sagemaker"]
+        status, _, body = call(address, "POST", "/invocations", INFER)
         assert status == 400 and "unspecified_SAGEMAKER_TRITON_DEFAULT_MODEL_NAME" in json.loads(body)["error"]
+        # without SAGEMAKER_MULTI_MODEL=true nothing can be loaded, and the MME table stays empty
+        load = json.dumps({"model_name": "abc123", "url": str(model_root / "abc123" / "model")}).encode()
+        status, _, body = call(address, "POST", "/models", load)
+        assert (status, json.loads(body)) == (
+            501,
+            {"error": "the SageMaker multi-model endpoint is off (start the server with SAGEMAKER_MULTI_MODEL=true)"},
+        )
+        assert call(address, "GET", "/models")[::2] == (200, b'{"models":[]}')
+        assert call(address, "GET", "/models/abc123")[::2] == (404, b"")
+        assert call(address, "DELETE", "/models/abc123")[::2] == (404, b"")
+        assert call(address, "POST", "/models/abc123/invoke", INFER)[::2] == (404, b"")
+        assert process.is_ready()
     finally:
         process.stop()
-
-
-def test_mme_read_routes(server: ServerProcess) -> None:
-    address = server.addresses["sagemaker"]
-    assert call(address, "GET", "/models")[::2] == (200, b'{"models":[]}')
-    assert call(address, "GET", "/models/abc123")[::2] == (404, b"")
-    assert call(address, "DELETE", "/models/abc123")[::2] == (404, b"")
-    assert call(address, "POST", "/models/abc123/invoke", INFER)[::2] == (404, b"")
-
-
-REFUSED = "'url' must name a model directory under the SageMaker model root"
-
-
-def _attacks(root: Path) -> list[object]:
-    return [
-        "/proc/self",
-        "/proc/self/root/etc",
-        "/dev/shm",
-        "/sys/kernel",
-        "/etc",
-        f"{root}/../../../../proc/self",
-        f"{root}/abc123/../../",
-        f"{root}/abc123/model/..",
-        f"{root}/escape",  # a symlink to a directory outside the root
-        f"{root}/abc123/etc",  # a symlink to /etc
-        str(root),  # the root itself is no model
-        f"{root}/missing",
-        "abc123/model",  # relative
-        f"{root}/abc123/model\x00",
-        "",
-        7,
-        None,
-        ["/proc"],
-    ]
-
-
-def test_mme_load_confines_the_url(server: ServerProcess, model_root: Path) -> None:
-    address = server.addresses["sagemaker"]
-    for url in _attacks(model_root):
-        body = json.dumps({"model_name": "abc123", "url": url}).encode()
-        status, _, reply = call(address, "POST", "/models", body, {"X-Amzn-SageMaker-Target-Model": "add_sub"})
-        assert (status, json.loads(reply)) == (400, {"error": REFUSED}), url
-    assert call(address, "GET", "/ping")[0] == 200
-    good = json.dumps({"model_name": "abc123", "url": f"{model_root}/abc123/model"}).encode()
-    status, _, reply = call(address, "POST", "/models", good)
-    assert (status, json.loads(reply)) == (501, {"error": "SageMaker multi-model loading is not supported yet"})
-    assert os.path.isdir(model_root / "abc123" / "model")
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"",
-        b"{",
-        b"[]",
-        b'{"url": "/opt/ml/models/x/model"}',
-        b'{"model_name": "a/b", "url": "/x"}',
-        b'{"model_name": 1}',
-    ],
-)
-def test_mme_load_refuses_malformed_bodies(server: ServerProcess, body: bytes) -> None:
-    address = server.addresses["sagemaker"]
-    status, _, reply = call(address, "POST", "/models", body)
-    assert status == 400 and "error" in json.loads(reply)
-    assert call(address, "GET", "/ping")[0] == 200
