@@ -52,6 +52,13 @@ def assess(options: Options, euid: int | None = None) -> list[Finding]:
         reason = untrusted_reason(path)
         if reason is not None:
             findings.append(Finding(flag, f"code is loaded from a path others can change: {reason}"))
+    for path in options.backends.allow_untrusted_paths:
+        findings.append(
+            Finding(
+                f"--allow-untrusted-plugin-path={path}",
+                "code below this path is loaded even when others can change it",
+            )
+        )
     if (os.geteuid() if euid is None else euid) == 0:
         findings.append(Finding("user", "running as root: a compromised model owns the machine"))
     return findings

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from seawall.options import GrpcOptions, HttpOptions, MetricsOptions, Options, RepositoryOptions, Restriction
+from seawall.options import (
+    BackendOptions,
+    GrpcOptions,
+    HttpOptions,
+    MetricsOptions,
+    Options,
+    RepositoryOptions,
+    Restriction,
+)
 from seawall.security.report import assess
 from seawall.security.trust import untrusted_reason
 
@@ -54,6 +62,22 @@ def test_risky_settings_are_each_reported(tmp_path: Path) -> None:
     explicit = findings[0].risk
     assert "not restricted on HTTP" in explicit and "gRPC" not in explicit
     assert "s3cret" not in repr(findings)
+
+
+def test_paths_exempt_from_the_trust_check_are_each_reported(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    options = Options(
+        repository=RepositoryOptions(paths=(str(tmp_path),)),
+        metrics=MetricsOptions(allow=False),
+        backends=BackendOptions(allow_untrusted_paths=("/srv/a", "/srv/b")),
+    )
+    assert [(f.setting, f.risk) for f in assess(options, euid=1000)] == [
+        (
+            f"--allow-untrusted-plugin-path={path}",
+            "code below this path is loaded even when others can change it",
+        )
+        for path in ("/srv/a", "/srv/b")
+    ]
 
 
 def test_poll_mode_is_reported() -> None:
