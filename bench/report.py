@@ -17,6 +17,9 @@ RAW = RESULTS / "raw"
 SERVERS = ("seawall", "triton", "mlserver")
 MIB = 1024 * 1024
 
+#: Seawall-only workloads: add_sub with SEAWALL_IN_PROCESS "true" (worker thread) and "inline" (event loop)
+IN_PROCESS = {"add_sub_inprocess": "worker thread", "add_sub_inline": "inline"}
+
 Cells = dict[tuple[str, str, int, str], list[dict[str, Any]]]
 
 
@@ -40,8 +43,9 @@ def _group(cells: list[dict[str, Any]]) -> Cells:
         grouped[cell["workload"], cell["mode"], cell["concurrency"], cell["server"]].append(cell)
     # Triton has no in-process Python models: Seawall's in-process add_sub is compared with Triton's add_sub
     for (workload, mode, conc, server), runs in list(grouped.items()):
-        if workload == "add_sub" and server == "triton" and ("add_sub_inprocess", mode, conc, "seawall") in grouped:
-            grouped["add_sub_inprocess", mode, conc, "triton"] = runs
+        for alias in IN_PROCESS:
+            if workload == "add_sub" and server == "triton" and (alias, mode, conc, "seawall") in grouped:
+                grouped[alias, mode, conc, "triton"] = runs
     return grouped
 
 
@@ -73,9 +77,11 @@ def targets(data: dict[str, Any], grouped: Cells) -> list[tuple[str, str, bool |
 
     for mode in ("http-json", "http-binary", "grpc"):
         ratio_row(f"add_sub c=32 {mode}: Seawall/Triton ≥ 1.0", "add_sub", mode, 32, "triton", 1.0)
-    for mode in ("http-json", "http-binary"):
-        label = f"add_sub in-process c=32 {mode}: Seawall/Triton ≥ 1.5"
-        ratio_row(label, "add_sub_inprocess", mode, 32, "triton", 1.5)
+    for workload, how in IN_PROCESS.items():
+        for mode in ("http-json", "http-binary"):
+            ratio_row(
+                f"add_sub in-process ({how}) c=32 {mode}: Seawall/Triton ≥ 1.5", workload, mode, 32, "triton", 1.5
+            )
     for mode in ("http-binary", "grpc"):
         ratio_row(f"identity 1 MiB c=32 {mode}: Seawall/Triton ≥ 1.0", "identity", mode, 32, "triton", 1.0)
     for mode in ("http-json", "http-binary", "grpc"):
@@ -306,15 +312,15 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
     lines += ["", "## Headline: throughput ratios at the target cells", ""]
     lines += _headline(grouped)
     concs = sorted({k[2] for k in grouped})
-    for workload in ("add_sub", "add_sub_inprocess", "identity", "matmul"):
+    for workload in ("add_sub", *IN_PROCESS, "identity", "matmul"):
         modes = [m for m in ("http-json", "http-binary", "grpc") if any(k[:2] == (workload, m) for k in grouped)]
         if not modes:
             continue
         lines += ["", f"## {workload}", ""]
-        if workload == "add_sub_inprocess":
+        if workload in IN_PROCESS:
             lines += [
-                "Seawall serves add_sub with `SEAWALL_IN_PROCESS` (`bench/models_inprocess`); Triton has no "
-                "in-process Python models, so its column repeats its add_sub cells of this run.",
+                f"Seawall serves add_sub in process ({IN_PROCESS[workload]}, `bench/models_inprocess/{workload}`); "
+                "Triton has no in-process Python models, so its column repeats its add_sub cells of this run.",
                 "",
             ]
         lines += _cell_table(grouped, workload, modes, concs)
@@ -395,7 +401,7 @@ def _headline(grouped: Cells) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     picks = [("add_sub", m, 32) for m in ("http-json", "http-binary", "grpc")]
-    picks += [("add_sub_inprocess", m, 32) for m in ("http-json", "http-binary")]
+    picks += [(w, m, 32) for w in IN_PROCESS for m in ("http-json", "http-binary")]
     picks += [("identity", m, 32) for m in ("http-binary", "grpc")]
     picks += [("matmul", m, 64) for m in ("http-json", "http-binary", "grpc")]
     for workload, mode, conc in picks:

@@ -28,7 +28,8 @@ from bench.loadgen import GRPC_PATH, MODES, Result, http_body, open_grpc, run_lo
 RAW = Path(__file__).resolve().parent / "results" / "raw"
 WORKLOAD_MODES = {
     "add_sub": MODES,
-    "add_sub_inprocess": ("http-json", "http-binary"),  # Seawall only (SEAWALL_IN_PROCESS)
+    "add_sub_inprocess": ("http-json", "http-binary"),  # Seawall only: SEAWALL_IN_PROCESS "true"
+    "add_sub_inline": ("http-json", "http-binary"),  # Seawall only: SEAWALL_IN_PROCESS "inline"
     "identity": ("http-binary", "grpc"),  # 1 MiB of JSON numbers is not a meaningful cell
     "matmul": MODES,
 }

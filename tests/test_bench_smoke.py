@@ -84,5 +84,8 @@ def test_in_process_cells_are_compared_with_tritons_add_sub() -> None:
     cells += [_cell("seawall", "add_sub_inprocess", "http-json", 32, t, 3.0, 100) for t in (1400, 1600, 1700)]
     data = {"cells": cells}
     rows = {label: (value, ok) for label, value, ok in targets(data, _group(cells))}
-    assert rows["add_sub in-process c=32 http-json: Seawall/Triton ≥ 1.5"] == ("1.60", True)  # 1600 / 1000
-    assert rows["add_sub in-process c=32 http-binary: Seawall/Triton ≥ 1.5"] == ("n/a", None)
+    assert rows["add_sub in-process (worker thread) c=32 http-json: Seawall/Triton ≥ 1.5"] == (
+        "1.60",
+        True,
+    )  # 1600 / 1000
+    assert rows["add_sub in-process (inline) c=32 http-json: Seawall/Triton ≥ 1.5"] == ("n/a", None)

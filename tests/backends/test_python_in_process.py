@@ -80,12 +80,14 @@ async def test_false_and_absent_mean_a_stub(backend: PythonBackend) -> None:
 async def test_other_values_are_refused(backend: PythonBackend) -> None:
     with pytest.raises(InvalidArgumentError) as info:
         await load(backend, EXAMPLES / "add_sub", config=in_process_config(EXAMPLES / "add_sub", "yes"))
-    assert info.value.message == "parameter 'SEAWALL_IN_PROCESS' of model 'add_sub' must be \"true\" or \"false\""
+    assert info.value.message == (
+        'parameter \'SEAWALL_IN_PROCESS\' of model \'add_sub\' must be "true", "inline" or "false"'
+    )
 
 
-async def outcome(backend: PythonBackend, name: str, requests: list[InferRequest], in_process: bool) -> list[object]:
-    """What a batch gives, comparable across modes: (error type, message) or output arrays."""
-    config = in_process_config(MODELS / name) if in_process else read_config(MODELS / name)
+async def outcome(backend: PythonBackend, name: str, requests: list[InferRequest], mode: str) -> list[object]:
+    """What a batch gives, comparable across modes ("false": a stub): (error type, message) or output arrays."""
+    config = in_process_config(MODELS / name, mode)
     model = await load(backend, MODELS / name, config=config)
     try:
         results: list[InferResponse | SeawallError] = await model.instances[0].execute(requests)
@@ -112,9 +114,10 @@ async def outcome(backend: PythonBackend, name: str, requests: list[InferRequest
 )
 async def test_errors_map_as_in_a_stub(backend: PythonBackend, name: str, inputs: list[np.ndarray]) -> None:
     batch = [request(name, INPUT0=values) for values in inputs]
-    in_stub = await outcome(backend, name, batch, in_process=False)
+    in_stub = await outcome(backend, name, batch, "false")
     assert in_stub and all(isinstance(item, tuple) or item for item in in_stub)
-    assert await outcome(backend, name, batch, in_process=True) == in_stub
+    assert await outcome(backend, name, batch, "true") == in_stub
+    assert await outcome(backend, name, batch, "inline") == in_stub
 
 
 async def test_initialize_failure_reads_as_in_a_stub(backend: PythonBackend) -> None:
@@ -167,13 +170,36 @@ async def test_sys_exit_in_execute_fails_only_the_batch(backend: PythonBackend) 
     np.testing.assert_array_equal(got["OUTPUT0"].data, fp32(2))
 
 
-async def test_model_log_lines_are_escaped_in_process(backend: PythonBackend, caplog: pytest.LogCaptureFixture) -> None:
-    model = await load(backend, MODELS / "slow", config=in_process_config(MODELS / "slow"))
+@pytest.mark.parametrize("mode", ["true", "inline"])
+async def test_model_log_lines_are_escaped_in_process(
+    backend: PythonBackend, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    model = await load(backend, MODELS / "slow", config=in_process_config(MODELS / "slow", mode))
     forged = "hello\nERROR forged line\x1b[31m"
     with caplog.at_level(logging.INFO):
         await model.instances[0].execute([request("slow", {"log": forged}, INPUT0=np.ones((1, 1), np.float32))])
-    messages = [r.getMessage() for r in caplog.records if "hello" in r.getMessage()]
-    assert messages == ["model instance 'slow_0': hello\\nERROR forged line\\x1b[31m"]
+    records = [r for r in caplog.records if "hello" in r.getMessage()]
+    assert [r.getMessage() for r in records] == ["model instance 'slow_0': hello\\nERROR forged line\\x1b[31m"]
+    # where execute() ran: the instance's worker thread, or inline the event loop's own thread
+    assert records[0].threadName == ("slow_0" if mode == "true" else threading.current_thread().name)
+
+
+async def test_inline_runs_execute_on_the_event_loop_thread(
+    backend: PythonBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        model = await load(backend, EXAMPLES / "add_sub", config=in_process_config(EXAMPLES / "add_sub", "Inline"))
+    assert (
+        "model 'add_sub' version 1 runs in the server process (parameter SEAWALL_IN_PROCESS): a crash in its code "
+        "stops the server; execute() runs on the event loop, so a slow one delays every request"
+    ) in caplog.text
+    (instance,) = model.instances
+    assert instance.pipeline_depth == 1  # nothing to queue behind a call that runs right away
+    a, b = fp32(1, 2, 3, 4), fp32(4, 3, 2, 1)
+    got = outputs(only(await instance.execute([request("add_sub", INPUT0=a, INPUT1=b)])))
+    np.testing.assert_array_equal(got["OUTPUT0"].data, a + b)
+    np.testing.assert_array_equal(got["OUTPUT1"].data, a - b)
+    await model.unload()
 
 
 async def test_embedded_server_with_an_in_process_model(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

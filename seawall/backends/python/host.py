@@ -163,7 +163,7 @@ class PythonBackend:
         if config.model_transaction_policy.decoupled:
             raise UnsupportedError(f"decoupled model '{context.name}' is not supported by the python backend yet")
         model_file = model_file_path(config, context.version_dir, context.name)
-        run_in_process = in_process.is_in_process(config, context.name)
+        mode = in_process.in_process_mode(config, context.name)
         configured = {output.name: _datatype(output.data_type) for output in config.output}
         base_args = {
             "model_config": config_json(config),
@@ -187,15 +187,17 @@ class PythonBackend:
             for name in instance_names(config, context.name)
         ]
         instances: list[_Instance]
-        if run_in_process:
+        if mode != "false":
             logger.warning(
-                "model '%s' version %d runs in the server process (parameter %s): a crash in its code stops the server",
+                "model '%s' version %d runs in the server process (parameter %s): "
+                "a crash in its code stops the server%s",
                 context.name,
                 context.version,
                 in_process.PARAMETER,
+                "; execute() runs on the event loop, so a slow one delays every request" if mode == "inline" else "",
             )
             pb = in_process.pb_utils_module()
-            instances = [in_process.InProcessModelInstance(spec, settings, pb) for spec in specs]
+            instances = [in_process.InProcessModelInstance(spec, settings, pb, mode == "inline") for spec in specs]
         else:
             instances = [PythonModelInstance(spec, settings, context.report_unavailable) for spec in specs]
         results = await asyncio.gather(*(instance.start() for instance in instances), return_exceptions=True)

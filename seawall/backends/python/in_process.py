@@ -54,18 +54,22 @@ _SYS_PATH_LOCK = threading.Lock()
 _T = TypeVar("_T")
 
 
-def is_in_process(config: ModelConfig, model_name: str) -> bool:
-    """Whether the config sets SEAWALL_IN_PROCESS to "true" (default "false").
+def in_process_mode(config: ModelConfig, model_name: str) -> str:
+    """The config's SEAWALL_IN_PROCESS: "false" (the default: a stub process), "true" (a worker thread of the
+    server) or "inline" (execute() on the event loop thread itself, for models that answer in microseconds:
+    no thread hand-over, but a slow execute() delays every request of the server while it runs).
 
     Raises:
-        InvalidArgumentError: the value is neither "true" nor "false".
+        InvalidArgumentError: any other value.
     """
     if PARAMETER not in config.parameters:
-        return False
+        return "false"
     value = str(config.parameters[PARAMETER].string_value).strip().lower()
-    if value not in ("true", "false"):
-        raise InvalidArgumentError(f"parameter '{PARAMETER}' of model '{model_name}' must be \"true\" or \"false\"")
-    return value == "true"
+    if value not in ("true", "false", "inline"):
+        raise InvalidArgumentError(
+            f'parameter \'{PARAMETER}\' of model \'{model_name}\' must be "true", "inline" or "false"'
+        )
+    return value
 
 
 def pb_utils_module() -> ModuleType:
@@ -89,9 +93,13 @@ def pb_utils_module() -> ModuleType:
     return module
 
 
+#: the instance whose inline execute() runs on this thread now (worker threads are named after theirs)
+_inline = threading.local()
+
+
 def _log_sink(level: int, text: str) -> None:
-    """pb_utils.Logger in the server: the worker thread is named after its instance."""
-    name = threading.current_thread().name
+    """pb_utils.Logger in the server, naming the instance that logs."""
+    name = getattr(_inline, "name", None) or threading.current_thread().name
     logger.log(_LOG_LEVELS.get(level, logging.INFO), "model instance '%s': %s", name, escape_log(text))
 
 
@@ -158,8 +166,9 @@ class _Worker:
 class InProcessModelInstance:
     """A ModelInstance whose model runs on a worker thread of the server process."""
 
-    def __init__(self, spec: InstanceSpec, settings: StubSettings, pb: ModuleType) -> None:
+    def __init__(self, spec: InstanceSpec, settings: StubSettings, pb: ModuleType, inline: bool = False) -> None:
         self._spec = spec
+        self._inline = inline  # execute() on the event loop thread; initialize/finalize stay on the worker
         self._settings = settings
         self._pb = pb
         self._model: UserModel | None = None  # owned by the worker thread once started
@@ -175,7 +184,7 @@ class InProcessModelInstance:
     @property
     def pipeline_depth(self) -> int:
         """Batches the scheduler may hand over at once (the worker runs them back to back)."""
-        return IN_PROCESS_PIPELINE_DEPTH
+        return 1 if self._inline else IN_PROCESS_PIPELINE_DEPTH
 
     def is_healthy(self) -> bool:
         return self._ready and not self._stopped
@@ -226,7 +235,7 @@ class InProcessModelInstance:
         sys.modules.pop(self._module_name, None)
 
     async def execute(self, requests: Sequence[InferRequest]) -> list[InferResponse | SeawallError]:
-        """Run one batch on the worker thread.
+        """Run one batch on the worker thread (or, inline, right here on the event loop thread).
 
         Raises:
             UnavailableError: the instance is stopped.
@@ -235,6 +244,12 @@ class InProcessModelInstance:
         if not self.is_healthy():
             raise UnavailableError(f"model instance '{self.name}' is not available")
         batch = list(requests)
+        if self._inline:
+            _inline.name = self.name
+            try:
+                return self._run_batch(batch)
+            finally:
+                _inline.name = None
         return await self._worker.submit(lambda: self._run_batch(batch))
 
     def _run_batch(self, requests: list[InferRequest]) -> list[InferResponse | SeawallError]:
