@@ -162,6 +162,7 @@ class HttpProtocol(asyncio.Protocol):
         self._connections = connections  # owned by HttpServer; this protocol adds/removes itself
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()  # kept: get_running_loop() costs a getpid() call (3.11)
         self._caller = ""  # set once the connection is made
         self._queue: collections.deque[tuple[HttpRequest, bool]] = collections.deque()
         self._task: asyncio.Task[None] | None = None  # the request being answered; cancelled on close
@@ -295,7 +296,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         request, keep_alive = self._queue.popleft()
         self._queued_bytes -= len(request.body)
-        self._task = asyncio.get_running_loop().create_task(self._answer(request, keep_alive))
+        self._task = self._loop.create_task(self._answer(request, keep_alive))
 
     def _is_backlogged(self) -> bool:
         return len(self._queue) >= _MAX_QUEUED or self._queued_bytes > self._limits.max_request_bytes
