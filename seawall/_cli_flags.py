@@ -157,6 +157,21 @@ def _cache_setting(raw: str) -> tuple[str, str, str]:
     return (name, key, value)
 
 
+def _trace_setting(raw: str) -> tuple[str, str, str]:
+    """`[<mode>,]<setting>=<value>` of --trace-config → (mode, setting, value), with Triton's messages."""
+    mode, comma, setting = raw.partition(",")
+    if not comma:
+        mode, setting = "", raw
+    key, equals, value = setting.partition("=")
+    if (comma and not mode) or not equals or not key:
+        raise BadValue(f"--trace-config option format is [<mode>,]<setting>=<value>. Got {raw}")
+    if mode and mode.lower() not in ("triton", "opentelemetry"):
+        raise BadValue(
+            f'invalid value for trace mode option: {mode}. Available options are "triton" and "opentelemetry"'
+        )
+    return (mode.lower(), key, value)
+
+
 def _setting(flag: str, *, named: Literal["no", "optional", "required"], form: str) -> Callable[[str], str]:
     """`[<name>,]<setting>=<value>` syntax check for the structured flags Seawall does not act on yet."""
 
@@ -493,10 +508,11 @@ FLAGS: tuple[Flag, ...] = (
     ),
     *_section(
         "Tracing",
-        _later(
+        Flag(
             "trace-config",
-            _kind(_SETTING, _setting("trace-config", named="optional", form="[<mode>,]<setting>=<value>")),
-            "Trace setting.",
+            _kind(_SETTING, _trace_setting),
+            "[triton,]<setting>=<value> (repeatable): level=OFF|TIMESTAMPS, rate, count, triton,file, "
+            "triton,log-frequency.",
             repeat=True,
         ),
     ),

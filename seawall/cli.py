@@ -211,6 +211,7 @@ def _assemble(
         if "disable-auto-complete-config" not in names:
             _put(tree, "repository.auto_complete_config", not names["strict-model-config"])
     _assemble_cache(tree, names, warnings)
+    _assemble_trace(tree, [value for flag, value in given if flag.name == "trace-config"])
     for target, flag_name, noun in (
         ("http.restricted", "http-restricted-api", "api"),
         ("grpc.restricted", "grpc-restricted-protocol", "protocol"),
@@ -251,6 +252,43 @@ def _assemble_cache(tree: dict[str, object], names: Mapping[str, object], warnin
     caches = sorted({name for name, _, _ in settings}) if isinstance(settings, list) else []
     if len(caches) > 1:
         raise CliError(f'Bad option: "--cache-config".\nonly one cache can be configured. Got {", ".join(caches)}')
+
+
+_TRACE_LEVELS = {"off": "OFF", "false": "OFF", "timestamps": "TIMESTAMPS", "true": "TIMESTAMPS", "on": "TIMESTAMPS",
+                 "min": "TIMESTAMPS", "max": "TIMESTAMPS", "tensors": "TENSORS"}  # fmt: skip
+_TRACE_INTEGERS = {"rate": (0, 2**32 - 1), "count": (-1, 2**31 - 1), "log-frequency": (0, 2**32 - 1)}
+
+
+def _assemble_trace(tree: dict[str, object], settings: Sequence[object]) -> None:
+    """--trace-config (triton mode) → `trace.*`. Tracing on needs a file; TENSORS and OpenTelemetry are refused."""
+    levels: list[str] = []
+    for item in settings:
+        assert isinstance(item, tuple)  # _trace_setting's (mode, setting, value)
+        mode, key, value = (str(part) for part in item)
+        scoped = f"{mode},{key}" if mode else key
+        if mode == "opentelemetry" or (key == "mode" and not mode and value.lower() != "triton"):
+            raise CliError("--trace-config opentelemetry is not yet supported by Seawall (see docs/differences.md)")
+        if key == "level" and not mode:
+            if value.lower() not in _TRACE_LEVELS:
+                raise CliError(f'Bad option: "--trace-config".\ninvalid value for trace level option: {value}')
+            levels.append(_TRACE_LEVELS[value.lower()])
+        elif key in _TRACE_INTEGERS and (mode == "triton") == (key == "log-frequency"):
+            low, high = _TRACE_INTEGERS[key]
+            number = int(value, 10) if value.lstrip("-").isdigit() and value.count("-") <= 1 else None
+            if number is None or not low <= number <= high:
+                raise CliError(f'Bad option: "--trace-config".\n{scoped} must be an integer in [{low}, {high}]')
+            _put(tree, f"trace.{key.replace('-', '_')}", number)
+        elif scoped == "triton,file":
+            _put(tree, "trace.file", value)
+        elif scoped != "mode":
+            raise CliError(f"Bad option: \"--trace-config\".\nunknown trace setting '{scoped}'")
+    if levels:
+        level = "OFF" if "OFF" in levels else ("TENSORS" if "TENSORS" in levels else "TIMESTAMPS")
+        if level == "TENSORS":
+            raise CliError("--trace-config level=TENSORS is not yet supported by Seawall (see docs/differences.md)")
+        if level != "OFF" and not _get(tree, "trace.file"):
+            raise CliError(f"--trace-config level={level} needs a trace file: --trace-config triton,file=<path>")
+        _put(tree, "trace.level", [level])
 
 
 def _environment_defaults(environ: Mapping[str, str]) -> dict[str, object]:

@@ -153,6 +153,17 @@ class LogOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceOptions:
+    """Start-up trace settings (`--trace-config`, triton mode). The file can be set only here (CVE-2024-0100)."""
+
+    level: tuple[str, ...] = ("OFF",)  # ("OFF",) or ("TIMESTAMPS",)
+    rate: int = 1000  # trace every rate-th request
+    count: int = -1  # traces left to take; -1 = no limit
+    log_frequency: int = 0  # write <file>.<n> every this many traces; 0 = one file at shutdown
+    file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RepositoryOptions:
     paths: tuple[str, ...] = ()
     control_mode: ModelControlMode = "none"
@@ -204,6 +215,7 @@ class Options:
     sagemaker: SageMakerOptions = SageMakerOptions()
     vertex: VertexOptions = VertexOptions()
     log: LogOptions = LogOptions()
+    trace: TraceOptions = TraceOptions()
     backends: BackendOptions = BackendOptions()
     limits: Limits = Limits()
     allow_client_shm: bool = False  # client shared-memory registration (Triton 2.68's secure default)

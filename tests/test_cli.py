@@ -451,7 +451,8 @@ def test_sagemaker_flags_and_environment() -> None:
     assert not sagemaker.multi_model and sagemaker.max_models == 64
     options = parse("--sagemaker-max-models=3", environ={"SAGEMAKER_MULTI_MODEL": "true"})
     assert (options.sagemaker.multi_model, options.sagemaker.max_models) == (True, 3)
-    assert not parse(environ={"SAGEMAKER_MULTI_MODEL": "1"}).sagemaker.multi_model  # only "true", as Triton's entrypoint
+    # only "true", as Triton's container entrypoint tests it
+    assert not parse(environ={"SAGEMAKER_MULTI_MODEL": "1"}).sagemaker.multi_model
     assert "--sagemaker-max-models" in error_of(REPO, "--sagemaker-max-models=0")
     assert error_of(REPO, environ={"SAGEMAKER_TRITON_PING_MODE": "x"}) == (
         "SAGEMAKER_TRITON_PING_MODE must be 'ready' or 'live'. Got x"

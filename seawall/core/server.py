@@ -88,7 +88,8 @@ class InferenceServer:
         self._agent_for = agent_for  # repository agents beyond the built-in checksum agent
         # shared with the process's log handler when the CLI made it; otherwise this server's own
         self.log_settings = log_settings if log_settings is not None else LogSettings(options.log)
-        self.trace_settings = TraceSettings()
+        trace = options.trace
+        self.trace_settings = TraceSettings(trace.level, trace.rate, trace.count, trace.file, trace.log_frequency)
         self.shared_memory = SharedMemoryManager(options.allow_client_shm)
         self._registry: object | None = None  # the default backend registry, when we made it
         self._lifecycle: ModelLifecycle | None = None

@@ -19,12 +19,19 @@ _INTEGERS = {"trace_rate": (0, 2**32 - 1), "trace_count": (-1, 2**31 - 1), "log_
 class TraceSettings:
     """The global trace settings and the per-model overrides. Event loop thread only."""
 
-    def __init__(self, level: tuple[str, ...] = ("OFF",), rate: int = 1000, count: int = -1, file: str = "") -> None:
+    def __init__(
+        self,
+        level: tuple[str, ...] = ("OFF",),
+        rate: int = 1000,
+        count: int = -1,
+        file: str = "",
+        log_frequency: int = 0,
+    ) -> None:
         self._global: Settings = {
             "trace_level": list(level),
             "trace_rate": [str(rate)],
             "trace_count": [str(count)],
-            "log_frequency": ["0"],
+            "log_frequency": [str(log_frequency)],
             "trace_file": [file],
             "trace_mode": ["triton"],
         }

@@ -37,6 +37,7 @@ def assess(options: Options, euid: int | None = None) -> list[Finding]:
     findings: list[Finding] = []
     findings += _control_findings(options)
     findings += _listener_findings(options)
+    findings += _trace_findings(options)
     if options.allow_client_shm:
         findings.append(Finding("--allow-client-shm", "clients may map shared memory into the server"))
     if not options.repository.exit_on_error:
@@ -89,6 +90,33 @@ def _control_findings(options: Options) -> list[Finding]:
     return findings
 
 
+def _unrestricted(options: Options, category: str, listeners: tuple[str, ...] = ("HTTP", "gRPC")) -> list[str]:
+    """The listeners among `listeners` on which `category` needs no key (SageMaker uses the HTTP restrictions)."""
+    groups = {"HTTP": options.http.restricted, "gRPC": options.grpc.restricted}
+    return [name for name in listeners if not any(category in r.categories for r in groups[name])]
+
+
+def _trace_findings(options: Options) -> list[Finding]:
+    trace = options.trace
+    findings = []
+    if trace.level != ("OFF",):
+        findings.append(
+            Finding(
+                f"--trace-config level={'+'.join(trace.level)}",
+                f"tracing is on: request ids, model names and timings are written to {trace.file} "
+                f"(one request in {trace.rate})",
+            )
+        )
+    elif trace.file and _unrestricted(options, "trace"):
+        unguarded = ", ".join(_unrestricted(options, "trace"))
+        findings.append(
+            Finding(
+                "--trace-config triton,file", f"any client can turn tracing on: trace is not restricted on {unguarded}"
+            )
+        )
+    return findings
+
+
 def _listener_findings(options: Options) -> list[Finding]:
     findings = []
     metrics_address = options.metrics.address or options.http.address
@@ -107,4 +135,16 @@ def _listener_findings(options: Options) -> list[Finding]:
             )
     if options.metrics.allow:
         findings.append(Finding("--allow-metrics", "metrics are served without authentication"))
+    if (
+        options.sagemaker.allow
+        and options.sagemaker.multi_model
+        and _unrestricted(options, "model-repository", ("HTTP",))
+    ):
+        findings.append(
+            Finding(
+                "SAGEMAKER_MULTI_MODEL=true",
+                "any client of the SageMaker port can load model code from under --sagemaker-model-root: "
+                "model-repository is not restricted (--http-restricted-api)",
+            )
+        )
     return findings

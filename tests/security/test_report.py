@@ -117,3 +117,30 @@ def test_trust_refuses_another_users_directory(tmp_path: Path) -> None:
         pytest.skip("only root can give a directory away")
     os.chown(other, 12345, 12345)
     assert untrusted_reason(str(other)) == f"'{other}' is owned by another user (uid 12345)"
+
+
+def test_tracing_and_the_multi_model_endpoint_are_reported(tmp_path: Path) -> None:
+    from seawall.options import SageMakerOptions, TraceOptions
+
+    tmp_path.chmod(0o755)
+    base = Options(repository=RepositoryOptions(paths=(str(tmp_path),)), metrics=MetricsOptions(allow=False))
+    tracing = base.replace(trace=TraceOptions(level=("TIMESTAMPS",), rate=10, file="/var/log/seawall/trace.json"))
+    assert [(f.setting, f.risk) for f in assess(tracing, euid=1000)] == [
+        (
+            "--trace-config level=TIMESTAMPS",
+            "tracing is on: request ids, model names and timings are written to /var/log/seawall/trace.json "
+            "(one request in 10)",
+        )
+    ]
+    # a trace file lets clients turn tracing on at run time, unless the trace API is restricted everywhere
+    armed = base.replace(trace=TraceOptions(file="/var/log/seawall/trace.json"))
+    assert [f.risk for f in assess(armed, euid=1000)] == [
+        "any client can turn tracing on: trace is not restricted on HTTP, gRPC"
+    ]
+    guard = Restriction(("trace",), "k", "v")
+    guarded = armed.replace(http=HttpOptions(restricted=(guard,)), grpc=GrpcOptions(restricted=(guard,)))
+    assert assess(guarded, euid=1000) == []
+    mme = base.replace(sagemaker=SageMakerOptions(allow=True, multi_model=True))
+    assert _settings(assess(mme, euid=1000)) == ["SAGEMAKER_MULTI_MODEL=true"]
+    assert assess(mme.replace(http=HttpOptions(restricted=(ADMIN,))), euid=1000) == []
+    assert assess(base.replace(sagemaker=SageMakerOptions(allow=True)), euid=1000) == []
