@@ -319,7 +319,8 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
         lines += ["", f"## {workload}", ""]
         if workload in IN_PROCESS:
             lines += [
-                f"Seawall serves add_sub in process ({IN_PROCESS[workload]}, `bench/models_inprocess/{workload}`); "
+                f"Seawall serves add_sub in process ({IN_PROCESS[workload]}: SEAWALL_IN_PROCESS set on a copy of "
+                "add_sub); "
                 "Triton has no in-process Python models, so its column repeats its add_sub cells of this run.",
                 "",
             ]

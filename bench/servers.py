@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,8 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 MODELS = BENCH / "models"
-# Seawall only: add_sub opted into in-process execution (Triton has no such mode; its cell is compared with add_sub)
-INPROCESS_MODELS = BENCH / "models_inprocess"
+#: Seawall only: add_sub opted into in-process execution under these names (Triton has no such mode; the
+#: report compares them with its add_sub), made from bench/models/add_sub by `in_process_repository`.
+IN_PROCESS_MODES = {"add_sub_inprocess": "true", "add_sub_inline": "inline"}
 MLSERVER_DIR = BENCH / "mlserver"
 MLSERVER_VENV = BENCH / ".venv-mlserver"
 MLSERVER_PINS = ("mlserver==1.7.1", "uvloop<0.21")  # mlserver 1.7.1's workers fail on uvloop >= 0.21
@@ -124,6 +126,21 @@ def is_ready(address: str) -> bool:
         connection.close()
 
 
+def in_process_repository() -> Path:
+    """A repository of add_sub copies with SEAWALL_IN_PROCESS set (gitignored, rewritten on every start)."""
+    root = BENCH / "results" / "raw" / "models_inprocess"
+    source = MODELS / "add_sub"
+    config = (source / "config.pbtxt").read_text()
+    for name, mode in IN_PROCESS_MODES.items():
+        version = root / name / "1"
+        version.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / "1" / "model.py", version / "model.py")
+        text = config.replace('name: "add_sub"', f'name: "{name}"')
+        text += f'parameters {{ key: "SEAWALL_IN_PROCESS" value {{ string_value: "{mode}" }} }}\n'
+        (root / name / "config.pbtxt").write_text(text)
+    return root
+
+
 def start(name: str, timeout: float = 180) -> Server:
     """Start server `name` on loopback with bench/models (or bench/mlserver); return once it is ready.
 
@@ -133,7 +150,7 @@ def start(name: str, timeout: float = 180) -> Server:
     ports = {"http": _free_port(), "grpc": _free_port(), "metrics": _free_port()}
     if name == "seawall":
         argv = [str(ROOT / ".venv" / "bin" / "python"), "-m", "seawall", f"--model-repository={MODELS}"]
-        argv += [f"--model-repository={INPROCESS_MODELS}"]
+        argv += [f"--model-repository={in_process_repository()}"]
         argv += ["--http-port=0", "--grpc-port=0", "--metrics-port=0"]
     elif name == "triton":
         argv, env = _triton_command()
