@@ -73,17 +73,23 @@ def test_security_report_flags_tracing_that_is_on(tmp_path: Path) -> None:
     assert "tracing is on" not in off.stdout
 
 
-def test_the_trace_extension_reports_the_start_up_settings(tmp_path: Path) -> None:
+def test_a_real_server_reports_the_settings_and_writes_the_trace_file(tmp_path: Path) -> None:
     trace_file = tmp_path / "trace.json"
     server = start_seawall("--trace-config=level=TIMESTAMPS", f"--trace-config=triton,file={trace_file}",
-                           "--trace-config=count=3")  # fmt: skip
+                           "--trace-config=count=1", "--trace-config=rate=1")  # fmt: skip
     try:
         status, _, body = http_request(server, "GET", "/v2/trace/setting")
         assert status == 200
         settings = json.loads(body)
         assert (settings["trace_level"], settings["trace_count"], settings["trace_file"]) == (
-            ["TIMESTAMPS"], "3", str(trace_file),
+            ["TIMESTAMPS"], "1", str(trace_file),
         )  # fmt: skip
         assert "tracing is on" in server.log()  # the start-up security warnings
+        infer = {"id": "req-7", "inputs": [{"name": n, "datatype": "FP32", "shape": [4], "data": [1, 2, 3, 4]}
+                                           for n in ("INPUT0", "INPUT1")]}  # fmt: skip
+        assert http_request(server, "POST", "/v2/models/add_sub/infer", json.dumps(infer).encode())[0] == 200
+        records = json.loads((tmp_path / "trace.json.0").read_text())  # the count is used up: written at once
+        assert records[0] == {"id": 1, "model_name": "add_sub", "model_version": 1, "request_id": "req-7"}
+        assert [r["timestamps"][0]["name"] for r in records[1:]] == ["REQUEST_START", "QUEUE_START", "REQUEST_END"]
     finally:
         server.stop()

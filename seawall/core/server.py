@@ -22,6 +22,7 @@ from seawall.core.repository import is_valid_model_name as is_valid_model_name  
 from seawall.core.response_cache import ResponseCache, decode_response, encode_response, request_key
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace import TraceSettings
+from seawall.core.trace_file import TraceFile
 from seawall.core.types import (
     InferRequest,
     InferResponse,
@@ -90,6 +91,7 @@ class InferenceServer:
         self.log_settings = log_settings if log_settings is not None else LogSettings(options.log)
         trace = options.trace
         self.trace_settings = TraceSettings(trace.level, trace.rate, trace.count, trace.file, trace.log_frequency)
+        self._traces = TraceFile(self.trace_settings)  # writes the start-up trace file; event loop thread
         self.shared_memory = SharedMemoryManager(options.allow_client_shm)
         self._registry: object | None = None  # the default backend registry, when we made it
         self._lifecycle: ModelLifecycle | None = None
@@ -145,6 +147,7 @@ class InferenceServer:
         self.shared_memory.close()
         if self._lifecycle is not None:
             await self._lifecycle.unload_all()
+        self._traces.close()
         registry, self._registry = self._registry, None
         if registry is not None:
             await registry.stop()  # type: ignore[attr-defined]
@@ -351,13 +354,18 @@ class InferenceServer:
             tensor_io.read_shm_inputs(request, self.shared_memory, self.options.limits)
         batch_size = check_request(request, entry.spec)
         self._inflight += 1
+        trace = self._traces.begin(request.model_name, entry.version, request.id)
         try:
+            if trace is not None:
+                trace.stamp("QUEUE_START")
             if self._caches(entry):
                 response = await self._infer_cached(entry, request, batch_size)
             else:
                 response = await entry.scheduler.enqueue(request, batch_size, _timeout_ns(request))
         finally:
             self._inflight -= 1
+            if trace is not None:
+                self._traces.end(trace)
         response.model_name = request.model_name
         response.model_version = str(entry.version)
         response.id = request.id

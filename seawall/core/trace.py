@@ -1,7 +1,8 @@
-"""Trace settings of the trace extension: global and per-model, read and changed at run time.
+"""Trace settings of the trace extension: global and per-model, read and changed at run time, and which
+requests they sample.
 
 Imports `errors`. Values travel as lists of strings, the shape both protocols use; the trace file can only
-be set at start-up (Triton's CVE-2024-0100 fix). Exporting traces is not done here.
+be set at start-up (Triton's CVE-2024-0100 fix). Writing traces is `trace_file`'s job.
 """
 
 from __future__ import annotations
@@ -36,6 +37,35 @@ class TraceSettings:
             "trace_mode": ["triton"],
         }
         self._models: dict[str, Settings] = {}
+        # sampling state per scope ("" = the global settings, else a model with overrides); reset by update()
+        self._seen: dict[str, int] = {}  # requests counted towards trace_rate
+        self._left: dict[str, int] = {}  # traces still to take when trace_count is not -1
+
+    def is_on(self) -> bool:
+        """Whether any request could be traced now (cheap: the inference path asks it on every request)."""
+        return self._global["trace_level"] != ["OFF"] or bool(self._models)
+
+    def sample(self, model: str) -> Settings | None:
+        """The effective settings when this request of `model` is to be traced, else None: Triton's rule, every
+        trace_rate-th request while trace_count lasts, counted per settings scope."""
+        scope = model if model in self._models else ""
+        settings = self.get(scope)
+        if "TIMESTAMPS" not in settings["trace_level"] or not settings["trace_file"][0]:
+            return None
+        rate, count = int(settings["trace_rate"][0]), int(settings["trace_count"][0])
+        left = self._left.get(scope, count)
+        if rate == 0 or left == 0:
+            return None
+        self._seen[scope] = seen = self._seen.get(scope, 0) + 1
+        if seen % rate:
+            return None
+        if left > 0:
+            self._left[scope] = left - 1
+        return settings
+
+    def exhausted(self, model: str) -> bool:
+        """Whether the trace_count of `model`'s scope has been used up (its traces are then written out)."""
+        return self._left.get(model if model in self._models else "", -1) == 0
 
     def get(self, model: str = "") -> Settings:
         """The effective settings: the model's overrides over the global ones."""
@@ -69,11 +99,16 @@ class TraceSettings:
                     target.pop(key, None)
             else:
                 target[key] = value
+        for scope in list(self._seen) + list(self._left) if not model else [model]:
+            self._seen.pop(scope, None)  # new settings count afresh, as Triton's new setting object does
+            self._left.pop(scope, None)
         return self.get(model)
 
 
 def _check_level(values: list[str]) -> list[str]:
     levels = [v for v in values if v in _LEVELS]  # unknown level names are ignored, as Triton does
+    if "TENSORS" in levels:
+        raise UnsupportedError("trace level 'TENSORS' is not supported by Seawall")
     if "OFF" in levels and len(levels) > 1:
         raise InvalidArgumentError("Expect only one trace level 'OFF' is specified")
     return levels or ["OFF"]
