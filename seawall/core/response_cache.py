@@ -1,7 +1,7 @@
 """The response cache: the interface a cache implements, the built-in `local` LRU cache, and how the core
 turns a request into a key and a response into bytes (and back).
 
-Imports numpy, `core.raw`, `core.types`, `errors`. A cache stores opaque bytes under opaque keys, so a
+Imports numpy, `core.raw`, `core.stats`, `core.types`, `errors`. A cache stores opaque bytes under opaque keys, so a
 cache plugin never sees Seawall's types; nothing here knows a transport.
 """
 
@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import struct
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from seawall.core import raw
+from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, InferResponse, ParamValue, Tensor, element_count
 from seawall.errors import InternalError, InvalidArgumentError
+
+logger = logging.getLogger(__name__)
 
 #: request parameters that change when or how a request is scheduled, never what the model answers
 _SCHEDULING_PARAMETERS = frozenset(("timeout", "priority", "sequence_id", "sequence_start", "sequence_end"))
@@ -180,3 +185,35 @@ def decode_response(value: bytes, model_name: str, model_version: str) -> InferR
         return InferResponse(model_name, model_version, outputs, parameters=dict(header["parameters"]))
     except (ValueError, KeyError, TypeError, struct.error, InvalidArgumentError) as exc:
         raise InternalError("the response cache returned a malformed entry") from exc
+
+
+async def infer_cached(
+    cache: ResponseCache,
+    request: InferRequest,
+    version: int,
+    stats: StatsRecorder,
+    execute: Callable[[], Awaitable[InferResponse]],
+) -> InferResponse:
+    """The cached response to `request`, or the one `execute()` produces (then stored); statistics as Triton
+    counts them. A failing cache is a miss.
+    """
+    started = time.monotonic_ns()
+    key = request_key(request, version)
+    try:
+        value = cache.lookup(key)
+        hit = None if value is None else decode_response(value, request.model_name, str(version))
+    except Exception:
+        logger.exception("response cache lookup for model '%s' failed", request.model_name)
+        hit = None
+    looked_up = time.monotonic_ns()
+    if hit is not None:
+        stats.record_cache_hit(looked_up - started, looked_up - started)
+        return hit
+    response = await execute()
+    inserting = time.monotonic_ns()
+    try:
+        cache.insert(key, encode_response(response))
+    except Exception:
+        logger.exception("response cache insert for model '%s' failed", request.model_name)
+    stats.record_cache_miss(looked_up - started + time.monotonic_ns() - inserting)
+    return response

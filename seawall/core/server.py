@@ -19,7 +19,7 @@ from seawall.core.log_settings import LogSettings, LogValue
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
 from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.repository import is_valid_model_name as is_valid_model_name  # for frontends checking names
-from seawall.core.response_cache import ResponseCache, decode_response, encode_response, request_key
+from seawall.core.response_cache import ResponseCache, infer_cached
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace import TraceSettings
 from seawall.core.trace_file import TraceFile
@@ -317,25 +317,23 @@ class InferenceServer:
         """
         models = self._lifecycle.models if self._lifecycle is not None else {}
         if not name:
-            return [
-                v.stats.snapshot(self._caches(v))
-                for n in sorted(models)
-                for _, v in sorted(models[n].versions.items())
-                if v.is_ready()
-            ]
-        record = models.get(name)
-        if record is None or not any(v.is_ready() for v in record.versions.values()):
-            raise InvalidArgumentError(f"requested model '{name}' is not available")
-        if not version:
-            return [v.stats.snapshot(self._caches(v)) for _, v in sorted(record.versions.items()) if v.is_ready()]
-        entry = record.versions.get(repository.parse_version(version))
-        if entry is None or not entry.is_ready():
-            raise InvalidArgumentError(f"requested model version is not available for model '{name}'")
-        return [entry.stats.snapshot(self._caches(entry))]
+            versions = [v for n in sorted(models) for _, v in sorted(models[n].versions.items()) if v.is_ready()]
+        else:
+            record = models.get(name)
+            if record is None or not any(v.is_ready() for v in record.versions.values()):
+                raise InvalidArgumentError(f"requested model '{name}' is not available")
+            versions = [v for _, v in sorted(record.versions.items()) if v.is_ready()]
+            if version:
+                entry = record.versions.get(repository.parse_version(version))
+                if entry is None or not entry.is_ready():
+                    raise InvalidArgumentError(f"requested model version is not available for model '{name}'")
+                versions = [entry]
+        return [v.stats.snapshot(self._cache_for(v) is not None) for v in versions]
 
-    def _caches(self, entry: ModelVersion) -> bool:
-        """Whether `entry`'s responses go through the response cache."""
-        return self._response_cache is not None and entry.config is not None and entry.config.response_cache.enable
+    def _cache_for(self, entry: ModelVersion) -> ResponseCache | None:
+        """The response cache, if `entry`'s responses go through it."""
+        enabled = entry.config is not None and entry.config.response_cache.enable
+        return self._response_cache if enabled else None
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Validate `request` against the model's config, schedule it on an instance, return its response.
@@ -358,10 +356,18 @@ class InferenceServer:
         try:
             if trace is not None:
                 trace.stamp("QUEUE_START")
-            if self._caches(entry):
-                response = await self._infer_cached(entry, request, batch_size)
+            scheduler, timeout_ns = entry.scheduler, _timeout_ns(request)
+            cache = self._cache_for(entry)
+            if cache is not None:
+                response = await infer_cached(
+                    cache,
+                    request,
+                    entry.version,
+                    entry.stats,
+                    lambda: scheduler.enqueue(request, batch_size, timeout_ns),
+                )
             else:
-                response = await entry.scheduler.enqueue(request, batch_size, _timeout_ns(request))
+                response = await scheduler.enqueue(request, batch_size, timeout_ns)
         finally:
             self._inflight -= 1
             if trace is not None:
@@ -375,32 +381,6 @@ class InferenceServer:
             if any(o.parameters for o in request.outputs):
                 tensor_io.classify_outputs(request.outputs, response, entry.labels, entry.spec.max_batch_size > 0)
                 tensor_io.write_shm_outputs(request.outputs, response, self.shared_memory)
-        return response
-
-    async def _infer_cached(self, entry: ModelVersion, request: InferRequest, batch_size: int) -> InferResponse:
-        """A hit skips the scheduler; a miss executes and stores the response. A failing cache is a miss."""
-        cache, scheduler = self._response_cache, entry.scheduler
-        assert cache is not None and scheduler is not None
-        timeout_ns = _timeout_ns(request)
-        started = time.monotonic_ns()
-        key = request_key(request, entry.version)
-        try:
-            value = cache.lookup(key)
-            hit = None if value is None else decode_response(value, request.model_name, str(entry.version))
-        except Exception:
-            logger.exception("response cache lookup for model '%s' failed", request.model_name)
-            hit = None
-        looked_up = time.monotonic_ns()
-        if hit is not None:
-            entry.stats.record_cache_hit(looked_up - started, looked_up - started)
-            return hit
-        response = await scheduler.enqueue(request, batch_size, timeout_ns)
-        inserting = time.monotonic_ns()
-        try:
-            cache.insert(key, encode_response(response))
-        except Exception:
-            logger.exception("response cache insert for model '%s' failed", request.model_name)
-        entry.stats.record_cache_miss(looked_up - started + time.monotonic_ns() - inserting)
         return response
 
     # ---------------------------------------------------------------------------------------- draining
