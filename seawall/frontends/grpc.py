@@ -14,12 +14,15 @@ from typing import Any
 import grpc
 import grpc.aio
 from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
 from seawall.core.server import InferenceServer
+from seawall.core.types import InferResponse
 from seawall.errors import InternalError, SeawallError, UnsupportedError
 from seawall.frontends import grpc_admin as admin
 from seawall.frontends import grpc_codec as codec
+from seawall.frontends import grpc_wire as wire
 from seawall.frontends.grpc_stream import serve_stream
 from seawall.frontends.status import grpc_status
 from seawall.options import GrpcOptions, Limits, Options
@@ -31,6 +34,9 @@ logger = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
+#: the RPC whose handler takes and returns serialized bytes (grpc_wire), and the only one registered with grpc
+#: core by name: grpc.aio awaits one pending call per registered method on every call it accepts
+HOT_RPC = "ModelInfer"
 
 _RPC_CATEGORY_NAMES = {
     "ServerLive": "health",
@@ -90,6 +96,11 @@ def _metadata_lookup(context: Any) -> Callable[[str], str | None]:
 
 
 def _model_of(request: Any) -> str:
+    if isinstance(request, bytes):  # the hot path's request: parsed again only to name the model in a log line
+        try:
+            request = service_pb2.ModelInferRequest.FromString(request)
+        except DecodeError:
+            return ""
     name = getattr(request, "model_name", None) or getattr(request, "name", None)
     return name if isinstance(name, str) else ""
 
@@ -180,18 +191,19 @@ class _Servicer:
         # no CUDA region can exist, so there is nothing to forget (Triton answers OK for unknown names)
         return service_pb2.CudaSharedMemoryUnregisterResponse()
 
-    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return await self._infer(request)
+    async def ModelInfer(self, data: bytes, context: Any) -> bytes:  # noqa: N802
+        """Serialized request in, serialized response out: the tensors are never copied into message objects."""
+        request, raw_contents = wire.parse_infer_request(data)
+        return wire.infer_response_bytes(await self._infer(request, raw_contents))
 
-    async def _infer(self, request: Any) -> Any:
+    async def _infer(self, request: Any, raw_contents: Any = None) -> InferResponse:
         try:
-            core_request = codec.infer_request_from_proto(request, self._limits)
+            core_request = codec.infer_request_from_proto(request, self._limits, raw_contents)
         except SeawallError:
             # Triton resolves the model before it reads inputs: an unknown model or bad version wins
             self._server.model_metadata(request.model_name, request.model_version)
             raise
-        response = await self._server.infer(core_request)
-        return codec.infer_response_to_proto(response)
+        return await self._server.infer(core_request)
 
     async def ModelStreamInfer(self, requests: Any, context: Any) -> None:  # noqa: N802
         await serve_stream(requests, context, self._stream_answer)
@@ -199,7 +211,7 @@ class _Servicer:
     async def _stream_answer(self, request: Any) -> Any:
         """One stream response: the inference response, or its error as `error_message` (the stream goes on)."""
         try:
-            response = await self._infer(request)
+            response = codec.infer_response_to_proto(await self._infer(request))
         except SeawallError as exc:
             logger.debug("ModelStreamInfer request refused for model %r: %r", request.model_name, exc.message)
             message = exc.message
@@ -267,6 +279,9 @@ def build_handlers(server: InferenceServer, options: Options) -> dict[str, dict[
         request_type = message_factory.GetMessageClass(method.input_type)
         response_type = message_factory.GetMessageClass(method.output_type)
         make = grpc.stream_stream_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
+        if method.name == HOT_RPC:
+            methods[method.name] = make(guarded)  # bytes both ways
+            continue
         methods[method.name] = make(
             guarded,
             request_deserializer=request_type.FromString,
@@ -334,8 +349,16 @@ class GrpcFrontend:
         """
         grpc_options = self._options.grpc
         server = grpc.aio.server(options=server_options(grpc_options, self._options.limits))
-        for service, methods in build_handlers(self._core, self._options).items():
-            server.add_registered_method_handlers(service, methods)
+        handlers = build_handlers(self._core, self._options)
+        server.add_registered_method_handlers(SERVICE, {HOT_RPC: handlers[SERVICE][HOT_RPC]})
+        server.add_generic_rpc_handlers(
+            tuple(
+                grpc.method_handlers_generic_handler(
+                    service, {name: h for name, h in methods.items() if (service, name) != (SERVICE, HOT_RPC)}
+                )
+                for service, methods in handlers.items()
+            )
+        )
         host = grpc_options.address
         target = f"[{host}]:{grpc_options.port}" if ":" in host else f"{host}:{grpc_options.port}"
         try:

@@ -176,14 +176,15 @@ def bytes_from_raw(raw: bytes, count: int, name: str, model: str, tag: str) -> n
     return strings
 
 
-def _tensor_from_raw(inp: Any, raw: bytes, model: str, tag: str, limits: Limits) -> Tensor:
+def _tensor_from_raw(inp: Any, raw: bytes | memoryview, model: str, tag: str, limits: Limits) -> Tensor:
     name: str = inp.name
     datatype: str = inp.datatype
     shape = tuple(inp.shape)
     count = checked_element_count(shape, name, model, tag, limits)
     if datatype == "BYTES":
         _check_bytes(len(raw), name, model, tag, limits)
-        data = bytes_from_raw(raw, count, name, model, tag).reshape(shape)
+        # elements must be bytes objects, not views: slice them from a bytes copy
+        data = bytes_from_raw(bytes(raw), count, name, model, tag).reshape(shape)
         return Tensor(name, datatype, shape, data)
     size = ELEMENT_SIZES.get(datatype)
     if size is None:
@@ -224,9 +225,12 @@ def _tensor_from_shm(inp: Any, model: str) -> Tensor:
     return Tensor(inp.name, datatype, tuple(inp.shape), np.empty(0, dtype=dtype))
 
 
-def infer_request_from_proto(message: Any, limits: Limits) -> InferRequest:
+def infer_request_from_proto(
+    message: Any, limits: Limits, raw_contents: Sequence[bytes | memoryview] | None = None
+) -> InferRequest:
     """Decode a ModelInferRequest; raw entries are consumed in order by inputs without typed `contents` or a
-    shared-memory region (those get an empty placeholder the core fills from the region).
+    shared-memory region (those get an empty placeholder the core fills from the region). `raw_contents`, when
+    given, replaces the message's own `raw_input_contents` (views split from the wire by `grpc_wire`).
 
     Raises:
         InvalidArgumentError: contents and raw data mixed, data missing or left over, bad sizes or parameters.
@@ -236,7 +240,8 @@ def infer_request_from_proto(message: Any, limits: Limits) -> InferRequest:
     tag = request_tag(message.id)
     if len(message.inputs) > limits.max_inputs or len(message.outputs) > limits.max_outputs:
         raise ResourceExhaustedError(f"{tag}too many inputs or outputs for model '{model}'")
-    raw_contents = message.raw_input_contents
+    if raw_contents is None:
+        raw_contents = message.raw_input_contents
     raw_index = 0
     inputs: list[Tensor] = []
     for inp in message.inputs:

@@ -198,3 +198,27 @@ async def test_aio_client(seawall: ServerProcess) -> None:
         result = await aio.infer("add_sub", inputs, request_id="aio")
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a * 3)
         np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), -a)
+
+
+def test_large_tensors_round_trip(client: grpcclient.InferenceServerClient) -> None:
+    # above the size where ModelInfer splits tensor bytes out of the message instead of parsing them into it
+    data = np.arange(2 * 40_000, dtype=np.float32).reshape(2, 40_000)
+    inp = grpcclient.InferInput("INPUT0", [2, 40_000], "FP32")
+    inp.set_data_from_numpy(data)
+    np.testing.assert_array_equal(client.infer("identity", [inp]).as_numpy("OUTPUT0"), data)
+    strings = np.array([b"x" * 50_000, b"", "é".encode()], dtype=object)
+    inp = grpcclient.InferInput("INPUT0", [3], "BYTES")
+    inp.set_data_from_numpy(strings)
+    assert client.infer("string_identity", [inp]).as_numpy("OUTPUT0").tolist() == strings.tolist()
+
+
+@pytest.mark.parametrize("body", [b"\xff\xff", b"\x3a\xff\xff\xff\x07" + b"\x00" * 40_000])
+def test_unparseable_request_is_invalid_argument(seawall: ServerProcess, body: bytes) -> None:
+    with grpc.insecure_channel(seawall.grpc) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")(body)
+        assert (info.value.code(), info.value.details()) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Unable to parse request",
+        )
+        assert service_pb2_grpc.GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest()).ready
