@@ -34,9 +34,11 @@ logger = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
-#: the RPC whose handler takes and returns serialized bytes (grpc_wire), and the only one registered with grpc
-#: core by name: grpc.aio awaits one pending call per registered method on every call it accepts
+#: the only RPC registered with grpc core by name: grpc.aio awaits one pending call per registered method on
+#: every call it accepts, so the others go through one generic handler
 HOT_RPC = "ModelInfer"
+#: RPCs whose handlers take and return serialized messages (grpc_wire): tensor bytes never enter message objects
+_WIRE_RPCS = (HOT_RPC, "ModelStreamInfer")
 
 _RPC_CATEGORY_NAMES = {
     "ServerLive": "health",
@@ -208,23 +210,27 @@ class _Servicer:
     async def ModelStreamInfer(self, requests: Any, context: Any) -> None:  # noqa: N802
         await serve_stream(requests, context, self._stream_answer)
 
-    async def _stream_answer(self, request: Any) -> Any:
-        """One stream response: the inference response, or its error as `error_message` (the stream goes on)."""
+    async def _stream_answer(self, data: bytes) -> bytes:
+        """One serialized stream response: the inference response, or its error as `error_message` (the stream
+        goes on)."""
+        request_id = model = ""
         try:
-            response = codec.infer_response_to_proto(await self._infer(request))
+            request, raw_contents = wire.parse_infer_request(data)
+            request_id, model = request.id, request.model_name
+            response = await self._infer(request, raw_contents)
         except SeawallError as exc:
-            logger.debug("ModelStreamInfer request refused for model %r: %r", request.model_name, exc.message)
+            logger.debug("ModelStreamInfer request refused for model %r: %r", model, exc.message)
             message = exc.message
         except Exception:
-            logger.exception("ModelStreamInfer request failed for model %r", request.model_name)
+            logger.exception("ModelStreamInfer request failed for model %r", model)
             message = "internal error"
         else:
             # Triton marks every response of a stream, decoupled or not
-            response.parameters[_FINAL].bool_param = True
-            return service_pb2.ModelStreamInferResponse(infer_response=response)
-        return service_pb2.ModelStreamInferResponse(
-            error_message=message, infer_response=service_pb2.ModelInferResponse(id=request.id)
+            return wire.stream_response_bytes(response, {**response.parameters, _FINAL: True})
+        error = service_pb2.ModelStreamInferResponse(
+            error_message=message, infer_response=service_pb2.ModelInferResponse(id=request_id)
         )
+        return bytes(error.SerializeToString())
 
     async def health_check(self, request: Any, context: Any) -> int:
         return _SERVING if self._server.is_ready() else _NOT_SERVING
@@ -279,7 +285,7 @@ def build_handlers(server: InferenceServer, options: Options) -> dict[str, dict[
         request_type = message_factory.GetMessageClass(method.input_type)
         response_type = message_factory.GetMessageClass(method.output_type)
         make = grpc.stream_stream_rpc_method_handler if method.client_streaming else grpc.unary_unary_rpc_method_handler
-        if method.name == HOT_RPC:
+        if method.name in _WIRE_RPCS:
             methods[method.name] = make(guarded)  # bytes both ways
             continue
         methods[method.name] = make(

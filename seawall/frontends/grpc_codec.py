@@ -52,6 +52,8 @@ _CONTENTS_FIELDS = (
     ("bytes_contents", "BYTES", np.dtype(np.object_)),
 )
 _FIELD_DTYPES = {field: dtype for field, _, dtype in _CONTENTS_FIELDS}
+#: the little-endian numpy dtype of each fixed-size datatype (raw tensor bytes are little-endian)
+_RAW_DTYPES = {name: dtype.newbyteorder("<") for name, dtype in NUMPY_DTYPES.items() if name in ELEMENT_SIZES}
 #: the typed field that carries each datatype (FP16 and BF16 have none: raw only)
 _FIELD_FOR = {
     **dict.fromkeys(("INT8", "INT16", "INT32"), "int_contents"),
@@ -72,6 +74,8 @@ def checked_element_count(shape: Sequence[int], name: str, model: str, tag: str,
         InvalidArgumentError: a negative dimension, or more dimensions than numpy can hold.
         ResourceExhaustedError: more elements than `limits.max_tensor_elements`.
     """
+    if len(shape) == 1 and 0 <= shape[0] <= limits.max_tensor_elements:  # the common case, checked at once
+        return shape[0]
     if len(shape) > _MAX_DIMS:
         raise InvalidArgumentError(
             f"{tag}input '{name}' for model '{model}' has {len(shape)} dimensions, more than {_MAX_DIMS}"
@@ -186,18 +190,18 @@ def _tensor_from_raw(inp: Any, raw: bytes | memoryview, model: str, tag: str, li
         # elements must be bytes objects, not views: slice them from a bytes copy
         data = bytes_from_raw(bytes(raw), count, name, model, tag).reshape(shape)
         return Tensor(name, datatype, shape, data)
-    size = ELEMENT_SIZES.get(datatype)
-    if size is None:
+    dtype = _RAW_DTYPES.get(datatype)
+    if dtype is None:
         raise InvalidArgumentError(f"invalid datatype for input {name}")
-    expected = count * size
+    expected = count * dtype.itemsize
     _check_bytes(expected, name, model, tag, limits)
     if len(raw) != expected:
         raise InvalidArgumentError(
             f"{tag}input byte size mismatch for input '{name}' for model '{model}'. Expected {expected}, got {len(raw)}"
         )
-    # a read-only view on the message's bytes: no copy
-    data = np.frombuffer(raw, dtype=NUMPY_DTYPES[datatype].newbyteorder("<"), count=count).reshape(shape)
-    return Tensor(name, datatype, shape, data)
+    # a read-only view on the message's bytes (or on the request, see grpc_wire): no copy
+    data = np.frombuffer(raw, dtype=dtype, count=count)
+    return Tensor(name, datatype, shape, data if len(shape) == 1 else data.reshape(shape))
 
 
 def _tensor_from_typed(inp: Any, model: str, tag: str, limits: Limits) -> Tensor:

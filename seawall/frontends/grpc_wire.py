@@ -8,14 +8,14 @@ which never pass through a message object: each would be copied into it and agai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
 from seawall.core.raw import encode as encode_raw
-from seawall.core.types import InferResponse
+from seawall.core.types import InferResponse, ParamValue
 from seawall.errors import InvalidArgumentError
 from seawall.frontends.grpc_parameters import SHM_REGION, set_parameters
 
@@ -24,6 +24,7 @@ SPLIT_MIN_BYTES = 32 * 1024
 _RAW_INPUT_FIELD = 7  # ModelInferRequest.raw_input_contents
 _LENGTH_DELIMITED = 2
 _RAW_OUTPUT_TAG = b"\x32"  # ModelInferResponse.raw_output_contents: field 6, length-delimited
+_STREAM_INFER_RESPONSE_TAG = b"\x12"  # ModelStreamInferResponse.infer_response: field 2, length-delimited
 _FIXED_SIZES = {1: 8, 5: 4}  # wire types fixed64 and fixed32
 _PARSE_ERROR = "Unable to parse request"  # Triton's text (its code is INTERNAL)
 
@@ -107,14 +108,12 @@ def parse_infer_request(data: bytes) -> tuple[Any, Sequence[bytes | memoryview]]
         raise InvalidArgumentError(_PARSE_ERROR) from None
 
 
-def infer_response_bytes(response: InferResponse) -> bytes:
-    """A serialized ModelInferResponse equal to `grpc_codec.infer_response_to_proto(response)`'s: every output in
-    `raw_output_contents` (empty for one written to shared memory), its bytes copied once, into the result."""
+def _response_parts(response: InferResponse, parameters: Mapping[str, ParamValue]) -> list[bytes | memoryview]:
     head = service_pb2.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id
     )
-    if response.parameters:
-        set_parameters(head.parameters, response.parameters)
+    if parameters:
+        set_parameters(head.parameters, parameters)
     contents: list[bytes | memoryview] = []
     for tensor in response.outputs:
         out = head.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
@@ -129,4 +128,19 @@ def infer_response_bytes(response: InferResponse) -> bytes:
     for content in contents:
         parts.append(_RAW_OUTPUT_TAG + encode_varint(len(content)))
         parts.append(content)
-    return b"".join(parts)
+    return parts
+
+
+def infer_response_bytes(response: InferResponse, parameters: Mapping[str, ParamValue] | None = None) -> bytes:
+    """A serialized ModelInferResponse equal to `grpc_codec.infer_response_to_proto(response)`'s: every output in
+    `raw_output_contents` (empty for one written to shared memory), its bytes copied once, into the result.
+    `parameters`, when given, replace the response's own (the response itself is never changed: it may be cached).
+    """
+    return b"".join(_response_parts(response, response.parameters if parameters is None else parameters))
+
+
+def stream_response_bytes(response: InferResponse, parameters: Mapping[str, ParamValue]) -> bytes:
+    """A serialized ModelStreamInferResponse holding `response` with `parameters`, its tensor bytes copied once."""
+    parts = _response_parts(response, parameters)
+    size = sum(len(part) for part in parts)
+    return b"".join([_STREAM_INFER_RESPONSE_TAG, encode_varint(size), *parts])

@@ -108,3 +108,18 @@ def test_cancelled_streams_do_not_hurt_the_server(seawall: ServerProcess) -> Non
         answers = list(stub.ModelStreamInfer(iter([_request(request_id="after")])))
         assert [a.infer_response.id for a in answers] == ["after"]
     assert "Traceback" not in seawall.log()
+
+
+def test_large_tensors_and_unparseable_messages_on_a_stream(seawall: ServerProcess) -> None:
+    data = np.arange(40_000, dtype=np.float32)  # above the size where tensor bytes are split out of the message
+    large = pb.ModelInferRequest(model_name="identity", id="large", raw_input_contents=[data.tobytes()])
+    large.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 40_000])
+    with grpc.insecure_channel(seawall.grpc) as channel:
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        replies = [
+            pb.ModelStreamInferResponse.FromString(r) for r in stream(iter([large.SerializeToString(), b"\xff"]))
+        ]
+    assert [r.error_message for r in replies] == ["", "Unable to parse request"]
+    assert replies[0].infer_response.raw_output_contents[0] == data.tobytes()
+    assert replies[0].infer_response.parameters["triton_final_response"].bool_param is True
+    assert replies[1].infer_response == pb.ModelInferResponse()

@@ -123,3 +123,12 @@ def test_varint_matches_protobuf(value: int) -> None:
     tag = b"\x10"  # InferParameter.int64_param: field 2, varint
     assert tag + wire.encode_varint(value) == pb.InferParameter(int64_param=value).SerializeToString()
     assert wire.encode_varint(0) == b"\x00"
+
+
+def test_stream_response_bytes_equal_the_generated_message() -> None:
+    response = InferResponse("identity", "1", [Tensor("OUTPUT0", "FP32", BIG.shape, BIG)], id="s", parameters={"a": 1})
+    data = wire.stream_response_bytes(response, {**response.parameters, "triton_final_response": True})
+    expected = codec.infer_response_to_proto(response)
+    expected.parameters["triton_final_response"].bool_param = True
+    assert pb.ModelStreamInferResponse.FromString(data) == pb.ModelStreamInferResponse(infer_response=expected)
+    assert response.parameters == {"a": 1}  # the core's response is left as it was (it may be cached)
