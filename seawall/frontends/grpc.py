@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
 from seawall.core.server import InferenceServer
-from seawall.core.types import InferResponse
+from seawall.core.types import InferRequest
 from seawall.errors import InternalError, SeawallError, UnsupportedError
 from seawall.frontends import grpc_admin as admin
 from seawall.frontends import grpc_codec as codec
@@ -196,16 +196,15 @@ class _Servicer:
     async def ModelInfer(self, data: bytes, context: Any) -> bytes:  # noqa: N802
         """Serialized request in, serialized response out: the tensors are never copied into message objects."""
         request, raw_contents = wire.parse_infer_request(data)
-        return wire.infer_response_bytes(await self._infer(request, raw_contents))
+        return wire.infer_response_bytes(await self._server.infer(self._decode(request, raw_contents)))
 
-    async def _infer(self, request: Any, raw_contents: Any = None) -> InferResponse:
+    def _decode(self, request: Any, raw_contents: Any) -> InferRequest:
         try:
-            core_request = codec.infer_request_from_proto(request, self._limits, raw_contents)
+            return codec.infer_request_from_proto(request, self._limits, raw_contents)
         except SeawallError:
             # Triton resolves the model before it reads inputs: an unknown model or bad version wins
             self._server.model_metadata(request.model_name, request.model_version)
             raise
-        return await self._server.infer(core_request)
 
     async def ModelStreamInfer(self, requests: Any, context: Any) -> None:  # noqa: N802
         await serve_stream(requests, context, self._stream_answer)
@@ -217,7 +216,7 @@ class _Servicer:
         try:
             request, raw_contents = wire.parse_infer_request(data)
             request_id, model = request.id, request.model_name
-            response = await self._infer(request, raw_contents)
+            response = await self._server.infer(self._decode(request, raw_contents))
         except SeawallError as exc:
             logger.debug("ModelStreamInfer request refused for model %r: %r", model, exc.message)
             message = exc.message

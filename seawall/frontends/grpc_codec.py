@@ -241,42 +241,45 @@ def infer_request_from_proto(
         ResourceExhaustedError: a tensor over the element or byte limit, or too many inputs/outputs.
     """
     model: str = message.model_name
-    tag = request_tag(message.id)
-    if len(message.inputs) > limits.max_inputs or len(message.outputs) > limits.max_outputs:
+    request_id: str = message.id
+    tag = request_tag(request_id)
+    tensors, requested = message.inputs, message.outputs
+    if len(tensors) > limits.max_inputs or len(requested) > limits.max_outputs:
         raise ResourceExhaustedError(f"{tag}too many inputs or outputs for model '{model}'")
-    if raw_contents is None:
-        raw_contents = message.raw_input_contents
+    raw = message.raw_input_contents if raw_contents is None else raw_contents
+    raw_count = len(raw)
     raw_index = 0
     inputs: list[Tensor] = []
-    for inp in message.inputs:
+    for inp in tensors:
         params = tensor_parameters(inp.name, inp.parameters) if inp.parameters else {}
         if SHM_REGION in params:
             tensor = _tensor_from_shm(inp, model)
         elif inp.HasField("contents"):
-            if raw_contents:
+            if raw_count:
                 raise InvalidArgumentError(
                     f"contents field must not be specified when using raw_input_contents for '{inp.name}' "
                     f"for model '{model}'"
                 )
             tensor = _tensor_from_typed(inp, model, tag, limits)
         else:
-            if raw_index >= len(raw_contents):
+            if raw_index >= raw_count:
                 raise InvalidArgumentError(
                     f"unable to find data for input tensor '{inp.name}' for model '{model}' in request."
                 )
-            tensor = _tensor_from_raw(inp, raw_contents[raw_index], model, tag, limits)
+            tensor = _tensor_from_raw(inp, raw[raw_index], model, tag, limits)
             raw_index += 1
-        tensor.parameters = params
+        if params:
+            tensor.parameters = params
         inputs.append(tensor)
-    if raw_index != len(raw_contents):
+    if raw_index != raw_count:
         # Triton ignores surplus raw entries; Seawall refuses data it would not read
         raise InvalidArgumentError(f"unexpected additional input data for model '{model}'")
     outputs = [
         RequestedOutput(out.name, output_parameters(out.name, out.parameters) if out.parameters else {})
-        for out in message.outputs
+        for out in requested
     ]
     parameters = request_parameters(message.parameters) if message.parameters else {}
-    return InferRequest(model, inputs, message.model_version, message.id, outputs, parameters)
+    return InferRequest(model, inputs, message.model_version, request_id, outputs, parameters)
 
 
 def infer_response_to_proto(response: InferResponse) -> Any:
