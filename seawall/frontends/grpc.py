@@ -258,7 +258,8 @@ def _guard(path: str, category: str, policy: ApiPolicy, call: Call) -> Call:
             return await call(request, context)
         except SeawallError as exc:
             error: SeawallError = exc
-            logger.debug("%s refused for model %r: %r", path, _model_of(request), exc.message)
+            if logger.isEnabledFor(logging.DEBUG):  # naming the model may parse a serialized request again
+                logger.debug("%s refused for model %r: %r", path, _model_of(request), exc.message)
         except Exception:
             logger.exception("%s failed for model %r", path, _model_of(request))
             error = InternalError("internal error")
