@@ -14,6 +14,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
@@ -47,6 +48,9 @@ PARAMETER = "SEAWALL_IN_PROCESS"
 #: HTTP: 1.3-1.9x the throughput of depth 2). The price: up to this many batches have left the scheduler's
 #: queue, so queue timeouts and priorities no longer apply to them.
 IN_PROCESS_PIPELINE_DEPTH = 8
+#: Inline batches run back to back without suspending, so the scheduler would drain its whole queue before any
+#: reply is written or request read; after this much time it yields to the loop once (bounds the wait).
+INLINE_YIELD_S = 0.0005
 _LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
 #: sys.path is process-wide: a model file is executed with its version directory on it, one load at a time.
 _SYS_PATH_LOCK = threading.Lock()
@@ -169,6 +173,7 @@ class InProcessModelInstance:
     def __init__(self, spec: InstanceSpec, settings: StubSettings, pb: ModuleType, inline: bool = False) -> None:
         self._spec = spec
         self._inline = inline  # execute() on the event loop thread; initialize/finalize stay on the worker
+        self._last_yield = 0.0  # inline: when a batch last let the event loop run
         self._settings = settings
         self._pb = pb
         self._model: UserModel | None = None  # owned by the worker thread once started
@@ -247,9 +252,14 @@ class InProcessModelInstance:
         if self._inline:
             _inline.name = self.name
             try:
-                return self._run_batch(batch)
+                results = self._run_batch(batch)
             finally:
                 _inline.name = None
+            now = time.monotonic()
+            if now - self._last_yield > INLINE_YIELD_S:
+                self._last_yield = now
+                await asyncio.sleep(0)
+            return results
         return await self._worker.submit(lambda: self._run_batch(batch))
 
     def _run_batch(self, requests: list[InferRequest]) -> list[InferResponse | SeawallError]:
