@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from seawall.core.types import BatchStatistics, Duration, ModelStatistics
+from seawall.core.types import DURATION_STATISTICS, BatchStatistics, Duration, ModelStatistics
 
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
 
@@ -35,19 +35,7 @@ class StatsRecorder:
         self.execution_count = 0
         self.pending = 0
         # kind → [count, ns]
-        self._durations: dict[str, list[int]] = {
-            k: [0, 0]
-            for k in (
-                "success",
-                "fail",
-                "queue",
-                "compute_input",
-                "compute_infer",
-                "compute_output",
-                "cache_hit",
-                "cache_miss",
-            )
-        }
+        self._durations: dict[str, list[int]] = {k: [0, 0] for k in DURATION_STATISTICS}
         self._failures = dict.fromkeys(FAILURE_REASONS, 0)
         # batch size → [count, input ns, infer ns, output ns]
         self._batches: dict[int, list[int]] = {}
@@ -99,14 +87,7 @@ class StatsRecorder:
             last_inference=self.last_inference_ms,
             inference_count=self.inference_count,
             execution_count=self.execution_count,
-            success=d["success"],
-            fail=d["fail"],
-            queue=d["queue"],
-            compute_input=d["compute_input"],
-            compute_infer=d["compute_infer"],
-            compute_output=d["compute_output"],
-            cache_hit=d["cache_hit"],
-            cache_miss=d["cache_miss"],
+            **d,
             response_cache=response_cache,
             failures_by_reason=tuple(self._failures.items()),
             pending_request_count=self.pending,

@@ -179,6 +179,19 @@ class BatchStatistics:
     compute_output: Duration = Duration()
 
 
+#: The Duration fields of ModelStatistics, in the order of Triton's `inference_stats`.
+DURATION_STATISTICS = (
+    "success",
+    "fail",
+    "queue",
+    "compute_input",
+    "compute_infer",
+    "compute_output",
+    "cache_hit",
+    "cache_miss",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ModelStatistics:
     """Statistics of one model version since it was loaded (the statistics extension's fields)."""

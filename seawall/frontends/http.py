@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from seawall.core.server import InferenceServer, config_to_dict
-from seawall.core.types import Duration, ModelMetadata, ModelStatistics, TensorMetadata
+from seawall.core.types import DURATION_STATISTICS, Duration, ModelMetadata, ModelStatistics, TensorMetadata
 from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
 from seawall.frontends import http_codec
 from seawall.frontends import http_extensions as extensions
@@ -106,23 +106,13 @@ def _duration(value: Duration) -> dict[str, int]:
 
 def statistics_json(stats: ModelStatistics) -> dict[str, Any]:
     """One entry of `model_stats` (protocol.md §3.5)."""
-    names = (
-        "success",
-        "fail",
-        "queue",
-        "compute_input",
-        "compute_infer",
-        "compute_output",
-        "cache_hit",
-        "cache_miss",
-    )
     return {
         "name": stats.name,
         "version": stats.version,
         "last_inference": stats.last_inference,
         "inference_count": stats.inference_count,
         "execution_count": stats.execution_count,
-        "inference_stats": {name: _duration(getattr(stats, name)) for name in names},
+        "inference_stats": {name: _duration(getattr(stats, name)) for name in DURATION_STATISTICS},
         "response_stats": {},
         "batch_stats": [
             {
