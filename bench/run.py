@@ -1,6 +1,6 @@
 """`make bench`: run Seawall, Triton and MLServer on the same workloads, interleaved, and write the report.
 
-    python -m bench.run            # full run (>= 5 repetitions of the small-request cells), ~20 minutes
+    python -m bench.run            # full run (>= 5 repetitions of the small-request cells), ~15 minutes
     python -m bench.run --quick    # 1 repetition, short cells: checks the suite end to end in a few minutes
     python -m bench.run --report-only   # regenerate bench/results/report.md and PNGs from raw results
 
