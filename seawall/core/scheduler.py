@@ -227,6 +227,9 @@ class Scheduler:
             if self._queue and self._queue[0].deadline_ns:  # a timed request may wait for an idle instance
                 self._wake_all()
         executed = time.monotonic_ns()
+        # a pipelining backend says when the batch really ran: its wait behind earlier batches is queue time
+        ran = next((r.compute_ns for r in results if isinstance(r, InferResponse) and r.compute_ns), None)
+        began, ended = ran if ran is not None and dispatched <= ran[0] <= ran[1] <= executed else (dispatched, executed)
         for pending, result in zip(live, results, strict=True):
             if pending.future.done():
                 continue
@@ -237,17 +240,17 @@ class Scheduler:
             else:
                 self._stats.record_success(
                     request_ns=now - pending.enqueued_ns,
-                    queue_ns=start - pending.enqueued_ns,
+                    queue_ns=start - pending.enqueued_ns + began - dispatched,
                     input_ns=dispatched - start,
-                    infer_ns=executed - dispatched,
-                    output_ns=now - executed,
+                    infer_ns=ended - began,
+                    output_ns=now - ended,
                 )
                 pending.future.set_result(result)
         self._stats.record_execution(
             sum(p.batch_size for p in live),
             input_ns=dispatched - start,
-            infer_ns=executed - dispatched,
-            output_ns=time.monotonic_ns() - executed,
+            infer_ns=ended - began,
+            output_ns=time.monotonic_ns() - ended,
         )
 
     def _fail_queued(self, error: SeawallError) -> None:

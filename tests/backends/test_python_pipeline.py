@@ -13,12 +13,13 @@ import pytest
 
 import seawall
 from seawall.backends.python.host import PythonBackend
+from seawall.backends.python.instance import BATCHING_PIPELINE_DEPTH, PIPELINE_DEPTH
 from seawall.core.scheduler import BatchPolicy, Scheduler
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, Tensor
 from seawall.errors import UnavailableError
 from seawall.options import BackendOptions, Options, RepositoryOptions
-from tests.backends.test_python_backend import MODELS, Reports, fp32, load, only, outputs, request
+from tests.backends.test_python_backend import MODELS, Reports, fp32, load, only, outputs, read_config, request
 
 
 @pytest.fixture
@@ -41,7 +42,24 @@ def repository(tmp_path: Path, *names: str) -> Options:
 async def test_instance_takes_several_batches_at_once(backend: PythonBackend) -> None:
     model = await load(backend, MODELS / "execution_order")
     (instance,) = model.instances
-    assert instance.pipeline_depth == 2
+    assert instance.pipeline_depth == PIPELINE_DEPTH == 8
+    config = read_config(MODELS / "execution_order")
+    config.max_batch_size = 8
+    config.dynamic_batching.SetInParent()  # one batch ahead: deeper pipelines would split the batches
+    batching = await load(backend, MODELS / "execution_order", config=config)
+    assert batching.instances[0].pipeline_depth == BATCHING_PIPELINE_DEPTH == 2
+
+
+async def test_waiting_in_the_pipeline_counts_as_queue_time(tmp_path: Path) -> None:
+    async with seawall.open_server(repository(tmp_path, "execution_order")) as server:
+        slow = asyncio.ensure_future(server.infer(order_request(fp32(1), {"sleep_ms": 300})))
+        await asyncio.sleep(0.05)  # the slow batch is running in the stub
+        await server.infer(order_request(fp32(2)))  # handed to the stub at once, waits there behind it
+        await slow
+        (stats,) = server.model_statistics("execution_order")
+    assert stats.compute_infer.count == 2 and stats.queue.count == 2
+    assert 0.3e9 <= stats.compute_infer.ns < 0.45e9  # the slow batch, and the quick one's own run only
+    assert stats.queue.ns >= 0.2e9  # the quick one waited ~250 ms behind the slow one
 
 
 async def test_concurrent_batches_get_their_own_outputs(backend: PythonBackend) -> None:

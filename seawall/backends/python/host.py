@@ -183,6 +183,7 @@ class PythonBackend:
                 args={**base_args, "model_instance_name": name},
                 output_types=configured,
                 hidden_prefix=os.path.dirname(os.path.realpath(context.model_dir)) + os.sep,
+                dynamic_batching=config.HasField("dynamic_batching"),
             )
             for name in instance_names(config, context.name)
         ]

@@ -267,12 +267,18 @@ class InProcessModelInstance:
         model = self._model
         assert model is not None
         try:
+            started = time.monotonic_ns()
             pb_requests = [self._pb_request(model, request) for request in requests]
             responses = model.execute(pb_requests)
-            return [
+            results = [
                 self._response(model, request, pb_request, response)
                 for request, pb_request, response in zip(requests, pb_requests, responses, strict=True)
             ]
+            compute = (started, time.monotonic_ns())  # batches queued at the worker count that wait as queue time
+            for result in results:
+                if isinstance(result, InferResponse):
+                    result.compute_ns = compute
+            return results
         except BatchError as exc:
             raise self._spec.batch_error(str(exc)) from None
         except BaseException as exc:  # SystemExit included: in a stub it would end the process, here the batch

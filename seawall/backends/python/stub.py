@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Sequence
@@ -177,9 +178,11 @@ class _Stub:
         try:
             slot = self._receive_regions(message)
             assert self._model is not None
+            started = time.monotonic_ns()  # CLOCK_MONOTONIC: the host reads the same clock
             requests = [self._request(self._model, slot, entry) for entry in _list(message.get("reqs"))]
             responses = self._model.execute(requests)
-            return {"t": "result", "seq": seq, "resp": self._write_responses(slot, requests, responses)}
+            entries = self._write_responses(slot, requests, responses)
+            return {"t": "result", "seq": seq, "resp": entries, "ts": [started, time.monotonic_ns()]}
         except BatchError as exc:
             return {"t": "result", "seq": seq, "error": str(exc)}
         except Exception as exc:
