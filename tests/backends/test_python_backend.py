@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -366,6 +367,29 @@ async def test_an_instance_that_keeps_crashing_stays_down(backend: PythonBackend
         await crashing.execute([request("crash_exit", INPUT0=fp32(1))])
     assert info.value.message == "model instance 'crash_exit_0_0' is not available"
     await model.unload()  # unloading a model with a dead instance works
+
+
+async def test_a_stub_that_cannot_start_again_leaves_the_instance_down(backend: PythonBackend, tmp_path: Path) -> None:
+    model_dir = tmp_path / "crash_exit"
+    shutil.copytree(MODELS / "crash_exit", model_dir)
+    reports = Reports()
+    model = await load(backend, model_dir, reports)
+    crashing = model.instances[0]
+    # the next start reads model.py again: now its initialize fails
+    (model_dir / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n    def initialize(self, args):\n        raise RuntimeError('gone')\n"
+    )
+    with pytest.raises(UnavailableError):
+        await crashing.execute([request("crash_exit", {"exit": True}, INPUT0=fp32(1))])
+    with pytest.raises(UnavailableError) as info:
+        await crashing.execute([request("crash_exit", INPUT0=fp32(1))])  # waits for the failed start
+    assert info.value.message == "model instance 'crash_exit_0_0' is not available"
+    assert not crashing.is_healthy()
+    assert reports.reasons == [
+        "model instance 'crash_exit_0_0' crashed and could not be started again: "
+        "Failed to initialize model instance 'crash_exit_0_0': RuntimeError: gone"
+    ]
+    await model.unload()
 
 
 async def test_death_of_an_idle_instance_is_noticed(backend: PythonBackend, caplog: pytest.LogCaptureFixture) -> None:

@@ -167,8 +167,9 @@ class PythonModelInstance:
             self._process = StubProcess(self._spec.instance_name, self._settings, self._on_death)
             self._slots = self._new_slots()  # the new stub has only slot 0's regions; old slots stay with old callers
             await self._initialize()
-        except SeawallError as exc:
-            self._fail(f"model instance '{self.name}' crashed and could not be started again: {exc.message}")
+        except Exception as exc:  # an OSError from spawning included: the instance must not look healthy
+            reason = exc.message if isinstance(exc, SeawallError) else type(exc).__name__
+            self._fail(f"model instance '{self.name}' crashed and could not be started again: {reason}")
         finally:
             self._restart = None
 
