@@ -123,22 +123,36 @@ def start_seawall(
     return server
 
 
-def http_request(
-    server: ServerProcess,
+def http_call(
+    address: str,
     method: str,
     path: str,
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
+    timeout: float = 30,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One raw HTTP request (for malformed input and exact statuses): status, lower-case headers, body."""
-    host, port = server.http.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    """One raw HTTP request to `address` (for malformed input and exact statuses): status, lower-case headers,
+    body."""
+    host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
         connection.request(method, path, body=body, headers=headers or {})
         reply = connection.getresponse()
         return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
     finally:
         connection.close()
+
+
+def http_request(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, dict[str, str], bytes]:
+    """`http_call` to the server's HTTP listener."""
+    return http_call(server.http, method, path, body, headers, timeout)
 
 
 def run_seawall(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,6 @@ differences (docs/differences.md, "HTTP extensions") are asserted as differences
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
 import time
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.utils.shared_memory as shm
 
-from tests.harness import EXAMPLES, TEST_MODELS, TRITON, ServerProcess, start_seawall, start_triton
+from tests.harness import EXAMPLES, TEST_MODELS, TRITON, ServerProcess, http_request, start_seawall, start_triton
 
 _EXPLICIT = ("--model-control-mode=explicit", "--load-model=add_sub", "--load-model=classifier")
 
@@ -39,16 +38,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProce
 
 
 def _call(server: ServerProcess, method: str, path: str, document: Any = None) -> tuple[int, Any]:
-    host, port = server.http.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        body = None if document is None else json.dumps(document).encode()
-        connection.request(method, path, body=body)
-        reply = connection.getresponse()
-        data = reply.read()
-        return reply.status, json.loads(data) if data else None
-    finally:
-        connection.close()
+    body = None if document is None else json.dumps(document).encode()
+    status, _, data = http_request(server, method, path, body)
+    return status, json.loads(data) if data else None
 
 
 def _both(pair: tuple[ServerProcess, ServerProcess], method: str, path: str, document: Any = None) -> Any:

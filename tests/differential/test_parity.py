@@ -6,7 +6,6 @@ differs (docs/differences.md), the test asserts the difference.
 
 from __future__ import annotations
 
-import http.client
 import json
 from typing import Any
 
@@ -15,18 +14,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, http_request
 
 
 def _request(server: ServerProcess, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    host, port = server.http.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        connection.request(method, path, body=body)
-        reply = connection.getresponse()
-        return reply.status, reply.read()
-    finally:
-        connection.close()
+    status, _, reply = http_request(server, method, path, body)
+    return status, reply
 
 
 def _json(body: bytes) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.harness import ServerProcess, start_seawall
+from tests.harness import ServerProcess, http_request, start_seawall
 
 SECRET = "s3cr3t-value-never-logged"
 
@@ -26,15 +25,7 @@ def server() -> Iterator[ServerProcess]:
 
 
 def _post(server: ServerProcess, path: str, body: object, headers: dict[str, str]) -> int:
-    host, port = server.http.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        connection.request("POST", path, body=json.dumps(body), headers=headers)
-        reply = connection.getresponse()
-        reply.read()
-        return reply.status
-    finally:
-        connection.close()
+    return http_request(server, "POST", path, json.dumps(body).encode(), headers, timeout=10)[0]
 
 
 def _audit_lines(server: ServerProcess, count: int) -> list[str]:

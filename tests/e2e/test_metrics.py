@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.harness import ServerProcess, start_seawall
+from tests.harness import ServerProcess, http_call, start_seawall
 
 FAMILIES = {
     "nv_inference_request_success": ("counter", "Number of successful inference requests, all batch sizes"),
@@ -56,14 +55,8 @@ def server() -> Iterator[ServerProcess]:
 
 
 def _get(address: str, path: str, method: str = "GET") -> tuple[int, str, str]:
-    host, port = address.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        connection.request(method, path)
-        reply = connection.getresponse()
-        return reply.status, reply.getheader("Content-Type") or "", reply.read().decode()
-    finally:
-        connection.close()
+    status, headers, body = http_call(address, method, path)
+    return status, headers.get("content-type", ""), body.decode()
 
 
 def _samples(text: str) -> dict[str, float]:

@@ -3,7 +3,6 @@ and a crashing model that must not take the server down."""
 
 from __future__ import annotations
 
-import http.client
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from seawall.backends.python.instance import MAX_RESTARTS
-from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, run_seawall, start_seawall
+from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, http_request, run_seawall, start_seawall
 
 
 def _repository(root: Path, *models: tuple[Path, str]) -> Path:
@@ -26,15 +25,7 @@ def _repository(root: Path, *models: tuple[Path, str]) -> Path:
 
 
 def _status(server: ServerProcess, path: str) -> int:
-    host, port = server.http.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        connection.request("GET", path)
-        reply = connection.getresponse()
-        reply.read()
-        return reply.status
-    finally:
-        connection.close()
+    return http_request(server, "GET", path, timeout=10)[0]
 
 
 def _add_sub(client: httpclient.InferenceServerClient) -> np.ndarray:

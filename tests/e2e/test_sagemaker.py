@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
 import struct
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from seawall.frontends import sagemaker
-from tests.harness import TEST_MODELS, ServerProcess, start_seawall
+from tests.harness import TEST_MODELS, ServerProcess, http_call, start_seawall
 
 #: One restriction group per category, so a route answering to the wrong key shows a wrong category.
 KEYS = {
@@ -33,19 +32,6 @@ INFER = json.dumps(
         ]
     }
 ).encode()
-
-
-def call(
-    address: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    host, port = address.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        reply = connection.getresponse()
-        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
-    finally:
-        connection.close()
 
 
 @pytest.fixture(scope="module")
@@ -121,27 +107,27 @@ def test_the_restriction_runs_first_on_every_route(restricted: ServerProcess, mo
         refusal = json.dumps({"error": f"This API is restricted, expecting header '{key}'"}, separators=(",", ":"))
         others = {k: v for category, (k, v) in KEYS.items() if category != route.category}
         for headers in ({}, {key: value + "x"}, {key: value.upper()}, others):
-            status, _, reply = call(address, method, path, body, headers)
+            status, _, reply = http_call(address, method, path, body, headers)
             assert (status, reply.decode()) == (403, refusal), (route, headers)
-        status, _, reply = call(address, method, path, body, {key: value})
+        status, _, reply = http_call(address, method, path, body, {key: value})
         assert status == expected, (route, reply)
         # the restriction comes before the method check, as on the HTTP listener
         wrong_method = "PUT"
-        assert call(address, wrong_method, path, body)[0] == 403
-        assert call(address, wrong_method, path, body, {key: value})[0] == 405
+        assert http_call(address, wrong_method, path, body)[0] == 403
+        assert http_call(address, wrong_method, path, body, {key: value})[0] == 405
 
 
 def test_ping_and_unknown_paths(server: ServerProcess) -> None:
     address = server.addresses["sagemaker"]
-    assert call(address, "GET", "/ping")[::2] == (200, b"")
-    assert call(address, "POST", "/ping")[::2] == (405, b"")
+    assert http_call(address, "GET", "/ping")[::2] == (200, b"")
+    assert http_call(address, "POST", "/ping")[::2] == (405, b"")
     for path in ("/", "/v2/health/ready", "/pingx", "/invocations/x", "/models/a/b", "/models/a/invoke/x"):
-        assert call(address, "GET", path)[::2] == (400, b""), path
+        assert http_call(address, "GET", path)[::2] == (400, b""), path
     assert "Started Sagemaker HTTPService at 127.0.0.1:" in server.log()
 
 
 def test_invocations_json(server: ServerProcess) -> None:
-    status, headers, body = call(server.addresses["sagemaker"], "POST", "/invocations", INFER)
+    status, headers, body = http_call(server.addresses["sagemaker"], "POST", "/invocations", INFER)
     assert status == 200 and headers["content-type"] == "application/json"
     reply = json.loads(body)
     assert reply["model_name"] == "add_sub"
@@ -160,7 +146,7 @@ def test_invocations_binary_json(server: ServerProcess) -> None:
     ).encode()
     data = np.arange(4, dtype=np.float32).tobytes()
     content_type = f"application/vnd.sagemaker-triton.binary+json;json-header-size={len(header)}"
-    status, headers, body = call(
+    status, headers, body = http_call(
         server.addresses["sagemaker"], "POST", "/invocations", header + data + data, {"Content-Type": content_type}
     )
     assert status == 200, body
@@ -183,28 +169,28 @@ def test_invocations_binary_json(server: ServerProcess) -> None:
 )
 def test_invocations_refuse_malformed_bodies(server: ServerProcess, content_type: str, body: bytes) -> None:
     address = server.addresses["sagemaker"]
-    status, _, reply = call(address, "POST", "/invocations", body, {"Content-Type": content_type})
+    status, _, reply = http_call(address, "POST", "/invocations", body, {"Content-Type": content_type})
     assert status == 400 and "error" in json.loads(reply)
-    assert call(address, "GET", "/ping")[0] == 200
+    assert http_call(address, "GET", "/ping")[0] == 200
 
 
 def test_invocations_of_an_unknown_default_model_and_mme_off(model_root: Path) -> None:
     process = start_seawall("--allow-sagemaker=true", "--sagemaker-port=0", f"--sagemaker-model-root={model_root}")
     try:
         address = process.addresses["sagemaker"]
-        status, _, body = call(address, "POST", "/invocations", INFER)
+        status, _, body = http_call(address, "POST", "/invocations", INFER)
         assert status == 400 and "unspecified_SAGEMAKER_TRITON_DEFAULT_MODEL_NAME" in json.loads(body)["error"]
         # without SAGEMAKER_MULTI_MODEL=true nothing can be loaded, and the MME table stays empty
         load = json.dumps({"model_name": "abc123", "url": str(model_root / "abc123" / "model")}).encode()
-        status, _, body = call(address, "POST", "/models", load)
+        status, _, body = http_call(address, "POST", "/models", load)
         assert (status, json.loads(body)) == (
             501,
             {"error": "the SageMaker multi-model endpoint is off (start the server with SAGEMAKER_MULTI_MODEL=true)"},
         )
-        assert call(address, "GET", "/models")[::2] == (200, b'{"models":[]}')
-        assert call(address, "GET", "/models/abc123")[::2] == (404, b"")
-        assert call(address, "DELETE", "/models/abc123")[::2] == (404, b"")
-        assert call(address, "POST", "/models/abc123/invoke", INFER)[::2] == (404, b"")
+        assert http_call(address, "GET", "/models")[::2] == (200, b'{"models":[]}')
+        assert http_call(address, "GET", "/models/abc123")[::2] == (404, b"")
+        assert http_call(address, "DELETE", "/models/abc123")[::2] == (404, b"")
+        assert http_call(address, "POST", "/models/abc123/invoke", INFER)[::2] == (404, b"")
         assert process.is_ready()
     finally:
         process.stop()

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from seawall.frontends.sagemaker_mme import DISABLED, ONE_MODEL, UNTRUSTED, URL_REFUSED
-from tests.e2e.test_sagemaker import INFER, call
-from tests.harness import TEST_MODELS, ServerProcess, start_seawall
+from tests.e2e.test_sagemaker import INFER
+from tests.harness import TEST_MODELS, ServerProcess, http_call, start_seawall
 
 SCORES = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [3], "data": [0.5, 2, 1]}]}).encode()
 TARGET = "X-Amzn-SageMaker-Target-Model"
@@ -72,7 +72,7 @@ def server(model_root: Path) -> Iterator[ServerProcess]:
 
 def _load(address: str, name: object, url: object, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     body = json.dumps({"model_name": name, "url": url}).encode()
-    status, _, reply = call(address, "POST", "/models", body, headers)
+    status, _, reply = http_call(address, "POST", "/models", body, headers)
     return status, reply
 
 
@@ -81,7 +81,7 @@ def _error(text: str) -> bytes:
 
 
 def _healthy(server: ServerProcess) -> None:
-    assert call(server.addresses["sagemaker"], "GET", "/ping")[0] == 200
+    assert http_call(server.addresses["sagemaker"], "GET", "/ping")[0] == 200
     assert server.is_ready()
 
 
@@ -89,30 +89,30 @@ def test_load_list_get_invoke_unload(server: ServerProcess, model_root: Path) ->
     address = server.addresses["sagemaker"]
     url = f"{model_root}/abc123/model"
     assert _load(address, "abc123", url) == (200, b"")
-    assert call(address, "GET", "/models")[::2] == (
+    assert http_call(address, "GET", "/models")[::2] == (
         200,
         json.dumps({"models": [{"modelName": "abc123", "modelUrl": url}]}, separators=(",", ":")).encode(),
     )
-    status, headers, body = call(address, "GET", "/models/abc123")
+    status, headers, body = http_call(address, "GET", "/models/abc123")
     assert (status, headers["content-type"], json.loads(body)) == (
         200,
         "application/json",
         {"modelName": "abc123", "modelUrl": url},
     )
-    status, _, body = call(address, "POST", "/models/abc123/invoke", SCORES)
+    status, _, body = http_call(address, "POST", "/models/abc123/invoke", SCORES)
     reply = json.loads(body)
     assert status == 200 and reply["model_name"] == "abc123"
     assert reply["outputs"][0]["data"] == [0.5, 2.0, 1.0]
     # the served model is the one loaded for the hash, whatever the header names
-    assert call(address, "POST", "/models/abc123/invoke", SCORES, {TARGET: "add_sub"})[0] == 200
-    assert call(address, "DELETE", "/models/abc123")[::2] == (200, b"")
+    assert http_call(address, "POST", "/models/abc123/invoke", SCORES, {TARGET: "add_sub"})[0] == 200
+    assert http_call(address, "DELETE", "/models/abc123")[::2] == (200, b"")
     for method, path, body in (
         ("GET", "/models/abc123", None),
         ("DELETE", "/models/abc123", None),
         ("POST", "/models/abc123/invoke", SCORES),
     ):
-        assert call(address, method, path, body)[::2] == (404, b""), (method, path)
-    assert call(address, "GET", "/models")[::2] == (200, b'{"models":[]}')
+        assert http_call(address, method, path, body)[::2] == (404, b""), (method, path)
+    assert http_call(address, "GET", "/models")[::2] == (200, b'{"models":[]}')
     log = server.log()
     assert "action='register model directory' target='abc123' result=OK" in log
     assert "action='unregister model directory' target='abc123' result=OK" in log
@@ -123,14 +123,14 @@ def test_load_list_get_invoke_unload(server: ServerProcess, model_root: Path) ->
 def test_a_url_holding_one_model_directory_and_the_target_model_header(server: ServerProcess, model_root: Path) -> None:
     address = server.addresses["sagemaker"]
     assert _load(address, "def456", f"{model_root}/def456/model", {TARGET: "resnet.tar.gz"}) == (200, b"")
-    status, _, body = call(address, "POST", "/models/def456/invoke", SCORES)
+    status, _, body = http_call(address, "POST", "/models/def456/invoke", SCORES)
     assert status == 200 and json.loads(body)["model_name"] == "resnet.tar.gz"
     # the target model is taken, under another hash too
     assert _load(address, "other", f"{model_root}/abc123/model", {TARGET: "resnet.tar.gz"}) == (
         409,
         _error("failed to register 'resnet.tar.gz', there is a conflicting mapping for 'resnet.tar.gz'"),
     )
-    assert call(address, "DELETE", "/models/def456")[::2] == (200, b"")
+    assert http_call(address, "DELETE", "/models/def456")[::2] == (200, b"")
     _healthy(server)
 
 
@@ -144,7 +144,7 @@ def test_conflicts_are_409(server: ServerProcess, model_root: Path) -> None:
         409,
         _error("failed to register 'add_sub', there is a conflicting mapping for 'add_sub'"),
     )
-    assert call(address, "DELETE", "/models/dup")[0] == 200
+    assert http_call(address, "DELETE", "/models/dup")[0] == 200
     _healthy(server)
 
 
@@ -176,7 +176,7 @@ def test_load_confines_the_url(server: ServerProcess, model_root: Path) -> None:
     address = server.addresses["sagemaker"]
     for url in _attacks(model_root):
         assert _load(address, "attack", url, {TARGET: "add_sub2"}) == (400, _error(URL_REFUSED)), url
-    assert call(address, "GET", "/models/attack")[0] == 404
+    assert http_call(address, "GET", "/models/attack")[0] == 404
     _healthy(server)
 
 
@@ -195,8 +195,8 @@ def test_load_refuses_untrusted_or_unusable_directories(
     address = server.addresses["sagemaker"]
     got_status, reply = _load(address, name, f"{model_root}/{url}")
     assert got_status == status and json.loads(reply)["error"].startswith(error), reply
-    assert call(address, "GET", f"/models/{name}")[0] == 404
-    assert call(address, "GET", "/models")[::2] == (200, b'{"models":[]}')
+    assert http_call(address, "GET", f"/models/{name}")[0] == 404
+    assert http_call(address, "GET", "/models")[::2] == (200, b'{"models":[]}')
     _healthy(server)
 
 
@@ -216,7 +216,7 @@ def test_load_refuses_untrusted_or_unusable_directories(
     ],
 )
 def test_load_refuses_malformed_bodies(server: ServerProcess, body: bytes, headers: dict[str, str], error: str) -> None:
-    status, _, reply = call(server.addresses["sagemaker"], "POST", "/models", body, headers)
+    status, _, reply = http_call(server.addresses["sagemaker"], "POST", "/models", body, headers)
     assert (status, reply) == (400, _error(error)), reply
     _healthy(server)
 
@@ -240,8 +240,8 @@ def test_bound_untrusted_allowance_and_restriction(model_root: Path) -> None:
             507,
             _error("at most 1 models can be loaded through the multi-model endpoint"),
         )
-        assert call(address, "DELETE", "/models/open")[::2] == (403, refusal)
-        assert call(address, "DELETE", "/models/open", None, key)[::2] == (200, b"")
+        assert http_call(address, "DELETE", "/models/open")[::2] == (403, refusal)
+        assert http_call(address, "DELETE", "/models/open", None, key)[::2] == (200, b"")
         assert _load(address, "more", f"{model_root}/abc123/model", key) == (200, b"")
         assert process.is_ready()
     finally:
@@ -277,4 +277,4 @@ def test_other_values_of_sagemaker_multi_model_leave_it_off(model_root: Path) ->
 
 def test_an_unknown_hash_is_404_before_and_after(server: ServerProcess) -> None:
     address = server.addresses["sagemaker"]
-    assert call(address, "POST", "/models/nope/invoke", INFER)[::2] == (404, b"")
+    assert http_call(address, "POST", "/models/nope/invoke", INFER)[::2] == (404, b"")

@@ -18,8 +18,8 @@ import pytest
 from seawall.frontends import http as http_frontend
 from seawall.frontends import vertex
 from seawall.options import API_CATEGORIES, VertexOptions
-from tests.e2e.test_sagemaker import INFER, call
-from tests.harness import EXAMPLES, ServerProcess, run_seawall, start_seawall
+from tests.e2e.test_sagemaker import INFER
+from tests.harness import EXAMPLES, ServerProcess, http_call, run_seawall, start_seawall
 
 ROUTES = {"AIP_PREDICT_ROUTE": "/predict", "AIP_HEALTH_ROUTE": "/health"}
 KEYS = {category: (f"{category}-key", f"{category}-secret") for category in API_CATEGORIES}
@@ -75,12 +75,12 @@ def refusal(key: str) -> dict[str, str]:
 
 def test_health_and_predict(server: ServerProcess) -> None:
     address = server.addresses["vertex"]
-    assert call(address, "GET", "/health")[::2] == (200, b"")
-    assert call(address, "POST", "/health")[::2] == (405, b"")
-    assert call(address, "GET", "/predict")[::2] == (405, b"")
+    assert http_call(address, "GET", "/health")[::2] == (200, b"")
+    assert http_call(address, "POST", "/health")[::2] == (405, b"")
+    assert http_call(address, "GET", "/predict")[::2] == (405, b"")
     for path in ("/", "/v2/health/ready", "/predict/x", "/healthz"):
-        assert call(address, "GET", path)[::2] == (400, b""), path
-    status, headers, body = call(address, "POST", "/predict", INFER)
+        assert http_call(address, "GET", path)[::2] == (400, b""), path
+    status, headers, body = http_call(address, "POST", "/predict", INFER)
     assert status == 200 and headers["content-type"] == "application/json"
     assert json.loads(body)["outputs"][1]["data"] == [0.0, 1.0, 2.0, 3.0]
     assert "Started Vertex AI HTTPService at 127.0.0.1:" in server.log()
@@ -100,7 +100,7 @@ def test_predict_binary_content_type(server: ServerProcess) -> None:
     prefix = "application/vnd.vertex-ai-triton.binary+json;json-header-size="
     for redirect in ({}, {REDIRECT: "v2/models/add_sub/infer"}):
         headers = {"Content-Type": f"{prefix}{len(header)}", **redirect}
-        status, reply_headers, body = call(
+        status, reply_headers, body = http_call(
             server.addresses["vertex"], "POST", "/predict", header + data + data, headers
         )
         assert status == 200, body
@@ -109,7 +109,7 @@ def test_predict_binary_content_type(server: ServerProcess) -> None:
         assert list(struct.unpack("<8f", body[length:])) == [2.0] * 4 + [0.0] * 4
         assert "inference-header-content-length" not in reply_headers
     bad = {"Content-Type": "application/json;json-header-size=4"}
-    assert call(server.addresses["vertex"], "POST", "/predict", INFER, bad)[0] == 400
+    assert http_call(server.addresses["vertex"], "POST", "/predict", INFER, bad)[0] == 400
 
 
 def test_default_model_rules(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_aip_mode_prediction_serves_the_only_model(tmp_path: Path) -> None:
     process = _start("--vertex-ai-port=0", repository=tmp_path, env={"AIP_MODE": "PREDICTION"})
     try:
         assert set(process.addresses) == {"vertex", "metrics"}  # HTTP and gRPC are off in Vertex mode
-        status, _, body = call(process.addresses["vertex"], "POST", "/predict", INFER)
+        status, _, body = http_call(process.addresses["vertex"], "POST", "/predict", INFER)
         assert status == 200 and json.loads(body)["model_name"] == "add_sub"
     finally:
         process.stop()
@@ -145,9 +145,9 @@ def test_own_routes_are_restricted(restricted: ServerProcess) -> None:
     ):
         key, value = KEYS[category]
         for headers in ({}, {key: value + "!"}, {KEYS["model-repository"][0]: KEYS["model-repository"][1]}):
-            status, _, reply = call(address, method, path, body, headers)
+            status, _, reply = http_call(address, method, path, body, headers)
             assert (status, json.loads(reply)) == (403, refusal(key)), (path, headers)
-        assert call(address, method, path, body, {key: value})[0] == expected
+        assert http_call(address, method, path, body, {key: value})[0] == expected
     tables = vertex.routes(VertexOptions(predict_route="/predict", health_route="/health"))
     assert [(r.category, r.handler) for r in tables] == [("health", "_health"), ("inference", "_predict")]
 
@@ -172,12 +172,12 @@ def test_every_redirected_route_takes_its_targets_restriction(
     other = KEYS["inference" if route.category != "inference" else "health"]
     if kind == "unreachable":
         for headers in ({}, {key: value}):
-            assert call(address, "POST", "/predict", INFER, {**target, **headers})[::2] == (400, b"")
+            assert http_call(address, "POST", "/predict", INFER, {**target, **headers})[::2] == (400, b"")
         return
     for headers in ({}, {key: value[:-1]}, {other[0]: other[1]}):
-        status, _, reply = call(address, "POST", "/predict", INFER, {**target, **headers})
+        status, _, reply = http_call(address, "POST", "/predict", INFER, {**target, **headers})
         assert (status, json.loads(reply)) == (403, refusal(key)), headers
-    status, _, reply = call(address, "POST", "/predict", INFER, {**target, key: value})
+    status, _, reply = http_call(address, "POST", "/predict", INFER, {**target, key: value})
     if kind == "refused":
         assert (status, json.loads(reply)) == (
             403,
@@ -186,9 +186,9 @@ def test_every_redirected_route_takes_its_targets_restriction(
     else:
         assert status != 403
         method = "POST" if "POST" in route.methods else "GET"
-        direct = call(restricted.http, method, path, INFER if method == "POST" else None, {key: value})
+        direct = http_call(restricted.http, method, path, INFER if method == "POST" else None, {key: value})
         assert status == direct[0], (status, direct)
-    assert call(address, "GET", "/health", None, {KEYS["health"][0]: KEYS["health"][1]})[0] == 200
+    assert http_call(address, "GET", "/health", None, {KEYS["health"][0]: KEYS["health"][1]})[0] == 200
 
 
 def test_cve_2026_24207_pattern_repository_redirects() -> None:
@@ -204,16 +204,16 @@ def test_cve_2026_24207_pattern_repository_redirects() -> None:
         address = process.addresses["vertex"]
         for target in ("v2/repository/models/add_sub/unload", "v2/repository/models/add_sub/load"):
             for headers in ({}, {"k": "v"}):
-                status, _, reply = call(address, "POST", "/predict", b"{}", {REDIRECT: target, **headers})
+                status, _, reply = http_call(address, "POST", "/predict", b"{}", {REDIRECT: target, **headers})
                 assert status == 403, (target, headers, reply)
-        status, _, reply = call(address, "POST", "/predict", b"{}", {REDIRECT: "v2/repository/index"})
+        status, _, reply = http_call(address, "POST", "/predict", b"{}", {REDIRECT: "v2/repository/index"})
         assert (status, json.loads(reply)) == (403, refusal("k"))
-        status, _, reply = call(address, "POST", "/predict", b"{}", {REDIRECT: "v2/repository/index", "k": "v"})
+        status, _, reply = http_call(address, "POST", "/predict", b"{}", {REDIRECT: "v2/repository/index", "k": "v"})
         assert status == 200 and any(entry["name"] == "add_sub" for entry in json.loads(reply))
         # the main port agrees, and the model was never unloaded
-        assert call(process.http, "POST", "/v2/repository/index", b"{}")[0] == 403
-        assert call(address, "POST", "/predict", INFER)[0] == 200
-        assert call(address, "POST", "/predict", b"", {REDIRECT: "v2/models/add_sub/ready"})[::2] == (200, b"")
+        assert http_call(process.http, "POST", "/v2/repository/index", b"{}")[0] == 403
+        assert http_call(address, "POST", "/predict", INFER)[0] == 200
+        assert http_call(address, "POST", "/predict", b"", {REDIRECT: "v2/models/add_sub/ready"})[::2] == (200, b"")
     finally:
         process.stop()
 
@@ -240,13 +240,13 @@ def test_cve_2026_24207_pattern_repository_redirects() -> None:
 )
 def test_unreachable_redirects_are_400_empty(server: ServerProcess, target: str) -> None:
     address = server.addresses["vertex"]
-    assert call(address, "POST", "/predict", INFER, {REDIRECT: target})[::2] == (400, b"")
-    assert call(address, "GET", "/health")[0] == 200
+    assert http_call(address, "POST", "/predict", INFER, {REDIRECT: target})[::2] == (400, b"")
+    assert http_call(address, "GET", "/health")[0] == 200
 
 
 def test_redirect_needs_post(server: ServerProcess) -> None:
     address = server.addresses["vertex"]
-    assert call(address, "GET", "/predict", None, {REDIRECT: "v2/health/ready"})[::2] == (405, b"")
-    assert call(address, "POST", "/predict", b"", {REDIRECT: "v2/health/ready"})[::2] == (200, b"")
-    status, _, body = call(address, "POST", "/predict", b"", {REDIRECT: "v2"})
+    assert http_call(address, "GET", "/predict", None, {REDIRECT: "v2/health/ready"})[::2] == (405, b"")
+    assert http_call(address, "POST", "/predict", b"", {REDIRECT: "v2/health/ready"})[::2] == (200, b"")
+    status, _, body = http_call(address, "POST", "/predict", b"", {REDIRECT: "v2"})
     assert status == 200 and json.loads(body)["name"] == "triton"
