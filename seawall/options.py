@@ -190,16 +190,18 @@ class BackendOptions:
     # (cache, setting, value) of --cache-config, all naming one cache; empty: no response cache
     cache_config: tuple[tuple[str, str, str], ...] = ()
 
+    def settings_for(self, backend: str) -> dict[str, str]:
+        """Every --backend-config value `backend` sees: the global ones, then its own (which win)."""
+        settings: dict[str, str] = {}
+        for owner in ("", backend):
+            for name, key, value in self.config:
+                if name == owner:
+                    settings[key] = value
+        return settings
+
     def setting(self, backend: str, name: str, default: str) -> str:
         """The value of `name` for `backend`, a global setting, or `default`, in that order."""
-        found = default
-        for owner, key, value in self.config:
-            if key == name and owner == "":
-                found = value
-        for owner, key, value in self.config:
-            if key == name and owner == backend:
-                found = value
-        return found
+        return self.settings_for(backend).get(name, default)
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,8 +142,7 @@ def backend_lookup(options: BackendOptions, allow_untrusted: tuple[str, ...] = (
         except UnsupportedError as error:
             raise UnsupportedError(f"backend {error.message}") from None
         create = _entry_point(module, "create_backend", "backend", name)
-        settings = {key: value for owner, key, value in options.config if owner == ""}
-        settings.update({key: value for owner, key, value in options.config if owner == name})
+        settings = options.settings_for(name)
         with _translated(f"create_backend of backend '{name}'"):
             backend = create(settings)
         if not callable(getattr(backend, "load", None)):

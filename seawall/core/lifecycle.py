@@ -204,7 +204,7 @@ class ModelLifecycle:
             config=config,
             model_dir=location.path,
             version_dir=os.path.join(location.path, str(entry.version)),
-            backend_settings=self._backend_settings(model_config.backend_of(config)),
+            backend_settings=self._options.backends.settings_for(model_config.backend_of(config)),
             auto_complete=self._options.repository.auto_complete_config,
             report_unavailable=report_unavailable,
         )
@@ -234,14 +234,6 @@ class ModelLifecycle:
         entry.scheduler.start()
         entry.state, entry.reason = ModelState.READY, ""
         logger.info("successfully loaded '%s' version %d", entry.name, entry.version)
-
-    def _backend_settings(self, backend: str) -> dict[str, str]:
-        settings: dict[str, str] = {}
-        for owner in ("", backend):  # globals first, the backend's own settings win
-            for name, key, value in self._options.backends.config:
-                if name == owner:
-                    settings[key] = value
-        return settings
 
     async def unload_all(self, drain_secs: float = 0.0) -> None:
         await asyncio.gather(*(record.unload(drain_secs) for record in self.models.values()))
