@@ -526,6 +526,18 @@ FLAGS: tuple[Flag, ...] = (
             "backends.config",
             repeat=True,
         ),
+        Flag(
+            "model-user",
+            K_STRING,
+            "Seawall: run python-backend stub processes as this user (<name> or <uid>[:<gid>]); needs root.",
+        ),
+        Flag(
+            "model-env",
+            K_STRING,
+            "Seawall: give stub processes this variable too: <name> (the server's value) or <name>=<value> "
+            "(repeatable; stubs get only an allowlist otherwise).",
+            repeat=True,
+        ),
     ),
     *_section(
         "Repository Agent",

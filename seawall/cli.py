@@ -24,7 +24,7 @@ from seawall.app import serve
 from seawall.core.log_settings import LogSettings
 from seawall.errors import SeawallError
 from seawall.options import Options, Restriction, TlsOptions
-from seawall.security import tls
+from seawall.security import confinement, tls
 from seawall.security.report import Finding, assess
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ class CommandLine:
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     security_report: bool = False  # --security-report: assess and exit
+    # restricted-API secrets to forget once read: environment variables (--*-restricted-*-env) and argv flags
+    secret_variables: tuple[str, ...] = ()
+    secret_flags: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -102,7 +105,13 @@ def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Comma
     _check(options, given, environ)
     _check_listeners(options)
     report = any(flag.name == "security-report" for flag, _ in given)
-    return CommandLine(options, tuple(warnings), tuple(notes), report)
+    variables = tuple(str(value) for flag, value in given if flag.name in _SECRET_ENV_FLAGS)
+    flags = tuple(f"--{flag.name}" for flag, _ in given if flag.name in _SECRET_ARGV_FLAGS)
+    return CommandLine(options, tuple(warnings), tuple(notes), report, variables, flags)
+
+
+_SECRET_ENV_FLAGS = ("http-restricted-api-env", "grpc-restricted-protocol-env")
+_SECRET_ARGV_FLAGS = ("http-restricted-api", "grpc-restricted-protocol")
 
 
 def _scan(argv: Sequence[str]) -> list[tuple[Flag, str]]:
@@ -196,6 +205,8 @@ def _assemble(
                 loaded = [_restriction_from_environment(flag.name, str(value), noun, environ)]
             _put(tree, target, [*(previous if isinstance(previous, list) else []), *loaded])
         elif flag.target and flag.repeat:
+            if flag.name in _SECRET_ARGV_FLAGS:
+                value = dataclasses.replace(value, on_command_line=True)  # type: ignore[type-var]
             previous = _get(tree, flag.target)
             items = value if isinstance(value, list) else [value]
             _put(tree, flag.target, [*(previous if isinstance(previous, list) else []), *items])
@@ -211,17 +222,13 @@ def _assemble(
         if "disable-auto-complete-config" not in names:
             _put(tree, "repository.auto_complete_config", not names["strict-model-config"])
     _assemble_cache(tree, names, warnings)
+    _assemble_model_isolation(tree, given, environ)
     _assemble_trace(tree, [value for flag, value in given if flag.name == "trace-config"])
     for target, flag_name, noun in (
         ("http.restricted", "http-restricted-api", "api"),
         ("grpc.restricted", "grpc-restricted-protocol", "protocol"),
     ):
-        _check_groups(_get(tree, target), flag_name, noun)
-        if flag_name in names:
-            warnings.append(
-                f"--{flag_name} puts its secret on the command line, where other local users can read it "
-                f"(ps, /proc); prefer --{flag_name}-file"
-            )
+        _check_groups(_get(tree, target), flag_name, noun)  # a secret on argv is a security report finding
     if environ.get("TRITON_SERVER_ESCAPE_LOG_MESSAGES") == "0":
         warnings.append("TRITON_SERVER_ESCAPE_LOG_MESSAGES=0 is ignored: Seawall always escapes log messages")
     if "http-thread-count" in names:
@@ -252,6 +259,29 @@ def _assemble_cache(tree: dict[str, object], names: Mapping[str, object], warnin
     caches = sorted({name for name, _, _ in settings}) if isinstance(settings, list) else []
     if len(caches) > 1:
         raise CliError(f'Bad option: "--cache-config".\nonly one cache can be configured. Got {", ".join(caches)}')
+
+
+def _assemble_model_isolation(
+    tree: dict[str, object], given: Sequence[tuple[Flag, object]], environ: Mapping[str, str]
+) -> None:
+    """--model-user and --model-env → the stubs' (uid, gid) and their whole environment (an allowlist)."""
+    user = None
+    for flag, value in given:
+        if flag.name == "model-user":
+            try:
+                user = confinement.resolve_model_user(str(value))
+            except ValueError as exc:
+                raise CliError(f'Bad option: "--model-user".\n{exc}') from None
+    if user is not None:
+        if os.geteuid() not in (0, user.uid):
+            raise CliError('Bad option: "--model-user".\nrunning stubs as another user needs the server to run as root')
+        _put(tree, "backends.model_user", (user.uid, user.gid))
+    extra = [str(value) for flag, value in given if flag.name == "model-env"]
+    secret = {str(value) for flag, value in given if flag.name in _SECRET_ENV_FLAGS}
+    try:
+        _put(tree, "backends.model_environment", list(confinement.stub_environment(environ, extra, secret, user)))
+    except ValueError as exc:
+        raise CliError(f'Bad option: "--model-env".\n{exc}') from None
 
 
 _TRACE_LEVELS = {"off": "OFF", "false": "OFF", "timestamps": "TIMESTAMPS", "true": "TIMESTAMPS", "on": "TIMESTAMPS",
@@ -571,6 +601,9 @@ def main(argv: list[str] | None = None) -> None:
     except CliError as exc:
         print(exc, file=sys.stderr)
         sys.exit(1)
+    # the secrets are in Options now: nothing started from here on (stubs included) inherits or can read them
+    confinement.forget_secrets(os.environ, command_line.secret_variables, command_line.secret_flags)
+    confinement.make_non_dumpable()
     options = command_line.options
     findings = assess(options)
     if command_line.security_report:

@@ -35,6 +35,7 @@ class Restriction:
     categories: tuple[str, ...]
     key: str
     value: str = field(repr=False)  # a secret: never printed
+    on_command_line: bool = False  # given as a flag's value (argv), not from a file or environment variable
 
     def __repr__(self) -> str:
         return f"Restriction(categories={self.categories!r}, key={self.key!r}, value=<redacted>)"
@@ -189,6 +190,10 @@ class BackendOptions:
     config: tuple[tuple[str, str, str], ...] = ()
     # (cache, setting, value) of --cache-config, all naming one cache; empty: no response cache
     cache_config: tuple[tuple[str, str, str], ...] = ()
+    # model code isolation (python-backend stub processes; see docs/differences.md): the (uid, gid) stubs run as
+    # (--model-user; None: the server's own), and their whole environment (cli.py builds it from an allowlist)
+    model_user: tuple[int, int] | None = None
+    model_environment: tuple[tuple[str, str], ...] = ()
 
     def settings_for(self, backend: str) -> dict[str, str]:
         """Every --backend-config value `backend` sees: the global ones, then its own (which win)."""

@@ -62,6 +62,26 @@ def assess(options: Options, euid: int | None = None) -> list[Finding]:
         )
     if (os.geteuid() if euid is None else euid) == 0:
         findings.append(Finding("user", "running as root: a compromised model owns the machine"))
+        if options.backends.model_user is None:
+            findings.append(
+                Finding(
+                    "--model-user",
+                    "not set: python-backend model code runs as root with every capability (it can read every "
+                    "secret file and the server's memory); give stubs an unprivileged user",
+                )
+            )
+    for name, restrictions in (
+        ("--http-restricted-api", options.http.restricted),
+        ("--grpc-restricted-protocol", options.grpc.restricted),
+    ):
+        if any(r.on_command_line for r in restrictions):
+            findings.append(
+                Finding(
+                    name,
+                    "a secret on the command line: other local users and every model read it in ps or "
+                    "/proc/<pid>/cmdline before the server wipes it at start-up; use the -file or -env form",
+                )
+            )
     return findings
 
 

@@ -53,7 +53,8 @@ async def test_add_sub_runs_in_process_with_a_warning(backend: PythonBackend, ca
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and PARAMETER in r.getMessage()]
     assert [r.getMessage() for r in warnings] == [
         "model 'add_sub' version 1 runs in the server process (parameter SEAWALL_IN_PROCESS): "
-        "a crash in its code stops the server"
+        "a crash in its code stops the server; it has no isolation at all (it reads the server's memory, keys "
+        "and files as its user)"
     ]
     (instance,) = model.instances
     assert instance.name == "add_sub_0_0" and instance.is_healthy() and instance.pipeline_depth == 8
@@ -191,7 +192,8 @@ async def test_inline_runs_execute_on_the_event_loop_thread(
         model = await load(backend, EXAMPLES / "add_sub", config=in_process_config(EXAMPLES / "add_sub", "Inline"))
     assert (
         "model 'add_sub' version 1 runs in the server process (parameter SEAWALL_IN_PROCESS): a crash in its code "
-        "stops the server; execute() runs on the event loop, so a slow one delays every request"
+        "stops the server; execute() runs on the event loop, so a slow one delays every request; it has no isolation "
+        "at all"
     ) in caplog.text
     (instance,) = model.instances
     assert instance.pipeline_depth == 1  # nothing to queue behind a call that runs right away

@@ -1,7 +1,12 @@
-"""Entry script of a stub process (run by path): makes `seawall` a bare package, then runs `stub.main`.
+"""Entry script of a stub process (run by path): confines the process, makes `seawall` a bare package, then runs
+`stub.main`.
 
 The server's `seawall/__init__.py` imports the whole server (frontends, grpc, ...); a stub needs only
 `ipc`, `core.types` and `errors`, so it skips that import and starts faster with less memory.
+Confinement comes before model code: first every descriptor but the stub's own is closed; once the stub's own
+modules are imported, the process becomes the model user (argv's uid/gid; -1 keeps the server's) and sets
+PR_SET_NO_NEW_PRIVS and PR_SET_DUMPABLE 0. The host cannot have the event loop's spawn do this: uvloop's
+subprocess_exec neither closes inherited descriptors nor changes users (see docs/differences.md).
 """
 
 from __future__ import annotations
@@ -10,15 +15,65 @@ import os
 import sys
 import types
 
+_PR_SET_DUMPABLE = 4
+_PR_SET_NO_NEW_PRIVS = 38
+#: argv positions: 1-6 are the stub's channel (see stub.py), then the uid and gid to run as.
+_USER_ARG = 7
+
+
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor above stderr that is not in `keep` (listening sockets, logs, secrets, ...)."""
+    try:
+        found = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        found = list(range(3, os.sysconf("SC_OPEN_MAX")))
+    for fd in found:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the directory listing's own descriptor, already closed
+
+
+def _prctl(option: int, value: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes  # noqa: PLC0415  # only on Linux, and only here
+
+    try:
+        return int(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _become_model_user(argv: list[str]) -> None:
+    """Drop to argv's uid/gid (no supplementary groups), then no new privileges and not dumpable."""
+    uid, gid = int(argv[_USER_ARG]), int(argv[_USER_ARG + 1])
+    if uid >= 0:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+        if os.getuid() != uid or os.geteuid() != uid:
+            raise SystemExit("seawall stub: could not become the model user")
+    if not _prctl(_PR_SET_NO_NEW_PRIVS, 1) and sys.platform.startswith("linux"):
+        raise SystemExit("seawall stub: PR_SET_NO_NEW_PRIVS failed")
+    _prctl(_PR_SET_DUMPABLE, 0)  # other stubs of the same user cannot read this one's memory
+
 
 def _run() -> None:
+    _close_inherited({int(arg) for arg in (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5])})
     package_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if "seawall" not in sys.modules:
         package = types.ModuleType("seawall")
         package.__path__ = [package_dir]
         sys.modules["seawall"] = package
+    # the stub's own code (and the modules it needs) is imported before the switch to the model user, who may
+    # not be able to read the Python installation; no model code has run yet
+    import json  # noqa: F401, PLC0415  # most model.py files import it
+
     from seawall.backends.python.stub import main
 
+    _become_model_user(sys.argv)
     main(sys.argv)
 
 

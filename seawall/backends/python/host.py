@@ -8,6 +8,7 @@ SEAWALL_IN_PROCESS = "true" (see `in_process.py`); auto-completion always runs i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -159,7 +160,7 @@ class PythonBackend:
             UnavailableError: a stub did not answer in stub-timeout-seconds.
         """
         config = context.config
-        settings = stub_settings(context.backend_settings)
+        settings = self._confined(stub_settings(context.backend_settings))
         if config.model_transaction_policy.decoupled:
             raise UnsupportedError(f"decoupled model '{context.name}' is not supported by the python backend yet")
         model_file = model_file_path(config, context.version_dir, context.name)
@@ -188,10 +189,15 @@ class PythonBackend:
             for name in instance_names(config, context.name)
         ]
         instances: list[_Instance]
+        if mode != "false" and self._options.model_user is not None:
+            raise InvalidArgumentError(
+                f"model '{context.name}' asks to run in the server process (parameter {in_process.PARAMETER}), "
+                "but --model-user is set: model code runs only in stub processes, as that user"
+            )
         if mode != "false":
             logger.warning(
-                "model '%s' version %d runs in the server process (parameter %s): "
-                "a crash in its code stops the server%s",
+                "model '%s' version %d runs in the server process (parameter %s): a crash in its code stops the "
+                "server%s; it has no isolation at all (it reads the server's memory, keys and files as its user)",
                 context.name,
                 context.version,
                 in_process.PARAMETER,
@@ -223,7 +229,9 @@ class PythonBackend:
             {key: self._options.setting(BACKEND_NAME, key, str(default)) for key, default in _SETTINGS.items()}
         )
         model_file = model_file_path(config, version_dir, name)
-        stub = StubProcess(f"{name} (auto-complete)", StubSettings(4096, 4096, settings.timeout_s), None)
+        stub = StubProcess(
+            f"{name} (auto-complete)", self._confined(StubSettings(4096, 4096, settings.timeout_s)), None
+        )
         init = {
             "t": "init",
             "mode": "auto_complete",
@@ -247,6 +255,10 @@ class PythonBackend:
             error = str(reply.get("error", "unknown error")).replace(hidden, "")
             raise InternalError(f"auto-complete of model '{name}' failed: {error}")
         return merge_completed_config(config, reply.get("config"), name)
+
+    def _confined(self, settings: StubSettings) -> StubSettings:
+        """`settings` with the model user and the stubs' environment (--model-user, --model-env)."""
+        return dataclasses.replace(settings, user=self._options.model_user, environment=self._options.model_environment)
 
     async def stop(self) -> None:
         """Unload every model still loaded (server shutdown); idempotent."""

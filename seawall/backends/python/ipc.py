@@ -91,13 +91,17 @@ class FrameDecoder:
         return frames
 
 
-def create_region(size: int) -> tuple[int, mmap.mmap]:
+def create_region(size: int, owner: tuple[int, int] | None = None) -> tuple[int, mmap.mmap]:
     """An anonymous shared-memory region: (memfd, writable mapping). No name exists in /dev/shm.
 
-    The caller passes the fd to the stub and then closes it; the mapping stays valid.
+    Mode 0600, owned by `owner` (uid, gid: the model user) when given. The caller passes the fd to the stub
+    and then closes it; the mapping stays valid.
     """
     fd = os.memfd_create("seawall-python-backend", os.MFD_CLOEXEC)
     try:
+        os.fchmod(fd, 0o600)
+        if owner is not None:
+            os.fchown(fd, *owner)
         os.ftruncate(fd, size)
         memory = mmap.mmap(fd, size)
     except BaseException:

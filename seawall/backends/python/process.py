@@ -37,6 +37,8 @@ class StubSettings:
     shm_default_bytes: int = 1 << 20
     shm_growth_bytes: int = 1 << 20
     timeout_s: float = 30.0
+    user: tuple[int, int] | None = None  # (uid, gid) the stub runs as (--model-user); None: the server's
+    environment: tuple[tuple[str, str], ...] = ()  # the stub's whole environment (cli.py's allowlist)
 
 
 class StubDied(Exception):
@@ -128,7 +130,11 @@ class StubProcess:
         return self._alive
 
     async def start(self) -> None:
-        """Spawn the stub with its sockets and regions (inherited fds only, argv only numbers)."""
+        """Spawn the stub with its sockets and regions (inherited fds only, argv only numbers).
+
+        The stub gets only `settings.environment`; bootstrap.py closes every other descriptor and becomes
+        `settings.user` before anything else runs (uvloop's spawn can do neither).
+        """
         self._loop = loop = asyncio.get_running_loop()
         self._exited = loop.create_future()
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -136,8 +142,8 @@ class StubProcess:
         fd_socket.setblocking(False)
         self._fd_socket = fd_socket
         size = self._settings.shm_default_bytes
-        in_fd, inputs = ipc.create_region(size)
-        out_fd, outputs = ipc.create_region(size)
+        in_fd, inputs = ipc.create_region(size, self._settings.user)
+        out_fd, outputs = ipc.create_region(size, self._settings.user)
         self.inputs, self.outputs = [inputs], [outputs]
         inherited = (control_child.fileno(), fd_child.fileno(), in_fd, out_fd)
         argv = [sys.executable, "-P", "-B", "-u", _BOOTSTRAP]
@@ -148,6 +154,7 @@ class StubProcess:
             str(size),
             str(out_fd),
             str(size),
+            *(str(number) for number in self._settings.user or (-1, -1)),
         ]
         try:
             self._process, _ = await loop.subprocess_exec(
@@ -158,6 +165,7 @@ class StubProcess:
                 stderr=subprocess.PIPE,
                 pass_fds=inherited,
                 close_fds=True,
+                env=dict(self._settings.environment),
             )
             self._alive = True
             self._control, _ = await loop.connect_accepted_socket(lambda: _ControlProtocol(self), control)
@@ -228,7 +236,7 @@ class StubProcess:
         self.inputs[slot] = memory
 
     def _pass_region(self, size: int, tag: bytes) -> mmap.mmap:
-        fd, memory = ipc.create_region(size)
+        fd, memory = ipc.create_region(size, self._settings.user)
         try:
             assert self._fd_socket is not None
             socket.send_fds(self._fd_socket, [tag], [fd])

@@ -1,8 +1,9 @@
 """The stub process of the python backend: loads one user `model.py` and serves the host's frames.
 
-Started as `python -P -B -u .../bootstrap.py <ctrl fd> <fd socket> <in fd> <in size> <out fd> <out size>`
-(argv holds only numbers: names and paths arrive as JSON). Imports `ipc`, `user_model`, the user's model
-and `triton_python_backend_utils` (via sys.path); it never unpickles anything.
+Started as `python -P -B -u .../bootstrap.py <ctrl fd> <fd socket> <in fd> <in size> <out fd> <out size> <uid>
+<gid>` (argv holds only numbers: names and paths arrive as JSON; bootstrap.py uses the uid and gid).
+Imports `ipc`, `user_model`, the user's model and `triton_python_backend_utils` (via sys.path); it never
+unpickles anything.
 """
 
 from __future__ import annotations
@@ -151,7 +152,10 @@ class _Stub:
             self._model = UserModel(self._pb, model_class, str(init.get("model_name", "")))
             self._model.initialize(init["args"])  # type: ignore[arg-type]  # JSON object of strings
         except Exception as exc:
-            self._channel.send({"t": "fail", "error": describe(exc), "trace": traceback.format_exc()})
+            error = describe(exc)
+            if isinstance(exc, PermissionError) and exc.filename:  # the model user (--model-user) lacks access
+                error = f"the model user (uid {os.getuid()}) cannot read {exc.filename}"
+            self._channel.send({"t": "fail", "error": error, "trace": traceback.format_exc()})
             return False
         self._channel.send({"t": "ready"})
         return True
