@@ -35,7 +35,7 @@ class Restriction:
     categories: tuple[str, ...]
     key: str
     value: str = field(repr=False)  # a secret: never printed
-    on_command_line: bool = False  # given as a flag's value (argv), not from a file or environment variable
+    on_command_line: bool = field(default=False, compare=False)  # given on argv, not from a file or variable
 
     def __repr__(self) -> str:
         return f"Restriction(categories={self.categories!r}, key={self.key!r}, value=<redacted>)"

@@ -29,6 +29,7 @@ from seawall.cli import (
 )
 from seawall.core.log_settings import LogSettings
 from seawall.options import LogOptions, Options, Restriction
+from seawall.security.report import assess
 from tests.harness import run_seawall
 
 REPO = "--model-repository=/models"
@@ -386,7 +387,8 @@ def test_restrictions_from_a_secret_file(tmp_path: Path) -> None:
         Restriction(("inference",), "k", "v"),
     )
     assert not any("command line" in warning for warning in command_line.warnings)
-    assert any("command line" in w for w in parse_command_line([REPO, "--http-restricted-api=trace:k=v"], {}).warnings)
+    on_argv = parse_command_line([REPO, "--http-restricted-api=trace:k=v"], {}).options
+    assert "--http-restricted-api" in [finding.setting for finding in assess(on_argv)]  # a report finding now
     secrets.write_text("inference:k=top-secret\nhealth:k=\n")
     message = error_of(REPO, f"--grpc-restricted-protocol-file={secrets}")
     assert f"{secrets}:2: format is" in message and "top-secret" not in message
@@ -848,4 +850,5 @@ def test_security_report_of_a_locked_down_configuration(tmp_path: Path) -> None:
     done = run_seawall(f"--model-repository={tmp_path}", "--allow-metrics=false", "--security-report")
     findings = [line for line in done.stdout.splitlines() if line.startswith("  ")]
     assert done.returncode == (1 if findings else 0)
-    assert all(line.startswith("  user:") for line in findings)  # only running as root may remain (CI runs as root)
+    # only running as root (and so model code as root) may remain (CI runs as root)
+    assert all(line.startswith(("  user:", "  --model-user:")) for line in findings)

@@ -67,7 +67,8 @@ def assess(options: Options, euid: int | None = None) -> list[Finding]:
                 Finding(
                     "--model-user",
                     "not set: python-backend model code runs as root with every capability (it can read every "
-                    "secret file and the server's memory); give stubs an unprivileged user",
+                    "secret file and the server's memory); give stubs an unprivileged user (stubs still share the "
+                    "kernel, network and world-readable files with the server: no seccomp, namespaces or cgroups)",
                 )
             )
     for name, restrictions in (

@@ -58,6 +58,7 @@ def test_risky_settings_are_each_reported(tmp_path: Path) -> None:
         "--strict-readiness=false",
         "--model-repository",
         "user",
+        "--model-user",
     ]
     explicit = findings[0].risk
     assert "not restricted on HTTP" in explicit and "gRPC" not in explicit

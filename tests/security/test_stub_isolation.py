@@ -289,7 +289,8 @@ def test_security_report_flags_root_model_code_and_secrets_on_argv(sandbox: Path
     assert risky.returncode == 1
     assert (
         "  --model-user: not set: python-backend model code runs as root with every capability (it can read every "
-        "secret file and the server's memory); give stubs an unprivileged user"
+        "secret file and the server's memory); give stubs an unprivileged user (stubs still share the kernel, network "
+        "and world-readable files with the server: no seccomp, namespaces or cgroups)"
     ) in risky.stdout.splitlines()
     assert (
         "  --http-restricted-api: a secret on the command line: other local users and every model read it in ps or "
