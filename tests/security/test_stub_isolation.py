@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -89,6 +91,8 @@ def probe():
         "parent_environ": attempt(lambda: read(f"/proc/{{ppid}}/environ")),
         "parent_cmdline": attempt(lambda: read(f"/proc/{{ppid}}/cmdline")),
         "parent_mem": attempt(lambda: open_mem(ppid)),
+        "self_environ": attempt(lambda: read("/proc/self/environ")),
+        "self_cmdline": attempt(lambda: read("/proc/self/cmdline")),
         "write_other": attempt(write_other),
     }}
 
@@ -213,6 +217,9 @@ def _assert_confined_without_user(found: dict[str, object], sandbox: Path) -> No
 def test_stub_environment_descriptors_and_no_new_privs_as_root(as_root: ServerProcess, sandbox: Path) -> None:
     found = _probe(as_root)
     _assert_confined_without_user(found, sandbox)
+    assert (
+        "security: --model-user: not set: python-backend model code runs as root with every capability" in as_root.log()
+    )
     assert as_root.is_ready()
 
 
@@ -231,6 +238,7 @@ def test_model_user_cannot_read_secrets_or_the_server(as_nobody: ServerProcess, 
     assert str(found["parent_cmdline"]).startswith("ok:")  # Linux shows every cmdline to every user (wiped above)
     assert found["environ"]["HOME"] == "/nonexistent" and found["environ"]["USER"] == "nobody"  # type: ignore[index]
     assert not (sandbox / "models" / "other" / "planted.txt").exists()
+    assert "--model-user: not set" not in as_nobody.log()
     assert as_nobody.is_ready()
 
 
@@ -317,3 +325,50 @@ def test_bad_model_isolation_flags_are_refused(sandbox: Path, flags: list[str], 
     result = run_seawall(f"--model-repository={sandbox / 'models'}", *flags, env={SECRET_VARIABLE: "inference:k=v"})
     assert result.returncode == 1
     assert result.stderr.strip() == message
+
+
+def test_in_process_models_see_no_secret_in_the_servers_environment(sandbox: Path) -> None:
+    """In-process model code is the server: no isolation, but the secrets are gone from its environment and
+    its /proc/self/environ and cmdline all the same."""
+    repository = sandbox / "in_process_root"
+    _write_model(repository, "probe", 'parameters { key: "SEAWALL_IN_PROCESS" value { string_value: "true" } }\n')
+    server = start_seawall(
+        f"--http-restricted-api-env={SECRET_VARIABLE}",
+        f"--grpc-restricted-protocol=shared-memory:argv-key={ARGV_SECRET}",
+        "--http-restricted-api",
+        "trace:k=second-argv-secret",
+        repository=repository,
+        env={SECRET_VARIABLE: f"model-repository,statistics:admin-key={ENV_SECRET}"},
+    )
+    try:
+        found = _probe(server)
+        assert SECRET_VARIABLE not in found["environ"]  # type: ignore[operator]
+        for name in ("self_environ", "self_cmdline"):
+            text = str(found[name])
+            assert text.startswith("ok:") and ENV_SECRET not in text and ARGV_SECRET not in text, name
+            assert "second-argv-secret" not in text, name
+        wiped = "*" * len(f"shared-memory:argv-key={ARGV_SECRET}")
+        assert f"\0--grpc-restricted-protocol={wiped}\0" in str(found["self_cmdline"])
+        assert "\0--http-restricted-api\0" + "*" * len("trace:k=second-argv-secret") in str(found["self_cmdline"])
+        assert server.is_ready()
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux setpriv")
+@pytest.mark.parametrize("non_dumpable", [False, True])
+def test_non_dumpable_server_hides_environ_and_mem_from_its_own_uid(non_dumpable: bool) -> None:
+    """What a stub of the server's own uid (no --model-user, server not root) meets: processes of one uid without
+    capabilities, one of them made non-dumpable as the server makes itself at start-up."""
+    no_caps = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"]
+    hardening = "confinement.make_non_dumpable()" if non_dumpable else "True"
+    code = f"import time\nfrom seawall.security import confinement\nassert {hardening}\nprint('ready', flush=True)\n"
+    code += "time.sleep(30)"
+    with subprocess.Popen([*no_caps, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as target:
+        try:
+            assert target.stdout is not None and target.stdout.readline() == "ready\n"
+            for name in ("environ", "mem"):  # mem: opened, then reading address 0 fails; or not opened at all
+                read = subprocess.run([*no_caps, "head", "-c", "1", f"/proc/{target.pid}/{name}"], capture_output=True)
+                assert (b"Permission denied" in read.stderr) == non_dumpable, (name, read)
+        finally:
+            target.kill()
