@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import sysconfig
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -222,7 +223,7 @@ def _assemble(
         if "disable-auto-complete-config" not in names:
             _put(tree, "repository.auto_complete_config", not names["strict-model-config"])
     _assemble_cache(tree, names, warnings)
-    _assemble_model_isolation(tree, given, environ)
+    _assemble_model_isolation(tree, given, environ, warnings)
     _assemble_trace(tree, [value for flag, value in given if flag.name == "trace-config"])
     for target, flag_name, noun in (
         ("http.restricted", "http-restricted-api", "api"),
@@ -262,7 +263,7 @@ def _assemble_cache(tree: dict[str, object], names: Mapping[str, object], warnin
 
 
 def _assemble_model_isolation(
-    tree: dict[str, object], given: Sequence[tuple[Flag, object]], environ: Mapping[str, str]
+    tree: dict[str, object], given: Sequence[tuple[Flag, object]], environ: Mapping[str, str], warnings: list[str]
 ) -> None:
     """--model-user and --model-env → the stubs' (uid, gid) and their whole environment (an allowlist)."""
     user = None
@@ -273,9 +274,17 @@ def _assemble_model_isolation(
             except ValueError as exc:
                 raise CliError(f'Bad option: "--model-user".\n{exc}') from None
     if user is not None:
-        if os.geteuid() not in (0, user.uid):
-            raise CliError('Bad option: "--model-user".\nrunning stubs as another user needs the server to run as root')
+        if os.geteuid() != 0:
+            raise CliError('Bad option: "--model-user".\nswitching the stubs\' user needs the server to run as root')
         _put(tree, "backends.model_user", (user.uid, user.gid))
+        installation = sorted({sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")})
+        blocked = confinement.unreadable_path(user, installation)
+        if blocked is not None:
+            warnings.append(
+                f"--model-user: {user.name or user.uid} cannot read {blocked}, part of the Python installation: "
+                "model code can import only the modules the stub loads before it switches user (install Python "
+                "where that user can read it)"
+            )
     extra = [str(value) for flag, value in given if flag.name == "model-env"]
     secret = {str(value) for flag, value in given if flag.name in _SECRET_ENV_FLAGS}
     try:

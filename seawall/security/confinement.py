@@ -7,6 +7,7 @@ Imports only the standard library. `cli.py` calls it (it alone reads os.environ)
 from __future__ import annotations
 
 import ctypes
+import os
 import pwd
 import re
 import sys
@@ -84,6 +85,32 @@ def resolve_model_user(text: str) -> ModelUser:
     if uid == 0 or gid == 0:
         raise ValueError("the model user must not be root (uid 0 or gid 0)")
     return ModelUser(uid, gid, entry.pw_name if entry else "", entry.pw_dir if entry else "")
+
+
+def unreadable_path(user: ModelUser, paths: Sequence[str]) -> str | None:
+    """The first of `paths` (or a directory above it) that `user` cannot list or traverse, by mode bits; None
+    if it can reach them all (the stub then imports any module of the Python installation as that user)."""
+    for path in paths:
+        current = os.path.abspath(path)
+        chain = [current]
+        while os.path.dirname(current) != current:
+            current = os.path.dirname(current)
+            chain.append(current)
+        for index, directory in enumerate(reversed(chain)):
+            try:
+                info = os.stat(directory)
+            except OSError:
+                break  # a path that does not exist is no one's problem here
+            needed = 0o5 if index == len(chain) - 1 else 0o1  # the last one is listed, the others traversed
+            if info.st_uid == user.uid:
+                granted = (info.st_mode >> 6) & 0o7
+            elif info.st_gid == user.gid:
+                granted = (info.st_mode >> 3) & 0o7
+            else:
+                granted = info.st_mode & 0o7
+            if granted & needed != needed:
+                return directory
+    return None
 
 
 def stub_environment(

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from seawall.security import confinement
 from tests.harness import ServerProcess, run_seawall, start_seawall
 
 ENV_SECRET = "sekrit-env-value"
@@ -372,3 +374,21 @@ def test_non_dumpable_server_hides_environ_and_mem_from_its_own_uid(non_dumpable
                 assert (b"Permission denied" in read.stderr) == non_dumpable, (name, read)
         finally:
             target.kill()
+
+
+def test_a_python_installation_the_model_user_cannot_read_is_named(sandbox: Path, as_nobody: ServerProcess) -> None:
+    nobody = confinement.resolve_model_user("nobody")
+    hidden = sandbox / "home"
+    (hidden / "lib" / "python3").mkdir(parents=True)
+    (hidden / "lib").chmod(0o755)
+    (hidden / "lib" / "python3").chmod(0o755)
+    hidden.chmod(0o700)  # like a pyenv under /root
+    assert confinement.unreadable_path(nobody, [str(hidden / "lib" / "python3")]) == str(hidden)
+    hidden.chmod(0o711)  # traversable: enough for the directories above
+    assert confinement.unreadable_path(nobody, [str(hidden / "lib" / "python3")]) is None
+    (hidden / "lib" / "python3").chmod(0o711)  # the installation itself must be listable
+    assert confinement.unreadable_path(nobody, [str(hidden / "lib" / "python3")]) == str(hidden / "lib" / "python3")
+    paths = sorted({sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")})
+    expected = confinement.unreadable_path(nobody, paths)  # /root/.pyenv/... on the CI machine: /root is 0700
+    warning = f"--model-user: nobody cannot read {expected}, part of the Python installation: model code can import"
+    assert (warning in as_nobody.log()) == (expected is not None)
