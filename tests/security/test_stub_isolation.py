@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from seawall.security import confinement
 from tests.harness import ServerProcess, run_seawall, start_seawall
@@ -118,7 +119,7 @@ backend: "python"
 max_batch_size: 0
 input [ {{ name: "X" data_type: TYPE_INT32 dims: [ 1 ] }} ]
 output [ {{ name: "REPORT" data_type: TYPE_STRING dims: [ 1 ] }} ]
-instance_group [ {{ kind: KIND_CPU count: 2 }} ]
+instance_group [ {{ kind: KIND_CPU count: {count} }} ]
 """
 
 
@@ -131,12 +132,13 @@ def sandbox() -> Iterator[Path]:
     key_file = root / "keys"
     key_file.write_text(f"trace,logging:file-key={FILE_SECRET}\n")
     key_file.chmod(0o600)
-    for name in ("probe", "other"):
+    for name in ("probe", "other", "solo"):
         version = repository / name / "1"
         version.mkdir(parents=True)
         other = str(repository / ("other" if name == "probe" else "probe"))
         (version / "model.py").write_text(PROBE.format(key_file=str(key_file), other_model=other))
-        (repository / name / "config.pbtxt").write_text(CONFIG.format(name=name))
+        count = 1 if name == "solo" else 2  # two stubs of a model: neither sees the other's descriptors
+        (repository / name / "config.pbtxt").write_text(CONFIG.format(name=name, count=count))
     for path in (root, *root.rglob("*")):
         if path != key_file:
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -164,12 +166,12 @@ def _start(sandbox: Path, *extra: str) -> ServerProcess:
     )
 
 
-def _probe(server: ServerProcess, value: int = 0) -> dict[str, object]:
+def _probe(server: ServerProcess, value: int = 0, model: str = "probe") -> dict[str, object]:
     client = httpclient.InferenceServerClient(server.http)
     try:
         tensor = httpclient.InferInput("X", [1], "INT32")
         tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
-        result = client.infer("probe", [tensor])
+        result = client.infer(model, [tensor])
         report = result.as_numpy("REPORT")
         assert report is not None
         return json.loads(report[0])  # type: ignore[no-any-return]
@@ -245,18 +247,22 @@ def test_model_user_cannot_read_secrets_or_the_server(as_nobody: ServerProcess, 
 
 
 def test_model_user_stub_restarts_after_a_crash(as_nobody: ServerProcess) -> None:
-    with pytest.raises(Exception):  # noqa: B017, PT011  # the crashing batch fails; which error is not the point
-        _probe(as_nobody, 13)
+    before = _probe(as_nobody, model="solo")
+    with pytest.raises(InferenceServerException):
+        _probe(as_nobody, 13, model="solo")  # its only stub exits
     deadline = time.monotonic() + 60
-    while True:
+    while "model instance 'solo_0_0': stub process died" not in as_nobody.log():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    while True:  # the next request waits for the new stub
         try:
-            found = _probe(as_nobody)
+            found = _probe(as_nobody, model="solo")
             break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
+        except InferenceServerException:
+            assert time.monotonic() < deadline
             time.sleep(0.2)
-    assert found["status"]["Uid"].split()[0] == "65534"  # type: ignore[index]
+    assert found["status"] == before["status"] and found["status"]["Uid"].split()[0] == "65534"  # type: ignore[index]
+    assert found["status"]["NoNewPrivs"] == "1"  # type: ignore[index]
     assert as_nobody.is_ready()
 
 
@@ -264,7 +270,7 @@ def _write_model(repository: Path, name: str, extra_config: str = "") -> Path:
     version = repository / name / "1"
     version.mkdir(parents=True)
     (version / "model.py").write_text(PROBE.format(key_file="/nonexistent", other_model="/nonexistent"))
-    (repository / name / "config.pbtxt").write_text(CONFIG.format(name=name) + extra_config)
+    (repository / name / "config.pbtxt").write_text(CONFIG.format(name=name, count=1) + extra_config)
     for path in (repository, *repository.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return version / "model.py"
