@@ -398,3 +398,34 @@ def test_a_python_installation_the_model_user_cannot_read_is_named(sandbox: Path
     expected = confinement.unreadable_path(nobody, paths)  # /root/.pyenv/... on the CI machine: /root is 0700
     warning = f"--model-user: nobody cannot read {expected}, part of the Python installation: model code can import"
     assert (warning in as_nobody.log()) == (expected is not None)
+
+
+def test_stub_environment_is_an_allowlist() -> None:
+    environ = {
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "LC_ALL": "C",
+        "OMP_NUM_THREADS": "2",
+        "MKL_NUM_THREADS": "2",
+        "PYTHONPATH": "/srv/lib",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "HTTPS_PROXY": "http://user:pw@proxy",
+        "ADMIN_KEY": "inference:k=v",
+        "WANTED": "w",
+    }
+    chosen = dict(confinement.stub_environment(environ, ["WANTED", "ABSENT", "SET=1=2"], {"ADMIN_KEY"}, None))
+    assert chosen == {
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "LC_ALL": "C",
+        "OMP_NUM_THREADS": "2",
+        "MKL_NUM_THREADS": "2",
+        "PYTHONPATH": "/srv/lib",
+        "WANTED": "w",
+        "SET": "1=2",
+    }
+    nobody = confinement.resolve_model_user("nobody")
+    as_nobody = dict(confinement.stub_environment(environ, [], set(), nobody))
+    assert (as_nobody["HOME"], as_nobody["USER"], as_nobody["LOGNAME"]) == (nobody.home, "nobody", "nobody")
+    assert confinement.resolve_model_user("65534") == nobody
+    assert confinement.resolve_model_user("65534:65534") == nobody
