@@ -347,6 +347,18 @@ FLAGS: tuple[Flag, ...] = (
             "Retries of a failing model load.",
             "repository.load_retry_count",
         ),
+        Flag(
+            "max-override-files",
+            K_COUNT,
+            "Seawall: most 'file:' overrides in one model load request.",
+            "repository.max_override_files",
+        ),
+        Flag(
+            "max-override-bytes",
+            K_COUNT,
+            "Seawall: most decoded bytes of the 'file:' overrides of one model load request.",
+            "repository.max_override_bytes",
+        ),
         _later("model-namespacing", K_BOOL, "Namespace models by repository.", harmless=False),
         _gpu("enable-peer-access", K_BOOL, "CUDA peer access.", harmless=False),
     ),

@@ -177,6 +177,8 @@ class RepositoryOptions:
     strict_readiness: bool = True
     exit_on_error: bool = True
     auto_complete_config: bool = True  # --disable-auto-complete-config turns it off
+    max_override_files: int = 1000  # `file:` overrides of one load request
+    max_override_bytes: int = 64 << 20  # their decoded bytes together
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,9 +110,17 @@ class ModelLifecycle:
         await asyncio.gather(*(load_one(loc) for loc in locations.values()))
 
     async def load(
-        self, location: repository.ModelLocation, config: ModelConfig | None = None, drain_secs: float = 30.0
+        self,
+        location: repository.ModelLocation,
+        config: ModelConfig | None = None,
+        drain_secs: float = 30.0,
+        repository_dir: str | None = None,
     ) -> ModelRecord:
         """Load (or reload) one model; failures become states, not exceptions.
+
+        With a `config` override, the repository agents of the configuration stored in `repository_dir`
+        (default: the model's own directory; "" for a model in no repository) still apply: an override
+        that leaves them out gets them, and one that names other agents is refused.
 
         A reload is all or nothing: the new versions replace the old ones only if every one of them loaded,
         and the old ones then finish their in-flight requests (up to `drain_secs`) before they unload.
@@ -122,7 +130,8 @@ class ModelLifecycle:
         old = self.models.get(location.name)
         if old is None or old.unloaded or not old.versions:
             self.models[location.name] = record  # nothing serves yet: the index shows the versions LOADING
-        await self._build(record, location, config)
+        stored_in = location.path if repository_dir is None else repository_dir
+        await self._build(record, location, config, stored_in if config is not None else "")
         if old is not None and not old.unloaded and old.versions and not record.is_ready():
             if any(v.is_ready() for v in old.versions.values()):
                 await record.unload()
@@ -144,13 +153,15 @@ class ModelLifecycle:
             self.models.pop(name, None)
 
     async def _build(
-        self, record: ModelRecord, location: repository.ModelLocation, override: ModelConfig | None
+        self, record: ModelRecord, location: repository.ModelLocation, override: ModelConfig | None, stored_in: str
     ) -> None:
         """Fill `record` with the model's versions, loaded (or with the reason they are not)."""
         if location.error:
             record.error = location.error
             return
         try:
+            if override is not None and stored_in:
+                self._keep_repository_agents(override, stored_in, location.name)
             config, backend = await self._prepare(location, override)
             versions = repository.select_versions(config.version_policy, repository.version_directories(location.path))
             if not versions:
@@ -164,6 +175,25 @@ class ModelLifecycle:
         for number in versions:
             record.versions[number] = ModelVersion(location.name, number, ModelState.LOADING)
         await asyncio.gather(*(self._load_version(record.versions[n], config, backend, location) for n in versions))
+
+    def _keep_repository_agents(self, override: ModelConfig, stored_in: str, name: str) -> None:
+        """Put the stored configuration's repository agents (checksum pins) into a load-time override.
+
+        Raises:
+            InvalidArgumentError: the override names other agents, or the stored configuration is unreadable.
+        """
+        stored = model_config.read_config(stored_in, self._options.repository.config_name)
+        if stored is None or not stored.model_repository_agents.agents:
+            return
+        if (
+            override.model_repository_agents.agents
+            and override.model_repository_agents != stored.model_repository_agents
+        ):
+            raise InvalidArgumentError(
+                f"load parameter 'config' of model '{name}' cannot change 'model_repository_agents': "
+                "the agents of the repository's configuration always apply"
+            )
+        override.model_repository_agents.CopyFrom(stored.model_repository_agents)
 
     async def _prepare(
         self, location: repository.ModelLocation, override: ModelConfig | None

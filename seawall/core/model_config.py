@@ -87,6 +87,35 @@ def read_config(model_dir: str, config_name: str = "") -> ModelConfig | None:
     return None
 
 
+def checksum_pins(config: ModelConfig) -> list[dict[str, str]]:
+    """The SHA-256 pins of each `checksum` repository agent of `config`: relative path (normalized) → hex digest.
+
+    An empty list means the model is not pinned. Backends verify the bytes they execute against these
+    pins again when they read them, so a file changed after the agent ran is still refused.
+
+    Raises:
+        InvalidArgumentError: a pin with another algorithm, or a path outside the model directory.
+    """
+    sets: list[dict[str, str]] = []
+    for agent in config.model_repository_agents.agents:
+        if agent.name != "checksum":
+            continue
+        pins: dict[str, str] = {}
+        for key, digest in agent.parameters.items():
+            algorithm, _, relative = key.partition(":")
+            if algorithm.upper() != "SHA256":
+                raise InvalidArgumentError(
+                    f"checksum agent: unsupported algorithm '{algorithm[:16]}' in '{key[:128]}' (use SHA256:<path>)"
+                )
+            if not relative or os.path.isabs(relative) or ".." in relative.replace("\\", "/").split("/"):
+                raise InvalidArgumentError(
+                    f"checksum agent: '{relative[:128]}' must be a path inside the model directory"
+                )
+            pins[os.path.normpath(relative)] = digest.lower()
+        sets.append(pins)
+    return sets
+
+
 def backend_of(config: ModelConfig) -> str:
     backend: str = config.backend or PLATFORM_BACKENDS.get(config.platform, config.platform)
     return backend

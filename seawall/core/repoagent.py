@@ -3,7 +3,9 @@
 Imports `core.backend` (ModelConfig) and `errors`. The built-in `checksum` agent is Triton's checksum
 repository agent with SHA-256 pins: `parameters { key: "SHA256:1/model.py" value: "<hex digest>" }`.
 Every file of the model must be pinned (the configuration files that carry the pins excepted), so a file
-slipped into the model directory fails the load as surely as a changed one.
+slipped into the model directory fails the load as surely as a changed one; `__pycache__` is no exception
+(bytecode the interpreter could run instead of the pinned source). The python backend verifies the bytes it
+executes against the same pins again when it reads them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 from collections.abc import Callable
 
 from seawall.core.backend import ModelConfig
+from seawall.core.model_config import checksum_pins
 from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
 
 logger = logging.getLogger(__name__)
@@ -23,7 +26,6 @@ logger = logging.getLogger(__name__)
 RepoAgent = Callable[[ModelConfig, str], None]
 
 _CONFIG_FILES = ("config.pbtxt",)
-_SKIPPED_DIRS = ("__pycache__",)
 _CHUNK = 1 << 20
 
 
@@ -39,9 +41,10 @@ def run_agents(config: ModelConfig, model_dir: str, plugins: Callable[[str], Rep
         UnsupportedError: an agent this server does not have.
         InvalidArgumentError: a check failed; the message names the file, never a server path.
     """
+    pin_sets = iter(checksum_pins(config))
     for agent in config.model_repository_agents.agents:
         if agent.name == "checksum":
-            verify_checksums(dict(agent.parameters), model_dir)
+            verify_checksums(next(pin_sets), model_dir)
             continue
         check = plugins(agent.name)
         try:
@@ -56,20 +59,13 @@ def run_agents(config: ModelConfig, model_dir: str, plugins: Callable[[str], Rep
 def verify_checksums(pins: dict[str, str], model_dir: str) -> None:
     """Check that the model's files are exactly the pinned ones, with the pinned SHA-256 digests.
 
+    `pins` maps normalized relative paths to hex digests (`model_config.checksum_pins`).
+
     Raises:
-        InvalidArgumentError: a malformed pin, a missing, changed or unpinned file.
+        InvalidArgumentError: a missing, changed or unpinned file.
     """
     root = os.path.realpath(model_dir)
-    expected: dict[str, str] = {}
-    for key, digest in pins.items():
-        algorithm, _, relative = key.partition(":")
-        if algorithm.upper() != "SHA256":
-            raise InvalidArgumentError(
-                f"checksum agent: unsupported algorithm '{algorithm[:16]}' in '{key[:128]}' (use SHA256:<path>)"
-            )
-        if not relative or os.path.isabs(relative) or ".." in relative.replace("\\", "/").split("/"):
-            raise InvalidArgumentError(f"checksum agent: '{relative[:128]}' must be a path inside the model directory")
-        expected[os.path.normpath(relative)] = digest.lower()
+    expected = dict(pins)
     for relative in sorted(_model_files(root)):
         if relative in _CONFIG_FILES or relative.startswith("configs" + os.sep):
             continue
@@ -86,7 +82,6 @@ def _model_files(root: str) -> list[str]:
     """Regular files under `root`, relative; a link that leaves the model directory is refused."""
     found: list[str] = []
     for directory, subdirs, files in os.walk(root, followlinks=False):
-        subdirs[:] = [d for d in subdirs if d not in _SKIPPED_DIRS]
         for name in subdirs:  # a linked directory would hide its files from the walk
             if os.path.islink(os.path.join(directory, name)):
                 relative = os.path.relpath(os.path.join(directory, name), root)

@@ -18,7 +18,7 @@ from tests.harness import EXAMPLES
 
 def _pinned_model(tmp_path: Path) -> tuple[Path, model_config_pb2.ModelConfig]:
     model = tmp_path / "add_sub"
-    shutil.copytree(EXAMPLES / "add_sub", model)
+    shutil.copytree(EXAMPLES / "add_sub", model, ignore=shutil.ignore_patterns("__pycache__"))
     digest = hashlib.sha256((model / "1" / "model.py").read_bytes()).hexdigest()
     config = text_format.Parse(
         'model_repository_agents { agents [{ name: "checksum", parameters { key: "SHA256:1/model.py" '

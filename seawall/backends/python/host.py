@@ -22,7 +22,7 @@ from seawall.backends.python import in_process
 from seawall.backends.python.instance import InstanceSpec, PythonModelInstance
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.core.backend import ModelConfig, ModelLoadContext
-from seawall.core.model_config import config_to_dict
+from seawall.core.model_config import checksum_pins, config_to_dict
 from seawall.errors import (
     InternalError,
     InvalidArgumentError,
@@ -164,6 +164,7 @@ class PythonBackend:
         if config.model_transaction_policy.decoupled:
             raise UnsupportedError(f"decoupled model '{context.name}' is not supported by the python backend yet")
         model_file = model_file_path(config, context.version_dir, context.name)
+        pins = tuple(checksum_pins(config))  # checked again on the bytes the stub compiles
         mode = in_process.in_process_mode(config, context.name)
         configured = {output.name: _datatype(output.data_type) for output in config.output}
         base_args = {
@@ -185,6 +186,8 @@ class PythonBackend:
                 output_types=configured,
                 hidden_prefix=os.path.dirname(os.path.realpath(context.model_dir)) + os.sep,
                 dynamic_batching=config.HasField("dynamic_batching"),
+                model_dir=context.model_dir,
+                pins=pins,
             )
             for name in instance_names(config, context.name)
         ]
@@ -237,6 +240,8 @@ class PythonBackend:
             "mode": "auto_complete",
             "model_file": model_file,
             "version_dir": version_dir,
+            "model_dir": model_dir,
+            "pins": checksum_pins(config),
             "model_name": name,
             "config": config_to_dict(config),
         }

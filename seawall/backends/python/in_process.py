@@ -25,6 +25,7 @@ import numpy as np
 
 from seawall.backends.python import ipc
 from seawall.backends.python.instance import InstanceSpec, request_header
+from seawall.backends.python.model_source import ModelSource, RepositoryFinder
 from seawall.backends.python.process import StubSettings, escape_log
 from seawall.backends.python.user_model import (
     PB_DIR,
@@ -52,7 +53,7 @@ IN_PROCESS_PIPELINE_DEPTH = 8
 #: reply is written or request read; after this much time it yields to the loop once (bounds the wait).
 INLINE_YIELD_S = 0.0005
 _LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
-#: sys.path is process-wide: a model file is executed with its version directory on it, one load at a time.
+#: sys.meta_path is process-wide: a model file's version directory is searched by name during one load at a time.
 _SYS_PATH_LOCK = threading.Lock()
 
 _T = TypeVar("_T")
@@ -178,6 +179,7 @@ class InProcessModelInstance:
         self._pb = pb
         self._model: UserModel | None = None  # owned by the worker thread once started
         self._module_name = f"seawall_model_{uuid.uuid4().hex}"
+        self._finder: RepositoryFinder | None = None
         self._worker = _Worker(spec.instance_name)
         self._ready = False
         self._stopped = False
@@ -206,9 +208,11 @@ class InProcessModelInstance:
             await asyncio.wait_for(self._worker.submit(self._load), self._settings.timeout_s)
         except TimeoutError as exc:
             self._worker.stop()
+            self._remove_finder()
             raise UnavailableError(f"model instance '{self.name}' did not initialize in time") from exc
         except Exception as exc:
             self._worker.stop()
+            self._remove_finder()
             logger.error("model instance '%s': initialization failed:\n%s", self.name, _trace(exc))
             error = self._spec.hide(describe(exc))
             raise InternalError(f"Failed to initialize model instance '{self.name}': {error}") from None
@@ -216,12 +220,17 @@ class InProcessModelInstance:
 
     def _load(self) -> None:
         spec = self._spec
+        source = ModelSource(spec.model_dir or os.path.dirname(spec.version_dir), spec.pins)
         with _SYS_PATH_LOCK:
-            sys.path.insert(0, spec.version_dir)
+            # the version directory's modules import by name while model.py loads (Python's path finder
+            # never sees it); later imports from the model directory go through this finder too
+            source.top_level.append(spec.version_dir)
+            self._finder = RepositoryFinder(source)
+            self._finder.install()
             try:
-                model_class = load_model_class(spec.model_file, self._module_name)
+                model_class = load_model_class(spec.model_file, self._module_name, source)
             finally:
-                sys.path.remove(spec.version_dir)
+                source.top_level.clear()
         model = UserModel(self._pb, model_class, spec.model_name)
         model.initialize(dict(spec.args))
         self._model = model
@@ -238,6 +247,12 @@ class InProcessModelInstance:
                 logger.warning("model instance '%s': finalize did not complete (%r)", self.name, exc)
         self._worker.stop()
         sys.modules.pop(self._module_name, None)
+        self._remove_finder()
+
+    def _remove_finder(self) -> None:
+        if self._finder is not None:
+            self._finder.remove()
+            self._finder = None
 
     async def execute(self, requests: Sequence[InferRequest]) -> list[InferResponse | SeawallError]:
         """Run one batch on the worker thread (or, inline, right here on the event loop thread).

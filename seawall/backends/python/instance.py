@@ -67,6 +67,8 @@ class InstanceSpec:
     output_types: Mapping[str, str]  # configured output name → API datatype (empty: not checked)
     hidden_prefix: str  # "<repository>/": removed from texts sent to clients
     dynamic_batching: bool = False
+    model_dir: str = ""  # the model directory: code is imported only from inside it, pins are relative to it
+    pins: tuple[Mapping[str, str], ...] = ()  # SHA-256 pin sets of the model's checksum agents (empty: unpinned)
 
     def hide(self, text: str) -> str:
         return text.replace(self.hidden_prefix, "") if self.hidden_prefix else text
@@ -190,6 +192,8 @@ class PythonModelInstance:
             "mode": "model",
             "model_file": spec.model_file,
             "version_dir": spec.version_dir,
+            "model_dir": spec.model_dir,
+            "pins": [dict(pins) for pins in spec.pins],
             "model_name": spec.model_name,
             "args": dict(spec.args),
         }

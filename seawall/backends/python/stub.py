@@ -3,7 +3,8 @@
 Started as `python -P -B -u .../bootstrap.py <ctrl fd> <fd socket> <in fd> <in size> <out fd> <out size> <uid>
 <gid>` (argv holds only numbers: names and paths arrive as JSON; bootstrap.py uses the uid and gid).
 Imports `ipc`, `user_model`, the user's model and `triton_python_backend_utils` (via sys.path); it never
-unpickles anything.
+unpickles anything. Model code comes only through `model_source` (verified source, never bytecode or
+extension modules from the model directory).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from seawall.backends.python import ipc
+from seawall.backends.python.model_source import ModelSource, RepositoryFinder
 from seawall.backends.python.user_model import (
     PB_DIR,
     PB_MODULE,
@@ -134,12 +136,16 @@ class _Stub:
         self._channel.send({"t": "log", "level": level, "msg": text})
 
     def _load_class(self, init: dict[str, object]) -> UserObject:
-        sys.path.insert(0, str(init["version_dir"]))
+        sys.dont_write_bytecode = True  # also set by -B: nothing is ever cached into the repository
         sys.path.insert(0, PB_DIR)
         self._pb = importlib.import_module(PB_MODULE)
         self._pb._set_log_sink(self._log)
+        pins = init.get("pins") or []
+        source = ModelSource(str(init["model_dir"]), pins if isinstance(pins, list) else [])
+        source.top_level.append(str(init["version_dir"]))  # the version directory's modules import by name
+        RepositoryFinder(source).install()
         model_file = str(init["model_file"])
-        return load_model_class(model_file, os.path.splitext(os.path.basename(model_file))[0])
+        return load_model_class(model_file, os.path.splitext(os.path.basename(model_file))[0], source)
 
     def _start(self, init: dict[str, object]) -> bool:
         """Load the model and run initialize (or auto_complete_config); reply; False to exit."""

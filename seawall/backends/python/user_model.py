@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from seawall.backends.python.model_source import ModelSource
+
 #: Where Seawall's `triton_python_backend_utils.py` lives.
 PB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pb_utils")
 PB_MODULE = "triton_python_backend_utils"
@@ -34,18 +36,21 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def load_model_class(model_file: str, module_name: str) -> UserObject:
+def load_model_class(model_file: str, module_name: str, source: ModelSource) -> UserObject:
     """Execute the model file as module `module_name` and return its TritonPythonModel class.
 
+    The file's bytes are read once, checked against the model's pins and compiled here: bytecode beside the
+    source (`__pycache__`, a `.pyc`) is never consulted.
+
     Raises:
-        Exception: whatever importing the user's file raises; AttributeError when the class is missing.
+        Exception: whatever importing the user's file raises; AttributeError when the class is missing;
+            RepositoryCodeError when the file is unpinned or does not match its pin.
     """
-    spec = importlib.util.spec_from_file_location(module_name, model_file)
-    if spec is None or spec.loader is None:
-        raise ImportError("cannot load the model file")
+    spec = source.spec(module_name, model_file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
+        assert spec.loader is not None
         spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(module_name, None)
