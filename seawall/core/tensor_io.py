@@ -22,9 +22,9 @@ from seawall.options import Limits
 SHM_REGION = "shared_memory_region"
 SHM_OFFSET = "shared_memory_offset"
 SHM_BYTE_SIZE = "shared_memory_byte_size"
-#: Shared-memory transfers at least this large run in a worker thread (64 MiB take 30-90 ms on a loaded
-#: machine); smaller ones (1 MiB: ~0.1 ms) cost less than the thread hand-off.
-THREAD_TRANSFER_BYTES = 1 << 20
+#: Shared-memory transfers at least this large run in a worker thread (64 MiB take 20-40 ms on a loaded
+#: 2-core machine); smaller ones (1 MiB: 0.05-0.1 ms) cost less than the thread hand-off (0.1-0.2 ms).
+THREAD_TRANSFER_BYTES = 2 << 20
 
 
 def _uint(parameters: Mapping[str, ParamValue], key: str, what: str) -> int:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
+from seawall.core import tensor_io
 from seawall.core.shm import SharedMemoryManager, Window
+from seawall.core.types import InferRequest, ParamValue, Tensor
 from seawall.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnsupportedError
+from seawall.options import Limits
 
 UNUSABLE = "Unable to open shared memory region: 'r'"  # missing, not ours, not a regular file, too small
 
@@ -205,3 +210,27 @@ def test_region_count_and_byte_limits(key: str) -> None:
     manager.register("a2", key, 0, 8192)
     assert [r.name for r in manager.status()] == ["a2", "b", "c"]
     manager.close()
+
+
+def test_a_cancelled_large_read_keeps_the_descriptor_until_its_thread_is_done(key: str) -> None:
+    """A read of >= 2 MiB runs in a worker thread; cancelling the request and unregistering the region at
+    once must neither close the descriptor under the thread nor leak it."""
+    path = f"/dev/shm/{key}"
+    os.truncate(path, 8 << 20)
+    manager = SharedMemoryManager(allowed=True)
+    before = len(os.listdir("/proc/self/fd"))
+
+    async def scenario() -> None:
+        manager.register("r", key, 0, 8 << 20)
+        parameters: dict[str, ParamValue] = {"shared_memory_region": "r", "shared_memory_byte_size": 8 << 20}
+        tensor = Tensor("INPUT0", "FP32", (2 << 20,), np.empty(0), parameters)
+        task = asyncio.ensure_future(tensor_io.read_shm_inputs(InferRequest("m", [tensor]), manager, Limits()))
+        await asyncio.sleep(0)  # the read is now in its thread
+        task.cancel()
+        manager.unregister("r")
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert manager.status() == []
+
+    asyncio.run(scenario())
+    assert len(os.listdir("/proc/self/fd")) == before
