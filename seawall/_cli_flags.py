@@ -244,6 +244,7 @@ K_INT64 = Kind("<integer>", _INT64)
 K_PORT = Kind("<integer>", _PORT)
 K_COUNT = Kind("<integer>", _COUNT)
 K_NON_NEGATIVE = Kind("<integer>", _NON_NEGATIVE)
+K_BYTE_COUNT = Kind("<integer>", _int_in(1, 2**63 - 1, "must be at least 1"))
 K_BOOL = Kind("<boolean>", _bool)
 K_FLOAT = Kind("<float>", _float)
 K_ADDRESS = Kind("<string>", _address)
@@ -645,6 +646,18 @@ FLAGS: tuple[Flag, ...] = (
             K_COUNT,
             "Most concurrent gRPC streams per connection.",
             "limits.grpc_max_concurrent_streams",
+        ),
+        Flag(
+            "max-shm-regions",
+            K_COUNT,
+            "Most client shared memory regions registered at once.",
+            "max_shm_regions",
+        ),
+        Flag(
+            "max-shm-bytes",
+            K_BYTE_COUNT,
+            "Largest total byte_size of the registered client shared memory regions.",
+            "max_shm_bytes",
         ),
         Flag(
             "allow-untrusted-plugin-path",

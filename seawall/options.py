@@ -228,6 +228,8 @@ class Options:
     backends: BackendOptions = BackendOptions()
     limits: Limits = Limits()
     allow_client_shm: bool = False  # client shared-memory registration (Triton 2.68's secure default)
+    max_shm_regions: int = 64  # registered client shared memory regions (each holds one descriptor)
+    max_shm_bytes: int = 4 << 30  # sum of their byte_size (nothing is mapped; bounds what requests may name)
     # settings accepted from tritonserver's command line whose value Seawall keeps but does not act on
     extra: Mapping[str, str] = field(default_factory=dict)
 

@@ -54,15 +54,23 @@ def decode(buffer: memoryview, datatype: str, shape: tuple[int, ...], count: int
     """
     if datatype == "BYTES":
         return decode_bytes(buffer, shape, count, name)
-    expected = byte_size(datatype, count)
-    if len(buffer) != expected:
-        raise InvalidArgumentError(
-            f"input byte size mismatch for input '{name}' for model '{model}'. Expected {expected}, got {len(buffer)}"
-        )
+    check_byte_size(datatype, count, len(buffer), name, model)
     dtype = NUMPY_DTYPES[datatype].newbyteorder("<")
     if count == 0:
         return np.empty(shape, dtype=dtype)
     return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+
+
+def check_byte_size(datatype: str, count: int, size: int, name: str, model: str) -> None:
+    """Refuse `size` bytes for `count` elements of a fixed-size `datatype` unless they match exactly.
+
+    Raises: InvalidArgumentError (a mismatch).
+    """
+    expected = byte_size(datatype, count)
+    if size != expected:
+        raise InvalidArgumentError(
+            f"input byte size mismatch for input '{name}' for model '{model}'. Expected {expected}, got {size}"
+        )
 
 
 def decode_bytes(buffer: memoryview, shape: tuple[int, ...], count: int, name: str) -> np.ndarray:

@@ -92,7 +92,9 @@ class InferenceServer:
         trace = options.trace
         self.trace_settings = TraceSettings(trace.level, trace.rate, trace.count, trace.file, trace.log_frequency)
         self._traces = TraceFile(self.trace_settings)  # writes the start-up trace file; event loop thread
-        self.shared_memory = SharedMemoryManager(options.allow_client_shm)
+        self.shared_memory = SharedMemoryManager(
+            options.allow_client_shm, options.max_shm_regions, options.max_shm_bytes
+        )
         self._registry: object | None = None  # the default backend registry, when we made it
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None
@@ -349,7 +351,7 @@ class InferenceServer:
         entry = self._version(request.model_name, request.model_version)
         assert entry.spec is not None and entry.scheduler is not None
         if any(tensor_io.SHM_REGION in t.parameters for t in request.inputs):
-            tensor_io.read_shm_inputs(request, self.shared_memory, self.options.limits)
+            await tensor_io.read_shm_inputs(request, self.shared_memory, self.options.limits)
         batch_size = check_request(request, entry.spec)
         self._inflight += 1
         trace = self._traces.begin(request.model_name, entry.version, request.id)
@@ -380,7 +382,7 @@ class InferenceServer:
             response.outputs = [t for t in response.outputs if t.name in wanted]
             if any(o.parameters for o in request.outputs):
                 tensor_io.classify_outputs(request.outputs, response, entry.labels, entry.spec.max_batch_size > 0)
-                tensor_io.write_shm_outputs(request.outputs, response, self.shared_memory)
+                await tensor_io.write_shm_outputs(request.outputs, response, self.shared_memory)
         return response
 
     # ---------------------------------------------------------------------------------------- draining

@@ -39,7 +39,13 @@ def assess(options: Options, euid: int | None = None) -> list[Finding]:
     findings += _listener_findings(options)
     findings += _trace_findings(options)
     if options.allow_client_shm:
-        findings.append(Finding("--allow-client-shm", "clients may map shared memory into the server"))
+        findings.append(
+            Finding(
+                "--allow-client-shm",
+                "clients may have the server read and write the /dev/shm objects of its own user "
+                f"(up to {options.max_shm_regions} regions, {options.max_shm_bytes} bytes)",
+            )
+        )
     if not options.repository.exit_on_error:
         findings.append(Finding("--exit-on-error=false", "the server starts with models that failed to load"))
     if not options.repository.strict_readiness:

@@ -279,9 +279,9 @@ def _shm_infer(offset: int, size: int) -> dict[str, Any]:
         ),
         (
             "/v2/systemsharedmemory/region/evil/register",
-            {"key": "/sw_absent_key", "offset": 2**64 - 1, "byte_size": 2},
+            {"key": "/sw_absent_key", "offset": 2**64 - 3, "byte_size": 2},
             400,
-            "Unable to open shared memory region 'evil'",
+            "Unable to open shared memory region: 'evil'",
         ),
         (
             "/v2/systemsharedmemory/region/evil/register",
