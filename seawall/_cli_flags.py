@@ -606,6 +606,12 @@ FLAGS: tuple[Flag, ...] = (
         Flag("max-outputs", K_COUNT, "Most requested outputs in one request.", "limits.max_outputs"),
         Flag("max-tensor-elements", K_COUNT, "Most elements in one tensor.", "limits.max_tensor_elements"),
         Flag("max-tensor-bytes", K_COUNT, "Largest byte size of one tensor.", "limits.max_tensor_bytes"),
+        Flag(
+            "max-bytes-elements",
+            K_COUNT,
+            "Most BYTES elements in one request, all inputs together.",
+            "limits.max_bytes_elements",
+        ),
         Flag("max-chunks", K_COUNT, "Most chunks in one chunked HTTP request body.", "limits.max_chunks"),
         Flag(
             "max-decompression-ratio",

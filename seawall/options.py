@@ -51,6 +51,7 @@ class Limits:
     max_outputs: int = 1024
     max_tensor_elements: int = 1 << 31
     max_tensor_bytes: int = 64 * 1024 * 1024
+    max_bytes_elements: int = 1 << 20  # BYTES elements in one request, all inputs together (each costs an object)
     max_chunks: int = 65536  # chunked transfer-encoding chunks per request (upstream Triton's cap)
     max_decompression_ratio: int = 1024
     grpc_max_message_bytes: int = 64 * 1024 * 1024

@@ -43,9 +43,7 @@ def read_shm_inputs(request: InferRequest, shm: SharedMemoryManager, limits: Lim
         what = f"input '{tensor.name}'"
         offset = _uint(tensor.parameters, SHM_OFFSET, what)
         size = _uint(tensor.parameters, SHM_BYTE_SIZE, what)
-        count = raw.checked_element_count(
-            tensor.shape, tensor.datatype, tensor.name, limits.max_tensor_elements, limits.max_tensor_bytes
-        )
+        _, count = raw.checked_shape(tensor.shape, tensor.datatype, tensor.name, request.model_name, limits)
         with shm.use(str(region), offset, size) as view:
             data = raw.decode(view, tensor.datatype, tensor.shape, count, tensor.name, request.model_name)
             # copy out: the region may be unregistered, or rewritten by the client, once this returns

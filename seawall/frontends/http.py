@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from seawall.core import offload
 from seawall.core.server import InferenceServer, config_to_dict
 from seawall.core.types import DURATION_STATISTICS, Duration, ModelMetadata, ModelStatistics, TensorMetadata
 from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
@@ -240,14 +241,22 @@ class HttpFrontend:
         model, version = groups["model"], groups.get("version", "")
         body = request.body
         length = http_codec.parse_header_length(request.headers.get("inference-header-content-length"), len(body))
+        heavy = len(body) > offload.HEAVY_BODY_BYTES
         if length == 0 or (length is None and not body):
             spec = _raw_input_spec(self._server.model_config(model, version))
-            decoded = http_codec.decode_raw_request(body, model, version, spec, self._limits)
+            decoded = await offload.run(heavy, http_codec.decode_raw_request, body, model, version, spec, self._limits)
         else:
-            decoded = http_codec.decode_infer_request(body, length, model, version, self._limits)
+            decoded = await offload.run(
+                heavy, http_codec.decode_infer_request, body, length, model, version, self._limits
+            )
         response = await self._server.infer(decoded.request)
-        parts, header_length = http_codec.encode_infer_response(
-            response, decoded.request.id, decoded.binary_default, decoded.binary_outputs
+        parts, header_length = await offload.run(
+            offload.is_heavy(response.outputs),
+            http_codec.encode_infer_response,
+            response,
+            decoded.request.id,
+            decoded.binary_default,
+            decoded.binary_outputs,
         )
         if header_length is None:
             return HttpResponse(200, parts, "application/json")
