@@ -89,8 +89,7 @@ class ModelControl:
         """
         if self._mode != "explicit":
             raise UnavailableError(_NOT_EXPLICIT)
-        if not repository.is_valid_model_name(name):
-            raise InvalidArgumentError(repository.INVALID_MODEL_NAME)
+        repository.require_valid_model_name(name)
         override = _parse_config(name, config_json) if config_json is not None else None
         async with self._lock(name):
             if files:
@@ -113,9 +112,11 @@ class ModelControl:
 
         Raises:
             UnavailableError: not in explicit mode.
+            InvalidArgumentError: an invalid model name.
         """
         if self._mode != "explicit":
             raise UnavailableError(_NOT_EXPLICIT)
+        repository.require_valid_model_name(name)
         async with self._lock(name):
             await self._lifecycle.unload(name, self._options.exit_timeout_secs)
 
@@ -130,8 +131,7 @@ class ModelControl:
         """
         if self._mode != "explicit":
             raise UnavailableError(_NOT_EXPLICIT_REGISTER)
-        if not repository.is_valid_model_name(name):
-            raise InvalidArgumentError(repository.INVALID_MODEL_NAME)
+        repository.require_valid_model_name(name)
         if not os.path.isdir(model_dir):
             raise InvalidArgumentError(f"failed to register '{name}', model directory not found")
         async with self._lock(name):
@@ -155,6 +155,7 @@ class ModelControl:
         """
         if self._mode != "explicit":
             raise UnavailableError(_NOT_EXPLICIT_REGISTER)
+        repository.require_valid_model_name(name)
         async with self._lock(name):
             if name not in self._registered:
                 raise NotFoundError(f"failed to unregister '{name[:128]}', model not registered")

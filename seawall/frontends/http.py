@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from seawall.core import offload
-from seawall.core.server import InferenceServer, config_to_dict
+from seawall.core.server import InferenceServer, config_to_dict, require_valid_model_name
 from seawall.core.types import DURATION_STATISTICS, Duration, ModelMetadata, ModelStatistics, TensorMetadata
 from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
 from seawall.frontends import http_codec
@@ -239,6 +239,7 @@ class HttpFrontend:
 
     async def _infer(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         model, version = groups["model"], groups.get("version", "")
+        require_valid_model_name(model)  # as every other route: the name is judged before the body
         body = request.body
         length = http_codec.parse_header_length(request.headers.get("inference-header-content-length"), len(body))
         heavy = len(body) > offload.HEAVY_BODY_BYTES
