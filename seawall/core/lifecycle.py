@@ -181,6 +181,7 @@ class ModelLifecycle:
         name = config.name or location.name
         # repository agents check the files before any model code (auto-complete included) runs
         repoagent.run_agents(config, location.path, self._agent_for)
+        model_config.refuse_unsupported(config)  # before the backend is looked up: an ensemble is not a plugin
         backend = self._backend_for(model_config.backend_of(config))
         if options.auto_complete_config:
             versions = repository.version_directories(location.path)
