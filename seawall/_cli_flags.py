@@ -635,6 +635,12 @@ FLAGS: tuple[Flag, ...] = (
             "backends.allow_untrusted_paths",
             repeat=True,
         ),
+        Flag(
+            "allow-in-process-models",
+            K_BOOL,
+            "Allow python models whose repository config sets SEAWALL_IN_PROCESS to run inside the server process.",
+            "backends.allow_in_process_models",
+        ),
         Flag("security-report", K_SWITCH, "Print the security assessment of the other flags and exit."),
     ),
     *_section(

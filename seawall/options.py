@@ -190,6 +190,9 @@ class BackendOptions:
     config: tuple[tuple[str, str, str], ...] = ()
     # (cache, setting, value) of --cache-config, all naming one cache; empty: no response cache
     cache_config: tuple[tuple[str, str, str], ...] = ()
+    # python models may run in the server process when their repository config.pbtxt asks (SEAWALL_IN_PROCESS);
+    # a config sent through the load API never may
+    allow_in_process_models: bool = True
 
     def settings_for(self, backend: str) -> dict[str, str]:
         """Every --backend-config value `backend` sees: the global ones, then its own (which win)."""

@@ -163,7 +163,10 @@ class ModelLifecycle:
             return
         for number in versions:
             record.versions[number] = ModelVersion(location.name, number, ModelState.LOADING)
-        await asyncio.gather(*(self._load_version(record.versions[n], config, backend, location) for n in versions))
+        from_client = override is not None
+        await asyncio.gather(
+            *(self._load_version(record.versions[n], config, backend, location, from_client) for n in versions)
+        )
 
     async def _prepare(
         self, location: repository.ModelLocation, override: ModelConfig | None
@@ -192,7 +195,12 @@ class ModelLifecycle:
         return config, backend
 
     async def _load_version(
-        self, entry: ModelVersion, config: ModelConfig, backend: Backend, location: repository.ModelLocation
+        self,
+        entry: ModelVersion,
+        config: ModelConfig,
+        backend: Backend,
+        location: repository.ModelLocation,
+        from_client: bool = False,
     ) -> None:
         def report_unavailable(reason: str) -> None:
             if entry.state is ModelState.READY:
@@ -208,6 +216,7 @@ class ModelLifecycle:
             backend_settings=self._options.backends.settings_for(model_config.backend_of(config)),
             auto_complete=self._options.repository.auto_complete_config,
             report_unavailable=report_unavailable,
+            config_from_client=from_client,
         )
         try:
             entry.labels = read_labels(config, location.path)
