@@ -12,7 +12,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from seawall.core import offload
+import seawall.core.offload as offload
 from seawall.core.server import InferenceServer
 from seawall.errors import Code, InvalidArgumentError, SeawallError
 from seawall.frontends import http_codec

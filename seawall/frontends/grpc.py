@@ -17,7 +17,7 @@ from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
-from seawall.core import offload
+import seawall.core.offload as offload
 from seawall.core.server import InferenceServer
 from seawall.core.types import InferRequest
 from seawall.errors import InternalError, SeawallError, UnsupportedError

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from seawall.core import offload
+import seawall.core.offload as offload
 from seawall.core.server import InferenceServer, config_to_dict, require_valid_model_name
 from seawall.core.types import DURATION_STATISTICS, Duration, ModelMetadata, ModelStatistics, TensorMetadata
 from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import seawall.core.offload as offload
 from seawall.backends.python import ipc
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
-from seawall.core import offload
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import Code, InternalError, SeawallError, UnavailableError, error_for_code
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
-from seawall.core import raw
+import seawall.core.raw as raw
 from seawall.core.types import NUMPY_DTYPES
 
 #: Little-endian u32 byte count in front of every JSON frame.
