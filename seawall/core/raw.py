@@ -106,12 +106,12 @@ def decode_bytes(buffer: memoryview, shape: tuple[int, ...], count: int, name: s
     try:
         items = split_bytes(bytes(buffer), count)
     except BytesFormatError as exc:
+        if exc.found >= count and exc.kind != BytesFormatError.COUNT or exc.found > count:
+            raise InvalidArgumentError(f"input '{name}': unexpected data after the last BYTES element") from None
         if exc.kind == BytesFormatError.TRUNCATED_LENGTH:
             raise InvalidArgumentError(f"input '{name}': BYTES element length prefix is truncated") from None
         if exc.kind == BytesFormatError.TRUNCATED_ELEMENT:
             raise InvalidArgumentError(f"input '{name}': BYTES element is longer than the remaining data") from None
-        if exc.found > count:
-            raise InvalidArgumentError(f"input '{name}': unexpected data after the last BYTES element") from None
         raise InvalidArgumentError(f"input '{name}': BYTES element length prefix is truncated") from None
     return object_array(items).reshape(shape)
 
