@@ -631,6 +631,12 @@ FLAGS: tuple[Flag, ...] = (
         Flag("max-outputs", K_COUNT, "Most requested outputs in one request.", "limits.max_outputs"),
         Flag("max-tensor-elements", K_COUNT, "Most elements in one tensor.", "limits.max_tensor_elements"),
         Flag("max-tensor-bytes", K_COUNT, "Largest byte size of one tensor.", "limits.max_tensor_bytes"),
+        Flag(
+            "max-bytes-elements",
+            K_COUNT,
+            "Most BYTES elements in one request, all inputs together.",
+            "limits.max_bytes_elements",
+        ),
         Flag("max-chunks", K_COUNT, "Most chunks in one chunked HTTP request body.", "limits.max_chunks"),
         Flag(
             "max-decompression-ratio",
@@ -665,6 +671,12 @@ FLAGS: tuple[Flag, ...] = (
             "Load plugins from this path although it fails the ownership/permission check.",
             "backends.allow_untrusted_paths",
             repeat=True,
+        ),
+        Flag(
+            "allow-in-process-models",
+            K_BOOL,
+            "Allow python models whose repository config sets SEAWALL_IN_PROCESS to run inside the server process.",
+            "backends.allow_in_process_models",
         ),
         Flag("security-report", K_SWITCH, "Print the security assessment of the other flags and exit."),
     ),

@@ -52,6 +52,7 @@ class Limits:
     max_outputs: int = 1024
     max_tensor_elements: int = 1 << 31
     max_tensor_bytes: int = 64 * 1024 * 1024
+    max_bytes_elements: int = 1 << 20  # BYTES elements in one request, all inputs together (each costs an object)
     max_chunks: int = 65536  # chunked transfer-encoding chunks per request (upstream Triton's cap)
     max_decompression_ratio: int = 1024
     grpc_max_message_bytes: int = 64 * 1024 * 1024
@@ -196,6 +197,9 @@ class BackendOptions:
     # (--model-user; None: the server's own), and their whole environment (cli.py builds it from an allowlist)
     model_user: tuple[int, int] | None = None
     model_environment: tuple[tuple[str, str], ...] = ()
+    # python models may run in the server process when their repository config.pbtxt asks (SEAWALL_IN_PROCESS);
+    # a config sent through the load API never may
+    allow_in_process_models: bool = True
 
     def settings_for(self, backend: str) -> dict[str, str]:
         """Every --backend-config value `backend` sees: the global ones, then its own (which win)."""

@@ -46,6 +46,7 @@ def _allowed(module: str, imported: str) -> bool:
                 "seawall.backends",
                 "seawall.core.types",
                 "seawall.core.raw",
+                "seawall.core.offload",  # heavy tensor work off the event loop
                 "seawall.core.backend",
                 "seawall.core.model_config",
                 "seawall.errors",
@@ -61,6 +62,7 @@ def _allowed(module: str, imported: str) -> bool:
                 "seawall.core.server",
                 "seawall.core.types",
                 "seawall.core.raw",  # Triton's tensor byte format, shared by every wire
+                "seawall.core.offload",  # heavy tensor work off the event loop
                 "seawall.errors",
                 "seawall.options",
                 "seawall.security",

@@ -33,6 +33,9 @@ class ModelLoadContext:
     backend_settings: Mapping[str, str]  # --backend-config values for this backend (globals included)
     auto_complete: bool
     report_unavailable: Callable[[str], None]
+    # the config came through the load API (a `config` override, with or without `file:` code), not from the
+    # repository: settings only the repository's operator may choose must be refused
+    config_from_client: bool = False
 
 
 class ModelInstance(Protocol):

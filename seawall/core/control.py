@@ -91,8 +91,7 @@ class ModelControl:
         """
         if self._mode != "explicit":
             raise UnavailableError(_NOT_EXPLICIT)
-        if not repository.is_valid_model_name(name):
-            raise InvalidArgumentError(repository.INVALID_MODEL_NAME)
+        repository.require_valid_model_name(name)
         override = _parse_config(name, config_json) if config_json is not None else None
         if files:
             if override is None:
@@ -136,9 +135,11 @@ class ModelControl:
 
         Raises:
             UnavailableError: not in explicit mode.
+            InvalidArgumentError: an invalid model name.
         """
         if self._mode != "explicit":
             raise UnavailableError(_NOT_EXPLICIT)
+        repository.require_valid_model_name(name)
         async with self._lock(name):
             await self._lifecycle.unload(name, self._options.exit_timeout_secs)
             await _remove(self._override_dirs.pop(name, ""))
@@ -154,8 +155,7 @@ class ModelControl:
         """
         if self._mode != "explicit":
             raise UnavailableError(_NOT_EXPLICIT_REGISTER)
-        if not repository.is_valid_model_name(name):
-            raise InvalidArgumentError(repository.INVALID_MODEL_NAME)
+        repository.require_valid_model_name(name)
         if not os.path.isdir(model_dir):
             raise InvalidArgumentError(f"failed to register '{name}', model directory not found")
         async with self._lock(name):
@@ -179,6 +179,7 @@ class ModelControl:
         """
         if self._mode != "explicit":
             raise UnavailableError(_NOT_EXPLICIT_REGISTER)
+        repository.require_valid_model_name(name)
         async with self._lock(name):
             if name not in self._registered:
                 raise NotFoundError(f"failed to unregister '{name[:128]}', model not registered")

@@ -174,7 +174,10 @@ class ModelLifecycle:
             return
         for number in versions:
             record.versions[number] = ModelVersion(location.name, number, ModelState.LOADING)
-        await asyncio.gather(*(self._load_version(record.versions[n], config, backend, location) for n in versions))
+        from_client = override is not None
+        await asyncio.gather(
+            *(self._load_version(record.versions[n], config, backend, location, from_client) for n in versions)
+        )
 
     def _keep_repository_agents(self, override: ModelConfig, stored_in: str, name: str) -> None:
         """Put the stored configuration's repository agents (checksum pins) into a load-time override.
@@ -211,6 +214,7 @@ class ModelLifecycle:
         name = config.name or location.name
         # repository agents check the files before any model code (auto-complete included) runs
         repoagent.run_agents(config, location.path, self._agent_for)
+        model_config.refuse_unsupported(config)  # before the backend is looked up: an ensemble is not a plugin
         backend = self._backend_for(model_config.backend_of(config))
         if options.auto_complete_config:
             versions = repository.version_directories(location.path)
@@ -221,7 +225,12 @@ class ModelLifecycle:
         return config, backend
 
     async def _load_version(
-        self, entry: ModelVersion, config: ModelConfig, backend: Backend, location: repository.ModelLocation
+        self,
+        entry: ModelVersion,
+        config: ModelConfig,
+        backend: Backend,
+        location: repository.ModelLocation,
+        from_client: bool = False,
     ) -> None:
         def report_unavailable(reason: str) -> None:
             if entry.state is ModelState.READY:
@@ -237,6 +246,7 @@ class ModelLifecycle:
             backend_settings=self._options.backends.settings_for(model_config.backend_of(config)),
             auto_complete=self._options.repository.auto_complete_config,
             report_unavailable=report_unavailable,
+            config_from_client=from_client,
         )
         try:
             entry.labels = read_labels(config, location.path)

@@ -7,7 +7,7 @@ validator uses on the hot path; the ModelConfig message itself is what `/config`
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +148,78 @@ def complete_defaults(config: ModelConfig, name: str) -> None:
             config.dynamic_batching.preferred_batch_size.append(config.max_batch_size)
 
 
+_DEFAULT_PRIORITY = model_config_pb2.ModelOptimizationPolicy.PRIORITY_DEFAULT
+_FORMAT_NONE = model_config_pb2.ModelInput.FORMAT_NONE
+_REJECT = model_config_pb2.ModelQueuePolicy.REJECT
+
+#: Every ModelConfig feature Seawall does not implement, as (feature, is it set?): a model that sets one fails to
+#: load with "<feature> is not supported by Seawall yet", never loads with it silently ignored. Fields missing from
+#: here are implemented (name, platform/backend, version_policy, max_batch_size, dims/data_type/optional/
+#: label_filename, dynamic_batching's preferred_batch_size / max_queue_delay_microseconds / default_queue_policy
+#: timeouts, instance_group name/kind/count, default_model_filename, parameters, model_transaction_policy (each
+#: backend says whether it serves decoupled models), model_repository_agents, response_cache) or are refused
+#: elsewhere (model_operations, KIND_GPU). Pinned-memory switches mean nothing without a GPU and are accepted.
+UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
+    ("runtime", lambda c: bool(c.runtime)),
+    ("batch_input", lambda c: bool(c.batch_input)),
+    ("batch_output", lambda c: bool(c.batch_output)),
+    ("sequence_batching", lambda c: c.HasField("sequence_batching")),
+    ("cc_model_filenames", lambda c: bool(c.cc_model_filenames)),
+    ("metric_tags", lambda c: bool(c.metric_tags)),
+    ("model_warmup", lambda c: bool(c.model_warmup)),
+    ("model_metrics", lambda c: c.HasField("model_metrics")),
+    ("optimization.graph", lambda c: c.optimization.HasField("graph")),
+    ("optimization.priority", lambda c: c.optimization.priority != _DEFAULT_PRIORITY),
+    ("optimization.cuda", lambda c: c.optimization.HasField("cuda")),
+    ("optimization.execution_accelerators", lambda c: c.optimization.HasField("execution_accelerators")),
+    ("optimization.gather_kernel_buffer_threshold", lambda c: c.optimization.gather_kernel_buffer_threshold != 0),
+    ("optimization.eager_batching", lambda c: c.optimization.eager_batching),
+    ("dynamic_batching.preserve_ordering", lambda c: c.dynamic_batching.preserve_ordering),
+    ("dynamic_batching.priority_levels", lambda c: c.dynamic_batching.priority_levels != 0),
+    ("dynamic_batching.default_priority_level", lambda c: c.dynamic_batching.default_priority_level != 0),
+    ("dynamic_batching.priority_queue_policy", lambda c: bool(c.dynamic_batching.priority_queue_policy)),
+    (
+        "dynamic_batching.default_queue_policy.timeout_action DELAY",
+        lambda c: c.dynamic_batching.default_queue_policy.timeout_action != _REJECT,
+    ),
+    (
+        "dynamic_batching.default_queue_policy.max_queue_size",
+        lambda c: c.dynamic_batching.default_queue_policy.max_queue_size != 0,
+    ),
+    ("instance_group.rate_limiter", lambda c: any(g.HasField("rate_limiter") for g in c.instance_group)),
+    ("instance_group.gpus", lambda c: any(g.gpus for g in c.instance_group)),
+    ("instance_group.secondary_devices", lambda c: any(g.secondary_devices for g in c.instance_group)),
+    ("instance_group.profile", lambda c: any(g.profile for g in c.instance_group)),
+    ("instance_group.passive", lambda c: any(g.passive for g in c.instance_group)),
+    ("instance_group.host_policy", lambda c: any(g.host_policy for g in c.instance_group)),
+    ("input.format", lambda c: any(t.format != _FORMAT_NONE for t in c.input)),
+    ("input.reshape", lambda c: any(t.HasField("reshape") for t in c.input)),
+    ("input.is_shape_tensor", lambda c: any(t.is_shape_tensor for t in c.input)),
+    ("input.allow_ragged_batch", lambda c: any(t.allow_ragged_batch for t in c.input)),
+    ("input.is_non_linear_format_io", lambda c: any(t.is_non_linear_format_io for t in c.input)),
+    ("output.reshape", lambda c: any(t.HasField("reshape") for t in c.output)),
+    ("output.is_shape_tensor", lambda c: any(t.is_shape_tensor for t in c.output)),
+    ("output.is_non_linear_format_io", lambda c: any(t.is_non_linear_format_io for t in c.output)),
+    # the python backend's custom execution environments (conda-pack archives unpacked and run as given)
+    ("parameter EXECUTION_ENV_PATH", lambda c: "EXECUTION_ENV_PATH" in c.parameters),
+)
+
+
+def refuse_unsupported(config: ModelConfig) -> None:
+    """Refuse a config that asks for a feature Seawall does not implement (the `UNSUPPORTED_FEATURES` table).
+
+    Raises:
+        InvalidArgumentError: "<feature> is not supported by Seawall yet"; ensembles are named as such.
+    """
+    if backend_of(config) == "ensemble" or config.HasField("ensemble_scheduling"):
+        raise InvalidArgumentError(
+            "ensemble models (platform 'ensemble', ensemble_scheduling) are not supported by Seawall yet"
+        )
+    for feature, is_set in UNSUPPORTED_FEATURES:
+        if is_set(config):
+            raise InvalidArgumentError(f"{feature} is not supported by Seawall yet")
+
+
 def validate(config: ModelConfig, name: str) -> None:
     """Refuse configurations Triton refuses, and the ones that would be unsafe to serve.
 
@@ -167,6 +239,7 @@ def validate(config: ModelConfig, name: str) -> None:
         )
     if config.model_operations.op_library_filename:
         raise InvalidArgumentError("'model_operations' (custom operation libraries) are not supported")
+    refuse_unsupported(config)
     for kind, tensors in (("input", config.input), ("output", config.output)):
         seen: set[str] = set()
         for tensor in tensors:

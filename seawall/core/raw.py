@@ -12,32 +12,61 @@ import struct
 import numpy as np
 
 from seawall.core.types import ELEMENT_SIZES, NUMPY_DTYPES, Tensor
-from seawall.errors import InvalidArgumentError, ResourceExhaustedError
+from seawall.errors import InvalidArgumentError
+from seawall.options import Limits
 
 _LENGTH = struct.Struct("<I")
 
 
-def checked_element_count(shape: tuple[int, ...], datatype: str, name: str, max_elements: int, max_bytes: int) -> int:
-    """The element count of `shape`, refusing negative dims and tensors over the limits.
+#: numpy's smallest rank limit (numpy 1.x); a deeper shape is refused before numpy sees it
+MAX_DIMS = 32
+#: the largest dimension the protocols can carry (int64; gRPC's field type)
+MAX_DIM = 2**63 - 1
 
-    The product is bounded as it grows, so a hostile shape costs nothing to refuse.
+
+def checked_shape(
+    dims: object, datatype: str, name: str, model: str, limits: Limits, where: str = "", bytes_before: int = 0
+) -> tuple[tuple[int, ...], int]:
+    """The one shape check of every codec: `dims` as a shape tuple and its element count.
+
+    Every dimension must be an integer (never a bool or a float) in [0, 2**63 - 1]; the rank is bounded; the
+    product of the non-zero dimensions is bounded too (numpy refuses a shape whose product overflows, even with
+    a 0 dimension), and so are the bytes and, for BYTES, the elements of the whole request (`bytes_before` are
+    the BYTES elements of its earlier inputs). All of it costs nothing for a hostile shape.
+    `where` prefixes messages that name the request or model (e.g. gRPC's "[request id: ...] ").
 
     Raises:
-        InvalidArgumentError: a negative dimension.
-        ResourceExhaustedError: more elements than `max_elements`, or more bytes than `max_bytes`.
+        InvalidArgumentError: anything above, with a message naming the input and, for limits, the flag.
     """
-    count = 1
+    if not isinstance(dims, (list, tuple)) or not all(type(d) is int for d in dims):
+        raise InvalidArgumentError(f"{where}Unable to parse 'shape' of input '{name}': expected an array of integers")
+    shape: tuple[int, ...] = tuple(dims)
+    input_ = f"input '{name}' for model '{model}'"
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgumentError(f"{where}{input_} has {len(shape)} dimensions, more than {MAX_DIMS}")
+    text = ",".join(str(d) for d in shape[:MAX_DIMS])
+    if any(d < 0 for d in shape):
+        raise InvalidArgumentError(f"{where}invalid shape [{text}] for {input_}, dimensions must be >= 0")
+    if any(d > MAX_DIM for d in shape):
+        raise InvalidArgumentError(f"{where}invalid shape [{text}] for {input_}, dimensions must be <= {MAX_DIM}")
+    product = 1
     for dim in shape:
-        if dim < 0:
-            raise InvalidArgumentError(f"input '{name}' has a negative dimension in shape {list(shape)}")
-        count *= dim or 1
-        if count > max_elements:
-            raise ResourceExhaustedError(f"input '{name}' has more than {max_elements} elements")
-    if 0 in shape:
-        return 0
-    if count * ELEMENT_SIZES.get(datatype, 1) > max_bytes:
-        raise ResourceExhaustedError(f"input '{name}' is larger than {max_bytes} bytes")
-    return count
+        product *= dim or 1
+        if product > limits.max_tensor_elements:
+            raise InvalidArgumentError(
+                f"{where}{input_} has more than {limits.max_tensor_elements} elements (--max-tensor-elements)"
+            )
+    count = 0 if 0 in shape else product
+    if count * ELEMENT_SIZES.get(datatype, 1) > limits.max_tensor_bytes:
+        raise InvalidArgumentError(
+            f"{where}{input_} is larger than {limits.max_tensor_bytes} bytes (--max-tensor-bytes)"
+        )
+    if datatype == "BYTES" and bytes_before + count > limits.max_bytes_elements:
+        raise InvalidArgumentError(
+            f"{where}{input_} brings the request to {bytes_before + count} BYTES elements, more than "
+            f"{limits.max_bytes_elements} (--max-bytes-elements)"
+        )
+    return shape, count
 
 
 def byte_size(datatype: str, count: int) -> int:
@@ -82,35 +111,128 @@ def decode_bytes(buffer: memoryview, shape: tuple[int, ...], count: int, name: s
     end = len(buffer)
     if count * _LENGTH.size > end:
         raise InvalidArgumentError(f"input '{name}': {end} bytes cannot hold {count} BYTES elements")
+    try:
+        items = split_bytes(bytes(buffer), count)
+    except BytesFormatError as exc:
+        if exc.found >= count and exc.kind != BytesFormatError.COUNT or exc.found > count:
+            raise InvalidArgumentError(f"input '{name}': unexpected data after the last BYTES element") from None
+        if exc.kind == BytesFormatError.TRUNCATED_LENGTH:
+            raise InvalidArgumentError(f"input '{name}': BYTES element length prefix is truncated") from None
+        if exc.kind == BytesFormatError.TRUNCATED_ELEMENT:
+            raise InvalidArgumentError(f"input '{name}': BYTES element is longer than the remaining data") from None
+        raise InvalidArgumentError(f"input '{name}': BYTES element length prefix is truncated") from None
+    return object_array(items).reshape(shape)
+
+
+class BytesFormatError(ValueError):
+    """Serialized BYTES elements that do not split into the expected count; callers word the message."""
+
+    TRUNCATED_LENGTH = "truncated length"
+    TRUNCATED_ELEMENT = "truncated element"
+    COUNT = "count"
+
+    def __init__(self, kind: str, found: int, length: int = 0, available: int = 0) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.found = found  # elements complete before the problem (for COUNT: all found, up to the cap)
+        self.length = length
+        self.available = available
+
+
+def split_bytes(data: bytes, count: int, extra: int = 0) -> list[bytes]:
+    """The `count` elements of serialized BYTES `data` (u32 LE length, bytes; no gaps) as bytes objects.
+
+    Elements of one length (the common case) are checked at once with numpy; others in one tight pass.
+    Up to `extra` surplus elements are counted for the caller's message, never more (bounded work).
+
+    Raises:
+        BytesFormatError: a truncated length or element, or a number of elements other than `count`.
+    """
+    end = len(data)
+    if count and end >= _LENGTH.size:
+        (first,) = _LENGTH.unpack_from(data, 0)
+        stride = _LENGTH.size + first
+        if stride * count == end:
+            prefixes = np.ndarray((count,), dtype="<u4", buffer=data, strides=(stride,))
+            if bool((prefixes == first).all()):
+                return [data[i : i + first] for i in range(_LENGTH.size, _LENGTH.size + end, stride)]
     items: list[bytes] = []
-    position = 0
+    append = items.append
     unpack = _LENGTH.unpack_from
-    for _ in range(count):
-        if position + 4 > end:
-            raise InvalidArgumentError(f"input '{name}': BYTES element length prefix is truncated")
-        (length,) = unpack(buffer, position)
-        position += 4
+    position = 0
+    found = 0
+    cap = count + extra + 1
+    while position < end and found < cap:
+        if end - position < _LENGTH.size:
+            raise BytesFormatError(BytesFormatError.TRUNCATED_LENGTH, found, available=end - position)
+        (length,) = unpack(data, position)
+        position += _LENGTH.size
         if length > end - position:
-            raise InvalidArgumentError(f"input '{name}': BYTES element is longer than the remaining data")
-        items.append(bytes(buffer[position : position + length]))
+            raise BytesFormatError(BytesFormatError.TRUNCATED_ELEMENT, found, length, end - position)
+        if found < count:
+            append(data[position : position + length])
+        found += 1
         position += length
-    if position != end:
-        raise InvalidArgumentError(f"input '{name}': unexpected data after the last BYTES element")
-    array = np.empty(count, dtype=np.object_)
+    if found != count or position != end:
+        raise BytesFormatError(BytesFormatError.COUNT, found if position == end else cap)
+    return items
+
+
+def object_array(items: list[bytes]) -> np.ndarray:
+    """A flat object array holding `items` (filled from the list in one C-level assignment)."""
+    array = np.empty(len(items), dtype=np.object_)
     array[:] = items
-    return array.reshape(shape)
+    return array
+
+
+def _element_bytes(flat: list[object]) -> list[bytes]:
+    kinds = set(map(type, flat))
+    if kinds <= {bytes}:
+        return flat  # type: ignore[return-value]  # checked: every element is bytes
+    return [
+        item if type(item) is bytes else item.encode() if isinstance(item, str) else _as_bytes(item) for item in flat
+    ]
+
+
+def _as_bytes(item: object) -> bytes:
+    if isinstance(item, (bytes, bytearray, memoryview, np.bytes_)):
+        return bytes(item)
+    return str(item).encode()
 
 
 def encode_bytes(data: np.ndarray) -> bytes:
-    """BYTES elements as concatenated (uint32 LE length, bytes) pairs; str elements as UTF-8."""
-    parts: list[bytes] = []
-    pack = _LENGTH.pack
-    for item in data.reshape(-1):
-        if not isinstance(item, bytes):
-            item = item.encode() if isinstance(item, str) else str(item).encode()
-        parts.append(pack(len(item)))
-        parts.append(item)
-    return b"".join(parts)
+    """BYTES elements as concatenated (uint32 LE length, bytes) pairs; str elements as UTF-8.
+
+    Vectorised: the lengths and the interleaving are numpy operations, the elements are joined once.
+
+    Raises:
+        InvalidArgumentError: an element longer than a u32 length can describe.
+    """
+    flat = _element_bytes(data.reshape(-1).tolist())
+    count = len(flat)
+    if not count:
+        return b""
+    lengths = np.fromiter(map(len, flat), dtype=np.int64, count=count)
+    if int(lengths.max()) > 0xFFFFFFFF:
+        raise InvalidArgumentError("a BYTES element is longer than 4294967295 bytes")
+    joined = b"".join(flat)
+    first = int(lengths[0])
+    if bool((lengths == first).all()):
+        if first == 0:
+            return bytes(4 * count)
+        pairs = np.empty(count, dtype=np.dtype([("n", "<u4"), ("d", f"V{first}")]))
+        pairs["n"] = first
+        pairs["d"] = np.frombuffer(joined, dtype=f"V{first}")
+        return pairs.tobytes()
+    out = np.empty(len(joined) + 4 * count, dtype=np.uint8)
+    starts = np.cumsum(lengths + 4) - (lengths + 4)
+    prefixes = lengths.astype("<u4").view(np.uint8).reshape(count, 4)
+    payload = np.ones(len(out), dtype=np.bool_)
+    for k in range(4):
+        out[starts + k] = prefixes[:, k]
+        payload[starts + k] = False
+    out[payload] = np.frombuffer(joined, dtype=np.uint8)
+    return out.tobytes()
 
 
 def encode(tensor: Tensor) -> bytes | memoryview:

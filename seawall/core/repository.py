@@ -29,6 +29,17 @@ def is_valid_model_name(name: str) -> bool:
     return bool(_MODEL_NAME.fullmatch(name)) and name not in (".", "..")
 
 
+def require_valid_model_name(name: str) -> None:
+    """The one check of a model name from a client, for every route and RPC that takes one (never echoed:
+    it may carry anything).
+
+    Raises:
+        InvalidArgumentError: `INVALID_MODEL_NAME`.
+    """
+    if not is_valid_model_name(name):
+        raise InvalidArgumentError(INVALID_MODEL_NAME)
+
+
 @dataclass(frozen=True, slots=True)
 class ModelLocation:
     """A model directory found in a repository, or registered at run time under `name` (`mapped`: the

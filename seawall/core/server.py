@@ -19,6 +19,7 @@ from seawall.core.log_settings import LogSettings, LogValue
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
 from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.repository import is_valid_model_name as is_valid_model_name  # for frontends checking names
+from seawall.core.repository import require_valid_model_name as require_valid_model_name  # and for frontends
 from seawall.core.response_cache import ResponseCache, infer_cached
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace import TraceSettings
@@ -179,8 +180,7 @@ class InferenceServer:
         number = repository.parse_version(version)
         record = self._record(name)
         if record is None:
-            if not repository.is_valid_model_name(name):  # not echoed: it may carry anything
-                raise InvalidArgumentError(repository.INVALID_MODEL_NAME)
+            require_valid_model_name(name)
             raise NotFoundError(f"Request for unknown model: '{name}' is not found")
         if number == -1:
             ready = [v for v in record.versions.values() if v.is_ready()]
@@ -321,6 +321,7 @@ class InferenceServer:
         if not name:
             versions = [v for n in sorted(models) for _, v in sorted(models[n].versions.items()) if v.is_ready()]
         else:
+            require_valid_model_name(name)
             record = models.get(name)
             if record is None or not any(v.is_ready() for v in record.versions.values()):
                 raise InvalidArgumentError(f"requested model '{name}' is not available")
@@ -411,6 +412,7 @@ class InferenceServer:
     # ------------------------------------------------------------------------------------------ trace
 
     def _require_ready_model(self, model: str) -> None:
+        require_valid_model_name(model)
         record = self._record(model)
         if record is None or not any(v.is_ready() for v in record.versions.values()):
             raise InvalidArgumentError(f"Request for unknown model : {model}")

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from seawall.core import raw
+from seawall.core import offload, raw
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.types import InferRequest, InferResponse, ParamValue, RequestedOutput, Tensor
-from seawall.errors import InvalidArgumentError, ResourceExhaustedError
+from seawall.errors import InvalidArgumentError
 from seawall.options import Limits
 
 SHM_REGION = "shared_memory_region"
@@ -63,7 +63,6 @@ async def read_shm_inputs(request: InferRequest, shm: SharedMemoryManager, limit
         NotFoundError: unknown region.
         InvalidArgumentError: offset or size outside the region, a size that does not fit the shape, or a
             region whose object was truncated since registration.
-        ResourceExhaustedError: the tensor is over the limits.
     """
     for tensor in request.inputs:
         region = tensor.parameters.get(SHM_REGION)
@@ -72,17 +71,21 @@ async def read_shm_inputs(request: InferRequest, shm: SharedMemoryManager, limit
         what = f"input '{tensor.name}'"
         offset = _uint(tensor.parameters, SHM_OFFSET, what)
         size = _uint(tensor.parameters, SHM_BYTE_SIZE, what)
-        count = raw.checked_element_count(
-            tensor.shape, tensor.datatype, tensor.name, limits.max_tensor_elements, limits.max_tensor_bytes
-        )
+        _, count = raw.checked_shape(tensor.shape, tensor.datatype, tensor.name, request.model_name, limits)
         with shm.use(str(region), offset, size) as window:
             if tensor.datatype != "BYTES":
                 raw.check_byte_size(tensor.datatype, count, size, tensor.name, request.model_name)
             elif size > limits.max_tensor_bytes:
-                raise ResourceExhaustedError(f"input '{tensor.name}' is larger than {limits.max_tensor_bytes} bytes")
+                raise InvalidArgumentError(
+                    f"input '{tensor.name}' for model '{request.model_name}' is larger than "
+                    f"{limits.max_tensor_bytes} bytes (--max-tensor-bytes)"
+                )
             buffer = np.empty(size, dtype=np.uint8).data  # the server's own copy, aligned for numpy
             await _transfer(size, functools.partial(window.read_into, buffer))
-        tensor.data = raw.decode(buffer, tensor.datatype, tensor.shape, count, tensor.name, request.model_name)
+        heavy = tensor.datatype == "BYTES" and count > offload.HEAVY_BYTES_ELEMENTS
+        tensor.data = await offload.run(
+            heavy, raw.decode, buffer, tensor.datatype, tensor.shape, count, tensor.name, request.model_name
+        )
 
 
 async def write_shm_outputs(

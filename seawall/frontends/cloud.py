@@ -12,6 +12,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+import seawall.core.offload as offload
 from seawall.core.server import InferenceServer
 from seawall.errors import Code, InvalidArgumentError, SeawallError
 from seawall.frontends import http_codec
@@ -134,10 +135,16 @@ async def infer(
     """
     body = request.body
     length = binary_header_length(request.headers.get("content-type"), binary_prefix, len(body))
-    decoded = http_codec.decode_infer_request(body, length, model, "", limits)
+    heavy = len(body) > offload.HEAVY_BODY_BYTES
+    decoded = await offload.run(heavy, http_codec.decode_infer_request, body, length, model, "", limits)
     response = await server.infer(decoded.request)
-    parts, header_length = http_codec.encode_infer_response(
-        response, decoded.request.id, decoded.binary_default, decoded.binary_outputs
+    parts, header_length = await offload.run(
+        offload.is_heavy(response.outputs),
+        http_codec.encode_infer_response,
+        response,
+        decoded.request.id,
+        decoded.binary_default,
+        decoded.binary_outputs,
     )
     if header_length is None:
         return HttpResponse(200, parts, "application/json")

@@ -17,6 +17,7 @@ from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
+import seawall.core.offload as offload
 from seawall.core.server import InferenceServer
 from seawall.core.types import InferRequest
 from seawall.errors import InternalError, SeawallError, UnsupportedError
@@ -195,12 +196,15 @@ class _Servicer:
 
     async def ModelInfer(self, data: bytes, context: Any) -> bytes:  # noqa: N802
         """Serialized request in, serialized response out: the tensors are never copied into message objects."""
-        request, raw_contents = wire.parse_infer_request(data)
-        return wire.infer_response_bytes(await self._server.infer(self._decode(request, raw_contents)))
+        request, raw_contents = await offload.run(len(data) > offload.HEAVY_BODY_BYTES, wire.parse_infer_request, data)
+        response = await self._server.infer(await self._decode(request, raw_contents, len(data)))
+        return await offload.run(offload.is_heavy(response.outputs), wire.infer_response_bytes, response)
 
-    def _decode(self, request: Any, raw_contents: Any) -> InferRequest:
+    async def _decode(self, request: Any, raw_contents: Any, size: int) -> InferRequest:
+        """The core request of a parsed ModelInferRequest of `size` bytes (decoded in a worker thread when large)."""
+        heavy = size > offload.HEAVY_BODY_BYTES
         try:
-            return codec.infer_request_from_proto(request, self._limits, raw_contents)
+            return await offload.run(heavy, codec.infer_request_from_proto, request, self._limits, raw_contents)
         except SeawallError:
             # Triton resolves the model before it reads inputs: an unknown model or bad version wins
             self._server.model_metadata(request.model_name, request.model_version)
@@ -214,9 +218,10 @@ class _Servicer:
         goes on)."""
         request_id = model = ""
         try:
-            request, raw_contents = wire.parse_infer_request(data)
+            heavy = len(data) > offload.HEAVY_BODY_BYTES
+            request, raw_contents = await offload.run(heavy, wire.parse_infer_request, data)
             request_id, model = request.id, request.model_name
-            response = await self._server.infer(self._decode(request, raw_contents))
+            response = await self._server.infer(await self._decode(request, raw_contents, len(data)))
         except SeawallError as exc:
             logger.debug("ModelStreamInfer request refused for model %r: %r", model, exc.message)
             message = exc.message
@@ -225,7 +230,10 @@ class _Servicer:
             message = "internal error"
         else:
             # Triton marks every response of a stream, decoupled or not
-            return wire.stream_response_bytes(response, {**response.parameters, _FINAL: True})
+            parameters = {**response.parameters, _FINAL: True}
+            return await offload.run(
+                offload.is_heavy(response.outputs), wire.stream_response_bytes, response, parameters
+            )
         error = service_pb2.ModelStreamInferResponse(
             error_message=message, infer_response=service_pb2.ModelInferResponse(id=request_id)
         )

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import service_pb2
 
+from seawall.core.raw import BytesFormatError, checked_shape, object_array, split_bytes
 from seawall.core.raw import encode as encode_raw
 from seawall.core.types import (
     ELEMENT_SIZES,
@@ -24,6 +25,7 @@ from seawall.core.types import (
     ServerMetadata,
     Tensor,
     TensorMetadata,
+    element_count,
 )
 from seawall.errors import InvalidArgumentError, ResourceExhaustedError
 from seawall.frontends.grpc_parameters import (
@@ -36,7 +38,6 @@ from seawall.frontends.grpc_parameters import (
 from seawall.options import Limits
 
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
-_MAX_DIMS = 64  # numpy's limit on the number of dimensions
 #: extra BYTES elements counted for an exact error message before giving up (bounds the work)
 _MAX_EXTRA_COUNTED = 4096
 
@@ -67,39 +68,11 @@ def request_tag(request_id: str) -> str:
     return f"[request id: {request_id or '<id_unknown>'}] "
 
 
-def checked_element_count(shape: Sequence[int], name: str, model: str, tag: str, limits: Limits) -> int:
-    """The element count of `shape`, refusing negative dims and counts over the limit without big products.
-
-    Raises:
-        InvalidArgumentError: a negative dimension, or more dimensions than numpy can hold.
-        ResourceExhaustedError: more elements than `limits.max_tensor_elements`.
-    """
-    if len(shape) == 1 and 0 <= shape[0] <= limits.max_tensor_elements:  # the common case, checked at once
-        return shape[0]
-    if len(shape) > _MAX_DIMS:
-        raise InvalidArgumentError(
-            f"{tag}input '{name}' for model '{model}' has {len(shape)} dimensions, more than {_MAX_DIMS}"
-        )
-    if shape and min(shape) < 0:
-        dims = ",".join(str(d) for d in shape)
-        raise InvalidArgumentError(
-            f"{tag}invalid shape [{dims}] for input '{name}' for model '{model}', dimensions must be >= 0"
-        )
-    count = 1
-    for dim in shape:
-        # the non-zero dims are bounded too: numpy refuses a shape whose product overflows, even with a 0 dim
-        count *= dim or 1
-        if count > limits.max_tensor_elements:
-            raise ResourceExhaustedError(
-                f"{tag}input '{name}' for model '{model}' has more than {limits.max_tensor_elements} elements"
-            )
-    return 0 if 0 in shape else count
-
-
 def _check_bytes(nbytes: int, name: str, model: str, tag: str, limits: Limits) -> None:
     if nbytes > limits.max_tensor_bytes:
-        raise ResourceExhaustedError(
-            f"{tag}input '{name}' for model '{model}' is larger than {limits.max_tensor_bytes} bytes"
+        raise InvalidArgumentError(
+            f"{tag}input '{name}' for model '{model}' is larger than {limits.max_tensor_bytes} bytes "
+            "(--max-tensor-bytes)"
         )
 
 
@@ -148,43 +121,35 @@ def bytes_from_raw(raw: bytes, count: int, name: str, model: str, tag: str) -> n
     Raises:
         InvalidArgumentError: a truncated length or element, or a number of elements other than `count`.
     """
-    items: list[bytes] = []
-    found, offset, end = 0, 0, len(raw)
-    unpack = _LENGTH.unpack_from
-    while offset < end and found <= count + _MAX_EXTRA_COUNTED:
-        if end - offset < 4:
+    try:
+        return object_array(split_bytes(raw, count, _MAX_EXTRA_COUNTED))
+    except BytesFormatError as exc:
+        if exc.kind == BytesFormatError.TRUNCATED_LENGTH:
             raise InvalidArgumentError(
                 f"{tag}incomplete string length indicator for inference input '{name}' for model '{model}', "
-                f"expecting 4 bytes but only {end - offset} bytes available. "
+                f"expecting 4 bytes but only {exc.available} bytes available. "
                 "Please make sure the string length indicator is in one buffer."
-            )
-        length = unpack(raw, offset)[0]
-        offset += 4
-        if end - offset < length:
+            ) from None
+        if exc.kind == BytesFormatError.TRUNCATED_ELEMENT:
             raise InvalidArgumentError(
-                f"incomplete string data for inference input '{name}', expecting string of length {length} "
-                f"but only {end - offset} bytes available"
-            )
-        if found < count:
-            items.append(raw[offset : offset + length])
-        found += 1
-        offset += length
-    if found != count:
-        number = str(found) if offset == end else f"more than {count + _MAX_EXTRA_COUNTED}"
+                f"incomplete string data for inference input '{name}', expecting string of length {exc.length} "
+                f"but only {exc.available} bytes available"
+            ) from None
+        number = (
+            str(exc.found) if exc.found <= count + _MAX_EXTRA_COUNTED else f"more than {count + _MAX_EXTRA_COUNTED}"
+        )
         raise InvalidArgumentError(
             f"{tag}unexpected number of string elements {number} for inference input '{name}' "
             f"for model '{model}', expecting {count}"
-        )
-    strings = np.empty(count, dtype=np.object_)
-    strings[:] = items
-    return strings
+        ) from None
 
 
-def _tensor_from_raw(inp: Any, raw: bytes | memoryview, model: str, tag: str, limits: Limits) -> Tensor:
+def _tensor_from_raw(inp: Any, raw: bytes | memoryview, model: str, tag: str, limits: Limits, strings: int) -> Tensor:
     name: str = inp.name
     datatype: str = inp.datatype
-    shape = tuple(inp.shape)
-    count = checked_element_count(shape, name, model, tag, limits)
+    if datatype not in NUMPY_DTYPES:
+        raise InvalidArgumentError(f"invalid datatype for input {name}")
+    shape, count = checked_shape(list(inp.shape), datatype, name, model, limits, tag, strings)
     if datatype == "BYTES":
         _check_bytes(len(raw), name, model, tag, limits)
         # elements must be bytes objects, not views: slice them from a bytes copy
@@ -204,19 +169,17 @@ def _tensor_from_raw(inp: Any, raw: bytes | memoryview, model: str, tag: str, li
     return Tensor(name, datatype, shape, data if len(shape) == 1 else data.reshape(shape))
 
 
-def _tensor_from_typed(inp: Any, model: str, tag: str, limits: Limits) -> Tensor:
+def _tensor_from_typed(inp: Any, model: str, tag: str, limits: Limits, strings: int) -> Tensor:
     name: str = inp.name
     datatype: str = inp.datatype
     if datatype not in NUMPY_DTYPES:
         raise InvalidArgumentError(f"invalid datatype for input {name}")
-    shape = tuple(inp.shape)
-    count = checked_element_count(shape, name, model, tag, limits)
-    _check_bytes(count * ELEMENT_SIZES.get(datatype, 0), name, model, tag, limits)
+    shape, count = checked_shape(list(inp.shape), datatype, name, model, limits, tag, strings)
     data = tensor_from_contents(inp.contents, datatype, count, name, model, tag)
     return Tensor(name, datatype, shape, data.reshape(shape))
 
 
-def _tensor_from_shm(inp: Any, model: str) -> Tensor:
+def _tensor_from_shm(inp: Any, model: str, tag: str, limits: Limits, strings: int) -> Tensor:
     """A placeholder tensor: the core reads the data from the region named in its parameters."""
     if inp.HasField("contents"):
         raise InvalidArgumentError(
@@ -226,7 +189,8 @@ def _tensor_from_shm(inp: Any, model: str) -> Tensor:
     dtype = NUMPY_DTYPES.get(datatype)
     if dtype is None:
         raise InvalidArgumentError(f"invalid datatype for input {inp.name}")
-    return Tensor(inp.name, datatype, tuple(inp.shape), np.empty(0, dtype=dtype))
+    shape, _ = checked_shape(list(inp.shape), datatype, inp.name, model, limits, tag, strings)
+    return Tensor(inp.name, datatype, shape, np.empty(0, dtype=dtype))
 
 
 def infer_request_from_proto(
@@ -250,26 +214,29 @@ def infer_request_from_proto(
     raw_count = len(raw)
     raw_index = 0
     inputs: list[Tensor] = []
+    strings = 0  # BYTES elements of the inputs so far (bounded per request)
     for inp in tensors:
         params = tensor_parameters(inp.name, inp.parameters) if inp.parameters else {}
         if SHM_REGION in params:
-            tensor = _tensor_from_shm(inp, model)
+            tensor = _tensor_from_shm(inp, model, tag, limits, strings)
         elif inp.HasField("contents"):
             if raw_count:
                 raise InvalidArgumentError(
                     f"contents field must not be specified when using raw_input_contents for '{inp.name}' "
                     f"for model '{model}'"
                 )
-            tensor = _tensor_from_typed(inp, model, tag, limits)
+            tensor = _tensor_from_typed(inp, model, tag, limits, strings)
         else:
             if raw_index >= raw_count:
                 raise InvalidArgumentError(
                     f"unable to find data for input tensor '{inp.name}' for model '{model}' in request."
                 )
-            tensor = _tensor_from_raw(inp, raw[raw_index], model, tag, limits)
+            tensor = _tensor_from_raw(inp, raw[raw_index], model, tag, limits, strings)
             raw_index += 1
         if params:
             tensor.parameters = params
+        if tensor.datatype == "BYTES":
+            strings += element_count(tensor.shape)
         inputs.append(tensor)
     if raw_index != raw_count:
         # Triton ignores surplus raw entries; Seawall refuses data it would not read

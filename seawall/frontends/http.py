@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from seawall.core.server import InferenceServer, config_to_dict
+import seawall.core.offload as offload
+from seawall.core.server import InferenceServer, config_to_dict, require_valid_model_name
 from seawall.core.types import DURATION_STATISTICS, Duration, ModelMetadata, ModelStatistics, TensorMetadata
 from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
 from seawall.frontends import http_codec
@@ -238,16 +239,25 @@ class HttpFrontend:
 
     async def _infer(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
         model, version = groups["model"], groups.get("version", "")
+        require_valid_model_name(model)  # as every other route: the name is judged before the body
         body = request.body
         length = http_codec.parse_header_length(request.headers.get("inference-header-content-length"), len(body))
+        heavy = len(body) > offload.HEAVY_BODY_BYTES
         if length == 0 or (length is None and not body):
             spec = _raw_input_spec(self._server.model_config(model, version))
-            decoded = http_codec.decode_raw_request(body, model, version, spec, self._limits)
+            decoded = await offload.run(heavy, http_codec.decode_raw_request, body, model, version, spec, self._limits)
         else:
-            decoded = http_codec.decode_infer_request(body, length, model, version, self._limits)
+            decoded = await offload.run(
+                heavy, http_codec.decode_infer_request, body, length, model, version, self._limits
+            )
         response = await self._server.infer(decoded.request)
-        parts, header_length = http_codec.encode_infer_response(
-            response, decoded.request.id, decoded.binary_default, decoded.binary_outputs
+        parts, header_length = await offload.run(
+            offload.is_heavy(response.outputs),
+            http_codec.encode_infer_response,
+            response,
+            decoded.request.id,
+            decoded.binary_default,
+            decoded.binary_outputs,
         )
         if header_length is None:
             return HttpResponse(200, parts, "application/json")

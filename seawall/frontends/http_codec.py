@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from seawall.core.raw import checked_shape
 from seawall.core.raw import decode as decode_raw
 from seawall.core.raw import encode as encode_raw
 from seawall.core.types import (
@@ -23,12 +24,12 @@ from seawall.core.types import (
     ParamValue,
     RequestedOutput,
     Tensor,
+    element_count,
 )
 from seawall.errors import InvalidArgumentError
 from seawall.frontends import http_tensors
 from seawall.options import Limits
 
-MAX_DIMS = 32  # numpy's smallest supported rank limit
 MAX_UINT64 = 2**64 - 1
 SHM_REGION, SHM_OFFSET, SHM_BYTE_SIZE = "shared_memory_region", "shared_memory_offset", "shared_memory_byte_size"
 _SCALARS = (str, int, float, bool)
@@ -183,23 +184,25 @@ def _decode_inputs(document: dict[str, Any], binary: memoryview, model: str, lim
         raise InvalidArgumentError("Unable to parse 'inputs': expected an array of objects")
     if len(entries) > limits.max_inputs:
         raise InvalidArgumentError(f"request has {len(entries)} inputs, more than the limit of {limits.max_inputs}")
-    inputs, offset = [], 0
+    inputs, offset, strings = [], 0, 0
     for entry in entries:
-        tensor, offset = _decode_input(entry, binary, offset, model, limits)
+        tensor, offset = _decode_input(entry, binary, offset, model, limits, strings)
         inputs.append(tensor)
+        if tensor.datatype == "BYTES":
+            strings += element_count(tensor.shape)
     if offset != len(binary):
         raise InvalidArgumentError(f"unexpected additional input data for model '{model}'")
     return inputs
 
 
 def _decode_input(
-    entry: dict[str, Any], binary: memoryview, offset: int, model: str, limits: Limits
+    entry: dict[str, Any], binary: memoryview, offset: int, model: str, limits: Limits, strings: int
 ) -> tuple[Tensor, int]:
     name = _checked_name(entry, "inputs")
     datatype = entry.get("datatype")
     if not isinstance(datatype, str) or datatype not in NUMPY_DTYPES:
         raise InvalidArgumentError(f"invalid datatype for input {name}")
-    shape = _decode_shape(entry.get("shape"), name)
+    shape, count = checked_shape(entry.get("shape"), datatype, name, model, limits, bytes_before=strings)
     params = dict(_scalar_parameters(entry.get("parameters")))
     sources = [
         k for k in ("data", "binary_data_size", "shared_memory_region") if k in (entry if k == "data" else params)
@@ -210,7 +213,6 @@ def _decode_input(
             "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', "
             f"'shared_memory_region' in 'parameters'. But {found}"
         )
-    count = _checked_count(shape, datatype, name, limits)
     if sources[0] == SHM_REGION:
         # a placeholder: the core reads the region (bounds-checked there) once it knows the model
         _check_shm_parameters(params, f"input '{name}'")
@@ -243,28 +245,6 @@ def _check_shm_parameters(params: Mapping[str, ParamValue], what: str) -> None:
     for key in (SHM_OFFSET, SHM_BYTE_SIZE):
         if key in params and not (_is_uint(params[key]) and int(params[key]) <= MAX_UINT64):
             raise InvalidArgumentError(f"Unable to parse '{key}' of {what}: expected an unsigned integer")
-
-
-def _decode_shape(raw: Any, name: str) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(type(d) is int and d >= 0 for d in raw):
-        raise InvalidArgumentError(f"Unable to parse 'shape' of input '{name}': expected an array of unsigned integers")
-    if len(raw) > MAX_DIMS:
-        raise InvalidArgumentError(f"input '{name}' has {len(raw)} dimensions, more than {MAX_DIMS}")
-    return tuple(raw)
-
-
-def _checked_count(shape: tuple[int, ...], datatype: str, name: str, limits: Limits) -> int:
-    """Element count of `shape`, refused over the limits (Python ints cannot overflow; no allocation yet)."""
-    count = 1
-    for dim in shape:
-        count *= dim
-    if count > limits.max_tensor_elements:
-        raise InvalidArgumentError(
-            f"input '{name}' has {count} elements, more than the limit of {limits.max_tensor_elements}"
-        )
-    if count * ELEMENT_SIZES.get(datatype, 1) > limits.max_tensor_bytes:
-        raise InvalidArgumentError(f"input '{name}' is larger than the limit of {limits.max_tensor_bytes} bytes")
-    return count
 
 
 def _decode_outputs(raw: Any, limits: Limits) -> tuple[list[RequestedOutput], dict[str, bool]]:
@@ -310,8 +290,7 @@ def decode_raw_request(body: bytes, model: str, version: str, spec: RawInputSpec
             f"Raw request must only have 1 input (found 1) to be deduced but got {spec.input_count} inputs "
             f"in '{model}' model configuration"
         )
-    shape = _deduce_raw_shape(len(body), spec, model)
-    count = _checked_count(shape, spec.datatype, spec.name, limits)
+    shape, count = checked_shape(_deduce_raw_shape(len(body), spec, model), spec.datatype, spec.name, model, limits)
     data = decode_raw(memoryview(body), spec.datatype, shape, count, spec.name, model)
     request = InferRequest(model, [Tensor(spec.name, spec.datatype, shape, data)], version)
     return DecodedInfer(request, binary_default=True)

@@ -6,8 +6,10 @@ exits, for deployment pipelines; the server logs them as warnings at start-up.
 
 from __future__ import annotations
 
+import glob
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 
 from seawall.options import Options, TlsOptions
@@ -89,7 +91,51 @@ def assess(options: Options, euid: int | None = None) -> list[Finding]:
                     "/proc/<pid>/cmdline before the server wipes it at start-up; use the -file or -env form",
                 )
             )
+    findings += _in_process_findings(options)
     return findings
+
+
+#: `parameters { key: "SEAWALL_IN_PROCESS" value { string_value: "<mode>" } }` in a config.pbtxt
+_IN_PROCESS = re.compile(
+    rb'key\s*:\s*"SEAWALL_IN_PROCESS"\s*,?\s*value\s*:?\s*\{\s*string_value\s*:\s*"\s*([A-Za-z]*)\s*"'
+)
+_MAX_CONFIG_BYTES = 1 << 20
+
+
+def _in_process_findings(options: Options) -> list[Finding]:
+    """Each repository model whose config.pbtxt (or configs/*.pbtxt) runs it in the server process, while
+    --allow-in-process-models lets it (a text scan: the report never imports or runs model code)."""
+    if not options.backends.allow_in_process_models:
+        return []
+    findings = []
+    for root in options.repository.paths:
+        try:
+            models = sorted(
+                (entry for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False)), key=lambda e: e.name
+            )
+        except OSError:
+            continue
+        for model in models:
+            configs = [os.path.join(model.path, "config.pbtxt")]
+            configs += sorted(glob.glob(os.path.join(glob.escape(model.path), "configs", "*.pbtxt")))
+            if any(_runs_in_process(path) for path in configs):
+                findings.append(
+                    Finding(
+                        "--allow-in-process-models",
+                        f"model '{model.name}' runs in the server process (SEAWALL_IN_PROCESS): its code shares the "
+                        "server's memory, secrets and privileges, and a crash in it stops the server",
+                    )
+                )
+    return findings
+
+
+def _runs_in_process(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            text = file.read(_MAX_CONFIG_BYTES)
+    except OSError:
+        return False
+    return any(mode.lower() in (b"true", b"inline") for mode in _IN_PROCESS.findall(text))
 
 
 def _control_findings(options: Options) -> list[Finding]:

@@ -304,8 +304,9 @@ CASES: list[tuple[str, tuple[str, Any], grpc.StatusCode, str]] = [
     (
         "huge-shape",
         _infer(_in("INPUT0", shape=(1 << 62, 1 << 62)), _in("INPUT1"), raw=(FOUR, FOUR)),
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' has more than 2147483648 elements",
+        INVALID,
+        "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' has more than 2147483648 elements "
+        "(--max-tensor-elements)",
     ),
     (
         "reserved-parameter",

@@ -123,7 +123,7 @@ def _infer_body(*inputs: dict[str, Any], **top: Any) -> bytes:
         (_infer_body(id=7), "Unable to parse 'id': expected a string"),
         (
             _infer_body({"name": "INPUT0", "datatype": "FP32", "shape": [-4], "data": [1]}),
-            "Unable to parse 'shape' of input 'INPUT0': expected an array of unsigned integers",
+            "invalid shape [-4] for input 'INPUT0' for model 'add_sub', dimensions must be >= 0",
         ),
         (
             _infer_body(_fp32(datatype="BOOL", data=[1, 0, 1, 0])),
@@ -140,7 +140,7 @@ def _infer_body(*inputs: dict[str, Any], **top: Any) -> bytes:
         ),
         (
             _infer_body({"name": "INPUT0", "datatype": "FP32", "shape": [1099511627776], "data": [1]}),
-            "input 'INPUT0' has 1099511627776 elements, more than the limit of 2147483648",
+            "input 'INPUT0' for model 'add_sub' has more than 2147483648 elements (--max-tensor-elements)",
         ),
         (
             _infer_body(_fp32(data=[1, 2, 3, 4]), parameters={"triton_x": 1}),

@@ -171,22 +171,27 @@ def test_surplus_bytes_elements_are_counted_with_bounded_work() -> None:
 def test_limits_are_checked_before_allocating() -> None:
     small = Limits(max_tensor_elements=100, max_tensor_bytes=64)
     huge = _error(_request([_input("INPUT0", shape=(1 << 62, 1 << 62, 1 << 62))], [FOUR]), small)
-    assert isinstance(huge, ResourceExhaustedError)
-    assert huge.message == "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' has more than 100 elements"
+    assert isinstance(huge, InvalidArgumentError)
+    assert huge.message == (
+        "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' has more than 100 elements "
+        "(--max-tensor-elements)"
+    )
     too_big = _error(_request([_input("INPUT0", "FP64", (10,))], [b"\x00" * 80]), small)
-    assert isinstance(too_big, ResourceExhaustedError)
-    assert too_big.message == "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' is larger than 64 bytes"
+    assert isinstance(too_big, InvalidArgumentError)
+    assert too_big.message == (
+        "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' is larger than 64 bytes (--max-tensor-bytes)"
+    )
     typed = _request([_input("INPUT0", shape=(1 << 40,), contents=pb.InferTensorContents(fp32_contents=[1]))])
-    assert isinstance(_error(typed, small), ResourceExhaustedError)
+    assert isinstance(_error(typed, small), InvalidArgumentError)
     many = _request([_input(f"I{i}") for i in range(3)], [FOUR] * 3)
     assert isinstance(_error(many, Limits(max_inputs=2)), ResourceExhaustedError)
 
 
 def test_too_many_dimensions() -> None:
-    error = _error(_request([_input("INPUT0", shape=(1,) * 65)], [FOUR]))
+    error = _error(_request([_input("INPUT0", shape=(1,) * 33)], [FOUR]))
     assert isinstance(error, InvalidArgumentError)
     assert (
-        error.message == "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' has 65 dimensions, more than 64"
+        error.message == "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' has 33 dimensions, more than 32"
     )
 
 
@@ -195,7 +200,7 @@ def test_zero_sized_dimensions() -> None:
     assert codec.infer_request_from_proto(message, LIMITS).inputs[0].data.shape == (3, 0)
     # numpy cannot even describe this empty shape: the other dims stay bounded
     huge = _request([_input("INPUT0", shape=(1 << 62, 1 << 62, 0))], [b""])
-    assert isinstance(_error(huge), ResourceExhaustedError)
+    assert isinstance(_error(huge), InvalidArgumentError)
 
 
 def _with_param(key: str, field: str, value: object) -> Any:
@@ -524,3 +529,15 @@ def test_shared_memory_status_messages() -> None:
     assert (system.name, system.key, system.offset, system.byte_size) == ("r", "/k", 8, 16)
     cuda = admin.cuda_shm_status_to_proto(regions).regions["r"]
     assert (cuda.name, cuda.device_id, cuda.byte_size) == ("r", 0, 16)
+
+
+def test_bytes_elements_are_capped_per_request_over_all_inputs() -> None:
+    limits = Limits(max_bytes_elements=5)
+    strings = _strings(b"a", b"b", b"c")
+    message = _request([_input("A", "BYTES", (3,)), _input("B", "BYTES", (3,))], [strings, strings])
+    error = _error(message, limits)
+    assert isinstance(error, InvalidArgumentError)
+    assert error.message == (
+        "[request id: <id_unknown>] input 'B' for model 'add_sub' brings the request to 6 BYTES elements, "
+        "more than 5 (--max-bytes-elements)"
+    )

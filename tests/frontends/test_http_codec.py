@@ -75,19 +75,25 @@ def test_json_values_of_the_wrong_type_or_range_are_refused(datatype: str, data:
 
 def test_huge_shape_with_tiny_data_is_refused_before_allocating() -> None:
     message = _error({"inputs": [_input(shape=[1099511627776], data=[1])]})
-    assert message == "input 'IN' has 1099511627776 elements, more than the limit of 2147483648"
+    assert message == "input 'IN' for model 'm' has more than 2147483648 elements (--max-tensor-elements)"
     message = _error({"inputs": [_input(shape=[4], data=[1])]})
     assert message == "Unable to parse 'data': Shape does not match true shape of 'data' field"
 
 
 def test_shape_over_the_element_limit_is_refused() -> None:
     message = _error({"inputs": [_input(shape=[4294967296, 4294967296], data=[1])]})
-    assert "more than the limit" in message
+    assert message == "input 'IN' for model 'm' has more than 2147483648 elements (--max-tensor-elements)"
 
 
-@pytest.mark.parametrize("shape", [[-1], [1.5], ["4"], [True], "4"])
+@pytest.mark.parametrize("shape", [[1.5], ["4"], [True], "4", {"a": 1}, [[1]]])
 def test_bad_shapes_are_refused(shape: Any) -> None:
-    assert "Unable to parse 'shape'" in _error({"inputs": [_input(shape=shape, data=[1])]})
+    message = "Unable to parse 'shape' of input 'IN': expected an array of integers"
+    assert _error({"inputs": [_input(shape=shape, data=[1])]}) == message
+
+
+def test_negative_dimensions_are_refused() -> None:
+    message = "invalid shape [-1] for input 'IN' for model 'm', dimensions must be >= 0"
+    assert _error({"inputs": [_input(shape=[-1], data=[1])]}) == message
 
 
 @pytest.mark.parametrize(
@@ -231,3 +237,18 @@ def test_outputs_json_cannot_carry_are_refused() -> None:
     bad = Tensor.from_numpy("B", np.array([b"\xff"], dtype=object))
     with pytest.raises(InvalidArgumentError, match="not valid UTF-8"):
         http_codec.encode_infer_response(_response(bad), "", False, {})
+
+
+def test_bytes_elements_are_capped_per_request_over_all_inputs() -> None:
+    limits = Limits(max_bytes_elements=5)
+    three = ["a", "b", "c"]
+    ok = _decode(
+        {"inputs": [_input("A", "BYTES", [3], data=three), _input("B", "FP32", [4], data=[1, 2, 3, 4])]}, limits=limits
+    )
+    assert ok.request.inputs[0].data.tolist() == [b"a", b"b", b"c"]
+    message = _error(
+        {"inputs": [_input("A", "BYTES", [3], data=three), _input("B", "BYTES", [3], data=three)]}, limits=limits
+    )
+    assert (
+        message == "input 'B' for model 'm' brings the request to 6 BYTES elements, more than 5 (--max-bytes-elements)"
+    )

@@ -166,6 +166,8 @@ class PythonBackend:
         model_file = model_file_path(config, context.version_dir, context.name)
         pins = tuple(checksum_pins(config))  # checked again on the bytes the stub compiles
         mode = in_process.in_process_mode(config, context.name)
+        if mode != "false":
+            self._check_in_process_allowed(context)
         configured = {output.name: _datatype(output.data_type) for output in config.output}
         base_args = {
             "model_config": config_json(config),
@@ -218,6 +220,24 @@ class PythonBackend:
         model = PythonModel(instances, self)
         self._models.add(model)
         return model
+
+    def _check_in_process_allowed(self, context: ModelLoadContext) -> None:
+        """An in-process model needs the operator's consent twice: the flag, and the repository's own config.
+
+        Raises:
+            InvalidArgumentError: --allow-in-process-models=false, or the config came through the load API.
+        """
+        parameter = in_process.PARAMETER
+        if not self._options.allow_in_process_models:
+            raise InvalidArgumentError(
+                f"parameter '{parameter}' of model '{context.name}' asks to run it in the server process, "
+                "which --allow-in-process-models=false forbids"
+            )
+        if context.config_from_client:
+            raise InvalidArgumentError(
+                f"parameter '{parameter}' of model '{context.name}' can only be set by the model repository's own "
+                "config.pbtxt, not by a 'config' sent with a load request"
+            )
 
     async def auto_complete_config(self, config: ModelConfig, model_dir: str, version_dir: str) -> ModelConfig:
         """Run the model's static auto_complete_config in a throw-away stub and merge what it may set.

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import seawall.core.offload as offload
 from seawall.backends.python import ipc
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.core.types import InferRequest, InferResponse, Tensor
@@ -232,7 +233,8 @@ class PythonModelInstance:
         process = self._process  # a restart replaces it; this batch stays with the stub it was written for
         if not self.is_healthy() or not process.is_alive:
             raise UnavailableError(f"model instance '{self.name}' is not available")
-        payloads = [ipc.to_payload(tensor.datatype, tensor.data) for request in requests for tensor in request.inputs]
+        inputs = [tensor for request in requests for tensor in request.inputs]
+        payloads = await offload.run(offload.is_heavy(inputs), _payloads, inputs)
         offsets, total = ipc.layout(payloads)
         slot = self._pick(self._slots if total <= self._settings.shm_default_bytes else self._slots[:LARGE_BATCH_SLOTS])
         async with slot.lock:
@@ -247,7 +249,9 @@ class PythonModelInstance:
             except StubDied as exc:
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
             try:
-                return self._collect(requests, message["seq"], reply, process.outputs[slot.index or 0])
+                heavy = _reply_bytes(reply) > offload.HEAVY_BODY_BYTES
+                memory = process.outputs[slot.index or 0]
+                return await offload.run(heavy, self._collect, requests, message["seq"], reply, memory)
             except ipc.ProtocolError as exc:
                 process.abort(f"bad result: {exc}")
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
@@ -339,6 +343,22 @@ class PythonModelInstance:
         if failure is not None:
             return failure
         return InferResponse(spec.model_name, spec.model_version, outputs, id=request.id)
+
+
+def _payloads(inputs: Sequence[Tensor]) -> list[ipc.Payload]:
+    return [ipc.to_payload(tensor.datatype, tensor.data) for tensor in inputs]
+
+
+def _reply_bytes(reply: Mapping[str, object]) -> int:
+    """The BYTES output bytes a reply announces (its descriptors are validated later, when read)."""
+    total = 0
+    entries = reply.get("resp")
+    for entry in entries if isinstance(entries, list) else ():
+        for descriptor in entry.get("o", ()) if isinstance(entry, dict) else ():
+            if isinstance(descriptor, list) and len(descriptor) == 5 and descriptor[1] == "BYTES":
+                size = descriptor[4]
+                total += size if type(size) is int else 0
+    return total
 
 
 def request_header(request: InferRequest) -> dict[str, object]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
+import seawall.core.raw as raw
 from seawall.core.types import NUMPY_DTYPES
 
 #: Little-endian u32 byte count in front of every JSON frame.
@@ -125,15 +126,7 @@ def align(offset: int) -> int:
 
 def serialize_bytes(array: np.ndarray) -> bytes:
     """Triton's BYTES serialization: each element as a u32 little-endian length followed by its bytes."""
-    parts: list[bytes] = []
-    for item in array.reshape(-1):
-        if isinstance(item, str):
-            item = item.encode()
-        elif not isinstance(item, bytes):
-            item = bytes(item)
-        parts.append(_LENGTH.pack(len(item)))
-        parts.append(item)
-    return b"".join(parts)
+    return raw.encode_bytes(array)
 
 
 def deserialize_bytes(data: bytes, count: int | None = None) -> np.ndarray:
@@ -142,23 +135,25 @@ def deserialize_bytes(data: bytes, count: int | None = None) -> np.ndarray:
     Raises:
         ValueError: a length runs past the end, or the element count is not `count`.
     """
-    items: list[bytes] = []
-    offset = 0
-    end = len(data)
-    while offset < end:
-        if offset + _LENGTH.size > end:
-            raise ValueError("truncated BYTES element length")
-        (length,) = _LENGTH.unpack_from(data, offset)
-        offset += _LENGTH.size
-        if offset + length > end:
-            raise ValueError("BYTES element runs past the end of the tensor")
-        items.append(data[offset : offset + length])
-        offset += length
-    if count is not None and len(items) != count:
-        raise ValueError(f"expected {count} BYTES elements, found {len(items)}")
-    array = np.empty(len(items), dtype=np.object_)
-    array[:] = items
-    return array
+    if count is None:
+        count = _count_elements(data)
+    try:
+        return raw.object_array(raw.split_bytes(data, count))
+    except raw.BytesFormatError as exc:
+        if exc.kind == raw.BytesFormatError.TRUNCATED_LENGTH:
+            raise ValueError("truncated BYTES element length") from None
+        if exc.kind == raw.BytesFormatError.TRUNCATED_ELEMENT:
+            raise ValueError("BYTES element runs past the end of the tensor") from None
+        raise ValueError(f"expected {count} BYTES elements, found {exc.found}") from None
+
+
+def _count_elements(data: bytes) -> int:
+    """How many elements serialized BYTES `data` holds (its lengths are checked when it is split)."""
+    offset, found, end = 0, 0, len(data)
+    while offset + _LENGTH.size <= end:
+        offset += _LENGTH.size + _LENGTH.unpack_from(data, offset)[0]
+        found += 1
+    return found if offset == end else found + 1
 
 
 def to_payload(datatype: str, array: np.ndarray) -> Payload:

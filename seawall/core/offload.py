@@ -1,0 +1,39 @@
+"""Heavy per-request CPU work off the event loop: decoding and encoding BYTES tensors of many elements (each
+element is a Python object) runs in the loop's default executor (a bounded thread pool), so health checks and
+other models keep being served while it runs.
+
+Imports only `core.types`. Light work stays inline: a thread hop costs more than it saves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import ParamSpec, TypeVar
+
+from seawall.core.types import Tensor
+
+#: request bodies (HTTP) or messages (gRPC) larger than this are decoded in a worker thread
+HEAVY_BODY_BYTES = 1 << 20
+#: tensors holding more BYTES elements than this together are encoded or decoded in a worker thread
+HEAVY_BYTES_ELEMENTS = 1 << 15
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+async def run(heavy: bool, work: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`work(*args, **kwargs)`: inline when light, in the default executor when `heavy`."""
+    if not heavy:
+        return work(*args, **kwargs)
+    return await asyncio.to_thread(work, *args, **kwargs)
+
+
+def bytes_elements(tensors: Iterable[Tensor]) -> int:
+    """How many BYTES elements `tensors` hold together."""
+    return sum(int(t.data.size) for t in tensors if t.datatype == "BYTES")
+
+
+def is_heavy(tensors: Iterable[Tensor]) -> bool:
+    """Whether encoding `tensors` is worth a worker thread."""
+    return bytes_elements(tensors) > HEAVY_BYTES_ELEMENTS
