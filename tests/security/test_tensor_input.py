@@ -218,8 +218,17 @@ class _HealthProbe:
 
 
 # before the fix (decoded and encoded on the event loop, element by element) the worst health answer during
-# this request was 0.5-0.85 s (HTTP binary and JSON, gRPC); now it is about 0.05 s
+# this request was 0.5-0.85 s, about 40% of the request's own time (HTTP binary and JSON, gRPC); now it is
+# about 0.05 s, under 10%. On a loaded machine both stretch, so the bound is the larger of an absolute one and
+# a share of the request's time, which the old code fails either way.
 HEALTH_BOUND_S = 0.4
+HEALTH_SHARE = 0.2
+
+
+def _assert_health_kept_up(probe: _HealthProbe, started: float) -> None:
+    elapsed = time.perf_counter() - started
+    assert probe.answers > 0
+    assert probe.worst < max(HEALTH_BOUND_S, HEALTH_SHARE * elapsed), (probe.worst, elapsed)
 
 
 @pytest.mark.parametrize("encoding", ["binary", "json"])
@@ -235,19 +244,19 @@ def test_health_stays_fast_during_the_heaviest_bytes_request_over_http(server: S
             }
         ]
         body, header_length = json.dumps({"inputs": strings}).encode(), None
+    started = time.perf_counter()
     with _HealthProbe(server) as probe:
         assert _http_error(server, "string_identity", body, header_length) == (200, "")
-    assert probe.answers > 0
-    assert probe.worst < HEALTH_BOUND_S
+    _assert_health_kept_up(probe, started)
     _healthy(server)
 
 
 def test_health_stays_fast_during_the_heaviest_bytes_request_over_grpc(server: ServerProcess, stub: Any) -> None:
     request = _bytes_request(DEFAULT_BYTES_ELEMENTS)
+    started = time.perf_counter()
     with _HealthProbe(server) as probe:
         reply = stub.ModelInfer(request, timeout=120)
     assert list(reply.outputs[0].shape) == [DEFAULT_BYTES_ELEMENTS]
     assert reply.raw_output_contents[0] == bytes(4 * DEFAULT_BYTES_ELEMENTS)
-    assert probe.answers > 0
-    assert probe.worst < HEALTH_BOUND_S
+    _assert_health_kept_up(probe, started)
     _healthy(server)
