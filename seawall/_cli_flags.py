@@ -296,6 +296,13 @@ FLAGS: tuple[Flag, ...] = (
             "log.format",
         ),
         Flag("log-file", K_STRING, "Append logs to this file (created 0600) instead of stdout.", "log.file"),
+        Flag(
+            "audit-log-file",
+            _kind("<path>", _not_empty("audit-log-file")),
+            "Seawall: append audit lines to this file (created 0600, never through a symlink); "
+            "default: the log file, else stderr.",
+            "log.audit_file",
+        ),
     ),
     *_section(
         "Model Repository",
@@ -320,6 +327,13 @@ FLAGS: tuple[Flag, ...] = (
             _kind("<string>", _choice("model-control-mode", ("none", "poll", "explicit"), fold=True)),
             'Model control mode: "none", "poll" or "explicit".',
             "repository.control_mode",
+        ),
+        Flag(
+            "allow-unrestricted-model-repository",
+            K_BOOL,
+            "Seawall: let explicit mode start although model-repository is not restricted on every listener "
+            "(any client can then load model code).",
+            "repository.allow_unrestricted_model_repository",
         ),
         Flag(
             "repository-poll-secs",

@@ -35,6 +35,8 @@ class Restriction:
     categories: tuple[str, ...]
     key: str
     value: str = field(repr=False)  # a secret: never printed
+    # the key file it was read from (re-read on SIGHUP and when it changes); "" = argv or environment: fixed
+    source: str = ""
 
     def __repr__(self) -> str:
         return f"Restriction(categories={self.categories!r}, key={self.key!r}, value=<redacted>)"
@@ -150,6 +152,7 @@ class LogOptions:
     verbose: int = 0
     format: LogFormat = "default"
     file: str = ""
+    audit_file: str = ""  # Seawall: audit lines go here (else to the log file, else stderr); start-up only
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +179,8 @@ class RepositoryOptions:
     strict_readiness: bool = True
     exit_on_error: bool = True
     auto_complete_config: bool = True  # --disable-auto-complete-config turns it off
+    # explicit mode starts only when model-repository is restricted on every listener, unless this is set
+    allow_unrestricted_model_repository: bool = False
 
 
 @dataclass(frozen=True, slots=True)
