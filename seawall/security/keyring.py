@@ -101,11 +101,10 @@ class KeyRing:
             logger.warning("restricted-API keys from %s not reloaded, the previous keys stay: %s", path, exc)
             self._audit(caller, path, "REFUSED", 0)
             return False
-        count = 0
         for family, restrictions in fresh.items():
             keys = self.http if family == "http" else self.grpc
             keys.current = (*(r for r in keys.current if r.source != path), *restrictions)  # one assignment
-            count += len(restrictions)
+        count = max((len(restrictions) for restrictions in fresh.values()), default=0)  # the file's key lines
         logger.info("restricted-API keys reloaded from %s: %d key(s)", path, count)
         self._audit(caller, path, "OK", count)
         return True
