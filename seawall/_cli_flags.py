@@ -387,13 +387,14 @@ FLAGS: tuple[Flag, ...] = (
         Flag(
             "http-restricted-api-file",
             _kind("<path>", str),
-            "Seawall: read --http-restricted-api lines from a file (keeps secrets out of argv).",
+            "Seawall: read --http-restricted-api lines from a file (keeps secrets out of argv); re-read on "
+            "SIGHUP and when it changes.",
             repeat=True,
         ),
         Flag(
             "http-restricted-api-env",
             _kind("<variable>", str),
-            "Seawall: read one --http-restricted-api value from an environment variable.",
+            "Seawall: read one --http-restricted-api value from an environment variable (cannot rotate).",
             repeat=True,
         ),
         Flag(
@@ -439,13 +440,13 @@ FLAGS: tuple[Flag, ...] = (
         Flag(
             "grpc-restricted-protocol-file",
             _kind("<path>", str),
-            "Seawall: read --grpc-restricted-protocol lines from a file.",
+            "Seawall: read --grpc-restricted-protocol lines from a file; re-read on SIGHUP and when it changes.",
             repeat=True,
         ),
         Flag(
             "grpc-restricted-protocol-env",
             _kind("<variable>", str),
-            "Seawall: read one --grpc-restricted-protocol value from an environment variable.",
+            "Seawall: read one --grpc-restricted-protocol value from an environment variable (cannot rotate).",
             repeat=True,
         ),
         _later("grpc-infer-thread-count", K_INT, "GRPC infer handler threads."),

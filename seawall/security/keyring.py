@@ -86,7 +86,10 @@ class KeyRing:
                 signature = _signature(path)
                 if requested or signature != self._seen.get(path):
                     self._seen[path] = signature
-                    await self.reload(path, "SIGHUP" if requested else "key file change")
+                    try:
+                        await self.reload(path, "SIGHUP" if requested else "key file change")
+                    except Exception:  # the watch must outlive one bad reload; the old keys stay
+                        logger.exception("restricted-API keys from %s not reloaded", path)
 
     async def reload(self, path: str, caller: str) -> bool:
         """Re-read `path` and swap its keys in for every listener that uses it; False (old keys kept, the

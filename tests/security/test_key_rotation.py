@@ -53,9 +53,15 @@ def _grpc_ok(server: ServerProcess, key: str) -> bool:
 
 
 def _works(server: ServerProcess, key: str) -> bool:
+    """Whether `key` opens both listeners (outside a reload: one file, both swapped together)."""
     http, grpc = _http_ok(server, key), _grpc_ok(server, key)
-    assert http == grpc, (key, http, grpc)  # one file, both listeners, swapped together
+    assert http == grpc, (key, http, grpc)
     return http
+
+
+def _state(server: ServerProcess, key: str) -> tuple[bool, bool]:
+    """(HTTP, gRPC) acceptance of `key`; the two may differ while a reload lands between the two probes."""
+    return _http_ok(server, key), _grpc_ok(server, key)
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 15) -> bool:
@@ -88,10 +94,10 @@ def server(keys: Path) -> Iterator[ServerProcess]:
 def test_a_rewritten_key_file_rotates_the_keys_with_an_overlap(server: ServerProcess, keys: Path) -> None:
     assert _works(server, OLD) and not _works(server, NEW)
     _write(keys, OLD, NEW)  # both keys valid during the rotation
-    assert _eventually(lambda: _works(server, NEW))
+    assert _eventually(lambda: _state(server, NEW) == (True, True))
     assert _works(server, OLD)
     _write(keys, NEW)  # the old key is withdrawn
-    assert _eventually(lambda: not _works(server, OLD))
+    assert _eventually(lambda: _state(server, OLD) == (False, False))
     assert _works(server, NEW) and not _works(server, "")
     reloads = _reloads(server)
     assert len(reloads) == 2, server.log()
@@ -110,7 +116,7 @@ def test_sighup_rereads_a_file_changed_in_place(server: ServerProcess, keys: Pat
     time.sleep(2.5)  # longer than the watch's poll period
     assert _works(server, OLD)
     server.process.send_signal(signal.SIGHUP)
-    assert _eventually(lambda: _works(server, f"{NEW[:-1]}X"))
+    assert _eventually(lambda: _state(server, f"{NEW[:-1]}X") == (True, True))
     assert not _works(server, OLD)
     assert _reloads(server)[-1].endswith(
         f'caller="SIGHUP" action="reload restricted-API keys" target="{keys}" result=OK keys=1'
@@ -156,7 +162,7 @@ def test_a_bad_key_file_keeps_the_old_keys(
     assert _reloads(server)[-1].endswith(f'target="{keys}" result=REFUSED keys=0')
     assert NEW not in server.log() and NEWER not in server.log()
     _write(keys, NEW)  # a good file afterwards is taken
-    assert _eventually(lambda: _works(server, NEW))
+    assert _eventually(lambda: _state(server, NEW) == (True, True))
     assert not _works(server, OLD)
 
 
