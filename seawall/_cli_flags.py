@@ -297,6 +297,13 @@ FLAGS: tuple[Flag, ...] = (
             "log.format",
         ),
         Flag("log-file", K_STRING, "Append logs to this file (created 0600) instead of stdout.", "log.file"),
+        Flag(
+            "audit-log-file",
+            _kind("<path>", _not_empty("audit-log-file")),
+            "Seawall: append audit lines to this file (created 0600, never through a symlink); "
+            "default: the log file, else stderr.",
+            "log.audit_file",
+        ),
     ),
     *_section(
         "Model Repository",
@@ -321,6 +328,13 @@ FLAGS: tuple[Flag, ...] = (
             _kind("<string>", _choice("model-control-mode", ("none", "poll", "explicit"), fold=True)),
             'Model control mode: "none", "poll" or "explicit".',
             "repository.control_mode",
+        ),
+        Flag(
+            "allow-unrestricted-model-repository",
+            K_BOOL,
+            "Seawall: let explicit mode start although model-repository is not restricted on every listener "
+            "(any client can then load model code).",
+            "repository.allow_unrestricted_model_repository",
         ),
         Flag(
             "repository-poll-secs",
@@ -386,13 +400,14 @@ FLAGS: tuple[Flag, ...] = (
         Flag(
             "http-restricted-api-file",
             _kind("<path>", str),
-            "Seawall: read --http-restricted-api lines from a file (keeps secrets out of argv).",
+            "Seawall: read --http-restricted-api lines from a file (keeps secrets out of argv); re-read on "
+            "SIGHUP and when it changes.",
             repeat=True,
         ),
         Flag(
             "http-restricted-api-env",
             _kind("<variable>", str),
-            "Seawall: read one --http-restricted-api value from an environment variable.",
+            "Seawall: read one --http-restricted-api value from an environment variable (cannot rotate).",
             repeat=True,
         ),
         Flag(
@@ -438,13 +453,13 @@ FLAGS: tuple[Flag, ...] = (
         Flag(
             "grpc-restricted-protocol-file",
             _kind("<path>", str),
-            "Seawall: read --grpc-restricted-protocol lines from a file.",
+            "Seawall: read --grpc-restricted-protocol lines from a file; re-read on SIGHUP and when it changes.",
             repeat=True,
         ),
         Flag(
             "grpc-restricted-protocol-env",
             _kind("<variable>", str),
-            "Seawall: read one --grpc-restricted-protocol value from an environment variable.",
+            "Seawall: read one --grpc-restricted-protocol value from an environment variable (cannot rotate).",
             repeat=True,
         ),
         _later("grpc-infer-thread-count", K_INT, "GRPC infer handler threads."),

@@ -77,6 +77,20 @@ class LevelSwitch(logging.Filter):
         return self._log.verbose > 0
 
 
+#: Control characters only: an audit line's fields are JSON-quoted already, so its backslashes are escapes
+#: that must stay as they are (doubling them would let a quoted field end early).
+_AUDIT_ESCAPES = {code: text for code, text in _ESCAPES.items() if code != ord("\\")}
+
+
+class AuditFormatter(logging.Formatter):
+    """`2024-05-20T20:03:26.123456Z AUDIT <pid>] caller="..." action="..." ...`: one fixed format, whatever
+    the logging extension sets (`log_format` changes the other lines only)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+        return f"{when:%Y-%m-%dT%H:%M:%S.%fZ} AUDIT {record.process}] {record.getMessage().translate(_AUDIT_ESCAPES)}"
+
+
 class _OwnedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A handler that owns its stream (the --log-file) and closes it with itself."""
 
@@ -90,27 +104,44 @@ class _OwnedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().close()
 
 
-def configure_logging(log: LogSettings) -> None:
+def _append_handler(path: str, flags: int = 0) -> logging.Handler:
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | flags, 0o600)
+    return _OwnedStreamHandler(os.fdopen(descriptor, "a", encoding="utf-8", errors="backslashreplace"))
+
+
+def _replace_handlers(logger_: logging.Logger, handler: logging.Handler) -> None:
+    for previous in list(logger_.handlers):
+        logger_.removeHandler(previous)
+        previous.close()
+    logger_.addHandler(handler)
+    logger_.propagate = False  # a library that configures the root logger must not print our lines twice
+
+
+def configure_logging(log: LogSettings, audit_file: str = "") -> None:
     """Send the `seawall` logger to stdout, or append to `log.file` (created 0600), with Triton's prefixes.
 
+    Audit lines (`seawall.audit`) get their own sink, which no run-time log setting filters or reformats:
+    `audit_file` (created 0600, never through a symlink), else the log file, else stderr.
+
     Raises:
-        OSError: the log file cannot be opened.
+        OSError: the log file or the audit file cannot be opened.
     """
-    if log.file:
-        descriptor = os.open(log.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        stream = os.fdopen(descriptor, "a", encoding="utf-8", errors="backslashreplace")
-        handler: logging.Handler = _OwnedStreamHandler(stream)
+    if audit_file:
+        audit: logging.Handler = _append_handler(audit_file, os.O_NOFOLLOW)
+    elif log.file:
+        audit = _append_handler(log.file)
     else:
-        handler = logging.StreamHandler(sys.stdout)
+        audit = logging.StreamHandler(sys.stderr)
+    audit.setFormatter(AuditFormatter())
+    handler = _append_handler(log.file) if log.file else logging.StreamHandler(sys.stdout)
     handler.setFormatter(LineFormatter(log))
     handler.addFilter(LevelSwitch(log))
     root = logging.getLogger("seawall")
-    for previous in list(root.handlers):
-        root.removeHandler(previous)
-        previous.close()
-    root.addHandler(handler)
+    _replace_handlers(root, handler)
     root.setLevel(logging.DEBUG)  # LevelSwitch decides, so that run-time changes of verbosity apply
-    root.propagate = False  # a library that configures the root logger must not print our lines twice
+    audit_logger = logging.getLogger("seawall.audit")
+    _replace_handlers(audit_logger, audit)
+    audit_logger.setLevel(logging.INFO)
 
 
 def _is_loopback(address: str) -> bool:

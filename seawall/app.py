@@ -14,9 +14,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from seawall.core import audit
 from seawall.core.log_settings import LogSettings
 from seawall.core.server import InferenceServer
-from seawall.options import Options
+from seawall.options import Options, Restriction
+from seawall.security.keyring import KeyFileReader, KeyRing
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def _build_server(options: Options, log_settings: LogSettings | None = None) -> 
     )
 
 
-def _frontends(server: InferenceServer, options: Options) -> list[tuple[str, str, Frontend]]:
+def _frontends(server: InferenceServer, options: Options, keys: KeyRing) -> list[tuple[str, str, Frontend]]:
     # imported here so that embedding code never pays for the transports
     from seawall.frontends.grpc import GrpcFrontend
     from seawall.frontends.http import HttpFrontend
@@ -72,16 +74,20 @@ def _frontends(server: InferenceServer, options: Options) -> list[tuple[str, str
 
     built: list[tuple[str, str, Frontend]] = []
     if options.grpc.allow:
-        built.append(("grpc", "GRPCInferenceService", GrpcFrontend(server, options)))
+        built.append(("grpc", "GRPCInferenceService", GrpcFrontend(server, options, keys.grpc)))
     if options.http.allow:
-        built.append(("http", "HTTPService", HttpFrontend(server, options)))
+        built.append(("http", "HTTPService", HttpFrontend(server, options, keys.http)))
     if options.metrics.allow:
         built.append(("metrics", "Metrics Service", MetricsFrontend(server, options)))
     if options.sagemaker.allow:
-        built.append(("sagemaker", "Sagemaker HTTPService", SageMakerFrontend(server, options)))
+        built.append(("sagemaker", "Sagemaker HTTPService", SageMakerFrontend(server, options, keys.http)))
     if options.vertex.allow:
-        built.append(("vertex", "Vertex AI HTTPService", VertexFrontend(server, options)))
+        built.append(("vertex", "Vertex AI HTTPService", VertexFrontend(server, options, keys.http)))
     return built
+
+
+def _no_key_files(path: str, family: str) -> tuple[Restriction, ...]:
+    raise ValueError("keys are not re-read: the server was not started by the command line")
 
 
 def _format_address(host: str, port: int) -> str:
@@ -99,8 +105,15 @@ async def _drain(server: InferenceServer, timeout_secs: int) -> None:
         logger.warning("exit timeout: %d request(s) still in flight are cancelled", server.inflight())
 
 
-async def serve(options: Options, log_settings: LogSettings | None = None) -> None:
-    """Run the server with its frontends until SIGINT/SIGTERM, then drain and stop.
+def _audit_key_reload(caller: str, path: str, result: str, count: int) -> None:
+    audit.record(caller, "reload restricted-API keys", path, result, keys=count)
+
+
+async def serve(
+    options: Options, log_settings: LogSettings | None = None, read_key_file: KeyFileReader | None = None
+) -> None:
+    """Run the server with its frontends until SIGINT/SIGTERM, then drain and stop. With `read_key_file`,
+    the restricted-API key files are re-read on SIGHUP and when they change, for every listener at once.
 
     Raises:
         SeawallError: start-up failed.
@@ -111,10 +124,16 @@ async def serve(options: Options, log_settings: LogSettings | None = None) -> No
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop_requested.set)
     server = _build_server(options, log_settings)
+    keys = KeyRing(options, read_key_file or _no_key_files, _audit_key_reload)
+    rotating = read_key_file is not None and keys.has_files
+    if rotating:
+        loop.add_signal_handler(signal.SIGHUP, keys.request_reload)
     frontends: list[tuple[str, str, Frontend]] = []
     try:
         await server.start()
-        frontends = _frontends(server, options)
+        if rotating:
+            await keys.start()
+        frontends = _frontends(server, options, keys)
         bound: dict[str, str] = {}
         for key, label, frontend in frontends:
             host, port = await frontend.start()
@@ -125,8 +144,9 @@ async def serve(options: Options, log_settings: LogSettings | None = None) -> No
         await stop_requested.wait()
         await _drain(server, options.exit_timeout_secs)
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if rotating else ())):
             loop.remove_signal_handler(signum)
+        await keys.stop()
         for _, _, frontend in reversed(frontends):
             await frontend.stop()
         await server.stop()

@@ -26,7 +26,7 @@ from seawall.core.log_settings import LogSettings
 from seawall.errors import SeawallError
 from seawall.options import Options, Restriction, TlsOptions
 from seawall.security import confinement, tls
-from seawall.security.report import Finding, assess
+from seawall.security.report import Finding, assess, is_model_repository_guarded, model_repository_listeners
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -50,6 +50,7 @@ __all__ = [
     "main",
     "parse_args",
     "parse_command_line",
+    "read_key_file",
     "run",
     "usage",
 ]
@@ -385,7 +386,7 @@ def _read_restrictions(flag_name: str, path: str, noun: str) -> list[Restriction
             # the line holds a secret, so an error names its number, never its text
             error = f"{path}:{number}: format is '<config name>:<setting>=<value>'"
             try:
-                found.append(parse_restriction(line.strip(), noun, error))
+                found.append(dataclasses.replace(parse_restriction(line.strip(), noun, error), source=path))
             except BadValue as exc:
                 raise CliError(f'Bad option: "--{flag_name}".\n{exc}') from None
     return found
@@ -404,15 +405,17 @@ def _restriction_from_environment(flag_name: str, variable: str, noun: str, envi
 
 
 def _check_groups(restrictions: object, flag_name: str, noun: str) -> None:
-    seen: set[str] = set()
+    """One group per category (Triton), except that lines of one key file may repeat a category: several keys
+    are then valid at once, so a key can be rotated without a moment where neither works."""
+    seen: dict[str, str] = {}  # category → the key file it came from ("" = argv or environment)
     for restriction in restrictions if isinstance(restrictions, list) else []:
         for category in restriction.categories:
-            if category in seen:
+            if category in seen and not (restriction.source and seen[category] == restriction.source):
                 raise CliError(
                     f'Bad option: "--{flag_name}".\n'
                     f"restricted {noun} '{category}' can not be specified in multiple config groups"
                 )
-            seen.add(category)
+            seen[category] = restriction.source
 
 
 _D = TypeVar("_D", bound="DataclassInstance")
@@ -436,13 +439,8 @@ def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapp
         raise CliError("Error: Use of '--load-model' requires setting '--model-control-mode=explicit' as well.")
     if "*" in repository.load_models and len(repository.load_models) > 1:
         raise CliError("Error: '--load-model=*' must be the only --load-model given.")
-    for restriction in options.grpc.restricted:
-        if restriction.key != restriction.key.lower():
-            raise CliError(
-                f"--grpc-restricted-protocol key '{restriction.key}' has upper-case letters: gRPC metadata "
-                f"keys are lower-case, so no client could send 'triton-grpc-protocol-{restriction.key}'. "
-                "Use a lower-case key."
-            )
+    _check_model_repository_guard(options)
+    _check_grpc_keys(options.grpc.restricted)
     services = _services(options)
     for index, (name, allow, address, port) in enumerate(services):
         for other, other_allow, other_address, other_port in services[index + 1 :]:
@@ -457,6 +455,52 @@ def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapp
     for path in repository.paths:
         if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
             raise CliError(f"model repository '{path}': cloud storage is not yet supported by Seawall")
+
+
+def _check_grpc_keys(restrictions: Sequence[Restriction]) -> None:
+    for restriction in restrictions:
+        if restriction.key != restriction.key.lower():
+            raise CliError(
+                f"--grpc-restricted-protocol key '{restriction.key}' has upper-case letters: gRPC metadata "
+                f"keys are lower-case, so no client could send 'triton-grpc-protocol-{restriction.key}'. "
+                "Use a lower-case key."
+            )
+
+
+def read_key_file(path: str, family: str) -> tuple[Restriction, ...]:
+    """The restrictions of a `--http-restricted-api-file` ("http") or `--grpc-restricted-protocol-file`
+    ("grpc") read again, for key rotation: the same rules as at start-up.
+
+    Raises:
+        ValueError: the file cannot be read or is malformed; the reason names a line number, never a key.
+    """
+    flag, noun = (
+        ("http-restricted-api-file", "api") if family == "http" else ("grpc-restricted-protocol-file", "protocol")
+    )
+    try:
+        found = _read_restrictions(flag, path, noun)
+        _check_groups(found, flag, noun)
+        if family == "grpc":
+            _check_grpc_keys(found)
+    except CliError as exc:
+        raise ValueError(str(exc).rpartition("\n")[2]) from None
+    return tuple(found)
+
+
+def _check_model_repository_guard(options: Options) -> None:
+    """Explicit mode lets clients load model code: refuse to start unless every listener that reaches the
+    load API restricts model-repository, or the operator opted in (--allow-unrestricted-model-repository)."""
+    repository = options.repository
+    if repository.control_mode != "explicit" or repository.allow_unrestricted_model_repository:
+        return
+    unguarded = [name for name, _ in model_repository_listeners(options) if not is_model_repository_guarded(_)]
+    if unguarded:
+        raise CliError(
+            f"error: --model-control-mode=explicit lets clients load model code, and model-repository is not "
+            f"restricted on {', '.join(unguarded)}. Restrict it (--http-restricted-api / "
+            "--grpc-restricted-protocol model-repository:<header>=<value>, or their -file forms), or start "
+            "anyway with --allow-unrestricted-model-repository=true"
+        )
 
 
 def _services(options: Options) -> tuple[tuple[str, bool, str, int], ...]:
@@ -562,10 +606,11 @@ def _version() -> str:
 
 
 def run(options: Options, log_settings: LogSettings | None = None) -> int:
-    """Serve until a signal; the process exit status (1 when start-up fails, with Triton's message)."""
+    """Serve until a signal; the process exit status (1 when start-up fails, with Triton's message).
+    Restricted-API key files are re-read on SIGHUP and when they change (`read_key_file`)."""
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(options, log_settings))
+            runner.run(serve(options, log_settings, read_key_file))
     except (SeawallError, OSError, ExceptionGroup) as exc:
         failure = _first_failure(exc)
         if isinstance(failure, SeawallError):
@@ -620,9 +665,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1 if findings else 0)
     log_settings = LogSettings(options.log)
     try:
-        configure_logging(log_settings)
+        configure_logging(log_settings, options.log.audit_file)
     except OSError as exc:
-        print(f"error: cannot open --log-file {options.log.file}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"error: cannot open --log-file or --audit-log-file: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)
     risks = [f"security: {f.setting}: {f.risk}" for f in findings]
     log_start_up(options, _version(), (*command_line.warnings, *risks), command_line.notes)

@@ -36,6 +36,8 @@ class Restriction:
     key: str
     value: str = field(repr=False)  # a secret: never printed
     on_command_line: bool = field(default=False, compare=False)  # given on argv, not from a file or variable
+    # the key file it was read from (re-read on SIGHUP and when it changes); "" = argv or environment: fixed
+    source: str = ""
 
     def __repr__(self) -> str:
         return f"Restriction(categories={self.categories!r}, key={self.key!r}, value=<redacted>)"
@@ -152,6 +154,7 @@ class LogOptions:
     verbose: int = 0
     format: LogFormat = "default"
     file: str = ""
+    audit_file: str = ""  # Seawall: audit lines go here (else to the log file, else stderr); start-up only
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,8 @@ class RepositoryOptions:
     auto_complete_config: bool = True  # --disable-auto-complete-config turns it off
     max_override_files: int = 1000  # `file:` overrides of one load request
     max_override_bytes: int = 64 << 20  # their decoded bytes together
+    # explicit mode starts only when model-repository is restricted on every listener, unless this is set
+    allow_unrestricted_model_repository: bool = False
 
 
 @dataclass(frozen=True, slots=True)

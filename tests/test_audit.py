@@ -27,7 +27,7 @@ async def test_admin_calls_are_audited_with_caller_and_result(caplog: pytest.Log
         with pytest.raises(UnavailableError):  # control mode none
             await server.load_model("add_sub", caller="peer=10.0.0.9:1")
     assert _audit_lines(caplog) == [
-        "caller=peer=127.0.0.1:5000 action='update log settings' target='log_verbose_level' result=OK",
-        "caller=peer=127.0.0.1:5000 subject=CN=ops action='update log settings' target='log_file' result=UNSUPPORTED",
-        "caller=peer=10.0.0.9:1 action='load' target='add_sub' result=UNAVAILABLE",
+        'caller="peer=127.0.0.1:5000" action="update log settings" target="log_verbose_level" result=OK',
+        'caller="peer=127.0.0.1:5000 subject=CN=ops" action="update log settings" target="log_file" result=UNSUPPORTED',
+        'caller="peer=10.0.0.9:1" action="load" target="add_sub" result=UNAVAILABLE',
     ]

@@ -383,8 +383,8 @@ def test_restrictions_from_a_secret_file(tmp_path: Path) -> None:
     secrets.write_text("# admin group\nmodel-repository,shared-memory:admin-key=s3cr=t\n\ninference:k=v\n")
     command_line = parse_command_line([REPO, f"--http-restricted-api-file={secrets}"], {})
     assert command_line.options.http.restricted == (
-        Restriction(("model-repository", "shared-memory"), "admin-key", "s3cr=t"),
-        Restriction(("inference",), "k", "v"),
+        Restriction(("model-repository", "shared-memory"), "admin-key", "s3cr=t", source=str(secrets)),
+        Restriction(("inference",), "k", "v", source=str(secrets)),
     )
     assert not any("command line" in warning for warning in command_line.warnings)
     on_argv = parse_command_line([REPO, "--http-restricted-api=trace:k=v"], {}).options
@@ -580,7 +580,8 @@ def test_unsupported_flags_stop_start_up_by_name(flag: Flag) -> None:
 
 @pytest.mark.parametrize("mode", ["poll", "explicit", "POLL", "None"])
 def test_model_control_modes_fold_case(mode: str) -> None:
-    assert parse(f"--model-control-mode={mode}").repository.control_mode == mode.lower()
+    opt_in = ("--allow-unrestricted-model-repository=true",) if mode == "explicit" else ()
+    assert parse(f"--model-control-mode={mode}", *opt_in).repository.control_mode == mode.lower()
 
 
 def test_control_mode_defaults_to_none_with_tritons_poll_interval() -> None:
@@ -593,9 +594,10 @@ def test_load_model_needs_explicit_mode() -> None:
     assert error_of(REPO, "--load-model=a") == (
         "Error: Use of '--load-model' requires setting '--model-control-mode=explicit' as well."
     )
-    options = parse("--model-control-mode=explicit", "--load-model=a", "--load-model=b")
+    opt_in = "--allow-unrestricted-model-repository=true"
+    options = parse("--model-control-mode=explicit", opt_in, "--load-model=a", "--load-model=b")
     assert options.repository.load_models == ("a", "b")
-    assert error_of(REPO, "--model-control-mode=explicit", "--load-model=*", "--load-model=b") == (
+    assert error_of(REPO, "--model-control-mode=explicit", opt_in, "--load-model=*", "--load-model=b") == (
         "Error: '--load-model=*' must be the only --load-model given."
     )
 
@@ -705,21 +707,22 @@ def test_log_file_is_appended_and_private(tmp_path: Path) -> None:
     path.write_text("earlier\n")
     path.chmod(0o600)
     fresh = tmp_path / "fresh.log"
-    root = logging.getLogger("seawall")
-    saved = (list(root.handlers), root.level, root.propagate)
+    loggers = [logging.getLogger("seawall"), logging.getLogger("seawall.audit")]
+    saved = [(list(each.handlers), each.level, each.propagate) for each in loggers]
     try:
         configure_logging(LogSettings(LogOptions(file=str(fresh))))
         assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
         configure_logging(LogSettings(LogOptions(file=str(path), verbose=1)))
         logging.getLogger("seawall.test").debug("verbose %d", 1)
     finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-            handler.close()
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
-        root.propagate = saved[2]
+        for each, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+            for handler in list(each.handlers):
+                each.removeHandler(handler)
+                handler.close()
+            for handler in handlers:
+                each.addHandler(handler)
+            each.setLevel(level)
+            each.propagate = propagate
     lines = path.read_text().splitlines()
     assert lines[0] == "earlier" and lines[1].endswith("] verbose 1")
 
@@ -835,6 +838,7 @@ def test_security_report_of_a_risky_configuration(tmp_path: Path) -> None:
     done = run_seawall(
         f"--model-repository={tmp_path}",
         "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",  # explicit mode without a key
         "--http-address=0.0.0.0",
         "--http-restricted-api=logging:k=topsecret",
         "--security-report",

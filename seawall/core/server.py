@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from seawall.core import repository, tensor_io
+from seawall.core import audit, repository, tensor_io
 from seawall.core.backend import Backend, ModelConfig
 from seawall.core.control import ModelControl
 from seawall.core.lifecycle import BackendLookup, ModelLifecycle, ModelRecord, ModelVersion
@@ -47,7 +47,6 @@ from seawall.errors import (
 from seawall.options import Options
 
 logger = logging.getLogger(__name__)
-audit_logger = logging.getLogger("seawall.audit")
 
 SERVER_VERSION = "2.51.0"
 #: Extensions Seawall implements, in the order Triton 2.51 lists them.
@@ -301,11 +300,9 @@ class InferenceServer:
         try:
             yield
         except SeawallError as error:
-            audit_logger.info(
-                "caller=%s action=%r target=%r result=%s", caller or "in-process", action, target[:128], error.code.name
-            )
+            audit.record(caller, action, target[:128], error.code.name)
             raise
-        audit_logger.info("caller=%s action=%r target=%r result=OK", caller or "in-process", action, target[:128])
+        audit.record(caller, action, target[:128], "OK")
 
     def _require_control(self) -> ModelControl:
         if self._control is None or not self._live:

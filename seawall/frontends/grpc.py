@@ -28,7 +28,7 @@ from seawall.frontends.grpc_stream import serve_stream
 from seawall.frontends.status import grpc_status
 from seawall.options import GrpcOptions, Limits, Options
 from seawall.security import tls
-from seawall.security.policy import ApiPolicy
+from seawall.security.policy import ApiPolicy, Keys
 
 logger = logging.getLogger(__name__)
 
@@ -276,14 +276,15 @@ def _guard(path: str, category: str, policy: ApiPolicy, call: Call) -> Call:
     return guarded
 
 
-def build_handlers(server: InferenceServer, options: Options) -> dict[str, dict[str, Any]]:
+def build_handlers(server: InferenceServer, options: Options, keys: Keys | None = None) -> dict[str, dict[str, Any]]:
     """Service name → {method name → RpcMethodHandler}, every method guarded.
 
     Raises:
         KeyError: a method of the service has no category in RPC_CATEGORIES.
     """
     servicer = _Servicer(server, options.limits)
-    policy = ApiPolicy(options.grpc.restricted, header_prefix="triton-grpc-protocol-", noun="protocol")
+    restrictions = keys if keys is not None else options.grpc.restricted  # `keys`: live when key files rotate
+    policy = ApiPolicy(restrictions, header_prefix="triton-grpc-protocol-", noun="protocol")
     descriptor = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     methods: dict[str, Any] = {}
     for method in descriptor.methods:
@@ -349,9 +350,10 @@ def _caller(context: Any) -> str:
 class GrpcFrontend:
     """Serves the gRPC API of one InferenceServer on `options.grpc.address:port` (port 0: ephemeral)."""
 
-    def __init__(self, server: InferenceServer, options: Options) -> None:
+    def __init__(self, server: InferenceServer, options: Options, keys: Keys | None = None) -> None:
         self._core = server
         self._options = options
+        self._keys = keys  # the live restrictions when key files rotate (security.keyring)
         self._server: grpc.aio.Server | None = None  # owned here; created and stopped on the event loop
 
     async def start(self) -> tuple[str, int]:
@@ -363,7 +365,7 @@ class GrpcFrontend:
         """
         grpc_options = self._options.grpc
         server = grpc.aio.server(options=server_options(grpc_options, self._options.limits))
-        handlers = build_handlers(self._core, self._options)
+        handlers = build_handlers(self._core, self._options, self._keys)
         server.add_registered_method_handlers(SERVICE, {HOT_RPC: handlers[SERVICE][HOT_RPC]})
         server.add_generic_rpc_handlers(
             tuple(

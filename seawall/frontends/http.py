@@ -26,7 +26,7 @@ from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer,
 from seawall.frontends.status import http_status
 from seawall.options import Options
 from seawall.security import tls
-from seawall.security.policy import ApiPolicy
+from seawall.security.policy import ApiPolicy, Keys
 
 logger = logging.getLogger(__name__)
 
@@ -153,11 +153,12 @@ def _route(path: str) -> tuple[Route, Mapping[str, str] | None]:
 class HttpFrontend:
     """Serves the KServe v2 / Triton HTTP API of `server` on `options.http`."""
 
-    def __init__(self, server: InferenceServer, options: Options) -> None:
+    def __init__(self, server: InferenceServer, options: Options, keys: Keys | None = None) -> None:
         self._server = server
         self._options = options
         self._limits = options.limits
-        self._policy = ApiPolicy(options.http.restricted)
+        # `keys`: the live restrictions when key files rotate; else the start-up ones
+        self._policy = ApiPolicy(keys if keys is not None else options.http.restricted)
         self._endpoints: dict[str, _Endpoint] = {r.handler: getattr(self, r.handler) for r in ROUTES if r.handler}
         self._http = HttpServer(
             self.handle,

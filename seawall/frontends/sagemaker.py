@@ -18,7 +18,7 @@ from seawall.frontends.cloud import DELETE, GET, POST, CloudRoute
 from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.frontends.sagemaker_mme import MultiModelTable
 from seawall.options import Options
-from seawall.security.policy import ApiPolicy
+from seawall.security.policy import ApiPolicy, Keys
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +42,15 @@ ROUTES: tuple[CloudRoute, ...] = (
 class SageMakerFrontend:
     """Serves the SageMaker inference API of `server` on `options.sagemaker`."""
 
-    def __init__(self, server: InferenceServer, options: Options) -> None:
+    def __init__(self, server: InferenceServer, options: Options, keys: Keys | None = None) -> None:
         self._server = server
         self._options = options.sagemaker
         self._limits = options.limits
         self._mme = MultiModelTable(server, options)
         endpoints = {route.handler: getattr(self, route.handler) for route in ROUTES}
-        self.table = cloud.RouteTable(ROUTES, endpoints, ApiPolicy(options.http.restricted))
+        self.table = cloud.RouteTable(
+            ROUTES, endpoints, ApiPolicy(keys if keys is not None else options.http.restricted)
+        )
         self._http = HttpServer(self.handle, options.limits, self._options.address, self._options.port)
 
     async def start(self) -> tuple[str, int]:

@@ -19,7 +19,7 @@ from seawall.frontends import http as http_frontend
 from seawall.frontends.cloud import GET, POST, CloudRoute
 from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.options import Options, VertexOptions
-from seawall.security.policy import ApiPolicy
+from seawall.security.policy import ApiPolicy, Keys
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +80,13 @@ def redirect_target(header: str) -> RedirectTarget | None:
 class VertexFrontend:
     """Serves the Vertex AI prediction API of `server` on `options.vertex`."""
 
-    def __init__(self, server: InferenceServer, options: Options) -> None:
+    def __init__(self, server: InferenceServer, options: Options, keys: Keys | None = None) -> None:
         self._server = server
         self._options = options.vertex
         self._limits = options.limits
-        self._policy = ApiPolicy(options.http.restricted)  # the HTTP listener's restrictions, unchanged
-        self._http_routes = http_frontend.HttpFrontend(server, options)  # its handler only; never started
+        # the HTTP listener's restrictions, unchanged (and rotated with them)
+        self._policy = ApiPolicy(keys if keys is not None else options.http.restricted)
+        self._http_routes = http_frontend.HttpFrontend(server, options, keys)  # its handler only; never started
         own = routes(self._options)
         self.table = cloud.RouteTable(own, {r.handler: getattr(self, r.handler) for r in own}, self._policy)
         self._model = self._options.default_model  # resolved in start()

@@ -10,9 +10,10 @@ import glob
 import ipaddress
 import os
 import re
+import stat
 from dataclasses import dataclass
 
-from seawall.options import Options, TlsOptions
+from seawall.options import Options, Restriction, TlsOptions
 from seawall.security.trust import untrusted_reason
 
 
@@ -40,6 +41,7 @@ def assess(options: Options, euid: int | None = None) -> list[Finding]:
     findings += _control_findings(options)
     findings += _listener_findings(options)
     findings += _trace_findings(options)
+    findings += _key_findings(options, os.geteuid() if euid is None else euid)
     if options.allow_client_shm:
         findings.append(
             Finding(
@@ -145,9 +147,7 @@ def _control_findings(options: Options) -> list[Finding]:
     findings = []
     if mode == "explicit":
         unguarded = [
-            name
-            for name, restrictions in (("HTTP", options.http.restricted), ("gRPC", options.grpc.restricted))
-            if not any("model-repository" in r.categories for r in restrictions)
+            name for name, group in model_repository_listeners(options) if not is_model_repository_guarded(group)
         ]
         if unguarded:
             findings.append(
@@ -156,11 +156,74 @@ def _control_findings(options: Options) -> list[Finding]:
                     f"any client can load model code: model-repository is not restricted on {', '.join(unguarded)}",
                 )
             )
+        if options.repository.allow_unrestricted_model_repository:
+            findings.append(
+                Finding(
+                    "--allow-unrestricted-model-repository=true",
+                    "explicit mode starts even when model-repository is not restricted on every listener",
+                )
+            )
     else:
         findings.append(
             Finding("--model-control-mode=poll", "whatever appears in the repository is loaded and run as code")
         )
     return findings
+
+
+def model_repository_listeners(options: Options) -> list[tuple[str, tuple[Restriction, ...]]]:
+    """The listeners that are on and reach the load API, with the restrictions that guard them (SageMaker's
+    multi-model routes and Vertex AI's redirect use the HTTP ones)."""
+    listeners = [
+        ("HTTP", options.http.allow, options.http.restricted),
+        ("gRPC", options.grpc.allow, options.grpc.restricted),
+        ("SageMaker", options.sagemaker.allow and options.sagemaker.multi_model, options.http.restricted),
+        ("Vertex AI", options.vertex.allow, options.http.restricted),
+    ]
+    return [(name, restrictions) for name, on, restrictions in listeners if on]
+
+
+def is_model_repository_guarded(restrictions: tuple[Restriction, ...]) -> bool:
+    return any("model-repository" in r.categories for r in restrictions)
+
+
+def _key_findings(options: Options, euid: int) -> list[Finding]:
+    """Restricted-API key files that others could read, replace or point elsewhere, and an open logging API
+    next to restricted ones."""
+    findings = []
+    for flag, restrictions in (
+        ("--http-restricted-api", options.http.restricted),
+        ("--grpc-restricted-protocol", options.grpc.restricted),
+    ):
+        categories = {c for r in restrictions for c in r.categories}
+        if categories and "logging" not in categories:
+            findings.append(
+                Finding(
+                    f"{flag} without logging",
+                    "any client can change log levels and formats while other APIs are restricted",
+                )
+            )
+        for path in dict.fromkeys(r.source for r in restrictions if r.source):
+            reason = key_file_reason(path, euid)
+            if reason is not None:
+                findings.append(Finding(f"{flag}-file={path}", f"the key file {reason}"))
+    return findings
+
+
+def key_file_reason(path: str, euid: int | None = None) -> str | None:
+    """Why a key file is not private to the server's user, or None: a symlink, owned by another user,
+    readable or writable by group or others, or in a directory others can change."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return f"cannot be checked: {exc.strerror}"
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link: whoever can change the link chooses the keys"
+    if info.st_uid not in (0, os.geteuid() if euid is None else euid):
+        return f"is owned by another user (uid {info.st_uid})"
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"is readable or writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 it"
+    directory = untrusted_reason(os.path.dirname(os.path.abspath(path)))
+    return None if directory is None else f"can be replaced: {directory}"
 
 
 def _unrestricted(options: Options, category: str, listeners: tuple[str, ...] = ("HTTP", "gRPC")) -> list[str]:

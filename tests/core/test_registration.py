@@ -50,9 +50,9 @@ async def test_register_serves_under_the_new_name_then_unregister_forgets(
         await server.register_model_directory("abc123", str(directory))
         assert server.is_ready()
     assert [r.getMessage() for r in caplog.records if r.name == "seawall.audit"][:3] == [
-        "caller=peer=p action='register model directory' target='abc123' result=OK",
-        "caller=in-process action='register model directory' target='abc123' result=ALREADY_EXISTS",
-        "caller=peer=p action='unregister model directory' target='abc123' result=OK",
+        'caller="peer=p" action="register model directory" target="abc123" result=OK',
+        'caller="in-process" action="register model directory" target="abc123" result=ALREADY_EXISTS',
+        'caller="peer=p" action="unregister model directory" target="abc123" result=OK',
     ]
 
 

@@ -28,7 +28,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProce
         shutil.copytree(source, root / source.name, ignore=shutil.ignore_patterns("__pycache__"))
     triton = start_triton(root, *_EXPLICIT)
     try:
-        seawall = start_seawall(*_EXPLICIT, "--allow-client-shm=true", repository=root)
+        # Triton starts explicit mode without a key; Seawall needs the opt-in (docs/differences.md)
+        seawall = start_seawall(
+            *_EXPLICIT, "--allow-unrestricted-model-repository=true", "--allow-client-shm=true", repository=root
+        )
     except BaseException:
         triton.stop()
         raise

@@ -52,8 +52,8 @@ def test_http_and_grpc_admin_calls_are_audited_without_the_secret(server: Server
     lines = _audit_lines(server, 4)
     assert len(lines) == 4, server.log()
     http_ok, http_refused, grpc_ok, grpc_refused = lines
-    assert "caller=peer=127.0.0.1:" in http_ok and "target='log_verbose_level' result=OK" in http_ok
-    assert "target='log_file' result=UNSUPPORTED" in http_refused
-    assert "caller=peer=ipv4:127.0.0.1:" in grpc_ok and "result=OK" in grpc_ok
+    assert 'caller="peer=127.0.0.1:' in http_ok and 'target="log_verbose_level" result=OK' in http_ok
+    assert 'target="log_file" result=UNSUPPORTED' in http_refused
+    assert 'caller="peer=ipv4:127.0.0.1:' in grpc_ok and "result=OK" in grpc_ok
     assert "result=UNSUPPORTED" in grpc_refused
     assert SECRET not in server.log()

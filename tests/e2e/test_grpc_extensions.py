@@ -37,6 +37,7 @@ def seawall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     cwd_marker = tmp_path_factory.mktemp("cwd")
     server = start_seawall(
         "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",  # explicit mode without a key
         "--load-model=add_sub",
         "--load-model=identity",
         "--allow-client-shm=true",

@@ -53,6 +53,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(sandbox: Path) -> Iterator[ServerProcess]:
     process = start_seawall(
         "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",  # explicit mode without a key
         "--load-model=add_sub",
         f"--http-max-input-size={MAX_BODY}",
         repository=sandbox / "repository",

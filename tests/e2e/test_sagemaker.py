@@ -47,6 +47,7 @@ def _start(model_root: Path, *args: str) -> ServerProcess:
         "--sagemaker-port=0",
         f"--sagemaker-model-root={model_root}",
         "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",  # explicit mode without a key
         "--load-model=add_sub",
         *args,
         env={"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "add_sub", "SAGEMAKER_MULTI_MODEL": "true"},

@@ -55,6 +55,7 @@ def _start(model_root: Path, *args: str, env: dict[str, str] | None = None) -> S
         "--sagemaker-port=0",
         f"--sagemaker-model-root={model_root}",
         "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",  # explicit mode without a key
         "--load-model=add_sub",
         *args,
         env=env if env is not None else {"SAGEMAKER_MULTI_MODEL": "true"},
@@ -114,9 +115,9 @@ def test_load_list_get_invoke_unload(server: ServerProcess, model_root: Path) ->
         assert http_call(address, method, path, body)[::2] == (404, b""), (method, path)
     assert http_call(address, "GET", "/models")[::2] == (200, b'{"models":[]}')
     log = server.log()
-    assert "action='register model directory' target='abc123' result=OK" in log
-    assert "action='unregister model directory' target='abc123' result=OK" in log
-    assert "caller=peer=127.0.0.1:" in log
+    assert 'action="register model directory" target="abc123" result=OK' in log
+    assert 'action="unregister model directory" target="abc123" result=OK' in log
+    assert 'caller="peer=127.0.0.1:' in log
     _healthy(server)
 
 

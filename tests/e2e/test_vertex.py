@@ -197,6 +197,7 @@ def test_cve_2026_24207_pattern_repository_redirects() -> None:
         "--vertex-ai-port=0",
         "--vertex-ai-default-model=add_sub",
         "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",  # explicit mode without a key
         "--load-model=*",
         "--http-restricted-api=model-repository:k=v",
     )

@@ -53,6 +53,7 @@ def test_risky_settings_are_each_reported(tmp_path: Path) -> None:
         "--http-address=0.0.0.0",
         "--metrics-address=0.0.0.0",
         "--allow-metrics",
+        "--grpc-restricted-protocol without logging",
         "--allow-client-shm",
         "--exit-on-error=false",
         "--strict-readiness=false",
@@ -138,10 +139,12 @@ def test_tracing_and_the_multi_model_endpoint_are_reported(tmp_path: Path) -> No
     assert [f.risk for f in assess(armed, euid=1000)] == [
         "any client can turn tracing on: trace is not restricted on HTTP, gRPC"
     ]
-    guard = Restriction(("trace",), "k", "v")
+    guard = Restriction(("trace", "logging"), "k", "v")
     guarded = armed.replace(http=HttpOptions(restricted=(guard,)), grpc=GrpcOptions(restricted=(guard,)))
     assert assess(guarded, euid=1000) == []
     mme = base.replace(sagemaker=SageMakerOptions(allow=True, multi_model=True))
     assert _settings(assess(mme, euid=1000)) == ["SAGEMAKER_MULTI_MODEL=true"]
-    assert assess(mme.replace(http=HttpOptions(restricted=(ADMIN,))), euid=1000) == []
+    assert _settings(assess(mme.replace(http=HttpOptions(restricted=(ADMIN,))), euid=1000)) == [
+        "--http-restricted-api without logging"
+    ]
     assert assess(base.replace(sagemaker=SageMakerOptions(allow=True)), euid=1000) == []
