@@ -124,7 +124,12 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(repository: Path) -> Iterator[ServerProcess]:
-    process = start_seawall("--model-control-mode=explicit", "--load-model=add_sub", repository=repository)
+    process = start_seawall(
+        "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",
+        "--load-model=add_sub",
+        repository=repository,
+    )
     yield process
     process.stop()
 

@@ -49,7 +49,12 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(repository: Path) -> Iterator[ServerProcess]:
-    process = start_seawall("--model-control-mode=explicit", "--load-model=add_sub", repository=repository)
+    process = start_seawall(
+        "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",
+        "--load-model=add_sub",
+        repository=repository,
+    )
     yield process
     process.stop()
 
@@ -151,6 +156,7 @@ def test_the_repository_config_and_a_false_override_still_load(server: ServerPro
 def test_the_operator_can_forbid_in_process_models(repository: Path) -> None:
     process = start_seawall(
         "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",
         "--load-model=add_sub",
         "--allow-in-process-models=false",
         repository=repository,

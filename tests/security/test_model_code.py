@@ -164,7 +164,12 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(sandbox: Path) -> Iterator[ServerProcess]:
-    process = start_seawall("--model-control-mode=explicit", "--strict-readiness=false", repository=sandbox / "repo")
+    process = start_seawall(
+        "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",
+        "--strict-readiness=false",
+        repository=sandbox / "repo",
+    )
     yield process
     process.stop()
 

@@ -22,7 +22,9 @@ NAMES = [".", "..", "../x", "..%2fx", "a/b", "/etc", "a\\b", "a\x00b", "x" * 129
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    process = start_seawall("--model-control-mode=explicit", "--load-model=add_sub")
+    process = start_seawall(
+        "--model-control-mode=explicit", "--allow-unrestricted-model-repository=true", "--load-model=add_sub"
+    )
     yield process
     process.stop()
 

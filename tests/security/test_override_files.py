@@ -63,6 +63,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(sandbox: Path) -> Iterator[ServerProcess]:
     process = start_seawall(
         "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",
         "--strict-readiness=false",
         f"--max-override-bytes={MAX_BYTES}",
         repository=sandbox / "repo",
@@ -182,6 +183,7 @@ def test_writing_many_override_files_does_not_stall_the_event_loop(tmp_path: Pat
     count = 20_000
     server = start_seawall(
         "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",
         "--strict-readiness=false",
         f"--max-override-files={count + 1}",
         repository=tmp_path / "repo",
