@@ -176,6 +176,6 @@ def _listener_findings(options: Options) -> list[Finding]:
         )
     if options.grpc.allow and options.grpc.http2_max_ping_strikes == 0:
         findings.append(
-            Finding("--grpc-http2-max-ping-strikes=0", "gRPC clients may ping without limit: no ping closes a connection")
+            Finding("--grpc-http2-max-ping-strikes=0", "gRPC clients may ping without limit: no ping closes the link")
         )
     return findings
