@@ -17,7 +17,10 @@ def test_only_backends_that_exist_are_registered() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        *[(name, f"backend '{name}' is not supported by Seawall yet; available backends: python") for name in NOT_YET],
+        *[
+            (name, f"backend '{name}' is not supported by Seawall yet; available backends: python")
+            for name in sorted(NOT_YET)
+        ],
         ("nosuch", "backend 'nosuch' is unknown; available backends: python"),
         ("x" * 100, f"backend '{'x' * 64}' is unknown; available backends: python"),
     ],
