@@ -38,7 +38,8 @@ class Flag:
     target: str = ""  # dotted path into Options; "" = assembled by hand, or not supported
     repeat: bool = False
     support: Support = "yes"
-    harmless: object = None  # a value that changes nothing, so an unsupported flag may be given it
+    # the values that change nothing (Triton's default, or "off"), so an unsupported flag may be given them
+    harmless: Callable[[object], bool] | None = None
     section: str = ""
 
 
@@ -50,7 +51,8 @@ def _int_in(low: int, high: int, what: str = "") -> Callable[[str], int]:
         if re.fullmatch(r"[+-]?[0-9]+", raw) is None:
             raise BadValue(f"Invalid option value. Got {raw}")
         value = int(raw)
-        if not -(2**63) <= value < 2**63 or (what == "" and not low <= value <= high):
+        bound = 2**31 if high < 2**31 else 2**63  # Triton's stoi or stoll
+        if not -bound <= value < bound or (what == "" and not low <= value <= high):
             raise BadValue(f"Provided option value is out of bound. Got {raw}")
         if not low <= value <= high:
             raise BadValue(f"{what}. Got {raw}")
@@ -262,12 +264,40 @@ def _section(title: str, *flags: Flag) -> tuple[Flag, ...]:
     return tuple(dataclasses.replace(flag, section=title) for flag in flags)
 
 
-def _later(name: str, kind: Kind, help: str, *, repeat: bool = False, harmless: object = None) -> Flag:
-    return Flag(name, kind, help, repeat=repeat, support="later", harmless=harmless)
+_Harmless = tuple[object, ...] | Callable[[object], bool]
 
 
-def _gpu(name: str, kind: Kind, help: str, *, repeat: bool = False, harmless: object = None) -> Flag:
-    return Flag(name, kind, help, repeat=repeat, support="gpu", harmless=harmless)
+def _later(name: str, kind: Kind, help: str, *, repeat: bool = False, harmless: _Harmless = ()) -> Flag:
+    return Flag(name, kind, help, repeat=repeat, support="later", harmless=_among(harmless))
+
+
+def _gpu(name: str, kind: Kind, help: str, *, repeat: bool = False, harmless: _Harmless = ()) -> Flag:
+    return Flag(name, kind, help, repeat=repeat, support="gpu", harmless=_among(harmless))
+
+
+def _among(values: _Harmless) -> Callable[[object], bool] | None:
+    """`harmless` for an unsupported flag: its converted value is one of `values` (none: always refused)."""
+    if callable(values):
+        return values
+    return (lambda value: value in values) if values else None
+
+
+def _metrics_setting(raw: str) -> tuple[str, str]:
+    """`<setting>=<value>` of --metrics-config → (setting, value), with Triton's format message."""
+    key, _, value = _setting("metrics-config", named="no", form="<setting>=<value>")(raw).partition("=")
+    return (key, value)
+
+
+def _metrics_setting_harmless(value: object) -> bool:
+    # counter_latencies is implemented and Triton ignores unknown settings; the latency summaries and histograms
+    # are not implemented, so only their "off" value is accepted
+    key, setting = value if isinstance(value, tuple) else ("", "")
+    return key not in ("summary_latencies", "histogram_latencies") or str(setting).lower() in ("false", "0")
+
+
+def _device_value(values: tuple[float, ...]) -> Callable[[object], bool]:
+    """`harmless` of a `<device>:<value>` GPU flag: the value (any device) is one of `values`."""
+    return lambda value: float(str(value).partition(":")[2]) in values
 
 
 _SETTING = "<<string>,<string>=<string>>"
@@ -374,8 +404,8 @@ FLAGS: tuple[Flag, ...] = (
             "Seawall: most decoded bytes of the 'file:' overrides of one model load request.",
             "repository.max_override_bytes",
         ),
-        _later("model-namespacing", K_BOOL, "Namespace models by repository.", harmless=False),
-        _gpu("enable-peer-access", K_BOOL, "CUDA peer access.", harmless=False),
+        _later("model-namespacing", K_BOOL, "Namespace models by repository.", harmless=(False,)),
+        _gpu("enable-peer-access", K_BOOL, "CUDA peer access.", harmless=(True, False)),
     ),
     *_section(
         "HTTP",
@@ -383,12 +413,11 @@ FLAGS: tuple[Flag, ...] = (
         Flag("http-address", K_ADDRESS, "HTTP bind address.", "http.address"),
         Flag("http-port", K_PORT, "HTTP port (0 = any free port).", "http.port"),
         Flag("reuse-http-port", K_BOOL, "Set SO_REUSEPORT on the HTTP socket.", "http.reuse_port"),
-        _later("http-header-forward-pattern", K_STRING, "Forward matching HTTP headers as parameters."),
+        _later("http-header-forward-pattern", K_STRING, "Forward matching HTTP headers as parameters.", harmless=("",)),
         Flag(
             "http-thread-count",
             K_COUNT,
-            "Recorded only: Seawall's HTTP service is asyncio.",
-            "http.thread_count",
+            "Accepted and ignored: Seawall's HTTP service is asyncio.",
         ),
         Flag(
             "http-restricted-api",
@@ -424,8 +453,8 @@ FLAGS: tuple[Flag, ...] = (
         Flag("grpc-address", K_ADDRESS, "GRPC bind address.", "grpc.address"),
         Flag("grpc-port", K_PORT, "GRPC port (0 = any free port).", "grpc.port"),
         Flag("reuse-grpc-port", K_BOOL, "Set SO_REUSEPORT on the GRPC socket.", "grpc.reuse_port"),
-        _later("grpc-header-forward-pattern", K_STRING, "Forward matching metadata as parameters."),
-        _later("grpc-infer-allocation-pool-size", K_INT, "Reusable infer state objects."),
+        _later("grpc-header-forward-pattern", K_STRING, "Forward matching metadata as parameters.", harmless=("",)),
+        _later("grpc-infer-allocation-pool-size", K_INT, "Reusable infer state objects.", harmless=(8,)),
         *_tls_flags("grpc", "GRPC"),
         _later(
             "grpc-infer-response-compression-level",
@@ -434,15 +463,46 @@ FLAGS: tuple[Flag, ...] = (
                 _choice("grpc_infer_response_compression_level", ("none", "low", "medium", "high"), fold=False),
             ),
             "Infer response compression.",
+            harmless=("none",),
         ),
-        _later("grpc-keepalive-time", K_INT, "Keepalive ping period (ms)."),
-        _later("grpc-keepalive-timeout", K_INT, "Keepalive ack timeout (ms)."),
-        _later("grpc-keepalive-permit-without-calls", K_BOOL, "Allow pings without calls."),
-        _later("grpc-http2-max-pings-without-data", K_INT, "Pings without data (0 = unlimited)."),
-        _later("grpc-http2-min-recv-ping-interval-without-data", K_INT, "Minimum ping interval (ms)."),
-        _later("grpc-http2-max-ping-strikes", K_INT, "Ping strikes before GOAWAY."),
-        _later("grpc-max-connection-age", K_INT, "Maximum connection age (ms)."),
-        _later("grpc-max-connection-age-grace", K_INT, "Grace after the maximum age (ms)."),
+        Flag("grpc-keepalive-time", K_COUNT, "Keepalive ping period (ms).", "grpc.keepalive_time_ms"),
+        Flag("grpc-keepalive-timeout", K_COUNT, "Keepalive ack timeout (ms).", "grpc.keepalive_timeout_ms"),
+        Flag(
+            "grpc-keepalive-permit-without-calls",
+            K_BOOL,
+            "Keepalive pings (both ways) also without calls.",
+            "grpc.keepalive_permit_without_calls",
+        ),
+        Flag(
+            "grpc-http2-max-pings-without-data",
+            K_NON_NEGATIVE,
+            "Pings sent without data (0 = unlimited).",
+            "grpc.http2_max_pings_without_data",
+        ),
+        Flag(
+            "grpc-http2-min-recv-ping-interval-without-data",
+            K_NON_NEGATIVE,
+            "Client pings closer than this (ms) without data are strikes.",
+            "grpc.http2_min_recv_ping_interval_without_data_ms",
+        ),
+        Flag(
+            "grpc-http2-max-ping-strikes",
+            K_NON_NEGATIVE,
+            "Ping strikes before GOAWAY (0 = unlimited).",
+            "grpc.http2_max_ping_strikes",
+        ),
+        Flag(
+            "grpc-max-connection-age",
+            K_NON_NEGATIVE,
+            "Close connections (GOAWAY) after this many ms (0 = never).",
+            "grpc.max_connection_age_ms",
+        ),
+        Flag(
+            "grpc-max-connection-age-grace",
+            K_NON_NEGATIVE,
+            "Grace (ms) for calls after the maximum age (0 = unlimited).",
+            "grpc.max_connection_age_grace_ms",
+        ),
         Flag(
             "grpc-restricted-protocol",
             _kind(_RESTRICTED, _restriction("grpc-restricted-protocol", "protocol")),
@@ -462,8 +522,8 @@ FLAGS: tuple[Flag, ...] = (
             "Seawall: read one --grpc-restricted-protocol value from an environment variable (cannot rotate).",
             repeat=True,
         ),
-        _later("grpc-infer-thread-count", K_INT, "GRPC infer handler threads."),
-        _later("grpc-max-response-pool-size", K_INT, "Queued responses per stream."),
+        _later("grpc-infer-thread-count", K_INT, "GRPC infer handler threads.", harmless=(2,)),
+        _later("grpc-max-response-pool-size", K_INT, "Queued responses per stream.", harmless=(2**31 - 1,)),
     ),
     *_section(
         "Sagemaker",
@@ -479,8 +539,7 @@ FLAGS: tuple[Flag, ...] = (
         Flag(
             "sagemaker-thread-count",
             K_COUNT,
-            "Recorded only: Seawall's SageMaker service is asyncio.",
-            "sagemaker.thread_count",
+            "Accepted and ignored: Seawall's SageMaker service is asyncio.",
         ),
         Flag(
             "sagemaker-model-root",
@@ -503,8 +562,7 @@ FLAGS: tuple[Flag, ...] = (
         Flag(
             "vertex-ai-thread-count",
             K_COUNT,
-            "Recorded only: Seawall's Vertex AI service is asyncio.",
-            "vertex.thread_count",
+            "Accepted and ignored: Seawall's Vertex AI service is asyncio.",
         ),
         Flag(
             "vertex-ai-default-model",
@@ -516,8 +574,8 @@ FLAGS: tuple[Flag, ...] = (
     *_section(
         "Metrics",
         Flag("allow-metrics", K_BOOL, "Start the Prometheus metrics service.", "metrics.allow"),
-        _gpu("allow-gpu-metrics", K_BOOL, "GPU metrics.", harmless=False),
-        _later("allow-cpu-metrics", K_BOOL, "CPU metrics."),
+        _gpu("allow-gpu-metrics", K_BOOL, "GPU metrics.", harmless=(True, False)),
+        _later("allow-cpu-metrics", K_BOOL, "CPU metrics.", harmless=(True, False)),
         Flag(
             "metrics-address",
             K_ADDRESS,
@@ -526,12 +584,15 @@ FLAGS: tuple[Flag, ...] = (
         ),
         Flag("metrics-port", K_PORT, "Metrics port (0 = any free port).", "metrics.port"),
         *_tls_flags("metrics", "the metrics service"),
-        _later("metrics-interval-ms", K_FLOAT, "Metrics refresh period."),
-        _later(
+        _later("metrics-interval-ms", K_FLOAT, "Metrics refresh period.", harmless=(2000,)),
+        Flag(
             "metrics-config",
-            _kind("<<string>=<string>>", _setting("metrics-config", named="no", form="<setting>=<value>")),
-            "Metrics setting.",
+            _kind("<<string>=<string>>", _metrics_setting),
+            "<setting>=<value> (repeatable): counter_latencies=<bool>; summary and histogram latencies not yet.",
+            "metrics.config",
             repeat=True,
+            support="later",
+            harmless=_metrics_setting_harmless,
         ),
     ),
     *_section(
@@ -588,7 +649,7 @@ FLAGS: tuple[Flag, ...] = (
             "rate-limit",
             _kind("<string>", _choice("rate-limit", ("off", "execution_count"), fold=True)),
             "Rate limiting mode.",
-            harmless="off",
+            harmless=("off",),
         ),
         _later(
             "rate-limit-resource",
@@ -599,21 +660,23 @@ FLAGS: tuple[Flag, ...] = (
     ),
     *_section(
         "Memory/Device Management",
-        _later("pinned-memory-pool-byte-size", K_INT64, "Pinned memory pool (GPU)."),
+        _later("pinned-memory-pool-byte-size", K_INT64, "Pinned memory pool (GPU).", harmless=(268435456, 0)),
         _gpu(
             "cuda-memory-pool-byte-size",
             _kind("<<integer>:<integer>>", _pair(":", _INT64)),
             "CUDA pool.",
             repeat=True,
+            harmless=_device_value((64 << 20, 0)),
         ),
         _gpu(
             "cuda-virtual-address-size",
             _kind("<<integer>:<integer>>", _pair(":", _INT64)),
             "CUDA VA size.",
             repeat=True,
+            harmless=_device_value((1 << 30,)),
         ),
-        _gpu("min-supported-compute-capability", K_FLOAT, "Oldest GPU to use."),
-        _later("buffer-manager-thread-count", K_INT, "Tensor copy threads."),
+        _gpu("min-supported-compute-capability", K_FLOAT, "Oldest GPU to use.", harmless=(6.0,)),
+        _later("buffer-manager-thread-count", K_INT, "Tensor copy threads.", harmless=(0,)),
         _later(
             "host-policy",
             _kind(_SETTING, _setting("host-policy", named="required", form="'<policy name>,<setting>=<value>'")),
@@ -699,17 +762,17 @@ FLAGS: tuple[Flag, ...] = (
         "DEPRECATED",
         Flag("strict-model-config", K_BOOL, "Deprecated: use --disable-auto-complete-config."),
         Flag("response-cache-byte-size", K_INT64, "Deprecated: --cache-config local,size=<n>."),
-        _later("trace-file", K_STRING, "Deprecated trace file."),
+        _later("trace-file", K_STRING, "Deprecated trace file.", harmless=("",)),
         _later(
             "trace-level",
             _kind("<string>", _choice("trace-level", ("OFF", "TIMESTAMPS", "TENSORS"), fold=True)),
             "Deprecated trace level.",
             repeat=True,
-            harmless="OFF",
+            harmless=("OFF",),
         ),
-        _later("trace-rate", K_INT, "Deprecated trace rate."),
-        _later("trace-count", K_INT, "Deprecated trace count."),
-        _later("trace-log-frequency", K_INT, "Deprecated trace log frequency."),
+        _later("trace-rate", K_INT, "Deprecated trace rate.", harmless=(1000,)),
+        _later("trace-count", K_INT, "Deprecated trace count.", harmless=(-1,)),
+        _later("trace-log-frequency", K_INT, "Deprecated trace log frequency.", harmless=(0,)),
     ),
 )
 

@@ -161,7 +161,7 @@ def _convert(flag: Flag, raw: str) -> object:
 def _refuse_unsupported(given: Sequence[tuple[Flag, object]]) -> None:
     refused: list[str] = []
     for flag, value in given:
-        if flag.support == "yes" or (flag.harmless is not None and value == flag.harmless):
+        if flag.support == "yes" or (flag.harmless is not None and flag.harmless(value)):
             continue
         if flag.support == "gpu":
             message = f"--{flag.name} is a GPU option; Seawall is a CPU-only server and does not support it"
@@ -235,7 +235,7 @@ def _assemble(
         warnings.append("TRITON_SERVER_ESCAPE_LOG_MESSAGES=0 is ignored: Seawall always escapes log messages")
     if "http-thread-count" in names:
         notes.append(
-            "--http-thread-count is recorded only: Seawall's HTTP service runs on one asyncio event loop "
+            "--http-thread-count is ignored: Seawall's HTTP service runs on one asyncio event loop "
             "(run several processes with --reuse-http-port to use more cores)"
         )
     return tree

@@ -7,7 +7,6 @@ Defaults follow Triton's secure deployment guide (see docs/differences.md for wh
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -78,8 +77,6 @@ class HttpOptions:
     address: str = "127.0.0.1"  # Triton binds 0.0.0.0; Seawall binds loopback unless told otherwise
     port: int = 8000
     reuse_port: bool = False
-    thread_count: int = 8
-    header_forward_pattern: str = ""
     restricted: tuple[Restriction, ...] = ()
     tls: TlsOptions = TlsOptions()
 
@@ -90,8 +87,6 @@ class GrpcOptions:
     address: str = "127.0.0.1"
     port: int = 8001
     reuse_port: bool = False
-    header_forward_pattern: str = ""
-    infer_allocation_pool_size: int = 8
     restricted: tuple[Restriction, ...] = ()
     tls: TlsOptions = TlsOptions()
     infer_response_compression_level: Literal["none", "low", "medium", "high"] = "none"
@@ -110,9 +105,6 @@ class MetricsOptions:
     allow: bool = True
     address: str = ""  # empty: same as the HTTP address
     port: int = 8002
-    allow_cpu_metrics: bool = True
-    allow_gpu_metrics: bool = True
-    interval_ms: int = 2000
     config: tuple[tuple[str, str], ...] = ()
     tls: TlsOptions = TlsOptions()
 
@@ -125,7 +117,6 @@ class SageMakerOptions:
     address: str = "127.0.0.1"  # Triton binds 0.0.0.0 and has no address option
     port: int = 8080
     safe_port_range: tuple[int, int] | None = None  # other listeners must use ports inside it
-    thread_count: int = 8
     default_model: str = "unspecified_SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"  # Triton's literal default
     ping_mode: Literal["ready", "live"] = "ready"
     model_root: str = "/opt/ml/models"
@@ -140,7 +131,6 @@ class VertexOptions:
     allow: bool = False
     address: str = "127.0.0.1"  # Triton binds 0.0.0.0 and has no address option
     port: int = 8080
-    thread_count: int = 8
     default_model: str = ""  # empty: the only model in the repository
     predict_route: str = ""
     health_route: str = ""
@@ -177,7 +167,6 @@ class RepositoryOptions:
     config_name: str = ""
     load_thread_count: int = 4
     load_retry_count: int = 0
-    namespacing: bool = False
     strict_readiness: bool = True
     exit_on_error: bool = True
     auto_complete_config: bool = True  # --disable-auto-complete-config turns it off
@@ -239,8 +228,6 @@ class Options:
     allow_client_shm: bool = False  # client shared-memory registration (Triton 2.68's secure default)
     max_shm_regions: int = 64  # registered client shared memory regions (each holds one descriptor)
     max_shm_bytes: int = 4 << 30  # sum of their byte_size (nothing is mapped; bounds what requests may name)
-    # settings accepted from tritonserver's command line whose value Seawall keeps but does not act on
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     def replace(self, **changes: object) -> Options:
         """A copy with `changes` applied (dataclasses.replace, typed loosely for nested use)."""

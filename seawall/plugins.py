@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, cast
 
+from seawall.backends.registry import unknown_backend
 from seawall.core.backend import Backend, Model, ModelConfig, ModelLoadContext
 from seawall.core.model_config import config_to_dict
 from seawall.core.repoagent import RepoAgent
@@ -97,6 +98,15 @@ def _translated(what: str) -> Iterator[None]:
         raise InternalError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
+def plugin_names(directory: str, filename: str) -> list[str]:
+    """The valid plugin names in `directory` that have `filename` (unchecked for trust: names only)."""
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [n for n in entries if _PLUGIN_NAME.fullmatch(n) and os.path.isfile(os.path.join(directory, n, filename))]
+
+
 def _entry_point(module: ModuleType, function: str, kind: str, name: str) -> Callable[[dict[str, str]], object]:
     found: Any = getattr(module, function, None)
     if not callable(found):
@@ -137,6 +147,10 @@ def backend_lookup(options: BackendOptions, allow_untrusted: tuple[str, ...] = (
     """A lookup of backends by name from --backend-directory, for the names that are not built in."""
 
     def lookup(name: str) -> Backend:
+        if _PLUGIN_NAME.fullmatch(name) and not os.path.isfile(
+            os.path.join(options.backend_directory, name, "backend.py")
+        ):
+            raise unknown_backend(name, plugin_names(options.backend_directory, "backend.py"))
         try:
             module = load_module(options.backend_directory, name, "backend.py", allow_untrusted)
         except UnsupportedError as error:

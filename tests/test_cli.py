@@ -15,7 +15,6 @@ from seawall.cli import (
     BY_NAME,
     FLAGS,
     CliError,
-    Flag,
     HelpRequested,
     LevelSwitch,
     LineFormatter,
@@ -124,7 +123,7 @@ def test_server_and_listener_flags_reach_options() -> None:
     )
     assert options.server_id == "seawall-1" and options.exit_timeout_secs == 5
     assert (options.http.address, options.http.port, options.http.allow) == ("0.0.0.0", 9000, False)
-    assert options.http.reuse_port and options.http.thread_count == 3
+    assert options.http.reuse_port  # --http-thread-count is accepted and ignored
     assert (options.grpc.address, options.grpc.port, options.grpc.allow, options.grpc.reuse_port) == (
         "::1",
         0,
@@ -449,7 +448,7 @@ def test_sagemaker_flags_and_environment() -> None:
     assert (sagemaker.allow, sagemaker.port, sagemaker.address, sagemaker.model_root) == (
         True, 0, "0.0.0.0", "/srv/mme",
     )  # fmt: skip
-    assert (sagemaker.default_model, sagemaker.ping_mode, sagemaker.thread_count) == ("simple", "live", 2)
+    assert (sagemaker.default_model, sagemaker.ping_mode) == ("simple", "live")  # the thread count is ignored
     assert not sagemaker.multi_model and sagemaker.max_models == 64
     options = parse("--sagemaker-max-models=3", environ={"SAGEMAKER_MULTI_MODEL": "true"})
     assert (options.sagemaker.multi_model, options.sagemaker.max_models) == (True, 3)
@@ -547,35 +546,105 @@ def test_aip_storage_uri_is_the_default_repository() -> None:
 
 # ----------------------------------------------------------------------------------------- not yet supported
 
-SAMPLES = {
-    "<integer>": "1",
-    "<boolean>": "true",
-    "<float>": "1.5",
-    "<string>": "x",
-    "<<integer>-<integer>>": "8000-8010",
-    "<<integer>:<integer>>": "0:1024",
-    "<<device_id>:<fraction>>": "0:0.5",
-    "<<string>:<integer>:<integer>>": "R1:4:0",
-    "<<string>=<string>>": "summary_latencies=true",
-    "<<string>,<string>=<string>>": "local,size=100",
-}
-CHOICES = {
-    "grpc-infer-response-compression-level": "high",
-    "rate-limit": "execution_count",
-    "trace-level": "TIMESTAMPS",
+#: every flag Seawall does not implement: (values that change nothing — Triton's default or "off" — and are
+#: accepted, a value that would change something and is refused by name; None: no such value)
+UNSUPPORTED: dict[str, tuple[list[str], str | None]] = {
+    "model-namespacing": (["false", "0"], "true"),
+    "enable-peer-access": (["true", "false"], None),  # no GPU: either way changes nothing
+    "http-header-forward-pattern": ([""], "x-.*"),
+    "grpc-header-forward-pattern": ([""], "x-.*"),
+    "grpc-infer-allocation-pool-size": (["8"], "16"),
+    "grpc-infer-response-compression-level": (["none"], "high"),
+    "grpc-infer-thread-count": (["2"], "4"),
+    "grpc-max-response-pool-size": (["2147483647"], "100"),
+    "allow-gpu-metrics": (["true", "false"], None),
+    "allow-cpu-metrics": (["true", "off"], None),  # Seawall has no nv_cpu_* metrics either way
+    "metrics-interval-ms": (["2000"], "1000"),
+    "metrics-config": (
+        ["summary_latencies=false", "histogram_latencies=0", "summary_quantiles=0.5:0.05"],
+        "summary_latencies=true",
+    ),
+    "rate-limit": (["off", "OFF"], "execution_count"),
+    "rate-limit-resource": ([], "R1:4:0"),
+    "pinned-memory-pool-byte-size": (["268435456", "0"], "1024"),
+    "cuda-memory-pool-byte-size": (["0:67108864", "1:0"], "0:1024"),
+    "cuda-virtual-address-size": (["0:1073741824"], "0:1024"),
+    "min-supported-compute-capability": (["6.0", "6"], "7.5"),
+    "buffer-manager-thread-count": (["0"], "2"),
+    "host-policy": ([], "gpu_0,numa-node=0"),
+    "model-load-gpu-limit": ([], "0:0.5"),
+    "trace-file": ([""], "/tmp/trace.json"),
+    "trace-level": (["OFF", "off"], "TIMESTAMPS"),
+    "trace-rate": (["1000"], "1"),
+    "trace-count": (["-1"], "5"),
+    "trace-log-frequency": (["0"], "10"),
 }
 
 
-@pytest.mark.parametrize("flag", [f for f in FLAGS if f.support != "yes"], ids=lambda f: f.name)
-def test_unsupported_flags_stop_start_up_by_name(flag: Flag) -> None:
-    name = flag.name
-    assert BY_NAME[name] is flag
-    value = CHOICES.get(name, SAMPLES[flag.kind.metavar])
-    message = error_of(REPO, f"--{name}={value}")
-    if flag.support == "gpu":
+def test_every_unsupported_flag_has_its_harmless_values_listed() -> None:
+    assert sorted(f.name for f in FLAGS if f.support != "yes") == sorted(UNSUPPORTED)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [(name, value) for name, (values, _) in UNSUPPORTED.items() for value in values]
+)
+def test_unsupported_flags_are_accepted_at_tritons_default_or_off(name: str, value: str) -> None:
+    options = parse(f"--{name}={value}", f"--{name}", value)  # both spellings, and twice for repeatable flags
+    if name != "metrics-config":  # which keeps the settings it was given
+        assert options == parse()
+
+
+@pytest.mark.parametrize("name", [name for name, (_, refused) in UNSUPPORTED.items() if refused is not None])
+def test_unsupported_flags_are_refused_by_name_otherwise(name: str) -> None:
+    refused = UNSUPPORTED[name][1]
+    message = error_of(REPO, f"--{name}={refused}")
+    if BY_NAME[name].support == "gpu":
         assert message == f"--{name} is a GPU option; Seawall is a CPU-only server and does not support it"
     else:
         assert message == f"--{name} is not yet supported by Seawall (see docs/differences.md)"
+    default = UNSUPPORTED[name][0][:1]
+    assert error_of(REPO, *[f"--{name}={value}" for value in default], f"--{name}={refused}") == message
+
+
+def test_grpc_keepalive_and_connection_age_flags_reach_options() -> None:
+    assert parse("--grpc-keepalive-time=7200000", "--grpc-max-connection-age=0").grpc == Options().grpc
+    grpc = parse(
+        "--grpc-keepalive-time=1000",
+        "--grpc-keepalive-timeout=500",
+        "--grpc-keepalive-permit-without-calls=true",
+        "--grpc-http2-max-pings-without-data=0",
+        "--grpc-http2-min-recv-ping-interval-without-data=5000",
+        "--grpc-http2-max-ping-strikes=0",
+        "--grpc-max-connection-age=60000",
+        "--grpc-max-connection-age-grace=1000",
+    ).grpc
+    assert (grpc.keepalive_time_ms, grpc.keepalive_timeout_ms, grpc.keepalive_permit_without_calls) == (1000, 500, True)
+    assert (grpc.http2_max_pings_without_data, grpc.http2_min_recv_ping_interval_without_data_ms) == (0, 5000)
+    assert (grpc.http2_max_ping_strikes, grpc.max_connection_age_ms, grpc.max_connection_age_grace_ms) == (
+        0,
+        60000,
+        1000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ("--grpc-keepalive-time=0", 'Bad option: "--grpc-keepalive-time".\nmust be at least 1. Got 0'),
+        ("--grpc-keepalive-timeout=-1", 'Bad option: "--grpc-keepalive-timeout".\nmust be at least 1. Got -1'),
+        ("--grpc-max-connection-age=-5", 'Bad option: "--grpc-max-connection-age".\nmust not be negative. Got -5'),
+        (
+            "--grpc-http2-max-ping-strikes=x",
+            'Bad option: "--grpc-http2-max-ping-strikes".\nInvalid option value. Got x',
+        ),
+        (
+            "--grpc-max-connection-age-grace=2147483648",
+            'Bad option: "--grpc-max-connection-age-grace".\nProvided option value is out of bound. Got 2147483648',
+        ),
+    ],
+)
+def test_grpc_keepalive_values_are_checked(argv: str, message: str) -> None:
+    assert error_of(REPO, argv) == message
 
 
 @pytest.mark.parametrize("mode", ["poll", "explicit", "POLL", "None"])

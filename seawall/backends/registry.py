@@ -1,15 +1,15 @@
 """Which module implements each backend, imported lazily when a model first needs it.
 
-Imports `core.backend`, `errors` and `options`. Built-in backends come first; any other name goes to the
-plugin lookup the composition root passes in (backends from --backend-directory, see `seawall/plugins.py`),
-and without one it is refused.
+Imports `core.backend`, `errors` and `options`. Built-in backends come first (only `python` today); any other
+name goes to the plugin lookup the composition root passes in (backends from --backend-directory, see
+`seawall/plugins.py`), and without one it is refused with `unknown_backend`, which names the backends that exist.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from seawall.core.backend import Backend
@@ -21,27 +21,19 @@ logger = logging.getLogger(__name__)
 #: backend name → "module:factory"; the factory takes BackendOptions and returns a Backend.
 BACKENDS: dict[str, str] = {
     "python": "seawall.backends.python.host:PythonBackend",
-    "onnxruntime": "seawall.backends.onnx:OnnxBackend",
-    "pytorch": "seawall.backends.torch:TorchBackend",
 }
 
-#: legacy `platform` values → backend names (Triton's table, restricted to the backends above)
-PLATFORMS: dict[str, str] = {
-    "onnxruntime_onnx": "onnxruntime",
-    "pytorch_libtorch": "pytorch",
-}
+#: Triton's backends that Seawall does not implement yet (a plugin from --backend-directory may provide one)
+NOT_YET: frozenset[str] = frozenset(
+    ("onnxruntime", "pytorch", "tensorflow", "tensorrt", "openvino", "fil", "dali", "vllm", "tensorrtllm", "ensemble")
+)
 
 
-def backend_name(backend: str, platform: str) -> str:
-    """The backend of a model config: its `backend` field, or the one its `platform` implies.
-
-    Raises:
-        UnsupportedError: neither names a known backend.
-    """
-    name = backend or PLATFORMS.get(platform, "")
-    if name not in BACKENDS:
-        raise UnsupportedError(f"backend '{backend or platform}' is not supported")
-    return name
+def unknown_backend(name: str, plugins: Sequence[str] = ()) -> UnsupportedError:
+    """The error for a backend that is neither built in nor among `plugins` (those of --backend-directory)."""
+    why = "is not supported by Seawall yet" if name in NOT_YET else "is unknown"
+    available = ", ".join([*BACKENDS, *(f"{plugin} (--backend-directory)" for plugin in plugins)])
+    return UnsupportedError(f"backend '{name[:64]}' {why}; available backends: {available}")
 
 
 def create_backend(name: str, options: BackendOptions) -> Backend:
@@ -52,7 +44,7 @@ def create_backend(name: str, options: BackendOptions) -> Backend:
     """
     target = BACKENDS.get(name)
     if target is None:
-        raise UnsupportedError(f"backend '{name}' is not supported")
+        raise unknown_backend(name)
     module_name, _, factory_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -283,4 +283,8 @@ def _listener_findings(options: Options) -> list[Finding]:
                 "model-repository is not restricted (--http-restricted-api)",
             )
         )
+    if options.grpc.allow and options.grpc.http2_max_ping_strikes == 0:
+        findings.append(
+            Finding("--grpc-http2-max-ping-strikes=0", "gRPC clients may ping without limit: no ping closes the link")
+        )
     return findings

@@ -1,6 +1,6 @@
 """The gRPC listener in process (open_server + GrpcFrontend): TLS, mutual TLS, SO_REUSEPORT and shutdown.
 
-The CLI does not take the TLS flags yet, so these drive the frontend directly over an empty repository.
+These drive the frontend directly over an empty repository (the CLI's TLS flags are tested in tests/e2e/test_tls.py).
 """
 
 from __future__ import annotations

@@ -103,3 +103,13 @@ def test_other_paths_and_methods(server: ServerProcess) -> None:
     assert _get(server.metrics, "/other")[::2] == (404, '{"error":"Not Found"}')
     assert _get(server.metrics, "/metrics", "POST")[::2] == (405, '{"error":"Method Not Allowed"}')
     assert _get(server.metrics, "/metrics?x=1")[0] == 200
+
+
+def test_metrics_config_counter_latencies_false_removes_the_duration_counters() -> None:
+    process = start_seawall("--metrics-config=counter_latencies=false", "--metrics-config=summary_latencies=false")
+    try:
+        status, _, text = _get(process.metrics, "/metrics")
+        assert status == 200 and "nv_inference_request_success" in text
+        assert "_duration_us" not in text and "_summary_us" not in text
+    finally:
+        process.stop()

@@ -183,6 +183,9 @@ def test_an_explicitly_allowed_untrusted_backend_directory_is_loaded(tmp_path: P
         server.stop()
 
 
+AVAILABLE = "python, doubler (--backend-directory)"
+
+
 @pytest.mark.parametrize(
     ("backend", "source", "expected"),
     [
@@ -197,7 +200,13 @@ def test_an_explicitly_allowed_untrusted_backend_directory_is_loaded(tmp_path: P
             "def create_backend(settings):\n    raise KeyError('k')\n",
             "create_backend of backend 'doubler' failed: KeyError: 'k'",
         ),
-        ("tensorrt_plan", BACKEND, "backend 'tensorrt_plan' is not available (no backend.py in its plugin directory)"),
+        ("tensorrt_plan", BACKEND, "backend 'tensorrt_plan' is unknown; available backends: " + AVAILABLE),
+        (
+            "onnxruntime",
+            BACKEND,
+            f"backend 'onnxruntime' is not supported by Seawall yet; available backends: {AVAILABLE}",
+        ),
+        ("pytorch", BACKEND, f"backend 'pytorch' is not supported by Seawall yet; available backends: {AVAILABLE}"),
         ("Doubler", BACKEND, "plugin name 'Doubler' is not valid"),
         ("../backends/doubler", BACKEND, "plugin name '../backends/doubler' is not valid"),
     ],
@@ -396,3 +405,19 @@ def test_cache_plugin_errors_stop_start_up(tmp_path: Path, change: str, expected
 )
 def test_bad_cache_settings_stop_start_up_with_exact_errors(tmp_path: Path, args: list[str], expected: str) -> None:
     assert _run(_setup(tmp_path), *args) == (1, expected)
+
+
+@pytest.mark.parametrize(
+    ("platform", "backend"), [("onnxruntime_onnx", "onnxruntime"), ("pytorch_libtorch", "pytorch")]
+)
+def test_a_platform_of_a_backend_seawall_lacks_names_the_backends_that_exist(
+    tmp_path: Path, platform: str, backend: str
+) -> None:
+    root = _setup(tmp_path, backend="", extra=f'platform: "{platform}"')
+    server = _start(root, "--exit-on-error=false")
+    try:
+        expected = f"backend '{backend}' is not supported by Seawall yet; available backends: {AVAILABLE}"
+        assert _reason(server) == ("UNAVAILABLE", expected)
+        assert http_request(server, "GET", "/v2/health/live")[0] == 200
+    finally:
+        server.stop()

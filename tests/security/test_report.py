@@ -87,6 +87,14 @@ def test_poll_mode_is_reported() -> None:
     assert "--model-control-mode=poll" in _settings(findings)
 
 
+def test_unlimited_grpc_ping_strikes_are_reported() -> None:
+    risky = assess(Options(grpc=GrpcOptions(http2_max_ping_strikes=0)), euid=1000)
+    assert "--grpc-http2-max-ping-strikes=0" in _settings(risky)
+    assert "--grpc-http2-max-ping-strikes=0" not in _settings(assess(Options(), euid=1000))
+    off = Options(grpc=GrpcOptions(allow=False, http2_max_ping_strikes=0))
+    assert "--grpc-http2-max-ping-strikes=0" not in _settings(assess(off, euid=1000))
+
+
 def test_trust_refuses_group_or_world_writable_paths(tmp_path: Path) -> None:
     plugins = tmp_path / "plugins"
     plugins.mkdir()
