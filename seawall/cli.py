@@ -23,7 +23,7 @@ from seawall._cli_log import LevelSwitch, LineFormatter, banner_rows, configure_
 from seawall.app import serve
 from seawall.core.log_settings import LogSettings
 from seawall.errors import SeawallError
-from seawall.options import Options, Restriction, TlsOptions
+from seawall.options import Limits, Options, Restriction, TlsOptions
 from seawall.security import tls
 from seawall.security.report import Finding, assess
 
@@ -404,6 +404,7 @@ def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapp
                 f"keys are lower-case, so no client could send 'triton-grpc-protocol-{restriction.key}'. "
                 "Use a lower-case key."
             )
+    _check_http_limits(options.limits)
     services = _services(options)
     for index, (name, allow, address, port) in enumerate(services):
         for other, other_allow, other_address, other_port in services[index + 1 :]:
@@ -418,6 +419,20 @@ def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapp
     for path in repository.paths:
         if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):
             raise CliError(f"model repository '{path}': cloud storage is not yet supported by Seawall")
+
+
+def _check_http_limits(limits: Limits) -> None:
+    if limits.http_max_inflight_body_bytes < limits.max_request_bytes:
+        raise CliError(
+            f'Bad option: "--http-max-inflight-body-bytes".\nmust be at least --http-max-input-size '
+            f"({limits.max_request_bytes}), or no request of the largest size could ever be read. "
+            f"Got {limits.http_max_inflight_body_bytes}"
+        )
+    if limits.http_max_connections_per_peer > limits.http_max_connections:
+        raise CliError(
+            f'Bad option: "--http-max-connections-per-peer".\nmust not exceed --http-max-connections '
+            f"({limits.http_max_connections}). Got {limits.http_max_connections_per_peer}"
+        )
 
 
 def _services(options: Options) -> tuple[tuple[str, bool, str, int], ...]:

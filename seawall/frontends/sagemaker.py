@@ -15,6 +15,7 @@ from seawall.core.server import InferenceServer
 from seawall.errors import AlreadyExistsError, InvalidArgumentError, ResourceExhaustedError
 from seawall.frontends import cloud, http_codec
 from seawall.frontends.cloud import DELETE, GET, POST, CloudRoute
+from seawall.frontends.http_body import BodyBudget
 from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.frontends.sagemaker_mme import MultiModelTable
 from seawall.options import Options
@@ -42,14 +43,21 @@ ROUTES: tuple[CloudRoute, ...] = (
 class SageMakerFrontend:
     """Serves the SageMaker inference API of `server` on `options.sagemaker`."""
 
-    def __init__(self, server: InferenceServer, options: Options) -> None:
+    def __init__(self, server: InferenceServer, options: Options, budget: BodyBudget | None = None) -> None:
         self._server = server
         self._options = options.sagemaker
         self._limits = options.limits
         self._mme = MultiModelTable(server, options)
         endpoints = {route.handler: getattr(self, route.handler) for route in ROUTES}
         self.table = cloud.RouteTable(ROUTES, endpoints, ApiPolicy(options.http.restricted))
-        self._http = HttpServer(self.handle, options.limits, self._options.address, self._options.port)
+        self._http = HttpServer(
+            self.handle,
+            options.limits,
+            self._options.address,
+            self._options.port,
+            head_check=self.table.check_head,
+            budget=budget,
+        )
 
     async def start(self) -> tuple[str, int]:
         """Bind the listener; returns the bound (host, port).
