@@ -637,8 +637,8 @@ FLAGS: tuple[Flag, ...] = (
         Flag(
             "http-body-timeout-secs",
             K_COUNT,
-            "Window in which an HTTP body must progress at --http-min-body-rate (408, then close); also the "
-            "longest a reply waits for a client that does not read.",
+            "Window in which an HTTP body must arrive at --http-min-body-rate (408, then close), and a reply waiting "
+            "for the client must drain at that rate (else the connection is dropped).",
             "limits.http_body_timeout_secs",
         ),
         Flag(

@@ -155,7 +155,8 @@ class HttpProtocol(asyncio.Protocol):
         self._linger = True  # after `_final`, discard the client's input for a while before closing
         self._linger_since = 0.0
         self._write_paused = False
-        self._write_paused_since = 0.0
+        self._write_paused_since = 0.0  # start of the current window while writing is paused
+        self._write_mark = 0  # bytes waiting to be sent at the start of that window
         self._reading_paused = False  # paused by the backlog (not by a slow reader)
         self._closing = False
         self._queued_bytes = 0  # body bytes held by queued requests
@@ -238,6 +239,7 @@ class HttpProtocol(asyncio.Protocol):
         self._write_paused = True
         self._write_paused_since = self._loop.time()
         if self._transport is not None:
+            self._write_mark = self._transport.get_write_buffer_size()
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
@@ -484,9 +486,13 @@ class HttpProtocol(asyncio.Protocol):
             elif elapsed > _LINGER_SECS:
                 self._enter(_Phase.LINGER)
             return
-        if self._write_paused and now - self._write_paused_since > limits.http_body_timeout_secs:
-            transport.abort()  # the client does not read its replies
-            return
+        window = limits.http_body_timeout_secs
+        if self._write_paused and now - self._write_paused_since > window:
+            waiting = transport.get_write_buffer_size()
+            if self._write_mark - waiting < max(1, limits.http_min_body_rate * window):
+                transport.abort()  # the client does not read its replies
+                return
+            self._write_paused_since, self._write_mark = now, waiting
         if self._reading_paused or self._closing:
             return
         if self._phase is _Phase.IDLE and elapsed > limits.http_idle_timeout_secs:
@@ -497,8 +503,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._refuse(error_response(408, f"request headers not received within {timeout} seconds"), False)
             else:
                 transport.close()  # nothing was sent: nothing to answer
-        elif self._phase is _Phase.BODY and elapsed >= limits.http_body_timeout_secs:
-            window = limits.http_body_timeout_secs
+        elif self._phase is _Phase.BODY and elapsed >= window:
             if self._received - self._window_base < max(1, limits.http_min_body_rate * window):
                 rate = limits.http_min_body_rate
                 message = f"request body not received at {rate} bytes per second within {window} seconds"

@@ -139,6 +139,42 @@ def test_idle_keep_alive_connection_is_closed(slow: ServerProcess) -> None:
     _healthy(slow)
 
 
+def test_reply_the_client_does_not_read_is_dropped(slow: ServerProcess) -> None:
+    """16 MiB of output to a client that never reads: the reply stops draining, the connection is dropped."""
+    count = 4 << 20
+    document = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "INPUT0",
+                    "shape": [1, count],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 4 * count},
+                }
+            ],
+            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    body = document + bytes(4 * count)
+    head = (
+        f"POST /v2/models/identity/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        f"Inference-Header-Content-Length: {len(document)}\r\n\r\n"
+    )
+    with socket.create_connection(_address(slow.http), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(head.encode() + body)
+        time.sleep(3 * TIMEOUT + 2)  # not reading
+        received = 0
+        sock.settimeout(5)
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert received < 4 * count
+    _healthy(slow)
+
+
 def test_slow_inference_is_not_cut(slow: ServerProcess) -> None:
     """The deadlines are for the client's bytes, not for the server's work: a keep-alive connection that
     sends requests promptly outlives the timeouts."""
