@@ -413,9 +413,18 @@ class HttpProtocol(asyncio.Protocol):
     def check_deadlines(self, now: float) -> None:
         """Close a connection whose client is too slow for the phase it is in (called by the listener's sweep)."""
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None:
             return
         limits = self._limits
+        window = limits.http_body_timeout_secs
+        if self._write_paused and now - self._write_paused_since > window:
+            waiting = transport.get_write_buffer_size()
+            if self._write_mark - waiting < max(1, limits.http_min_body_rate * window):
+                transport.abort()  # the client does not read its replies (a closing transport waits for them too)
+                return
+            self._write_paused_since, self._write_mark = now, waiting
+        if transport.is_closing():
+            return
         elapsed = now - self._phase_since
         if self._phase is _Phase.LINGER:
             if now - self._linger_since > _LINGER_MAX_SECS or (
@@ -425,13 +434,6 @@ class HttpProtocol(asyncio.Protocol):
             elif elapsed > _LINGER_SECS:
                 self._enter(_Phase.LINGER)
             return
-        window = limits.http_body_timeout_secs
-        if self._write_paused and now - self._write_paused_since > window:
-            waiting = transport.get_write_buffer_size()
-            if self._write_mark - waiting < max(1, limits.http_min_body_rate * window):
-                transport.abort()  # the client does not read its replies
-                return
-            self._write_paused_since, self._write_mark = now, waiting
         if self._reading_paused or self._closing:
             return
         if self._phase is _Phase.IDLE and elapsed > limits.http_idle_timeout_secs:
