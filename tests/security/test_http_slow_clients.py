@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import resource
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import ServerProcess, http_call, start_seawall
+from tests.harness import EXAMPLES, ROOT, ServerProcess, http_call, start_seawall
 from tests.security.test_http_memory import _address, _read_reply
 
 TIMEOUT = 2  # seconds, for the header, body and idle timeouts of the `slow` server
@@ -245,3 +247,47 @@ def test_open_file_limit_is_raised(capped: ServerProcess) -> None:
         row = next(line for line in limits if line.startswith("Max open files"))
     soft, hard = row.split()[3:5]
     assert soft == hard
+
+
+def test_caps_are_fitted_under_a_low_open_file_limit() -> None:
+    """The issue's case: with few descriptors, idle sockets made health fail. The caps shrink to fit the limit, so
+    one address is refused while a probe from another still gets through."""
+
+    def limit_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))
+
+    argv = [sys.executable, "-m", "seawall", f"--model-repository={EXAMPLES}", "--http-port=0", "--grpc-port=0"]
+    process = subprocess.Popen(
+        [*argv, "--metrics-port=0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=limit_descriptors,
+        cwd=ROOT,
+    )
+    server = ServerProcess(process)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            server.lines.append(line)
+            if "Seawall ready:" in line:
+                server.addresses = dict(item.split("=", 1) for item in line.split("Seawall ready: ")[1].split())
+                break
+        assert (
+            "--http-max-connections=1024 does not fit the open-file limit 600 over 2 HTTP listener(s): using 172"
+            in (server.log())
+        )
+        held = [_connect(server, "127.0.0.1") for _ in range(129)]
+        try:
+            time.sleep(0.5)
+            with _connect(server, "127.0.0.1") as extra:
+                assert _refused(extra) == (503, "too many connections from this address (limit 129); retry later", "1")
+            assert _health_from(server, "127.0.0.2") == 200
+        finally:
+            for sock in held:
+                sock.close()
+    finally:
+        process.terminate()
+        process.wait(20)
+        if process.stdout is not None:
+            process.stdout.close()
