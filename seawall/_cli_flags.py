@@ -744,6 +744,49 @@ FLAGS: tuple[Flag, ...] = (
             "max_shm_bytes",
         ),
         Flag(
+            "http-max-inflight-body-bytes",
+            _kind("<integer>", _int_in(1, 2**63 - 1, "must be greater than 0")),
+            "Request body bytes all HTTP listeners hold at once; beyond it 503 with Retry-After.",
+            "limits.http_max_inflight_body_bytes",
+        ),
+        Flag(
+            "http-header-timeout-secs",
+            K_COUNT,
+            "Seconds an HTTP client has to send a request's head (408, then close).",
+            "limits.http_header_timeout_secs",
+        ),
+        Flag(
+            "http-body-timeout-secs",
+            K_COUNT,
+            "Window in which an HTTP body must arrive at --http-min-body-rate (408, then close), and a reply waiting "
+            "for the client must drain at that rate (else the connection is dropped).",
+            "limits.http_body_timeout_secs",
+        ),
+        Flag(
+            "http-min-body-rate",
+            K_NON_NEGATIVE,
+            "Bytes per second an HTTP body must arrive at, averaged over --http-body-timeout-secs.",
+            "limits.http_min_body_rate",
+        ),
+        Flag(
+            "http-idle-timeout-secs",
+            K_COUNT,
+            "Seconds an idle keep-alive HTTP connection stays open.",
+            "limits.http_idle_timeout_secs",
+        ),
+        Flag(
+            "http-max-connections",
+            K_COUNT,
+            "Open connections per HTTP listener (HTTP, metrics, SageMaker, Vertex AI); more are refused with 503.",
+            "limits.http_max_connections",
+        ),
+        Flag(
+            "http-max-connections-per-peer",
+            K_COUNT,
+            "Of those, connections from one client address (IPv6: one /64).",
+            "limits.http_max_connections_per_peer",
+        ),
+        Flag(
             "allow-untrusted-plugin-path",
             K_STRING,
             "Load plugins from this path although it fails the ownership/permission check.",

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import resource
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +23,9 @@ from seawall.options import Options, Restriction
 from seawall.security.keyring import KeyFileReader, KeyRing
 
 logger = logging.getLogger(__name__)
+
+#: File descriptors kept free of HTTP connections: models, stub processes, logs, gRPC connections.
+_FD_RESERVE = 256
 
 
 class Frontend(Protocol):
@@ -68,26 +73,62 @@ def _frontends(server: InferenceServer, options: Options, keys: KeyRing) -> list
     # imported here so that embedding code never pays for the transports
     from seawall.frontends.grpc import GrpcFrontend
     from seawall.frontends.http import HttpFrontend
+    from seawall.frontends.http_body import BodyBudget
     from seawall.frontends.metrics import MetricsFrontend
     from seawall.frontends.sagemaker import SageMakerFrontend
     from seawall.frontends.vertex import VertexFrontend
 
+    budget = BodyBudget(options.limits.http_max_inflight_body_bytes)  # one for all HTTP listeners
     built: list[tuple[str, str, Frontend]] = []
     if options.grpc.allow:
         built.append(("grpc", "GRPCInferenceService", GrpcFrontend(server, options, keys.grpc)))
     if options.http.allow:
-        built.append(("http", "HTTPService", HttpFrontend(server, options, keys.http)))
+        built.append(("http", "HTTPService", HttpFrontend(server, options, keys.http, budget)))
     if options.metrics.allow:
-        built.append(("metrics", "Metrics Service", MetricsFrontend(server, options)))
+        built.append(("metrics", "Metrics Service", MetricsFrontend(server, options, budget)))
     if options.sagemaker.allow:
-        built.append(("sagemaker", "Sagemaker HTTPService", SageMakerFrontend(server, options, keys.http)))
+        built.append(("sagemaker", "Sagemaker HTTPService", SageMakerFrontend(server, options, keys.http, budget)))
     if options.vertex.allow:
-        built.append(("vertex", "Vertex AI HTTPService", VertexFrontend(server, options, keys.http)))
+        built.append(("vertex", "Vertex AI HTTPService", VertexFrontend(server, options, keys.http, budget)))
     return built
 
 
 def _no_key_files(path: str, family: str) -> tuple[Restriction, ...]:
     raise ValueError("keys are not re-read: the server was not started by the command line")
+
+
+def _raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (the default soft 1024 is below the connection caps); returns
+    the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):  # some systems refuse the hard value; keep what we have
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
+
+
+def _fit_connection_caps(options: Options, fd_limit: int) -> Options:
+    """Lower --http-max-connections (and the per-peer share) so that every HTTP listener full still leaves
+    descriptors for the rest of the server; a listener out of descriptors stops accepting anyone, health included."""
+    listeners = sum((options.http.allow, options.metrics.allow, options.sagemaker.allow, options.vertex.allow))
+    limits = options.limits
+    if fd_limit == resource.RLIM_INFINITY or not listeners:
+        return options
+    fitting = max(1, (fd_limit - _FD_RESERVE) // listeners)
+    if limits.http_max_connections <= fitting:
+        return options
+    logger.warning(
+        "--http-max-connections=%d does not fit the open-file limit %d over %d HTTP listener(s): using %d",
+        limits.http_max_connections,
+        fd_limit,
+        listeners,
+        fitting,
+    )
+    per_peer = min(limits.http_max_connections_per_peer, max(1, fitting * 3 // 4))
+    fitted = dataclasses.replace(limits, http_max_connections=fitting, http_max_connections_per_peer=per_peer)
+    return options.replace(limits=fitted)
 
 
 def _format_address(host: str, port: int) -> str:
@@ -123,6 +164,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop_requested.set)
+    options = _fit_connection_caps(options, _raise_fd_limit())
     server = _build_server(options, log_settings)
     keys = KeyRing(options, read_key_file or _no_key_files, _audit_key_reload)
     rotating = read_key_file is not None and keys.has_files

@@ -24,7 +24,7 @@ from seawall._cli_log import LevelSwitch, LineFormatter, banner_rows, configure_
 from seawall.app import serve
 from seawall.core.log_settings import LogSettings
 from seawall.errors import SeawallError
-from seawall.options import Options, Restriction, TlsOptions
+from seawall.options import Limits, Options, Restriction, TlsOptions
 from seawall.security import confinement, tls
 from seawall.security.report import Finding, assess, is_model_repository_guarded, model_repository_listeners
 
@@ -441,6 +441,7 @@ def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapp
         raise CliError("Error: '--load-model=*' must be the only --load-model given.")
     _check_model_repository_guard(options)
     _check_grpc_keys(options.grpc.restricted)
+    _check_http_limits(options.limits)
     services = _services(options)
     for index, (name, allow, address, port) in enumerate(services):
         for other, other_allow, other_address, other_port in services[index + 1 :]:
@@ -500,6 +501,20 @@ def _check_model_repository_guard(options: Options) -> None:
             f"restricted on {', '.join(unguarded)}. Restrict it (--http-restricted-api / "
             "--grpc-restricted-protocol model-repository:<header>=<value>, or their -file forms), or start "
             "anyway with --allow-unrestricted-model-repository=true"
+        )
+
+
+def _check_http_limits(limits: Limits) -> None:
+    if limits.http_max_inflight_body_bytes < limits.max_request_bytes:
+        raise CliError(
+            f'Bad option: "--http-max-inflight-body-bytes".\nmust be at least --http-max-input-size '
+            f"({limits.max_request_bytes}), or no request of the largest size could ever be read. "
+            f"Got {limits.http_max_inflight_body_bytes}"
+        )
+    if limits.http_max_connections_per_peer > limits.http_max_connections:
+        raise CliError(
+            f'Bad option: "--http-max-connections-per-peer".\nmust not exceed --http-max-connections '
+            f"({limits.http_max_connections}). Got {limits.http_max_connections_per_peer}"
         )
 
 

@@ -58,6 +58,15 @@ class Limits:
     max_decompression_ratio: int = 1024
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     grpc_max_concurrent_streams: int = 1024
+    # HTTP listeners (HTTP, metrics, SageMaker, Vertex AI); Triton has none of these limits
+    http_max_inflight_body_bytes: int = 256 * 1024 * 1024  # request bodies held at once, all listeners together
+    http_header_timeout_secs: int = 10  # from a request's first byte (or the connection) to the end of its head
+    http_body_timeout_secs: int = 30  # each such window of a body must bring http_min_body_rate bytes per second,
+    # and a reply waiting for its reader must drain as fast
+    http_min_body_rate: int = 1024  # bytes per second
+    http_idle_timeout_secs: int = 75  # keep-alive connection without a request
+    http_max_connections: int = 1024  # open connections per listener
+    http_max_connections_per_peer: int = 256  # of those, from one address (IPv6: one /64)
 
 
 @dataclass(frozen=True, slots=True)

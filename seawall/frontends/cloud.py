@@ -68,6 +68,19 @@ class RouteTable:
             first = first or found
         return first
 
+    def check_head(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
+        """The refusal of a request by its head alone (`http_server.HeadCheck`), in the order of `dispatch`."""
+        found = self.find(method, path)
+        if found is None:
+            return EMPTY_BAD
+        try:
+            self._policy.authorize(found[0].category, headers.get)
+        except SeawallError as exc:
+            return error_reply(exc)
+        if method not in found[0].methods:
+            return EMPTY_METHOD_NOT_ALLOWED
+        return None
+
     async def dispatch(self, request: HttpRequest, listener: str) -> HttpResponse:
         found = self.find(request.method, request.path)
         if found is None:

@@ -326,6 +326,9 @@ def server_options(grpc_options: GrpcOptions, limits: Limits) -> list[tuple[str,
             grpc_options.http2_min_recv_ping_interval_without_data_ms,
         ),
         ("grpc.http2.max_ping_strikes", grpc_options.http2_max_ping_strikes),
+        # slow clients: the TCP/TLS/HTTP2 handshake and an idle connection get the HTTP listeners' deadlines
+        ("grpc.server_handshake_timeout_ms", limits.http_header_timeout_secs * 1000),
+        ("grpc.max_connection_idle_ms", limits.http_idle_timeout_secs * 1000),
     ]
     # 0 means "not set" on Triton's command line; for grpc core it would close every connection at once
     if grpc_options.max_connection_age_ms > 0:

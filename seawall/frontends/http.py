@@ -22,6 +22,7 @@ from seawall.core.types import DURATION_STATISTICS, Duration, ModelMetadata, Mod
 from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
 from seawall.frontends import http_codec
 from seawall.frontends import http_extensions as extensions
+from seawall.frontends.http_body import BodyBudget
 from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.frontends.status import http_status
 from seawall.options import Options
@@ -153,7 +154,9 @@ def _route(path: str) -> tuple[Route, Mapping[str, str] | None]:
 class HttpFrontend:
     """Serves the KServe v2 / Triton HTTP API of `server` on `options.http`."""
 
-    def __init__(self, server: InferenceServer, options: Options, keys: Keys | None = None) -> None:
+    def __init__(
+        self, server: InferenceServer, options: Options, keys: Keys | None = None, budget: BodyBudget | None = None
+    ) -> None:
         self._server = server
         self._options = options
         self._limits = options.limits
@@ -167,6 +170,8 @@ class HttpFrontend:
             options.http.port,
             options.http.reuse_port,
             ssl_context=tls.listener_ssl_context(options.http.tls, "http"),
+            head_check=self.check_head,
+            budget=budget,
         )
 
     async def start(self) -> tuple[str, int]:
@@ -180,6 +185,20 @@ class HttpFrontend:
     async def stop(self) -> None:
         """Stop listening and finish in-flight requests; idempotent."""
         await self._http.stop()
+
+    def check_head(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
+        """Route, restriction and method of a request's head: the refusal, or None (`HeadCheck`)."""
+        route, groups = _route(path)
+        if groups is None:
+            return _NOT_FOUND
+        try:
+            self._policy.authorize(route.category, headers.get)
+        except SeawallError as exc:
+            logger.debug("%s %r: %s", method, path, exc.message)
+            return error_response(http_status(exc.code), exc.message)
+        if method not in route.methods:
+            return _METHOD_NOT_ALLOWED
+        return None
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """Route, authorize, check the method, run the handler; every error becomes a JSON error reply."""

@@ -7,13 +7,14 @@ CollectorRegistry (no global REGISTRY, no module-level metrics).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from seawall.core.server import InferenceServer
 from seawall.core.types import ModelStatistics
+from seawall.frontends.http_body import BodyBudget
 from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.options import Options
 from seawall.security import tls
@@ -162,14 +163,22 @@ def render(registry: CollectorRegistry) -> bytes:
 class MetricsFrontend:
     """Serves `/metrics` for `server` on `options.metrics` (address defaults to the HTTP address)."""
 
-    def __init__(self, server: InferenceServer, options: Options) -> None:
+    def __init__(self, server: InferenceServer, options: Options, budget: BodyBudget | None = None) -> None:
         config = dict(options.metrics.config)
         counter_latencies = config.get("counter_latencies", "true").strip().lower() not in ("false", "0")
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(ModelStatisticsCollector(server, counter_latencies))
         address = options.metrics.address or options.http.address
         context = tls.listener_ssl_context(options.metrics.tls, "metrics")
-        self._http = HttpServer(self.handle, options.limits, address, options.metrics.port, ssl_context=context)
+        self._http = HttpServer(
+            self.handle,
+            options.limits,
+            address,
+            options.metrics.port,
+            ssl_context=context,
+            head_check=self.check_head,
+            budget=budget,
+        )
 
     async def start(self) -> tuple[str, int]:
         """Bind the listener; returns the bound (host, port).
@@ -183,12 +192,19 @@ class MetricsFrontend:
         """Stop listening; idempotent."""
         await self._http.stop()
 
+    def check_head(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
+        """Other paths 404, other methods 405, decided on the head (`http_server.HeadCheck`)."""
+        if path not in ("/metrics", "/metrics/"):
+            return error_response(404, "Not Found")
+        if method != "GET":
+            return error_response(405, "Method Not Allowed")
+        return None
+
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """`GET /metrics` → the exposition; other paths 404, other methods 405 (never restricted)."""
-        if request.path not in ("/metrics", "/metrics/"):
-            return error_response(404, "Not Found")
-        if request.method != "GET":
-            return error_response(405, "Method Not Allowed")
+        refused = self.check_head(request.method, request.path, request.headers)
+        if refused is not None:
+            return refused
         try:
             return HttpResponse(200, (render(self._registry),), CONTENT_TYPE)
         except Exception:

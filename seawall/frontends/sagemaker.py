@@ -15,6 +15,7 @@ from seawall.core.server import InferenceServer
 from seawall.errors import AlreadyExistsError, InvalidArgumentError, ResourceExhaustedError
 from seawall.frontends import cloud, http_codec
 from seawall.frontends.cloud import DELETE, GET, POST, CloudRoute
+from seawall.frontends.http_body import BodyBudget
 from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.frontends.sagemaker_mme import MultiModelTable
 from seawall.options import Options
@@ -42,7 +43,9 @@ ROUTES: tuple[CloudRoute, ...] = (
 class SageMakerFrontend:
     """Serves the SageMaker inference API of `server` on `options.sagemaker`."""
 
-    def __init__(self, server: InferenceServer, options: Options, keys: Keys | None = None) -> None:
+    def __init__(
+        self, server: InferenceServer, options: Options, keys: Keys | None = None, budget: BodyBudget | None = None
+    ) -> None:
         self._server = server
         self._options = options.sagemaker
         self._limits = options.limits
@@ -51,7 +54,14 @@ class SageMakerFrontend:
         self.table = cloud.RouteTable(
             ROUTES, endpoints, ApiPolicy(keys if keys is not None else options.http.restricted)
         )
-        self._http = HttpServer(self.handle, options.limits, self._options.address, self._options.port)
+        self._http = HttpServer(
+            self.handle,
+            options.limits,
+            self._options.address,
+            self._options.port,
+            head_check=self.table.check_head,
+            budget=budget,
+        )
 
     async def start(self) -> tuple[str, int]:
         """Bind the listener; returns the bound (host, port).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from seawall.core.server import InferenceServer
@@ -17,6 +18,7 @@ from seawall.errors import InvalidArgumentError, PermissionDeniedError, SeawallE
 from seawall.frontends import cloud
 from seawall.frontends import http as http_frontend
 from seawall.frontends.cloud import GET, POST, CloudRoute
+from seawall.frontends.http_body import BodyBudget
 from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.options import Options, VertexOptions
 from seawall.security.policy import ApiPolicy, Keys
@@ -80,17 +82,26 @@ def redirect_target(header: str) -> RedirectTarget | None:
 class VertexFrontend:
     """Serves the Vertex AI prediction API of `server` on `options.vertex`."""
 
-    def __init__(self, server: InferenceServer, options: Options, keys: Keys | None = None) -> None:
+    def __init__(
+        self, server: InferenceServer, options: Options, keys: Keys | None = None, budget: BodyBudget | None = None
+    ) -> None:
         self._server = server
         self._options = options.vertex
         self._limits = options.limits
         # the HTTP listener's restrictions, unchanged (and rotated with them)
         self._policy = ApiPolicy(keys if keys is not None else options.http.restricted)
-        self._http_routes = http_frontend.HttpFrontend(server, options, keys)  # its handler only; never started
+        self._http_routes = http_frontend.HttpFrontend(server, options, keys, budget)  # its handler only; never started
         own = routes(self._options)
         self.table = cloud.RouteTable(own, {r.handler: getattr(self, r.handler) for r in own}, self._policy)
         self._model = self._options.default_model  # resolved in start()
-        self._http = HttpServer(self.handle, options.limits, self._options.address, self._options.port)
+        self._http = HttpServer(
+            self.handle,
+            options.limits,
+            self._options.address,
+            self._options.port,
+            head_check=self.check_head,
+            budget=budget,
+        )
 
     async def start(self) -> tuple[str, int]:
         """Pick the default model, then bind the listener; returns the bound (host, port).
@@ -135,15 +146,38 @@ class VertexFrontend:
             logger.exception("internal error on a Vertex AI redirect")
             return error_response(500, "internal error")
 
-    async def _redirect(self, request: HttpRequest, header: str) -> HttpResponse:
+    def check_head(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
+        """The refusal of a request by its head alone (`http_server.HeadCheck`); a redirect is checked against
+        its target, as `handle` does."""
+        header = headers.get(REDIRECT_HEADER)
+        if header is None or path != self._options.predict_route:
+            return self.table.check_head(method, path, headers)
+        try:
+            target = self._admit_redirect(method, header.strip(), headers)
+        except SeawallError as exc:
+            return cloud.error_reply(exc)
+        return target if isinstance(target, HttpResponse) else None
+
+    def _admit_redirect(self, method: str, header: str, headers: Mapping[str, str]) -> RedirectTarget | HttpResponse:
+        """The redirect's target, or the empty reply refusing it.
+
+        Raises:
+            PermissionDeniedError: the target is restricted and the key is missing, or it is never reachable.
+        """
         target = redirect_target(header)
         if target is None:
             return cloud.EMPTY_BAD
-        self._policy.authorize(target.category, request.headers.get)
+        self._policy.authorize(target.category, headers.get)
         if target.is_refused:
             raise PermissionDeniedError("This API is not available through the Vertex AI redirect")
-        if request.method != "POST":
+        if method != "POST":
             return cloud.EMPTY_METHOD_NOT_ALLOWED
+        return target
+
+    async def _redirect(self, request: HttpRequest, header: str) -> HttpResponse:
+        target = self._admit_redirect(request.method, header, request.headers)
+        if isinstance(target, HttpResponse):
+            return target
         headers = {k: v for k, v in request.headers.items() if k != REDIRECT_HEADER}
         length = cloud.binary_header_length(headers.get("content-type"), BINARY_PREFIX, len(request.body))
         if length is not None:

@@ -54,6 +54,13 @@ def assess(options: Options, euid: int | None = None) -> list[Finding]:
         findings.append(Finding("--exit-on-error=false", "the server starts with models that failed to load"))
     if not options.repository.strict_readiness:
         findings.append(Finding("--strict-readiness=false", "the server reports ready while models are not"))
+    if options.limits.http_max_connections_per_peer >= options.limits.http_max_connections:
+        findings.append(
+            Finding(
+                "--http-max-connections-per-peer",
+                "one client address can take every connection of an HTTP listener, health probes included",
+            )
+        )
     for flag, path in (
         ("--backend-directory", options.backends.backend_directory),
         ("--repoagent-directory", options.backends.repoagent_directory),

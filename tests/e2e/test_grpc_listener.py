@@ -136,6 +136,8 @@ def test_server_options_follow_the_settings() -> None:
     assert settings["grpc.keepalive_time_ms"] == 7200000
     assert "grpc.max_connection_age_ms" not in settings  # 0 = unset; grpc would read it as "close at once"
     assert "grpc.default_compression_level" not in settings
+    assert settings["grpc.server_handshake_timeout_ms"] == 10000  # --http-header-timeout-secs
+    assert settings["grpc.max_connection_idle_ms"] == 75000  # --http-idle-timeout-secs
     tuned = dict(
         server_options(
             GrpcOptions(reuse_port=True, max_connection_age_ms=5000, infer_response_compression_level="high"),

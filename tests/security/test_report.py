@@ -11,6 +11,7 @@ from seawall.options import (
     BackendOptions,
     GrpcOptions,
     HttpOptions,
+    Limits,
     MetricsOptions,
     Options,
     RepositoryOptions,
@@ -156,3 +157,9 @@ def test_tracing_and_the_multi_model_endpoint_are_reported(tmp_path: Path) -> No
         "--http-restricted-api without logging"
     ]
     assert assess(base.replace(sagemaker=SageMakerOptions(allow=True)), euid=1000) == []
+
+
+def test_a_per_peer_share_as_large_as_the_cap_is_reported() -> None:
+    shared = Options(limits=Limits(http_max_connections=100, http_max_connections_per_peer=100))
+    assert "--http-max-connections-per-peer" in _settings(assess(shared, euid=1000))
+    assert "--http-max-connections-per-peer" not in _settings(assess(Options(), euid=1000))

@@ -1,0 +1,75 @@
+"""The values an HTTP listener deals in: a request, a reply, the handler and head-check signatures, and the
+reply's wire head.
+
+Imports orjson and the standard library only; `http_server` re-exports these names for the frontends.
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+_REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    """A complete request: `path` is the raw path without the query; header names are lower-case."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    caller: str = ""  # "peer=<address>[ subject=<client certificate subject>]", for the audit log
+
+
+def describe_caller(peer: object, certificate: object) -> str:
+    """Who is calling, for the audit log: the peer address and, with mutual TLS, the certificate subject."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        text = f"peer={peer[0]}:{peer[1]}"
+    else:
+        text = f"peer={peer}" if peer else "peer=unknown"
+    if isinstance(certificate, dict):
+        subject = ",".join(f"{k}={v}" for rdn in certificate.get("subject", ()) for k, v in rdn)
+        if subject:
+            text += f" subject={subject}"
+    return text
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    """A reply; `body` may be several buffers that are written without joining them."""
+
+    status: int
+    body: Sequence[bytes | memoryview] = ()
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+#: Decides on a request's head alone (method, path, lower-case headers) whether it is refused: the reply, or None.
+#: Called before any body byte is stored, for requests that have a body; the handler still checks everything.
+HeadCheck = Callable[[str, str, Mapping[str, str]], "HttpResponse | None"]
+
+
+def error_response(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> HttpResponse:
+    """The `{"error": message}` reply every failure uses."""
+    return HttpResponse(status, (orjson.dumps({"error": message}),), "application/json", headers or [])
+
+
+def render_head(response: HttpResponse, length: int, keep_alive: bool) -> bytes:
+    """Status line and headers of `response` for a body of `length` bytes."""
+    reason = _REASONS.get(response.status, b"Unknown")
+    lines = [b"HTTP/1.1 %d %s\r\n" % (response.status, reason)]
+    if response.content_type:
+        lines.append(b"Content-Type: %s\r\n" % response.content_type.encode("latin-1"))
+    lines.append(b"Content-Length: %d\r\n" % length)
+    for name, value in response.headers:
+        lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+    if not keep_alive:
+        lines.append(b"Connection: close\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
