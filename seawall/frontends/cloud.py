@@ -151,14 +151,7 @@ async def infer(
     heavy = len(body) > offload.HEAVY_BODY_BYTES
     decoded = await offload.run(heavy, http_codec.decode_infer_request, body, length, model, "", limits)
     response = await server.infer(decoded.request)
-    parts, header_length = await offload.run(
-        offload.is_heavy(response.outputs),
-        http_codec.encode_infer_response,
-        response,
-        decoded.request.id,
-        decoded.binary_default,
-        decoded.binary_outputs,
-    )
+    parts, header_length = await http_codec.encode_infer_reply(response, decoded)
     if header_length is None:
         return HttpResponse(200, parts, "application/json")
     return HttpResponse(200, parts, binary_content_type(binary_prefix, header_length))

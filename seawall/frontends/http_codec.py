@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from seawall.core import offload
 from seawall.core.raw import checked_shape
 from seawall.core.raw import decode as decode_raw
 from seawall.core.raw import encode as encode_raw
@@ -317,6 +318,21 @@ def _deduce_raw_shape(size: int, spec: RawInputSpec, model: str) -> tuple[int, .
             )
         dims[variable[0]] = size // unit
     return (*batch, *dims)
+
+
+async def encode_infer_reply(
+    response: InferResponse, decoded: DecodedInfer
+) -> tuple[list[bytes | memoryview], int | None]:
+    """`encode_infer_response` for the request `decoded` came from, in a worker thread when its outputs hold many
+    BYTES elements (see `core.offload`)."""
+    return await offload.run(
+        offload.is_heavy(response.outputs),
+        encode_infer_response,
+        response,
+        decoded.request.id,
+        decoded.binary_default,
+        decoded.binary_outputs,
+    )
 
 
 def encode_infer_response(
