@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from seawall.core import offload
+import seawall.core.offload as offload
 from seawall.core.raw import checked_shape
 from seawall.core.raw import decode as decode_raw
 from seawall.core.raw import encode as encode_raw
