@@ -52,19 +52,21 @@ async def open_server(options: Options) -> AsyncIterator[InferenceServer]:
 
 
 def _build_server(options: Options, log_settings: LogSettings | None = None) -> InferenceServer:
-    """The core with this installation's plugins: repository agents, backends and the response cache.
+    """The core with this installation's backends (built in, then --backend-directory's plugins), repository
+    agents and response cache.
 
     Raises:
         SeawallError: the response cache cannot be created (see `plugins.create_cache`).
     """
+    from seawall.backends.registry import BackendRegistry
     from seawall.plugins import backend_lookup, create_cache, repoagent_lookup
 
     trusted = tuple(os.path.realpath(p) for p in options.backends.allow_untrusted_paths)
     return InferenceServer(
         options,
+        BackendRegistry(options.backends, backend_lookup(options.backends, trusted)),
         log_settings=log_settings,
         agent_for=repoagent_lookup(options.backends.repoagent_directory, trusted),
-        plugin_backend_for=backend_lookup(options.backends, trusted),
         response_cache=create_cache(options.backends, trusted),
     )
 

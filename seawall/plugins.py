@@ -20,16 +20,17 @@ import importlib.util
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, cast
 
 from seawall.backends.registry import unknown_backend
-from seawall.core.backend import Backend, Model, ModelConfig, ModelLoadContext
+from seawall.core.backend import Backend, Execution, Model, ModelConfig, ModelLoadContext
 from seawall.core.model_config import config_to_dict
 from seawall.core.repoagent import RepoAgent
 from seawall.core.response_cache import ResponseCache, create_local_cache
+from seawall.core.types import InferRequest
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnsupportedError
 from seawall.options import BackendOptions
 from seawall.security.trust import untrusted_reason
@@ -134,13 +135,45 @@ class _PluginBackend:
 
     async def load(self, context: ModelLoadContext) -> Model:
         with _translated(f"backend '{self._name}' loading model '{context.name}'"):
-            return cast(Model, await self._backend.load(context))
+            return _PluginModel(await self._backend.load(context))
 
     async def stop(self) -> None:
         hook = getattr(self._backend, "stop", None)
         if hook is not None:
             with _translated(f"stopping backend '{self._name}'"):
                 await hook()
+
+
+class _PluginModel:
+    """A plugin's model behind the Model seam: its instances adapted to the instance protocol."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.instances = tuple(_PluginInstance(instance) for instance in model.instances)
+
+    async def unload(self) -> None:
+        await self._model.unload()
+
+
+class _PluginInstance:
+    """A plugin's instance behind the ModelInstance seam: `pipeline_depth` 1 unless it says otherwise, and its
+    results (a list, docs/plugins.md) as an `Execution` (timing included when it returns one)."""
+
+    def __init__(self, instance: Any) -> None:
+        self._instance = instance
+        depth = getattr(instance, "pipeline_depth", 1)
+        self.pipeline_depth = depth if type(depth) is int else 1
+
+    @property
+    def name(self) -> str:
+        return str(self._instance.name)
+
+    def is_healthy(self) -> bool:
+        return bool(self._instance.is_healthy())
+
+    async def execute(self, requests: Sequence[InferRequest]) -> Execution:
+        results = await self._instance.execute(requests)
+        return results if isinstance(results, Execution) else Execution(results)
 
 
 def backend_lookup(options: BackendOptions, allow_untrusted: tuple[str, ...] = ()) -> Callable[[str], Backend]:

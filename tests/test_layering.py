@@ -1,8 +1,16 @@
-"""Enforces the import rules of ARCHITECTURE.md by walking every module's imports with `ast`."""
+"""Enforces the import rules of ARCHITECTURE.md by walking every module's imports with `ast`: each module's own
+imports, and the transitive closure of the core's and of the stub entry point's (imports inside functions
+included; `if TYPE_CHECKING:` blocks load nothing and are skipped). Subprocesses check the same at run time,
+where imports that `ast` cannot see (importlib) count too.
+"""
 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
@@ -17,15 +25,67 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _module_file(name: str) -> Path | None:
+    """The file of seawall module `name` (None: not a seawall module)."""
+    if name.split(".")[0] != "seawall":
+        return None
+    base = PACKAGE.parent.joinpath(*name.split("."))
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    name = test.id if isinstance(test, ast.Name) else test.attr if isinstance(test, ast.Attribute) else ""
+    return name.lstrip("_") == "TYPE_CHECKING"
+
+
 def _imports(path: Path) -> set[str]:
+    """The modules `path` imports anywhere (functions included), with `from pkg import submodule`'s submodules."""
     tree = ast.parse(path.read_text(), str(path))
     found: set[str] = set()
-    for node in ast.walk(tree):
+    nodes: list[ast.AST] = [tree]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            nodes.extend(node.orelse)  # the body only runs under a type checker
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}"))
+        nodes.extend(ast.iter_child_nodes(node))
     return found
+
+
+def _closure(entries: Iterable[Path], replaced: Mapping[str, Path] | None = None) -> set[str]:
+    """Every module loading `entries` may import, transitively through seawall's own modules: seawall's and
+    the outside modules they name (with their parent packages, which an import runs first). `replaced`: files
+    read instead of some modules' own (for the test of this test)."""
+    loaded: set[str] = set()
+    todo = [*entries]
+    walked: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in walked:
+            continue
+        walked.add(path)
+        name = _module_name(path) if path.is_relative_to(PACKAGE) else path.stem
+        for imported in {name} | _imports(path):
+            parts = imported.split(".")
+            for end in range(1, len(parts) + 1):
+                prefix = ".".join(parts[:end])
+                loaded.add(prefix)
+                found = (replaced or {}).get(prefix) or _module_file(prefix)
+                if found is not None:
+                    todo.append(found)
+    return loaded
+
+
+def _reaches(loaded: set[str], forbidden: Iterable[str]) -> list[str]:
+    return sorted(m for m in loaded for f in forbidden if m == f or m.startswith(f + "."))
 
 
 def _allowed(module: str, imported: str) -> bool:
@@ -35,8 +95,7 @@ def _allowed(module: str, imported: str) -> bool:
         if imported.split(".")[0] in TRANSPORTS:
             return False
         if own:
-            sanctioned = module == "seawall.core.server" and imported == "seawall.backends.registry"
-            return imported.startswith(("seawall.core", "seawall.errors", "seawall.options")) or sanctioned
+            return imported.startswith(("seawall.core", "seawall.errors", "seawall.options"))
         return True
     if module.startswith("seawall.backends"):
         if not own:
@@ -48,6 +107,7 @@ def _allowed(module: str, imported: str) -> bool:
                 "seawall.core.raw",
                 "seawall.core.offload",  # heavy tensor work off the event loop
                 "seawall.core.backend",
+                "seawall.core.config_proto",  # Triton's model-config schema, without grpc
                 "seawall.core.model_config",
                 "seawall.errors",
                 "seawall.options",
@@ -109,4 +169,127 @@ def test_the_rules_catch_a_forbidden_edge() -> None:
     assert not _allowed("seawall.core.lifecycle", "seawall.frontends.http")
     assert not _allowed("seawall.frontends.http", "seawall.core.lifecycle")
     assert not _allowed("seawall.backends.python.host", "seawall.core.server")
-    assert _allowed("seawall.core.server", "seawall.backends.registry")
+    assert not _allowed("seawall.core.server", "seawall.backends.registry")
+
+
+# -- transitive closures: what the core and a stub process may load --------------------------------------------
+
+CORE_FILES = sorted((PACKAGE / "core").glob("*.py"))
+#: the core never loads a transport, the security layer, a frontend, a backend, or grpc by way of
+#: `tritonclient.grpc`'s package (its __init__ imports grpc; see core/config_proto.py)
+CORE_MAY_NOT_LOAD = (
+    *TRANSPORTS,
+    "tritonclient.grpc",
+    "seawall.app",
+    "seawall.cli",
+    "seawall.plugins",
+    "seawall.frontends",
+    "seawall.security",
+    "seawall.backends",
+)
+
+STUB_ENTRIES = [
+    PACKAGE / "backends" / "python" / "bootstrap.py",  # run by path; it imports stub.py
+    PACKAGE / "backends" / "python" / "stub.py",
+    # imported by name (importlib) from its own directory when the stub loads model.py
+    PACKAGE / "backends" / "python" / "pb_utils" / "triton_python_backend_utils.py",
+]
+#: every seawall module a stub process may load: the stub's own, the tensor types and the errors; adding one
+#: here is a decision (a stub's memory, start-up time and attack surface), never a side effect
+STUB_MAY_LOAD = {
+    "seawall",
+    "seawall.errors",
+    "seawall.options",
+    "seawall.core",
+    "seawall.core.raw",
+    "seawall.core.types",
+    "seawall.backends",
+    "seawall.backends.python",
+    "seawall.backends.python.bootstrap",
+    "seawall.backends.python.ipc",
+    "seawall.backends.python.model_source",
+    "seawall.backends.python.pb_utils",
+    "seawall.backends.python.pb_utils.triton_python_backend_utils",
+    "seawall.backends.python.stub",
+    "seawall.backends.python.user_model",
+}
+#: and the outside packages it never loads: no transport, no gRPC client
+STUB_MAY_NOT_LOAD = (*TRANSPORTS, "tritonclient", "google.protobuf")
+
+
+def test_the_core_closure_loads_no_transport_and_no_outer_layer() -> None:
+    loaded = _closure(CORE_FILES)
+    assert _reaches(loaded, CORE_MAY_NOT_LOAD) == []
+    own = {m for m in loaded if m.split(".")[0] == "seawall"}
+    assert all(m in ("seawall", "seawall.errors", "seawall.options") or m.startswith("seawall.core") for m in own)
+
+
+def test_the_stub_closure_loads_only_what_it_states() -> None:
+    loaded = _closure(STUB_ENTRIES)
+    assert _reaches(loaded, STUB_MAY_NOT_LOAD) == []
+    assert sorted(m for m in loaded if m.split(".")[0] == "seawall" and m not in STUB_MAY_LOAD) == []
+    # in particular never the facade, the lifecycle or a frontend
+    assert _reaches(loaded, ("seawall.core.server", "seawall.core.lifecycle", "seawall.frontends")) == []
+
+
+def test_the_closure_catches_a_transitive_grpc_import(tmp_path: Path) -> None:
+    """A module the stub may load that imports, inside a function, one that imports grpc."""
+    forged = tmp_path / "raw.py"
+    forged.write_text(
+        (PACKAGE / "core" / "raw.py").read_text() + "\n\ndef _late() -> None:\n    import seawall.frontends.grpc\n"
+    )
+    loaded = _closure(STUB_ENTRIES, {"seawall.core.raw": forged})
+    assert {"seawall.frontends.grpc", "grpc"} <= loaded
+    assert "grpc" in _reaches(loaded, STUB_MAY_NOT_LOAD)
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    return subprocess.run(
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120, env=env, check=False
+    )
+
+
+def test_import_seawall_loads_nothing_else() -> None:
+    done = _run_python(
+        "import sys, seawall\n"
+        "assert 'seawall.core.server' not in sys.modules, 'server'\n"
+        "assert 'grpc' not in sys.modules, 'grpc'\n"
+        "assert sorted(m for m in sys.modules if m.startswith('seawall')) == ['seawall'], sys.modules\n"
+        "assert seawall.Options.__name__ == 'Options' and 'seawall.core.server' not in sys.modules\n"
+        "assert seawall.InferenceServer.__name__ == 'InferenceServer'\n"
+        "assert 'seawall.core.server' in sys.modules and 'seawall.frontends' not in sys.modules\n"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_stub_process_imports_neither_grpc_nor_the_server() -> None:
+    """The stub's modules as bootstrap.py imports them (its own package, then stub, then pb_utils)."""
+    bootstrap = PACKAGE / "backends" / "python" / "bootstrap.py"
+    pb_dir = PACKAGE / "backends" / "python" / "pb_utils"
+    done = _run_python(
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('stub_bootstrap', {str(bootstrap)!r})\n"
+        "bootstrap = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(bootstrap)\n"
+        f"bootstrap._import_own_package({str(PACKAGE)!r})\n"
+        "import seawall.backends.python.stub\n"
+        f"sys.path.insert(0, {str(pb_dir)!r})\n"
+        "import triton_python_backend_utils\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'tritonclient', 'prometheus_client')\n"
+        "    or m in ('seawall.core.server', 'seawall.core.lifecycle') or m.startswith('seawall.frontends'))\n"
+        "assert bad == [], bad\n"
+        f"assert seawall.__file__ == {str(PACKAGE / '__init__.py')!r}, seawall.__file__\n"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_core_imports_no_grpc_at_run_time() -> None:
+    done = _run_python(
+        "import sys\n"
+        + "".join(f"import {_module_name(path)}\n" for path in CORE_FILES)
+        + "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'httptools', 'uvloop', "
+        "'prometheus_client') or m.startswith(('seawall.frontends', 'seawall.backends', 'seawall.security')))\n"
+        "assert bad == [], bad\n"
+    )
+    assert done.returncode == 0, done.stderr

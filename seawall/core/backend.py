@@ -1,17 +1,17 @@
 """The seam between the core and backends: what a backend loads and how the core executes it.
 
 Imports only `core.types`, `core.model_config`, `errors` and protobuf. Backends implement these Protocols;
-the core never imports a backend module directly (see `backends/registry.py`).
+the core never imports a backend module: the composition root (`app.py`) builds the backends
+(`backends/registry.py`) and hands them to the core as a `BackendLookup`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tritonclient.grpc.model_config_pb2 import ModelConfig as ModelConfig
-
+from seawall.core.config_proto import ModelConfig as ModelConfig
 from seawall.core.types import InferRequest, InferResponse
 from seawall.errors import SeawallError
 
@@ -38,22 +38,51 @@ class ModelLoadContext:
     config_from_client: bool = False
 
 
-class ModelInstance(Protocol):
-    """One instance of an instance group.
+class Execution(list[InferResponse | SeawallError]):
+    """What `ModelInstance.execute` returns: one entry per request, in order (a response or that request's
+    error), and `compute_ns`, when the backend really started and finished running the batch
+    (time.monotonic_ns()).
 
-    The core runs at most `pipeline_depth` executions of one instance at once (an optional int attribute,
-    1 to 8, default 1): an instance that queues the next batch while it runs one (the python backend's stub)
-    says so there, and must answer its executions in the order they were started.
+    `compute_ns` None: the scheduler's own measurement around the call stands. A pipelining instance must set
+    it, since a batch it accepted may wait behind earlier ones (that wait counts as queue time). The timing
+    travels here, beside the responses, and never on the public `InferResponse`.
     """
+
+    __slots__ = ("compute_ns",)
+
+    def __init__(
+        self, results: Iterable[InferResponse | SeawallError] = (), compute_ns: tuple[int, int] | None = None
+    ) -> None:
+        super().__init__(results)
+        self.compute_ns = compute_ns
+
+
+#: the largest `ModelInstance.pipeline_depth` the scheduler honours
+MAX_PIPELINE_DEPTH = 8
+
+
+class ModelInstance(Protocol):
+    """One instance of an instance group."""
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def pipeline_depth(self) -> int:
+        """How many executions of this instance the core may run at once, 1 to `MAX_PIPELINE_DEPTH` (the
+        scheduler treats any other value as 1).
+
+        1: one batch at a time. More: the instance queues the next batches while it runs one (the python
+        backend's stub does), and must answer its executions in the order they were started, each with its
+        `Execution.compute_ns`.
+        """
+        ...
 
     def is_healthy(self) -> bool:
         """False once the instance can no longer execute (its process died, say)."""
         ...
 
-    async def execute(self, requests: Sequence[InferRequest]) -> list[InferResponse | SeawallError]:
+    async def execute(self, requests: Sequence[InferRequest]) -> Execution:
         """Run a batch; one entry per request, in order: a response or that request's error.
 
         Raises:
@@ -97,4 +126,24 @@ class Backend(Protocol):
 
     async def stop(self) -> None:
         """Release backend-wide resources at server shutdown; idempotent."""
+        ...
+
+
+class BackendLookup(Protocol):
+    """What the core needs of the backends: each by name, and a stop of them all.
+
+    The composition root builds it (`backends/registry.py`, with the plugins of --backend-directory) and
+    hands it to the core, which never imports a backend.
+    """
+
+    def get(self, name: str) -> Backend:
+        """The backend called `name`, created on first use.
+
+        Raises:
+            SeawallError: no such backend, or it cannot be created (the message says why).
+        """
+        ...
+
+    async def stop(self) -> None:
+        """Stop every backend created so far, after the core has unloaded its models; idempotent."""
         ...

@@ -23,8 +23,6 @@ from seawall.options import Options
 
 logger = logging.getLogger(__name__)
 
-BackendLookup = Callable[[str], Backend]
-
 
 @dataclass(slots=True)
 class ModelVersion:
@@ -92,7 +90,10 @@ class ModelLifecycle:
     """Loads and unloads models. Owns every ModelRecord; event loop thread only."""
 
     def __init__(
-        self, options: Options, backend_for: BackendLookup, agent_for: Callable[[str], RepoAgent] = no_plugins
+        self,
+        options: Options,
+        backend_for: Callable[[str], Backend],
+        agent_for: Callable[[str], RepoAgent] = no_plugins,
     ) -> None:
         self._options = options
         self._backend_for = backend_for

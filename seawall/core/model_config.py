@@ -14,9 +14,8 @@ from typing import Any
 from google.protobuf import json_format, text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from tritonclient.grpc import model_config_pb2
-from tritonclient.grpc.model_config_pb2 import ModelConfig
 
+from seawall.core.config_proto import ModelConfig, model_config_pb2
 from seawall.errors import InvalidArgumentError
 
 #: Backend name → its default model file name.

@@ -11,8 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tritonclient.grpc import model_config_pb2
-
+from seawall.core.config_proto import model_config_pb2
 from seawall.errors import InvalidArgumentError, NotFoundError
 
 logger = logging.getLogger(__name__)

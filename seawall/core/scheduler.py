@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from seawall.core.backend import ModelConfig, ModelInstance
+from seawall.core.backend import MAX_PIPELINE_DEPTH, Execution, ModelConfig, ModelInstance
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, InferResponse
 from seawall.errors import InternalError, SeawallError, UnavailableError
@@ -213,14 +213,14 @@ class Scheduler:
         requests = [p.request for p in live]
         dispatched = time.monotonic_ns()  # compute_input: handing the batch to the instance
         try:
-            results: Sequence[InferResponse | SeawallError] = await instance.execute(requests)
+            results = await instance.execute(requests)
             if len(results) != len(live):
                 raise InternalError("backend returned a wrong number of responses")
         except SeawallError as error:
-            reason, results = "BACKEND", [error] * len(live)
+            reason, results = "BACKEND", Execution([error] * len(live))
         except Exception:
             logger.exception("model '%s' instance '%s' failed", self._stats.name, instance.name)
-            reason, results = "BACKEND", [InternalError("internal error")] * len(live)
+            reason, results = "BACKEND", Execution([InternalError("internal error")] * len(live))
         finally:
             self._busy -= len(live)
             self._running[id(instance)] -= 1
@@ -228,7 +228,8 @@ class Scheduler:
                 self._wake_all()
         executed = time.monotonic_ns()
         # a pipelining backend says when the batch really ran: its wait behind earlier batches is queue time
-        ran = next((r.compute_ns for r in results if isinstance(r, InferResponse) and r.compute_ns), None)
+        # (only when the batch answered a request: a batch of errors keeps the scheduler's measurement)
+        ran = results.compute_ns if any(isinstance(r, InferResponse) for r in results) else None
         began, ended = ran if ran is not None and dispatched <= ran[0] <= ran[1] <= executed else (dispatched, executed)
         for pending, result in zip(live, results, strict=True):
             if pending.future.done():
@@ -262,6 +263,6 @@ class Scheduler:
 
 
 def _pipeline_depth(instance: ModelInstance) -> int:
-    """How many executions `instance` accepts at once: its optional `pipeline_depth` (1 to 8), else 1."""
-    depth = getattr(instance, "pipeline_depth", 1)
-    return depth if type(depth) is int and 1 <= depth <= 8 else 1
+    """How many executions `instance` accepts at once: its `pipeline_depth` when 1 to 8, else 1."""
+    depth = instance.pipeline_depth
+    return depth if type(depth) is int and 1 <= depth <= MAX_PIPELINE_DEPTH else 1

@@ -1,7 +1,7 @@
 """The InferenceServer facade: the one object every frontend and the embedding API call.
 
-Imports only other `core` modules, `errors`, `options` (and, lazily, the backend registry).
-Knows nothing about HTTP or gRPC.
+Imports only other `core` modules, `errors` and `options`: the backends arrive as a `BackendLookup` that the
+composition root builds. Knows nothing about HTTP or gRPC.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from seawall.core import audit, repository, tensor_io
-from seawall.core.backend import Backend, ModelConfig
+from seawall.core.backend import Backend, BackendLookup, ModelConfig
 from seawall.core.control import ModelControl
-from seawall.core.lifecycle import BackendLookup, ModelLifecycle, ModelRecord, ModelVersion
+from seawall.core.lifecycle import ModelLifecycle, ModelRecord, ModelVersion
 from seawall.core.log_settings import LogSettings, LogValue
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
 from seawall.core.repoagent import RepoAgent, no_plugins
@@ -68,22 +68,21 @@ EXTENSIONS = (
 class InferenceServer:
     """A Triton-compatible inference server core.
 
-    Lifecycle: `await start()` loads the repository per the control mode; `await stop()` unloads every model.
-    All methods run on the event loop thread.
+    Lifecycle: `await start()` loads the repository per the control mode; `await stop()` unloads every model,
+    then stops `backends`. Without `backends` (the composition root's registry, see `seawall.open_server`) every
+    model fails to load. All methods run on the event loop thread.
     """
 
     def __init__(
         self,
         options: Options,
-        backend_for: BackendLookup | None = None,
+        backends: BackendLookup | None = None,
         log_settings: LogSettings | None = None,
         agent_for: Callable[[str], RepoAgent] = no_plugins,
-        plugin_backend_for: BackendLookup | None = None,
         response_cache: ResponseCache | None = None,
     ) -> None:
         self.options = options
-        self._backend_for = backend_for
-        self._plugin_backend_for = plugin_backend_for  # backends the built-in registry does not have
+        self._backends = backends
         # models with `response_cache { enable: true }` use it; None: the server has no cache (--cache-config)
         self._response_cache = response_cache
         self._agent_for = agent_for  # repository agents beyond the built-in checksum agent
@@ -95,7 +94,6 @@ class InferenceServer:
         self.shared_memory = SharedMemoryManager(
             options.allow_client_shm, options.max_shm_regions, options.max_shm_bytes
         )
-        self._registry: object | None = None  # the default backend registry, when we made it
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None
         self._live = False
@@ -114,7 +112,7 @@ class InferenceServer:
         if not options.paths:
             raise InvalidArgumentError("at least one model repository is required (--model-repository)")
         started = time.monotonic()
-        self._lifecycle = ModelLifecycle(self.options, self._backend_lookup(), self._agent_for)
+        self._lifecycle = ModelLifecycle(self.options, self._backend_for, self._agent_for)
         self._control = ModelControl(self.options, self._lifecycle)
         try:
             await self._control.start()
@@ -128,18 +126,10 @@ class InferenceServer:
             raise InternalError("failed to load all models")
         logger.info("loaded %d model(s) in %.2fs", len(self._lifecycle.models), time.monotonic() - started)
 
-    def _backend_lookup(self) -> BackendLookup:
-        if self._backend_for is not None:
-            return self._backend_for
-        from seawall.backends.registry import BackendRegistry  # the one sanctioned edge into backends
-
-        registry = BackendRegistry(self.options.backends, self._plugin_backend_for)
-        self._registry = registry
-
-        def lookup(name: str) -> Backend:
-            return registry.get(name)
-
-        return lookup
+    def _backend_for(self, name: str) -> Backend:
+        if self._backends is None:
+            raise UnsupportedError(f"backend '{name}' is not available: this server was built without backends")
+        return self._backends.get(name)
 
     async def stop(self) -> None:
         """Stop accepting work, unload every model (calls `finalize`); idempotent."""
@@ -150,9 +140,8 @@ class InferenceServer:
         if self._lifecycle is not None:
             await self._lifecycle.unload_all()
         self._traces.close()
-        registry, self._registry = self._registry, None
-        if registry is not None:
-            await registry.stop()  # type: ignore[attr-defined]
+        if self._backends is not None:
+            await self._backends.stop()
 
     def is_live(self) -> bool:
         return self._live

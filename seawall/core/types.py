@@ -118,9 +118,6 @@ class InferResponse:
     outputs: list[Tensor]
     id: str = ""
     parameters: dict[str, ParamValue] = field(default_factory=dict)
-    # when the backend really started and finished executing this response's batch (time.monotonic_ns());
-    # None: the scheduler's own measurement around the call stands (a pipelined batch may wait in the backend)
-    compute_ns: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

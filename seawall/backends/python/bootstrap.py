@@ -1,8 +1,10 @@
-"""Entry script of a stub process (run by path): confines the process, makes `seawall` a bare package, then runs
-`stub.main`.
+"""Entry script of a stub process (run by path): confines the process, imports the `seawall` package this file
+belongs to, then runs `stub.main`.
 
-The server's `seawall/__init__.py` imports the whole server (frontends, grpc, ...); a stub needs only
-`ipc`, `core.types` and `errors`, so it skips that import and starts faster with less memory.
+`seawall/__init__.py` is lazy (it imports nothing), so the stub loads only what `stub.py` needs (`ipc`,
+`core.types`, `errors`, ...; tests/test_layering.py states the list), never the server, its frontends or grpc.
+The package is imported from this file's own directory, not from whatever `sys.path` finds first, so the stub
+always runs the code of the server that started it.
 Confinement comes before model code: first every descriptor but the stub's own is closed; once the stub's own
 modules are imported, the process becomes the model user (argv's uid/gid; -1 keeps the server's) and sets
 PR_SET_NO_NEW_PRIVS and PR_SET_DUMPABLE 0. The host cannot have the event loop's spawn do this: uvloop's
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import types
 
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
@@ -60,13 +61,24 @@ def _become_model_user(argv: list[str]) -> None:
     _prctl(_PR_SET_DUMPABLE, 0)  # other stubs of the same user cannot read this one's memory
 
 
+def _import_own_package(package_dir: str) -> None:
+    """Import the real `seawall` package from `package_dir` (importlib's recipe for importing a source file)."""
+    import importlib.util  # noqa: PLC0415  # only here, after the descriptors are closed
+
+    spec = importlib.util.spec_from_file_location(
+        "seawall", os.path.join(package_dir, "__init__.py"), submodule_search_locations=[package_dir]
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit("seawall stub: cannot import the seawall package")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["seawall"] = package
+    spec.loader.exec_module(package)
+
+
 def _run() -> None:
     _close_inherited({int(arg) for arg in (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5])})
-    package_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if "seawall" not in sys.modules:
-        package = types.ModuleType("seawall")
-        package.__path__ = [package_dir]
-        sys.modules["seawall"] = package
+        _import_own_package(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     # the stub's own code (and the modules it needs) is imported before the switch to the model user, who may
     # not be able to read the Python installation; no model code has run yet
     import json  # noqa: F401, PLC0415  # most model.py files import it

@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePath
 
 from google.protobuf import json_format
-from tritonclient.grpc import model_config_pb2
 
 from seawall.backends.python import in_process
 from seawall.backends.python.instance import InstanceSpec, PythonModelInstance
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.core.backend import ModelConfig, ModelLoadContext
+from seawall.core.config_proto import model_config_pb2
 from seawall.core.model_config import checksum_pins, config_to_dict
 from seawall.errors import (
     InternalError,

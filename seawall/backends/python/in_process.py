@@ -36,7 +36,7 @@ from seawall.backends.python.user_model import (
     describe,
     load_model_class,
 )
-from seawall.core.backend import ModelConfig
+from seawall.core.backend import Execution, ModelConfig
 from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
 
@@ -254,7 +254,7 @@ class InProcessModelInstance:
             self._finder.remove()
             self._finder = None
 
-    async def execute(self, requests: Sequence[InferRequest]) -> list[InferResponse | SeawallError]:
+    async def execute(self, requests: Sequence[InferRequest]) -> Execution:
         """Run one batch on the worker thread (or, inline, right here on the event loop thread).
 
         Raises:
@@ -277,7 +277,7 @@ class InProcessModelInstance:
             return results
         return await self._worker.submit(lambda: self._run_batch(batch))
 
-    def _run_batch(self, requests: list[InferRequest]) -> list[InferResponse | SeawallError]:
+    def _run_batch(self, requests: list[InferRequest]) -> Execution:
         """Worker thread: build pb_utils requests over the inputs (read-only, not copied), execute, collect."""
         model = self._model
         assert model is not None
@@ -289,11 +289,8 @@ class InProcessModelInstance:
                 self._response(model, request, pb_request, response)
                 for request, pb_request, response in zip(requests, pb_requests, responses, strict=True)
             ]
-            compute = (started, time.monotonic_ns())  # batches queued at the worker count that wait as queue time
-            for result in results:
-                if isinstance(result, InferResponse):
-                    result.compute_ns = compute
-            return results
+            # batches queued at the worker count that wait as queue time
+            return Execution(results, (started, time.monotonic_ns()))
         except BatchError as exc:
             raise self._spec.batch_error(str(exc)) from None
         except BaseException as exc:  # SystemExit included: in a stub it would end the process, here the batch

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import seawall.core.offload as offload
 from seawall.backends.python import ipc
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
+from seawall.core.backend import Execution
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import Code, InternalError, SeawallError, UnavailableError, error_for_code
 
@@ -221,7 +222,7 @@ class PythonModelInstance:
             await asyncio.gather(self._restart, return_exceptions=True)
         await self._process.stop(graceful=self._ready and self._process.is_alive)
 
-    async def execute(self, requests: Sequence[InferRequest]) -> list[InferResponse | SeawallError]:
+    async def execute(self, requests: Sequence[InferRequest]) -> Execution:
         """Run one batch in the stub: one message out, one message back (in a free slot).
 
         Raises:
@@ -304,7 +305,7 @@ class PythonModelInstance:
 
     def _collect(
         self, requests: Sequence[InferRequest], seq: object, reply: dict[str, object], outputs: mmap.mmap
-    ) -> list[InferResponse | SeawallError]:
+    ) -> Execution:
         if reply.get("t") != "result" or reply.get("seq") != seq:
             raise ipc.ProtocolError("reply does not answer the batch")
         if "error" in reply:
@@ -317,11 +318,8 @@ class PythonModelInstance:
         results = [self._response(request, entry, outputs) for request, entry in zip(requests, entries, strict=True)]
         times = reply.get("ts")
         if isinstance(times, list) and len(times) == 2 and all(type(t) is int for t in times):
-            compute = (times[0], times[1])
-            for result in results:
-                if isinstance(result, InferResponse):
-                    result.compute_ns = compute
-        return results
+            return Execution(results, (times[0], times[1]))
+        return Execution(results)
 
     def _response(self, request: InferRequest, entry: object, memory: mmap.mmap) -> InferResponse | SeawallError:
         if not isinstance(entry, dict):
