@@ -20,6 +20,7 @@ from tritonclient.grpc import model_config_pb2
 
 from seawall.backends.python import in_process
 from seawall.backends.python.instance import InstanceSpec, PythonModelInstance
+from seawall.backends.python.messages import AutoCompleted, Init, InitFailed
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.core.backend import ModelConfig, ModelLoadContext
 from seawall.core.model_config import checksum_pins, config_to_dict
@@ -255,16 +256,9 @@ class PythonBackend:
         stub = StubProcess(
             f"{name} (auto-complete)", self._confined(StubSettings(4096, 4096, settings.timeout_s)), None
         )
-        init = {
-            "t": "init",
-            "mode": "auto_complete",
-            "model_file": model_file,
-            "version_dir": version_dir,
-            "model_dir": model_dir,
-            "pins": checksum_pins(config),
-            "model_name": name,
-            "config": config_to_dict(config),
-        }
+        init = Init(
+            "auto_complete", name, model_file, version_dir, model_dir, checksum_pins(config), {}, config_to_dict(config)
+        )
         try:
             await stub.start()
             reply = await asyncio.wait_for(stub.call(init), settings.timeout_s)
@@ -274,12 +268,13 @@ class PythonBackend:
             raise InternalError(f"auto-complete of model '{name}' failed: the stub process stopped") from exc
         finally:
             await stub.stop(graceful=False)
-        if reply.get("t") != "auto":
-            logger.error("model '%s': auto_complete_config failed:\n%s", name, reply.get("trace", ""))
+        if type(reply) is not AutoCompleted:
+            failed = reply if type(reply) is InitFailed else InitFailed("unknown error", "")
+            logger.error("model '%s': auto_complete_config failed:\n%s", name, failed.trace)
             hidden = os.path.dirname(os.path.realpath(model_dir)) + os.sep
-            error = str(reply.get("error", "unknown error")).replace(hidden, "")
+            error = failed.error.replace(hidden, "")
             raise InternalError(f"auto-complete of model '{name}' failed: {error}")
-        return merge_completed_config(config, reply.get("config"), name)
+        return merge_completed_config(config, reply.config, name)
 
     def _confined(self, settings: StubSettings) -> StubSettings:
         """`settings` with the model user and the stubs' environment (--model-user, --model-env)."""

@@ -301,13 +301,9 @@ class InProcessModelInstance:
             raise self._spec.batch_error(describe(exc)) from None
 
     def _pb_request(self, model: UserModel, request: InferRequest) -> UserObject:
-        header = request_header(request)
+        header = request_header(request, [])
         inputs = [(tensor.name, tensor.datatype, _read_only(tensor.data)) for tensor in request.inputs]
-        parameters = header.get("p") or {}
-        assert isinstance(parameters, dict)
-        requested = header.get("o") or []
-        assert isinstance(requested, list)
-        return model.request(inputs, requested, request.id, header.get("c", 0), int(header.get("f", 0)), parameters)  # type: ignore[call-overload]
+        return model.request(inputs, header.outputs, request.id, header.correlation_id, header.flags, header.parameters)
 
     def _response(
         self, model: UserModel, request: InferRequest, pb_request: UserObject, response: UserObject

@@ -1,6 +1,6 @@
 """One python-backend model instance: initializes its stub and turns batches into shared-memory messages.
 
-Imports `process`, `ipc`, `core.types` and `errors`. Runs on the event loop thread. The scheduler may run
+Imports `process`, `ipc`, `messages`, `core.types` and `errors`. Runs on the event loop thread. The scheduler may run
 `pipeline_depth` executions of one instance at once: each uses its own slot (a pair of shared regions), and
 the stub runs them one after the other, so it never waits for the host between batches.
 """
@@ -16,6 +16,17 @@ from dataclasses import dataclass, field
 
 import seawall.core.offload as offload
 from seawall.backends.python import ipc
+from seawall.backends.python.messages import (
+    BatchFailed,
+    BatchResult,
+    Execute,
+    Init,
+    InitFailed,
+    Ready,
+    RequestHeader,
+    ResponseEntry,
+    StubMessage,
+)
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import Code, InternalError, SeawallError, UnavailableError, error_for_code
@@ -109,7 +120,7 @@ class _Slot:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held from writing inputs to reading outputs
     index: int | None = None
-    reply: asyncio.Future[dict[str, object]] | None = None  # unread only if its execute was cancelled
+    reply: asyncio.Future[StubMessage] | None = None  # unread only if its execute was cancelled
 
 
 class PythonModelInstance:
@@ -188,16 +199,16 @@ class PythonModelInstance:
 
     async def _initialize(self) -> None:
         spec = self._spec
-        init = {
-            "t": "init",
-            "mode": "model",
-            "model_file": spec.model_file,
-            "version_dir": spec.version_dir,
-            "model_dir": spec.model_dir,
-            "pins": [dict(pins) for pins in spec.pins],
-            "model_name": spec.model_name,
-            "args": dict(spec.args),
-        }
+        init = Init(
+            "model",
+            spec.model_name,
+            spec.model_file,
+            spec.version_dir,
+            spec.model_dir,
+            [dict(pins) for pins in spec.pins],
+            dict(spec.args),
+            None,
+        )
         try:
             await self._process.start()
             reply = await asyncio.wait_for(self._process.call(init), self._settings.timeout_s)
@@ -207,10 +218,11 @@ class PythonModelInstance:
         except StubDied as exc:
             await self._process.stop(graceful=False)
             raise InternalError(f"model instance '{self.name}' stopped during initialization") from exc
-        if reply.get("t") != "ready":
-            logger.error("model instance '%s': initialization failed:\n%s", self.name, reply.get("trace", ""))
+        if type(reply) is not Ready:
+            failed = reply if type(reply) is InitFailed else InitFailed("unknown error", "")
+            logger.error("model instance '%s': initialization failed:\n%s", self.name, failed.trace)
             await self._process.stop(graceful=False)
-            error = self._hide(str(reply.get("error", "unknown error")))
+            error = self._hide(failed.error)
             raise InternalError(f"Failed to initialize model instance '{self.name}': {error}")
 
     async def stop(self) -> None:
@@ -251,7 +263,7 @@ class PythonModelInstance:
             try:
                 heavy = _reply_bytes(reply) > offload.HEAVY_BODY_BYTES
                 memory = process.outputs[slot.index or 0]
-                return await offload.run(heavy, self._collect, requests, message["seq"], reply, memory)
+                return await offload.run(heavy, self._collect, requests, message.seq, reply, memory)
             except ipc.ProtocolError as exc:
                 process.abort(f"bad result: {exc}")
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
@@ -272,71 +284,59 @@ class PythonModelInstance:
         payloads: list[ipc.Payload],
         offsets: list[int],
         total: int,
-    ) -> dict[str, object]:
+    ) -> Execute:
         """Write the inputs into the slot's input region (growing it first if needed); build the message.
 
         Raises:
             StubDied: a region could not be handed to the stub.
         """
-        headers = [request_header(request) for request in requests]
-        self._seq += 1
-        message: dict[str, object] = {"t": "exec", "seq": self._seq, "reqs": headers}
-        if slot.index is None:
-            slot.index, fields = process.open_slot()
-            message.update(fields)
-        if slot.index:
-            message["s"] = slot.index
-        memory = process.inputs[slot.index]
-        if total > len(memory):
-            size = ipc.grown_size(total, len(memory), self._settings.shm_growth_bytes)
-            process.replace_inputs(slot.index, size)
-            memory = process.inputs[slot.index]
-            message["in"] = size
-        ipc.write_payloads(memory, offsets, payloads)
+        headers: list[RequestHeader] = []
         index = 0
-        for request, header in zip(requests, headers, strict=True):
-            descriptors = header["i"]
-            assert isinstance(descriptors, list)
+        for request in requests:
+            descriptors: list[ipc.Descriptor] = []
             for tensor in request.inputs:
                 descriptors.append([tensor.name, tensor.datatype, tensor.shape, offsets[index], len(payloads[index])])
                 index += 1
-        return message
+            headers.append(request_header(request, descriptors))
+        self._seq += 1
+        inputs_size = outputs_size = 0
+        if slot.index is None:
+            slot.index, inputs_size = process.open_slot()
+            outputs_size = inputs_size
+        memory = process.inputs[slot.index]
+        if total > len(memory):
+            inputs_size = ipc.grown_size(total, len(memory), self._settings.shm_growth_bytes)
+            process.replace_inputs(slot.index, inputs_size)
+            memory = process.inputs[slot.index]
+        ipc.write_payloads(memory, offsets, payloads)
+        return Execute(self._seq, slot.index, headers, inputs_size, outputs_size)
 
     def _collect(
-        self, requests: Sequence[InferRequest], seq: object, reply: dict[str, object], outputs: mmap.mmap
+        self, requests: Sequence[InferRequest], seq: int, reply: StubMessage, outputs: mmap.mmap
     ) -> list[InferResponse | SeawallError]:
-        if reply.get("t") != "result" or reply.get("seq") != seq:
+        if type(reply) is BatchFailed and reply.seq == seq:
+            if reply.trace:
+                logger.error("model instance '%s': execute failed:\n%s", self.name, reply.trace)
+            raise self._spec.batch_error(reply.error)
+        if type(reply) is not BatchResult or reply.seq != seq:
             raise ipc.ProtocolError("reply does not answer the batch")
-        if "error" in reply:
-            if reply.get("trace"):
-                logger.error("model instance '%s': execute failed:\n%s", self.name, reply["trace"])
-            raise self._spec.batch_error(str(reply["error"]))
-        entries = reply.get("resp")
-        if not isinstance(entries, list) or len(entries) != len(requests):
+        entries = reply.responses
+        if len(entries) != len(requests):
             raise ipc.ProtocolError("wrong number of results")
         results = [self._response(request, entry, outputs) for request, entry in zip(requests, entries, strict=True)]
-        times = reply.get("ts")
-        if isinstance(times, list) and len(times) == 2 and all(type(t) is int for t in times):
-            compute = (times[0], times[1])
-            for result in results:
-                if isinstance(result, InferResponse):
-                    result.compute_ns = compute
+        compute = (reply.started_ns, reply.finished_ns)
+        for result in results:
+            if isinstance(result, InferResponse):
+                result.compute_ns = compute
         return results
 
-    def _response(self, request: InferRequest, entry: object, memory: mmap.mmap) -> InferResponse | SeawallError:
-        if not isinstance(entry, dict):
-            raise ipc.ProtocolError("bad result entry")
+    def _response(self, request: InferRequest, entry: ResponseEntry, memory: mmap.mmap) -> InferResponse | SeawallError:
         spec = self._spec
-        if "e" in entry:
-            if not isinstance(entry["e"], list) or len(entry["e"]) != 2:
-                raise ipc.ProtocolError("bad error entry")
-            code, text = entry["e"]
-            return spec.response_error(code, str(text))
+        if entry.error_code is not None:
+            return spec.response_error(entry.error_code, entry.error_message)
         outputs: list[Tensor] = []
         failure: SeawallError | None = None
-        for descriptor in entry.get("o", ()):
-            if not isinstance(descriptor, list):
-                raise ipc.ProtocolError("bad output descriptor")
+        for descriptor in entry.outputs:
             name, datatype, array = ipc.read_tensor(memory, descriptor, copy=True)  # the one copy out
             datatype, failure = spec.check_output(name, datatype, failure)
             outputs.append(Tensor(name, datatype, array.shape, array))
@@ -349,30 +349,28 @@ def _payloads(inputs: Sequence[Tensor]) -> list[ipc.Payload]:
     return [ipc.to_payload(tensor.datatype, tensor.data) for tensor in inputs]
 
 
-def _reply_bytes(reply: Mapping[str, object]) -> int:
+def _reply_bytes(reply: StubMessage) -> int:
     """The BYTES output bytes a reply announces (its descriptors are validated later, when read)."""
     total = 0
-    entries = reply.get("resp")
-    for entry in entries if isinstance(entries, list) else ():
-        for descriptor in entry.get("o", ()) if isinstance(entry, dict) else ():
-            if isinstance(descriptor, list) and len(descriptor) == 5 and descriptor[1] == "BYTES":
+    for entry in reply.responses if type(reply) is BatchResult else ():
+        for descriptor in entry.outputs:
+            if len(descriptor) == 5 and descriptor[1] == "BYTES":
                 size = descriptor[4]
                 total += size if type(size) is int else 0
     return total
 
 
-def request_header(request: InferRequest) -> dict[str, object]:
-    """Everything of a request but its tensor bytes; "i" is filled once offsets are known."""
+def request_header(request: InferRequest, inputs: list[ipc.Descriptor]) -> RequestHeader:
+    """Everything of a request but its tensor bytes (`inputs`: where they lie, or [] in process)."""
     parameters = request.parameters
     flags = (1 if parameters.get("sequence_start") else 0) | (2 if parameters.get("sequence_end") else 0)
-    header: dict[str, object] = {"id": request.id, "i": []}
-    if flags:
-        header["f"] = flags
-    if "sequence_id" in parameters:
-        header["c"] = parameters["sequence_id"]
-    custom = {k: v for k, v in parameters.items() if k not in _RESERVED_PARAMETERS}
-    if custom:
-        header["p"] = custom
-    if request.outputs:
-        header["o"] = [output.name for output in request.outputs]
-    return header
+    correlation_id = parameters.get("sequence_id", 0)
+    custom: dict[str, object] = {k: v for k, v in parameters.items() if k not in _RESERVED_PARAMETERS}
+    return RequestHeader(
+        request.id,
+        inputs,
+        [output.name for output in request.outputs] if request.outputs else [],
+        correlation_id if type(correlation_id) is int or type(correlation_id) is str else 0,
+        flags,
+        custom,
+    )
