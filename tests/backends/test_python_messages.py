@@ -66,6 +66,13 @@ def test_stub_messages_round_trip(message: messages.StubMessage) -> None:
     assert type(decoded) is type(message) and decoded == message
 
 
+def test_malformed_host_messages_are_refused() -> None:
+    with pytest.raises(ProtocolError, match="bad request header"):
+        messages.decode_host_message(b'["exec", 1, 0, [["r1", [], []]], 0, 0]')
+    with pytest.raises(ProtocolError, match="expected a non-negative integer"):
+        messages.decode_host_message(b'["exec", 1, -2, [], 0, 0]')
+
+
 def test_each_direction_accepts_only_its_own_kinds() -> None:
     with pytest.raises(ProtocolError, match="unknown message kind"):
         messages.decode_stub_message(_payload(Finalize()))  # a stub cannot send what the host sends
@@ -83,9 +90,11 @@ def test_each_direction_accepts_only_its_own_kinds() -> None:
         (b'["result", 1, [], 0]', "wrong number of fields"),
         (b'["result", -1, [], 0, 0]', "expected a non-negative integer"),
         (b'["result", 1, {}, 0, 0]', "expected a list"),
-        (b'["result", 1, [[[], "3", ""]], 0, 0]', "bad error code"),
+        (b'["result", 1, [[[], "3", ""]], 0, 0]', "bad response entry"),
+        (b'["result", 1, [[[], null, 7]], 0, 0]', "bad response entry"),
+        (b'["result", 1, [[{}, null, ""]], 0, 0]', "bad response entry"),
         (b'["result", 1, [[["x"], null, ""]], 0, 0]', "bad tensor descriptor"),
-        (b'["result", 1, [[[], null]], 0, 0]', "wrong number of fields"),
+        (b'["result", 1, [[[], null]], 0, 0]', "bad response entry"),
         (b'["grow", 0, 1.5]', "expected a non-negative integer"),
         (b'["grow", true, 16]', "expected a non-negative integer"),
         (b'["error", "1", "x", ""]', "expected a non-negative integer"),

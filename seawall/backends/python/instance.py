@@ -1,6 +1,6 @@
 """One python-backend model instance: initializes its stub and turns batches into shared-memory messages.
 
-Imports `process`, `ipc`, `messages`, `core.types` and `errors`. Runs on the event loop thread. The scheduler may run
+Imports this package's modules, `core.types` and `errors`. Runs on the event loop thread. The scheduler may run
 `pipeline_depth` executions of one instance at once: each uses its own slot (a pair of shared regions), and
 the stub runs them one after the other, so it never waits for the host between batches.
 """
@@ -11,11 +11,12 @@ import asyncio
 import logging
 import mmap
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import seawall.core.offload as offload
 from seawall.backends.python import ipc
+from seawall.backends.python.instance_core import InstanceSpec, request_header
 from seawall.backends.python.messages import (
     BatchFailed,
     BatchResult,
@@ -29,25 +30,10 @@ from seawall.backends.python.messages import (
 )
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.core.types import InferRequest, InferResponse, Tensor
-from seawall.errors import Code, InternalError, SeawallError, UnavailableError, error_for_code
+from seawall.errors import InternalError, SeawallError, UnavailableError
 
 logger = logging.getLogger(__name__)
 
-#: pb_utils.TritonError codes (TRITONSERVER_Error_Code order) → Seawall codes.
-_TRITON_ERROR_CODES = (
-    Code.UNKNOWN,
-    Code.INTERNAL,
-    Code.NOT_FOUND,
-    Code.INVALID_ARG,
-    Code.UNAVAILABLE,
-    Code.UNSUPPORTED,
-    Code.ALREADY_EXISTS,
-    Code.CANCELLED,
-)
-#: Request parameters the server consumes; the model sees them as correlation id / flags, not parameters().
-_RESERVED_PARAMETERS = frozenset(
-    {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"}
-)
 #: Batches one instance may have in flight, so the stub never waits for the host between them. Without dynamic
 #: batching the stub takes up to 8: it then reads several messages per wake-up and rarely sleeps (add_sub over
 #: HTTP at c=32: 1.6x the throughput of depth 2, 127 vs 216 us CPU per inference). With dynamic batching one
@@ -64,54 +50,6 @@ LARGE_BATCH_SLOTS = 2
 #: model that crashes on every request cannot keep the server spawning processes.
 MAX_RESTARTS = 3
 RESTART_WINDOW_S = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceSpec:
-    """What one instance needs to know about its model."""
-
-    model_name: str
-    model_version: str
-    instance_name: str
-    model_file: str
-    version_dir: str
-    args: Mapping[str, str]  # initialize(args)
-    output_types: Mapping[str, str]  # configured output name → API datatype (empty: not checked)
-    hidden_prefix: str  # "<repository>/": removed from texts sent to clients
-    dynamic_batching: bool = False
-    model_dir: str = ""  # the model directory: code is imported only from inside it, pins are relative to it
-    pins: tuple[Mapping[str, str], ...] = ()  # SHA-256 pin sets of the model's checksum agents (empty: unpinned)
-
-    def hide(self, text: str) -> str:
-        return text.replace(self.hidden_prefix, "") if self.hidden_prefix else text
-
-    def batch_error(self, error: str) -> InternalError:
-        """The error of a batch whose execute() raised (or returned something unusable)."""
-        return InternalError(
-            f"Failed to process the request(s) for model '{self.instance_name}', message: {self.hide(error)}"
-        )
-
-    def response_error(self, code: object, text: str) -> SeawallError:
-        """The error a model returned in one response (pb_utils.TritonError code and message)."""
-        if isinstance(code, int) and type(code) is not bool and 0 <= code < len(_TRITON_ERROR_CODES):
-            return error_for_code(_TRITON_ERROR_CODES[code], self.hide(text))
-        return error_for_code(Code.INTERNAL, self.hide(text))
-
-    def check_output(self, name: str, datatype: str, failure: SeawallError | None) -> tuple[str, SeawallError | None]:
-        """The datatype to report (UINT16 bits are BF16 when configured so) and the first mismatch."""
-        if not self.output_types or failure is not None:
-            return datatype, failure
-        expected = self.output_types.get(name)
-        if expected is None:
-            return datatype, InternalError(f"unexpected inference output '{name}' for model '{self.model_name}'")
-        if expected == "BF16" and datatype == "UINT16":
-            return "BF16", None
-        if expected != datatype:
-            return datatype, InternalError(
-                f"output '{name}' of model '{self.model_name}' has datatype {datatype}, "
-                f"but the model configuration declares {expected}"
-            )
-        return datatype, None
 
 
 @dataclass(slots=True)
@@ -155,9 +93,6 @@ class PythonModelInstance:
     def is_healthy(self) -> bool:
         """True while the instance serves, or will once its crashed stub has been started again."""
         return self._ready and not self._failed and not self._stopped
-
-    def _hide(self, text: str) -> str:
-        return self._spec.hide(text)
 
     def _on_death(self, reason: str) -> None:
         if not self._ready or self._failed or self._stopped or self._restart is not None:
@@ -211,19 +146,17 @@ class PythonModelInstance:
         )
         try:
             await self._process.start()
-            reply = await asyncio.wait_for(self._process.call(init), self._settings.timeout_s)
-        except TimeoutError as exc:
+            reply = await self._spec.initialize(self._process.call(init), self._settings.timeout_s)
+        except UnavailableError:
             await self._process.stop(graceful=False)
-            raise UnavailableError(f"model instance '{self.name}' did not initialize in time") from exc
+            raise
         except StubDied as exc:
             await self._process.stop(graceful=False)
             raise InternalError(f"model instance '{self.name}' stopped during initialization") from exc
         if type(reply) is not Ready:
             failed = reply if type(reply) is InitFailed else InitFailed("unknown error", "")
-            logger.error("model instance '%s': initialization failed:\n%s", self.name, failed.trace)
             await self._process.stop(graceful=False)
-            error = self._hide(failed.error)
-            raise InternalError(f"Failed to initialize model instance '{self.name}': {error}")
+            raise self._spec.initialize_failed(failed.error, failed.trace)
 
     async def stop(self) -> None:
         """Run finalize() and end the stub process (a restart under way is abandoned); idempotent."""
@@ -315,9 +248,7 @@ class PythonModelInstance:
         self, requests: Sequence[InferRequest], seq: int, reply: StubMessage, outputs: mmap.mmap
     ) -> list[InferResponse | SeawallError]:
         if type(reply) is BatchFailed and reply.seq == seq:
-            if reply.trace:
-                logger.error("model instance '%s': execute failed:\n%s", self.name, reply.trace)
-            raise self._spec.batch_error(reply.error)
+            raise self._spec.batch_failed(reply.error, reply.trace)
         if type(reply) is not BatchResult or reply.seq != seq:
             raise ipc.ProtocolError("reply does not answer the batch")
         entries = reply.responses
@@ -331,18 +262,10 @@ class PythonModelInstance:
         return results
 
     def _response(self, request: InferRequest, entry: ResponseEntry, memory: mmap.mmap) -> InferResponse | SeawallError:
-        spec = self._spec
         if entry.error_code is not None:
-            return spec.response_error(entry.error_code, entry.error_message)
-        outputs: list[Tensor] = []
-        failure: SeawallError | None = None
-        for descriptor in entry.outputs:
-            name, datatype, array = ipc.read_tensor(memory, descriptor, copy=True)  # the one copy out
-            datatype, failure = spec.check_output(name, datatype, failure)
-            outputs.append(Tensor(name, datatype, array.shape, array))
-        if failure is not None:
-            return failure
-        return InferResponse(spec.model_name, spec.model_version, outputs, id=request.id)
+            return self._spec.response_error(entry.error_code, entry.error_message)
+        # the one copy out of the region
+        return self._spec.response(request, (ipc.read_tensor(memory, d, copy=True) for d in entry.outputs))
 
 
 def _payloads(inputs: Sequence[Tensor]) -> list[ipc.Payload]:
@@ -358,19 +281,3 @@ def _reply_bytes(reply: StubMessage) -> int:
                 size = descriptor[4]
                 total += size if type(size) is int else 0
     return total
-
-
-def request_header(request: InferRequest, inputs: list[ipc.Descriptor]) -> RequestHeader:
-    """Everything of a request but its tensor bytes (`inputs`: where they lie, or [] in process)."""
-    parameters = request.parameters
-    flags = (1 if parameters.get("sequence_start") else 0) | (2 if parameters.get("sequence_end") else 0)
-    correlation_id = parameters.get("sequence_id", 0)
-    custom: dict[str, object] = {k: v for k, v in parameters.items() if k not in _RESERVED_PARAMETERS}
-    return RequestHeader(
-        request.id,
-        inputs,
-        [output.name for output in request.outputs] if request.outputs else [],
-        correlation_id if type(correlation_id) is int or type(correlation_id) is str else 0,
-        flags,
-        custom,
-    )

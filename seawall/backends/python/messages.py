@@ -9,41 +9,37 @@ by a `[name, datatype, shape, offset, nbytes]` descriptor that the reader checks
 (`ipc.read_tensor`). Region file descriptors go over a second socket, tagged `i<slot>` / `o<slot>`; a message
 that announces a new region carries its size, and the reader maps the fd of that tag.
 
-Who sends what:
+Who sends what (host → stub | stub → host):
 
-    host → stub                                   stub → host
-    Init          first message; loads model.py   Ready / InitFailed       answers Init (mode "model")
-                                                  AutoCompleted / InitFailed  answers Init ("auto_complete")
-    Execute       one batch in one slot           BatchResult / BatchFailed   answers Execute (same seq)
-    OutputRegion  answers Grow (size 0: refused)  Grow           asks for a bigger output region mid-batch
-    Finalize      runs finalize(), then exit      Finalized      answers Finalize
-                                                  Log            any time (pb_utils.Logger)
+    Init          load model.py: mode "model"   | Ready, or InitFailed; "auto_complete": AutoCompleted or InitFailed
+    Execute       one batch in one slot          | BatchResult or BatchFailed, with the Execute's seq
+    OutputRegion  answers Grow (size 0: refused) | Grow: the running batch needs a bigger output region
+    Finalize      run finalize(), then exit      | Finalized
+                                                 | Log: any time (pb_utils.Logger)
 
-The stub handles messages one at a time, in order, so the host matches each answer to the oldest message still
-unanswered; Log and Grow are "aside" messages the host handles as they come (`StubProcess.on_message`).
+The stub handles messages one at a time, in order, so the host matches each answer to its oldest unanswered
+message; Log and Grow are aside messages, handled as they come (`StubProcess.on_message`).
 
-Growing the protocol. A message kind is a NamedTuple, a line in `_KINDS` and a `_check_*` function that
-validates what a peer sent; the decoders refuse unknown kinds, so both sides change together. Kinds that fit
-later without changing the existing ones:
-- Decoupled models (many responses per request): `Response(seq, request index, ResponseEntry, final)` sent by
-  the stub whenever the model calls `response_sender.send(...)`, as an aside message routed by `seq` to the
-  batch's stream instead of the reply queue; Execute is then answered by BatchResult with no entries once
-  execute() returns. Each Response's outputs lie in the slot's output region until the host acknowledges it
-  (`ResponseRead(seq)`, host → stub), so the stub does not overwrite them.
-- BLS (a stub calls the server): `Call(call id, model, version, RequestHeader)` from the stub, as an aside
-  message whose inputs lie in a region of the stub's own (tag `c<id>`), answered by the host with
-  `CallResult(call id, ResponseEntry)` or `CallFailed(call id, code, message)`; the stub's receive loop keeps
-  other frames queued while it waits (as it does for OutputRegion). Streamed BLS answers reuse Response.
+Growing the protocol: a kind is a NamedTuple, a line in `_KINDS` and a `_check_*` function in its direction's
+table; decoders refuse unknown kinds, so both sides change together. What fits later, existing kinds unchanged:
+- Decoupled models (many responses per request): `Response(seq, request index, ResponseEntry, final)`, an aside
+  message the stub sends at each `response_sender.send(...)`, routed by seq to that request's stream rather
+  than to the reply queue; the Execute itself is answered by an empty BatchResult once execute() returns. A
+  Response's outputs stay in the slot's output region until the host answers `ResponseRead(seq)`.
+- BLS (a stub calls the server): `Call(call id, model, version, RequestHeader)`, an aside message whose inputs
+  lie in a region of the call (fd tag `c<id>`), answered by `CallResult(call id, ResponseEntry)` or
+  `CallFailed(call id, code, message)`; the stub keeps other messages queued while it waits, as it does for
+  OutputRegion. Streamed BLS answers reuse Response.
 
 Why NamedTuples: immutable and typed like frozen dataclasses, but built at tuple speed (a frozen slotted
-dataclass costs about 1 µs more per object, and RequestHeader and ResponseEntry are built once per request on
-both sides of the hot path); their field order is the wire's order.
+dataclass costs ~1 µs more per object, and a RequestHeader and a ResponseEntry are built per request on both
+sides of the hot path); their field order is the wire's order.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, NamedTuple, TypeVar
 
 import orjson
@@ -56,12 +52,10 @@ FRAME_HEADER = struct.Struct("<I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 _M = TypeVar("_M")
+_N = TypeVar("_N", bound=tuple[object, ...])
 
 
-# ---- host → stub ----
-
-
-class Init(NamedTuple):
+class Init(NamedTuple):  # host → stub: Init, Execute (RequestHeader), OutputRegion, Finalize
     """Load the model file (`mode` "model": then initialize(args); "auto_complete": auto_complete_config)."""
 
     mode: str
@@ -106,10 +100,7 @@ class Finalize(NamedTuple):
     """Run finalize(), answer Finalized, exit."""
 
 
-# ---- stub → host ----
-
-
-class Ready(NamedTuple):
+class Ready(NamedTuple):  # stub → host: the rest
     """initialize() returned."""
 
 
@@ -189,24 +180,16 @@ _KINDS: dict[type, str] = {
 }
 
 
-def _nested(value: object) -> object:
-    """orjson's fallback for the nested NamedTuples (it writes only exact tuples itself)."""
-    if isinstance(value, tuple):
-        return tuple(value)
-    raise TypeError(f"{type(value).__name__} cannot be sent to a stub")
-
-
 def encode(message: Message) -> bytes:
     """One frame: the length prefix and `[kind, *fields]`."""
-    payload = orjson.dumps((_KINDS[type(message)], *message), default=_nested)
+    # orjson writes only exact tuples itself; `default` gets the nested NamedTuples (RequestHeader, ResponseEntry)
+    payload = orjson.dumps((_KINDS[type(message)], *message), default=tuple)
     return FRAME_HEADER.pack(len(payload)) + payload
 
 
-# ---- validation of what a peer sent (ProtocolError on anything else) ----
-
-
-def _int(value: object, minimum: int = 0) -> int:
-    if type(value) is not int or value < minimum:
+def _int(value: object) -> int:
+    """What a peer sent, checked field by field (ProtocolError on anything else)."""
+    if type(value) is not int or value < 0:
         raise ProtocolError("expected a non-negative integer")
     return value
 
@@ -229,15 +212,6 @@ def _dict(value: object) -> dict[str, object]:
     return value
 
 
-def _descriptors(value: object) -> list[Descriptor]:
-    """A list of descriptors; each one's contents are checked against its region when it is read."""
-    items = _list(value)
-    for item in items:
-        if type(item) is not list:
-            raise ProtocolError("bad tensor descriptor")
-    return items  # type: ignore[return-value]  # lists, checked above
-
-
 def _fields(fields: list[object], count: int) -> list[object]:
     if len(fields) != count:
         raise ProtocolError("wrong number of fields")
@@ -246,51 +220,51 @@ def _fields(fields: list[object], count: int) -> list[object]:
 
 def _check_init(fields: list[object]) -> Init:
     mode, name, model_file, version_dir, model_dir, pins, args, config = _fields(fields, 8)
-    for pin_set in _list(pins):
-        _dict(pin_set)
-    return Init(
-        _str(mode),
-        _str(name),
-        _str(model_file),
-        _str(version_dir),
-        _str(model_dir),
-        pins,  # type: ignore[arg-type]  # checked above
-        _dict(args),  # type: ignore[arg-type]  # the host's own strings
-        None if config is None else _dict(config),
-    )
+    pin_sets = [_dict(pin_set) for pin_set in _list(pins)]
+    paths = _str(model_file), _str(version_dir), _str(model_dir)
+    completing = None if config is None else _dict(config)
+    return Init(_str(mode), _str(name), *paths, pin_sets, _dict(args), completing)  # type: ignore[arg-type]
 
 
-def _check_header(value: object) -> RequestHeader:
-    request_id, inputs, outputs, correlation_id, flags, parameters = _fields(_list(value), 6)
-    if type(correlation_id) is not int and type(correlation_id) is not str:
-        raise ProtocolError("bad correlation id")
-    return RequestHeader(
-        _str(request_id),
-        _descriptors(inputs),
-        _list(outputs),  # type: ignore[arg-type]  # the host's own strings
-        correlation_id,
-        _int(flags),
-        _dict(parameters),
-    )
+def _new(kind: type[_N], fields: Sequence[object]) -> _N:
+    """A NamedTuple from checked fields without its Python-level __new__ (per request on the hot path)."""
+    return tuple.__new__(kind, fields)
+
+
+def _naturals(*values: object) -> None:
+    for value in values:
+        if type(value) is not int or value < 0:
+            raise ProtocolError("expected a non-negative integer")
 
 
 def _check_execute(fields: list[object]) -> Execute:
+    """From the host (trusted: headers are checked for shape; descriptors when their tensors are read)."""
     seq, slot, requests, inputs_size, outputs_size = _fields(fields, 5)
-    headers = [_check_header(header) for header in _list(requests)]
-    return Execute(_int(seq), _int(slot), headers, _int(inputs_size), _int(outputs_size))
-
-
-def _check_entry(value: object) -> ResponseEntry:
-    outputs, code, message = _fields(_list(value), 3)
-    if code is not None and type(code) is not int:
-        raise ProtocolError("bad error code")
-    return ResponseEntry(_descriptors(outputs), code, _str(message))
+    _naturals(seq, slot, inputs_size, outputs_size)
+    headers = []
+    for header in _list(requests):
+        if type(header) is not list or len(header) != 6:
+            raise ProtocolError("bad request header")
+        headers.append(_new(RequestHeader, header))
+    return _new(Execute, (seq, slot, headers, inputs_size, outputs_size))
 
 
 def _check_result(fields: list[object]) -> BatchResult:
+    """From a stub (untrusted; per request, so the checks are inline)."""
     seq, responses, started, finished = _fields(fields, 4)
-    entries = [_check_entry(entry) for entry in _list(responses)]
-    return BatchResult(_int(seq), entries, _int(started), _int(finished))
+    _naturals(seq, started, finished)
+    entries = []
+    for entry in _list(responses):
+        if type(entry) is not list or len(entry) != 3:
+            raise ProtocolError("bad response entry")
+        outputs, code, message = entry
+        if type(outputs) is not list or (code is not None and type(code) is not int) or type(message) is not str:
+            raise ProtocolError("bad response entry")
+        for descriptor in outputs:
+            if type(descriptor) is not list:
+                raise ProtocolError("bad tensor descriptor")
+        entries.append(_new(ResponseEntry, entry))
+    return _new(BatchResult, (seq, entries, started, finished))
 
 
 def _check_auto(fields: list[object]) -> AutoCompleted:

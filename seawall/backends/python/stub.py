@@ -50,7 +50,7 @@ from seawall.backends.python.user_model import (
     UserModel,
     UserObject,
     describe,
-    load_model_class,
+    load_from_repository,
 )
 
 _RECEIVE_BYTES = 1 << 16
@@ -157,11 +157,9 @@ class _Stub:
         sys.path.insert(0, PB_DIR)
         self._pb = importlib.import_module(PB_MODULE)
         self._pb._set_log_sink(self._log)
-        source = ModelSource(init.model_dir, init.pins)
-        source.top_level.append(init.version_dir)  # the version directory's modules import by name
-        RepositoryFinder(source).install()
-        model_file = init.model_file
-        return load_model_class(model_file, os.path.splitext(os.path.basename(model_file))[0], source)
+        finder = RepositoryFinder(ModelSource(init.model_dir, init.pins))
+        module_name = os.path.splitext(os.path.basename(init.model_file))[0]
+        return load_from_repository(init.model_file, module_name, init.version_dir, finder, keep_version_dir=True)
 
     def _start(self, init: Init) -> bool:
         """Load the model and run initialize (or auto_complete_config); reply; False to exit."""
