@@ -18,7 +18,9 @@ from pathlib import PurePath
 from google.protobuf import json_format
 
 from seawall.backends.python import in_process
-from seawall.backends.python.instance import InstanceSpec, PythonModelInstance
+from seawall.backends.python.instance import PythonModelInstance
+from seawall.backends.python.instance_core import InstanceSpec, hidden_prefix, hide, within
+from seawall.backends.python.messages import AutoCompleted, Init, InitFailed
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.core.backend import ModelConfig, ModelLoadContext
 from seawall.core.config_proto import model_config_pb2
@@ -27,7 +29,6 @@ from seawall.errors import (
     InternalError,
     InvalidArgumentError,
     SeawallError,
-    UnavailableError,
     UnsupportedError,
 )
 from seawall.options import BackendOptions
@@ -186,7 +187,7 @@ class PythonBackend:
                 version_dir=context.version_dir,
                 args={**base_args, "model_instance_name": name},
                 output_types=configured,
-                hidden_prefix=os.path.dirname(os.path.realpath(context.model_dir)) + os.sep,
+                hidden_prefix=hidden_prefix(context.model_dir),
                 dynamic_batching=config.HasField("dynamic_batching"),
                 model_dir=context.model_dir,
                 pins=pins,
@@ -255,31 +256,25 @@ class PythonBackend:
         stub = StubProcess(
             f"{name} (auto-complete)", self._confined(StubSettings(4096, 4096, settings.timeout_s)), None
         )
-        init = {
-            "t": "init",
-            "mode": "auto_complete",
-            "model_file": model_file,
-            "version_dir": version_dir,
-            "model_dir": model_dir,
-            "pins": checksum_pins(config),
-            "model_name": name,
-            "config": config_to_dict(config),
-        }
+        init = Init(
+            "auto_complete", name, model_file, version_dir, model_dir, checksum_pins(config), {}, config_to_dict(config)
+        )
         try:
             await stub.start()
-            reply = await asyncio.wait_for(stub.call(init), settings.timeout_s)
-        except TimeoutError as exc:
-            raise UnavailableError(f"auto-complete of model '{name}' did not finish in time") from exc
+            reply = await within(
+                stub.call(init), settings.timeout_s, f"auto-complete of model '{name}' did not finish in time"
+            )
         except StubDied as exc:
             raise InternalError(f"auto-complete of model '{name}' failed: the stub process stopped") from exc
         finally:
             await stub.stop(graceful=False)
-        if reply.get("t") != "auto":
-            logger.error("model '%s': auto_complete_config failed:\n%s", name, reply.get("trace", ""))
-            hidden = os.path.dirname(os.path.realpath(model_dir)) + os.sep
-            error = str(reply.get("error", "unknown error")).replace(hidden, "")
-            raise InternalError(f"auto-complete of model '{name}' failed: {error}")
-        return merge_completed_config(config, reply.get("config"), name)
+        if type(reply) is not AutoCompleted:
+            failed = reply if type(reply) is InitFailed else InitFailed("unknown error", "")
+            logger.error("model '%s': auto_complete_config failed:\n%s", name, failed.trace)
+            raise InternalError(
+                f"auto-complete of model '{name}' failed: {hide(failed.error, hidden_prefix(model_dir))}"
+            )
+        return merge_completed_config(config, reply.config, name)
 
     def _confined(self, settings: StubSettings) -> StubSettings:
         """`settings` with the model user and the stubs' environment (--model-user, --model-env)."""

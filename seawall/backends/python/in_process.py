@@ -1,6 +1,6 @@
 """Python-backend instances that run `model.py` inside the server process: the SEAWALL_IN_PROCESS opt-in.
 
-Imports `instance`, `process`, `user_model`, `ipc`, `core.types` and `errors`. Each instance owns one worker
+Imports `instance_core`, `process`, `user_model`, `ipc`, `core.types` and `errors`. Each instance owns one worker
 thread that runs every hook of its model; the event loop only hands batches over and takes results back.
 There is no crash isolation: a segfault or os._exit in model code ends the server (logged at load).
 """
@@ -24,7 +24,7 @@ from typing import TypeVar
 import numpy as np
 
 from seawall.backends.python import ipc
-from seawall.backends.python.instance import InstanceSpec, request_header
+from seawall.backends.python.instance_core import InstanceSpec, request_header
 from seawall.backends.python.model_source import ModelSource, RepositoryFinder
 from seawall.backends.python.process import StubSettings, escape_log
 from seawall.backends.python.user_model import (
@@ -34,10 +34,10 @@ from seawall.backends.python.user_model import (
     UserModel,
     UserObject,
     describe,
-    load_model_class,
+    load_from_repository,
 )
 from seawall.core.backend import Execution, ModelConfig
-from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse, Tensor
+from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
 
 logger = logging.getLogger(__name__)
@@ -205,32 +205,24 @@ class InProcessModelInstance:
         """
         self._worker.start()
         try:
-            await asyncio.wait_for(self._worker.submit(self._load), self._settings.timeout_s)
-        except TimeoutError as exc:
+            await self._spec.initialize(self._worker.submit(self._load), self._settings.timeout_s)
+        except UnavailableError:
             self._worker.stop()
             self._remove_finder()
-            raise UnavailableError(f"model instance '{self.name}' did not initialize in time") from exc
+            raise
         except Exception as exc:
             self._worker.stop()
             self._remove_finder()
-            logger.error("model instance '%s': initialization failed:\n%s", self.name, _trace(exc))
-            error = self._spec.hide(describe(exc))
-            raise InternalError(f"Failed to initialize model instance '{self.name}': {error}") from None
+            raise self._spec.initialize_failed(describe(exc), _trace(exc)) from None
         self._ready = True
 
     def _load(self) -> None:
         spec = self._spec
-        source = ModelSource(spec.model_dir or os.path.dirname(spec.version_dir), spec.pins)
-        with _SYS_PATH_LOCK:
-            # the version directory's modules import by name while model.py loads (Python's path finder
-            # never sees it); later imports from the model directory go through this finder too
-            source.top_level.append(spec.version_dir)
-            self._finder = RepositoryFinder(source)
-            self._finder.install()
-            try:
-                model_class = load_model_class(spec.model_file, self._module_name, source)
-            finally:
-                source.top_level.clear()
+        self._finder = RepositoryFinder(ModelSource(spec.model_dir or os.path.dirname(spec.version_dir), spec.pins))
+        with _SYS_PATH_LOCK:  # later imports from the model directory go through this finder too
+            model_class = load_from_repository(
+                spec.model_file, self._module_name, spec.version_dir, self._finder, keep_version_dir=False
+            )
         model = UserModel(self._pb, model_class, spec.model_name)
         model.initialize(dict(spec.args))
         self._model = model
@@ -292,36 +284,23 @@ class InProcessModelInstance:
             # batches queued at the worker count that wait as queue time
             return Execution(results, (started, time.monotonic_ns()))
         except BatchError as exc:
-            raise self._spec.batch_error(str(exc)) from None
+            raise self._spec.batch_failed(str(exc), "") from None
         except BaseException as exc:  # SystemExit included: in a stub it would end the process, here the batch
-            logger.error("model instance '%s': execute failed:\n%s", self.name, _trace(exc))
-            raise self._spec.batch_error(describe(exc)) from None
+            raise self._spec.batch_failed(describe(exc), _trace(exc)) from None
 
     def _pb_request(self, model: UserModel, request: InferRequest) -> UserObject:
-        header = request_header(request)
+        header = request_header(request, [])
         inputs = [(tensor.name, tensor.datatype, _read_only(tensor.data)) for tensor in request.inputs]
-        parameters = header.get("p") or {}
-        assert isinstance(parameters, dict)
-        requested = header.get("o") or []
-        assert isinstance(requested, list)
-        return model.request(inputs, requested, request.id, header.get("c", 0), int(header.get("f", 0)), parameters)  # type: ignore[call-overload]
+        return model.request(inputs, header.outputs, request.id, header.correlation_id, header.flags, header.parameters)
 
     def _response(
         self, model: UserModel, request: InferRequest, pb_request: UserObject, response: UserObject
     ) -> InferResponse | SeawallError:
-        spec = self._spec
         found = model.outputs(pb_request, response)
         if isinstance(found, tuple):
-            return spec.response_error(found[0], found[1])
-        outputs: list[Tensor] = []
-        failure: SeawallError | None = None
-        for name, datatype, array in found:
-            owned = _owned(datatype, array)  # the one copy: the model may reuse its arrays
-            datatype, failure = spec.check_output(name, datatype, failure)
-            outputs.append(Tensor(name, datatype, owned.shape, owned))
-        if failure is not None:
-            return failure
-        return InferResponse(spec.model_name, spec.model_version, outputs, id=request.id)
+            return self._spec.response_error(found[0], found[1])
+        # the one copy: the model may reuse its arrays
+        return self._spec.response(request, ((name, dt, _owned(dt, array)) for name, dt, array in found))
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """One python-backend model instance: initializes its stub and turns batches into shared-memory messages.
 
-Imports `process`, `ipc`, `core.types` and `errors`. Runs on the event loop thread. The scheduler may run
+Imports this package's modules, `core.types` and `errors`. Runs on the event loop thread. The scheduler may run
 `pipeline_depth` executions of one instance at once: each uses its own slot (a pair of shared regions), and
 the stub runs them one after the other, so it never waits for the host between batches.
 """
@@ -11,33 +11,30 @@ import asyncio
 import logging
 import mmap
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import seawall.core.offload as offload
 from seawall.backends.python import ipc
+from seawall.backends.python.instance_core import InstanceSpec, request_header
+from seawall.backends.python.messages import (
+    BatchFailed,
+    BatchResult,
+    Execute,
+    Init,
+    InitFailed,
+    Ready,
+    RequestHeader,
+    ResponseEntry,
+    StubMessage,
+)
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.core.backend import Execution
 from seawall.core.types import InferRequest, InferResponse, Tensor
-from seawall.errors import Code, InternalError, SeawallError, UnavailableError, error_for_code
+from seawall.errors import InternalError, SeawallError, UnavailableError
 
 logger = logging.getLogger(__name__)
 
-#: pb_utils.TritonError codes (TRITONSERVER_Error_Code order) → Seawall codes.
-_TRITON_ERROR_CODES = (
-    Code.UNKNOWN,
-    Code.INTERNAL,
-    Code.NOT_FOUND,
-    Code.INVALID_ARG,
-    Code.UNAVAILABLE,
-    Code.UNSUPPORTED,
-    Code.ALREADY_EXISTS,
-    Code.CANCELLED,
-)
-#: Request parameters the server consumes; the model sees them as correlation id / flags, not parameters().
-_RESERVED_PARAMETERS = frozenset(
-    {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"}
-)
 #: Batches one instance may have in flight, so the stub never waits for the host between them. Without dynamic
 #: batching the stub takes up to 8: it then reads several messages per wake-up and rarely sleeps (add_sub over
 #: HTTP at c=32: 1.6x the throughput of depth 2, 127 vs 216 us CPU per inference). With dynamic batching one
@@ -56,61 +53,13 @@ MAX_RESTARTS = 3
 RESTART_WINDOW_S = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceSpec:
-    """What one instance needs to know about its model."""
-
-    model_name: str
-    model_version: str
-    instance_name: str
-    model_file: str
-    version_dir: str
-    args: Mapping[str, str]  # initialize(args)
-    output_types: Mapping[str, str]  # configured output name → API datatype (empty: not checked)
-    hidden_prefix: str  # "<repository>/": removed from texts sent to clients
-    dynamic_batching: bool = False
-    model_dir: str = ""  # the model directory: code is imported only from inside it, pins are relative to it
-    pins: tuple[Mapping[str, str], ...] = ()  # SHA-256 pin sets of the model's checksum agents (empty: unpinned)
-
-    def hide(self, text: str) -> str:
-        return text.replace(self.hidden_prefix, "") if self.hidden_prefix else text
-
-    def batch_error(self, error: str) -> InternalError:
-        """The error of a batch whose execute() raised (or returned something unusable)."""
-        return InternalError(
-            f"Failed to process the request(s) for model '{self.instance_name}', message: {self.hide(error)}"
-        )
-
-    def response_error(self, code: object, text: str) -> SeawallError:
-        """The error a model returned in one response (pb_utils.TritonError code and message)."""
-        if isinstance(code, int) and type(code) is not bool and 0 <= code < len(_TRITON_ERROR_CODES):
-            return error_for_code(_TRITON_ERROR_CODES[code], self.hide(text))
-        return error_for_code(Code.INTERNAL, self.hide(text))
-
-    def check_output(self, name: str, datatype: str, failure: SeawallError | None) -> tuple[str, SeawallError | None]:
-        """The datatype to report (UINT16 bits are BF16 when configured so) and the first mismatch."""
-        if not self.output_types or failure is not None:
-            return datatype, failure
-        expected = self.output_types.get(name)
-        if expected is None:
-            return datatype, InternalError(f"unexpected inference output '{name}' for model '{self.model_name}'")
-        if expected == "BF16" and datatype == "UINT16":
-            return "BF16", None
-        if expected != datatype:
-            return datatype, InternalError(
-                f"output '{name}' of model '{self.model_name}' has datatype {datatype}, "
-                f"but the model configuration declares {expected}"
-            )
-        return datatype, None
-
-
 @dataclass(slots=True)
 class _Slot:
     """One in-flight position: the stub's regions `index` (None until opened) and its last reply."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held from writing inputs to reading outputs
     index: int | None = None
-    reply: asyncio.Future[dict[str, object]] | None = None  # unread only if its execute was cancelled
+    reply: asyncio.Future[StubMessage] | None = None  # unread only if its execute was cancelled
 
 
 class PythonModelInstance:
@@ -145,9 +94,6 @@ class PythonModelInstance:
     def is_healthy(self) -> bool:
         """True while the instance serves, or will once its crashed stub has been started again."""
         return self._ready and not self._failed and not self._stopped
-
-    def _hide(self, text: str) -> str:
-        return self._spec.hide(text)
 
     def _on_death(self, reason: str) -> None:
         if not self._ready or self._failed or self._stopped or self._restart is not None:
@@ -189,30 +135,29 @@ class PythonModelInstance:
 
     async def _initialize(self) -> None:
         spec = self._spec
-        init = {
-            "t": "init",
-            "mode": "model",
-            "model_file": spec.model_file,
-            "version_dir": spec.version_dir,
-            "model_dir": spec.model_dir,
-            "pins": [dict(pins) for pins in spec.pins],
-            "model_name": spec.model_name,
-            "args": dict(spec.args),
-        }
+        init = Init(
+            "model",
+            spec.model_name,
+            spec.model_file,
+            spec.version_dir,
+            spec.model_dir,
+            [dict(pins) for pins in spec.pins],
+            dict(spec.args),
+            None,
+        )
         try:
             await self._process.start()
-            reply = await asyncio.wait_for(self._process.call(init), self._settings.timeout_s)
-        except TimeoutError as exc:
+            reply = await self._spec.initialize(self._process.call(init), self._settings.timeout_s)
+        except UnavailableError:
             await self._process.stop(graceful=False)
-            raise UnavailableError(f"model instance '{self.name}' did not initialize in time") from exc
+            raise
         except StubDied as exc:
             await self._process.stop(graceful=False)
             raise InternalError(f"model instance '{self.name}' stopped during initialization") from exc
-        if reply.get("t") != "ready":
-            logger.error("model instance '%s': initialization failed:\n%s", self.name, reply.get("trace", ""))
+        if type(reply) is not Ready:
+            failed = reply if type(reply) is InitFailed else InitFailed("unknown error", "")
             await self._process.stop(graceful=False)
-            error = self._hide(str(reply.get("error", "unknown error")))
-            raise InternalError(f"Failed to initialize model instance '{self.name}': {error}")
+            raise self._spec.initialize_failed(failed.error, failed.trace)
 
     async def stop(self) -> None:
         """Run finalize() and end the stub process (a restart under way is abandoned); idempotent."""
@@ -252,7 +197,7 @@ class PythonModelInstance:
             try:
                 heavy = _reply_bytes(reply) > offload.HEAVY_BODY_BYTES
                 memory = process.outputs[slot.index or 0]
-                return await offload.run(heavy, self._collect, requests, message["seq"], reply, memory)
+                return await offload.run(heavy, self._collect, requests, message.seq, reply, memory)
             except ipc.ProtocolError as exc:
                 process.abort(f"bad result: {exc}")
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
@@ -273,104 +218,63 @@ class PythonModelInstance:
         payloads: list[ipc.Payload],
         offsets: list[int],
         total: int,
-    ) -> dict[str, object]:
+    ) -> Execute:
         """Write the inputs into the slot's input region (growing it first if needed); build the message.
 
         Raises:
             StubDied: a region could not be handed to the stub.
         """
-        headers = [request_header(request) for request in requests]
-        self._seq += 1
-        message: dict[str, object] = {"t": "exec", "seq": self._seq, "reqs": headers}
-        if slot.index is None:
-            slot.index, fields = process.open_slot()
-            message.update(fields)
-        if slot.index:
-            message["s"] = slot.index
-        memory = process.inputs[slot.index]
-        if total > len(memory):
-            size = ipc.grown_size(total, len(memory), self._settings.shm_growth_bytes)
-            process.replace_inputs(slot.index, size)
-            memory = process.inputs[slot.index]
-            message["in"] = size
-        ipc.write_payloads(memory, offsets, payloads)
+        headers: list[RequestHeader] = []
         index = 0
-        for request, header in zip(requests, headers, strict=True):
-            descriptors = header["i"]
-            assert isinstance(descriptors, list)
+        for request in requests:
+            descriptors: list[ipc.Descriptor] = []
             for tensor in request.inputs:
                 descriptors.append([tensor.name, tensor.datatype, tensor.shape, offsets[index], len(payloads[index])])
                 index += 1
-        return message
+            headers.append(request_header(request, descriptors))
+        self._seq += 1
+        inputs_size = outputs_size = 0
+        if slot.index is None:
+            slot.index, inputs_size = process.open_slot()
+            outputs_size = inputs_size
+        memory = process.inputs[slot.index]
+        if total > len(memory):
+            inputs_size = ipc.grown_size(total, len(memory), self._settings.shm_growth_bytes)
+            process.replace_inputs(slot.index, inputs_size)
+            memory = process.inputs[slot.index]
+        ipc.write_payloads(memory, offsets, payloads)
+        return Execute(self._seq, slot.index, headers, inputs_size, outputs_size)
 
     def _collect(
-        self, requests: Sequence[InferRequest], seq: object, reply: dict[str, object], outputs: mmap.mmap
+        self, requests: Sequence[InferRequest], seq: int, reply: StubMessage, outputs: mmap.mmap
     ) -> Execution:
-        if reply.get("t") != "result" or reply.get("seq") != seq:
+        if type(reply) is BatchFailed and reply.seq == seq:
+            raise self._spec.batch_failed(reply.error, reply.trace)
+        if type(reply) is not BatchResult or reply.seq != seq:
             raise ipc.ProtocolError("reply does not answer the batch")
-        if "error" in reply:
-            if reply.get("trace"):
-                logger.error("model instance '%s': execute failed:\n%s", self.name, reply["trace"])
-            raise self._spec.batch_error(str(reply["error"]))
-        entries = reply.get("resp")
-        if not isinstance(entries, list) or len(entries) != len(requests):
+        entries = reply.responses
+        if len(entries) != len(requests):
             raise ipc.ProtocolError("wrong number of results")
         results = [self._response(request, entry, outputs) for request, entry in zip(requests, entries, strict=True)]
-        times = reply.get("ts")
-        if isinstance(times, list) and len(times) == 2 and all(type(t) is int for t in times):
-            return Execution(results, (times[0], times[1]))
-        return Execution(results)
+        return Execution(results, (reply.started_ns, reply.finished_ns))
 
-    def _response(self, request: InferRequest, entry: object, memory: mmap.mmap) -> InferResponse | SeawallError:
-        if not isinstance(entry, dict):
-            raise ipc.ProtocolError("bad result entry")
-        spec = self._spec
-        if "e" in entry:
-            if not isinstance(entry["e"], list) or len(entry["e"]) != 2:
-                raise ipc.ProtocolError("bad error entry")
-            code, text = entry["e"]
-            return spec.response_error(code, str(text))
-        outputs: list[Tensor] = []
-        failure: SeawallError | None = None
-        for descriptor in entry.get("o", ()):
-            if not isinstance(descriptor, list):
-                raise ipc.ProtocolError("bad output descriptor")
-            name, datatype, array = ipc.read_tensor(memory, descriptor, copy=True)  # the one copy out
-            datatype, failure = spec.check_output(name, datatype, failure)
-            outputs.append(Tensor(name, datatype, array.shape, array))
-        if failure is not None:
-            return failure
-        return InferResponse(spec.model_name, spec.model_version, outputs, id=request.id)
+    def _response(self, request: InferRequest, entry: ResponseEntry, memory: mmap.mmap) -> InferResponse | SeawallError:
+        if entry.error_code is not None:
+            return self._spec.response_error(entry.error_code, entry.error_message)
+        # the one copy out of the region
+        return self._spec.response(request, (ipc.read_tensor(memory, d, copy=True) for d in entry.outputs))
 
 
 def _payloads(inputs: Sequence[Tensor]) -> list[ipc.Payload]:
     return [ipc.to_payload(tensor.datatype, tensor.data) for tensor in inputs]
 
 
-def _reply_bytes(reply: Mapping[str, object]) -> int:
+def _reply_bytes(reply: StubMessage) -> int:
     """The BYTES output bytes a reply announces (its descriptors are validated later, when read)."""
     total = 0
-    entries = reply.get("resp")
-    for entry in entries if isinstance(entries, list) else ():
-        for descriptor in entry.get("o", ()) if isinstance(entry, dict) else ():
-            if isinstance(descriptor, list) and len(descriptor) == 5 and descriptor[1] == "BYTES":
+    for entry in reply.responses if type(reply) is BatchResult else ():
+        for descriptor in entry.outputs:
+            if len(descriptor) == 5 and descriptor[1] == "BYTES":
                 size = descriptor[4]
                 total += size if type(size) is int else 0
     return total
-
-
-def request_header(request: InferRequest) -> dict[str, object]:
-    """Everything of a request but its tensor bytes; "i" is filled once offsets are known."""
-    parameters = request.parameters
-    flags = (1 if parameters.get("sequence_start") else 0) | (2 if parameters.get("sequence_end") else 0)
-    header: dict[str, object] = {"id": request.id, "i": []}
-    if flags:
-        header["f"] = flags
-    if "sequence_id" in parameters:
-        header["c"] = parameters["sequence_id"]
-    custom = {k: v for k, v in parameters.items() if k not in _RESERVED_PARAMETERS}
-    if custom:
-        header["p"] = custom
-    if request.outputs:
-        header["o"] = [output.name for output in request.outputs]
-    return header

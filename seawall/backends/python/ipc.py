@@ -1,8 +1,8 @@
-"""Wire format between the python backend host and its stub processes: frames, shared regions, tensors.
+"""Tensor bytes between the python backend host and its stub processes: shared regions and tensors.
 
-Imports only numpy, orjson and `core.types`; the stub process imports this module too, so it stays light.
-Control messages are length-prefixed JSON frames; tensor bytes live in anonymous shared memory (memfd),
-laid out at 64-byte aligned offsets and described by `[name, datatype, shape, offset, nbytes]` lists.
+Imports only numpy, `core.raw` and `core.types`; the stub process imports this module too, so it stays light.
+Tensor bytes live in anonymous shared memory (memfd), laid out at 64-byte aligned offsets and described by
+`[name, datatype, shape, offset, nbytes]` lists; the control messages that carry those lists are in `messages`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,10 @@ import struct
 from collections.abc import Sequence
 
 import numpy as np
-import orjson
 
 import seawall.core.raw as raw
 from seawall.core.types import NUMPY_DTYPES
 
-#: Little-endian u32 byte count in front of every JSON frame.
-FRAME_HEADER = struct.Struct("<I")
-#: Largest control frame either side accepts (headers only; tensor bytes travel in shared memory).
-MAX_FRAME_BYTES = 64 * 1024 * 1024
 #: Offsets of tensors inside a region are multiples of this (cache line; any numpy dtype is aligned).
 ALIGNMENT = 64
 
@@ -34,62 +29,7 @@ Descriptor = list[object]
 
 
 class ProtocolError(Exception):
-    """The peer sent something that is not a valid frame or tensor descriptor."""
-
-
-def encode_frame(message: object) -> bytes:
-    """Serialize one control message with its length prefix."""
-    payload = orjson.dumps(message)
-    return FRAME_HEADER.pack(len(payload)) + payload
-
-
-def decode_payload(payload: bytes | bytearray | memoryview) -> dict[str, object]:
-    """Parse the JSON body of one frame (never anything but JSON: no pickle crosses the channel).
-
-    Raises:
-        ProtocolError: the body is not a JSON object.
-    """
-    try:
-        message = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError("frame is not valid JSON") from exc
-    if not isinstance(message, dict):
-        raise ProtocolError("frame is not a JSON object")
-    return message
-
-
-class FrameDecoder:
-    """Splits a byte stream into frames; owned by one reader (the event loop, or the stub's main thread)."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, object]]:
-        """Add received bytes and return every frame now complete.
-
-        Raises:
-            ProtocolError: a frame is larger than MAX_FRAME_BYTES or is not a JSON object.
-        """
-        if self._buffer:
-            self._buffer += data
-            data = self._buffer
-        frames: list[dict[str, object]] = []
-        start = 0
-        size = len(data)
-        while size - start >= FRAME_HEADER.size:
-            (length,) = FRAME_HEADER.unpack_from(data, start)
-            if length > MAX_FRAME_BYTES:
-                raise ProtocolError("frame too large")
-            end = start + FRAME_HEADER.size + length
-            if size < end:
-                break
-            frames.append(decode_payload(memoryview(data)[start + FRAME_HEADER.size : end]))
-            start = end
-        if data is self._buffer:
-            del self._buffer[:start]
-        elif start < size:
-            self._buffer = bytearray(data[start:])  # usually frames arrive whole: nothing is kept
-        return frames
+    """The peer sent something that is not a valid message or tensor descriptor."""
 
 
 def create_region(size: int, owner: tuple[int, int] | None = None) -> tuple[int, mmap.mmap]:

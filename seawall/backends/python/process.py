@@ -1,7 +1,7 @@
 """The host's handle on one stub process: spawning it (argv list, never a shell), its control channel,
 its shared regions, its output pipes, and noticing its death.
 
-Imports `ipc` and `errors`. Every method runs on the event loop thread; nothing here blocks the loop.
+Imports `ipc` and `messages`. Every method runs on the event loop thread; nothing here blocks the loop.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from seawall.backends.python import ipc
+from seawall.backends.python import ipc, messages
+from seawall.backends.python.messages import Finalize, Grow, HostMessage, Log, OutputRegion, StubMessage
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +58,16 @@ def escape_log(text: str) -> str:
 class _ControlProtocol(asyncio.Protocol):
     def __init__(self, owner: StubProcess) -> None:
         self._owner = owner
-        self._decoder = ipc.FrameDecoder()
+        self._decoder = messages.FrameDecoder(messages.decode_stub_message)
 
     def data_received(self, data: bytes) -> None:
         try:
-            frames = self._decoder.feed(data)
+            received = self._decoder.feed(data)
         except ipc.ProtocolError as exc:
             self._owner.abort(f"protocol violation: {exc}")
             return
-        for frame in frames:
-            self._owner.on_frame(frame)
+        for message in received:
+            self._owner.on_message(message)
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
@@ -116,7 +117,7 @@ class StubProcess:
         self._process: asyncio.SubprocessTransport | None = None
         self._control: asyncio.Transport | None = None
         self._fd_socket: socket.socket | None = None
-        self._waiters: deque[asyncio.Future[dict[str, object]]] = deque()  # replies awaited, in send order
+        self._waiters: deque[asyncio.Future[StubMessage]] = deque()  # replies awaited, in send order
         self._exited: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() call
         self._alive = False
@@ -180,12 +181,12 @@ class StubProcess:
         if not self._alive:  # died before the channel was connected
             raise StubDied(self._death)
 
-    def send(self, message: object) -> None:
+    def send(self, message: HostMessage) -> None:
         if self._control is not None and self._alive:
-            self._control.write(ipc.encode_frame(message))
+            self._control.write(messages.encode(message))
 
-    def submit(self, message: object) -> asyncio.Future[dict[str, object]]:
-        """Send one message; the future gets the stub's reply (log and region frames are handled aside).
+    def submit(self, message: HostMessage) -> asyncio.Future[StubMessage]:
+        """Send one message; the future gets the stub's reply (Log and Grow are handled aside).
 
         Raises:
             StubDied: the stub is gone.
@@ -193,13 +194,13 @@ class StubProcess:
         if not self._alive:
             raise StubDied(self._death)
         assert self._loop is not None
-        waiter: asyncio.Future[dict[str, object]] = self._loop.create_future()
+        waiter: asyncio.Future[StubMessage] = self._loop.create_future()
         waiter.add_done_callback(_retrieve)
         self._waiters.append(waiter)
         self.send(message)
         return waiter
 
-    async def call(self, message: object) -> dict[str, object]:
+    async def call(self, message: HostMessage) -> StubMessage:
         """Send one message and wait for its reply; a cancelled caller leaves the reply pending.
 
         Raises:
@@ -207,8 +208,8 @@ class StubProcess:
         """
         return await asyncio.shield(self.submit(message))
 
-    def open_slot(self) -> tuple[int, dict[str, int]]:
-        """Regions for one more slot: its index, and the message fields that hand them to the stub.
+    def open_slot(self) -> tuple[int, int]:
+        """Regions for one more slot: its index and the size of both (the Execute that announces them).
 
         Raises:
             StubDied: the fds could not be passed (the stub is then stopped).
@@ -223,10 +224,10 @@ class StubProcess:
             raise
         self.inputs.append(inputs)
         self.outputs.append(outputs)
-        return slot, {"in": size, "out": size}
+        return slot, size
 
     def replace_inputs(self, slot: int, size: int) -> None:
-        """Give the stub a bigger input region for `slot`; the next message must say `"in": size`.
+        """Give the stub a bigger input region for `slot`; the next Execute must announce `size`.
 
         Raises:
             StubDied: the fd could not be passed (the stub is then stopped).
@@ -248,31 +249,31 @@ class StubProcess:
             os.close(fd)
         return memory
 
-    def on_frame(self, frame: dict[str, object]) -> None:
-        kind = frame.get("t")
-        if kind == "log":
-            level = _LOG_LEVELS.get(frame.get("level", 0), logging.INFO)  # type: ignore[call-overload]
-            logger.log(level, "model instance '%s': %s", self._label, escape_log(str(frame.get("msg", ""))))
-        elif kind == "grow":
-            self._grow_outputs(frame.get("s", 0), frame.get("size"))
+    def on_message(self, message: StubMessage) -> None:
+        """Aside messages are handled here; any other answers the oldest message still unanswered."""
+        if type(message) is Log:
+            level = _LOG_LEVELS.get(message.level, logging.INFO)
+            logger.log(level, "model instance '%s': %s", self._label, escape_log(message.text))
+        elif type(message) is Grow:
+            self._grow_outputs(message.slot, message.size)
         elif self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(frame)
+                waiter.set_result(message)
         else:
-            self.abort(f"unexpected message '{kind}'")
+            self.abort(f"unexpected message {type(message).__name__}")
 
-    def _grow_outputs(self, slot: object, requested: object) -> None:
-        if type(slot) is not int or not 0 <= slot < len(self.outputs):
+    def _grow_outputs(self, slot: int, requested: int) -> None:
+        if not slot < len(self.outputs):
             self.abort("bad output region request")
             return
         current = len(self.outputs[slot])
-        if type(requested) is not int or requested <= current:
+        if requested <= current:
             self.abort("bad output region request")
             return
         size = ipc.grown_size(requested, current, self._settings.shm_growth_bytes)
         if size > MAX_REGION_BYTES:
-            self.send({"t": "out", "s": slot, "size": 0})
+            self.send(OutputRegion(slot, 0))
             return
         try:
             memory = self._pass_region(size, b"o%d" % slot)
@@ -280,7 +281,7 @@ class StubProcess:
             return
         self.outputs[slot].close()
         self.outputs[slot] = memory
-        self.send({"t": "out", "s": slot, "size": size})
+        self.send(OutputRegion(slot, size))
 
     def log_output(self, fd: int, line: bytes) -> None:
         level = logging.INFO if fd == 1 else logging.WARNING
@@ -327,7 +328,7 @@ class StubProcess:
         self._stopping = True
         if graceful and self._alive:
             try:
-                await asyncio.wait_for(self.call({"t": "fini"}), self._settings.timeout_s)
+                await asyncio.wait_for(self.call(Finalize()), self._settings.timeout_s)
             except (TimeoutError, StubDied) as exc:
                 logger.warning("model instance '%s': finalize did not complete (%r)", self._label, exc)
         if self._control is not None:
@@ -360,7 +361,7 @@ class StubProcess:
         self._process.close()
 
 
-def _retrieve(future: asyncio.Future[dict[str, object]]) -> None:
+def _retrieve(future: asyncio.Future[StubMessage]) -> None:
     """Mark a failed reply as seen even if its caller was cancelled (no 'never retrieved' noise)."""
     if not future.cancelled():
         future.exception()

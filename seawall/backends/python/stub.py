@@ -1,8 +1,8 @@
 """The stub process of the python backend: loads one user `model.py` and serves the host's frames.
 
 Started as `python -P -B -u .../bootstrap.py <ctrl fd> <fd socket> <in fd> <in size> <out fd> <out size> <uid>
-<gid>` (argv holds only numbers: names and paths arrive as JSON; bootstrap.py uses the uid and gid).
-Imports `ipc`, `user_model`, the user's model and `triton_python_backend_utils` (via sys.path); it never
+<gid>` (argv holds only numbers: names and paths arrive in the Init message; bootstrap.py uses the uid and gid).
+Imports `ipc`, `messages`, `user_model`, the user's model and `triton_python_backend_utils` (via sys.path); it never
 unpickles anything. Model code comes only through `model_source` (verified source, never bytecode or
 extension modules from the model directory).
 """
@@ -23,7 +23,25 @@ from collections import deque
 from collections.abc import Sequence
 from types import ModuleType
 
-from seawall.backends.python import ipc
+from seawall.backends.python import ipc, messages
+from seawall.backends.python.messages import (
+    AutoCompleted,
+    BatchFailed,
+    BatchResult,
+    Execute,
+    Finalize,
+    Finalized,
+    Grow,
+    HostMessage,
+    Init,
+    InitFailed,
+    Log,
+    OutputRegion,
+    Ready,
+    RequestHeader,
+    ResponseEntry,
+    StubMessage,
+)
 from seawall.backends.python.model_source import ModelSource, RepositoryFinder
 from seawall.backends.python.user_model import (
     PB_DIR,
@@ -32,31 +50,31 @@ from seawall.backends.python.user_model import (
     UserModel,
     UserObject,
     describe,
-    load_model_class,
+    load_from_repository,
 )
 
 _RECEIVE_BYTES = 1 << 16
 
 
 class _Channel:
-    """Blocking frame I/O on the control socket; sends are locked because user threads may log.
+    """Blocking message I/O on the control socket; sends are locked because user threads may log.
 
-    Frames that arrive while the stub waits for a particular one (an output region during a batch) are
+    Messages that arrive while the stub waits for a particular one (an output region during a batch) are
     kept in order for `receive`; so are region fds that arrive before the message that uses them.
     """
 
     def __init__(self, control: socket.socket, fds: socket.socket) -> None:
         self._control = control
         self._fds = fds
-        self._decoder = ipc.FrameDecoder()
-        self._frames: deque[dict[str, object]] = deque()
+        self._decoder = messages.FrameDecoder(messages.decode_host_message)
+        self._frames: deque[HostMessage] = deque()
         self._buffer = bytearray(_RECEIVE_BYTES)  # reused: one recv_into per read, no allocation
         self._view = memoryview(self._buffer)
         self._regions: dict[bytes, int] = {}  # tag → fd received ahead of its message
         self._lock = threading.Lock()
 
-    def send(self, message: object) -> None:
-        data = ipc.encode_frame(message)
+    def send(self, message: StubMessage) -> None:
+        data = messages.encode(message)
         with self._lock:
             self._control.sendall(data)
 
@@ -67,20 +85,20 @@ class _Channel:
         self._frames.extend(self._decoder.feed(self._view[:count]))
         return True
 
-    def receive(self) -> dict[str, object] | None:
-        """The next frame, or None once the host has gone."""
+    def receive(self) -> HostMessage | None:
+        """The next message, or None once the host has gone."""
         while not self._frames:
             if not self._read():
                 return None
         return self._frames.popleft()
 
-    def receive_kind(self, kind: str) -> dict[str, object] | None:
-        """The first frame of type `kind`; frames before it stay queued for `receive`."""
+    def receive_region_answer(self) -> OutputRegion | None:
+        """The first OutputRegion message; messages before it stay queued for `receive`."""
         seen = 0
         while True:
             for index in range(seen, len(self._frames)):
-                if self._frames[index].get("t") == kind:
-                    frame = self._frames[index]
+                frame = self._frames[index]
+                if type(frame) is OutputRegion:
                     del self._frames[index]
                     return frame
             seen = len(self._frames)
@@ -119,62 +137,59 @@ class _Stub:
 
     def run(self) -> None:
         first = self._channel.receive()
-        if first is None or first.get("t") != "init":
+        if type(first) is not Init:
             return
         if not self._start(first):
             return
         while (message := self._channel.receive()) is not None:
-            kind = message.get("t")
-            if kind == "exec":
+            if type(message) is Execute:
                 self._channel.send(self._execute(message))
-            elif kind == "fini":
+            elif type(message) is Finalize:
                 self._finalize()
-                self._channel.send({"t": "done"})
+                self._channel.send(Finalized())
                 return
 
     def _log(self, level: int, text: str) -> None:
-        self._channel.send({"t": "log", "level": level, "msg": text})
+        self._channel.send(Log(level, text))
 
-    def _load_class(self, init: dict[str, object]) -> UserObject:
+    def _load_class(self, init: Init) -> UserObject:
         sys.dont_write_bytecode = True  # also set by -B: nothing is ever cached into the repository
         sys.path.insert(0, PB_DIR)
         self._pb = importlib.import_module(PB_MODULE)
         self._pb._set_log_sink(self._log)
-        pins = init.get("pins") or []
-        source = ModelSource(str(init["model_dir"]), pins if isinstance(pins, list) else [])
-        source.top_level.append(str(init["version_dir"]))  # the version directory's modules import by name
-        RepositoryFinder(source).install()
-        model_file = str(init["model_file"])
-        return load_model_class(model_file, os.path.splitext(os.path.basename(model_file))[0], source)
+        finder = RepositoryFinder(ModelSource(init.model_dir, init.pins))
+        module_name = os.path.splitext(os.path.basename(init.model_file))[0]
+        return load_from_repository(init.model_file, module_name, init.version_dir, finder, keep_version_dir=True)
 
-    def _start(self, init: dict[str, object]) -> bool:
+    def _start(self, init: Init) -> bool:
         """Load the model and run initialize (or auto_complete_config); reply; False to exit."""
         try:
             model_class = self._load_class(init)
-            if init.get("mode") == "auto_complete":
-                self._channel.send({"t": "auto", "config": self._auto_complete(model_class, init)})
+            if init.mode == "auto_complete":
+                self._channel.send(AutoCompleted(self._auto_complete(model_class, init)))
                 return False
             assert self._pb is not None
-            self._model = UserModel(self._pb, model_class, str(init.get("model_name", "")))
-            self._model.initialize(init["args"])  # type: ignore[arg-type]  # JSON object of strings
+            self._model = UserModel(self._pb, model_class, init.model_name)
+            self._model.initialize(init.args)
         except Exception as exc:
             error = describe(exc)
             if isinstance(exc, PermissionError) and exc.filename:  # the model user (--model-user) lacks access
                 error = f"the model user (uid {os.getuid()}) cannot read {exc.filename}"
-            self._channel.send({"t": "fail", "error": error, "trace": traceback.format_exc()})
+            self._channel.send(InitFailed(error, traceback.format_exc()))
             return False
-        self._channel.send({"t": "ready"})
+        self._channel.send(Ready())
         return True
 
-    def _auto_complete(self, model_class: UserObject, init: dict[str, object]) -> object:
+    def _auto_complete(self, model_class: UserObject, init: Init) -> dict[str, object] | None:
         if not hasattr(model_class, "auto_complete_config"):
             return None
         assert self._pb is not None
-        config = self._pb.ModelConfig(init["config"])
+        config = self._pb.ModelConfig(init.config)
         result = model_class.auto_complete_config(config)
         if not isinstance(result, self._pb.ModelConfig):
             raise TypeError("auto_complete_config must return the pb_utils.ModelConfig it was given")
-        return result.as_dict()
+        completed: dict[str, object] = result.as_dict()
+        return completed
 
     def _finalize(self) -> None:
         if self._model is not None:
@@ -183,30 +198,30 @@ class _Stub:
             except Exception:
                 self._log(2, "finalize failed: " + traceback.format_exc())
 
-    def _execute(self, message: dict[str, object]) -> dict[str, object]:
-        seq = message.get("seq")
+    def _execute(self, message: Execute) -> BatchResult | BatchFailed:
+        seq = message.seq
         try:
             slot = self._receive_regions(message)
             assert self._model is not None
             started = time.monotonic_ns()  # CLOCK_MONOTONIC: the host reads the same clock
-            requests = [self._request(self._model, slot, entry) for entry in _list(message.get("reqs"))]
+            requests = [self._request(self._model, slot, header) for header in message.requests]
             responses = self._model.execute(requests)
             entries = self._write_responses(slot, requests, responses)
-            return {"t": "result", "seq": seq, "resp": entries, "ts": [started, time.monotonic_ns()]}
+            return BatchResult(seq, entries, started, time.monotonic_ns())
         except BatchError as exc:
-            return {"t": "result", "seq": seq, "error": str(exc)}
+            return BatchFailed(seq, str(exc), "")
         except Exception as exc:
-            return {"t": "result", "seq": seq, "error": describe(exc), "trace": traceback.format_exc()}
+            return BatchFailed(seq, describe(exc), traceback.format_exc())
 
-    def _receive_regions(self, message: dict[str, object]) -> int:
+    def _receive_regions(self, message: Execute) -> int:
         """The message's slot, mapping the new regions it announces (a new slot, or grown inputs)."""
-        slot = message.get("s", 0)
-        if type(slot) is not int or slot < 0:
-            raise ipc.ProtocolError("bad slot")
-        if "in" in message:
-            self._replace(self._inputs, slot, self._channel.receive_region(b"i%d" % slot, _int(message["in"]), False))
-        if "out" in message:
-            self._replace(self._outputs, slot, self._channel.receive_region(b"o%d" % slot, _int(message["out"]), True))
+        slot = message.slot
+        if message.inputs_size:
+            memory = self._channel.receive_region(b"i%d" % slot, message.inputs_size, False)
+            self._replace(self._inputs, slot, memory)
+        if message.outputs_size:
+            memory = self._channel.receive_region(b"o%d" % slot, message.outputs_size, True)
+            self._replace(self._outputs, slot, memory)
         if slot not in self._inputs or slot not in self._outputs:
             raise ipc.ProtocolError("slot without regions")
         return slot
@@ -221,36 +236,28 @@ class _Stub:
             except BufferError:
                 pass  # the model kept a view of an old input: the mapping goes when that view does
 
-    def _request(self, model: UserModel, slot: int, entry: object) -> UserObject:
-        if not isinstance(entry, dict):
-            raise ipc.ProtocolError("bad request entry")
+    def _request(self, model: UserModel, slot: int, header: RequestHeader) -> UserObject:
         memory = self._inputs[slot]
-        inputs = [ipc.read_tensor(memory, _list(descriptor), copy=False) for descriptor in _list(entry.get("i"))]
-        return model.request(
-            inputs,
-            entry.get("o") or [],
-            entry.get("id", ""),
-            entry.get("c", 0),
-            entry.get("f", 0),
-            entry.get("p") or {},
-        )
+        inputs = [ipc.read_tensor(memory, descriptor, copy=False) for descriptor in header.inputs]
+        return model.request(inputs, header.outputs, header.id, header.correlation_id, header.flags, header.parameters)
 
     def _write_responses(
         self, slot: int, requests: Sequence[UserObject], responses: Sequence[UserObject]
-    ) -> list[object]:
+    ) -> list[ResponseEntry]:
         """Place every requested output in the slot's output region; returns the per-response entries."""
         assert self._model is not None
-        entries: list[object] = []
-        pending: list[tuple[list[object], str, str, list[int], ipc.Payload]] = []
+        entries: list[ResponseEntry] = []
+        pending: list[tuple[list[ipc.Descriptor], str, str, list[int], ipc.Payload]] = []
         for request, response in zip(requests, responses, strict=True):
             found = self._model.outputs(request, response)
             if isinstance(found, tuple):
-                entries.append({"e": list(found)})
+                code, text = found
+                entries.append(ResponseEntry([], code if type(code) is int else -1, str(text)))
                 continue
-            descriptors: list[object] = []
+            descriptors: list[ipc.Descriptor] = []
             for name, datatype, array in found:
                 pending.append((descriptors, name, datatype, list(array.shape), ipc.to_payload(datatype, array)))
-            entries.append({"o": descriptors})
+            entries.append(ResponseEntry(descriptors))
         payloads = [item[4] for item in pending]
         offsets, total = ipc.layout(payloads)
         self._ensure_output_size(slot, total)
@@ -263,25 +270,13 @@ class _Stub:
         """Ask the host for a bigger output region when this batch's outputs do not fit."""
         if total <= len(self._outputs[slot]):
             return
-        self._channel.send({"t": "grow", "s": slot, "size": total})
-        reply = self._channel.receive_kind("out")
+        self._channel.send(Grow(slot, total))
+        reply = self._channel.receive_region_answer()
         if reply is None:
             raise ipc.ProtocolError("host did not provide an output region")
-        if not reply.get("size"):
+        if not reply.size:
             raise BatchError(f"the outputs of this batch need {total} bytes, more than the backend allows")
-        self._replace(self._outputs, slot, self._channel.receive_region(b"o%d" % slot, _int(reply["size"]), True))
-
-
-def _list(value: object) -> list[object]:
-    if not isinstance(value, list):
-        raise ipc.ProtocolError("expected a list")
-    return value
-
-
-def _int(value: object) -> int:
-    if type(value) is not int or value <= 0:
-        raise ipc.ProtocolError("expected a positive size")
-    return value
+        self._replace(self._outputs, slot, self._channel.receive_region(b"o%d" % slot, reply.size, True))
 
 
 def main(argv: Sequence[str]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from seawall.backends.python.model_source import ModelSource
+from seawall.backends.python.model_source import ModelSource, RepositoryFinder
 
 #: Where Seawall's `triton_python_backend_utils.py` lives.
 PB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pb_utils")
@@ -59,6 +59,29 @@ def load_model_class(model_file: str, module_name: str, source: ModelSource) -> 
     if model_class is None:
         raise AttributeError("the model file defines no class 'TritonPythonModel'")
     return model_class
+
+
+def load_from_repository(
+    model_file: str, module_name: str, version_dir: str, finder: RepositoryFinder, keep_version_dir: bool
+) -> UserObject:
+    """Install `finder` (code of the model directory only, verified against its pins) and load the model file
+    through it, as module `module_name`; returns its TritonPythonModel class.
+
+    The modules of the version directory import by name while it loads (Python's path finder never sees that
+    directory), and afterwards too if `keep_version_dir` (a stub process serves one model; in the
+    server, sys.meta_path is shared). The caller removes `finder` when the model goes.
+
+    Raises:
+        Exception: as load_model_class.
+    """
+    source = finder.source
+    source.top_level.append(version_dir)
+    finder.install()
+    try:
+        return load_model_class(model_file, module_name, source)
+    finally:
+        if not keep_version_dir:
+            source.top_level.clear()
 
 
 class UserModel:

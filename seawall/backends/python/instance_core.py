@@ -1,0 +1,155 @@
+"""What every python-backend instance shares, however its model runs (stub process, worker thread, inline) and
+for auto-complete: the instance's spec, start-up within the stub timeout, error mapping with paths hidden,
+the output checks, and the request header the model's requests are built from.
+
+Imports `ipc` (its descriptor type), `messages`, `core.types` and `errors`; runs on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from seawall.backends.python import ipc
+from seawall.backends.python.messages import RequestHeader
+from seawall.core.types import InferRequest, InferResponse, Tensor
+from seawall.errors import Code, InternalError, SeawallError, UnavailableError, error_for_code
+
+logger = logging.getLogger(__name__)
+
+#: pb_utils.TritonError codes (TRITONSERVER_Error_Code order) → Seawall codes.
+_TRITON_ERROR_CODES = (
+    Code.UNKNOWN,
+    Code.INTERNAL,
+    Code.NOT_FOUND,
+    Code.INVALID_ARG,
+    Code.UNAVAILABLE,
+    Code.UNSUPPORTED,
+    Code.ALREADY_EXISTS,
+    Code.CANCELLED,
+)
+#: Request parameters the server consumes; the model sees them as correlation id / flags, not parameters().
+_RESERVED_PARAMETERS = frozenset(
+    {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output"}
+)
+
+_T = TypeVar("_T")
+
+
+def hidden_prefix(model_dir: str) -> str:
+    """ "<repository>/": what texts from model code lose before they reach a client (no server paths)."""
+    return os.path.dirname(os.path.realpath(model_dir)) + os.sep
+
+
+def hide(text: str, prefix: str) -> str:
+    return text.replace(prefix, "") if prefix else text
+
+
+async def within(awaitable: Awaitable[_T], timeout_s: float, late: str) -> _T:
+    """`awaitable`'s result within `timeout_s` (stub-timeout-seconds).
+
+    Raises:
+        UnavailableError: `late`, when the time is up.
+    """
+    try:
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except TimeoutError as exc:
+        raise UnavailableError(late) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    """What one instance needs to know about its model, and how its model's failures reach a client."""
+
+    model_name: str
+    model_version: str
+    instance_name: str
+    model_file: str
+    version_dir: str
+    args: Mapping[str, str]  # initialize(args)
+    output_types: Mapping[str, str]  # configured output name → API datatype (empty: not checked)
+    hidden_prefix: str  # "<repository>/": removed from texts sent to clients
+    dynamic_batching: bool = False
+    model_dir: str = ""  # the model directory: code is imported only from inside it, pins are relative to it
+    pins: tuple[Mapping[str, str], ...] = ()  # SHA-256 pin sets of the model's checksum agents (empty: unpinned)
+
+    def hide(self, text: str) -> str:
+        return hide(text, self.hidden_prefix)
+
+    async def initialize(self, awaitable: Awaitable[_T], timeout_s: float) -> _T:
+        """Start-up (loading model.py and initialize) within the stub timeout.
+
+        Raises:
+            UnavailableError: it did not finish in time.
+        """
+        return await within(awaitable, timeout_s, f"model instance '{self.instance_name}' did not initialize in time")
+
+    def initialize_failed(self, error: str, trace: str) -> InternalError:
+        """Loading model.py or initialize() failed with `error` ("<type>: <text>"); `trace` goes to the log."""
+        logger.error("model instance '%s': initialization failed:\n%s", self.instance_name, trace)
+        return InternalError(f"Failed to initialize model instance '{self.instance_name}': {self.hide(error)}")
+
+    def batch_failed(self, error: str, trace: str) -> InternalError:
+        """execute() raised (`trace`: logged) or returned something unusable (`trace` empty)."""
+        if trace:
+            logger.error("model instance '%s': execute failed:\n%s", self.instance_name, trace)
+        return InternalError(
+            f"Failed to process the request(s) for model '{self.instance_name}', message: {self.hide(error)}"
+        )
+
+    def response_error(self, code: object, text: str) -> SeawallError:
+        """The error a model returned in one response (pb_utils.TritonError code and message)."""
+        if isinstance(code, int) and type(code) is not bool and 0 <= code < len(_TRITON_ERROR_CODES):
+            return error_for_code(_TRITON_ERROR_CODES[code], self.hide(text))
+        return error_for_code(Code.INTERNAL, self.hide(text))
+
+    def response(
+        self, request: InferRequest, outputs: Iterable[tuple[str, str, np.ndarray]]
+    ) -> InferResponse | SeawallError:
+        """The response to `request` from the model's (owned) outputs, or the first that breaks the config."""
+        tensors: list[Tensor] = []
+        failure: SeawallError | None = None
+        for name, datatype, array in outputs:
+            datatype, failure = self._check_output(name, datatype, failure)
+            tensors.append(Tensor(name, datatype, array.shape, array))
+        if failure is not None:
+            return failure
+        return InferResponse(self.model_name, self.model_version, tensors, id=request.id)
+
+    def _check_output(self, name: str, datatype: str, failure: SeawallError | None) -> tuple[str, SeawallError | None]:
+        """The datatype to report (UINT16 bits are BF16 when configured so) and the first mismatch."""
+        if not self.output_types or failure is not None:
+            return datatype, failure
+        expected = self.output_types.get(name)
+        if expected is None:
+            return datatype, InternalError(f"unexpected inference output '{name}' for model '{self.model_name}'")
+        if expected == "BF16" and datatype == "UINT16":
+            return "BF16", None
+        if expected != datatype:
+            return datatype, InternalError(
+                f"output '{name}' of model '{self.model_name}' has datatype {datatype}, "
+                f"but the model configuration declares {expected}"
+            )
+        return datatype, None
+
+
+def request_header(request: InferRequest, inputs: list[ipc.Descriptor]) -> RequestHeader:
+    """Everything of a request but its tensor bytes (`inputs`: where they lie, or [] in process)."""
+    parameters = request.parameters
+    flags = (1 if parameters.get("sequence_start") else 0) | (2 if parameters.get("sequence_end") else 0)
+    correlation_id = parameters.get("sequence_id", 0)
+    custom: dict[str, object] = {k: v for k, v in parameters.items() if k not in _RESERVED_PARAMETERS}
+    return RequestHeader(
+        request.id,
+        inputs,
+        [output.name for output in request.outputs] if request.outputs else [],
+        correlation_id if type(correlation_id) is int or type(correlation_id) is str else 0,
+        flags,
+        custom,
+    )

@@ -1,0 +1,387 @@
+"""The stub protocol, written once: every message between the python backend's host and a stub process.
+
+Imports only orjson and `ipc` (the stub imports this module too, so it stays light); nothing is ever unpickled.
+
+Framing. On the control socket (a stream), each message is one frame: a little-endian u32 byte count, then a
+JSON array `[kind, field, ...]` whose fields are the message's fields in their declared order. Tensor bytes
+never travel in frames: they lie in the slot's shared regions (see `ipc`), and a message describes each tensor
+by a `[name, datatype, shape, offset, nbytes]` descriptor that the reader checks against its region
+(`ipc.read_tensor`). Region file descriptors go over a second socket, tagged `i<slot>` / `o<slot>`; a message
+that announces a new region carries its size, and the reader maps the fd of that tag.
+
+Who sends what (host → stub | stub → host):
+
+    Init          load model.py: mode "model"   | Ready, or InitFailed; "auto_complete": AutoCompleted or InitFailed
+    Execute       one batch in one slot          | BatchResult or BatchFailed, with the Execute's seq
+    OutputRegion  answers Grow (size 0: refused) | Grow: the running batch needs a bigger output region
+    Finalize      run finalize(), then exit      | Finalized
+                                                 | Log: any time (pb_utils.Logger)
+
+The stub handles messages one at a time, in order, so the host matches each answer to its oldest unanswered
+message; Log and Grow are aside messages, handled as they come (`StubProcess.on_message`).
+
+Growing the protocol: a kind is a NamedTuple, a line in `_KINDS` and a `_check_*` function in its direction's
+table; decoders refuse unknown kinds, so both sides change together. What fits later, existing kinds unchanged:
+- Decoupled models (many responses per request): `Response(seq, request index, ResponseEntry, final)`, an aside
+  message the stub sends at each `response_sender.send(...)`, routed by seq to that request's stream rather
+  than to the reply queue; the Execute itself is answered by an empty BatchResult once execute() returns. A
+  Response's outputs stay in the slot's output region until the host answers `ResponseRead(seq)`.
+- BLS (a stub calls the server): `Call(call id, model, version, RequestHeader)`, an aside message whose inputs
+  lie in a region of the call (fd tag `c<id>`), answered by `CallResult(call id, ResponseEntry)` or
+  `CallFailed(call id, code, message)`; the stub keeps other messages queued while it waits, as it does for
+  OutputRegion. Streamed BLS answers reuse Response.
+
+Why NamedTuples: immutable and typed like frozen dataclasses, but built at tuple speed (a frozen slotted
+dataclass costs ~1 µs more per object, and a RequestHeader and a ResponseEntry are built per request on both
+sides of the hot path); their field order is the wire's order.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from typing import Generic, NamedTuple, TypeVar
+
+import orjson
+
+from seawall.backends.python.ipc import Descriptor, ProtocolError
+
+#: Little-endian u32 byte count in front of every frame.
+FRAME_HEADER = struct.Struct("<I")
+#: Largest frame either side accepts (headers only; tensor bytes travel in shared memory).
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+_M = TypeVar("_M")
+_N = TypeVar("_N", bound=tuple[object, ...])
+
+
+class Init(NamedTuple):  # host → stub: Init, Execute (RequestHeader), OutputRegion, Finalize
+    """Load the model file (`mode` "model": then initialize(args); "auto_complete": auto_complete_config)."""
+
+    mode: str
+    model_name: str
+    model_file: str
+    version_dir: str  # the version directory's modules import by name
+    model_dir: str  # code is imported only from inside it; pins are relative to it
+    pins: list[dict[str, str]]  # SHA-256 pin sets (empty: unpinned)
+    args: dict[str, str]  # initialize(args); empty for auto-complete
+    config: dict[str, object] | None  # the configuration auto-complete starts from; None for "model"
+
+
+class RequestHeader(NamedTuple):
+    """Everything of one request but its tensor bytes."""
+
+    id: str
+    inputs: list[Descriptor]  # in the slot's input region
+    outputs: list[str]  # requested output names (empty: all)
+    correlation_id: int | str  # sequence_id, 0 when absent
+    flags: int  # 1: sequence start, 2: sequence end
+    parameters: dict[str, object]  # the request's parameters but those the server consumes
+
+
+class Execute(NamedTuple):
+    """Run one batch in `slot`. A size > 0 announces a new region of that size for the slot (fd socket)."""
+
+    seq: int
+    slot: int
+    requests: list[RequestHeader]
+    inputs_size: int = 0
+    outputs_size: int = 0
+
+
+class OutputRegion(NamedTuple):
+    """The answer to Grow: a new output region of `size` bytes for `slot` (fd socket), or 0: refused."""
+
+    slot: int
+    size: int
+
+
+class Finalize(NamedTuple):
+    """Run finalize(), answer Finalized, exit."""
+
+
+class Ready(NamedTuple):  # stub → host: the rest
+    """initialize() returned."""
+
+
+class InitFailed(NamedTuple):
+    """Loading the model, initialize() or auto_complete_config() failed; the stub exits."""
+
+    error: str  # "<type>: <text>", for the client once paths are hidden
+    trace: str  # for the server log only
+
+
+class AutoCompleted(NamedTuple):
+    """auto_complete_config's result as a JSON-like dict, or None (the model has no such method)."""
+
+    config: dict[str, object] | None
+
+
+class ResponseEntry(NamedTuple):
+    """One request's response: its outputs in the slot's output region, or the error the model set."""
+
+    outputs: list[Descriptor]
+    error_code: int | None = None  # pb_utils.TritonError code (-1: not an int); None: no error
+    error_message: str = ""
+
+
+class BatchResult(NamedTuple):
+    """One entry per request of the batch, and when execute() ran (CLOCK_MONOTONIC ns, the host's clock)."""
+
+    seq: int
+    responses: list[ResponseEntry]
+    started_ns: int
+    finished_ns: int
+
+
+class BatchFailed(NamedTuple):
+    """execute() raised or returned something unusable: every request of the batch fails with `error`."""
+
+    seq: int
+    error: str
+    trace: str  # "" for the backend's own messages (nothing to log)
+
+
+class Grow(NamedTuple):
+    """The outputs of the running batch need `size` bytes: the host answers OutputRegion."""
+
+    slot: int
+    size: int
+
+
+class Log(NamedTuple):
+    """One pb_utils.Logger line (level: 0 info, 1 warning, 2 error, 3 verbose)."""
+
+    level: int
+    text: str
+
+
+class Finalized(NamedTuple):
+    """finalize() ran (or failed and was logged)."""
+
+
+HostMessage = Init | Execute | OutputRegion | Finalize
+StubMessage = Ready | InitFailed | AutoCompleted | BatchResult | BatchFailed | Grow | Log | Finalized
+Message = HostMessage | StubMessage
+
+_KINDS: dict[type, str] = {
+    Init: "init",
+    Execute: "exec",
+    OutputRegion: "out",
+    Finalize: "fini",
+    Ready: "ready",
+    InitFailed: "fail",
+    AutoCompleted: "auto",
+    BatchResult: "result",
+    BatchFailed: "error",
+    Grow: "grow",
+    Log: "log",
+    Finalized: "done",
+}
+
+
+def encode(message: Message) -> bytes:
+    """One frame: the length prefix and `[kind, *fields]`."""
+    # orjson writes only exact tuples itself; `default` gets the nested NamedTuples (RequestHeader, ResponseEntry)
+    payload = orjson.dumps((_KINDS[type(message)], *message), default=tuple)
+    return FRAME_HEADER.pack(len(payload)) + payload
+
+
+def _int(value: object) -> int:
+    """What a peer sent, checked field by field (ProtocolError on anything else)."""
+    if type(value) is not int or value < 0:
+        raise ProtocolError("expected a non-negative integer")
+    return value
+
+
+def _str(value: object) -> str:
+    if type(value) is not str:
+        raise ProtocolError("expected a string")
+    return value
+
+
+def _list(value: object) -> list[object]:
+    if type(value) is not list:
+        raise ProtocolError("expected a list")
+    return value
+
+
+def _dict(value: object) -> dict[str, object]:
+    if type(value) is not dict:
+        raise ProtocolError("expected an object")
+    return value
+
+
+def _fields(fields: list[object], count: int) -> list[object]:
+    if len(fields) != count:
+        raise ProtocolError("wrong number of fields")
+    return fields
+
+
+def _check_init(fields: list[object]) -> Init:
+    mode, name, model_file, version_dir, model_dir, pins, args, config = _fields(fields, 8)
+    pin_sets = [_dict(pin_set) for pin_set in _list(pins)]
+    paths = _str(model_file), _str(version_dir), _str(model_dir)
+    completing = None if config is None else _dict(config)
+    return Init(_str(mode), _str(name), *paths, pin_sets, _dict(args), completing)  # type: ignore[arg-type]
+
+
+def _new(kind: type[_N], fields: Sequence[object]) -> _N:
+    """A NamedTuple from checked fields without its Python-level __new__ (per request on the hot path)."""
+    return tuple.__new__(kind, fields)
+
+
+def _naturals(*values: object) -> None:
+    for value in values:
+        if type(value) is not int or value < 0:
+            raise ProtocolError("expected a non-negative integer")
+
+
+def _check_execute(fields: list[object]) -> Execute:
+    """From the host (trusted: headers are checked for shape; descriptors when their tensors are read)."""
+    seq, slot, requests, inputs_size, outputs_size = _fields(fields, 5)
+    _naturals(seq, slot, inputs_size, outputs_size)
+    headers = []
+    for header in _list(requests):
+        if type(header) is not list or len(header) != 6:
+            raise ProtocolError("bad request header")
+        headers.append(_new(RequestHeader, header))
+    return _new(Execute, (seq, slot, headers, inputs_size, outputs_size))
+
+
+def _check_result(fields: list[object]) -> BatchResult:
+    """From a stub (untrusted; per request, so the checks are inline)."""
+    seq, responses, started, finished = _fields(fields, 4)
+    _naturals(seq, started, finished)
+    entries = []
+    for entry in _list(responses):
+        if type(entry) is not list or len(entry) != 3:
+            raise ProtocolError("bad response entry")
+        outputs, code, message = entry
+        if type(outputs) is not list or (code is not None and type(code) is not int) or type(message) is not str:
+            raise ProtocolError("bad response entry")
+        for descriptor in outputs:
+            if type(descriptor) is not list:
+                raise ProtocolError("bad tensor descriptor")
+        entries.append(_new(ResponseEntry, entry))
+    return _new(BatchResult, (seq, entries, started, finished))
+
+
+def _check_auto(fields: list[object]) -> AutoCompleted:
+    (config,) = _fields(fields, 1)
+    return AutoCompleted(None if config is None else _dict(config))
+
+
+def _check_log(fields: list[object]) -> Log:
+    level, text = _fields(fields, 2)
+    return Log(level if type(level) is int else 0, str(text))
+
+
+def _check_pair(kind: type[OutputRegion] | type[Grow]) -> Callable[[list[object]], OutputRegion | Grow]:
+    def check(fields: list[object]) -> OutputRegion | Grow:
+        slot, size = _fields(fields, 2)
+        return kind(_int(slot), _int(size))
+
+    return check
+
+
+def _check_empty(kind: type[Finalize] | type[Ready] | type[Finalized]) -> Callable[[list[object]], Message]:
+    def check(fields: list[object]) -> Message:
+        _fields(fields, 0)
+        return kind()
+
+    return check
+
+
+def _check_init_failed(fields: list[object]) -> InitFailed:
+    error, trace = _fields(fields, 2)
+    return InitFailed(str(error), str(trace))
+
+
+def _check_batch_failed(fields: list[object]) -> BatchFailed:
+    seq, error, trace = _fields(fields, 3)
+    return BatchFailed(_int(seq), str(error), str(trace))
+
+
+_HOST_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
+    "init": _check_init,
+    "exec": _check_execute,
+    "out": _check_pair(OutputRegion),
+    "fini": _check_empty(Finalize),
+}
+_STUB_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
+    "ready": _check_empty(Ready),
+    "fail": _check_init_failed,
+    "auto": _check_auto,
+    "result": _check_result,
+    "error": _check_batch_failed,
+    "grow": _check_pair(Grow),
+    "log": _check_log,
+    "done": _check_empty(Finalized),
+}
+
+
+def _decode(payload: bytes | bytearray | memoryview, kinds: dict[object, Callable[[list[object]], Message]]) -> Message:
+    try:
+        frame = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("frame is not valid JSON") from exc
+    if type(frame) is not list or not frame:
+        raise ProtocolError("frame is not a message")
+    check = kinds.get(frame[0]) if type(frame[0]) is str else None
+    if check is None:
+        raise ProtocolError("unknown message kind")
+    return check(frame[1:])
+
+
+def decode_host_message(payload: bytes | bytearray | memoryview) -> HostMessage:
+    """A message the stub received (never anything but JSON: no pickle crosses the channel).
+
+    Raises:
+        ProtocolError: not a valid frame of a host → stub kind.
+    """
+    return _decode(payload, _HOST_MESSAGES)  # type: ignore[return-value]  # the table holds host kinds only
+
+
+def decode_stub_message(payload: bytes | bytearray | memoryview) -> StubMessage:
+    """A message the host received from a stub (untrusted: every field is checked).
+
+    Raises:
+        ProtocolError: not a valid frame of a stub → host kind.
+    """
+    return _decode(payload, _STUB_MESSAGES)  # type: ignore[return-value]  # the table holds stub kinds only
+
+
+class FrameDecoder(Generic[_M]):
+    """Splits a byte stream into messages; owned by one reader (the event loop, or the stub's main thread)."""
+
+    def __init__(self, decode: Callable[[bytes | bytearray | memoryview], _M]) -> None:
+        self._decode = decode
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[_M]:
+        """Add received bytes and return every message now complete.
+
+        Raises:
+            ProtocolError: a frame is larger than MAX_FRAME_BYTES or is not a valid message.
+        """
+        if self._buffer:
+            self._buffer += data
+            data = self._buffer
+        messages: list[_M] = []
+        start = 0
+        size = len(data)
+        while size - start >= FRAME_HEADER.size:
+            (length,) = FRAME_HEADER.unpack_from(data, start)
+            if length > MAX_FRAME_BYTES:
+                raise ProtocolError("frame too large")
+            end = start + FRAME_HEADER.size + length
+            if size < end:
+                break
+            messages.append(self._decode(memoryview(data)[start + FRAME_HEADER.size : end]))
+            start = end
+        if data is self._buffer:
+            del self._buffer[:start]
+        elif start < size:
+            self._buffer = bytearray(data[start:])  # usually frames arrive whole: nothing is kept
+        return messages
