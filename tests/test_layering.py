@@ -207,6 +207,7 @@ STUB_MAY_LOAD = {
     "seawall.backends.python",
     "seawall.backends.python.bootstrap",
     "seawall.backends.python.ipc",
+    "seawall.backends.python.messages",
     "seawall.backends.python.model_source",
     "seawall.backends.python.pb_utils",
     "seawall.backends.python.pb_utils.triton_python_backend_utils",
