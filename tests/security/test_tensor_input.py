@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -219,21 +219,32 @@ class _HealthProbe:
 
 # before the fix (decoded and encoded on the event loop, element by element) the worst health answer during
 # this request was 0.5-0.85 s, about 40% of the request's own time (HTTP binary and JSON, gRPC); now it is
-# about 0.05 s, under 10%. On a loaded machine both stretch, so the bound is the larger of an absolute one and
-# a share of the request's time, which the old code fails either way.
+# about 0.05 s, under 10% (30% seen once at load 6 on 2 cores). On a loaded machine both stretch, so the bound
+# is the larger of an absolute one and a share of the request's time, which the old code fails either way.
 HEALTH_BOUND_S = 0.4
-HEALTH_SHARE = 0.2
+HEALTH_SHARE = 0.25
 
 
-def _assert_health_kept_up(probe: _HealthProbe, started: float) -> None:
-    elapsed = time.perf_counter() - started
-    assert probe.answers > 0
-    assert probe.worst < max(HEALTH_BOUND_S, HEALTH_SHARE * elapsed), (probe.worst, elapsed)
+def _assert_health_keeps_up(server: ServerProcess, send: Callable[[], None], attempts: int = 2) -> None:
+    """`send()` the heavy request while health is probed; the worst health answer must stay under the bound in one
+    of `attempts` tries (a load spike on the shared machine can stretch one; the old code failed every try)."""
+    seen = []
+    for _ in range(attempts):
+        started = time.perf_counter()
+        with _HealthProbe(server) as probe:
+            send()
+        elapsed = time.perf_counter() - started
+        assert probe.answers > 0
+        if probe.worst < max(HEALTH_BOUND_S, HEALTH_SHARE * elapsed):
+            return
+        seen.append((probe.worst, elapsed))
+    pytest.fail(f"worst health answer and request time, per try: {seen}")
 
 
 @pytest.mark.parametrize("encoding", ["binary", "json"])
 def test_health_stays_fast_during_the_heaviest_bytes_request_over_http(server: ServerProcess, encoding: str) -> None:
-    body, header_length = _bytes_body(DEFAULT_BYTES_ELEMENTS)
+    body, binary_header_length = _bytes_body(DEFAULT_BYTES_ELEMENTS)
+    header_length: int | None = binary_header_length
     if encoding == "json":  # strings in and out as JSON lists
         strings = [
             {
@@ -244,19 +255,21 @@ def test_health_stays_fast_during_the_heaviest_bytes_request_over_http(server: S
             }
         ]
         body, header_length = json.dumps({"inputs": strings}).encode(), None
-    started = time.perf_counter()
-    with _HealthProbe(server) as probe:
+
+    def send() -> None:
         assert _http_error(server, "string_identity", body, header_length) == (200, "")
-    _assert_health_kept_up(probe, started)
+
+    _assert_health_keeps_up(server, send)
     _healthy(server)
 
 
 def test_health_stays_fast_during_the_heaviest_bytes_request_over_grpc(server: ServerProcess, stub: Any) -> None:
     request = _bytes_request(DEFAULT_BYTES_ELEMENTS)
-    started = time.perf_counter()
-    with _HealthProbe(server) as probe:
+
+    def send() -> None:
         reply = stub.ModelInfer(request, timeout=120)
-    assert list(reply.outputs[0].shape) == [DEFAULT_BYTES_ELEMENTS]
-    assert reply.raw_output_contents[0] == bytes(4 * DEFAULT_BYTES_ELEMENTS)
-    _assert_health_kept_up(probe, started)
+        assert list(reply.outputs[0].shape) == [DEFAULT_BYTES_ELEMENTS]
+        assert reply.raw_output_contents[0] == bytes(4 * DEFAULT_BYTES_ELEMENTS)
+
+    _assert_health_keeps_up(server, send)
     _healthy(server)

@@ -245,9 +245,7 @@ class PythonModelInstance:
         ipc.write_payloads(memory, offsets, payloads)
         return Execute(self._seq, slot.index, headers, inputs_size, outputs_size)
 
-    def _collect(
-        self, requests: Sequence[InferRequest], seq: int, reply: StubMessage, outputs: mmap.mmap
-    ) -> Execution:
+    def _collect(self, requests: Sequence[InferRequest], seq: int, reply: StubMessage, outputs: mmap.mmap) -> Execution:
         if type(reply) is BatchFailed and reply.seq == seq:
             raise self._spec.batch_failed(reply.error, reply.trace)
         if type(reply) is not BatchResult or reply.seq != seq:
