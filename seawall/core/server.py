@@ -1,5 +1,9 @@
 """The InferenceServer facade: the one object every frontend and the embedding API call.
 
+Resolve, then run: `model(name, version)` binds a request to a served model (`core.inference.ServedModel`: its
+config, input spec, raw-input layout and limits), whose `infer` runs the per-request pipeline; `infer(request)`
+does both. The facade itself keeps lifecycle and administration.
+
 Imports only other `core` modules, `errors` and `options`: the backends arrive as a `BackendLookup` that the
 composition root builds. Knows nothing about HTTP or gRPC.
 """
@@ -11,16 +15,17 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from seawall.core import audit, repository, tensor_io
+from seawall.core import audit, repository
 from seawall.core.backend import Backend, BackendLookup, ModelConfig
 from seawall.core.control import ModelControl
+from seawall.core.inference import InferencePipeline, ServedModel
 from seawall.core.lifecycle import ModelLifecycle, ModelRecord, ModelVersion
 from seawall.core.log_settings import LogSettings, LogValue
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
 from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.repository import is_valid_model_name as is_valid_model_name  # for frontends checking names
 from seawall.core.repository import require_valid_model_name as require_valid_model_name  # and for frontends
-from seawall.core.response_cache import ResponseCache, infer_cached
+from seawall.core.response_cache import ResponseCache
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace import TraceSettings
 from seawall.core.trace_file import TraceFile
@@ -35,7 +40,6 @@ from seawall.core.types import (
     SharedMemoryRegionStatus,
     TensorMetadata,
 )
-from seawall.core.validation import check_request
 from seawall.errors import (
     InternalError,
     InvalidArgumentError,
@@ -83,8 +87,6 @@ class InferenceServer:
     ) -> None:
         self.options = options
         self._backends = backends
-        # models with `response_cache { enable: true }` use it; None: the server has no cache (--cache-config)
-        self._response_cache = response_cache
         self._agent_for = agent_for  # repository agents beyond the built-in checksum agent
         # shared with the process's log handler when the CLI made it; otherwise this server's own
         self.log_settings = log_settings if log_settings is not None else LogSettings(options.log)
@@ -94,11 +96,12 @@ class InferenceServer:
         self.shared_memory = SharedMemoryManager(
             options.allow_client_shm, options.max_shm_regions, options.max_shm_bytes
         )
+        # models with `response_cache { enable: true }` use the cache; None: the server has none (--cache-config)
+        self._pipeline = InferencePipeline(self.shared_memory, self._traces, options.limits, response_cache)
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None
         self._live = False
         self._draining = False
-        self._inflight = 0  # inference requests accepted and not yet answered (event loop thread)
 
     async def start(self) -> None:
         """Scan the repositories and load the models the control mode asks for.
@@ -119,7 +122,7 @@ class InferenceServer:
         except BaseException:
             await self.stop()
             raise
-        self._live = True
+        self._set_live(True)
         failed = [r.name for r in self._lifecycle.models.values() if not r.is_ready()]
         if failed and options.exit_on_error:
             await self.stop()
@@ -133,7 +136,7 @@ class InferenceServer:
 
     async def stop(self) -> None:
         """Stop accepting work, unload every model (calls `finalize`); idempotent."""
-        self._live = False
+        self._set_live(False)
         if self._control is not None:
             await self._control.stop()
         self.shared_memory.close()
@@ -142,6 +145,17 @@ class InferenceServer:
         self._traces.close()
         if self._backends is not None:
             await self._backends.stop()
+
+    def _set_live(self, live: bool) -> None:
+        self._live = live
+        self._update_gate()
+
+    def _update_gate(self) -> None:
+        """Tell the pipeline whether (and why not) inference requests are accepted."""
+        if not self._live:
+            self._pipeline.refusal = "Server is not live"
+        else:
+            self._pipeline.refusal = "Server is shutting down" if self._draining else None
 
     def is_live(self) -> bool:
         return self._live
@@ -317,70 +331,41 @@ class InferenceServer:
                 if entry is None or not entry.is_ready():
                     raise InvalidArgumentError(f"requested model version is not available for model '{name}'")
                 versions = [entry]
-        return [v.stats.snapshot(self._cache_for(v) is not None) for v in versions]
+        return [v.stats.snapshot(self._pipeline.cache_for(v) is not None) for v in versions]
 
-    def _cache_for(self, entry: ModelVersion) -> ResponseCache | None:
-        """The response cache, if `entry`'s responses go through it."""
-        enabled = entry.config is not None and entry.config.response_cache.enable
-        return self._response_cache if enabled else None
+    def model(self, name: str, version: str = "") -> ServedModel:
+        """The served model a request for `name` / `version` ("" = highest ready version) runs on.
+
+        Raises:
+            UnavailableError: the server is not live or is shutting down, or the model has no ready version.
+            NotFoundError: unknown model or version.
+            InvalidArgumentError: a bad model name or version string.
+        """
+        self._pipeline.check_open()
+        return ServedModel(self._version(name, version), self._pipeline)
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        """Validate `request` against the model's config, schedule it on an instance, return its response.
+        """Resolve the request's model, then run it (`model(...).infer(request)`): validate `request` against the
+        model's config, schedule it on an instance, return its response.
 
         Raises:
             NotFoundError: unknown model or version.
-            UnavailableError: the model is not ready.
+            UnavailableError: the server or the model is not ready.
             InvalidArgumentError: inputs do not match the config (name, datatype, shape, byte size).
             SeawallError: the model's own error for this request, with its code.
         """
-        if not self._live or self._draining:
-            raise UnavailableError("Server is not live" if not self._live else "Server is shutting down")
-        entry = self._version(request.model_name, request.model_version)
-        assert entry.spec is not None and entry.scheduler is not None
-        if any(tensor_io.SHM_REGION in t.parameters for t in request.inputs):
-            await tensor_io.read_shm_inputs(request, self.shared_memory, self.options.limits)
-        batch_size = check_request(request, entry.spec)
-        self._inflight += 1
-        trace = self._traces.begin(request.model_name, entry.version, request.id)
-        try:
-            if trace is not None:
-                trace.stamp("QUEUE_START")
-            scheduler, timeout_ns = entry.scheduler, _timeout_ns(request)
-            cache = self._cache_for(entry)
-            if cache is not None:
-                response = await infer_cached(
-                    cache,
-                    request,
-                    entry.version,
-                    entry.stats,
-                    lambda: scheduler.enqueue(request, batch_size, timeout_ns),
-                )
-            else:
-                response = await scheduler.enqueue(request, batch_size, timeout_ns)
-        finally:
-            self._inflight -= 1
-            if trace is not None:
-                self._traces.end(trace)
-        response.model_name = request.model_name
-        response.model_version = str(entry.version)
-        response.id = request.id
-        if request.outputs:
-            wanted = {o.name for o in request.outputs}
-            response.outputs = [t for t in response.outputs if t.name in wanted]
-            if any(o.parameters for o in request.outputs):
-                tensor_io.classify_outputs(request.outputs, response, entry.labels, entry.spec.max_batch_size > 0)
-                await tensor_io.write_shm_outputs(request.outputs, response, self.shared_memory)
-        return response
+        return await self.model(request.model_name, request.model_version).infer(request)
 
     # ---------------------------------------------------------------------------------------- draining
 
     def start_draining(self) -> None:
         """Refuse new inference requests and report not ready; requests already accepted go on."""
         self._draining = True
+        self._update_gate()
 
     def inflight(self) -> int:
         """Inference requests accepted and not yet answered."""
-        return self._inflight
+        return self._pipeline.inflight
 
     # ---------------------------------------------------------------------------------------- logging
 
@@ -446,16 +431,3 @@ class InferenceServer:
         if name:
             raise NotFoundError(f"Unable to find cuda shared memory region: '{name[:64]}'")
         return []
-
-
-def _timeout_ns(request: InferRequest) -> int:
-    """The request's queue timeout (`timeout` parameter, microseconds) in nanoseconds; 0 = none.
-
-    Raises: InvalidArgumentError (not a non-negative integer).
-    """
-    timeout = request.parameters.get("timeout")
-    if timeout is None:
-        return 0
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
-        raise InvalidArgumentError("'timeout' parameter must be a non-negative integer of microseconds")
-    return timeout * 1000

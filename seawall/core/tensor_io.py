@@ -15,7 +15,7 @@ import numpy as np
 
 from seawall.core import offload, raw
 from seawall.core.shm import SharedMemoryManager
-from seawall.core.types import InferRequest, InferResponse, ParamValue, RequestedOutput, Tensor
+from seawall.core.types import InferRequest, ParamValue, RequestedOutput, Tensor
 from seawall.errors import InvalidArgumentError
 from seawall.options import Limits
 
@@ -89,16 +89,18 @@ async def read_shm_inputs(request: InferRequest, shm: SharedMemoryManager, limit
 
 
 async def write_shm_outputs(
-    outputs: Sequence[RequestedOutput], response: InferResponse, shm: SharedMemoryManager
-) -> None:
-    """Write each output that asked for a region into it; its tensor keeps only a marker parameter.
+    outputs: Sequence[RequestedOutput], tensors: list[Tensor], shm: SharedMemoryManager
+) -> list[Tensor]:
+    """`tensors` with each one that asked for a region written into it and replaced by a tensor that keeps only a
+    marker parameter (the given tensors are not modified).
 
     Raises:
         NotFoundError: unknown region.
         InvalidArgumentError: the region range is too small for the result, or outside the region, or the
             region's object was truncated since registration.
     """
-    by_name = {t.name: t for t in response.outputs}
+    written: dict[str, Tensor] = {}
+    by_name = {t.name: t for t in tensors}
     for requested in outputs:
         region = requested.parameters.get(SHM_REGION)
         tensor = by_name.get(requested.name)
@@ -116,13 +118,17 @@ async def write_shm_outputs(
         view = memoryview(data).cast("B")
         with shm.use(str(region), offset, len(view)) as window:
             await _transfer(len(view), functools.partial(window.write, view))
-        tensor.parameters = {SHM_REGION: region}
+        written[tensor.name] = Tensor(tensor.name, tensor.datatype, tensor.shape, tensor.data, {SHM_REGION: region})
+    if not written:
+        return tensors
+    return [written.get(t.name, t) for t in tensors]
 
 
 def classify_outputs(
-    outputs: Sequence[RequestedOutput], response: InferResponse, labels: Mapping[str, Sequence[str]], batching: bool
-) -> None:
-    """Turn each output with a `classification` count into its top-k "value:index[:label]" BYTES tensor.
+    outputs: Sequence[RequestedOutput], tensors: list[Tensor], labels: Mapping[str, Sequence[str]], batching: bool
+) -> list[Tensor]:
+    """`tensors` with each output that has a `classification` count turned into its top-k "value:index[:label]"
+    BYTES tensor (a new list when any is; the given tensors are not modified).
 
     Raises:
         InvalidArgumentError: the count is not a positive integer, or the output is not numeric.
@@ -133,9 +139,10 @@ def classify_outputs(
             continue
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise InvalidArgumentError("invalid value for 'classification' parameter, expected >= 0")
-        for index, tensor in enumerate(response.outputs):
-            if tensor.name == requested.name:
-                response.outputs[index] = _classify(tensor, k, labels.get(tensor.name, ()), batching)
+        tensors = [
+            _classify(t, k, labels.get(t.name, ()), batching) if t.name == requested.name else t for t in tensors
+        ]
+    return tensors
 
 
 def _classify(tensor: Tensor, k: int, labels: Sequence[str], batching: bool) -> Tensor:

@@ -121,6 +121,17 @@ class InferResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class RawInputSpec:
+    """What a raw binary request (the whole body is one input) needs to know about a model's first input."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]  # config dims, without the batch dimension
+    max_batch_size: int
+    input_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class TensorMetadata:
     name: str
     datatype: str

@@ -19,7 +19,7 @@ from tritonclient.grpc import service_pb2
 
 import seawall.core.offload as offload
 from seawall.core.server import InferenceServer
-from seawall.core.types import InferRequest
+from seawall.core.types import InferResponse
 from seawall.errors import InternalError, SeawallError, UnsupportedError
 from seawall.frontends import grpc_admin as admin
 from seawall.frontends import grpc_codec as codec
@@ -197,18 +197,16 @@ class _Servicer:
     async def ModelInfer(self, data: bytes, context: Any) -> bytes:  # noqa: N802
         """Serialized request in, serialized response out: the tensors are never copied into message objects."""
         request, raw_contents = await offload.run(len(data) > offload.HEAVY_BODY_BYTES, wire.parse_infer_request, data)
-        response = await self._server.infer(await self._decode(request, raw_contents, len(data)))
+        response = await self._infer(request, raw_contents, len(data))
         return await offload.run(offload.is_heavy(response.outputs), wire.infer_response_bytes, response)
 
-    async def _decode(self, request: Any, raw_contents: Any, size: int) -> InferRequest:
-        """The core request of a parsed ModelInferRequest of `size` bytes (decoded in a worker thread when large)."""
+    async def _infer(self, request: Any, raw_contents: Any, size: int) -> InferResponse:
+        """Run a parsed ModelInferRequest of `size` bytes. As Triton, the model is resolved before the inputs are
+        read (an unknown model or bad version wins over bad inputs); large requests decode in a worker thread."""
+        served = self._server.model(request.model_name, request.model_version)
         heavy = size > offload.HEAVY_BODY_BYTES
-        try:
-            return await offload.run(heavy, codec.infer_request_from_proto, request, self._limits, raw_contents)
-        except SeawallError:
-            # Triton resolves the model before it reads inputs: an unknown model or bad version wins
-            self._server.model_metadata(request.model_name, request.model_version)
-            raise
+        decoded = await offload.run(heavy, codec.infer_request_from_proto, request, served.limits, raw_contents)
+        return await served.infer(decoded)
 
     async def ModelStreamInfer(self, requests: Any, context: Any) -> None:  # noqa: N802
         await serve_stream(requests, context, self._stream_answer)
@@ -221,7 +219,7 @@ class _Servicer:
             heavy = len(data) > offload.HEAVY_BODY_BYTES
             request, raw_contents = await offload.run(heavy, wire.parse_infer_request, data)
             request_id, model = request.id, request.model_name
-            response = await self._server.infer(await self._decode(request, raw_contents, len(data)))
+            response = await self._infer(request, raw_contents, len(data))
         except SeawallError as exc:
             logger.debug("ModelStreamInfer request refused for model %r: %r", model, exc.message)
             message = exc.message

@@ -129,18 +129,6 @@ def statistics_json(stats: ModelStatistics) -> dict[str, Any]:
     }
 
 
-def _raw_input_spec(config: Any) -> http_codec.RawInputSpec:
-    """The first input of a ModelConfig message, as the raw binary request needs it."""
-    inputs = list(config.input)
-    first = inputs[0] if inputs else None
-    if first is None:
-        return http_codec.RawInputSpec("", "", (), config.max_batch_size, 0)
-    type_name = type(config).DESCRIPTOR.fields_by_name["input"].message_type.fields_by_name["data_type"]
-    enum_name = type_name.enum_type.values_by_number[first.data_type].name
-    datatype = "BYTES" if enum_name == "TYPE_STRING" else enum_name.removeprefix("TYPE_")
-    return http_codec.RawInputSpec(first.name, datatype, tuple(first.dims), config.max_batch_size, len(inputs))
-
-
 @functools.lru_cache(maxsize=1024)  # clients repeat their paths; a bounded cache cannot be flooded
 def _route(path: str) -> tuple[Route, Mapping[str, str] | None]:
     """The route of `path` and its named groups (read-only), or (ROUTES[0], None) when nothing matches."""
@@ -264,13 +252,16 @@ class HttpFrontend:
         length = http_codec.parse_header_length(request.headers.get("inference-header-content-length"), len(body))
         heavy = len(body) > offload.HEAVY_BODY_BYTES
         if length == 0 or (length is None and not body):
-            spec = _raw_input_spec(self._server.model_config(model, version))
-            decoded = await offload.run(heavy, http_codec.decode_raw_request, body, model, version, spec, self._limits)
+            served = self._server.model(model, version)  # resolve, then decode with the model's raw-input layout
+            decoded = await offload.run(
+                heavy, http_codec.decode_raw_request, body, model, version, served.raw_input, served.limits
+            )
         else:
             decoded = await offload.run(
                 heavy, http_codec.decode_infer_request, body, length, model, version, self._limits
             )
-        response = await self._server.infer(decoded.request)
+            served = self._server.model(model, version)
+        response = await served.infer(decoded.request)
         parts, header_length = await http_codec.encode_infer_reply(response, decoded)
         if header_length is None:
             return HttpResponse(200, parts, "application/json")

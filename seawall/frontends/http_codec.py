@@ -23,6 +23,7 @@ from seawall.core.types import (
     InferRequest,
     InferResponse,
     ParamValue,
+    RawInputSpec,
     RequestedOutput,
     Tensor,
     element_count,
@@ -43,17 +44,6 @@ class DecodedInfer:
     request: InferRequest
     binary_default: bool = False
     binary_outputs: dict[str, bool] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class RawInputSpec:
-    """What a raw binary request needs to know about the model's only input."""
-
-    name: str
-    datatype: str
-    dims: tuple[int, ...]
-    max_batch_size: int
-    input_count: int
 
 
 def parse_header_length(value: str | None, body_length: int) -> int | None:

@@ -1,0 +1,163 @@
+"""The per-request inference pipeline: what happens to one request once it is bound to a served model.
+
+`InferenceServer.model(name, version)` resolves a request's model to a `ServedModel` (its config, input spec,
+raw-input layout and limits: what a frontend needs to decode a request); `ServedModel.infer` then runs the
+pipeline: shared-memory inputs, validation, trace, response cache, scheduling, output selection,
+classification and shared-memory outputs. The response a backend or the cache returns is never modified: the
+caller gets a new one.
+
+Imports other `core` modules, `errors` and `options`; knows nothing about HTTP or gRPC.
+"""
+
+from __future__ import annotations
+
+from seawall.core import tensor_io
+from seawall.core.backend import ModelConfig
+from seawall.core.lifecycle import ModelVersion
+from seawall.core.model_config import ModelSpec
+from seawall.core.response_cache import ResponseCache, infer_cached
+from seawall.core.scheduler import Scheduler
+from seawall.core.shm import SharedMemoryManager
+from seawall.core.trace_file import TraceFile
+from seawall.core.types import InferRequest, InferResponse, RawInputSpec, Tensor
+from seawall.core.validation import check_request
+from seawall.errors import InvalidArgumentError, UnavailableError
+from seawall.options import Limits
+
+
+class InferencePipeline:
+    """What every request of one server shares: the admission gate, shared memory, traces, the response cache,
+    the limits and the count of requests in flight. Owned by the `InferenceServer`; event loop thread only."""
+
+    __slots__ = ("inflight", "limits", "refusal", "response_cache", "shared_memory", "traces")
+
+    def __init__(
+        self,
+        shared_memory: SharedMemoryManager,
+        traces: TraceFile,
+        limits: Limits,
+        response_cache: ResponseCache | None,
+    ) -> None:
+        self.shared_memory = shared_memory
+        self.traces = traces
+        self.limits = limits
+        self.response_cache = response_cache  # None: the server has no cache (--cache-config)
+        self.refusal: str | None = "Server is not live"  # why requests are refused now; None: accepting
+        self.inflight = 0  # requests accepted and not yet answered
+
+    def check_open(self) -> None:
+        """Raises: UnavailableError (the server is not live, or is shutting down)."""
+        if self.refusal is not None:
+            raise UnavailableError(self.refusal)
+
+    def cache_for(self, entry: ModelVersion) -> ResponseCache | None:
+        """The response cache, if `entry`'s responses go through it."""
+        enabled = entry.config is not None and entry.config.response_cache.enable
+        return self.response_cache if enabled else None
+
+
+class ServedModel:
+    """One READY model version bound to its server's pipeline: what a frontend needs to decode a request for
+    it, and `infer` to run one. Cheap to make (one per request); holds no state of its own."""
+
+    __slots__ = ("_entry", "_pipeline", "_scheduler", "spec")
+
+    def __init__(self, entry: ModelVersion, pipeline: InferencePipeline) -> None:
+        assert entry.spec is not None and entry.scheduler is not None  # READY versions have both
+        self._entry = entry
+        self._pipeline = pipeline
+        self._scheduler: Scheduler = entry.scheduler
+        self.spec: ModelSpec = entry.spec  # the input and output spec requests are validated against
+
+    @property
+    def name(self) -> str:
+        return self._entry.name
+
+    @property
+    def version(self) -> int:
+        return self._entry.version
+
+    @property
+    def config(self) -> ModelConfig:
+        """The completed configuration of this version."""
+        config = self._entry.config
+        assert config is not None
+        return config
+
+    @property
+    def limits(self) -> Limits:
+        """The tensor limits every frontend checks while decoding (see `core.raw.checked_shape`)."""
+        return self._pipeline.limits
+
+    @property
+    def raw_input(self) -> RawInputSpec:
+        """The layout of a raw binary request (the whole body is the model's only input)."""
+        spec = self.spec
+        if not spec.input_order:
+            return RawInputSpec("", "", (), spec.max_batch_size, 0)
+        first = spec.inputs[spec.input_order[0]]
+        return RawInputSpec(first.name, first.datatype, first.dims, spec.max_batch_size, len(spec.input_order))
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Validate `request` against this model's config, schedule it on an instance, return a new response.
+
+        Raises:
+            UnavailableError: the server is not live or is shutting down.
+            InvalidArgumentError: inputs do not match the config (name, datatype, shape, byte size), or bad
+                shared-memory, classification or timeout parameters.
+            NotFoundError: an unknown shared-memory region.
+            SeawallError: the model's own error for this request, with its code.
+        """
+        pipeline, entry, spec = self._pipeline, self._entry, self.spec
+        pipeline.check_open()
+        if any(tensor_io.SHM_REGION in t.parameters for t in request.inputs):
+            await tensor_io.read_shm_inputs(request, pipeline.shared_memory, pipeline.limits)
+        batch_size = check_request(request, spec)
+        pipeline.inflight += 1
+        traces = pipeline.traces
+        trace = traces.begin(request.model_name, entry.version, request.id)
+        try:
+            if trace is not None:
+                trace.stamp("QUEUE_START")
+            scheduler, timeout_ns = self._scheduler, _timeout_ns(request)
+            cache = pipeline.cache_for(entry)
+            if cache is not None:
+                response = await infer_cached(
+                    cache,
+                    request,
+                    entry.version,
+                    entry.stats,
+                    lambda: scheduler.enqueue(request, batch_size, timeout_ns),
+                )
+            else:
+                response = await scheduler.enqueue(request, batch_size, timeout_ns)
+        finally:
+            pipeline.inflight -= 1
+            if trace is not None:
+                traces.end(trace)
+        outputs = response.outputs
+        if request.outputs:
+            wanted = {o.name for o in request.outputs}
+            outputs = [t for t in outputs if t.name in wanted]
+            if any(o.parameters for o in request.outputs):
+                outputs = await self._requested_outputs(request, outputs)
+        return InferResponse(request.model_name, str(entry.version), outputs, request.id, response.parameters)
+
+    async def _requested_outputs(self, request: InferRequest, outputs: list[Tensor]) -> list[Tensor]:
+        """`outputs` with the classification and shared-memory parameters of the requested outputs applied."""
+        batching = self.spec.max_batch_size > 0
+        outputs = tensor_io.classify_outputs(request.outputs, outputs, self._entry.labels, batching)
+        return await tensor_io.write_shm_outputs(request.outputs, outputs, self._pipeline.shared_memory)
+
+
+def _timeout_ns(request: InferRequest) -> int:
+    """The request's queue timeout (`timeout` parameter, microseconds) in nanoseconds; 0 = none.
+
+    Raises: InvalidArgumentError (not a non-negative integer).
+    """
+    timeout = request.parameters.get("timeout")
+    if timeout is None:
+        return 0
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+        raise InvalidArgumentError("'timeout' parameter must be a non-negative integer of microseconds")
+    return timeout * 1000
