@@ -8,6 +8,7 @@ is allocated.
 from __future__ import annotations
 
 import struct
+from typing import NoReturn
 
 import numpy as np
 
@@ -38,24 +39,20 @@ def checked_shape(
     Raises:
         InvalidArgumentError: anything above, with a message naming the input and, for limits, the flag.
     """
-    if not isinstance(dims, (list, tuple)) or not all(type(d) is int for d in dims):
-        raise InvalidArgumentError(f"{where}Unable to parse 'shape' of input '{name}': expected an array of integers")
+    if not isinstance(dims, (list, tuple)) or len(dims) > MAX_DIMS:
+        _refuse_dims(dims, name, model, where)
+    product = 1
+    for dim in dims:  # one pass on the path every request takes; messages are built only for a refusal
+        if type(dim) is not int or dim < 0 or dim > MAX_DIM:
+            _refuse_dims(dims, name, model, where)
+        if dim:
+            product *= dim
     shape: tuple[int, ...] = tuple(dims)
     input_ = f"input '{name}' for model '{model}'"
-    if len(shape) > MAX_DIMS:
-        raise InvalidArgumentError(f"{where}{input_} has {len(shape)} dimensions, more than {MAX_DIMS}")
-    text = ",".join(str(d) for d in shape[:MAX_DIMS])
-    if any(d < 0 for d in shape):
-        raise InvalidArgumentError(f"{where}invalid shape [{text}] for {input_}, dimensions must be >= 0")
-    if any(d > MAX_DIM for d in shape):
-        raise InvalidArgumentError(f"{where}invalid shape [{text}] for {input_}, dimensions must be <= {MAX_DIM}")
-    product = 1
-    for dim in shape:
-        product *= dim or 1
-        if product > limits.max_tensor_elements:
-            raise InvalidArgumentError(
-                f"{where}{input_} has more than {limits.max_tensor_elements} elements (--max-tensor-elements)"
-            )
+    if product > limits.max_tensor_elements:
+        raise InvalidArgumentError(
+            f"{where}{input_} has more than {limits.max_tensor_elements} elements (--max-tensor-elements)"
+        )
     count = 0 if 0 in shape else product
     if count * ELEMENT_SIZES.get(datatype, 1) > limits.max_tensor_bytes:
         raise InvalidArgumentError(
@@ -67,6 +64,20 @@ def checked_shape(
             f"{limits.max_bytes_elements} (--max-bytes-elements)"
         )
     return shape, count
+
+
+def _refuse_dims(dims: object, name: str, model: str, where: str) -> NoReturn:
+    """The refusal of a shape that is not a list of at most MAX_DIMS integers in [0, MAX_DIM], by the first rule
+    it breaks in this order: integers, rank, >= 0, <= MAX_DIM."""
+    if not isinstance(dims, (list, tuple)) or not all(type(d) is int for d in dims):
+        raise InvalidArgumentError(f"{where}Unable to parse 'shape' of input '{name}': expected an array of integers")
+    input_ = f"input '{name}' for model '{model}'"
+    if len(dims) > MAX_DIMS:
+        raise InvalidArgumentError(f"{where}{input_} has {len(dims)} dimensions, more than {MAX_DIMS}")
+    text = ",".join(str(d) for d in dims)
+    if any(d < 0 for d in dims):
+        raise InvalidArgumentError(f"{where}invalid shape [{text}] for {input_}, dimensions must be >= 0")
+    raise InvalidArgumentError(f"{where}invalid shape [{text}] for {input_}, dimensions must be <= {MAX_DIM}")
 
 
 def byte_size(datatype: str, count: int) -> int:
