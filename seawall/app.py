@@ -73,12 +73,12 @@ def _build_server(options: Options, log_settings: LogSettings | None = None) -> 
 
 def _frontends(server: InferenceServer, options: Options, keys: KeyRing) -> list[tuple[str, str, Frontend]]:
     # imported here so that embedding code never pays for the transports
-    from seawall.frontends.grpc import GrpcFrontend
-    from seawall.frontends.http import HttpFrontend
-    from seawall.frontends.http_body import BodyBudget
+    from seawall.frontends.cloud.sagemaker import SageMakerFrontend
+    from seawall.frontends.cloud.vertex import VertexFrontend
+    from seawall.frontends.grpc.service import GrpcFrontend
+    from seawall.frontends.http.body import BodyBudget
+    from seawall.frontends.http.routes import HttpFrontend
     from seawall.frontends.metrics import MetricsFrontend
-    from seawall.frontends.sagemaker import SageMakerFrontend
-    from seawall.frontends.vertex import VertexFrontend
 
     budget = BodyBudget(options.limits.http_max_inflight_body_bytes)  # one for all HTTP listeners
     built: list[tuple[str, str, Frontend]] = []

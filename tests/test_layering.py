@@ -166,8 +166,8 @@ def test_only_cli_exits(path: Path) -> None:
 
 def test_the_rules_catch_a_forbidden_edge() -> None:
     assert not _allowed("seawall.core.server", "grpc")
-    assert not _allowed("seawall.core.lifecycle", "seawall.frontends.http")
-    assert not _allowed("seawall.frontends.http", "seawall.core.lifecycle")
+    assert not _allowed("seawall.core.lifecycle", "seawall.frontends.http.routes")
+    assert not _allowed("seawall.frontends.http.routes", "seawall.core.lifecycle")
     assert not _allowed("seawall.backends.python.host", "seawall.core.server")
     assert not _allowed("seawall.core.server", "seawall.backends.registry")
 
@@ -237,10 +237,11 @@ def test_the_closure_catches_a_transitive_grpc_import(tmp_path: Path) -> None:
     """A module the stub may load that imports, inside a function, one that imports grpc."""
     forged = tmp_path / "raw.py"
     forged.write_text(
-        (PACKAGE / "core" / "raw.py").read_text() + "\n\ndef _late() -> None:\n    import seawall.frontends.grpc\n"
+        (PACKAGE / "core" / "raw.py").read_text()
+        + "\n\ndef _late() -> None:\n    import seawall.frontends.grpc.service\n"
     )
     loaded = _closure(STUB_ENTRIES, {"seawall.core.raw": forged})
-    assert {"seawall.frontends.grpc", "grpc"} <= loaded
+    assert {"seawall.frontends.grpc.service", "grpc"} <= loaded
     assert "grpc" in _reaches(loaded, STUB_MAY_NOT_LOAD)
 
 

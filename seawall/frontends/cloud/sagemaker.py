@@ -13,11 +13,12 @@ import orjson
 
 from seawall.core.server import InferenceServer
 from seawall.errors import AlreadyExistsError, InvalidArgumentError, ResourceExhaustedError
-from seawall.frontends import cloud, http_codec
-from seawall.frontends.cloud import DELETE, GET, POST, CloudRoute
-from seawall.frontends.http_body import BodyBudget
-from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
-from seawall.frontends.sagemaker_mme import MultiModelTable
+from seawall.frontends.cloud import routes as cloud
+from seawall.frontends.cloud.routes import DELETE, GET, POST, CloudRoute
+from seawall.frontends.cloud.sagemaker_mme import MultiModelTable
+from seawall.frontends.http import codec as http_codec
+from seawall.frontends.http.body import BodyBudget
+from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.options import Options
 from seawall.security.policy import ApiPolicy, Keys
 

@@ -1,8 +1,8 @@
 """One HTTP/1.1 connection: an asyncio Protocol over httptools that enforces `Limits` while it reads, refuses
 requests on their head, answers pipelined requests in order and keeps the deadlines its listener checks.
 
-Imports httptools, `options` and the listener's own modules (`http_message`, `http_body`, `http_admission`);
-`http_server` is the only user.
+Imports httptools, `options` and the listener's own modules (`message`, `body`, `admission`);
+`server` is the only user.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import cast
 
 import httptools
 
-from seawall.frontends.http_admission import ConnectionTable, peer_key
-from seawall.frontends.http_body import RETRY_AFTER_SECS, BodyBudget, BodyReader, Refusal
-from seawall.frontends.http_message import (
+from seawall.frontends.http.admission import ConnectionTable, peer_key
+from seawall.frontends.http.body import RETRY_AFTER_SECS, BodyBudget, BodyReader, Refusal
+from seawall.frontends.http.message import (
     Handler,
     HeadCheck,
     HttpRequest,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import seawall.core.offload as offload
 from seawall.core.server import InferenceServer
 from seawall.errors import Code, InvalidArgumentError, SeawallError
-from seawall.frontends import http_codec
-from seawall.frontends.http_server import HttpRequest, HttpResponse, error_response
+from seawall.frontends.http import codec as http_codec
+from seawall.frontends.http.server import HttpRequest, HttpResponse, error_response
 from seawall.options import Limits
 from seawall.security.policy import ApiPolicy
 
@@ -69,7 +69,7 @@ class RouteTable:
         return first
 
     def check_head(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
-        """The refusal of a request by its head alone (`http_server.HeadCheck`), in the order of `dispatch`."""
+        """The refusal of a request by its head alone (`server.HeadCheck`), in the order of `dispatch`."""
         found = self.find(method, path)
         if found is None:
             return EMPTY_BAD

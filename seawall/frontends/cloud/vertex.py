@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from seawall.core.server import InferenceServer
 from seawall.errors import InvalidArgumentError, PermissionDeniedError, SeawallError
-from seawall.frontends import cloud
-from seawall.frontends import http as http_frontend
-from seawall.frontends.cloud import GET, POST, CloudRoute
-from seawall.frontends.http_body import BodyBudget
-from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
+from seawall.frontends.cloud import routes as cloud
+from seawall.frontends.cloud.routes import GET, POST, CloudRoute
+from seawall.frontends.http import routes as http_frontend
+from seawall.frontends.http.body import BodyBudget
+from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.options import Options, VertexOptions
 from seawall.security.policy import ApiPolicy, Keys
 
@@ -147,7 +147,7 @@ class VertexFrontend:
             return error_response(500, "internal error")
 
     def check_head(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
-        """The refusal of a request by its head alone (`http_server.HeadCheck`); a redirect is checked against
+        """The refusal of a request by its head alone (`server.HeadCheck`); a redirect is checked against
         its target, as `handle` does."""
         header = headers.get(REDIRECT_HEADER)
         if header is None or path != self._options.predict_route:

@@ -1,7 +1,7 @@
 """The gRPC frontend: Triton's `inference.GRPCInferenceService` and `grpc.health.v1.Health/Check` on grpc.aio.
 
 Imports `core.server`, `core.types`, `errors`, `options`, `security.policy`, `frontends.status` and its
-`grpc_*` helper modules (codec, admin conversions, stream).
+sibling modules (codec, admin conversions, stream).
 Every RPC is wrapped by one guard, built in a loop: restriction check, the call, then the one error mapping.
 """
 
@@ -21,10 +21,8 @@ import seawall.core.offload as offload
 from seawall.core.server import InferenceServer
 from seawall.core.types import InferResponse
 from seawall.errors import InternalError, SeawallError, UnsupportedError
-from seawall.frontends import grpc_admin as admin
-from seawall.frontends import grpc_codec as codec
-from seawall.frontends import grpc_wire as wire
-from seawall.frontends.grpc_stream import serve_stream
+from seawall.frontends.grpc import admin, codec, wire
+from seawall.frontends.grpc.stream import serve_stream
 from seawall.frontends.status import grpc_status
 from seawall.options import GrpcOptions, Limits, Options
 from seawall.security import tls
@@ -38,7 +36,7 @@ HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
 #: the only RPC registered with grpc core by name: grpc.aio awaits one pending call per registered method on
 #: every call it accepts, so the others go through one generic handler
 HOT_RPC = "ModelInfer"
-#: RPCs whose handlers take and return serialized messages (grpc_wire): tensor bytes never enter message objects
+#: RPCs whose handlers take and return serialized messages (`wire`): tensor bytes never enter message objects
 _WIRE_RPCS = (HOT_RPC, "ModelStreamInfer")
 
 _RPC_CATEGORY_NAMES = {

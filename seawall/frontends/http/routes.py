@@ -1,4 +1,4 @@
-"""The HTTP/REST frontend: KServe v2 + Triton routes over `http_server`, mapped onto the InferenceServer.
+"""The HTTP/REST frontend: KServe v2 + Triton routes over `server`, mapped onto the InferenceServer.
 
 Imports `core.server`, `core.types`, `errors`, `security`, `status` and the HTTP codec/server.
 The stack is [error mapping] → [security policy] → [method check] → [handler], as in Triton.
@@ -20,10 +20,10 @@ import seawall.core.offload as offload
 from seawall.core.server import InferenceServer, config_to_dict, require_valid_model_name
 from seawall.core.types import DURATION_STATISTICS, Duration, ModelMetadata, ModelStatistics, TensorMetadata
 from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
-from seawall.frontends import http_codec
-from seawall.frontends import http_extensions as extensions
-from seawall.frontends.http_body import BodyBudget
-from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
+from seawall.frontends.http import codec as http_codec
+from seawall.frontends.http import extensions
+from seawall.frontends.http.body import BodyBudget
+from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, error_response
 from seawall.frontends.status import http_status
 from seawall.options import Options
 from seawall.security import tls
