@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from seawall.core.server import InferenceServer
 from seawall.core.types import ModelStatistics
 from seawall.frontends.http.body import BodyBudget
-from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, error_response
+from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, OverHttpServer, error_response
 from seawall.options import Options
 from seawall.security import tls
 
@@ -160,7 +160,7 @@ def render(registry: CollectorRegistry) -> bytes:
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
-class MetricsFrontend:
+class MetricsFrontend(OverHttpServer):
     """Serves `/metrics` for `server` on `options.metrics` (address defaults to the HTTP address)."""
 
     def __init__(self, server: InferenceServer, options: Options, budget: BodyBudget | None = None) -> None:
@@ -179,18 +179,6 @@ class MetricsFrontend:
             head_check=self.check_head,
             budget=budget,
         )
-
-    async def start(self) -> tuple[str, int]:
-        """Bind the listener; returns the bound (host, port).
-
-        Raises:
-            OSError: the address cannot be bound.
-        """
-        return await self._http.start()
-
-    async def stop(self) -> None:
-        """Stop listening; idempotent."""
-        await self._http.stop()
 
     def check_head(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
         """Other paths 404, other methods 405, decided on the head (`server.HeadCheck`)."""

@@ -218,12 +218,8 @@ class _Servicer:
             request, raw_contents = await offload.run(heavy, wire.parse_infer_request, data)
             request_id, model = request.id, request.model_name
             response = await self._infer(request, raw_contents, len(data))
-        except SeawallError as exc:
-            logger.debug("ModelStreamInfer request refused for model %r: %r", model, exc.message)
-            message = exc.message
-        except Exception:
-            logger.exception("ModelStreamInfer request failed for model %r", model)
-            message = "internal error"
+        except Exception as exc:  # the one error layer decides
+            message = _as_error(exc, "ModelStreamInfer request", lambda: model).message
         else:
             # Triton marks every response of a stream, decoupled or not
             parameters = {**response.parameters, _FINAL: True}
@@ -260,16 +256,23 @@ def _guard(path: str, category: str, policy: ApiPolicy, call: Call) -> Call:
             if is_restricted:
                 policy.authorize(category, _metadata_lookup(context))
             return await call(request, context)
-        except SeawallError as exc:
-            error: SeawallError = exc
-            if logger.isEnabledFor(logging.DEBUG):  # naming the model may parse a serialized request again
-                logger.debug("%s refused for model %r: %r", path, _model_of(request), exc.message)
-        except Exception:
-            logger.exception("%s failed for model %r", path, _model_of(request))
-            error = InternalError("internal error")
+        except Exception as exc:  # the one error layer decides
+            error = _as_error(exc, path, lambda: _model_of(request))
         await context.abort(grpc_status(error.code), error.message)
 
     return guarded
+
+
+def _as_error(exc: Exception, path: str, model: Callable[[], str]) -> SeawallError:
+    """The one error layer of the gRPC frontend (each RPC through `_guard`, each stream request): a SeawallError
+    is answered as it is (logged at DEBUG), anything else is logged with its traceback and answered as an
+    internal error without detail. Call it from the `except` block."""
+    if isinstance(exc, SeawallError):
+        if logger.isEnabledFor(logging.DEBUG):  # naming the model may parse a serialized request again
+            logger.debug("%s refused for model %r: %r", path, model(), exc.message)
+        return exc
+    logger.exception("%s failed for model %r", path, model())
+    return InternalError("internal error")
 
 
 def build_handlers(server: InferenceServer, options: Options, keys: Keys | None = None) -> dict[str, dict[str, Any]]:

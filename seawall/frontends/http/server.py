@@ -114,3 +114,22 @@ class HttpServer:
         for connection in list(self._connections):
             connection.abort()
         await server.wait_closed()
+
+
+class OverHttpServer:
+    """The start/stop that every HTTP-style frontend (HTTP, metrics, SageMaker, Vertex AI) delegates to the
+    HttpServer it builds in its constructor as `self._http`: two methods and no state, shared instead of copied."""
+
+    _http: HttpServer
+
+    async def start(self) -> tuple[str, int]:
+        """Bind the listener; returns the bound (host, port).
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        return await self._http.start()
+
+    async def stop(self) -> None:
+        """Stop listening and finish in-flight requests; idempotent."""
+        await self._http.stop()
