@@ -173,13 +173,10 @@ def banner_rows(options: Options, version: str) -> list[tuple[str, str]]:
         address, port = settings.address, settings.port
         where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         rows.append((f"{listener.banner}_service", where if settings.allow else "disabled"))
-    for name, allow, tls in (
-        ("http", options.http.allow, options.http.tls),
-        ("grpc", options.grpc.allow, options.grpc.tls),
-        ("metrics", options.metrics.allow, options.metrics.tls),
-    ):
-        if allow and (tls.use_ssl or tls.use_ssl_mutual):
-            rows.append((f"{name}_tls", "mutual" if tls.use_ssl_mutual else "on"))
+    for listener in LISTENERS:
+        tls = listener.tls(options) if listener.tls else None
+        if tls is not None and listener.settings(options).allow and (tls.use_ssl or tls.use_ssl_mutual):
+            rows.append((f"{listener.banner}_tls", "mutual" if tls.use_ssl_mutual else "on"))
     for name, restrictions in (
         ("http_restricted_api", options.http.restricted),
         ("grpc_restricted_protocol", options.grpc.restricted),

@@ -25,7 +25,7 @@ from seawall.app import serve
 from seawall.core.log_settings import LogSettings
 from seawall.errors import SeawallError
 from seawall.listeners import SAGEMAKER, BindError, enabled
-from seawall.options import Limits, Options, Restriction, TlsOptions
+from seawall.options import Limits, Options, Restriction
 from seawall.security import confinement, tls
 from seawall.security.report import Finding, assess, is_model_repository_guarded, model_repository_listeners
 
@@ -541,15 +541,11 @@ def _check_listeners(options: Options) -> None:
                 raise CliError(f"AIP_{name}_ROUTE must be a path starting with '/'")
         if vertex.predict_route == vertex.health_route:
             raise CliError("AIP_PREDICT_ROUTE and AIP_HEALTH_ROUTE must differ")
-    settings: tuple[tuple[str, bool, TlsOptions], ...] = (
-        ("http", options.http.allow, options.http.tls),
-        ("grpc", options.grpc.allow, options.grpc.tls),
-        ("metrics", options.metrics.allow, options.metrics.tls),
-    )
-    for listener, allow, tls_options in settings:
-        if allow and tls.is_enabled(tls_options):
+    for listener in enabled(options):
+        tls_options = listener.tls(options) if listener.tls else None
+        if tls_options is not None and tls.is_enabled(tls_options):
             try:
-                tls.server_ssl_context(tls_options, listener)  # built again by the listener; this fails fast
+                tls.server_ssl_context(tls_options, listener.key)  # built again by the listener; this fails fast
             except SeawallError as exc:
                 raise CliError(f"error: creating server: {exc.code.value} - {exc.message}") from None
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from seawall.options import Options
+from seawall.options import Options, TlsOptions
 
 if TYPE_CHECKING:
     from seawall.core.server import InferenceServer
@@ -56,6 +56,7 @@ class Listener:
     settings: Callable[[Options], Endpoint]  # its options section
     build: Factory
     http_style: bool  # served by the HTTP/1.1 server (shares the body budget and the descriptor caps)
+    tls: Callable[[Options], TlsOptions] | None = None  # its TLS settings, when it can serve TLS
 
 
 class BindError(OSError):
@@ -102,14 +103,62 @@ def _vertex(server: InferenceServer, options: Options, keys: KeyRing, budget: Bo
     return VertexFrontend(server, options, keys.http, budget)
 
 
-HTTP = Listener("http", "http", "HTTPService", "HTTP", "HTTP", lambda o: o.http, _http, True)
-GRPC = Listener("grpc", "grpc", "GRPCInferenceService", "GRPC", "GRPC", lambda o: o.grpc, _grpc, False)
-METRICS = Listener("metrics", "metrics", "Metrics Service", "metrics", "Metrics", lambda o: o.metrics, _metrics, True)
-SAGEMAKER = Listener(
-    "sagemaker", "sagemaker", "Sagemaker HTTPService", "SageMaker", "Sagemaker", lambda o: o.sagemaker, _sagemaker, True
+HTTP = Listener(
+    key="http",
+    banner="http",
+    display="HTTPService",
+    check_name="HTTP",
+    bind_name="HTTP",
+    settings=lambda o: o.http,
+    build=_http,
+    http_style=True,
+    tls=lambda o: o.http.tls,
 )
+
+GRPC = Listener(
+    key="grpc",
+    banner="grpc",
+    display="GRPCInferenceService",
+    check_name="GRPC",
+    bind_name="GRPC",
+    settings=lambda o: o.grpc,
+    build=_grpc,
+    http_style=False,
+    tls=lambda o: o.grpc.tls,
+)
+
+METRICS = Listener(
+    key="metrics",
+    banner="metrics",
+    display="Metrics Service",
+    check_name="metrics",
+    bind_name="Metrics",
+    settings=lambda o: o.metrics,
+    build=_metrics,
+    http_style=True,
+    tls=lambda o: o.metrics.tls,
+)
+
+SAGEMAKER = Listener(
+    key="sagemaker",
+    banner="sagemaker",
+    display="Sagemaker HTTPService",
+    check_name="SageMaker",
+    bind_name="Sagemaker",
+    settings=lambda o: o.sagemaker,
+    build=_sagemaker,
+    http_style=True,
+)
+
 VERTEX = Listener(
-    "vertex", "vertex_ai", "Vertex AI HTTPService", "Vertex AI", "Vertex AI", lambda o: o.vertex, _vertex, True
+    key="vertex",
+    banner="vertex_ai",
+    display="Vertex AI HTTPService",
+    check_name="Vertex AI",
+    bind_name="Vertex AI",
+    settings=lambda o: o.vertex,
+    build=_vertex,
+    http_style=True,
 )
 
 #: every listener, in Triton's order for checks, messages and the start-up table
