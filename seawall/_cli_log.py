@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from seawall.core.log_settings import LogSettings
+from seawall.listeners import LISTENERS
 from seawall.options import Options
 
 logger = logging.getLogger("seawall.cli")
@@ -167,22 +168,15 @@ def banner_rows(options: Options, version: str) -> list[tuple[str, str]]:
         ("cache_enabled", str(int(bool(options.backends.cache_config)))),
         ("backend_directory", options.backends.backend_directory),
     ]
-    for name, allow, address, port in (
-        ("http", options.http.allow, options.http.address, options.http.port),
-        ("grpc", options.grpc.allow, options.grpc.address, options.grpc.port),
-        ("metrics", options.metrics.allow, options.metrics.address, options.metrics.port),
-        ("sagemaker", options.sagemaker.allow, options.sagemaker.address, options.sagemaker.port),
-        ("vertex_ai", options.vertex.allow, options.vertex.address, options.vertex.port),
-    ):
+    for listener in LISTENERS:
+        settings = listener.settings(options)
+        address, port = settings.address, settings.port
         where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-        rows.append((f"{name}_service", where if allow else "disabled"))
-    for name, allow, tls in (
-        ("http", options.http.allow, options.http.tls),
-        ("grpc", options.grpc.allow, options.grpc.tls),
-        ("metrics", options.metrics.allow, options.metrics.tls),
-    ):
-        if allow and (tls.use_ssl or tls.use_ssl_mutual):
-            rows.append((f"{name}_tls", "mutual" if tls.use_ssl_mutual else "on"))
+        rows.append((f"{listener.banner}_service", where if settings.allow else "disabled"))
+    for listener in LISTENERS:
+        tls = listener.tls(options) if listener.tls else None
+        if tls is not None and listener.settings(options).allow and (tls.use_ssl or tls.use_ssl_mutual):
+            rows.append((f"{listener.banner}_tls", "mutual" if tls.use_ssl_mutual else "on"))
     for name, restrictions in (
         ("http_restricted_api", options.http.restricted),
         ("grpc_restricted_protocol", options.grpc.restricted),

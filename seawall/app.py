@@ -14,11 +14,11 @@ import resource
 import signal
 import time
 from collections.abc import AsyncIterator
-from typing import Protocol
 
 from seawall.core import audit
 from seawall.core.log_settings import LogSettings
 from seawall.core.server import InferenceServer
+from seawall.listeners import START_ORDER, BindError, Frontend, Listener, enabled
 from seawall.options import Options, Restriction
 from seawall.security.keyring import KeyFileReader, KeyRing
 
@@ -26,14 +26,6 @@ logger = logging.getLogger(__name__)
 
 #: File descriptors kept free of HTTP connections: models, stub processes, logs, gRPC connections.
 _FD_RESERVE = 256
-
-
-class Frontend(Protocol):
-    """A listener over the core. `start()` binds and returns the bound (host, port)."""
-
-    async def start(self) -> tuple[str, int]: ...
-
-    async def stop(self) -> None: ...
 
 
 @contextlib.asynccontextmanager
@@ -71,28 +63,11 @@ def _build_server(options: Options, log_settings: LogSettings | None = None) -> 
     )
 
 
-def _frontends(server: InferenceServer, options: Options, keys: KeyRing) -> list[tuple[str, str, Frontend]]:
-    # imported here so that embedding code never pays for the transports
-    from seawall.frontends.grpc import GrpcFrontend
-    from seawall.frontends.http import HttpFrontend
-    from seawall.frontends.http_body import BodyBudget
-    from seawall.frontends.metrics import MetricsFrontend
-    from seawall.frontends.sagemaker import SageMakerFrontend
-    from seawall.frontends.vertex import VertexFrontend
+def _frontends(server: InferenceServer, options: Options, keys: KeyRing) -> list[tuple[Listener, Frontend]]:
+    from seawall.frontends.http.body import BodyBudget  # here so that embedding code never pays for the transports
 
     budget = BodyBudget(options.limits.http_max_inflight_body_bytes)  # one for all HTTP listeners
-    built: list[tuple[str, str, Frontend]] = []
-    if options.grpc.allow:
-        built.append(("grpc", "GRPCInferenceService", GrpcFrontend(server, options, keys.grpc)))
-    if options.http.allow:
-        built.append(("http", "HTTPService", HttpFrontend(server, options, keys.http, budget)))
-    if options.metrics.allow:
-        built.append(("metrics", "Metrics Service", MetricsFrontend(server, options, budget)))
-    if options.sagemaker.allow:
-        built.append(("sagemaker", "Sagemaker HTTPService", SageMakerFrontend(server, options, keys.http, budget)))
-    if options.vertex.allow:
-        built.append(("vertex", "Vertex AI HTTPService", VertexFrontend(server, options, keys.http, budget)))
-    return built
+    return [(listener, listener.build(server, options, keys, budget)) for listener in enabled(options, START_ORDER)]
 
 
 def _no_key_files(path: str, family: str) -> tuple[Restriction, ...]:
@@ -114,7 +89,7 @@ def _raise_fd_limit() -> int:
 def _fit_connection_caps(options: Options, fd_limit: int) -> Options:
     """Lower --http-max-connections (and the per-peer share) so that every HTTP listener full still leaves
     descriptors for the rest of the server; a listener out of descriptors stops accepting anyone, health included."""
-    listeners = sum((options.http.allow, options.metrics.allow, options.sagemaker.allow, options.vertex.allow))
+    listeners = sum(listener.http_style for listener in enabled(options))
     limits = options.limits
     if fd_limit == resource.RLIM_INFINITY or not listeners:
         return options
@@ -131,6 +106,15 @@ def _fit_connection_caps(options: Options, fd_limit: int) -> Options:
     per_peer = min(limits.http_max_connections_per_peer, max(1, fitting * 3 // 4))
     fitted = dataclasses.replace(limits, http_max_connections=fitting, http_max_connections_per_peer=per_peer)
     return options.replace(limits=fitted)
+
+
+async def _start(listener: Listener, frontend: Frontend, options: Options) -> tuple[str, int]:
+    """Start one frontend; a failed bind raises a BindError naming its listener."""
+    try:
+        return await frontend.start()
+    except OSError as exc:
+        settings = listener.settings(options)
+        raise BindError(listener, settings.address, settings.port, exc) from exc
 
 
 def _format_address(host: str, port: int) -> str:
@@ -160,7 +144,7 @@ async def serve(
 
     Raises:
         SeawallError: start-up failed.
-        OSError: a listener could not bind.
+        BindError: a listener could not bind (it names the listener).
     """
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -172,17 +156,17 @@ async def serve(
     rotating = read_key_file is not None and keys.has_files
     if rotating:
         loop.add_signal_handler(signal.SIGHUP, keys.request_reload)
-    frontends: list[tuple[str, str, Frontend]] = []
+    frontends: list[tuple[Listener, Frontend]] = []
     try:
         await server.start()
         if rotating:
             await keys.start()
         frontends = _frontends(server, options, keys)
         bound: dict[str, str] = {}
-        for key, label, frontend in frontends:
-            host, port = await frontend.start()
-            bound[key] = _format_address(host, port)
-            logger.info("Started %s at %s", label, bound[key])
+        for listener, frontend in frontends:
+            host, port = await _start(listener, frontend, options)
+            bound[listener.key] = _format_address(host, port)
+            logger.info("Started %s at %s", listener.display, bound[listener.key])
         # one parseable line with every bound address, for tests and orchestration
         logger.info("Seawall ready: %s", " ".join(f"{k}={v}" for k, v in bound.items()))
         await stop_requested.wait()
@@ -191,6 +175,6 @@ async def serve(
         for signum in (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if rotating else ())):
             loop.remove_signal_handler(signum)
         await keys.stop()
-        for _, _, frontend in reversed(frontends):
+        for _, frontend in reversed(frontends):
             await frontend.stop()
         await server.stop()

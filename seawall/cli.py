@@ -24,7 +24,8 @@ from seawall._cli_log import LevelSwitch, LineFormatter, banner_rows, configure_
 from seawall.app import serve
 from seawall.core.log_settings import LogSettings
 from seawall.errors import SeawallError
-from seawall.options import Limits, Options, Restriction, TlsOptions
+from seawall.listeners import SAGEMAKER, BindError, enabled
+from seawall.options import Limits, Options, Restriction
 from seawall.security import confinement, tls
 from seawall.security.report import Finding, assess, is_model_repository_guarded, model_repository_listeners
 
@@ -442,14 +443,14 @@ def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapp
     _check_model_repository_guard(options)
     _check_grpc_keys(options.grpc.restricted)
     _check_http_limits(options.limits)
-    services = _services(options)
-    for index, (name, allow, address, port) in enumerate(services):
-        for other, other_allow, other_address, other_port in services[index + 1 :]:
+    services = [(listener.check_name, listener.settings(options)) for listener in enabled(options)]
+    for index, (name, one) in enumerate(services):
+        for other, two in services[index + 1 :]:
             # port 0 asks the OS for a free port, so two services on port 0 never collide
-            if allow and other_allow and port != 0 and (address, port) == (other_address, other_port):
+            if one.port != 0 and (one.address, one.port) == (two.address, two.port):
                 raise CliError(
                     f"The server cannot listen to {name} requests and {other} requests at the same "
-                    f"address and port {address}:{port}"
+                    f"address and port {one.address}:{one.port}"
                 )
     if not repository.paths:
         raise CliError("error: creating server: Invalid argument - --model-repository must be specified")
@@ -518,25 +519,16 @@ def _check_http_limits(limits: Limits) -> None:
         )
 
 
-def _services(options: Options) -> tuple[tuple[str, bool, str, int], ...]:
-    return (
-        ("HTTP", options.http.allow, options.http.address, options.http.port),
-        ("GRPC", options.grpc.allow, options.grpc.address, options.grpc.port),
-        ("metrics", options.metrics.allow, options.metrics.address, options.metrics.port),
-        ("SageMaker", options.sagemaker.allow, options.sagemaker.address, options.sagemaker.port),
-        ("Vertex AI", options.vertex.allow, options.vertex.address, options.vertex.port),
-    )
-
-
 def _check_listeners(options: Options) -> None:
     """The SageMaker port range, Vertex AI's routes, and every listener's TLS files (errors name the flag)."""
     port_range = options.sagemaker.safe_port_range
     if options.sagemaker.allow and port_range is not None:
         low, high = port_range
-        for name, allow, _, port in _services(options)[:3] + _services(options)[4:]:
-            if allow and port != 0 and not low <= port <= high:
+        for entry in enabled(options):
+            port = entry.settings(options).port
+            if entry is not SAGEMAKER and port != 0 and not low <= port <= high:
                 raise CliError(
-                    f"The server cannot listen to {name} requests at port {port}, allowed port range is "
+                    f"The server cannot listen to {entry.check_name} requests at port {port}, allowed port range is "
                     f"[{low}, {high}] (--sagemaker-safe-port-range)"
                 )
     vertex = options.vertex
@@ -549,15 +541,11 @@ def _check_listeners(options: Options) -> None:
                 raise CliError(f"AIP_{name}_ROUTE must be a path starting with '/'")
         if vertex.predict_route == vertex.health_route:
             raise CliError("AIP_PREDICT_ROUTE and AIP_HEALTH_ROUTE must differ")
-    settings: tuple[tuple[str, bool, TlsOptions], ...] = (
-        ("http", options.http.allow, options.http.tls),
-        ("grpc", options.grpc.allow, options.grpc.tls),
-        ("metrics", options.metrics.allow, options.metrics.tls),
-    )
-    for listener, allow, tls_options in settings:
-        if allow and tls.is_enabled(tls_options):
+    for listener in enabled(options):
+        tls_options = listener.tls(options) if listener.tls else None
+        if tls_options is not None and tls.is_enabled(tls_options):
             try:
-                tls.server_ssl_context(tls_options, listener)  # built again by the listener; this fails fast
+                tls.server_ssl_context(tls_options, listener.key)  # built again by the listener; this fails fast
             except SeawallError as exc:
                 raise CliError(f"error: creating server: {exc.code.value} - {exc.message}") from None
 
@@ -598,21 +586,6 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def _failed_service(error: OSError, options: Options) -> str:
-    """Which listener failed to bind, guessed from the port in the error text (serve() does not say)."""
-    text = str(error)
-    for name, allow, port in (
-        ("HTTP", options.http.allow, options.http.port),
-        ("GRPC", options.grpc.allow, options.grpc.port),
-        ("Metrics", options.metrics.allow, options.metrics.port),
-        ("Sagemaker", options.sagemaker.allow, options.sagemaker.port),
-        ("Vertex AI", options.vertex.allow, options.vertex.port),
-    ):
-        if allow and port and re.search(rf"(?<![0-9]){port}(?![0-9])", text):
-            return f"{name} service"
-    return "service"
-
-
 def _version() -> str:
     try:
         return importlib.metadata.version("seawall")
@@ -630,11 +603,11 @@ def run(options: Options, log_settings: LogSettings | None = None) -> int:
         failure = _first_failure(exc)
         if isinstance(failure, SeawallError):
             print(f"error: creating server: {failure.code.value} - {failure.message}", file=sys.stderr)
+        elif isinstance(failure, BindError):
+            cause = failure.cause
+            print(f"failed to start {failure.listener.bind_name} service: {cause.strerror or cause}", file=sys.stderr)
         elif isinstance(failure, OSError):
-            print(
-                f"failed to start {_failed_service(failure, options)}: {failure.strerror or failure}",
-                file=sys.stderr,
-            )
+            print(f"failed to start service: {failure.strerror or failure}", file=sys.stderr)
         else:
             raise
         return 1

@@ -851,6 +851,43 @@ def test_process_reports_a_port_in_use(tmp_path: Path) -> None:
     assert result.stderr.startswith("failed to start HTTP service: "), result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "service"),
+    [
+        (("--http-port=0", "--grpc-port={port}", "--metrics-port=0"), "GRPC"),
+        (("--http-port=0", "--grpc-port=0", "--metrics-port={port}"), "Metrics"),
+        (
+            ("--http-port=0", "--grpc-port=0", "--metrics-port=0", "--allow-sagemaker=true", "--sagemaker-port={port}"),
+            "Sagemaker",
+        ),  # fmt: skip
+    ],
+)
+def test_a_port_in_use_names_its_listener(tmp_path: Path, flags: tuple[str, ...], service: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [flag.format(port=port) for flag in flags]
+        result = run_seawall(f"--model-repository={tmp_path}", *argv, "--log-info=false")
+    assert result.returncode == 1
+    # grpc's C core may log its own line first
+    assert result.stderr.splitlines()[-1].startswith(f"failed to start {service} service: "), result.stderr
+
+
+def test_a_failed_bind_is_named_by_the_listener_not_by_its_port_number(tmp_path: Path) -> None:
+    """HTTP and gRPC on the same port number at two addresses: gRPC (started first) fails, and says so (the
+    error text names the port, which HTTP also has)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.2", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_seawall(f"--model-repository={tmp_path}", "--http-address=127.0.0.1", f"--http-port={port}",
+                             "--grpc-address=127.0.0.2", f"--grpc-port={port}", "--metrics-port=0",
+                             "--log-info=false")  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("failed to start GRPC service: "), result.stderr
+
+
 # ------------------------------------------------------------------------ secrets from the environment
 
 

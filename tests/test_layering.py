@@ -88,6 +88,10 @@ def _reaches(loaded: set[str], forbidden: Iterable[str]) -> list[str]:
     return sorted(m for m in loaded for f in forbidden if m == f or m.startswith(f + "."))
 
 
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
 def _allowed(module: str, imported: str) -> bool:
     """The import rules: (importing module prefix) → what it may import from seawall and transports."""
     own = imported.startswith("seawall")
@@ -113,9 +117,22 @@ def _allowed(module: str, imported: str) -> bool:
                 "seawall.options",
             )
         )
+    if module == "seawall.listeners":  # the listener table: options at load time, each frontend when it is built
+        return not own or imported.startswith(("seawall.options", "seawall.frontends", "seawall.listeners"))
     if module.startswith("seawall.frontends"):
         if not own:
             return True
+        # a package per transport: http/ and grpc/ know nothing of each other, of cloud/ or of metrics;
+        # cloud/ and metrics ride on http/ (its server and codec) and never on grpc/
+        foreign = {
+            "seawall.frontends.http": ("grpc", "cloud", "metrics"),
+            "seawall.frontends.grpc": ("http", "cloud", "metrics"),
+            "seawall.frontends.cloud": ("grpc", "metrics"),
+            "seawall.frontends.metrics": ("grpc", "cloud"),
+        }
+        for package, others in foreign.items():
+            if _in(module, package) and any(_in(imported, f"seawall.frontends.{o}") for o in others):
+                return False
         return imported.startswith(
             (
                 "seawall.frontends",
@@ -166,8 +183,14 @@ def test_only_cli_exits(path: Path) -> None:
 
 def test_the_rules_catch_a_forbidden_edge() -> None:
     assert not _allowed("seawall.core.server", "grpc")
-    assert not _allowed("seawall.core.lifecycle", "seawall.frontends.http")
-    assert not _allowed("seawall.frontends.http", "seawall.core.lifecycle")
+    assert not _allowed("seawall.core.lifecycle", "seawall.frontends.http.routes")
+    assert not _allowed("seawall.frontends.http.routes", "seawall.core.lifecycle")
+    assert not _allowed("seawall.frontends.http.routes", "seawall.frontends.grpc.codec")
+    assert not _allowed("seawall.frontends.grpc.service", "seawall.frontends.http.codec")
+    assert not _allowed("seawall.frontends.cloud.vertex", "seawall.frontends.grpc.service")
+    assert not _allowed("seawall.frontends.http.server", "seawall.frontends.cloud.routes")
+    assert _allowed("seawall.frontends.cloud.vertex", "seawall.frontends.http.routes")
+    assert not _allowed("seawall.listeners", "seawall.core.lifecycle")
     assert not _allowed("seawall.backends.python.host", "seawall.core.server")
     assert not _allowed("seawall.core.server", "seawall.backends.registry")
 
@@ -237,10 +260,11 @@ def test_the_closure_catches_a_transitive_grpc_import(tmp_path: Path) -> None:
     """A module the stub may load that imports, inside a function, one that imports grpc."""
     forged = tmp_path / "raw.py"
     forged.write_text(
-        (PACKAGE / "core" / "raw.py").read_text() + "\n\ndef _late() -> None:\n    import seawall.frontends.grpc\n"
+        (PACKAGE / "core" / "raw.py").read_text()
+        + "\n\ndef _late() -> None:\n    import seawall.frontends.grpc.service\n"
     )
     loaded = _closure(STUB_ENTRIES, {"seawall.core.raw": forged})
-    assert {"seawall.frontends.grpc", "grpc"} <= loaded
+    assert {"seawall.frontends.grpc.service", "grpc"} <= loaded
     assert "grpc" in _reaches(loaded, STUB_MAY_NOT_LOAD)
 
 

@@ -1,6 +1,6 @@
 """The Prometheus metrics frontend: `GET /metrics` renders per-model families read from the core per scrape.
 
-Imports `core.server`, `core.types`, prometheus_client and `http_server`. Each frontend owns its own
+Imports `core.server`, `core.types`, prometheus_client and `http.server`. Each frontend owns its own
 CollectorRegistry (no global REGISTRY, no module-level metrics).
 """
 
@@ -14,8 +14,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from seawall.core.server import InferenceServer
 from seawall.core.types import ModelStatistics
-from seawall.frontends.http_body import BodyBudget
-from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
+from seawall.frontends.http.body import BodyBudget
+from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, OverHttpServer, error_response
 from seawall.options import Options
 from seawall.security import tls
 
@@ -160,7 +160,7 @@ def render(registry: CollectorRegistry) -> bytes:
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
-class MetricsFrontend:
+class MetricsFrontend(OverHttpServer):
     """Serves `/metrics` for `server` on `options.metrics` (address defaults to the HTTP address)."""
 
     def __init__(self, server: InferenceServer, options: Options, budget: BodyBudget | None = None) -> None:
@@ -180,20 +180,8 @@ class MetricsFrontend:
             budget=budget,
         )
 
-    async def start(self) -> tuple[str, int]:
-        """Bind the listener; returns the bound (host, port).
-
-        Raises:
-            OSError: the address cannot be bound.
-        """
-        return await self._http.start()
-
-    async def stop(self) -> None:
-        """Stop listening; idempotent."""
-        await self._http.stop()
-
     def check_head(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
-        """Other paths 404, other methods 405, decided on the head (`http_server.HeadCheck`)."""
+        """Other paths 404, other methods 405, decided on the head (`server.HeadCheck`)."""
         if path not in ("/metrics", "/metrics/"):
             return error_response(404, "Not Found")
         if method != "GET":

@@ -16,7 +16,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from seawall.core.server import InferenceServer
-from seawall.frontends.grpc import RPC_CATEGORIES, build_handlers
+from seawall.frontends.grpc.service import RPC_CATEGORIES, build_handlers
 from seawall.options import API_CATEGORIES, Options
 from tests.harness import ServerProcess, start_seawall
 

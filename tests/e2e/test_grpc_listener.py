@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 from seawall.app import open_server
 from seawall.core.server import InferenceServer
 from seawall.errors import InvalidArgumentError
-from seawall.frontends.grpc import GrpcFrontend, build_handlers, server_options
+from seawall.frontends.grpc.service import GrpcFrontend, build_handlers, server_options
 from seawall.options import GrpcOptions, Limits, Options, RepositoryOptions, TlsOptions
 
 
@@ -172,5 +172,5 @@ async def test_unexpected_exception_is_internal_and_logged_once(
     with pytest.raises(grpc.aio.AbortError):
         await handler.unary_unary(object(), context)  # not a ModelInferRequest: the codec fails unexpectedly
     assert context.aborted == (grpc.StatusCode.INTERNAL, "internal error")
-    errors = [r for r in caplog.records if r.name == "seawall.frontends.grpc"]
+    errors = [r for r in caplog.records if r.name == "seawall.frontends.grpc.service"]
     assert len(errors) == 1 and errors[0].levelname == "ERROR" and errors[0].exc_info is not None

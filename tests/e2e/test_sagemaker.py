@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seawall.frontends import sagemaker
+from seawall.frontends.cloud import sagemaker
 from tests.harness import TEST_MODELS, ServerProcess, http_call, start_seawall
 
 #: One restriction group per category, so a route answering to the wrong key shows a wrong category.

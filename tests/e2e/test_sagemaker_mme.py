@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from seawall.frontends.sagemaker_mme import DISABLED, ONE_MODEL, UNTRUSTED, URL_REFUSED
+from seawall.frontends.cloud.sagemaker_mme import DISABLED, ONE_MODEL, UNTRUSTED, URL_REFUSED
 from tests.e2e.test_sagemaker import INFER
 from tests.harness import TEST_MODELS, ServerProcess, http_call, start_seawall
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seawall.frontends import http as http_frontend
-from seawall.frontends import vertex
+from seawall.frontends.cloud import vertex
+from seawall.frontends.http import routes as http_frontend
 from seawall.options import API_CATEGORIES, VertexOptions
 from tests.e2e.test_sagemaker import INFER
 from tests.harness import EXAMPLES, ServerProcess, http_call, run_seawall, start_seawall

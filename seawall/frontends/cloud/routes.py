@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import seawall.core.offload as offload
 from seawall.core.server import InferenceServer
 from seawall.errors import Code, InvalidArgumentError, SeawallError
-from seawall.frontends import http_codec
-from seawall.frontends.http_server import HttpRequest, HttpResponse, error_response
+from seawall.frontends.http import codec as http_codec
+from seawall.frontends.http import errors as http_errors
+from seawall.frontends.http.server import HttpRequest, HttpResponse, error_response
 from seawall.options import Limits
 from seawall.security.policy import ApiPolicy
 
@@ -69,7 +70,7 @@ class RouteTable:
         return first
 
     def check_head(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
-        """The refusal of a request by its head alone (`http_server.HeadCheck`), in the order of `dispatch`."""
+        """The refusal of a request by its head alone (`server.HeadCheck`), in the order of `dispatch`."""
         found = self.find(method, path)
         if found is None:
             return EMPTY_BAD
@@ -86,17 +87,23 @@ class RouteTable:
         if found is None:
             return EMPTY_BAD
         route, groups = found
-        try:
+
+        async def run() -> HttpResponse:
             self._policy.authorize(route.category, request.headers.get)
             if request.method not in route.methods:
                 return EMPTY_METHOD_NOT_ALLOWED
             return await self._endpoints[route.handler](request, groups)
-        except SeawallError as exc:
-            logger.debug("%s %s %r: %s", listener, request.method, request.path, exc.message)
-            return error_reply(exc)
-        except Exception:
-            logger.exception("internal error on %s %s %r", listener, request.method, request.path)
-            return error_response(500, "internal error")
+
+        where = "%s %s %r"
+        return await answer(run, logger, where, listener, request.method, request.path)
+
+
+async def answer(
+    call: Callable[[], Awaitable[HttpResponse]], log: logging.Logger, context: str, *args: object
+) -> HttpResponse:
+    """The cloud listeners' error layer: `http.errors.answer` with `error_reply`. Their errors log at DEBUG
+    (Triton's cloud listeners answer a client's mistake 507 too)."""
+    return await http_errors.answer(call, error_reply, log, context, *args, warn_server_errors=False)
 
 
 def error_reply(exc: SeawallError) -> HttpResponse:

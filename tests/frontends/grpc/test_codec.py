@@ -22,8 +22,7 @@ from seawall.core.types import (
     TensorMetadata,
 )
 from seawall.errors import InvalidArgumentError, ResourceExhaustedError, SeawallError
-from seawall.frontends import grpc_admin as admin
-from seawall.frontends import grpc_codec as codec
+from seawall.frontends.grpc import admin, codec
 from seawall.options import Limits
 
 LIMITS = Limits()

@@ -1,7 +1,7 @@
 """Request bodies of the HTTP listeners: the reader that collects one body within `Limits`, and the budget that
 bounds the bytes of all bodies a server holds at once.
 
-Imports only `options` and the standard library; `http_server` is the only user.
+Imports only `options` and the standard library; `server` is the only user.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pure conversions between Triton's gRPC inference and metadata messages and Seawall's core types (no IO, no grpc).
 
-Imports `core.types`, `errors`, `options`, `frontends.grpc_parameters` and tritonclient's generated modules.
+Imports `core.types`, `errors`, `options`, `grpc.parameters` and tritonclient's generated modules.
 Hostile sizes and shapes are checked against `Limits` here, before numpy allocates anything.
 """
 
@@ -28,7 +28,7 @@ from seawall.core.types import (
     element_count,
 )
 from seawall.errors import InvalidArgumentError, ResourceExhaustedError
-from seawall.frontends.grpc_parameters import (
+from seawall.frontends.grpc.parameters import (
     SHM_REGION,
     output_parameters,
     request_parameters,
@@ -164,7 +164,7 @@ def _tensor_from_raw(inp: Any, raw: bytes | memoryview, model: str, tag: str, li
         raise InvalidArgumentError(
             f"{tag}input byte size mismatch for input '{name}' for model '{model}'. Expected {expected}, got {len(raw)}"
         )
-    # a read-only view on the message's bytes (or on the request, see grpc_wire): no copy
+    # a read-only view on the message's bytes (or on the request, see `wire`): no copy
     data = np.frombuffer(raw, dtype=dtype, count=count)
     return Tensor(name, datatype, shape, data if len(shape) == 1 else data.reshape(shape))
 
@@ -198,7 +198,7 @@ def infer_request_from_proto(
 ) -> InferRequest:
     """Decode a ModelInferRequest; raw entries are consumed in order by inputs without typed `contents` or a
     shared-memory region (those get an empty placeholder the core fills from the region). `raw_contents`, when
-    given, replaces the message's own `raw_input_contents` (views split from the wire by `grpc_wire`).
+    given, replaces the message's own `raw_input_contents` (views split from the wire by `wire`).
 
     Raises:
         InvalidArgumentError: contents and raw data mixed, data missing or left over, bad sizes or parameters.

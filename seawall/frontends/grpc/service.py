@@ -1,7 +1,7 @@
 """The gRPC frontend: Triton's `inference.GRPCInferenceService` and `grpc.health.v1.Health/Check` on grpc.aio.
 
 Imports `core.server`, `core.types`, `errors`, `options`, `security.policy`, `frontends.status` and its
-`grpc_*` helper modules (codec, admin conversions, stream).
+sibling modules (codec, admin conversions, stream).
 Every RPC is wrapped by one guard, built in a loop: restriction check, the call, then the one error mapping.
 """
 
@@ -21,10 +21,8 @@ import seawall.core.offload as offload
 from seawall.core.server import InferenceServer
 from seawall.core.types import InferResponse
 from seawall.errors import InternalError, SeawallError, UnsupportedError
-from seawall.frontends import grpc_admin as admin
-from seawall.frontends import grpc_codec as codec
-from seawall.frontends import grpc_wire as wire
-from seawall.frontends.grpc_stream import serve_stream
+from seawall.frontends.grpc import admin, codec, wire
+from seawall.frontends.grpc.stream import serve_stream
 from seawall.frontends.status import grpc_status
 from seawall.options import GrpcOptions, Limits, Options
 from seawall.security import tls
@@ -38,7 +36,7 @@ HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
 #: the only RPC registered with grpc core by name: grpc.aio awaits one pending call per registered method on
 #: every call it accepts, so the others go through one generic handler
 HOT_RPC = "ModelInfer"
-#: RPCs whose handlers take and return serialized messages (grpc_wire): tensor bytes never enter message objects
+#: RPCs whose handlers take and return serialized messages (`wire`): tensor bytes never enter message objects
 _WIRE_RPCS = (HOT_RPC, "ModelStreamInfer")
 
 _RPC_CATEGORY_NAMES = {
@@ -220,12 +218,8 @@ class _Servicer:
             request, raw_contents = await offload.run(heavy, wire.parse_infer_request, data)
             request_id, model = request.id, request.model_name
             response = await self._infer(request, raw_contents, len(data))
-        except SeawallError as exc:
-            logger.debug("ModelStreamInfer request refused for model %r: %r", model, exc.message)
-            message = exc.message
-        except Exception:
-            logger.exception("ModelStreamInfer request failed for model %r", model)
-            message = "internal error"
+        except Exception as exc:  # the one error layer decides
+            message = _as_error(exc, "ModelStreamInfer request", lambda: model).message
         else:
             # Triton marks every response of a stream, decoupled or not
             parameters = {**response.parameters, _FINAL: True}
@@ -262,16 +256,23 @@ def _guard(path: str, category: str, policy: ApiPolicy, call: Call) -> Call:
             if is_restricted:
                 policy.authorize(category, _metadata_lookup(context))
             return await call(request, context)
-        except SeawallError as exc:
-            error: SeawallError = exc
-            if logger.isEnabledFor(logging.DEBUG):  # naming the model may parse a serialized request again
-                logger.debug("%s refused for model %r: %r", path, _model_of(request), exc.message)
-        except Exception:
-            logger.exception("%s failed for model %r", path, _model_of(request))
-            error = InternalError("internal error")
+        except Exception as exc:  # the one error layer decides
+            error = _as_error(exc, path, lambda: _model_of(request))
         await context.abort(grpc_status(error.code), error.message)
 
     return guarded
+
+
+def _as_error(exc: Exception, path: str, model: Callable[[], str]) -> SeawallError:
+    """The one error layer of the gRPC frontend (each RPC through `_guard`, each stream request): a SeawallError
+    is answered as it is (logged at DEBUG), anything else is logged with its traceback and answered as an
+    internal error without detail. Call it from the `except` block."""
+    if isinstance(exc, SeawallError):
+        if logger.isEnabledFor(logging.DEBUG):  # naming the model may parse a serialized request again
+            logger.debug("%s refused for model %r: %r", path, model(), exc.message)
+        return exc
+    logger.exception("%s failed for model %r", path, model())
+    return InternalError("internal error")
 
 
 def build_handlers(server: InferenceServer, options: Options, keys: Keys | None = None) -> dict[str, dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Which connections an HTTP listener takes: a cap on open connections and a smaller share per peer, so one
 client cannot fill the listener and a health probe from elsewhere still gets through.
 
-Imports only the standard library; `http_server` is the only user. Touched on the event loop only.
+Imports only the standard library; `server` is the only user. Touched on the event loop only.
 """
 
 from __future__ import annotations

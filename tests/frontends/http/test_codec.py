@@ -11,8 +11,8 @@ import pytest
 
 from seawall.core.types import InferResponse, Tensor
 from seawall.errors import InvalidArgumentError
-from seawall.frontends import http_codec
-from seawall.frontends.http import ROUTES
+from seawall.frontends.http import codec as http_codec
+from seawall.frontends.http.routes import ROUTES
 from seawall.options import API_CATEGORIES, Limits
 
 LIMITS = Limits()

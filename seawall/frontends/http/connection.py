@@ -1,8 +1,9 @@
-"""One HTTP/1.1 connection: an asyncio Protocol over httptools that enforces `Limits` while it reads, refuses
-requests on their head, answers pipelined requests in order and keeps the deadlines its listener checks.
+"""One HTTP/1.1 connection: an asyncio Protocol over httptools whose reading side (`reader.RequestReader`, mixed
+in) enforces `Limits` and refuses requests on their head; this side is the state machine: it admits the
+connection, answers pipelined requests in order, writes refusals and keeps the deadlines its listener checks.
 
-Imports httptools, `options` and the listener's own modules (`http_message`, `http_body`, `http_admission`);
-`http_server` is the only user.
+Imports httptools, `options` and the listener's own modules (`reader`, `message`, `body`, `admission`);
+`server` is the only user.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import cast
 
 import httptools
 
-from seawall.frontends.http_admission import ConnectionTable, peer_key
-from seawall.frontends.http_body import RETRY_AFTER_SECS, BodyBudget, BodyReader, Refusal
-from seawall.frontends.http_message import (
+from seawall.frontends.http.admission import ConnectionTable, peer_key
+from seawall.frontends.http.body import RETRY_AFTER_SECS, BodyBudget
+from seawall.frontends.http.message import (
     Handler,
     HeadCheck,
     HttpRequest,
@@ -28,6 +29,7 @@ from seawall.frontends.http_message import (
     error_response,
     render_head,
 )
+from seawall.frontends.http.reader import RequestReader
 from seawall.options import Limits
 
 logger = logging.getLogger(__name__)
@@ -39,10 +41,6 @@ _MAX_QUEUED = 8
 _LINGER_SECS = 1.0
 #: ... or for at most this long.
 _LINGER_MAX_SECS = 10.0
-
-
-class _StopParsing(Exception):
-    """Raised from a parser callback once the request is refused: nothing after its head is parsed."""
 
 
 class _Phase(enum.Enum):
@@ -67,11 +65,7 @@ class Listener:
     connections: set[HttpProtocol] = field(default_factory=set)
 
 
-def _refusal_response(refusal: Refusal) -> HttpResponse:
-    return error_response(refusal.status, refusal.message, refusal.headers)
-
-
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(RequestReader, asyncio.Protocol):
     """One connection: parse with httptools, queue complete requests, answer them one at a time in order.
 
     A request whose head is refused (route, restriction, length, budget) is answered at once and its body is never
@@ -108,14 +102,6 @@ class HttpProtocol(asyncio.Protocol):
         self._phase_since = self._loop.time()
         self._window_base = 0  # `_received` when the current body window started
         self._reset_message()
-
-    def _reset_message(self) -> None:
-        self._url = b""
-        self._path = ""
-        self._headers: dict[str, str] = {}
-        self._header_bytes = 0
-        self._trailer_bytes = 0
-        self._body: BodyReader | None = None
 
     def _enter(self, phase: _Phase) -> None:
         self._phase = phase
@@ -187,126 +173,18 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.resume_reading()
         self._next()
 
-    def data_received(self, data: bytes) -> None:
-        self._received += len(data)
-        parser = self._parser
-        if self._closing or parser is None:
-            return  # discarding a refused request's body
-        if self._in_head:
-            self._head_bytes += len(data)
-        else:
-            self._quiet_bytes += len(data)
-        try:
-            parser.feed_data(data)
-            if self._in_head and self._head_bytes > self._limits.max_header_bytes + 8192:
-                raise Refusal(431, f"request headers exceed {self._limits.max_header_bytes} bytes")
-            if self._quiet_bytes > self._limits.max_header_bytes + 8192:
-                raise Refusal(431, f"request trailers exceed {self._limits.max_header_bytes} bytes")
-        except Refusal as refusal:
-            self._refuse(_refusal_response(refusal))
-        except httptools.HttpParserUpgrade:
-            self._closing = True  # answer what was queued, then close; upgrades are not supported
-            self._next()
-        except httptools.HttpParserError as exc:
-            # httptools wraps exceptions raised in callbacks; the refusal is the context
-            cause = exc.__context__
-            if isinstance(cause, Refusal):
-                self._refuse(_refusal_response(cause))
-            elif isinstance(cause, _StopParsing) or self._closing:
-                pass
-            else:
-                if cause is not None:
-                    logger.error("error while reading a request: %r", cause)
-                self._refuse(error_response(400, "malformed HTTP request"))
-
-    # httptools callbacks --------------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._reset_message()
-        self._in_message = True
+    # what the reader hands over ---------------------------------------------------------------------------
+    def _head_started(self) -> None:
         if self._phase is not _Phase.HEAD:  # a new connection's header time runs from the connection
             self._enter(_Phase.HEAD)
 
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._count_header_bytes(len(url))
+    def _body_started(self) -> None:
+        self._enter(_Phase.BODY)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            # a trailer field (chunked body): never joins the header section, which was authorized already
-            self._quiet_bytes = 0
-            self._trailer_bytes += len(name) + len(value) + 4
-            if self._trailer_bytes > self._limits.max_header_bytes:
-                raise Refusal(431, f"request trailers exceed {self._limits.max_header_bytes} bytes")
-            return
-        self._count_header_bytes(len(name) + len(value) + 4)
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        # repeated headers are joined as RFC 9110 allows for list-valued fields
-        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
-
-    def _count_header_bytes(self, count: int) -> None:
-        self._header_bytes += count
-        if self._header_bytes > self._limits.max_header_bytes:
-            raise Refusal(431, f"request headers exceed {self._limits.max_header_bytes} bytes")
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._quiet_bytes = 0
-        path = self._url.split(b"?", 1)[0].split(b"#", 1)[0]
-        try:
-            self._path = path.decode()
-        except UnicodeDecodeError:
-            self._path = "/\x00"  # routes nowhere: 404
-        headers = self._headers
-        length = headers.get("content-length")
-        declared = int(length) if length is not None and length.isdigit() else 0
-        if declared > self._limits.max_request_bytes:
-            raise Refusal(413, f"request body exceeds the limit of {self._limits.max_request_bytes} bytes")
-        has_body = declared > 0 or "transfer-encoding" in headers
-        check = self._listener.head_check
-        if has_body and check is not None and self._parser is not None:
-            # route and restriction decide on the head alone: a refused body is never stored
-            refused = check(self._parser.get_method().decode("latin-1"), self._path, headers)
-            if refused is not None:
-                self._refuse(refused)
-                raise _StopParsing
-        encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
-            raise Refusal(501, "Unsupported compression type", [("Accept-Encoding", "gzip, deflate")])
-        self._body = BodyReader(self._limits, encoding, self._listener.budget, declared)
-        if has_body:
-            self._enter(_Phase.BODY)
-        if headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_chunk_header(self) -> None:
-        self._quiet_bytes = 0
-        if self._body is not None:
-            self._body.chunk()
-
-    def on_chunk_complete(self) -> None:
-        self._quiet_bytes = 0
-
-    def on_body(self, data: bytes) -> None:
-        self._quiet_bytes = 0
-        if self._body is not None:
-            self._body.feed(data)
-
-    def on_message_complete(self) -> None:
-        if self._closing or self._parser is None:
-            return  # refused on its head
-        reader = self._body
-        body = reader.body() if reader is not None else b""
-        charge = reader.charged if reader is not None else 0
-        self._body = None
-        method = self._parser.get_method().decode("latin-1")
-        request = HttpRequest(method, self._path, self._headers, body, self._caller)
-        self._in_head = True
-        self._in_message = False
-        self._head_bytes = 0
+    def _request_read(self, request: HttpRequest, keep_alive: bool, charge: int) -> None:
         self._enter(_Phase.BUSY)
-        self._queue.append((request, self._parser.should_keep_alive(), charge))
-        self._queued_bytes += len(body)
+        self._queue.append((request, keep_alive, charge))
+        self._queued_bytes += len(request.body)
         if self._is_backlogged() and self._transport is not None:
             self._reading_paused = True
             self._transport.pause_reading()

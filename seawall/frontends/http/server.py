@@ -1,7 +1,7 @@
-"""A lean HTTP/1.1 server: listens on one address and serves a handler through `http_connection`, checking the
+"""A lean HTTP/1.1 server: listens on one address and serves a handler through `connection`, checking the
 connections' deadlines and caps.
 
-Imports httptools (through `http_connection`), `errors`-free by design: it knows only bytes, limits, a handler
+Imports httptools (through `connection`), `errors`-free by design: it knows only bytes, limits, a handler
 callable, an optional head check and an optional SSLContext (built by `security.tls`). Used by the HTTP, metrics,
 SageMaker and Vertex AI listeners. Requests on one connection are answered in order.
 """
@@ -12,16 +12,16 @@ import asyncio
 import contextlib
 import ssl
 
-from seawall.frontends.http_admission import ConnectionTable
-from seawall.frontends.http_body import BodyBudget
-from seawall.frontends.http_connection import HttpProtocol, Listener
-from seawall.frontends.http_message import Handler as Handler
-from seawall.frontends.http_message import HeadCheck as HeadCheck
-from seawall.frontends.http_message import HttpRequest as HttpRequest
-from seawall.frontends.http_message import HttpResponse as HttpResponse
-from seawall.frontends.http_message import describe_caller as describe_caller
-from seawall.frontends.http_message import error_response as error_response
-from seawall.frontends.http_message import render_head as render_head
+from seawall.frontends.http.admission import ConnectionTable
+from seawall.frontends.http.body import BodyBudget
+from seawall.frontends.http.connection import HttpProtocol, Listener
+from seawall.frontends.http.message import Handler as Handler
+from seawall.frontends.http.message import HeadCheck as HeadCheck
+from seawall.frontends.http.message import HttpRequest as HttpRequest
+from seawall.frontends.http.message import HttpResponse as HttpResponse
+from seawall.frontends.http.message import describe_caller as describe_caller
+from seawall.frontends.http.message import error_response as error_response
+from seawall.frontends.http.message import render_head as render_head
 from seawall.options import Limits
 
 #: How often a listener checks its connections' deadlines (the timeouts' resolution).
@@ -114,3 +114,22 @@ class HttpServer:
         for connection in list(self._connections):
             connection.abort()
         await server.wait_closed()
+
+
+class OverHttpServer:
+    """The start/stop that every HTTP-style frontend (HTTP, metrics, SageMaker, Vertex AI) delegates to the
+    HttpServer it builds in its constructor as `self._http`: two methods and no state, shared instead of copied."""
+
+    _http: HttpServer
+
+    async def start(self) -> tuple[str, int]:
+        """Bind the listener; returns the bound (host, port).
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        return await self._http.start()
+
+    async def stop(self) -> None:
+        """Stop listening and finish in-flight requests; idempotent."""
+        await self._http.stop()

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from seawall.core.server import InferenceServer
 from seawall.errors import InvalidArgumentError, PermissionDeniedError, SeawallError
-from seawall.frontends import cloud
-from seawall.frontends import http as http_frontend
-from seawall.frontends.cloud import GET, POST, CloudRoute
-from seawall.frontends.http_body import BodyBudget
-from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
+from seawall.frontends.cloud import routes as cloud
+from seawall.frontends.cloud.routes import GET, POST, CloudRoute
+from seawall.frontends.http import routes as http_frontend
+from seawall.frontends.http.body import BodyBudget
+from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, OverHttpServer
 from seawall.options import Options, VertexOptions
 from seawall.security.policy import ApiPolicy, Keys
 
@@ -79,7 +79,7 @@ def redirect_target(header: str) -> RedirectTarget | None:
     return None
 
 
-class VertexFrontend:
+class VertexFrontend(OverHttpServer):
     """Serves the Vertex AI prediction API of `server` on `options.vertex`."""
 
     def __init__(
@@ -111,7 +111,7 @@ class VertexFrontend:
             OSError: the address cannot be bound.
         """
         self._model = self._default_model()
-        return await self._http.start()
+        return await super().start()
 
     def _default_model(self) -> str:
         if self._options.default_model:
@@ -128,26 +128,17 @@ class VertexFrontend:
             )
         return names.pop()
 
-    async def stop(self) -> None:
-        """Stop listening and finish in-flight requests; idempotent."""
-        await self._http.stop()
-
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """The redirect on the predict route, else the health and predict routes; unknown paths 400 empty."""
         header = request.headers.get(REDIRECT_HEADER)
         if header is None or request.path != self._options.predict_route:
             return await self.table.dispatch(request, "vertex")
-        try:
-            return await self._redirect(request, header.strip())
-        except SeawallError as exc:
-            logger.debug("vertex redirect %r: %s", header, exc.message)
-            return cloud.error_reply(exc)
-        except Exception:
-            logger.exception("internal error on a Vertex AI redirect")
-            return error_response(500, "internal error")
+        return await cloud.answer(
+            lambda: self._redirect(request, header.strip()), logger, "a Vertex AI redirect %r", header
+        )
 
     def check_head(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
-        """The refusal of a request by its head alone (`http_server.HeadCheck`); a redirect is checked against
+        """The refusal of a request by its head alone (`server.HeadCheck`); a redirect is checked against
         its target, as `handle` does."""
         header = headers.get(REDIRECT_HEADER)
         if header is None or path != self._options.predict_route:

@@ -13,11 +13,12 @@ import orjson
 
 from seawall.core.server import InferenceServer
 from seawall.errors import AlreadyExistsError, InvalidArgumentError, ResourceExhaustedError
-from seawall.frontends import cloud, http_codec
-from seawall.frontends.cloud import DELETE, GET, POST, CloudRoute
-from seawall.frontends.http_body import BodyBudget
-from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
-from seawall.frontends.sagemaker_mme import MultiModelTable
+from seawall.frontends.cloud import routes as cloud
+from seawall.frontends.cloud.routes import DELETE, GET, POST, CloudRoute
+from seawall.frontends.cloud.sagemaker_mme import MultiModelTable
+from seawall.frontends.http import codec as http_codec
+from seawall.frontends.http.body import BodyBudget
+from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, OverHttpServer, error_response
 from seawall.options import Options
 from seawall.security.policy import ApiPolicy, Keys
 
@@ -40,7 +41,7 @@ ROUTES: tuple[CloudRoute, ...] = (
 )
 
 
-class SageMakerFrontend:
+class SageMakerFrontend(OverHttpServer):
     """Serves the SageMaker inference API of `server` on `options.sagemaker`."""
 
     def __init__(
@@ -62,18 +63,6 @@ class SageMakerFrontend:
             head_check=self.table.check_head,
             budget=budget,
         )
-
-    async def start(self) -> tuple[str, int]:
-        """Bind the listener; returns the bound (host, port).
-
-        Raises:
-            OSError: the address cannot be bound.
-        """
-        return await self._http.start()
-
-    async def stop(self) -> None:
-        """Stop listening and finish in-flight requests; idempotent."""
-        await self._http.stop()
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """Restriction, then method, then the route; unknown paths are 400 with an empty body (Triton)."""

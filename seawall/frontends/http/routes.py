@@ -1,4 +1,4 @@
-"""The HTTP/REST frontend: KServe v2 + Triton routes over `http_server`, mapped onto the InferenceServer.
+"""The HTTP/REST frontend: KServe v2 + Triton routes over `server`, mapped onto the InferenceServer.
 
 Imports `core.server`, `core.types`, `errors`, `security`, `status` and the HTTP codec/server.
 The stack is [error mapping] → [security policy] → [method check] → [handler], as in Triton.
@@ -20,11 +20,11 @@ import seawall.core.offload as offload
 from seawall.core.server import InferenceServer, config_to_dict, require_valid_model_name
 from seawall.core.types import DURATION_STATISTICS, Duration, ModelMetadata, ModelStatistics, TensorMetadata
 from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
-from seawall.frontends import http_codec
-from seawall.frontends import http_extensions as extensions
-from seawall.frontends.http_body import BodyBudget
-from seawall.frontends.http_server import HttpRequest, HttpResponse, HttpServer, error_response
-from seawall.frontends.status import http_status
+from seawall.frontends.http import codec as http_codec
+from seawall.frontends.http import extensions
+from seawall.frontends.http.body import BodyBudget
+from seawall.frontends.http.errors import answer, status_reply
+from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, OverHttpServer, error_response
 from seawall.options import Options
 from seawall.security import tls
 from seawall.security.policy import ApiPolicy, Keys
@@ -139,7 +139,7 @@ def _route(path: str) -> tuple[Route, Mapping[str, str] | None]:
     return ROUTES[0], None
 
 
-class HttpFrontend:
+class HttpFrontend(OverHttpServer):
     """Serves the KServe v2 / Triton HTTP API of `server` on `options.http`."""
 
     def __init__(
@@ -162,18 +162,6 @@ class HttpFrontend:
             budget=budget,
         )
 
-    async def start(self) -> tuple[str, int]:
-        """Bind the listener; returns the bound (host, port).
-
-        Raises:
-            OSError: the address cannot be bound.
-        """
-        return await self._http.start()
-
-    async def stop(self) -> None:
-        """Stop listening and finish in-flight requests; idempotent."""
-        await self._http.stop()
-
     def check_head(self, method: str, path: str, headers: Mapping[str, str]) -> HttpResponse | None:
         """Route, restriction and method of a request's head: the refusal, or None (`HeadCheck`)."""
         route, groups = _route(path)
@@ -183,7 +171,7 @@ class HttpFrontend:
             self._policy.authorize(route.category, headers.get)
         except SeawallError as exc:
             logger.debug("%s %r: %s", method, path, exc.message)
-            return error_response(http_status(exc.code), exc.message)
+            return status_reply(exc)
         if method not in route.methods:
             return _METHOD_NOT_ALLOWED
         return None
@@ -193,29 +181,18 @@ class HttpFrontend:
         route, groups = _route(request.path)
         if groups is None:
             return _NOT_FOUND
-        try:
+
+        async def run() -> HttpResponse:
             self._policy.authorize(route.category, request.headers.get)
             if request.method not in route.methods:
                 return _METHOD_NOT_ALLOWED
             if not route.handler:
                 raise UnsupportedError(f"{route.feature} is not supported yet")
             return await self._endpoints[route.handler](request, groups)
-        except SeawallError as exc:
-            status = http_status(exc.code)
-            level = logging.WARNING if status >= 500 else logging.DEBUG
-            logger.log(
-                level,
-                "%s %r (model %r version %r): %s",
-                request.method,
-                request.path,
-                groups.get("model", ""),
-                groups.get("version", ""),
-                exc.message,
-            )
-            return error_response(status, exc.message)
-        except Exception:
-            logger.exception("internal error on %s %r", request.method, request.path)
-            return error_response(500, "internal error")
+
+        model, version = groups.get("model", ""), groups.get("version", "")
+        where = "%s %r (model %r version %r)"
+        return await answer(run, status_reply, logger, where, request.method, request.path, model, version)
 
     # handlers ----------------------------------------------------------------------------------------
     async def _health_live(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:

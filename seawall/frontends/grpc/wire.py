@@ -1,7 +1,7 @@
 """The protobuf wire format of the ModelInfer hot path: a serialized ModelInferRequest split into its header and
 views of its `raw_input_contents`, and a serialized ModelInferResponse whose raw outputs are written once.
 
-Imports `core.types`, `core.raw`, `errors`, `frontends.grpc_parameters` and tritonclient's generated modules;
+Imports `core.types`, `core.raw`, `errors`, `grpc.parameters` and tritonclient's generated modules;
 pure functions, no IO, no grpc. The generated (upb) classes parse and write everything but the tensor bytes,
 which never pass through a message object: each would be copied into it and again out of it.
 """
@@ -17,7 +17,7 @@ from tritonclient.grpc import service_pb2
 from seawall.core.raw import encode as encode_raw
 from seawall.core.types import InferResponse, ParamValue
 from seawall.errors import InvalidArgumentError
-from seawall.frontends.grpc_parameters import SHM_REGION, set_parameters
+from seawall.frontends.grpc.parameters import SHM_REGION, set_parameters
 
 #: below this many bytes a request is parsed whole: copying small tensors costs less than splitting them out
 SPLIT_MIN_BYTES = 32 * 1024
@@ -132,7 +132,7 @@ def _response_parts(response: InferResponse, parameters: Mapping[str, ParamValue
 
 
 def infer_response_bytes(response: InferResponse, parameters: Mapping[str, ParamValue] | None = None) -> bytes:
-    """A serialized ModelInferResponse equal to `grpc_codec.infer_response_to_proto(response)`'s: every output in
+    """A serialized ModelInferResponse equal to `codec.infer_response_to_proto(response)`'s: every output in
     `raw_output_contents` (empty for one written to shared memory), its bytes copied once, into the result.
     `parameters`, when given, replace the response's own (the response itself is never changed: it may be cached).
     """

@@ -11,8 +11,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from seawall.core.types import InferResponse, Tensor
 from seawall.errors import InvalidArgumentError
-from seawall.frontends import grpc_codec as codec
-from seawall.frontends import grpc_wire as wire
+from seawall.frontends.grpc import codec, wire
 from seawall.options import Limits
 
 BIG = np.arange(wire.SPLIT_MIN_BYTES, dtype=np.float32)  # 4x the split threshold

@@ -1,7 +1,7 @@
 """Request bodies and JSON replies of Triton's HTTP protocol extensions: model repository, shared memory,
 trace settings and log settings.
 
-Imports `core.types`, `errors`, `options` and `http_codec`; pure functions, no IO. Client mistakes are 400
+Imports `core.types`, `errors`, `options` and `codec`; pure functions, no IO. Client mistakes are 400
 (Triton answers several of them with 500; docs/differences.md lists each), oversized file overrides 413.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from seawall.core.types import ModelIndexEntry, SharedMemoryRegionStatus
 from seawall.errors import InvalidArgumentError, ResourceExhaustedError
-from seawall.frontends.http_codec import load_json
+from seawall.frontends.http.codec import load_json
 from seawall.options import Limits
 
 #: Triton's messages for JSON values of the wrong type (its JSON layer's wording, answered with 500 there).

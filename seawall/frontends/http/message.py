@@ -1,7 +1,7 @@
 """The values an HTTP listener deals in: a request, a reply, the handler and head-check signatures, and the
 reply's wire head.
 
-Imports orjson and the standard library only; `http_server` re-exports these names for the frontends.
+Imports orjson and the standard library only; `server` re-exports these names for the frontends.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """KServe v2 infer JSON and Triton's binary tensor extension ↔ core InferRequest / InferResponse.
 
-Imports orjson, `core.types`, `errors` and `http_tensors`; pure functions, no IO. Every size and count
+Imports orjson, `core.types`, `errors` and `tensors`; pure functions, no IO. Every size and count
 from the client is checked against `Limits` before numpy allocates anything.
 """
 
@@ -29,7 +29,7 @@ from seawall.core.types import (
     element_count,
 )
 from seawall.errors import InvalidArgumentError
-from seawall.frontends import http_tensors
+from seawall.frontends.http import tensors as http_tensors
 from seawall.options import Limits
 
 MAX_UINT64 = 2**64 - 1

@@ -1,0 +1,49 @@
+"""The error layer of the HTTP-style listeners: every request of the KServe v2 routes, SageMaker and Vertex AI is
+answered through `answer`, which turns a SeawallError into the listener's error reply (`status_reply` here, the
+cloud listeners' own in `cloud.routes`) and anything else into a logged 500; a refusal on the head goes through
+the same reply function.
+
+Imports `errors`, `frontends.status` and `message`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from seawall.errors import SeawallError
+from seawall.frontends.http.message import HttpResponse, error_response
+from seawall.frontends.status import http_status
+
+#: a listener's answer to a SeawallError
+ErrorReply = Callable[[SeawallError], HttpResponse]
+
+INTERNAL_ERROR = "internal error"
+
+
+def status_reply(exc: SeawallError) -> HttpResponse:
+    """The KServe v2 reply: the status of the one Code → HTTP table, Triton's `{"error": ...}` body."""
+    return error_response(http_status(exc.code), exc.message)
+
+
+async def answer(
+    call: Callable[[], Awaitable[HttpResponse]],
+    reply: ErrorReply,
+    log: logging.Logger,
+    context: str,
+    *args: object,
+    warn_server_errors: bool = True,
+) -> HttpResponse:
+    """`await call()`, or the reply to its error. A SeawallError is logged as `<context>: <message>` (at WARNING
+    when its reply is a 5xx and `warn_server_errors`, else DEBUG); anything else is logged with its traceback as
+    `internal error on <context>` and answered 500 without detail. `args` fill `context`'s %-placeholders."""
+    try:
+        return await call()
+    except SeawallError as exc:
+        response = reply(exc)
+        level = logging.WARNING if warn_server_errors and response.status >= 500 else logging.DEBUG
+        log.log(level, f"{context}: %s", *args, exc.message)
+        return response
+    except Exception:
+        log.exception(f"internal error on {context}", *args)
+        return error_response(500, INTERNAL_ERROR)
