@@ -26,6 +26,27 @@ def status_reply(exc: SeawallError) -> HttpResponse:
     return error_response(http_status(exc.code), exc.message)
 
 
+def failure_reply(
+    exc: BaseException,
+    reply: ErrorReply,
+    log: logging.Logger,
+    context: str,
+    *args: object,
+    warn_server_errors: bool = True,
+) -> HttpResponse:
+    """The reply to `exc`, raised while answering `context`. A SeawallError is logged as `<context>: <message>` (at
+    WARNING when its reply is a 5xx and `warn_server_errors`, else DEBUG) and answered by `reply`; anything else is
+    logged with its traceback as `internal error on <context>` and answered 500 without detail. `args` fill
+    `context`'s %-placeholders."""
+    if isinstance(exc, SeawallError):
+        response = reply(exc)
+        level = logging.WARNING if warn_server_errors and response.status >= 500 else logging.DEBUG
+        log.log(level, f"{context}: %s", *args, exc.message)
+        return response
+    log.error(f"internal error on {context}", *args, exc_info=exc)
+    return error_response(500, INTERNAL_ERROR)
+
+
 async def answer(
     call: Callable[[], Awaitable[HttpResponse]],
     reply: ErrorReply,
@@ -34,16 +55,8 @@ async def answer(
     *args: object,
     warn_server_errors: bool = True,
 ) -> HttpResponse:
-    """`await call()`, or the reply to its error. A SeawallError is logged as `<context>: <message>` (at WARNING
-    when its reply is a 5xx and `warn_server_errors`, else DEBUG); anything else is logged with its traceback as
-    `internal error on <context>` and answered 500 without detail. `args` fill `context`'s %-placeholders."""
+    """`await call()`, or `failure_reply` to what it raised."""
     try:
         return await call()
-    except SeawallError as exc:
-        response = reply(exc)
-        level = logging.WARNING if warn_server_errors and response.status >= 500 else logging.DEBUG
-        log.log(level, f"{context}: %s", *args, exc.message)
-        return response
-    except Exception:
-        log.exception(f"internal error on {context}", *args)
-        return error_response(500, INTERNAL_ERROR)
+    except Exception as exc:
+        return failure_reply(exc, reply, log, context, *args, warn_server_errors=warn_server_errors)

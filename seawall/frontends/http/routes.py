@@ -23,7 +23,7 @@ from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
 from seawall.frontends.http import codec as http_codec
 from seawall.frontends.http import extensions
 from seawall.frontends.http.body import BodyBudget
-from seawall.frontends.http.errors import answer, status_reply
+from seawall.frontends.http.errors import failure_reply, status_reply
 from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, OverHttpServer, error_response
 from seawall.options import Options
 from seawall.security import tls
@@ -182,17 +182,17 @@ class HttpFrontend(OverHttpServer):
         if groups is None:
             return _NOT_FOUND
 
-        async def run() -> HttpResponse:
+        try:  # inline, not through `answer`: a closure and a coroutine less on every request
             self._policy.authorize(route.category, request.headers.get)
             if request.method not in route.methods:
                 return _METHOD_NOT_ALLOWED
             if not route.handler:
                 raise UnsupportedError(f"{route.feature} is not supported yet")
             return await self._endpoints[route.handler](request, groups)
-
-        model, version = groups.get("model", ""), groups.get("version", "")
-        where = "%s %r (model %r version %r)"
-        return await answer(run, status_reply, logger, where, request.method, request.path, model, version)
+        except Exception as exc:
+            model, version = groups.get("model", ""), groups.get("version", "")
+            where = "%s %r (model %r version %r)"
+            return failure_reply(exc, status_reply, logger, where, request.method, request.path, model, version)
 
     # handlers ----------------------------------------------------------------------------------------
     async def _health_live(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
