@@ -11,6 +11,8 @@ Imports other `core` modules, `errors` and `options`; knows nothing about HTTP o
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from seawall.core import tensor_io
 from seawall.core.backend import ModelConfig
 from seawall.core.lifecycle import ModelVersion
@@ -19,7 +21,7 @@ from seawall.core.response_cache import ResponseCache, infer_cached
 from seawall.core.scheduler import Scheduler
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace_file import TraceFile
-from seawall.core.types import InferRequest, InferResponse, RawInputSpec, Tensor
+from seawall.core.types import InferRequest, InferResponse, RawInputSpec, StreamResponse, Tensor
 from seawall.core.validation import check_request
 from seawall.errors import InvalidArgumentError, UnavailableError
 from seawall.options import Limits
@@ -142,6 +144,21 @@ class ServedModel:
             if any(o.parameters for o in request.outputs):
                 outputs = await self._requested_outputs(request, outputs)
         return InferResponse(request.model_name, str(entry.version), outputs, request.id, response.parameters)
+
+    @property
+    def decoupled(self) -> bool:
+        """The model may send any number of responses per request (`model_transaction_policy`)."""
+        return self.config.model_transaction_policy.decoupled
+
+    async def stream(self, request: InferRequest) -> AsyncIterator[StreamResponse]:
+        """Run `request` and yield its response stream, one `StreamResponse` per message, the last `final`.
+
+        A model that is not decoupled yields one message. Errors of the request itself (validation, a full
+        queue, a failed execution) are raised, as by `infer`, before any message.
+
+        Raises: as `infer`.
+        """
+        yield StreamResponse(await self.infer(request), None, True)
 
     async def _requested_outputs(self, request: InferRequest, outputs: list[Tensor]) -> list[Tensor]:
         """`outputs` with the classification and shared-memory parameters of the requested outputs applied."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-from seawall.errors import InvalidArgumentError
+from seawall.errors import InvalidArgumentError, SeawallError
 
 ParamValue = bool | int | float | str
 
@@ -118,6 +119,19 @@ class InferResponse:
     outputs: list[Tensor]
     id: str = ""
     parameters: dict[str, ParamValue] = field(default_factory=dict)
+
+
+class StreamResponse(NamedTuple):
+    """One message of a request's response stream (`ServedModel.stream`).
+
+    `response`: a response of the model; `error`: the model's error for this message (the stream goes on
+    unless `final`); neither: an empty final message (a decoupled model said it sends nothing more).
+    `final`: the request's last message. A model that is not decoupled answers one message, `final` set.
+    """
+
+    response: InferResponse | None
+    error: SeawallError | None
+    final: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,19 @@ async def test_a_served_model_exposes_what_frontends_decode_with_and_runs_reques
         assert stats.success.count == 1
 
 
+async def test_a_model_that_is_not_decoupled_streams_one_final_message() -> None:
+    async with seawall.open_server(OPTIONS) as server:
+        served = server.model("add_sub")
+        assert not served.decoupled
+        x = np.arange(4, dtype=np.float32)
+        messages = [m async for m in served.stream(seawall.InferRequest("add_sub", _add_sub_inputs(x), id="s"))]
+        assert [(m.error, m.final) for m in messages] == [(None, True)]
+        assert messages[0].response is not None
+        np.testing.assert_array_equal(messages[0].response.outputs[1].data, x - x)
+        with pytest.raises(InvalidArgumentError, match=r"^\[request id: <id_unknown>\] expected 2 inputs but got 1 inputs"):
+            [m async for m in served.stream(seawall.InferRequest("add_sub", _add_sub_inputs(x)[:1]))]
+
+
 async def test_resolving_refuses_like_infer() -> None:
     async with seawall.open_server(OPTIONS) as server:
         with pytest.raises(NotFoundError, match="^Request for unknown model: 'nope' is not found$"):
