@@ -148,7 +148,7 @@ class ServedModel:
     @property
     def decoupled(self) -> bool:
         """The model may send any number of responses per request (`model_transaction_policy`)."""
-        return self.config.model_transaction_policy.decoupled
+        return bool(self.config.model_transaction_policy.decoupled)
 
     async def stream(self, request: InferRequest) -> AsyncIterator[StreamResponse]:
         """Run `request` and yield its response stream, one `StreamResponse` per message, the last `final`.
