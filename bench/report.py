@@ -292,7 +292,7 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
     lines += [
         "Method: the three servers run side by side and serve the same workloads (Triton Python-backend models in "
         "`bench/models`, unchanged on Seawall; equivalent MLServer runtimes in `bench/mlserver`, MLServer 1.7.1 with "
-        "its default settings in its own venv; Seawall with the `GRPC_EXPERIMENTS` value its container image sets). "
+        "its default settings in its own venv; Seawall with the `seawall` command's defaults). "
         "Each cell (workload, mode, concurrency) is measured for every "
         "server in turn (A B C, A B C, ...), "
         f"{settings['reps']} repetition(s) for add_sub and {min(settings['reps'], settings['slow_reps'])} for "

@@ -633,6 +633,18 @@ def format_report(findings: Sequence[Finding]) -> str:
     return "\n".join(lines)
 
 
+#: grpc's older TCP endpoints: the thread polling the completion queue does the socket IO itself instead of handing
+#: it to EventEngine threads (measured on 2 cores: 22% less server CPU per 1 MiB gRPC inference, 2-4% for small
+#: ones). grpc reads GRPC_EXPERIMENTS when it is first imported, which the listeners do lazily, after this; a value
+#: the operator set (even empty: grpc's own default) wins.
+GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints"
+
+
+def fast_defaults(environ: dict[str, str] | os._Environ[str]) -> None:
+    """The fast settings that only the environment can carry, unless the operator chose otherwise."""
+    environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
+
+
 def main(argv: list[str] | None = None) -> None:
     """`seawall [flags]`: parse tritonserver's flags, configure logging, serve; exit 1 if start-up fails."""
     try:
@@ -646,6 +658,7 @@ def main(argv: list[str] | None = None) -> None:
     # the secrets are in Options now: nothing started from here on (stubs included) inherits or can read them
     confinement.forget_secrets(os.environ, command_line.secret_variables, command_line.secret_flags)
     confinement.make_non_dumpable()
+    fast_defaults(os.environ)
     options = command_line.options
     findings = assess(options)
     if command_line.security_report:

@@ -993,3 +993,23 @@ def test_start_up_log_says_per_listener_how_exposed_it_is(caplog: pytest.LogCapt
             "anyone who can reach it",
         ),
     ]
+
+
+def test_grpc_experiments_default_to_the_fast_endpoints_unless_the_operator_chose() -> None:
+    """The fast gRPC setting is the `seawall` command's own default, not only `make run`'s or the image's."""
+    import subprocess
+    import sys
+
+    from seawall.cli import GRPC_EXPERIMENTS, fast_defaults
+
+    environ: dict[str, str] = {}
+    fast_defaults(environ)
+    assert environ == {"GRPC_EXPERIMENTS": "-event_engine_listener,-event_engine_for_all_other_endpoints"}
+    for chosen in ("", "event_engine_listener"):
+        environ = {"GRPC_EXPERIMENTS": chosen}
+        fast_defaults(environ)
+        assert environ == {"GRPC_EXPERIMENTS": chosen}
+    # grpc must not be loaded before main() sets it: the command line's modules never import it
+    code = "import sys, seawall.cli; print(any(m == 'grpc' or m.startswith('grpc.') for m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert (loaded.strip(), GRPC_EXPERIMENTS.startswith("-")) == ("False", True)
