@@ -9,11 +9,15 @@ Confinement comes before model code: first every descriptor but the stub's own i
 modules are imported, the process becomes the model user (argv's uid/gid; -1 keeps the server's) and sets
 PR_SET_NO_NEW_PRIVS and PR_SET_DUMPABLE 0. The host cannot have the event loop's spawn do this: uvloop's
 subprocess_exec neither closes inherited descriptors nor changes users (see docs/differences.md).
+A stub ignores SIGTERM and SIGINT: the server owns its lifetime (finalize, then exit; or the end of its channel
+when the server is gone), so a signal sent to the whole process group (systemd's KillMode=control-group,
+`timeout`, Ctrl-C) cannot kill the workers before the server has drained its requests.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 _PR_SET_DUMPABLE = 4
@@ -76,6 +80,8 @@ def _import_own_package(package_dir: str) -> None:
 
 
 def _run() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _close_inherited({int(arg) for arg in (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5])})
     if "seawall" not in sys.modules:
         _import_own_package(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))

@@ -23,7 +23,6 @@ from seawall.backends.python.messages import Finalize, Grow, HostMessage, Log, O
 logger = logging.getLogger(__name__)
 
 _MAX_LOG_LINE = 8192
-_KILL_GRACE_S = 5.0
 #: Largest region a stub may ask for (its outputs of one batch); beyond this the batch fails.
 MAX_REGION_BYTES = 1 << 34
 #: The stub's entry script. `-P`: its directory stays off sys.path; `-B`: no __pycache__ in the repository.
@@ -322,7 +321,7 @@ class StubProcess:
             self._on_death(reason)
 
     async def stop(self, graceful: bool = True) -> None:
-        """Finalize (if `graceful`), then end the process: wait, terminate, kill. Idempotent."""
+        """Finalize (if `graceful`), then end the process: close its channel, wait for it to exit, kill. Idempotent."""
         if self._stopping:
             return
         self._stopping = True
@@ -344,14 +343,9 @@ class StubProcess:
     async def _reap(self) -> None:
         if self._process is None or self._exited is None:
             return
-        for action, wait_s in (
-            (None, self._settings.timeout_s),
-            ("terminate", _KILL_GRACE_S),
-            ("kill", None),
-        ):
-            if action == "terminate" and self._process.get_returncode() is None:
-                self._process.terminate()
-            elif action == "kill" and self._process.get_returncode() is None:
+        # a stub ignores SIGTERM (bootstrap.py): without its channel it ends by itself, or it is killed
+        for action, wait_s in ((None, self._settings.timeout_s), ("kill", None)):
+            if action == "kill" and self._process.get_returncode() is None:
                 self._process.kill()
             try:
                 await asyncio.wait_for(asyncio.shield(self._exited), wait_s)
