@@ -598,7 +598,11 @@ def run(options: Options, log_settings: LogSettings | None = None) -> int:
     Restricted-API key files are re-read on SIGHUP and when they change (`read_key_file`)."""
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(options, log_settings, read_key_file))
+            if not runner.run(serve(options, log_settings, read_key_file)):
+                # a shutdown step was abandoned at --exit-timeout-secs or by a second signal, and what it left
+                # may not end on a cancel: exit now (the kernel ends the stubs, backends/python/bootstrap.py)
+                logging.shutdown()
+                os._exit(0)
     except (SeawallError, OSError, ExceptionGroup) as exc:
         failure = _first_failure(exc)
         if isinstance(failure, SeawallError):

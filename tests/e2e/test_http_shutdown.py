@@ -8,10 +8,11 @@ import os
 import shutil
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from tests.harness import EXAMPLES, TEST_MODELS, start_seawall
+from seawall.app import STOP_GRACE_S
+from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, start_seawall
 from tests.harness import http_request as request
 
 _SLEEP_MS = 300
@@ -101,6 +102,14 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _still_running(pids: list[int], within: float = 20) -> list[int]:
+    """`pids` that have not exited after waiting up to `within` seconds."""
+    deadline = time.monotonic() + within
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [pid for pid in pids if _running(pid)]
+
+
 def test_stubs_end_when_the_server_is_killed(tmp_path: Path) -> None:
     """Stubs ignore SIGTERM, so nothing but their channel ends them when the server dies without a shutdown."""
     shutil.copytree(EXAMPLES / "add_sub", tmp_path / "add_sub")
@@ -109,9 +118,61 @@ def test_stubs_end_when_the_server_is_killed(tmp_path: Path) -> None:
     try:
         assert stubs, "the model's stub process runs"
         server.process.kill()
-        deadline = time.monotonic() + 20
-        while any(_running(pid) for pid in stubs) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [pid for pid in stubs if _running(pid)]
+        assert _still_running(stubs) == []
     finally:
         server.stop()
+
+
+def _busy_server(
+    tmp_path: Path, *args: str
+) -> tuple[ServerProcess, list[int], Future[tuple[int, dict[str, str], bytes]]]:
+    """A server whose only model is busy for 20 s with one request, and the pids of its stubs."""
+    shutil.copytree(TEST_MODELS / "slow", tmp_path / "slow")
+    server = start_seawall(*args, repository=tmp_path)
+    document = {
+        "parameters": {"sleep_ms": 20_000},
+        "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 1], "data": [1]}],
+    }
+    pool = ThreadPoolExecutor(1)
+    busy = pool.submit(request, server, "POST", "/v2/models/slow/infer", json.dumps(document).encode())
+    pool.shutdown(wait=False)
+    time.sleep(0.5)  # the request is executing
+    return server, _children(server.process.pid), busy
+
+
+def test_the_exit_timeout_bounds_the_whole_exit(tmp_path: Path) -> None:
+    """--exit-timeout-secs=2 with a model busy for 20 s: the server exits within the timeout and the unload's
+    grace (app.STOP_GRACE_S), and its stubs with it."""
+    server, stubs, busy = _busy_server(tmp_path, "--exit-timeout-secs=2")
+    try:
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(15)
+        took = time.monotonic() - started
+    finally:
+        server.stop()
+    assert 1.5 < took < 2 + STOP_GRACE_S + 3, took
+    assert _still_running(stubs, 5) == []
+    try:
+        status = busy.result(timeout=10)[0]
+    except ConnectionError:
+        status = 0  # cut without an answer
+    assert status != 200
+    assert "exit timeout: 1 request(s) still in flight are cancelled" in server.log()
+
+
+def test_a_second_sigterm_exits_at_once(tmp_path: Path) -> None:
+    server, stubs, _ = _busy_server(tmp_path, "--exit-timeout-secs=60")
+    try:
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert server.process.poll() is None  # draining: waiting for the busy request
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(10)
+        took = time.monotonic() - started
+    finally:
+        server.stop()
+    assert took < 3, (took, server.log())
+    assert _still_running(stubs, 5) == []
+    assert "second signal: the drain is abandoned" in server.log()
