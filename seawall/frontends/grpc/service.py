@@ -20,7 +20,7 @@ from tritonclient.grpc import service_pb2
 import seawall.core.offload as offload
 from seawall.core.server import InferenceServer
 from seawall.core.types import InferResponse
-from seawall.errors import InternalError, SeawallError, UnsupportedError
+from seawall.errors import DecoupledModelError, InternalError, SeawallError, UnsupportedError
 from seawall.frontends.grpc import admin, codec, wire
 from seawall.frontends.grpc.stream import serve_stream
 from seawall.frontends.status import grpc_status
@@ -204,7 +204,10 @@ class _Servicer:
         served = self._server.model(request.model_name, request.model_version)
         heavy = size > offload.HEAVY_BODY_BYTES
         decoded = await offload.run(heavy, codec.infer_request_from_proto, request, served.limits, raw_contents)
-        return await served.infer(decoded)
+        try:
+            return await served.infer(decoded)
+        except DecoupledModelError:
+            raise UnsupportedError("ModelInfer RPC doesn't support models with decoupled transaction policy") from None
 
     async def ModelStreamInfer(self, requests: Any, context: Any) -> None:  # noqa: N802
         await serve_stream(requests, context, self._stream_answer)
