@@ -261,6 +261,7 @@ class InProcessModelInstance:
             for sender in senders:
                 sender._close()  # the scheduler ends every stream with this error, as Triton does
             if isinstance(exc, BatchError):
+                logger.error("model instance '%s': execute failed: %s", self.name, escape_log(str(exc)))
                 raise self._spec.batch_failed(str(exc), "") from None
             raise self._spec.batch_failed(describe(exc), _trace(exc)) from None
 

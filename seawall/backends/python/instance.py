@@ -31,7 +31,7 @@ from seawall.backends.python.messages import (
     ResponseRead,
     StubMessage,
 )
-from seawall.backends.python.process import StubDied, StubProcess, StubSettings
+from seawall.backends.python.process import StubDied, StubProcess, StubSettings, escape_log
 from seawall.core.backend import DecoupledExecution, Execution, ResponseSink
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, SeawallError, UnavailableError
@@ -265,6 +265,9 @@ class PythonModelInstance:
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
             if type(reply) is BatchFailed and reply.seq == message.seq:
                 self._forget(keys)  # the stub closed every sender: the scheduler ends the streams with the error
+                if not reply.trace and not all(sink.cancelled for sink in sinks):
+                    # a stream may have ended already: its client never sees this error, the log must
+                    logger.error("model instance '%s': execute failed: %s", self.name, escape_log(reply.error))
                 raise self._spec.batch_failed(reply.error, reply.trace)
             if type(reply) is not BatchResult or reply.seq != message.seq or reply.responses:
                 self._forget(keys)

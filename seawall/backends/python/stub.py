@@ -225,13 +225,22 @@ class _Cancels:
         self._channel = channel
         self._cancelled: dict[int, set[int]] = {}  # seq → cancelled request positions
         self._open: dict[int, int] = {}  # seq → execute() and streams not yet ended
+        self._early: dict[int, set[int]] = {}  # seq → cancelled positions of a batch queued, not yet begun
+        self._begun = 0  # the last seq begun (the host's seqs grow)
         self._lock = threading.Lock()
         channel.on_cancel = self.cancel
 
-    def begin(self, seq: int, count: int) -> None:
+    def begin(self, seq: int, requests: int, streams: int = 0) -> bool:
+        """Track batch `seq` of `requests` requests (and `streams` open response streams); False: every request
+        was cancelled while its Execute waited here (the batch is then not run)."""
         with self._lock:
-            self._cancelled[seq] = set()
-            self._open[seq] = count
+            self._begun = max(self._begun, seq)
+            early = self._early.pop(seq, set())
+            for old in [s for s in self._early if s < seq]:
+                del self._early[old]
+            self._cancelled[seq] = early
+            self._open[seq] = 1 + streams
+            return len(early) < requests
 
     def end(self, seq: int, count: int = 1) -> None:
         with self._lock:
@@ -247,6 +256,8 @@ class _Cancels:
             found = self._cancelled.get(message.seq)
             if found is not None:
                 found.add(message.item)
+            elif message.seq > self._begun:  # its Execute is queued here, not yet run
+                self._early.setdefault(message.seq, set()).add(message.item)
 
     def is_cancelled(self, seq: int, item: int) -> bool:
         found = self._cancelled.get(seq)
@@ -407,7 +418,9 @@ class _Stub:
         seq = message.seq
         if self._responder is not None:
             return self._execute_decoupled(message, self._responder)
-        self._cancels.begin(seq, 1)
+        if not self._cancels.begin(seq, len(message.requests)):
+            self._cancels.end(seq)
+            return self._skip_cancelled(message)
         try:
             slot = self._receive_regions(message)
             assert self._model is not None
@@ -430,7 +443,9 @@ class _Stub:
         seq = message.seq
         model, pb = self._model, self._pb
         assert model is not None and pb is not None
-        self._cancels.begin(seq, len(message.requests) + 1)
+        if not self._cancels.begin(seq, len(message.requests), len(message.requests)):
+            self._cancels.end(seq, 1 + len(message.requests))
+            return self._skip_cancelled(message)
         senders: list[UserObject] = []
         try:
             slot = self._receive_regions(message)
@@ -452,6 +467,15 @@ class _Stub:
             return BatchFailed(seq, describe(exc), traceback.format_exc())
         finally:
             self._cancels.end(seq)
+
+    def _skip_cancelled(self, message: Execute) -> BatchFailed:
+        """A batch whose every client went away while it waited here is not run (as Triton drops cancelled
+        requests before they execute); its new regions are still taken."""
+        try:
+            self._receive_regions(message)
+        except Exception as exc:
+            return BatchFailed(message.seq, describe(exc), traceback.format_exc())
+        return BatchFailed(message.seq, "the request was cancelled", "")
 
     def _receive_regions(self, message: Execute) -> int:
         """The message's slot, mapping the new regions it announces (a new slot, or grown inputs)."""

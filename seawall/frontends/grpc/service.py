@@ -243,24 +243,25 @@ class _Servicer:
         return _stream_error(message, request_id)
 
     async def _stream_decoupled(self, served: ServedModel, request: InferRequest, emit: Emit) -> None:
-        """Emit each message of a decoupled model's stream as Triton writes it: every response carries
-        `triton_final_response`; the final flag alone becomes an empty response only when the request asked
-        for it (`triton_enable_empty_final_response`); an error is a message with `error_message`. Once the
-        client has gone, the stream is closed, which cancels the request."""
+        """Emit each message of a decoupled model's stream as Triton 2.51 writes it: every response carries
+        `triton_final_response`; the final flag alone becomes an empty response (model name, id and that
+        parameter, no version) only when the request asked for it (`triton_enable_empty_final_response`); an
+        error is a message with `error_message` and such an empty response. Once the client has gone, the
+        stream is closed, which cancels the request."""
         empty_final = request.parameters.get(_EMPTY_FINAL) is True
         try:
             async with contextlib.aclosing(served.stream(request)) as messages:
                 async for message in messages:
                     if message.error is not None:
                         error = _as_error(message.error, "ModelStreamInfer request", lambda: request.model_name)
-                        sent = await emit(_stream_error(error.message, request.id))
+                        sent = await emit(_stream_error(error.message, request.id, request.model_name, message.final))
                     elif message.response is not None:
                         response = message.response
                         parameters = {**response.parameters, _FINAL: message.final}
                         heavy = offload.is_heavy(response.outputs)
                         sent = await emit(await offload.run(heavy, wire.stream_response_bytes, response, parameters))
                     elif empty_final:
-                        empty = InferResponse(request.model_name, str(served.version), [], request.id)
+                        empty = InferResponse(request.model_name, "", [], request.id)
                         sent = await emit(wire.stream_response_bytes(empty, {_FINAL: True}))
                     else:
                         sent = True
@@ -274,10 +275,12 @@ class _Servicer:
         return _SERVING if self._server.is_ready() else _NOT_SERVING
 
 
-def _stream_error(message: str, request_id: str) -> bytes:
-    error = service_pb2.ModelStreamInferResponse(
-        error_message=message, infer_response=service_pb2.ModelInferResponse(id=request_id)
-    )
+def _stream_error(message: str, request_id: str, model: str = "", final: bool | None = None) -> bytes:
+    """A stream message holding an error; a decoupled model's also names the model and carries the final flag."""
+    response = service_pb2.ModelInferResponse(id=request_id, model_name=model)
+    if final is not None:
+        response.parameters[_FINAL].bool_param = final
+    error = service_pb2.ModelStreamInferResponse(error_message=message, infer_response=response)
     return bytes(error.SerializeToString())
 
 
