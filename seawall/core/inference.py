@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from seawall.core import tensor_io
 from seawall.core.backend import ModelConfig, ResponseSink
@@ -159,7 +159,7 @@ class ServedModel:
         """The model may send any number of responses per request (`model_transaction_policy`)."""
         return bool(self.config.model_transaction_policy.decoupled)
 
-    async def stream(self, request: InferRequest) -> AsyncIterator[StreamResponse]:
+    async def stream(self, request: InferRequest) -> AsyncGenerator[StreamResponse, None]:
         """Run `request` and yield its response stream, one `StreamResponse` per message, the last `final`.
 
         A model that is not decoupled yields one message; its errors are raised, as by `infer`, before any

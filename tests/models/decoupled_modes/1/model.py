@@ -85,7 +85,6 @@ class TritonPythonModel:
         deadline = time.monotonic() + 30
         while not sender.is_cancelled() and time.monotonic() < deadline:
             time.sleep(0.01)
-        pb_utils.Logger.log_warn(
-            f"wait_cancel: sender.is_cancelled()={sender.is_cancelled()} request.is_cancelled()={request.is_cancelled()}"
-        )
+        seen = f"sender.is_cancelled()={sender.is_cancelled()} request.is_cancelled()={request.is_cancelled()}"
+        pb_utils.Logger.log_warn(f"wait_cancel: {seen}")
         sender.send(flags=FINAL)
