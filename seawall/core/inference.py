@@ -142,7 +142,13 @@ class ServedModel:
             pipeline.inflight -= 1
             if trace is not None:
                 traces.end(trace)
-        return await self._answer(request, response)
+        outputs = response.outputs  # as `_answer`, inline: no coroutine more per request on the hot path
+        if request.outputs:
+            wanted = {o.name for o in request.outputs}
+            outputs = [t for t in outputs if t.name in wanted]
+            if any(o.parameters for o in request.outputs):
+                outputs = await self._requested_outputs(request, outputs)
+        return InferResponse(request.model_name, str(entry.version), outputs, request.id, response.parameters)
 
     async def _answer(self, request: InferRequest, response: InferResponse) -> InferResponse:
         """A new response to `request` from the model's: the requested outputs, with their parameters applied."""

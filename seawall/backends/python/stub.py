@@ -219,12 +219,14 @@ def _map(fd: int, size: int, writable: bool) -> mmap.mmap:
 class _Cancels:
     """Which requests' clients went away (Cancel), per running batch; read by `request.is_cancelled()` and
     `sender.is_cancelled()` from any thread. A batch is tracked from its Execute until its execute() returned
-    and, for a decoupled model, every request's stream ended."""
+    and, for a decoupled model, every request's stream ended.
+
+    Per batch on the hot path: a few dict operations (no set is made until a Cancel comes)."""
 
     def __init__(self, channel: _Channel) -> None:
         self._channel = channel
-        self._cancelled: dict[int, set[int]] = {}  # seq → cancelled request positions
-        self._open: dict[int, int] = {}  # seq → execute() and streams not yet ended
+        self._cancelled: dict[int, set[int] | None] = {}  # seq → cancelled request positions (None: none yet)
+        self._open: dict[int, int] = {}  # seq → streams and execute() not yet ended (decoupled batches)
         self._early: dict[int, set[int]] = {}  # seq → cancelled positions of a batch queued, not yet begun
         self._begun = 0  # the last seq begun (the host's seqs grow)
         self._lock = threading.Lock()
@@ -234,30 +236,39 @@ class _Cancels:
         """Track batch `seq` of `requests` requests (and `streams` open response streams); False: every request
         was cancelled while its Execute waited here (the batch is then not run)."""
         with self._lock:
-            self._begun = max(self._begun, seq)
-            early = self._early.pop(seq, set())
+            if streams:
+                self._open[seq] = 1 + streams
+            self._begun = seq
+            if not self._early:
+                self._cancelled[seq] = None
+                return True
+            early = self._early.pop(seq, None)
             for old in [s for s in self._early if s < seq]:
                 del self._early[old]
             self._cancelled[seq] = early
-            self._open[seq] = 1 + streams
-            return len(early) < requests
+            return early is None or len(early) < requests
 
     def end(self, seq: int, count: int = 1) -> None:
-        with self._lock:
-            left = self._open.get(seq, 0) - count
-            if left > 0:
-                self._open[seq] = left
-            else:
+        if seq in self._open:
+            with self._lock:
+                left = self._open.get(seq, 0) - count
+                if left > 0:
+                    self._open[seq] = left
+                    return
                 self._open.pop(seq, None)
-                self._cancelled.pop(seq, None)
+        self._cancelled.pop(seq, None)
 
     def cancel(self, message: Cancel) -> None:
         with self._lock:
-            found = self._cancelled.get(message.seq)
-            if found is not None:
-                found.add(message.item)
-            elif message.seq > self._begun:  # its Execute is queued here, not yet run
-                self._early.setdefault(message.seq, set()).add(message.item)
+            seq = message.seq
+            if seq in self._cancelled:
+                found = self._cancelled[seq]
+                if found is None:
+                    self._cancelled[seq] = {message.item}
+                else:
+                    found.add(message.item)
+            elif seq > self._begun:  # its Execute is queued here, not yet run
+                self._early.setdefault(seq, set()).add(message.item)
 
     def is_cancelled(self, seq: int, item: int) -> bool:
         found = self._cancelled.get(seq)
