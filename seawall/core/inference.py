@@ -163,7 +163,7 @@ class ServedModel:
     @property
     def decoupled(self) -> bool:
         """The model may send any number of responses per request (`model_transaction_policy`)."""
-        return bool(self.config.model_transaction_policy.decoupled)
+        return self._scheduler.decoupled
 
     async def stream(self, request: InferRequest) -> AsyncGenerator[StreamResponse, None]:
         """Run `request` and yield its response stream, one `StreamResponse` per message, the last `final`.

@@ -24,7 +24,14 @@ from tritonclient.utils import InferenceServerException
 
 from tests.harness import TEST_MODELS, ServerProcess, start_seawall
 
-MODELS = ("square_int32", "decoupled_modes", "decoupled_modes_in_process", "cancel_wait")
+MODELS = (
+    "square_int32",
+    "decoupled_modes",
+    "decoupled_modes_in_process",
+    "cancel_wait",
+    "cancel_wait_in_process",
+    "decoupled_hostile",
+)
 
 
 @pytest.fixture(scope="module")
@@ -306,6 +313,23 @@ def test_a_cancelled_call_cancels_the_running_request_and_drops_the_queued_one(s
     assert "executed quick-3" in seawall.log() and "executed quick-2" not in seawall.log()  # dropped before executing
 
 
+def test_a_cancelled_call_cancels_the_running_request_in_process(seawall: ServerProcess) -> None:
+    async def run() -> None:
+        async with aioclient.InferenceServerClient(seawall.grpc) as client:
+            running = asyncio.create_task(
+                client.infer("cancel_wait_in_process", _input(aioclient, 1), request_id="slow-ip", client_timeout=30)
+            )
+            await asyncio.sleep(0.5)
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+    asyncio.run(run())
+    _wait_for_log(seawall, "cancel_wait: slow-ip request.is_cancelled()=True")
+    with grpcclient.InferenceServerClient(seawall.grpc) as client:
+        result = client.infer("cancel_wait_in_process", _input(grpcclient, 5), request_id="quick-ip")
+    assert int(result.as_numpy("OUT")[0]) == 5
+
+
 def test_a_dropped_http_connection_cancels_its_request(seawall: ServerProcess) -> None:
     import socket
 
@@ -318,3 +342,24 @@ def test_a_dropped_http_connection_cancels_its_request(seawall: ServerProcess) -
     _wait_for_log(seawall, "cancel_wait: slow-http request.is_cancelled()=True")
     with grpcclient.InferenceServerClient(seawall.grpc) as client:
         assert client.is_model_ready("cancel_wait")
+
+
+def test_forged_stub_frames_stop_the_stub_and_the_instance_serves_again(seawall: ServerProcess) -> None:
+    reasons = {
+        "future_batch": "a response to an unknown batch",
+        "bad_descriptor": "bad response: tensor 'OUT' lies outside the shared region",
+        "bad_grow": "bad response region request",
+    }
+    for mode, reason in reasons.items():
+        ((result, error),) = _stream(seawall, [("decoupled_hostile", 1, mode, {"mode": mode})], 1)
+        assert result is None and error.message() == "model instance 'decoupled_hostile_0_0' crashed"
+        _wait_for_log(seawall, f"model instance 'decoupled_hostile_0_0': stopping its stub process: {reason}")
+        deadline = time.monotonic() + 60
+        while True:  # the stub is started again
+            ((answer, failure),) = _stream(seawall, [("decoupled_hostile", 7, "ok", {})], 1)
+            if failure is None:
+                assert int(answer.as_numpy("OUT")[0]) == 7 and _final(answer)
+                break
+            assert time.monotonic() < deadline, failure.message()
+            time.sleep(0.2)
+    _healthy(seawall)
