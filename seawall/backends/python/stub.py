@@ -153,7 +153,7 @@ class _Channel:
                 found = taken()
                 if found is not None:
                     return found
-            if self._read_lock.acquire(timeout=_WAIT_S):
+            if self._read_lock.acquire(blocking=False):
                 try:
                     with self._state:
                         found = taken()
@@ -163,8 +163,11 @@ class _Channel:
                         raise ipc.ProtocolError("the host has gone")
                 finally:
                     self._read_lock.release()
-            else:
+            else:  # another thread reads (the main thread, idle in `receive`): it notifies what it handles
                 with self._state:
+                    found = taken()
+                    if found is not None:
+                        return found
                     self._state.wait(_WAIT_S)
 
     def take_ack(self, token: int) -> bool | None:
