@@ -283,8 +283,10 @@ class _Cancels:
 
 
 class _Responder:
-    """Sends a decoupled model's responses (from any thread): one whose outputs lie in the response region is in
-    flight at a time, until the host's ResponseRead."""
+    """Sends a decoupled model's responses (from any thread). The response region is used in two halves, taken in
+    turn: a response's outputs go into a half once the host has answered ResponseRead for the previous response
+    in it, so the model prepares the next response while the host reads the last one, and at most two responses
+    with outputs are in flight (a reader that is behind holds the model back)."""
 
     def __init__(self, channel: _Channel, model: UserModel, cancels: _Cancels) -> None:
         self._channel = channel
@@ -293,6 +295,8 @@ class _Responder:
         self._lock = threading.RLock()  # reentrant: a sender dropped during a send is abandoned by the same thread
         self._region: mmap.mmap | None = None
         self._token = 0
+        self._pending = [0, 0]  # per half of the region: the token of the response in it not yet read (0: none)
+        self._next = 0  # the half the next response goes into
 
     def sender(self, pb: ModuleType, seq: int, item: int, wanted: list[str]) -> UserObject:
         """The response sender of request `item` of batch `seq`."""
@@ -320,8 +324,8 @@ class _Responder:
                 entry = ResponseEntry([], code if type(code) is int else -1, str(text))
             elif found:
                 payloads = [ipc.to_payload(datatype, array) for _, datatype, array in found]
-                offsets, total = ipc.layout(payloads)
-                region = self._ensure_region(total)
+                region, base = self._take_half(ipc.layout(payloads)[1])
+                offsets, _ = ipc.layout(payloads, base)
                 ipc.write_payloads(region, offsets, payloads)
                 descriptors: list[ipc.Descriptor] = [
                     [name, datatype, list(array.shape), offset, len(payload)]
@@ -329,18 +333,33 @@ class _Responder:
                 ]
                 self._token += 1
                 token = self._token
+                self._pending[self._next] = token
+                self._next ^= 1
                 entry = ResponseEntry(descriptors)
             self._channel.send(Response(seq, item, entry, final, token))
-            if token:
-                self._channel.wait(lambda: self._channel.take_ack(token))
         if final:
             self._cancels.end(seq)
 
-    def _ensure_region(self, total: int) -> mmap.mmap:
+    def _take_half(self, total: int) -> tuple[mmap.mmap, int]:
+        """The region and the offset of the next half, once the host has read what was in it; a region whose
+        halves hold `total` bytes is asked for first (after both halves were read)."""
         region = self._region
-        if region is not None and len(region) >= max(total, 1):
-            return region
-        self._channel.send(ResponseGrow(max(total, 1)))
+        if region is None or total > _half(region):
+            for half in (0, 1):
+                self._wait_read(half)
+            region = self._grow(2 * ipc.align(max(total, 1)))
+        self._wait_read(self._next)
+        return region, self._next * _half(region)
+
+    def _wait_read(self, half: int) -> None:
+        token = self._pending[half]
+        if token:
+            self._channel.wait(lambda: self._channel.take_ack(token))
+            self._pending[half] = 0
+
+    def _grow(self, total: int) -> mmap.mmap:
+        region = self._region
+        self._channel.send(ResponseGrow(total))
         size = self._channel.wait(self._channel.take_region_answer)
         if not size:
             assert self._model is not None
@@ -561,6 +580,11 @@ class _Stub:
         if not reply.size:
             raise BatchError(f"the outputs of this batch need {total} bytes, more than the backend allows")
         self._replace(self._outputs, slot, self._channel.receive_region(b"o%d" % slot, reply.size, True))
+
+
+def _half(region: mmap.mmap) -> int:
+    """The size of each half of a response region (aligned: the second half starts at this offset)."""
+    return (len(region) // 2) & ~(ipc.ALIGNMENT - 1)
 
 
 def _is_decoupled(args: dict[str, str]) -> bool:
