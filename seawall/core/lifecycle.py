@@ -270,8 +270,15 @@ class ModelLifecycle:
             entry.state = ModelState.UNAVAILABLE
             logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
             return
+        decoupled = bool(config.model_transaction_policy.decoupled)
+        if decoupled and not all(hasattr(i, "execute_decoupled") for i in entry.model.instances):
+            await entry.model.unload()
+            entry.model, entry.state = None, ModelState.UNAVAILABLE
+            entry.reason = f"backend '{config.backend}' does not support models with decoupled transaction policy"
+            logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
+            return
         entry.config, entry.spec = config, model_config.compile_spec(config)
-        entry.scheduler = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats)
+        entry.scheduler = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats, decoupled)
         entry.scheduler.start()
         entry.state, entry.reason = ModelState.READY, ""
         logger.info("successfully loaded '%s' version %d", entry.name, entry.version)

@@ -156,14 +156,12 @@ class PythonBackend:
 
         Raises:
             InvalidArgumentError: bad settings or model file path, too many instances.
-            UnsupportedError: decoupled models or GPU instances.
+            UnsupportedError: GPU instances.
             InternalError: initialize raised in an instance (type and text of the exception).
             UnavailableError: a stub did not answer in stub-timeout-seconds.
         """
         config = context.config
         settings = self._confined(stub_settings(context.backend_settings))
-        if config.model_transaction_policy.decoupled:
-            raise UnsupportedError(f"decoupled model '{context.name}' is not supported by the python backend yet")
         model_file = model_file_path(config, context.version_dir, context.name)
         pins = tuple(checksum_pins(config))  # checked again on the bytes the stub compiles
         mode = in_process.in_process_mode(config, context.name)
@@ -191,6 +189,7 @@ class PythonBackend:
                 dynamic_batching=config.HasField("dynamic_batching"),
                 model_dir=context.model_dir,
                 pins=pins,
+                decoupled=bool(config.model_transaction_policy.decoupled),
             )
             for name in instance_names(config, context.name)
         ]

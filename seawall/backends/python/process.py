@@ -18,7 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from seawall.backends.python import ipc, messages
-from seawall.backends.python.messages import Finalize, Grow, HostMessage, Log, OutputRegion, StubMessage
+from seawall.backends.python.messages import (
+    Finalize,
+    Grow,
+    HostMessage,
+    Log,
+    OutputRegion,
+    Response,
+    ResponseGrow,
+    ResponseRegion,
+    StubMessage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +134,8 @@ class StubProcess:
         self._death = ""
         self.inputs: list[mmap.mmap] = []  # slot → input region (the host writes, the stub reads)
         self.outputs: list[mmap.mmap] = []  # slot → output region (the stub writes, the host reads)
+        self.responses: mmap.mmap | None = None  # a decoupled model's response region (made on ResponseGrow)
+        self.on_response: Callable[[Response], None] = self._unexpected_response  # set by a decoupled instance
 
     @property
     def is_alive(self) -> bool:
@@ -255,6 +267,10 @@ class StubProcess:
             logger.log(level, "model instance '%s': %s", self._label, escape_log(message.text))
         elif type(message) is Grow:
             self._grow_outputs(message.slot, message.size)
+        elif type(message) is Response:
+            self.on_response(message)
+        elif type(message) is ResponseGrow:
+            self._grow_responses(message.size)
         elif self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -281,6 +297,29 @@ class StubProcess:
         self.outputs[slot].close()
         self.outputs[slot] = memory
         self.send(OutputRegion(slot, size))
+
+    def _unexpected_response(self, message: Response) -> None:
+        self.abort("a response from a model that is not decoupled")
+
+    def _grow_responses(self, requested: int) -> None:
+        """A new response region of at least `requested` bytes (the stub has no response in flight)."""
+        current = len(self.responses) if self.responses is not None else 0
+        if self.on_response == self._unexpected_response or requested <= current:
+            self.abort("bad response region request")
+            return
+        size = ipc.grown_size(requested, current, self._settings.shm_growth_bytes)
+        size = max(size, self._settings.shm_default_bytes)
+        if size > MAX_REGION_BYTES:
+            self.send(ResponseRegion(0))
+            return
+        try:
+            memory = self._pass_region(size, b"r")
+        except StubDied:
+            return
+        if self.responses is not None:
+            self.responses.close()
+        self.responses = memory
+        self.send(ResponseRegion(size))
 
     def log_output(self, fd: int, line: bytes) -> None:
         level = logging.INFO if fd == 1 else logging.WARNING
@@ -336,9 +375,9 @@ class StubProcess:
         self._alive = False
         if self._fd_socket is not None:
             self._fd_socket.close()
-        for memory in (*self.inputs, *self.outputs):
+        for memory in (*self.inputs, *self.outputs, *([self.responses] if self.responses is not None else [])):
             memory.close()
-        self.inputs, self.outputs = [], []
+        self.inputs, self.outputs, self.responses = [], [], None
 
     async def _reap(self) -> None:
         if self._process is None or self._exited is None:

@@ -19,7 +19,7 @@ import orjson
 import seawall.core.offload as offload
 from seawall.core.server import InferenceServer, config_to_dict, require_valid_model_name
 from seawall.core.types import DURATION_STATISTICS, Duration, ModelMetadata, ModelStatistics, TensorMetadata
-from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
+from seawall.errors import DecoupledModelError, InvalidArgumentError, SeawallError, UnsupportedError
 from seawall.frontends.http import codec as http_codec
 from seawall.frontends.http import extensions
 from seawall.frontends.http.body import BodyBudget
@@ -238,7 +238,10 @@ class HttpFrontend(OverHttpServer):
                 heavy, http_codec.decode_infer_request, body, length, model, version, self._limits
             )
             served = self._server.model(model, version)
-        response = await served.infer(decoded.request)
+        try:
+            response = await served.infer(decoded.request)
+        except DecoupledModelError:
+            raise UnsupportedError("HTTP end point doesn't support models with decoupled transaction policy") from None
         parts, header_length = await http_codec.encode_infer_reply(response, decoded)
         if header_length is None:
             return HttpResponse(200, parts, "application/json")
