@@ -21,6 +21,10 @@ MODELS = (EXAMPLES / "add_sub", EXAMPLES / "string_identity") + tuple(
     TEST_MODELS / name for name in ("generate_echo", "error_raise", "error_response", "slow")
 )
 SSE = "text/event-stream; charset=utf-8"
+NOT_ONE = (
+    "generate expects model to produce exactly 1 response, use generate stream for model that generates various "
+    "number of responses"
+)
 LIMIT = 1 << 20  # --http-max-input-size of the test server
 
 
@@ -364,6 +368,53 @@ def test_client_leaving_before_the_response(server: ServerProcess) -> None:
             time.sleep(0.05)
     status, reply = generate(server, "slow", {"INPUT0": [2]}, stream=True)
     assert status == 200 and reply[0]["OUTPUT0"] == 2.0
+
+
+# ------------------------------------------------------------------------------------------- decoupled models
+
+
+@pytest.fixture(scope="module")
+def decoupled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = copy_models(tmp_path_factory.mktemp("decoupled"), TEST_MODELS / "generate_decoupled")
+    try:
+        process = start_seawall(repository=root)
+    except RuntimeError as exc:
+        if "decoupled model 'generate_decoupled' is not supported" in str(exc):
+            pytest.skip("Seawall does not serve decoupled models yet (issue 11, item 1)")
+        raise
+    yield process
+    process.stop()
+
+
+def _decoupled(index: int) -> bytes:
+    document = {"index": index, "model_name": "generate_decoupled", "model_version": "1", "text_output": "ab"}
+    return b"data: " + json.dumps(document, separators=(",", ":")).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize(
+    ("repeat", "expected"),
+    [
+        (3, [_decoupled(0), _decoupled(1), _decoupled(2)]),
+        (0, []),
+        (-1, [_decoupled(0), b'data: {"error":"the model refused a negative repeat"}\n\n']),
+    ],
+)
+def test_decoupled_stream(decoupled: ServerProcess, repeat: int, expected: list[bytes]) -> None:
+    """One event per response, flushed as it comes; the empty final message sends nothing; a later error is an
+    event under the status already sent."""
+    body = json.dumps({"text_input": "ab", "repeat": repeat}).encode()
+    status, headers, raw = split_reply(exchange(decoupled.http, "/v2/models/generate_decoupled/generate_stream", body))
+    assert (status, headers["content-type"]) == (200, SSE)
+    assert dechunk(raw) == expected
+
+
+@pytest.mark.parametrize(("repeat", "status"), [(1, 200), (0, 400), (3, 400), (-1, 400)])
+def test_decoupled_generate(decoupled: ServerProcess, repeat: int, status: int) -> None:
+    body = json.dumps({"text_input": "ab", "repeat": repeat}).encode()
+    got, _, reply = http_call(decoupled.http, "POST", "/v2/models/generate_decoupled/generate", body)
+    expected = json.loads(_decoupled(0)[len(b"data: ") :]) if status == 200 else {"error": NOT_ONE}
+    assert (got, json.loads(reply)) == (status, expected)
+    assert http_call(decoupled.http, "GET", "/v2/health/ready")[0] == 200
 
 
 # ------------------------------------------------------------------------------------------------ restriction

@@ -18,14 +18,7 @@ import orjson
 
 import seawall.core.offload as offload
 from seawall.core.server import InferenceServer, config_to_dict, require_valid_model_name
-from seawall.core.types import (
-    DURATION_STATISTICS,
-    Duration,
-    InferRequest,
-    ModelMetadata,
-    ModelStatistics,
-    TensorMetadata,
-)
+from seawall.core.types import DURATION_STATISTICS, Duration, ModelMetadata, ModelStatistics, TensorMetadata
 from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
 from seawall.frontends.http import codec as http_codec
 from seawall.frontends.http import extensions, generate
@@ -38,6 +31,7 @@ from seawall.security.policy import ApiPolicy, Keys
 
 if TYPE_CHECKING:
     from seawall.core.inference import ServedModel
+    from seawall.core.types import InferRequest
 
 logger = logging.getLogger(__name__)
 
