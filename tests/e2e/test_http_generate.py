@@ -417,6 +417,28 @@ def test_decoupled_generate(decoupled: ServerProcess, repeat: int, status: int) 
     assert http_call(decoupled.http, "GET", "/v2/health/ready")[0] == 200
 
 
+def test_decoupled_client_leaving_stops_the_stream(decoupled: ServerProcess) -> None:
+    """A client that leaves a long stream cancels it: the model (which checks `is_cancelled()`) stops, so the
+    next request to its one instance is answered long before the abandoned stream would have ended (100 s)."""
+    host, port = decoupled.http.rsplit(":", 1)
+    body = json.dumps({"text_input": "ab", "repeat": 10000, "parameters": {"sleep_ms": 10}}).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        head = b"POST /v2/models/generate_decoupled/generate_stream HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+        sock.sendall(head % len(body) + body)
+        received = b""
+        while received.count(b"data: ") < 3:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    started = time.monotonic()
+    document = {"text_input": "cd", "repeat": 1}
+    status, headers, reply = http_call(
+        decoupled.http, "POST", "/v2/models/generate_decoupled/generate", json.dumps(document), timeout=60
+    )
+    assert (status, json.loads(reply)["text_output"]) == (200, "cd")
+    assert time.monotonic() - started < 50
+
+
 # ------------------------------------------------------------------------------------------------ restriction
 
 
