@@ -140,13 +140,23 @@ def test_generate_stream_bytes(server: ServerProcess) -> None:
 def test_request_the_model_sees(server: ServerProcess) -> None:
     """Parameters reach the model as request parameters (nested ones too), `id` as the request id and a parameter;
     a batching model gets a batch of one."""
-    document = {"INPUT0": [1, 2], "id": "r1", "k": "v", "parameters": {"sleep_ms": 1, "b": True}}
+    document = {
+        "INPUT0": [1, 2],
+        "id": "r1",
+        "k": "v",
+        "parameters": {"sleep_ms": 1, "b": True, "sequence_id": 5, "timeout": 60_000_000},
+    }
     status, reply = generate(server, "slow", document)
     assert status == 200
     seen = json.loads(reply["REQUEST"])
-    assert seen["id"] == "r1"
+    assert (seen["id"], seen["correlation_id"]) == ("r1", 5)  # scheduling keys act as on the infer route
     assert seen["parameters"] == {"id": "r1", "k": "v", "sleep_ms": 1, "b": True}
     assert reply["OUTPUT0"] == [1.0, 2.0] and reply["id"] == "r1"
+
+
+def test_a_key_given_twice_keeps_the_last_value(server: ServerProcess) -> None:
+    status, reply = generate(server, "generate_echo", b'{"text_input": "a", "text_input": "b"}')
+    assert (status, reply["text_output"]) == (200, "b")
 
 
 @pytest.mark.parametrize(

@@ -274,18 +274,27 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
         self._next()
 
     async def _send_chunks(self, response: HttpStream, keep_alive: bool) -> bool:
-        """Write the head, every chunk and the last chunk; False when the connection cannot be used any more."""
+        """Write the head, every chunk and the last chunk; False when the connection cannot be used any more.
+
+        An HTTP/1.0 client cannot read a chunked body: it gets the bare body, ended by closing the connection. The
+        parser's version is the last request's, which is this one's unless a client mixes versions on one
+        connection (then it gets a closed connection, never a wrong framing it was not promised)."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return False
-        transport.write(render_head(response, None, keep_alive))
+        chunked = self._parser is not None and self._parser.get_http_version() == "1.1"
+        keep_alive = keep_alive and chunked
+        head = render_head(response, None, keep_alive)
+        transport.write(head if chunked else head.replace(b"Transfer-Encoding: chunked\r\n", b""))
         try:
             if response.chunks is not None:
                 async for chunk in response.chunks:
                     if self._transport is None:
                         return False
-                    if chunk:  # an empty chunk would end the body
+                    if chunk and chunked:  # an empty chunk would end the body
                         transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    elif chunk:
+                        transport.write(chunk)
                     while self._write_paused and self._transport is not None:
                         self._drained = self._loop.create_future()
                         await self._drained
@@ -295,7 +304,8 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
             return False
         if self._transport is None:
             return False
-        transport.write(b"0\r\n\r\n")
+        if chunked:
+            transport.write(b"0\r\n\r\n")
         return keep_alive
 
     def _drop_queue(self) -> None:

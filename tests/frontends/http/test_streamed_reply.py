@@ -152,3 +152,20 @@ async def test_a_producer_that_fails_cuts_the_body_short() -> None:
         assert await asyncio.wait_for(reader.read(), 30) == b""  # closed without the last chunk
         writer.close()
         await still_serving(address)
+
+
+async def test_an_http_1_0_client_gets_the_bare_body_then_the_close() -> None:
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        for text in (b"data: 1\n\n", b"data: 2\n\n"):
+            yield text
+
+    async with serving(chunks) as address:
+        reader, writer = await connect(address)
+        writer.write(b"POST /stream HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+        reply = await asyncio.wait_for(reader.read(), 30)
+        assert reply == (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nConnection: close\r\n\r\n"
+            b"data: 1\n\ndata: 2\n\n"
+        )
+        writer.close()
+        await still_serving(address)
