@@ -255,8 +255,11 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
         finally:
             self._drained = None
             if response.chunks is not None:
-                await response.chunks.aclose()
-            self._task = None
+                try:
+                    await response.chunks.aclose()
+                except Exception:
+                    logger.exception("unhandled error while closing a streamed reply")
+            self._task = None  # only now: the next request must not start while this one is being closed
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -277,8 +280,8 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
         """Write the head, every chunk and the last chunk; False when the connection cannot be used any more.
 
         An HTTP/1.0 client cannot read a chunked body: it gets the bare body, ended by closing the connection. The
-        parser's version is the last request's, which is this one's unless a client mixes versions on one
-        connection (then it gets a closed connection, never a wrong framing it was not promised)."""
+        version is read from the parser (the last request parsed, so the request queue costs nothing more): it is
+        this request's unless a client pipelines requests of both versions on one connection."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return False
