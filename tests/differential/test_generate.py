@@ -82,6 +82,7 @@ STREAMS = [
     ("generate_echo", {"parameters": {"text_input": "\u00e9\u0000 \\ \"'"}, "values": []}),
     ("string_identity", {"INPUT0": ["x", "yz"]}),
     ("generate_decoupled", {"text_input": "ab", "repeat": 3}),
+    ("generate_decoupled", {"text_input": "ab", "repeat": 2, "id": "q7", "parameters": {"sleep_ms": 1}}),
     ("generate_decoupled", {"text_input": "ab", "repeat": 0}),  # no response: an empty stream
     ("generate_decoupled", {"text_input": "ab", "repeat": -1}),  # a response, then an error event
 ]
