@@ -467,3 +467,9 @@ def test_generate_is_an_inference_route(tmp_path: Path) -> None:
         assert http_call(process.http, "GET", "/v2/health/ready")[0] == 200
     finally:
         process.stop()
+
+
+def test_generate_is_not_advertised(server: ServerProcess) -> None:
+    """Triton 2.51 serves generate without listing it among the server's extensions; so does Seawall."""
+    status, _, reply = http_call(server.http, "GET", "/v2")
+    assert status == 200 and not any("generate" in e for e in json.loads(reply)["extensions"])
