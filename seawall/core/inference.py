@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from seawall.core import tensor_io
 from seawall.core.backend import ModelConfig
+from seawall.core.ensemble import EnsembleScheduler
 from seawall.core.lifecycle import ModelVersion
 from seawall.core.model_config import ModelSpec
 from seawall.core.response_cache import ResponseCache, infer_cached
@@ -68,7 +69,7 @@ class ServedModel:
         assert entry.spec is not None and entry.scheduler is not None  # READY versions have both
         self._entry = entry
         self._pipeline = pipeline
-        self._scheduler: Scheduler = entry.scheduler
+        self._scheduler: Scheduler | EnsembleScheduler = entry.scheduler
         self.spec: ModelSpec = entry.spec  # the input and output spec requests are validated against
 
     @property
