@@ -95,6 +95,10 @@ class InferenceServer:
         )
         # models with `response_cache { enable: true }` use the cache; None: the server has none (--cache-config)
         self._pipeline = InferencePipeline(self.shared_memory, self._traces, options.limits, response_cache)
+        # an ensemble's steps: the same pipeline without the admission gate (the ensemble's request passed it, and
+        # a draining server lets it finish, every step of it)
+        self._step_pipeline = InferencePipeline(self.shared_memory, self._traces, options.limits, response_cache)
+        self._step_pipeline.refusal = None
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None
         self._live = False
@@ -271,11 +275,12 @@ class InferenceServer:
         return ServedModel(catalog.ready_version(self._models, name, version), self._pipeline)
 
     def _composing_model(self, name: str, version: str) -> ServedModel:
-        """The served model an ensemble step runs on (`model` without the name checks of a client's request).
+        """The served model an ensemble step runs on: `model` without the admission gate (a draining server
+        finishes the ensemble requests it accepted, every step of them).
 
         Raises: NotFoundError, UnavailableError (the composing model has no ready version).
         """
-        return ServedModel(catalog.ready_version(self._models, name, version), self._pipeline)
+        return ServedModel(catalog.ready_version(self._models, name, version), self._step_pipeline)
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Resolve the request's model, then run it (`model(...).infer(request)`): validate `request` against the

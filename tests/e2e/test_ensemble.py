@@ -7,7 +7,10 @@ unloading one of them unloads the ensemble, `unload_dependents` takes along what
 from __future__ import annotations
 
 import json
+import signal
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -320,3 +323,20 @@ def test_a_missing_composing_model_fails_start_up_with_exit_on_error(tmp_path: P
     assert "ensemble ens_chain contains models that are not available or ambiguous: ens_model, ens_post" in str(
         info.value
     )
+
+
+def test_sigterm_lets_an_accepted_ensemble_request_run_every_step(tmp_path: Path) -> None:
+    models = ("ens_pre", "ens_branch_a", "ens_branch_b", "ens_join", "ens_diamond")
+    process = start_seawall(repository=make_repository(tmp_path / "models", models, bad=False))
+    body = json.dumps({"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            reply = pool.submit(http_request, process, "POST", "/v2/models/ens_diamond/infer", body.encode(), None, 60)
+            time.sleep(0.3)  # the branches sleep 600 ms: the join step starts after the server began draining
+            process.process.send_signal(signal.SIGTERM)
+            status, _, answer = reply.result(timeout=60)
+        assert status == 200, answer
+        assert json.loads(answer)["outputs"][0]["data"] == [32.0, 54.0, 76.0, 98.0]
+        assert process.process.wait(30) == 0
+    finally:
+        process.stop()
