@@ -19,6 +19,9 @@ MODELS = (
     "ens_chain",
     "ens_diamond",
     "ens_error",
+    "ens_nested",
+    "ens_maybe",
+    "ens_optional",
     "error_raise",
     "init_fail",
 )
@@ -131,6 +134,18 @@ BAD: dict[str, tuple[str, str]] = {
     "bad_version": (
         _ensemble("bad_version", [_step("ens_pre", {"INPUT0": "INPUT"}, {"OUTPUT0": "OUTPUT"}, version=7)]),
         "ensemble 'bad_version' depends on 'ens_pre' whose required version 7 is not loaded.",
+    ),
+    "bad_self_loop": (
+        _ensemble("bad_self_loop", [_step("bad_self_loop", {"INPUT": "INPUT"}, {"OUTPUT": "OUTPUT"})]),
+        "circular dependency between ensembles: bad_self_loop -> ... -> bad_self_loop -> bad_self_loop",
+    ),
+    "bad_loop_a": (
+        _ensemble("bad_loop_a", [_step("bad_loop_b", {"INPUT": "INPUT"}, {"OUTPUT": "OUTPUT"})]),
+        "circular dependency between ensembles: bad_loop_a -> ... -> bad_loop_b -> bad_loop_a",
+    ),
+    "bad_loop_b": (
+        _ensemble("bad_loop_b", [_step("bad_loop_a", {"INPUT": "INPUT"}, {"OUTPUT": "OUTPUT"})]),
+        "circular dependency between ensembles: bad_loop_b -> ... -> bad_loop_a -> bad_loop_b",
     ),
     "bad_failing": (
         _ensemble(

@@ -138,6 +138,7 @@ class EnsemblePlan:
     name: str
     steps: tuple[Step, ...]
     outputs: tuple[str, ...]
+    optional_inputs: frozenset[str] = frozenset()  # ensemble inputs a request may leave out
 
     def steps_for(self, wanted: frozenset[str]) -> tuple[Step, ...]:
         """The steps needed to produce the tensors `wanted`, in configuration order."""
@@ -251,7 +252,8 @@ def plan(config: ModelConfig, composing: Mapping[tuple[str, int], ModelConfig]) 
             _check_or_add(nodes, tensor, node, name)
         version = "" if step.model_version < 0 else str(step.model_version)
         steps.append(Step(step_name, version, tuple(step.input_map.items()), tuple(step.output_map.items())))
-    return EnsemblePlan(name, tuple(steps), tuple(t.name for t in config.output))
+    optional = frozenset(t.name for t in config.input if t.optional)
+    return EnsemblePlan(name, tuple(steps), tuple(t.name for t in config.output), optional)
 
 
 def _check_or_add(nodes: dict[str, _Node], tensor: str, node: _Node, ensemble: str) -> None:
@@ -340,12 +342,14 @@ class EnsembleScheduler:
 
     async def _run(self, request: InferRequest) -> list[Tensor]:
         tensors: dict[str, Tensor] = {t.name: t for t in request.inputs}
+        optional = self._plan.optional_inputs
+        absent = optional.difference(tensors) if optional else optional  # a step goes on without them
         steps, outputs = self._steps(request)
         waiting = list(steps)
         running: dict[asyncio.Future[InferResponse], Step] = {}
         try:
             while waiting or running:
-                ready = [s for s in waiting if all(t in tensors for _, t in s.inputs)]
+                ready = [s for s in waiting if all(t in tensors or t in absent for _, t in s.inputs)]
                 for step in ready:
                     waiting.remove(step)
                 if len(ready) == 1 and not running:  # a chain: no task needed
@@ -373,8 +377,9 @@ class EnsembleScheduler:
     async def _step(self, step: Step, tensors: Mapping[str, Tensor], request: InferRequest) -> InferResponse:
         inputs = []
         for model_input, name in step.inputs:
-            tensor = tensors[name]
-            inputs.append(Tensor(model_input, tensor.datatype, tensor.shape, tensor.data))  # same array
+            tensor = tensors.get(name)
+            if tensor is not None:  # None: an optional ensemble input the request left out
+                inputs.append(Tensor(model_input, tensor.datatype, tensor.shape, tensor.data))  # same array
         step_request = InferRequest(
             step.model_name,
             inputs,

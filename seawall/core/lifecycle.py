@@ -321,8 +321,11 @@ class ModelLifecycle:
             raise InvalidArgumentError(
                 f"ensemble {name} contains models that are not available or ambiguous: {', '.join(missing)}"
             )
+        last = self._cycle(name, names)
+        if last is not None:
+            raise InvalidArgumentError(f"circular dependency between ensembles: {name} -> ... -> {last} -> {name}")
         for composing in names:
-            if composing == name or composing in chain:
+            if composing in chain:  # a cycle the configurations did not show (changed under us): never wait on it
                 raise InvalidArgumentError(
                     f"circular dependency between ensembles: {composing} -> ... -> {name} -> {composing}"
                 )
@@ -346,6 +349,35 @@ class ModelLifecycle:
             assert used.config is not None
             configs[(step.model_name, version)] = used.config
         return ensemble.plan(config, configs)
+
+    def _cycle(self, name: str, composing: tuple[str, ...]) -> str | None:
+        """The ensemble through which `name`'s composing models (`composing`) lead back to `name`; None: no cycle.
+        Reads the configuration of each ensemble on the way (loaded, or in the repository)."""
+        todo = [(name, model) for model in composing]
+        seen: set[str] = set()
+        while todo:
+            parent, model = todo.pop()
+            if model == name:
+                return parent
+            if model in seen:
+                continue
+            seen.add(model)
+            config = self._config_of(model)
+            if config is not None and ensemble.is_ensemble(config):
+                todo.extend((model, used) for used in ensemble.composing_models(config))
+        return None
+
+    def _config_of(self, name: str) -> ModelConfig | None:
+        record = self.models.get(name)
+        if record is not None and not record.unloaded:
+            for entry in record.versions.values():
+                if entry.config is not None:
+                    return entry.config
+        location = self.locate(name)
+        try:
+            return model_config.read_config(location.path, self._options.repository.config_name) if location else None
+        except SeawallError:
+            return None
 
     async def _require(self, name: str, chain: tuple[str, ...]) -> None:
         """Wait for `name`'s load in progress, or load it (as a composing model) if it is not loaded."""

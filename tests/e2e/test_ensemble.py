@@ -35,7 +35,9 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(repository: Path) -> Iterator[ServerProcess]:
     """Explicit mode with the three good ensembles loaded at start-up (which loads their composing models)."""
     process = start_seawall(
-        *EXPLICIT, "--load-model=ens_chain", "--load-model=ens_diamond", "--load-model=ens_error", repository=repository
+        *EXPLICIT,
+        *(f"--load-model={m}" for m in ("ens_chain", "ens_diamond", "ens_error", "ens_nested", "ens_optional")),
+        repository=repository,
     )
     yield process
     process.stop()
@@ -95,6 +97,25 @@ def test_only_the_requested_outputs_are_returned(server: ServerProcess, protocol
     result = connection.infer("ens_chain", inputs, outputs=[client.InferRequestedOutput("LABEL")])
     assert result.as_numpy("LABEL").reshape(-1).tolist() == _expected_chain(DATA)[2]
     assert result.as_numpy("OUTPUT") is None and result.as_numpy("MID") is None
+
+
+def test_an_ensemble_can_be_a_step(server: ServerProcess) -> None:
+    # Triton 2.51 answers this one with "unexpected deadlock" (see docs/differences.md)
+    client = httpclient.InferenceServerClient(server.http)
+    inputs = [httpclient.InferInput("INPUT", [2, 4], "FP32")]
+    inputs[0].set_data_from_numpy(DATA)
+    result = client.infer("ens_nested", inputs)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT"), _expected_chain(DATA)[0])
+
+
+def test_an_optional_ensemble_input_may_be_left_out(server: ServerProcess) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc)
+    inputs = [grpcclient.InferInput("INPUT", [2, 4], "FP32")]
+    inputs[0].set_data_from_numpy(DATA)
+    np.testing.assert_array_equal(client.infer("ens_optional", inputs).as_numpy("SUM"), DATA + 100)
+    inputs.append(grpcclient.InferInput("EXTRA", [2, 4], "FP32"))
+    inputs[1].set_data_from_numpy(DATA)
+    np.testing.assert_array_equal(client.infer("ens_optional", inputs).as_numpy("SUM"), DATA * 2)
 
 
 def test_the_branches_of_a_diamond_run_concurrently(server: ServerProcess) -> None:
