@@ -190,12 +190,12 @@ class ModelLifecycle:
         if record is None:
             return
         record.unloaded = True
+        for other in list(self.models.values()):  # first: their requests in flight still need `name`
+            if name in other.composing and not other.unloaded and other.versions:
+                await self.unload(other.name, drain_secs)
         await record.unload(drain_secs)
         if forget:
             self.models.pop(name, None)
-        for other in list(self.models.values()):
-            if name in other.composing and not other.unloaded and other.versions:
-                await self.unload(other.name, drain_secs)
         if unload_dependents:
             for composing in record.composing:
                 used = self.models.get(composing)

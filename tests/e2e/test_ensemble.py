@@ -361,3 +361,17 @@ def test_sigterm_lets_an_accepted_ensemble_request_run_every_step(tmp_path: Path
         assert process.process.wait(30) == 0
     finally:
         process.stop()
+
+
+def test_unloading_a_composing_model_lets_the_ensembles_requests_finish(explicit: ServerProcess) -> None:
+    client = httpclient.InferenceServerClient(explicit.http, network_timeout=60)
+    client.load_model("ens_diamond")
+    body = json.dumps({"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
+    with ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(http_request, explicit, "POST", "/v2/models/ens_diamond/infer", body.encode(), None, 60)
+        time.sleep(0.3)  # the branches run: the join step has not started yet
+        client.unload_model("ens_join")
+        status, _, answer = reply.result(timeout=60)
+    assert status == 200, answer  # the ensemble drained before its composing model went
+    index = _index(explicit)
+    assert index["ens_diamond"] == ("UNAVAILABLE", "unloaded") and index["ens_join"] == ("UNAVAILABLE", "unloaded")
