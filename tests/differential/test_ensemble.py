@@ -137,7 +137,12 @@ def test_statistics_move_alike(servers: tuple[ServerProcess, ServerProcess]) -> 
         before = {m: _counts(server, m) for m in models}
         for _ in range(2):
             assert _call(server, "POST", "/v2/models/ens_chain/infer", CHAIN_BODY)[0] == 200
-        after = {m: _counts(server, m) for m in models}
+        deadline = time.monotonic() + 15  # Triton records an ensemble's statistics after it answers
+        while True:
+            after = {m: _counts(server, m) for m in models}
+            if after["ens_chain"][1] - before["ens_chain"][1] >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         deltas.append({m: tuple(a - b for a, b in zip(after[m], before[m], strict=True)) for m in models})
     assert deltas[0] == deltas[1]
     assert deltas[1]["ens_chain"] == (4, 2, 2)  # two requests of batch 2: one execution each
