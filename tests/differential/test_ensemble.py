@@ -173,6 +173,9 @@ def test_bad_ensembles_fail_for_the_same_reason(servers: tuple[ServerProcess, Se
         # Triton refused it while polling ("failed to poll from model repository"), or it is the second ensemble
         # of a cycle ("no version is available"): the reason is only in Triton's log
         assert t_reply["error"].startswith(f"failed to load '{name}', ")
+        deadline = time.monotonic() + 15  # the log line may still be on its way from Triton's output
+        while reason not in triton.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert reason in triton.log()
         assert s_reply["error"] == load_error(name)
     else:
