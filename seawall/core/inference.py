@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator
 
 from seawall.core import tensor_io
 from seawall.core.backend import ModelConfig, ResponseSink
+from seawall.core.ensemble import EnsembleScheduler
 from seawall.core.lifecycle import ModelVersion
 from seawall.core.model_config import ModelSpec
 from seawall.core.response_cache import ResponseCache, infer_cached
@@ -70,7 +71,7 @@ class ServedModel:
         assert entry.spec is not None and entry.scheduler is not None  # READY versions have both
         self._entry = entry
         self._pipeline = pipeline
-        self._scheduler: Scheduler = entry.scheduler
+        self._scheduler: Scheduler | EnsembleScheduler = entry.scheduler
         self.spec: ModelSpec = entry.spec  # the input and output spec requests are validated against
 
     @property
@@ -192,6 +193,7 @@ class ServedModel:
         timeout_ns = _timeout_ns(request)
         deadline = time.monotonic() + timeout_ns / 1e9 if timeout_ns else None
         sink = ResponseSink()
+        assert isinstance(self._scheduler, Scheduler)  # ensembles are never decoupled
         self._scheduler.submit_stream(request, batch_size, timeout_ns, sink)
         pipeline.inflight += 1
         traces = pipeline.traces

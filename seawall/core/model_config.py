@@ -126,6 +126,8 @@ def complete_defaults(config: ModelConfig, name: str) -> None:
         config.name = name
     if not config.HasField("version_policy"):
         config.version_policy.latest.num_versions = 1
+    if config.platform == "ensemble" or config.HasField("ensemble_scheduling"):
+        return  # an ensemble has no backend, instances or file: Triton completes nothing more
     backend = backend_of(config)
     if not config.default_model_filename and backend in DEFAULT_MODEL_FILENAMES:
         config.default_model_filename = DEFAULT_MODEL_FILENAMES[backend]
@@ -208,12 +210,8 @@ def refuse_unsupported(config: ModelConfig) -> None:
     """Refuse a config that asks for a feature Seawall does not implement (the `UNSUPPORTED_FEATURES` table).
 
     Raises:
-        InvalidArgumentError: "<feature> is not supported by Seawall yet"; ensembles are named as such.
+        InvalidArgumentError: "<feature> is not supported by Seawall yet".
     """
-    if backend_of(config) == "ensemble" or config.HasField("ensemble_scheduling"):
-        raise InvalidArgumentError(
-            "ensemble models (platform 'ensemble', ensemble_scheduling) are not supported by Seawall yet"
-        )
     for feature, is_set in UNSUPPORTED_FEATURES:
         if is_set(config):
             raise InvalidArgumentError(f"{feature} is not supported by Seawall yet")

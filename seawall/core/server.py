@@ -95,6 +95,10 @@ class InferenceServer:
         )
         # models with `response_cache { enable: true }` use the cache; None: the server has none (--cache-config)
         self._pipeline = InferencePipeline(self.shared_memory, self._traces, options.limits, response_cache)
+        # an ensemble's steps: the same pipeline without the admission gate (the ensemble's request passed it, and
+        # a draining server lets it finish, every step of it)
+        self._step_pipeline = InferencePipeline(self.shared_memory, self._traces, options.limits, response_cache)
+        self._step_pipeline.refusal = None
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None
         self._live = False
@@ -113,6 +117,7 @@ class InferenceServer:
             raise InvalidArgumentError("at least one model repository is required (--model-repository)")
         started = time.monotonic()
         self._lifecycle = ModelLifecycle(self.options, self._backend_for, self._agent_for)
+        self._lifecycle.resolve = self._composing_model  # an ensemble step runs through the same entry
         self._control = ModelControl(self.options, self._lifecycle)
         try:
             await self._control.start()
@@ -212,13 +217,14 @@ class InferenceServer:
             await self._require_control().load(name, config_json, files)
 
     async def unload_model(self, name: str, unload_dependents: bool = False, *, caller: str = "") -> None:
-        """Unload every version of a model (explicit control mode). No model has dependents here
-        (ensembles are not supported), so `unload_dependents` changes nothing.
+        """Unload every version of a model (explicit control mode), and the ensembles that use it; with
+        `unload_dependents`, also the composing models of an ensemble that were loaded only for it and that no
+        other loaded model uses (Triton's dependency rules).
 
         Raises: UnavailableError (the control mode is not explicit).
         """
         with audited(caller, "unload", name):
-            await self._require_control().unload(name)
+            await self._require_control().unload(name, unload_dependents)
 
     async def register_model_directory(self, name: str, directory: str, *, caller: str = "") -> None:
         """Serve the model in `directory` as `name` from now on (explicit control mode): registers the directory
@@ -267,6 +273,14 @@ class InferenceServer:
         """
         self._pipeline.check_open()
         return ServedModel(catalog.ready_version(self._models, name, version), self._pipeline)
+
+    def _composing_model(self, name: str, version: str) -> ServedModel:
+        """The served model an ensemble step runs on: `model` without the admission gate (a draining server
+        finishes the ensemble requests it accepted, every step of them).
+
+        Raises: NotFoundError, UnavailableError (the composing model has no ready version).
+        """
+        return ServedModel(catalog.ready_version(self._models, name, version), self._step_pipeline)
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Resolve the request's model, then run it (`model(...).infer(request)`): validate `request` against the
