@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from seawall.core import tensor_io
+from seawall.core import reshape, tensor_io
 from seawall.core.backend import ModelConfig
 from seawall.core.lifecycle import ModelVersion
 from seawall.core.model_config import ModelSpec
@@ -115,6 +115,8 @@ class ServedModel:
         if any(tensor_io.SHM_REGION in t.parameters for t in request.inputs):
             await tensor_io.read_shm_inputs(request, pipeline.shared_memory, pipeline.limits)
         batch_size = check_request(request, spec)
+        if spec.reshaped:
+            request = reshape.model_request(request, spec)
         pipeline.inflight += 1
         traces = pipeline.traces
         trace = traces.begin(request.model_name, entry.version, request.id)
@@ -137,7 +139,7 @@ class ServedModel:
             pipeline.inflight -= 1
             if trace is not None:
                 traces.end(trace)
-        outputs = response.outputs
+        outputs = response.outputs if not spec.reshaped else reshape.wire_outputs(response.outputs, spec)
         if request.outputs:
             wanted = {o.name for o in request.outputs}
             outputs = [t for t in outputs if t.name in wanted]
