@@ -11,7 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
 
 from tests import probe_repository
 from tests.harness import ServerProcess, http_request, start_seawall
@@ -121,10 +124,55 @@ def test_warmup_inputs_are_reshaped_as_requests_are(server: ServerProcess) -> No
     assert seen[-1] == {"INPUT0": [[1, 2, 2], "float32", [1.0, 2.0, 3.0, 4.0]]}
 
 
+def _stub_processes(server: ServerProcess) -> int:
+    count = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        count += parent == server.process.pid and b"bootstrap.py" in command
+    return count
+
+
 def test_a_failing_warmup_leaves_no_process_behind_and_the_others_serve(server: ServerProcess) -> None:
     assert "failed to load 'warm_fail' version 1: failed to run warmup sample 'w'" in server.log()
     infer(server, "warm_nobatch", _fp32("INPUT0", [3], [1, 2, 3]))
+    # one stub per instance of the models that loaded; those whose warmup failed stopped theirs
+    instances = {name: 1 for name in probe_repository.GOOD} | {"groups": 4, "pair": 2}
+    assert _stub_processes(server) == sum(instances.values())
     _healthy(server)
+
+
+@pytest.fixture(scope="module")
+def explicit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    repository = probe_repository.build(tmp_path_factory.mktemp("probe_explicit"))
+    process = start_seawall(
+        "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",
+        "--load-model=warm_nobatch",
+        repository=repository,
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.mark.parametrize("model", ["warm_escape", "warm_symlink", "warm_fail", "warm_huge", "rs_var", "gpu"])
+def test_the_load_api_answers_the_reason(explicit: ServerProcess, model: str) -> None:
+    reason = probe_repository.SEAWALL_REASONS.get(model) or probe_repository.BAD[model][1]
+    status, reply = _call(explicit, "POST", f"/v2/repository/models/{model}/load", {})
+    assert status == 400
+    # config errors fail the model; warmup errors its version (the backend had loaded it)
+    version = "" if model in ("rs_var", "gpu") else "version 1 is at UNAVAILABLE state: "
+    assert reply["error"] == f"load failed for model '{model}': {version}{reason};\n"
+    # a failed load makes the server not ready under --strict-readiness (Triton's default): the rest serves
+    assert http_request(explicit, "GET", "/v2/health/live")[0] == 200
+    assert http_request(explicit, "GET", "/v2/models/warm_nobatch/ready")[0] == 200
+    assert http_request(explicit, "GET", f"/v2/models/{model}/ready")[0] == 400
+    assert explicit.process.poll() is None
 
 
 # ------------------------------------------------------------------------------------------------ reshape
@@ -212,3 +260,19 @@ def test_probe_repository_is_written_once(tmp_path: Path) -> None:
     repository = probe_repository.build(tmp_path, seawall_only=False)
     assert not (repository / "warm_huge").exists()
     assert (repository / "warm_symlink" / "warmup" / "link").resolve() == tmp_path / "outside"
+
+
+def test_the_grpc_load_api_answers_the_same_reason(explicit: ServerProcess) -> None:
+    channel = grpc.insecure_channel(explicit.grpc)
+    try:
+        stub: Any = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="warm_abs"), timeout=60)
+    finally:
+        channel.close()
+    reason = probe_repository.SEAWALL_REASONS["warm_abs"]
+    assert (info.value.code(), info.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"load failed for model 'warm_abs': version 1 is at UNAVAILABLE state: {reason};\n",
+    )
+    assert http_request(explicit, "GET", "/v2/models/warm_nobatch/ready")[0] == 200
