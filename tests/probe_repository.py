@@ -195,10 +195,25 @@ SEAWALL_REASONS: dict[str, str] = {
 SEAWALL_ONLY: dict[str, str] = {
     "warm_huge": f"max_batch_size: 0\n{_FP32_3}\n{_INFO}\n"
     + _warmup("w", "data_type: TYPE_FP32 dims: [ 100000000 ] zero_data: true"),
+    # two inputs of 40 MB: each within the tensor limit, together more than a request may carry
+    "warm_bigsample": "max_batch_size: 0\n"
+    'input [ { name: "INPUT0", data_type: TYPE_FP32, dims: [ -1 ] }, '
+    '{ name: "INPUT1", data_type: TYPE_FP32, dims: [ -1 ] } ]\n'
+    f"{_INFO}\n"
+    'model_warmup [ { name: "w" batch_size: 1 '
+    'inputs { key: "INPUT0" value { data_type: TYPE_FP32 dims: [ 10000000 ] zero_data: true } } '
+    'inputs { key: "INPUT1" value { data_type: TYPE_FP32 dims: [ 10000000 ] zero_data: true } } } ]',
+    # a BYTES element whose length prefix claims 2 GB
+    "warm_bigstring": 'max_batch_size: 0\ninput [ { name: "S", data_type: TYPE_STRING, dims: [ 1 ] } ]\n'
+    f"{_INFO}\n" + _warmup("w", 'data_type: TYPE_STRING dims: [ 1 ] input_data_file: "s"', key="S"),
 }
 SEAWALL_REASONS["warm_huge"] = (
     "warmup sample 'w': input 'INPUT0' is larger than the server's tensor limits "
     "(100000000 elements, at most 67108864 bytes)"
+)
+SEAWALL_REASONS["warm_bigsample"] = "warmup sample 'w' is larger than a request may be (67108864 bytes)"
+SEAWALL_REASONS["warm_bigstring"] = (
+    "warmup sample 'w': input 'S' is larger than the server's tensor limits (more than 67108864 bytes)"
 )
 
 
@@ -221,5 +236,7 @@ def build(root: Path, seawall_only: bool = True) -> Path:
         struct.pack("<I", 2) + b"hi" + struct.pack("<I", 99) + b"ab"
     )
     (root / "outside").write_bytes(b"\0" * 64)
+    if seawall_only:
+        (repository / "warm_bigstring" / "warmup" / "s").write_bytes(struct.pack("<I", 2**31) + b"ab")
     (repository / "warm_symlink" / "warmup" / "link").symlink_to(root / "outside")
     return repository

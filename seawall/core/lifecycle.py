@@ -276,7 +276,7 @@ class ModelLifecycle:
         scheduler = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats)
         if samples:
             try:
-                await warmup.run(samples, spec, entry.model.instances, scheduler)
+                await warmup.run(samples, spec, location.path, entry.model.instances, scheduler)
             except SeawallError as error:
                 await entry.unload()
                 entry.state, entry.reason = ModelState.UNAVAILABLE, error.message

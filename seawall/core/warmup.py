@@ -1,14 +1,15 @@
 """Model warmup (`model_warmup`): the samples a model runs on each instance before it reports READY.
 
 Imports `core.model_config`, `core.reshape`, `core.scheduler`, `core.types`, `core.validation`, `errors` and
-`options`. `read_samples` builds every sample's tensors at load, before any model code runs: zero data, random
-data, or an `input_data_file` confined to the model's `warmup/` directory, each bounded by the server's tensor
-limits. `run` then sends them through the model's scheduler, as Triton does: `batch_size` requests of batch 1
-in one execution, `count` times (0: once), on every instance; the first failure fails the load.
+`options`. `read_samples` checks every sample at load, before any model code runs: zero data, random data, or an
+`input_data_file` confined to the model's `warmup/` directory, bounded by the server's request limits. `run`
+then makes each sample's data and sends it through the model's scheduler, as Triton does: `batch_size` requests
+of batch 1 in one execution, `count` times (0: once), on every instance; the first failure fails the load.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 from collections.abc import Sequence
@@ -32,26 +33,45 @@ _LENGTH = struct.Struct("<I")
 
 
 @dataclass(frozen=True, slots=True)
+class WarmupInput:
+    """One input of a sample, checked: its data is made (or read) only when the sample runs."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+    count: int  # elements
+    kind: str  # zero_data, random_data or input_data_file
+    filename: str = ""
+    max_bytes: int = 0  # BYTES read from the file: at most this many (the server's max_tensor_bytes)
+
+
+@dataclass(frozen=True, slots=True)
 class WarmupSample:
-    """One `model_warmup` entry, its tensors built: each of `batch_size` requests carries `inputs`."""
+    """One `model_warmup` entry: each of `batch_size` requests carries `inputs`, `count` times per instance."""
 
     name: str
     batch_size: int
-    count: int  # executions of the sample on each instance
-    inputs: tuple[Tensor, ...]
+    count: int
+    inputs: tuple[WarmupInput, ...]
 
 
 def read_samples(config: ModelConfig, model_dir: str, limits: Limits) -> list[WarmupSample]:
-    """Every warmup sample of `config`, with its data (blocking file IO: call it off the event loop).
+    """Every warmup sample of `config`, checked before any model code runs (blocking file IO: call it off the
+    event loop). A sample's data is made when it runs, one sample at a time, so the memory warmup takes is
+    bounded by one sample: no more than one request may carry (`max_inputs`, `max_request_bytes`).
 
     Raises:
-        InvalidArgumentError: a sample without data or with variable-size dims, too large for the tensor limits,
+        InvalidArgumentError: a sample without data or with variable-size dims, larger than the request limits,
             an `input_data_file` outside the model's `warmup/` directory, missing, or too short.
     """
     samples: list[WarmupSample] = []
-    batching = config.max_batch_size > 0
     for sample in config.model_warmup:
-        tensors: list[Tensor] = []
+        inputs: list[WarmupInput] = []
+        total = 0
+        if len(sample.inputs) > limits.max_inputs:
+            raise InvalidArgumentError(
+                f"warmup sample '{sample.name}' has more than {limits.max_inputs} inputs (the server's limit)"
+            )
         for name, setting in sample.inputs.items():
             datatype = _datatype(setting.data_type, name)
             dims = tuple(int(d) for d in setting.dims)
@@ -62,52 +82,75 @@ def read_samples(config: ModelConfig, model_dir: str, limits: Limits) -> list[Wa
             count = 1
             for dim in dims:
                 count *= dim
-            _check_limits(sample.name, name, datatype, count, limits)
+            total += _check_limits(sample.name, name, datatype, count, limits)
+            if total > limits.max_request_bytes:
+                raise InvalidArgumentError(
+                    f"warmup sample '{sample.name}' is larger than a request may be ({limits.max_request_bytes} bytes)"
+                )
             kind = setting.WhichOneof("input_data_type")
-            if kind == "zero_data":
-                data = _zeros(datatype, count)
-            elif kind == "random_data":
-                data = _random(datatype, count)
-            elif kind == "input_data_file":
-                data = _from_file(model_dir, sample.name, name, setting.input_data_file, datatype, count, limits)
-            else:
+            if kind is None:
                 raise InvalidArgumentError(
                     f"[request id: <id_unknown>] warmup setting expects input '{name}' to have input_data_type set"
                 )
-            shape = (1, *dims) if batching else dims
-            tensors.append(Tensor(name, datatype, shape, data.reshape(shape)))
-        samples.append(WarmupSample(sample.name, sample.batch_size, max(1, sample.count), tuple(tensors)))
+            filename = setting.input_data_file if kind == "input_data_file" else ""
+            if filename:
+                path = _confined(model_dir, sample.name, name, filename)
+                needed = count * ELEMENT_SIZES.get(datatype, 0)
+                if os.path.getsize(path) < needed:
+                    raise _too_short(needed, filename, os.path.getsize(path))
+            inputs.append(WarmupInput(name, datatype, dims, count, kind, filename, limits.max_tensor_bytes))
+        samples.append(WarmupSample(sample.name, sample.batch_size, max(1, sample.count), tuple(inputs)))
     return samples
 
 
 async def run(
-    samples: Sequence[WarmupSample], spec: ModelSpec, instances: Sequence[ModelInstance], scheduler: Scheduler
+    samples: Sequence[WarmupSample],
+    spec: ModelSpec,
+    model_dir: str,
+    instances: Sequence[ModelInstance],
+    scheduler: Scheduler,
 ) -> None:
     """Run every sample on every instance through `scheduler`, before it starts serving.
 
     Raises:
-        InvalidArgumentError: a sample does not fit the model's inputs (Triton's request messages), or its batch
-            size is larger than the model allows.
+        InvalidArgumentError: a sample does not fit the model's inputs (Triton's request messages), its batch
+            size is larger than the model allows, or its file changed since it was checked.
         SeawallError: the model failed a sample: "failed to run warmup sample '<name>': <the model's error>".
     """
-    for instance in instances:
-        for sample in samples:
-            if sample.batch_size == 0:
-                continue  # Triton sends no request for a sample of batch size 0
-            if sample.batch_size > max(spec.max_batch_size, 1):
-                raise InvalidArgumentError(
-                    f"failed to run warmup sample '{sample.name}': batch size {sample.batch_size} for "
-                    f"'{instance.name}', max allowed is {spec.max_batch_size}"
-                )
-            request = InferRequest(spec.name, list(sample.inputs))
-            check_request(request, spec)
-            if spec.reshaped:
-                request = reshape.model_request(request, spec)
+    for sample in samples:
+        if sample.batch_size == 0:
+            continue  # Triton sends no request for a sample of batch size 0
+        if sample.batch_size > max(spec.max_batch_size, 1):
+            raise InvalidArgumentError(
+                f"failed to run warmup sample '{sample.name}': batch size {sample.batch_size} for "
+                f"'{instances[0].name if instances else spec.name}', max allowed is {spec.max_batch_size}"
+            )
+        tensors = await asyncio.to_thread(_tensors, sample, spec.max_batch_size > 0, model_dir)
+        request = InferRequest(spec.name, tensors)
+        check_request(request, spec)
+        if spec.reshaped:
+            request = reshape.model_request(request, spec)
+        for instance in instances:
             for _ in range(sample.count):
                 try:
                     await scheduler.run_on(instance, [request] * sample.batch_size)
                 except SeawallError as error:
                     raise type(error)(f"failed to run warmup sample '{sample.name}': {error.message}") from None
+
+
+def _tensors(sample: WarmupSample, batching: bool, model_dir: str) -> list[Tensor]:
+    """The sample's input tensors (batch 1 when the model batches), their data made or read now."""
+    tensors: list[Tensor] = []
+    for item in sample.inputs:
+        if item.kind == "zero_data":
+            data = _zeros(item.datatype, item.count)
+        elif item.kind == "random_data":
+            data = _random(item.datatype, item.count)
+        else:
+            data = _from_file(model_dir, sample.name, item)
+        shape = (1, *item.dims) if batching else item.dims
+        tensors.append(Tensor(item.name, item.datatype, shape, data.reshape(shape)))
+    return tensors
 
 
 def _datatype(data_type: int, name: str) -> str:
@@ -118,8 +161,8 @@ def _datatype(data_type: int, name: str) -> str:
     return datatype
 
 
-def _check_limits(sample: str, name: str, datatype: str, count: int, limits: Limits) -> None:
-    """Refuse a sample input larger than any request may be, before allocating it."""
+def _check_limits(sample: str, name: str, datatype: str, count: int, limits: Limits) -> int:
+    """Refuse a sample input larger than any request may be, before allocating it; its least byte size."""
     size = count * ELEMENT_SIZES.get(datatype, _LENGTH.size)
     too_many = count > (limits.max_bytes_elements if datatype == "BYTES" else limits.max_tensor_elements)
     if too_many or size > limits.max_tensor_bytes:
@@ -127,6 +170,7 @@ def _check_limits(sample: str, name: str, datatype: str, count: int, limits: Lim
             f"warmup sample '{sample}': input '{name}' is larger than the server's tensor limits "
             f"({count} elements, at most {limits.max_tensor_bytes} bytes)"
         )
+    return size
 
 
 def _zeros(datatype: str, count: int) -> np.ndarray:
@@ -152,54 +196,69 @@ def _strings(items: list[bytes]) -> np.ndarray:
     return array
 
 
-def _from_file(
-    model_dir: str, sample: str, name: str, filename: str, datatype: str, count: int, limits: Limits
-) -> np.ndarray:
-    """The first `count` elements in `<model_dir>/warmup/<filename>` (raw little-endian values; BYTES:
-    4-byte little-endian length, then the bytes, per element). Longer files are read only that far.
+def _confined(model_dir: str, sample: str, name: str, filename: str) -> str:
+    """The resolved path of `filename` in `<model_dir>/warmup/`.
 
     Raises:
-        InvalidArgumentError: the path leaves the warmup directory (absolute, '..', a symlink out), the file is
-            missing, or it holds too little data.
+        InvalidArgumentError: the path is absolute, has '..', resolves outside (symlinks followed), or is no file.
     """
     root = os.path.realpath(os.path.join(model_dir, WARMUP_DIRECTORY))
     what = f"warmup sample '{sample}': input_data_file '{filename[:256]}' of input '{name}'"
-    parts = PurePath(filename).parts
-    path = os.path.realpath(os.path.join(root, filename))
-    if not filename or os.path.isabs(filename) or ".." in parts or "\x00" in filename:
+    if os.path.isabs(filename) or ".." in PurePath(filename).parts or "\x00" in filename:
         raise InvalidArgumentError(f"{what} must be a relative path inside the model's warmup directory")
+    path = os.path.realpath(os.path.join(root, filename))
     if os.path.commonpath([root, path]) != root:
         raise InvalidArgumentError(f"{what} leaves the model's warmup directory")
     if not os.path.isfile(path):
         raise InvalidArgumentError(f"{what} is not a file in the model's warmup directory")
-    if datatype != "BYTES":
-        needed = count * ELEMENT_SIZES[datatype]
+    return path
+
+
+def _too_short(needed: int, filename: str, size: int) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"[request id: <id_unknown>] warmup setting expects {needed} bytes, but the data provided from "
+        f"{filename} only has {size} bytes"
+    )
+
+
+def _from_file(model_dir: str, sample: str, item: WarmupInput) -> np.ndarray:
+    """The first `item.count` elements in its file (raw little-endian values; BYTES: 4-byte little-endian length,
+    then the bytes, per element). Longer files are read only that far; the path is checked again.
+
+    Raises:
+        InvalidArgumentError: the path leaves the warmup directory, or the file holds too little data.
+    """
+    path = _confined(model_dir, sample, item.name, item.filename)
+    if item.datatype != "BYTES":
+        needed = item.count * ELEMENT_SIZES[item.datatype]
         with open(path, "rb") as file:
             data = file.read(needed)
         if len(data) < needed:
-            raise InvalidArgumentError(
-                f"[request id: <id_unknown>] warmup setting expects {needed} bytes, but the data provided from "
-                f"{filename} only has "
-                f"{len(data)} bytes"
-            )
-        return np.frombuffer(data, dtype=NUMPY_DTYPES[datatype].newbyteorder("<"), count=count).copy()
-    with open(path, "rb") as file:
-        data = file.read(limits.max_tensor_bytes)
+            raise _too_short(needed, item.filename, len(data))
+        dtype = NUMPY_DTYPES[item.datatype].newbyteorder("<")
+        return np.frombuffer(data, dtype=dtype, count=item.count).copy()
     items: list[bytes] = []
-    position = 0
-    for _ in range(count):
-        if len(data) - position < _LENGTH.size:
-            raise InvalidArgumentError(
-                f"failed to run warmup sample '{sample}': incomplete string length for inference input '{name}', "
-                f"expecting {_LENGTH.size} bytes but only {len(data) - position} bytes available"
-            )
-        (length,) = _LENGTH.unpack_from(data, position)
-        position += _LENGTH.size
-        if length > len(data) - position:
-            raise InvalidArgumentError(
-                f"failed to run warmup sample '{sample}': incomplete string data for inference input '{name}', "
-                f"expecting string of length {length} but only {len(data) - position} bytes available"
-            )
-        items.append(data[position : position + length])
-        position += length
+    budget = item.max_bytes
+    with open(path, "rb") as file:
+        for _ in range(item.count):
+            prefix = file.read(_LENGTH.size)
+            if len(prefix) < _LENGTH.size:
+                raise InvalidArgumentError(
+                    f"failed to run warmup sample '{sample}': incomplete string length for inference input "
+                    f"'{item.name}', expecting {_LENGTH.size} bytes but only {len(prefix)} bytes available"
+                )
+            (length,) = _LENGTH.unpack(prefix)
+            budget -= length
+            if budget < 0:
+                raise InvalidArgumentError(
+                    f"warmup sample '{sample}': input '{item.name}' is larger than the server's tensor limits "
+                    f"(more than {item.max_bytes} bytes)"
+                )
+            value = file.read(length)  # at most what the file holds
+            if len(value) < length:
+                raise InvalidArgumentError(
+                    f"failed to run warmup sample '{sample}': incomplete string data for inference input "
+                    f"'{item.name}', expecting string of length {length} but only {len(value)} bytes available"
+                )
+            items.append(value)
     return _strings(items)
