@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator
 
-from seawall.core import tensor_io
+from seawall.core import reshape, tensor_io
 from seawall.core.backend import ModelConfig, ResponseSink
 from seawall.core.ensemble import EnsembleScheduler
 from seawall.core.lifecycle import ModelVersion
@@ -121,6 +121,8 @@ class ServedModel:
         if any(tensor_io.SHM_REGION in t.parameters for t in request.inputs):
             await tensor_io.read_shm_inputs(request, pipeline.shared_memory, pipeline.limits)
         batch_size = check_request(request, spec)
+        if spec.reshaped:
+            request = reshape.model_request(request, spec)
         pipeline.inflight += 1
         traces = pipeline.traces
         trace = traces.begin(request.model_name, entry.version, request.id)
@@ -143,7 +145,8 @@ class ServedModel:
             pipeline.inflight -= 1
             if trace is not None:
                 traces.end(trace)
-        outputs = response.outputs  # as `_answer`, inline: no coroutine more per request on the hot path
+        # as `_answer`, inline: no coroutine more per request on the hot path
+        outputs = response.outputs if not spec.reshaped else reshape.wire_outputs(response.outputs, spec)
         if request.outputs:
             wanted = {o.name for o in request.outputs}
             outputs = [t for t in outputs if t.name in wanted]

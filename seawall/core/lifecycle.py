@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from seawall.core import ensemble, model_config, repoagent, repository
+from seawall.core import ensemble, model_config, repoagent, repository, warmup
 from seawall.core.backend import Backend, Model, ModelConfig, ModelLoadContext
 from seawall.core.model_config import ModelSpec
 from seawall.core.repoagent import RepoAgent, no_plugins
@@ -419,8 +419,10 @@ class ModelLifecycle:
         )
         try:
             entry.labels = read_labels(config, location.path)
+            samples = await asyncio.to_thread(warmup.read_samples, config, location.path, self._options.limits)
         except SeawallError as error:
             entry.state, entry.reason = ModelState.UNAVAILABLE, error.message
+            logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
             return
         attempts = 1 + max(0, self._options.repository.load_retry_count)
         for attempt in range(attempts):
@@ -445,9 +447,18 @@ class ModelLifecycle:
             entry.reason = f"backend '{config.backend}' does not support models with decoupled transaction policy"
             logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
             return
-        entry.config, entry.spec = config, model_config.compile_spec(config)
-        entry.scheduler = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats, decoupled)
-        entry.scheduler.start()
+        spec = model_config.compile_spec(config)
+        scheduler = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats, decoupled)
+        if samples:
+            try:
+                await warmup.run(samples, spec, location.path, entry.model.instances, scheduler)
+            except SeawallError as error:
+                await entry.unload()
+                entry.state, entry.reason = ModelState.UNAVAILABLE, error.message
+                logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
+                return
+        entry.config, entry.spec, entry.scheduler = config, spec, scheduler
+        scheduler.start()
         entry.state, entry.reason = ModelState.READY, ""
         logger.info("successfully loaded '%s' version %d", entry.name, entry.version)
 

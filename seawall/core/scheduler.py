@@ -96,7 +96,11 @@ class Scheduler:
         self._stats = stats
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()  # set on enqueue: the worker gathering a batch waits on it for more
-        self._idle: deque[asyncio.Future[None]] = deque()  # parked workers; each enqueued request wakes one
+        self._idle: deque[tuple[asyncio.Future[None], int]] = deque()  # parked workers (waiter, id(instance))
+        # id(instance) → its workers woken or working: a request wakes a worker of an instance at 0 (idle) first,
+        # and pipelines into a busy instance only when none is idle
+        self._claims: dict[int, int] = {id(instance): 0 for instance in self._instances}
+        self._spread = len(self._instances) > 1  # one instance: plain FIFO wake-ups (the add_sub hot path)
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() (3.11)
         self._gathering = asyncio.Lock()  # one batch forms at a time; a free worker then forms the next
         self._workers: list[asyncio.Task[None]] = []
@@ -198,27 +202,63 @@ class Scheduler:
 
     def _wake_all(self) -> None:
         while self._idle:
-            waiter = self._idle.popleft()
+            waiter, key = self._idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._claims[key] += 1
 
     def _wake_one(self) -> None:
-        """Resume one parked worker (waking them all would resume every pipelined worker per request)."""
-        while self._idle:
-            waiter = self._idle.popleft()
+        """Resume one parked worker (waking them all would resume every pipelined worker per request): one of an
+        idle instance if there is one, else of the least busy (the pipeline of a busy instance is for when no
+        instance is idle; one instance: the longest parked)."""
+        idle = self._idle
+        if self._spread:
+            claims = self._claims
+            best: tuple[asyncio.Future[None], int] | None = None
+            least = 0
+            for entry in idle:
+                load = claims[entry[1]]
+                if (best is None or load < least) and not entry[0].done():
+                    best, least = entry, load
+                    if not load:
+                        break
+            if best is not None:
+                idle.remove(best)
+                best[0].set_result(None)
+                claims[best[1]] += 1
+                return
+        while idle:
+            waiter, key = idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._claims[key] += 1
                 return
 
     async def _work(self, instance: ModelInstance) -> None:
         loop = asyncio.get_running_loop()
+        key = id(instance)
+        claims = self._claims
+        claims[key] += 1  # a worker counts as working, not idle, from its start until it parks
+        try:
+            await self._serve(instance, key, loop)
+        finally:
+            claims[key] -= 1
+
+    async def _serve(self, instance: ModelInstance, key: int, loop: asyncio.AbstractEventLoop) -> None:
+        claims = self._claims
         while instance.is_healthy():
             # A request with a queue timeout waits in this queue, not in an instance's pipeline, so that its
             # timeout still means "time until an instance starts it": only an idle instance may take it.
-            if not self._queue or (self._queue[0].deadline_ns and self._running.get(id(instance), 0)):
+            if not self._queue or (self._queue[0].deadline_ns and self._running.get(key, 0)):
                 waiter: asyncio.Future[None] = loop.create_future()
-                self._idle.append(waiter)
-                await waiter
+                claims[key] -= 1
+                self._idle.append((waiter, key))
+                try:
+                    await waiter  # whoever wakes it counts it as working again
+                except asyncio.CancelledError:
+                    if not waiter.done() or waiter.cancelled():
+                        claims[key] += 1  # parked when cancelled: the finally of _work takes it back off
+                    raise
                 continue
             async with self._gathering:  # with pipelined workers, two gathers would split one batch
                 if not instance.is_healthy():
@@ -383,6 +423,23 @@ class Scheduler:
             infer_ns=ended - began,
             output_ns=time.monotonic_ns() - ended,
         )
+
+    async def run_on(self, instance: ModelInstance, requests: Sequence[InferRequest]) -> None:
+        """Run `requests` (batch 1 each) as one execution of `instance`, past the queue, recorded in the
+        statistics as any other (model warmup, before the scheduler starts: Triton counts warmup there too).
+
+        Raises:
+            SeawallError: the first request's error.
+        """
+        loop = asyncio.get_running_loop()
+        now = time.monotonic_ns()
+        batch = [_Pending(request, 1, loop.create_future(), now, 0) for request in requests]
+        self._stats.pending += len(batch)
+        await self._run(instance, batch)
+        errors = [p.future.exception() for p in batch]
+        for error in errors:
+            if isinstance(error, SeawallError):
+                raise error
 
     def _fail_queued(self, error: SeawallError) -> None:
         while self._queue:
