@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from seawall.core.config_proto import ModelConfig as ModelConfig
+from seawall.core.custom_metrics import ModelMetrics
 from seawall.core.types import InferRequest, InferResponse
 from seawall.errors import SeawallError
 
@@ -36,6 +37,9 @@ class ModelLoadContext:
     # the config came through the load API (a `config` override, with or without `file:` code), not from the
     # repository: settings only the repository's operator may choose must be refused
     config_from_client: bool = False
+    # the model's own metric families (pb_utils.MetricFamily): an owner per instance; the core releases them
+    # all when the version unloads. None: the embedding server keeps no custom metrics.
+    custom_metrics: ModelMetrics | None = None
 
 
 class Execution(list[InferResponse | SeawallError]):

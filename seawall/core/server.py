@@ -18,6 +18,9 @@ from collections.abc import Callable, Iterator, Mapping
 from seawall.core import audit, repository
 from seawall.core.backend import Backend, BackendLookup, ModelConfig
 from seawall.core.control import ModelControl
+from seawall.core.custom_metrics import CustomMetrics
+from seawall.core.custom_metrics import FamilySnapshot as FamilySnapshot  # for the metrics frontend
+from seawall.core.custom_metrics import MetricKind as MetricKind  # for the metrics frontend
 from seawall.core.inference import InferencePipeline, ServedModel
 from seawall.core.lifecycle import ModelLifecycle, ModelRecord, ModelVersion
 from seawall.core.log_settings import LogSettings, LogValue
@@ -100,6 +103,7 @@ class InferenceServer:
         self._pipeline = InferencePipeline(self.shared_memory, self._traces, options.limits, response_cache)
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None
+        self._custom_metrics = CustomMetrics()  # the families model code creates (pb_utils.MetricFamily)
         self._live = False
         self._draining = False
 
@@ -115,7 +119,7 @@ class InferenceServer:
         if not options.paths:
             raise InvalidArgumentError("at least one model repository is required (--model-repository)")
         started = time.monotonic()
-        self._lifecycle = ModelLifecycle(self.options, self._backend_for, self._agent_for)
+        self._lifecycle = ModelLifecycle(self.options, self._backend_for, self._agent_for, self._custom_metrics)
         self._control = ModelControl(self.options, self._lifecycle)
         try:
             await self._control.start()
@@ -332,6 +336,10 @@ class InferenceServer:
                     raise InvalidArgumentError(f"requested model version is not available for model '{name}'")
                 versions = [entry]
         return [v.stats.snapshot(self._pipeline.cache_for(v) is not None) for v in versions]
+
+    def custom_metric_families(self) -> list[FamilySnapshot]:
+        """The metric families model code created (pb_utils.MetricFamily), for the metrics frontend."""
+        return self._custom_metrics.snapshot()
 
     def model(self, name: str, version: str = "") -> ServedModel:
         """The served model a request for `name` / `version` ("" = highest ready version) runs on.

@@ -8,6 +8,7 @@ There is no crash isolation: a segfault or os._exit in model code ends the serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
@@ -17,7 +18,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import TypeVar
 
@@ -37,6 +38,7 @@ from seawall.backends.python.user_model import (
     load_from_repository,
 )
 from seawall.core.backend import Execution, ModelConfig
+from seawall.core.custom_metrics import MetricOp, MetricsOwner, ModelMetrics, kind_of
 from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
 
@@ -94,6 +96,7 @@ def pb_utils_module() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module._set_log_sink(_log_sink)
+    module._set_metrics_sink(_metrics_sink)
     sys.modules[PB_MODULE] = module
     return module
 
@@ -106,6 +109,55 @@ def _log_sink(level: int, text: str) -> None:
     """pb_utils.Logger in the server, naming the instance that logs."""
     name = getattr(_inline, "name", None) or threading.current_thread().name
     logger.log(_LOG_LEVELS.get(level, logging.INFO), "model instance '%s': %s", name, escape_log(text))
+
+
+class _OwnerSink:
+    """pb_utils.MetricFamily's way to the server's registry for one in-process instance (any thread)."""
+
+    def __init__(self, owner: MetricsOwner) -> None:
+        self._owner = owner
+
+    def family(self, family: int, name: str, description: str, kind: int) -> None:
+        with _as_runtime_error():
+            self._owner.create_family(family, name, description, kind_of(kind))
+
+    def metric(self, metric: int, family: int, labels: dict[str, str], buckets: list[float] | None) -> None:
+        with _as_runtime_error():
+            self._owner.create_metric(metric, family, labels, buckets)
+
+    def apply(self, metric: int, op: int, value: float) -> None:
+        with _as_runtime_error():
+            self._owner.apply(metric, MetricOp(op), value)
+
+    def value(self, metric: int) -> float:
+        with _as_runtime_error():
+            return self._owner.value(metric)
+
+    def delete(self, kind: int, id_: int) -> None:
+        (self._owner.delete_family if kind == 0 else self._owner.delete_metric)(id_)
+
+
+@contextlib.contextmanager
+def _as_runtime_error() -> Iterator[None]:
+    """The registry's errors as the stub's sink raises them (pb_utils adds Triton's prefixes)."""
+    try:
+        yield
+    except SeawallError as error:
+        raise RuntimeError(error.message) from None
+
+
+def _metrics_sink() -> _OwnerSink:
+    """The sink of the instance whose code runs on this thread (its worker thread, or an inline execute()).
+
+    Raises:
+        RuntimeError: no model instance runs on this thread (a thread the model started itself).
+    """
+    sink = getattr(_inline, "metrics", None)
+    if sink is None:
+        raise RuntimeError(
+            "an in-process model creates its MetricFamily objects in initialize() or execute(), not in its own threads"
+        )
+    return sink  # type: ignore[no-any-return]  # thread-local attribute
 
 
 class _Worker:
@@ -171,8 +223,16 @@ class _Worker:
 class InProcessModelInstance:
     """A ModelInstance whose model runs on a worker thread of the server process."""
 
-    def __init__(self, spec: InstanceSpec, settings: StubSettings, pb: ModuleType, inline: bool = False) -> None:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        settings: StubSettings,
+        pb: ModuleType,
+        inline: bool = False,
+        metrics: ModelMetrics | None = None,
+    ) -> None:
         self._spec = spec
+        self._metrics_sink = None if metrics is None else _OwnerSink(metrics.owner(spec.instance_name))
         self._inline = inline  # execute() on the event loop thread; initialize/finalize stay on the worker
         self._last_yield = 0.0  # inline: when a batch last let the event loop run
         self._settings = settings
@@ -218,6 +278,7 @@ class InProcessModelInstance:
 
     def _load(self) -> None:
         spec = self._spec
+        _inline.metrics = self._metrics_sink  # this worker thread runs this instance's code only
         self._finder = RepositoryFinder(ModelSource(spec.model_dir or os.path.dirname(spec.version_dir), spec.pins))
         with _SYS_PATH_LOCK:  # later imports from the model directory go through this finder too
             model_class = load_from_repository(
@@ -257,11 +318,11 @@ class InProcessModelInstance:
             raise UnavailableError(f"model instance '{self.name}' is not available")
         batch = list(requests)
         if self._inline:
-            _inline.name = self.name
+            _inline.name, _inline.metrics = self.name, self._metrics_sink
             try:
                 results = self._run_batch(batch)
             finally:
-                _inline.name = None
+                _inline.name = _inline.metrics = None
             now = time.monotonic()
             if now - self._last_yield > INLINE_YIELD_S:
                 self._last_yield = now

@@ -30,6 +30,7 @@ from seawall.backends.python.messages import (
 )
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.core.backend import Execution
+from seawall.core.custom_metrics import MetricsOwner, ModelMetrics
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, SeawallError, UnavailableError
 
@@ -65,19 +66,34 @@ class _Slot:
 class PythonModelInstance:
     """A ModelInstance backed by one stub process."""
 
-    def __init__(self, spec: InstanceSpec, settings: StubSettings, report_unavailable: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        settings: StubSettings,
+        report_unavailable: Callable[[str], None],
+        metrics: ModelMetrics | None = None,
+    ) -> None:
         self._spec = spec
         self._settings = settings
         self._report_unavailable = report_unavailable
+        self._metrics = metrics  # the model version's custom metrics: an owner per stub this instance starts
+        self._owner: MetricsOwner | None = None
         self._ready = False  # set once initialize succeeded; deaths after that restart the stub
         self._failed = False  # down for good: restarts exhausted or failed
         self._stopped = False
         self._crashes: list[float] = []  # monotonic times of recent crashes
         self._restart: asyncio.Task[None] | None = None
-        self._process = StubProcess(spec.instance_name, settings, self._on_death)
+        self._process = self._new_process()
         self._seq = 0
         self._picks = 0
         self._slots = self._new_slots()
+
+    def _new_process(self) -> StubProcess:
+        """A stub process (not started), with a fresh owner of custom metrics (a dead stub's are released)."""
+        if self._owner is not None:
+            self._owner.close()
+        self._owner = None if self._metrics is None else self._metrics.owner(self._spec.instance_name)
+        return StubProcess(self._spec.instance_name, self._settings, self._on_death, self._owner)
 
     @property
     def pipeline_depth(self) -> int:
@@ -114,7 +130,7 @@ class PythonModelInstance:
     async def _start_again(self) -> None:
         try:
             await self._process.stop(graceful=False)
-            self._process = StubProcess(self._spec.instance_name, self._settings, self._on_death)
+            self._process = self._new_process()
             self._slots = self._new_slots()  # the new stub has only slot 0's regions; old slots stay with old callers
             await self._initialize()
         except Exception as exc:  # an OSError from spawning included: the instance must not look healthy

@@ -16,6 +16,7 @@ Who sends what (host → stub | stub → host):
     OutputRegion  answers Grow (size 0: refused) | Grow: the running batch needs a bigger output region
     Finalize      run finalize(), then exit      | Finalized
                                                  | Log: any time (pb_utils.Logger)
+    MetricAnswer  answers an ask                 | Metric*: any time (pb_utils.MetricFamily; see its block)
 
 The stub handles messages one at a time, in order, so the host matches each answer to its oldest unanswered
 message; Log and Grow are aside messages, handled as they come (`StubProcess.on_message`).
@@ -160,9 +161,77 @@ class Finalized(NamedTuple):
     """finalize() ran (or failed and was logged)."""
 
 
-HostMessage = Init | Execute | OutputRegion | Finalize
+# -- custom metrics (pb_utils.MetricFamily) -----------------------------------------------------------------------
+# Stub → host, aside messages (any time, from any thread of the model). The ids of families and metrics are the
+# stub's own; the host checks them per instance. An `ask` is answered by MetricAnswer with the same ask; updates
+# and deletes are not answered (the stub checks kinds and values first, the host again). Values that are not
+# finite travel as "NaN", "+Inf" or "-Inf" (JSON has no such numbers).
+
+
+class MetricFamilyNew(NamedTuple):
+    ask: int
+    family: int
+    name: str
+    description: str
+    kind: int  # 0 counter, 1 gauge, 2 histogram
+
+
+class MetricNew(NamedTuple):
+    ask: int
+    metric: int
+    family: int
+    labels: dict[str, str]
+    buckets: list[float] | None  # histograms only
+
+
+class MetricUpdate(NamedTuple):
+    metric: int
+    op: int  # 0 increment, 1 set, 2 observe
+    value: float | str
+
+
+class MetricValue(NamedTuple):
+    ask: int
+    metric: int
+
+
+class MetricDelete(NamedTuple):
+    """The model dropped its MetricFamily (kind 0: with its metrics) or Metric (kind 1) object."""
+
+    kind: int
+    id: int
+
+
+class MetricAnswer(NamedTuple):  # host → stub
+    """The answer to an ask: the value (MetricValue), or the error for the model ("" if none)."""
+
+    ask: int
+    value: float | str
+    error: str
+
+
+METRIC_MESSAGES = (MetricFamilyNew, MetricNew, MetricUpdate, MetricValue, MetricDelete)
+_NON_FINITE = {"NaN": float("nan"), "+Inf": float("inf"), "-Inf": float("-inf")}
+
+
+def wire_float(value: float) -> float | str:
+    """`value` as a frame carries it."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return value
+
+
+def float_of(value: float | str) -> float:
+    """The number a frame carried (checked by the decoder)."""
+    return _NON_FINITE[value] if type(value) is str else float(value)
+
+
+HostMessage = Init | Execute | OutputRegion | Finalize | MetricAnswer
 StubMessage = Ready | InitFailed | AutoCompleted | BatchResult | BatchFailed | Grow | Log | Finalized
-Message = HostMessage | StubMessage
+MetricMessage = MetricFamilyNew | MetricNew | MetricUpdate | MetricValue | MetricDelete
+Message = HostMessage | StubMessage | MetricMessage
 
 _KINDS: dict[type, str] = {
     Init: "init",
@@ -177,6 +246,12 @@ _KINDS: dict[type, str] = {
     Grow: "grow",
     Log: "log",
     Finalized: "done",
+    MetricFamilyNew: "mfam",
+    MetricNew: "mnew",
+    MetricUpdate: "mset",
+    MetricValue: "mval",
+    MetricDelete: "mdel",
+    MetricAnswer: "mans",
 }
 
 
@@ -303,11 +378,60 @@ def _check_batch_failed(fields: list[object]) -> BatchFailed:
     return BatchFailed(_int(seq), str(error), str(trace))
 
 
+def _number(value: object) -> float | str:
+    if (type(value) is float or type(value) is int) or (type(value) is str and value in _NON_FINITE):
+        return value
+    raise ProtocolError("expected a number")
+
+
+def _check_metric_family(fields: list[object]) -> MetricFamilyNew:
+    ask, family, name, description, kind = _fields(fields, 5)
+    _naturals(ask, family, kind)
+    return MetricFamilyNew(ask, family, _str(name), _str(description), kind)  # type: ignore[arg-type]
+
+
+def _check_metric_new(fields: list[object]) -> MetricNew:
+    ask, metric, family, labels, buckets = _fields(fields, 5)
+    _naturals(ask, metric, family)
+    checked = _dict(labels)
+    for value in checked.values():
+        _str(value)
+    bounds = None if buckets is None else [_number(bound) for bound in _list(buckets)]
+    if bounds is not None and any(type(bound) is str for bound in bounds):
+        raise ProtocolError("bucket boundaries must be finite")
+    return MetricNew(ask, metric, family, checked, bounds)  # type: ignore[arg-type]
+
+
+def _check_metric_update(fields: list[object]) -> MetricUpdate:
+    metric, op, value = _fields(fields, 3)
+    _naturals(metric, op)
+    return MetricUpdate(metric, op, _number(value))  # type: ignore[arg-type]
+
+
+def _check_metric_value(fields: list[object]) -> MetricValue:
+    ask, metric = _fields(fields, 2)
+    _naturals(ask, metric)
+    return MetricValue(ask, metric)  # type: ignore[arg-type]
+
+
+def _check_metric_delete(fields: list[object]) -> MetricDelete:
+    kind, id_ = _fields(fields, 2)
+    _naturals(kind, id_)
+    return MetricDelete(kind, id_)  # type: ignore[arg-type]
+
+
+def _check_metric_answer(fields: list[object]) -> MetricAnswer:
+    ask, value, error = _fields(fields, 3)
+    _naturals(ask)
+    return MetricAnswer(ask, _number(value), _str(error))  # type: ignore[arg-type]
+
+
 _HOST_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "init": _check_init,
     "exec": _check_execute,
     "out": _check_pair(OutputRegion),
     "fini": _check_empty(Finalize),
+    "mans": _check_metric_answer,
 }
 _STUB_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "ready": _check_empty(Ready),
@@ -318,6 +442,11 @@ _STUB_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "grow": _check_pair(Grow),
     "log": _check_log,
     "done": _check_empty(Finalized),
+    "mfam": _check_metric_family,
+    "mnew": _check_metric_new,
+    "mset": _check_metric_update,
+    "mval": _check_metric_value,
+    "mdel": _check_metric_delete,
 }
 
 
@@ -343,7 +472,7 @@ def decode_host_message(payload: bytes | bytearray | memoryview) -> HostMessage:
     return _decode(payload, _HOST_MESSAGES)  # type: ignore[return-value]  # the table holds host kinds only
 
 
-def decode_stub_message(payload: bytes | bytearray | memoryview) -> StubMessage:
+def decode_stub_message(payload: bytes | bytearray | memoryview) -> StubMessage | MetricMessage:
     """A message the host received from a stub (untrusted: every field is checked).
 
     Raises:

@@ -18,7 +18,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from seawall.backends.python import ipc, messages
-from seawall.backends.python.messages import Finalize, Grow, HostMessage, Log, OutputRegion, StubMessage
+from seawall.backends.python.messages import (
+    METRIC_MESSAGES,
+    Finalize,
+    Grow,
+    HostMessage,
+    Log,
+    MetricAnswer,
+    MetricDelete,
+    MetricFamilyNew,
+    MetricMessage,
+    MetricNew,
+    MetricUpdate,
+    MetricValue,
+    OutputRegion,
+    StubMessage,
+    float_of,
+    wire_float,
+)
+from seawall.core.custom_metrics import MetricOp, MetricsOwner, kind_of
+from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +129,16 @@ class StubProcess:
     previous reply of that slot has been read.
     """
 
-    def __init__(self, label: str, settings: StubSettings, on_death: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        label: str,
+        settings: StubSettings,
+        on_death: Callable[[str], None] | None,
+        metrics: MetricsOwner | None = None,
+    ) -> None:
         self._label = label
+        self._metrics = metrics  # the instance's custom metrics (None: refused, e.g. during auto-complete)
+        self._metric_refusals = 0  # updates refused (logged once: an honest stub checks them first)
         self._settings = settings
         self._on_death = on_death  # called once if the stub dies while not being stopped
         self._process: asyncio.SubprocessTransport | None = None
@@ -249,19 +276,52 @@ class StubProcess:
             os.close(fd)
         return memory
 
-    def on_message(self, message: StubMessage) -> None:
+    def on_message(self, message: StubMessage | MetricMessage) -> None:
         """Aside messages are handled here; any other answers the oldest message still unanswered."""
         if type(message) is Log:
             level = _LOG_LEVELS.get(message.level, logging.INFO)
             logger.log(level, "model instance '%s': %s", self._label, escape_log(message.text))
         elif type(message) is Grow:
             self._grow_outputs(message.slot, message.size)
+        elif type(message) in METRIC_MESSAGES:
+            self._on_metric(message)  # type: ignore[arg-type]  # one of the metric kinds
         elif self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(message)
+                waiter.set_result(message)  # type: ignore[arg-type]  # metric messages were handled above
         else:
             self.abort(f"unexpected message {type(message).__name__}")
+
+    def _on_metric(self, message: MetricMessage) -> None:
+        """A custom-metric message of the model: done on the instance's owner; asks are answered."""
+        owner = self._metrics
+        try:
+            if owner is None:
+                raise UnsupportedError("custom metrics are not available while the model is auto-completed")
+            if type(message) is MetricUpdate:
+                if not 0 <= message.op <= 2:
+                    raise InvalidArgumentError("unknown metric operation")
+                owner.apply(message.metric, MetricOp(message.op), float_of(message.value))
+                return
+            if type(message) is MetricDelete:
+                (owner.delete_family if message.kind == 0 else owner.delete_metric)(message.id)
+                return
+            value = 0.0
+            if type(message) is MetricFamilyNew:
+                owner.create_family(message.family, message.name, message.description, kind_of(message.kind))
+            elif type(message) is MetricNew:
+                buckets = None if message.buckets is None else [float_of(bound) for bound in message.buckets]
+                owner.create_metric(message.metric, message.family, message.labels, buckets)
+            elif type(message) is MetricValue:
+                value = owner.value(message.metric)
+            self.send(MetricAnswer(message.ask, wire_float(value), ""))  # type: ignore[union-attr]  # asks only
+        except SeawallError as error:
+            if type(message) is MetricUpdate or type(message) is MetricDelete:
+                self._metric_refusals += 1
+                if self._metric_refusals == 1:
+                    logger.warning("model instance '%s': a metric update was refused: %s", self._label, error.message)
+                return
+            self.send(MetricAnswer(message.ask, 0.0, error.message))  # type: ignore[union-attr]  # asks only
 
     def _grow_outputs(self, slot: int, requested: int) -> None:
         if not slot < len(self.outputs):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import faulthandler
 import importlib
+import itertools
 import mmap
 import os
 import signal
@@ -20,7 +21,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from seawall.backends.python import ipc, messages
@@ -36,6 +37,13 @@ from seawall.backends.python.messages import (
     Init,
     InitFailed,
     Log,
+    MetricAnswer,
+    MetricDelete,
+    MetricFamilyNew,
+    MetricMessage,
+    MetricNew,
+    MetricUpdate,
+    MetricValue,
     OutputRegion,
     Ready,
     RequestHeader,
@@ -72,8 +80,13 @@ class _Channel:
         self._view = memoryview(self._buffer)
         self._regions: dict[bytes, int] = {}  # tag → fd received ahead of its message
         self._lock = threading.Lock()
+        # Model threads may wait for answers (MetricAnswer) while the main thread waits for the host's next
+        # message: whoever waits reads the socket, one thread at a time, and every frame read is kept in
+        # `_frames` for the thread it belongs to (guarded by this condition).
+        self._reader = threading.Condition()
+        self._reading = False
 
-    def send(self, message: StubMessage) -> None:
+    def send(self, message: StubMessage | MetricMessage) -> None:
         data = messages.encode(message)
         with self._lock:
             self._control.sendall(data)
@@ -86,24 +99,42 @@ class _Channel:
         return True
 
     def receive(self) -> HostMessage | None:
-        """The next message, or None once the host has gone."""
-        while not self._frames:
-            if not self._read():
-                return None
-        return self._frames.popleft()
+        """The next message but answers to model threads, or None once the host has gone."""
+        with self._reader:  # the usual case first: the next frame is already here
+            frames = self._frames
+            if frames and type(frames[0]) is not MetricAnswer:
+                return frames.popleft()
+        return self._take(_is_for_main)
 
     def receive_region_answer(self) -> OutputRegion | None:
         """The first OutputRegion message; messages before it stay queued for `receive`."""
-        seen = 0
-        while True:
-            for index in range(seen, len(self._frames)):
-                frame = self._frames[index]
-                if type(frame) is OutputRegion:
-                    del self._frames[index]
-                    return frame
-            seen = len(self._frames)
-            if not self._read():
-                return None
+        return self._take(_is_region_answer)  # type: ignore[return-value]  # the test picks OutputRegion only
+
+    def receive_answer(self, ask: int) -> MetricAnswer | None:
+        """The MetricAnswer to `ask` (any thread), or None once the host has gone."""
+        return self._take(lambda frame: type(frame) is MetricAnswer and frame.ask == ask)  # type: ignore[return-value]
+
+    def _take(self, wanted: Callable[[HostMessage], bool]) -> HostMessage | None:
+        """The first queued frame `wanted` accepts, reading the socket (one thread at a time) until one comes."""
+        with self._reader:
+            while True:
+                for index, frame in enumerate(self._frames):
+                    if wanted(frame):
+                        del self._frames[index]
+                        return frame
+                if self._reading:
+                    self._reader.wait()
+                    continue
+                self._reading = True
+                self._reader.release()
+                try:
+                    alive = self._read()
+                finally:
+                    self._reader.acquire()
+                    self._reading = False
+                    self._reader.notify_all()
+                if not alive:
+                    return None
 
     def receive_region(self, tag: bytes, size: int, writable: bool) -> mmap.mmap:
         """Map the memfd the host sent on the fd socket under `tag` (fds for other tags are kept)."""
@@ -115,6 +146,47 @@ class _Channel:
                 os.close(self._regions[data])
             self._regions[data] = fds[0]
         return _map(self._regions.pop(tag), size, writable)
+
+
+def _is_for_main(frame: HostMessage) -> bool:
+    return type(frame) is not MetricAnswer
+
+
+def _is_region_answer(frame: HostMessage) -> bool:
+    return type(frame) is OutputRegion
+
+
+class _StubMetrics:
+    """pb_utils.MetricFamily's way to the server from a stub: asks wait for their answer (from any thread),
+    updates and deletes are sent without one. Errors raise RuntimeError with the server's message."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+        self._asks = itertools.count(1)
+
+    def family(self, family: int, name: str, description: str, kind: int) -> None:
+        self._ask(MetricFamilyNew(next(self._asks), family, name, description, kind))
+
+    def metric(self, metric: int, family: int, labels: dict[str, str], buckets: list[float] | None) -> None:
+        self._ask(MetricNew(next(self._asks), metric, family, labels, buckets))
+
+    def apply(self, metric: int, op: int, value: float) -> None:
+        self._channel.send(MetricUpdate(metric, op, messages.wire_float(value)))
+
+    def value(self, metric: int) -> float:
+        return self._ask(MetricValue(next(self._asks), metric))
+
+    def delete(self, kind: int, id_: int) -> None:
+        self._channel.send(MetricDelete(kind, id_))
+
+    def _ask(self, message: MetricFamilyNew | MetricNew | MetricValue) -> float:
+        self._channel.send(message)
+        answer = self._channel.receive_answer(message.ask)
+        if answer is None:
+            raise RuntimeError("the server has gone")
+        if answer.error:
+            raise RuntimeError(answer.error)
+        return messages.float_of(answer.value)
 
 
 def _map(fd: int, size: int, writable: bool) -> mmap.mmap:
@@ -157,6 +229,8 @@ class _Stub:
         sys.path.insert(0, PB_DIR)
         self._pb = importlib.import_module(PB_MODULE)
         self._pb._set_log_sink(self._log)
+        metrics = _StubMetrics(self._channel)
+        self._pb._set_metrics_sink(lambda: metrics)
         finder = RepositoryFinder(ModelSource(init.model_dir, init.pins))
         module_name = os.path.splitext(os.path.basename(init.model_file))[0]
         return load_from_repository(init.model_file, module_name, init.version_dir, finder, keep_version_dir=True)
