@@ -3,8 +3,8 @@
 At load: a counter, two gauges and a histogram with the values the differential test compares against Triton.
 Commands: {"op": "family", "key", "name", "description", "kind"}, {"op": "metric", "key", "family", "labels",
 "buckets"}, {"op": "increment" | "set" | "observe", "metric", "value"}, {"op": "value", "metric"},
-{"op": "drop", "key" or "prefix"}, {"op": "families", "count"}, {"op": "metrics", "family", "count"} (that many families or
-metrics, up to the first error).
+{"op": "drop", "key" or "prefix"}, {"op": "families", "count"}, {"op": "metrics", "family", "count"} (that many
+families or metrics, up to the first error).
 """
 
 import json
