@@ -12,12 +12,6 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-KINDS = {
-    "counter": pb_utils.MetricFamily.COUNTER,
-    "gauge": pb_utils.MetricFamily.GAUGE,
-    "histogram": pb_utils.MetricFamily.HISTOGRAM,
-}
-
 
 class TritonPythonModel:
     def initialize(self, args):
@@ -43,7 +37,12 @@ class TritonPythonModel:
         op = command["op"]
         o = self.objects
         if op == "family":
-            kind = KINDS.get(command.get("kind"), command.get("kind"))
+            kinds = {"counter": 0, "gauge": 1, "histogram": 2}  # pb_utils.MetricFamily is set up after import
+            kind = command.get("kind")
+            if kind in kinds:
+                kind = (pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.GAUGE, pb_utils.MetricFamily.HISTOGRAM)[
+                    kinds[kind]
+                ]
             o[command["key"]] = pb_utils.MetricFamily(
                 name=command["name"], description=command.get("description", "d"), kind=kind
             )
