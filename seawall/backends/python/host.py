@@ -260,7 +260,10 @@ class PythonBackend:
         )
         model_file = model_file_path(config, version_dir, name)
         stub = StubProcess(
-            f"{name} (auto-complete)", self._confined(StubSettings(4096, 4096, settings.timeout_s)), None
+            f"{name} (auto-complete)",
+            self._confined(StubSettings(4096, 4096, settings.timeout_s)),
+            None,
+            names=(f"model={name}", "auto-complete"),
         )
         init = Init(
             "auto_complete", name, model_file, version_dir, model_dir, checksum_pins(config), {}, config_to_dict(config)

@@ -93,7 +93,9 @@ class PythonModelInstance:
         if self._owner is not None:
             self._owner.close()
         self._owner = None if self._metrics is None else self._metrics.owner(self._spec.instance_name)
-        return StubProcess(self._spec.instance_name, self._settings, self._on_death, self._owner)
+        spec = self._spec
+        names = (f"model={spec.model_name}", f"version={spec.model_version}", f"instance={spec.instance_name}")
+        return StubProcess(spec.instance_name, self._settings, self._on_death, self._owner, names)
 
     @property
     def pipeline_depth(self) -> int:

@@ -135,8 +135,10 @@ class StubProcess:
         settings: StubSettings,
         on_death: Callable[[str], None] | None,
         metrics: MetricsOwner | None = None,
+        names: tuple[str, ...] = (),
     ) -> None:
         self._label = label
+        self._names = names  # what the stub serves, for its command line (as `ps` shows it): no paths, no secrets
         self._metrics = metrics  # the instance's custom metrics (None: refused, e.g. during auto-complete)
         self._metric_refusals = 0  # updates refused (logged once: an honest stub checks them first)
         self._settings = settings
@@ -183,6 +185,7 @@ class StubProcess:
             str(out_fd),
             str(size),
             *(str(number) for number in self._settings.user or (-1, -1)),
+            *self._names,
         ]
         try:
             self._process, _ = await loop.subprocess_exec(

@@ -1,7 +1,8 @@
 """The stub process of the python backend: loads one user `model.py` and serves the host's frames.
 
 Started as `python -P -B -u .../bootstrap.py <ctrl fd> <fd socket> <in fd> <in size> <out fd> <out size> <uid>
-<gid>` (argv holds only numbers: names and paths arrive in the Init message; bootstrap.py uses the uid and gid).
+<gid> model=<name> version=<v> instance=<instance>` (paths arrive in the Init message; bootstrap.py uses the uid
+and gid; the names are only for operators, as `ps` shows them: the stub reads nothing after the gid).
 Imports `ipc`, `messages`, `user_model`, the user's model and `triton_python_backend_utils` (via sys.path); it never
 unpickles anything. Model code comes only through `model_source` (verified source, never bytecode or
 extension modules from the model directory).
