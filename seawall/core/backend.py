@@ -44,21 +44,26 @@ class ModelLoadContext:
 
 class Execution(list[InferResponse | SeawallError]):
     """What `ModelInstance.execute` returns: one entry per request, in order (a response or that request's
-    error), and `compute_ns`, when the backend really started and finished running the batch
-    (time.monotonic_ns()).
+    error), `compute_ns`, when the model's own code started and finished running the batch (time.monotonic_ns();
+    Triton's compute_infer: the time before is compute_input, the time after compute_output), and `waited_ns`,
+    how long the batch waited inside the instance behind earlier ones (queue time, not compute_input).
 
     `compute_ns` None: the scheduler's own measurement around the call stands. A pipelining instance must set
-    it, since a batch it accepted may wait behind earlier ones (that wait counts as queue time). The timing
-    travels here, beside the responses, and never on the public `InferResponse`.
+    both, since a batch it accepted may wait behind earlier ones. The timing travels here, beside the responses,
+    and never on the public `InferResponse`.
     """
 
-    __slots__ = ("compute_ns",)
+    __slots__ = ("compute_ns", "waited_ns")
 
     def __init__(
-        self, results: Iterable[InferResponse | SeawallError] = (), compute_ns: tuple[int, int] | None = None
+        self,
+        results: Iterable[InferResponse | SeawallError] = (),
+        compute_ns: tuple[int, int] | None = None,
+        waited_ns: int = 0,
     ) -> None:
         super().__init__(results)
         self.compute_ns = compute_ns
+        self.waited_ns = waited_ns
 
 
 #: the largest `ModelInstance.pipeline_depth` the scheduler honours

@@ -27,7 +27,7 @@ import numpy as np
 from seawall.backends.python import ipc
 from seawall.backends.python.instance_core import InstanceSpec, request_header
 from seawall.backends.python.model_source import ModelSource, RepositoryFinder
-from seawall.backends.python.process import StubSettings, escape_log
+from seawall.backends.python.process import StubSettings, log_model_line
 from seawall.backends.python.user_model import (
     PB_DIR,
     PB_MODULE,
@@ -54,7 +54,6 @@ IN_PROCESS_PIPELINE_DEPTH = 8
 #: Inline batches run back to back without suspending, so the scheduler would drain its whole queue before any
 #: reply is written or request read; after this much time it yields to the loop once (bounds the wait).
 INLINE_YIELD_S = 0.0005
-_LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
 #: sys.meta_path is process-wide: a model file's version directory is searched by name during one load at a time.
 _SYS_PATH_LOCK = threading.Lock()
 
@@ -97,6 +96,7 @@ def pb_utils_module() -> ModuleType:
     spec.loader.exec_module(module)
     module._set_log_sink(_log_sink)
     module._set_metrics_sink(_metrics_sink)
+    module._set_model_dir(_model_dir)
     sys.modules[PB_MODULE] = module
     return module
 
@@ -105,10 +105,18 @@ def pb_utils_module() -> ModuleType:
 _inline = threading.local()
 
 
-def _log_sink(level: int, text: str) -> None:
-    """pb_utils.Logger in the server, naming the instance that logs."""
+def _log_sink(level: int, text: str, file: str = "", line: int = 0) -> None:
+    """pb_utils.Logger in the server: the model file and line, as from a stub."""
     name = getattr(_inline, "name", None) or threading.current_thread().name
-    logger.log(_LOG_LEVELS.get(level, logging.INFO), "model instance '%s': %s", name, escape_log(text))
+    log_model_line(name, level, text, file, line)
+
+
+def _model_dir() -> str:
+    """pb_utils.get_model_dir() of the instance whose code runs on this thread."""
+    directory = getattr(_inline, "model_dir", None)
+    if directory is None:
+        raise RuntimeError("get_model_dir() is available in initialize(), execute() and finalize()")
+    return str(directory)
 
 
 class _OwnerSink:
@@ -279,6 +287,7 @@ class InProcessModelInstance:
     def _load(self) -> None:
         spec = self._spec
         _inline.metrics = self._metrics_sink  # this worker thread runs this instance's code only
+        _inline.model_dir = os.path.dirname(spec.model_file)
         self._finder = RepositoryFinder(ModelSource(spec.model_dir or os.path.dirname(spec.version_dir), spec.pins))
         with _SYS_PATH_LOCK:  # later imports from the model directory go through this finder too
             model_class = load_from_repository(
@@ -319,31 +328,35 @@ class InProcessModelInstance:
         batch = list(requests)
         if self._inline:
             _inline.name, _inline.metrics = self.name, self._metrics_sink
+            _inline.model_dir = os.path.dirname(self._spec.model_file)
             try:
                 results = self._run_batch(batch)
             finally:
-                _inline.name = _inline.metrics = None
+                _inline.name = _inline.metrics = _inline.model_dir = None
             now = time.monotonic()
             if now - self._last_yield > INLINE_YIELD_S:
                 self._last_yield = now
                 await asyncio.sleep(0)
             return results
-        return await self._worker.submit(lambda: self._run_batch(batch))
+        submitted = time.monotonic_ns()
+        return await self._worker.submit(lambda: self._run_batch(batch, submitted))
 
-    def _run_batch(self, requests: list[InferRequest]) -> Execution:
+    def _run_batch(self, requests: list[InferRequest], submitted: int = 0) -> Execution:
         """Worker thread: build pb_utils requests over the inputs (read-only, not copied), execute, collect."""
         model = self._model
         assert model is not None
         try:
-            started = time.monotonic_ns()
+            taken = time.monotonic_ns()
             pb_requests = [self._pb_request(model, request) for request in requests]
+            started = time.monotonic_ns()
             responses = model.execute(pb_requests)
+            finished = time.monotonic_ns()
             results = [
                 self._response(model, request, pb_request, response)
                 for request, pb_request, response in zip(requests, pb_requests, responses, strict=True)
             ]
-            # batches queued at the worker count that wait as queue time
-            return Execution(results, (started, time.monotonic_ns()))
+            # batches queued at the worker count that wait as queue time; execute() alone is compute_infer
+            return Execution(results, (started, finished), taken - submitted if submitted else 0)
         except BatchError as exc:
             raise self._spec.batch_failed(str(exc), "") from None
         except BaseException as exc:  # SystemExit included: in a stub it would end the process, here the batch

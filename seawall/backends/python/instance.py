@@ -85,6 +85,7 @@ class PythonModelInstance:
         self._restart: asyncio.Task[None] | None = None
         self._process = self._new_process()
         self._seq = 0
+        self._stub_done_ns = 0  # when the stub finished its latest batch (a later one waited until then)
         self._picks = 0
         self._slots = self._new_slots()
 
@@ -208,14 +209,16 @@ class PythonModelInstance:
                 if process is not self._process:
                     raise StubDied("restarted")
                 message = self._prepare(process, requests, slot, payloads, offsets, total)
+                sent = time.monotonic_ns()
                 slot.reply = process.submit(message)
                 reply = await asyncio.shield(slot.reply)
             except StubDied as exc:
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+            waited = self._waited(sent, reply)
             try:
                 heavy = _reply_bytes(reply) > offload.HEAVY_BODY_BYTES
                 memory = process.outputs[slot.index or 0]
-                return await offload.run(heavy, self._collect, requests, message.seq, reply, memory)
+                return await offload.run(heavy, self._collect, requests, message.seq, reply, memory, waited)
             except ipc.ProtocolError as exc:
                 process.abort(f"bad result: {exc}")
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
@@ -263,7 +266,17 @@ class PythonModelInstance:
         ipc.write_payloads(memory, offsets, payloads)
         return Execute(self._seq, slot.index, headers, inputs_size, outputs_size)
 
-    def _collect(self, requests: Sequence[InferRequest], seq: int, reply: StubMessage, outputs: mmap.mmap) -> Execution:
+    def _waited(self, sent: int, reply: StubMessage) -> int:
+        """How long a batch sent at `sent` waited in the stub behind earlier ones: the stub answers in order, so
+        it waited until the previous batch was done (never past the moment the stub took it up)."""
+        if type(reply) is not BatchResult:
+            return 0
+        previous, self._stub_done_ns = self._stub_done_ns, max(self._stub_done_ns, reply.finished_ns)
+        return max(0, min(previous, reply.started_ns) - sent)
+
+    def _collect(
+        self, requests: Sequence[InferRequest], seq: int, reply: StubMessage, outputs: mmap.mmap, waited: int = 0
+    ) -> Execution:
         if type(reply) is BatchFailed and reply.seq == seq:
             raise self._spec.batch_failed(reply.error, reply.trace)
         if type(reply) is not BatchResult or reply.seq != seq:
@@ -272,7 +285,7 @@ class PythonModelInstance:
         if len(entries) != len(requests):
             raise ipc.ProtocolError("wrong number of results")
         results = [self._response(request, entry, outputs) for request, entry in zip(requests, entries, strict=True)]
-        return Execution(results, (reply.started_ns, reply.finished_ns))
+        return Execution(results, (reply.execute_started_ns, reply.execute_finished_ns), waited)
 
     def _response(self, request: InferRequest, entry: ResponseEntry, memory: mmap.mmap) -> InferResponse | SeawallError:
         if entry.error_code is not None:

@@ -127,12 +127,15 @@ class ResponseEntry(NamedTuple):
 
 
 class BatchResult(NamedTuple):
-    """One entry per request of the batch, and when execute() ran (CLOCK_MONOTONIC ns, the host's clock)."""
+    """One entry per request of the batch, and when the stub took the batch up and was done with it (outputs
+    written), and when execute() itself started and returned (CLOCK_MONOTONIC ns, the host's clock)."""
 
     seq: int
     responses: list[ResponseEntry]
     started_ns: int
     finished_ns: int
+    execute_started_ns: int = 0
+    execute_finished_ns: int = 0
 
 
 class BatchFailed(NamedTuple):
@@ -151,10 +154,13 @@ class Grow(NamedTuple):
 
 
 class Log(NamedTuple):
-    """One pb_utils.Logger line (level: 0 info, 1 warning, 2 error, 3 verbose)."""
+    """One pb_utils.Logger line (level: 0 info, 1 warning, 2 error, 3 verbose), with the file and line of the
+    model code that logged it ("" and 0: the stub's own line)."""
 
     level: int
     text: str
+    file: str = ""
+    line: int = 0
 
 
 class Finalized(NamedTuple):
@@ -326,8 +332,8 @@ def _check_execute(fields: list[object]) -> Execute:
 
 def _check_result(fields: list[object]) -> BatchResult:
     """From a stub (untrusted; per request, so the checks are inline)."""
-    seq, responses, started, finished = _fields(fields, 4)
-    _naturals(seq, started, finished)
+    seq, responses, started, finished, execute_started, execute_finished = _fields(fields, 6)
+    _naturals(seq, started, finished, execute_started, execute_finished)
     entries = []
     for entry in _list(responses):
         if type(entry) is not list or len(entry) != 3:
@@ -339,7 +345,7 @@ def _check_result(fields: list[object]) -> BatchResult:
             if type(descriptor) is not list:
                 raise ProtocolError("bad tensor descriptor")
         entries.append(_new(ResponseEntry, entry))
-    return _new(BatchResult, (seq, entries, started, finished))
+    return _new(BatchResult, (seq, entries, started, finished, execute_started, execute_finished))
 
 
 def _check_auto(fields: list[object]) -> AutoCompleted:
@@ -348,8 +354,8 @@ def _check_auto(fields: list[object]) -> AutoCompleted:
 
 
 def _check_log(fields: list[object]) -> Log:
-    level, text = _fields(fields, 2)
-    return Log(level if type(level) is int else 0, str(text))
+    level, text, file, line = _fields(fields, 4)
+    return Log(level if type(level) is int else 0, str(text), str(file), line if type(line) is int else 0)
 
 
 def _check_pair(kind: type[OutputRegion] | type[Grow]) -> Callable[[list[object]], OutputRegion | Grow]:

@@ -74,6 +74,18 @@ def escape_log(text: str) -> str:
     return text.encode("unicode_escape").decode("ascii")
 
 
+def log_model_line(label: str, level: int, text: str, file: str, line: int) -> None:
+    """One pb_utils.Logger line, as Triton prints it: `<file>:<line>] <text>` with the model file's name and
+    line (the instance's name instead when the stub logs for itself); every part is escaped."""
+    python_level = _LOG_LEVELS.get(level, logging.INFO)
+    if not file:
+        logger.log(python_level, "model instance '%s': %s", label, escape_log(text))
+        return
+    if logger.isEnabledFor(python_level):
+        name = escape_log(os.path.basename(file))
+        logger.handle(logger.makeRecord(logger.name, python_level, name, line, "%s", (escape_log(text),), None))
+
+
 class _ControlProtocol(asyncio.Protocol):
     def __init__(self, owner: StubProcess) -> None:
         self._owner = owner
@@ -282,8 +294,7 @@ class StubProcess:
     def on_message(self, message: StubMessage | MetricMessage) -> None:
         """Aside messages are handled here; any other answers the oldest message still unanswered."""
         if type(message) is Log:
-            level = _LOG_LEVELS.get(message.level, logging.INFO)
-            logger.log(level, "model instance '%s': %s", self._label, escape_log(message.text))
+            log_model_line(self._label, message.level, message.text, message.file, message.line)
         elif type(message) is Grow:
             self._grow_outputs(message.slot, message.size)
         elif type(message) in METRIC_MESSAGES:

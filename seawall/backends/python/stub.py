@@ -222,8 +222,8 @@ class _Stub:
                 self._channel.send(Finalized())
                 return
 
-    def _log(self, level: int, text: str) -> None:
-        self._channel.send(Log(level, text))
+    def _log(self, level: int, text: str, file: str = "", line: int = 0) -> None:
+        self._channel.send(Log(level, text, file, line))
 
     def _load_class(self, init: Init) -> UserObject:
         sys.dont_write_bytecode = True  # also set by -B: nothing is ever cached into the repository
@@ -232,6 +232,8 @@ class _Stub:
         self._pb._set_log_sink(self._log)
         metrics = _StubMetrics(self._channel)
         self._pb._set_metrics_sink(lambda: metrics)
+        model_dir = os.path.dirname(init.model_file)
+        self._pb._set_model_dir(lambda: model_dir)
         finder = RepositoryFinder(ModelSource(init.model_dir, init.pins))
         module_name = os.path.splitext(os.path.basename(init.model_file))[0]
         return load_from_repository(init.model_file, module_name, init.version_dir, finder, keep_version_dir=True)
@@ -280,9 +282,11 @@ class _Stub:
             assert self._model is not None
             started = time.monotonic_ns()  # CLOCK_MONOTONIC: the host reads the same clock
             requests = [self._request(self._model, slot, header) for header in message.requests]
+            executing = time.monotonic_ns()
             responses = self._model.execute(requests)
+            executed = time.monotonic_ns()
             entries = self._write_responses(slot, requests, responses)
-            return BatchResult(seq, entries, started, time.monotonic_ns())
+            return BatchResult(seq, entries, started, time.monotonic_ns(), executing, executed)
         except BatchError as exc:
             return BatchFailed(seq, str(exc), "")
         except Exception as exc:

@@ -5,18 +5,16 @@ Imports numpy and the stub's wire helpers. Written from the documented API surfa
 response senders and custom metrics raise TritonModelException("... not supported ...").
 """
 
-from __future__ import annotations
-
-import collections
-import enum
-import itertools
+import collections as _collections
+import enum as _enum
+import itertools as _itertools
 import json
-import sys
-import weakref
+import sys as _sys
+import weakref as _weakref
 
 import numpy as np
 
-from seawall.backends.python import ipc
+from seawall.backends.python import ipc as _ipc
 
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
@@ -24,25 +22,25 @@ TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 TRITONSERVER_REQUEST_RELEASE_ALL = 1
 TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
 TRITONSERVER_MEMORY_CPU = 0
-TRITONSERVER_MEMORY_CPU_PINNED = 1
+_TRITONSERVER_MEMORY_CPU_PINNED = 1
 TRITONSERVER_MEMORY_GPU = 2
 
 # TRITONSERVER_DataType values, as returned by Tensor.triton_dtype()
-TRITONSERVER_TYPE_INVALID = 0
-TRITONSERVER_TYPE_BOOL = 1
-TRITONSERVER_TYPE_UINT8 = 2
-TRITONSERVER_TYPE_UINT16 = 3
-TRITONSERVER_TYPE_UINT32 = 4
-TRITONSERVER_TYPE_UINT64 = 5
-TRITONSERVER_TYPE_INT8 = 6
-TRITONSERVER_TYPE_INT16 = 7
-TRITONSERVER_TYPE_INT32 = 8
-TRITONSERVER_TYPE_INT64 = 9
-TRITONSERVER_TYPE_FP16 = 10
-TRITONSERVER_TYPE_FP32 = 11
-TRITONSERVER_TYPE_FP64 = 12
-TRITONSERVER_TYPE_BYTES = 13
-TRITONSERVER_TYPE_BF16 = 14
+_TRITONSERVER_TYPE_INVALID = 0
+_TRITONSERVER_TYPE_BOOL = 1
+_TRITONSERVER_TYPE_UINT8 = 2
+_TRITONSERVER_TYPE_UINT16 = 3
+_TRITONSERVER_TYPE_UINT32 = 4
+_TRITONSERVER_TYPE_UINT64 = 5
+_TRITONSERVER_TYPE_INT8 = 6
+_TRITONSERVER_TYPE_INT16 = 7
+_TRITONSERVER_TYPE_INT32 = 8
+_TRITONSERVER_TYPE_INT64 = 9
+_TRITONSERVER_TYPE_FP16 = 10
+_TRITONSERVER_TYPE_FP32 = 11
+_TRITONSERVER_TYPE_FP64 = 12
+_TRITONSERVER_TYPE_BYTES = 13
+_TRITONSERVER_TYPE_BF16 = 14
 
 _NAME_TO_CODE = {
     "BOOL": 1, "UINT8": 2, "UINT16": 3, "UINT32": 4, "UINT64": 5, "INT8": 6, "INT16": 7, "INT32": 8,
@@ -84,7 +82,7 @@ def numpy_to_triton_type(data_type):
     if code is not None:
         return code
     if dtype.kind in ("O", "S", "U"):
-        return TRITONSERVER_TYPE_BYTES
+        return _TRITONSERVER_TYPE_BYTES
     for np_dtype, code in _DTYPE_TO_CODE.items():  # same type, other spelling (byte order marks)
         if np_dtype == dtype:
             return code
@@ -102,12 +100,12 @@ def serialize_byte_tensor(input_tensor):
         return np.empty([0], dtype=np.object_)
     if input_tensor.dtype.kind not in ("O", "S", "U"):
         raise TritonModelException("cannot serialize bytes tensor: invalid datatype")
-    return np.asarray(ipc.serialize_bytes(input_tensor), dtype=np.object_)
+    return np.asarray(_ipc.serialize_bytes(input_tensor), dtype=np.object_)
 
 
 def deserialize_bytes_tensor(encoded_tensor):
     """Parse Triton's length-prefixed format into a 1-D object array of bytes."""
-    return ipc.deserialize_bytes(bytes(encoded_tensor))
+    return _ipc.deserialize_bytes(bytes(encoded_tensor))
 
 
 class Tensor:
@@ -204,7 +202,7 @@ class PreferredMemory:
         self.preferred_device_id = preferred_device_id
 
 
-class InferenceTrace:
+class _InferenceTrace:
     def get_context(self, mode="opentelemetry"):
         return None
 
@@ -280,7 +278,7 @@ class InferenceRequest:
 
     def trace(self):
         if self._trace is None:
-            self._trace = InferenceTrace()
+            self._trace = _InferenceTrace()
         return self._trace
 
     def requested_output_names(self):
@@ -372,15 +370,15 @@ def is_model_ready(model_name, model_version=""):
 # deleted on its next metric call (a __del__ must not write to the channel: it may run in the middle of a send).
 
 
-class _MetricKind(enum.IntEnum):
+class _MetricKind(_enum.IntEnum):
     COUNTER = 0
     GAUGE = 1
     HISTOGRAM = 2
 
 
 _MetricKind.__name__ = _MetricKind.__qualname__ = "MetricKind"
-_metric_ids = itertools.count(1)
-_dropped_metrics = collections.deque()  # (sink, kind 0 family / 1 metric, id) of objects the model dropped
+_metric_ids = _itertools.count(1)
+_dropped_metrics = _collections.deque()  # (sink, kind 0 family / 1 metric, id) of objects the model dropped
 
 
 def _no_metrics_sink():
@@ -452,7 +450,7 @@ class MetricFamily:
         except Exception as exc:
             metric._cleared = True
             raise TritonModelException(f"Error when creating Metric: {exc}") from None
-        self._metrics.append(weakref.ref(metric))
+        self._metrics.append(_weakref.ref(metric))
         return metric
 
     def __del__(self):
@@ -550,15 +548,18 @@ class _Metric:
 _Metric.__name__ = _Metric.__qualname__ = "Metric"
 
 
-class LogLevel:
+class _LogLevel(_enum.IntEnum):
     INFO = 0
     WARNING = 1
     ERROR = 2
     VERBOSE = 3
 
 
-def _stderr_sink(level, message):
-    sys.stderr.write(f"{message}\n")
+_LogLevel.__name__ = _LogLevel.__qualname__ = "LogLevel"
+
+
+def _stderr_sink(level, message, filename, line):
+    _sys.stderr.write(f"{message}\n")
 
 
 _sink = [_stderr_sink]  # replaced by the stub: sends log lines to the server over the control channel
@@ -568,28 +569,58 @@ def _set_log_sink(sink):
     _sink[0] = sink
 
 
+def _log(message, level, depth):
+    """Send one line with the file and line of the model code that logged it (Triton's log shows them)."""
+    frame = _sys._getframe(depth + 1)
+    _sink[0](int(level), str(message), frame.f_code.co_filename, frame.f_lineno)
+
+
 class Logger:
-    """Writes to the server log (the server escapes every line)."""
+    """Writes to the server log as Triton does: `I1204 18:30:13.829096 <pid> model.py:18] message` (the server
+    escapes every line). Usage: `logger = pb_utils.Logger; logger.log_info(msg)`,
+    `logger.log(msg, pb_utils.Logger.WARNING)`; VERBOSE lines appear with --log-verbose > 0."""
+
+    LogLevel = _LogLevel
+    INFO = _LogLevel.INFO
+    WARNING = _LogLevel.WARNING
+    ERROR = _LogLevel.ERROR
+    VERBOSE = _LogLevel.VERBOSE
 
     @staticmethod
-    def log(msg, level=LogLevel.INFO):
-        _sink[0](int(level), str(msg))
+    def log(message, level=_LogLevel.INFO):
+        _log(message, level, 1)
 
     @staticmethod
-    def log_info(msg):
-        Logger.log(msg, LogLevel.INFO)
+    def log_info(message):
+        _log(message, _LogLevel.INFO, 1)
 
     @staticmethod
-    def log_warn(msg):
-        Logger.log(msg, LogLevel.WARNING)
+    def log_warn(message):
+        _log(message, _LogLevel.WARNING, 1)
 
     @staticmethod
-    def log_error(msg):
-        Logger.log(msg, LogLevel.ERROR)
+    def log_error(message):
+        _log(message, _LogLevel.ERROR, 1)
 
     @staticmethod
-    def log_verbose(msg):
-        Logger.log(msg, LogLevel.VERBOSE)
+    def log_verbose(message):
+        _log(message, _LogLevel.VERBOSE, 1)
+
+
+def get_model_dir():
+    """The directory of the model's file (its version directory), as Triton's stub gives it."""
+    return _model_dir[0]()
+
+
+def _no_model_dir():
+    raise TritonModelException("get_model_dir() is available to a loaded model only")
+
+
+_model_dir = [_no_model_dir]  # set by the stub (its model's directory) or, in process, per calling instance
+
+
+def _set_model_dir(getter):
+    _model_dir[0] = getter
 
 
 _INPUT_KEYS = {"name", "data_type", "dims", "optional", "format", "reshape", "is_shape_tensor",
