@@ -374,7 +374,8 @@ class InProcessModelInstance:
         if isinstance(found, tuple):
             return self._spec.response_error(found[0], found[1])
         # the one copy: the model may reuse its arrays
-        return self._spec.response(request, ((name, dt, _owned(dt, array)) for name, dt, array in found))
+        outputs = ((name, dt, _owned(dt, array)) for name, dt, array in found)
+        return self._spec.response(request, outputs, getattr(response, "_parameters", None))
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -291,7 +291,8 @@ class PythonModelInstance:
         if entry.error_code is not None:
             return self._spec.response_error(entry.error_code, entry.error_message)
         # the one copy out of the region
-        return self._spec.response(request, (ipc.read_tensor(memory, d, copy=True) for d in entry.outputs))
+        outputs = (ipc.read_tensor(memory, d, copy=True) for d in entry.outputs)
+        return self._spec.response(request, outputs, entry.parameters)
 
 
 def _payloads(inputs: Sequence[Tensor]) -> list[ipc.Payload]:

@@ -124,6 +124,7 @@ class ResponseEntry(NamedTuple):
     outputs: list[Descriptor]
     error_code: int | None = None  # pb_utils.TritonError code (-1: not an int); None: no error
     error_message: str = ""
+    parameters: dict[str, object] | None = None  # InferenceResponse(parameters=...), checked by the host
 
 
 class BatchResult(NamedTuple):
@@ -336,10 +337,12 @@ def _check_result(fields: list[object]) -> BatchResult:
     _naturals(seq, started, finished, execute_started, execute_finished)
     entries = []
     for entry in _list(responses):
-        if type(entry) is not list or len(entry) != 3:
+        if type(entry) is not list or len(entry) != 4:
             raise ProtocolError("bad response entry")
-        outputs, code, message = entry
+        outputs, code, message, parameters = entry
         if type(outputs) is not list or (code is not None and type(code) is not int) or type(message) is not str:
+            raise ProtocolError("bad response entry")
+        if parameters is not None and type(parameters) is not dict:
             raise ProtocolError("bad response entry")
         for descriptor in outputs:
             if type(descriptor) is not list:

@@ -336,7 +336,7 @@ class _Stub:
             descriptors: list[ipc.Descriptor] = []
             for name, datatype, array in found:
                 pending.append((descriptors, name, datatype, list(array.shape), ipc.to_payload(datatype, array)))
-            entries.append(ResponseEntry(descriptors))
+            entries.append(ResponseEntry(descriptors, None, "", getattr(response, "_parameters", None)))
         payloads = [item[4] for item in pending]
         offsets, total = ipc.layout(payloads)
         self._ensure_output_size(slot, total)

@@ -303,11 +303,16 @@ class InferenceRequest:
 
 
 class InferenceResponse:
-    def __init__(self, output_tensors=None, error=None):
+    def __init__(self, output_tensors=None, error=None, parameters=None):
         self._outputs = list(output_tensors or [])
         if error is not None and not isinstance(error, TritonError):
             error = TritonError(str(error))
         self._error = error
+        self._parameters = _response_parameters(parameters) if parameters else None
+
+    def parameters(self):
+        """The response's parameters as a JSON object string (sent to the client beside the outputs)."""
+        return json.dumps(self._parameters or {})
 
     def output_tensors(self):
         return self._outputs
@@ -317,6 +322,17 @@ class InferenceResponse:
 
     def error(self):
         return self._error
+
+
+def _response_parameters(parameters):
+    if not isinstance(parameters, dict):
+        raise TritonModelException("InferenceResponse parameters must be a dict")
+    for key, value in parameters.items():
+        if not isinstance(key, str) or not isinstance(value, bool | int | float | str):
+            raise TritonModelException(
+                "InferenceResponse parameters: keys must be strings and values bool, int, float or str"
+            )
+    return dict(parameters)
 
 
 def get_input_tensor_by_name(inference_request, name):
