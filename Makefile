@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean examples
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +19,27 @@ test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist=loadfile
 
 lint: $(STAMP)
-	$(BIN)/ruff check seawall tests bench
-	$(BIN)/ruff format --check seawall tests bench
+	$(BIN)/ruff check seawall tests bench examples/python_backend_examples.py
+	$(BIN)/ruff format --check seawall tests bench examples/python_backend_examples.py
 	$(BIN)/mypy
 
 bench: $(STAMP)  # extra flags: make bench BENCH_ARGS=--quick
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+# NVIDIA's python_backend examples, unchanged, against Seawall: make examples PYTHON_BACKEND=<work tree or bare
+# git dir of github.com/triton-inference-server/python_backend> [EXAMPLES_ARGS=--only=add_sub,decoupled]. Its own
+# environment (torch, jax and the clients' packages go there, never into $(VENV)).
+PYTHON_BACKEND ?=
+EXAMPLES_VENV ?= .venv-examples
+examples:
+ifeq ($(strip $(PYTHON_BACKEND)),)
+	@echo "make examples: skipped: no python_backend checkout given (make examples PYTHON_BACKEND=/path/to/python_backend)"
+else
+	test -x $(EXAMPLES_VENV)/bin/python || $(PYTHON) -m venv $(EXAMPLES_VENV)
+	$(EXAMPLES_VENV)/bin/pip install -q -e . 'tritonclient[all]' requests
+	$(EXAMPLES_VENV)/bin/python examples/python_backend_examples.py --python-backend=$(PYTHON_BACKEND) $(EXAMPLES_ARGS)
+endif
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(EXAMPLES_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -113,6 +113,7 @@ def _allowed(module: str, imported: str) -> bool:
                 "seawall.core.backend",
                 "seawall.core.config_proto",  # Triton's model-config schema, without grpc
                 "seawall.core.model_config",
+                "seawall.core.custom_metrics",  # a model's own metric families (pb_utils.MetricFamily)
                 "seawall.errors",
                 "seawall.options",
             )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from seawall.core.config_proto import ModelConfig as ModelConfig
+from seawall.core.custom_metrics import ModelMetrics
 from seawall.core.types import InferRequest, InferResponse, StreamResponse
 from seawall.errors import SeawallError
 
@@ -38,25 +39,33 @@ class ModelLoadContext:
     # the config came through the load API (a `config` override, with or without `file:` code), not from the
     # repository: settings only the repository's operator may choose must be refused
     config_from_client: bool = False
+    # the model's own metric families (pb_utils.MetricFamily): an owner per instance; the core releases them
+    # all when the version unloads. None: the embedding server keeps no custom metrics.
+    custom_metrics: ModelMetrics | None = None
 
 
 class Execution(list[InferResponse | SeawallError]):
     """What `ModelInstance.execute` returns: one entry per request, in order (a response or that request's
-    error), and `compute_ns`, when the backend really started and finished running the batch
-    (time.monotonic_ns()).
+    error), `compute_ns`, when the model's own code started and finished running the batch (time.monotonic_ns();
+    Triton's compute_infer: the time before is compute_input, the time after compute_output), and `waited_ns`,
+    how long the batch waited inside the instance behind earlier ones (queue time, not compute_input).
 
     `compute_ns` None: the scheduler's own measurement around the call stands. A pipelining instance must set
-    it, since a batch it accepted may wait behind earlier ones (that wait counts as queue time). The timing
-    travels here, beside the responses, and never on the public `InferResponse`.
+    both, since a batch it accepted may wait behind earlier ones. The timing travels here, beside the responses,
+    and never on the public `InferResponse`.
     """
 
-    __slots__ = ("compute_ns",)
+    __slots__ = ("compute_ns", "waited_ns")
 
     def __init__(
-        self, results: Iterable[InferResponse | SeawallError] = (), compute_ns: tuple[int, int] | None = None
+        self,
+        results: Iterable[InferResponse | SeawallError] = (),
+        compute_ns: tuple[int, int] | None = None,
+        waited_ns: int = 0,
     ) -> None:
         super().__init__(results)
         self.compute_ns = compute_ns
+        self.waited_ns = waited_ns
 
 
 class DecoupledExecution(list[SeawallError | None]):

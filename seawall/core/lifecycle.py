@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from seawall.core import ensemble, model_config, repoagent, repository, warmup
 from seawall.core.backend import Backend, Model, ModelConfig, ModelLoadContext
+from seawall.core.custom_metrics import CustomMetrics, ModelMetrics
 from seawall.core.model_config import ModelSpec
 from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.scheduler import BatchPolicy, Scheduler
@@ -38,6 +39,7 @@ class ModelVersion:
     scheduler: Scheduler | ensemble.EnsembleScheduler | None = None
     labels: dict[str, list[str]] = field(default_factory=dict)  # output → class labels (classification)
     stats: StatsRecorder = field(init=False)
+    custom_metrics: ModelMetrics | None = None  # released at unload (the families its code created)
 
     def __post_init__(self) -> None:
         self.stats = StatsRecorder(self.name, str(self.version))
@@ -58,6 +60,8 @@ class ModelVersion:
             except Exception:
                 logger.exception("unloading model '%s' version %d failed", self.name, self.version)
         self.model, self.scheduler = None, None
+        if self.custom_metrics is not None:
+            self.custom_metrics.close()
         self.state, self.reason = ModelState.UNAVAILABLE, "unloaded"
 
 
@@ -97,10 +101,12 @@ class ModelLifecycle:
         options: Options,
         backend_for: Callable[[str], Backend],
         agent_for: Callable[[str], RepoAgent] = no_plugins,
+        custom_metrics: CustomMetrics | None = None,
     ) -> None:
         self._options = options
         self._backend_for = backend_for
         self._agent_for = agent_for
+        self._custom_metrics = custom_metrics
         self.models: dict[str, ModelRecord] = {}
         # ensembles: their steps run each composing model through this (the server's resolve-then-run entry),
         # and loading one loads the composing models `locate` finds (control sets both)
@@ -416,7 +422,11 @@ class ModelLifecycle:
             auto_complete=self._options.repository.auto_complete_config,
             report_unavailable=report_unavailable,
             config_from_client=from_client,
+            custom_metrics=(
+                None if self._custom_metrics is None else self._custom_metrics.model(entry.name, entry.version)
+            ),
         )
+        entry.custom_metrics = context.custom_metrics
         try:
             entry.labels = read_labels(config, location.path)
             samples = await asyncio.to_thread(warmup.read_samples, config, location.path, self._options.limits)
@@ -437,6 +447,8 @@ class ModelLifecycle:
             if attempt + 1 < attempts:
                 logger.warning("retrying load of model '%s' version %d", entry.name, entry.version)
         if entry.model is None:
+            if entry.custom_metrics is not None:
+                entry.custom_metrics.close()
             entry.state = ModelState.UNAVAILABLE
             logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
             return

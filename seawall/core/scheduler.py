@@ -339,10 +339,16 @@ class Scheduler:
             if self._queue and self._queue[0].deadline_ns:  # a timed request may wait for an idle instance
                 self._wake_all()
         executed = time.monotonic_ns()
-        # a pipelining backend says when the batch really ran: its wait behind earlier batches is queue time
-        # (only when the batch answered a request: a batch of errors keeps the scheduler's measurement)
+        # the backend says when the model's code ran (compute_infer; before it compute_input, after it
+        # compute_output) and how long the batch waited behind earlier ones inside the instance (queue time);
+        # only when the batch answered a request: a batch of errors keeps the scheduler's measurement
         ran = results.compute_ns if any(isinstance(r, InferResponse) for r in results) else None
-        began, ended = ran if ran is not None and dispatched <= ran[0] <= ran[1] <= executed else (dispatched, executed)
+        waited = 0
+        if ran is not None and dispatched <= ran[0] <= ran[1] <= executed:
+            began, ended = ran
+            waited = results.waited_ns if 0 <= results.waited_ns <= began - dispatched else 0
+        else:
+            began, ended = dispatched, executed
         for pending, result in zip(live, results, strict=True):
             if pending.future.done():
                 if pending.future.cancelled():  # the client went away while it ran
@@ -355,15 +361,15 @@ class Scheduler:
             else:
                 self._stats.record_success(
                     request_ns=now - pending.enqueued_ns,
-                    queue_ns=start - pending.enqueued_ns + began - dispatched,
-                    input_ns=dispatched - start,
+                    queue_ns=start - pending.enqueued_ns + waited,
+                    input_ns=began - start - waited,
                     infer_ns=ended - began,
                     output_ns=now - ended,
                 )
                 pending.future.set_result(result)
         self._stats.record_execution(
             sum(p.batch_size for p in live),
-            input_ns=dispatched - start,
+            input_ns=began - start - waited,
             infer_ns=ended - began,
             output_ns=time.monotonic_ns() - ended,
         )

@@ -18,6 +18,9 @@ from seawall.core import catalog, repository
 from seawall.core.audit import audited
 from seawall.core.backend import Backend, BackendLookup, ModelConfig
 from seawall.core.control import ModelControl
+from seawall.core.custom_metrics import CustomMetrics
+from seawall.core.custom_metrics import FamilySnapshot as FamilySnapshot  # for the metrics frontend
+from seawall.core.custom_metrics import MetricKind as MetricKind  # for the metrics frontend
 from seawall.core.inference import InferencePipeline, ServedModel
 from seawall.core.lifecycle import ModelLifecycle
 from seawall.core.log_settings import LogSettings, LogValue
@@ -101,6 +104,7 @@ class InferenceServer:
         self._step_pipeline.refusal = None
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None
+        self._custom_metrics = CustomMetrics()  # the families model code creates (pb_utils.MetricFamily)
         self._live = False
         self._draining = False
 
@@ -116,7 +120,7 @@ class InferenceServer:
         if not options.paths:
             raise InvalidArgumentError("at least one model repository is required (--model-repository)")
         started = time.monotonic()
-        self._lifecycle = ModelLifecycle(self.options, self._backend_for, self._agent_for)
+        self._lifecycle = ModelLifecycle(self.options, self._backend_for, self._agent_for, self._custom_metrics)
         self._lifecycle.resolve = self._composing_model  # an ensemble step runs through the same entry
         self._control = ModelControl(self.options, self._lifecycle)
         try:
@@ -262,6 +266,10 @@ class InferenceServer:
         Raises: InvalidArgumentError (the statistics extension answers unknown models with 400).
         """
         return catalog.model_statistics(self._models, name, version, lambda v: self._pipeline.cache_for(v) is not None)
+
+    def custom_metric_families(self) -> list[FamilySnapshot]:
+        """The metric families model code created (pb_utils.MetricFamily), for the metrics frontend."""
+        return self._custom_metrics.snapshot()
 
     def model(self, name: str, version: str = "") -> ServedModel:
         """The served model a request for `name` / `version` ("" = highest ready version) runs on.

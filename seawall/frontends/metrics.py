@@ -7,12 +7,13 @@ CollectorRegistry (no global REGISTRY, no module-level metrics).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Mapping
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from seawall.core.server import InferenceServer
+from seawall.core.server import FamilySnapshot, InferenceServer, MetricKind
 from seawall.core.types import ModelStatistics
 from seawall.frontends.http.body import BodyBudget
 from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, OverHttpServer, error_response
@@ -124,6 +125,35 @@ class ModelStatisticsCollector(Collector):
             yield family
 
 
+class CustomMetricsCollector(Collector):
+    """The families model code created (pb_utils.MetricFamily), after Triton's, in creation order. A histogram
+    prints `_count`, `_sum`, then its `_bucket` lines, as Triton does; names and labels were validated when
+    they were created, and every text is escaped here."""
+
+    def __init__(self, server: InferenceServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._server.custom_metric_families():
+            yield _custom_family(family)
+
+
+def _custom_family(family: FamilySnapshot) -> Metric:
+    metric = _family(family.name, family.kind.value, family.description)
+    name = family.name
+    for series in family.series:
+        labels = dict(series.labels)
+        if family.kind is not MetricKind.HISTOGRAM:
+            metric.add_sample(name, labels, series.value)
+            continue
+        metric.add_sample(f"{name}_count", labels, series.count)
+        metric.add_sample(f"{name}_sum", labels, series.total)
+        bounds = [_format_value(bound) for bound in series.buckets] + ["+Inf"]
+        for bound, count in zip(bounds, series.bucket_counts, strict=True):
+            metric.add_sample(f"{name}_bucket", {**labels, "le": bound}, count)
+    return metric
+
+
 def _cache_families(stats: list[ModelStatistics]) -> Iterator[Metric]:
     for name, field, unit, documentation in _CACHE_FAMILIES:
         family = _family(name, "counter", documentation)
@@ -141,9 +171,21 @@ def _escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _label_order(item: tuple[str, str]) -> tuple[bool, str]:
+    return item[0] == "le", item[0]
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
 def _format_value(value: float) -> str:
     if float(value).is_integer() and abs(value) < 1 << 53:
         return str(int(value))
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "+Inf" if value > 0 else "-Inf"
     return repr(float(value))
 
 
@@ -151,10 +193,12 @@ def render(registry: CollectorRegistry) -> bytes:
     """Prometheus text format 0.0.4, with Triton's family names (no `_total` suffix added to counters)."""
     lines: list[str] = []
     for family in registry.collect():
-        lines.append(f"# HELP {family.name} {family.documentation}")
+        lines.append(f"# HELP {family.name} {_escape_help(family.documentation)}")
         lines.append(f"# TYPE {family.name} {family.type}")
         for sample in family.samples:
-            labels = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(sample.labels.items()))
+            # sorted by name, a histogram's `le` last (as Triton prints it)
+            ordered = sorted(sample.labels.items(), key=_label_order)
+            labels = ",".join(f'{k}="{_escape_label(v)}"' for k, v in ordered)
             text = f"{{{labels}}}" if labels else ""
             lines.append(f"{sample.name}{text} {_format_value(sample.value)}")
     return ("\n".join(lines) + "\n").encode() if lines else b""
@@ -168,6 +212,7 @@ class MetricsFrontend(OverHttpServer):
         counter_latencies = config.get("counter_latencies", "true").strip().lower() not in ("false", "0")
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(ModelStatisticsCollector(server, counter_latencies))
+        self._registry.register(CustomMetricsCollector(server))
         address = options.metrics.address or options.http.address
         context = tls.listener_ssl_context(options.metrics.tls, "metrics")
         self._http = HttpServer(

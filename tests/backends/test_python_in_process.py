@@ -180,7 +180,8 @@ async def test_model_log_lines_are_escaped_in_process(
     with caplog.at_level(logging.INFO):
         await model.instances[0].execute([request("slow", {"log": forged}, INPUT0=np.ones((1, 1), np.float32))])
     records = [r for r in caplog.records if "hello" in r.getMessage()]
-    assert [r.getMessage() for r in records] == ["model instance 'slow_0': hello\\nERROR forged line\\x1b[31m"]
+    assert [r.getMessage() for r in records] == ["hello\\nERROR forged line\\x1b[31m"]
+    assert records[0].filename == "model.py"  # with the line of the call, as Triton logs it
     # where execute() ran: the instance's worker thread, or inline the event loop's own thread
     assert records[0].threadName == ("slow_0" if mode == "true" else threading.current_thread().name)
 

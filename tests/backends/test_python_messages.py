@@ -47,7 +47,14 @@ STUB_MESSAGES = [
     InitFailed("ValueError: no", "Traceback ..."),
     AutoCompleted(None),
     AutoCompleted({"max_batch_size": 8}),
-    BatchResult(1, [ResponseEntry([["OUTPUT0", "BYTES", [2], 64, 10]]), ResponseEntry([], 3, "bad input")], 5, 9),
+    BatchResult(
+        1,
+        [ResponseEntry([["OUTPUT0", "BYTES", [2], 64, 10]], None, "", {"p": 1}), ResponseEntry([], 3, "bad input")],
+        5,
+        9,
+        6,
+        8,
+    ),
     BatchFailed(2, "execute failed", ""),
     Grow(0, 1 << 21),
     Log(2, "line"),
@@ -99,27 +106,29 @@ def test_each_direction_accepts_only_its_own_kinds() -> None:
         (b'{"t": "result"}', "frame is not a message"),
         (b"[]", "frame is not a message"),
         (b"[7]", "unknown message kind"),
-        (b'["result", 1, [], 0]', "wrong number of fields"),
-        (b'["result", -1, [], 0, 0]', "expected a non-negative integer"),
-        (b'["result", 1, {}, 0, 0]', "expected a list"),
-        (b'["result", 1, [[[], "3", ""]], 0, 0]', "bad response entry"),
-        (b'["result", 1, [[[], null, 7]], 0, 0]', "bad response entry"),
-        (b'["result", 1, [[{}, null, ""]], 0, 0]', "bad response entry"),
-        (b'["result", 1, [[["x"], null, ""]], 0, 0]', "bad tensor descriptor"),
-        (b'["result", 1, [[[], null]], 0, 0]', "bad response entry"),
+        (b'["result", 1, [], 0, 0]', "wrong number of fields"),
+        (b'["result", -1, [], 0, 0, 0, 0]', "expected a non-negative integer"),
+        (b'["result", 1, [], 0, 0, 0, -5]', "expected a non-negative integer"),
+        (b'["result", 1, {}, 0, 0, 0, 0]', "expected a list"),
+        (b'["result", 1, [[[], "3", "", null]], 0, 0, 0, 0]', "bad response entry"),
+        (b'["result", 1, [[[], null, 7, null]], 0, 0, 0, 0]', "bad response entry"),
+        (b'["result", 1, [[{}, null, "", null]], 0, 0, 0, 0]', "bad response entry"),
+        (b'["result", 1, [[["x"], null, "", null]], 0, 0, 0, 0]', "bad tensor descriptor"),
+        (b'["result", 1, [[[], null, ""]], 0, 0, 0, 0]', "bad response entry"),
+        (b'["result", 1, [[[], null, "", []]], 0, 0, 0, 0]', "bad response entry"),
         (b'["grow", 0, 1.5]', "expected a non-negative integer"),
         (b'["grow", true, 16]', "expected a non-negative integer"),
         (b'["error", "1", "x", ""]', "expected a non-negative integer"),
         (b'["auto", []]', "expected an object"),
-        (b'["response", 1, 0, [[], null, ""], 1, 0]', "bad response"),  # final must be a bool
+        (b'["response", 1, 0, [[], null, "", null], 1, 0]', "bad response"),  # final must be a bool
         (b'["response", 1, 0, null, false, 0]', "only a final response may be empty"),
         (b'["response", 1, 0, null, true, 3]', "only a final response may be empty"),
-        (b'["response", 1, 0, [[["O", "INT32", [1], 0, 4]], null, ""], false, 0]', "a token exactly when"),
-        (b'["response", 1, 0, [[], null, ""], false, 2]', "a token exactly when"),
-        (b'["response", 1, -1, [[], null, ""], false, 0]', "expected a non-negative integer"),
-        (b'["response", 1, 0, [[], "1", ""], true, 0]', "bad response entry"),
-        (b'["response", 1, 0, [[7], null, ""], true, 0]', "bad tensor descriptor"),
-        (b'["response", 1, 0, [[], null, ""], true]', "wrong number of fields"),
+        (b'["response", 1, 0, [[["O", "INT32", [1], 0, 4]], null, "", null], false, 0]', "a token exactly when"),
+        (b'["response", 1, 0, [[], null, "", null], false, 2]', "a token exactly when"),
+        (b'["response", 1, -1, [[], null, "", null], false, 0]', "expected a non-negative integer"),
+        (b'["response", 1, 0, [[], "1", "", null], true, 0]', "bad response entry"),
+        (b'["response", 1, 0, [[7], null, "", null], true, 0]', "bad tensor descriptor"),
+        (b'["response", 1, 0, [[], null, "", null], true]', "wrong number of fields"),
         (b'["rgrow", -5]', "expected a non-negative integer"),
     ],
 )
@@ -139,3 +148,61 @@ def test_frames_are_split_across_reads_and_bounded() -> None:
         messages.FrameDecoder(messages.decode_stub_message).feed(
             messages.FRAME_HEADER.pack(messages.MAX_FRAME_BYTES + 1)
         )
+
+
+# -- custom metrics (pb_utils.MetricFamily) ---------------------------------------------------------------------
+
+METRIC_MESSAGES = [
+    messages.MetricFamilyNew(1, 7, "requests", "Number of requests", 0),
+    messages.MetricNew(2, 8, 7, {"model": "m"}, None),
+    messages.MetricNew(3, 9, 7, {}, [0.5, 1.0, 2]),
+    messages.MetricUpdate(8, 0, 1.5),
+    messages.MetricUpdate(8, 1, "-Inf"),
+    messages.MetricValue(4, 8),
+    messages.MetricDelete(1, 8),
+]
+
+
+@pytest.mark.parametrize("message", METRIC_MESSAGES, ids=lambda m: type(m).__name__)
+def test_metric_messages_round_trip(message: messages.MetricMessage) -> None:
+    decoded = messages.decode_stub_message(_payload(message))
+    assert type(decoded) is type(message) and decoded == message
+
+
+def test_metric_answers_round_trip_with_values_json_cannot_hold() -> None:
+    for value in (2.5, float("inf"), float("-inf")):
+        answer = messages.MetricAnswer(3, messages.wire_float(value), "")
+        decoded = messages.decode_host_message(_payload(answer))
+        assert decoded == answer and messages.float_of(decoded.value) == value  # type: ignore[union-attr]
+    nan = messages.decode_host_message(_payload(messages.MetricAnswer(1, messages.wire_float(float("nan")), "")))
+    assert nan.value == "NaN"  # type: ignore[union-attr]
+    with pytest.raises(ProtocolError, match="expected a number"):
+        messages.decode_host_message(b'["mans", 1, "nan", ""]')
+    with pytest.raises(ProtocolError, match="unknown message kind"):
+        messages.decode_stub_message(_payload(messages.MetricAnswer(1, 0.0, "")))  # host → stub only
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (b'["mfam", 1, 2, "n"]', "wrong number of fields"),
+        (b'["mfam", 1, 2, 3, "d", 0]', "expected a string"),
+        (b'["mfam", 1, 2, "n", null, 0]', "expected a string"),
+        (b'["mfam", 1, 2, "n", "d", -1]', "expected a non-negative integer"),
+        (b'["mfam", 1, 2, "n", "d", 1.0]', "expected a non-negative integer"),
+        (b'["mnew", 1, 2, 3, ["a"], null]', "expected an object"),
+        (b'["mnew", 1, 2, 3, {"a": 1}, null]', "expected a string"),
+        (b'["mnew", 1, 2, 3, {}, {"b": 1}]', "expected a list"),
+        (b'["mnew", 1, 2, 3, {}, ["1"]]', "expected a number"),
+        (b'["mnew", 1, 2, 3, {}, ["+Inf"]]', "bucket boundaries must be finite"),
+        (b'["mset", 1, 0, "1"]', "expected a number"),
+        (b'["mset", 1, 0, true]', "expected a number"),
+        (b'["mset", 1, 0, null]', "expected a number"),
+        (b'["mset", -1, 0, 1]', "expected a non-negative integer"),
+        (b'["mval", 1]', "wrong number of fields"),
+        (b'["mdel", 0, "x"]', "expected a non-negative integer"),
+    ],
+)
+def test_malformed_metric_messages_are_refused(payload: bytes, error: str) -> None:
+    with pytest.raises(ProtocolError, match=error):
+        messages.decode_stub_message(payload)

@@ -210,9 +210,15 @@ class PythonBackend:
                 "; execute() runs on the event loop, so a slow one delays every request" if mode == "inline" else "",
             )
             pb = in_process.pb_utils_module()
-            instances = [in_process.InProcessModelInstance(spec, settings, pb, mode == "inline") for spec in specs]
+            instances = [
+                in_process.InProcessModelInstance(spec, settings, pb, mode == "inline", context.custom_metrics)
+                for spec in specs
+            ]
         else:
-            instances = [PythonModelInstance(spec, settings, context.report_unavailable) for spec in specs]
+            instances = [
+                PythonModelInstance(spec, settings, context.report_unavailable, context.custom_metrics)
+                for spec in specs
+            ]
         results = await asyncio.gather(*(instance.start() for instance in instances), return_exceptions=True)
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
@@ -254,7 +260,10 @@ class PythonBackend:
         )
         model_file = model_file_path(config, version_dir, name)
         stub = StubProcess(
-            f"{name} (auto-complete)", self._confined(StubSettings(4096, 4096, settings.timeout_s)), None
+            f"{name} (auto-complete)",
+            self._confined(StubSettings(4096, 4096, settings.timeout_s)),
+            None,
+            names=(f"model={name}", "auto-complete"),
         )
         init = Init(
             "auto_complete", name, model_file, version_dir, model_dir, checksum_pins(config), {}, config_to_dict(config)

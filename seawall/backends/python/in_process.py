@@ -8,6 +8,7 @@ There is no crash isolation: a segfault or os._exit in model code ends the serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
@@ -17,7 +18,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import TypeVar
 
@@ -26,7 +27,7 @@ import numpy as np
 from seawall.backends.python import ipc
 from seawall.backends.python.instance_core import InstanceSpec, request_header
 from seawall.backends.python.model_source import ModelSource, RepositoryFinder
-from seawall.backends.python.process import StubSettings, escape_log
+from seawall.backends.python.process import StubSettings, escape_log, log_model_line
 from seawall.backends.python.user_model import (
     PB_DIR,
     PB_MODULE,
@@ -37,6 +38,7 @@ from seawall.backends.python.user_model import (
     load_from_repository,
 )
 from seawall.core.backend import DecoupledExecution, Execution, ModelConfig, ResponseSink
+from seawall.core.custom_metrics import MetricOp, MetricsOwner, ModelMetrics, kind_of
 from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
 
@@ -52,7 +54,6 @@ IN_PROCESS_PIPELINE_DEPTH = 8
 #: Inline batches run back to back without suspending, so the scheduler would drain its whole queue before any
 #: reply is written or request read; after this much time it yields to the loop once (bounds the wait).
 INLINE_YIELD_S = 0.0005
-_LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
 #: sys.meta_path is process-wide: a model file's version directory is searched by name during one load at a time.
 _SYS_PATH_LOCK = threading.Lock()
 
@@ -94,6 +95,8 @@ def pb_utils_module() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module._set_log_sink(_log_sink)
+    module._set_metrics_sink(_metrics_sink)
+    module._set_model_dir(_model_dir)
     sys.modules[PB_MODULE] = module
     return module
 
@@ -102,10 +105,67 @@ def pb_utils_module() -> ModuleType:
 _inline = threading.local()
 
 
-def _log_sink(level: int, text: str) -> None:
-    """pb_utils.Logger in the server, naming the instance that logs."""
+def _log_sink(level: int, text: str, file: str = "", line: int = 0) -> None:
+    """pb_utils.Logger in the server: the model file and line, as from a stub."""
     name = getattr(_inline, "name", None) or threading.current_thread().name
-    logger.log(_LOG_LEVELS.get(level, logging.INFO), "model instance '%s': %s", name, escape_log(text))
+    log_model_line(name, level, text, file, line)
+
+
+def _model_dir() -> str:
+    """pb_utils.get_model_dir() of the instance whose code runs on this thread."""
+    directory = getattr(_inline, "model_dir", None)
+    if directory is None:
+        raise RuntimeError("get_model_dir() is available in initialize(), execute() and finalize()")
+    return str(directory)
+
+
+class _OwnerSink:
+    """pb_utils.MetricFamily's way to the server's registry for one in-process instance (any thread)."""
+
+    def __init__(self, owner: MetricsOwner) -> None:
+        self._owner = owner
+
+    def family(self, family: int, name: str, description: str, kind: int) -> None:
+        with _as_runtime_error():
+            self._owner.create_family(family, name, description, kind_of(kind))
+
+    def metric(self, metric: int, family: int, labels: dict[str, str], buckets: list[float] | None) -> None:
+        with _as_runtime_error():
+            self._owner.create_metric(metric, family, labels, buckets)
+
+    def apply(self, metric: int, op: int, value: float) -> None:
+        with _as_runtime_error():
+            self._owner.apply(metric, MetricOp(op), value)
+
+    def value(self, metric: int) -> float:
+        with _as_runtime_error():
+            return self._owner.value(metric)
+
+    def delete(self, kind: int, id_: int) -> None:
+        (self._owner.delete_family if kind == 0 else self._owner.delete_metric)(id_)
+
+
+@contextlib.contextmanager
+def _as_runtime_error() -> Iterator[None]:
+    """The registry's errors as the stub's sink raises them (pb_utils adds Triton's prefixes)."""
+    try:
+        yield
+    except SeawallError as error:
+        raise RuntimeError(error.message) from None
+
+
+def _metrics_sink() -> _OwnerSink:
+    """The sink of the instance whose code runs on this thread (its worker thread, or an inline execute()).
+
+    Raises:
+        RuntimeError: no model instance runs on this thread (a thread the model started itself).
+    """
+    sink = getattr(_inline, "metrics", None)
+    if sink is None:
+        raise RuntimeError(
+            "an in-process model creates its MetricFamily objects in initialize() or execute(), not in its own threads"
+        )
+    return sink  # type: ignore[no-any-return]  # thread-local attribute
 
 
 class _Worker:
@@ -196,8 +256,16 @@ class _Cancelled:
 class InProcessModelInstance:
     """A ModelInstance whose model runs on a worker thread of the server process."""
 
-    def __init__(self, spec: InstanceSpec, settings: StubSettings, pb: ModuleType, inline: bool = False) -> None:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        settings: StubSettings,
+        pb: ModuleType,
+        inline: bool = False,
+        metrics: ModelMetrics | None = None,
+    ) -> None:
         self._spec = spec
+        self._metrics_sink = None if metrics is None else _OwnerSink(metrics.owner(spec.instance_name))
         self._inline = inline  # execute() on the event loop thread; initialize/finalize stay on the worker
         self._last_yield = 0.0  # inline: when a batch last let the event loop run
         self._settings = settings
@@ -329,6 +397,8 @@ class InProcessModelInstance:
 
     def _load(self) -> None:
         spec = self._spec
+        _inline.metrics = self._metrics_sink  # this worker thread runs this instance's code only
+        _inline.model_dir = os.path.dirname(spec.model_file)
         self._finder = RepositoryFinder(ModelSource(spec.model_dir or os.path.dirname(spec.version_dir), spec.pins))
         with _SYS_PATH_LOCK:  # later imports from the model directory go through this finder too
             model_class = load_from_repository(
@@ -368,36 +438,40 @@ class InProcessModelInstance:
             raise UnavailableError(f"model instance '{self.name}' is not available")
         batch = list(requests)
         if self._inline:
-            _inline.name = self.name
+            _inline.name, _inline.metrics = self.name, self._metrics_sink
+            _inline.model_dir = os.path.dirname(self._spec.model_file)
             try:
                 results = self._run_batch(batch)
             finally:
-                _inline.name = None
+                _inline.name = _inline.metrics = _inline.model_dir = None
             now = time.monotonic()
             if now - self._last_yield > INLINE_YIELD_S:
                 self._last_yield = now
                 await asyncio.sleep(0)
             return results
-        return await self._worker.submit(lambda: self._run_batch(batch))
+        submitted = time.monotonic_ns()
+        return await self._worker.submit(lambda: self._run_batch(batch, submitted))
 
-    def _run_batch(self, requests: list[InferRequest]) -> Execution:
+    def _run_batch(self, requests: list[InferRequest], submitted: int = 0) -> Execution:
         """Worker thread: build pb_utils requests over the inputs (read-only, not copied), execute, collect."""
         model = self._model
         assert model is not None
         try:
-            started = time.monotonic_ns()
+            taken = time.monotonic_ns()
             pb_requests = [self._pb_request(model, request) for request in requests]
             running = self._running
             for request, pb_request in zip(requests, pb_requests, strict=True):
                 running[id(request)] = pb_request
                 pb_request._cancel_state, pb_request._item = self._cancelled, id(pb_request)
+            started = time.monotonic_ns()
             responses = model.execute(pb_requests)
+            finished = time.monotonic_ns()
             results = [
                 self._response(model, request, pb_request, response)
                 for request, pb_request, response in zip(requests, pb_requests, responses, strict=True)
             ]
-            # batches queued at the worker count that wait as queue time
-            return Execution(results, (started, time.monotonic_ns()))
+            # batches queued at the worker count that wait as queue time; execute() alone is compute_infer
+            return Execution(results, (started, finished), taken - submitted if submitted else 0)
         except BatchError as exc:
             raise self._spec.batch_failed(str(exc), "") from None
         except BaseException as exc:  # SystemExit included: in a stub it would end the process, here the batch
@@ -420,7 +494,8 @@ class InProcessModelInstance:
         if isinstance(found, tuple):
             return self._spec.response_error(found[0], found[1])
         # the one copy: the model may reuse its arrays
-        return self._spec.response(request, ((name, dt, _owned(dt, array)) for name, dt, array in found))
+        outputs = ((name, dt, _owned(dt, array)) for name, dt, array in found)
+        return self._spec.response(request, outputs, getattr(response, "_parameters", None))
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

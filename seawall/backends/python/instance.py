@@ -33,6 +33,7 @@ from seawall.backends.python.messages import (
 )
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings, escape_log
 from seawall.core.backend import DecoupledExecution, Execution, ResponseSink
+from seawall.core.custom_metrics import MetricsOwner, ModelMetrics
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, SeawallError, UnavailableError
 
@@ -70,10 +71,18 @@ class _Slot:
 class PythonModelInstance:
     """A ModelInstance backed by one stub process."""
 
-    def __init__(self, spec: InstanceSpec, settings: StubSettings, report_unavailable: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        settings: StubSettings,
+        report_unavailable: Callable[[str], None],
+        metrics: ModelMetrics | None = None,
+    ) -> None:
         self._spec = spec
         self._settings = settings
         self._report_unavailable = report_unavailable
+        self._metrics = metrics  # the model version's custom metrics: an owner per stub this instance starts
+        self._owner: MetricsOwner | None = None
         self._ready = False  # set once initialize succeeded; deaths after that restart the stub
         self._failed = False  # down for good: restarts exhausted or failed
         self._stopped = False
@@ -82,8 +91,21 @@ class PythonModelInstance:
         self._process = self._new_process()
         self._streams: dict[tuple[int, int], tuple[InferRequest, ResponseSink]] = {}  # (seq, item) → open stream
         self._seq = 0
+        self._stub_done_ns = 0  # when the stub finished its latest batch (a later one waited until then)
         self._picks = 0
         self._slots = self._new_slots()
+
+    def _new_process(self) -> StubProcess:
+        """A stub process (not started), with a fresh owner of custom metrics (a dead stub's are released)."""
+        if self._owner is not None:
+            self._owner.close()
+        self._owner = None if self._metrics is None else self._metrics.owner(self._spec.instance_name)
+        spec = self._spec
+        names = (f"model={spec.model_name}", f"version={spec.model_version}", f"instance={spec.instance_name}")
+        process = StubProcess(spec.instance_name, self._settings, self._on_death, self._owner, names)
+        if spec.decoupled:
+            process.on_response = lambda message: self._on_response(process, message)
+        return process
 
     @property
     def pipeline_depth(self) -> int:
@@ -100,12 +122,6 @@ class PythonModelInstance:
     def is_healthy(self) -> bool:
         """True while the instance serves, or will once its crashed stub has been started again."""
         return self._ready and not self._failed and not self._stopped
-
-    def _new_process(self) -> StubProcess:
-        process = StubProcess(self._spec.instance_name, self._settings, self._on_death)
-        if self._spec.decoupled:
-            process.on_response = lambda message: self._on_response(process, message)
-        return process
 
     def _on_death(self, reason: str) -> None:
         self._end_streams(UnavailableError(f"model instance '{self.name}' crashed"))
@@ -205,14 +221,16 @@ class PythonModelInstance:
                     raise StubDied("restarted")
                 message = self._prepare(process, requests, slot, payloads, offsets, total)
                 slot.seq, slot.requests = message.seq, requests
+                sent = time.monotonic_ns()
                 slot.reply = process.submit(message)
                 reply = await asyncio.shield(slot.reply)
             except StubDied as exc:
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+            waited = self._waited(sent, reply)
             try:
                 heavy = _reply_bytes(reply) > offload.HEAVY_BODY_BYTES
                 memory = process.outputs[slot.index or 0]
-                return await offload.run(heavy, self._collect, requests, message.seq, reply, memory)
+                return await offload.run(heavy, self._collect, requests, message.seq, reply, memory, waited)
             except ipc.ProtocolError as exc:
                 process.abort(f"bad result: {exc}")
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
@@ -371,7 +389,17 @@ class PythonModelInstance:
         ipc.write_payloads(memory, offsets, payloads)
         return Execute(self._seq, slot.index, headers, inputs_size, outputs_size)
 
-    def _collect(self, requests: Sequence[InferRequest], seq: int, reply: StubMessage, outputs: mmap.mmap) -> Execution:
+    def _waited(self, sent: int, reply: StubMessage) -> int:
+        """How long a batch sent at `sent` waited in the stub behind earlier ones: the stub answers in order, so
+        it waited until the previous batch was done (never past the moment the stub took it up)."""
+        if type(reply) is not BatchResult:
+            return 0
+        previous, self._stub_done_ns = self._stub_done_ns, max(self._stub_done_ns, reply.finished_ns)
+        return max(0, min(previous, reply.started_ns) - sent)
+
+    def _collect(
+        self, requests: Sequence[InferRequest], seq: int, reply: StubMessage, outputs: mmap.mmap, waited: int = 0
+    ) -> Execution:
         if type(reply) is BatchFailed and reply.seq == seq:
             raise self._spec.batch_failed(reply.error, reply.trace)
         if type(reply) is not BatchResult or reply.seq != seq:
@@ -380,13 +408,14 @@ class PythonModelInstance:
         if len(entries) != len(requests):
             raise ipc.ProtocolError("wrong number of results")
         results = [self._response(request, entry, outputs) for request, entry in zip(requests, entries, strict=True)]
-        return Execution(results, (reply.started_ns, reply.finished_ns))
+        return Execution(results, (reply.execute_started_ns, reply.execute_finished_ns), waited)
 
     def _response(self, request: InferRequest, entry: ResponseEntry, memory: mmap.mmap) -> InferResponse | SeawallError:
         if entry.error_code is not None:
             return self._spec.response_error(entry.error_code, entry.error_message)
         # the one copy out of the region
-        return self._spec.response(request, (ipc.read_tensor(memory, d, copy=True) for d in entry.outputs))
+        outputs = (ipc.read_tensor(memory, d, copy=True) for d in entry.outputs)
+        return self._spec.response(request, outputs, entry.parameters)
 
 
 def _payloads(inputs: Sequence[Tensor]) -> list[ipc.Payload]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 
 from seawall.backends.python import ipc
 from seawall.backends.python.messages import RequestHeader
-from seawall.core.types import InferRequest, InferResponse, Tensor
+from seawall.core.types import InferRequest, InferResponse, ParamValue, Tensor
 from seawall.errors import Code, InternalError, SeawallError, UnavailableError, error_for_code
 
 logger = logging.getLogger(__name__)
@@ -111,9 +112,13 @@ class InstanceSpec:
         return error_for_code(Code.INTERNAL, self.hide(text))
 
     def response(
-        self, request: InferRequest, outputs: Iterable[tuple[str, str, np.ndarray]]
+        self,
+        request: InferRequest,
+        outputs: Iterable[tuple[str, str, np.ndarray]],
+        parameters: object = None,
     ) -> InferResponse | SeawallError:
-        """The response to `request` from the model's (owned) outputs, or the first that breaks the config."""
+        """The response to `request` from the model's (owned) outputs and parameters (from model code: checked
+        here), or the first that breaks the config."""
         tensors: list[Tensor] = []
         failure: SeawallError | None = None
         for name, datatype, array in outputs:
@@ -121,6 +126,11 @@ class InstanceSpec:
             tensors.append(Tensor(name, datatype, array.shape, array))
         if failure is not None:
             return failure
+        if parameters:
+            checked = _response_parameters(parameters, self.model_name)
+            if isinstance(checked, SeawallError):
+                return checked
+            return InferResponse(self.model_name, self.model_version, tensors, id=request.id, parameters=checked)
         return InferResponse(self.model_name, self.model_version, tensors, id=request.id)
 
     def _check_output(self, name: str, datatype: str, failure: SeawallError | None) -> tuple[str, SeawallError | None]:
@@ -138,6 +148,32 @@ class InstanceSpec:
                 f"but the model configuration declares {expected}"
             )
         return datatype, None
+
+
+#: Bounds of a response's parameters set by model code (pb_utils.InferenceResponse(parameters=...)).
+MAX_RESPONSE_PARAMETERS = 64
+MAX_RESPONSE_PARAMETER_CHARS = 4096
+
+
+def _response_parameters(parameters: object, model_name: str) -> dict[str, ParamValue] | SeawallError:
+    """A response's parameters as the model set them, or why they cannot be sent (an untrusted stub's too)."""
+    bad = InternalError(
+        f"model '{model_name}' set response parameters that are not {MAX_RESPONSE_PARAMETERS} or fewer string keys "
+        f"with bool, int, float or string values of at most {MAX_RESPONSE_PARAMETER_CHARS} characters"
+    )
+    if not isinstance(parameters, dict) or len(parameters) > MAX_RESPONSE_PARAMETERS:
+        return bad
+    checked: dict[str, ParamValue] = {}
+    for key, value in parameters.items():
+        if type(key) is not str or not key or len(key) > MAX_RESPONSE_PARAMETER_CHARS:
+            return bad
+        if type(value) is str and len(value) <= MAX_RESPONSE_PARAMETER_CHARS:
+            checked[key] = value
+        elif type(value) is bool or type(value) is int or (type(value) is float and math.isfinite(value)):
+            checked[key] = value
+        else:
+            return bad
+    return checked
 
 
 def request_header(request: InferRequest, inputs: list[ipc.Descriptor]) -> RequestHeader:

@@ -16,6 +16,7 @@ Who sends what (host → stub | stub → host):
     OutputRegion  answers Grow (size 0: refused) | Grow: the running batch needs a bigger output region
     Finalize      run finalize(), then exit      | Finalized
                                                  | Log: any time (pb_utils.Logger)
+    MetricAnswer  answers an ask                 | Metric*: any time (pb_utils.MetricFamily; see its block)
 
 Decoupled models (`model_transaction_policy { decoupled: true }`):
 
@@ -136,15 +137,19 @@ class ResponseEntry(NamedTuple):
     outputs: list[Descriptor]
     error_code: int | None = None  # pb_utils.TritonError code (-1: not an int); None: no error
     error_message: str = ""
+    parameters: dict[str, object] | None = None  # InferenceResponse(parameters=...), checked by the host
 
 
 class BatchResult(NamedTuple):
-    """One entry per request of the batch, and when execute() ran (CLOCK_MONOTONIC ns, the host's clock)."""
+    """One entry per request of the batch, and when the stub took the batch up and was done with it (outputs
+    written), and when execute() itself started and returned (CLOCK_MONOTONIC ns, the host's clock)."""
 
     seq: int
     responses: list[ResponseEntry]
     started_ns: int
     finished_ns: int
+    execute_started_ns: int = 0
+    execute_finished_ns: int = 0
 
 
 class BatchFailed(NamedTuple):
@@ -163,10 +168,13 @@ class Grow(NamedTuple):
 
 
 class Log(NamedTuple):
-    """One pb_utils.Logger line (level: 0 info, 1 warning, 2 error, 3 verbose)."""
+    """One pb_utils.Logger line (level: 0 info, 1 warning, 2 error, 3 verbose), with the file and line of the
+    model code that logged it ("" and 0: the stub's own line)."""
 
     level: int
     text: str
+    file: str = ""
+    line: int = 0
 
 
 class Finalized(NamedTuple):
@@ -215,11 +223,79 @@ class ResponseGrow(NamedTuple):  # stub → host
     size: int
 
 
-HostMessage = Init | Execute | OutputRegion | Finalize | ResponseRead | ResponseRegion | Cancel
+# -- custom metrics (pb_utils.MetricFamily) -----------------------------------------------------------------------
+# Stub → host, aside messages (any time, from any thread of the model). The ids of families and metrics are the
+# stub's own; the host checks them per instance. An `ask` is answered by MetricAnswer with the same ask; updates
+# and deletes are not answered (the stub checks kinds and values first, the host again). Values that are not
+# finite travel as "NaN", "+Inf" or "-Inf" (JSON has no such numbers).
+
+
+class MetricFamilyNew(NamedTuple):
+    ask: int
+    family: int
+    name: str
+    description: str
+    kind: int  # 0 counter, 1 gauge, 2 histogram
+
+
+class MetricNew(NamedTuple):
+    ask: int
+    metric: int
+    family: int
+    labels: dict[str, str]
+    buckets: list[float] | None  # histograms only
+
+
+class MetricUpdate(NamedTuple):
+    metric: int
+    op: int  # 0 increment, 1 set, 2 observe
+    value: float | str
+
+
+class MetricValue(NamedTuple):
+    ask: int
+    metric: int
+
+
+class MetricDelete(NamedTuple):
+    """The model dropped its MetricFamily (kind 0: with its metrics) or Metric (kind 1) object."""
+
+    kind: int
+    id: int
+
+
+class MetricAnswer(NamedTuple):  # host → stub
+    """The answer to an ask: the value (MetricValue), or the error for the model ("" if none)."""
+
+    ask: int
+    value: float | str
+    error: str
+
+
+METRIC_MESSAGES = (MetricFamilyNew, MetricNew, MetricUpdate, MetricValue, MetricDelete)
+_NON_FINITE = {"NaN": float("nan"), "+Inf": float("inf"), "-Inf": float("-inf")}
+
+
+def wire_float(value: float) -> float | str:
+    """`value` as a frame carries it."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return value
+
+
+def float_of(value: float | str) -> float:
+    """The number a frame carried (checked by the decoder)."""
+    return _NON_FINITE[value] if type(value) is str else float(value)
+
+
+HostMessage = Init | Execute | OutputRegion | Finalize | ResponseRead | ResponseRegion | Cancel | MetricAnswer
 StubMessage = (
     Ready | InitFailed | AutoCompleted | BatchResult | BatchFailed | Grow | Log | Finalized | Response | ResponseGrow
 )
-Message = HostMessage | StubMessage
+MetricMessage = MetricFamilyNew | MetricNew | MetricUpdate | MetricValue | MetricDelete
+Message = HostMessage | StubMessage | MetricMessage
 
 _KINDS: dict[type, str] = {
     Init: "init",
@@ -239,6 +315,12 @@ _KINDS: dict[type, str] = {
     Cancel: "cancel",
     Response: "response",
     ResponseGrow: "rgrow",
+    MetricFamilyNew: "mfam",
+    MetricNew: "mnew",
+    MetricUpdate: "mset",
+    MetricValue: "mval",
+    MetricDelete: "mdel",
+    MetricAnswer: "mans",
 }
 
 
@@ -313,20 +395,22 @@ def _check_execute(fields: list[object]) -> Execute:
 
 def _check_result(fields: list[object]) -> BatchResult:
     """From a stub (untrusted; per request, so the checks are inline)."""
-    seq, responses, started, finished = _fields(fields, 4)
-    _naturals(seq, started, finished)
+    seq, responses, started, finished, execute_started, execute_finished = _fields(fields, 6)
+    _naturals(seq, started, finished, execute_started, execute_finished)
     entries = []
     for entry in _list(responses):
-        if type(entry) is not list or len(entry) != 3:
+        if type(entry) is not list or len(entry) != 4:
             raise ProtocolError("bad response entry")
-        outputs, code, message = entry
+        outputs, code, message, parameters = entry
         if type(outputs) is not list or (code is not None and type(code) is not int) or type(message) is not str:
+            raise ProtocolError("bad response entry")
+        if parameters is not None and type(parameters) is not dict:
             raise ProtocolError("bad response entry")
         for descriptor in outputs:
             if type(descriptor) is not list:
                 raise ProtocolError("bad tensor descriptor")
         entries.append(_new(ResponseEntry, entry))
-    return _new(BatchResult, (seq, entries, started, finished))
+    return _new(BatchResult, (seq, entries, started, finished, execute_started, execute_finished))
 
 
 def _check_auto(fields: list[object]) -> AutoCompleted:
@@ -335,8 +419,8 @@ def _check_auto(fields: list[object]) -> AutoCompleted:
 
 
 def _check_log(fields: list[object]) -> Log:
-    level, text = _fields(fields, 2)
-    return Log(level if type(level) is int else 0, str(text))
+    level, text, file, line = _fields(fields, 4)
+    return Log(level if type(level) is int else 0, str(text), str(file), line if type(line) is int else 0)
 
 
 def _check_pair(kind: type[OutputRegion] | type[Grow]) -> Callable[[list[object]], OutputRegion | Grow]:
@@ -391,17 +475,68 @@ def _check_response(fields: list[object]) -> Response:
         if token or not final:
             raise ProtocolError("only a final response may be empty")
         return Response(seq, index, None, True, 0)  # type: ignore[arg-type]
-    if type(entry) is not list or len(entry) != 3:
+    if type(entry) is not list or len(entry) != 4:
         raise ProtocolError("bad response")
-    outputs, code, message = entry
+    outputs, code, message, parameters = entry
     if type(outputs) is not list or (code is not None and type(code) is not int) or type(message) is not str:
+        raise ProtocolError("bad response entry")
+    if parameters is not None and type(parameters) is not dict:
         raise ProtocolError("bad response entry")
     for descriptor in outputs:
         if type(descriptor) is not list:
             raise ProtocolError("bad tensor descriptor")
     if bool(outputs) != bool(token):
         raise ProtocolError("a response has a token exactly when it has outputs")
-    return Response(seq, index, ResponseEntry(outputs, code, message), final, token)  # type: ignore[arg-type]
+    entry = ResponseEntry(outputs, code, message, parameters)
+    return Response(seq, index, entry, final, token)  # type: ignore[arg-type]
+
+
+def _number(value: object) -> float | str:
+    if (type(value) is float or type(value) is int) or (type(value) is str and value in _NON_FINITE):
+        return value
+    raise ProtocolError("expected a number")
+
+
+def _check_metric_family(fields: list[object]) -> MetricFamilyNew:
+    ask, family, name, description, kind = _fields(fields, 5)
+    _naturals(ask, family, kind)
+    return MetricFamilyNew(ask, family, _str(name), _str(description), kind)  # type: ignore[arg-type]
+
+
+def _check_metric_new(fields: list[object]) -> MetricNew:
+    ask, metric, family, labels, buckets = _fields(fields, 5)
+    _naturals(ask, metric, family)
+    checked = _dict(labels)
+    for value in checked.values():
+        _str(value)
+    bounds = None if buckets is None else [_number(bound) for bound in _list(buckets)]
+    if bounds is not None and any(type(bound) is str for bound in bounds):
+        raise ProtocolError("bucket boundaries must be finite")
+    return MetricNew(ask, metric, family, checked, bounds)  # type: ignore[arg-type]
+
+
+def _check_metric_update(fields: list[object]) -> MetricUpdate:
+    metric, op, value = _fields(fields, 3)
+    _naturals(metric, op)
+    return MetricUpdate(metric, op, _number(value))  # type: ignore[arg-type]
+
+
+def _check_metric_value(fields: list[object]) -> MetricValue:
+    ask, metric = _fields(fields, 2)
+    _naturals(ask, metric)
+    return MetricValue(ask, metric)  # type: ignore[arg-type]
+
+
+def _check_metric_delete(fields: list[object]) -> MetricDelete:
+    kind, id_ = _fields(fields, 2)
+    _naturals(kind, id_)
+    return MetricDelete(kind, id_)  # type: ignore[arg-type]
+
+
+def _check_metric_answer(fields: list[object]) -> MetricAnswer:
+    ask, value, error = _fields(fields, 3)
+    _naturals(ask)
+    return MetricAnswer(ask, _number(value), _str(error))  # type: ignore[arg-type]
 
 
 _HOST_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
@@ -412,6 +547,7 @@ _HOST_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "read": _check_one(ResponseRead),
     "rregion": _check_one(ResponseRegion),
     "cancel": _check_cancel,
+    "mans": _check_metric_answer,
 }
 _STUB_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "ready": _check_empty(Ready),
@@ -424,6 +560,11 @@ _STUB_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "done": _check_empty(Finalized),
     "response": _check_response,
     "rgrow": _check_one(ResponseGrow),
+    "mfam": _check_metric_family,
+    "mnew": _check_metric_new,
+    "mset": _check_metric_update,
+    "mval": _check_metric_value,
+    "mdel": _check_metric_delete,
 }
 
 
@@ -449,7 +590,7 @@ def decode_host_message(payload: bytes | bytearray | memoryview) -> HostMessage:
     return _decode(payload, _HOST_MESSAGES)  # type: ignore[return-value]  # the table holds host kinds only
 
 
-def decode_stub_message(payload: bytes | bytearray | memoryview) -> StubMessage:
+def decode_stub_message(payload: bytes | bytearray | memoryview) -> StubMessage | MetricMessage:
     """A message the host received from a stub (untrusted: every field is checked).
 
     Raises:

@@ -19,16 +19,28 @@ from dataclasses import dataclass
 
 from seawall.backends.python import ipc, messages
 from seawall.backends.python.messages import (
+    METRIC_MESSAGES,
     Finalize,
     Grow,
     HostMessage,
     Log,
+    MetricAnswer,
+    MetricDelete,
+    MetricFamilyNew,
+    MetricMessage,
+    MetricNew,
+    MetricUpdate,
+    MetricValue,
     OutputRegion,
     Response,
     ResponseGrow,
     ResponseRegion,
     StubMessage,
+    float_of,
+    wire_float,
 )
+from seawall.core.custom_metrics import MetricOp, MetricsOwner, kind_of
+from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +74,18 @@ def escape_log(text: str) -> str:
     if text.isprintable():
         return text
     return text.encode("unicode_escape").decode("ascii")
+
+
+def log_model_line(label: str, level: int, text: str, file: str, line: int) -> None:
+    """One pb_utils.Logger line, as Triton prints it: `<file>:<line>] <text>` with the model file's name and
+    line (the instance's name instead when the stub logs for itself); every part is escaped."""
+    python_level = _LOG_LEVELS.get(level, logging.INFO)
+    if not file:
+        logger.log(python_level, "model instance '%s': %s", label, escape_log(text))
+        return
+    if logger.isEnabledFor(python_level):
+        name = escape_log(os.path.basename(file))
+        logger.handle(logger.makeRecord(logger.name, python_level, name, line, "%s", (escape_log(text),), None))
 
 
 class _ControlProtocol(asyncio.Protocol):
@@ -119,8 +143,18 @@ class StubProcess:
     previous reply of that slot has been read.
     """
 
-    def __init__(self, label: str, settings: StubSettings, on_death: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        label: str,
+        settings: StubSettings,
+        on_death: Callable[[str], None] | None,
+        metrics: MetricsOwner | None = None,
+        names: tuple[str, ...] = (),
+    ) -> None:
         self._label = label
+        self._names = names  # what the stub serves, for its command line (as `ps` shows it): no paths, no secrets
+        self._metrics = metrics  # the instance's custom metrics (None: refused, e.g. during auto-complete)
+        self._metric_refusals = 0  # updates refused (logged once: an honest stub checks them first)
         self._settings = settings
         self._on_death = on_death  # called once if the stub dies while not being stopped
         self._process: asyncio.SubprocessTransport | None = None
@@ -167,6 +201,7 @@ class StubProcess:
             str(out_fd),
             str(size),
             *(str(number) for number in self._settings.user or (-1, -1)),
+            *self._names,
         ]
         try:
             self._process, _ = await loop.subprocess_exec(
@@ -260,23 +295,55 @@ class StubProcess:
             os.close(fd)
         return memory
 
-    def on_message(self, message: StubMessage) -> None:
+    def on_message(self, message: StubMessage | MetricMessage) -> None:
         """Aside messages are handled here; any other answers the oldest message still unanswered."""
         if type(message) is Log:
-            level = _LOG_LEVELS.get(message.level, logging.INFO)
-            logger.log(level, "model instance '%s': %s", self._label, escape_log(message.text))
+            log_model_line(self._label, message.level, message.text, message.file, message.line)
         elif type(message) is Grow:
             self._grow_outputs(message.slot, message.size)
         elif type(message) is Response:
             self.on_response(message)
         elif type(message) is ResponseGrow:
             self._grow_responses(message.size)
+        elif type(message) in METRIC_MESSAGES:
+            self._on_metric(message)  # type: ignore[arg-type]  # one of the metric kinds
         elif self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(message)
+                waiter.set_result(message)  # type: ignore[arg-type]  # metric messages were handled above
         else:
             self.abort(f"unexpected message {type(message).__name__}")
+
+    def _on_metric(self, message: MetricMessage) -> None:
+        """A custom-metric message of the model: done on the instance's owner; asks are answered."""
+        owner = self._metrics
+        try:
+            if owner is None:
+                raise UnsupportedError("custom metrics are not available while the model is auto-completed")
+            if type(message) is MetricUpdate:
+                if not 0 <= message.op <= 2:
+                    raise InvalidArgumentError("unknown metric operation")
+                owner.apply(message.metric, MetricOp(message.op), float_of(message.value))
+                return
+            if type(message) is MetricDelete:
+                (owner.delete_family if message.kind == 0 else owner.delete_metric)(message.id)
+                return
+            value = 0.0
+            if type(message) is MetricFamilyNew:
+                owner.create_family(message.family, message.name, message.description, kind_of(message.kind))
+            elif type(message) is MetricNew:
+                buckets = None if message.buckets is None else [float_of(bound) for bound in message.buckets]
+                owner.create_metric(message.metric, message.family, message.labels, buckets)
+            elif type(message) is MetricValue:
+                value = owner.value(message.metric)
+            self.send(MetricAnswer(message.ask, wire_float(value), ""))  # type: ignore[union-attr]  # asks only
+        except SeawallError as error:
+            if type(message) is MetricUpdate or type(message) is MetricDelete:
+                self._metric_refusals += 1
+                if self._metric_refusals == 1:
+                    logger.warning("model instance '%s': a metric update was refused: %s", self._label, error.message)
+                return
+            self.send(MetricAnswer(message.ask, 0.0, error.message))  # type: ignore[union-attr]  # asks only
 
     def _grow_outputs(self, slot: int, requested: int) -> None:
         if not slot < len(self.outputs):

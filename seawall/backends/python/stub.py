@@ -1,7 +1,8 @@
 """The stub process of the python backend: loads one user `model.py` and serves the host's frames.
 
 Started as `python -P -B -u .../bootstrap.py <ctrl fd> <fd socket> <in fd> <in size> <out fd> <out size> <uid>
-<gid>` (argv holds only numbers: names and paths arrive in the Init message; bootstrap.py uses the uid and gid).
+<gid> model=<name> version=<v> instance=<instance>` (paths arrive in the Init message; bootstrap.py uses the uid
+and gid; the names are only for operators, as `ps` shows them: the stub reads nothing after the gid).
 Imports `ipc`, `messages`, `user_model`, the user's model and `triton_python_backend_utils` (via sys.path); it never
 unpickles anything. Model code comes only through `model_source` (verified source, never bytecode or
 extension modules from the model directory).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import faulthandler
 import importlib
+import itertools
 import json
 import mmap
 import os
@@ -40,6 +42,13 @@ from seawall.backends.python.messages import (
     Init,
     InitFailed,
     Log,
+    MetricAnswer,
+    MetricDelete,
+    MetricFamilyNew,
+    MetricMessage,
+    MetricNew,
+    MetricUpdate,
+    MetricValue,
     OutputRegion,
     Ready,
     RequestHeader,
@@ -96,8 +105,9 @@ class _Channel:
         self._poller = select.poll()
         self._poller.register(control, select.POLLIN)
         self.on_cancel: Callable[[Cancel], None] = lambda cancel: None
+        self._metric_answers: dict[int, MetricAnswer] = {}  # answers to model threads' asks, by ask
 
-    def send(self, message: StubMessage) -> None:
+    def send(self, message: StubMessage | MetricMessage) -> None:
         data = messages.encode(message)
         with self._lock:
             self._control.sendall(data)
@@ -119,6 +129,10 @@ class _Channel:
                     self._state.notify_all()
             elif kind is Cancel:
                 self.on_cancel(message)  # type: ignore[arg-type]
+            elif kind is MetricAnswer:
+                with self._state:
+                    self._metric_answers[message.ask] = message  # type: ignore[union-attr,assignment]
+                    self._state.notify_all()
             else:
                 self._frames.append(message)
         return True
@@ -198,6 +212,13 @@ class _Channel:
             if not self._read():
                 return None
 
+    def receive_answer(self, ask: int) -> MetricAnswer | None:
+        """The MetricAnswer to `ask` (any thread), or None once the host has gone."""
+        try:
+            return self.wait(lambda: self._metric_answers.pop(ask, None))
+        except ipc.ProtocolError:
+            return None
+
     def receive_region(self, tag: bytes, size: int, writable: bool) -> mmap.mmap:
         """Map the memfd the host sent on the fd socket under `tag` (fds for other tags are kept)."""
         with self._fd_lock:
@@ -209,6 +230,39 @@ class _Channel:
                     os.close(self._regions[data])
                 self._regions[data] = fds[0]
             return _map(self._regions.pop(tag), size, writable)
+
+
+class _StubMetrics:
+    """pb_utils.MetricFamily's way to the server from a stub: asks wait for their answer (from any thread),
+    updates and deletes are sent without one. Errors raise RuntimeError with the server's message."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+        self._asks = itertools.count(1)
+
+    def family(self, family: int, name: str, description: str, kind: int) -> None:
+        self._ask(MetricFamilyNew(next(self._asks), family, name, description, kind))
+
+    def metric(self, metric: int, family: int, labels: dict[str, str], buckets: list[float] | None) -> None:
+        self._ask(MetricNew(next(self._asks), metric, family, labels, buckets))
+
+    def apply(self, metric: int, op: int, value: float) -> None:
+        self._channel.send(MetricUpdate(metric, op, messages.wire_float(value)))
+
+    def value(self, metric: int) -> float:
+        return self._ask(MetricValue(next(self._asks), metric))
+
+    def delete(self, kind: int, id_: int) -> None:
+        self._channel.send(MetricDelete(kind, id_))
+
+    def _ask(self, message: MetricFamilyNew | MetricNew | MetricValue) -> float:
+        self._channel.send(message)
+        answer = self._channel.receive_answer(message.ask)
+        if answer is None:
+            raise RuntimeError("the server has gone")
+        if answer.error:
+            raise RuntimeError(answer.error)
+        return messages.float_of(answer.value)
 
 
 def _map(fd: int, size: int, writable: bool) -> mmap.mmap:
@@ -396,14 +450,18 @@ class _Stub:
                 self._channel.send(Finalized())
                 return
 
-    def _log(self, level: int, text: str) -> None:
-        self._channel.send(Log(level, text))
+    def _log(self, level: int, text: str, file: str = "", line: int = 0) -> None:
+        self._channel.send(Log(level, text, file, line))
 
     def _load_class(self, init: Init) -> UserObject:
         sys.dont_write_bytecode = True  # also set by -B: nothing is ever cached into the repository
         sys.path.insert(0, PB_DIR)
         self._pb = importlib.import_module(PB_MODULE)
         self._pb._set_log_sink(self._log)
+        metrics = _StubMetrics(self._channel)
+        self._pb._set_metrics_sink(lambda: metrics)
+        model_dir = os.path.dirname(init.model_file)
+        self._pb._set_model_dir(lambda: model_dir)
         finder = RepositoryFinder(ModelSource(init.model_dir, init.pins))
         module_name = os.path.splitext(os.path.basename(init.model_file))[0]
         return load_from_repository(init.model_file, module_name, init.version_dir, finder, keep_version_dir=True)
@@ -459,9 +517,11 @@ class _Stub:
             assert self._model is not None
             started = time.monotonic_ns()  # CLOCK_MONOTONIC: the host reads the same clock
             requests = [self._request(self._model, slot, header, seq, i) for i, header in enumerate(message.requests)]
+            executing = time.monotonic_ns()
             responses = self._model.execute(requests)
+            executed = time.monotonic_ns()
             entries = self._write_responses(slot, requests, responses)
-            return BatchResult(seq, entries, started, time.monotonic_ns())
+            return BatchResult(seq, entries, started, time.monotonic_ns(), executing, executed)
         except BatchError as exc:
             return BatchFailed(seq, str(exc), "")
         except Exception as exc:
@@ -490,7 +550,8 @@ class _Stub:
                 senders.append(request._sender)
                 requests.append(request)
             model.execute_decoupled(requests)
-            return BatchResult(seq, [], started, time.monotonic_ns())
+            finished = time.monotonic_ns()
+            return BatchResult(seq, [], started, finished, started, finished)
         except Exception as exc:
             for sender in senders:
                 sender._close()
@@ -560,7 +621,7 @@ class _Stub:
             descriptors: list[ipc.Descriptor] = []
             for name, datatype, array in found:
                 pending.append((descriptors, name, datatype, list(array.shape), ipc.to_payload(datatype, array)))
-            entries.append(ResponseEntry(descriptors))
+            entries.append(ResponseEntry(descriptors, None, "", getattr(response, "_parameters", None)))
         payloads = [item[4] for item in pending]
         offsets, total = ipc.layout(payloads)
         self._ensure_output_size(slot, total)

@@ -5,15 +5,17 @@ Imports numpy and the stub's wire helpers. Written from the documented API surfa
 raise TritonModelException("... not supported ..."); so does a response sender in a model that is not decoupled.
 """
 
-from __future__ import annotations
-
+import collections as _collections
+import enum as _enum
+import itertools as _itertools
 import json
-import sys
-import threading
+import sys as _sys
+import threading as _threading
+import weakref as _weakref
 
 import numpy as np
 
-from seawall.backends.python import ipc
+from seawall.backends.python import ipc as _ipc
 
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1
 TRITONSERVER_REQUEST_FLAG_SEQUENCE_END = 2
@@ -21,25 +23,25 @@ TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 TRITONSERVER_REQUEST_RELEASE_ALL = 1
 TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
 TRITONSERVER_MEMORY_CPU = 0
-TRITONSERVER_MEMORY_CPU_PINNED = 1
+_TRITONSERVER_MEMORY_CPU_PINNED = 1
 TRITONSERVER_MEMORY_GPU = 2
 
 # TRITONSERVER_DataType values, as returned by Tensor.triton_dtype()
-TRITONSERVER_TYPE_INVALID = 0
-TRITONSERVER_TYPE_BOOL = 1
-TRITONSERVER_TYPE_UINT8 = 2
-TRITONSERVER_TYPE_UINT16 = 3
-TRITONSERVER_TYPE_UINT32 = 4
-TRITONSERVER_TYPE_UINT64 = 5
-TRITONSERVER_TYPE_INT8 = 6
-TRITONSERVER_TYPE_INT16 = 7
-TRITONSERVER_TYPE_INT32 = 8
-TRITONSERVER_TYPE_INT64 = 9
-TRITONSERVER_TYPE_FP16 = 10
-TRITONSERVER_TYPE_FP32 = 11
-TRITONSERVER_TYPE_FP64 = 12
-TRITONSERVER_TYPE_BYTES = 13
-TRITONSERVER_TYPE_BF16 = 14
+_TRITONSERVER_TYPE_INVALID = 0
+_TRITONSERVER_TYPE_BOOL = 1
+_TRITONSERVER_TYPE_UINT8 = 2
+_TRITONSERVER_TYPE_UINT16 = 3
+_TRITONSERVER_TYPE_UINT32 = 4
+_TRITONSERVER_TYPE_UINT64 = 5
+_TRITONSERVER_TYPE_INT8 = 6
+_TRITONSERVER_TYPE_INT16 = 7
+_TRITONSERVER_TYPE_INT32 = 8
+_TRITONSERVER_TYPE_INT64 = 9
+_TRITONSERVER_TYPE_FP16 = 10
+_TRITONSERVER_TYPE_FP32 = 11
+_TRITONSERVER_TYPE_FP64 = 12
+_TRITONSERVER_TYPE_BYTES = 13
+_TRITONSERVER_TYPE_BF16 = 14
 
 _NAME_TO_CODE = {
     "BOOL": 1, "UINT8": 2, "UINT16": 3, "UINT32": 4, "UINT64": 5, "INT8": 6, "INT16": 7, "INT32": 8,
@@ -81,7 +83,7 @@ def numpy_to_triton_type(data_type):
     if code is not None:
         return code
     if dtype.kind in ("O", "S", "U"):
-        return TRITONSERVER_TYPE_BYTES
+        return _TRITONSERVER_TYPE_BYTES
     for np_dtype, code in _DTYPE_TO_CODE.items():  # same type, other spelling (byte order marks)
         if np_dtype == dtype:
             return code
@@ -99,12 +101,12 @@ def serialize_byte_tensor(input_tensor):
         return np.empty([0], dtype=np.object_)
     if input_tensor.dtype.kind not in ("O", "S", "U"):
         raise TritonModelException("cannot serialize bytes tensor: invalid datatype")
-    return np.asarray(ipc.serialize_bytes(input_tensor), dtype=np.object_)
+    return np.asarray(_ipc.serialize_bytes(input_tensor), dtype=np.object_)
 
 
 def deserialize_bytes_tensor(encoded_tensor):
     """Parse Triton's length-prefixed format into a 1-D object array of bytes."""
-    return ipc.deserialize_bytes(bytes(encoded_tensor))
+    return _ipc.deserialize_bytes(bytes(encoded_tensor))
 
 
 class Tensor:
@@ -201,7 +203,7 @@ class PreferredMemory:
         self.preferred_device_id = preferred_device_id
 
 
-class InferenceTrace:
+class _InferenceTrace:
     def get_context(self, mode="opentelemetry"):
         return None
 
@@ -218,7 +220,7 @@ class InferenceResponseSender:
         self._deliver = deliver
         self._cancelled = cancelled
         self._abandon = abandon
-        self._lock = threading.Lock()
+        self._lock = _threading.Lock()
         self._closed = False
 
     def send(self, response=None, flags=0):
@@ -318,7 +320,7 @@ class InferenceRequest:
 
     def trace(self):
         if self._trace is None:
-            self._trace = InferenceTrace()
+            self._trace = _InferenceTrace()
         return self._trace
 
     def requested_output_names(self):
@@ -346,11 +348,16 @@ class InferenceRequest:
 
 
 class InferenceResponse:
-    def __init__(self, output_tensors=None, error=None):
+    def __init__(self, output_tensors=None, error=None, parameters=None):
         self._outputs = list(output_tensors or [])
         if error is not None and not isinstance(error, TritonError):
             error = TritonError(str(error))
         self._error = error
+        self._parameters = _response_parameters(parameters) if parameters else None
+
+    def parameters(self):
+        """The response's parameters as a JSON object string (sent to the client beside the outputs)."""
+        return json.dumps(self._parameters or {})
 
     def output_tensors(self):
         return self._outputs
@@ -360,6 +367,17 @@ class InferenceResponse:
 
     def error(self):
         return self._error
+
+
+def _response_parameters(parameters):
+    if not isinstance(parameters, dict):
+        raise TritonModelException("InferenceResponse parameters must be a dict")
+    for key, value in parameters.items():
+        if not isinstance(key, str) or not isinstance(value, bool | int | float | str):
+            raise TritonModelException(
+                "InferenceResponse parameters: keys must be strings and values bool, int, float or str"
+            )
+    return dict(parameters)
 
 
 def get_input_tensor_by_name(inference_request, name):
@@ -407,24 +425,202 @@ def is_model_ready(model_name, model_version=""):
     raise _unsupported("is_model_ready")
 
 
-class MetricFamily:
+# -- custom metrics ------------------------------------------------------------------------------------------------
+# The server keeps the values; the sink (set by the stub, or by the server for in-process models) carries each
+# call there: family/metric/value wait for the server's answer, apply/delete do not. Objects the model drops are
+# deleted on its next metric call (a __del__ must not write to the channel: it may run in the middle of a send).
+
+
+class _MetricKind(_enum.IntEnum):
     COUNTER = 0
     GAUGE = 1
     HISTOGRAM = 2
 
+
+_MetricKind.__name__ = _MetricKind.__qualname__ = "MetricKind"
+_metric_ids = _itertools.count(1)
+_dropped_metrics = _collections.deque()  # (sink, kind 0 family / 1 metric, id) of objects the model dropped
+
+
+def _no_metrics_sink():
+    raise TritonModelException("custom metrics are not available here")
+
+
+_metrics_sink = [_no_metrics_sink]  # returns the sink of the calling model (the stub has one; in process: per model)
+
+
+def _set_metrics_sink(sink):
+    _metrics_sink[0] = sink
+
+
+def _flush_dropped_metrics():
+    while _dropped_metrics:
+        sink, kind, id_ = _dropped_metrics.popleft()
+        try:
+            sink.delete(kind, id_)
+        except Exception:
+            pass  # the server has gone, or the model unloaded: nothing left to delete
+
+
+class MetricFamily:
+    """A family of metrics of one kind, shown on the server's /metrics beside Triton's own families."""
+
+    COUNTER = _MetricKind.COUNTER
+    GAUGE = _MetricKind.GAUGE
+    HISTOGRAM = _MetricKind.HISTOGRAM
+
     def __init__(self, name, description, kind):
-        raise _unsupported("custom metrics (MetricFamily)")
+        if not isinstance(name, str) or not isinstance(description, str) or not isinstance(kind, _MetricKind):
+            raise TypeError(
+                "MetricFamily(name: str, description: str, kind: MetricFamily.COUNTER, GAUGE or HISTOGRAM): "
+                f"invoked with name={name!r}, description={description!r}, kind={kind!r}"
+            )
+        _flush_dropped_metrics()
+        self._sink = _metrics_sink[0]()
+        self._id = next(_metric_ids)
+        self._kind = kind
+        self._metrics = []  # weak references: the metrics cleared when this family goes
+        try:
+            self._sink.family(self._id, name, description, int(kind))
+        except Exception as exc:
+            self._sink = None
+            raise TritonModelException(f"Error when creating MetricFamily: {exc}") from None
+
+    def Metric(self, labels=None, buckets=None):
+        """A metric of this family with `labels` (str → str); histograms need `buckets` (a list)."""
+        if labels is not None and not isinstance(labels, dict):
+            raise TritonModelException("Failed to create metric. Labels must be a dictionary.")
+        if buckets is not None:
+            if not isinstance(buckets, list):
+                raise TritonModelException("Failed to create metric. Buckets must be a list.")
+            if self._kind != _MetricKind.HISTOGRAM:
+                raise TritonModelException("Failed to create metric. Unexpected buckets found.")
+            buckets = [_metric_number(bound) for bound in buckets]
+        elif self._kind == _MetricKind.HISTOGRAM:
+            raise TritonModelException("Failed to create metric. Missing required buckets.")
+        labels = dict(labels or {})
+        for key, value in labels.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TritonModelException("Error when creating Metric: label names and values must be strings")
+        _flush_dropped_metrics()
+        if self._sink is None:
+            raise TritonModelException("Error when creating Metric: the MetricFamily has been deleted")
+        metric = _Metric._new(self._sink, next(_metric_ids), self._kind)
+        try:
+            self._sink.metric(metric._id, self._id, labels, buckets)
+        except Exception as exc:
+            metric._cleared = True
+            raise TritonModelException(f"Error when creating Metric: {exc}") from None
+        self._metrics.append(_weakref.ref(metric))
+        return metric
+
+    def __del__(self):
+        sink, self._sink = getattr(self, "_sink", None), None
+        if sink is None:
+            return
+        for ref in self._metrics:
+            metric = ref()
+            if metric is not None:
+                metric._cleared = True  # the server deletes them with the family
+        _dropped_metrics.append((sink, 0, self._id))
 
 
-class LogLevel:
+def _metric_number(value):
+    if isinstance(value, str | bytes) or value is None:
+        raise TypeError(f"a metric value must be a number, not {type(value).__name__}")
+    return float(value)
+
+
+_KIND_NAMES = tuple(f"TRITONSERVER_METRIC_KIND_{kind}" for kind in ("COUNTER", "GAUGE", "HISTOGRAM"))
+_ALLOWED_OPS = {0: (0,), 1: (0, 1), 2: (2,)}  # kind → ops: 0 increment, 1 set, 2 observe
+_OP_TEXT = (("increment", "Increment"), ("set", "Set"), ("observe", "Observe"))
+
+
+class _Metric:
+    """One series of a MetricFamily (made by `MetricFamily.Metric`)."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Metric objects are made by MetricFamily.Metric(labels=..., buckets=...)")
+
+    @classmethod
+    def _new(cls, sink, id_, kind):
+        metric = object.__new__(cls)
+        metric._sink = sink
+        metric._id = id_
+        metric._kind = int(kind)
+        metric._cleared = False
+        return metric
+
+    def _check(self, verb):
+        if self._cleared:
+            raise TritonModelException(
+                f"Failed to {verb} metric value: Invalid metric operation as the corresponding 'MetricFamily' has "
+                "been deleted. The 'MetricFamily' object should be deleted AFTER its corresponding 'Metric' "
+                "objects have been deleted."
+            )
+
+    def _apply(self, op, value):
+        if _dropped_metrics:
+            _flush_dropped_metrics()
+        verb, name = _OP_TEXT[op]
+        value = _metric_number(value)
+        self._check(verb)
+        kind = self._kind
+        if op not in _ALLOWED_OPS[kind]:
+            raise TritonModelException(f"Failed to {verb} metric value: {_KIND_NAMES[kind]} does not support {name}")
+        if kind == 0 and not value >= 0:
+            raise TritonModelException(
+                f"Failed to increment metric value: {_KIND_NAMES[0]} can only be incremented monotonically by "
+                "non-negative values."
+            )
+        if op == 2 and value != value:
+            raise TritonModelException("Failed to observe metric value: a histogram cannot observe NaN")
+        self._sink.apply(self._id, op, value)
+
+    def increment(self, value):
+        """Add `value` (counters: not negative; gauges: any)."""
+        self._apply(0, value)
+
+    def set(self, value):
+        """Set a gauge."""
+        self._apply(1, value)
+
+    def observe(self, value):
+        """Count `value` into a histogram."""
+        self._apply(2, value)
+
+    def value(self):
+        """The value of a counter or gauge, as the server holds it."""
+        _flush_dropped_metrics()
+        self._check("get")
+        if self._kind == 2:
+            raise TritonModelException(f"Failed to get metric value: {_KIND_NAMES[2]} does not support Value")
+        try:
+            return self._sink.value(self._id)
+        except Exception as exc:
+            raise TritonModelException(f"Failed to get metric value: {exc}") from None
+
+    def __del__(self):
+        if not getattr(self, "_cleared", True):
+            self._cleared = True
+            _dropped_metrics.append((self._sink, 1, self._id))
+
+
+_Metric.__name__ = _Metric.__qualname__ = "Metric"
+
+
+class _LogLevel(_enum.IntEnum):
     INFO = 0
     WARNING = 1
     ERROR = 2
     VERBOSE = 3
 
 
-def _stderr_sink(level, message):
-    sys.stderr.write(f"{message}\n")
+_LogLevel.__name__ = _LogLevel.__qualname__ = "LogLevel"
+
+
+def _stderr_sink(level, message, filename, line):
+    _sys.stderr.write(f"{message}\n")
 
 
 _sink = [_stderr_sink]  # replaced by the stub: sends log lines to the server over the control channel
@@ -434,28 +630,58 @@ def _set_log_sink(sink):
     _sink[0] = sink
 
 
+def _log(message, level, depth):
+    """Send one line with the file and line of the model code that logged it (Triton's log shows them)."""
+    frame = _sys._getframe(depth + 1)
+    _sink[0](int(level), str(message), frame.f_code.co_filename, frame.f_lineno)
+
+
 class Logger:
-    """Writes to the server log (the server escapes every line)."""
+    """Writes to the server log as Triton does: `I1204 18:30:13.829096 <pid> model.py:18] message` (the server
+    escapes every line). Usage: `logger = pb_utils.Logger; logger.log_info(msg)`,
+    `logger.log(msg, pb_utils.Logger.WARNING)`; VERBOSE lines appear with --log-verbose > 0."""
+
+    LogLevel = _LogLevel
+    INFO = _LogLevel.INFO
+    WARNING = _LogLevel.WARNING
+    ERROR = _LogLevel.ERROR
+    VERBOSE = _LogLevel.VERBOSE
 
     @staticmethod
-    def log(msg, level=LogLevel.INFO):
-        _sink[0](int(level), str(msg))
+    def log(message, level=_LogLevel.INFO):
+        _log(message, level, 1)
 
     @staticmethod
-    def log_info(msg):
-        Logger.log(msg, LogLevel.INFO)
+    def log_info(message):
+        _log(message, _LogLevel.INFO, 1)
 
     @staticmethod
-    def log_warn(msg):
-        Logger.log(msg, LogLevel.WARNING)
+    def log_warn(message):
+        _log(message, _LogLevel.WARNING, 1)
 
     @staticmethod
-    def log_error(msg):
-        Logger.log(msg, LogLevel.ERROR)
+    def log_error(message):
+        _log(message, _LogLevel.ERROR, 1)
 
     @staticmethod
-    def log_verbose(msg):
-        Logger.log(msg, LogLevel.VERBOSE)
+    def log_verbose(message):
+        _log(message, _LogLevel.VERBOSE, 1)
+
+
+def get_model_dir():
+    """The directory of the model's file (its version directory), as Triton's stub gives it."""
+    return _model_dir[0]()
+
+
+def _no_model_dir():
+    raise TritonModelException("get_model_dir() is available to a loaded model only")
+
+
+_model_dir = [_no_model_dir]  # set by the stub (its model's directory) or, in process, per calling instance
+
+
+def _set_model_dir(getter):
+    _model_dir[0] = getter
 
 
 _INPUT_KEYS = {"name", "data_type", "dims", "optional", "format", "reshape", "is_shape_tensor",

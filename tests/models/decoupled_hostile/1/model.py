@@ -35,7 +35,7 @@ class TritonPythonModel:
             if mode == "future_batch":
                 _forge(["response", 10**9, 0, None, True, 0])
             elif mode == "bad_descriptor":
-                _forge(["response", request._seq, 0, [[["OUT", "INT32", [1], 1 << 40, 4]], None, ""], False, 1])
+                _forge(["response", request._seq, 0, [[["OUT", "INT32", [1], 1 << 40, 4]], None, "", None], False, 1])
             elif mode == "bad_grow":
                 _forge(["rgrow", 0])
             else:
