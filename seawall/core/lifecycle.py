@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from seawall.core import model_config, repoagent, repository
-from seawall.core.backend import Backend, Model, ModelConfig, ModelLoadContext
+from seawall.core.backend import Backend, Model, ModelCalls, ModelConfig, ModelLoadContext
 from seawall.core.model_config import ModelSpec
 from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.scheduler import BatchPolicy, Scheduler
@@ -94,10 +94,12 @@ class ModelLifecycle:
         options: Options,
         backend_for: Callable[[str], Backend],
         agent_for: Callable[[str], RepoAgent] = no_plugins,
+        calls: ModelCalls | None = None,
     ) -> None:
         self._options = options
         self._backend_for = backend_for
         self._agent_for = agent_for
+        self._calls = calls  # what model code may ask of the server (BLS), handed to every backend's load
         self.models: dict[str, ModelRecord] = {}
 
     async def load_all(self, locations: dict[str, repository.ModelLocation]) -> None:
@@ -248,6 +250,7 @@ class ModelLifecycle:
             auto_complete=self._options.repository.auto_complete_config,
             report_unavailable=report_unavailable,
             config_from_client=from_client,
+            calls=self._calls,
         )
         try:
             entry.labels = read_labels(config, location.path)

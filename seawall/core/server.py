@@ -21,6 +21,7 @@ from seawall.core.control import ModelControl
 from seawall.core.inference import InferencePipeline, ServedModel
 from seawall.core.lifecycle import ModelLifecycle, ModelRecord, ModelVersion
 from seawall.core.log_settings import LogSettings, LogValue
+from seawall.core.model_calls import ServerModelCalls
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
 from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.repository import is_valid_model_name as is_valid_model_name  # for frontends checking names
@@ -115,7 +116,13 @@ class InferenceServer:
         if not options.paths:
             raise InvalidArgumentError("at least one model repository is required (--model-repository)")
         started = time.monotonic()
-        self._lifecycle = ModelLifecycle(self.options, self._backend_for, self._agent_for)
+        calls = ServerModelCalls(
+            self.model,
+            self.model_ready,
+            lambda name, config, files, caller: self.load_model(name, config, files, caller=caller),
+            lambda name, dependents, caller: self.unload_model(name, dependents, caller=caller),
+        )
+        self._lifecycle = ModelLifecycle(self.options, self._backend_for, self._agent_for, calls)
         self._control = ModelControl(self.options, self._lifecycle)
         try:
             await self._control.start()

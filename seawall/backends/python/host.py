@@ -210,9 +210,13 @@ class PythonBackend:
                 "; execute() runs on the event loop, so a slow one delays every request" if mode == "inline" else "",
             )
             pb = in_process.pb_utils_module()
-            instances = [in_process.InProcessModelInstance(spec, settings, pb, mode == "inline") for spec in specs]
+            instances = [
+                in_process.InProcessModelInstance(spec, settings, pb, mode == "inline", context.calls) for spec in specs
+            ]
         else:
-            instances = [PythonModelInstance(spec, settings, context.report_unavailable) for spec in specs]
+            instances = [
+                PythonModelInstance(spec, settings, context.report_unavailable, context.calls) for spec in specs
+            ]
         results = await asyncio.gather(*(instance.start() for instance in instances), return_exceptions=True)
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from seawall.backends.python import ipc
+from seawall.backends.python import in_process_calls, ipc
 from seawall.backends.python.instance_core import InstanceSpec, request_header
 from seawall.backends.python.model_source import ModelSource, RepositoryFinder
 from seawall.backends.python.process import StubSettings, escape_log
@@ -36,7 +36,7 @@ from seawall.backends.python.user_model import (
     describe,
     load_from_repository,
 )
-from seawall.core.backend import Execution, ModelConfig
+from seawall.core.backend import Execution, ModelCalls, ModelConfig
 from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
 
@@ -94,6 +94,7 @@ def pb_utils_module() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module._set_log_sink(_log_sink)
+    module._set_call_handler(in_process_calls.InProcessCalls(module))
     sys.modules[PB_MODULE] = module
     return module
 
@@ -171,8 +172,17 @@ class _Worker:
 class InProcessModelInstance:
     """A ModelInstance whose model runs on a worker thread of the server process."""
 
-    def __init__(self, spec: InstanceSpec, settings: StubSettings, pb: ModuleType, inline: bool = False) -> None:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        settings: StubSettings,
+        pb: ModuleType,
+        inline: bool = False,
+        calls: ModelCalls | None = None,
+    ) -> None:
         self._spec = spec
+        self._calls = calls
+        self._call_context: in_process_calls.CallContext | None = None  # made at start (needs the loop)
         self._inline = inline  # execute() on the event loop thread; initialize/finalize stay on the worker
         self._last_yield = 0.0  # inline: when a batch last let the event loop run
         self._settings = settings
@@ -204,6 +214,9 @@ class InProcessModelInstance:
             UnavailableError: initialize did not finish within stub-timeout-seconds.
         """
         self._worker.start()
+        key = f"{self._spec.model_name}/{self._spec.model_version}"
+        loop = asyncio.get_running_loop()
+        self._call_context = in_process_calls.CallContext(self._calls, loop, key, self._inline, self.name)
         try:
             await self._spec.initialize(self._worker.submit(self._load), self._settings.timeout_s)
         except UnavailableError:
@@ -273,6 +286,8 @@ class InProcessModelInstance:
         """Worker thread: build pb_utils requests over the inputs (read-only, not copied), execute, collect."""
         model = self._model
         assert model is not None
+        assert self._call_context is not None
+        in_process_calls.enter(self._call_context, requests)  # BLS calls of this batch know who calls
         try:
             started = time.monotonic_ns()
             pb_requests = [self._pb_request(model, request) for request in requests]
@@ -287,6 +302,8 @@ class InProcessModelInstance:
             raise self._spec.batch_failed(str(exc), "") from None
         except BaseException as exc:  # SystemExit included: in a stub it would end the process, here the batch
             raise self._spec.batch_failed(describe(exc), _trace(exc)) from None
+        finally:
+            in_process_calls.leave()
 
     def _pb_request(self, model: UserModel, request: InferRequest) -> UserObject:
         header = request_header(request, [])

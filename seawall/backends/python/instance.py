@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import seawall.core.offload as offload
 from seawall.backends.python import ipc
+from seawall.backends.python.calls import CallServer
 from seawall.backends.python.instance_core import InstanceSpec, request_header
 from seawall.backends.python.messages import (
     BatchFailed,
@@ -29,7 +30,7 @@ from seawall.backends.python.messages import (
     StubMessage,
 )
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
-from seawall.core.backend import Execution
+from seawall.core.backend import Execution, ModelCalls
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, SeawallError, UnavailableError
 
@@ -65,8 +66,15 @@ class _Slot:
 class PythonModelInstance:
     """A ModelInstance backed by one stub process."""
 
-    def __init__(self, spec: InstanceSpec, settings: StubSettings, report_unavailable: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        settings: StubSettings,
+        report_unavailable: Callable[[str], None],
+        calls: ModelCalls | None = None,
+    ) -> None:
         self._spec = spec
+        self._call_server = CallServer(spec.model_name, spec.model_version, calls)  # BLS calls of its stubs
         self._settings = settings
         self._report_unavailable = report_unavailable
         self._ready = False  # set once initialize succeeded; deaths after that restart the stub
@@ -74,10 +82,15 @@ class PythonModelInstance:
         self._stopped = False
         self._crashes: list[float] = []  # monotonic times of recent crashes
         self._restart: asyncio.Task[None] | None = None
-        self._process = StubProcess(spec.instance_name, settings, self._on_death)
+        self._process = self._new_process()
         self._seq = 0
         self._picks = 0
         self._slots = self._new_slots()
+
+    def _new_process(self) -> StubProcess:
+        process = StubProcess(self._spec.instance_name, self._settings, self._on_death)
+        process.on_call = lambda message: self._call_server.serve(process, message)
+        return process
 
     @property
     def pipeline_depth(self) -> int:
@@ -114,7 +127,7 @@ class PythonModelInstance:
     async def _start_again(self) -> None:
         try:
             await self._process.stop(graceful=False)
-            self._process = StubProcess(self._spec.instance_name, self._settings, self._on_death)
+            self._process = self._new_process()
             self._slots = self._new_slots()  # the new stub has only slot 0's regions; old slots stay with old callers
             await self._initialize()
         except Exception as exc:  # an OSError from spawning included: the instance must not look healthy
@@ -166,6 +179,7 @@ class PythonModelInstance:
             self._restart.cancel()
             await asyncio.gather(self._restart, return_exceptions=True)
         await self._process.stop(graceful=self._ready and self._process.is_alive)
+        await self._call_server.stop()
 
     async def execute(self, requests: Sequence[InferRequest]) -> Execution:
         """Run one batch in the stub: one message out, one message back (in a free slot).
@@ -190,7 +204,7 @@ class PythonModelInstance:
                 if process is not self._process:
                     raise StubDied("restarted")
                 message = self._prepare(process, requests, slot, payloads, offsets, total)
-                slot.reply = process.submit(message)
+                slot.reply = process.submit(message, requests)
                 reply = await asyncio.shield(slot.reply)
             except StubDied as exc:
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc

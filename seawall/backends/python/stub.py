@@ -20,14 +20,18 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from seawall.backends.python import ipc, messages
+from seawall.backends.python.call_client import CallClient
 from seawall.backends.python.messages import (
     AutoCompleted,
     BatchFailed,
     BatchResult,
+    CallFailed,
+    CallResult,
     Execute,
     Finalize,
     Finalized,
@@ -53,14 +57,19 @@ from seawall.backends.python.user_model import (
     load_from_repository,
 )
 
+if TYPE_CHECKING:
+    import asyncio
+
 _RECEIVE_BYTES = 1 << 16
 
 
 class _Channel:
-    """Blocking message I/O on the control socket; sends are locked because user threads may log.
+    """Blocking message I/O on the control socket; sends are locked because user threads may log or call.
 
-    Messages that arrive while the stub waits for a particular one (an output region during a batch) are
-    kept in order for `receive`; so are region fds that arrive before the message that uses them.
+    Messages that arrive while the stub waits for a particular one (an output region during a batch, a BLS
+    call's answer) are kept in order for `receive`; so are region fds that arrive before the message that uses
+    them. Whichever thread needs a message reads the socket, one at a time (`_pump`): the main thread, a thread
+    waiting for its call's answer, or the event loop of an `async def execute` model.
     """
 
     def __init__(self, control: socket.socket, fds: socket.socket) -> None:
@@ -68,53 +77,119 @@ class _Channel:
         self._fds = fds
         self._decoder = messages.FrameDecoder(messages.decode_host_message)
         self._frames: deque[HostMessage] = deque()
+        self._answers: dict[int, CallResult | CallFailed] = {}  # BLS answers by call id, until taken
         self._buffer = bytearray(_RECEIVE_BYTES)  # reused: one recv_into per read, no allocation
         self._view = memoryview(self._buffer)
         self._regions: dict[bytes, int] = {}  # tag → fd received ahead of its message
         self._lock = threading.Lock()
+        self._state = threading.Condition()  # guards the queues and `_reading`
+        self._fd_lock = threading.Lock()
+        self._reading = False  # a thread is reading the socket (only one may)
+        self._closed = False
+        self.on_frames: Callable[[], None] | None = None  # async models: wakes the event loop for new frames
 
     def send(self, message: StubMessage) -> None:
         data = messages.encode(message)
         with self._lock:
             self._control.sendall(data)
 
-    def _read(self) -> bool:
-        count = self._control.recv_into(self._buffer)
-        if not count:
-            return False
-        self._frames.extend(self._decoder.feed(self._view[:count]))
-        return True
+    def send_fd(self, tag: bytes, fd: int) -> None:
+        """Pass a region's fd to the host under `tag` (before the message that uses it); closes `fd`."""
+        try:
+            with self._lock:
+                socket.send_fds(self._fds, [tag], [fd])
+        finally:
+            os.close(fd)
+
+    def _pump(self) -> None:
+        """With `_state` held: read the socket once (releasing `_state` meanwhile), or wait for the thread that
+        is reading."""
+        if self._reading:
+            self._state.wait()
+            return
+        self._reading = True
+        self._state.release()
+        received = None
+        try:
+            count = self._control.recv_into(self._buffer)
+            received = self._decoder.feed(self._view[:count]) if count else None
+        finally:
+            self._state.acquire()
+            self._reading = False
+            self._state.notify_all()
+        if received is None:
+            self._closed = True
+            return
+        others = False
+        for message in received:
+            if type(message) is CallResult or type(message) is CallFailed:
+                self._answers[message.call_id] = message
+            else:
+                self._frames.append(message)
+                others = True
+        if others and self.on_frames is not None:
+            self.on_frames()
 
     def receive(self) -> HostMessage | None:
         """The next message, or None once the host has gone."""
-        while not self._frames:
-            if not self._read():
-                return None
-        return self._frames.popleft()
+        with self._state:
+            while not self._frames:
+                if self._closed:
+                    return None
+                self._pump()
+            return self._frames.popleft()
+
+    def fileno(self) -> int:
+        return self._control.fileno()
+
+    def take(self) -> HostMessage | None:
+        """The next queued message without reading, or None."""
+        with self._state:
+            return self._frames.popleft() if self._frames else None
+
+    def read_available(self) -> None:
+        """The socket is readable (the event loop saw it): read once, unless another thread is reading."""
+        with self._state:
+            if not self._reading and not self._closed:
+                self._pump()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def wait_answer(self, call_id: int) -> CallResult | CallFailed | None:
+        """The answer to call `call_id`, or None once the host has gone (any thread)."""
+        with self._state:
+            while call_id not in self._answers:
+                if self._closed:
+                    return None
+                self._pump()
+            return self._answers.pop(call_id)
 
     def receive_region_answer(self) -> OutputRegion | None:
         """The first OutputRegion message; messages before it stay queued for `receive`."""
-        seen = 0
-        while True:
-            for index in range(seen, len(self._frames)):
-                frame = self._frames[index]
-                if type(frame) is OutputRegion:
-                    del self._frames[index]
-                    return frame
-            seen = len(self._frames)
-            if not self._read():
-                return None
+        with self._state:
+            while True:
+                for index, frame in enumerate(self._frames):
+                    if type(frame) is OutputRegion:
+                        del self._frames[index]
+                        return frame
+                if self._closed:
+                    return None
+                self._pump()
 
     def receive_region(self, tag: bytes, size: int, writable: bool) -> mmap.mmap:
         """Map the memfd the host sent on the fd socket under `tag` (fds for other tags are kept)."""
-        while tag not in self._regions:
-            data, fds, _, _ = socket.recv_fds(self._fds, 64, 1)
-            if len(fds) != 1:
-                raise ipc.ProtocolError("expected one region fd")
-            if data in self._regions:
-                os.close(self._regions[data])
-            self._regions[data] = fds[0]
-        return _map(self._regions.pop(tag), size, writable)
+        with self._fd_lock:
+            while tag not in self._regions:
+                data, fds, _, _ = socket.recv_fds(self._fds, 64, 1)
+                if len(fds) != 1:
+                    raise ipc.ProtocolError("expected one region fd")
+                if data in self._regions:
+                    os.close(self._regions[data])
+                self._regions[data] = fds[0]
+            fd = self._regions.pop(tag)
+        return _map(fd, size, writable)
 
 
 def _map(fd: int, size: int, writable: bool) -> mmap.mmap:
@@ -134,12 +209,20 @@ class _Stub:
         self._outputs: dict[int, mmap.mmap] = {0: outputs}  # slot → region this stub writes outputs to
         self._pb: ModuleType | None = None
         self._model: UserModel | None = None
+        self._calls: CallClient | None = None  # BLS and model control (pb_utils calls it)
+        self._order: deque[int] = deque()  # async models: seqs of the batches running, in arrival order
+        self._finished: dict[int, StubMessage] = {}  # async models: results waiting for earlier batches
 
     def run(self) -> None:
         first = self._channel.receive()
         if type(first) is not Init:
             return
         if not self._start(first):
+            return
+        assert self._calls is not None and self._model is not None
+        self._calls.serving = True
+        if self._model.is_async:
+            self._serve_async(self._model)
             return
         while (message := self._channel.receive()) is not None:
             if type(message) is Execute:
@@ -157,6 +240,8 @@ class _Stub:
         sys.path.insert(0, PB_DIR)
         self._pb = importlib.import_module(PB_MODULE)
         self._pb._set_log_sink(self._log)
+        self._calls = CallClient(self._channel, self._pb, init.args.get("model_instance_name", ""))
+        self._pb._set_call_handler(self._calls)
         finder = RepositoryFinder(ModelSource(init.model_dir, init.pins))
         module_name = os.path.splitext(os.path.basename(init.model_file))[0]
         return load_from_repository(init.model_file, module_name, init.version_dir, finder, keep_version_dir=True)
@@ -192,6 +277,8 @@ class _Stub:
         return completed
 
     def _finalize(self) -> None:
+        if self._calls is not None:
+            self._calls.serving = False
         if self._model is not None:
             try:
                 self._model.finalize()
@@ -212,6 +299,65 @@ class _Stub:
             return BatchFailed(seq, str(exc), "")
         except Exception as exc:
             return BatchFailed(seq, describe(exc), traceback.format_exc())
+
+    def _serve_async(self, model: UserModel) -> None:
+        """An `async def execute` model: each batch runs as a task of the model's event loop, so one batch's
+        awaits (BLS calls, I/O) overlap another's; results still go out in the order the batches came, as the
+        host expects (a finished batch waits for the earlier ones)."""
+        import asyncio  # only async models pay for it
+
+        loop = model.event_loop()
+        channel = self._channel
+        tasks: set[asyncio.Task[None]] = set()
+        done: asyncio.Future[bool] = loop.create_future()  # True: Finalize came; False: the host has gone
+
+        def process() -> None:
+            while (message := channel.take()) is not None:
+                if type(message) is Execute:
+                    self._order.append(message.seq)
+                    task = loop.create_task(self._execute_async(model, message))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                elif type(message) is Finalize and not done.done():
+                    done.set_result(True)
+            if channel.is_closed and not done.done():
+                done.set_result(False)
+
+        def readable() -> None:
+            channel.read_available()
+            process()
+
+        channel.on_frames = lambda: loop.call_soon_threadsafe(process)
+        loop.add_reader(channel.fileno(), readable)
+        try:
+            process()
+            finalize = loop.run_until_complete(done)
+            loop.remove_reader(channel.fileno())
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        finally:
+            channel.on_frames = None
+        if finalize:
+            self._finalize()
+            channel.send(Finalized())
+
+    async def _execute_async(self, model: UserModel, message: Execute) -> None:
+        seq = message.seq
+        result: StubMessage
+        try:
+            slot = self._receive_regions(message)
+            started = time.monotonic_ns()
+            requests = [self._request(model, slot, header) for header in message.requests]
+            responses = await model.execute_async(requests)
+            entries = self._write_responses(slot, requests, responses)
+            result = BatchResult(seq, entries, started, time.monotonic_ns())
+        except BatchError as exc:
+            result = BatchFailed(seq, str(exc), "")
+        except Exception as exc:
+            result = BatchFailed(seq, describe(exc), traceback.format_exc())
+        self._finished[seq] = result
+        while self._order and self._order[0] in self._finished:
+            self._channel.send(self._finished.pop(self._order.popleft()))
 
     def _receive_regions(self, message: Execute) -> int:
         """The message's slot, mapping the new regions it announces (a new slot, or grown inputs)."""
