@@ -37,7 +37,39 @@ def repository(root: Path) -> Path:
         shutil.copytree(source, root / source.name)
     _variant(root, "bls_pair", "instance_group [ { kind: KIND_CPU, count: 2 } ]")
     _variant(root, "bls_inprocess", 'parameters { key: "SEAWALL_IN_PROCESS" value: { string_value: "true" } }')
+    hostile = root / "bls_hostile"
+    (hostile / "1").mkdir(parents=True)
+    (hostile / "1" / "model.py").write_text(HOSTILE)
+    (hostile / "config.pbtxt").write_text((root / "bls" / "config.pbtxt").read_text().replace('"bls"', '"bls_hostile"'))
     return root
+
+
+#: a model that forges BLS messages on its stub's channel (model code runs in the stub: it can)
+HOSTILE = """
+import json
+import os
+
+import triton_python_backend_utils as pb_utils
+from seawall.backends.python import ipc
+from seawall.backends.python.messages import Call, RequestHeader
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        how = json.loads(requests[0].parameters()).get("forge", "")
+        if how:
+            channel = pb_utils._calls[0]._channel
+            descriptor = ["INPUT0", "FP32", [4], 0 if how != "outside" else 4096, 16]
+            if how == "unsealed":
+                fd = os.memfd_create("x")
+                os.ftruncate(fd, 64)
+                channel.send_fd(b"c999", fd)
+            elif how == "outside":
+                channel.send_fd(b"c999", ipc.sealed_region([0], [b"x" * 64], 64))
+            channel.send(Call(999, "add_sub", "", RequestHeader("", [descriptor], [], 0, 0, {}), 64, 0))
+            channel.wait_answer(999)
+        return [pb_utils.InferenceResponse([]) for _ in requests]
+"""
 
 
 def _variant(root: Path, name: str, extra: str) -> None:
@@ -260,6 +292,22 @@ def test_in_process_models_call_as_stubs_do(server: ServerProcess) -> None:
     )
     summary, _ = infer(server, "http", "bls_inprocess", {"target": "identity", "big_mib": 64, "batch": True})
     assert summary.tolist() == [64 * 1024 * 1024 // 4, 0, 64 * 1024 * 1024 // 4 - 1]
+
+
+@pytest.mark.parametrize("forge", ["unsealed", "outside", "no-fd"])
+def test_a_stub_that_forges_a_call_is_stopped_and_started_again(server: ServerProcess, forge: str) -> None:
+    """An unsealed region (the stub could shrink it under the server), a tensor outside its region, a region
+    that never came: the stub breaks the protocol, so it is stopped; its request fails, the server stays up."""
+    message = error_of(server, "http", "bls_hostile", {"forge": forge})
+    assert message == "model instance 'bls_hostile_0_0' crashed"
+    for _ in range(100):  # the instance is started again (bounded wait on a loaded machine)
+        try:
+            infer(server, "http", "bls_hostile", {})
+            break
+        except InferenceServerException:
+            threading.Event().wait(0.2)
+    assert infer(server, "http", "bls_hostile", {}) == (None, None)
+    assert any("stopping its stub process: bad call" in line for line in server.lines)
 
 
 def test_model_control_in_explicit_mode_is_audited(tmp_path: Path) -> None:
