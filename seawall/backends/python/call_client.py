@@ -108,8 +108,6 @@ class CallClient:
         prefix = {"ready": "Failed to check model readiness: ", "load": "Failed to load model: "}.get(
             action, "Failed to unload model: "
         )
-        if not self.serving and action != "ready":
-            raise pb.TritonModelException(prefix + OUTSIDE_EXECUTE)
         arrays = [ipc.to_payload("UINT8", _bytes_array(content)) for content in files.values()]
         offsets, size = ipc.layout(arrays)
         descriptors: list[ipc.Descriptor] = [

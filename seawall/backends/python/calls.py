@@ -33,9 +33,6 @@ _TRITON_CODES = {
     Code.ALREADY_EXISTS: 6,
     Code.CANCELLED: 7,
 }
-#: Triton's answer to a call made outside execute() (the stub refuses those itself; a stub that does not is
-#: answered the same)
-OUTSIDE_EXECUTE = "BLS is only supported during the 'execute' function."
 #: Most calls one stub may have in flight; beyond that its calls fail (a model cannot flood the server).
 MAX_CALLS_IN_FLIGHT = 256
 _EMPTY = b""
@@ -78,18 +75,18 @@ class CallServer:
 
     def serve(self, process: StubProcess, message: Call | Control) -> None:
         """Start serving `message` of `process` (from its control channel: no awaiting here)."""
-        running = [context for context in process.running() if context is not None]
-        if not running or self._calls is None:
-            text = OUTSIDE_EXECUTE if not running else "this server does not serve calls from model code"
-            process.send(CallFailed(message.call_id, 1, text))
+        if self._calls is None:
+            process.send(CallFailed(message.call_id, 1, "this server does not serve calls from model code"))
             return
         if len(self._tasks) >= MAX_CALLS_IN_FLIGHT:
             process.send(
                 CallFailed(message.call_id, 4, f"too many BLS calls in flight (at most {MAX_CALLS_IN_FLIGHT})")
             )
             return
+        # the model itself, and whoever called the executions it runs now (none: a thread of the model calls
+        # between executions, which Triton allows too)
         callers = {self._key}
-        for requests in running:
+        for requests in process.running():
             for request in requests if isinstance(requests, list | tuple) else ():
                 if isinstance(request, InferRequest):
                     callers.update(request.callers)
