@@ -123,6 +123,11 @@ def test_a_model_calls_add_sub(server: ServerProcess, protocol: str) -> None:
     assert total is None and difference.tolist() == (X - Y).tolist()  # only the requested output came back
 
 
+def test_a_model_may_write_into_the_outputs_of_a_call(server: ServerProcess) -> None:
+    total, difference = infer(server, "grpc", "bls", {"inplace": True})
+    assert total.tolist() == (X + Y + 1).tolist() and difference.tolist() == (X - Y + 1).tolist()
+
+
 @PROTOCOLS
 def test_an_async_model_awaits_several_calls(server: ServerProcess, protocol: str) -> None:
     total, difference = infer(server, protocol, "bls_async", {"calls": 3})

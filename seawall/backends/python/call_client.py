@@ -2,7 +2,7 @@
 
 Imports `ipc` and `messages` (the stub imports this module, so it stays light); pb_utils objects arrive untyped.
 A call's inputs go to the host in a sealed region this process makes (tag `c<id>`); its outputs come back in a
-sealed region the host made (tag `r<id>`), mapped read-only and used without a copy. Any thread may call: the
+sealed region the host made (tag `r<id>`), mapped copy-on-write and used without a copy. Any thread may call: the
 calling thread waits for its answer (matched by call id), reading the control channel itself if nobody else is.
 """
 
@@ -41,7 +41,7 @@ class CallChannel(Protocol):
 
     def wait_answer(self, call_id: int) -> CallResult | CallFailed | None: ...
 
-    def receive_region(self, tag: bytes, size: int, writable: bool) -> Any: ...
+    def receive_region(self, tag: bytes, size: int, writable: bool, private: bool = False) -> Any: ...
 
 
 class CallClient:
@@ -175,12 +175,13 @@ class CallClient:
         self._channel.send(message)
 
     def _outputs(self, call_id: int, answer: CallResult) -> list[UserObject]:
-        """The response's tensors, views of the region the host made (read-only, never copied)."""
+        """The response's tensors, views of the region the host made (copy-on-write: never copied unless the
+        model writes into them)."""
         tensor = self._pb.Tensor
         if not answer.size:
             region: Any = b""
         else:
-            region = self._channel.receive_region(b"r%d" % answer.call_id, answer.size, False)
+            region = self._channel.receive_region(b"r%d" % answer.call_id, answer.size, False, private=True)
         outputs = []
         for descriptor in answer.outputs:
             if type(descriptor) is not list:

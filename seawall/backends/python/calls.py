@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mmap
+import os
 from collections.abc import Sequence
 
 import seawall.core.offload as offload
@@ -79,9 +80,14 @@ class CallServer:
             process.send(CallFailed(message.call_id, 1, "this server does not serve calls from model code"))
             return
         if len(self._tasks) >= MAX_CALLS_IN_FLIGHT:
-            process.send(
-                CallFailed(message.call_id, 4, f"too many BLS calls in flight (at most {MAX_CALLS_IN_FLIGHT})")
-            )
+            try:
+                if message.size:
+                    os.close(process.receive_fd(b"c%d" % message.call_id))  # the region is not used
+            except ipc.ProtocolError as exc:
+                process.abort(f"bad call: {exc}")
+                return
+            text = f"too many BLS calls in flight (at most {MAX_CALLS_IN_FLIGHT})"
+            process.send(CallFailed(message.call_id, 4, text))
             return
         # the model itself, and whoever called the executions it runs now (none: a thread of the model calls
         # between executions, which Triton allows too)

@@ -178,7 +178,7 @@ class _Channel:
                     return None
                 self._pump()
 
-    def receive_region(self, tag: bytes, size: int, writable: bool) -> mmap.mmap:
+    def receive_region(self, tag: bytes, size: int, writable: bool, private: bool = False) -> mmap.mmap:
         """Map the memfd the host sent on the fd socket under `tag` (fds for other tags are kept)."""
         with self._fd_lock:
             while tag not in self._regions:
@@ -189,11 +189,15 @@ class _Channel:
                     os.close(self._regions[data])
                 self._regions[data] = fds[0]
             fd = self._regions.pop(tag)
-        return _map(fd, size, writable)
+        return _map(fd, size, writable, private)
 
 
-def _map(fd: int, size: int, writable: bool) -> mmap.mmap:
+def _map(fd: int, size: int, writable: bool, private: bool = False) -> mmap.mmap:
+    """Map a region's fd (and close it). `private`: copy-on-write, so a model may write into arrays over a
+    sealed region (a BLS call's outputs) as into any numpy array, without a copy until it does."""
     try:
+        if private:
+            return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         return mmap.mmap(fd, size, prot=prot)
     finally:

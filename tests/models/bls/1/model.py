@@ -2,9 +2,9 @@
 
 Parameters: `target` (model, default add_sub), `version`, `bls_timeout_us`, `outputs` (comma-separated
 requested outputs), `rename` ("FROM:TO", an input renamed on the way), `batch` (add a leading dimension of 1),
-`drop` (comma-separated inputs not passed on), `big_mib` (send a tensor of that many MiB instead), `inner_<name>`
-(parameter <name> of the inner request), `mode` (infer, ready, load, unload, decoupled, twice, init:
-the error a BLS call from initialize() raised).
+`drop` (comma-separated inputs not passed on), `inplace` (add 1 to the outputs in place), `big_mib` (send a
+tensor of that many MiB instead), `inner_<name>` (parameter <name> of the inner request), `mode` (infer, ready,
+load, unload, decoupled, twice, init: the error a BLS call from initialize() raised).
 Answers the callee's OUTPUT0 and OUTPUT1 (flattened), or an error response "code=<c> message=<m>" with the
 callee's error, so tests see exactly what the call returned.
 """
@@ -61,6 +61,8 @@ class TritonPythonModel:
         for name in ("OUTPUT0", "OUTPUT1"):
             tensor = pb_utils.get_output_tensor_by_name(response, name)
             if tensor is not None:
+                if parameters.get("inplace"):  # the call's outputs are numpy arrays a model may write into
+                    tensor.as_numpy()[...] += 1
                 data = tensor.as_numpy().astype(np.float32).reshape(-1)
                 if "big_mib" in parameters:  # a summary of the big tensor: size, first, last
                     data = np.array([data.size, data[0], data[-1]], dtype=np.float32)
