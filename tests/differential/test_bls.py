@@ -70,6 +70,10 @@ def _answer(server: ServerProcess, parameters: dict[str, object]) -> object:
         {"mode": "ready", "version": "1"},
         {"mode": "ready", "target": "nope"},
         {"mode": "init"},
+        {"mode": "bad", "bad": "none_input"},
+        {"mode": "bad", "bad": "empty_output"},
+        {"mode": "bad", "bad": "correlation"},
+        {"mode": "bad", "bad": "float_parameter"},
     ],
     ids=str,
 )

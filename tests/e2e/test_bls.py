@@ -250,6 +250,19 @@ def test_exec_of_a_decoupled_call_is_not_supported_yet(server: ServerProcess, pr
     )
 
 
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("none_input", "Input tensor for request with id '' and model name 'add_sub' should not be empty."),
+        ("empty_output", "Requested output name for request with id '' and model name 'add_sub' should not be empty."),
+        ("correlation", "Correlation ID must be integer or string"),
+        ("float_parameter", "Expect parameters values to have type bool/int/str, found type <class 'float'>"),
+    ],
+)
+def test_bad_arguments_of_a_call_raise_tritons_exception(server: ServerProcess, bad: str, message: str) -> None:
+    assert error_of(server, "http", "bls", {"mode": "bad", "bad": bad}) == f"exception: {message}"
+
+
 def test_a_call_from_initialize_is_refused(server: ServerProcess) -> None:
     assert error_of(server, "http", "bls", {"mode": "init"}) == (
         "exception: BLS is only supported during the 'execute' function."

@@ -4,7 +4,8 @@ Parameters: `target` (model, default add_sub), `version`, `bls_timeout_us`, `out
 requested outputs), `rename` ("FROM:TO", an input renamed on the way), `batch` (add a leading dimension of 1),
 `drop` (comma-separated inputs not passed on), `inplace` (add 1 to the outputs in place), `big_mib` (send a
 tensor of that many MiB instead), `inner_<name>` (parameter <name> of the inner request), `mode` (infer, ready,
-load, unload, decoupled, twice, init: the error a BLS call from initialize() raised).
+load, unload, decoupled, twice, init: the error a BLS call from initialize() raised, bad: the exception of the bad
+argument `bad` names).
 Answers the callee's OUTPUT0 and OUTPUT1 (flattened), or an error response "code=<c> message=<m>" with the
 callee's error, so tests see exactly what the call returned.
 """
@@ -13,6 +14,13 @@ import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+BAD = {
+    "none_input": {"inputs": [None]},
+    "empty_output": {"requested_output_names": [""]},
+    "correlation": {"correlation_id": 1.5},
+    "float_parameter": {"parameters": {"x": 1.5}},
+}
 
 
 def _error(text):
@@ -45,6 +53,11 @@ class TritonPythonModel:
                 return self._flags(True)
             if mode == "unload":
                 pb_utils.unload_model(target)
+                return self._flags(True)
+            if mode == "bad":  # one bad argument of InferenceRequest, named by parameter `bad`
+                arguments = {"model_name": target, "requested_output_names": [], "inputs": []}
+                arguments.update(BAD[parameters["bad"]])
+                pb_utils.InferenceRequest(**arguments).exec()
                 return self._flags(True)
             bls_request = self._request(request, parameters, target)
             if mode == "decoupled":
