@@ -349,7 +349,11 @@ def test_model_control_in_explicit_mode_is_audited(tmp_path: Path) -> None:
             "exception: Failed to load model: Failed to process the request for model 'bls_0_0', message: "
             "failed to load 'nope', failed to poll from model repository"
         )
-        audit = [line for line in process.lines if "action=" in line and "caller=" in line]
+        for _ in range(100):  # the server's log is read by another thread: wait (bounded) for the 4th line
+            audit = [line for line in process.lines if "action=" in line and "caller=" in line]
+            if len(audit) >= 4:
+                break
+            threading.Event().wait(0.05)
         assert [line[line.index("caller=") :] for line in audit] == [
             'caller="model bls/1 (python backend)" action="load" target="add_sub" result=OK',
             'caller="model bls/1 (python backend)" action="unload" target="add_sub" result=OK',
