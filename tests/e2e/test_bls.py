@@ -123,6 +123,21 @@ def test_a_model_calls_add_sub(server: ServerProcess, protocol: str) -> None:
     assert total is None and difference.tolist() == (X - Y).tolist()  # only the requested output came back
 
 
+def test_calls_count_in_the_callees_statistics(server: ServerProcess) -> None:
+    client = httpclient.InferenceServerClient(server.http)
+    try:
+
+        def count() -> int:
+            stats = client.get_inference_statistics("add_sub")["model_stats"][0]
+            return int(stats["inference_stats"]["success"]["count"])
+
+        before = count()
+        infer(server, "http", "bls_async", {"calls": 3})
+        assert count() == before + 3
+    finally:
+        client.close()
+
+
 def test_a_model_may_write_into_the_outputs_of_a_call(server: ServerProcess) -> None:
     total, difference = infer(server, "grpc", "bls", {"inplace": True})
     assert total.tolist() == (X + Y + 1).tolist() and difference.tolist() == (X - Y + 1).tolist()
