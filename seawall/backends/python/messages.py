@@ -16,10 +16,11 @@ Who sends what (host → stub | stub → host):
     OutputRegion  answers Grow (size 0: refused) | Grow: the running batch needs a bigger output region
     Finalize      run finalize(), then exit      | Finalized
                                                  | Log: any time (pb_utils.Logger)
-    CallResult, CallFailed (by call id)          | Call, Control: during execute() (BLS, model control)
+    CallResult, CallFailed (by call id)          | Call, Control: from model code (BLS, model control)
 
-The stub handles messages one at a time, in order, so the host matches each answer to its oldest unanswered
-message; Log and Grow are aside messages, handled as they come (`StubProcess.on_message`).
+The stub answers messages in the order they came (an `async def execute` model's batches may run at once, but
+their results still leave in order), so the host matches each answer to its oldest unanswered message; Log,
+Grow, Call and Control are aside messages, handled as they come (`StubProcess.on_message`).
 
 Growing the protocol: a kind is a NamedTuple, a line in `_KINDS` and a `_check_*` function in its direction's
 table; decoders refuse unknown kinds, so both sides change together. What fits later, existing kinds unchanged:
