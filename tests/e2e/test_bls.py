@@ -377,3 +377,36 @@ def test_model_control_in_explicit_mode_is_audited(tmp_path: Path) -> None:
         ]
     finally:
         process.stop()
+
+
+AUTO_COMPLETE = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(config):
+        try:
+            pb_utils.is_model_ready("add_sub")
+        except pb_utils.TritonModelException as exc:
+            config.add_output({"name": "REFUSED: " + str(exc), "data_type": "TYPE_FP32", "dims": [1]})
+        config.add_input({"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [1]})
+        return config
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([]) for _ in requests]
+"""
+
+
+def test_auto_complete_cannot_call_the_server(tmp_path: Path) -> None:
+    """auto_complete_config runs in a throw-away stub that no server serves: the call is refused in the stub."""
+    (tmp_path / "ac" / "1").mkdir(parents=True)
+    (tmp_path / "ac" / "1" / "model.py").write_text(AUTO_COMPLETE)
+    process = start_seawall(repository=tmp_path)
+    try:
+        config = httpclient.InferenceServerClient(process.http).get_model_config("ac")
+        assert [output["name"] for output in config["output"]] == [
+            "REFUSED: Failed to check model readiness: not available in auto_complete_config"
+        ]
+    finally:
+        process.stop()

@@ -54,6 +54,7 @@ class CallClient:
         self._ids = itertools.count(1)  # next() is atomic under the GIL: any thread may call
         self._executor: ThreadPoolExecutor | None = None  # async_exec's waiting threads
         self.serving = False
+        self.has_server = True  # False in an auto-complete stub: nobody serves its calls
 
     def stop(self) -> None:
         if self._executor is not None:
@@ -108,6 +109,8 @@ class CallClient:
         prefix = {"ready": "Failed to check model readiness: ", "load": "Failed to load model: "}.get(
             action, "Failed to unload model: "
         )
+        if not self.has_server:
+            raise pb.TritonModelException(prefix + "not available in auto_complete_config")
         arrays = [ipc.to_payload("UINT8", _bytes_array(content)) for content in files.values()]
         offsets, size = ipc.layout(arrays)
         descriptors: list[ipc.Descriptor] = [

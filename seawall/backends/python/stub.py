@@ -245,6 +245,7 @@ class _Stub:
         self._pb = importlib.import_module(PB_MODULE)
         self._pb._set_log_sink(self._log)
         self._calls = CallClient(self._channel, self._pb, init.args.get("model_instance_name", ""))
+        self._calls.has_server = init.mode == "model"
         self._pb._set_call_handler(self._calls)
         finder = RepositoryFinder(ModelSource(init.model_dir, init.pins))
         module_name = os.path.splitext(os.path.basename(init.model_file))[0]
