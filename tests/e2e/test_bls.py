@@ -149,6 +149,13 @@ def test_an_async_model_awaits_several_calls(server: ServerProcess, protocol: st
     assert total.tolist() == (3 * (X + Y)).tolist() and difference.tolist() == (X - Y).tolist()
 
 
+def test_an_async_model_that_raises_fails_its_batch_and_keeps_serving(server: ServerProcess) -> None:
+    assert error_of(server, "grpc", "bls_async", {"raise": True}) == (
+        "Failed to process the request(s) for model 'bls_async_0_0', message: ValueError: boom"
+    )
+    assert infer(server, "grpc", "bls_async", {})[0].tolist() == (X + Y).tolist()
+
+
 def test_concurrent_requests_of_an_async_model_overlap_their_awaits(server: ServerProcess) -> None:
     """Each request waits (after its call) until two requests are inside execute() at once: with one instance
     that happens only if the stub runs the second execute() while the first awaits (Triton does not:

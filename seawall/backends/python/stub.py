@@ -329,7 +329,13 @@ class _Stub:
                 done.set_result(False)
 
         def readable() -> None:
-            channel.read_available()
+            try:
+                channel.read_available()
+            except (OSError, ipc.ProtocolError):  # the host has gone (or broke the protocol): stop serving
+                loop.remove_reader(channel.fileno())
+                if not done.done():
+                    done.set_result(False)
+                return
             process()
 
         channel.on_frames = lambda: loop.call_soon_threadsafe(process)
@@ -337,7 +343,7 @@ class _Stub:
         try:
             process()
             finalize = loop.run_until_complete(done)
-            loop.remove_reader(channel.fileno())
+            loop.remove_reader(channel.fileno())  # no-op if already removed
             if tasks:
                 loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         finally:

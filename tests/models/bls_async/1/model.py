@@ -3,8 +3,8 @@
 Parameters: `target` (default add_sub), `calls` (how many calls at once, with asyncio.gather; default 1),
 `barrier` (wait, after the calls, until that many requests are inside execute() at once: proves that
 concurrent requests overlap their awaits; an error response after 20 s if they never do), `inner_<name>`
-(parameter <name> of the inner requests). Answers the sum of the calls' OUTPUT0 and their OUTPUT1, or an error
-response "code=<c> message=<m>".
+(parameter <name> of the inner requests), `raise` (execute raises ValueError). Answers the sum of the calls'
+OUTPUT0 and their OUTPUT1, or an error response "code=<c> message=<m>".
 """
 
 import asyncio
@@ -24,6 +24,8 @@ class TritonPythonModel:
 
     async def _answer(self, request):
         parameters = json.loads(request.parameters())
+        if parameters.get("raise"):
+            raise ValueError("boom")
         inputs = [pb_utils.Tensor(t.name(), t.as_numpy()) for t in request.inputs()]
         inner = {k[len("inner_") :]: v for k, v in parameters.items() if k.startswith("inner_")}
         calls = [
