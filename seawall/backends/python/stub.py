@@ -101,9 +101,9 @@ class _Channel:
         finally:
             os.close(fd)
 
-    def _pump(self) -> None:
+    def _pump(self, wait: bool = True) -> None:
         """With `_state` held: read the socket once (releasing `_state` meanwhile), or wait for the thread that
-        is reading."""
+        is reading. `wait` False: never block (another thread may have taken the bytes that woke the caller)."""
         if self._reading:
             self._state.wait()
             return
@@ -111,8 +111,10 @@ class _Channel:
         self._state.release()
         received = None
         try:
-            count = self._control.recv_into(self._buffer)
+            count = self._control.recv_into(self._buffer, 0, 0 if wait else socket.MSG_DONTWAIT)
             received = self._decoder.feed(self._view[:count]) if count else None
+        except BlockingIOError:
+            return  # (finally runs first) nothing to read now
         finally:
             self._state.acquire()
             self._reading = False
@@ -151,7 +153,7 @@ class _Channel:
         """The socket is readable (the event loop saw it): read once, unless another thread is reading."""
         with self._state:
             if not self._reading and not self._closed:
-                self._pump()
+                self._pump(wait=False)
 
     @property
     def is_closed(self) -> bool:
