@@ -94,12 +94,18 @@ def infer(
 ) -> tuple[np.ndarray, np.ndarray]:
     """OUTPUT0 and OUTPUT1 of `model` (raises InferenceServerException with the model's error)."""
     module = httpclient if protocol == "http" else grpcclient
-    client = module.InferenceServerClient(server.http if protocol == "http" else server.grpc)
+    if protocol == "http":
+        client = httpclient.InferenceServerClient(server.http, network_timeout=120)
+    else:
+        client = grpcclient.InferenceServerClient(server.grpc)
     try:
         inputs = [module.InferInput("INPUT0", list(x.shape), "FP32"), module.InferInput("INPUT1", [4], "FP32")]
         inputs[0].set_data_from_numpy(x)
         inputs[1].set_data_from_numpy(Y)
-        result = client.infer(model, inputs, parameters=parameters)
+        if protocol == "http":
+            result = client.infer(model, inputs, parameters=parameters)
+        else:  # bounded: a hang fails the test instead of the suite
+            result = client.infer(model, inputs, parameters=parameters, client_timeout=120)
         return result.as_numpy("OUTPUT0"), result.as_numpy("OUTPUT1")
     finally:
         client.close()
