@@ -12,11 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# grpc's older TCP endpoints (less CPU per call), as the container image sets them; see deploy/Dockerfile
-GRPC_EXPERIMENTS ?= -event_engine_listener,-event_engine_for_all_other_endpoints
-
 run: $(STAMP)
-	GRPC_EXPERIMENTS=$(GRPC_EXPERIMENTS) $(BIN)/seawall --model-repository=examples/models --http-port=8000 --grpc-port=8001 --metrics-port=8002
+	$(BIN)/seawall --model-repository=examples/models --http-port=8000 --grpc-port=8001 --metrics-port=8002
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist=loadfile

@@ -41,6 +41,8 @@ def workload(name: str) -> Workload:
         return Workload("identity", [("INPUT0", "FP32", np.ones(262144, dtype=np.float32))], ("OUTPUT0",))
     if name == "matmul":
         return Workload("matmul", [("INPUT0", "FP32", np.ones((1, 256), dtype=np.float32))], ("OUTPUT0",))
+    if name == "pipeline":  # the ensemble pipeline_pre -> pipeline_model -> pipeline_post
+        return Workload("pipeline", [("INPUT", "FP32", np.arange(4, dtype=np.float32))], ("OUTPUT",))
     raise ValueError(f"unknown workload {name}")
 
 

@@ -2,8 +2,8 @@
 
 Opens the bundled repository through `seawall.open_server`, runs add_sub sequentially and with N concurrent
 tasks on uvloop, and reports µs per inference, inferences/s and CPU µs per inference (server process plus
-its stub processes, read from /proc). `--in-process` and `--dynamic-batching` run a copy of the model with
-that configuration.
+its stub processes, read from /proc). `--in-process`, `--dynamic-batching` and `--instances N` run a copy of the
+model with that configuration.
 
     .venv/bin/python bench/profile_python_backend.py --seconds 3 --concurrency 1 16 32
 """
@@ -62,7 +62,7 @@ def _cpu_split() -> tuple[float, float]:
 
 
 def _repository(args: argparse.Namespace, workdir: str) -> str:
-    if not args.in_process and not args.dynamic_batching:
+    if not args.in_process and not args.dynamic_batching and args.instances == 1:
         return str(ROOT / "examples" / "models")
     target = Path(workdir) / "add_sub"
     shutil.copytree(ROOT / "examples" / "models" / "add_sub", target)
@@ -70,6 +70,8 @@ def _repository(args: argparse.Namespace, workdir: str) -> str:
     if args.dynamic_batching:
         config = config.replace("max_batch_size: 0", "max_batch_size: 64")
         config += f"\ndynamic_batching {{ max_queue_delay_microseconds: {args.queue_delay_us} }}\n"
+    if args.instances != 1:
+        config = config.replace("{ kind: KIND_CPU }", f"{{ kind: KIND_CPU count: {args.instances} }}")
     if args.in_process:
         config += '\nparameters { key: "SEAWALL_IN_PROCESS" value { string_value: "true" } }\n'
     (target / "config.pbtxt").write_text(config)
@@ -122,6 +124,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 32])
     parser.add_argument("--in-process", action="store_true", help="run model.py in the server process")
     parser.add_argument("--dynamic-batching", action="store_true", help="max_batch_size 64 + dynamic_batching")
+    parser.add_argument("--instances", type=int, default=1, help="instance_group count")
     parser.add_argument("--queue-delay-us", type=int, default=0, help="max_queue_delay_microseconds")
     args = parser.parse_args()
     uvloop.run(_main(args))

@@ -86,6 +86,8 @@ def targets(data: dict[str, Any], grouped: Cells) -> list[tuple[str, str, bool |
         ratio_row(f"identity 1 MiB c=32 {mode}: Seawall/Triton ≥ 1.0", "identity", mode, 32, "triton", 1.0)
     for mode in ("http-json", "http-binary", "grpc"):
         ratio_row(f"matmul c=64 {mode}: Seawall/Triton ≥ 1.0", "matmul", mode, 64, "triton", 1.0)
+    for mode in ("http-json", "http-binary", "grpc"):
+        ratio_row(f"pipeline (ensemble) c=32 {mode}: Seawall/Triton ≥ 1.0", "pipeline", mode, 32, "triton", 1.0)
     for mode in ("http-binary", "grpc"):
         ratio_row(f"BLS add_sub c=32 {mode}: Seawall/Triton ≥ 1.0", "bls_add_sub", mode, 32, "triton", 1.0)
     keys = sorted({k[:3] for k in grouped})
@@ -294,7 +296,7 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
     lines += [
         "Method: the three servers run side by side and serve the same workloads (Triton Python-backend models in "
         "`bench/models`, unchanged on Seawall; equivalent MLServer runtimes in `bench/mlserver`, MLServer 1.7.1 with "
-        "its default settings in its own venv; Seawall with the `GRPC_EXPERIMENTS` value its container image sets). "
+        "its default settings in its own venv; Seawall with the `seawall` command's defaults). "
         "Each cell (workload, mode, concurrency) is measured for every "
         "server in turn (A B C, A B C, ...), "
         f"{settings['reps']} repetition(s) for add_sub and {min(settings['reps'], settings['slow_reps'])} for "
@@ -315,7 +317,7 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
     lines += ["", "## Headline: throughput ratios at the target cells", ""]
     lines += _headline(grouped)
     concs = sorted({k[2] for k in grouped})
-    for workload in ("add_sub", *IN_PROCESS, "identity", "matmul"):
+    for workload in ("add_sub", *IN_PROCESS, "identity", "matmul", "pipeline"):
         modes = [m for m in ("http-json", "http-binary", "grpc") if any(k[:2] == (workload, m) for k in grouped)]
         if not modes:
             continue
@@ -408,6 +410,7 @@ def _headline(grouped: Cells) -> list[str]:
     picks += [(w, m, 32) for w in IN_PROCESS for m in ("http-json", "http-binary")]
     picks += [("identity", m, 32) for m in ("http-binary", "grpc")]
     picks += [("matmul", m, 64) for m in ("http-json", "http-binary", "grpc")]
+    picks += [("pipeline", m, 32) for m in ("http-json", "http-binary", "grpc")]
     for workload, mode, conc in picks:
         keys = [(workload, mode, conc, s) for s in SERVERS]
         if not any(k in grouped for k in keys):

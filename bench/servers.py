@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 MODELS = BENCH / "models"
 #: grpc's older TCP endpoints, set by Seawall's container image (deploy/Dockerfile); grpc reads it at import
-SEAWALL_GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints"
 #: Seawall only: add_sub opted into in-process execution under these names (Triton has no such mode; the
 #: report compares them with its add_sub), made from bench/models/add_sub by `in_process_repository`.
 IN_PROCESS_MODES = {"add_sub_inprocess": "true", "add_sub_inline": "inline"}
@@ -151,7 +150,6 @@ def start(name: str, timeout: float = 180) -> Server:
     env, cwd = dict(os.environ), ROOT
     ports = {"http": _free_port(), "grpc": _free_port(), "metrics": _free_port()}
     if name == "seawall":
-        env.setdefault("GRPC_EXPERIMENTS", SEAWALL_GRPC_EXPERIMENTS)  # as the container image runs it
         argv = [str(ROOT / ".venv" / "bin" / "python"), "-m", "seawall", f"--model-repository={MODELS}"]
         argv += [f"--model-repository={in_process_repository()}"]
         argv += ["--http-port=0", "--grpc-port=0", "--metrics-port=0"]

@@ -7,15 +7,15 @@ Imports only `options`.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from seawall.core.log_settings import LogSettings
-from seawall.listeners import LISTENERS
+from seawall.listeners import GRPC, LISTENERS, enabled
 from seawall.options import Options
+from seawall.security.report import is_loopback
 
 logger = logging.getLogger("seawall.cli")
 
@@ -145,13 +145,6 @@ def configure_logging(log: LogSettings, audit_file: str = "") -> None:
     audit_logger.setLevel(logging.INFO)
 
 
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return address == "localhost"
-
-
 def banner_rows(options: Options, version: str) -> list[tuple[str, str]]:
     """Triton's start-up option table, plus Seawall's listeners. Restriction values never appear."""
     repository = options.repository
@@ -203,36 +196,19 @@ def log_start_up(options: Options, version: str, warnings: Sequence[str], notes:
         logger.warning("%s", warning)
     for note in notes:
         logger.info("%s", note)
-    for label, flag, allow, address, restricted in (
-        ("HTTP", "http", options.http.allow, options.http.address, options.http.restricted),
-        ("GRPC", "grpc", options.grpc.allow, options.grpc.address, options.grpc.restricted),
-        ("Metrics", "metrics", options.metrics.allow, options.metrics.address, ()),
-        ("SageMaker", "sagemaker", options.sagemaker.allow, options.sagemaker.address, options.http.restricted),
-        ("Vertex AI", "vertex-ai", options.vertex.allow, options.vertex.address, options.http.restricted),
-    ):
-        if not allow:
-            continue
-        if _is_loopback(address):
-            logger.info("%s service binds %s only; set --%s-address to expose it", label, address, flag)
-        elif flag == "metrics":
-            logger.warning("Metrics service listens on %s; metrics have no access restriction", address)
-        elif not restricted:
-            restriction_flag = "--grpc-restricted-protocol" if flag == "grpc" else "--http-restricted-api"
+    for listener in enabled(options):
+        address = listener.address(options)
+        if is_loopback(address):
+            logger.info(
+                "%s service binds %s only; set --%s-address to expose it", listener.label, address, listener.flag
+            )
+        elif listener.restricted is None:
+            logger.warning("%s service listens on %s; it has no access restriction", listener.label, address)
+        elif not listener.restricted(options):
+            restriction_flag = "--grpc-restricted-protocol" if listener is GRPC else "--http-restricted-api"
             logger.warning(
                 "%s service listens on %s and no %s is set: every API is open to anyone who can reach it",
-                label,
+                listener.label,
                 address,
                 restriction_flag,
             )
-    for label, allow, address, tls in (
-        ("HTTP", options.http.allow, options.http.address, options.http.tls),
-        ("Metrics", options.metrics.allow, options.metrics.address, options.metrics.tls),
-    ):
-        if allow and not _is_loopback(address) and not (tls.use_ssl or tls.use_ssl_mutual):
-            logger.warning(
-                "%s service on %s has no TLS: requests and restriction headers travel in clear", label, address
-            )
-    if not options.repository.strict_readiness:
-        logger.warning("--strict-readiness=false: the server reports ready even when models are not")
-    if not options.repository.exit_on_error:
-        logger.warning("--exit-on-error=false: the server starts even if models fail to load")

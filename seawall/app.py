@@ -13,7 +13,7 @@ import os
 import resource
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from seawall.core import audit
 from seawall.core.log_settings import LogSettings
@@ -121,6 +121,11 @@ def _format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+#: Seconds the unload (each model's finalize) may take once the drain is over or its timeout passed; then the
+#: process exits and the kernel ends every stub (backends/python/bootstrap.py).
+STOP_GRACE_S = 5.0
+
+
 async def _drain(server: InferenceServer, timeout_secs: int) -> None:
     """Refuse new work (readiness goes false at once) and wait for accepted requests, up to the timeout."""
     server.start_draining()
@@ -132,24 +137,58 @@ async def _drain(server: InferenceServer, timeout_secs: int) -> None:
         logger.warning("exit timeout: %d request(s) still in flight are cancelled", server.inflight())
 
 
+async def _bounded(step: Awaitable[None], seconds: float, forced: asyncio.Event, what: str) -> bool:
+    """Run a shutdown step until it ends, `seconds` pass, or a second signal forces the exit. False: the step
+    was abandoned (cancelled, though grpc's stop, say, may not end on a cancel: the caller exits without it)."""
+    task = asyncio.ensure_future(step)
+    force = asyncio.ensure_future(forced.wait())
+    try:
+        await asyncio.wait((task, force), timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        force.cancel()
+    if task.done():
+        task.result()
+        return True
+    logger.warning("%s: %s is abandoned", "second signal" if forced.is_set() else "exit timeout", what)
+    task.cancel()
+    return False
+
+
+async def _stop(frontends: list[tuple[Listener, Frontend]], server: InferenceServer) -> None:
+    """Close the listeners (last started first), then unload every model (each one's finalize)."""
+    for _, frontend in reversed(frontends):
+        await frontend.stop()
+    await server.stop()
+
+
 def _audit_key_reload(caller: str, path: str, result: str, count: int) -> None:
     audit.record(caller, "reload restricted-API keys", path, result, keys=count)
 
 
 async def serve(
     options: Options, log_settings: LogSettings | None = None, read_key_file: KeyFileReader | None = None
-) -> None:
-    """Run the server with its frontends until SIGINT/SIGTERM, then drain and stop. With `read_key_file`,
-    the restricted-API key files are re-read on SIGHUP and when they change, for every listener at once.
+) -> bool:
+    """Run the server with its frontends until SIGINT/SIGTERM, then drain and stop within --exit-timeout-secs
+    (and STOP_GRACE_S for the models' finalize); a second signal exits at once. With `read_key_file`, the
+    restricted-API key files are re-read on SIGHUP and when they change, for every listener at once.
+
+    Returns False when a shutdown step was abandoned (timeout or second signal): the caller must exit the
+    process without waiting for the event loop's tasks.
 
     Raises:
         SeawallError: start-up failed.
         BindError: a listener could not bind (it names the listener).
     """
-    stop_requested = asyncio.Event()
+    stop_requested, forced = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        (forced if stop_requested.is_set() else stop_requested).set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop_requested.set)
+        loop.add_signal_handler(signum, on_signal)
+    deadline = 0.0  # when the unload must be over; 0: no shutdown asked (start-up failed)
+    clean = True
     options = _fit_connection_caps(options, _raise_fd_limit())
     server = _build_server(options, log_settings)
     keys = KeyRing(options, read_key_file or _no_key_files, _audit_key_reload)
@@ -170,11 +209,17 @@ async def serve(
         # one parseable line with every bound address, for tests and orchestration
         logger.info("Seawall ready: %s", " ".join(f"{k}={v}" for k, v in bound.items()))
         await stop_requested.wait()
-        await _drain(server, options.exit_timeout_secs)
+        deadline = time.monotonic() + options.exit_timeout_secs + STOP_GRACE_S
+        draining = _drain(server, options.exit_timeout_secs)  # which ends at its own deadline
+        clean = await _bounded(draining, options.exit_timeout_secs + 1, forced, "the drain")
     finally:
+        await keys.stop()
+        if deadline:
+            remaining = deadline - time.monotonic()
+            stopped = await _bounded(_stop(frontends, server), remaining, forced, "stopping the listeners and models")
+            clean = clean and stopped
+        else:
+            await _stop(frontends, server)
         for signum in (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if rotating else ())):
             loop.remove_signal_handler(signum)
-        await keys.stop()
-        for _, frontend in reversed(frontends):
-            await frontend.stop()
-        await server.stop()
+    return clean

@@ -598,7 +598,11 @@ def run(options: Options, log_settings: LogSettings | None = None) -> int:
     Restricted-API key files are re-read on SIGHUP and when they change (`read_key_file`)."""
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(options, log_settings, read_key_file))
+            if not runner.run(serve(options, log_settings, read_key_file)):
+                # a shutdown step was abandoned at --exit-timeout-secs or by a second signal, and what it left
+                # may not end on a cancel: exit now (the kernel ends the stubs, backends/python/bootstrap.py)
+                logging.shutdown()
+                os._exit(0)
     except (SeawallError, OSError, ExceptionGroup) as exc:
         failure = _first_failure(exc)
         if isinstance(failure, SeawallError):
@@ -633,6 +637,18 @@ def format_report(findings: Sequence[Finding]) -> str:
     return "\n".join(lines)
 
 
+#: grpc's older TCP endpoints: the thread polling the completion queue does the socket IO itself instead of handing
+#: it to EventEngine threads (measured on 2 cores: 22% less server CPU per 1 MiB gRPC inference, 2-4% for small
+#: ones). grpc reads GRPC_EXPERIMENTS when it is first imported, which the listeners do lazily, after this; a value
+#: the operator set (even empty: grpc's own default) wins.
+GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints"
+
+
+def fast_defaults(environ: dict[str, str] | os._Environ[str]) -> None:
+    """The fast settings that only the environment can carry, unless the operator chose otherwise."""
+    environ.setdefault("GRPC_EXPERIMENTS", GRPC_EXPERIMENTS)
+
+
 def main(argv: list[str] | None = None) -> None:
     """`seawall [flags]`: parse tritonserver's flags, configure logging, serve; exit 1 if start-up fails."""
     try:
@@ -646,6 +662,7 @@ def main(argv: list[str] | None = None) -> None:
     # the secrets are in Options now: nothing started from here on (stubs included) inherits or can read them
     confinement.forget_secrets(os.environ, command_line.secret_variables, command_line.secret_flags)
     confinement.make_non_dumpable()
+    fast_defaults(os.environ)
     options = command_line.options
     findings = assess(options)
     if command_line.security_report:

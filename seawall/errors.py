@@ -64,6 +64,10 @@ class UnsupportedError(SeawallError):
     code = Code.UNSUPPORTED
 
 
+class DecoupledModelError(UnsupportedError):
+    """A unary inference call on a decoupled model; each frontend answers with Triton's own message for it."""
+
+
 class AlreadyExistsError(SeawallError):
     code = Code.ALREADY_EXISTS
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from seawall.options import Options, TlsOptions
+from seawall.options import Options, Restriction, TlsOptions
 
 if TYPE_CHECKING:
     from seawall.core.server import InferenceServer
@@ -56,7 +56,18 @@ class Listener:
     settings: Callable[[Options], Endpoint]  # its options section
     build: Factory
     http_style: bool  # served by the HTTP/1.1 server (shares the body budget and the descriptor caps)
+    label: str  # how the security report and the start-up log name it
+    flag: str  # its `--<flag>-address` / `--allow-<flag>` name
+    # the restricted-API keys that guard it (None: no API to restrict, the metrics listener)
+    restricted: Callable[[Options], tuple[Restriction, ...]] | None
+    # it serves the model-repository (load/unload) API under these options
+    loads_models: Callable[[Options], bool]
     tls: Callable[[Options], TlsOptions] | None = None  # its TLS settings, when it can serve TLS
+
+    def address(self, options: Options) -> str:
+        """Where it binds (the metrics listener follows --http-address unless told otherwise)."""
+        address = self.settings(options).address
+        return address or options.http.address if self.key == "metrics" else address
 
 
 class BindError(OSError):
@@ -111,6 +122,10 @@ HTTP = Listener(
     bind_name="HTTP",
     settings=lambda o: o.http,
     build=_http,
+    label="HTTP",
+    flag="http",
+    restricted=lambda o: o.http.restricted,
+    loads_models=lambda o: True,
     http_style=True,
     tls=lambda o: o.http.tls,
 )
@@ -123,6 +138,10 @@ GRPC = Listener(
     bind_name="GRPC",
     settings=lambda o: o.grpc,
     build=_grpc,
+    label="gRPC",
+    flag="grpc",
+    restricted=lambda o: o.grpc.restricted,
+    loads_models=lambda o: True,
     http_style=False,
     tls=lambda o: o.grpc.tls,
 )
@@ -135,6 +154,10 @@ METRICS = Listener(
     bind_name="Metrics",
     settings=lambda o: o.metrics,
     build=_metrics,
+    label="Metrics",
+    flag="metrics",
+    restricted=None,
+    loads_models=lambda o: False,
     http_style=True,
     tls=lambda o: o.metrics.tls,
 )
@@ -147,6 +170,10 @@ SAGEMAKER = Listener(
     bind_name="Sagemaker",
     settings=lambda o: o.sagemaker,
     build=_sagemaker,
+    label="SageMaker",
+    flag="sagemaker",
+    restricted=lambda o: o.http.restricted,
+    loads_models=lambda o: o.sagemaker.multi_model,
     http_style=True,
 )
 
@@ -158,6 +185,10 @@ VERTEX = Listener(
     bind_name="Vertex AI",
     settings=lambda o: o.vertex,
     build=_vertex,
+    label="Vertex AI",
+    flag="vertex-ai",
+    restricted=lambda o: o.http.restricted,
+    loads_models=lambda o: True,
     http_style=True,
 )
 

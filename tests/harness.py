@@ -91,8 +91,10 @@ def start_seawall(
     repository: Path | str | None = EXAMPLES,
     env: dict[str, str] | None = None,
     timeout: float = 60,
+    new_session: bool = False,
 ) -> ServerProcess:
-    """Start `python -m seawall` with ports 0 and `args`; return once every listener is bound.
+    """Start `python -m seawall` with ports 0 and `args`; return once every listener is bound. `new_session`: in a
+    process group of its own (its pid is the group's id), for tests that signal the whole group.
 
     Raises RuntimeError (with the server's output) if it exits or does not become ready in time.
     """
@@ -111,6 +113,7 @@ def start_seawall(
         text=True,
         env={**os.environ, **(env or {})},
         cwd=ROOT,
+        start_new_session=new_session,
     )
     server = ServerProcess(process)
     ready = threading.Event()

@@ -962,3 +962,54 @@ def test_security_report_of_a_locked_down_configuration(tmp_path: Path) -> None:
     assert done.returncode == (1 if findings else 0)
     # only running as root (and so model code as root) may remain (CI runs as root)
     assert all(line.startswith(("  user:", "  --model-user:")) for line in findings)
+
+
+def test_start_up_log_says_per_listener_how_exposed_it_is(caplog: pytest.LogCaptureFixture) -> None:
+    """One line per listener that is on, from the listener table: loopback ones are noted, exposed ones without
+    restriction are warned about; the risky settings themselves come once, from the security report."""
+    from seawall._cli_log import log_start_up
+    from seawall.options import GrpcOptions, HttpOptions, MetricsOptions, SageMakerOptions
+
+    options = Options(
+        http=HttpOptions(address="0.0.0.0"),
+        grpc=GrpcOptions(address="::1"),
+        metrics=MetricsOptions(address="10.1.2.3"),
+        sagemaker=SageMakerOptions(allow=True, address="0.0.0.0"),
+    )
+    with caplog.at_level(logging.INFO, logger="seawall"):
+        log_start_up(options, "x", (), ())
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if " service " in r.getMessage()]
+    assert lines == [
+        (
+            "WARNING",
+            "HTTP service listens on 0.0.0.0 and no --http-restricted-api is set: every API is open to "
+            "anyone who can reach it",
+        ),
+        ("INFO", "gRPC service binds ::1 only; set --grpc-address to expose it"),
+        ("WARNING", "Metrics service listens on 10.1.2.3; it has no access restriction"),
+        (
+            "WARNING",
+            "SageMaker service listens on 0.0.0.0 and no --http-restricted-api is set: every API is open to "
+            "anyone who can reach it",
+        ),
+    ]
+
+
+def test_grpc_experiments_default_to_the_fast_endpoints_unless_the_operator_chose() -> None:
+    """The fast gRPC setting is the `seawall` command's own default, not only `make run`'s or the image's."""
+    import subprocess
+    import sys
+
+    from seawall.cli import GRPC_EXPERIMENTS, fast_defaults
+
+    environ: dict[str, str] = {}
+    fast_defaults(environ)
+    assert environ == {"GRPC_EXPERIMENTS": "-event_engine_listener,-event_engine_for_all_other_endpoints"}
+    for chosen in ("", "event_engine_listener"):
+        environ = {"GRPC_EXPERIMENTS": chosen}
+        fast_defaults(environ)
+        assert environ == {"GRPC_EXPERIMENTS": chosen}
+    # grpc must not be loaded before main() sets it: the command line's modules never import it
+    code = "import sys, seawall.cli; print(any(m == 'grpc' or m.startswith('grpc.') for m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert (loaded.strip(), GRPC_EXPERIMENTS.startswith("-")) == ("False", True)

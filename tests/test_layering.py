@@ -149,6 +149,10 @@ def _allowed(module: str, imported: str) -> bool:
         return not own
     if module == "seawall.options":
         return not own or imported == "seawall.errors"
+    if module == "seawall.security.report":  # reads the listener table (which loads only options when imported)
+        return not own or imported.startswith(
+            ("seawall.errors", "seawall.options", "seawall.security", "seawall.listeners")
+        )
     if module.startswith("seawall.security"):
         return not own or imported.startswith(("seawall.errors", "seawall.options", "seawall.security"))
     return True  # cli, app, __init__, __main__: the composition root may import anything

@@ -1,13 +1,17 @@
 """The audit record: one line per administrative call or key reload, every field quoted so none can be forged.
 
-Imports nothing from Seawall. Lines go to the `seawall.audit` logger; the command line gives that logger its
+Imports only `errors`. Lines go to the `seawall.audit` logger; the command line gives that logger its
 own sink, which the logging extension's run-time settings never touch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
+
+from seawall.errors import SeawallError
 
 audit_logger = logging.getLogger("seawall.audit")
 
@@ -32,3 +36,14 @@ def audit_line(caller: str, action: str, target: str, result: str, **counts: int
 def record(caller: str, action: str, target: str, result: str, **counts: int) -> None:
     """Write one audit line (see `audit_line`)."""
     audit_logger.info("%s", audit_line(caller, action, target, result, **counts))
+
+
+@contextlib.contextmanager
+def audited(caller: str, action: str, target: str) -> Iterator[None]:
+    """Audit the administrative call run inside: who, what, and the result (`OK` or the error's code name)."""
+    try:
+        yield
+    except SeawallError as error:
+        record(caller, action, target[:128], error.code.name)
+        raise
+    record(caller, action, target[:128], "OK")

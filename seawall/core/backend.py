@@ -7,12 +7,14 @@ the core never imports a backend module: the composition root (`app.py`) builds 
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from seawall.core.config_proto import ModelConfig as ModelConfig
-from seawall.core.types import InferRequest, InferResponse
+from seawall.core.types import InferRequest, InferResponse, StreamResponse
 from seawall.errors import SeawallError
 
 
@@ -93,6 +95,17 @@ class Execution(list[InferResponse | SeawallError]):
         self.compute_ns = compute_ns
 
 
+class DecoupledExecution(list[SeawallError | None]):
+    """What `DecoupledModelInstance.execute_decoupled` returns once the model's execute returned: per request,
+    in order, None or that request's error; `compute_ns` as in `Execution`."""
+
+    __slots__ = ("compute_ns",)
+
+    def __init__(self, results: Iterable[SeawallError | None] = (), compute_ns: tuple[int, int] | None = None) -> None:
+        super().__init__(results)
+        self.compute_ns = compute_ns
+
+
 #: the largest `ModelInstance.pipeline_depth` the scheduler honours
 MAX_PIPELINE_DEPTH = 8
 
@@ -117,6 +130,10 @@ class ModelInstance(Protocol):
     def is_healthy(self) -> bool:
         """False once the instance can no longer execute (its process died, say)."""
         ...
+
+    # Optional (looked up with getattr, so backends without it still conform):
+    # `def cancel(self, request: InferRequest) -> None`: the client of `request`, which this instance is running,
+    # went away; the model may see it (`is_cancelled()`). Event loop thread.
 
     async def execute(self, requests: Sequence[InferRequest]) -> Execution:
         """Run a batch; one entry per request, in order: a response or that request's error.
@@ -162,6 +179,112 @@ class Backend(Protocol):
 
     async def stop(self) -> None:
         """Release backend-wide resources at server shutdown; idempotent."""
+        ...
+
+
+#: messages a decoupled request's sink holds for its reader before the backend is asked to hold back
+SINK_BUFFER = 64
+
+
+class ResponseSink:
+    """Where a decoupled model's responses to one request go, in order, until one is `final`.
+
+    The scheduler makes one per request of a decoupled model and hands it to `execute_decoupled`; the backend
+    `put`s each response (or error) as the model sends it, before or after `execute_decoupled` returned, and the
+    core's reader (`ServedModel.stream`) takes them with `get`. Buffering is bounded by agreement: `put` always
+    accepts, but once `is_full` the backend holds the model back (`when_drained` calls it back once the reader
+    caught up). `cancel()` (the reader went away, or gave up) drops what is buffered, refuses later `put`s and
+    calls the `on_cancel` callbacks, through which the backend tells the model (`is_cancelled()`).
+
+    Event loop thread only.
+    """
+
+    __slots__ = ("_buffer", "_cancel_callbacks", "_drain_callbacks", "_waiter", "cancelled", "final")
+
+    def __init__(self) -> None:
+        self._buffer: deque[StreamResponse] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._cancel_callbacks: list[Callable[[], None]] = []
+        self._drain_callbacks: list[Callable[[], None]] = []
+        self.final = False  # the final message was put
+        self.cancelled = False  # the reader gave up: nothing more is wanted
+
+    @property
+    def is_full(self) -> bool:
+        return len(self._buffer) >= SINK_BUFFER
+
+    def put(self, response: InferResponse | None, error: SeawallError | None, final: bool) -> bool:
+        """Queue one message for the reader; False (and nothing queued) once final or cancelled."""
+        if self.final or self.cancelled:
+            return False
+        self.final = final
+        self._buffer.append(StreamResponse(response, error, final))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
+    def fail(self, error: SeawallError) -> None:
+        """End the stream with `error` unless it has ended already."""
+        self.put(None, error, True)
+
+    async def get(self) -> StreamResponse:
+        """The next message, waiting for it (the reader's side; one reader)."""
+        while not self._buffer:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = self._buffer.popleft()
+        if self._drain_callbacks and len(self._buffer) < SINK_BUFFER // 2:
+            self._run(self._drain_callbacks)
+        return message
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the reader has taken enough (or cancelled); at once if not full."""
+        if self.cancelled or not self.is_full:
+            callback()
+        else:
+            self._drain_callbacks.append(callback)
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the reader cancels (at once if it has)."""
+        if self.cancelled:
+            callback()
+        else:
+            self._cancel_callbacks.append(callback)
+
+    def cancel(self) -> None:
+        """The reader wants nothing more: drop the buffer, release a held-back backend, tell the model; idempotent."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self._buffer.clear()
+        self._run(self._drain_callbacks)
+        self._run(self._cancel_callbacks)
+
+    @staticmethod
+    def _run(callbacks: list[Callable[[], None]]) -> None:
+        pending = list(callbacks)
+        callbacks.clear()
+        for callback in pending:
+            callback()
+
+
+class DecoupledModelInstance(ModelInstance, Protocol):
+    """An instance that serves decoupled models (`model_transaction_policy { decoupled: true }`)."""
+
+    async def execute_decoupled(
+        self, requests: Sequence[InferRequest], sinks: Sequence[ResponseSink]
+    ) -> DecoupledExecution:
+        """Start a batch whose responses go to `sinks` (one per request, in order); returns once the model's
+        execute returned (responses may still follow). An error in the result is put in that request's sink as
+        its final message by the scheduler, unless the model ended the stream already.
+
+        Raises:
+            SeawallError: the whole batch failed.
+        """
         ...
 
 

@@ -43,6 +43,16 @@ class ModelControl:
         self._registered: dict[str, repository.ModelLocation] = {}  # model → directory registered at run time
         self._locks: dict[str, asyncio.Lock] = {}
         self._poller: asyncio.Task[None] | None = None
+        lifecycle.locate = self._locate  # an ensemble's composing models load from the same repositories
+
+    def _locate(self, name: str) -> repository.ModelLocation | None:
+        """Where the model `name` is (registered, or in a repository, rescanned if not seen yet); None: nowhere."""
+        if name in self._registered:
+            return self._registered[name]
+        if name not in self._known:
+            self._known.update(repository.scan(self._options.repository.paths))
+        location = self._known.get(name)
+        return location if location is not None and not location.error else None
 
     @property
     def _mode(self) -> str:
@@ -128,10 +138,14 @@ class ModelControl:
             else:
                 await _remove(new_dir)  # nothing runs from the new files (the old model may still serve)
         if not record.is_ready():
-            raise InvalidArgumentError(f"load failed for model '{name}': {record.failure()};\n")
+            end = "\n" if record.is_ensemble and record.error else ";\n"  # Triton's ensemble messages have no ';'
+            raise InvalidArgumentError(f"load failed for model '{name}': {record.failure()}{end}")
 
-    async def unload(self, name: str) -> None:
+    async def unload(self, name: str, unload_dependents: bool = False) -> None:
         """Unload every version of `name` (explicit mode); unknown names are accepted, as Triton does.
+
+        The ensembles that use `name` are unloaded with it; `unload_dependents` also unloads the composing models
+        of `name` loaded only for it (see `ModelLifecycle.unload`).
 
         Raises:
             UnavailableError: not in explicit mode.
@@ -141,7 +155,7 @@ class ModelControl:
             raise UnavailableError(_NOT_EXPLICIT)
         repository.require_valid_model_name(name)
         async with self._lock(name):
-            await self._lifecycle.unload(name, self._options.exit_timeout_secs)
+            await self._lifecycle.unload(name, self._options.exit_timeout_secs, unload_dependents=unload_dependents)
             await _remove(self._override_dirs.pop(name, ""))
 
     async def register(self, name: str, model_dir: str) -> None:

@@ -11,10 +11,13 @@ Imports other `core` modules, `errors` and `options`; knows nothing about HTTP o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncGenerator
 
-from seawall.core import tensor_io
-from seawall.core.backend import ModelConfig
+from seawall.core import reshape, tensor_io
+from seawall.core.backend import ModelConfig, ResponseSink
+from seawall.core.ensemble import EnsembleScheduler
 from seawall.core.lifecycle import ModelVersion
 from seawall.core.model_config import ModelSpec
 from seawall.core.response_cache import ResponseCache, infer_cached
@@ -23,7 +26,7 @@ from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace_file import TraceFile
 from seawall.core.types import InferRequest, InferResponse, RawInputSpec, StreamResponse, Tensor
 from seawall.core.validation import check_request
-from seawall.errors import InvalidArgumentError, UnavailableError
+from seawall.errors import DecoupledModelError, InvalidArgumentError, UnavailableError
 from seawall.options import Limits
 
 
@@ -68,7 +71,7 @@ class ServedModel:
         assert entry.spec is not None and entry.scheduler is not None  # READY versions have both
         self._entry = entry
         self._pipeline = pipeline
-        self._scheduler: Scheduler = entry.scheduler
+        self._scheduler: Scheduler | EnsembleScheduler = entry.scheduler
         self.spec: ModelSpec = entry.spec  # the input and output spec requests are validated against
 
     @property
@@ -108,13 +111,18 @@ class ServedModel:
             InvalidArgumentError: inputs do not match the config (name, datatype, shape, byte size), or bad
                 shared-memory, classification or timeout parameters.
             NotFoundError: an unknown shared-memory region.
+            DecoupledModelError: the model is decoupled (its responses are served by `stream` only).
             SeawallError: the model's own error for this request, with its code.
         """
         pipeline, entry, spec = self._pipeline, self._entry, self.spec
         pipeline.check_open()
+        if self._scheduler.decoupled:
+            raise DecoupledModelError(f"model '{entry.name}' has a decoupled transaction policy: stream its responses")
         if any(tensor_io.SHM_REGION in t.parameters for t in request.inputs):
             await tensor_io.read_shm_inputs(request, pipeline.shared_memory, pipeline.limits)
         batch_size = check_request(request, spec)
+        if spec.reshaped:
+            request = reshape.model_request(request, spec)
         pipeline.inflight += 1
         traces = pipeline.traces
         trace = traces.begin(request.model_name, entry.version, request.id)
@@ -137,7 +145,8 @@ class ServedModel:
             pipeline.inflight -= 1
             if trace is not None:
                 traces.end(trace)
-        outputs = response.outputs
+        # as `_answer`, inline: no coroutine more per request on the hot path
+        outputs = response.outputs if not spec.reshaped else reshape.wire_outputs(response.outputs, spec)
         if request.outputs:
             wanted = {o.name for o in request.outputs}
             outputs = [t for t in outputs if t.name in wanted]
@@ -145,20 +154,78 @@ class ServedModel:
                 outputs = await self._requested_outputs(request, outputs)
         return InferResponse(request.model_name, str(entry.version), outputs, request.id, response.parameters)
 
+    async def _answer(self, request: InferRequest, response: InferResponse) -> InferResponse:
+        """A new response to `request` from the model's: the requested outputs, with their parameters applied."""
+        outputs = response.outputs
+        if request.outputs:
+            wanted = {o.name for o in request.outputs}
+            outputs = [t for t in outputs if t.name in wanted]
+            if any(o.parameters for o in request.outputs):
+                outputs = await self._requested_outputs(request, outputs)
+        return InferResponse(request.model_name, str(self._entry.version), outputs, request.id, response.parameters)
+
     @property
     def decoupled(self) -> bool:
         """The model may send any number of responses per request (`model_transaction_policy`)."""
-        return bool(self.config.model_transaction_policy.decoupled)
+        return self._scheduler.decoupled
 
-    async def stream(self, request: InferRequest) -> AsyncIterator[StreamResponse]:
+    async def stream(self, request: InferRequest) -> AsyncGenerator[StreamResponse, None]:
         """Run `request` and yield its response stream, one `StreamResponse` per message, the last `final`.
 
-        A model that is not decoupled yields one message. Errors of the request itself (validation, a full
-        queue, a failed execution) are raised, as by `infer`, before any message.
+        A model that is not decoupled yields one message; its errors are raised, as by `infer`, before any
+        message. A decoupled model yields its messages as it sends them (a slow reader holds the model back,
+        see `ResponseSink`); the errors of the request itself (validation, no ready instance) are raised before
+        any message, those of its execution (the model raised, its instance crashed, the queue or request
+        timeout expired) come as a final message with `error`. Closing the generator before the final message
+        (`aclose()`, or cancelling the task that iterates it) cancels the request: dropped if still queued,
+        `is_cancelled()` true in the model otherwise.
+
+        A decoupled request's `timeout` parameter bounds the whole stream (Triton's bounds only its queue wait):
+        a model that has not sent its final response by then ends the stream with an error.
 
         Raises: as `infer`.
         """
-        yield StreamResponse(await self.infer(request), None, True)
+        if not self._scheduler.decoupled:
+            yield StreamResponse(await self.infer(request), None, True)
+            return
+        pipeline, entry = self._pipeline, self._entry
+        pipeline.check_open()
+        if any(tensor_io.SHM_REGION in t.parameters for t in request.inputs):
+            await tensor_io.read_shm_inputs(request, pipeline.shared_memory, pipeline.limits)
+        batch_size = check_request(request, self.spec)
+        timeout_ns = _timeout_ns(request)
+        deadline = time.monotonic() + timeout_ns / 1e9 if timeout_ns else None
+        sink = ResponseSink()
+        assert isinstance(self._scheduler, Scheduler)  # ensembles are never decoupled
+        self._scheduler.submit_stream(request, batch_size, timeout_ns, sink)
+        pipeline.inflight += 1
+        traces = pipeline.traces
+        trace = traces.begin(request.model_name, entry.version, request.id)
+        if trace is not None:
+            trace.stamp("QUEUE_START")
+        try:
+            while True:
+                if deadline is None:
+                    message = await sink.get()
+                else:
+                    try:
+                        message = await asyncio.wait_for(sink.get(), max(deadline - time.monotonic(), 0.0))
+                    except TimeoutError:
+                        sink.cancel()
+                        yield StreamResponse(None, UnavailableError("Request timeout expired"), True)
+                        return
+                response = message.response
+                if response is not None:
+                    message = StreamResponse(await self._answer(request, response), message.error, message.final)
+                yield message
+                if message.final:
+                    return
+        finally:
+            if not sink.final:
+                sink.cancel()  # the reader went away before the end: the request is cancelled
+            pipeline.inflight -= 1
+            if trace is not None:
+                traces.end(trace)
 
     async def _requested_outputs(self, request: InferRequest, outputs: list[Tensor]) -> list[Tensor]:
         """`outputs` with the classification and shared-memory parameters of the requested outputs applied."""

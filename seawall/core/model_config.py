@@ -43,6 +43,7 @@ class IOSpec:
     datatype: str  # API name: FP32, BYTES, ...
     dims: tuple[int, ...]  # config dims, without the batch dimension
     optional: bool = False
+    reshape: tuple[int, ...] | None = None  # the shape the model sees (`reshape`), without the batch dimension
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class ModelSpec:
     input_order: tuple[str, ...]
     output_order: tuple[str, ...]
     decoupled: bool
+    reshaped: bool = False  # an input or output has a `reshape` (core/reshape.py applies them)
 
 
 def read_config(model_dir: str, config_name: str = "") -> ModelConfig | None:
@@ -126,6 +128,8 @@ def complete_defaults(config: ModelConfig, name: str) -> None:
         config.name = name
     if not config.HasField("version_policy"):
         config.version_policy.latest.num_versions = 1
+    if config.platform == "ensemble" or config.HasField("ensemble_scheduling"):
+        return  # an ensemble has no backend, instances or file: Triton completes nothing more
     backend = backend_of(config)
     if not config.default_model_filename and backend in DEFAULT_MODEL_FILENAMES:
         config.default_model_filename = DEFAULT_MODEL_FILENAMES[backend]
@@ -155,7 +159,8 @@ _REJECT = model_config_pb2.ModelQueuePolicy.REJECT
 #: load with "<feature> is not supported by Seawall yet", never loads with it silently ignored. Fields missing from
 #: here are implemented (name, platform/backend, version_policy, max_batch_size, dims/data_type/optional/
 #: label_filename, dynamic_batching's preferred_batch_size / max_queue_delay_microseconds / default_queue_policy
-#: timeouts, instance_group name/kind/count, default_model_filename, parameters, model_transaction_policy (each
+#: timeouts, instance_group name/kind/count, default_model_filename, model_warmup (core/warmup.py), input/output
+#: reshape (core/reshape.py), parameters, model_transaction_policy (each
 #: backend says whether it serves decoupled models), model_repository_agents, response_cache) or are refused
 #: elsewhere (model_operations, KIND_GPU). Pinned-memory switches mean nothing without a GPU and are accepted.
 UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
@@ -165,7 +170,6 @@ UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
     ("sequence_batching", lambda c: c.HasField("sequence_batching")),
     ("cc_model_filenames", lambda c: bool(c.cc_model_filenames)),
     ("metric_tags", lambda c: bool(c.metric_tags)),
-    ("model_warmup", lambda c: bool(c.model_warmup)),
     ("model_metrics", lambda c: c.HasField("model_metrics")),
     ("optimization.graph", lambda c: c.optimization.HasField("graph")),
     ("optimization.priority", lambda c: c.optimization.priority != _DEFAULT_PRIORITY),
@@ -192,11 +196,9 @@ UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
     ("instance_group.passive", lambda c: any(g.passive for g in c.instance_group)),
     ("instance_group.host_policy", lambda c: any(g.host_policy for g in c.instance_group)),
     ("input.format", lambda c: any(t.format != _FORMAT_NONE for t in c.input)),
-    ("input.reshape", lambda c: any(t.HasField("reshape") for t in c.input)),
     ("input.is_shape_tensor", lambda c: any(t.is_shape_tensor for t in c.input)),
     ("input.allow_ragged_batch", lambda c: any(t.allow_ragged_batch for t in c.input)),
     ("input.is_non_linear_format_io", lambda c: any(t.is_non_linear_format_io for t in c.input)),
-    ("output.reshape", lambda c: any(t.HasField("reshape") for t in c.output)),
     ("output.is_shape_tensor", lambda c: any(t.is_shape_tensor for t in c.output)),
     ("output.is_non_linear_format_io", lambda c: any(t.is_non_linear_format_io for t in c.output)),
     # the python backend's custom execution environments (conda-pack archives unpacked and run as given)
@@ -208,12 +210,8 @@ def refuse_unsupported(config: ModelConfig) -> None:
     """Refuse a config that asks for a feature Seawall does not implement (the `UNSUPPORTED_FEATURES` table).
 
     Raises:
-        InvalidArgumentError: "<feature> is not supported by Seawall yet"; ensembles are named as such.
+        InvalidArgumentError: "<feature> is not supported by Seawall yet".
     """
-    if backend_of(config) == "ensemble" or config.HasField("ensemble_scheduling"):
-        raise InvalidArgumentError(
-            "ensemble models (platform 'ensemble', ensemble_scheduling) are not supported by Seawall yet"
-        )
     for feature, is_set in UNSUPPORTED_FEATURES:
         if is_set(config):
             raise InvalidArgumentError(f"{feature} is not supported by Seawall yet")
@@ -239,6 +237,11 @@ def validate(config: ModelConfig, name: str) -> None:
     if config.model_operations.op_library_filename:
         raise InvalidArgumentError("'model_operations' (custom operation libraries) are not supported")
     refuse_unsupported(config)
+    for group in config.instance_group:  # Seawall runs on CPUs only: Triton's message on a machine without GPUs
+        if group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU:
+            raise InvalidArgumentError(
+                f"instance group {group.name} of model {name} has kind KIND_GPU but no GPUs are available"
+            )
     for kind, tensors in (("input", config.input), ("output", config.output)):
         seen: set[str] = set()
         for tensor in tensors:
@@ -251,9 +254,47 @@ def validate(config: ModelConfig, name: str) -> None:
                 raise InvalidArgumentError(f"model {kind} '{tensor.name}' must specify 'data_type'")
             if any(dim < -1 for dim in tensor.dims):
                 raise InvalidArgumentError(f"model {kind} '{tensor.name}' dimension must be integer >= -1")
+            if tensor.HasField("reshape"):
+                _check_reshape(kind, tensor.name, tuple(tensor.dims), tuple(tensor.reshape.shape), name)
     for output in config.output:
         _check_relative_path(output.label_filename, f"label_filename of output '{output.name}'")
     _check_relative_path(config.default_model_filename, "default_model_filename")
+
+
+def _check_reshape(kind: str, tensor: str, dims: tuple[int, ...], shape: tuple[int, ...], model: str) -> None:
+    """Triton's rule: the element counts of dims and reshape agree between (and around) their variable-size
+    dimensions, which must be as many in both.
+
+    Raises:
+        InvalidArgumentError: with Triton's message.
+    """
+    if any(dim == 0 or dim < -1 for dim in shape):
+        raise InvalidArgumentError(
+            f"model {kind} '{tensor}' reshape dimensions must be integer >= 1, or -1 to indicate a variable-size "
+            f"dimension for {model}"
+        )
+    dims_chunks, shape_chunks = _chunk_counts(dims), _chunk_counts(shape)
+    if (-1 in dims) != (-1 in shape):
+        raise InvalidArgumentError(f"model {kind} '{tensor}' has different size for dims and reshape for {model}")
+    if len(dims_chunks) != len(shape_chunks):
+        raise InvalidArgumentError(
+            f"model {kind} '{tensor}' has different number of variable-size dimensions for dims and reshape for {model}"
+        )
+    if dims_chunks != shape_chunks:
+        raise InvalidArgumentError(f"model {kind} '{tensor}' has different size for dims and reshape for {model}")
+
+
+def _chunk_counts(dims: tuple[int, ...]) -> list[int]:
+    """The element counts of the runs of fixed dimensions around each variable-size (-1) one."""
+    counts, current = [], 1
+    for dim in dims:
+        if dim == -1:
+            counts.append(current)
+            current = 1
+        else:
+            current *= dim
+    counts.append(current)
+    return counts
 
 
 def _check_relative_path(path: str, what: str) -> None:
@@ -267,8 +308,12 @@ def _check_relative_path(path: str, what: str) -> None:
 
 def compile_spec(config: ModelConfig) -> ModelSpec:
     """Build the read-only request-validation view of a completed, valid config."""
-    inputs = {t.name: IOSpec(t.name, _type_name(t.data_type), tuple(t.dims), t.optional) for t in config.input}
-    outputs = {t.name: IOSpec(t.name, _type_name(t.data_type), tuple(t.dims)) for t in config.output}
+    inputs = {
+        t.name: IOSpec(t.name, _type_name(t.data_type), tuple(t.dims), t.optional, _reshape_of(t)) for t in config.input
+    }
+    outputs = {
+        t.name: IOSpec(t.name, _type_name(t.data_type), tuple(t.dims), reshape=_reshape_of(t)) for t in config.output
+    }
     return ModelSpec(
         name=config.name,
         platform=config.platform or backend_of(config),
@@ -279,7 +324,16 @@ def compile_spec(config: ModelConfig) -> ModelSpec:
         input_order=tuple(inputs),
         output_order=tuple(outputs),
         decoupled=config.model_transaction_policy.decoupled,
+        reshaped=any(s.reshape is not None for s in (*inputs.values(), *outputs.values())),
     )
+
+
+def _reshape_of(tensor: Any) -> tuple[int, ...] | None:
+    """The `reshape` of a config input or output, None without one (or one that changes nothing)."""
+    if not tensor.HasField("reshape"):
+        return None
+    shape = tuple(tensor.reshape.shape)
+    return None if shape == tuple(tensor.dims) else shape
 
 
 def config_to_dict(config: Message) -> dict[str, Any]:

@@ -2,6 +2,12 @@
 
 Imports `core.backend`, `core.stats`, `core.types`, `errors`. One worker task per instance pulls from a
 shared queue; with `dynamic_batching` a worker gathers queued requests into one execution.
+
+Decoupled models: a request comes with a `ResponseSink` (`submit_stream`); the instance's `execute_decoupled`
+puts the model's responses there, and its return (the model's execute returned) is what statistics count, as
+Triton's python backend reports them. Cancellation: a request whose caller is cancelled (the awaiting task of
+`enqueue`, or the sink's reader) leaves the queue at once, counted as CANCELED; one that is running is
+reported to its instance (`cancel`, or the sink's cancel callbacks), and counted as CANCELED when it returns.
 """
 
 from __future__ import annotations
@@ -12,8 +18,16 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from seawall.core.backend import MAX_PIPELINE_DEPTH, Execution, ModelConfig, ModelInstance
+from seawall.core.backend import (
+    MAX_PIPELINE_DEPTH,
+    DecoupledExecution,
+    Execution,
+    ModelConfig,
+    ModelInstance,
+    ResponseSink,
+)
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, InferResponse
 from seawall.errors import InternalError, SeawallError, UnavailableError
@@ -25,9 +39,11 @@ logger = logging.getLogger(__name__)
 class _Pending:
     request: InferRequest
     batch_size: int
-    future: asyncio.Future[InferResponse]
+    future: asyncio.Future[Any]  # InferResponse; for a decoupled request None, once execute returned
     enqueued_ns: int
     deadline_ns: int  # 0: may wait forever
+    sink: ResponseSink | None = None  # a decoupled request's responses
+    instance: ModelInstance | None = None  # set once an instance runs it
     idle_only: bool = False  # a BLS call from this model's own executions: only an idle instance may take it
 
 
@@ -72,13 +88,20 @@ class Scheduler:
     Event loop thread only.
     """
 
-    def __init__(self, instances: Sequence[ModelInstance], policy: BatchPolicy, stats: StatsRecorder) -> None:
+    def __init__(
+        self, instances: Sequence[ModelInstance], policy: BatchPolicy, stats: StatsRecorder, decoupled: bool = False
+    ) -> None:
         self._instances = list(instances)
+        self.decoupled = decoupled  # requests come through `submit_stream`, instances have `execute_decoupled`
         self._policy = policy
         self._stats = stats
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()  # set on enqueue: the worker gathering a batch waits on it for more
-        self._idle: deque[asyncio.Future[None]] = deque()  # parked workers; each enqueued request wakes one
+        self._idle: deque[tuple[asyncio.Future[None], int]] = deque()  # parked workers (waiter, id(instance))
+        # id(instance) → its workers woken or working: a request wakes a worker of an instance at 0 (idle) first,
+        # and pipelines into a busy instance only when none is idle
+        self._claims: dict[int, int] = {id(instance): 0 for instance in self._instances}
+        self._spread = len(self._instances) > 1  # one instance: plain FIFO wake-ups (the add_sub hot path)
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() (3.11)
         self._gathering = asyncio.Lock()  # one batch forms at a time; a free worker then forms the next
         self._workers: list[asyncio.Task[None]] = []
@@ -140,7 +163,50 @@ class Scheduler:
             self._wake_all()  # the one woken might belong to a busy instance, which must leave it to an idle one
         else:
             self._wake_one()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._cancel(pending)
+            raise
+
+    def submit_stream(self, request: InferRequest, batch_size: int, timeout_ns: int, sink: ResponseSink) -> None:
+        """Queue a request of a decoupled model; its responses, or its error, go to `sink` (cancelling the sink
+        cancels the request).
+
+        Raises:
+            UnavailableError: the scheduler is stopped or no instance is healthy.
+        """
+        if self._stopped or not self._has_healthy_instance():
+            raise UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
+        future: asyncio.Future[Any] = (self._loop or asyncio.get_running_loop()).create_future()
+        now = time.monotonic_ns()
+        timeout = self._policy.timeout_ns(timeout_ns)
+        pending = _Pending(request, batch_size, future, now, now + timeout if timeout else 0, sink)
+        sink.on_cancel(lambda: self._cancel(pending))
+        self._queue.append(pending)
+        self._stats.pending += 1
+        self._wakeup.set()
+        self._wake_one()
+
+    def _cancel(self, pending: _Pending) -> None:
+        """The caller of `pending` went away: drop it if still queued (counted now), else tell its instance."""
+        now = time.monotonic_ns()
+        if pending.instance is None:
+            try:
+                self._queue.remove(pending)
+            except ValueError:  # being gathered into a batch: `_run` drops and counts it
+                if not pending.future.done():
+                    pending.future.cancel()
+                return
+            self._stats.pending -= 1
+            self._stats.record_failure("CANCELED", now - pending.enqueued_ns)
+            if not pending.future.done():
+                pending.future.cancel()
+            return
+        if pending.sink is None:
+            cancel = getattr(pending.instance, "cancel", None)
+            if cancel is not None:
+                cancel(pending.request)
 
     def _refuse_cycle(self) -> None:
         """A BLS call made (directly or through other models) by this model's own executions: it may only run on
@@ -164,27 +230,63 @@ class Scheduler:
 
     def _wake_all(self) -> None:
         while self._idle:
-            waiter = self._idle.popleft()
+            waiter, key = self._idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._claims[key] += 1
 
     def _wake_one(self) -> None:
-        """Resume one parked worker (waking them all would resume every pipelined worker per request)."""
-        while self._idle:
-            waiter = self._idle.popleft()
+        """Resume one parked worker (waking them all would resume every pipelined worker per request): one of an
+        idle instance if there is one, else of the least busy (the pipeline of a busy instance is for when no
+        instance is idle; one instance: the longest parked)."""
+        idle = self._idle
+        if self._spread:
+            claims = self._claims
+            best: tuple[asyncio.Future[None], int] | None = None
+            least = 0
+            for entry in idle:
+                load = claims[entry[1]]
+                if (best is None or load < least) and not entry[0].done():
+                    best, least = entry, load
+                    if not load:
+                        break
+            if best is not None:
+                idle.remove(best)
+                best[0].set_result(None)
+                claims[best[1]] += 1
+                return
+        while idle:
+            waiter, key = idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._claims[key] += 1
                 return
 
     async def _work(self, instance: ModelInstance) -> None:
         loop = asyncio.get_running_loop()
+        key = id(instance)
+        claims = self._claims
+        claims[key] += 1  # a worker counts as working, not idle, from its start until it parks
+        try:
+            await self._serve(instance, key, loop)
+        finally:
+            claims[key] -= 1
+
+    async def _serve(self, instance: ModelInstance, key: int, loop: asyncio.AbstractEventLoop) -> None:
+        claims = self._claims
         while instance.is_healthy():
             # A request with a queue timeout waits in this queue, not in an instance's pipeline, so that its
             # timeout still means "time until an instance starts it": only an idle instance may take it.
             if not self._queue or self._must_wait(instance):
                 waiter: asyncio.Future[None] = loop.create_future()
-                self._idle.append(waiter)
-                await waiter
+                claims[key] -= 1
+                self._idle.append((waiter, key))
+                try:
+                    await waiter  # whoever wakes it counts it as working again
+                except asyncio.CancelledError:
+                    if not waiter.done() or waiter.cancelled():
+                        claims[key] += 1  # parked when cancelled: the finally of _work takes it back off
+                    raise
                 continue
             async with self._gathering:  # with pipelined workers, two gathers would split one batch
                 if not instance.is_healthy():
@@ -229,15 +331,24 @@ class Scheduler:
     async def _run(self, instance: ModelInstance, batch: list[_Pending]) -> None:
         start = time.monotonic_ns()
         self._stats.pending -= len(batch)
-        live = [p for p in batch if not p.future.done()]  # a cancelled client leaves a done future
+        live = [p for p in batch if not p.future.done()]  # a cancelled client leaves a cancelled future
+        if len(live) < len(batch):
+            for pending in batch:
+                if pending.future.cancelled():
+                    self._stats.record_failure("CANCELED", start - pending.enqueued_ns)
         expired = [p for p in live if p.deadline_ns and p.deadline_ns < start]
         for pending in expired:
             self._stats.record_failure("REJECTED", start - pending.enqueued_ns)
-            pending.future.set_exception(UnavailableError("Request timeout expired"))
+            _fail(pending, UnavailableError("Request timeout expired"))
         if expired:
             live = [p for p in live if not p.future.done()]
         if not live:
             return
+        if self.decoupled:
+            await self._run_decoupled(instance, live, start)
+            return
+        for pending in live:
+            pending.instance = instance
         reason = "OTHER"  # an error the model returned for one request
         self._busy += len(live)
         self._running[id(instance)] = self._running.get(id(instance), 0) + 1
@@ -264,6 +375,8 @@ class Scheduler:
         began, ended = ran if ran is not None and dispatched <= ran[0] <= ran[1] <= executed else (dispatched, executed)
         for pending, result in zip(live, results, strict=True):
             if pending.future.done():
+                if pending.future.cancelled():  # the client went away while it ran
+                    self._stats.record_failure("CANCELED", time.monotonic_ns() - pending.enqueued_ns)
                 continue
             now = time.monotonic_ns()
             if isinstance(result, SeawallError):
@@ -285,12 +398,94 @@ class Scheduler:
             output_ns=time.monotonic_ns() - ended,
         )
 
+    async def _run_decoupled(self, instance: ModelInstance, live: list[_Pending], start: int) -> None:
+        """`_run` for a decoupled model: the batch's responses go to its sinks; statistics count the execution."""
+        reason = "OTHER"
+        self._busy += len(live)
+        self._running[id(instance)] = self._running.get(id(instance), 0) + 1
+        for pending in live:
+            pending.instance = instance
+        sinks = [p.sink for p in live]
+        dispatched = time.monotonic_ns()
+        try:
+            execute = getattr(instance, "execute_decoupled", None)
+            if execute is None:
+                raise InternalError(f"the backend of model '{self._stats.name}' does not serve decoupled models")
+            results: DecoupledExecution = await execute([p.request for p in live], sinks)
+            if len(results) != len(live):
+                raise InternalError("backend returned a wrong number of results")
+        except SeawallError as error:
+            reason, results = "BACKEND", DecoupledExecution([error] * len(live))
+        except Exception:
+            logger.exception("model '%s' instance '%s' failed", self._stats.name, instance.name)
+            reason, results = "BACKEND", DecoupledExecution([InternalError("internal error")] * len(live))
+        finally:
+            self._busy -= len(live)
+            self._running[id(instance)] -= 1
+            if self._queue and self._queue[0].deadline_ns:
+                self._wake_all()
+        executed = time.monotonic_ns()
+        ran = results.compute_ns
+        began, ended = ran if ran is not None and dispatched <= ran[0] <= ran[1] <= executed else (dispatched, executed)
+        for pending, result in zip(live, results, strict=True):
+            sink = pending.sink
+            assert sink is not None
+            now = time.monotonic_ns()
+            if result is not None:
+                sink.fail(result)
+            if sink.cancelled and not sink.final:
+                self._stats.record_failure("CANCELED", now - pending.enqueued_ns)
+            elif result is not None:
+                self._stats.record_failure(reason, now - pending.enqueued_ns)
+            else:
+                self._stats.record_success(
+                    request_ns=now - pending.enqueued_ns,
+                    queue_ns=start - pending.enqueued_ns + began - dispatched,
+                    input_ns=dispatched - start,
+                    infer_ns=ended - began,
+                    output_ns=now - ended,
+                )
+            if not pending.future.done():
+                pending.future.set_result(None)
+        self._stats.record_execution(
+            sum(p.batch_size for p in live),
+            input_ns=dispatched - start,
+            infer_ns=ended - began,
+            output_ns=time.monotonic_ns() - ended,
+        )
+
+    async def run_on(self, instance: ModelInstance, requests: Sequence[InferRequest]) -> None:
+        """Run `requests` (batch 1 each) as one execution of `instance`, past the queue, recorded in the
+        statistics as any other (model warmup, before the scheduler starts: Triton counts warmup there too).
+
+        Raises:
+            SeawallError: the first request's error.
+        """
+        loop = asyncio.get_running_loop()
+        now = time.monotonic_ns()
+        batch = [_Pending(request, 1, loop.create_future(), now, 0) for request in requests]
+        self._stats.pending += len(batch)
+        await self._run(instance, batch)
+        errors = [p.future.exception() for p in batch]
+        for error in errors:
+            if isinstance(error, SeawallError):
+                raise error
+
     def _fail_queued(self, error: SeawallError) -> None:
         while self._queue:
             pending = self._queue.popleft()
             self._stats.pending -= 1
             if not pending.future.done():
-                pending.future.set_exception(error)
+                _fail(pending, error)
+
+
+def _fail(pending: _Pending, error: SeawallError) -> None:
+    """Answer a request that will not run with `error` (a decoupled one in its sink: its future is not awaited)."""
+    if pending.sink is None:
+        pending.future.set_exception(error)
+    else:
+        pending.sink.fail(error)
+        pending.future.set_result(None)
 
 
 def _pipeline_depth(instance: ModelInstance) -> int:

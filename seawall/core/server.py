@@ -10,16 +10,16 @@ composition root builds. Knows nothing about HTTP or gRPC.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 
-from seawall.core import audit, repository
+from seawall.core import catalog, repository
+from seawall.core.audit import audited
 from seawall.core.backend import Backend, BackendLookup, ModelConfig
 from seawall.core.control import ModelControl
 from seawall.core.inference import InferencePipeline, ServedModel
-from seawall.core.lifecycle import ModelLifecycle, ModelRecord, ModelVersion
+from seawall.core.lifecycle import ModelLifecycle
 from seawall.core.log_settings import LogSettings, LogValue
 from seawall.core.model_calls import ServerModelCalls
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
@@ -35,17 +35,14 @@ from seawall.core.types import (
     InferResponse,
     ModelIndexEntry,
     ModelMetadata,
-    ModelState,
     ModelStatistics,
     ServerMetadata,
     SharedMemoryRegionStatus,
-    TensorMetadata,
 )
 from seawall.errors import (
     InternalError,
     InvalidArgumentError,
     NotFoundError,
-    SeawallError,
     UnavailableError,
     UnsupportedError,
 )
@@ -99,6 +96,10 @@ class InferenceServer:
         )
         # models with `response_cache { enable: true }` use the cache; None: the server has none (--cache-config)
         self._pipeline = InferencePipeline(self.shared_memory, self._traces, options.limits, response_cache)
+        # an ensemble's steps: the same pipeline without the admission gate (the ensemble's request passed it, and
+        # a draining server lets it finish, every step of it)
+        self._step_pipeline = InferencePipeline(self.shared_memory, self._traces, options.limits, response_cache)
+        self._step_pipeline.refusal = None
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None
         self._live = False
@@ -123,6 +124,7 @@ class InferenceServer:
             lambda name, dependents, caller: self.unload_model(name, dependents, caller=caller),
         )
         self._lifecycle = ModelLifecycle(self.options, self._backend_for, self._agent_for, calls)
+        self._lifecycle.resolve = self._composing_model  # an ensemble step runs through the same entry
         self._control = ModelControl(self.options, self._lifecycle)
         try:
             await self._control.start()
@@ -178,84 +180,35 @@ class InferenceServer:
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(self.options.server_id, SERVER_VERSION, EXTENSIONS)
 
-    def _record(self, name: str) -> ModelRecord | None:
-        return self._lifecycle.models.get(name) if self._lifecycle is not None else None
-
-    def _version(self, name: str, version: str) -> ModelVersion:
-        """The READY version a request addresses ("" = highest ready version).
-
-        Raises: NotFoundError, InvalidArgumentError (bad version string).
-        """
-        number = repository.parse_version(version)
-        record = self._record(name)
-        if record is None:
-            require_valid_model_name(name)
-            raise NotFoundError(f"Request for unknown model: '{name}' is not found")
-        if number == -1:
-            ready = [v for v in record.versions.values() if v.is_ready()]
-            if not ready:
-                raise UnavailableError(f"Request for unknown model: '{name}' has no available versions")
-            return max(ready, key=lambda v: v.version)
-        entry = record.versions.get(number)
-        if entry is None or not entry.is_ready():
-            raise NotFoundError(f"Request for unknown model: '{name}' version {number} is not found")
-        return entry
+    @property
+    def _models(self) -> catalog.Models:
+        return self._lifecycle.models if self._lifecycle is not None else {}
 
     def model_ready(self, name: str, version: str = "") -> bool:
         """Raises: InvalidArgumentError for a version string that is not an integer."""
         repository.parse_version(version)
         try:
-            return self._version(name, version).is_ready()
+            return catalog.ready_version(self._models, name, version).is_ready()
         except (NotFoundError, UnavailableError):
             return False
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         """Raises: NotFoundError (unknown model or version), InvalidArgumentError (bad version string)."""
-        entry = self._version_for_metadata(name, version)
-        spec = entry.spec
-        assert spec is not None  # READY versions always have one
-        record = self._record(name)
-        assert record is not None
-        batch = (-1,) if spec.max_batch_size > 0 else ()
-        return ModelMetadata(
-            name=name,
-            versions=tuple(str(n) for n, v in sorted(record.versions.items()) if v.is_ready()),
-            platform=spec.platform,
-            inputs=tuple(TensorMetadata(i.name, i.datatype, batch + i.dims) for i in spec.inputs.values()),
-            outputs=tuple(TensorMetadata(o.name, o.datatype, batch + o.dims) for o in spec.outputs.values()),
-        )
-
-    def _version_for_metadata(self, name: str, version: str) -> ModelVersion:
-        try:
-            return self._version(name, version)
-        except UnavailableError as error:  # metadata of a model with nothing ready is a 404 in Triton
-            raise NotFoundError(error.message) from None
+        return catalog.model_metadata(self._models, name, version)
 
     def model_config(self, name: str, version: str = "") -> ModelConfig:
         """The completed configuration of a served model version.
 
         Raises: NotFoundError, InvalidArgumentError.
         """
-        config = self._version_for_metadata(name, version).config
+        config = catalog.described_version(self._models, name, version).config
         assert config is not None
         return config
 
     def repository_index(self, ready_only: bool = False) -> list[ModelIndexEntry]:
         """Every model the server knows, sorted by name then version; never-loaded models by name only."""
-        entries: list[ModelIndexEntry] = []
-        models = self._lifecycle.models if self._lifecycle is not None else {}
-        if self._control is not None and not ready_only:
-            entries.extend(self._control.never_loaded())
-        for name in sorted(models):
-            record = models[name]
-            if record.error and not ready_only:
-                entries.append(ModelIndexEntry(name, "", ModelState.UNAVAILABLE.value, record.error))
-            for number in sorted(record.versions):
-                entry = record.versions[number]
-                if ready_only and not entry.is_ready():
-                    continue
-                entries.append(ModelIndexEntry(name, str(number), entry.state.value, entry.reason))
-        return sorted(entries, key=lambda e: (e.name, int(e.version or 0)))
+        never_loaded = self._control.never_loaded() if self._control is not None else []
+        return catalog.repository_index(self._models, never_loaded, ready_only)
 
     async def load_model(
         self, name: str, config_json: str | None = None, files: Mapping[str, bytes] | None = None, *, caller: str = ""
@@ -267,17 +220,18 @@ class InferenceServer:
             InvalidArgumentError: bad name, config, file path, or the model failed to load.
             NotFoundError: the model is in no repository.
         """
-        with self._audited(caller, "load", name):
+        with audited(caller, "load", name):
             await self._require_control().load(name, config_json, files)
 
     async def unload_model(self, name: str, unload_dependents: bool = False, *, caller: str = "") -> None:
-        """Unload every version of a model (explicit control mode). No model has dependents here
-        (ensembles are not supported), so `unload_dependents` changes nothing.
+        """Unload every version of a model (explicit control mode), and the ensembles that use it; with
+        `unload_dependents`, also the composing models of an ensemble that were loaded only for it and that no
+        other loaded model uses (Triton's dependency rules).
 
         Raises: UnavailableError (the control mode is not explicit).
         """
-        with self._audited(caller, "unload", name):
-            await self._require_control().unload(name)
+        with audited(caller, "unload", name):
+            await self._require_control().unload(name, unload_dependents)
 
     async def register_model_directory(self, name: str, directory: str, *, caller: str = "") -> None:
         """Serve the model in `directory` as `name` from now on (explicit control mode): registers the directory
@@ -289,7 +243,7 @@ class InferenceServer:
             InvalidArgumentError: bad name, not a directory, or the model failed to load.
             AlreadyExistsError: the server already has a model of that name.
         """
-        with self._audited(caller, "register model directory", name):
+        with audited(caller, "register model directory", name):
             await self._require_control().register(name, directory)
 
     async def unregister_model_directory(self, name: str, *, caller: str = "") -> None:
@@ -297,22 +251,12 @@ class InferenceServer:
 
         Raises: UnavailableError (not explicit mode), NotFoundError (not registered).
         """
-        with self._audited(caller, "unregister model directory", name):
+        with audited(caller, "unregister model directory", name):
             await self._require_control().unregister(name)
 
     async def poll_repository(self) -> None:
         """Rescan the repositories now (poll mode does this every --repository-poll-secs)."""
         await self._require_control().poll_once()
-
-    @contextlib.contextmanager
-    def _audited(self, caller: str, action: str, target: str) -> Iterator[None]:
-        """One audit line per administrative call: who, what, and the result (never a secret)."""
-        try:
-            yield
-        except SeawallError as error:
-            audit.record(caller, action, target[:128], error.code.name)
-            raise
-        audit.record(caller, action, target[:128], "OK")
 
     def _require_control(self) -> ModelControl:
         if self._control is None or not self._live:
@@ -324,21 +268,7 @@ class InferenceServer:
 
         Raises: InvalidArgumentError (the statistics extension answers unknown models with 400).
         """
-        models = self._lifecycle.models if self._lifecycle is not None else {}
-        if not name:
-            versions = [v for n in sorted(models) for _, v in sorted(models[n].versions.items()) if v.is_ready()]
-        else:
-            require_valid_model_name(name)
-            record = models.get(name)
-            if record is None or not any(v.is_ready() for v in record.versions.values()):
-                raise InvalidArgumentError(f"requested model '{name}' is not available")
-            versions = [v for _, v in sorted(record.versions.items()) if v.is_ready()]
-            if version:
-                entry = record.versions.get(repository.parse_version(version))
-                if entry is None or not entry.is_ready():
-                    raise InvalidArgumentError(f"requested model version is not available for model '{name}'")
-                versions = [entry]
-        return [v.stats.snapshot(self._pipeline.cache_for(v) is not None) for v in versions]
+        return catalog.model_statistics(self._models, name, version, lambda v: self._pipeline.cache_for(v) is not None)
 
     def model(self, name: str, version: str = "") -> ServedModel:
         """The served model a request for `name` / `version` ("" = highest ready version) runs on.
@@ -349,7 +279,15 @@ class InferenceServer:
             InvalidArgumentError: a bad model name or version string.
         """
         self._pipeline.check_open()
-        return ServedModel(self._version(name, version), self._pipeline)
+        return ServedModel(catalog.ready_version(self._models, name, version), self._pipeline)
+
+    def _composing_model(self, name: str, version: str) -> ServedModel:
+        """The served model an ensemble step runs on: `model` without the admission gate (a draining server
+        finishes the ensemble requests it accepted, every step of them).
+
+        Raises: NotFoundError, UnavailableError (the composing model has no ready version).
+        """
+        return ServedModel(catalog.ready_version(self._models, name, version), self._step_pipeline)
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Resolve the request's model, then run it (`model(...).infer(request)`): validate `request` against the
@@ -384,30 +322,24 @@ class InferenceServer:
 
         Raises: UnsupportedError (log_file), InvalidArgumentError (bad value).
         """
-        with self._audited(caller, "update log settings", ",".join(sorted(changes))):
+        with audited(caller, "update log settings", ",".join(sorted(changes))):
             return self.log_settings.update(changes)
 
     # ------------------------------------------------------------------------------------------ trace
 
-    def _require_ready_model(self, model: str) -> None:
-        require_valid_model_name(model)
-        record = self._record(model)
-        if record is None or not any(v.is_ready() for v in record.versions.values()):
-            raise InvalidArgumentError(f"Request for unknown model : {model}")
-
     def get_trace_settings(self, model: str = "") -> dict[str, list[str]]:
         """Raises: InvalidArgumentError (a model that is not ready)."""
         if model:
-            self._require_ready_model(model)
+            catalog.require_ready_model(self._models, model)
         return self.trace_settings.get(model)
 
     def update_trace_settings(
         self, changes: Mapping[str, list[str] | None], model: str = "", *, caller: str = ""
     ) -> dict[str, list[str]]:
         """Raises: UnsupportedError (trace_file), InvalidArgumentError (bad value or model not ready)."""
-        with self._audited(caller, "update trace settings", model or "<global>"):
+        with audited(caller, "update trace settings", model or "<global>"):
             if model:
-                self._require_ready_model(model)
+                catalog.require_ready_model(self._models, model)
             return self.trace_settings.update(changes, model)
 
     # ---------------------------------------------------------------------------------- shared memory
@@ -416,7 +348,7 @@ class InferenceServer:
         self, name: str, key: str, offset: int, byte_size: int, *, caller: str = ""
     ) -> None:
         """Raises: UnsupportedError (disabled), InvalidArgumentError (bad name, key or range)."""
-        with self._audited(caller, "register system shared memory", name):
+        with audited(caller, "register system shared memory", name):
             self.shared_memory.register(name, key, offset, byte_size)
 
     def system_shared_memory_status(self, name: str = "") -> list[SharedMemoryRegionStatus]:
@@ -425,12 +357,12 @@ class InferenceServer:
 
     def unregister_system_shared_memory(self, name: str = "", *, caller: str = "") -> None:
         """Raises: UnsupportedError (disabled)."""
-        with self._audited(caller, "unregister system shared memory", name or "<all>"):
+        with audited(caller, "unregister system shared memory", name or "<all>"):
             self.shared_memory.unregister(name)
 
     def register_cuda_shared_memory(self, name: str, *, caller: str = "") -> None:
         """Raises: UnsupportedError always: this server has no GPU."""
-        with self._audited(caller, "register CUDA shared memory", name):
+        with audited(caller, "register CUDA shared memory", name):
             raise UnsupportedError(f"failed to register CUDA shared memory region '{name[:64]}': GPUs not supported")
 
     def cuda_shared_memory_status(self, name: str = "") -> list[SharedMemoryRegionStatus]:

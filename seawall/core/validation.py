@@ -59,7 +59,7 @@ def check_request(request: InferRequest, spec: ModelSpec) -> int:
         dims = tensor.shape[1:] if spec.max_batch_size > 0 else tensor.shape
         if len(dims) != len(io.dims) or any(e != -1 and e != d for e, d in zip(io.dims, dims, strict=True)):
             expected = ((-1,) if spec.max_batch_size > 0 else ()) + io.dims
-            note = _BATCH_NOTE if spec.max_batch_size > 0 and len(tensor.shape) == len(io.dims) else ""
+            note = _BATCH_NOTE if spec.max_batch_size > 0 else ""  # Triton 2.51: whatever the rank
             raise InvalidArgumentError(
                 f"{prefix}unexpected shape for input '{tensor.name}' for model '{model}'. "
                 f"Expected {_dims(expected)}, got {_dims(tensor.shape)}. {note}"

@@ -1,7 +1,7 @@
 """The start-up security assessment: every risky setting that is on, once, as a list of findings.
 
-Imports `options` and `security.trust`. `seawall --security-report [flags]` prints the same findings and
-exits, for deployment pipelines; the server logs them as warnings at start-up.
+Imports `options`, `listeners` (the listener table) and `security.trust`. `seawall --security-report [flags]`
+prints the same findings and exits, for deployment pipelines; the server logs them as warnings at start-up.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import re
 import stat
 from dataclasses import dataclass
 
-from seawall.options import Options, Restriction, TlsOptions
+from seawall.listeners import enabled
+from seawall.options import Options, Restriction
 from seawall.security.trust import untrusted_reason
 
 
@@ -180,13 +181,11 @@ def _control_findings(options: Options) -> list[Finding]:
 def model_repository_listeners(options: Options) -> list[tuple[str, tuple[Restriction, ...]]]:
     """The listeners that are on and reach the load API, with the restrictions that guard them (SageMaker's
     multi-model routes and Vertex AI's redirect use the HTTP ones)."""
-    listeners = [
-        ("HTTP", options.http.allow, options.http.restricted),
-        ("gRPC", options.grpc.allow, options.grpc.restricted),
-        ("SageMaker", options.sagemaker.allow and options.sagemaker.multi_model, options.http.restricted),
-        ("Vertex AI", options.vertex.allow, options.http.restricted),
+    return [
+        (listener.label, listener.restricted(options))
+        for listener in enabled(options)
+        if listener.restricted is not None and listener.loads_models(options)
     ]
-    return [(name, restrictions) for name, on, restrictions in listeners if on]
 
 
 def is_model_repository_guarded(restrictions: tuple[Restriction, ...]) -> bool:
@@ -262,18 +261,14 @@ def _trace_findings(options: Options) -> list[Finding]:
 
 def _listener_findings(options: Options) -> list[Finding]:
     findings = []
-    metrics_address = options.metrics.address or options.http.address
-    listeners: list[tuple[str, bool, str, TlsOptions | None]] = [
-        ("HTTP", options.http.allow, options.http.address, options.http.tls),
-        ("GRPC", options.grpc.allow, options.grpc.address, options.grpc.tls),
-        ("Metrics", options.metrics.allow, metrics_address, getattr(options.metrics, "tls", None)),
-    ]
-    for name, allowed, address, tls in listeners:
-        if allowed and not is_loopback(address) and not (tls is not None and tls.use_ssl):
+    for listener in enabled(options):
+        address = listener.address(options)
+        if listener.tls is not None and not is_loopback(address) and not listener.tls(options).use_ssl:
             findings.append(
                 Finding(
-                    f"--{name.lower()}-address={address}",
-                    f"{name} is reachable from the network without TLS: requests and API keys travel in clear",
+                    f"--{listener.flag}-address={address}",
+                    f"{listener.label} is reachable from the network without TLS: "
+                    "requests and API keys travel in clear",
                 )
             )
     if options.metrics.allow:

@@ -20,7 +20,7 @@ from tritonclient.grpc import model_config_pb2
 from seawall.backends.python.host import PythonBackend, PythonModel
 from seawall.backends.python.instance import MAX_RESTARTS
 from seawall.backends.registry import BackendRegistry, create_backend
-from seawall.core.backend import ModelLoadContext
+from seawall.core.backend import ModelLoadContext, ResponseSink
 from seawall.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
 from seawall.errors import (
     InternalError,
@@ -318,11 +318,20 @@ async def test_initialize_failure_fails_the_load_without_paths(backend: PythonBa
     assert str(MODELS) not in message and "Traceback" not in message
 
 
-async def test_decoupled_models_are_refused(backend: PythonBackend) -> None:
-    config = read_config(EXAMPLES / "identity")
-    config.model_transaction_policy.decoupled = True
-    with pytest.raises(UnsupportedError):
-        await load(backend, EXAMPLES / "identity", config=config)
+async def test_a_decoupled_model_streams_into_its_sinks(backend: PythonBackend) -> None:
+    model = await load(backend, MODELS / "square_int32")
+    try:
+        sinks = [ResponseSink(), ResponseSink()]
+        requests = [request("square_int32", IN=np.array([n], dtype=np.int32)) for n in (2, 1)]
+        result = await model.instances[0].execute_decoupled(requests, sinks)
+        assert list(result) == [None, None]
+        for sink, count in zip(sinks, (2, 1), strict=True):
+            messages = [await asyncio.wait_for(sink.get(), 30) for _ in range(count + 1)]
+            assert [m.final for m in messages] == [False] * count + [True]
+            assert [int(m.response.outputs[0].data[0]) for m in messages[:-1]] == list(range(count))  # type: ignore[union-attr]
+            assert messages[-1].response is None and messages[-1].error is None
+    finally:
+        await model.unload()
 
 
 # --- crash containment -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from seawall.backends.python.messages import (
     AutoCompleted,
     BatchFailed,
     BatchResult,
+    Cancel,
     Execute,
     Finalize,
     Finalized,
@@ -22,7 +23,11 @@ from seawall.backends.python.messages import (
     OutputRegion,
     Ready,
     RequestHeader,
+    Response,
     ResponseEntry,
+    ResponseGrow,
+    ResponseRead,
+    ResponseRegion,
 )
 
 _HEADER = RequestHeader("r1", [["INPUT0", "FP32", [1, 4], 0, 16]], ["OUTPUT0"], 7, 3, {"p": "v"})
@@ -33,6 +38,9 @@ HOST_MESSAGES = [
     Execute(2, 3, [], 4096, 8192),
     OutputRegion(1, 0),
     Finalize(),
+    ResponseRead(3),
+    ResponseRegion(1 << 20),
+    Cancel(4, 1),
 ]
 STUB_MESSAGES = [
     Ready(),
@@ -44,6 +52,10 @@ STUB_MESSAGES = [
     Grow(0, 1 << 21),
     Log(2, "line"),
     Finalized(),
+    Response(1, 0, ResponseEntry([["OUT", "INT32", [1], 0, 4]]), False, 1),
+    Response(1, 1, ResponseEntry([], 3, "bad input"), True, 0),
+    Response(2, 0, None, True, 0),
+    ResponseGrow(1 << 21),
 ]
 
 
@@ -99,6 +111,16 @@ def test_each_direction_accepts_only_its_own_kinds() -> None:
         (b'["grow", true, 16]', "expected a non-negative integer"),
         (b'["error", "1", "x", ""]', "expected a non-negative integer"),
         (b'["auto", []]', "expected an object"),
+        (b'["response", 1, 0, [[], null, ""], 1, 0]', "bad response"),  # final must be a bool
+        (b'["response", 1, 0, null, false, 0]', "only a final response may be empty"),
+        (b'["response", 1, 0, null, true, 3]', "only a final response may be empty"),
+        (b'["response", 1, 0, [[["O", "INT32", [1], 0, 4]], null, ""], false, 0]', "a token exactly when"),
+        (b'["response", 1, 0, [[], null, ""], false, 2]', "a token exactly when"),
+        (b'["response", 1, -1, [[], null, ""], false, 0]', "expected a non-negative integer"),
+        (b'["response", 1, 0, [[], "1", ""], true, 0]', "bad response entry"),
+        (b'["response", 1, 0, [[7], null, ""], true, 0]', "bad tensor descriptor"),
+        (b'["response", 1, 0, [[], null, ""], true]', "wrong number of fields"),
+        (b'["rgrow", -5]', "expected a non-negative integer"),
     ],
 )
 def test_malformed_stub_messages_are_refused(payload: bytes, error: str) -> None:

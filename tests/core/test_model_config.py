@@ -116,3 +116,66 @@ def test_spec_compiles_datatypes_to_api_names() -> None:
     assert spec.outputs["O"].datatype == "BOOL"
     assert spec.required_inputs == {"F"}
     assert spec.platform == "python"
+
+
+_RESHAPE = (
+    'backend: "python" max_batch_size: 4 '
+    'input [ {{ name: "I" data_type: TYPE_FP32 dims: {dims} reshape {{ shape: {shape} }} }} ]'
+)
+
+
+@pytest.mark.parametrize(
+    ("dims", "shape", "message"),
+    [
+        ("[4]", "[3]", "model input 'I' has different size for dims and reshape for m"),
+        ("[-1, 4]", "[8]", "model input 'I' has different size for dims and reshape for m"),
+        ("[4]", "[-1, 4]", "model input 'I' has different size for dims and reshape for m"),
+        ("[-1, 4]", "[2, -1, 2]", "model input 'I' has different size for dims and reshape for m"),
+        (
+            "[-1, -1]",
+            "[-1]",
+            "model input 'I' has different number of variable-size dimensions for dims and reshape for m",
+        ),
+        (
+            "[4]",
+            "[-2, -2]",
+            "model input 'I' reshape dimensions must be integer >= 1, or -1 to indicate a variable-size dimension "
+            "for m",
+        ),
+        (
+            "[4]",
+            "[0]",
+            "model input 'I' reshape dimensions must be integer >= 1, or -1 to indicate a variable-size dimension "
+            "for m",
+        ),
+    ],
+)
+def test_reshapes_tritons_rules_refuse(dims: str, shape: str, message: str) -> None:
+    config = _parse(_RESHAPE.format(dims=dims, shape=shape))
+    with pytest.raises(InvalidArgumentError) as info:
+        model_config.validate(config, "m")
+    assert info.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("dims", "shape"), [("[4]", "[2, 2]"), ("[1]", "[]"), ("[-1, 4]", "[-1, 2, 2]"), ("[2, -1, 3]", "[1, 2, -1, 3]")]
+)
+def test_reshapes_tritons_rules_accept(dims: str, shape: str) -> None:
+    config = _parse(_RESHAPE.format(dims=dims, shape=shape))
+    model_config.validate(config, "m")
+    spec = model_config.compile_spec(config)
+    assert spec.reshaped and spec.inputs["I"].reshape == tuple(
+        int(d) for d in shape.strip("[]").split(",") if d.strip()
+    )
+
+
+def test_a_model_without_reshape_is_not_marked_reshaped() -> None:
+    config = _parse('backend: "python" input [ { name: "I" data_type: TYPE_FP32 dims: [4] reshape { shape: [4] } } ]')
+    assert not model_config.compile_spec(config).reshaped
+
+
+def test_kind_gpu_is_refused_as_triton_does_without_gpus() -> None:
+    config = _parse('backend: "python" instance_group [ { kind: KIND_CPU }, { kind: KIND_GPU count: 2 } ]')
+    with pytest.raises(InvalidArgumentError) as info:
+        model_config.validate(config, "m")
+    assert info.value.message == "instance group m_1 of model m has kind KIND_GPU but no GPUs are available"

@@ -69,6 +69,15 @@ def test_missing_batch_dimension_adds_tritons_note() -> None:
     )
 
 
+def test_a_batching_model_adds_the_note_whatever_the_rank() -> None:
+    # Triton 2.51 adds it to every shape error of a model with max_batch_size > 0 (checked: ranks 1 to 3)
+    message = _error(InferRequest("identity", [_fp32("INPUT0", (1, 2, 3))]), _spec(IDENTITY))
+    assert message.startswith(
+        "[request id: <id_unknown>] unexpected shape for input 'INPUT0' for model 'identity'. "
+        "Expected [-1,-1], got [1,2,3]. NOTE: Setting a non-zero max_batch_size"
+    )
+
+
 def test_wrong_datatype() -> None:
     request = InferRequest("add_sub", [_fp32("INPUT0", (4,), "INT32"), _fp32("INPUT1", (4,))])
     assert _error(request, _spec(ADD_SUB)) == (

@@ -85,7 +85,7 @@ def _raw(server: ServerProcess, data: bytes) -> tuple[int, dict[str, str], Any]:
         ),
         ("GET", "/v2/models/nope/trace/setting", 400, "Request for unknown model : nope"),
         ("POST", "/v2/logging", 400, "failed to parse the request JSON buffer: The document is empty."),
-        ("POST", "/v2/models/add_sub/generate", 501, "generate is not supported yet"),
+        ("GET", "/v2/models/add_sub/generate", 405, "Method Not Allowed"),
     ],
 )
 def test_routing_errors(server: ServerProcess, method: str, path: str, status: int, message: str) -> None:

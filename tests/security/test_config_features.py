@@ -1,4 +1,4 @@
-"""ModelConfig features Seawall does not implement (issue 9: `model_warmup`, `cc_model_filenames`,
+"""ModelConfig features Seawall does not implement (issue 9: `model_warmup` (since implemented), `cc_model_filenames`,
 `EXECUTION_ENV_PATH` were accepted and ignored): a model that sets one fails its load, naming the feature, over
 the repository at start-up and over the HTTP and gRPC load APIs; other models are unaffected.
 """
@@ -22,8 +22,6 @@ BASE = (EXAMPLES / "add_sub" / "config.pbtxt").read_text()
 
 #: feature name in the message → config text appended to add_sub's (or replacing parts of it)
 FEATURES: dict[str, str] = {
-    "model_warmup": 'model_warmup [{ name: "w" batch_size: 1 inputs { key: "INPUT0" '
-    "value { data_type: TYPE_FP32 dims: [4] zero_data: true } } }]",
     "cc_model_filenames": 'cc_model_filenames { key: "7.5" value: "model.py" }',
     "metric_tags": 'metric_tags { key: "team" value: "a" }',
     "parameter EXECUTION_ENV_PATH": 'parameters { key: "EXECUTION_ENV_PATH" '
@@ -40,8 +38,6 @@ FEATURES: dict[str, str] = {
     "instance_group.rate_limiter": "instance_group [ { kind: KIND_CPU "
     'rate_limiter { resources [{ name: "R" count: 1 }] } } ]',
     "instance_group.passive": "instance_group [ { kind: KIND_CPU passive: true } ]",
-    "input.reshape": "",  # built below: INPUT0 gets a reshape
-    "output.reshape": "",
     "input.format": "",
 }
 BATCHING_FEATURES: dict[str, str] = {
@@ -65,18 +61,6 @@ def _config(feature: str) -> str:
     if feature in BATCHING_FEATURES:
         return BASE.replace('name: "add_sub"', f'name: "{_model_name(feature)}"') + "\n" + BATCHING_FEATURES[feature]
     text = BASE.replace('name: "add_sub"', f'name: "{_model_name(feature)}"')
-    if feature == "input.reshape":
-        return text.replace(
-            'dims: [ 4 ]\n  },\n  {\n    name: "INPUT1"',
-            'dims: [ 4 ]\n    reshape: { shape: [ 2, 2 ] }\n  },\n  {\n    name: "INPUT1"',
-            1,
-        )
-    if feature == "output.reshape":
-        return text.replace(
-            'name: "OUTPUT0"\n    data_type: TYPE_FP32\n    dims: [ 4 ]',
-            'name: "OUTPUT0"\n    data_type: TYPE_FP32\n    dims: [ 4 ]\n    reshape: { shape: [ 2, 2 ] }',
-            1,
-        )
     if feature == "input.format":
         return text.replace(
             'name: "INPUT0"\n    data_type: TYPE_FP32',
@@ -88,15 +72,11 @@ def _config(feature: str) -> str:
     return text + "\n" + FEATURES[feature] + "\n"
 
 
-ALL = [*FEATURES, *BATCHING_FEATURES, "ensemble"]
+ALL = [*FEATURES, *BATCHING_FEATURES]
 
 
 def _message(feature: str) -> str:
-    if feature == "ensemble":
-        reason = "ensemble models (platform 'ensemble', ensemble_scheduling) are not supported by Seawall yet"
-    else:
-        reason = f"{feature} is not supported by Seawall yet"
-    return f"load failed for model '{_model_name(feature)}': {reason};\n"
+    return f"load failed for model '{_model_name(feature)}': {feature} is not supported by Seawall yet;\n"
 
 
 @pytest.fixture(scope="module")
@@ -106,19 +86,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for feature in ALL:
         model = root / _model_name(feature)
         shutil.copytree(EXAMPLES / "add_sub", model)
-        if feature == "ensemble":
-            text = (
-                f'name: "{_model_name(feature)}"\nplatform: "ensemble"\nmax_batch_size: 0\n'
-                'input [{ name: "INPUT0" data_type: TYPE_FP32 dims: [4] }, '
-                '{ name: "INPUT1" data_type: TYPE_FP32 dims: [4] }]\n'
-                'output [{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [4] }]\n'
-                'ensemble_scheduling { step [{ model_name: "add_sub" model_version: -1 '
-                'input_map { key: "INPUT0" value: "INPUT0" } input_map { key: "INPUT1" value: "INPUT1" } '
-                'output_map { key: "OUTPUT0" value: "OUTPUT0" } }] }\n'
-            )
-        else:
-            text = _config(feature)
-        (model / "config.pbtxt").write_text(text)
+        (model / "config.pbtxt").write_text(_config(feature))
     return root
 
 
@@ -149,7 +117,7 @@ def test_http_load_refuses_unsupported_features(server: ServerProcess, feature: 
     _healthy(server)
 
 
-@pytest.mark.parametrize("feature", ["model_warmup", "cc_model_filenames", "parameter EXECUTION_ENV_PATH", "ensemble"])
+@pytest.mark.parametrize("feature", ["runtime", "cc_model_filenames", "parameter EXECUTION_ENV_PATH"])
 def test_grpc_load_refuses_unsupported_features(server: ServerProcess, feature: str) -> None:
     channel = grpc.insecure_channel(server.grpc)
     try:
@@ -163,12 +131,12 @@ def test_grpc_load_refuses_unsupported_features(server: ServerProcess, feature: 
 
 
 def test_a_config_override_cannot_bring_an_unsupported_feature(server: ServerProcess) -> None:
-    config = {"name": "add_sub", "backend": "python", "model_warmup": [{"name": "w", "batch_size": 1}]}
+    config = {"name": "add_sub", "backend": "python", "cc_model_filenames": {"7.5": "model.py"}}
     body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
     status, _, reply = http_request(server, "POST", "/v2/repository/models/add_sub/load", body)
     assert (status, json.loads(reply)["error"]) == (
         400,
-        "load failed for model 'add_sub': model_warmup is not supported by Seawall yet;\n",
+        "load failed for model 'add_sub': cc_model_filenames is not supported by Seawall yet;\n",
     )
     _healthy(server)  # the loaded version keeps serving
 
@@ -177,7 +145,7 @@ def test_startup_loads_the_others(repository: Path) -> None:
     process = start_seawall("--exit-on-error=false", repository=repository)
     try:
         assert http_request(process, "GET", "/v2/models/add_sub/ready")[0] == 200
-        assert http_request(process, "GET", f"/v2/models/{_model_name('model_warmup')}/ready")[0] == 400
-        assert "model_warmup is not supported by Seawall yet" in process.log()
+        assert http_request(process, "GET", f"/v2/models/{_model_name('cc_model_filenames')}/ready")[0] == 400
+        assert "cc_model_filenames is not supported by Seawall yet" in process.log()
     finally:
         process.stop()

@@ -9,13 +9,20 @@ Confinement comes before model code: first every descriptor but the stub's own i
 modules are imported, the process becomes the model user (argv's uid/gid; -1 keeps the server's) and sets
 PR_SET_NO_NEW_PRIVS and PR_SET_DUMPABLE 0. The host cannot have the event loop's spawn do this: uvloop's
 subprocess_exec neither closes inherited descriptors nor changes users (see docs/differences.md).
+A stub ignores SIGTERM and SIGINT: the server owns its lifetime (finalize, then exit; or the end of its channel
+when the server is gone), so a signal sent to the whole process group (systemd's KillMode=control-group,
+`timeout`, Ctrl-C) cannot kill the workers before the server has drained its requests. And the kernel kills a
+stub when the server process ends, however it ends (PR_SET_PDEATHSIG), so no worker outlives a server that
+exits at its --exit-timeout-secs or is killed.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
+_PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
 #: argv positions: 1-6 are the stub's channel (see stub.py), then the uid and gid to run as.
@@ -76,6 +83,9 @@ def _import_own_package(package_dir: str) -> None:
 
 
 def _run() -> None:
+    server = os.getppid()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _close_inherited({int(arg) for arg in (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5])})
     if "seawall" not in sys.modules:
         _import_own_package(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -86,6 +96,9 @@ def _run() -> None:
     from seawall.backends.python.stub import main
 
     _become_model_user(sys.argv)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after the switch of user, which clears it
+    if os.getppid() != server:
+        raise SystemExit("seawall stub: the server is gone")
     main(sys.argv)
 
 

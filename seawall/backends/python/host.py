@@ -87,16 +87,17 @@ def config_json(config: ModelConfig) -> str:
     return json.dumps(config_to_dict(config))
 
 
-def instance_names(config: ModelConfig, model_name: str) -> list[str]:
-    """Triton's instance names: `<group name>_<i>`, a group without a name being `<model>_<group index>`.
+def instance_names(config: ModelConfig, model_name: str) -> list[tuple[str, str]]:
+    """Triton's instance names and kinds (`model_instance_kind`: CPU or MODEL): `<group name>_<i>`, a group
+    without a name being `<model>_<group index>`.
 
     Raises:
         UnsupportedError: a group asks for GPUs.
         InvalidArgumentError: more than MAX_INSTANCES instances.
     """
     if not config.instance_group:
-        return [f"{model_name}_0"]
-    names: list[str] = []
+        return [(f"{model_name}_0", "CPU")]
+    names: list[tuple[str, str]] = []
     for index, group in enumerate(config.instance_group):
         if group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU:
             raise UnsupportedError(f"instance group kind KIND_GPU of model '{model_name}' is not supported")
@@ -104,7 +105,8 @@ def instance_names(config: ModelConfig, model_name: str) -> list[str]:
         count = group.count if group.count > 0 else 1
         if len(names) + count > MAX_INSTANCES:
             raise InvalidArgumentError(f"model '{model_name}' asks for more than {MAX_INSTANCES} instances")
-        names.extend(f"{base}_{i}" for i in range(count))
+        kind = "MODEL" if group.kind == model_config_pb2.ModelInstanceGroup.KIND_MODEL else "CPU"
+        names.extend((f"{base}_{i}", kind) for i in range(count))
     return names
 
 
@@ -156,14 +158,12 @@ class PythonBackend:
 
         Raises:
             InvalidArgumentError: bad settings or model file path, too many instances.
-            UnsupportedError: decoupled models or GPU instances.
+            UnsupportedError: GPU instances.
             InternalError: initialize raised in an instance (type and text of the exception).
             UnavailableError: a stub did not answer in stub-timeout-seconds.
         """
         config = context.config
         settings = self._confined(stub_settings(context.backend_settings))
-        if config.model_transaction_policy.decoupled:
-            raise UnsupportedError(f"decoupled model '{context.name}' is not supported by the python backend yet")
         model_file = model_file_path(config, context.version_dir, context.name)
         pins = tuple(checksum_pins(config))  # checked again on the bytes the stub compiles
         mode = in_process.in_process_mode(config, context.name)
@@ -172,7 +172,6 @@ class PythonBackend:
         configured = {output.name: _datatype(output.data_type) for output in config.output}
         base_args = {
             "model_config": config_json(config),
-            "model_instance_kind": "CPU",
             "model_instance_device_id": "0",
             "model_repository": context.model_dir,
             "model_version": str(context.version),
@@ -185,14 +184,15 @@ class PythonBackend:
                 instance_name=name,
                 model_file=model_file,
                 version_dir=context.version_dir,
-                args={**base_args, "model_instance_name": name},
+                args={**base_args, "model_instance_kind": kind, "model_instance_name": name},
                 output_types=configured,
                 hidden_prefix=hidden_prefix(context.model_dir),
                 dynamic_batching=config.HasField("dynamic_batching"),
                 model_dir=context.model_dir,
                 pins=pins,
+                decoupled=bool(config.model_transaction_policy.decoupled),
             )
-            for name in instance_names(config, context.name)
+            for name, kind in instance_names(config, context.name)
         ]
         instances: list[_Instance]
         if mode != "false" and self._options.model_user is not None:

@@ -36,7 +36,7 @@ from seawall.backends.python.user_model import (
     describe,
     load_from_repository,
 )
-from seawall.core.backend import Execution, ModelCalls, ModelConfig
+from seawall.core.backend import DecoupledExecution, Execution, ModelCalls, ModelConfig, ResponseSink
 from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
 
@@ -169,6 +169,31 @@ class _Worker:
                 future.set_result(result)
 
 
+class _SinkCancels:
+    """`request.is_cancelled()` of a decoupled batch in process: whether the reader of its sink went away (a
+    bool read from the model's thread)."""
+
+    __slots__ = ("_sinks",)
+
+    def __init__(self, sinks: Sequence[ResponseSink]) -> None:
+        self._sinks = sinks
+
+    def is_cancelled(self, seq: int, item: int) -> bool:
+        return self._sinks[item].cancelled
+
+
+class _Cancelled:
+    """`request.is_cancelled()` of a unary batch in process: the requests `cancel` was called for."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: set[int] = set()
+
+    def is_cancelled(self, seq: int, item: int) -> bool:
+        return item in self.items
+
+
 class InProcessModelInstance:
     """A ModelInstance whose model runs on a worker thread of the server process."""
 
@@ -193,10 +218,96 @@ class InProcessModelInstance:
         self._worker = _Worker(spec.instance_name)
         self._ready = False
         self._stopped = False
+        self._cancelled = _Cancelled()  # id() of pb requests whose client went away (kept while they run)
+        self._running: dict[int, UserObject] = {}  # id(request) → its pb request, while it runs (worker thread)
 
     @property
     def name(self) -> str:
         return self._spec.instance_name
+
+    def cancel(self, request: InferRequest) -> None:
+        """The client of `request` went away: if it runs now, its `is_cancelled()` turns true."""
+        pb_request = self._running.get(id(request))
+        if pb_request is not None:
+            self._cancelled.items.add(id(pb_request))
+
+    async def execute_decoupled(
+        self, requests: Sequence[InferRequest], sinks: Sequence[ResponseSink]
+    ) -> DecoupledExecution:
+        """Run execute() of a decoupled model on the worker thread (inline: here); its senders hand each
+        response to the event loop, into the request's sink.
+
+        Raises:
+            UnavailableError: the instance is stopped.
+            InternalError: execute() raised or returned something else than None.
+        """
+        if not self.is_healthy():
+            raise UnavailableError(f"model instance '{self.name}' is not available")
+        loop = asyncio.get_running_loop()
+        batch, outlets = list(requests), list(sinks)
+        if self._inline:
+            return self._run_decoupled(loop, batch, outlets)
+        return await self._worker.submit(lambda: self._run_decoupled(loop, batch, outlets))
+
+    def _run_decoupled(
+        self, loop: asyncio.AbstractEventLoop, requests: list[InferRequest], sinks: list[ResponseSink]
+    ) -> DecoupledExecution:
+        model = self._model
+        assert model is not None
+        cancels = _SinkCancels(sinks)
+        senders: list[UserObject] = []
+        try:
+            started = time.monotonic_ns()
+            pb_requests = []
+            for item, (request, sink) in enumerate(zip(requests, sinks, strict=True)):
+                pb_request = self._pb_request(model, request)
+                pb_request._cancel_state, pb_request._item = cancels, item
+                pb_request._sender = self._sender(loop, model, request, sink)
+                senders.append(pb_request._sender)
+                pb_requests.append(pb_request)
+            model.execute_decoupled(pb_requests)
+            return DecoupledExecution([None] * len(requests), (started, time.monotonic_ns()))
+        except BaseException as exc:
+            for sender in senders:
+                sender._close()  # the scheduler ends every stream with this error, as Triton does
+            if isinstance(exc, BatchError):
+                logger.error("model instance '%s': execute failed: %s", self.name, escape_log(str(exc)))
+                raise self._spec.batch_failed(str(exc), "") from None
+            raise self._spec.batch_failed(describe(exc), _trace(exc)) from None
+
+    def _sender(
+        self, loop: asyncio.AbstractEventLoop, model: UserModel, request: InferRequest, sink: ResponseSink
+    ) -> UserObject:
+        """The response sender of one request: copies the outputs in the sending thread, puts them in the sink
+        on the event loop."""
+        wanted = [output.name for output in request.outputs]
+        spec = self._spec
+
+        def put(response: InferResponse | None, error: SeawallError | None, final: bool) -> None:
+            try:
+                loop.call_soon_threadsafe(sink.put, response, error, final)
+            except RuntimeError:
+                pass  # the loop is closed: the server is gone
+
+        def deliver(response: UserObject, final: bool) -> None:
+            if response is None:
+                put(None, None, final)
+                return
+            found = model.sent_outputs(wanted, response)
+            if isinstance(found, tuple):
+                put(None, spec.response_error(found[0], found[1]), final)
+                return
+            answer = spec.response(request, ((name, dt, _owned(dt, array)) for name, dt, array in found))
+            if isinstance(answer, SeawallError):
+                put(None, answer, final)
+            else:
+                put(answer, None, final)
+
+        def abandon() -> None:
+            text = "the model released the response sender without sending the final flag"
+            put(None, InternalError(spec.hide(text)), True)
+
+        return self._pb.InferenceResponseSender(deliver, lambda: sink.cancelled, abandon)
 
     @property
     def pipeline_depth(self) -> int:
@@ -291,6 +402,10 @@ class InProcessModelInstance:
         try:
             started = time.monotonic_ns()
             pb_requests = [self._pb_request(model, request) for request in requests]
+            running = self._running
+            for request, pb_request in zip(requests, pb_requests, strict=True):
+                running[id(request)] = pb_request
+                pb_request._cancel_state, pb_request._item = self._cancelled, id(pb_request)
             responses = model.execute(pb_requests)
             results = [
                 self._response(model, request, pb_request, response)
@@ -304,6 +419,10 @@ class InProcessModelInstance:
             raise self._spec.batch_failed(describe(exc), _trace(exc)) from None
         finally:
             in_process_calls.leave()
+            for request in requests:
+                pb_request = self._running.pop(id(request), None)
+                if pb_request is not None and self._cancelled.items:
+                    self._cancelled.items.discard(id(pb_request))
 
     def _pb_request(self, model: UserModel, request: InferRequest) -> UserObject:
         header = request_header(request, [])

@@ -21,16 +21,19 @@ from seawall.backends.python.instance_core import InstanceSpec, request_header
 from seawall.backends.python.messages import (
     BatchFailed,
     BatchResult,
+    Cancel,
     Execute,
     Init,
     InitFailed,
     Ready,
     RequestHeader,
+    Response,
     ResponseEntry,
+    ResponseRead,
     StubMessage,
 )
-from seawall.backends.python.process import StubDied, StubProcess, StubSettings
-from seawall.core.backend import Execution, ModelCalls
+from seawall.backends.python.process import StubDied, StubProcess, StubSettings, escape_log
+from seawall.core.backend import DecoupledExecution, Execution, ModelCalls, ResponseSink
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, SeawallError, UnavailableError
 
@@ -61,6 +64,8 @@ class _Slot:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # held from writing inputs to reading outputs
     index: int | None = None
     reply: asyncio.Future[StubMessage] | None = None  # unread only if its execute was cancelled
+    seq: int = 0  # the batch it carries now, and its requests (for `cancel`)
+    requests: Sequence[InferRequest] = ()
 
 
 class PythonModelInstance:
@@ -83,14 +88,10 @@ class PythonModelInstance:
         self._crashes: list[float] = []  # monotonic times of recent crashes
         self._restart: asyncio.Task[None] | None = None
         self._process = self._new_process()
+        self._streams: dict[tuple[int, int], tuple[InferRequest, ResponseSink]] = {}  # (seq, item) → open stream
         self._seq = 0
         self._picks = 0
         self._slots = self._new_slots()
-
-    def _new_process(self) -> StubProcess:
-        process = StubProcess(self._spec.instance_name, self._settings, self._on_death)
-        process.on_call = lambda message: self._call_server.serve(process, message)
-        return process
 
     @property
     def pipeline_depth(self) -> int:
@@ -108,7 +109,15 @@ class PythonModelInstance:
         """True while the instance serves, or will once its crashed stub has been started again."""
         return self._ready and not self._failed and not self._stopped
 
+    def _new_process(self) -> StubProcess:
+        process = StubProcess(self._spec.instance_name, self._settings, self._on_death)
+        process.on_call = lambda message: self._call_server.serve(process, message)
+        if self._spec.decoupled:
+            process.on_response = lambda message: self._on_response(process, message)
+        return process
+
     def _on_death(self, reason: str) -> None:
+        self._end_streams(UnavailableError(f"model instance '{self.name}' crashed"))
         if not self._ready or self._failed or self._stopped or self._restart is not None:
             return  # a death during (re)initialization surfaces as that call's error
         now = time.monotonic()
@@ -179,6 +188,7 @@ class PythonModelInstance:
             self._restart.cancel()
             await asyncio.gather(self._restart, return_exceptions=True)
         await self._process.stop(graceful=self._ready and self._process.is_alive)
+        self._end_streams(UnavailableError(f"model instance '{self.name}' was unloaded"))
         await self._call_server.stop()
 
     async def execute(self, requests: Sequence[InferRequest]) -> Execution:
@@ -204,6 +214,7 @@ class PythonModelInstance:
                 if process is not self._process:
                     raise StubDied("restarted")
                 message = self._prepare(process, requests, slot, payloads, offsets, total)
+                slot.seq, slot.requests = message.seq, requests
                 slot.reply = process.submit(message, requests)
                 reply = await asyncio.shield(slot.reply)
             except StubDied as exc:
@@ -215,6 +226,117 @@ class PythonModelInstance:
             except ipc.ProtocolError as exc:
                 process.abort(f"bad result: {exc}")
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+
+    def cancel(self, request: InferRequest) -> None:
+        """The client of `request` (running here) went away: the model's `request.is_cancelled()` turns true."""
+        for slot in self._slots:
+            for item, running in enumerate(slot.requests):
+                if running is request and slot.reply is not None and not slot.reply.done():
+                    self._process.send(Cancel(slot.seq, item))
+                    return
+
+    async def execute_decoupled(
+        self, requests: Sequence[InferRequest], sinks: Sequence[ResponseSink]
+    ) -> DecoupledExecution:
+        """Run one batch of a decoupled model: its responses come as Response messages, routed to `sinks`; this
+        returns once execute() returned.
+
+        Raises:
+            UnavailableError: the instance crashed (before or during this batch) and is down.
+            InternalError: execute() raised or returned something else than None.
+        """
+        if self._restart is not None:
+            await asyncio.shield(self._restart)
+        process = self._process
+        if not self.is_healthy() or not process.is_alive:
+            raise UnavailableError(f"model instance '{self.name}' is not available")
+        inputs = [tensor for request in requests for tensor in request.inputs]
+        payloads = await offload.run(offload.is_heavy(inputs), _payloads, inputs)
+        offsets, total = ipc.layout(payloads)
+        slot = self._pick(self._slots if total <= self._settings.shm_default_bytes else self._slots[:LARGE_BATCH_SLOTS])
+        async with slot.lock:
+            if slot.reply is not None and not slot.reply.done():
+                await asyncio.wait([slot.reply])
+            keys: list[tuple[int, int]] = []
+            try:
+                if process is not self._process:
+                    raise StubDied("restarted")
+                message = self._prepare(process, requests, slot, payloads, offsets, total)
+                for item, (request, sink) in enumerate(zip(requests, sinks, strict=True)):
+                    key = (message.seq, item)
+                    keys.append(key)
+                    self._streams[key] = (request, sink)
+                    sink.on_cancel(lambda key=key: self._cancel_stream(process, key))  # type: ignore[misc]
+                slot.seq, slot.requests = message.seq, ()
+                slot.reply = process.submit(message)
+                reply = await asyncio.shield(slot.reply)
+            except StubDied as exc:
+                self._forget(keys)
+                raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+            if type(reply) is BatchFailed and reply.seq == message.seq:
+                self._forget(keys)  # the stub closed every sender: the scheduler ends the streams with the error
+                if not reply.trace and not all(sink.cancelled for sink in sinks):
+                    # a stream may have ended already: its client never sees this error, the log must
+                    logger.error("model instance '%s': execute failed: %s", self.name, escape_log(reply.error))
+                raise self._spec.batch_failed(reply.error, reply.trace)
+            if type(reply) is not BatchResult or reply.seq != message.seq or reply.responses:
+                self._forget(keys)
+                process.abort("bad result of a decoupled batch")
+                raise UnavailableError(f"model instance '{self.name}' crashed")
+            return DecoupledExecution([None] * len(requests), (reply.started_ns, reply.finished_ns))
+
+    def _forget(self, keys: list[tuple[int, int]]) -> None:
+        for key in keys:
+            self._streams.pop(key, None)
+
+    def _cancel_stream(self, process: StubProcess, key: tuple[int, int]) -> None:
+        """A stream's reader went away: what the model still sends is dropped, and it may see it (Cancel)."""
+        if self._streams.pop(key, None) is not None:
+            process.send(Cancel(*key))
+
+    def _end_streams(self, error: SeawallError) -> None:
+        """End every open stream with `error` (the stub died, or the instance stopped)."""
+        streams, self._streams = self._streams, {}
+        for _, sink in streams.values():
+            sink.fail(error)
+
+    def _on_response(self, process: StubProcess, message: Response) -> None:
+        """A response of a decoupled model (event loop): to its request's sink, then (once the reader has room)
+        the stub may reuse the region (ResponseRead)."""
+        token = message.token
+        if message.seq > self._seq or process is not self._process:
+            process.abort("a response to an unknown batch")
+            return
+        found = self._streams.get((message.seq, message.item))
+        if found is None:  # its reader went away, or it had ended (then the stub broke its own rule: dropped too)
+            if token:
+                process.send(ResponseRead(token))
+            return
+        request, sink = found
+        if message.final:
+            del self._streams[(message.seq, message.item)]
+        entry = message.entry
+        response: InferResponse | None = None
+        error: SeawallError | None = None
+        if entry is not None and entry.error_code is not None:
+            error = self._spec.response_error(entry.error_code, entry.error_message)
+        elif entry is not None:
+            memory = process.responses
+            try:
+                if entry.outputs and memory is None:
+                    raise ipc.ProtocolError("a response without a response region")
+                tensors = [ipc.read_tensor(memory, d, copy=True) for d in entry.outputs] if memory else []
+            except ipc.ProtocolError as exc:
+                process.abort(f"bad response: {exc}")
+                return
+            answer = self._spec.response(request, tensors)
+            if isinstance(answer, SeawallError):
+                error = answer
+            else:
+                response = answer
+        sink.put(response, error, message.final)
+        if token:
+            sink.when_drained(lambda: process.send(ResponseRead(token)))
 
     def _pick(self, slots: list[_Slot]) -> _Slot:
         """A free slot, else the next in turn (only direct callers outnumber the scheduler's workers)."""

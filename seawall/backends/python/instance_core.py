@@ -78,6 +78,7 @@ class InstanceSpec:
     dynamic_batching: bool = False
     model_dir: str = ""  # the model directory: code is imported only from inside it, pins are relative to it
     pins: tuple[Mapping[str, str], ...] = ()  # SHA-256 pin sets of the model's checksum agents (empty: unpinned)
+    decoupled: bool = False  # model_transaction_policy { decoupled: true }
 
     def hide(self, text: str) -> str:
         return hide(text, self.hidden_prefix)

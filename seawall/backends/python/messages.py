@@ -18,9 +18,22 @@ Who sends what (host → stub | stub → host):
                                                  | Log: any time (pb_utils.Logger)
     CallResult, CallFailed (by call id)          | Call, Control: from model code (BLS, model control)
 
+Decoupled models (`model_transaction_policy { decoupled: true }`):
+
+    Execute       one batch                      | BatchResult (no entries) once execute() returned, or BatchFailed
+    ResponseRead  the Response's bytes are free  | Response: a response_sender.send(...), any time, any thread
+    ResponseRegion answers ResponseGrow (0: no)  | ResponseGrow: a response needs a bigger response region
+    Cancel        a request's client went away   |
+
+A Response's outputs lie in the stub's one response region (fd tag `r`, made on the first ResponseGrow); the stub
+has one Response with outputs in flight at a time and reuses the region once the host answered ResponseRead with
+its token (the host holds that answer back while the request's reader is behind: backpressure). Cancel sets the
+flag behind `is_cancelled()` of one request (of any model, decoupled or not); Response, ResponseRead,
+ResponseRegion and Cancel are aside messages, never answers.
+
 The stub answers messages in the order they came (an `async def execute` model's batches may run at once, but
 their results still leave in order), so the host matches each answer to its oldest unanswered message; Log,
-Grow, Call and Control are aside messages, handled as they come (`StubProcess.on_message`).
+Grow, Call, Control, Response and ResponseGrow are aside messages, handled as they come (`StubProcess.on_message`).
 
 Growing the protocol: a kind is a NamedTuple, a line in `_KINDS` and a `_check_*` function in its direction's
 table; decoders refuse unknown kinds, so both sides change together. What fits later, existing kinds unchanged:
@@ -213,8 +226,65 @@ class CallFailed(NamedTuple):
     message: str
 
 
-HostMessage = Init | Execute | OutputRegion | Finalize | CallResult | CallFailed
-StubMessage = Ready | InitFailed | AutoCompleted | BatchResult | BatchFailed | Grow | Log | Finalized | Call | Control
+# --- decoupled responses and cancellation --------------------------------------------------------------------
+
+
+class ResponseRead(NamedTuple):  # host → stub
+    """The host has read the Response of `token`: its bytes in the response region are free."""
+
+    token: int
+
+
+class ResponseRegion(NamedTuple):  # host → stub
+    """The answer to ResponseGrow: a new response region of `size` bytes (fd socket, tag `r`), or 0: refused."""
+
+    size: int
+
+
+class Cancel(NamedTuple):  # host → stub
+    """The client of request `item` (its position) of batch `seq` went away: its `is_cancelled()` turns true."""
+
+    seq: int
+    item: int
+
+
+class Response(NamedTuple):  # stub → host
+    """One response of request `item` (its position) of batch `seq` (outputs in the response region), `final` or not.
+
+    `entry` None: no response, only the final flag (`send(None, FINAL)`). `token` > 0: the entry has outputs, the
+    host answers ResponseRead(token) once it has read them; 0: none.
+    """
+
+    seq: int
+    item: int
+    entry: ResponseEntry | None
+    final: bool
+    token: int
+
+
+class ResponseGrow(NamedTuple):  # stub → host
+    """A response needs a response region of at least `size` bytes: the host answers ResponseRegion."""
+
+    size: int
+
+
+HostMessage = (
+    Init | Execute | OutputRegion | Finalize | CallResult | CallFailed | ResponseRead | ResponseRegion | Cancel
+)
+StubMessage = (
+    Ready
+    | InitFailed
+    | AutoCompleted
+    | BatchResult
+    | BatchFailed
+    | Grow
+    | Log
+    | Finalized
+    | Call
+    | Control
+    | Response
+    | ResponseGrow
+)
 Message = HostMessage | StubMessage
 
 _KINDS: dict[type, str] = {
@@ -234,6 +304,11 @@ _KINDS: dict[type, str] = {
     Control: "ctl",
     CallResult: "callok",
     CallFailed: "callerr",
+    ResponseRead: "read",
+    ResponseRegion: "rregion",
+    Cancel: "cancel",
+    Response: "response",
+    ResponseGrow: "rgrow",
 }
 
 
@@ -403,6 +478,45 @@ def _check_call_failed(fields: list[object]) -> CallFailed:
     return CallFailed(_int(call_id), _int(code), _str(message))
 
 
+_OneNumber = type[ResponseRead] | type[ResponseRegion] | type[ResponseGrow]
+
+
+def _check_one(kind: _OneNumber) -> Callable[[list[object]], Message]:
+    def check(fields: list[object]) -> Message:
+        (value,) = _fields(fields, 1)
+        return kind(_int(value))
+
+    return check
+
+
+def _check_cancel(fields: list[object]) -> Cancel:
+    seq, index = _fields(fields, 2)
+    return Cancel(_int(seq), _int(index))
+
+
+def _check_response(fields: list[object]) -> Response:
+    """From a stub (untrusted): the entry's shape here, its descriptors when the host reads them."""
+    seq, index, entry, final, token = _fields(fields, 5)
+    _naturals(seq, index, token)
+    if type(final) is not bool:
+        raise ProtocolError("bad response")
+    if entry is None:
+        if token or not final:
+            raise ProtocolError("only a final response may be empty")
+        return Response(seq, index, None, True, 0)  # type: ignore[arg-type]
+    if type(entry) is not list or len(entry) != 3:
+        raise ProtocolError("bad response")
+    outputs, code, message = entry
+    if type(outputs) is not list or (code is not None and type(code) is not int) or type(message) is not str:
+        raise ProtocolError("bad response entry")
+    for descriptor in outputs:
+        if type(descriptor) is not list:
+            raise ProtocolError("bad tensor descriptor")
+    if bool(outputs) != bool(token):
+        raise ProtocolError("a response has a token exactly when it has outputs")
+    return Response(seq, index, ResponseEntry(outputs, code, message), final, token)  # type: ignore[arg-type]
+
+
 _HOST_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "init": _check_init,
     "exec": _check_execute,
@@ -410,6 +524,9 @@ _HOST_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "fini": _check_empty(Finalize),
     "callok": _check_call_result,
     "callerr": _check_call_failed,
+    "read": _check_one(ResponseRead),
+    "rregion": _check_one(ResponseRegion),
+    "cancel": _check_cancel,
 }
 _STUB_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "ready": _check_empty(Ready),
@@ -422,6 +539,8 @@ _STUB_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "done": _check_empty(Finalized),
     "call": _check_call,
     "ctl": _check_control,
+    "response": _check_response,
+    "rgrow": _check_one(ResponseGrow),
 }
 
 

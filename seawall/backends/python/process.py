@@ -18,12 +18,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from seawall.backends.python import ipc, messages
-from seawall.backends.python.messages import Call, Control, Finalize, Grow, HostMessage, Log, OutputRegion, StubMessage
+from seawall.backends.python.messages import (
+    Call,
+    Control,
+    Finalize,
+    Grow,
+    HostMessage,
+    Log,
+    OutputRegion,
+    Response,
+    ResponseGrow,
+    ResponseRegion,
+    StubMessage,
+)
 
 logger = logging.getLogger(__name__)
 
 _MAX_LOG_LINE = 8192
-_KILL_GRACE_S = 5.0
 #: Largest region a stub may ask for (its outputs of one batch); beyond this the batch fails.
 MAX_REGION_BYTES = 1 << 34
 #: The stub's entry script. `-P`: its directory stays off sys.path; `-B`: no __pycache__ in the repository.
@@ -130,6 +141,8 @@ class StubProcess:
         self._death = ""
         self.inputs: list[mmap.mmap] = []  # slot → input region (the host writes, the stub reads)
         self.outputs: list[mmap.mmap] = []  # slot → output region (the stub writes, the host reads)
+        self.responses: mmap.mmap | None = None  # a decoupled model's response region (made on ResponseGrow)
+        self.on_response: Callable[[Response], None] = self._unexpected_response  # set by a decoupled instance
 
     @property
     def is_alive(self) -> bool:
@@ -191,7 +204,7 @@ class StubProcess:
             self._control.write(messages.encode(message))
 
     def submit(self, message: HostMessage, context: object = None) -> asyncio.Future[StubMessage]:
-        """Send one message; the future gets the stub's reply (Log, Grow, Call and Control are handled aside).
+        """Send one message; the future gets the stub's reply (Log, Grow, Call, Control, Response... go aside).
         `context` (the requests an Execute runs) is what `running` reports until the reply arrives.
 
         Raises:
@@ -263,6 +276,10 @@ class StubProcess:
             logger.log(level, "model instance '%s': %s", self._label, escape_log(message.text))
         elif type(message) is Grow:
             self._grow_outputs(message.slot, message.size)
+        elif type(message) is Response:
+            self.on_response(message)
+        elif type(message) is ResponseGrow:
+            self._grow_responses(message.size)
         elif type(message) is Call or type(message) is Control:
             if self.on_call is None:
                 self.abort("unexpected call")
@@ -334,6 +351,29 @@ class StubProcess:
         self.outputs[slot] = memory
         self.send(OutputRegion(slot, size))
 
+    def _unexpected_response(self, message: Response) -> None:
+        self.abort("a response from a model that is not decoupled")
+
+    def _grow_responses(self, requested: int) -> None:
+        """A new response region of at least `requested` bytes (the stub has no response in flight)."""
+        current = len(self.responses) if self.responses is not None else 0
+        if self.on_response == self._unexpected_response or requested <= current:
+            self.abort("bad response region request")
+            return
+        size = ipc.grown_size(requested, current, self._settings.shm_growth_bytes)
+        size = max(size, self._settings.shm_default_bytes)
+        if size > MAX_REGION_BYTES:
+            self.send(ResponseRegion(0))
+            return
+        try:
+            memory = self._pass_region(size, b"r")
+        except StubDied:
+            return
+        if self.responses is not None:
+            self.responses.close()
+        self.responses = memory
+        self.send(ResponseRegion(size))
+
     def log_output(self, fd: int, line: bytes) -> None:
         level = logging.INFO if fd == 1 else logging.WARNING
         text = escape_log(line.decode("utf-8", "replace").rstrip("\r"))
@@ -377,7 +417,7 @@ class StubProcess:
             self._on_death(reason)
 
     async def stop(self, graceful: bool = True) -> None:
-        """Finalize (if `graceful`), then end the process: wait, terminate, kill. Idempotent."""
+        """Finalize (if `graceful`), then end the process: close its channel, wait for it to exit, kill. Idempotent."""
         if self._stopping:
             return
         self._stopping = True
@@ -395,21 +435,16 @@ class StubProcess:
         for fd in self._stub_fds.values():
             os.close(fd)
         self._stub_fds.clear()
-        for memory in (*self.inputs, *self.outputs):
+        for memory in (*self.inputs, *self.outputs, *([self.responses] if self.responses is not None else [])):
             memory.close()
-        self.inputs, self.outputs = [], []
+        self.inputs, self.outputs, self.responses = [], [], None
 
     async def _reap(self) -> None:
         if self._process is None or self._exited is None:
             return
-        for action, wait_s in (
-            (None, self._settings.timeout_s),
-            ("terminate", _KILL_GRACE_S),
-            ("kill", None),
-        ):
-            if action == "terminate" and self._process.get_returncode() is None:
-                self._process.terminate()
-            elif action == "kill" and self._process.get_returncode() is None:
+        # a stub ignores SIGTERM (bootstrap.py): without its channel it ends by itself, or it is killed
+        for action, wait_s in ((None, self._settings.timeout_s), ("kill", None)):
+            if action == "kill" and self._process.get_returncode() is None:
                 self._process.kill()
             try:
                 await asyncio.wait_for(asyncio.shield(self._exited), wait_s)

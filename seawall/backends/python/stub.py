@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import faulthandler
 import importlib
+import json
 import mmap
 import os
 import signal
@@ -22,7 +23,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from seawall.backends.python import ipc, messages
 from seawall.backends.python.call_client import CallClient
@@ -32,6 +33,7 @@ from seawall.backends.python.messages import (
     BatchResult,
     CallFailed,
     CallResult,
+    Cancel,
     Execute,
     Finalize,
     Finalized,
@@ -43,7 +45,11 @@ from seawall.backends.python.messages import (
     OutputRegion,
     Ready,
     RequestHeader,
+    Response,
     ResponseEntry,
+    ResponseGrow,
+    ResponseRead,
+    ResponseRegion,
     StubMessage,
 )
 from seawall.backends.python.model_source import ModelSource, RepositoryFinder
@@ -62,14 +68,21 @@ if TYPE_CHECKING:
 
 _RECEIVE_BYTES = 1 << 16
 
+_T = TypeVar("_T")
+
 
 class _Channel:
     """Blocking message I/O on the control socket; sends are locked because user threads may log or call.
 
     Messages that arrive while the stub waits for a particular one (an output region during a batch, a BLS
     call's answer) are kept in order for `receive`; so are region fds that arrive before the message that uses
-    them. Whichever thread needs a message reads the socket, one at a time (`_pump`): the main thread, a thread
-    waiting for its call's answer, or the event loop of an `async def execute` model.
+    them.
+
+    Reading is shared: whichever thread needs a message reads the socket, one at a time (`_pump`, `_reading`
+    under `_state`): the main thread, a thread waiting for its BLS call's answer or its ResponseRead, or the event
+    loop of an `async def execute` model. The reader handles the aside messages it read (CallResult/CallFailed
+    answers, ResponseRead, ResponseRegion, Cancel) and queues the others, then notifies `_state`: every waiter
+    (for a message, a call's answer, an ack, a region answer) looks again, and one of them reads next.
     """
 
     def __init__(self, control: socket.socket, fds: socket.socket) -> None:
@@ -82,11 +95,14 @@ class _Channel:
         self._view = memoryview(self._buffer)
         self._regions: dict[bytes, int] = {}  # tag → fd received ahead of its message
         self._lock = threading.Lock()
-        self._state = threading.Condition()  # guards the queues and `_reading`
-        self._fd_lock = threading.Lock()
+        self._state = threading.Condition()  # guards the queues, answers, acks and `_reading`
+        self._fd_lock = threading.Lock()  # held by the thread reading the fd socket
         self._reading = False  # a thread is reading the socket (only one may)
         self._closed = False
         self.on_frames: Callable[[], None] | None = None  # async models: wakes the event loop for new frames
+        self._acks: set[int] = set()  # ResponseRead tokens not yet taken
+        self._region_answers: deque[int] = deque()  # ResponseRegion sizes not yet taken
+        self.on_cancel: Callable[[Cancel], None] = lambda cancel: None  # called under `_state` by the reader
 
     def send(self, message: StubMessage) -> None:
         data = messages.encode(message)
@@ -101,12 +117,13 @@ class _Channel:
         finally:
             os.close(fd)
 
-    def _pump(self, wait: bool = True) -> None:
+    def _pump(self, wait: bool = True) -> bool:
         """With `_state` held: read the socket once (releasing `_state` meanwhile), or wait for the thread that
-        is reading. `wait` False: never block (another thread may have taken the bytes that woke the caller)."""
+        is reading. `wait` False: never block (another thread may have taken the bytes that woke the caller).
+        True if this call read something (False: it waited, nothing was there, or the host has gone)."""
         if self._reading:
             self._state.wait()
-            return
+            return False
         self._reading = True
         self._state.release()
         received = None
@@ -114,23 +131,30 @@ class _Channel:
             count = self._control.recv_into(self._buffer, 0, 0 if wait else socket.MSG_DONTWAIT)
             received = self._decoder.feed(self._view[:count]) if count else None
         except BlockingIOError:
-            return  # (finally runs first) nothing to read now
+            return False  # (finally runs first) nothing to read now
         finally:
             self._state.acquire()
             self._reading = False
             self._state.notify_all()
         if received is None:
             self._closed = True
-            return
+            return False
         others = False
         for message in received:
             if type(message) is CallResult or type(message) is CallFailed:
                 self._answers[message.call_id] = message
+            elif type(message) is ResponseRead:
+                self._acks.add(message.token)
+            elif type(message) is ResponseRegion:
+                self._region_answers.append(message.size)
+            elif type(message) is Cancel:
+                self.on_cancel(message)
             else:
                 self._frames.append(message)
                 others = True
         if others and self.on_frames is not None:
             self.on_frames()
+        return True
 
     def receive(self) -> HostMessage | None:
         """The next message, or None once the host has gone."""
@@ -155,6 +179,12 @@ class _Channel:
             if not self._reading and not self._closed:
                 self._pump(wait=False)
 
+    def poll(self) -> None:
+        """Handle what has arrived, without waiting (nothing if another thread is reading: it handles it)."""
+        with self._state:
+            while not self._reading and not self._closed and self._pump(wait=False):
+                pass
+
     @property
     def is_closed(self) -> bool:
         return self._closed
@@ -167,6 +197,32 @@ class _Channel:
                     return None
                 self._pump()
             return self._answers.pop(call_id)
+
+    def wait(self, taken: Callable[[], _T | None]) -> _T:
+        """Read (or wait for the reader) until `taken()` (called under `_state`) returns something; return it.
+
+        Raises:
+            ipc.ProtocolError: the host has gone.
+        """
+        with self._state:
+            while True:
+                found = taken()
+                if found is not None:
+                    return found
+                if self._closed:
+                    raise ipc.ProtocolError("the host has gone")
+                self._pump()
+
+    def take_ack(self, token: int) -> bool | None:
+        """True if ResponseRead(token) has arrived (taking it); call under `_state` (through `wait`)."""
+        if token in self._acks:
+            self._acks.discard(token)
+            return True
+        return None
+
+    def take_region_answer(self) -> int | None:
+        """The size of the first ResponseRegion not yet taken; call under `_state` (through `wait`)."""
+        return self._region_answers.popleft() if self._region_answers else None
 
     def receive_region_answer(self) -> OutputRegion | None:
         """The first OutputRegion message; messages before it stay queued for `receive`."""
@@ -206,6 +262,157 @@ def _map(fd: int, size: int, writable: bool, private: bool = False) -> mmap.mmap
         os.close(fd)
 
 
+class _Cancels:
+    """Which requests' clients went away (Cancel), per running batch; read by `request.is_cancelled()` and
+    `sender.is_cancelled()` from any thread. A batch is tracked from its Execute until its execute() returned
+    and, for a decoupled model, every request's stream ended.
+
+    Per batch on the hot path: a few dict operations (no set is made until a Cancel comes)."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+        self._cancelled: dict[int, set[int] | None] = {}  # seq → cancelled request positions (None: none yet)
+        self._open: dict[int, int] = {}  # seq → streams and execute() not yet ended (decoupled batches)
+        self._early: dict[int, set[int]] = {}  # seq → cancelled positions of a batch queued, not yet begun
+        self._begun = 0  # the last seq begun (the host's seqs grow)
+        self._lock = threading.Lock()
+        channel.on_cancel = self.cancel
+
+    def begin(self, seq: int, requests: int, streams: int = 0) -> bool:
+        """Track batch `seq` of `requests` requests (and `streams` open response streams); False: every request
+        was cancelled while its Execute waited here (the batch is then not run)."""
+        with self._lock:
+            if streams:
+                self._open[seq] = 1 + streams
+            self._begun = seq
+            if not self._early:
+                self._cancelled[seq] = None
+                return True
+            early = self._early.pop(seq, None)
+            for old in [s for s in self._early if s < seq]:
+                del self._early[old]
+            self._cancelled[seq] = early
+            return early is None or len(early) < requests
+
+    def end(self, seq: int, count: int = 1) -> None:
+        if seq in self._open:
+            with self._lock:
+                left = self._open.get(seq, 0) - count
+                if left > 0:
+                    self._open[seq] = left
+                    return
+                self._open.pop(seq, None)
+        self._cancelled.pop(seq, None)
+
+    def cancel(self, message: Cancel) -> None:
+        with self._lock:
+            seq = message.seq
+            if seq in self._cancelled:
+                found = self._cancelled[seq]
+                if found is None:
+                    self._cancelled[seq] = {message.item}
+                else:
+                    found.add(message.item)
+            elif seq > self._begun:  # its Execute is queued here, not yet run
+                self._early.setdefault(seq, set()).add(message.item)
+
+    def is_cancelled(self, seq: int, item: int) -> bool:
+        found = self._cancelled.get(seq)
+        if found is not None and item in found:
+            return True
+        self._channel.poll()  # a Cancel may be waiting unread while execute() runs on the main thread
+        found = self._cancelled.get(seq)
+        return found is not None and item in found
+
+
+class _Responder:
+    """Sends a decoupled model's responses (from any thread). The response region is used in two halves, taken in
+    turn: a response's outputs go into a half once the host has answered ResponseRead for the previous response
+    in it, so the model prepares the next response while the host reads the last one, and at most two responses
+    with outputs are in flight (a reader that is behind holds the model back)."""
+
+    def __init__(self, channel: _Channel, model: UserModel, cancels: _Cancels) -> None:
+        self._channel = channel
+        self._model = model
+        self._cancels = cancels
+        self._lock = threading.RLock()  # reentrant: a sender dropped during a send is abandoned by the same thread
+        self._region: mmap.mmap | None = None
+        self._token = 0
+        self._pending = [0, 0]  # per half of the region: the token of the response in it not yet read (0: none)
+        self._next = 0  # the half the next response goes into
+
+    def sender(self, pb: ModuleType, seq: int, item: int, wanted: list[str]) -> UserObject:
+        """The response sender of request `item` of batch `seq`."""
+        return pb.InferenceResponseSender(
+            lambda response, final: self.send(seq, item, wanted, response, final),
+            lambda: self._cancels.is_cancelled(seq, item),
+            lambda: self.abandon(seq, item),
+        )
+
+    def abandon(self, seq: int, item: int) -> None:
+        """The model dropped a sender before its final response: the client gets an error, not a wait."""
+        text = "the model released the response sender without sending the final flag"
+        with self._lock:
+            self._channel.send(Response(seq, item, ResponseEntry([], 1, text), True, 0))
+        self._cancels.end(seq)
+
+    def send(self, seq: int, item: int, wanted: list[str], response: UserObject, final: bool) -> None:
+        """Raises: pb_utils.TritonModelException (the outputs do not fit in any region the host allows)."""
+        with self._lock:
+            entry: ResponseEntry | None = None if response is None else ResponseEntry([])
+            token = 0
+            found = [] if response is None else self._model.sent_outputs(wanted, response)
+            if isinstance(found, tuple):
+                code, text = found
+                entry = ResponseEntry([], code if type(code) is int else -1, str(text))
+            elif found:
+                payloads = [ipc.to_payload(datatype, array) for _, datatype, array in found]
+                region, base = self._take_half(ipc.layout(payloads)[1])
+                offsets, _ = ipc.layout(payloads, base)
+                ipc.write_payloads(region, offsets, payloads)
+                descriptors: list[ipc.Descriptor] = [
+                    [name, datatype, list(array.shape), offset, len(payload)]
+                    for (name, datatype, array), offset, payload in zip(found, offsets, payloads, strict=True)
+                ]
+                self._token += 1
+                token = self._token
+                self._pending[self._next] = token
+                self._next ^= 1
+                entry = ResponseEntry(descriptors)
+            self._channel.send(Response(seq, item, entry, final, token))
+        if final:
+            self._cancels.end(seq)
+
+    def _take_half(self, total: int) -> tuple[mmap.mmap, int]:
+        """The region and the offset of the next half, once the host has read what was in it; a region whose
+        halves hold `total` bytes is asked for first (after both halves were read)."""
+        region = self._region
+        if region is None or total > _half(region):
+            for half in (0, 1):
+                self._wait_read(half)
+            region = self._grow(2 * ipc.align(max(total, 1)))
+        self._wait_read(self._next)
+        return region, self._next * _half(region)
+
+    def _wait_read(self, half: int) -> None:
+        token = self._pending[half]
+        if token:
+            self._channel.wait(lambda: self._channel.take_ack(token))
+            self._pending[half] = 0
+
+    def _grow(self, total: int) -> mmap.mmap:
+        region = self._region
+        self._channel.send(ResponseGrow(total))
+        size = self._channel.wait(self._channel.take_region_answer)
+        if not size:
+            assert self._model is not None
+            raise self._model.pb.TritonModelException(f"the response needs {total} bytes, more than the backend allows")
+        if region is not None:
+            region.close()
+        self._region = self._channel.receive_region(b"r", size, True)
+        return self._region
+
+
 class _Stub:
     """Owns the user model and every slot's regions; everything runs on the stub's main thread."""
 
@@ -218,6 +425,8 @@ class _Stub:
         self._calls: CallClient | None = None  # BLS and model control (pb_utils calls it)
         self._order: deque[int] = deque()  # async models: seqs of the batches running, in arrival order
         self._finished: dict[int, StubMessage] = {}  # async models: results waiting for earlier batches
+        self._cancels = _Cancels(channel)
+        self._responder: _Responder | None = None  # decoupled models only
 
     def run(self) -> None:
         first = self._channel.receive()
@@ -227,7 +436,7 @@ class _Stub:
             return
         assert self._calls is not None and self._model is not None
         self._calls.serving = True
-        if self._model.is_async:
+        if self._model.is_async and self._responder is None:  # decoupled: awaited on the main thread
             self._serve_async(self._model)
             return
         while (message := self._channel.receive()) is not None:
@@ -262,6 +471,8 @@ class _Stub:
                 return False
             assert self._pb is not None
             self._model = UserModel(self._pb, model_class, init.model_name)
+            if _is_decoupled(init.args):
+                self._responder = _Responder(self._channel, self._model, self._cancels)
             self._model.initialize(init.args)
         except Exception as exc:
             error = describe(exc)
@@ -294,11 +505,16 @@ class _Stub:
 
     def _execute(self, message: Execute) -> BatchResult | BatchFailed:
         seq = message.seq
+        if self._responder is not None:
+            return self._execute_decoupled(message, self._responder)
+        if not self._cancels.begin(seq, len(message.requests)):
+            self._cancels.end(seq)
+            return self._skip_cancelled(message)
         try:
             slot = self._receive_regions(message)
             assert self._model is not None
             started = time.monotonic_ns()  # CLOCK_MONOTONIC: the host reads the same clock
-            requests = [self._request(self._model, slot, header) for header in message.requests]
+            requests = [self._request(self._model, slot, header, seq, i) for i, header in enumerate(message.requests)]
             responses = self._model.execute(requests)
             entries = self._write_responses(slot, requests, responses)
             return BatchResult(seq, entries, started, time.monotonic_ns())
@@ -306,6 +522,49 @@ class _Stub:
             return BatchFailed(seq, str(exc), "")
         except Exception as exc:
             return BatchFailed(seq, describe(exc), traceback.format_exc())
+        finally:
+            self._cancels.end(seq)
+
+    def _execute_decoupled(self, message: Execute, responder: _Responder) -> BatchResult | BatchFailed:
+        """Run execute() of a decoupled model: its responses leave through the senders (Response messages);
+        the answer (no entries) says execute() returned. If it raised, every sender is closed (the host ends
+        each request's stream with the error), as in Triton."""
+        seq = message.seq
+        model, pb = self._model, self._pb
+        assert model is not None and pb is not None
+        if not self._cancels.begin(seq, len(message.requests), len(message.requests)):
+            self._cancels.end(seq, 1 + len(message.requests))
+            return self._skip_cancelled(message)
+        senders: list[UserObject] = []
+        try:
+            slot = self._receive_regions(message)
+            started = time.monotonic_ns()
+            requests = []
+            for item, header in enumerate(message.requests):
+                request = self._request(model, slot, header, seq, item)
+                request._sender = responder.sender(pb, seq, item, header.outputs)
+                senders.append(request._sender)
+                requests.append(request)
+            model.execute_decoupled(requests)
+            return BatchResult(seq, [], started, time.monotonic_ns())
+        except Exception as exc:
+            for sender in senders:
+                sender._close()
+            self._cancels.end(seq, len(message.requests))
+            if isinstance(exc, BatchError):
+                return BatchFailed(seq, str(exc), "")
+            return BatchFailed(seq, describe(exc), traceback.format_exc())
+        finally:
+            self._cancels.end(seq)
+
+    def _skip_cancelled(self, message: Execute) -> BatchFailed:
+        """A batch whose every client went away while it waited here is not run (as Triton drops cancelled
+        requests before they execute); its new regions are still taken."""
+        try:
+            self._receive_regions(message)
+        except Exception as exc:
+            return BatchFailed(message.seq, describe(exc), traceback.format_exc())
+        return BatchFailed(message.seq, "the request was cancelled", "")
 
     def _serve_async(self, model: UserModel) -> None:
         """An `async def execute` model: each batch runs as a task of the model's event loop, so one batch's
@@ -357,17 +616,23 @@ class _Stub:
     async def _execute_async(self, model: UserModel, message: Execute) -> None:
         seq = message.seq
         result: StubMessage
-        try:
-            slot = self._receive_regions(message)
-            started = time.monotonic_ns()
-            requests = [self._request(model, slot, header) for header in message.requests]
-            responses = await model.execute_async(requests)
-            entries = self._write_responses(slot, requests, responses)
-            result = BatchResult(seq, entries, started, time.monotonic_ns())
-        except BatchError as exc:
-            result = BatchFailed(seq, str(exc), "")
-        except Exception as exc:
-            result = BatchFailed(seq, describe(exc), traceback.format_exc())
+        if not self._cancels.begin(seq, len(message.requests)):
+            self._cancels.end(seq)
+            result = self._skip_cancelled(message)
+        else:
+            try:
+                slot = self._receive_regions(message)
+                started = time.monotonic_ns()
+                requests = [self._request(model, slot, header, seq, i) for i, header in enumerate(message.requests)]
+                responses = await model.execute_async(requests)
+                entries = self._write_responses(slot, requests, responses)
+                result = BatchResult(seq, entries, started, time.monotonic_ns())
+            except BatchError as exc:
+                result = BatchFailed(seq, str(exc), "")
+            except Exception as exc:
+                result = BatchFailed(seq, describe(exc), traceback.format_exc())
+            finally:
+                self._cancels.end(seq)
         self._finished[seq] = result
         while self._order and self._order[0] in self._finished:
             self._channel.send(self._finished.pop(self._order.popleft()))
@@ -395,10 +660,16 @@ class _Stub:
             except BufferError:
                 pass  # the model kept a view of an old input: the mapping goes when that view does
 
-    def _request(self, model: UserModel, slot: int, header: RequestHeader) -> UserObject:
+    def _request(self, model: UserModel, slot: int, header: RequestHeader, seq: int, item: int) -> UserObject:
         memory = self._inputs[slot]
         inputs = [ipc.read_tensor(memory, descriptor, copy=False) for descriptor in header.inputs]
-        return model.request(inputs, header.outputs, header.id, header.correlation_id, header.flags, header.parameters)
+        request = model.request(
+            inputs, header.outputs, header.id, header.correlation_id, header.flags, header.parameters
+        )
+        request._cancel_state = self._cancels
+        request._seq = seq
+        request._item = item
+        return request
 
     def _write_responses(
         self, slot: int, requests: Sequence[UserObject], responses: Sequence[UserObject]
@@ -436,6 +707,20 @@ class _Stub:
         if not reply.size:
             raise BatchError(f"the outputs of this batch need {total} bytes, more than the backend allows")
         self._replace(self._outputs, slot, self._channel.receive_region(b"o%d" % slot, reply.size, True))
+
+
+def _half(region: mmap.mmap) -> int:
+    """The size of each half of a response region (aligned: the second half starts at this offset)."""
+    return (len(region) // 2) & ~(ipc.ALIGNMENT - 1)
+
+
+def _is_decoupled(args: dict[str, str]) -> bool:
+    """Whether the model config of initialize(args) is decoupled (`model_transaction_policy`)."""
+    try:
+        config = json.loads(args.get("model_config", "{}"))
+        return bool(config.get("model_transaction_policy", {}).get("decoupled", False))
+    except (ValueError, AttributeError):
+        return False
 
 
 def main(argv: Sequence[str]) -> None:

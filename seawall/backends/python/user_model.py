@@ -180,6 +180,27 @@ class UserModel:
             )
         return responses
 
+    def execute_decoupled(self, requests: list[UserObject]) -> None:
+        """Run execute(requests) of a decoupled model, whose responses go through the requests' senders.
+
+        Raises:
+            BatchError: execute returned something else than None (as Triton's stub refuses it).
+            Exception: whatever the model raised.
+        """
+        if self.run(self._model.execute(requests)) is not None:
+            raise BatchError(
+                f"Python model '{self.model_name}' is using the decoupled mode and the execute function must return "
+                "None."
+            )
+
+    def sent_outputs(self, wanted: list[str], response: UserObject) -> tuple[int, str] | list[Output]:
+        """`outputs` of a response a decoupled model sends (`wanted`: the request's requested output names)."""
+        error = response.error()
+        if error is not None:
+            return error.code(), error.message()
+        raw = self.pb._raw
+        return [(t.name(), *raw(t)) for t in response.output_tensors() if not wanted or t.name() in wanted]
+
     def outputs(self, request: UserObject, response: UserObject) -> tuple[int, str] | list[Output]:
         """A response's error as (TritonError code, message), or its requested outputs.
 

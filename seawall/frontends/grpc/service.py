@@ -7,9 +7,10 @@ Every RPC is wrapped by one guard, built in a loop: restriction check, the call,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -19,14 +20,17 @@ from tritonclient.grpc import service_pb2
 
 import seawall.core.offload as offload
 from seawall.core.server import InferenceServer
-from seawall.core.types import InferResponse
-from seawall.errors import InternalError, SeawallError, UnsupportedError
+from seawall.core.types import InferRequest, InferResponse
+from seawall.errors import DecoupledModelError, InternalError, SeawallError, UnsupportedError
 from seawall.frontends.grpc import admin, codec, wire
-from seawall.frontends.grpc.stream import serve_stream
+from seawall.frontends.grpc.stream import Emit, serve_stream
 from seawall.frontends.status import grpc_status
 from seawall.options import GrpcOptions, Limits, Options
 from seawall.security import tls
 from seawall.security.policy import ApiPolicy, Keys
+
+if TYPE_CHECKING:
+    from seawall.core.inference import ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ RPC_CATEGORIES: Mapping[str, str] = {
 }
 
 _FINAL = "triton_final_response"
+_EMPTY_FINAL = "triton_enable_empty_final_response"
 # grpc.health.v1 ServingStatus values; HealthCheckResponse is one enum field (number 1, varint)
 _SERVING, _NOT_SERVING = 1, 2
 
@@ -204,20 +209,29 @@ class _Servicer:
         served = self._server.model(request.model_name, request.model_version)
         heavy = size > offload.HEAVY_BODY_BYTES
         decoded = await offload.run(heavy, codec.infer_request_from_proto, request, served.limits, raw_contents)
-        return await served.infer(decoded)
+        try:
+            return await served.infer(decoded)
+        except DecoupledModelError:
+            raise UnsupportedError("ModelInfer RPC doesn't support models with decoupled transaction policy") from None
 
     async def ModelStreamInfer(self, requests: Any, context: Any) -> None:  # noqa: N802
         await serve_stream(requests, context, self._stream_answer)
 
-    async def _stream_answer(self, data: bytes) -> bytes:
+    async def _stream_answer(self, data: bytes, emit: Emit, detach: Callable[[], None]) -> bytes | None:
         """One serialized stream response: the inference response, or its error as `error_message` (the stream
-        goes on)."""
+        goes on). A decoupled model's responses are emitted as they come (`_stream_decoupled`); then None."""
         request_id = model = ""
         try:
             heavy = len(data) > offload.HEAVY_BODY_BYTES
             request, raw_contents = await offload.run(heavy, wire.parse_infer_request, data)
             request_id, model = request.id, request.model_name
-            response = await self._infer(request, raw_contents, len(data))
+            served = self._server.model(request.model_name, request.model_version)
+            decoded = await offload.run(heavy, codec.infer_request_from_proto, request, served.limits, raw_contents)
+            if served.decoupled:
+                detach()
+                await self._stream_decoupled(served, decoded, emit)
+                return None
+            response = await served.infer(decoded)
         except Exception as exc:  # the one error layer decides
             message = _as_error(exc, "ModelStreamInfer request", lambda: model).message
         else:
@@ -226,13 +240,48 @@ class _Servicer:
             return await offload.run(
                 offload.is_heavy(response.outputs), wire.stream_response_bytes, response, parameters
             )
-        error = service_pb2.ModelStreamInferResponse(
-            error_message=message, infer_response=service_pb2.ModelInferResponse(id=request_id)
-        )
-        return bytes(error.SerializeToString())
+        return _stream_error(message, request_id)
+
+    async def _stream_decoupled(self, served: ServedModel, request: InferRequest, emit: Emit) -> None:
+        """Emit each message of a decoupled model's stream as Triton 2.51 writes it: every response carries
+        `triton_final_response`; the final flag alone becomes an empty response (model name, id and that
+        parameter, no version) only when the request asked for it (`triton_enable_empty_final_response`); an
+        error is a message with `error_message` and such an empty response. Once the client has gone, the
+        stream is closed, which cancels the request."""
+        empty_final = request.parameters.get(_EMPTY_FINAL) is True
+        try:
+            async with contextlib.aclosing(served.stream(request)) as messages:
+                async for message in messages:
+                    if message.error is not None:
+                        error = _as_error(message.error, "ModelStreamInfer request", lambda: request.model_name)
+                        sent = await emit(_stream_error(error.message, request.id, request.model_name, message.final))
+                    elif message.response is not None:
+                        response = message.response
+                        parameters = {**response.parameters, _FINAL: message.final}
+                        heavy = offload.is_heavy(response.outputs)
+                        sent = await emit(await offload.run(heavy, wire.stream_response_bytes, response, parameters))
+                    elif empty_final:
+                        empty = InferResponse(request.model_name, "", [], request.id)
+                        sent = await emit(wire.stream_response_bytes(empty, {_FINAL: True}))
+                    else:
+                        sent = True
+                    if not sent:
+                        return  # the client is gone: closing the stream cancels the request
+        except Exception as exc:  # raised before any message: the request's own error
+            error = _as_error(exc, "ModelStreamInfer request", lambda: request.model_name)
+            await emit(_stream_error(error.message, request.id))
 
     async def health_check(self, request: Any, context: Any) -> int:
         return _SERVING if self._server.is_ready() else _NOT_SERVING
+
+
+def _stream_error(message: str, request_id: str, model: str = "", final: bool | None = None) -> bytes:
+    """A stream message holding an error; a decoupled model's also names the model and carries the final flag."""
+    response = service_pb2.ModelInferResponse(id=request_id, model_name=model)
+    if final is not None:
+        response.parameters[_FINAL].bool_param = final
+    error = service_pb2.ModelStreamInferResponse(error_message=message, infer_response=response)
+    return bytes(error.SerializeToString())
 
 
 def _refuse_repository_name(request: Any) -> None:

@@ -25,6 +25,7 @@ from seawall.frontends.http.message import (
     HeadCheck,
     HttpRequest,
     HttpResponse,
+    HttpStream,
     describe_caller,
     error_response,
     render_head,
@@ -88,6 +89,7 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
         self._linger = True  # after `_final`, discard the client's input for a while before closing
         self._linger_since = 0.0
         self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None  # awaited by a streamed reply while writing is paused
         self._write_paused_since = 0.0  # start of the current window while writing is paused
         self._write_mark = 0  # bytes waiting to be sent at the start of that window
         self._reading_paused = False  # paused by the backlog (not by a slow reader)
@@ -169,6 +171,8 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
         if self._transport is not None and not self._reading_paused:
             self._transport.resume_reading()
         self._next()
@@ -217,6 +221,9 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
             self._release_task()
         with_body = request.method != "HEAD"
         del request  # the body is not kept while the reply is written
+        if response.__class__ is HttpStream:
+            await self._answer_stream(response, keep_alive)
+            return
         self._task = None
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -236,6 +243,73 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
             if not self._write_paused:
                 transport.resume_reading()
         self._next()
+
+    async def _answer_stream(self, response: HttpStream, keep_alive: bool) -> None:
+        """Send a streamed reply chunk by chunk, waiting for the client to drain each before asking for the next,
+        then go on with the next request. Losing the connection cancels this task; the generator is closed in
+        every case, which stops what produces the chunks. A generator that fails midway cannot change the status
+        any more: the body is cut short (no last chunk) and the connection is dropped."""
+        keep_alive = keep_alive and not (self._closing and self._final is None)
+        try:
+            keep_alive = await self._send_chunks(response, keep_alive)
+        finally:
+            self._drained = None
+            if response.chunks is not None:
+                try:
+                    await response.chunks.aclose()
+                except Exception:
+                    logger.exception("unhandled error while closing a streamed reply")
+            self._task = None  # only now: the next request must not start while this one is being closed
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if not keep_alive:
+            self._closing = True
+            self._final = None
+            self._drop_queue()
+            transport.close()
+            return
+        if self._reading_paused and not self._is_backlogged():
+            self._reading_paused = False
+            self._enter(self._phase)  # the client was not reading because we were not
+            if not self._write_paused:
+                transport.resume_reading()
+        self._next()
+
+    async def _send_chunks(self, response: HttpStream, keep_alive: bool) -> bool:
+        """Write the head, every chunk and the last chunk; False when the connection cannot be used any more.
+
+        An HTTP/1.0 client cannot read a chunked body: it gets the bare body, ended by closing the connection. The
+        version is read from the parser (the last request parsed, so the request queue costs nothing more): it is
+        this request's unless a client pipelines requests of both versions on one connection."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return False
+        chunked = self._parser is not None and self._parser.get_http_version() == "1.1"
+        keep_alive = keep_alive and chunked
+        head = render_head(response, None, keep_alive)
+        transport.write(head if chunked else head.replace(b"Transfer-Encoding: chunked\r\n", b""))
+        try:
+            if response.chunks is not None:
+                async for chunk in response.chunks:
+                    if self._transport is None:
+                        return False
+                    if chunk and chunked:  # an empty chunk would end the body
+                        transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    elif chunk:
+                        transport.write(chunk)
+                    while self._write_paused and self._transport is not None:
+                        self._drained = self._loop.create_future()
+                        await self._drained
+        except Exception:
+            logger.exception("unhandled error while streaming a reply; the connection is dropped")
+            transport.abort()
+            return False
+        if self._transport is None:
+            return False
+        if chunked:
+            transport.write(b"0\r\n\r\n")
+        return keep_alive
 
     def _drop_queue(self) -> None:
         for _, _, charge in self._queue:

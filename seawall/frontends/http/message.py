@@ -7,7 +7,7 @@ Imports orjson and the standard library only; `server` re-exports these names fo
 from __future__ import annotations
 
 import http
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -49,6 +49,15 @@ class HttpResponse:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class HttpStream(HttpResponse):
+    """A reply whose body is produced while it is sent: each buffer `chunks` yields goes out as one chunk of a
+    chunked body as soon as the client can take it (the connection awaits its drain before asking for the
+    next), and the generator is closed when the client goes away. `body` is unused."""
+
+    chunks: AsyncGenerator[bytes, None] | None = None
+
+
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 #: Decides on a request's head alone (method, path, lower-case headers) whether it is refused: the reply, or None.
 #: Called before any body byte is stored, for requests that have a body; the handler still checks everything.
@@ -60,13 +69,13 @@ def error_response(status: int, message: str, headers: list[tuple[str, str]] | N
     return HttpResponse(status, (orjson.dumps({"error": message}),), "application/json", headers or [])
 
 
-def render_head(response: HttpResponse, length: int, keep_alive: bool) -> bytes:
-    """Status line and headers of `response` for a body of `length` bytes."""
+def render_head(response: HttpResponse, length: int | None, keep_alive: bool) -> bytes:
+    """Status line and headers of `response` for a body of `length` bytes (None: a chunked body)."""
     reason = _REASONS.get(response.status, b"Unknown")
     lines = [b"HTTP/1.1 %d %s\r\n" % (response.status, reason)]
     if response.content_type:
         lines.append(b"Content-Type: %s\r\n" % response.content_type.encode("latin-1"))
-    lines.append(b"Content-Length: %d\r\n" % length)
+    lines.append(b"Content-Length: %d\r\n" % length if length is not None else b"Transfer-Encoding: chunked\r\n")
     for name, value in response.headers:
         lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
     if not keep_alive:

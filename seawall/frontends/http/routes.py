@@ -12,22 +12,26 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 import seawall.core.offload as offload
 from seawall.core.server import InferenceServer, config_to_dict, require_valid_model_name
 from seawall.core.types import DURATION_STATISTICS, Duration, ModelMetadata, ModelStatistics, TensorMetadata
-from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
+from seawall.errors import DecoupledModelError, InvalidArgumentError, SeawallError, UnsupportedError
 from seawall.frontends.http import codec as http_codec
-from seawall.frontends.http import extensions
+from seawall.frontends.http import extensions, generate
 from seawall.frontends.http.body import BodyBudget
 from seawall.frontends.http.errors import failure_reply, status_reply
 from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, OverHttpServer, error_response
 from seawall.options import Options
 from seawall.security import tls
 from seawall.security.policy import ApiPolicy, Keys
+
+if TYPE_CHECKING:
+    from seawall.core.inference import ServedModel
+    from seawall.core.types import InferRequest
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +62,8 @@ ROUTES: tuple[Route, ...] = (
     Route(_GET, _MODEL + r"/config", "model-config", "_model_config"),
     Route(_GET, _MODEL + r"/stats", "statistics", "_model_statistics"),
     Route(_POST, _MODEL + r"/infer", "inference", "_infer"),
-    Route(_POST, _MODEL + r"/generate", "inference", "", "generate"),
-    Route(_POST, _MODEL + r"/generate_stream", "inference", "", "generate_stream"),
+    Route(_POST, _MODEL + r"/generate", "inference", "_generate"),
+    Route(_POST, _MODEL + r"/generate_stream", "inference", "_generate_stream"),
     Route(_GET_POST, r"/v2/models/(?P<model>[^/]+)/trace/setting", "trace", "_trace_setting"),
     Route(_GET, r"/v2", "metadata", "_server_metadata"),
     Route(_GET, r"/v2/health/live", "health", "_health_live"),
@@ -238,13 +242,42 @@ class HttpFrontend(OverHttpServer):
                 heavy, http_codec.decode_infer_request, body, length, model, version, self._limits
             )
             served = self._server.model(model, version)
-        response = await served.infer(decoded.request)
+        try:
+            response = await served.infer(decoded.request)
+        except DecoupledModelError:
+            raise UnsupportedError("HTTP end point doesn't support models with decoupled transaction policy") from None
         parts, header_length = await http_codec.encode_infer_reply(response, decoded)
         if header_length is None:
             return HttpResponse(200, parts, "application/json")
         return HttpResponse(
             200, parts, "application/octet-stream", [("Inference-Header-Content-Length", str(header_length))]
         )
+
+    # generate extension ------------------------------------------------------------------------------
+    async def _generate(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
+        served, decoded = await self._generate_request(request, groups)
+        return await generate.generate_reply(served.stream(decoded))
+
+    async def _generate_stream(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
+        served, decoded = await self._generate_request(request, groups)
+        context = f"POST {request.path!r} (model {served.name!r} version {served.version})"
+        return await generate.generate_stream_reply(served.stream(decoded), context)
+
+    async def _generate_request(
+        self, request: HttpRequest, groups: Mapping[str, str]
+    ) -> tuple[ServedModel, InferRequest]:
+        """The served model (resolved first: an unknown model wins over a bad body, as in Triton) and the request
+        its input metadata maps the body to."""
+        model, version = groups["model"], groups.get("version", "")
+        served = self._server.model(model, version)
+        spec = served.spec
+        batch = (-1,) if spec.max_batch_size > 0 else ()
+        inputs = {i.name: TensorMetadata(i.name, i.datatype, batch + i.dims) for i in spec.inputs.values()}
+        heavy = len(request.body) > offload.HEAVY_BODY_BYTES
+        decoded = await offload.run(
+            heavy, generate.decode_generate_request, request.body, inputs, model, version, self._limits
+        )
+        return served, decoded
 
     # model repository extension ---------------------------------------------------------------------
     async def _repository_index(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:

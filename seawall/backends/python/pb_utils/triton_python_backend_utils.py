@@ -2,13 +2,15 @@
 
 Imported by user `model.py` files inside a stub process only (its directory is put on the stub's sys.path).
 Imports numpy and the stub's wire helpers. Written from the documented API surface; GPU, BLS of decoupled
-models, decoupled response senders and custom metrics raise TritonModelException("... not supported ...").
+models and custom metrics raise TritonModelException("... not supported ..."); so does a response sender in
+a model that is not decoupled.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 
 import numpy as np
 
@@ -206,13 +208,51 @@ class InferenceTrace:
 
 
 class InferenceResponseSender:
-    """Decoupled response sender: not available yet."""
+    """The response sender of one request of a decoupled model (`request.get_response_sender()`).
+
+    Made by the backend, never by models: `deliver(response, final)` hands a response over (from any thread,
+    during or after execute), `cancelled()` says whether the client went away, `abandon()` is called if the
+    sender is dropped before its final response (the client then gets an error instead of waiting forever).
+    """
+
+    def __init__(self, deliver, cancelled, abandon=None):
+        self._deliver = deliver
+        self._cancelled = cancelled
+        self._abandon = abandon
+        self._lock = threading.Lock()
+        self._closed = False
 
     def send(self, response=None, flags=0):
-        raise _unsupported("the decoupled response sender")
+        if flags != TRITONSERVER_RESPONSE_COMPLETE_FINAL and flags != 0:
+            raise TritonModelException("Unable to send response. Unsupported flag provided.")
+        if flags == 0 and response is None:
+            raise TritonModelException(
+                "Inference Response object must be provided when the response flags is set to zero."
+            )
+        if response is not None and not isinstance(response, InferenceResponse):
+            raise TritonModelException(f"Expected an InferenceResponse, got {type(response).__name__}")
+        final = flags == TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        with self._lock:
+            if self._closed:
+                raise TritonModelException("Unable to send response. Response sender has been closed.")
+            if final:
+                self._closed = True
+            self._deliver(response, final)
 
     def is_cancelled(self):
-        return False
+        return bool(self._cancelled())
+
+    def _close(self):
+        """The backend closed the stream (execute raised): later sends fail, nothing is abandoned."""
+        self._closed = True
+
+    def __del__(self):
+        if not self._closed and self._abandon is not None:
+            self._closed = True
+            try:
+                self._abandon()
+            except Exception:
+                pass  # the channel is gone (the stub is exiting)
 
 
 class InferenceRequest:
@@ -257,6 +297,9 @@ class InferenceRequest:
             parameters = json.loads(parameters)
         self._parameters = dict(parameters) if parameters else {}
         self._release_flags = TRITONSERVER_REQUEST_RELEASE_ALL
+        self._sender = None  # decoupled models: set by the backend
+        self._cancel_state = None  # set by the backend: `is_cancelled(self._seq, self._item)` says if the client left
+        self._seq = self._item = 0
 
     def inputs(self):
         return self._inputs
@@ -294,10 +337,13 @@ class InferenceRequest:
         return list(self._requested)
 
     def get_response_sender(self):
-        raise _unsupported("get_response_sender (decoupled models)")
+        if self._sender is None:
+            raise _unsupported("get_response_sender in a model that is not decoupled")
+        return self._sender
 
     def is_cancelled(self):
-        return False
+        state = self._cancel_state
+        return state is not None and bool(state.is_cancelled(self._seq, self._item))
 
     def set_release_flags(self, flags):
         if flags != TRITONSERVER_REQUEST_RELEASE_ALL:
