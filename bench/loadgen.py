@@ -34,7 +34,7 @@ class Workload:
 
 def workload(name: str) -> Workload:
     """The request of one benchmark workload (models in bench/models and bench/mlserver)."""
-    if name in ("add_sub", "add_sub_inprocess", "add_sub_inline"):
+    if name in ("add_sub", "add_sub_inprocess", "add_sub_inline", "bls_add_sub"):
         x = np.arange(4, dtype=np.float32)
         return Workload(name, [("INPUT0", "FP32", x), ("INPUT1", "FP32", x)], ("OUTPUT0", "OUTPUT1"))
     if name in ("identity", "identity_1mb"):

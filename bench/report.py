@@ -88,6 +88,8 @@ def targets(data: dict[str, Any], grouped: Cells) -> list[tuple[str, str, bool |
         ratio_row(f"matmul c=64 {mode}: Seawall/Triton ≥ 1.0", "matmul", mode, 64, "triton", 1.0)
     for mode in ("http-json", "http-binary", "grpc"):
         ratio_row(f"pipeline (ensemble) c=32 {mode}: Seawall/Triton ≥ 1.0", "pipeline", mode, 32, "triton", 1.0)
+    for mode in ("http-binary", "grpc"):
+        ratio_row(f"BLS add_sub c=32 {mode}: Seawall/Triton ≥ 1.0", "bls_add_sub", mode, 32, "triton", 1.0)
     keys = sorted({k[:3] for k in grouped})
     ml = [(k, _ratio(grouped, *k, "mlserver")) for k in keys]
     ml = [(k, v) for k, v in ml if v == v]

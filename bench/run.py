@@ -32,6 +32,7 @@ WORKLOAD_MODES = {
     "add_sub_inline": ("http-json", "http-binary"),  # Seawall only: SEAWALL_IN_PROCESS "inline"
     "identity": ("http-binary", "grpc"),  # 1 MiB of JSON numbers is not a meaningful cell
     "matmul": MODES,
+    "bls_add_sub": MODES,  # add_sub called through BLS from a python model
     "pipeline": MODES,  # an ensemble of three Python models (MLServer has none: not measured there)
 }
 CONCURRENCY = (1, 8, 32, 64)

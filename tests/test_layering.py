@@ -234,6 +234,7 @@ STUB_MAY_LOAD = {
     "seawall.backends",
     "seawall.backends.python",
     "seawall.backends.python.bootstrap",
+    "seawall.backends.python.call_client",  # BLS and model control from model code
     "seawall.backends.python.ipc",
     "seawall.backends.python.messages",
     "seawall.backends.python.model_source",

@@ -19,6 +19,40 @@ from seawall.core.types import InferRequest, InferResponse, StreamResponse
 from seawall.errors import SeawallError
 
 
+class ModelCalls(Protocol):
+    """What a model's own code may ask of the server it runs in (the python backend's BLS and model control).
+
+    The core provides it (`ModelLoadContext.calls`); transport-free, and internal: no API restriction applies.
+    Calls run on the event loop thread.
+    """
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Run `request` on any loaded model through the core (scheduling, batching, statistics).
+
+        `request.callers` names the model versions whose executions made this call: a call that would wait for
+        an instance those executions hold fails at once instead of waiting forever.
+
+        Raises:
+            SeawallError: the call failed; `message` is Triton's BLS error text, `code` its code.
+        """
+        ...
+
+    def is_model_ready(self, name: str, version: str) -> bool:
+        """False for a model or version the server does not serve (an invalid name or version included)."""
+        ...
+
+    async def load_model(self, name: str, config_json: str, files: Mapping[str, bytes], caller: str) -> None:
+        """Load or reload a model (explicit control mode only), audited like the repository API.
+
+        Raises: SeawallError (as the repository API's load, e.g. UnavailableError outside explicit mode).
+        """
+        ...
+
+    async def unload_model(self, name: str, unload_dependents: bool, caller: str) -> None:
+        """Unload a model (explicit control mode only), audited. Raises: SeawallError."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ModelLoadContext:
     """Everything a backend needs to load one version of one model.
@@ -42,6 +76,8 @@ class ModelLoadContext:
     # the model's own metric families (pb_utils.MetricFamily): an owner per instance; the core releases them
     # all when the version unloads. None: the embedding server keeps no custom metrics.
     custom_metrics: ModelMetrics | None = None
+    # what the model's code may ask of the server (BLS, model control); None: nothing (a backend used alone)
+    calls: ModelCalls | None = None
 
 
 class Execution(list[InferResponse | SeawallError]):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from seawall.core import ensemble, model_config, repoagent, repository, warmup
-from seawall.core.backend import Backend, Model, ModelConfig, ModelLoadContext
+from seawall.core.backend import Backend, Model, ModelCalls, ModelConfig, ModelLoadContext
 from seawall.core.custom_metrics import CustomMetrics, ModelMetrics
 from seawall.core.model_config import ModelSpec
 from seawall.core.repoagent import RepoAgent, no_plugins
@@ -102,11 +102,13 @@ class ModelLifecycle:
         backend_for: Callable[[str], Backend],
         agent_for: Callable[[str], RepoAgent] = no_plugins,
         custom_metrics: CustomMetrics | None = None,
+        calls: ModelCalls | None = None,
     ) -> None:
         self._options = options
         self._backend_for = backend_for
         self._agent_for = agent_for
         self._custom_metrics = custom_metrics
+        self._calls = calls  # what model code may ask of the server (BLS), handed to every backend's load
         self.models: dict[str, ModelRecord] = {}
         # ensembles: their steps run each composing model through this (the server's resolve-then-run entry),
         # and loading one loads the composing models `locate` finds (control sets both)
@@ -425,6 +427,7 @@ class ModelLifecycle:
             custom_metrics=(
                 None if self._custom_metrics is None else self._custom_metrics.model(entry.name, entry.version)
             ),
+            calls=self._calls,
         )
         entry.custom_metrics = context.custom_metrics
         try:

@@ -44,6 +44,7 @@ class _Pending:
     deadline_ns: int  # 0: may wait forever
     sink: ResponseSink | None = None  # a decoupled request's responses
     instance: ModelInstance | None = None  # set once an instance runs it
+    idle_only: bool = False  # a BLS call from this model's own executions: only an idle instance may take it
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ class Scheduler:
         self._busy = 0  # requests handed to an instance and not yet answered
         self._running: dict[int, int] = {}  # id(instance) → executions it is running (event loop thread)
         self._stopped = False
+        self._caller_key = f"{stats.name}/{stats.version}"  # how BLS requests name this model in `callers`
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -151,10 +153,16 @@ class Scheduler:
         now = time.monotonic_ns()
         timeout = self._policy.timeout_ns(timeout_ns)
         pending = _Pending(request, batch_size, future, now, now + timeout if timeout else 0)
+        if request.callers and self._caller_key in request.callers:
+            self._refuse_cycle()
+            pending.idle_only = True
         self._queue.append(pending)
         self._stats.pending += 1
         self._wakeup.set()
-        self._wake_one()
+        if pending.idle_only:
+            self._wake_all()  # the one woken might belong to a busy instance, which must leave it to an idle one
+        else:
+            self._wake_one()
         try:
             return await future
         except asyncio.CancelledError:
@@ -199,6 +207,26 @@ class Scheduler:
             cancel = getattr(pending.instance, "cancel", None)
             if cancel is not None:
                 cancel(pending.request)
+
+    def _refuse_cycle(self) -> None:
+        """A BLS call made (directly or through other models) by this model's own executions: it may only run on
+        an idle instance, never behind the executions waiting for it, so with none idle it fails now instead of
+        waiting forever (Triton waits: a deadlock).
+
+        Raises: UnavailableError (every instance is busy).
+        """
+        if not any(i.is_healthy() and not self._running.get(id(i), 0) for i in self._instances):
+            name = self._stats.name
+            raise UnavailableError(
+                f"BLS call to model '{name}' from its own execution cannot run: every instance of model '{name}' "
+                "is busy (waiting would deadlock); add instances to its instance_group"
+            )
+
+    def _must_wait(self, instance: ModelInstance) -> bool:
+        """The queue's head may only go to an idle instance (a queue timeout, or a BLS call of this model's own
+        executions), and `instance` is running a batch."""
+        head = self._queue[0]
+        return bool((head.deadline_ns or head.idle_only) and self._running.get(id(instance), 0))
 
     def _wake_all(self) -> None:
         while self._idle:
@@ -249,7 +277,7 @@ class Scheduler:
         while instance.is_healthy():
             # A request with a queue timeout waits in this queue, not in an instance's pipeline, so that its
             # timeout still means "time until an instance starts it": only an idle instance may take it.
-            if not self._queue or (self._queue[0].deadline_ns and self._running.get(key, 0)):
+            if not self._queue or self._must_wait(instance):
                 waiter: asyncio.Future[None] = loop.create_future()
                 claims[key] -= 1
                 self._idle.append((waiter, key))
@@ -263,7 +291,8 @@ class Scheduler:
             async with self._gathering:  # with pipelined workers, two gathers would split one batch
                 if not instance.is_healthy():
                     break
-                batch = await self._gather() if self._queue else []
+                # another worker of this instance may have started a batch while this one waited for the lock
+                batch = await self._gather() if self._queue and not self._must_wait(instance) else []
             if batch:
                 await self._run(instance, batch)
         # this instance is gone: pass a wake-up it may have taken on, and if no instance is left, nobody
@@ -283,7 +312,8 @@ class Scheduler:
         size = first.batch_size
         deadline = first.enqueued_ns + self._policy.max_queue_delay_ns
         while True:
-            while self._queue and size + self._queue[0].batch_size <= limit:
+            # a BLS call of this model's own executions only heads a batch (of an idle instance)
+            while self._queue and size + self._queue[0].batch_size <= limit and not self._queue[0].idle_only:
                 item = self._queue.popleft()
                 batch.append(item)
                 size += item.batch_size
@@ -336,7 +366,7 @@ class Scheduler:
         finally:
             self._busy -= len(live)
             self._running[id(instance)] -= 1
-            if self._queue and self._queue[0].deadline_ns:  # a timed request may wait for an idle instance
+            if self._queue and (self._queue[0].deadline_ns or self._queue[0].idle_only):  # waits for an idle one
                 self._wake_all()
         executed = time.monotonic_ns()
         # the backend says when the model's code ran (compute_infer; before it compute_input, after it

@@ -24,6 +24,7 @@ from seawall.core.custom_metrics import MetricKind as MetricKind  # for the metr
 from seawall.core.inference import InferencePipeline, ServedModel
 from seawall.core.lifecycle import ModelLifecycle
 from seawall.core.log_settings import LogSettings, LogValue
+from seawall.core.model_calls import ServerModelCalls
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
 from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.repository import is_valid_model_name as is_valid_model_name  # for frontends checking names
@@ -120,7 +121,13 @@ class InferenceServer:
         if not options.paths:
             raise InvalidArgumentError("at least one model repository is required (--model-repository)")
         started = time.monotonic()
-        self._lifecycle = ModelLifecycle(self.options, self._backend_for, self._agent_for, self._custom_metrics)
+        calls = ServerModelCalls(
+            self.model,
+            self.model_ready,
+            lambda name, config, files, caller: self.load_model(name, config, files, caller=caller),
+            lambda name, dependents, caller: self.unload_model(name, dependents, caller=caller),
+        )
+        self._lifecycle = ModelLifecycle(self.options, self._backend_for, self._agent_for, self._custom_metrics, calls)
         self._lifecycle.resolve = self._composing_model  # an ensemble step runs through the same entry
         self._control = ModelControl(self.options, self._lifecycle)
         try:

@@ -110,6 +110,8 @@ class InferRequest:
     id: str = ""
     outputs: list[RequestedOutput] = field(default_factory=list)  # empty: every output
     parameters: dict[str, ParamValue] = field(default_factory=dict)
+    # BLS: "<model>/<version>" of every execution this request was called from (empty: a client's request)
+    callers: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -211,12 +211,16 @@ class PythonBackend:
             )
             pb = in_process.pb_utils_module()
             instances = [
-                in_process.InProcessModelInstance(spec, settings, pb, mode == "inline", context.custom_metrics)
+                in_process.InProcessModelInstance(
+                    spec, settings, pb, mode == "inline", metrics=context.custom_metrics, calls=context.calls
+                )
                 for spec in specs
             ]
         else:
             instances = [
-                PythonModelInstance(spec, settings, context.report_unavailable, context.custom_metrics)
+                PythonModelInstance(
+                    spec, settings, context.report_unavailable, metrics=context.custom_metrics, calls=context.calls
+                )
                 for spec in specs
             ]
         results = await asyncio.gather(*(instance.start() for instance in instances), return_exceptions=True)

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from seawall.backends.python import ipc
+from seawall.backends.python import in_process_calls, ipc
 from seawall.backends.python.instance_core import InstanceSpec, request_header
 from seawall.backends.python.model_source import ModelSource, RepositoryFinder
 from seawall.backends.python.process import StubSettings, escape_log, log_model_line
@@ -37,7 +37,7 @@ from seawall.backends.python.user_model import (
     describe,
     load_from_repository,
 )
-from seawall.core.backend import DecoupledExecution, Execution, ModelConfig, ResponseSink
+from seawall.core.backend import DecoupledExecution, Execution, ModelCalls, ModelConfig, ResponseSink
 from seawall.core.custom_metrics import MetricOp, MetricsOwner, ModelMetrics, kind_of
 from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
@@ -97,6 +97,7 @@ def pb_utils_module() -> ModuleType:
     module._set_log_sink(_log_sink)
     module._set_metrics_sink(_metrics_sink)
     module._set_model_dir(_model_dir)
+    module._set_call_handler(in_process_calls.InProcessCalls(module))
     sys.modules[PB_MODULE] = module
     return module
 
@@ -263,9 +264,12 @@ class InProcessModelInstance:
         pb: ModuleType,
         inline: bool = False,
         metrics: ModelMetrics | None = None,
+        calls: ModelCalls | None = None,
     ) -> None:
         self._spec = spec
         self._metrics_sink = None if metrics is None else _OwnerSink(metrics.owner(spec.instance_name))
+        self._calls = calls
+        self._call_context: in_process_calls.CallContext | None = None  # made at start (needs the loop)
         self._inline = inline  # execute() on the event loop thread; initialize/finalize stay on the worker
         self._last_yield = 0.0  # inline: when a batch last let the event loop run
         self._settings = settings
@@ -383,6 +387,9 @@ class InProcessModelInstance:
             UnavailableError: initialize did not finish within stub-timeout-seconds.
         """
         self._worker.start()
+        key = f"{self._spec.model_name}/{self._spec.model_version}"
+        loop = asyncio.get_running_loop()
+        self._call_context = in_process_calls.CallContext(self._calls, loop, key, self._inline, self.name)
         try:
             await self._spec.initialize(self._worker.submit(self._load), self._settings.timeout_s)
         except UnavailableError:
@@ -456,6 +463,8 @@ class InProcessModelInstance:
         """Worker thread: build pb_utils requests over the inputs (read-only, not copied), execute, collect."""
         model = self._model
         assert model is not None
+        assert self._call_context is not None
+        in_process_calls.enter(self._call_context, requests)  # BLS calls of this batch know who calls
         try:
             taken = time.monotonic_ns()
             pb_requests = [self._pb_request(model, request) for request in requests]
@@ -477,6 +486,7 @@ class InProcessModelInstance:
         except BaseException as exc:  # SystemExit included: in a stub it would end the process, here the batch
             raise self._spec.batch_failed(describe(exc), _trace(exc)) from None
         finally:
+            in_process_calls.leave()
             for request in requests:
                 pb_request = self._running.pop(id(request), None)
                 if pb_request is not None and self._cancelled.items:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import seawall.core.offload as offload
 from seawall.backends.python import ipc
+from seawall.backends.python.calls import CallServer
 from seawall.backends.python.instance_core import InstanceSpec, request_header
 from seawall.backends.python.messages import (
     BatchFailed,
@@ -32,7 +33,7 @@ from seawall.backends.python.messages import (
     StubMessage,
 )
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings, escape_log
-from seawall.core.backend import DecoupledExecution, Execution, ResponseSink
+from seawall.core.backend import DecoupledExecution, Execution, ModelCalls, ResponseSink
 from seawall.core.custom_metrics import MetricsOwner, ModelMetrics
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, SeawallError, UnavailableError
@@ -77,8 +78,10 @@ class PythonModelInstance:
         settings: StubSettings,
         report_unavailable: Callable[[str], None],
         metrics: ModelMetrics | None = None,
+        calls: ModelCalls | None = None,
     ) -> None:
         self._spec = spec
+        self._call_server = CallServer(spec.model_name, spec.model_version, calls)  # BLS calls of its stubs
         self._settings = settings
         self._report_unavailable = report_unavailable
         self._metrics = metrics  # the model version's custom metrics: an owner per stub this instance starts
@@ -103,6 +106,7 @@ class PythonModelInstance:
         spec = self._spec
         names = (f"model={spec.model_name}", f"version={spec.model_version}", f"instance={spec.instance_name}")
         process = StubProcess(spec.instance_name, self._settings, self._on_death, self._owner, names)
+        process.on_call = lambda message: self._call_server.serve(process, message)
         if spec.decoupled:
             process.on_response = lambda message: self._on_response(process, message)
         return process
@@ -196,6 +200,7 @@ class PythonModelInstance:
             await asyncio.gather(self._restart, return_exceptions=True)
         await self._process.stop(graceful=self._ready and self._process.is_alive)
         self._end_streams(UnavailableError(f"model instance '{self.name}' was unloaded"))
+        await self._call_server.stop()
 
     async def execute(self, requests: Sequence[InferRequest]) -> Execution:
         """Run one batch in the stub: one message out, one message back (in a free slot).
@@ -222,7 +227,7 @@ class PythonModelInstance:
                 message = self._prepare(process, requests, slot, payloads, offsets, total)
                 slot.seq, slot.requests = message.seq, requests
                 sent = time.monotonic_ns()
-                slot.reply = process.submit(message)
+                slot.reply = process.submit(message, requests)
                 reply = await asyncio.shield(slot.reply)
             except StubDied as exc:
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc

@@ -7,6 +7,7 @@ Tensor bytes live in anonymous shared memory (memfd), laid out at 64-byte aligne
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import struct
@@ -49,6 +50,48 @@ def create_region(size: int, owner: tuple[int, int] | None = None) -> tuple[int,
         os.close(fd)
         raise
     return fd, memory
+
+
+#: Seals of a region handed over whole (BLS calls): its size and its bytes can no longer change.
+_CALL_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+
+
+def sealed_region(offsets: Sequence[int], payloads: Sequence[Payload], size: int) -> int:
+    """A region of `size` bytes holding `payloads`, sealed: nobody can shrink, grow or write it any more, so
+    the peer may map and read it without copying, and without fearing SIGBUS or bytes that change. Returns
+    its fd (the caller sends it, then closes it).
+    """
+    fd = os.memfd_create("seawall-python-call", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.fchmod(fd, 0o600)
+        os.ftruncate(fd, size)
+        if size:
+            with mmap.mmap(fd, size) as memory:
+                write_payloads(memory, offsets, payloads)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _CALL_SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def map_sealed(fd: int, size: int) -> mmap.mmap:
+    """Map (read-only) a region the peer sealed with `sealed_region`; closes `fd`.
+
+    Raises:
+        ProtocolError: the region is not sealed or not `size` bytes long.
+    """
+    try:
+        try:
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+            actual = os.fstat(fd).st_size
+        except OSError as exc:
+            raise ProtocolError("a call region is not a sealed memfd") from exc
+        if seals & _CALL_SEALS != _CALL_SEALS or actual != size or not size:
+            raise ProtocolError("a call region is not sealed or has the wrong size")
+        return mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
 
 
 def grown_size(needed: int, current: int, growth: int) -> int:

@@ -17,6 +17,7 @@ Who sends what (host → stub | stub → host):
     Finalize      run finalize(), then exit      | Finalized
                                                  | Log: any time (pb_utils.Logger)
     MetricAnswer  answers an ask                 | Metric*: any time (pb_utils.MetricFamily; see its block)
+    CallResult, CallFailed (by call id)          | Call, Control: from model code (BLS, model control)
 
 Decoupled models (`model_transaction_policy { decoupled: true }`):
 
@@ -31,8 +32,9 @@ its token (the host holds that answer back while the request's reader is behind:
 flag behind `is_cancelled()` of one request (of any model, decoupled or not); Response, ResponseRead,
 ResponseRegion and Cancel are aside messages, never answers.
 
-The stub handles messages one at a time, in order, so the host matches each answer to its oldest unanswered
-message; Log and Grow are aside messages, handled as they come (`StubProcess.on_message`).
+The stub answers messages in the order they came (an `async def execute` model's batches may run at once, but
+their results still leave in order), so the host matches each answer to its oldest unanswered message; Log,
+Grow, Call, Control, Response and ResponseGrow are aside messages, handled as they come (`StubProcess.on_message`).
 
 Growing the protocol: a kind is a NamedTuple, a line in `_KINDS` and a `_check_*` function in its direction's
 table; decoders refuse unknown kinds, so both sides change together. What fits later, existing kinds unchanged:
@@ -40,10 +42,12 @@ table; decoders refuse unknown kinds, so both sides change together. What fits l
   message the stub sends at each `response_sender.send(...)`, routed by seq to that request's stream rather
   than to the reply queue; the Execute itself is answered by an empty BatchResult once execute() returns. A
   Response's outputs stay in the slot's output region until the host answers `ResponseRead(seq)`.
-- BLS (a stub calls the server): `Call(call id, model, version, RequestHeader)`, an aside message whose inputs
-  lie in a region of the call (fd tag `c<id>`), answered by `CallResult(call id, ResponseEntry)` or
-  `CallFailed(call id, code, message)`; the stub keeps other messages queued while it waits, as it does for
-  OutputRegion. Streamed BLS answers reuse Response.
+- BLS (built, see the Call kinds): `Call(call id, model, version, RequestHeader, size, timeout)` and
+  `Control(call id, action, ...)` (is_model_ready / load_model / unload_model) are aside messages whose inputs
+  lie in a sealed region the stub made for the call (fd tag `c<id>`), answered by `CallResult(call id,
+  outputs, size)` (outputs in a region the host made, tag `r<id>`) or `CallFailed(call id, code, message)`.
+  Answers are matched by call id, not by order: several calls may be in flight (async_exec, user threads).
+  Streamed BLS answers (exec(decoupled=True)) will reuse Response.
 
 Why NamedTuples: immutable and typed like frozen dataclasses, but built at tuple speed (a frozen slotted
 dataclass costs ~1 µs more per object, and a RequestHeader and a ResponseEntry are built per request on both
@@ -181,6 +185,55 @@ class Finalized(NamedTuple):
     """finalize() ran (or failed and was logged)."""
 
 
+# BLS: a model's calls to the server (aside messages both ways, matched by call id, never by order).
+
+
+class Call(NamedTuple):
+    """stub → host: run `request` on `model` / `version` ("": the latest) through the server's core.
+
+    The inputs lie in a sealed region the stub made for this call (fd tag `c<call_id>`, `size` bytes; 0: no
+    region). Answered by CallResult or CallFailed with the same `call_id`.
+    """
+
+    call_id: int
+    model: str
+    version: str
+    request: RequestHeader
+    size: int
+    timeout_us: int  # 0: none
+
+
+class Control(NamedTuple):
+    """stub → host: `action` "ready" (`text`: the version), "load" (`text`: a JSON config; `files`: UINT8
+    descriptors named by path, in region `c<call_id>` of `size` bytes) or "unload" (`flag`: unload dependents)
+    of `model`. Answered by CallResult (`value`: is ready) or CallFailed."""
+
+    call_id: int
+    action: str
+    model: str
+    text: str
+    flag: bool
+    files: list[Descriptor]
+    size: int
+
+
+class CallResult(NamedTuple):
+    """host → stub: the call succeeded; outputs in a region of `size` bytes (fd tag `r<call_id>`; 0: none)."""
+
+    call_id: int
+    outputs: list[Descriptor]
+    size: int
+    value: bool = False  # a Control's answer (is_model_ready)
+
+
+class CallFailed(NamedTuple):
+    """host → stub: the call failed with a pb_utils.TritonError `code` and `message`."""
+
+    call_id: int
+    code: int
+    message: str
+
+
 # --- decoupled responses and cancellation --------------------------------------------------------------------
 
 
@@ -290,9 +343,31 @@ def float_of(value: float | str) -> float:
     return _NON_FINITE[value] if type(value) is str else float(value)
 
 
-HostMessage = Init | Execute | OutputRegion | Finalize | ResponseRead | ResponseRegion | Cancel | MetricAnswer
+HostMessage = (
+    Init
+    | Execute
+    | OutputRegion
+    | Finalize
+    | CallResult
+    | CallFailed
+    | ResponseRead
+    | ResponseRegion
+    | Cancel
+    | MetricAnswer
+)
 StubMessage = (
-    Ready | InitFailed | AutoCompleted | BatchResult | BatchFailed | Grow | Log | Finalized | Response | ResponseGrow
+    Ready
+    | InitFailed
+    | AutoCompleted
+    | BatchResult
+    | BatchFailed
+    | Grow
+    | Log
+    | Finalized
+    | Call
+    | Control
+    | Response
+    | ResponseGrow
 )
 MetricMessage = MetricFamilyNew | MetricNew | MetricUpdate | MetricValue | MetricDelete
 Message = HostMessage | StubMessage | MetricMessage
@@ -310,6 +385,10 @@ _KINDS: dict[type, str] = {
     Grow: "grow",
     Log: "log",
     Finalized: "done",
+    Call: "call",
+    Control: "ctl",
+    CallResult: "callok",
+    CallFailed: "callerr",
     ResponseRead: "read",
     ResponseRegion: "rregion",
     Cancel: "cancel",
@@ -449,6 +528,49 @@ def _check_batch_failed(fields: list[object]) -> BatchFailed:
     return BatchFailed(_int(seq), str(error), str(trace))
 
 
+def _check_call(fields: list[object]) -> Call:
+    """From a stub (untrusted): every field is checked; descriptors again when their tensors are read."""
+    call_id, model, version, header, size, timeout_us = _fields(fields, 6)
+    _naturals(call_id, size, timeout_us)
+    if type(header) is not list or len(header) != 6:
+        raise ProtocolError("bad request header")
+    request_id, inputs, outputs, correlation_id, flags, parameters = header
+    _str(request_id)
+    for descriptor in _list(inputs):
+        if type(descriptor) is not list:
+            raise ProtocolError("bad tensor descriptor")
+    for name in _list(outputs):
+        _str(name)
+    if type(correlation_id) is not str:
+        _int(correlation_id)
+    _int(flags)
+    _dict(parameters)
+    return Call(call_id, _str(model), _str(version), _new(RequestHeader, header), size, timeout_us)  # type: ignore[arg-type]
+
+
+def _check_control(fields: list[object]) -> Control:
+    call_id, action, model, text, flag, files, size = _fields(fields, 7)
+    _naturals(call_id, size)
+    if action not in ("ready", "load", "unload") or type(flag) is not bool:
+        raise ProtocolError("bad model control request")
+    for descriptor in _list(files):
+        if type(descriptor) is not list:
+            raise ProtocolError("bad tensor descriptor")
+    return Control(call_id, action, _str(model), _str(text), flag, files, size)  # type: ignore[arg-type]
+
+
+def _check_call_result(fields: list[object]) -> CallResult:
+    """From the host (trusted: shapes only; descriptors when their tensors are read)."""
+    call_id, outputs, size, value = _fields(fields, 4)
+    _naturals(call_id, size)
+    return CallResult(call_id, _list(outputs), size, bool(value))  # type: ignore[arg-type]
+
+
+def _check_call_failed(fields: list[object]) -> CallFailed:
+    call_id, code, message = _fields(fields, 3)
+    return CallFailed(_int(call_id), _int(code), _str(message))
+
+
 _OneNumber = type[ResponseRead] | type[ResponseRegion] | type[ResponseGrow]
 
 
@@ -544,6 +666,8 @@ _HOST_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "exec": _check_execute,
     "out": _check_pair(OutputRegion),
     "fini": _check_empty(Finalize),
+    "callok": _check_call_result,
+    "callerr": _check_call_failed,
     "read": _check_one(ResponseRead),
     "rregion": _check_one(ResponseRegion),
     "cancel": _check_cancel,
@@ -558,6 +682,8 @@ _STUB_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "grow": _check_pair(Grow),
     "log": _check_log,
     "done": _check_empty(Finalized),
+    "call": _check_call,
+    "ctl": _check_control,
     "response": _check_response,
     "rgrow": _check_one(ResponseGrow),
     "mfam": _check_metric_family,

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from seawall.backends.python import ipc, messages
 from seawall.backends.python.messages import (
     METRIC_MESSAGES,
+    Call,
+    Control,
     Finalize,
     Grow,
     HostMessage,
@@ -50,6 +52,8 @@ MAX_REGION_BYTES = 1 << 34
 #: The stub's entry script. `-P`: its directory stays off sys.path; `-B`: no __pycache__ in the repository.
 _BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
 _LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
+#: Region fds a stub may have sent ahead of the messages that use them (BLS calls); more breaks the protocol.
+MAX_PENDING_FDS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +165,9 @@ class StubProcess:
         self._control: asyncio.Transport | None = None
         self._fd_socket: socket.socket | None = None
         self._waiters: deque[asyncio.Future[StubMessage]] = deque()  # replies awaited, in send order
+        self._contexts: deque[object] = deque()  # beside each waiter: what its message runs (BLS calls read it)
+        self._stub_fds: dict[bytes, int] = {}  # region fds the stub sent (BLS calls), by tag, until used
+        self.on_call: Callable[[Call | Control], None] | None = None  # BLS and model control; None: refused
         self._exited: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() call
         self._alive = False
@@ -231,8 +238,9 @@ class StubProcess:
         if self._control is not None and self._alive:
             self._control.write(messages.encode(message))
 
-    def submit(self, message: HostMessage) -> asyncio.Future[StubMessage]:
-        """Send one message; the future gets the stub's reply (Log and Grow are handled aside).
+    def submit(self, message: HostMessage, context: object = None) -> asyncio.Future[StubMessage]:
+        """Send one message; the future gets the stub's reply (Log, Grow, Call, Control, Response... go aside).
+        `context` (the requests an Execute runs) is what `running` reports until the reply arrives.
 
         Raises:
             StubDied: the stub is gone.
@@ -243,6 +251,7 @@ class StubProcess:
         waiter: asyncio.Future[StubMessage] = self._loop.create_future()
         waiter.add_done_callback(_retrieve)
         self._waiters.append(waiter)
+        self._contexts.append(context)
         self.send(message)
         return waiter
 
@@ -307,7 +316,13 @@ class StubProcess:
             self._grow_responses(message.size)
         elif type(message) in METRIC_MESSAGES:
             self._on_metric(message)  # type: ignore[arg-type]  # one of the metric kinds
+        elif type(message) is Call or type(message) is Control:
+            if self.on_call is None:
+                self.abort("unexpected call")
+            else:
+                self.on_call(message)
         elif self._waiters:
+            self._contexts.popleft()
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(message)  # type: ignore[arg-type]  # metric messages were handled above
@@ -344,6 +359,44 @@ class StubProcess:
                     logger.warning("model instance '%s': a metric update was refused: %s", self._label, error.message)
                 return
             self.send(MetricAnswer(message.ask, 0.0, error.message))  # type: ignore[union-attr]  # asks only
+
+    def running(self) -> list[object]:
+        """The contexts of the messages the stub has not answered yet (oldest first; None for non-Executes)."""
+        return list(self._contexts)
+
+    def receive_fd(self, tag: bytes) -> int:
+        """The region fd the stub sent under `tag` (before the message that uses it); the caller owns it.
+
+        Raises:
+            ipc.ProtocolError: no such fd has arrived, or the stub sent too many.
+        """
+        assert self._fd_socket is not None
+        while tag not in self._stub_fds:
+            try:
+                data, fds, _, _ = socket.recv_fds(self._fd_socket, 64, 1)
+            except (BlockingIOError, InterruptedError):
+                raise ipc.ProtocolError("a call's region did not arrive before the call") from None
+            if len(fds) != 1 or data in self._stub_fds or len(self._stub_fds) >= MAX_PENDING_FDS:
+                for fd in fds:
+                    os.close(fd)
+                raise ipc.ProtocolError("bad region fd from the stub")
+            self._stub_fds[data] = fds[0]
+        return self._stub_fds.pop(tag)
+
+    def pass_call_region(self, fd: int, tag: bytes) -> None:
+        """Hand the stub a sealed region (a call's outputs) under `tag`; closes `fd`.
+
+        Raises:
+            StubDied: the fd could not be passed (the stub is then stopped).
+        """
+        try:
+            assert self._fd_socket is not None
+            socket.send_fds(self._fd_socket, [tag], [fd])
+        except OSError as exc:
+            self.abort(f"cannot pass a shared region: {exc}")
+            raise StubDied(self._death) from exc
+        finally:
+            os.close(fd)
 
     def _grow_outputs(self, slot: int, requested: int) -> None:
         if not slot < len(self.outputs):
@@ -413,6 +466,10 @@ class StubProcess:
         self._alive = False
         self._death = reason
         waiters, self._waiters = self._waiters, deque()
+        self._contexts.clear()
+        for fd in self._stub_fds.values():
+            os.close(fd)
+        self._stub_fds.clear()
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(StubDied(reason))
@@ -442,6 +499,9 @@ class StubProcess:
         self._alive = False
         if self._fd_socket is not None:
             self._fd_socket.close()
+        for fd in self._stub_fds.values():
+            os.close(fd)
+        self._stub_fds.clear()
         for memory in (*self.inputs, *self.outputs, *([self.responses] if self.responses is not None else [])):
             memory.close()
         self.inputs, self.outputs, self.responses = [], [], None

@@ -16,7 +16,6 @@ import itertools
 import json
 import mmap
 import os
-import select
 import signal
 import socket
 import sys
@@ -26,13 +25,16 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from seawall.backends.python import ipc, messages
+from seawall.backends.python.call_client import CallClient
 from seawall.backends.python.messages import (
     AutoCompleted,
     BatchFailed,
     BatchResult,
+    CallFailed,
+    CallResult,
     Cancel,
     Execute,
     Finalize,
@@ -70,22 +72,26 @@ from seawall.backends.python.user_model import (
     load_from_repository,
 )
 
+if TYPE_CHECKING:
+    import asyncio
+
 _RECEIVE_BYTES = 1 << 16
-#: how long a thread waiting for a message sleeps before it looks again whether it may read the channel itself
-_WAIT_S = 0.02
 
 _T = TypeVar("_T")
 
 
 class _Channel:
-    """Blocking message I/O on the control socket; sends are locked because user threads may log.
+    """Blocking message I/O on the control socket; sends are locked because user threads may log or call.
 
-    Messages that arrive while the stub waits for a particular one (an output region during a batch) are
-    kept in order for `receive`; so are region fds that arrive before the message that uses them.
+    Messages that arrive while the stub waits for a particular one (an output region during a batch, a BLS
+    call's answer) are kept in order for `receive`; so are region fds that arrive before the message that uses
+    them.
 
-    Reading is shared: whichever thread needs a message reads (under `_read_lock`), and the aside messages of
-    decoupled models (ResponseRead, ResponseRegion, Cancel) are handled by whoever read them, so a model thread
-    waiting for its ResponseRead makes progress while the main thread runs execute(), and the other way round.
+    Reading is shared: whichever thread needs a message reads the socket, one at a time (`_pump`, `_reading`
+    under `_state`): the main thread, a thread waiting for its BLS call's answer or its ResponseRead, or the event
+    loop of an `async def execute` model. The reader handles the aside messages it read (CallResult/CallFailed
+    answers, ResponseRead, ResponseRegion, Cancel) and queues the others, then notifies `_state`: every waiter
+    (for a message, a call's answer, an ack, a region answer) looks again, and one of them reads next.
     """
 
     def __init__(self, control: socket.socket, fds: socket.socket) -> None:
@@ -93,96 +99,131 @@ class _Channel:
         self._fds = fds
         self._decoder = messages.FrameDecoder(messages.decode_host_message)
         self._frames: deque[HostMessage] = deque()
+        self._answers: dict[int, CallResult | CallFailed] = {}  # BLS answers by call id, until taken
         self._buffer = bytearray(_RECEIVE_BYTES)  # reused: one recv_into per read, no allocation
         self._view = memoryview(self._buffer)
         self._regions: dict[bytes, int] = {}  # tag → fd received ahead of its message
         self._lock = threading.Lock()
-        self._read_lock = threading.Lock()  # held by the thread reading the control socket
+        self._state = threading.Condition()  # guards the queues, answers, acks and `_reading`
         self._fd_lock = threading.Lock()  # held by the thread reading the fd socket
-        self._state = threading.Condition()  # guards acks and region answers; notified when one arrives
+        self._reading = False  # a thread is reading the socket (only one may)
+        self._closed = False
+        self.on_frames: Callable[[], None] | None = None  # async models: wakes the event loop for new frames
         self._acks: set[int] = set()  # ResponseRead tokens not yet taken
         self._region_answers: deque[int] = deque()  # ResponseRegion sizes not yet taken
-        self._poller = select.poll()
-        self._poller.register(control, select.POLLIN)
-        self.on_cancel: Callable[[Cancel], None] = lambda cancel: None
-        self._metric_answers: dict[int, MetricAnswer] = {}  # answers to model threads' asks, by ask
+        self.on_cancel: Callable[[Cancel], None] = lambda cancel: None  # called under `_state` by the reader
+        self._metric_answers: dict[int, MetricAnswer] = {}  # answers to model threads' metric asks, by ask
 
     def send(self, message: StubMessage | MetricMessage) -> None:
         data = messages.encode(message)
         with self._lock:
             self._control.sendall(data)
 
-    def _read(self) -> bool:
-        """Read what arrived (`_read_lock` held): aside messages are handled, the others queued."""
-        count = self._control.recv_into(self._buffer)
-        if not count:
+    def send_fd(self, tag: bytes, fd: int) -> None:
+        """Pass a region's fd to the host under `tag` (before the message that uses it); closes `fd`."""
+        try:
+            with self._lock:
+                socket.send_fds(self._fds, [tag], [fd])
+        finally:
+            os.close(fd)
+
+    def _pump(self, wait: bool = True) -> bool:
+        """With `_state` held: read the socket once (releasing `_state` meanwhile), or wait for the thread that
+        is reading. `wait` False: never block (another thread may have taken the bytes that woke the caller).
+        True if this call read something (False: it waited, nothing was there, or the host has gone)."""
+        if self._reading:
+            self._state.wait()
             return False
-        for message in self._decoder.feed(self._view[:count]):
-            kind = type(message)
-            if kind is ResponseRead:
-                with self._state:
-                    self._acks.add(message.token)  # type: ignore[union-attr]
-                    self._state.notify_all()
-            elif kind is ResponseRegion:
-                with self._state:
-                    self._region_answers.append(message.size)  # type: ignore[union-attr]
-                    self._state.notify_all()
-            elif kind is Cancel:
-                self.on_cancel(message)  # type: ignore[arg-type]
-            elif kind is MetricAnswer:
-                with self._state:
-                    self._metric_answers[message.ask] = message  # type: ignore[union-attr,assignment]
-                    self._state.notify_all()
+        self._reading = True
+        self._state.release()
+        received = None
+        try:
+            count = self._control.recv_into(self._buffer, 0, 0 if wait else socket.MSG_DONTWAIT)
+            received = self._decoder.feed(self._view[:count]) if count else None
+        except BlockingIOError:
+            return False  # (finally runs first) nothing to read now
+        finally:
+            self._state.acquire()
+            self._reading = False
+            self._state.notify_all()
+        if received is None:
+            self._closed = True
+            return False
+        others = False
+        for message in received:
+            if type(message) is CallResult or type(message) is CallFailed:
+                self._answers[message.call_id] = message
+            elif type(message) is ResponseRead:
+                self._acks.add(message.token)
+            elif type(message) is ResponseRegion:
+                self._region_answers.append(message.size)
+            elif type(message) is Cancel:
+                self.on_cancel(message)
+            elif type(message) is MetricAnswer:
+                self._metric_answers[message.ask] = message
             else:
                 self._frames.append(message)
+                others = True
+        if others and self.on_frames is not None:
+            self.on_frames()
         return True
 
     def receive(self) -> HostMessage | None:
-        """The next message, or None once the host has gone (main thread)."""
-        with self._read_lock:
+        """The next message, or None once the host has gone."""
+        with self._state:
             while not self._frames:
-                if not self._read():
+                if self._closed:
                     return None
+                self._pump()
             return self._frames.popleft()
+
+    def fileno(self) -> int:
+        return self._control.fileno()
+
+    def take(self) -> HostMessage | None:
+        """The next queued message without reading, or None."""
+        with self._state:
+            return self._frames.popleft() if self._frames else None
+
+    def read_available(self) -> None:
+        """The socket is readable (the event loop saw it): read once, unless another thread is reading."""
+        with self._state:
+            if not self._reading and not self._closed:
+                self._pump(wait=False)
 
     def poll(self) -> None:
         """Handle what has arrived, without waiting (nothing if another thread is reading: it handles it)."""
-        if not self._read_lock.acquire(blocking=False):
-            return
-        try:
-            while self._poller.poll(0):
-                if not self._read():
-                    return
-        finally:
-            self._read_lock.release()
+        with self._state:
+            while not self._reading and not self._closed and self._pump(wait=False):
+                pass
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def wait_answer(self, call_id: int) -> CallResult | CallFailed | None:
+        """The answer to call `call_id`, or None once the host has gone (any thread)."""
+        with self._state:
+            while call_id not in self._answers:
+                if self._closed:
+                    return None
+                self._pump()
+            return self._answers.pop(call_id)
 
     def wait(self, taken: Callable[[], _T | None]) -> _T:
-        """Read until `taken()` (called under `_state`) returns something, and return it.
+        """Read (or wait for the reader) until `taken()` (called under `_state`) returns something; return it.
 
         Raises:
             ipc.ProtocolError: the host has gone.
         """
-        while True:
-            with self._state:
+        with self._state:
+            while True:
                 found = taken()
                 if found is not None:
                     return found
-            if self._read_lock.acquire(blocking=False):
-                try:
-                    with self._state:
-                        found = taken()
-                        if found is not None:
-                            return found
-                    if self._poller.poll(int(_WAIT_S * 1000)) and not self._read():
-                        raise ipc.ProtocolError("the host has gone")
-                finally:
-                    self._read_lock.release()
-            else:  # another thread reads (the main thread, idle in `receive`): it notifies what it handles
-                with self._state:
-                    found = taken()
-                    if found is not None:
-                        return found
-                    self._state.wait(_WAIT_S)
+                if self._closed:
+                    raise ipc.ProtocolError("the host has gone")
+                self._pump()
 
     def take_ack(self, token: int) -> bool | None:
         """True if ResponseRead(token) has arrived (taking it); call under `_state` (through `wait`)."""
@@ -197,20 +238,15 @@ class _Channel:
 
     def receive_region_answer(self) -> OutputRegion | None:
         """The first OutputRegion message; messages before it stay queued for `receive`."""
-        with self._read_lock:
-            return self._receive_region_answer()
-
-    def _receive_region_answer(self) -> OutputRegion | None:
-        seen = 0
-        while True:
-            for index in range(seen, len(self._frames)):
-                frame = self._frames[index]
-                if type(frame) is OutputRegion:
-                    del self._frames[index]
-                    return frame
-            seen = len(self._frames)
-            if not self._read():
-                return None
+        with self._state:
+            while True:
+                for index, frame in enumerate(self._frames):
+                    if type(frame) is OutputRegion:
+                        del self._frames[index]
+                        return frame
+                if self._closed:
+                    return None
+                self._pump()
 
     def receive_answer(self, ask: int) -> MetricAnswer | None:
         """The MetricAnswer to `ask` (any thread), or None once the host has gone."""
@@ -219,7 +255,7 @@ class _Channel:
         except ipc.ProtocolError:
             return None
 
-    def receive_region(self, tag: bytes, size: int, writable: bool) -> mmap.mmap:
+    def receive_region(self, tag: bytes, size: int, writable: bool, private: bool = False) -> mmap.mmap:
         """Map the memfd the host sent on the fd socket under `tag` (fds for other tags are kept)."""
         with self._fd_lock:
             while tag not in self._regions:
@@ -229,7 +265,8 @@ class _Channel:
                 if data in self._regions:
                     os.close(self._regions[data])
                 self._regions[data] = fds[0]
-            return _map(self._regions.pop(tag), size, writable)
+            fd = self._regions.pop(tag)
+        return _map(fd, size, writable, private)
 
 
 class _StubMetrics:
@@ -265,8 +302,12 @@ class _StubMetrics:
         return messages.float_of(answer.value)
 
 
-def _map(fd: int, size: int, writable: bool) -> mmap.mmap:
+def _map(fd: int, size: int, writable: bool, private: bool = False) -> mmap.mmap:
+    """Map a region's fd (and close it). `private`: copy-on-write, so a model may write into arrays over a
+    sealed region (a BLS call's outputs) as into any numpy array, without a copy until it does."""
     try:
+        if private:
+            return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         return mmap.mmap(fd, size, prot=prot)
     finally:
@@ -433,6 +474,9 @@ class _Stub:
         self._outputs: dict[int, mmap.mmap] = {0: outputs}  # slot → region this stub writes outputs to
         self._pb: ModuleType | None = None
         self._model: UserModel | None = None
+        self._calls: CallClient | None = None  # BLS and model control (pb_utils calls it)
+        self._order: deque[int] = deque()  # async models: seqs of the batches running, in arrival order
+        self._finished: dict[int, StubMessage] = {}  # async models: results waiting for earlier batches
         self._cancels = _Cancels(channel)
         self._responder: _Responder | None = None  # decoupled models only
 
@@ -441,6 +485,11 @@ class _Stub:
         if type(first) is not Init:
             return
         if not self._start(first):
+            return
+        assert self._calls is not None and self._model is not None
+        self._calls.serving = True
+        if self._model.is_async and self._responder is None:  # decoupled: awaited on the main thread
+            self._serve_async(self._model)
             return
         while (message := self._channel.receive()) is not None:
             if type(message) is Execute:
@@ -462,6 +511,9 @@ class _Stub:
         self._pb._set_metrics_sink(lambda: metrics)
         model_dir = os.path.dirname(init.model_file)
         self._pb._set_model_dir(lambda: model_dir)
+        self._calls = CallClient(self._channel, self._pb, init.args.get("model_instance_name", ""))
+        self._calls.has_server = init.mode == "model"
+        self._pb._set_call_handler(self._calls)
         finder = RepositoryFinder(ModelSource(init.model_dir, init.pins))
         module_name = os.path.splitext(os.path.basename(init.model_file))[0]
         return load_from_repository(init.model_file, module_name, init.version_dir, finder, keep_version_dir=True)
@@ -499,6 +551,8 @@ class _Stub:
         return completed
 
     def _finalize(self) -> None:
+        if self._calls is not None:
+            self._calls.serving = False
         if self._model is not None:
             try:
                 self._model.finalize()
@@ -570,6 +624,77 @@ class _Stub:
         except Exception as exc:
             return BatchFailed(message.seq, describe(exc), traceback.format_exc())
         return BatchFailed(message.seq, "the request was cancelled", "")
+
+    def _serve_async(self, model: UserModel) -> None:
+        """An `async def execute` model: each batch runs as a task of the model's event loop, so one batch's
+        awaits (BLS calls, I/O) overlap another's; results still go out in the order the batches came, as the
+        host expects (a finished batch waits for the earlier ones)."""
+        import asyncio  # only async models pay for it
+
+        loop = model.event_loop()
+        channel = self._channel
+        tasks: set[asyncio.Task[None]] = set()
+        done: asyncio.Future[bool] = loop.create_future()  # True: Finalize came; False: the host has gone
+
+        def process() -> None:
+            while (message := channel.take()) is not None:
+                if type(message) is Execute:
+                    self._order.append(message.seq)
+                    task = loop.create_task(self._execute_async(model, message))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                elif type(message) is Finalize and not done.done():
+                    done.set_result(True)
+            if channel.is_closed and not done.done():
+                done.set_result(False)
+
+        def readable() -> None:
+            try:
+                channel.read_available()
+            except (OSError, ipc.ProtocolError):  # the host has gone (or broke the protocol): stop serving
+                loop.remove_reader(channel.fileno())
+                if not done.done():
+                    done.set_result(False)
+                return
+            process()
+
+        channel.on_frames = lambda: loop.call_soon_threadsafe(process)
+        loop.add_reader(channel.fileno(), readable)
+        try:
+            process()
+            finalize = loop.run_until_complete(done)
+            loop.remove_reader(channel.fileno())  # no-op if already removed
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        finally:
+            channel.on_frames = None
+        if finalize:
+            self._finalize()
+            channel.send(Finalized())
+
+    async def _execute_async(self, model: UserModel, message: Execute) -> None:
+        seq = message.seq
+        result: StubMessage
+        if not self._cancels.begin(seq, len(message.requests)):
+            self._cancels.end(seq)
+            result = self._skip_cancelled(message)
+        else:
+            try:
+                slot = self._receive_regions(message)
+                started = time.monotonic_ns()
+                requests = [self._request(model, slot, header, seq, i) for i, header in enumerate(message.requests)]
+                responses = await model.execute_async(requests)
+                entries = self._write_responses(slot, requests, responses)
+                result = BatchResult(seq, entries, started, time.monotonic_ns())
+            except BatchError as exc:
+                result = BatchFailed(seq, str(exc), "")
+            except Exception as exc:
+                result = BatchFailed(seq, describe(exc), traceback.format_exc())
+            finally:
+                self._cancels.end(seq)
+        self._finished[seq] = result
+        while self._order and self._order[0] in self._finished:
+            self._channel.send(self._finished.pop(self._order.popleft()))
 
     def _receive_regions(self, message: Execute) -> int:
         """The message's slot, mapping the new regions it announces (a new slot, or grown inputs)."""

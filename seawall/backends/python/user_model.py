@@ -101,12 +101,28 @@ class UserModel:
         if result is None or type(result) is list:
             return result  # the usual answers of initialize and execute: no awaitable check
         if inspect.isawaitable(result):
-            if self._loop is None:
-                import asyncio  # only models with `async def` hooks pay for it
-
-                self._loop = asyncio.new_event_loop()
-            return self._loop.run_until_complete(result)
+            return self.event_loop().run_until_complete(result)
         return result
+
+    def event_loop(self) -> UserObject:
+        """This model's own asyncio event loop (made on first use)."""
+        if self._loop is None:
+            import asyncio  # only models with `async def` hooks pay for it
+
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    @property
+    def is_async(self) -> bool:
+        """The model's execute is `async def`: its batches may run concurrently on its event loop."""
+        return inspect.iscoroutinefunction(getattr(self._model, "execute", None))
+
+    async def execute_async(self, requests: list[UserObject]) -> Sequence[UserObject]:
+        """`await execute(requests)` on the model's event loop, checked as `execute`.
+
+        Raises: as `execute`.
+        """
+        return self._checked(await self._model.execute(requests), requests)
 
     def initialize(self, args: dict[str, str]) -> None:
         if hasattr(self._model, "initialize"):
@@ -147,7 +163,9 @@ class UserModel:
             BatchError: the return value is not a list of the right length.
             Exception: whatever the model raised.
         """
-        responses = self.run(self._model.execute(requests))
+        return self._checked(self.run(self._model.execute(requests)), requests)
+
+    def _checked(self, responses: UserObject, requests: list[UserObject]) -> Sequence[UserObject]:
         if not isinstance(responses, list | tuple):
             raise BatchError(
                 f"Expected a list in the execute return, got {type(responses).__name__}"

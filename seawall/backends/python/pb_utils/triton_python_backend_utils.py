@@ -1,8 +1,9 @@
 """Seawall's `triton_python_backend_utils`: the Python model API of Triton's python backend (stub side).
 
 Imported by user `model.py` files inside a stub process only (its directory is put on the stub's sys.path).
-Imports numpy and the stub's wire helpers. Written from the documented API surface; GPU, BLS and custom metrics
-raise TritonModelException("... not supported ..."); so does a response sender in a model that is not decoupled.
+Imports numpy and the stub's wire helpers. Written from the documented API surface; GPU, BLS of decoupled
+models and custom metrics raise TritonModelException("... not supported ..."); so does a response sender in
+a model that is not decoupled.
 """
 
 import collections as _collections
@@ -276,6 +277,17 @@ class InferenceRequest:
         self._model_name = model_name
         self._inputs = list(inputs or [])
         self._requested = list(requested_output_names or [])
+        if None in self._inputs:
+            raise TritonModelException(
+                f"Input tensor for request with id '{request_id}' and model name '{model_name}' should not be empty."
+            )
+        if "" in self._requested:
+            raise TritonModelException(
+                f"Requested output name for request with id '{request_id}' and model name '{model_name}' should "
+                "not be empty."
+            )
+        if type(correlation_id) is not int and not isinstance(correlation_id, (int, str)):
+            raise TritonModelException("Correlation ID must be integer or string")
         self._request_id = request_id
         self._correlation_id = correlation_id
         self._model_version = model_version
@@ -341,10 +353,12 @@ class InferenceRequest:
         self._release_flags = flags
 
     def exec(self, decoupled=False):
-        raise _unsupported("BLS (InferenceRequest.exec)")
+        """Run this request on the server (BLS); returns its InferenceResponse (has_error() when it failed)."""
+        return _call_handler().exec(self, decoupled)
 
     def async_exec(self, decoupled=False):
-        raise _unsupported("BLS (InferenceRequest.async_exec)")
+        """`exec` as an awaitable of the running event loop."""
+        return _call_handler().async_exec(self, decoupled)
 
 
 class InferenceResponse:
@@ -413,16 +427,36 @@ def using_decoupled_model_transaction_policy(model_config):
     return bool(model_config.get("model_transaction_policy", {}).get("decoupled", False))
 
 
+_calls = [None]  # set by the stub (or the server, in process): runs BLS and model-control calls
+
+
+def _set_call_handler(handler):
+    _calls[0] = handler
+
+
+def _call_handler():
+    handler = _calls[0]
+    if handler is None:
+        raise TritonModelException("BLS is only supported during the 'execute' function.")
+    return handler
+
+
 def load_model(model_name, config="", files=None):
-    raise _unsupported("load_model")
+    """Load or reload `model_name` (explicit model control mode only), with a JSON `config` and `files`."""
+    from seawall.backends.python.call_client import checked_files
+
+    checked = checked_files(files, model_name, TritonModelException)
+    _call_handler().control("load", str(model_name), str(config), False, checked)
 
 
 def unload_model(model_name, unload_dependents=False):
-    raise _unsupported("unload_model")
+    """Unload `model_name` (explicit model control mode only)."""
+    _call_handler().control("unload", str(model_name), "", bool(unload_dependents), {})
 
 
 def is_model_ready(model_name, model_version=""):
-    raise _unsupported("is_model_ready")
+    """Whether version `model_version` ("": any) of `model_name` is ready on the server."""
+    return _call_handler().control("ready", str(model_name), str(model_version), False, {})
 
 
 # -- custom metrics ------------------------------------------------------------------------------------------------

@@ -1,0 +1,217 @@
+"""BLS on the host side: serves a stub's Call and Control messages through the core's `ModelCalls`.
+
+Imports `ipc`, `messages`, `process`, `core.backend`, `core.offload`, `core.types` and `errors`; runs on the
+event loop thread. A call's inputs are read straight from the sealed region the stub made (no copy, no pickle);
+its outputs go back in a sealed region this side makes. Everything the stub sent is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mmap
+import os
+from collections.abc import Sequence
+
+import seawall.core.offload as offload
+from seawall.backends.python import ipc
+from seawall.backends.python.messages import Call, CallFailed, CallResult, Control
+from seawall.backends.python.process import StubDied, StubProcess
+from seawall.core.backend import ModelCalls
+from seawall.core.types import InferRequest, ParamValue, RequestedOutput, Tensor
+from seawall.errors import Code, InternalError, SeawallError
+
+logger = logging.getLogger(__name__)
+
+#: Seawall codes → pb_utils.TritonError codes (TRITONSERVER_Error_Code order); others are INTERNAL.
+_TRITON_CODES = {
+    Code.UNKNOWN: 0,
+    Code.INTERNAL: 1,
+    Code.NOT_FOUND: 2,
+    Code.INVALID_ARG: 3,
+    Code.UNAVAILABLE: 4,
+    Code.UNSUPPORTED: 5,
+    Code.ALREADY_EXISTS: 6,
+    Code.CANCELLED: 7,
+}
+#: Most calls one stub may have in flight; beyond that its calls fail (a model cannot flood the server).
+MAX_CALLS_IN_FLIGHT = 256
+_EMPTY = b""
+
+
+def triton_code(error: SeawallError) -> int:
+    """The pb_utils.TritonError code of `error`."""
+    return _TRITON_CODES.get(error.code, 1)
+
+
+def checked_version(version: str) -> str:
+    """is_model_ready's version string, checked as Triton's python backend does.
+
+    Raises: InternalError (not an integer, or negative: Triton's text).
+    """
+    if not version:
+        return version
+    try:
+        number = int(version)
+    except ValueError:
+        raise InternalError(
+            f"failed to get model version from specified version string '{version}' (details: stol), version "
+            "should be an integral value > 0"
+        ) from None
+    if number < 0:
+        raise InternalError(
+            f"failed to get model version from specified version string '{version}', version should be an "
+            "integral value > 0"
+        )
+    return str(number)
+
+
+class CallServer:
+    """Serves the calls of one instance's stubs. Owns the tasks that run them; `stop()` cancels them."""
+
+    def __init__(self, model_name: str, model_version: str, calls: ModelCalls | None) -> None:
+        self._key = f"{model_name}/{model_version}"  # how this model appears in its calls' `callers`
+        self._calls = calls
+        self._tasks: set[asyncio.Task[None]] = set()  # calls being served, for stop()
+
+    def serve(self, process: StubProcess, message: Call | Control) -> None:
+        """Start serving `message` of `process` (from its control channel: no awaiting here)."""
+        if self._calls is None:
+            process.send(CallFailed(message.call_id, 1, "this server does not serve calls from model code"))
+            return
+        if len(self._tasks) >= MAX_CALLS_IN_FLIGHT:
+            try:
+                if message.size:
+                    os.close(process.receive_fd(b"c%d" % message.call_id))  # the region is not used
+            except ipc.ProtocolError as exc:
+                process.abort(f"bad call: {exc}")
+                return
+            text = f"too many BLS calls in flight (at most {MAX_CALLS_IN_FLIGHT})"
+            process.send(CallFailed(message.call_id, 4, text))
+            return
+        # the model itself, and whoever called the executions it runs now (none: a thread of the model calls
+        # between executions, which Triton allows too)
+        callers = {self._key}
+        for requests in process.running():
+            for request in requests if isinstance(requests, list | tuple) else ():
+                if isinstance(request, InferRequest):
+                    callers.update(request.callers)
+        task = asyncio.get_running_loop().create_task(self._run(process, message, self._calls, tuple(callers)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Cancel the calls still being served; idempotent."""
+        tasks, self._tasks = list(self._tasks), set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(
+        self, process: StubProcess, message: Call | Control, calls: ModelCalls, callers: tuple[str, ...]
+    ) -> None:
+        try:
+            memory = (
+                ipc.map_sealed(process.receive_fd(b"c%d" % message.call_id), message.size) if message.size else None
+            )
+            if type(message) is Call:
+                await self._infer(process, message, memory, calls, callers)
+            else:
+                assert type(message) is Control
+                await self._control(process, message, memory, calls)
+        except ipc.ProtocolError as exc:
+            process.abort(f"bad call: {exc}")
+        except SeawallError as error:
+            process.send(CallFailed(message.call_id, triton_code(error), error.message))
+        except StubDied:
+            pass  # nobody is waiting for the answer any more
+
+    async def _infer(
+        self,
+        process: StubProcess,
+        message: Call,
+        memory: mmap.mmap | None,
+        calls: ModelCalls,
+        callers: tuple[str, ...],
+    ) -> None:
+        """Raises: SeawallError (the call's failure), ipc.ProtocolError (a bad message)."""
+        header = message.request
+        region = memory if memory is not None else _EMPTY
+        tensors = []
+        for descriptor in header.inputs:
+            name, datatype, array = ipc.read_tensor(region, descriptor, copy=False)  # type: ignore[arg-type]
+            tensors.append(Tensor(name, datatype, tuple(array.shape), array))
+        request = InferRequest(
+            message.model,
+            tensors,
+            message.version,
+            header.id,
+            [RequestedOutput(name) for name in header.outputs],
+            _parameters(header.parameters, header.correlation_id, header.flags, message.timeout_us),
+            callers,
+        )
+        response = await calls.infer(request)
+        outputs = response.outputs
+        descriptors, size, fd = await offload.run(_heavy(outputs), _write_outputs, outputs)
+        if fd is not None:
+            process.pass_call_region(fd, b"r%d" % message.call_id)
+        process.send(CallResult(message.call_id, descriptors, size))
+
+    async def _control(
+        self, process: StubProcess, message: Control, memory: mmap.mmap | None, calls: ModelCalls
+    ) -> None:
+        """Raises: SeawallError (the call's failure), ipc.ProtocolError (a bad message)."""
+        caller = f"model {self._key} (python backend)"
+        value = False
+        if message.action == "ready":
+            value = calls.is_model_ready(message.model, checked_version(message.text))
+        elif message.action == "unload":
+            await calls.unload_model(message.model, message.flag, caller)
+        else:
+            files: dict[str, bytes] = {}
+            region = memory if memory is not None else _EMPTY
+            for descriptor in message.files:
+                name, datatype, array = ipc.read_tensor(region, descriptor, copy=False)  # type: ignore[arg-type]
+                if datatype != "UINT8":
+                    raise ipc.ProtocolError("bad load_model file")
+                files[name] = array.tobytes()
+            await calls.load_model(message.model, message.text, files, caller)
+        process.send(CallResult(message.call_id, [], 0, value))
+
+
+def _parameters(
+    parameters: dict[str, object], correlation_id: int | str, flags: int, timeout_us: int
+) -> dict[str, ParamValue]:
+    """The core's request parameters of a call (Triton's names for the sequence and timeout fields).
+
+    Raises: InternalError (a parameter that is not a string, integer or boolean, as in Triton).
+    """
+    result: dict[str, ParamValue] = {}
+    for key, value in parameters.items():
+        if type(value) not in (str, int, bool):
+            raise InternalError("Unsupported value type on parameters")
+        result[key] = value  # type: ignore[assignment]  # checked just above
+    if timeout_us:
+        result["timeout"] = timeout_us
+    if correlation_id:
+        result["sequence_id"] = correlation_id
+    if flags & 1:
+        result["sequence_start"] = True
+    if flags & 2:
+        result["sequence_end"] = True
+    return result
+
+
+def _heavy(outputs: Sequence[Tensor]) -> bool:
+    return offload.is_heavy(outputs) or sum(t.data.nbytes for t in outputs) > offload.HEAVY_BODY_BYTES
+
+
+def _write_outputs(outputs: Sequence[Tensor]) -> tuple[list[ipc.Descriptor], int, int | None]:
+    """Descriptors, size and sealed region fd (None: nothing to hold) of a call's outputs."""
+    payloads = [ipc.to_payload(tensor.datatype, tensor.data) for tensor in outputs]
+    offsets, size = ipc.layout(payloads)
+    descriptors: list[ipc.Descriptor] = [
+        [tensor.name, tensor.datatype, list(tensor.shape), offset, len(payload)]
+        for tensor, offset, payload in zip(outputs, offsets, payloads, strict=True)
+    ]
+    return descriptors, size, ipc.sealed_region(offsets, payloads, size) if size else None

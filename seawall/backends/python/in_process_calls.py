@@ -1,0 +1,158 @@
+"""BLS and model control for in-process python models (SEAWALL_IN_PROCESS): pb_utils' call handler in the server.
+
+Imports `calls`, `call_client` (the shared wording), `core.backend`, `core.types` and `errors`. One handler serves
+every in-process model (pb_utils is one module in the server): the calling model is the execution running on
+the calling thread (`running`), set by its instance around each batch. A call blocks that worker thread and runs
+on the server's event loop through the core, as a stub's does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from seawall.backends.python.call_client import DECOUPLED_NOT_YET, OUTSIDE_EXECUTE, control_failure
+from seawall.backends.python.calls import checked_version, triton_code
+from seawall.core.backend import ModelCalls
+from seawall.core.types import InferRequest, RequestedOutput, Tensor
+from seawall.errors import InternalError, SeawallError
+
+_T = TypeVar("_T")
+#: what runs on this thread now: `context` (a CallContext) and `requests` (the batch's InferRequests)
+_running = threading.local()
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What one in-process instance's calls need: the core's calls, the server's loop, who is calling."""
+
+    calls: ModelCalls | None
+    loop: asyncio.AbstractEventLoop
+    key: str  # "<model>/<version>", as the model appears in its calls' `callers`
+    inline: bool  # execute() runs on the event loop itself: a blocking call would wait for itself
+    instance_name: str = ""
+
+
+def enter(context: CallContext, requests: Sequence[InferRequest]) -> None:
+    """The calling thread runs a batch of `context`'s model (until `leave`)."""
+    _running.context = context
+    _running.requests = requests
+
+
+def leave() -> None:
+    _running.context = None
+    _running.requests = ()
+
+
+class InProcessCalls:
+    """pb_utils' call handler in the server process (the stub's is `call_client.CallClient`)."""
+
+    def __init__(self, pb: Any) -> None:
+        self._pb = pb
+
+    def _context(self, decoupled: bool) -> tuple[CallContext, tuple[str, ...]]:
+        pb = self._pb
+        if decoupled:
+            raise pb.TritonModelException(DECOUPLED_NOT_YET)
+        context: CallContext | None = getattr(_running, "context", None)
+        if context is None:
+            raise pb.TritonModelException(OUTSIDE_EXECUTE)
+        if context.inline:
+            raise pb.TritonModelException(
+                'BLS is not supported for models run with SEAWALL_IN_PROCESS "inline" (their execute() runs on '
+                'the server\'s event loop, which the call needs); use "true"'
+            )
+        callers = {context.key}
+        for request in getattr(_running, "requests", ()):
+            callers.update(request.callers)
+        return context, tuple(callers)
+
+    def exec(self, request: Any, decoupled: bool = False) -> Any:
+        """Raises: pb_utils.TritonModelException (outside execute, decoupled, inline models, bad arguments)."""
+        context, callers = self._context(decoupled)
+        return self._exec(context, callers, request)
+
+    def async_exec(self, request: Any, decoupled: bool = False) -> asyncio.Future[Any]:
+        """Raises: as `exec`, and RuntimeError without a running event loop."""
+        loop = asyncio.get_running_loop()  # the model's own loop, on its worker thread
+        context, callers = self._context(decoupled)
+        return loop.run_in_executor(None, self._exec, context, callers, request)
+
+    def _exec(self, context: CallContext, callers: tuple[str, ...], request: Any) -> Any:
+        pb = self._pb
+        parameters = json.loads(request.parameters())
+        for value in parameters.values():
+            if type(value) not in (bool, int, str):
+                raise pb.TritonModelException(
+                    f"Expect parameters values to have type bool/int/str, found type {type(value)}"
+                )
+        timeout, version = request.timeout(), request.model_version()
+        if type(version) is not int or type(timeout) is not int or timeout < 0:
+            raise pb.TritonModelException("model_version and timeout must be integers (timeout >= 0)")
+        if timeout:
+            parameters["timeout"] = timeout
+        correlation_id, flags = request.correlation_id(), int(request.flags())
+        if correlation_id:
+            parameters["sequence_id"] = correlation_id
+        if flags & 1:
+            parameters["sequence_start"] = True
+        if flags & 2:
+            parameters["sequence_end"] = True
+        inputs = []
+        for tensor in request.inputs():
+            datatype, array = pb._raw(tensor)
+            inputs.append(Tensor(tensor.name(), datatype, tuple(array.shape), array))
+        core_request = InferRequest(
+            str(request.model_name()),
+            inputs,
+            "" if version < 0 else str(version),
+            request.request_id(),
+            [RequestedOutput(name) for name in request.requested_output_names()],
+            parameters,
+            callers,
+        )
+        try:
+            if context.calls is None:
+                raise InternalError("this server does not serve calls from model code")
+            response = self._on_loop(context, context.calls.infer(core_request))
+        except SeawallError as error:
+            return pb.InferenceResponse(error=pb.TritonError(error.message, triton_code(error)))
+        return pb.InferenceResponse([pb.Tensor(t.name, t.data, t.datatype) for t in response.outputs])
+
+    def control(self, action: str, model: str, text: str, flag: bool, files: dict[str, bytes]) -> bool:
+        """Raises: pb_utils.TritonModelException (Triton's "Failed to ...: <why>" wording)."""
+        prefix = {"ready": "Failed to check model readiness: ", "load": "Failed to load model: "}.get(
+            action, "Failed to unload model: "
+        )
+        context: CallContext | None = getattr(_running, "context", None)
+        try:
+            if context is None or context.inline:
+                raise InternalError(OUTSIDE_EXECUTE)
+            calls = context.calls
+            if calls is None:
+                raise InternalError("this server does not serve calls from model code")
+            caller = f"model {context.key} (python backend)"
+            if action == "ready":
+                version = checked_version(text)
+
+                async def ready() -> bool:
+                    return calls.is_model_ready(model, version)
+
+                return self._on_loop(context, ready())
+            if action == "unload":
+                self._on_loop(context, calls.unload_model(model, flag, caller))
+            else:
+                self._on_loop(context, calls.load_model(model, text, files, caller))
+            return False
+        except SeawallError as error:
+            name = context.instance_name if context is not None else ""
+            raise self._pb.TritonModelException(control_failure(prefix, name, error.message)) from None
+
+    @staticmethod
+    def _on_loop(context: CallContext, work: Coroutine[Any, Any, _T]) -> _T:
+        """Run `work` on the server's event loop and wait for it (this is a worker thread)."""
+        return asyncio.run_coroutine_threadsafe(work, context.loop).result()
