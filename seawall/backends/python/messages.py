@@ -476,20 +476,23 @@ def _check_result(fields: list[object]) -> BatchResult:
     """From a stub (untrusted; per request, so the checks are inline)."""
     seq, responses, started, finished, execute_started, execute_finished = _fields(fields, 6)
     _naturals(seq, started, finished, execute_started, execute_finished)
-    entries = []
-    for entry in _list(responses):
-        if type(entry) is not list or len(entry) != 4:
-            raise ProtocolError("bad response entry")
-        outputs, code, message, parameters = entry
-        if type(outputs) is not list or (code is not None and type(code) is not int) or type(message) is not str:
-            raise ProtocolError("bad response entry")
-        if parameters is not None and type(parameters) is not dict:
-            raise ProtocolError("bad response entry")
-        for descriptor in outputs:
-            if type(descriptor) is not list:
-                raise ProtocolError("bad tensor descriptor")
-        entries.append(_new(ResponseEntry, entry))
+    entries = [_check_entry(entry) for entry in _list(responses)]
     return _new(BatchResult, (seq, entries, started, finished, execute_started, execute_finished))
+
+
+def _check_entry(entry: object) -> ResponseEntry:
+    """One response entry from a stub: its shape here, its descriptors when the host reads the tensors."""
+    if type(entry) is not list or len(entry) != 4:
+        raise ProtocolError("bad response entry")
+    outputs, code, message, parameters = entry
+    if type(outputs) is not list or (code is not None and type(code) is not int) or type(message) is not str:
+        raise ProtocolError("bad response entry")
+    if parameters is not None and type(parameters) is not dict:
+        raise ProtocolError("bad response entry")
+    for descriptor in outputs:
+        if type(descriptor) is not list:
+            raise ProtocolError("bad tensor descriptor")
+    return _new(ResponseEntry, entry)
 
 
 def _check_auto(fields: list[object]) -> AutoCompleted:
@@ -597,20 +600,10 @@ def _check_response(fields: list[object]) -> Response:
         if token or not final:
             raise ProtocolError("only a final response may be empty")
         return Response(seq, index, None, True, 0)  # type: ignore[arg-type]
-    if type(entry) is not list or len(entry) != 4:
-        raise ProtocolError("bad response")
-    outputs, code, message, parameters = entry
-    if type(outputs) is not list or (code is not None and type(code) is not int) or type(message) is not str:
-        raise ProtocolError("bad response entry")
-    if parameters is not None and type(parameters) is not dict:
-        raise ProtocolError("bad response entry")
-    for descriptor in outputs:
-        if type(descriptor) is not list:
-            raise ProtocolError("bad tensor descriptor")
-    if bool(outputs) != bool(token):
+    checked = _check_entry(entry)
+    if bool(checked.outputs) != bool(token):
         raise ProtocolError("a response has a token exactly when it has outputs")
-    entry = ResponseEntry(outputs, code, message, parameters)
-    return Response(seq, index, entry, final, token)  # type: ignore[arg-type]
+    return Response(seq, index, checked, final, token)  # type: ignore[arg-type]
 
 
 def _number(value: object) -> float | str:
