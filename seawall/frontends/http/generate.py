@@ -105,28 +105,12 @@ def _parameter(key: str, value: Any) -> ParamValue:
 
 def _tensor(name: str, value: Any, metadata: TensorMetadata, request: InferRequest, limits: Limits) -> Tensor:
     """One input from its JSON value; nested arrays are flattened in row-major order."""
-    flat = _flatten(value) if isinstance(value, list) else [value]
+    flat = http_tensors.flatten(value) if isinstance(value, list) else [value]
     shape = _shape(len(flat), metadata.shape, name)
     strings = sum(t.data.size for t in request.inputs if t.datatype == "BYTES")
     shape, count = checked_shape(shape, metadata.datatype, name, request.model_name, limits, bytes_before=strings)
     data = http_tensors.decode_json_data(flat, metadata.datatype, shape, count, name)
     return Tensor(name, metadata.datatype, shape, data)
-
-
-def _flatten(data: list[Any]) -> list[Any]:
-    if not any(type(item) is list for item in data):
-        return data
-    flat: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if type(item) is list:
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
-    return flat
 
 
 def _shape(count: int, dims: tuple[int, ...], name: str) -> tuple[int, ...]:

@@ -67,6 +67,11 @@ def _check_integers(flat: list[Any], kinds: set[type], datatype: str, name: str)
 def _flatten(data: Any, name: str) -> list[Any]:
     if not isinstance(data, list):
         raise InvalidArgumentError(f"Unable to parse 'data' of input '{name}': expected an array")
+    return flatten(data)
+
+
+def flatten(data: list[Any]) -> list[Any]:
+    """The elements of nested JSON arrays in row-major order (`data` itself when it is flat already)."""
     if not any(type(item) is list for item in data):
         return data
     flat: list[Any] = []
