@@ -6,17 +6,22 @@ so there is no probe-then-bind race.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "models"
@@ -203,3 +208,24 @@ def start_triton(repository: Path | str, *args: str, timeout: float = 120) -> Se
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"tritonserver not ready in {timeout}s:\n{server.log()}")
+
+
+@contextlib.contextmanager
+def triton_and_seawall(root: Path, *models: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """The reference Triton and Seawall serving one repository, `root`, made of copies of `models`; skips the
+    test when the reference binary is absent. Both are stopped on exit."""
+    if not TRITON.exists():
+        pytest.skip(f"the reference Triton is not available at {TRITON}")
+    for model in models:
+        shutil.copytree(model, root / model.name)
+    triton = start_triton(root)
+    try:
+        seawall = start_seawall(repository=root)
+    except BaseException:
+        triton.stop()
+        raise
+    try:
+        yield triton, seawall
+    finally:
+        seawall.stop()
+        triton.stop()

@@ -10,7 +10,6 @@ Seawall's text, taken from Triton's answer), and a model calling itself (Triton 
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,27 +17,16 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.harness import EXAMPLES, TEST_MODELS, TRITON, ServerProcess, start_seawall, start_triton
+from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, triton_and_seawall
 
 X = np.arange(4, dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    if not TRITON.exists():
-        pytest.skip(f"the reference Triton is not available at {TRITON}")
     root = tmp_path_factory.mktemp("bls")
-    for source in (EXAMPLES / "add_sub", TEST_MODELS / "bls"):
-        shutil.copytree(source, root / source.name)
-    triton = start_triton(root)
-    try:
-        seawall = start_seawall(repository=root)
-    except BaseException:
-        triton.stop()
-        raise
-    yield triton, seawall
-    seawall.stop()
-    triton.stop()
+    with triton_and_seawall(root, EXAMPLES / "add_sub", TEST_MODELS / "bls") as pair:
+        yield pair
 
 
 def _answer(server: ServerProcess, parameters: dict[str, object]) -> object:

@@ -6,33 +6,22 @@ aborts the whole Triton server), a newline in a description (Triton writes it ra
 
 from __future__ import annotations
 
-import shutil
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import TEST_MODELS, TRITON, ServerProcess, start_seawall, start_triton
+from tests.harness import TEST_MODELS, ServerProcess, triton_and_seawall
 
 FAMILIES = ("probe_requests", "probe_gauge", "probe_latency")
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    if not TRITON.exists():
-        pytest.skip(f"the reference Triton is not available at {TRITON}")
     root: Path = tmp_path_factory.mktemp("differential_metrics")
-    shutil.copytree(TEST_MODELS / "custom_metrics", root / "custom_metrics")
-    triton = start_triton(root)
-    try:
-        seawall = start_seawall(repository=root)
-    except BaseException:
-        triton.stop()
-        raise
-    yield triton, seawall
-    seawall.stop()
-    triton.stop()
+    with triton_and_seawall(root, TEST_MODELS / "custom_metrics") as pair:
+        yield pair
 
 
 def _family(server: ServerProcess, name: str) -> tuple[list[str], set[str]]:

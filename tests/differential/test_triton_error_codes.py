@@ -3,7 +3,6 @@ answers the same HTTP status and gRPC code, with the model's message, on both.""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,26 +12,16 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.harness import TEST_MODELS, TRITON, ServerProcess, start_seawall, start_triton
+from tests.harness import TEST_MODELS, ServerProcess, triton_and_seawall
 
 CODES = ("UNKNOWN", "INTERNAL", "NOT_FOUND", "INVALID_ARG", "UNAVAILABLE", "UNSUPPORTED", "ALREADY_EXISTS", "CANCELLED")
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    if not TRITON.exists():
-        pytest.skip(f"the reference Triton is not available at {TRITON}")
     root: Path = tmp_path_factory.mktemp("differential_codes")
-    shutil.copytree(TEST_MODELS / "error_codes", root / "error_codes")
-    triton = start_triton(root)
-    try:
-        seawall = start_seawall(repository=root)
-    except BaseException:
-        triton.stop()
-        raise
-    yield triton, seawall
-    seawall.stop()
-    triton.stop()
+    with triton_and_seawall(root, TEST_MODELS / "error_codes") as pair:
+        yield pair
 
 
 def _answers(server: ServerProcess, code: int) -> list[tuple[str | None, str]]:
