@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,24 +25,30 @@ from tritonclient.utils import InferenceServerException
 
 from tests.harness import TEST_MODELS, ServerProcess, start_seawall
 
-MODELS = (
-    "square_int32",
-    "decoupled_modes",
-    "decoupled_modes_in_process",
-    "cancel_wait",
-    "cancel_wait_in_process",
-    "decoupled_hostile",
-)
+MODELS = ("square_int32", "decoupled_modes", "cancel_wait", "decoupled_hostile")
+#: these also run in the server process, as `<name>_in_process` (the same model.py, SEAWALL_IN_PROCESS set)
+IN_PROCESS = ("decoupled_modes", "cancel_wait")
+_IN_PROCESS_PARAMETER = 'parameters { key: "SEAWALL_IN_PROCESS" value: { string_value: "true" } }\n'
 
 
 @pytest.fixture(scope="module")
-def seawall() -> Iterator[ServerProcess]:
-    loads = [f"--load-model={name}" for name in MODELS]
+def seawall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("decoupled")
+    names = list(MODELS)
+    for name in MODELS:
+        shutil.copytree(TEST_MODELS / name, root / name)
+    for name in IN_PROCESS:
+        twin = root / f"{name}_in_process"
+        shutil.copytree(TEST_MODELS / name, twin)
+        config = (twin / "config.pbtxt").read_text().replace(f'name: "{name}"', f'name: "{twin.name}"', 1)
+        (twin / "config.pbtxt").write_text(config + _IN_PROCESS_PARAMETER)
+        names.append(twin.name)
+    loads = [f"--load-model={name}" for name in names]
     server = start_seawall(
         "--model-control-mode=explicit",
         "--allow-unrestricted-model-repository=true",
         *loads,
-        repository=TEST_MODELS,
+        repository=root,
     )
     yield server
     server.stop()
