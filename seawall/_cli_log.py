@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from seawall.core import text_table
 from seawall.core.log_settings import LogSettings
 from seawall.listeners import GRPC, LISTENERS, enabled
 from seawall.options import Options
@@ -179,18 +180,9 @@ def banner_rows(options: Options, version: str) -> list[tuple[str, str]]:
     return rows
 
 
-def _table(rows: Sequence[tuple[str, str]]) -> list[str]:
-    width = max(len(name) for name, _ in rows)
-    value_width = max(len(value) for _, value in rows)
-    rule = f"+{'-' * (width + 2)}+{'-' * (value_width + 2)}+"
-    lines = [rule, f"| {'Option':<{width}} | {'Value':<{value_width}} |", rule]
-    lines += [f"| {name:<{width}} | {value:<{value_width}} |" for name, value in rows]
-    return [*lines, rule]
-
-
 def log_start_up(options: Options, version: str, warnings: Sequence[str], notes: Sequence[str]) -> None:
     """Log the option table, the command line's warnings, and each risky setting that is on, once."""
-    for line in _table(banner_rows(options, version)):
+    for line in text_table.render(("Option", "Value"), banner_rows(options, version)):
         logger.info("%s", line)  # one record per row: a record never spans lines
     for warning in warnings:
         logger.warning("%s", warning)

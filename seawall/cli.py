@@ -105,9 +105,9 @@ def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Comma
     if not any(flag.name == "metrics-address" for flag, _ in given):
         options = options.replace(metrics=dataclasses.replace(options.metrics, address=options.http.address))
     options = _mutual_implies_tls(options)
-    _check(options, given, environ)
-    _check_listeners(options)
     report = any(flag.name == "security-report" for flag, _ in given)
+    _check(options, given, environ, report)
+    _check_listeners(options)
     variables = tuple(str(value) for flag, value in given if flag.name in _SECRET_ENV_FLAGS)
     flags = tuple(f"--{flag.name}" for flag, _ in given if flag.name in _SECRET_ARGV_FLAGS)
     return CommandLine(options, tuple(warnings), tuple(notes), report, variables, flags)
@@ -433,8 +433,11 @@ def _apply(base: _D, tree: Mapping[str, object]) -> _D:
     return dataclasses.replace(base, **changes)
 
 
-def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapping[str, str]) -> None:
-    """Start-up checks across flags, in Triton's order where Triton has them."""
+def _check(
+    options: Options, given: Sequence[tuple[Flag, object]], environ: Mapping[str, str], report: bool = False
+) -> None:
+    """Start-up checks across flags, in Triton's order where Triton has them; a security report (`report`)
+    needs no model repository: it assesses what the flags alone say."""
     repository = options.repository
     if repository.load_models and repository.control_mode != "explicit":
         raise CliError("Error: Use of '--load-model' requires setting '--model-control-mode=explicit' as well.")
@@ -452,7 +455,7 @@ def _check(options: Options, given: Sequence[tuple[Flag, object]], environ: Mapp
                     f"The server cannot listen to {name} requests and {other} requests at the same "
                     f"address and port {one.address}:{one.port}"
                 )
-    if not repository.paths:
+    if not repository.paths and not report:
         raise CliError("error: creating server: Invalid argument - --model-repository must be specified")
     for path in repository.paths:
         if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path):

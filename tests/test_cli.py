@@ -964,6 +964,17 @@ def test_security_report_of_a_locked_down_configuration(tmp_path: Path) -> None:
     assert all(line.startswith(("  user:", "  --model-user:")) for line in findings)
 
 
+def test_security_report_needs_no_model_repository() -> None:
+    """What the flags alone say: no repository is read or required for the report."""
+    done = run_seawall("--http-address=0.0.0.0", "--security-report")
+    assert done.returncode == 1, done.stderr
+    assert "--http-address=0.0.0.0: HTTP is reachable from the network without TLS" in done.stdout
+    assert "--model-repository" not in done.stderr
+    refused = run_seawall("--http-address=0.0.0.0")  # serving still needs one
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "error: creating server: Invalid argument - --model-repository must be specified"
+
+
 def test_start_up_log_says_per_listener_how_exposed_it_is(caplog: pytest.LogCaptureFixture) -> None:
     """One line per listener that is on, from the listener table: loopback ones are noted, exposed ones without
     restriction are warned about; the risky settings themselves come once, from the security report."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from seawall.core import repository
+from seawall.core import repository, text_table
 from seawall.core.lifecycle import ModelRecord, ModelVersion
 from seawall.core.repository import require_valid_model_name
 from seawall.core.types import ModelIndexEntry, ModelMetadata, ModelState, ModelStatistics, TensorMetadata
@@ -81,6 +81,15 @@ def repository_index(
                 continue
             entries.append(ModelIndexEntry(name, str(number), entry.state.value, entry.reason))
     return sorted(entries, key=lambda e: (e.name, int(e.version or 0)))
+
+
+def model_table(models: Models, never_loaded: Iterable[ModelIndexEntry]) -> list[str]:
+    """Triton's start-up model table (`| Model | Version | Status |`): READY, or UNAVAILABLE with the reason."""
+    rows = []
+    for entry in repository_index(models, never_loaded, ready_only=False):
+        status = entry.state or ModelState.UNAVAILABLE.value
+        rows.append((entry.name, entry.version, f"{status}: {entry.reason}" if entry.reason else status))
+    return text_table.render(("Model", "Version", "Status"), rows)
 
 
 def require_ready_model(models: Models, name: str) -> None:

@@ -136,11 +136,14 @@ class InferenceServer:
             await self.stop()
             raise
         self._set_live(True)
-        failed = [r.name for r in self._lifecycle.models.values() if not r.is_ready()]
-        if failed and options.exit_on_error:
+        models = self._lifecycle.models
+        for line in catalog.model_table(models, ()):
+            logger.info("%s", line)  # one record per row, as the option table
+        if any(not record.is_ready() for record in models.values()) and options.exit_on_error:
             await self.stop()
             raise InternalError("failed to load all models")
-        logger.info("loaded %d model(s) in %.2fs", len(self._lifecycle.models), time.monotonic() - started)
+        ready = sum(record.is_ready() for record in models.values())
+        logger.info("loaded %d model(s) in %.2fs", ready, time.monotonic() - started)
 
     def _backend_for(self, name: str) -> Backend:
         if self._backends is None:

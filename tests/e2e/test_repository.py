@@ -42,6 +42,23 @@ def test_a_model_that_fails_to_load_stops_start_up_by_default(tmp_path: Path) ->
     assert done.returncode == 1
     assert "error: creating server: Internal - failed to load all models" in done.stderr
     assert str(tmp_path) not in done.stderr.split("error: creating server")[-1]
+    table = _model_table(done.stdout + done.stderr)  # logged before giving up, as Triton does
+    assert table[0] == ["Model", "Version", "Status"]
+    assert ["add_sub", "1", "READY"] in table
+    assert any(row[0] == "init_fail" and row[2].startswith("UNAVAILABLE: ") for row in table), table
+    assert str(tmp_path) not in "\n".join(map(str, table))
+
+
+def _model_table(log: str) -> list[list[str]]:
+    """The cells of the start-up model table's rows (header included), from the log lines that hold them."""
+    rows = []
+    for line in log.splitlines():
+        body = line.split("] ", 1)[-1]
+        if body.startswith("| Model ") or (rows and body.startswith("| ")):
+            rows.append([cell.strip() for cell in body.strip("|").split(" | ")])
+        elif rows and not body.startswith("+"):
+            break
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +68,13 @@ def degraded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
     server = start_seawall("--exit-on-error=false", repository=repo)
     yield server
     server.stop()
+
+
+def test_the_start_up_model_table_counts_only_what_loaded(degraded: ServerProcess) -> None:
+    table = _model_table(degraded.log())
+    assert table[1:2] == [["add_sub", "1", "READY"]]
+    assert table[2][0] == "init_fail" and table[2][2].startswith("UNAVAILABLE: "), table
+    assert "loaded 1 model(s) in " in degraded.log()
 
 
 def test_without_exit_on_error_the_rest_serves_and_readiness_tells(degraded: ServerProcess) -> None:
