@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean examples
+.PHONY: run test lint bench clean examples scaleout-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 bench: $(STAMP)  # extra flags: make bench BENCH_ARGS=--quick
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# nginx in front of three Seawall processes, one SIGKILLed and one rolled under load (needs nginx-light)
+scaleout-demo: $(STAMP)
+	$(BIN)/python -m tests.deploy.scaleout --steady-seconds=5
 
 # NVIDIA's python_backend examples, unchanged, against Seawall: make examples PYTHON_BACKEND=<work tree or bare
 # git dir of github.com/triton-inference-server/python_backend> [EXAMPLES_ARGS=--only=add_sub,decoupled]. Its own
