@@ -1,44 +1,41 @@
 """Custom metric families that model code creates (`pb_utils.MetricFamily`): validated, bounded, owned.
 
-Imports only `errors`. One `CustomMetrics` per server. Each model instance gets an `MetricsOwner` (through its
-version's `ModelMetrics`); the ids it uses are its own (a stub chooses them, and is checked like any input).
-Families are shared by name across owners, series by labels, and each goes when its last owner releases it; a
-model version's unload closes every owner it handed out. Thread-safe (one lock): stub messages arrive on the
-event loop, in-process models call from their worker threads, the metrics frontend takes a `snapshot()`.
+Imports `errors` and `custom_metric_checks` (what models give, checked). One `CustomMetrics` per server. Each model
+instance gets an `MetricsOwner` (through its version's `ModelMetrics`); the ids it uses are its own (a stub chooses
+them, and is checked like any input). Families are shared by name across owners, series by labels, and each goes
+when its last owner releases it; a model version's unload closes every owner it handed out. Thread-safe (one lock):
+stub messages arrive on the event loop, in-process models call from their worker threads, the metrics frontend takes
+a `snapshot()`.
 
 Limits (a model cannot grow the exposition without bound): per instance `MAX_OWNER_FAMILIES` family handles and
 `MAX_OWNER_SERIES` metric handles; per server `MAX_FAMILIES` families and `MAX_SERIES` series; names, labels,
-label values, descriptions and buckets are bounded below.
+label values, descriptions and buckets are bounded in `custom_metric_checks`.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from seawall.core.custom_metric_checks import (
+    MAX_DESCRIPTION_CHARS,
+    Labels,
+    check_buckets,
+    check_labels,
+    check_name,
+    check_text,
+    check_value,
+    derived_names,
+)
 from seawall.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, ResourceExhaustedError
 
-#: Prometheus metric and label names (label names starting with "__" are Prometheus' own).
-_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
-_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-#: Triton's own families ("nv_inference_count", ...) and any it may add: never a model's.
-RESERVED_PREFIX = "nv_"
-MAX_NAME_CHARS = 128
-MAX_DESCRIPTION_CHARS = 1024
-MAX_LABELS = 16
-MAX_LABEL_VALUE_CHARS = 256
-MAX_BUCKETS = 64
 MAX_OWNER_FAMILIES = 64
 MAX_OWNER_SERIES = 1024
 MAX_FAMILIES = 1024
 MAX_SERIES = 65536
-#: Characters text may not hold: controls (but tab and newline, which the exposition escapes) and Unicode line
-#: separators, so a value can never start a line of its own in the exposition or a log.
-_FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class MetricKind(enum.Enum):
@@ -86,8 +83,6 @@ _ALLOWED = {
     MetricKind.GAUGE: (MetricOp.INCREMENT, MetricOp.SET),
     MetricKind.HISTOGRAM: (MetricOp.OBSERVE,),
 }
-
-Labels = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,78 +140,6 @@ class _Family:
         self.refs = 0
 
 
-def _check_text(text: object, what: str, limit: int) -> str:
-    if type(text) is not str:
-        raise InvalidArgumentError(f"{what} must be a string")
-    if len(text) > limit:
-        raise InvalidArgumentError(f"{what} is longer than {limit} characters")
-    if _FORBIDDEN.search(text):
-        raise InvalidArgumentError(f"{what} holds control characters")
-    return text
-
-
-def _check_name(name: object) -> str:
-    if type(name) is not str or not name:
-        raise InvalidArgumentError("Invalid metric name: a metric name must be a non-empty string")
-    if len(name) > MAX_NAME_CHARS or not _NAME.match(name):
-        raise InvalidArgumentError(
-            f"Invalid metric name '{name[:MAX_NAME_CHARS]}': it must match [a-zA-Z_:][a-zA-Z0-9_:]* "
-            f"and have at most {MAX_NAME_CHARS} characters"
-        )
-    if name.lower().startswith(RESERVED_PREFIX):
-        raise InvalidArgumentError(
-            f"Invalid metric name '{name}': names starting with '{RESERVED_PREFIX}' are Triton's own"
-        )
-    return name
-
-
-def _check_labels(labels: Mapping[str, str], kind: MetricKind) -> Labels:
-    if not isinstance(labels, Mapping):
-        raise InvalidArgumentError("Labels must be a dictionary.")
-    if len(labels) > MAX_LABELS:
-        raise InvalidArgumentError(f"a metric has at most {MAX_LABELS} labels")
-    checked: list[tuple[str, str]] = []
-    for key, value in labels.items():
-        if type(key) is not str or not _LABEL.match(key) or key.startswith("__") or len(key) > MAX_NAME_CHARS:
-            raise InvalidArgumentError(f"Invalid label name '{str(key)[:MAX_NAME_CHARS]}'")
-        if kind is MetricKind.HISTOGRAM and key == "le":
-            raise InvalidArgumentError("label name 'le' is reserved for the buckets of a histogram")
-        checked.append((key, _check_text(value, f"the value of label '{key}'", MAX_LABEL_VALUE_CHARS)))
-    return tuple(sorted(checked))
-
-
-def _check_buckets(buckets: Sequence[float] | None, kind: MetricKind) -> tuple[float, ...]:
-    if kind is not MetricKind.HISTOGRAM:
-        if buckets is not None:
-            raise InvalidArgumentError("Unexpected buckets found.")
-        return ()
-    if buckets is None:
-        raise InvalidArgumentError("Missing required buckets.")
-    if len(buckets) > MAX_BUCKETS:
-        raise InvalidArgumentError(f"a histogram has at most {MAX_BUCKETS} buckets")
-    bounds: list[float] = []
-    for bound in buckets:
-        if type(bound) not in (int, float) or not math.isfinite(bound):
-            raise InvalidArgumentError("bucket boundaries must be finite numbers")
-        if bounds and bound <= bounds[-1]:
-            raise InvalidArgumentError("Bucket Boundaries must be strictly sorted")
-        bounds.append(float(bound))
-    return tuple(bounds)
-
-
-def _check_value(value: object) -> float:
-    if type(value) not in (int, float):
-        raise InvalidArgumentError("a metric value must be a number")
-    return float(value)  # type: ignore[arg-type]  # int or float, checked above
-
-
-def _derived(name: str, kind: MetricKind) -> tuple[str, ...]:
-    """The sample names a family prints (a histogram: `_bucket`, `_count`, `_sum`)."""
-    if kind is MetricKind.HISTOGRAM:
-        return (f"{name}_bucket", f"{name}_count", f"{name}_sum")
-    return (name,)
-
-
 class CustomMetrics:
     """The server's custom families (one per InferenceServer; no global registry)."""
 
@@ -248,14 +171,14 @@ class CustomMetrics:
     def _acquire_family(self, name: str, description: str, kind: MetricKind) -> _Family:
         family = self._families.get(name)
         if family is None:
-            for sample in _derived(name, kind):
+            for sample in derived_names(name, kind is MetricKind.HISTOGRAM):
                 other = self._samples.get(sample)
                 if other is not None:
                     raise AlreadyExistsError(f"metric family '{name}' would print samples of family '{other}'")
             if len(self._families) >= MAX_FAMILIES:
                 raise ResourceExhaustedError(f"the server holds {MAX_FAMILIES} custom metric families already")
             family = self._families[name] = _Family(name, description, kind)
-            for sample in _derived(name, kind):
+            for sample in derived_names(name, kind is MetricKind.HISTOGRAM):
                 self._samples[sample] = name
         elif family.kind is not kind:
             raise AlreadyExistsError(
@@ -268,7 +191,7 @@ class CustomMetrics:
         family.refs -= 1
         if family.refs <= 0 and not family.series and self._families.get(family.name) is family:
             del self._families[family.name]
-            for sample in _derived(family.name, family.kind):
+            for sample in derived_names(family.name, family.kind is MetricKind.HISTOGRAM):
                 self._samples.pop(sample, None)
 
     def _acquire_series(self, family: _Family, labels: Labels, buckets: tuple[float, ...]) -> _Series:
@@ -329,8 +252,8 @@ class MetricsOwner:
         AlreadyExistsError: the name is taken by a family of another kind.
         ResourceExhaustedError: over a limit.
         """
-        checked = _check_name(name)
-        text = _check_text(description, "the description", MAX_DESCRIPTION_CHARS)
+        checked = check_name(name)
+        text = check_text(description, "the description", MAX_DESCRIPTION_CHARS)
         registry = self._registry
         with registry._lock:
             self._check_open()
@@ -358,8 +281,8 @@ class MetricsOwner:
                 raise InvalidArgumentError("metric id in use")
             if len(self._metrics) >= MAX_OWNER_SERIES:
                 raise ResourceExhaustedError(f"a model instance may hold {MAX_OWNER_SERIES} metrics")
-            key = _check_labels(labels or {}, family.kind)
-            bounds = _check_buckets(buckets, family.kind)
+            key = check_labels(labels or {}, family.kind is MetricKind.HISTOGRAM)
+            bounds = check_buckets(buckets, family.kind is MetricKind.HISTOGRAM)
             series = registry._acquire_series(family, key, bounds)
             self._metrics[metric_id] = (family, series, family_id)
 
@@ -370,7 +293,7 @@ class MetricsOwner:
             InvalidArgumentError: the kind does not allow `op`, a negative increment of a counter, not a number.
             NotFoundError: unknown metric id.
         """
-        number = _check_value(value)
+        number = check_value(value)
         with self._registry._lock:
             family, series = self._metric(metric_id)
             kind = family.kind
