@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean examples scaleout-demo
+.PHONY: run test lint bench bench-streaming clean examples scaleout-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 bench: $(STAMP)  # extra flags: make bench BENCH_ARGS=--quick
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# a decoupled model streaming 100 responses per request, gRPC and SSE, Seawall vs Triton with four clients
+bench-streaming: $(STAMP)
+	$(BIN)/python -m bench.streaming $(BENCH_ARGS)
 
 # nginx in front of three Seawall processes, one SIGKILLed and one rolled under load (needs nginx-light)
 scaleout-demo: $(STAMP)
