@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -140,7 +141,7 @@ def _busy_server(
     return server, _children(server.process.pid), busy
 
 
-def test_the_exit_timeout_bounds_the_whole_exit(tmp_path: Path) -> None:
+def test_the_exit_timeout_bounds_the_whole_exit(tmp_path: Path, figure: Callable[[str], None]) -> None:
     """--exit-timeout-secs=2 with a model busy for 20 s: the server exits within the timeout and the unload's
     grace (app.STOP_GRACE_S), and its stubs with it."""
     server, stubs, busy = _busy_server(tmp_path, "--exit-timeout-secs=2")
@@ -151,6 +152,7 @@ def test_the_exit_timeout_bounds_the_whole_exit(tmp_path: Path) -> None:
         took = time.monotonic() - started
     finally:
         server.stop()
+    figure(f"exit {took:.1f}s after SIGTERM with --exit-timeout-secs=2 and a model busy for 20 s")
     assert 1.5 < took < 2 + STOP_GRACE_S + 3, took
     assert _still_running(stubs, 5) == []
     try:
@@ -161,7 +163,7 @@ def test_the_exit_timeout_bounds_the_whole_exit(tmp_path: Path) -> None:
     assert "exit timeout: 1 request(s) still in flight are cancelled" in server.log()
 
 
-def test_a_second_sigterm_exits_at_once(tmp_path: Path) -> None:
+def test_a_second_sigterm_exits_at_once(tmp_path: Path, figure: Callable[[str], None]) -> None:
     server, stubs, _ = _busy_server(tmp_path, "--exit-timeout-secs=60")
     try:
         server.process.send_signal(signal.SIGTERM)
@@ -173,6 +175,7 @@ def test_a_second_sigterm_exits_at_once(tmp_path: Path) -> None:
         took = time.monotonic() - started
     finally:
         server.stop()
+    figure(f"exit {took:.2f}s after the second SIGTERM")
     assert took < 3, (took, server.log())
     assert _still_running(stubs, 5) == []
     assert "second signal: the drain is abandoned" in server.log()
