@@ -27,10 +27,11 @@ bench: $(STAMP)  # extra flags: make bench BENCH_ARGS=--quick
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# the fault tests, one line each with its figure: shutdown, slow clients, a soak of SOAK_SECONDS, the scale-out
+# the fault tests, one line each with its figure: shutdown, slow clients, a soak of SOAK_SECONDS, 50 model
+# load/unload cycles (memory must come back), the scale-out
 SOAK_SECONDS ?= 180
 reliability: $(STAMP)
-	SEAWALL_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m pytest -q -p tests.reliability.report \
+	SEAWALL_SOAK_SECONDS=$(SOAK_SECONDS) SEAWALL_LOAD_CYCLES=50 $(BIN)/python -m pytest -q -p tests.reliability.report \
 		tests/e2e/test_http_shutdown.py tests/security/test_http_slow_clients.py tests/reliability tests/deploy/test_scaleout.py
 
 # a decoupled model streaming 100 responses per request, gRPC and SSE, Seawall vs Triton with four clients

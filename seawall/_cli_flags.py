@@ -404,6 +404,25 @@ FLAGS: tuple[Flag, ...] = (
             "Seawall: most decoded bytes of the 'file:' overrides of one model load request.",
             "repository.max_override_bytes",
         ),
+        Flag(
+            "load-on-request",
+            K_BOOL,
+            "Seawall (explicit mode): a request for a repository model that is not loaded loads it.",
+            "repository.load_on_request",
+        ),
+        Flag(
+            "load-on-request-timeout-secs",
+            K_COUNT,
+            "Seawall: seconds a request waits for the load it triggered.",
+            "repository.load_on_request_timeout_secs",
+        ),
+        Flag(
+            "max-loaded-models",
+            K_NON_NEGATIVE,
+            "Seawall (explicit mode): most models loaded at once; the least recently used idle one is unloaded "
+            "to make room (0 = no limit).",
+            "repository.max_loaded_models",
+        ),
         _later("model-namespacing", K_BOOL, "Namespace models by repository.", harmless=(False,)),
         _gpu("enable-peer-access", K_BOOL, "CUDA peer access.", harmless=(True, False)),
     ),

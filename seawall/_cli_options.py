@@ -224,6 +224,12 @@ def check(
         raise CliError("Error: Use of '--load-model' requires setting '--model-control-mode=explicit' as well.")
     if "*" in repository.load_models and len(repository.load_models) > 1:
         raise CliError("Error: '--load-model=*' must be the only --load-model given.")
+    for flag, on in (
+        ("load-on-request", repository.load_on_request),
+        ("max-loaded-models", repository.max_loaded_models),
+    ):
+        if on and repository.control_mode != "explicit":
+            raise CliError(f"Error: '--{flag}' requires '--model-control-mode=explicit'.")
     _check_model_repository_guard(options)
     check_grpc_keys(options.grpc.restricted)
     _check_http_limits(options.limits)

@@ -12,7 +12,8 @@ Imports nothing from Seawall. Frontends map `Code` to transport statuses in `fro
      ├── UnknownError           UNKNOWN
      ├── CancelledError         CANCELLED
      ├── PermissionDeniedError  restricted API without the right header
-     └── ResourceExhaustedError a request over a resource limit
+     ├── ResourceExhaustedError a request over a resource limit
+     └── CapacityError          a model load that does not fit under --max-loaded-models (nothing can be evicted)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Code(enum.Enum):
     CANCELLED = "Cancelled"
     PERMISSION_DENIED = "Permission denied"
     RESOURCE_EXHAUSTED = "Resource exhausted"
+    INSUFFICIENT_CAPACITY = "Insufficient capacity"
 
 
 class SeawallError(Exception):
@@ -92,6 +94,13 @@ class ResourceExhaustedError(SeawallError):
     code = Code.RESOURCE_EXHAUSTED
 
 
+class CapacityError(SeawallError):
+    """The server holds as many models as it may (`--max-loaded-models`) and none can be unloaded to make room
+    (HTTP 507 Insufficient Storage, gRPC RESOURCE_EXHAUSTED): fail instead of evicting a busy model."""
+
+    code = Code.INSUFFICIENT_CAPACITY
+
+
 _BY_CODE: dict[Code, type[SeawallError]] = {
     cls.code: cls
     for cls in (
@@ -105,6 +114,7 @@ _BY_CODE: dict[Code, type[SeawallError]] = {
         CancelledError,
         PermissionDeniedError,
         ResourceExhaustedError,
+        CapacityError,
     )
 }
 

@@ -183,6 +183,10 @@ class RepositoryOptions:
     max_override_bytes: int = 64 << 20  # their decoded bytes together
     # explicit mode starts only when model-repository is restricted on every listener, unless this is set
     allow_unrestricted_model_repository: bool = False
+    # explicit mode: a request for a repository model that is not loaded loads it (core/residency.py)
+    load_on_request: bool = False
+    load_on_request_timeout_secs: int = 120  # how long a request waits for the load it triggered
+    max_loaded_models: int = 0  # explicit mode: at most this many loaded, least recently used evicted; 0: no limit
 
 
 @dataclass(frozen=True, slots=True)

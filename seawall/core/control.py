@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 
 from google.protobuf import json_format
@@ -43,6 +44,7 @@ class ModelControl:
         self._registered: dict[str, repository.ModelLocation] = {}  # model → directory registered at run time
         self._locks: dict[str, asyncio.Lock] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._last_rescan = 0.0  # when `knows` last rescanned the repositories for an unknown name
         lifecycle.locate = self._locate  # an ensemble's composing models load from the same repositories
 
     def _locate(self, name: str) -> repository.ModelLocation | None:
@@ -53,6 +55,19 @@ class ModelControl:
             self._known.update(repository.scan(self._options.repository.paths))
         location = self._known.get(name)
         return location if location is not None and not location.error else None
+
+    def knows(self, name: str) -> bool:
+        """Whether `name` is a model this server could load: registered, or in a repository (scanned at
+        start-up and by every load; unknown names rescan at most once a second, so that requests for made-up
+        names cannot make the server scan its repositories at their rate)."""
+        if name in self._registered or name in self._known:
+            location = self._registered.get(name) or self._known[name]
+            return not location.error
+        now = time.monotonic()
+        if now - self._last_rescan < 1.0:
+            return False
+        self._last_rescan = now
+        return self._locate(name) is not None
 
     @property
     def _mode(self) -> str:

@@ -29,6 +29,7 @@ from seawall.core.model_config import config_to_dict as config_to_dict  # for fr
 from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.repository import is_valid_model_name as is_valid_model_name  # for frontends checking names
 from seawall.core.repository import require_valid_model_name as require_valid_model_name  # and for frontends
+from seawall.core.residency import Residency
 from seawall.core.response_cache import ResponseCache
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace import TraceSettings
@@ -105,6 +106,7 @@ class InferenceServer:
         self._step_pipeline.refusal = None
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None
+        self._residency: Residency | None = None  # load on request / --max-loaded-models (explicit mode)
         self._custom_metrics = CustomMetrics()  # the families model code creates (pb_utils.MetricFamily)
         self._live = False
         self._draining = False
@@ -130,6 +132,9 @@ class InferenceServer:
         self._lifecycle = ModelLifecycle(self.options, self._backend_for, self._agent_for, self._custom_metrics, calls)
         self._lifecycle.resolve = self._composing_model  # an ensemble step runs through the same entry
         self._control = ModelControl(self.options, self._lifecycle)
+        if options.control_mode == "explicit" and (options.load_on_request or options.max_loaded_models):
+            control = self._control
+            self._residency = Residency(options, self._lifecycle.models, control.knows, control.load, control.unload)
         try:
             await self._control.start()
         except BaseException:
@@ -228,7 +233,11 @@ class InferenceServer:
             NotFoundError: the model is in no repository.
         """
         with audited(caller, "load", name):
-            await self._require_control().load(name, config_json, files)
+            control = self._require_control()
+            if self._residency is None:
+                await control.load(name, config_json, files)
+            else:  # room is made first under --max-loaded-models
+                await self._residency.admit(name, lambda n: control.load(n, config_json, files))
 
     async def unload_model(self, name: str, unload_dependents: bool = False, *, caller: str = "") -> None:
         """Unload every version of a model (explicit control mode), and the ensembles that use it; with
@@ -292,6 +301,24 @@ class InferenceServer:
         self._pipeline.check_open()
         return ServedModel(catalog.ready_version(self._models, name, version), self._pipeline)
 
+    async def resolve(self, name: str, version: str = "") -> ServedModel:
+        """`model`, once the model is resident: with `--load-on-request` (explicit mode) a request for a
+        repository model that is not loaded loads it first, and every request counts as a use for
+        `--max-loaded-models`' least-recently-used eviction.
+
+        Raises: as `model`; and UnavailableError (the load failed or timed out), CapacityError (no room).
+        """
+        if self._residency is not None:
+            self._pipeline.check_open()
+            await self._residency.ensure(name)
+        return self.model(name, version)
+
+    def residency_counts(self) -> tuple[int, int] | None:
+        """(models loaded on request, models evicted) so far; None when neither feature is on."""
+        if self._residency is None:
+            return None
+        return self._residency.loads_on_request, self._residency.evictions
+
     def _composing_model(self, name: str, version: str) -> ServedModel:
         """The served model an ensemble step runs on: `model` without the admission gate (a draining server
         finishes the ensemble requests it accepted, every step of them).
@@ -310,7 +337,7 @@ class InferenceServer:
             InvalidArgumentError: inputs do not match the config (name, datatype, shape, byte size).
             SeawallError: the model's own error for this request, with its code.
         """
-        return await self.model(request.model_name, request.model_version).infer(request)
+        return await (await self.resolve(request.model_name, request.model_version)).infer(request)
 
     # ---------------------------------------------------------------------------------------- draining
 

@@ -138,6 +138,28 @@ class CustomMetricsCollector(Collector):
             yield _custom_family(family)
 
 
+class ResidencyCollector(Collector):
+    """Seawall's own counters of load on request and `--max-loaded-models` eviction (only when one is on)."""
+
+    def __init__(self, server: InferenceServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._server.residency_counts()
+        if counts is None:
+            return
+        for (name, documentation), value in zip(_RESIDENCY_FAMILIES, counts, strict=True):
+            family = _family(name, "counter", documentation)
+            family.add_sample(name, {}, value)
+            yield family
+
+
+_RESIDENCY_FAMILIES = (
+    ("seawall_model_loads_on_request", "Number of models loaded because a request asked for them"),
+    ("seawall_model_evictions", "Number of models unloaded to make room under --max-loaded-models"),
+)
+
+
 def _custom_family(family: FamilySnapshot) -> Metric:
     metric = _family(family.name, family.kind.value, family.description)
     name = family.name
@@ -213,6 +235,7 @@ class MetricsFrontend(OverHttpServer):
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(ModelStatisticsCollector(server, counter_latencies))
         self._registry.register(CustomMetricsCollector(server))
+        self._registry.register(ResidencyCollector(server))
         address = options.metrics.address or options.http.address
         context = tls.listener_ssl_context(options.metrics.tls, "metrics")
         self._http = HttpServer(

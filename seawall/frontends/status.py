@@ -20,6 +20,7 @@ _HTTP: dict[Code, int] = {
     Code.CANCELLED: 400,
     Code.PERMISSION_DENIED: 403,
     Code.RESOURCE_EXHAUSTED: 413,
+    Code.INSUFFICIENT_CAPACITY: 507,  # no room for one more model (--max-loaded-models), nothing evictable
 }
 
 _GRPC: dict[Code, grpc.StatusCode] = {
@@ -34,6 +35,7 @@ _GRPC: dict[Code, grpc.StatusCode] = {
     # Triton answers a restricted protocol with UNAVAILABLE; clients retry on it, so keep it.
     Code.PERMISSION_DENIED: grpc.StatusCode.UNAVAILABLE,
     Code.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Code.INSUFFICIENT_CAPACITY: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

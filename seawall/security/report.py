@@ -51,6 +51,14 @@ def assess(options: Options, euid: int | None = None) -> list[Finding]:
                 f"(up to {options.max_shm_regions} regions, {options.max_shm_bytes} bytes)",
             )
         )
+    if options.repository.load_on_request and options.repository.control_mode == "explicit":
+        findings.append(
+            Finding(
+                "--load-on-request",
+                "any client that may send an inference request can make the server load (and run) any model of "
+                "the repository, without the model-repository restriction",
+            )
+        )
     if not options.repository.exit_on_error:
         findings.append(Finding("--exit-on-error=false", "the server starts with models that failed to load"))
     if not options.repository.strict_readiness:

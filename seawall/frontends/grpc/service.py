@@ -206,7 +206,7 @@ class _Servicer:
     async def _infer(self, request: Any, raw_contents: Any, size: int) -> InferResponse:
         """Run a parsed ModelInferRequest of `size` bytes. As Triton, the model is resolved before the inputs are
         read (an unknown model or bad version wins over bad inputs); large requests decode in a worker thread."""
-        served = self._server.model(request.model_name, request.model_version)
+        served = await self._server.resolve(request.model_name, request.model_version)
         heavy = size > offload.HEAVY_BODY_BYTES
         decoded = await offload.run(heavy, codec.infer_request_from_proto, request, served.limits, raw_contents)
         try:
@@ -225,7 +225,7 @@ class _Servicer:
             heavy = len(data) > offload.HEAVY_BODY_BYTES
             request, raw_contents = await offload.run(heavy, wire.parse_infer_request, data)
             request_id, model = request.id, request.model_name
-            served = self._server.model(request.model_name, request.model_version)
+            served = await self._server.resolve(request.model_name, request.model_version)
             decoded = await offload.run(heavy, codec.infer_request_from_proto, request, served.limits, raw_contents)
             if served.decoupled:
                 detach()

@@ -233,7 +233,9 @@ class HttpFrontend(OverHttpServer):
         length = http_codec.parse_header_length(request.headers.get("inference-header-content-length"), len(body))
         heavy = len(body) > offload.HEAVY_BODY_BYTES
         if length == 0 or (length is None and not body):
-            served = self._server.model(model, version)  # resolve, then decode with the model's raw-input layout
+            served = await self._server.resolve(
+                model, version
+            )  # resolve, then decode with the model's raw-input layout
             decoded = await offload.run(
                 heavy, http_codec.decode_raw_request, body, model, version, served.raw_input, served.limits
             )
@@ -241,7 +243,7 @@ class HttpFrontend(OverHttpServer):
             decoded = await offload.run(
                 heavy, http_codec.decode_infer_request, body, length, model, version, self._limits
             )
-            served = self._server.model(model, version)
+            served = await self._server.resolve(model, version)
         try:
             response = await served.infer(decoded.request)
         except DecoupledModelError:
@@ -269,7 +271,7 @@ class HttpFrontend(OverHttpServer):
         """The served model (resolved first: an unknown model wins over a bad body, as in Triton) and the request
         its input metadata maps the body to."""
         model, version = groups["model"], groups.get("version", "")
-        served = self._server.model(model, version)
+        served = await self._server.resolve(model, version)
         spec = served.spec
         batch = (-1,) if spec.max_batch_size > 0 else ()
         inputs = {i.name: TensorMetadata(i.name, i.datatype, batch + i.dims) for i in spec.inputs.values()}
