@@ -142,21 +142,24 @@ def in_process_repository() -> Path:
     return root
 
 
-def start(name: str, timeout: float = 180) -> Server:
-    """Start server `name` on loopback with bench/models (or bench/mlserver); return once it is ready.
+def start(name: str, timeout: float = 180, repository: Path | None = None, args: tuple[str, ...] = ()) -> Server:
+    """Start server `name` on loopback with bench/models (or bench/mlserver), or Seawall or Triton with
+    `repository` and extra flags `args`; return once it is ready.
 
     Raises RuntimeError with the server's output when it exits or is not ready in time.
     """
     env, cwd = dict(os.environ), ROOT
     ports = {"http": _free_port(), "grpc": _free_port(), "metrics": _free_port()}
+    repositories = [MODELS, in_process_repository()] if repository is None else [repository]
     if name == "seawall":
-        argv = [str(ROOT / ".venv" / "bin" / "python"), "-m", "seawall", f"--model-repository={MODELS}"]
-        argv += [f"--model-repository={in_process_repository()}"]
-        argv += ["--http-port=0", "--grpc-port=0", "--metrics-port=0"]
+        argv = [str(ROOT / ".venv" / "bin" / "python"), "-m", "seawall"]
+        argv += [f"--model-repository={path}" for path in repositories]
+        argv += ["--http-port=0", "--grpc-port=0", "--metrics-port=0", *args]
     elif name == "triton":
         argv, env = _triton_command()
-        argv += [f"--model-repository={MODELS}", "--http-address=127.0.0.1", "--grpc-address=127.0.0.1"]
+        argv += [f"--model-repository={repositories[0]}", "--http-address=127.0.0.1", "--grpc-address=127.0.0.1"]
         argv += [f"--{key}-port={port}" for key, port in ports.items()]
+        argv += list(args)
     elif name == "mlserver":
         argv, cwd = [str(ensure_mlserver()), "start", "."], MLSERVER_DIR
         env.update({"MLSERVER_HOST": "127.0.0.1", **{f"MLSERVER_{k.upper()}_PORT": str(p) for k, p in ports.items()}})

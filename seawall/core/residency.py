@@ -6,11 +6,10 @@ Imports `core.*`, `errors`, `options`. Event loop thread only. Loads and evictio
 a load is slow anyway, and two loads deciding at once what to evict would both pick the same victim. Concurrent
 requests for a model that is loading wait for that one load (up to `--load-on-request-timeout-secs`).
 
-Never evicted: a model with requests in flight, a model used in the last `EVICTION_GRACE_S` (a request that
-resolved it may still be decoding its inputs; and two clients taking turns on one slot must not make the server
-load and unload for each request), a model named by `--load-model` at start-up (pinned), a model that is
-loading, and the composing models of a loaded ensemble (unloading one would take the ensemble down). When
-nothing can go, the load fails with CapacityError (HTTP 507) instead of thrashing.
+Never evicted: a model with requests in flight, a model used in the last `EVICTION_GRACE_S` (a request that resolved
+it may still be decoding its inputs before it is queued), a model named by `--load-model` at start-up (pinned), a
+model that is loading, and the composing models of a loaded ensemble (unloading one would take the ensemble down).
+When nothing can go, the load fails with CapacityError (HTTP 507) instead of unloading a model that is in use.
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: the caller an on-request load or an eviction is audited as: the server itself, not a client
 SELF = "seawall (load on request)"
-#: seconds after its last use during which a model is not evicted
-EVICTION_GRACE_S = 1.0
+#: seconds after its last use during which a model is not evicted (longer than decoding a request takes)
+EVICTION_GRACE_S = 0.2
 
 
 class Residency:

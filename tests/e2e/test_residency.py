@@ -45,6 +45,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _copy(EXAMPLES / "add_sub", root / name)
     _copy(TEST_MODELS / "init_fail", root / "broken")
     _copy(TEST_MODELS / "slow", root / "slow")
+    _copy(TEST_MODELS / "hold", root / "hold1")
+    _copy(TEST_MODELS / "hold", root / "hold2")
     return root
 
 
@@ -125,24 +127,35 @@ def test_the_least_recently_used_idle_model_is_evicted(server: ServerProcess) ->
     assert _ready(server) == {"m2", "m3"}
 
 
-def test_a_busy_or_just_used_model_is_never_evicted(server: ServerProcess) -> None:
-    assert _add_sub(server, "m1")[0] == 200
-    client = httpclient.InferenceServerClient(server.http, network_timeout=60)
-    slow_input = httpclient.InferInput("INPUT0", [1, 1], "FP32")
-    slow_input.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))
-    assert client.infer("slow", [slow_input]).as_numpy("OUTPUT0") is not None  # loads slow: 2 loaded
-    _idle_past_grace()
-    busy = client.async_infer("slow", [slow_input], parameters={"sleep_ms": 3000})
-    time.sleep(0.5)
-    assert _add_sub(server, "m1")[0] == 200  # m1 just used, slow in flight: nothing may go
-    status, reply = _add_sub(server, "m2")
+def test_a_busy_model_is_never_evicted(server: ServerProcess) -> None:
+    client = httpclient.InferenceServerClient(server.http, network_timeout=60, concurrency=2)
+    value = httpclient.InferInput("IN", [1], "INT32")
+    value.set_data_from_numpy(np.array([7], dtype=np.int32))
+    for model in ("hold1", "hold2"):  # loads both: two are loaded, the limit
+        assert client.infer(model, [value]).as_numpy("OUT").tolist() == [7]
+    busy = [
+        client.async_infer(m, [value], request_id=f"busy-{m}", parameters={"hold_ms": 3000}) for m in ("hold1", "hold2")
+    ]
+    for model in ("hold1", "hold2"):
+        _wait_for_log(server, f"hold {model}: started busy-{model}")
+    status, reply = _add_sub(server, "m1")
     assert status == 507, reply
-    assert "cannot load model 'm2': 2 model(s) are loaded (--max-loaded-models)" in reply
-    assert busy.get_result().as_numpy("OUTPUT0") is not None  # the busy model answered
-    assert _ready(server) == {"m1", "slow"}  # nothing changed
+    assert json.loads(reply)["error"] == (
+        "cannot load model 'm1': 2 model(s) are loaded (--max-loaded-models) and none of them can be unloaded now "
+        "(in flight or just used, pinned by --load-model, or used by an ensemble)"
+    )
+    assert [b.get_result().as_numpy("OUT").tolist() for b in busy] == [[7], [7]]  # both answered
+    assert _ready(server) == {"hold1", "hold2"}  # nothing changed
     _idle_past_grace()
-    assert _add_sub(server, "m2")[0] == 200  # once idle, slow (the least recently used) makes room
-    assert _ready(server) == {"m1", "m2"}
+    assert _add_sub(server, "m1")[0] == 200  # once idle, hold1 (the least recently used) makes room
+    assert _ready(server) == {"hold2", "m1"}
+
+
+def _wait_for_log(server: ServerProcess, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        assert time.monotonic() < deadline, f"{text!r} not in the server log"
+        time.sleep(0.05)
 
 
 def test_a_model_that_fails_to_load_answers_503_and_changes_nothing(server: ServerProcess) -> None:
