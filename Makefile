@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-streaming clean examples scaleout-demo reliability
+.PHONY: run test lint bench bench-streaming bench-many-models clean examples scaleout-demo reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 bench: $(STAMP)  # extra flags: make bench BENCH_ARGS=--quick
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# 100 copies of add_sub on one server beside Triton: density, spread load, and Seawall's load-on-request budget
+bench-many-models: $(STAMP)
+	$(BIN)/python -m bench.many_models $(BENCH_ARGS)
 
 # the fault tests, one line each with its figure: shutdown, slow clients, a soak of SOAK_SECONDS, 50 model
 # load/unload cycles (memory must come back), the scale-out
