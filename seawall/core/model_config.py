@@ -167,7 +167,12 @@ UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
     ("runtime", lambda c: bool(c.runtime)),
     ("batch_input", lambda c: bool(c.batch_input)),
     ("batch_output", lambda c: bool(c.batch_output)),
-    ("sequence_batching", lambda c: c.HasField("sequence_batching")),
+    ("sequence_batching.iterative_sequence", lambda c: c.sequence_batching.iterative_sequence),
+    ("sequence_batching.oldest.preserve_ordering", lambda c: c.sequence_batching.oldest.preserve_ordering),
+    (
+        "sequence_batching with a decoupled model_transaction_policy",
+        lambda c: c.HasField("sequence_batching") and c.model_transaction_policy.decoupled,
+    ),
     ("cc_model_filenames", lambda c: bool(c.cc_model_filenames)),
     ("metric_tags", lambda c: bool(c.metric_tags)),
     ("model_metrics", lambda c: c.HasField("model_metrics")),

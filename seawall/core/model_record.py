@@ -14,6 +14,7 @@ from seawall.core.custom_metrics import ModelMetrics
 from seawall.core.ensemble import EnsembleScheduler
 from seawall.core.model_config import ModelSpec
 from seawall.core.scheduler import Scheduler
+from seawall.core.sequence import SequenceScheduler
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import ModelState
 
@@ -31,7 +32,7 @@ class ModelVersion:
     config: ModelConfig | None = None
     spec: ModelSpec | None = None
     model: Model | None = None
-    scheduler: Scheduler | EnsembleScheduler | None = None
+    scheduler: Scheduler | SequenceScheduler | EnsembleScheduler | None = None
     labels: dict[str, list[str]] = field(default_factory=dict)  # output → class labels (classification)
     stats: StatsRecorder = field(init=False)
     custom_metrics: ModelMetrics | None = None  # released at unload (the families its code created)

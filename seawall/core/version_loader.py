@@ -1,4 +1,5 @@
-"""Loading one model version: its backend's model, labels and warmup, then the scheduler that serves it.
+"""Loading one model version: its backend's model, labels and warmup, then the scheduler that serves it
+(`core.scheduler`, or `core.sequence` for `sequence_batching`).
 
 Imports `core.*`, `errors`, `options`. Failures become the version's (state, reason), never exceptions.
 """
@@ -14,6 +15,8 @@ from seawall.core.backend import Backend, ModelCalls, ModelConfig, ModelLoadCont
 from seawall.core.custom_metrics import CustomMetrics
 from seawall.core.model_record import ModelVersion
 from seawall.core.scheduler import BatchPolicy, Scheduler
+from seawall.core.sequence import SequenceScheduler
+from seawall.core.sequence_policy import SequencePolicy
 from seawall.core.types import ModelState
 from seawall.errors import InvalidArgumentError, SeawallError
 from seawall.options import Options
@@ -54,6 +57,7 @@ async def load_version(
     entry.custom_metrics = context.custom_metrics
     try:
         entry.labels = read_labels(config, location.path)
+        sequence = SequencePolicy.from_config(config, location.path) if config.HasField("sequence_batching") else None
         samples = await asyncio.to_thread(warmup.read_samples, config, location.path, options.limits)
     except SeawallError as error:
         entry.state, entry.reason = ModelState.UNAVAILABLE, error.message
@@ -85,10 +89,13 @@ async def load_version(
         logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
         return
     spec = model_config.compile_spec(config)
-    scheduler = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats, decoupled)
+    plain = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats, decoupled)
+    scheduler: Scheduler | SequenceScheduler = plain
+    if sequence is not None:
+        scheduler = SequenceScheduler(entry.model.instances, sequence, entry.stats)
     if samples:
-        try:
-            await warmup.run(samples, spec, location.path, entry.model.instances, scheduler)
+        try:  # a sequence model's warmup runs past its sequence batcher (no control inputs), as in Triton
+            await warmup.run(samples, spec, location.path, entry.model.instances, plain)
         except SeawallError as error:
             await entry.unload()
             entry.state, entry.reason = ModelState.UNAVAILABLE, error.message
