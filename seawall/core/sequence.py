@@ -4,14 +4,16 @@ implicit state, on the slot the sequence holds.
 Imports `core.backend`, `core.sequence_policy`, `core.stats`, `core.types`, `errors`.
 
 A sequence (a `sequence_id` whose first request has `sequence_start`) holds a slot until its END request ran or it
-was idle for `max_sequence_idle_microseconds`. Direct strategy: an instance has `max(1, max_batch_size)` slots and a
-sequence's requests all run on its slot's instance; one execution takes at most one request per slot. Oldest
-strategy: `max_candidate_sequences` slots shared by every instance; an execution takes the sequences whose next
-request is oldest, at most `max_batch_size`, waiting up to `max_queue_delay_microseconds` for a preferred size.
+was idle for `max_sequence_idle_microseconds`, and all its requests run on its slot's instance (as in Triton, whose
+batchers are per instance: a model may keep a sequence's state in the instance). One execution takes at most one
+request per sequence. Direct strategy: an instance has `max(1, max_batch_size)` slots. Oldest strategy: an instance
+has `max_candidate_sequences` slots; an execution takes the sequences whose next request is oldest, at most
+`max_batch_size`, waiting up to `max_queue_delay_microseconds` for a preferred size.
 A START for a new sequence with every slot taken waits (the backlog) for one to free, as in Triton.
 
 Each request gets its control tensors (START/END/READY/CORRID) and the state inputs (the initial state at START);
-the state outputs of its response are kept for the next request of the sequence and not answered to the client.
+the state outputs of its response are kept for the next request of the sequence, and answered to the client only
+when the configuration lists them as outputs.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class _Sequence:
 
 @dataclass(slots=True, eq=False)
 class _Slot:
-    instance: ModelInstance | None  # None: any instance (oldest)
+    instance: ModelInstance
     sequence: _Sequence | None = None
 
 
@@ -71,10 +73,7 @@ class SequenceScheduler:
         self._instances = list(instances)
         self._policy = policy
         self._stats = stats
-        if policy.oldest:
-            self._slots = [_Slot(None) for _ in range(policy.candidates)]
-        else:
-            self._slots = [_Slot(i) for i in self._instances for _ in range(policy.slots_per_instance)]
+        self._slots = [_Slot(i) for i in self._instances for _ in range(policy.slots_per_instance)]
         self._sequences: dict[SequenceId, _Sequence] = {}  # every sequence with a slot or in the backlog
         self._backlog: deque[_Sequence] = deque()
         self._wakeup = asyncio.Event()  # a request arrived or a slot's request finished
@@ -143,16 +142,15 @@ class SequenceScheduler:
             raise
 
     def _assign(self, sequence: _Sequence) -> bool:
-        """Give `sequence` a free slot (the first of the least used instance's, direct); False: none is free."""
-        free = [slot for slot in self._slots if slot.sequence is None]
+        """Give `sequence` a free slot (the first of the least used instance's); False: none is free."""
+        free = [slot for slot in self._slots if slot.sequence is None and slot.instance.is_healthy()]
         if not free:
             return False
-        if not self._policy.oldest:
-            used = {id(i): 0 for i in self._instances}
-            for slot in self._slots:
-                if slot.sequence is not None:
-                    used[id(slot.instance)] += 1
-            free.sort(key=lambda slot: used[id(slot.instance)])
+        used = {id(i): 0 for i in self._instances}
+        for slot in self._slots:
+            if slot.sequence is not None:
+                used[id(slot.instance)] += 1
+        free.sort(key=lambda slot: used[id(slot.instance)])
         slot = free[0]
         slot.sequence, sequence.slot, sequence.last_ns = sequence, slot, time.monotonic_ns()
         return True
@@ -166,12 +164,15 @@ class SequenceScheduler:
             return
         slot.sequence = None
         while self._backlog:
-            waiting = self._backlog.popleft()
-            if waiting.queue:
-                self._assign(waiting)
+            waiting = self._backlog[0]
+            if not waiting.queue:  # its requests were all cancelled while it waited
+                self._backlog.popleft()
+                self._sequences.pop(waiting.id, None)
+                continue
+            if self._assign(waiting):
+                self._backlog.popleft()
                 self._wakeup.set()
-                return
-            self._sequences.pop(waiting.id, None)  # its requests were all cancelled while it waited
+            return
 
     def _ready(self, instance: ModelInstance) -> list[_Sequence]:
         """The sequences with a request `instance` may run now, oldest request first."""
@@ -179,7 +180,7 @@ class SequenceScheduler:
             slot.sequence
             for slot in self._slots
             if slot.sequence is not None
-            and slot.instance in (None, instance)
+            and slot.instance is instance
             and not slot.sequence.running
             and slot.sequence.queue
         ]
@@ -209,6 +210,12 @@ class SequenceScheduler:
                     self._after(sequence)
                 self._wakeup.set()
                 self._idle_changed.set()
+        # the instance is gone: so are its sequences (their state may have lived in it)
+        error = UnavailableError(f"model '{self._stats.name}' instance '{instance.name}' is not available")
+        for slot in self._slots:
+            if slot.instance is instance and slot.sequence is not None:
+                self._fail(slot.sequence, error)
+                self._release(slot.sequence)
         if not any(i.is_healthy() for i in self._instances):
             self._fail_all(UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance"))
 
@@ -331,12 +338,13 @@ class SequenceScheduler:
         states = self._policy.states
         if not states:
             return response
-        names = {s.output_name: s.input_name for s in states}
+        names = {s.output_name: s for s in states}
         outputs = []
         for tensor in response.outputs:
-            if tensor.name in names:
-                sequence.state[names[tensor.name]] = tensor.data
-            else:
+            state = names.get(tensor.name)
+            if state is not None:
+                sequence.state[state.input_name] = tensor.data
+            if state is None or state.is_output:
                 outputs.append(tensor)
         response.outputs = outputs
         return response
@@ -364,11 +372,14 @@ class SequenceScheduler:
             except TimeoutError:
                 pass
 
+    def _fail(self, sequence: _Sequence, error: SeawallError) -> None:
+        while sequence.queue:
+            pending = sequence.queue.popleft()
+            self._stats.pending -= 1
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
     def _fail_all(self, error: SeawallError) -> None:
         for sequence in list(self._sequences.values()):
-            while sequence.queue:
-                pending = sequence.queue.popleft()
-                self._stats.pending -= 1
-                if not pending.future.done():
-                    pending.future.set_exception(error)
+            self._fail(sequence, error)
         self._backlog.clear()

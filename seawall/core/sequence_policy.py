@@ -64,12 +64,12 @@ class StateSpec:
     output_name: str
     datatype: str
     initial: np.ndarray  # the state at the start of a sequence, with the batch dimension when the model batches
+    is_output: bool = False  # `output_name` is also a configured output: clients get it too (Triton's debugging aid)
 
 
 @dataclass(frozen=True, slots=True)
 class SequencePolicy:
-    """The `sequence_batching` of one model, checked. `slots`: the sequences one instance serves at once (direct),
-    or `candidates`: those all instances serve at once (oldest)."""
+    """The `sequence_batching` of one model, checked."""
 
     model_name: str
     oldest: bool
@@ -77,14 +77,15 @@ class SequencePolicy:
     idle_ns: int
     max_queue_delay_ns: int
     minimum_slot_utilization: float  # direct
-    candidates: int  # oldest: max_candidate_sequences
+    candidates: int  # oldest: max_candidate_sequences (per instance, as Triton's per-instance batchers)
     preferred_batch_sizes: tuple[int, ...]  # oldest
     controls: tuple[ControlInput, ...]
     states: tuple[StateSpec, ...]
 
     @property
     def slots_per_instance(self) -> int:
-        return max(1, self.max_batch_size)
+        """The sequences one instance serves at once (a sequence sticks to its instance in both strategies)."""
+        return self.candidates if self.oldest else max(1, self.max_batch_size)
 
     @property
     def batch_limit(self) -> int:
@@ -218,10 +219,9 @@ def _state(config: ModelConfig, state: object, model_dir: str) -> StateSpec:
         raise InvalidArgumentError(
             f"sequence batching state of model '{model}' must specify 'input_name' and 'output_name'"
         )
-    declared = {t.name for t in config.input} | {t.name for t in config.output}
-    if input_name in declared or output_name in declared:
+    if input_name in {t.name for t in config.input}:
         raise InvalidArgumentError(
-            f"sequence batching state '{input_name}' of model '{model}' must not be a model input or output"
+            f"sequence batching state '{input_name}' of model '{model}' must not be a model input"
         )
     datatype = type_name(state.data_type)  # type: ignore[attr-defined]
     if datatype in ("", "BYTES", "BF16"):
@@ -256,7 +256,7 @@ def _state(config: ModelConfig, state: object, model_dir: str) -> StateSpec:
     if config.max_batch_size > 0:
         array = array.reshape((1, *dims))
     array.setflags(write=False)
-    return StateSpec(input_name, output_name, datatype, array)
+    return StateSpec(input_name, output_name, datatype, array, output_name in {t.name for t in config.output})
 
 
 def _read_initial_state(
