@@ -203,7 +203,7 @@ class SequenceScheduler:
             for sequence in batch:
                 sequence.running = True
             try:
-                await self._run(instance, batch)
+                await self._run(instance, batch if policy.oldest else self._in_slot_order(instance, batch))
             finally:
                 for sequence in batch:
                     sequence.running = False
@@ -265,42 +265,74 @@ class SequenceScheduler:
         if not sequence.queue:
             self._release(sequence)
 
-    async def _run(self, instance: ModelInstance, batch: list[_Sequence]) -> None:
-        start = time.monotonic_ns()
+    def _in_slot_order(self, instance: ModelInstance, batch: list[_Sequence]) -> list[_Sequence | None]:
+        """Direct: the batch in the order of the instance's slots, up to the last slot with a request; the slots
+        before it without one get a null request (None), as in Triton."""
+        chosen = set(map(id, batch))
+        slots = [slot.sequence for slot in self._slots if slot.instance is instance]
+        last = max(i for i, sequence in enumerate(slots) if sequence is not None and id(sequence) in chosen)
+        return [sequence if sequence is not None and id(sequence) in chosen else None for sequence in slots[: last + 1]]
+
+    def _request(self, sequence: _Sequence, pending: _Pending) -> InferRequest:
+        """The request the model gets: the client's inputs, the control inputs and the sequence's states."""
+        policy, request = self._policy, pending.request
+        if pending.start:
+            sequence.state = {s.input_name: s.initial for s in policy.states}
+            sequence.ended = False
+        sequence.ended = sequence.ended or pending.end
+        inputs = [*request.inputs, *policy.control_tensors(sequence.id, pending.start, pending.end)]
+        for state in policy.states:
+            array = sequence.state.get(state.input_name, state.initial)
+            inputs.append(Tensor(state.input_name, state.datatype, tuple(array.shape), array))
+        return InferRequest(
+            request.model_name,
+            inputs,
+            request.model_version,
+            request.id,
+            request.outputs,
+            request.parameters,
+            request.callers,
+        )
+
+    def _null_request(self, template: InferRequest) -> InferRequest:
+        """A request for a slot without one (direct): zeros shaped as the inputs of `template` (a client's request),
+        READY false, id 0, and the initial states; its response is dropped."""
         policy = self._policy
+        inputs = [
+            Tensor(
+                t.name,
+                t.datatype,
+                t.shape,
+                np.zeros(t.shape, t.data.dtype) if t.datatype != "BYTES" else np.full(t.shape, b"", dtype=np.object_),
+            )
+            for t in template.inputs
+        ]
+        inputs.extend(policy.control_tensors(0, False, False, ready=False))
+        inputs.extend(Tensor(s.input_name, s.datatype, tuple(s.initial.shape), s.initial) for s in policy.states)
+        return InferRequest(template.model_name, inputs, template.model_version)
+
+    async def _run(self, instance: ModelInstance, batch: Sequence[_Sequence | None]) -> None:
+        start = time.monotonic_ns()
         live: list[tuple[_Sequence, _Pending]] = []
-        requests: list[InferRequest] = []
+        requests: list[InferRequest | None] = []
         for sequence in batch:
+            if sequence is None:
+                requests.append(None)
+                continue
             pending = sequence.queue.popleft()
             self._stats.pending -= 1
-            if pending.start:
-                sequence.state = {s.input_name: s.initial for s in policy.states}
-                sequence.ended = False
-            sequence.ended = sequence.ended or pending.end
             live.append((sequence, pending))
-            request = pending.request
-            inputs = [*request.inputs, *policy.control_tensors(sequence.id, pending.start, pending.end)]
-            for state in policy.states:
-                array = sequence.state[state.input_name]
-                inputs.append(Tensor(state.input_name, state.datatype, tuple(array.shape), array))
-            requests.append(
-                InferRequest(
-                    request.model_name,
-                    inputs,
-                    request.model_version,
-                    request.id,
-                    request.outputs,
-                    request.parameters,
-                    request.callers,
-                )
-            )
+            requests.append(self._request(sequence, pending))
+        template = live[0][1].request  # a client's request: the inputs a null request gets zeros of
+        padded = [r if r is not None else self._null_request(template) for r in requests]
         self._busy += len(live)
         dispatched = time.monotonic_ns()
         reason = "OTHER"
         try:
-            results = await instance.execute(requests)
-            if len(results) != len(live):
+            answered = await instance.execute(padded)
+            if len(answered) != len(padded):
                 raise InternalError("backend returned a wrong number of responses")
+            results = Execution((a for a, r in zip(answered, requests, strict=True) if r is not None))
         except SeawallError as error:
             reason, results = "BACKEND", Execution([error] * len(live))
         except Exception:
@@ -327,7 +359,8 @@ class SequenceScheduler:
             if not pending.future.done():
                 pending.future.set_result(result)
         self._stats.record_execution(
-            sum(p.batch_size for _, p in live),
+            sum(p.batch_size for _, p in live) + len(padded) - len(live),
+            inferences=sum(p.batch_size for _, p in live),
             input_ns=dispatched - start,
             infer_ns=executed - dispatched,
             output_ns=time.monotonic_ns() - executed,

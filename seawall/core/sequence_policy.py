@@ -143,20 +143,22 @@ class SequencePolicy:
                 )
         return value
 
-    def control_tensors(self, sequence_id: SequenceId, start: bool, end: bool) -> list[Tensor]:
-        """The control input tensors of one request of a sequence (READY is always true: no padding requests)."""
+    def control_tensors(self, sequence_id: SequenceId, start: bool, end: bool, ready: bool = True) -> list[Tensor]:
+        """The control input tensors of one request of a sequence (`ready` false: a null request, id 0)."""
         shape = (1, 1) if self.max_batch_size > 0 else (1,)
         tensors = []
         for control in self.controls:
             dtype = NUMPY_DTYPES[control.datatype]
             if control.kind == CORRID:
-                value: object = sequence_id if control.datatype != "BYTES" else str(sequence_id).encode()
+                value: object = sequence_id
+                if control.datatype == "BYTES":
+                    value = str(sequence_id).encode() if sequence_id != 0 else b""
             elif control.kind == START:
                 value = control.true if start else control.false
             elif control.kind == END:
                 value = control.true if end else control.false
             else:
-                value = control.true
+                value = control.true if ready else control.false
             array = np.empty(shape, dtype=dtype)
             array.fill(value)
             tensors.append(Tensor(control.name, control.datatype, shape, array))

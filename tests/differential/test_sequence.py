@@ -224,3 +224,30 @@ def test_string_id_for_an_integer_corrid_is_refused_by_seawall(servers: tuple[Se
         },
     )
     _ready(servers)
+
+
+def _stats(server: ServerProcess, model: str) -> tuple[int, int, dict[int, int]]:
+    status, _, reply = http_request(server, "GET", f"/v2/models/{model}/stats")
+    assert status == 200
+    entry = json.loads(reply)["model_stats"][0]
+    batches = {b["batch_size"]: b["compute_infer"]["count"] for b in entry["batch_stats"]}
+    return entry["inference_count"], entry["execution_count"], batches
+
+
+def test_null_requests_fill_the_slots_before_a_request(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    """Direct: a request in the second slot alone runs in a batch of two (a null request, READY false, fills the
+    first slot), counted as one inference and one execution of batch size 2."""
+    deltas = []
+    for server in servers:
+        inferences, executions, batches = _stats(server, "seq_accumulate")
+        assert _infer(server, "seq_accumulate", 1, sequence_id=801, sequence_start=True)[0] == 200
+        assert _infer(server, "seq_accumulate", 1, sequence_id=802, sequence_start=True)[0] == 200
+        assert _infer(server, "seq_accumulate", 1, sequence_id=801)[0] == 200
+        assert _infer(server, "seq_accumulate", 1, sequence_id=802, sequence_end=True)[1]["OUTPUT"] == [2]
+        assert _infer(server, "seq_accumulate", 1, sequence_id=801, sequence_end=True)[1]["OUTPUT"] == [3]
+        after = _stats(server, "seq_accumulate")
+        deltas.append(
+            (after[0] - inferences, after[1] - executions, {k: v - batches.get(k, 0) for k, v in after[2].items()})
+        )
+    assert deltas[0] == deltas[1] == (5, 5, {1: 3, 2: 2})
+    _ready(servers)
