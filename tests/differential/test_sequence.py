@@ -38,7 +38,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPr
     )
     config = config.replace("max_sequence_idle_microseconds: 5000000", f"max_sequence_idle_microseconds: {IDLE_US}")
     (idle / "config.pbtxt").write_text(config)
-    models = [TEST_MODELS / name for name in ("seq_accumulate", "seq_state")]
+    models = [TEST_MODELS / name for name in ("seq_accumulate", "seq_state", "seq_string_id")]
     root = tmp_path_factory.mktemp("sequence") / "models"
     root.mkdir()
     with triton_and_seawall(root, *models, idle) as pair:
@@ -46,7 +46,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPr
 
 
 def _infer(server: ServerProcess, model: str, value: int, **parameters: Any) -> tuple[int, Any]:
-    shape = [1] if model in ("seq_state", "seq_idle") else [1, 1]
+    shape = [1, 1] if model == "seq_accumulate" else [1]
     body: dict[str, Any] = {"inputs": [{"name": "INPUT", "datatype": "INT32", "shape": shape, "data": [value]}]}
     if parameters:
         body["parameters"] = parameters
@@ -186,11 +186,12 @@ def test_idle_sequence_releases_its_slot(servers: tuple[ServerProcess, ServerPro
         "of the sequence"
     )
     for server in servers:
-        assert _infer(server, "seq_idle", 1, sequence_id=601, sequence_start=True)[0] == 200
         began = time.monotonic()
+        assert _infer(server, "seq_idle", 1, sequence_id=601, sequence_start=True)[0] == 200
         status, answer = _infer(server, "seq_idle", 5, sequence_id=602, sequence_start=True, sequence_end=True)
         assert (status, answer["OUTPUT"]) == (200, [5])
-        assert time.monotonic() - began >= IDLE_US / 1e6 * 0.8  # it waited for the first sequence to idle out
+        waited = time.monotonic() - began
+        assert waited >= IDLE_US / 1e6 * 0.8  # it waited for the first sequence to idle out
         assert _infer(server, "seq_idle", 1, sequence_id=601) == (400, {"error": message})
     _ready(servers)
 
@@ -250,4 +251,19 @@ def test_null_requests_fill_the_slots_before_a_request(servers: tuple[ServerProc
             (after[0] - inferences, after[1] - executions, {k: v - batches.get(k, 0) for k, v in after[2].items()})
         )
     assert deltas[0] == deltas[1] == (5, 5, {1: 3, 2: 2})
+    _ready(servers)
+
+
+def test_string_corrid_works_on_seawall_only(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    """A deliberate difference: Triton 2.51's python backend fails every request of a model with a STRING CORRID
+    control input; Seawall gives the model the id as a BYTES tensor."""
+    triton, seawall = servers
+    assert _infer(triton, "seq_string_id", 1, sequence_id="s-1", sequence_start=True) == (
+        400,
+        {"error": "unexpected number of string elements 2 for inference input 'CORRID', expecting 1"},
+    )
+    assert _infer(seawall, "seq_string_id", 1, sequence_id="s-1", sequence_start=True) == (
+        200,
+        {"ID": ["s-1"], "FLAGS": [2, 1]},
+    )
     _ready(servers)
