@@ -38,15 +38,24 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPr
     )
     config = config.replace("max_sequence_idle_microseconds: 5000000", f"max_sequence_idle_microseconds: {IDLE_US}")
     (idle / "config.pbtxt").write_text(config)
+    oldest = extra / "seq_oldest"  # seq_accumulate with the oldest strategy on two instances
+    shutil.copytree(TEST_MODELS / "seq_accumulate", oldest)
+    config = (oldest / "config.pbtxt").read_text().replace('name: "seq_accumulate"', 'name: "seq_oldest"')
+    config = config.replace("count: 1", "count: 2").replace(
+        "sequence_batching {",
+        "sequence_batching {\n  oldest { max_candidate_sequences: 2, max_queue_delay_microseconds: 1000, "
+        "preferred_batch_size: [ 2 ] }",
+    )
+    (oldest / "config.pbtxt").write_text(config)
     models = [TEST_MODELS / name for name in ("seq_accumulate", "seq_state", "seq_string_id")]
     root = tmp_path_factory.mktemp("sequence") / "models"
     root.mkdir()
-    with triton_and_seawall(root, *models, idle) as pair:
+    with triton_and_seawall(root, *models, idle, oldest) as pair:
         yield pair
 
 
 def _infer(server: ServerProcess, model: str, value: int, **parameters: Any) -> tuple[int, Any]:
-    shape = [1, 1] if model == "seq_accumulate" else [1]
+    shape = [1, 1] if model in ("seq_accumulate", "seq_oldest") else [1]
     body: dict[str, Any] = {"inputs": [{"name": "INPUT", "datatype": "INT32", "shape": shape, "data": [value]}]}
     if parameters:
         body["parameters"] = parameters
@@ -101,8 +110,10 @@ def test_interleaved_sequences_over_http(servers: tuple[ServerProcess, ServerPro
     _ready(servers)
 
 
-def test_concurrent_sequences_over_grpc(servers: tuple[ServerProcess, ServerProcess]) -> None:
-    """Two sequences sent at once from two threads (they may share executions): each keeps its own sum."""
+@pytest.mark.parametrize("model", ["seq_accumulate", "seq_oldest"])
+def test_concurrent_sequences_over_grpc(servers: tuple[ServerProcess, ServerProcess], model: str) -> None:
+    """Sequences sent at once from threads (they may share executions): each keeps its own sum (seq_oldest: four
+    sequences on two instances with two candidate sequences each)."""
 
     def run(server: ServerProcess, sequence_id: int, values: list[int]) -> list[int]:
         client = grpcclient.InferenceServerClient(server.grpc)
@@ -111,7 +122,7 @@ def test_concurrent_sequences_over_grpc(servers: tuple[ServerProcess, ServerProc
             tensor = grpcclient.InferInput("INPUT", [1, 1], "INT32")
             tensor.set_data_from_numpy(np.array([[value]], dtype=np.int32))
             result = client.infer(
-                "seq_accumulate",
+                model,
                 [tensor],
                 sequence_id=sequence_id,
                 sequence_start=index == 0,
@@ -122,11 +133,13 @@ def test_concurrent_sequences_over_grpc(servers: tuple[ServerProcess, ServerProc
         return sums
 
     for server in servers:
-        with ThreadPoolExecutor(2) as pool:
+        with ThreadPoolExecutor(4) as pool:
             first = pool.submit(run, server, 201, [1, 2, 3, 4, 5, 6])
             second = pool.submit(run, server, 202, [10, 10, 10, 10, 10, 10])
+            more = [pool.submit(run, server, 203 + i, [i] * 5) for i in range(2 if model == "seq_oldest" else 0)]
             assert first.result(60) == [1, 3, 6, 10, 15, 21]
             assert second.result(60) == [10, 20, 30, 40, 50, 60]
+            assert [f.result(60) for f in more] == [[i * k for k in range(1, 6)] for i in range(len(more))]
     _ready(servers)
 
 
