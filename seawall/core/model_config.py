@@ -239,6 +239,11 @@ def validate(config: ModelConfig, name: str) -> None:
             f"Response Cache does not currently support model {name} with 'decoupled' transaction policy. "
             "Please disable the response cache."
         )
+    if config.response_cache.enable and config.HasField("sequence_batching"):
+        raise InvalidArgumentError(
+            f"Response Cache does not currently support model {name} with sequence batching scheduler. "
+            "Please disable the response cache."
+        )
     if config.model_operations.op_library_filename:
         raise InvalidArgumentError("'model_operations' (custom operation libraries) are not supported")
     refuse_unsupported(config)

@@ -71,7 +71,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         '    { name: "READY", control [ { kind: CONTROL_SEQUENCE_READY',
     )
     _variant(root, "seq_accumulate", "bad_two_starts", two_controls)
-    process = start_seawall("--exit-on-error=false", "--strict-readiness=false", repository=root)
+    _variant(root, "seq_state", "bad_cached", STATE + "response_cache { enable: true }\n")
+    process = start_seawall("--cache-config=local,size=1048576", "--exit-on-error=false", "--strict-readiness=false", repository=root)
     yield process
     process.stop()
 
@@ -183,6 +184,11 @@ def test_state_listed_as_output_is_answered(server: ServerProcess) -> None:
             "sequence_batching with a decoupled model_transaction_policy is not supported by Seawall yet",
         ),
         ("bad_iterative", "sequence_batching.iterative_sequence is not supported by Seawall yet"),
+        (
+            "bad_cached",
+            "Response Cache does not currently support model bad_cached with sequence batching scheduler. Please "
+            "disable the response cache.",
+        ),
         (
             "bad_two_starts",
             "sequence batching specifies multiple CONTROL_SEQUENCE_START tensors for model 'bad_two_starts'",
