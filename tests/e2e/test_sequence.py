@@ -72,7 +72,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     )
     _variant(root, "seq_accumulate", "bad_two_starts", two_controls)
     _variant(root, "seq_state", "bad_cached", STATE + "response_cache { enable: true }\n")
-    process = start_seawall("--cache-config=local,size=1048576", "--exit-on-error=false", "--strict-readiness=false", repository=root)
+    process = start_seawall(
+        "--cache-config=local,size=1048576", "--exit-on-error=false", "--strict-readiness=false", repository=root
+    )
     yield process
     process.stop()
 
