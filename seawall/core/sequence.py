@@ -105,14 +105,19 @@ class SequenceScheduler:
         """Queue `request` behind the earlier requests of its sequence and wait for its response.
 
         Raises:
-            InvalidArgumentError: no sequence id, one of the wrong type, or a request of an unknown sequence
-                without START (Triton's messages).
+            InvalidArgumentError: a batch of more than one, no sequence id, one of the wrong type, or a request
+                of an unknown sequence without START (Triton's messages).
             UnavailableError: the model is being unloaded or has no healthy instance.
             SeawallError: the model's error for this request.
         """
         policy = self._policy
         if self._stopped or not any(i.is_healthy() for i in self._instances):
             raise UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
+        if policy.max_batch_size > 0 and batch_size != 1:
+            raise InvalidArgumentError(
+                f"inference request to model '{self._stats.name}' must specify batch-size 1 due to requirements of "
+                "sequence batcher"
+            )
         sequence_id = policy.sequence_id(request)
         start = request.parameters.get("sequence_start") is True
         end = request.parameters.get("sequence_end") is True

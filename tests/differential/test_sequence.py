@@ -153,6 +153,30 @@ def test_request_without_sequence_id(servers: tuple[ServerProcess, ServerProcess
     _ready(servers)
 
 
+@pytest.mark.parametrize("parameters", [{}, {"sequence_id": 902, "sequence_start": True}])
+def test_batch_of_two_is_refused(servers: tuple[ServerProcess, ServerProcess], parameters: dict[str, Any]) -> None:
+    body = {
+        "inputs": [{"name": "INPUT", "datatype": "INT32", "shape": [2, 1], "data": [1, 2]}],
+        "parameters": parameters,
+    }
+    answers = []
+    for server in servers:
+        status, _, reply = http_request(server, "POST", "/v2/models/seq_accumulate/infer", json.dumps(body).encode())
+        answers.append((status, json.loads(reply)))
+    assert (
+        answers[0]
+        == answers[1]
+        == (
+            400,
+            {
+                "error": "inference request to model 'seq_accumulate' must specify batch-size 1 due to requirements of "
+                "sequence batcher"
+            },
+        )
+    )
+    _ready(servers)
+
+
 def test_non_start_request_of_unknown_or_ended_sequence(servers: tuple[ServerProcess, ServerProcess]) -> None:
     message = (
         "inference request for sequence 301 to model 'seq_accumulate' must specify the START flag on the first "
