@@ -304,3 +304,14 @@ def test_string_corrid_works_on_seawall_only(servers: tuple[ServerProcess, Serve
         {"ID": ["s-1"], "FLAGS": [2, 1]},
     )
     _ready(servers)
+
+
+def test_start_restarts_an_active_sequence(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    answers = [
+        _both(servers, "seq_accumulate", 1, sequence_id=901, sequence_start=True),
+        _both(servers, "seq_accumulate", 2, sequence_id=901),
+        _both(servers, "seq_accumulate", 5, sequence_id=901, sequence_start=True),
+        _both(servers, "seq_accumulate", 1, sequence_id=901, sequence_end=True),
+    ]
+    assert [a[1]["OUTPUT"] for a in answers] == [[1], [3], [5], [6]]
+    _ready(servers)
