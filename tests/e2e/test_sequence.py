@@ -7,8 +7,10 @@ output, and the configurations refused at load, by name.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
@@ -43,6 +46,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "preferred_batch_size: [ 2 ] }",
     )
     _variant(root, "seq_accumulate", "seq_oldest", oldest)
+    delayed = two.replace(
+        "sequence_batching {",
+        "sequence_batching {\n  direct { max_queue_delay_microseconds: 3000, minimum_slot_utilization: 0.5 }",
+    )
+    _variant(root, "seq_accumulate", "seq_direct_delay", delayed)
+    _variant(root, "seq_accumulate", "seq_one", ACCUMULATE.replace("max_batch_size: 2", "max_batch_size: 0"))
     from_file = STATE.replace("zero_data: true", 'data_file: "start.bin"')
     _variant(root, "seq_state", "seq_state_file", from_file)
     (root / "seq_state_file" / "initial_state").mkdir()
@@ -99,7 +108,7 @@ def _grpc_run(server: ServerProcess, model: str, sequence_id: int | str, values:
     return sums
 
 
-@pytest.mark.parametrize("model", ["seq_direct2", "seq_oldest"])
+@pytest.mark.parametrize("model", ["seq_direct2", "seq_oldest", "seq_direct_delay"])
 def test_concurrent_sequences_keep_their_sums(server: ServerProcess, model: str) -> None:
     """Six sequences at once on two instances (direct: 2 slots each, so two wait; oldest: 3 candidates each):
     each sequence stays on one instance, which keeps its sum."""
@@ -202,3 +211,48 @@ def test_refused_configurations(server: ServerProcess, model: str, reason: str) 
     assert entry["state"] == "UNAVAILABLE"
     assert reason in entry["reason"]
     assert _index(server)["seq_state_file"]["state"] == "READY"
+
+
+def _one(client: Any, value: int) -> list[Any]:
+    tensor = client.InferInput("INPUT", [1], "INT32")
+    tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
+    return [tensor]
+
+
+def _failures(server: ServerProcess, model: str) -> int:
+    status, _, reply = http_request(server, "GET", f"/v2/models/{model}/stats")
+    assert status == 200
+    return int(json.loads(reply)["model_stats"][0]["inference_stats"]["fail"]["count"])
+
+
+def test_cancelled_start_leaves_the_backlog(server: ServerProcess) -> None:
+    """seq_one has one slot: a START that waits for it and is cancelled by its client never starts its sequence,
+    and the slot goes to the next sequence once the first ends."""
+    client = grpcclient.InferenceServerClient(server.grpc)
+    client.infer("seq_one", _one(grpcclient, 1), sequence_id=41, sequence_start=True)
+    failures = _failures(server, "seq_one")
+
+    async def cancel_waiting_start() -> None:
+        async with aioclient.InferenceServerClient(server.grpc) as aio:
+            waiting = asyncio.create_task(
+                aio.infer("seq_one", _one(aioclient, 5), sequence_id=42, sequence_start=True, client_timeout=30)
+            )
+            await asyncio.sleep(0.3)  # a bounded check that it waits for the slot
+            assert not waiting.done()
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+
+    asyncio.run(cancel_waiting_start())
+    deadline = time.monotonic() + 30
+    while _failures(server, "seq_one") == failures and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _failures(server, "seq_one") == failures + 1  # counted as cancelled
+    ended = client.infer("seq_one", _one(grpcclient, 2), sequence_id=41, sequence_end=True)
+    assert ended.as_numpy("OUTPUT").reshape(-1).tolist() == [3]
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("seq_one", _one(grpcclient, 1), sequence_id=42)
+    assert "must specify the START flag on the first request of the sequence" in raised.value.message()
+    other = client.infer("seq_one", _one(grpcclient, 7), sequence_id=43, sequence_start=True, sequence_end=True)
+    assert other.as_numpy("OUTPUT").reshape(-1).tolist() == [7]
+    client.close()
+    assert server.is_ready()
