@@ -61,6 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         'output [ { name: "STATE_OUT", data_type: TYPE_INT32, dims: [ 1 ] }, { name: "OUTPUT"',
     )
     _variant(root, "seq_state", "seq_state_listed", listed)
+    _variant(root, "seq_state", "seq_state_batched", STATE.replace("max_batch_size: 0", "max_batch_size: 2"))
     _variant(root, "seq_state", "bad_state_escape", STATE.replace("zero_data: true", 'data_file: "../config.pbtxt"'))
     (root / "bad_state_escape" / "initial_state").mkdir()
     _variant(root, "seq_state", "bad_state_size", from_file)
@@ -255,4 +256,31 @@ def test_cancelled_start_leaves_the_backlog(server: ServerProcess) -> None:
     other = client.infer("seq_one", _one(grpcclient, 7), sequence_id=43, sequence_start=True, sequence_end=True)
     assert other.as_numpy("OUTPUT").reshape(-1).tolist() == [7]
     client.close()
+    assert server.is_ready()
+
+
+def test_batched_state_model_keeps_each_sequence_state(server: ServerProcess) -> None:
+    """Two slots of one instance, sequences sent at once: each request's state input is its own sequence's
+    ([1, 1] with the batch dimension), null requests included get the initial state."""
+
+    def run(sequence_id: int, values: list[int]) -> list[int]:
+        client = httpclient.InferenceServerClient(server.http)
+        sums = []
+        for index, value in enumerate(values):
+            tensor = httpclient.InferInput("INPUT", [1, 1], "INT32")
+            tensor.set_data_from_numpy(np.array([[value]], dtype=np.int32))
+            result = client.infer(
+                "seq_state_batched",
+                [tensor],
+                sequence_id=sequence_id,
+                sequence_start=index == 0,
+                sequence_end=index == len(values) - 1,
+            )
+            sums.append(int(result.as_numpy("OUTPUT").reshape(-1)[0]))
+        return sums
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.submit(run, 51, [1] * 6), pool.submit(run, 52, [100] * 6)
+        assert first.result(60) == [1, 2, 3, 4, 5, 6]
+        assert second.result(60) == [100, 200, 300, 400, 500, 600]
     assert server.is_ready()
