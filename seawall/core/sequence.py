@@ -30,7 +30,7 @@ import numpy as np
 from seawall.core.backend import Execution, ModelInstance
 from seawall.core.sequence_policy import SequenceId, SequencePolicy
 from seawall.core.stats import StatsRecorder
-from seawall.core.types import InferRequest, InferResponse, Tensor
+from seawall.core.types import InferRequest, InferResponse
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
 
 logger = logging.getLogger(__name__)
@@ -279,42 +279,12 @@ class SequenceScheduler:
         return [sequence if sequence is not None and id(sequence) in chosen else None for sequence in slots[: last + 1]]
 
     def _request(self, sequence: _Sequence, pending: _Pending) -> InferRequest:
-        """The request the model gets: the client's inputs, the control inputs and the sequence's states."""
-        policy, request = self._policy, pending.request
+        """The request the model gets for `pending` (the sequence's states reset at START)."""
         if pending.start:
-            sequence.state = {s.input_name: s.initial for s in policy.states}
+            sequence.state = {s.input_name: s.initial for s in self._policy.states}
             sequence.ended = False
         sequence.ended = sequence.ended or pending.end
-        inputs = [*request.inputs, *policy.control_tensors(sequence.id, pending.start, pending.end)]
-        for state in policy.states:
-            array = sequence.state.get(state.input_name, state.initial)
-            inputs.append(Tensor(state.input_name, state.datatype, tuple(array.shape), array))
-        return InferRequest(
-            request.model_name,
-            inputs,
-            request.model_version,
-            request.id,
-            request.outputs,
-            request.parameters,
-            request.callers,
-        )
-
-    def _null_request(self, template: InferRequest) -> InferRequest:
-        """A request for a slot without one (direct): zeros shaped as the inputs of `template` (a client's request),
-        READY false, id 0, and the initial states; its response is dropped."""
-        policy = self._policy
-        inputs = [
-            Tensor(
-                t.name,
-                t.datatype,
-                t.shape,
-                np.zeros(t.shape, t.data.dtype) if t.datatype != "BYTES" else np.full(t.shape, b"", dtype=np.object_),
-            )
-            for t in template.inputs
-        ]
-        inputs.extend(policy.control_tensors(0, False, False, ready=False))
-        inputs.extend(Tensor(s.input_name, s.datatype, tuple(s.initial.shape), s.initial) for s in policy.states)
-        return InferRequest(template.model_name, inputs, template.model_version)
+        return self._policy.model_request(pending.request, sequence.id, pending.start, pending.end, sequence.state)
 
     async def _run(self, instance: ModelInstance, batch: Sequence[_Sequence | None]) -> None:
         start = time.monotonic_ns()
@@ -329,7 +299,7 @@ class SequenceScheduler:
             live.append((sequence, pending))
             requests.append(self._request(sequence, pending))
         template = live[0][1].request  # a client's request: the inputs a null request gets zeros of
-        padded = [r if r is not None else self._null_request(template) for r in requests]
+        padded = [r if r is not None else self._policy.null_request(template) for r in requests]
         self._busy += len(live)
         dispatched = time.monotonic_ns()
         reason = "OTHER"

@@ -2,12 +2,14 @@
 
 Imports `core.config_proto`, `core.types`, `errors`. Built once per load (`SequencePolicy.
 from_config`); the initial state of a `data_file` is read here, confined to the model's `initial_state/` directory.
-The per-request parts (the sequence id of a request, the control tensors it gets) are pure functions of the policy.
+The per-request parts (the sequence id of a request, the request the model gets, with its control tensors and states,
+and null requests) are pure functions of the policy.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,6 +144,41 @@ class SequencePolicy:
                     f"correlation ID of type {datatype}, the data type of its CORRID control input"
                 )
         return value
+
+    def model_request(
+        self, request: InferRequest, sequence_id: SequenceId, start: bool, end: bool, state: Mapping[str, np.ndarray]
+    ) -> InferRequest:
+        """A new request for the model: the client's inputs, the control inputs and the sequence's `state` (by
+        input name; the initial state where it has none). The client's request is not changed."""
+        inputs = [*request.inputs, *self.control_tensors(sequence_id, start, end)]
+        for spec in self.states:
+            array = state.get(spec.input_name, spec.initial)
+            inputs.append(Tensor(spec.input_name, spec.datatype, tuple(array.shape), array))
+        return InferRequest(
+            request.model_name,
+            inputs,
+            request.model_version,
+            request.id,
+            request.outputs,
+            request.parameters,
+            request.callers,
+        )
+
+    def null_request(self, template: InferRequest) -> InferRequest:
+        """A request for a slot without one (direct): zeros shaped as the inputs of `template` (a client's request),
+        READY false, id 0, and the initial states; its response is dropped."""
+        inputs = [
+            Tensor(
+                t.name,
+                t.datatype,
+                t.shape,
+                np.zeros(t.shape, t.data.dtype) if t.datatype != "BYTES" else np.full(t.shape, b"", dtype=np.object_),
+            )
+            for t in template.inputs
+        ]
+        inputs.extend(self.control_tensors(0, False, False, ready=False))
+        inputs.extend(Tensor(s.input_name, s.datatype, tuple(s.initial.shape), s.initial) for s in self.states)
+        return InferRequest(template.model_name, inputs, template.model_version)
 
     def control_tensors(self, sequence_id: SequenceId, start: bool, end: bool, ready: bool = True) -> list[Tensor]:
         """The control input tensors of one request of a sequence (`ready` false: a null request, id 0)."""
