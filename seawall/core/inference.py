@@ -22,6 +22,7 @@ from seawall.core.lifecycle import ModelVersion
 from seawall.core.model_config import ModelSpec
 from seawall.core.response_cache import ResponseCache, infer_cached
 from seawall.core.scheduler import Scheduler
+from seawall.core.sequence import SequenceScheduler
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace_file import TraceFile
 from seawall.core.types import InferRequest, InferResponse, RawInputSpec, StreamResponse, Tensor
@@ -71,7 +72,7 @@ class ServedModel:
         assert entry.spec is not None and entry.scheduler is not None  # READY versions have both
         self._entry = entry
         self._pipeline = pipeline
-        self._scheduler: Scheduler | EnsembleScheduler = entry.scheduler
+        self._scheduler: Scheduler | SequenceScheduler | EnsembleScheduler = entry.scheduler
         self.spec: ModelSpec = entry.spec  # the input and output spec requests are validated against
 
     @property

@@ -1,6 +1,7 @@
 """Model lifecycle: load each model's versions through its backend, track (state, reason), unload.
 
-Imports `core.*`, `errors`, `options`. States per (model, version) are the repository index.
+Imports `core.*`, `errors`, `options`. States per (model, version) are the repository index (`core.model_record`);
+one version loads in `core.version_loader`; ensembles load their composing models first.
 """
 
 from __future__ import annotations
@@ -9,88 +10,20 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from seawall.core import ensemble, model_config, repoagent, repository, warmup
-from seawall.core.backend import Backend, Model, ModelCalls, ModelConfig, ModelLoadContext
-from seawall.core.custom_metrics import CustomMetrics, ModelMetrics
-from seawall.core.model_config import ModelSpec
+from seawall.core import ensemble, model_config, repoagent, repository
+from seawall.core.backend import Backend, ModelCalls, ModelConfig
+from seawall.core.custom_metrics import CustomMetrics
+from seawall.core.model_record import ModelRecord, ModelVersion
 from seawall.core.repoagent import RepoAgent, no_plugins
-from seawall.core.scheduler import BatchPolicy, Scheduler
-from seawall.core.stats import StatsRecorder
 from seawall.core.types import ModelState
+from seawall.core.version_loader import load_version
 from seawall.errors import InvalidArgumentError, NotFoundError, SeawallError
 from seawall.options import Options
 
+__all__ = ["ModelLifecycle", "ModelRecord", "ModelVersion"]
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class ModelVersion:
-    """One version of one model: its state, and once READY its config, instances and scheduler."""
-
-    name: str
-    version: int
-    state: ModelState = ModelState.UNKNOWN
-    reason: str = ""
-    config: ModelConfig | None = None
-    spec: ModelSpec | None = None
-    model: Model | None = None
-    scheduler: Scheduler | ensemble.EnsembleScheduler | None = None
-    labels: dict[str, list[str]] = field(default_factory=dict)  # output → class labels (classification)
-    stats: StatsRecorder = field(init=False)
-    custom_metrics: ModelMetrics | None = None  # released at unload (the families its code created)
-
-    def __post_init__(self) -> None:
-        self.stats = StatsRecorder(self.name, str(self.version))
-
-    def is_ready(self) -> bool:
-        return self.state is ModelState.READY
-
-    async def unload(self, drain_secs: float = 0.0) -> None:
-        """Let in-flight requests finish (up to `drain_secs`), then finalize; idempotent."""
-        if self.model is None:
-            return
-        self.state = ModelState.UNLOADING
-        if self.scheduler is not None:
-            await self.scheduler.stop(drain_secs)
-        if self.model is not None:
-            try:
-                await self.model.unload()
-            except Exception:
-                logger.exception("unloading model '%s' version %d failed", self.name, self.version)
-        self.model, self.scheduler = None, None
-        if self.custom_metrics is not None:
-            self.custom_metrics.close()
-        self.state, self.reason = ModelState.UNAVAILABLE, "unloaded"
-
-
-@dataclass(slots=True)
-class ModelRecord:
-    """A model the server knows: its versions, or why it could not be loaded at all."""
-
-    name: str
-    versions: dict[int, ModelVersion] = field(default_factory=dict)
-    error: str = ""  # model-level failure (bad config, no versions): no version was attempted
-    unloaded: bool = False  # unloaded on request: not a failure, and no longer counts for readiness
-    explicit: bool = True  # loaded on its own account, not only because an ensemble needs it
-    composing: tuple[str, ...] = ()  # an ensemble's composing models (its config named them, loaded or not)
-    is_ensemble: bool = False
-
-    def is_ready(self) -> bool:
-        return not self.error and bool(self.versions) and all(v.is_ready() for v in self.versions.values())
-
-    def failure(self) -> str:
-        """Why the model is not fully ready: the model-level error or the first failed version."""
-        if self.error:
-            return self.error
-        for number, entry in sorted(self.versions.items()):
-            if not entry.is_ready():
-                return f"version {number} is at {entry.state.value} state: {entry.reason}"
-        return ""
-
-    async def unload(self, drain_secs: float = 0.0) -> None:
-        await asyncio.gather(*(v.unload(drain_secs) for v in self.versions.values()))
 
 
 class ModelLifecycle:
@@ -244,7 +177,19 @@ class ModelLifecycle:
             record.versions[number] = ModelVersion(location.name, number, ModelState.LOADING)
         from_client = override is not None
         await asyncio.gather(
-            *(self._load_version(record.versions[n], config, backend, location, from_client) for n in versions)
+            *(
+                load_version(
+                    record.versions[n],
+                    config,
+                    backend,
+                    location,
+                    self._options,
+                    self._custom_metrics,
+                    self._calls,
+                    from_client,
+                )
+                for n in versions
+            )
         )
 
     def _keep_repository_agents(self, override: ModelConfig, stored_in: str, name: str) -> None:
@@ -401,82 +346,6 @@ class ModelLifecycle:
             raise NotFoundError(f"failed to load '{name}', failed to poll from model repository")
         await self.load(location, None, explicit=False, chain=chain)
 
-    async def _load_version(
-        self,
-        entry: ModelVersion,
-        config: ModelConfig,
-        backend: Backend,
-        location: repository.ModelLocation,
-        from_client: bool = False,
-    ) -> None:
-        def report_unavailable(reason: str) -> None:
-            if entry.state is ModelState.READY:
-                logger.error("model '%s' version %d is unavailable: %s", entry.name, entry.version, reason)
-                entry.state, entry.reason = ModelState.UNAVAILABLE, reason
-
-        context = ModelLoadContext(
-            name=entry.name,
-            version=entry.version,
-            config=config,
-            model_dir=location.path,
-            version_dir=os.path.join(location.path, str(entry.version)),
-            backend_settings=self._options.backends.settings_for(model_config.backend_of(config)),
-            auto_complete=self._options.repository.auto_complete_config,
-            report_unavailable=report_unavailable,
-            config_from_client=from_client,
-            custom_metrics=(
-                None if self._custom_metrics is None else self._custom_metrics.model(entry.name, entry.version)
-            ),
-            calls=self._calls,
-        )
-        entry.custom_metrics = context.custom_metrics
-        try:
-            entry.labels = read_labels(config, location.path)
-            samples = await asyncio.to_thread(warmup.read_samples, config, location.path, self._options.limits)
-        except SeawallError as error:
-            entry.state, entry.reason = ModelState.UNAVAILABLE, error.message
-            logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
-            return
-        attempts = 1 + max(0, self._options.repository.load_retry_count)
-        for attempt in range(attempts):
-            try:
-                entry.model = await backend.load(context)
-                break
-            except SeawallError as error:
-                entry.reason = error.message
-            except Exception:
-                logger.exception("loading model '%s' version %d failed", entry.name, entry.version)
-                entry.reason = "internal error while loading the model"
-            if attempt + 1 < attempts:
-                logger.warning("retrying load of model '%s' version %d", entry.name, entry.version)
-        if entry.model is None:
-            if entry.custom_metrics is not None:
-                entry.custom_metrics.close()
-            entry.state = ModelState.UNAVAILABLE
-            logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
-            return
-        decoupled = bool(config.model_transaction_policy.decoupled)
-        if decoupled and not all(hasattr(i, "execute_decoupled") for i in entry.model.instances):
-            await entry.model.unload()
-            entry.model, entry.state = None, ModelState.UNAVAILABLE
-            entry.reason = f"backend '{config.backend}' does not support models with decoupled transaction policy"
-            logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
-            return
-        spec = model_config.compile_spec(config)
-        scheduler = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats, decoupled)
-        if samples:
-            try:
-                await warmup.run(samples, spec, location.path, entry.model.instances, scheduler)
-            except SeawallError as error:
-                await entry.unload()
-                entry.state, entry.reason = ModelState.UNAVAILABLE, error.message
-                logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
-                return
-        entry.config, entry.spec, entry.scheduler = config, spec, scheduler
-        scheduler.start()
-        entry.state, entry.reason = ModelState.READY, ""
-        logger.info("successfully loaded '%s' version %d", entry.name, entry.version)
-
     async def unload_all(self, drain_secs: float = 0.0) -> None:
         await asyncio.gather(*(record.unload(drain_secs) for record in self.models.values()))
 
@@ -492,29 +361,3 @@ def _guess_backend(model_dir: str) -> str:
             if os.path.isfile(os.path.join(model_dir, str(number), filename)):
                 return backend
     return ""
-
-
-MAX_LABEL_FILE_BYTES = 16 * 1024 * 1024
-
-
-def read_labels(config: ModelConfig, model_dir: str) -> dict[str, list[str]]:
-    """The label files of the config's outputs, one label per line, confined to the model directory.
-
-    Raises:
-        InvalidArgumentError: a label file is missing, too large, or resolves outside the model directory.
-    """
-    labels: dict[str, list[str]] = {}
-    root = os.path.realpath(model_dir)
-    for output in config.output:
-        if not output.label_filename:
-            continue
-        path = os.path.realpath(os.path.join(root, output.label_filename))
-        if os.path.commonpath([path, root]) != root or not os.path.isfile(path):
-            raise InvalidArgumentError(
-                f"label file of output '{output.name}' must be a file inside the model directory"
-            )
-        if os.path.getsize(path) > MAX_LABEL_FILE_BYTES:
-            raise InvalidArgumentError(f"label file of output '{output.name}' is too large")
-        with open(path, encoding="utf-8", errors="replace") as file:
-            labels[output.name] = file.read().splitlines()
-    return labels

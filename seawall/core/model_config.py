@@ -167,7 +167,12 @@ UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
     ("runtime", lambda c: bool(c.runtime)),
     ("batch_input", lambda c: bool(c.batch_input)),
     ("batch_output", lambda c: bool(c.batch_output)),
-    ("sequence_batching", lambda c: c.HasField("sequence_batching")),
+    ("sequence_batching.iterative_sequence", lambda c: c.sequence_batching.iterative_sequence),
+    ("sequence_batching.oldest.preserve_ordering", lambda c: c.sequence_batching.oldest.preserve_ordering),
+    (
+        "sequence_batching with a decoupled model_transaction_policy",
+        lambda c: c.HasField("sequence_batching") and c.model_transaction_policy.decoupled,
+    ),
     ("cc_model_filenames", lambda c: bool(c.cc_model_filenames)),
     ("metric_tags", lambda c: bool(c.metric_tags)),
     ("model_metrics", lambda c: c.HasField("model_metrics")),
@@ -232,6 +237,11 @@ def validate(config: ModelConfig, name: str) -> None:
     if config.response_cache.enable and config.model_transaction_policy.decoupled:
         raise InvalidArgumentError(
             f"Response Cache does not currently support model {name} with 'decoupled' transaction policy. "
+            "Please disable the response cache."
+        )
+    if config.response_cache.enable and config.HasField("sequence_batching"):
+        raise InvalidArgumentError(
+            f"Response Cache does not currently support model {name} with sequence batching scheduler. "
             "Please disable the response cache."
         )
     if config.model_operations.op_library_filename:

@@ -58,6 +58,7 @@ SERVER_VERSION = "2.51.0"
 #: Extensions Seawall implements, in the order Triton 2.51 lists them.
 EXTENSIONS = (
     "classification",
+    "sequence",
     "model_repository",
     "model_repository(unload_dependents)",
     "schedule_policy",

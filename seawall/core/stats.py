@@ -45,9 +45,13 @@ class StatsRecorder:
         entry[0] += 1
         entry[1] += ns
 
-    def record_execution(self, batch_size: int, input_ns: int = 0, infer_ns: int = 0, output_ns: int = 0) -> None:
+    def record_execution(
+        self, batch_size: int, input_ns: int = 0, infer_ns: int = 0, output_ns: int = 0, inferences: int | None = None
+    ) -> None:
+        """`inferences`: the batch's requests that count as inferences, when not all do (a sequence batcher's null
+        requests count in the batch size only)."""
         self.execution_count += 1
-        self.inference_count += batch_size
+        self.inference_count += batch_size if inferences is None else inferences
         entry = self._batches.setdefault(batch_size, [0, 0, 0, 0])
         entry[0] += 1
         entry[1] += input_ns

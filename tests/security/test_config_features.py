@@ -26,7 +26,8 @@ FEATURES: dict[str, str] = {
     "metric_tags": 'metric_tags { key: "team" value: "a" }',
     "parameter EXECUTION_ENV_PATH": 'parameters { key: "EXECUTION_ENV_PATH" '
     'value { string_value: "$$TRITON_MODEL_DIRECTORY/env.tar.gz" } }',
-    "sequence_batching": "sequence_batching { }",
+    "sequence_batching.iterative_sequence": "sequence_batching { iterative_sequence: true }",
+    "sequence_batching.oldest.preserve_ordering": "sequence_batching { oldest { preserve_ordering: true } }",
     "runtime": 'runtime: "other.py"',
     "batch_input": 'batch_input [{ kind: BATCH_ELEMENT_COUNT target_name: "X" data_type: TYPE_FP32 '
     'source_input: "INPUT0" }]',

@@ -170,6 +170,8 @@ class PythonBackend:
         if mode != "false":
             self._check_in_process_allowed(context)
         configured = {output.name: _datatype(output.data_type) for output in config.output}
+        # the implicit states of a sequence model are outputs too (its sequence batcher keeps them)
+        configured.update({s.output_name: _datatype(s.data_type) for s in config.sequence_batching.state})
         base_args = {
             "model_config": config_json(config),
             "model_instance_device_id": "0",

@@ -1,0 +1,393 @@
+"""The sequence batcher (`sequence_batching`): requests of one sequence run in order, with their control inputs and
+implicit state, on the slot the sequence holds.
+
+Imports `core.backend`, `core.sequence_policy`, `core.stats`, `core.types`, `errors`.
+
+A sequence (a `sequence_id` whose first request has `sequence_start`) holds a slot until its END request ran or it
+was idle for `max_sequence_idle_microseconds`, and all its requests run on its slot's instance (as in Triton, whose
+batchers are per instance: a model may keep a sequence's state in the instance). One execution takes at most one
+request per sequence. Direct strategy: an instance has `max(1, max_batch_size)` slots. Oldest strategy: an instance
+has `max_candidate_sequences` slots; an execution takes the sequences whose next request is oldest, at most
+`max_batch_size`, waiting up to `max_queue_delay_microseconds` for a preferred size.
+A START for a new sequence with every slot taken waits (the backlog) for one to free, as in Triton.
+
+Each request gets its control tensors (START/END/READY/CORRID) and the state inputs (the initial state at START);
+the state outputs of its response are kept for the next request of the sequence, and answered to the client only
+when the configuration lists them as outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from seawall.core.backend import Execution, ModelInstance
+from seawall.core.sequence_policy import SequenceId, SequencePolicy
+from seawall.core.stats import StatsRecorder
+from seawall.core.types import InferRequest, InferResponse
+from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: InferRequest
+    batch_size: int
+    start: bool
+    end: bool
+    future: asyncio.Future[InferResponse]
+    enqueued_ns: int
+
+
+@dataclass(slots=True, eq=False)
+class _Sequence:
+    id: SequenceId
+    queue: deque[_Pending] = field(default_factory=deque)
+    slot: _Slot | None = None
+    running: bool = False
+    ended: bool = False  # its END request ran: the next request must START it again
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    last_ns: int = 0  # when its last request finished (or it got its slot): the idle timeout counts from here
+
+
+@dataclass(slots=True, eq=False)
+class _Slot:
+    instance: ModelInstance
+    sequence: _Sequence | None = None
+
+
+class SequenceScheduler:
+    """Schedules the requests of a sequence model version on its instances; owns one worker per instance and the
+    idle-sequence reaper, which `stop()` cancels. Event loop thread only."""
+
+    decoupled = False  # decoupled sequence models are refused at load
+
+    def __init__(self, instances: Sequence[ModelInstance], policy: SequencePolicy, stats: StatsRecorder) -> None:
+        self._instances = list(instances)
+        self._policy = policy
+        self._stats = stats
+        self._slots = [_Slot(i) for i in self._instances for _ in range(policy.slots_per_instance)]
+        self._sequences: dict[SequenceId, _Sequence] = {}  # every sequence with a slot or in the backlog
+        self._backlog: deque[_Sequence] = deque()
+        self._wakeup = asyncio.Event()  # a request arrived or a slot's request finished
+        self._idle_changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy = 0
+        self._stopped = False
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work(instance)) for instance in self._instances]
+        self._tasks.append(asyncio.create_task(self._reap()))
+
+    async def stop(self, drain_secs: float = 0.0) -> None:
+        """Refuse new requests, let queued and running ones finish for up to `drain_secs`, fail the rest; idempotent."""
+        self._stopped = True
+        deadline = time.monotonic() + drain_secs
+        while self.inflight() and time.monotonic() < deadline and any(i.is_healthy() for i in self._instances):
+            await asyncio.sleep(0.005)
+        self._fail_all(UnavailableError("model is being unloaded"))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def inflight(self) -> int:
+        return sum(len(s.queue) for s in self._sequences.values()) + self._busy
+
+    async def enqueue(self, request: InferRequest, batch_size: int, timeout_ns: int = 0) -> InferResponse:
+        """Queue `request` behind the earlier requests of its sequence and wait for its response.
+
+        Raises:
+            InvalidArgumentError: a batch of more than one, no sequence id, one of the wrong type, or a request
+                of an unknown sequence without START (Triton's messages).
+            UnavailableError: the model is being unloaded or has no healthy instance.
+            SeawallError: the model's error for this request.
+        """
+        policy = self._policy
+        if self._stopped or not any(i.is_healthy() for i in self._instances):
+            raise UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
+        if policy.max_batch_size > 0 and batch_size != 1:
+            raise InvalidArgumentError(
+                f"inference request to model '{self._stats.name}' must specify batch-size 1 due to requirements of "
+                "sequence batcher"
+            )
+        sequence_id = policy.sequence_id(request)
+        start = request.parameters.get("sequence_start") is True
+        end = request.parameters.get("sequence_end") is True
+        sequence = self._sequences.get(sequence_id)
+        if not start and (sequence is None or (sequence.ended and not sequence.queue)):
+            raise InvalidArgumentError(
+                f"inference request for sequence {sequence_id} to model '{self._stats.name}' must specify the "
+                "START flag on the first request of the sequence"
+            )
+        if sequence is None:
+            sequence = self._sequences[sequence_id] = _Sequence(sequence_id)
+            if not self._assign(sequence):
+                self._backlog.append(sequence)
+        future: asyncio.Future[InferResponse] = asyncio.get_running_loop().create_future()
+        pending = _Pending(request, batch_size, start, end, future, time.monotonic_ns())
+        sequence.queue.append(pending)
+        self._stats.pending += 1
+        self._wakeup.set()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if pending in sequence.queue:  # not running yet: it leaves the queue
+                sequence.queue.remove(pending)
+                self._stats.pending -= 1
+                self._stats.record_failure("CANCELED", time.monotonic_ns() - pending.enqueued_ns)
+                self._idle_changed.set()
+            raise
+
+    def _assign(self, sequence: _Sequence) -> bool:
+        """Give `sequence` a free slot (the first of the least used instance's); False: none is free."""
+        free = [slot for slot in self._slots if slot.sequence is None and slot.instance.is_healthy()]
+        if not free:
+            return False
+        used = {id(i): 0 for i in self._instances}
+        for slot in self._slots:
+            if slot.sequence is not None:
+                used[id(slot.instance)] += 1
+        free.sort(key=lambda slot: used[id(slot.instance)])
+        slot = free[0]
+        slot.sequence, sequence.slot, sequence.last_ns = sequence, slot, time.monotonic_ns()
+        return True
+
+    def _release(self, sequence: _Sequence) -> None:
+        """Free the slot of `sequence` (ended or idle) for the oldest sequence of the backlog."""
+        self._sequences.pop(sequence.id, None)
+        slot = sequence.slot
+        sequence.slot = None
+        if slot is None:
+            return
+        slot.sequence = None
+        while self._backlog:
+            waiting = self._backlog[0]
+            if not waiting.queue:  # its requests were all cancelled while it waited
+                self._backlog.popleft()
+                self._sequences.pop(waiting.id, None)
+                continue
+            if self._assign(waiting):
+                self._backlog.popleft()
+                self._wakeup.set()
+            return
+
+    def _ready(self, instance: ModelInstance) -> list[_Sequence]:
+        """The sequences with a request `instance` may run now, oldest request first."""
+        ready = [
+            slot.sequence
+            for slot in self._slots
+            if slot.sequence is not None
+            and slot.instance is instance
+            and not slot.sequence.running
+            and slot.sequence.queue
+        ]
+        ready.sort(key=lambda s: s.queue[0].enqueued_ns)
+        return ready
+
+    async def _work(self, instance: ModelInstance) -> None:
+        policy = self._policy
+        while instance.is_healthy():
+            ready = self._ready(instance)
+            if not ready:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if policy.max_queue_delay_ns and len(ready) < self._enough(instance):
+                ready = await self._wait_for_more(instance, ready)
+                if not ready:
+                    continue
+            batch = ready[: policy.batch_limit]
+            for sequence in batch:
+                sequence.running = True
+            try:
+                await self._run(instance, batch if policy.oldest else self._in_slot_order(instance, batch))
+            finally:
+                for sequence in batch:
+                    sequence.running = False
+                    self._after(sequence)
+                self._wakeup.set()
+                self._idle_changed.set()
+        # the instance is gone: so are its sequences (their state may have lived in it)
+        error = UnavailableError(f"model '{self._stats.name}' instance '{instance.name}' is not available")
+        for slot in self._slots:
+            if slot.instance is instance and slot.sequence is not None:
+                self._fail(slot.sequence, error)
+                self._release(slot.sequence)
+        if not any(i.is_healthy() for i in self._instances):
+            self._fail_all(UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance"))
+
+    def _enough(self, instance: ModelInstance) -> int:
+        """How many ready sequences end the wait for more: a preferred (or the largest) batch for oldest; for
+        direct the instance's slots in use, or `minimum_slot_utilization` of its slots."""
+        policy = self._policy
+        if policy.oldest:
+            return policy.preferred_batch_sizes[0] if policy.preferred_batch_sizes else policy.batch_limit
+        held = sum(1 for s in self._slots if s.instance is instance and s.sequence is not None)
+        if policy.minimum_slot_utilization > 0:
+            held = min(held, max(1, int(policy.minimum_slot_utilization * policy.slots_per_instance + 0.999999)))
+        return held
+
+    async def _wait_for_more(self, instance: ModelInstance, ready: list[_Sequence]) -> list[_Sequence]:
+        """Wait up to the queue delay (from the oldest ready request) for `_enough` sequences to be ready."""
+        deadline = ready[0].queue[0].enqueued_ns + self._policy.max_queue_delay_ns
+        while len(ready) < self._enough(instance):
+            remaining = deadline - time.monotonic_ns()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining / 1e9)
+            except TimeoutError:
+                pass
+            ready = self._ready(instance)
+        return self._ready(instance)
+
+    def _after(self, sequence: _Sequence) -> None:
+        """After a request of `sequence` ran: an ended sequence gives its slot up unless a new START is queued;
+        queued requests that do not START it again are refused."""
+        sequence.last_ns = time.monotonic_ns()
+        if not sequence.ended:
+            return
+        while sequence.queue and not sequence.queue[0].start:
+            pending = sequence.queue.popleft()
+            self._stats.pending -= 1
+            self._stats.record_failure("OTHER", time.monotonic_ns() - pending.enqueued_ns)
+            if not pending.future.done():
+                pending.future.set_exception(
+                    InvalidArgumentError(
+                        f"inference request for sequence {sequence.id} to model '{self._stats.name}' must specify "
+                        "the START flag on the first request of the sequence"
+                    )
+                )
+        if not sequence.queue:
+            self._release(sequence)
+
+    def _in_slot_order(self, instance: ModelInstance, batch: list[_Sequence]) -> list[_Sequence | None]:
+        """Direct: the batch in the order of the instance's slots, up to the last slot with a request; the slots
+        before it without one get a null request (None), as in Triton."""
+        chosen = set(map(id, batch))
+        slots = [slot.sequence for slot in self._slots if slot.instance is instance]
+        last = max(i for i, sequence in enumerate(slots) if sequence is not None and id(sequence) in chosen)
+        return [sequence if sequence is not None and id(sequence) in chosen else None for sequence in slots[: last + 1]]
+
+    def _request(self, sequence: _Sequence, pending: _Pending) -> InferRequest:
+        """The request the model gets for `pending` (the sequence's states reset at START)."""
+        if pending.start:
+            sequence.state = {s.input_name: s.initial for s in self._policy.states}
+            sequence.ended = False
+        sequence.ended = sequence.ended or pending.end
+        return self._policy.model_request(pending.request, sequence.id, pending.start, pending.end, sequence.state)
+
+    async def _run(self, instance: ModelInstance, batch: Sequence[_Sequence | None]) -> None:
+        start = time.monotonic_ns()
+        live: list[tuple[_Sequence, _Pending]] = []
+        requests: list[InferRequest | None] = []
+        for sequence in batch:
+            if sequence is None:
+                requests.append(None)
+                continue
+            pending = sequence.queue.popleft()
+            self._stats.pending -= 1
+            live.append((sequence, pending))
+            requests.append(self._request(sequence, pending))
+        template = live[0][1].request  # a client's request: the inputs a null request gets zeros of
+        padded = [r if r is not None else self._policy.null_request(template) for r in requests]
+        self._busy += len(live)
+        dispatched = time.monotonic_ns()
+        reason = "OTHER"
+        try:
+            answered = await instance.execute(padded)
+            if len(answered) != len(padded):
+                raise InternalError("backend returned a wrong number of responses")
+            results = Execution((a for a, r in zip(answered, requests, strict=True) if r is not None))
+        except SeawallError as error:
+            reason, results = "BACKEND", Execution([error] * len(live))
+        except Exception:
+            logger.exception("model '%s' instance '%s' failed", self._stats.name, instance.name)
+            reason, results = "BACKEND", Execution([InternalError("internal error")] * len(live))
+        finally:
+            self._busy -= len(live)
+        executed = time.monotonic_ns()
+        for (sequence, pending), result in zip(live, results, strict=True):
+            now = time.monotonic_ns()
+            if isinstance(result, SeawallError):
+                self._stats.record_failure(reason, now - pending.enqueued_ns)
+                if not pending.future.done():
+                    pending.future.set_exception(result)
+                continue
+            result = self._keep_state(sequence, result)
+            self._stats.record_success(
+                request_ns=now - pending.enqueued_ns,
+                queue_ns=start - pending.enqueued_ns,
+                input_ns=dispatched - start,
+                infer_ns=executed - dispatched,
+                output_ns=now - executed,
+            )
+            if not pending.future.done():
+                pending.future.set_result(result)
+        self._stats.record_execution(
+            sum(p.batch_size for _, p in live) + len(padded) - len(live),
+            inferences=sum(p.batch_size for _, p in live),
+            input_ns=dispatched - start,
+            infer_ns=executed - dispatched,
+            output_ns=time.monotonic_ns() - executed,
+        )
+
+    def _keep_state(self, sequence: _Sequence, response: InferResponse) -> InferResponse:
+        """Keep the state outputs of `response` for the sequence's next request; the client gets the others."""
+        states = self._policy.states
+        if not states:
+            return response
+        names = {s.output_name: s for s in states}
+        outputs = []
+        for tensor in response.outputs:
+            state = names.get(tensor.name)
+            if state is not None:
+                sequence.state[state.input_name] = tensor.data
+            if state is None or state.is_output:
+                outputs.append(tensor)
+        response.outputs = outputs
+        return response
+
+    async def _reap(self) -> None:
+        """Release the slots of sequences idle (nothing queued or running) for longer than the idle timeout."""
+        idle_ns = self._policy.idle_ns
+        while True:
+            now = time.monotonic_ns()
+            next_ns = 0
+            for slot in self._slots:
+                sequence = slot.sequence
+                if sequence is None or sequence.running or sequence.queue:
+                    continue
+                expires = sequence.last_ns + idle_ns
+                if expires <= now:
+                    logger.debug("sequence %s of model '%s' idle: its slot is released", sequence.id, self._stats.name)
+                    self._release(sequence)
+                elif not next_ns or expires < next_ns:
+                    next_ns = expires
+            self._idle_changed.clear()
+            wait = (next_ns - time.monotonic_ns()) / 1e9 if next_ns else None
+            try:
+                await asyncio.wait_for(self._idle_changed.wait(), wait if wait is None else max(wait, 0.0))
+            except TimeoutError:
+                pass
+
+    def _fail(self, sequence: _Sequence, error: SeawallError) -> None:
+        while sequence.queue:
+            pending = sequence.queue.popleft()
+            self._stats.pending -= 1
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    def _fail_all(self, error: SeawallError) -> None:
+        for sequence in list(self._sequences.values()):
+            self._fail(sequence, error)
+        self._backlog.clear()
