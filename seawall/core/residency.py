@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
 from seawall.core import audit
-from seawall.core.lifecycle import ModelRecord
+from seawall.core.model_record import ModelRecord
 from seawall.core.repository import is_valid_model_name
 from seawall.errors import CapacityError, SeawallError, UnavailableError
 from seawall.options import RepositoryOptions
