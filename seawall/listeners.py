@@ -85,7 +85,7 @@ class BindError(OSError):
 
 
 def _grpc(server: InferenceServer, options: Options, keys: KeyRing, budget: BodyBudget) -> Frontend:
-    from seawall.frontends.grpc.service import GrpcFrontend
+    from seawall.frontends.grpc.listener import GrpcFrontend
 
     return GrpcFrontend(server, options, keys.grpc)
 

@@ -18,7 +18,8 @@ from tritonclient.utils import InferenceServerException
 from seawall.app import open_server
 from seawall.core.server import InferenceServer
 from seawall.errors import InvalidArgumentError
-from seawall.frontends.grpc.service import GrpcFrontend, build_handlers, server_options
+from seawall.frontends.grpc.listener import GrpcFrontend, server_options
+from seawall.frontends.grpc.service import build_handlers
 from seawall.options import GrpcOptions, Limits, Options, RepositoryOptions, TlsOptions
 
 

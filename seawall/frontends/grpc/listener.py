@@ -1,0 +1,97 @@
+"""The gRPC listener: a grpc.aio server with the channel arguments the options ask for, serving the handlers of
+`service` (the hot RPC registered by name, the others through one generic handler), plain or over TLS.
+
+Imports `core.server`, `options`, `security` and its sibling `service`.
+"""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+
+from seawall.core.server import InferenceServer
+from seawall.frontends.grpc.service import HOT_RPC, SERVICE, build_handlers
+from seawall.options import GrpcOptions, Limits, Options
+from seawall.security import tls
+from seawall.security.policy import Keys
+
+
+def server_options(grpc_options: GrpcOptions, limits: Limits) -> list[tuple[str, int]]:
+    """grpc core channel arguments from the options (gRPC turns SO_REUSEPORT on unless told otherwise)."""
+    settings = [
+        ("grpc.max_send_message_length", limits.grpc_max_message_bytes),
+        ("grpc.max_receive_message_length", limits.grpc_max_message_bytes),
+        ("grpc.max_concurrent_streams", limits.grpc_max_concurrent_streams),
+        ("grpc.so_reuseport", int(grpc_options.reuse_port)),
+        ("grpc.keepalive_time_ms", grpc_options.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", grpc_options.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", int(grpc_options.keepalive_permit_without_calls)),
+        ("grpc.http2.max_pings_without_data", grpc_options.http2_max_pings_without_data),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            grpc_options.http2_min_recv_ping_interval_without_data_ms,
+        ),
+        ("grpc.http2.max_ping_strikes", grpc_options.http2_max_ping_strikes),
+        # slow clients: the TCP/TLS/HTTP2 handshake and an idle connection get the HTTP listeners' deadlines
+        ("grpc.server_handshake_timeout_ms", limits.http_header_timeout_secs * 1000),
+        ("grpc.max_connection_idle_ms", limits.http_idle_timeout_secs * 1000),
+    ]
+    # 0 means "not set" on Triton's command line; for grpc core it would close every connection at once
+    if grpc_options.max_connection_age_ms > 0:
+        settings.append(("grpc.max_connection_age_ms", grpc_options.max_connection_age_ms))
+    if grpc_options.max_connection_age_grace_ms > 0:
+        settings.append(("grpc.max_connection_age_grace_ms", grpc_options.max_connection_age_grace_ms))
+    level = ("none", "low", "medium", "high").index(grpc_options.infer_response_compression_level)
+    if level:
+        settings.append(("grpc.default_compression_level", level))
+    return settings
+
+
+class GrpcFrontend:
+    """Serves the gRPC API of one InferenceServer on `options.grpc.address:port` (port 0: ephemeral)."""
+
+    def __init__(self, server: InferenceServer, options: Options, keys: Keys | None = None) -> None:
+        self._core = server
+        self._options = options
+        self._keys = keys  # the live restrictions when key files rotate (security.keyring)
+        self._server: grpc.aio.Server | None = None  # owned here; created and stopped on the event loop
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and start serving; return the bound (host, port).
+
+        Raises:
+            OSError: the address could not be bound.
+            InvalidArgumentError: TLS files are missing.
+        """
+        grpc_options = self._options.grpc
+        server = grpc.aio.server(options=server_options(grpc_options, self._options.limits))
+        handlers = build_handlers(self._core, self._options, self._keys)
+        server.add_registered_method_handlers(SERVICE, {HOT_RPC: handlers[SERVICE][HOT_RPC]})
+        server.add_generic_rpc_handlers(
+            tuple(
+                grpc.method_handlers_generic_handler(
+                    service, {name: h for name, h in methods.items() if (service, name) != (SERVICE, HOT_RPC)}
+                )
+                for service, methods in handlers.items()
+            )
+        )
+        host = grpc_options.address
+        target = f"[{host}]:{grpc_options.port}" if ":" in host else f"{host}:{grpc_options.port}"
+        try:
+            if tls.is_enabled(grpc_options.tls):
+                port = server.add_secure_port(target, tls.grpc_server_credentials(grpc_options.tls))
+            else:
+                port = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise OSError(f"gRPC could not bind {target}: {exc}") from exc
+        if not port:
+            raise OSError(f"gRPC could not bind {target}")
+        await server.start()
+        self._server = server
+        return host, int(port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new RPCs; in-flight ones get `grace` seconds (default: exit timeout). Idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(self._options.exit_timeout_secs if grace is None else grace)
