@@ -77,7 +77,17 @@ def run_h2load(url: str, model: str, concurrency: int, seconds: float, reply_byt
         body = Path(tmp) / "body"
         body.write_bytes(grpc_body(workload(model)))
         log = Path(tmp) / "log"
-        argv = ["h2load", "-c", str(concurrency), "-m", "1", "-t", str(min(2, concurrency)), "-D", str(seconds)]
+        argv = [
+            "h2load",
+            "-c",
+            str(concurrency),
+            "-m",
+            "1",
+            "-t",
+            str(min(2, concurrency)),
+            "-D",
+            str(max(1, round(seconds))),
+        ]
         argv += ["-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers"]
         argv += [f"--log-file={log}", f"http://{url}{GRPC_PATH}"]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout

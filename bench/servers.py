@@ -142,9 +142,16 @@ def in_process_repository() -> Path:
     return root
 
 
-def start(name: str, timeout: float = 180, repository: Path | None = None, args: tuple[str, ...] = ()) -> Server:
+def start(
+    name: str,
+    timeout: float = 180,
+    repository: Path | None = None,
+    args: tuple[str, ...] = (),
+    python: Path | None = None,
+) -> Server:
     """Start server `name` on loopback with bench/models (or bench/mlserver), or Seawall or Triton with
-    `repository` and extra flags `args`; return once it is ready.
+    `repository` and extra flags `args`; return once it is ready. `python`: the interpreter whose installed
+    Seawall runs (another checkout's virtual environment, for A/B runs); default this checkout's.
 
     Raises RuntimeError with the server's output when it exits or is not ready in time.
     """
@@ -152,7 +159,8 @@ def start(name: str, timeout: float = 180, repository: Path | None = None, args:
     ports = {"http": _free_port(), "grpc": _free_port(), "metrics": _free_port()}
     repositories = [MODELS, in_process_repository()] if repository is None else [repository]
     if name == "seawall":
-        argv = [str(ROOT / ".venv" / "bin" / "python"), "-m", "seawall"]
+        argv = [str(python or ROOT / ".venv" / "bin" / "python"), "-m", "seawall"]
+        cwd = python.parents[2] if python is not None else ROOT  # `-m` imports from the working directory first
         argv += [f"--model-repository={path}" for path in repositories]
         argv += ["--http-port=0", "--grpc-port=0", "--metrics-port=0", *args]
     elif name == "triton":
