@@ -1,5 +1,5 @@
 """Storms of clients that go away at every point of a request (issue 14 item 2): before the head is complete,
-mid-body, while the request is queued or executing, mid SSE stream, and gRPC calls cancelled by their deadline.
+mid-body, while the request is queued or executing, mid SSE stream, gRPC calls cancelled by their deadline and gRPC streams cancelled after their first response.
 Afterwards the server must hold what it held before.
 
 What "before" means, and the tolerances:
@@ -10,7 +10,7 @@ What "before" means, and the tolerances:
 - threads: exactly as before.
 - RSS: allocators keep freed memory (pymalloc arenas, glibc free lists), so the first storm may raise it; a leak
   grows with every storm, so the second storm may add at most RSS_SLACK_MB (a per-request leak of ~1 KiB over the
-  ~1,200 requests of a storm, e.g. a task with its frame or a retained body, would show).
+  1,200 clients of a storm, e.g. a task with its frame or a retained body, would show).
 - asyncio tasks (in process, where they can be counted): exactly as before.
 """
 
@@ -82,6 +82,20 @@ async def _grpc_client(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
         pass
 
 
+async def _grpc_stream_client(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    """A decoupled stream cancelled by the client after its first response."""
+    request = pb.ModelInferRequest(model_name="generate_decoupled")
+    request.inputs.add(name="text_input", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"x")
+    request.inputs.add(name="repeat", datatype="INT32", shape=[1]).contents.int_contents.append(40)
+    request.parameters["sleep_ms"].int64_param = 20
+    call = stub.ModelStreamInfer(iter([request]), timeout=60)
+    try:
+        async for _ in call:
+            break
+    finally:
+        call.cancel()
+
+
 async def storm(http: str, grpc_target: str, per_kind: int = PER_KIND) -> None:
     """`per_kind` clients of each kind (and as many gRPC calls), CONCURRENCY at a time."""
     host, port = http.rsplit(":", 1)
@@ -96,6 +110,7 @@ async def storm(http: str, grpc_target: str, per_kind: int = PER_KIND) -> None:
         for kind in KINDS:
             await asyncio.gather(*(bounded(lambda k=kind: _client(host, int(port), k)) for _ in range(per_kind)))
         await asyncio.gather(*(bounded(lambda: _grpc_client(stub)) for _ in range(per_kind)))
+        await asyncio.gather(*(bounded(lambda: _grpc_stream_client(stub)) for _ in range(per_kind)))
 
 
 def _repository(root: Path) -> Path:
@@ -155,7 +170,7 @@ def test_a_disconnect_storm_gives_back_fds_threads_and_memory(server: ServerProc
     first = _settled(pid, baseline)
     asyncio.run(storm(server.http, server.grpc))
     second = _settled(pid, baseline)
-    print(f"disconnect storm ({7 * PER_KIND} clients x2): before {baseline}; after one {first}; after two {second}")
+    print(f"disconnect storm ({8 * PER_KIND} clients x2): before {baseline}; after one {first}; after two {second}")
     assert (first.other_fds, first.threads) == (baseline.other_fds, baseline.threads), (baseline, first)
     assert (second.other_fds, second.threads) == (baseline.other_fds, baseline.threads), (baseline, second)
     assert second.slots == first.slots, (first, second)  # a pool of slots, reused: no growth per storm
