@@ -1,6 +1,6 @@
 """Storms of clients that go away at every point of a request (issue 14 item 2): before the head is complete,
-mid-body, while the request is queued or executing, mid SSE stream, gRPC calls cancelled by their deadline and gRPC streams cancelled after their first response.
-Afterwards the server must hold what it held before.
+mid-body, while the request is queued or executing, mid SSE stream, gRPC calls cancelled by their deadline and
+gRPC streams cancelled after their first response. Afterwards the server must hold what it held before.
 
 What "before" means, and the tolerances:
 - file descriptors: sockets, pipes and every other fd come back exactly. The only fds a storm may leave are the
