@@ -152,18 +152,31 @@ def test_a_grpc_shape_that_disagrees_with_the_data_is_invalid_argument(
     assert seawall.is_ready()
 
 
-def test_a_grpc_message_over_the_limit_is_resource_exhausted() -> None:
-    server = start_seawall("--grpc-max-message-size=4096")
+def test_grpc_data_over_a_limit_is_resource_exhausted() -> None:
+    """RESOURCE_EXHAUSTED only when the data itself is over a limit (the message, or one tensor's bytes), whatever
+    the shape; a large shape over little data stays INVALID_ARGUMENT."""
+    server = start_seawall("--grpc-max-message-size=4096", "--max-tensor-bytes=1024")
     try:
-        request = pb.ModelInferRequest(model_name="identity")
-        request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 2**40])
-        request.raw_input_contents.append(bytes(8192))  # the data itself is over the limit, whatever the shape
-        code, _ = _grpc(server, "ModelInfer", request)
-        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-        small = pb.ModelInferRequest(model_name="identity")
-        small.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 2**40])
-        small.raw_input_contents.append(bytes(8))
-        assert _grpc(server, "ModelInfer", small)[0] == grpc.StatusCode.INVALID_ARGUMENT
+        cases = [
+            ([1, 2**40], 8192, grpc.StatusCode.RESOURCE_EXHAUSTED),
+            ([1, 500], 2000, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ]
+        cases += [
+            ([1, 2**40], 8, grpc.StatusCode.INVALID_ARGUMENT),
+            ([1, 300], 1200, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ]
+        cases += [([1, 256], 8, grpc.StatusCode.INVALID_ARGUMENT), ([1, 2], 8, grpc.StatusCode.OK)]
+        for shape, size, expected in cases:
+            request = pb.ModelInferRequest(model_name="identity")
+            request.inputs.add(name="INPUT0", datatype="FP32", shape=shape)
+            request.raw_input_contents.append(bytes(size))
+            code, message = _grpc(server, "ModelInfer", request)
+            assert code == expected, (shape, size, code, message)
+            if (code, size) == (grpc.StatusCode.RESOURCE_EXHAUSTED, 2000):
+                assert message == (
+                    "[request id: <id_unknown>] input 'INPUT0' for model 'identity' carries 2000 bytes of data, more "
+                    "than 1024 (--max-tensor-bytes)"
+                )
         assert server.is_ready()
     finally:
         server.stop()
