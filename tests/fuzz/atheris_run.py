@@ -9,8 +9,8 @@ line printed is `fuzz <target>: <N> executions, <M> crashes`.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-import tempfile
 
 import atheris
 
@@ -21,7 +21,10 @@ with atheris.instrument_imports(include=["seawall"]):
 def main(argv: list[str]) -> None:
     name, runs = argv[1], int(argv[2])
     target = targets.TARGETS[name]
-    corpus = tempfile.mkdtemp(prefix=f"seawall-fuzz-{name}-")
+    artifacts = os.environ.get("SEAWALL_FUZZ_ARTIFACTS", ".fuzz")
+    corpus = os.path.join(artifacts, f"corpus-{name}")  # fresh on each run: the seeds only, so runs repeat
+    shutil.rmtree(corpus, ignore_errors=True)
+    os.makedirs(corpus)
     for index, seed in enumerate(targets.seeds()[name]):
         with open(os.path.join(corpus, f"seed{index}"), "wb") as file:
             file.write(seed)
@@ -34,8 +37,6 @@ def main(argv: list[str]) -> None:
         if executions == runs:
             print(f"fuzz {name}: {executions} executions, 0 crashes", flush=True)
 
-    artifacts = os.environ.get("SEAWALL_FUZZ_ARTIFACTS", ".fuzz")
-    os.makedirs(artifacts, exist_ok=True)
     options = [f"-runs={runs}", "-max_len=4096", "-timeout=20", "-rss_limit_mb=2048", f"-artifact_prefix={artifacts}/"]
     atheris.Setup([argv[0], *options, corpus], one_input)
     atheris.Fuzz()

@@ -8,7 +8,9 @@ Used by the hypothesis properties (tests/fuzz/test_properties.py) and the atheri
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Callable
@@ -123,6 +125,7 @@ def grpc_infer_split(data: bytes) -> object:
 
 
 _CONFIG_DIR = tempfile.mkdtemp(prefix="seawall-fuzz-")
+atexit.register(shutil.rmtree, _CONFIG_DIR, True)
 
 
 def config_pbtxt(data: bytes) -> object:
