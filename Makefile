@@ -38,7 +38,7 @@ fuzz: $(STAMP)
 			|| { tail -n 60 .fuzz/$$target.log; exit 1; }; \
 	done
 	SEAWALL_HYPOTHESIS_PROFILE=fuzz SEAWALL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider \
-		tests/fuzz/test_properties.py tests/fuzz/test_regressions.py
+		tests/fuzz/test_properties.py tests/fuzz/test_http_wire.py tests/fuzz/test_regressions.py
 	$(BIN)/python -m tests.fuzz.schemathesis_run $(FUZZ_API_EXAMPLES) $(FUZZ_API_SECONDS)
 
 bench: $(STAMP)  # extra flags: make bench BENCH_ARGS=--quick
