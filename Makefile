@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-streaming bench-many-models clean examples scaleout-demo reliability
+.PHONY: run test lint bench bench-streaming bench-many-models clean examples scaleout-demo reliability fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,fuzz]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -22,6 +22,24 @@ lint: $(STAMP)
 	$(BIN)/ruff check seawall tests bench examples/python_backend_examples.py
 	$(BIN)/ruff format --check seawall tests bench examples/python_backend_examples.py
 	$(BIN)/mypy
+
+# Fuzzing (issue 14): every parser's atheris target for FUZZ_RUNS executions (a crash leaves its input in
+# .fuzz/crash-*), the codec properties with FUZZ_EXAMPLES hypothesis examples each, then schemathesis against a
+# real server from docs/openapi.yaml for FUZZ_API_EXAMPLES per operation (at most FUZZ_API_SECONDS).
+FUZZ_RUNS ?= 20000
+FUZZ_EXAMPLES ?= 2000
+FUZZ_API_EXAMPLES ?= 100
+FUZZ_API_SECONDS ?= 300
+FUZZ_TARGETS := http_infer_json http_infer_binary http_generate raw_tensor bytes_elements grpc_infer grpc_infer_split config_pbtxt
+fuzz: $(STAMP)
+	mkdir -p .fuzz
+	for target in $(FUZZ_TARGETS); do \
+		$(BIN)/python -m tests.fuzz.atheris_run $$target $(FUZZ_RUNS) 2>.fuzz/$$target.log \
+			|| { tail -n 60 .fuzz/$$target.log; exit 1; }; \
+	done
+	SEAWALL_HYPOTHESIS_PROFILE=fuzz SEAWALL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider \
+		tests/fuzz/test_properties.py tests/fuzz/test_http_wire.py tests/fuzz/test_regressions.py
+	$(BIN)/python -m tests.fuzz.schemathesis_run $(FUZZ_API_EXAMPLES) $(FUZZ_API_SECONDS)
 
 bench: $(STAMP)  # extra flags: make bench BENCH_ARGS=--quick
 	$(BIN)/pip install -q -e '.[bench]'
@@ -36,7 +54,8 @@ bench-many-models: $(STAMP)
 SOAK_SECONDS ?= 180
 reliability: $(STAMP)
 	SEAWALL_SOAK_SECONDS=$(SOAK_SECONDS) SEAWALL_LOAD_CYCLES=50 $(BIN)/python -m pytest -q -p tests.reliability.report \
-		tests/e2e/test_http_shutdown.py tests/security/test_http_slow_clients.py tests/reliability tests/deploy/test_scaleout.py
+		tests/e2e/test_http_shutdown.py tests/security/test_http_slow_clients.py tests/e2e/test_disconnect_storms.py \
+		tests/reliability tests/deploy/test_scaleout.py
 
 # a decoupled model streaming 100 responses per request, gRPC and SSE, Seawall vs Triton with four clients
 bench-streaming: $(STAMP)

@@ -18,11 +18,14 @@ Models = Mapping[str, ModelRecord]
 
 
 def ready_version(models: Models, name: str, version: str) -> ModelVersion:
-    """The READY version a request addresses ("" = highest ready version).
+    """The READY version a request addresses ("" = highest ready version), refused with Triton 2.51's codes and
+    words: a known model with nothing ready (unloaded, or not loaded yet) is NOT_FOUND `has no available
+    versions`; a known version that is not ready is UNAVAILABLE `is not at ready state`; anything else unknown is
+    NOT_FOUND `is not found`. Inference, metadata and configs all answer so.
 
     Raises:
-        NotFoundError: unknown model or version.
-        UnavailableError: the model has no ready version.
+        NotFoundError: unknown model or version, or a model with no ready version.
+        UnavailableError: the version asked for exists but is not ready.
         InvalidArgumentError: a bad model name or version string.
     """
     number = repository.parse_version(version)
@@ -33,28 +36,19 @@ def ready_version(models: Models, name: str, version: str) -> ModelVersion:
     if number == -1:
         ready = [v for v in record.versions.values() if v.is_ready()]
         if not ready:
-            raise UnavailableError(f"Request for unknown model: '{name}' has no available versions")
+            raise NotFoundError(f"Request for unknown model: '{name}' has no available versions")
         return max(ready, key=lambda v: v.version)
     entry = record.versions.get(number)
-    if entry is None or not entry.is_ready():
+    if entry is None:
         raise NotFoundError(f"Request for unknown model: '{name}' version {number} is not found")
+    if not entry.is_ready():
+        raise UnavailableError(f"Request for unknown model: '{name}' version {number} is not at ready state")
     return entry
 
 
-def described_version(models: Models, name: str, version: str) -> ModelVersion:
-    """`ready_version` for metadata and configs: a model with nothing ready is a 404 there, as in Triton.
-
-    Raises: NotFoundError, InvalidArgumentError.
-    """
-    try:
-        return ready_version(models, name, version)
-    except UnavailableError as error:
-        raise NotFoundError(error.message) from None
-
-
 def model_metadata(models: Models, name: str, version: str) -> ModelMetadata:
-    """Raises: NotFoundError (unknown model or version), InvalidArgumentError (bad version string)."""
-    spec = described_version(models, name, version).spec
+    """Raises: NotFoundError, UnavailableError, InvalidArgumentError (see `ready_version`)."""
+    spec = ready_version(models, name, version).spec
     assert spec is not None  # READY versions always have one
     batch = (-1,) if spec.max_batch_size > 0 else ()
     return ModelMetadata(

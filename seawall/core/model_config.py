@@ -79,10 +79,14 @@ def read_config(model_dir: str, config_name: str = "") -> ModelConfig | None:
             continue
         if os.path.getsize(path) > MAX_CONFIG_BYTES:
             raise InvalidArgumentError(f"model configuration '{os.path.basename(path)}' is too large")
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
+        with open(path, "rb") as file:
+            data = file.read()
         try:
-            return text_format.Parse(text, ModelConfig())
+            return text_format.Parse(data.decode("utf-8"), ModelConfig())
+        except UnicodeDecodeError as exc:  # found by fuzzing (tests/fuzz): it escaped as a 500 / a reasonless load
+            raise InvalidArgumentError(
+                f"failed to parse model configuration: not UTF-8 text (byte {exc.start})"
+            ) from None
         except text_format.ParseError as exc:
             raise InvalidArgumentError(f"failed to parse model configuration: {exc}") from None
     return None

@@ -214,7 +214,7 @@ class InferenceServer:
 
         Raises: NotFoundError, InvalidArgumentError.
         """
-        config = catalog.described_version(self._models, name, version).config
+        config = catalog.ready_version(self._models, name, version).config
         assert config is not None
         return config
 

@@ -68,11 +68,16 @@ def request_tag(request_id: str) -> str:
     return f"[request id: {request_id or '<id_unknown>'}] "
 
 
-def _check_bytes(nbytes: int, name: str, model: str, tag: str, limits: Limits) -> None:
+def _check_data(nbytes: int, name: str, model: str, tag: str, limits: Limits) -> None:
+    """Refuse data that is itself over the tensor byte limit: RESOURCE_EXHAUSTED, whatever the shape says (a shape
+    that disagrees with its data is INVALID_ARGUMENT however large it is, as in Triton).
+
+    Raises: ResourceExhaustedError.
+    """
     if nbytes > limits.max_tensor_bytes:
-        raise InvalidArgumentError(
-            f"{tag}input '{name}' for model '{model}' is larger than {limits.max_tensor_bytes} bytes "
-            "(--max-tensor-bytes)"
+        raise ResourceExhaustedError(
+            f"{tag}input '{name}' for model '{model}' carries {nbytes} bytes of data, more than "
+            f"{limits.max_tensor_bytes} (--max-tensor-bytes)"
         )
 
 
@@ -149,17 +154,16 @@ def _tensor_from_raw(inp: Any, raw: bytes | memoryview, model: str, tag: str, li
     datatype: str = inp.datatype
     if datatype not in NUMPY_DTYPES:
         raise InvalidArgumentError(f"invalid datatype for input {name}")
+    _check_data(len(raw), name, model, tag, limits)
     shape, count = checked_shape(list(inp.shape), datatype, name, model, limits, tag, strings)
     if datatype == "BYTES":
-        _check_bytes(len(raw), name, model, tag, limits)
         # elements must be bytes objects, not views: slice them from a bytes copy
         data = bytes_from_raw(bytes(raw), count, name, model, tag).reshape(shape)
         return Tensor(name, datatype, shape, data)
     dtype = _RAW_DTYPES.get(datatype)
     if dtype is None:
         raise InvalidArgumentError(f"invalid datatype for input {name}")
-    expected = count * dtype.itemsize
-    _check_bytes(expected, name, model, tag, limits)
+    expected = count * dtype.itemsize  # <= max_tensor_bytes: checked_shape bounds the declared bytes
     if len(raw) != expected:
         raise InvalidArgumentError(
             f"{tag}input byte size mismatch for input '{name}' for model '{model}'. Expected {expected}, got {len(raw)}"
@@ -174,6 +178,11 @@ def _tensor_from_typed(inp: Any, model: str, tag: str, limits: Limits, strings: 
     datatype: str = inp.datatype
     if datatype not in NUMPY_DTYPES:
         raise InvalidArgumentError(f"invalid datatype for input {name}")
+    field = _FIELD_FOR.get(datatype)
+    if field is not None:  # the data of the datatype's field (values in other fields are refused later)
+        values = getattr(inp.contents, field)
+        size = sum(map(len, values)) if datatype == "BYTES" else len(values) * ELEMENT_SIZES[datatype]
+        _check_data(size, name, model, tag, limits)
     shape, count = checked_shape(list(inp.shape), datatype, name, model, limits, tag, strings)
     data = tensor_from_contents(inp.contents, datatype, count, name, model, tag)
     return Tensor(name, datatype, shape, data.reshape(shape))
@@ -201,8 +210,9 @@ def infer_request_from_proto(
     given, replaces the message's own `raw_input_contents` (views split from the wire by `wire`).
 
     Raises:
-        InvalidArgumentError: contents and raw data mixed, data missing or left over, bad sizes or parameters.
-        ResourceExhaustedError: a tensor over the element or byte limit, or too many inputs/outputs.
+        InvalidArgumentError: contents and raw data mixed, data missing or left over, bad sizes or parameters, a
+            shape over the element or byte limits or one that disagrees with its data (however large).
+        ResourceExhaustedError: data that is itself over the tensor byte limit, or too many inputs/outputs.
     """
     model: str = message.model_name
     request_id: str = message.id

@@ -35,6 +35,13 @@ from seawall.options import Limits
 MAX_UINT64 = 2**64 - 1
 SHM_REGION, SHM_OFFSET, SHM_BYTE_SIZE = "shared_memory_region", "shared_memory_offset", "shared_memory_byte_size"
 _SCALARS = (str, int, float, bool)
+#: Triton's words for a body with no JSON in it (empty or only whitespace), without its byte offset
+_EMPTY_JSON = "failed to parse the request JSON buffer: The document is empty."
+#: an empty infer body: Triton takes it for a raw binary request of 0 bytes (200 with empty outputs); Seawall refuses
+EMPTY_BODY = (
+    "the request body is empty: an inference request needs a JSON body, or raw tensor bytes with "
+    "'Inference-Header-Content-Length: 0'"
+)
 
 
 @dataclass(slots=True)
@@ -66,8 +73,8 @@ def load_json(buffer: bytes | memoryview, max_depth: int) -> Any:
     Raises:
         InvalidArgumentError: empty, malformed or too deeply nested.
     """
-    if len(buffer) == 0:
-        raise InvalidArgumentError("failed to parse the request JSON buffer: The document is empty.")
+    if len(buffer) == 0 or (bytes(buffer[:1]).isspace() and not bytes(buffer).strip()):
+        raise InvalidArgumentError(_EMPTY_JSON)
     try:
         document = orjson.loads(buffer)
     except orjson.JSONDecodeError as exc:
@@ -274,13 +281,16 @@ def decode_raw_request(body: bytes, model: str, version: str, spec: RawInputSpec
     """A raw binary request: the whole body is the model's only input; every output is returned binary.
 
     Raises:
-        InvalidArgumentError: the model has several inputs, or the shape cannot be deduced from the size.
+        InvalidArgumentError: an empty body, the model has several inputs, or the shape cannot be deduced from the
+            size.
     """
     if spec.input_count != 1:
         raise InvalidArgumentError(
             f"Raw request must only have 1 input (found 1) to be deduced but got {spec.input_count} inputs "
             f"in '{model}' model configuration"
         )
+    if not body:  # after Triton's own refusal, which wins where Triton refuses too
+        raise InvalidArgumentError(EMPTY_BODY)
     shape, count = checked_shape(_deduce_raw_shape(len(body), spec, model), spec.datatype, spec.name, model, limits)
     data = decode_raw(memoryview(body), spec.datatype, shape, count, spec.name, model)
     request = InferRequest(model, [Tensor(spec.name, spec.datatype, shape, data)], version)

@@ -176,10 +176,15 @@ def test_limits_are_checked_before_allocating() -> None:
         "(--max-tensor-elements)"
     )
     too_big = _error(_request([_input("INPUT0", "FP64", (10,))], [b"\x00" * 80]), small)
-    assert isinstance(too_big, InvalidArgumentError)
+    assert isinstance(too_big, ResourceExhaustedError)  # the data itself is over the limit
     assert too_big.message == (
-        "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' is larger than 64 bytes (--max-tensor-bytes)"
+        "[request id: <id_unknown>] input 'INPUT0' for model 'add_sub' carries 80 bytes of data, more than 64 "
+        "(--max-tensor-bytes)"
     )
+    declared = _error(_request([_input("INPUT0", "FP64", (10,))], [b"\x00" * 8]), small)
+    assert isinstance(declared, InvalidArgumentError)  # only the shape is: a mismatch, INVALID_ARGUMENT
+    typed_data = _request([_input("INPUT0", "FP64", (10,), contents=pb.InferTensorContents(fp64_contents=[1] * 10))])
+    assert isinstance(_error(typed_data, small), ResourceExhaustedError)
     typed = _request([_input("INPUT0", shape=(1 << 40,), contents=pb.InferTensorContents(fp32_contents=[1]))])
     assert isinstance(_error(typed, small), InvalidArgumentError)
     many = _request([_input(f"I{i}") for i in range(3)], [FOUR] * 3)
