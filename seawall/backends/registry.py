@@ -1,6 +1,6 @@
 """Which module implements each backend, imported lazily when a model first needs it.
 
-Imports `core.backend`, `errors` and `options`. Built-in backends come first (only `python` today); any other
+Imports `core.backend`, `errors` and `options`. Built-in backends come first (`python`, `onnxruntime`); any other
 name goes to the plugin lookup the composition root passes in (backends from --backend-directory, see
 `seawall/plugins.py`), and without one it is refused with `unknown_backend`, which names the backends that exist.
 """
@@ -21,11 +21,14 @@ logger = logging.getLogger(__name__)
 #: backend name → "module:factory"; the factory takes BackendOptions and returns a Backend.
 BACKENDS: dict[str, str] = {
     "python": "seawall.backends.python.host:PythonBackend",
+    "onnxruntime": "seawall.backends.onnxruntime.backend:create",
 }
+#: backend name → the extra of the seawall package that installs what it needs
+EXTRAS: dict[str, str] = {"onnxruntime": "onnx", "pytorch": "torch"}
 
 #: Triton's backends that Seawall does not implement yet (a plugin from --backend-directory may provide one)
 NOT_YET: frozenset[str] = frozenset(
-    ("onnxruntime", "pytorch", "tensorflow", "tensorrt", "openvino", "fil", "dali", "vllm", "tensorrtllm", "ensemble")
+    ("pytorch", "tensorflow", "tensorrt", "openvino", "fil", "dali", "vllm", "tensorrtllm", "ensemble")
 )
 
 
@@ -50,6 +53,10 @@ def create_backend(name: str, options: BackendOptions) -> Backend:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         logger.warning("backend '%s' cannot be imported: %r", name, exc)
+        if name in EXTRAS:
+            raise UnsupportedError(
+                f"backend '{name}' needs packages that are not installed: install seawall[{EXTRAS[name]}]"
+            ) from exc
         raise UnsupportedError(f"backend '{name}' is not available in this installation") from exc
     factory = getattr(module, factory_name)
     return cast(Backend, factory(options))
