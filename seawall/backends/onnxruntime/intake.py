@@ -179,13 +179,14 @@ def _read_file(path: str, limit: int, shown: str, model_name: str) -> bytes:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise InvalidArgumentError(f"file '{shown}' of model '{model_name}' is not a regular file")
+        too_large = InvalidArgumentError(
+            f"model '{model_name}' is larger than --max-model-size allows (reading file '{shown}')"
+        )
         if info.st_size > limit:
-            raise InvalidArgumentError(
-                f"model '{model_name}' is larger than the limit of --max-model-size ({shown}: {info.st_size} bytes)"
-            )
+            raise too_large
         data = file.read(limit + 1)
     if len(data) > limit:
-        raise InvalidArgumentError(f"model '{model_name}' is larger than the limit of --max-model-size ({shown})")
+        raise too_large
     return data
 
 
