@@ -18,7 +18,7 @@ from seawall.backends.onnxruntime.signature import Signature, tensor_info
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnsupportedError
 
 #: What a model needing onnxruntime says when it is not installed.
-MISSING = "onnxruntime is not installed: install seawall[onnx] (pip install 'seawall[onnx]') to serve ONNX models"
+MISSING = "backend 'onnxruntime' needs packages that are not installed: install seawall[onnx]"  # as the registry
 _ORT_MESSAGE = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*(\d+)\s*:\s*[A-Z_]+\s*:\s*(.*)$", re.DOTALL)
 
 
