@@ -8,6 +8,7 @@ name goes to the plugin lookup the composition root passes in (backends from --b
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -25,6 +26,15 @@ BACKENDS: dict[str, str] = {
 }
 #: backend name → the extra of the seawall package that installs what it needs
 EXTRAS: dict[str, str] = {"onnxruntime": "onnx", "pytorch": "torch"}
+
+#: backend name → the modules it needs beyond Seawall's own dependencies (those of its extra)
+REQUIRES: dict[str, tuple[str, ...]] = {"onnxruntime": ("onnxruntime", "onnx")}
+
+
+def available_backends() -> list[str]:
+    """The built-in backends this installation can run (their extras installed), found without importing them."""
+    return [name for name in BACKENDS if all(importlib.util.find_spec(m) is not None for m in REQUIRES.get(name, ()))]
+
 
 #: Triton's backends that Seawall does not implement yet (a plugin from --backend-directory may provide one)
 NOT_YET: frozenset[str] = frozenset(

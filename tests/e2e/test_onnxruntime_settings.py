@@ -11,7 +11,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from tests import onnx_models as m
-from tests.harness import ServerProcess, http_request, start_seawall
+from tests.harness import ServerProcess, http_request, run_seawall, start_seawall
 
 
 def _reasons(server: ServerProcess) -> dict[str, tuple[str, str]]:
@@ -84,5 +84,17 @@ def test_without_onnxruntime_an_onnx_model_fails_naming_the_extra_to_install(tmp
             "backend 'onnxruntime' needs packages that are not installed: install seawall[onnx]",
         )
         assert http_request(server, "GET", "/v2/health/live")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_the_security_report_and_the_start_up_table_list_the_backends_available(tmp_path: Path) -> None:
+    done = run_seawall(f"--model-repository={tmp_path}", "--security-report")
+    assert done.stdout.splitlines()[-1] == "backends available: python, onnxruntime"
+    m.write(tmp_path, "onnx_add_sub", m.add_sub(["n"]), m.ADD_SUB_CONFIG.format(name="onnx_add_sub", extra=""))
+    server = start_seawall(repository=tmp_path)
+    try:
+        rows = [line for line in server.log().splitlines() if "| backends " in line]
+        assert len(rows) == 1 and rows[0].split("|")[2].strip() == "python, onnxruntime"
     finally:
         server.stop()
