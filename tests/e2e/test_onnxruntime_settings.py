@@ -98,3 +98,26 @@ def test_the_security_report_and_the_start_up_table_list_the_backends_available(
         assert len(rows) == 1 and rows[0].split("|")[2].strip() == "python, onnxruntime"
     finally:
         server.stop()
+
+
+def test_explicit_control_loads_unloads_and_loads_an_onnx_model_sent_through_the_load_api(tmp_path: Path) -> None:
+    m.write(tmp_path, "onnx_add_sub", m.add_sub(["n"]), m.ADD_SUB_CONFIG.format(name="onnx_add_sub", extra=""))
+    server = start_seawall(
+        "--model-control-mode=explicit", "--allow-unrestricted-model-repository=true", repository=tmp_path
+    )
+    try:
+        client = httpclient.InferenceServerClient(server.http)
+        client.load_model("onnx_add_sub")
+        _add_sub_works(server)
+        client.unload_model("onnx_add_sub")
+        assert not client.is_model_ready("onnx_add_sub")
+        config = json.dumps({"name": "sent", "backend": "onnxruntime", "max_batch_size": 8})
+        client.load_model("sent", config=config, files={"file:1/model.onnx": m.matmul().SerializeToString()})
+        tensor = httpclient.InferInput("X", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+        np.testing.assert_allclose(client.infer("sent", [tensor]).as_numpy("Y"), np.ones((1, 4)) @ m.WEIGHTS)
+        assert client.get_model_config("sent")["input"][0]["dims"] == [4]
+        client.load_model("onnx_add_sub")
+        _add_sub_works(server)
+    finally:
+        server.stop()
