@@ -1,8 +1,9 @@
 """Which module implements each backend, imported lazily when a model first needs it.
 
-Imports `core.backend`, `errors` and `options`. Built-in backends come first (`python`, `onnxruntime`); any other
-name goes to the plugin lookup the composition root passes in (backends from --backend-directory, see
-`seawall/plugins.py`), and without one it is refused with `unknown_backend`, which names the backends that exist.
+Imports `core.backend`, `errors` and `options`. Built-in backends come first (`python`, `onnxruntime`,
+`pytorch`); any other name goes to the plugin lookup the composition root passes in (backends from
+--backend-directory, see `seawall/plugins.py`), and without one it is refused with `unknown_backend`, which
+names the backends that exist.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ logger = logging.getLogger(__name__)
 BACKENDS: dict[str, str] = {
     "python": "seawall.backends.python.host:PythonBackend",
     "onnxruntime": "seawall.backends.onnxruntime.backend:create",
+    "pytorch": "seawall.backends.pytorch.backend:create",
 }
 #: backend name → the extra of the seawall package that installs what it needs
 EXTRAS: dict[str, str] = {"onnxruntime": "onnx", "pytorch": "torch"}
 
 #: backend name → the modules it needs beyond Seawall's own dependencies (those of its extra)
-REQUIRES: dict[str, tuple[str, ...]] = {"onnxruntime": ("onnxruntime", "onnx")}
+REQUIRES: dict[str, tuple[str, ...]] = {"onnxruntime": ("onnxruntime", "onnx"), "pytorch": ("torch",)}
 
 
 def available_backends() -> list[str]:
@@ -38,7 +40,7 @@ def available_backends() -> list[str]:
 
 #: Triton's backends that Seawall does not implement yet (a plugin from --backend-directory may provide one)
 NOT_YET: frozenset[str] = frozenset(
-    ("pytorch", "tensorflow", "tensorrt", "openvino", "fil", "dali", "vllm", "tensorrtllm", "ensemble")
+    ("tensorflow", "tensorrt", "openvino", "fil", "dali", "vllm", "tensorrtllm", "ensemble")
 )
 
 

@@ -25,7 +25,13 @@ DEFAULT_MODEL_FILENAMES: Mapping[str, str] = {
     "pytorch": "model.pt",
 }
 #: Legacy `platform` strings → backend name.
-PLATFORM_BACKENDS: Mapping[str, str] = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch"}
+PLATFORM_BACKENDS: Mapping[str, str] = {
+    "onnxruntime_onnx": "onnxruntime",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow_graphdef": "tensorflow",
+    "tensorrt_plan": "tensorrt",
+}
 MAX_CONFIG_BYTES = 1 << 20
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -89,13 +90,14 @@ def test_without_onnxruntime_an_onnx_model_fails_naming_the_extra_to_install(tmp
 
 
 def test_the_security_report_and_the_start_up_table_list_the_backends_available(tmp_path: Path) -> None:
+    available = "python, onnxruntime" + (", pytorch" if importlib.util.find_spec("torch") else "")
     done = run_seawall(f"--model-repository={tmp_path}", "--security-report")
-    assert done.stdout.splitlines()[-1] == "backends available: python, onnxruntime"
+    assert done.stdout.splitlines()[-1] == f"backends available: {available}"
     m.write(tmp_path, "onnx_add_sub", m.add_sub(["n"]), m.ADD_SUB_CONFIG.format(name="onnx_add_sub", extra=""))
     server = start_seawall(repository=tmp_path)
     try:
         rows = [line for line in server.log().splitlines() if "| backends " in line]
-        assert len(rows) == 1 and rows[0].split("|")[2].strip() == "python, onnxruntime"
+        assert len(rows) == 1 and rows[0].split("|")[2].strip() == available
     finally:
         server.stop()
 
