@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean examples
+.PHONY: run test test-torch lint bench clean examples
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist=loadfile
+
+# the pytorch backend's tests (tests/e2e/test_pytorch.py skips without torch, which is large): install torch into
+# $(VENV), then run them; TORCH_SPEC picks the build (e.g. TORCH_SPEC='torch==2.13.0' for a local CPU wheel)
+TORCH_SPEC ?= torch>=2.6,<3
+test-torch: $(STAMP)
+	$(BIN)/pip install -q '$(TORCH_SPEC)'
+	$(BIN)/pytest -q tests/e2e/test_pytorch.py tests/e2e/test_pytorch_runtime.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check seawall tests bench examples/python_backend_examples.py
