@@ -802,7 +802,7 @@ FLAGS: tuple[Flag, ...] = (
         Flag(
             "max-model-size",
             _kind("<integer>", _int_in(1, 2**31 - 1, "must be between 1 and 2147483647")),
-            "Seawall: largest ONNX model in bytes, its external-data files included (default 1 GiB).",
+            "Seawall: largest model a backend reads, in bytes (ONNX: with its external data; TorchScript model.pt).",
             "backends.max_model_bytes",
         ),
         Flag("security-report", K_SWITCH, "Print the security assessment of the other flags and exit."),

@@ -203,7 +203,7 @@ class BackendOptions:
     # python models may run in the server process when their repository config.pbtxt asks (SEAWALL_IN_PROCESS);
     # a config sent through the load API never may
     allow_in_process_models: bool = True
-    # the largest ONNX model a backend reads: the model file and its external-data files together (--max-model-size)
+    # the largest model a backend reads (--max-model-size): ONNX with its external-data files, or a model.pt
     max_model_bytes: int = 1 << 30
 
     def settings_for(self, backend: str) -> dict[str, str]:
