@@ -6,10 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench bench-streaming bench-many-models clean examples scaleout-demo reliability fuzz
 
+# the pytorch backend's tests need torch (the `torch` extra asks for >=2.6): the CPU build of 2.13.0, which pip
+# takes from this machine's wheel directory (a plain `torch` from PyPI is a CUDA build of several GB)
+TORCH_SPEC ?= torch==2.13.0
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,fuzz]'
+	$(BIN)/pip install -q '$(TORCH_SPEC)'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -818,6 +818,12 @@ FLAGS: tuple[Flag, ...] = (
             "Allow python models whose repository config sets SEAWALL_IN_PROCESS to run inside the server process.",
             "backends.allow_in_process_models",
         ),
+        Flag(
+            "max-model-size",
+            _kind("<integer>", _int_in(1, 2**31 - 1, "must be between 1 and 2147483647")),
+            "Seawall: largest model a backend reads, in bytes (ONNX: with its external data; TorchScript model.pt).",
+            "backends.max_model_bytes",
+        ),
         Flag("security-report", K_SWITCH, "Print the security assessment of the other flags and exit."),
     ),
     *_section(

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from seawall.backends.registry import available_backends
 from seawall.core import text_table
 from seawall.core.log_settings import LogSettings
 from seawall.listeners import GRPC, LISTENERS, enabled
@@ -161,6 +162,7 @@ def banner_rows(options: Options, version: str) -> list[tuple[str, str]]:
         ("exit_timeout", str(options.exit_timeout_secs)),
         ("cache_enabled", str(int(bool(options.backends.cache_config)))),
         ("backend_directory", options.backends.backend_directory),
+        ("backends", ", ".join(available_backends())),
     ]
     for listener in LISTENERS:
         settings = listener.settings(options)

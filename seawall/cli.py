@@ -33,6 +33,7 @@ from seawall._cli_parse import (
     usage,
 )
 from seawall.app import serve
+from seawall.backends.registry import available_backends
 from seawall.core.log_settings import LogSettings
 from seawall.errors import SeawallError
 from seawall.listeners import BindError
@@ -169,11 +170,12 @@ def _first_failure(error: BaseException) -> BaseException:
 
 def format_report(findings: Sequence[Finding]) -> str:
     """The `--security-report` text: one line per risky setting, or a line saying there is none."""
+    backends = f"backends available: {', '.join(available_backends())}"
     if not findings:
-        return "seawall security report: no risky setting is on"
+        return f"seawall security report: no risky setting is on\n{backends}"
     lines = [f"seawall security report: {len(findings)} risky setting(s)"]
     lines += [f"  {f.setting}: {f.risk}" for f in findings]
-    return "\n".join(lines)
+    return "\n".join([*lines, backends])
 
 
 #: grpc's older TCP endpoints: the thread polling the completion queue does the socket IO itself instead of handing

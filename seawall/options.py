@@ -207,6 +207,8 @@ class BackendOptions:
     # python models may run in the server process when their repository config.pbtxt asks (SEAWALL_IN_PROCESS);
     # a config sent through the load API never may
     allow_in_process_models: bool = True
+    # the largest model a backend reads (--max-model-size): ONNX with its external-data files, or a model.pt
+    max_model_bytes: int = 1 << 30
 
     def settings_for(self, backend: str) -> dict[str, str]:
         """Every --backend-config value `backend` sees: the global ones, then its own (which win)."""

@@ -1,13 +1,15 @@
 """Which module implements each backend, imported lazily when a model first needs it.
 
-Imports `core.backend`, `errors` and `options`. Built-in backends come first (only `python` today); any other
-name goes to the plugin lookup the composition root passes in (backends from --backend-directory, see
-`seawall/plugins.py`), and without one it is refused with `unknown_backend`, which names the backends that exist.
+Imports `core.backend`, `errors` and `options`. Built-in backends come first (`python`, `onnxruntime`,
+`pytorch`); any other name goes to the plugin lookup the composition root passes in (backends from
+--backend-directory, see `seawall/plugins.py`), and without one it is refused with `unknown_backend`, which
+names the backends that exist.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -21,11 +23,24 @@ logger = logging.getLogger(__name__)
 #: backend name → "module:factory"; the factory takes BackendOptions and returns a Backend.
 BACKENDS: dict[str, str] = {
     "python": "seawall.backends.python.host:PythonBackend",
+    "onnxruntime": "seawall.backends.onnxruntime.backend:create",
+    "pytorch": "seawall.backends.pytorch.backend:create",
 }
+#: backend name → the extra of the seawall package that installs what it needs
+EXTRAS: dict[str, str] = {"onnxruntime": "onnx", "pytorch": "torch"}
+
+#: backend name → the modules it needs beyond Seawall's own dependencies (those of its extra)
+REQUIRES: dict[str, tuple[str, ...]] = {"onnxruntime": ("onnxruntime", "onnx"), "pytorch": ("torch",)}
+
+
+def available_backends() -> list[str]:
+    """The built-in backends this installation can run (their extras installed), found without importing them."""
+    return [name for name in BACKENDS if all(importlib.util.find_spec(m) is not None for m in REQUIRES.get(name, ()))]
+
 
 #: Triton's backends that Seawall does not implement yet (a plugin from --backend-directory may provide one)
 NOT_YET: frozenset[str] = frozenset(
-    ("onnxruntime", "pytorch", "tensorflow", "tensorrt", "openvino", "fil", "dali", "vllm", "tensorrtllm", "ensemble")
+    ("tensorflow", "tensorrt", "openvino", "fil", "dali", "vllm", "tensorrtllm", "ensemble")
 )
 
 
@@ -50,6 +65,10 @@ def create_backend(name: str, options: BackendOptions) -> Backend:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         logger.warning("backend '%s' cannot be imported: %r", name, exc)
+        if name in EXTRAS:
+            raise UnsupportedError(
+                f"backend '{name}' needs packages that are not installed: install seawall[{EXTRAS[name]}]"
+            ) from exc
         raise UnsupportedError(f"backend '{name}' is not available in this installation") from exc
     factory = getattr(module, factory_name)
     return cast(Backend, factory(options))

@@ -25,7 +25,13 @@ DEFAULT_MODEL_FILENAMES: Mapping[str, str] = {
     "pytorch": "model.pt",
 }
 #: Legacy `platform` strings → backend name.
-PLATFORM_BACKENDS: Mapping[str, str] = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch"}
+PLATFORM_BACKENDS: Mapping[str, str] = {
+    "onnxruntime_onnx": "onnxruntime",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow_graphdef": "tensorflow",
+    "tensorrt_plan": "tensorrt",
+}
 MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -180,7 +186,8 @@ UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
     ("cc_model_filenames", lambda c: bool(c.cc_model_filenames)),
     ("metric_tags", lambda c: bool(c.metric_tags)),
     ("model_metrics", lambda c: c.HasField("model_metrics")),
-    ("optimization.graph", lambda c: c.optimization.HasField("graph")),
+    # graph optimization levels are onnxruntime's (its backend applies them)
+    ("optimization.graph", lambda c: c.optimization.HasField("graph") and backend_of(c) != "onnxruntime"),
     ("optimization.priority", lambda c: c.optimization.priority != _DEFAULT_PRIORITY),
     ("optimization.cuda", lambda c: c.optimization.HasField("cuda")),
     ("optimization.execution_accelerators", lambda c: c.optimization.HasField("execution_accelerators")),

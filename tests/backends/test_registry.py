@@ -10,7 +10,7 @@ from seawall.options import BackendOptions
 
 
 def test_only_backends_that_exist_are_registered() -> None:
-    assert sorted(BACKENDS) == ["python"]
+    assert sorted(BACKENDS) == ["onnxruntime", "python", "pytorch"]
     assert not NOT_YET & set(BACKENDS)
 
 
@@ -18,11 +18,14 @@ def test_only_backends_that_exist_are_registered() -> None:
     ("name", "message"),
     [
         *[
-            (name, f"backend '{name}' is not supported by Seawall yet; available backends: python")
+            (
+                name,
+                f"backend '{name}' is not supported by Seawall yet; available backends: python, onnxruntime, pytorch",
+            )
             for name in sorted(NOT_YET)
         ],
-        ("nosuch", "backend 'nosuch' is unknown; available backends: python"),
-        ("x" * 100, f"backend '{'x' * 64}' is unknown; available backends: python"),
+        ("nosuch", "backend 'nosuch' is unknown; available backends: python, onnxruntime, pytorch"),
+        ("x" * 100, f"backend '{'x' * 64}' is unknown; available backends: python, onnxruntime, pytorch"),
     ],
 )
 def test_without_plugins_another_backend_is_refused_naming_python(name: str, message: str) -> None:

@@ -183,7 +183,7 @@ def test_an_explicitly_allowed_untrusted_backend_directory_is_loaded(tmp_path: P
         server.stop()
 
 
-AVAILABLE = "python, doubler (--backend-directory)"
+AVAILABLE = "python, onnxruntime, pytorch, doubler (--backend-directory)"
 
 
 @pytest.mark.parametrize(
@@ -202,11 +202,10 @@ AVAILABLE = "python, doubler (--backend-directory)"
         ),
         ("tensorrt_plan", BACKEND, "backend 'tensorrt_plan' is unknown; available backends: " + AVAILABLE),
         (
-            "onnxruntime",
+            "tensorflow",
             BACKEND,
-            f"backend 'onnxruntime' is not supported by Seawall yet; available backends: {AVAILABLE}",
+            f"backend 'tensorflow' is not supported by Seawall yet; available backends: {AVAILABLE}",
         ),
-        ("pytorch", BACKEND, f"backend 'pytorch' is not supported by Seawall yet; available backends: {AVAILABLE}"),
         ("Doubler", BACKEND, "plugin name 'Doubler' is not valid"),
         ("../backends/doubler", BACKEND, "plugin name '../backends/doubler' is not valid"),
     ],
@@ -408,7 +407,7 @@ def test_bad_cache_settings_stop_start_up_with_exact_errors(tmp_path: Path, args
 
 
 @pytest.mark.parametrize(
-    ("platform", "backend"), [("onnxruntime_onnx", "onnxruntime"), ("pytorch_libtorch", "pytorch")]
+    ("platform", "backend"), [("tensorflow_savedmodel", "tensorflow"), ("tensorrt_plan", "tensorrt")]
 )
 def test_a_platform_of_a_backend_seawall_lacks_names_the_backends_that_exist(
     tmp_path: Path, platform: str, backend: str

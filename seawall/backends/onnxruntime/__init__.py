@@ -1,0 +1,1 @@
+"""The onnxruntime backend: ONNX models (see backend.py)."""

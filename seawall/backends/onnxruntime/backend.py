@@ -1,0 +1,189 @@
+"""The onnxruntime backend (`platform: "onnxruntime_onnx"` / `backend: "onnxruntime"`): ONNX models on the CPU.
+
+Imports `core.backend`, `core.model_config`, `core.config_proto`, `options`, `errors` and this package. Each model
+version is read once through `intake` (bounded, pinned, external data confined and inlined), then every instance of
+its instance groups gets its own InferenceSession over those bytes, run on its own worker thread (`instance.py`).
+Sessions run inside the server process: onnxruntime releases the GIL while it computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from seawall.backends.onnxruntime import intake, runtime, session_options, signature
+from seawall.backends.onnxruntime.instance import OnnxModelInstance, OutputPlan, RunPlan
+from seawall.core.backend import ModelConfig, ModelLoadContext
+from seawall.core.config_proto import model_config_pb2
+from seawall.core.model_config import checksum_pins
+from seawall.errors import InvalidArgumentError, UnsupportedError
+from seawall.options import BackendOptions
+
+logger = logging.getLogger(__name__)
+
+BACKEND_NAME = "onnxruntime"
+#: Upper bound on the sessions of one model version (each holds a copy of the weights).
+MAX_INSTANCES = 64
+#: Triton core's default for --backend-config=default-max-batch-size.
+DEFAULT_MAX_BATCH_SIZE = 4
+
+
+def instance_names(config: ModelConfig, model_name: str) -> list[str]:
+    """Triton's instance names: `<group name>_<i>` (a group without a name: `<model>_<group index>`).
+
+    Raises:
+        InvalidArgumentError: more than MAX_INSTANCES instances.
+    """
+    if not config.instance_group:
+        return [f"{model_name}_0"]
+    names: list[str] = []
+    for index, group in enumerate(config.instance_group):
+        count = group.count if group.count > 0 else 1
+        if len(names) + count > MAX_INSTANCES:
+            raise InvalidArgumentError(f"model '{model_name}' asks for more than {MAX_INSTANCES} instances")
+        names.extend(f"{group.name or f'{model_name}_{index}'}_{i}" for i in range(count))
+    return names
+
+
+class OnnxModel:
+    """A loaded model version: its instances, each with a session and a thread."""
+
+    def __init__(self, instances: list[OnnxModelInstance], backend: OnnxBackend) -> None:
+        self._instances = tuple(instances)
+        self._backend = backend
+        self._unloaded = False
+
+    @property
+    def instances(self) -> tuple[OnnxModelInstance, ...]:
+        return self._instances
+
+    async def unload(self) -> None:
+        """Stop every instance (each finishes its running batch); idempotent."""
+        if self._unloaded:
+            return
+        self._unloaded = True
+        self._backend.forget(self)
+        await asyncio.gather(*(instance.stop() for instance in self._instances))
+
+
+class OnnxBackend:
+    """The Backend for ONNX models."""
+
+    def __init__(self, options: BackendOptions | None = None) -> None:
+        self._options = options or BackendOptions()
+        self._models: set[OnnxModel] = set()  # loaded and not yet unloaded; event loop thread
+
+    @property
+    def name(self) -> str:
+        return BACKEND_NAME
+
+    def forget(self, model: OnnxModel) -> None:
+        self._models.discard(model)
+
+    def _read(self, config: ModelConfig, model_dir: str, version_dir: str, name: str) -> intake.ModelBytes:
+        """The model's bytes, checked and inlined (runs on a worker thread: it reads files)."""
+        filename = config.default_model_filename or intake.DIRECTORY_MODEL
+        path = intake.locate(model_dir, version_dir, filename, name)
+        pins = checksum_pins(config)
+        return intake.read_model(path, model_dir, version_dir, pins, self._options.max_model_bytes, name)
+
+    async def auto_complete_config(self, config: ModelConfig, model_dir: str, version_dir: str) -> ModelConfig:
+        """Triton's auto-complete from the model's own signature (nothing when the config lists inputs and outputs).
+
+        Raises:
+            UnsupportedError: onnxruntime is not installed.
+            InvalidArgumentError: the model cannot be read safely, or disagrees with max_batch_size.
+            InternalError: onnxruntime refused the model.
+        """
+        if config.input and config.output:
+            return signature.auto_complete(config, signature.Signature((), (), ()), 0)
+        name = config.name or os.path.basename(model_dir)
+        runtime.onnxruntime()
+        settings = session_options.parse(_named(config, name))
+        model = await asyncio.to_thread(self._read, config, model_dir, version_dir, name)
+        session = await asyncio.to_thread(runtime.create_session, model.data, settings, name)
+        model_signature = runtime.signature_of(session)
+        del session
+        default = self._options.setting(BACKEND_NAME, "default-max-batch-size", str(DEFAULT_MAX_BATCH_SIZE))
+        try:
+            default_max_batch_size = int(default)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"backend setting 'default-max-batch-size' must be an integer, got '{default[:32]}'"
+            ) from None
+        return signature.auto_complete(_named(config, name), model_signature, default_max_batch_size)
+
+    async def load(self, context: ModelLoadContext) -> OnnxModel:
+        """Read the model once, then create one session per instance and check the config against the model.
+
+        Raises:
+            UnsupportedError: onnxruntime is not installed.
+            InvalidArgumentError: an unknown parameter, an unsafe or oversized model, a config that disagrees with
+                the model (Triton's messages).
+            InternalError: onnxruntime refused the model.
+        """
+        config = context.config
+        runtime.onnxruntime()
+        settings = session_options.parse(config)
+        names = instance_names(config, context.name)
+        model = await asyncio.to_thread(self._read, config, context.model_dir, context.version_dir, context.name)
+        sessions = []
+        for _ in names:  # one at a time: each holds the weights, and creation is CPU-bound
+            sessions.append(await asyncio.to_thread(runtime.create_session, model.data, settings, context.name))
+        model_signature = runtime.signature_of(sessions[0])
+        runtime.refuse_bf16(model_signature, context.name)
+        signature.check(config, model_signature)
+        plan = _plan(config, context, model_signature, runtime.run_options(settings))
+        instances = [OnnxModelInstance(name, session, plan) for name, session in zip(names, sessions, strict=True)]
+        loaded = OnnxModel(instances, self)
+        self._models.add(loaded)
+        logger.info(
+            "model '%s' version %d: %d onnxruntime session(s) over '%s'%s",
+            context.name,
+            context.version,
+            len(instances),
+            model.relative_path,
+            f" with external data {', '.join(model.external_files)}" if model.external_files else "",
+        )
+        return loaded
+
+    async def stop(self) -> None:
+        """Unload every model still loaded (server shutdown); idempotent."""
+        await asyncio.gather(*(model.unload() for model in list(self._models)))
+
+
+def _named(config: ModelConfig, name: str) -> ModelConfig:
+    if config.name:
+        return config
+    named = ModelConfig()
+    named.CopyFrom(config)
+    named.name = name
+    return named
+
+
+def _plan(config: ModelConfig, context: ModelLoadContext, model: signature.Signature, options: object) -> RunPlan:
+    scalars = {info.name for info in model.outputs if not info.dims}
+    outputs = []
+    for tensor in config.output:
+        type_name = model_config_pb2.DataType.Name(tensor.data_type)[len("TYPE_") :]
+        dims = tuple(tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims)
+        outputs.append(
+            OutputPlan(
+                tensor.name,
+                "BYTES" if type_name == "STRING" else type_name,
+                dims if tensor.name in scalars and config.max_batch_size == 0 else None,
+            )
+        )
+    return RunPlan(context.name, str(context.version), config.max_batch_size > 0, tuple(outputs), options)
+
+
+def create(options: BackendOptions) -> OnnxBackend:
+    """The registry's factory.
+
+    Raises:
+        UnsupportedError: onnxruntime or onnx is not installed (the message names the extra to install).
+    """
+    if not runtime.available():
+        raise UnsupportedError(runtime.MISSING)
+    return OnnxBackend(options)

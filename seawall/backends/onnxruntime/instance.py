@@ -1,0 +1,180 @@
+"""One instance of an ONNX model: its own InferenceSession, run on its own worker thread.
+
+Imports numpy, `core.backend`, `core.types`, this package's `runtime` and `errors`. The event loop only hands a
+batch to the thread and takes the responses back; gathering the batch's inputs into one array per input, the
+`run()` (which releases the GIL) and splitting the outputs per request all happen on the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from seawall.backends.onnxruntime.runtime import translated
+from seawall.core.backend import Execution
+from seawall.core.types import InferRequest, InferResponse, Tensor
+from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
+
+
+@dataclass(frozen=True, slots=True)
+class OutputPlan:
+    name: str
+    datatype: str  # API name (BYTES for strings)
+    scalar_dims: tuple[int, ...] | None  # the model's output is a scalar: the config's dims to give it
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """What every run of one model version needs, computed once at load."""
+
+    model_name: str
+    model_version: str
+    batching: bool  # max_batch_size > 0: the first dimension of every tensor is the batch
+    outputs: tuple[OutputPlan, ...]
+    run_options: Any  # onnxruntime.RunOptions or None
+
+
+class OnnxModelInstance:
+    """A ModelInstance: one session, one thread, one batch at a time."""
+
+    def __init__(self, name: str, session: Any, plan: RunPlan) -> None:
+        self._name = name
+        self._session: Any = session
+        self._plan = plan
+        self._output_names = [output.name for output in plan.outputs]
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"onnx-{name[:32]}")
+        self._stopped = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def pipeline_depth(self) -> int:
+        return 1
+
+    def is_healthy(self) -> bool:
+        return not self._stopped
+
+    async def execute(self, requests: Sequence[InferRequest]) -> Execution:
+        """Run the batch on the instance's thread: one `run()` per group of requests whose shapes agree.
+
+        Raises:
+            UnavailableError: the instance was stopped.
+        """
+        if self._stopped:
+            raise UnavailableError(f"model '{self._plan.model_name}' instance '{self._name}' is stopped")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._execute, list(requests))
+
+    async def stop(self) -> None:
+        """Let a running batch finish, end the thread and release the session; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await asyncio.to_thread(self._executor.shutdown, True)
+        self._session = None
+
+    # ------------------------------------------------------------------------------------------ worker thread
+
+    def _execute(self, requests: list[InferRequest]) -> Execution:
+        results: list[InferResponse | SeawallError | None] = [None] * len(requests)
+        feeds: list[dict[str, np.ndarray] | None] = []
+        for index, request in enumerate(requests):
+            try:
+                feeds.append(self._feed(request))
+            except SeawallError as error:
+                results[index] = error
+                feeds.append(None)
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for index, feed in enumerate(feeds):
+            if feed is None:
+                continue
+            key: tuple[object, ...] = (index,)
+            if self._plan.batching and feed:
+                key = tuple(sorted((name, array.shape[1:], array.dtype.str) for name, array in feed.items()))
+            groups.setdefault(key, []).append(index)
+        began = ended = 0
+        for members in groups.values():
+            start = time.monotonic_ns()
+            answers: list[InferResponse | SeawallError]
+            try:
+                ran = self._run([feeds[i] for i in members if feeds[i] is not None], [requests[i] for i in members])
+                answers = list(ran)
+            except SeawallError as error:
+                answers = [error] * len(members)
+            finish = time.monotonic_ns()
+            began, ended = began or start, finish
+            for index, answer in zip(members, answers, strict=True):
+                results[index] = answer
+        done = [r if r is not None else InternalError("request was not run") for r in results]
+        return Execution(done, compute_ns=(began, ended) if began else None)
+
+    def _feed(self, request: InferRequest) -> dict[str, np.ndarray]:
+        feed: dict[str, np.ndarray] = {}
+        for tensor in request.inputs:
+            data = tensor.data
+            if tensor.datatype == "BYTES":
+                try:
+                    text = [item.decode("utf-8") for item in data.reshape(-1)]
+                except (UnicodeDecodeError, AttributeError):
+                    raise InvalidArgumentError(
+                        f"input '{tensor.name}' of model '{self._plan.model_name}' has an element that is not valid "
+                        "UTF-8 (onnxruntime string tensors hold text)"
+                    ) from None
+                array = np.empty(len(text), dtype=object)
+                array[:] = text
+                data = array.reshape(tensor.shape)
+            elif tensor.datatype == "BF16":
+                raise InvalidArgumentError(f"input '{tensor.name}': BF16 is not supported by the onnxruntime backend")
+            feed[tensor.name] = data
+        return feed
+
+    def _run(self, feeds: list[dict[str, np.ndarray] | None], requests: list[InferRequest]) -> list[InferResponse]:
+        sizes = [_batch_size(feed or {}) for feed in feeds] if self._plan.batching else [0] * len(feeds)
+        if len(feeds) == 1:
+            merged = feeds[0] or {}
+        else:
+            merged = {name: np.concatenate([(feed or {})[name] for feed in feeds]) for name in feeds[0] or {}}
+        with translated(""):
+            arrays = self._session.run(self._output_names, merged, self._plan.run_options)
+        total = sum(sizes)
+        per_request: list[list[Tensor]] = [[] for _ in feeds]
+        for output, array in zip(self._plan.outputs, arrays, strict=True):
+            if self._plan.batching:
+                if array.ndim == 0 or array.shape[0] != total:
+                    raise InternalError(
+                        f"output '{output.name}' of model '{self._plan.model_name}' has shape {list(array.shape)}, "
+                        f"which does not start with the batch size {total}"
+                    )
+                parts = np.split(array, np.cumsum(sizes)[:-1]) if len(feeds) > 1 else [array]
+            else:
+                parts = [array]
+            for target, part in zip(per_request, parts, strict=True):
+                target.append(_tensor(output, part))
+        return [
+            InferResponse(request.model_name, self._plan.model_version, tensors, request.id)
+            for request, tensors in zip(requests, per_request, strict=True)
+        ]
+
+
+def _batch_size(feed: dict[str, np.ndarray]) -> int:
+    for array in feed.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 1
+
+
+def _tensor(output: OutputPlan, array: np.ndarray) -> Tensor:
+    if output.scalar_dims is not None and array.ndim == 0:
+        array = array.reshape(output.scalar_dims)
+    if output.datatype == "BYTES":
+        encoded = np.empty(array.size, dtype=object)
+        encoded[:] = [item.encode("utf-8") if isinstance(item, str) else bytes(item) for item in array.reshape(-1)]
+        array = encoded.reshape(array.shape)
+    return Tensor(output.name, output.datatype, tuple(int(d) for d in array.shape), array)

@@ -1,0 +1,1 @@
+"""The pytorch backend: TorchScript models (see backend.py)."""

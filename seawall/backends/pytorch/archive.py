@@ -1,0 +1,98 @@
+"""Safe intake of a TorchScript model: find the file, bound it, check its pins, and check it is a TorchScript archive
+before torch sees it.
+
+Imports `errors` only; never torch. Only an archive written by `torch.jit.save` (a zip with `<root>/constants.pkl`
+and `<root>/code/`) is passed on, to `torch.jit.load`, never to `torch.load`: a pickle, a `torch.save` checkpoint or
+anything else named `model.pt` fails the load here, and none of its content runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import os
+import stat
+import zipfile
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+
+from seawall.errors import InvalidArgumentError
+
+
+def read_model(
+    model_dir: str, version_dir: str, filename: str, pins: Sequence[dict[str, str]], limit: int, model_name: str
+) -> tuple[bytes, str]:
+    """The bytes of the model file `<version>/<filename>` and its path relative to the model directory.
+
+    Raises:
+        InvalidArgumentError: a name leaving the version directory, a missing, oversized or unpinned file, or a
+            file that is not a TorchScript archive. Messages name files relative to the model directory.
+    """
+    root = os.path.realpath(version_dir)
+    parts = PurePosixPath(filename.replace("\\", "/")).parts
+    if not filename or os.path.isabs(filename) or ".." in parts or "\x00" in filename:
+        raise InvalidArgumentError(
+            f"model file '{filename[:128]}' of model '{model_name}' must be inside the model's version directory"
+        )
+    path = os.path.join(root, filename)
+    relative = os.path.relpath(path, model_dir)
+    if not os.path.lexists(path):
+        raise InvalidArgumentError(f"unable to find '{relative}' for model '{model_name}'")
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, root]) != root or real == root:
+        raise InvalidArgumentError(
+            f"model file '{relative}' of model '{model_name}' resolves outside the model's version directory"
+        )
+    data = _read(real, limit, relative, model_name)
+    digest = hashlib.sha256(data).hexdigest()
+    for pin_set in pins:
+        pinned = pin_set.get(os.path.normpath(relative))
+        if pinned is None or not hmac.compare_digest(digest, pinned):
+            raise InvalidArgumentError(
+                f"checksum agent: file '{relative}' of model '{model_name}' does not match its SHA256 pin"
+            )
+    if not is_torchscript(data):
+        raise InvalidArgumentError(
+            f"model file '{relative}' of model '{model_name}' is not a TorchScript archive (torch.jit.save); "
+            "pickles and torch.save checkpoints are never loaded"
+        )
+    return data, relative
+
+
+def is_torchscript(data: bytes) -> bool:
+    """Whether `data` is a zip archive laid out as torch.jit.save writes it (one root folder with constants.pkl,
+    data.pkl and code/)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return False
+    roots = {name.split("/", 1)[0] for name in names}
+    if len(roots) != 1:
+        return False
+    root = roots.pop()
+    return {f"{root}/constants.pkl", f"{root}/data.pkl"} <= set(names) and any(
+        name.startswith(f"{root}/code/") for name in names
+    )
+
+
+def _read(path: str, limit: int, shown: str, model_name: str) -> bytes:
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        raise InvalidArgumentError(f"file '{shown}' of model '{model_name}' cannot be read") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidArgumentError(f"file '{shown}' of model '{model_name}' is not a regular file")
+        too_large = InvalidArgumentError(
+            f"model '{model_name}' is larger than --max-model-size allows (reading file '{shown}')"
+        )
+        if info.st_size > limit:
+            raise too_large
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise too_large
+    return data

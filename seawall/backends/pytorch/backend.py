@@ -1,0 +1,129 @@
+"""The pytorch backend (`platform: "pytorch_libtorch"` / `backend: "pytorch"`): TorchScript models on the CPU.
+
+Imports `core.backend`, `core.model_config`, `core.config_proto`, `options`, `errors` and this package. Each model
+version's file is read once through `archive` (bounded, pinned, checked to be a TorchScript archive), then every
+instance gets its own module from `torch.jit.load` and its own worker thread (`instance.py`), inside the server
+process: torch releases the GIL while it computes. Auto-complete is Triton's: none (TorchScript keeps no signature).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from seawall.backends.pytorch import archive, naming, runtime
+from seawall.backends.pytorch.instance import TorchModelInstance, TorchPlan
+from seawall.core.backend import ModelConfig, ModelLoadContext
+from seawall.core.config_proto import model_config_pb2
+from seawall.core.model_config import checksum_pins
+from seawall.errors import InvalidArgumentError, UnsupportedError
+from seawall.options import BackendOptions
+
+logger = logging.getLogger(__name__)
+
+BACKEND_NAME = "pytorch"
+MAX_INSTANCES = 64
+
+
+def _instance_names(config: ModelConfig, model_name: str) -> list[str]:
+    if not config.instance_group:
+        return [f"{model_name}_0"]
+    names: list[str] = []
+    for index, group in enumerate(config.instance_group):
+        count = group.count if group.count > 0 else 1
+        if len(names) + count > MAX_INSTANCES:
+            raise InvalidArgumentError(f"model '{model_name}' asks for more than {MAX_INSTANCES} instances")
+        names.extend(f"{group.name or f'{model_name}_{index}'}_{i}" for i in range(count))
+    return names
+
+
+class TorchModel:
+    def __init__(self, instances: list[TorchModelInstance], backend: TorchBackend) -> None:
+        self._instances = tuple(instances)
+        self._backend = backend
+        self._unloaded = False
+
+    @property
+    def instances(self) -> tuple[TorchModelInstance, ...]:
+        return self._instances
+
+    async def unload(self) -> None:
+        """Stop every instance (each finishes its running batch); idempotent."""
+        if self._unloaded:
+            return
+        self._unloaded = True
+        self._backend.forget(self)
+        await asyncio.gather(*(instance.stop() for instance in self._instances))
+
+
+class TorchBackend:
+    """The Backend for TorchScript models."""
+
+    def __init__(self, options: BackendOptions | None = None) -> None:
+        self._options = options or BackendOptions()
+        self._models: set[TorchModel] = set()
+
+    @property
+    def name(self) -> str:
+        return BACKEND_NAME
+
+    def forget(self, model: TorchModel) -> None:
+        self._models.discard(model)
+
+    async def auto_complete_config(self, config: ModelConfig, model_dir: str, version_dir: str) -> ModelConfig:
+        """Triton's pytorch backend completes nothing: the config is returned as given."""
+        logger.warning(
+            "skipping model configuration auto-complete for '%s': not supported for pytorch backend", config.name
+        )
+        result = ModelConfig()
+        result.CopyFrom(config)
+        return result
+
+    async def load(self, context: ModelLoadContext) -> TorchModel:
+        """Read and check the archive, load one module per instance, and bind the config to `forward()`.
+
+        Raises:
+            UnsupportedError: torch missing or older than 2.6.
+            InvalidArgumentError: unknown parameter, unsafe/oversized/non-TorchScript file, config mismatch.
+            InternalError: torch refused the archive, or Triton's INTERNAL config errors.
+        """
+        config = context.config
+        runtime.torch()
+        settings = naming.parse_settings(config)
+        names = _instance_names(config, context.name)
+        data, relative = await asyncio.to_thread(
+            archive.read_model,
+            context.model_dir,
+            context.version_dir,
+            config.default_model_filename or "model.pt",
+            checksum_pins(config),
+            self._options.max_model_bytes,
+            context.name,
+        )
+        scripts = [await asyncio.to_thread(runtime.load, data, settings, context.name) for _ in names]
+        binding = naming.bind(config, runtime.arguments(scripts[0]))
+        output_types = tuple(model_config_pb2.DataType.Name(t.data_type)[len("TYPE_") :] for t in config.output)
+        plan = TorchPlan(context.name, str(context.version), config.max_batch_size > 0, binding, output_types, settings)
+        instances = [TorchModelInstance(n, s, plan) for n, s in zip(names, scripts, strict=True)]
+        model = TorchModel(instances, self)
+        self._models.add(model)
+        logger.info(
+            "model '%s' version %d: %d TorchScript module(s) from '%s'",
+            context.name,
+            context.version,
+            len(instances),
+            relative,
+        )
+        return model
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(model.unload() for model in list(self._models)))
+
+
+def create(options: BackendOptions) -> TorchBackend:
+    """The registry's factory. Raises: UnsupportedError when torch is not installed (naming the extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise UnsupportedError(runtime.MISSING)
+    return TorchBackend(options)

@@ -1,0 +1,140 @@
+"""One instance of a TorchScript model: its own module, run on its own worker thread.
+
+Imports numpy, `core.backend`, `core.types`, this package's `runtime` and `naming`, and `errors`. As the onnxruntime
+instance: the event loop hands the batch over; gathering it (one array per input), `forward()` (torch releases the
+GIL) and splitting the outputs per request happen on the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from seawall.backends.pytorch import runtime
+from seawall.backends.pytorch.naming import Binding, TorchSettings
+from seawall.core.backend import Execution
+from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse, Tensor, datatype_of
+from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
+
+
+@dataclass(frozen=True, slots=True)
+class TorchPlan:
+    model_name: str
+    model_version: str
+    batching: bool
+    binding: Binding
+    output_types: tuple[str, ...]  # API datatypes of the config outputs, in config order
+    settings: TorchSettings
+
+
+class TorchModelInstance:
+    """A ModelInstance: one ScriptModule, one thread, one batch at a time."""
+
+    def __init__(self, name: str, script: Any, plan: TorchPlan) -> None:
+        self._name = name
+        self._script: Any = script
+        self._plan = plan
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"torch-{name[:32]}")
+        self._stopped = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def pipeline_depth(self) -> int:
+        return 1
+
+    def is_healthy(self) -> bool:
+        return not self._stopped
+
+    async def execute(self, requests: Sequence[InferRequest]) -> Execution:
+        """Run the batch on the instance's thread: one forward() per group of requests whose shapes agree.
+
+        Raises:
+            UnavailableError: the instance was stopped.
+        """
+        if self._stopped:
+            raise UnavailableError(f"model '{self._plan.model_name}' instance '{self._name}' is stopped")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._execute, list(requests))
+
+    async def stop(self) -> None:
+        """Let a running batch finish, end the thread and drop the module; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await asyncio.to_thread(self._executor.shutdown, True)
+        self._script = None
+
+    # ------------------------------------------------------------------------------------------ worker thread
+
+    def _execute(self, requests: list[InferRequest]) -> Execution:
+        results: list[InferResponse | SeawallError | None] = [None] * len(requests)
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for index, request in enumerate(requests):
+            key: tuple[object, ...] = (index,)
+            if self._plan.batching:
+                key = tuple(sorted((t.name, t.shape[1:], t.datatype) for t in request.inputs))
+            groups.setdefault(key, []).append(index)
+        began = ended = 0
+        for members in groups.values():
+            start = time.monotonic_ns()
+            answers: list[InferResponse | SeawallError]
+            try:
+                answers = list(self._run([requests[i] for i in members]))
+            except SeawallError as error:
+                answers = [error] * len(members)
+            began, ended = began or start, time.monotonic_ns()
+            for index, answer in zip(members, answers, strict=True):
+                results[index] = answer
+        done = [r if r is not None else InternalError("request was not run") for r in results]
+        return Execution(done, compute_ns=(began, ended) if began else None)
+
+    def _run(self, requests: list[InferRequest]) -> list[InferResponse]:
+        plan = self._plan
+        by_name = [{t.name: t.data for t in request.inputs} for request in requests]
+        ordered = sorted(plan.binding.inputs, key=lambda pair: pair[1])
+        arrays = []
+        for name, _ in ordered:
+            parts = [inputs[name] for inputs in by_name if name in inputs]
+            if len(parts) != len(requests):
+                raise InvalidArgumentError(f"input '{name}' is required by model '{plan.model_name}'")
+            arrays.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        names = [name for name, _ in ordered] if plan.binding.dict_input else None
+        outputs = runtime.run(self._script, plan.settings, arrays, names)
+        sizes = [int(by_name[i][ordered[0][0]].shape[0]) for i in range(len(requests))] if plan.batching else []
+        per_request: list[list[Tensor]] = [[] for _ in requests]
+        for (name, index), datatype in zip(plan.binding.outputs, plan.output_types, strict=True):
+            if not 0 <= index < len(outputs):
+                raise InvalidArgumentError(
+                    f"The output {name} in the model configuration refers to an output index which doesn't exist. "
+                    f"This model has {len(outputs)} outputs"
+                )
+            array = outputs[index]
+            produced = datatype_of(array) if array.dtype != np.dtype(np.uint16) else "UINT16"
+            if NUMPY_DTYPES[datatype] != array.dtype:
+                raise InvalidArgumentError(
+                    f"configuration expects datatype TYPE_{datatype} for output '{name}', model provides "
+                    f"TYPE_{produced}"
+                )
+            if plan.batching:
+                if array.ndim == 0 or array.shape[0] != sum(sizes):
+                    raise InternalError(
+                        f"output '{name}' of model '{plan.model_name}' has shape {list(array.shape)}, which does not "
+                        f"start with the batch size {sum(sizes)}"
+                    )
+                parts = np.split(array, np.cumsum(sizes)[:-1]) if len(requests) > 1 else [array]
+            else:
+                parts = [array]
+            for target, part in zip(per_request, parts, strict=True):
+                target.append(Tensor(name, datatype, tuple(int(d) for d in part.shape), part))
+        return [
+            InferResponse(request.model_name, plan.model_version, tensors, request.id)
+            for request, tensors in zip(requests, per_request, strict=True)
+        ]

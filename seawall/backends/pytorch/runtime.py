@@ -1,0 +1,125 @@
+"""The only module that imports torch: TorchScript modules from checked bytes, their `forward` schema, and runs.
+
+Imports torch lazily (a server without the `torch` extra starts; a model needing it fails naming the extra), numpy,
+this package's `naming` and `errors`. Modules are loaded with `torch.jit.load` only, on torch 2.6 or later (the fix
+for CVE-2025-32434); `torch.load` is never called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import threading
+from collections.abc import Iterator, Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from seawall.backends.pytorch.naming import TorchSettings
+from seawall.errors import InternalError, SeawallError, UnsupportedError
+
+MISSING = "backend 'pytorch' needs packages that are not installed: install seawall[torch]"
+#: the oldest torch this backend runs on (CVE-2025-32434 is fixed in 2.6)
+TORCH_FLOOR = (2, 6)
+_THREADS_LOCK = threading.Lock()
+_threads_set: dict[str, int] = {}  # torch's thread pools are per process: the first model's counts win, as in Triton
+
+
+def torch() -> ModuleType:
+    """The torch module.
+
+    Raises:
+        UnsupportedError: not installed (naming the extra), or older than TORCH_FLOOR.
+    """
+    try:
+        module = importlib.import_module("torch")
+    except ImportError:
+        raise UnsupportedError(MISSING) from None
+    version = str(module.__version__).split("+", 1)[0].split(".")
+    try:
+        release = (int(version[0]), int(version[1]))
+    except (IndexError, ValueError):
+        release = (0, 0)
+    if release < TORCH_FLOOR:
+        raise UnsupportedError(
+            f"backend 'pytorch' needs torch 2.6 or later (CVE-2025-32434); this installation has {module.__version__}"
+        )
+    return module
+
+
+@contextlib.contextmanager
+def translated(prefix: str) -> Iterator[None]:
+    """torch's exceptions as INTERNAL errors with Triton's prefix (e.g. "PyTorch execute failure: ")."""
+    try:
+        yield
+    except SeawallError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise InternalError(f"{prefix}{text[0] if text else type(exc).__name__}") from None
+
+
+def load(data: bytes, settings: TorchSettings, model_name: str) -> Any:
+    """A ScriptModule on the CPU from a checked TorchScript archive, in eval mode.
+
+    Raises:
+        UnsupportedError: torch missing or too old.
+        InternalError: torch refused the archive.
+    """
+    module = torch()
+    _set_threads(module, settings)
+    with translated(f"unable to load model '{model_name}': "):
+        script = module.jit.load(io.BytesIO(data), map_location="cpu")
+        script.eval()
+    return script
+
+
+def _set_threads(module: ModuleType, settings: TorchSettings) -> None:
+    with _THREADS_LOCK:
+        if settings.intra_op_threads and "intra" not in _threads_set:
+            module.set_num_threads(settings.intra_op_threads)
+            _threads_set["intra"] = settings.intra_op_threads
+        if settings.inter_op_threads and "inter" not in _threads_set:
+            with contextlib.suppress(RuntimeError):  # torch refuses once parallel work has started
+                module.set_num_interop_threads(settings.inter_op_threads)
+            _threads_set["inter"] = settings.inter_op_threads
+
+
+def arguments(script: Any) -> list[tuple[str, str]]:
+    """`forward()`'s arguments (name, type kind), without `self`."""
+    found = [(argument.name, str(argument.type.kind())) for argument in script.forward.schema.arguments]
+    if found and found[0][1] == "ClassType":
+        found = found[1:]
+    return found
+
+
+def run(script: Any, settings: TorchSettings, inputs: Sequence[np.ndarray], names: Sequence[str] | None) -> list[Any]:
+    """Call forward() (worker thread) with the inputs in order, or as one dict under `names`; the outputs as a list.
+
+    Raises:
+        InternalError: "PyTorch execute failure: ..." (Triton's text), or an output of an unsupported kind.
+    """
+    module = torch()
+    with translated("PyTorch execute failure: "):
+        tensors = [module.from_numpy(a if a.flags.writeable else a.copy()) for a in inputs]
+        module._C._set_graph_executor_optimize(settings.optimized_execution)  # thread-local, as in Triton
+        with module.inference_mode(settings.inference_mode), module.no_grad():
+            if names is not None:
+                result = script(dict(zip(names, tensors, strict=True)))
+            else:
+                result = script(*tensors)
+        if isinstance(result, tuple):
+            items = list(result)
+        elif isinstance(result, module.Tensor):
+            items = [result]
+        else:
+            raise ValueError(
+                "output must be of type Tensor, List[str] or Tuple containing one of these two types. It should not "
+                "be a List / Dictionary of Tensors or a Scalar"
+            )
+        for index, item in enumerate(items):
+            if not isinstance(item, module.Tensor):
+                raise ValueError(f"output at index {index} must be of type Tensor, received {type(item).__name__}")
+        return [item.detach().contiguous().numpy() for item in items]
