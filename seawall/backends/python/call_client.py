@@ -33,7 +33,7 @@ UserObject = Any
 
 
 class CallChannel(Protocol):
-    """What the client needs of the stub's control channel (stub.py's `_Channel`)."""
+    """What the client needs of the stub's control channel (`stub_channel.Channel`)."""
 
     def send(self, message: StubMessage) -> None: ...
 
