@@ -234,6 +234,7 @@ STUB_MAY_LOAD = {
     "seawall.backends",
     "seawall.backends.python",
     "seawall.backends.python.bootstrap",
+    "seawall.backends.python.bls_stream",  # exec(decoupled=True)'s response iterator
     "seawall.backends.python.call_client",  # BLS and model control from model code
     "seawall.backends.python.ipc",
     "seawall.backends.python.message_decoding",  # the protocol's frame checks

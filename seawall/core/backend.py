@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +33,15 @@ class ModelCalls(Protocol):
         an instance those executions hold fails at once instead of waiting forever.
 
         Raises:
+            SeawallError: the call failed; `message` is Triton's BLS error text, `code` its code.
+        """
+        ...
+
+    def infer_stream(self, request: InferRequest) -> AsyncIterator[StreamResponse]:
+        """Run `request` and yield its response stream (BLS `exec(decoupled=True)`), the last message `final`:
+        every response of a decoupled model, or the one response of a model that is not.
+
+        Raises (before the first message; the errors of the execution come as a final message with `error`):
             SeawallError: the call failed; `message` is Triton's BLS error text, `code` its code.
         """
         ...

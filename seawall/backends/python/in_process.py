@@ -239,6 +239,14 @@ class InProcessModelInstance:
                 spec.model_file, self._module_name, spec.version_dir, self._finder, keep_version_dir=False
             )
         model = UserModel(self._pb, model_class, spec.model_name)
+        if spec.decoupled and model.is_async:  # its execute() runs in the background, as in Triton
+            name, metrics, model_dir = self.name, self._metrics_sink, os.path.dirname(spec.model_file)
+
+            def setup() -> None:
+                thread_model.name, thread_model.metrics, thread_model.model_dir = name, metrics, model_dir
+
+            model.log_error = lambda text: logger.error("model instance '%s': %s", name, escape_log(text))
+            model.start_background_loop(setup)
         model.initialize(dict(spec.args))
         self._model = model
 

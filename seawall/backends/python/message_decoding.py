@@ -18,8 +18,10 @@ from seawall.backends.python.message_kinds import (
     BatchFailed,
     BatchResult,
     Call,
+    CallCancel,
     CallFailed,
     CallResult,
+    CallStreamed,
     Cancel,
     Control,
     Execute,
@@ -46,6 +48,7 @@ from seawall.backends.python.message_kinds import (
     ResponseGrow,
     ResponseRead,
     ResponseRegion,
+    StreamCall,
     StubMessage,
 )
 
@@ -175,6 +178,14 @@ def _check_batch_failed(fields: list[object]) -> BatchFailed:
 
 def _check_call(fields: list[object]) -> Call:
     """From a stub (untrusted): every field is checked; descriptors again when their tensors are read."""
+    return Call(*_call_fields(fields))
+
+
+def _check_stream_call(fields: list[object]) -> StreamCall:
+    return StreamCall(*_call_fields(fields))
+
+
+def _call_fields(fields: list[object]) -> tuple[int, str, str, RequestHeader, int, int]:
     call_id, model, version, header, size, timeout_us = _fields(fields, 6)
     _naturals(call_id, size, timeout_us)
     if type(header) is not list or len(header) != 6:
@@ -190,7 +201,7 @@ def _check_call(fields: list[object]) -> Call:
         _int(correlation_id)
     _int(flags)
     _dict(parameters)
-    return Call(call_id, _str(model), _str(version), _new(RequestHeader, header), size, timeout_us)  # type: ignore[arg-type]
+    return call_id, _str(model), _str(version), _new(RequestHeader, header), size, timeout_us  # type: ignore[return-value]
 
 
 def _check_control(fields: list[object]) -> Control:
@@ -209,6 +220,19 @@ def _check_call_result(fields: list[object]) -> CallResult:
     call_id, outputs, size, value = _fields(fields, 4)
     _naturals(call_id, size)
     return CallResult(call_id, _list(outputs), size, bool(value))  # type: ignore[arg-type]
+
+
+def _check_call_streamed(fields: list[object]) -> CallStreamed:
+    """From the host (trusted: shapes only; descriptors when their tensors are read)."""
+    call_id, position, outputs, size, error_code, error_message, final = _fields(fields, 7)
+    _naturals(call_id, position, size)
+    code = None if error_code is None else _int(error_code)
+    return CallStreamed(call_id, position, _list(outputs), size, code, _str(error_message), bool(final))  # type: ignore[arg-type]
+
+
+def _check_call_cancel(fields: list[object]) -> CallCancel:
+    (call_id,) = _fields(fields, 1)
+    return CallCancel(_int(call_id))
 
 
 def _check_call_failed(fields: list[object]) -> CallFailed:
@@ -303,6 +327,7 @@ _HOST_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "fini": _check_empty(Finalize),
     "callok": _check_call_result,
     "callerr": _check_call_failed,
+    "sresp": _check_call_streamed,
     "read": _check_one(ResponseRead),
     "rregion": _check_one(ResponseRegion),
     "cancel": _check_cancel,
@@ -319,6 +344,8 @@ _STUB_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "done": _check_empty(Finalized),
     "call": _check_call,
     "ctl": _check_control,
+    "scall": _check_stream_call,
+    "scancel": _check_call_cancel,
     "response": _check_response,
     "rgrow": _check_one(ResponseGrow),
     "mfam": _check_metric_family,

@@ -172,6 +172,39 @@ class CallFailed(NamedTuple):
     message: str
 
 
+class StreamCall(NamedTuple):
+    """stub → host: `exec(decoupled=True)`: as Call, but answered by CallStreamed messages (one per response the
+    called model sends, the last `final`), or by CallFailed if the call fails before its first response."""
+
+    call_id: int
+    model: str
+    version: str
+    request: RequestHeader
+    size: int
+    timeout_us: int  # 0: none
+
+
+class CallStreamed(NamedTuple):
+    """host → stub: response `position` (0, 1, ...) of StreamCall `call_id`: its outputs in a region of `size`
+    bytes (fd tag `s<call_id>.<position>`; 0: none), or the called model's error (`error_code` not None); `final`: the
+    call's last message (an empty final one: the model sent nothing more)."""
+
+    call_id: int
+    position: int
+    outputs: list[Descriptor]
+    size: int
+    error_code: int | None
+    error_message: str
+    final: bool
+
+
+class CallCancel(NamedTuple):
+    """stub → host: the model cancelled StreamCall `call_id` (`iterator.cancel()`); a final CallStreamed with a
+    CANCELLED error follows unless the call had ended."""
+
+    call_id: int
+
+
 # --- decoupled responses and cancellation --------------------------------------------------------------------
 
 
@@ -288,6 +321,7 @@ HostMessage = (
     | Finalize
     | CallResult
     | CallFailed
+    | CallStreamed
     | ResponseRead
     | ResponseRegion
     | Cancel
@@ -304,8 +338,13 @@ StubMessage = (
     | Finalized
     | Call
     | Control
+    | StreamCall
+    | CallCancel
     | Response
     | ResponseGrow
 )
+#: what model code sends to the host (BLS and model control), served by `calls.CallServer`
+CallMessage = Call | Control | StreamCall | CallCancel
+CALL_MESSAGES = (Call, Control, StreamCall, CallCancel)
 MetricMessage = MetricFamilyNew | MetricNew | MetricUpdate | MetricValue | MetricDelete
 Message = HostMessage | StubMessage | MetricMessage

@@ -18,6 +18,7 @@ Who sends what (host → stub | stub → host):
                                                  | Log: any time (pb_utils.Logger)
     MetricAnswer  answers an ask                 | Metric*: any time (pb_utils.MetricFamily; see its block)
     CallResult, CallFailed (by call id)          | Call, Control: from model code (BLS, model control)
+    CallStreamed..., or CallFailed (by call id)  | StreamCall: exec(decoupled=True); CallCancel: its cancel()
 
 Decoupled models (`model_transaction_policy { decoupled: true }`):
 
@@ -47,7 +48,10 @@ table; decoders refuse unknown kinds, so both sides change together. What fits l
   lie in a sealed region the stub made for the call (fd tag `c<id>`), answered by `CallResult(call id,
   outputs, size)` (outputs in a region the host made, tag `r<id>`) or `CallFailed(call id, code, message)`.
   Answers are matched by call id, not by order: several calls may be in flight (async_exec, user threads).
-  Streamed BLS answers (exec(decoupled=True)) will reuse Response.
+  Streamed BLS (exec(decoupled=True), built): `StreamCall` (fields as Call) is answered by `CallStreamed(call id,
+  position, outputs, size, error code, error message, final)` per response of the called model (outputs in a
+  sealed region the host made per response, tag `s<id>.<position>`), or by CallFailed before the first one;
+  `CallCancel(call id)` (iterator.cancel()) ends it with a final CANCELLED error.
 
 Why NamedTuples: immutable and typed like frozen dataclasses, but built at tuple speed (a frozen slotted
 dataclass costs ~1 µs more per object, and a RequestHeader and a ResponseEntry are built per request on both
@@ -65,13 +69,17 @@ import orjson
 from seawall.backends.python.ipc import ProtocolError
 from seawall.backends.python.message_decoding import decode_host_message as decode_host_message
 from seawall.backends.python.message_decoding import decode_stub_message as decode_stub_message
+from seawall.backends.python.message_kinds import CALL_MESSAGES as CALL_MESSAGES
 from seawall.backends.python.message_kinds import METRIC_MESSAGES as METRIC_MESSAGES
 from seawall.backends.python.message_kinds import AutoCompleted as AutoCompleted
 from seawall.backends.python.message_kinds import BatchFailed as BatchFailed
 from seawall.backends.python.message_kinds import BatchResult as BatchResult
 from seawall.backends.python.message_kinds import Call as Call
+from seawall.backends.python.message_kinds import CallCancel as CallCancel
 from seawall.backends.python.message_kinds import CallFailed as CallFailed
+from seawall.backends.python.message_kinds import CallMessage as CallMessage
 from seawall.backends.python.message_kinds import CallResult as CallResult
+from seawall.backends.python.message_kinds import CallStreamed as CallStreamed
 from seawall.backends.python.message_kinds import Cancel as Cancel
 from seawall.backends.python.message_kinds import Control as Control
 from seawall.backends.python.message_kinds import Execute as Execute
@@ -98,6 +106,7 @@ from seawall.backends.python.message_kinds import ResponseEntry as ResponseEntry
 from seawall.backends.python.message_kinds import ResponseGrow as ResponseGrow
 from seawall.backends.python.message_kinds import ResponseRead as ResponseRead
 from seawall.backends.python.message_kinds import ResponseRegion as ResponseRegion
+from seawall.backends.python.message_kinds import StreamCall as StreamCall
 from seawall.backends.python.message_kinds import StubMessage as StubMessage
 from seawall.backends.python.message_kinds import float_of as float_of
 from seawall.backends.python.message_kinds import wire_float as wire_float
@@ -127,6 +136,9 @@ _KINDS: dict[type, str] = {
     Control: "ctl",
     CallResult: "callok",
     CallFailed: "callerr",
+    StreamCall: "scall",
+    CallStreamed: "sresp",
+    CallCancel: "scancel",
     ResponseRead: "read",
     ResponseRegion: "rregion",
     Cancel: "cancel",

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from seawall.backends.python import ipc, messages
 from seawall.backends.python.messages import (
+    CALL_MESSAGES,
     METRIC_MESSAGES,
-    Call,
-    Control,
+    CallMessage,
     Finalize,
     Grow,
     HostMessage,
@@ -90,7 +90,7 @@ class StubProcess:
         self._waiters: deque[asyncio.Future[StubMessage]] = deque()  # replies awaited, in send order
         self._contexts: deque[object] = deque()  # beside each waiter: what its message runs (BLS calls read it)
         self._stub_fds: dict[bytes, int] = {}  # region fds the stub sent (BLS calls), by tag, until used
-        self.on_call: Callable[[Call | Control], None] | None = None  # BLS and model control; None: refused
+        self.on_call: Callable[[CallMessage], None] | None = None  # BLS and model control; None: refused
         self._exited: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() call
         self._alive = False
@@ -239,11 +239,11 @@ class StubProcess:
             self._grow_responses(message.size)
         elif type(message) in METRIC_MESSAGES:
             self._metrics.on_metric(message)  # type: ignore[arg-type]  # one of the metric kinds
-        elif type(message) is Call or type(message) is Control:
+        elif type(message) in CALL_MESSAGES:
             if self.on_call is None:
                 self.abort("unexpected call")
             else:
-                self.on_call(message)
+                self.on_call(message)  # type: ignore[arg-type]  # one of the call kinds
         elif self._waiters:
             self._contexts.popleft()
             waiter = self._waiters.popleft()

@@ -88,7 +88,7 @@ class _Stub:
             return
         assert self._calls is not None and self._model is not None
         self._calls.serving = True
-        if self._model.is_async and self._responder is None:  # decoupled: awaited on the main thread
+        if self._model.is_async and self._responder is None:  # decoupled: in the background (see _start)
             self._serve_async(self._model)
             return
         while (message := self._channel.receive()) is not None:
@@ -129,6 +129,9 @@ class _Stub:
             self._model = UserModel(self._pb, model_class, init.model_name)
             if _is_decoupled(init.args):
                 self._responder = Responder(self._channel, self._model, self._cancels)
+                if self._model.is_async:  # its execute() runs in the background, as in Triton
+                    self._model.log_error = lambda text: self._log(2, text)
+                    self._model.start_background_loop()
             self._model.initialize(init.args)
         except Exception as exc:
             error = describe(exc)

@@ -19,6 +19,7 @@ from seawall.backends.python import ipc, messages
 from seawall.backends.python.messages import (
     CallFailed,
     CallResult,
+    CallStreamed,
     Cancel,
     HostMessage,
     MetricAnswer,
@@ -49,8 +50,8 @@ class Channel:
     Reading is shared: whichever thread needs a message reads the socket, one at a time (`_pump`, `_reading`
     under `_state`): the main thread, a thread waiting for its BLS call's answer or its ResponseRead, or the event
     loop of an `async def execute` model. The reader handles the aside messages it read (CallResult/CallFailed
-    answers, ResponseRead, ResponseRegion, Cancel) and queues the others, then notifies `_state`: every waiter
-    (for a message, a call's answer, an ack, a region answer) looks again, and one of them reads next.
+    answers, CallStreamed, ResponseRead, ResponseRegion, Cancel) and queues the others, then notifies `_state`:
+    every waiter (for a message, a call's answer, an ack, a region answer) looks again, and one of them reads next.
     """
 
     def __init__(self, control: socket.socket, fds: socket.socket) -> None:
@@ -72,6 +73,9 @@ class Channel:
         self._region_answers: deque[int] = deque()  # ResponseRegion sizes not yet taken
         self.on_cancel: Callable[[Cancel], None] = lambda cancel: None  # called under `_state` by the reader
         self._metric_answers: dict[int, MetricAnswer] = {}  # answers to model threads' metric asks, by ask
+        self._streamed: dict[int, deque[CallStreamed]] = {}  # StreamCall responses by call id, until taken
+        self._dropped: deque[int] = deque()  # StreamCalls whose iterator was dropped (appended by __del__)
+        self._abandoned: set[int] = set()  # dropped StreamCalls still streaming: their responses are discarded
 
     def send(self, message: StubMessage | MetricMessage) -> None:
         data = messages.encode(message)
@@ -111,7 +115,12 @@ class Channel:
         others = False
         for message in received:
             if type(message) is CallResult or type(message) is CallFailed:
-                self._answers[message.call_id] = message
+                if message.call_id in self._abandoned:  # a dropped StreamCall failed: nobody waits
+                    self._abandoned.discard(message.call_id)
+                else:
+                    self._answers[message.call_id] = message
+            elif type(message) is CallStreamed:
+                self._on_streamed(message)
             elif type(message) is ResponseRead:
                 self._acks.add(message.token)
             elif type(message) is ResponseRegion:
@@ -168,6 +177,55 @@ class Channel:
                     return None
                 self._pump()
             return self._answers.pop(call_id)
+
+    def wait_streamed(self, call_id: int) -> CallStreamed | CallFailed | None:
+        """The next answer to StreamCall `call_id` (any thread), or None once the host has gone."""
+        with self._state:
+            self._drain_dropped()
+            while True:
+                queue = self._streamed.get(call_id)
+                if queue:
+                    found = queue.popleft()
+                    if not queue:
+                        del self._streamed[call_id]
+                    return found
+                failed = self._answers.pop(call_id, None)
+                if failed is not None:
+                    return failed  # type: ignore[return-value]  # a StreamCall is answered by CallFailed only
+                if self._closed:
+                    return None
+                self._pump()
+
+    def drop_stream(self, call_id: int) -> None:
+        """The iterator of StreamCall `call_id` was dropped before its end: its responses are discarded. Takes
+        no lock (called from `__del__`): the next reader does the work."""
+        self._dropped.append(call_id)
+
+    def _on_streamed(self, message: CallStreamed) -> None:
+        """Under `_state`, by the reader."""
+        self._drain_dropped()
+        if message.call_id in self._abandoned:
+            if message.final:
+                self._abandoned.discard(message.call_id)
+            self._discard(message)
+        else:
+            self._streamed.setdefault(message.call_id, deque()).append(message)
+
+    def _drain_dropped(self) -> None:
+        """Under `_state`: forget what dropped iterators left (closing their regions); mark the unfinished."""
+        while self._dropped:
+            call_id = self._dropped.popleft()
+            queued = self._streamed.pop(call_id, deque())
+            ended = self._answers.pop(call_id, None) is not None
+            for streamed in queued:
+                ended = ended or streamed.final
+                self._discard(streamed)
+            if not ended:
+                self._abandoned.add(call_id)
+
+    def _discard(self, message: CallStreamed) -> None:
+        if message.size:
+            self.receive_region(b"s%d.%d" % (message.call_id, message.position), message.size, False).close()
 
     def wait(self, taken: Callable[[], _T | None]) -> _T:
         """Read (or wait for the reader) until `taken()` (called under `_state`) returns something; return it.

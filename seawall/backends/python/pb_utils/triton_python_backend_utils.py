@@ -118,7 +118,7 @@ class InferenceRequest:
         trace=None,
         parameters=None,
     ):
-        self._model_name = model_name
+        self._model_name = model_name.decode() if isinstance(model_name, bytes) else model_name  # pybind11 does too
         self._inputs = list(inputs or [])
         self._requested = list(requested_output_names or [])
         if None in self._inputs:
