@@ -152,6 +152,8 @@ class ModelInstance(Protocol):
     # Optional (looked up with getattr, so backends without it still conform):
     # `def cancel(self, request: InferRequest) -> None`: the client of `request`, which this instance is running,
     # went away; the model may see it (`is_cancelled()`). Event loop thread.
+    # `async def check_ready(self) -> bool`: the model's own readiness (a python model's `is_ready()`), asked at
+    # every model-readiness check (`InferenceServer.model_ready_checked`); False makes the model not ready.
 
     async def execute(self, requests: Sequence[InferRequest]) -> Execution:
         """Run a batch; one entry per request, in order: a response or that request's error.

@@ -30,6 +30,7 @@ from seawall.backends.python.in_process_runtime import (
     thread_model,
 )
 from seawall.backends.python.instance_core import InstanceSpec, request_header
+from seawall.backends.python.instance_readiness import READY_CHECK_S
 from seawall.backends.python.model_source import ModelSource, RepositoryFinder
 from seawall.backends.python.process import StubSettings
 from seawall.backends.python.process_io import escape_log
@@ -249,6 +250,23 @@ class InProcessModelInstance:
             model.start_background_loop(setup)
         model.initialize(dict(spec.args))
         self._model = model
+
+    async def check_ready(self) -> bool:
+        """The model's own readiness: its `is_ready()` on a thread of its own (beside execute, as in Triton),
+        within READY_CHECK_S; True if it defines none. False (logged) if it failed or took too long."""
+        model = self._model
+        if not self.is_healthy() or model is None:
+            return False
+        if not model.checks_readiness:
+            return True
+        try:
+            ready, error = await asyncio.wait_for(asyncio.to_thread(model.is_ready), READY_CHECK_S)
+        except TimeoutError:
+            logger.warning("model instance '%s': is_ready() did not answer in time: not ready", self.name)
+            return False
+        if error:
+            logger.error("model instance '%s': is_ready() failed: %s", self.name, escape_log(error))
+        return ready
 
     async def stop(self) -> None:
         """Run finalize() (if initialized) and end the worker thread; idempotent."""

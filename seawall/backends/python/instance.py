@@ -18,6 +18,7 @@ import seawall.core.offload as offload
 from seawall.backends.python import ipc
 from seawall.backends.python.calls import CallServer
 from seawall.backends.python.instance_core import InstanceSpec, request_header
+from seawall.backends.python.instance_readiness import StubReadiness
 from seawall.backends.python.instance_streams import DecoupledStreams
 from seawall.backends.python.messages import (
     BatchFailed,
@@ -91,6 +92,7 @@ class PythonModelInstance:
         self._stopped = False
         self._crashes: list[float] = []  # monotonic times of recent crashes
         self._restart: asyncio.Task[None] | None = None
+        self._readiness = StubReadiness(spec.instance_name)  # the model's is_ready(), if it has one
         self._process = self._new_process()
         self._streams = DecoupledStreams(spec, lambda process, seq: seq <= self._seq and process is self._process)
         self._seq = 0
@@ -107,6 +109,7 @@ class PythonModelInstance:
         names = (f"model={spec.model_name}", f"version={spec.model_version}", f"instance={spec.instance_name}")
         process = StubProcess(spec.instance_name, self._settings, self._on_death, self._owner, names)
         process.on_call = lambda message: self._call_server.serve(process, message)
+        process.on_ready_answer = self._readiness.on_answer
         if spec.decoupled:
             process.on_response = lambda message: self._streams.on_response(process, message)
         return process
@@ -191,6 +194,13 @@ class PythonModelInstance:
             failed = reply if type(reply) is InitFailed else InitFailed("unknown error", "")
             await self._process.stop(graceful=False)
             raise self._spec.initialize_failed(failed.error, failed.trace)
+        self._readiness.checks = reply.checks_readiness
+
+    async def check_ready(self) -> bool:
+        """The model's own readiness: its `is_ready()` asked in its stub (see `StubReadiness`)."""
+        if not self.is_healthy() or not self._process.is_alive:
+            return False
+        return await self._readiness.check(self._process)
 
     async def stop(self) -> None:
         """Run finalize() and end the stub process (a restart under way is abandoned); idempotent."""

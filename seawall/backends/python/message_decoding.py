@@ -42,6 +42,8 @@ from seawall.backends.python.message_kinds import (
     MetricValue,
     OutputRegion,
     Ready,
+    ReadyAnswer,
+    ReadyCheck,
     RequestHeader,
     Response,
     ResponseEntry,
@@ -158,7 +160,24 @@ def _check_pair(kind: type[OutputRegion] | type[Grow]) -> Callable[[list[object]
     return check
 
 
-def _check_empty(kind: type[Finalize] | type[Ready] | type[Finalized]) -> Callable[[list[object]], Message]:
+def _check_ready(fields: list[object]) -> Ready:
+    (checks,) = _fields(fields, 1)
+    return Ready(bool(checks))
+
+
+def _check_ready_check(fields: list[object]) -> ReadyCheck:
+    (ask,) = _fields(fields, 1)
+    return ReadyCheck(_int(ask))
+
+
+def _check_ready_answer(fields: list[object]) -> ReadyAnswer:
+    ask, ready, error = _fields(fields, 3)
+    if type(ready) is not bool:
+        raise ProtocolError("expected a boolean")
+    return ReadyAnswer(_int(ask), ready, _str(error))
+
+
+def _check_empty(kind: type[Finalize] | type[Finalized]) -> Callable[[list[object]], Message]:
     def check(fields: list[object]) -> Message:
         _fields(fields, 0)
         return kind()
@@ -328,13 +347,15 @@ _HOST_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
     "callok": _check_call_result,
     "callerr": _check_call_failed,
     "sresp": _check_call_streamed,
+    "rcheck": _check_ready_check,
     "read": _check_one(ResponseRead),
     "rregion": _check_one(ResponseRegion),
     "cancel": _check_cancel,
     "mans": _check_metric_answer,
 }
 _STUB_MESSAGES: dict[object, Callable[[list[object]], Message]] = {
-    "ready": _check_empty(Ready),
+    "ready": _check_ready,
+    "rans": _check_ready_answer,
     "fail": _check_init_failed,
     "auto": _check_auto,
     "result": _check_result,

@@ -57,7 +57,9 @@ class Finalize(NamedTuple):
 
 
 class Ready(NamedTuple):  # stub → host: the rest
-    """initialize() returned."""
+    """initialize() returned; `checks_readiness`: the model defines `is_ready()` (asked with ReadyCheck)."""
+
+    checks_readiness: bool = False
 
 
 class InitFailed(NamedTuple):
@@ -220,6 +222,20 @@ class ResponseRegion(NamedTuple):  # host → stub
     size: int
 
 
+class ReadyCheck(NamedTuple):  # host → stub
+    """Run the model's `is_ready()` (on a thread of its own, beside execute) and answer ReadyAnswer(`ask`)."""
+
+    ask: int
+
+
+class ReadyAnswer(NamedTuple):  # stub → host
+    """What `is_ready()` returned (`error`: why it failed, "" if it did not; then `ready` is False)."""
+
+    ask: int
+    ready: bool
+    error: str
+
+
 class Cancel(NamedTuple):  # host → stub
     """The client of request `item` (its position) of batch `seq` went away: its `is_cancelled()` turns true."""
 
@@ -322,6 +338,7 @@ HostMessage = (
     | CallResult
     | CallFailed
     | CallStreamed
+    | ReadyCheck
     | ResponseRead
     | ResponseRegion
     | Cancel
@@ -340,6 +357,7 @@ StubMessage = (
     | Control
     | StreamCall
     | CallCancel
+    | ReadyAnswer
     | Response
     | ResponseGrow
 )

@@ -19,6 +19,7 @@ Who sends what (host → stub | stub → host):
     MetricAnswer  answers an ask                 | Metric*: any time (pb_utils.MetricFamily; see its block)
     CallResult, CallFailed (by call id)          | Call, Control: from model code (BLS, model control)
     CallStreamed..., or CallFailed (by call id)  | StreamCall: exec(decoupled=True); CallCancel: its cancel()
+    ReadyCheck    runs is_ready() (a thread)     | ReadyAnswer (by ask; only if Ready said the model has is_ready)
 
 Decoupled models (`model_transaction_policy { decoupled: true }`):
 
@@ -100,6 +101,8 @@ from seawall.backends.python.message_kinds import MetricUpdate as MetricUpdate
 from seawall.backends.python.message_kinds import MetricValue as MetricValue
 from seawall.backends.python.message_kinds import OutputRegion as OutputRegion
 from seawall.backends.python.message_kinds import Ready as Ready
+from seawall.backends.python.message_kinds import ReadyAnswer as ReadyAnswer
+from seawall.backends.python.message_kinds import ReadyCheck as ReadyCheck
 from seawall.backends.python.message_kinds import RequestHeader as RequestHeader
 from seawall.backends.python.message_kinds import Response as Response
 from seawall.backends.python.message_kinds import ResponseEntry as ResponseEntry
@@ -125,6 +128,8 @@ _KINDS: dict[type, str] = {
     OutputRegion: "out",
     Finalize: "fini",
     Ready: "ready",
+    ReadyCheck: "rcheck",
+    ReadyAnswer: "rans",
     InitFailed: "fail",
     AutoCompleted: "auto",
     BatchResult: "result",

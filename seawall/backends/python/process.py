@@ -29,6 +29,7 @@ from seawall.backends.python.messages import (
     Log,
     MetricMessage,
     OutputRegion,
+    ReadyAnswer,
     Response,
     ResponseGrow,
     ResponseRegion,
@@ -100,6 +101,7 @@ class StubProcess:
         self.outputs: list[mmap.mmap] = []  # slot → output region (the stub writes, the host reads)
         self.responses: mmap.mmap | None = None  # a decoupled model's response region (made on ResponseGrow)
         self.on_response: Callable[[Response], None] = self._unexpected_response  # set by a decoupled instance
+        self.on_ready_answer: Callable[[ReadyAnswer], None] = lambda answer: None  # set by the instance
 
     @property
     def is_alive(self) -> bool:
@@ -237,6 +239,8 @@ class StubProcess:
             self.on_response(message)
         elif type(message) is ResponseGrow:
             self._grow_responses(message.size)
+        elif type(message) is ReadyAnswer:
+            self.on_ready_answer(message)
         elif type(message) in METRIC_MESSAGES:
             self._metrics.on_metric(message)  # type: ignore[arg-type]  # one of the metric kinds
         elif type(message) in CALL_MESSAGES:

@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -40,6 +41,7 @@ from seawall.backends.python.messages import (
     InitFailed,
     Log,
     Ready,
+    ReadyAnswer,
     RequestHeader,
     ResponseEntry,
     StubMessage,
@@ -139,8 +141,21 @@ class _Stub:
                 error = f"the model user (uid {os.getuid()}) cannot read {exc.filename}"
             self._channel.send(InitFailed(error, traceback.format_exc()))
             return False
-        self._channel.send(Ready())
+        model = self._model
+        if model.checks_readiness:
+            self._channel.on_ready_check = lambda check: threading.Thread(
+                target=self._answer_ready_check, args=(model, check.ask), name="is_ready", daemon=True
+            ).start()
+        self._channel.send(Ready(model.checks_readiness))
         return True
+
+    def _answer_ready_check(self, model: UserModel, ask: int) -> None:
+        """A thread of its own: the model's is_ready(), beside whatever the main thread runs (as in Triton)."""
+        ready, error = model.is_ready()
+        try:
+            self._channel.send(ReadyAnswer(ask, ready, error))
+        except OSError:
+            pass  # the host has gone
 
     def _auto_complete(self, model_class: UserObject, init: Init) -> dict[str, object] | None:
         if not hasattr(model_class, "auto_complete_config"):

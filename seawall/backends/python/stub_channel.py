@@ -30,6 +30,7 @@ from seawall.backends.python.messages import (
     MetricUpdate,
     MetricValue,
     OutputRegion,
+    ReadyCheck,
     ResponseRead,
     ResponseRegion,
     StubMessage,
@@ -72,6 +73,7 @@ class Channel:
         self._acks: set[int] = set()  # ResponseRead tokens not yet taken
         self._region_answers: deque[int] = deque()  # ResponseRegion sizes not yet taken
         self.on_cancel: Callable[[Cancel], None] = lambda cancel: None  # called under `_state` by the reader
+        self.on_ready_check: Callable[[ReadyCheck], None] = lambda check: None  # the same (must not block)
         self._metric_answers: dict[int, MetricAnswer] = {}  # answers to model threads' metric asks, by ask
         self._streamed: dict[int, deque[CallStreamed]] = {}  # StreamCall responses by call id, until taken
         self._dropped: deque[int] = deque()  # StreamCalls whose iterator was dropped (appended by __del__)
@@ -127,6 +129,8 @@ class Channel:
                 self._region_answers.append(message.size)
             elif type(message) is Cancel:
                 self.on_cancel(message)
+            elif type(message) is ReadyCheck:
+                self.on_ready_check(message)
             elif type(message) is MetricAnswer:
                 self._metric_answers[message.ask] = message
             else:

@@ -160,6 +160,30 @@ class UserModel:
         """
         return self._checked(await self._model.execute(requests), requests)
 
+    @property
+    def checks_readiness(self) -> bool:
+        """The model defines `is_ready()` (Triton then asks it at every model-readiness check)."""
+        return hasattr(self._model, "is_ready")
+
+    def is_ready(self) -> tuple[bool, str]:
+        """Run the model's `is_ready()` (any thread: beside execute, as Triton runs it); (ready, why it failed).
+        An `async def is_ready` runs on the model's running event loop, else on a loop of its own."""
+        try:
+            result = self._model.is_ready()
+            if inspect.iscoroutine(result):
+                import asyncio
+
+                loop = self._loop
+                if loop is not None and loop.is_running():
+                    result = asyncio.run_coroutine_threadsafe(result, loop).result()
+                else:
+                    result = asyncio.run(result)
+            if type(result) is not bool:
+                return False, "is_ready() must return a boolean value"
+            return result, ""
+        except Exception as exc:
+            return False, describe(exc)
+
     def initialize(self, args: dict[str, str]) -> None:
         if hasattr(self._model, "initialize"):
             self.run(self._model.initialize(args))
