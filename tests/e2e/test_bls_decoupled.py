@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, start_seawall
 
@@ -29,6 +30,35 @@ DECOUPLED_REFUSED = (
 )
 
 
+#: a model that forges streamed-call messages on its stub's channel (model code runs in the stub: it can)
+HOSTILE = """
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from seawall.backends.python import ipc
+from seawall.backends.python.messages import CallCancel, ReadyAnswer, RequestHeader, StreamCall
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        how = json.loads(requests[0].parameters()).get("forge", "")
+        channel = pb_utils._calls[0]._channel
+        if how == "reuse":  # two open StreamCalls with one call id
+            for _ in range(2):
+                payload = np.array([1], dtype=np.int32).tobytes()
+                channel.send_fd(b"c999", ipc.sealed_region([0], [payload], 64))
+                header = RequestHeader("", [["IN", "INT32", [1], 0, 4]], [], 0, 0, {"mode": "keep"})
+                channel.send(StreamCall(999, "decoupled_modes", "", header, 64, 0))
+            channel.wait_streamed(999)
+        elif how == "strays":  # a cancel of no call, an answer to no readiness check: ignored
+            channel.send(CallCancel(12345))
+            channel.send(ReadyAnswer(77, True, ""))
+        text = np.array([b"{}"], dtype=object)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("REPORT", text)]) for _ in requests]
+"""
+
+
 @pytest.fixture(scope="module", params=["stub", "in_process"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("bls_decoupled")
@@ -37,6 +67,11 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if request.param == "in_process":
         config = root / "bls_stream" / "config.pbtxt"
         config.write_text(config.read_text() + IN_PROCESS)
+    hostile = root / "bls_stream_hostile"
+    (hostile / "1").mkdir(parents=True)
+    (hostile / "1" / "model.py").write_text(HOSTILE)
+    config_text = (root / "bls_stream" / "config.pbtxt").read_text().replace(IN_PROCESS, "")
+    (hostile / "config.pbtxt").write_text(config_text.replace('"bls_stream"', '"bls_stream_hostile"'))
     process = start_seawall(repository=root)
     yield process
     process.stop()
@@ -83,6 +118,14 @@ def test_the_responses_of_a_decoupled_model_then_an_empty_final_one(
 def test_a_final_response_with_data_ends_the_iterator(server: ServerProcess) -> None:
     parameters = {"target": "decoupled_modes", "inner_mode": "inline"}
     assert report(server, parameters, 2)["responses"] == outs(0, 1)
+
+
+def test_big_responses_come_through_shared_memory(server: ServerProcess) -> None:
+    """Two responses of 16 MiB each (decoupled_modes: OUT holds `size` copies of the response's index)."""
+    size = 4 * 1024 * 1024
+    parameters = {"target": "decoupled_modes", "inner_mode": "inline", "inner_size": size, "summary": True}
+    found = report(server, parameters, 2)["responses"]
+    assert found == [{"outputs": {"OUT": [size, i, i]}, "error": None} for i in (0, 1)]
 
 
 def test_a_finished_iterator_iterates_again_from_its_first_response(server: ServerProcess) -> None:
@@ -173,3 +216,34 @@ def test_a_python_backend_example_calls_a_decoupled_model(server: ServerProcess)
     found = report(server, {"mode": "async_await"}, 5)["responses"]
     total = sum(entry["outputs"]["OUT"][0] for entry in found if entry["outputs"])  # type: ignore[index]
     assert total == 0 + 1 + 2 + 3 + 4
+
+
+def _hostile(server: ServerProcess, forge: str) -> None:
+    tensor = httpclient.InferInput("IN", [1], "INT32")
+    tensor.set_data_from_numpy(np.array([1], dtype=np.int32))
+    with httpclient.InferenceServerClient(server.http, network_timeout=120) as client:
+        client.infer("bls_stream_hostile", [tensor], parameters={"forge": forge})
+
+
+def test_a_stub_reusing_an_open_stream_call_id_is_stopped_and_started_again(server: ServerProcess) -> None:
+    with pytest.raises(InferenceServerException) as caught:
+        _hostile(server, "reuse")
+    assert caught.value.message() == "model instance 'bls_stream_hostile_0_0' crashed"
+    assert any("stopping its stub process: bad call: a call id in use" in line for line in server.lines)
+    deadline = time.monotonic() + 60
+    while True:  # the instance is started again (bounded wait on a loaded machine)
+        try:
+            _hostile(server, "")
+            break
+        except InferenceServerException:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert server.is_ready()
+    assert report(server, {}, 2)["responses"] == [*outs(0, 1), EMPTY]
+
+
+def test_stray_cancel_and_readiness_answers_are_ignored(server: ServerProcess) -> None:
+    _hostile(server, "strays")
+    _hostile(server, "")
+    assert server.is_ready()
+    assert report(server, {}, 1)["responses"] == [*outs(0), EMPTY]

@@ -116,14 +116,14 @@ class CallServer:
             for request in requests if isinstance(requests, list | tuple) else ():
                 if isinstance(request, InferRequest):
                     callers.update(request.callers)
+        key = (id(process), message.call_id)
+        if type(message) is StreamCall and key in self._streams:
+            process.abort("bad call: a call id in use")
+            return
         task = asyncio.get_running_loop().create_task(self._run(process, message, self._calls, tuple(callers)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if type(message) is StreamCall:
-            key = (id(process), message.call_id)
-            if key in self._streams:
-                process.abort("bad call: a call id in use")
-                return
             self._streams[key] = task
             task.add_done_callback(lambda done: self._ended(process, message, done))
 
