@@ -255,10 +255,10 @@ class InProcessModelInstance:
         """The model's own readiness: its `is_ready()` on a thread of its own (beside execute, as in Triton),
         within READY_CHECK_S; True if it defines none. False (logged) if it failed or took too long."""
         model = self._model
-        if not self.is_healthy() or model is None:
+        if model is None or not model.checks_readiness:
+            return True  # the version's state alone decides
+        if not self.is_healthy():
             return False
-        if not model.checks_readiness:
-            return True
         try:
             ready, error = await asyncio.wait_for(asyncio.to_thread(model.is_ready), READY_CHECK_S)
         except TimeoutError:

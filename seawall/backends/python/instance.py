@@ -197,9 +197,12 @@ class PythonModelInstance:
         self._readiness.checks = reply.checks_readiness
 
     async def check_ready(self) -> bool:
-        """The model's own readiness: its `is_ready()` asked in its stub (see `StubReadiness`)."""
+        """The model's own readiness: its `is_ready()` asked in its stub (see `StubReadiness`); True if it defines
+        none (the version's state alone decides, a stub being started again included)."""
+        if not self._readiness.checks:
+            return True
         if not self.is_healthy() or not self._process.is_alive:
-            return False
+            return False  # nobody to ask
         return await self._readiness.check(self._process)
 
     async def stop(self) -> None:
