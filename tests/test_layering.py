@@ -234,13 +234,21 @@ STUB_MAY_LOAD = {
     "seawall.backends",
     "seawall.backends.python",
     "seawall.backends.python.bootstrap",
+    "seawall.backends.python.bls_stream",  # exec(decoupled=True)'s response iterator
     "seawall.backends.python.call_client",  # BLS and model control from model code
     "seawall.backends.python.ipc",
+    "seawall.backends.python.message_decoding",  # the protocol's frame checks
+    "seawall.backends.python.message_kinds",  # the protocol's message types
     "seawall.backends.python.messages",
     "seawall.backends.python.model_source",
     "seawall.backends.python.pb_utils",
+    "seawall.backends.python.pb_utils._pb_metrics",  # pb_utils' private helpers
+    "seawall.backends.python.pb_utils._pb_model_config",
+    "seawall.backends.python.pb_utils._pb_tensors",
     "seawall.backends.python.pb_utils.triton_python_backend_utils",
     "seawall.backends.python.stub",
+    "seawall.backends.python.stub_channel",  # the stub's control-channel I/O
+    "seawall.backends.python.stub_responses",  # a decoupled model's responses and cancellation flags
     "seawall.backends.python.user_model",
 }
 #: and the outside packages it never loads: no transport, no gRPC client

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +33,15 @@ class ModelCalls(Protocol):
         an instance those executions hold fails at once instead of waiting forever.
 
         Raises:
+            SeawallError: the call failed; `message` is Triton's BLS error text, `code` its code.
+        """
+        ...
+
+    def infer_stream(self, request: InferRequest) -> AsyncIterator[StreamResponse]:
+        """Run `request` and yield its response stream (BLS `exec(decoupled=True)`), the last message `final`:
+        every response of a decoupled model, or the one response of a model that is not.
+
+        Raises (before the first message; the errors of the execution come as a final message with `error`):
             SeawallError: the call failed; `message` is Triton's BLS error text, `code` its code.
         """
         ...
@@ -143,6 +152,8 @@ class ModelInstance(Protocol):
     # Optional (looked up with getattr, so backends without it still conform):
     # `def cancel(self, request: InferRequest) -> None`: the client of `request`, which this instance is running,
     # went away; the model may see it (`is_cancelled()`). Event loop thread.
+    # `async def check_ready(self) -> bool`: the model's own readiness (a python model's `is_ready()`), asked at
+    # every model-readiness check (`InferenceServer.model_ready_checked`); False makes the model not ready.
 
     async def execute(self, requests: Sequence[InferRequest]) -> Execution:
         """Run a batch; one entry per request, in order: a response or that request's error.

@@ -10,6 +10,7 @@ composition root builds. Knows nothing about HTTP or gRPC.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -204,6 +205,21 @@ class InferenceServer:
             return catalog.ready_version(self._models, name, version).is_ready()
         except (NotFoundError, UnavailableError):
             return False
+
+    async def model_ready_checked(self, name: str, version: str = "") -> bool:
+        """`model_ready`, and the model's own readiness: each instance's optional `check_ready()` (a python
+        model's `is_ready()`), as Triton asks it at a model-readiness check.
+
+        Raises: InvalidArgumentError for a version string that is not an integer.
+        """
+        if not self.model_ready(name, version):
+            return False
+        try:
+            model = catalog.ready_version(self._models, name, version).model
+        except (NotFoundError, UnavailableError):
+            return False
+        checks = [check for i in (model.instances if model else ()) if (check := getattr(i, "check_ready", None))]
+        return all(await asyncio.gather(*(check() for check in checks)))
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         """Raises: NotFoundError (unknown model or version), InvalidArgumentError (bad version string)."""

@@ -12,6 +12,8 @@ from seawall.backends.python.messages import (
     AutoCompleted,
     BatchFailed,
     BatchResult,
+    CallCancel,
+    CallStreamed,
     Cancel,
     Execute,
     Finalize,
@@ -22,12 +24,15 @@ from seawall.backends.python.messages import (
     Log,
     OutputRegion,
     Ready,
+    ReadyAnswer,
+    ReadyCheck,
     RequestHeader,
     Response,
     ResponseEntry,
     ResponseGrow,
     ResponseRead,
     ResponseRegion,
+    StreamCall,
 )
 
 _HEADER = RequestHeader("r1", [["INPUT0", "FP32", [1, 4], 0, 16]], ["OUTPUT0"], 7, 3, {"p": "v"})
@@ -41,9 +46,17 @@ HOST_MESSAGES = [
     ResponseRead(3),
     ResponseRegion(1 << 20),
     Cancel(4, 1),
+    CallStreamed(5, 0, [["OUT", "INT32", [1], 0, 4]], 64, None, "", False),
+    CallStreamed(5, 1, [], 0, 3, "bad input", True),
+    CallStreamed(6, 0, [], 0, None, "", True),
+    ReadyCheck(2),
 ]
 STUB_MESSAGES = [
     Ready(),
+    Ready(True),
+    StreamCall(5, "square_int32", "", _HEADER, 64, 0),
+    CallCancel(5),
+    ReadyAnswer(2, False, "RuntimeError: no"),
     InitFailed("ValueError: no", "Traceback ..."),
     AutoCompleted(None),
     AutoCompleted({"max_batch_size": 8}),
@@ -90,6 +103,12 @@ def test_malformed_host_messages_are_refused() -> None:
         messages.decode_host_message(b'["exec", 1, 0, [["r1", [], []]], 0, 0]')
     with pytest.raises(ProtocolError, match="expected a non-negative integer"):
         messages.decode_host_message(b'["exec", 1, -2, [], 0, 0]')
+    with pytest.raises(ProtocolError, match="expected a non-negative integer"):
+        messages.decode_host_message(b'["sresp", 1, 0, [], 0, "3", "", true]')
+    with pytest.raises(ProtocolError, match="wrong number of fields"):
+        messages.decode_host_message(b'["sresp", 1, 0, [], 0, null, ""]')
+    with pytest.raises(ProtocolError, match="expected a non-negative integer"):
+        messages.decode_host_message(b'["rcheck", "a"]')
 
 
 def test_each_direction_accepts_only_its_own_kinds() -> None:
@@ -130,6 +149,14 @@ def test_each_direction_accepts_only_its_own_kinds() -> None:
         (b'["response", 1, 0, [[7], null, "", null], true, 0]', "bad tensor descriptor"),
         (b'["response", 1, 0, [[], null, "", null], true]', "wrong number of fields"),
         (b'["rgrow", -5]', "expected a non-negative integer"),
+        (b'["ready"]', "wrong number of fields"),
+        (b'["scall", 1, "m", "", ["r", [], []], 0, 0]', "bad request header"),
+        (b'["scall", 1, 5, "", ["r", [], [], 0, 0, {}], 0, 0]', "expected a string"),
+        (b'["scancel"]', "wrong number of fields"),
+        (b'["scancel", -1]', "expected a non-negative integer"),
+        (b'["rans", 1, 1, ""]', "expected a boolean"),
+        (b'["rans", 1, true]', "wrong number of fields"),
+        (b'["rans", 1, false, 7]', "expected a string"),
     ],
 )
 def test_malformed_stub_messages_are_refused(payload: bytes, error: str) -> None:

@@ -1,6 +1,8 @@
 """BLS in a stub process: `InferenceRequest.exec()` / `async_exec()` and pb_utils' model control, as messages.
 
-Imports `ipc` and `messages` (the stub imports this module, so it stays light); pb_utils objects arrive untyped.
+Imports `ipc`, `messages` and `bls_stream` (the stub imports this module, so it stays light); pb_utils objects
+arrive untyped. `exec(decoupled=True)` sends a StreamCall and returns a `bls_stream.ResponseIterator` over its
+CallStreamed answers.
 A call's inputs go to the host in a sealed region this process makes (tag `c<id>`); its outputs come back in a
 sealed region the host made (tag `r<id>`), mapped copy-on-write and used without a copy. Any thread may call: the
 calling thread waits for its answer (matched by call id), reading the control channel itself if nobody else is.
@@ -14,14 +16,21 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from seawall.backends.python import ipc
-from seawall.backends.python.messages import Call, CallFailed, CallResult, Control, RequestHeader, StubMessage
+from seawall.backends.python.bls_stream import ResponseIterator
+from seawall.backends.python.messages import (
+    Call,
+    CallCancel,
+    CallFailed,
+    CallResult,
+    CallStreamed,
+    Control,
+    RequestHeader,
+    StreamCall,
+    StubMessage,
+)
 
 #: Triton's answer to a call from initialize() or finalize()
 OUTSIDE_EXECUTE = "BLS is only supported during the 'execute' function."
-DECOUPLED_NOT_YET = (
-    "exec(decoupled=True) / async_exec(decoupled=True) (BLS of decoupled models) is not supported by Seawall's "
-    "python backend yet"
-)
 #: threads async_exec() waits in (each in-flight call holds one); created on first use
 MAX_ASYNC_CALLS = 64
 
@@ -33,13 +42,17 @@ UserObject = Any
 
 
 class CallChannel(Protocol):
-    """What the client needs of the stub's control channel (stub.py's `_Channel`)."""
+    """What the client needs of the stub's control channel (`stub_channel.Channel`)."""
 
     def send(self, message: StubMessage) -> None: ...
 
     def send_fd(self, tag: bytes, fd: int) -> None: ...
 
     def wait_answer(self, call_id: int) -> CallResult | CallFailed | None: ...
+
+    def wait_streamed(self, call_id: int) -> CallStreamed | CallFailed | None: ...
+
+    def drop_stream(self, call_id: int) -> None: ...
 
     def receive_region(self, tag: bytes, size: int, writable: bool, private: bool = False) -> Any: ...
 
@@ -61,43 +74,71 @@ class CallClient:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     def exec(self, request: UserObject, decoupled: bool = False) -> UserObject:
-        """Run `request` on the server; its response (an error response if the call failed).
+        """Run `request` on the server; its response (an error response if the call failed), or with
+        `decoupled`, an iterator of its responses (`bls_stream.ResponseIterator`).
 
         Raises:
-            pb_utils.TritonModelException: called outside execute(), decoupled=True, or bad arguments.
+            pb_utils.TritonModelException: called outside execute(), or bad arguments.
         """
         pb = self._pb
-        if decoupled:
-            raise pb.TritonModelException(DECOUPLED_NOT_YET)
         if not self.serving:
             raise pb.TritonModelException(OUTSIDE_EXECUTE)
-        call_id, message, payloads, offsets = self._call(request)
+        call_id, message, payloads, offsets = self._call(request, StreamCall if decoupled else Call)
         self._send(call_id, message, payloads, offsets)
+        if decoupled:
+            channel = self._channel
+            return ResponseIterator(
+                lambda: self._next_streamed(call_id),
+                lambda: channel.send(CallCancel(call_id)),
+                lambda: channel.drop_stream(call_id),
+                self._waiters,
+            )
         answer = self._channel.wait_answer(call_id)
         if answer is None:
-            return pb.InferenceResponse(error=pb.TritonError("the server has gone", pb.TritonError.UNAVAILABLE))
+            return self._gone()
         if type(answer) is CallFailed:
             return pb.InferenceResponse(error=pb.TritonError(answer.message, answer.code))
         assert type(answer) is CallResult
-        return pb.InferenceResponse(self._outputs(call_id, answer))
+        return pb.InferenceResponse(self._outputs(b"r%d" % call_id, answer.outputs, answer.size))
+
+    def _gone(self) -> UserObject:
+        pb = self._pb
+        return pb.InferenceResponse(error=pb.TritonError("the server has gone", pb.TritonError.UNAVAILABLE))
+
+    def _next_streamed(self, call_id: int) -> tuple[UserObject, bool]:
+        """The next response of StreamCall `call_id` and whether it is the last."""
+        pb = self._pb
+        answer = self._channel.wait_streamed(call_id)
+        if answer is None:
+            return self._gone(), True
+        if type(answer) is CallFailed:
+            return pb.InferenceResponse(error=pb.TritonError(answer.message, answer.code)), True
+        assert type(answer) is CallStreamed
+        if answer.error_code is not None:
+            return pb.InferenceResponse(error=pb.TritonError(answer.error_message, answer.error_code)), answer.final
+        tag = b"s%d.%d" % (call_id, answer.position)
+        return pb.InferenceResponse(self._outputs(tag, answer.outputs, answer.size)), answer.final
 
     def async_exec(self, request: UserObject, decoupled: bool = False) -> asyncio.Future[UserObject]:
-        """`exec` in a waiting thread; awaitable on the running event loop.
+        """`exec` in a waiting thread; awaitable on the running event loop (with `decoupled`, it gives the
+        iterator, which `async for` may also iterate without blocking the loop).
 
         Raises: as `exec`, and RuntimeError without a running event loop (as Triton's).
         """
         import asyncio  # only models that use async_exec pay for it
 
         loop = asyncio.get_running_loop()
-        if decoupled:
-            raise self._pb.TritonModelException(DECOUPLED_NOT_YET)
         if not self.serving:
             raise self._pb.TritonModelException(OUTSIDE_EXECUTE)
+        return loop.run_in_executor(self._waiters(), self.exec, request, decoupled)
+
+    def _waiters(self) -> ThreadPoolExecutor:
+        """The threads async_exec and `async for` wait in (made on first use)."""
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._executor = ThreadPoolExecutor(MAX_ASYNC_CALLS, thread_name_prefix="bls")
-        return loop.run_in_executor(self._executor, self.exec, request)
+        return self._executor
 
     def control(self, action: str, model: str, text: str, flag: bool, files: dict[str, bytes]) -> bool:
         """is_model_ready ("ready"), load_model ("load"), unload_model ("unload").
@@ -126,7 +167,9 @@ class CallClient:
             raise pb.TritonModelException(control_failure(prefix, self._instance_name, answer.message))
         return bool(answer.value) if type(answer) is CallResult else False
 
-    def _call(self, request: UserObject) -> tuple[int, Call, list[ipc.Payload], list[int]]:
+    def _call(
+        self, request: UserObject, kind: type[Call] | type[StreamCall]
+    ) -> tuple[int, Call | StreamCall, list[ipc.Payload], list[int]]:
         """The Call message of `request` and its input payloads (validated as Triton's stub does).
 
         Raises: pb_utils.TritonModelException (bad arguments).
@@ -166,27 +209,26 @@ class CallClient:
         call_id = next(self._ids)
         return (
             call_id,
-            Call(call_id, name, "" if version < 0 else str(version), header, size, timeout),
+            kind(call_id, name, "" if version < 0 else str(version), header, size, timeout),
             payloads,
             offsets,
         )
 
-    def _send(self, call_id: int, message: Call | Control, payloads: list[ipc.Payload], offsets: list[int]) -> None:
+    def _send(
+        self, call_id: int, message: Call | StreamCall | Control, payloads: list[ipc.Payload], offsets: list[int]
+    ) -> None:
         size = message.size
         if size:
             self._channel.send_fd(b"c%d" % call_id, ipc.sealed_region(offsets, payloads, size))
         self._channel.send(message)
 
-    def _outputs(self, call_id: int, answer: CallResult) -> list[UserObject]:
-        """The response's tensors, views of the region the host made (copy-on-write: never copied unless the
-        model writes into them)."""
+    def _outputs(self, tag: bytes, descriptors: list[ipc.Descriptor], size: int) -> list[UserObject]:
+        """A response's tensors, views of the region the host made under `tag` (copy-on-write: never copied
+        unless the model writes into them)."""
         tensor = self._pb.Tensor
-        if not answer.size:
-            region: Any = b""
-        else:
-            region = self._channel.receive_region(b"r%d" % answer.call_id, answer.size, False, private=True)
+        region: Any = self._channel.receive_region(tag, size, False, private=True) if size else b""
         outputs = []
-        for descriptor in answer.outputs:
+        for descriptor in descriptors:
             if type(descriptor) is not list:
                 raise ipc.ProtocolError("bad tensor descriptor")
             name, datatype, array = ipc.read_tensor(region, descriptor, copy=False)

@@ -8,6 +8,7 @@ its outputs go back in a sealed region this side makes. Everything the stub sent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mmap
 import os
@@ -15,7 +16,16 @@ from collections.abc import Sequence
 
 import seawall.core.offload as offload
 from seawall.backends.python import ipc
-from seawall.backends.python.messages import Call, CallFailed, CallResult, Control
+from seawall.backends.python.messages import (
+    Call,
+    CallCancel,
+    CallFailed,
+    CallMessage,
+    CallResult,
+    CallStreamed,
+    Control,
+    StreamCall,
+)
 from seawall.backends.python.process import StubDied, StubProcess
 from seawall.core.backend import ModelCalls
 from seawall.core.types import InferRequest, ParamValue, RequestedOutput, Tensor
@@ -36,6 +46,8 @@ _TRITON_CODES = {
 }
 #: Most calls one stub may have in flight; beyond that its calls fail (a model cannot flood the server).
 MAX_CALLS_IN_FLIGHT = 256
+#: the error that ends a StreamCall the model cancelled (iterator.cancel())
+CANCELLED = "the BLS request was cancelled by the model (ResponseIterator.cancel())"
 _EMPTY = b""
 
 
@@ -73,9 +85,17 @@ class CallServer:
         self._key = f"{model_name}/{model_version}"  # how this model appears in its calls' `callers`
         self._calls = calls
         self._tasks: set[asyncio.Task[None]] = set()  # calls being served, for stop()
+        self._streams: dict[tuple[int, int], asyncio.Task[None]] = {}  # (id(process), call id) → StreamCall served
+        self._cancelled: set[asyncio.Task[None]] = set()  # stream tasks cancelled by the model (CallCancel)
 
-    def serve(self, process: StubProcess, message: Call | Control) -> None:
+    def serve(self, process: StubProcess, message: CallMessage) -> None:
         """Start serving `message` of `process` (from its control channel: no awaiting here)."""
+        if isinstance(message, CallCancel):
+            task = self._streams.get((id(process), message.call_id))
+            if task is not None and task not in self._cancelled:  # else it has ended: nothing to cancel
+                self._cancelled.add(task)
+                task.cancel()
+            return
         if self._calls is None:
             process.send(CallFailed(message.call_id, 1, "this server does not serve calls from model code"))
             return
@@ -96,9 +116,31 @@ class CallServer:
             for request in requests if isinstance(requests, list | tuple) else ():
                 if isinstance(request, InferRequest):
                     callers.update(request.callers)
+        key = (id(process), message.call_id)
+        if type(message) is StreamCall and key in self._streams:
+            process.abort("bad call: a call id in use")
+            return
         task = asyncio.get_running_loop().create_task(self._run(process, message, self._calls, tuple(callers)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if type(message) is StreamCall:
+            self._streams[key] = task
+            task.add_done_callback(lambda done: self._ended(process, message, done))
+
+    def _ended(self, process: StubProcess, message: StreamCall, task: asyncio.Task[None]) -> None:
+        """A StreamCall's task is done. Cancelled by the model (CallCancel, even before it ran): the core has
+        cancelled the request, and a final CANCELLED error ends the model's iterator."""
+        call_id = message.call_id
+        key = (id(process), call_id)
+        if self._streams.get(key) is task:
+            del self._streams[key]
+        if task in self._cancelled:
+            self._cancelled.discard(task)
+            if task.cancelled():
+                if message.size:  # cancelled before it ran, its input region may still wait: closed
+                    with contextlib.suppress(ipc.ProtocolError):
+                        os.close(process.receive_fd(b"c%d" % call_id))
+                process.send(CallStreamed(call_id, 0, [], 0, 7, CANCELLED, True))
 
     async def stop(self) -> None:
         """Cancel the calls still being served; idempotent."""
@@ -108,7 +150,11 @@ class CallServer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(
-        self, process: StubProcess, message: Call | Control, calls: ModelCalls, callers: tuple[str, ...]
+        self,
+        process: StubProcess,
+        message: Call | Control | StreamCall,
+        calls: ModelCalls,
+        callers: tuple[str, ...],
     ) -> None:
         try:
             memory = (
@@ -116,6 +162,8 @@ class CallServer:
             )
             if type(message) is Call:
                 await self._infer(process, message, memory, calls, callers)
+            elif type(message) is StreamCall:
+                await self._infer_stream(process, message, memory, calls, callers)
             else:
                 assert type(message) is Control
                 await self._control(process, message, memory, calls)
@@ -135,27 +183,42 @@ class CallServer:
         callers: tuple[str, ...],
     ) -> None:
         """Raises: SeawallError (the call's failure), ipc.ProtocolError (a bad message)."""
-        header = message.request
-        region = memory if memory is not None else _EMPTY
-        tensors = []
-        for descriptor in header.inputs:
-            name, datatype, array = ipc.read_tensor(region, descriptor, copy=False)  # type: ignore[arg-type]
-            tensors.append(Tensor(name, datatype, tuple(array.shape), array))
-        request = InferRequest(
-            message.model,
-            tensors,
-            message.version,
-            header.id,
-            [RequestedOutput(name) for name in header.outputs],
-            _parameters(header.parameters, header.correlation_id, header.flags, message.timeout_us),
-            callers,
-        )
+        request = _request(message, memory, callers)
         response = await calls.infer(request)
         outputs = response.outputs
         descriptors, size, fd = await offload.run(_heavy(outputs), _write_outputs, outputs)
         if fd is not None:
             process.pass_call_region(fd, b"r%d" % message.call_id)
         process.send(CallResult(message.call_id, descriptors, size))
+
+    async def _infer_stream(
+        self,
+        process: StubProcess,
+        message: StreamCall,
+        memory: mmap.mmap | None,
+        calls: ModelCalls,
+        callers: tuple[str, ...],
+    ) -> None:
+        """Each response of the called model as a CallStreamed, its outputs in a sealed region of its own.
+
+        Raises: SeawallError (the call failed before its first response), ipc.ProtocolError (a bad message).
+        """
+        request = _request(message, memory, callers)
+        position = 0
+        async for streamed in calls.infer_stream(request):
+            descriptors: list[ipc.Descriptor] = []
+            size, code, text = 0, None, ""
+            if streamed.error is not None:
+                code, text = triton_code(streamed.error), streamed.error.message
+            elif streamed.response is not None:
+                outputs = streamed.response.outputs
+                descriptors, size, fd = await offload.run(_heavy(outputs), _write_outputs, outputs)
+                if fd is not None:
+                    process.pass_call_region(fd, b"s%d.%d" % (message.call_id, position))
+            process.send(CallStreamed(message.call_id, position, descriptors, size, code, text, streamed.final))
+            position += 1
+            if streamed.final:
+                return
 
     async def _control(
         self, process: StubProcess, message: Control, memory: mmap.mmap | None, calls: ModelCalls
@@ -177,6 +240,28 @@ class CallServer:
                 files[name] = array.tobytes()
             await calls.load_model(message.model, message.text, files, caller)
         process.send(CallResult(message.call_id, [], 0, value))
+
+
+def _request(message: Call | StreamCall, memory: mmap.mmap | None, callers: tuple[str, ...]) -> InferRequest:
+    """The core's request of a call, its inputs read straight from the stub's sealed region (no copy).
+
+    Raises: ipc.ProtocolError (a bad descriptor), InternalError (a bad parameter).
+    """
+    header = message.request
+    region = memory if memory is not None else _EMPTY
+    tensors = []
+    for descriptor in header.inputs:
+        name, datatype, array = ipc.read_tensor(region, descriptor, copy=False)  # type: ignore[arg-type]
+        tensors.append(Tensor(name, datatype, tuple(array.shape), array))
+    return InferRequest(
+        message.model,
+        tensors,
+        message.version,
+        header.id,
+        [RequestedOutput(name) for name in header.outputs],
+        _parameters(header.parameters, header.correlation_id, header.flags, message.timeout_us),
+        callers,
+    )
 
 
 def _parameters(

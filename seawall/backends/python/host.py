@@ -17,7 +17,7 @@ from pathlib import PurePath
 
 from google.protobuf import json_format
 
-from seawall.backends.python import in_process
+from seawall.backends.python import in_process, in_process_runtime
 from seawall.backends.python.instance import PythonModelInstance
 from seawall.backends.python.instance_core import InstanceSpec, hidden_prefix, hide, within
 from seawall.backends.python.messages import AutoCompleted, Init, InitFailed
@@ -211,7 +211,7 @@ class PythonBackend:
                 in_process.PARAMETER,
                 "; execute() runs on the event loop, so a slow one delays every request" if mode == "inline" else "",
             )
-            pb = in_process.pb_utils_module()
+            pb = in_process_runtime.pb_utils_module()
             instances = [
                 in_process.InProcessModelInstance(
                     spec, settings, pb, mode == "inline", metrics=context.custom_metrics, calls=context.calls

@@ -8,29 +8,33 @@ There is no crash isolation: a segfault or os._exit in model code ends the serve
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib.util
 import logging
 import os
-import queue
 import sys
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from types import ModuleType
 from typing import TypeVar
 
 import numpy as np
 
 from seawall.backends.python import in_process_calls, ipc
+from seawall.backends.python.in_process_runtime import (
+    Cancelled,
+    OwnerSink,
+    SinkCancels,
+    Worker,
+    thread_model,
+)
 from seawall.backends.python.instance_core import InstanceSpec, request_header
+from seawall.backends.python.instance_readiness import READY_CHECK_S
 from seawall.backends.python.model_source import ModelSource, RepositoryFinder
-from seawall.backends.python.process import StubSettings, escape_log, log_model_line
+from seawall.backends.python.process import StubSettings
+from seawall.backends.python.process_io import escape_log
 from seawall.backends.python.user_model import (
-    PB_DIR,
-    PB_MODULE,
     BatchError,
     UserModel,
     UserObject,
@@ -38,7 +42,7 @@ from seawall.backends.python.user_model import (
     load_from_repository,
 )
 from seawall.core.backend import DecoupledExecution, Execution, ModelCalls, ModelConfig, ResponseSink
-from seawall.core.custom_metrics import MetricOp, MetricsOwner, ModelMetrics, kind_of
+from seawall.core.custom_metrics import ModelMetrics
 from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
 
@@ -78,182 +82,6 @@ def in_process_mode(config: ModelConfig, model_name: str) -> str:
     return value
 
 
-def pb_utils_module() -> ModuleType:
-    """Seawall's `triton_python_backend_utils`, importable under that name by in-process models.
-
-    Raises:
-        InternalError: another module of that name is already imported in the server.
-    """
-    path = os.path.join(PB_DIR, PB_MODULE + ".py")
-    existing = sys.modules.get(PB_MODULE)
-    if existing is not None:
-        if os.path.realpath(str(getattr(existing, "__file__", ""))) != os.path.realpath(path):
-            raise InternalError(f"another '{PB_MODULE}' module is already imported in the server")
-        return existing
-    spec = importlib.util.spec_from_file_location(PB_MODULE, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module._set_log_sink(_log_sink)
-    module._set_metrics_sink(_metrics_sink)
-    module._set_model_dir(_model_dir)
-    module._set_call_handler(in_process_calls.InProcessCalls(module))
-    sys.modules[PB_MODULE] = module
-    return module
-
-
-#: the instance whose inline execute() runs on this thread now (worker threads are named after theirs)
-_inline = threading.local()
-
-
-def _log_sink(level: int, text: str, file: str = "", line: int = 0) -> None:
-    """pb_utils.Logger in the server: the model file and line, as from a stub."""
-    name = getattr(_inline, "name", None) or threading.current_thread().name
-    log_model_line(name, level, text, file, line)
-
-
-def _model_dir() -> str:
-    """pb_utils.get_model_dir() of the instance whose code runs on this thread."""
-    directory = getattr(_inline, "model_dir", None)
-    if directory is None:
-        raise RuntimeError("get_model_dir() is available in initialize(), execute() and finalize()")
-    return str(directory)
-
-
-class _OwnerSink:
-    """pb_utils.MetricFamily's way to the server's registry for one in-process instance (any thread)."""
-
-    def __init__(self, owner: MetricsOwner) -> None:
-        self._owner = owner
-
-    def family(self, family: int, name: str, description: str, kind: int) -> None:
-        with _as_runtime_error():
-            self._owner.create_family(family, name, description, kind_of(kind))
-
-    def metric(self, metric: int, family: int, labels: dict[str, str], buckets: list[float] | None) -> None:
-        with _as_runtime_error():
-            self._owner.create_metric(metric, family, labels, buckets)
-
-    def apply(self, metric: int, op: int, value: float) -> None:
-        with _as_runtime_error():
-            self._owner.apply(metric, MetricOp(op), value)
-
-    def value(self, metric: int) -> float:
-        with _as_runtime_error():
-            return self._owner.value(metric)
-
-    def delete(self, kind: int, id_: int) -> None:
-        (self._owner.delete_family if kind == 0 else self._owner.delete_metric)(id_)
-
-
-@contextlib.contextmanager
-def _as_runtime_error() -> Iterator[None]:
-    """The registry's errors as the stub's sink raises them (pb_utils adds Triton's prefixes)."""
-    try:
-        yield
-    except SeawallError as error:
-        raise RuntimeError(error.message) from None
-
-
-def _metrics_sink() -> _OwnerSink:
-    """The sink of the instance whose code runs on this thread (its worker thread, or an inline execute()).
-
-    Raises:
-        RuntimeError: no model instance runs on this thread (a thread the model started itself).
-    """
-    sink = getattr(_inline, "metrics", None)
-    if sink is None:
-        raise RuntimeError(
-            "an in-process model creates its MetricFamily objects in initialize() or execute(), not in its own threads"
-        )
-    return sink  # type: ignore[no-any-return]  # thread-local attribute
-
-
-class _Worker:
-    """One thread running jobs in order; results come back to the submitting event loop.
-
-    Results finished while the loop has not yet picked up earlier ones ride on the same wake-up: under load
-    one cross-thread wake-up settles several futures.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], object], asyncio.Future[object]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-        self._done: list[tuple[asyncio.Future[object], object, BaseException | None]] = []  # under _lock
-
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._thread.start()
-
-    def submit(self, job: Callable[[], _T]) -> asyncio.Future[_T]:
-        assert self._loop is not None
-        future: asyncio.Future[_T] = self._loop.create_future()
-        self._jobs.put((job, future))  # type: ignore[arg-type]  # the future's type follows the job's
-        return future
-
-    def stop(self) -> None:
-        """The thread ends after the jobs already submitted (it is a daemon: a stuck job cannot hold exit)."""
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        while (item := self._jobs.get()) is not None:
-            job, future = item
-            try:
-                result, error = job(), None
-            except Exception as exc:  # handed to the awaiting coroutine, which decides
-                result, error = None, exc
-            except BaseException as exc:  # sys.exit() in model code must not reach the event loop
-                result, error = None, RuntimeError(describe(exc))
-            with self._lock:
-                self._done.append((future, result, error))
-                if len(self._done) > 1:
-                    continue  # a wake-up is already on its way
-            try:
-                assert self._loop is not None
-                self._loop.call_soon_threadsafe(self._settle_done)
-            except RuntimeError:
-                return  # the loop is closed: nobody is waiting any more
-
-    def _settle_done(self) -> None:
-        """Event loop thread: settle every finished job's future (a cancelled caller's is already done)."""
-        with self._lock:
-            done, self._done = self._done, []
-        for future, result, error in done:
-            if future.done():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-
-class _SinkCancels:
-    """`request.is_cancelled()` of a decoupled batch in process: whether the reader of its sink went away (a
-    bool read from the model's thread)."""
-
-    __slots__ = ("_sinks",)
-
-    def __init__(self, sinks: Sequence[ResponseSink]) -> None:
-        self._sinks = sinks
-
-    def is_cancelled(self, seq: int, item: int) -> bool:
-        return self._sinks[item].cancelled
-
-
-class _Cancelled:
-    """`request.is_cancelled()` of a unary batch in process: the requests `cancel` was called for."""
-
-    __slots__ = ("items",)
-
-    def __init__(self) -> None:
-        self.items: set[int] = set()
-
-    def is_cancelled(self, seq: int, item: int) -> bool:
-        return item in self.items
-
-
 class InProcessModelInstance:
     """A ModelInstance whose model runs on a worker thread of the server process."""
 
@@ -267,7 +95,7 @@ class InProcessModelInstance:
         calls: ModelCalls | None = None,
     ) -> None:
         self._spec = spec
-        self._metrics_sink = None if metrics is None else _OwnerSink(metrics.owner(spec.instance_name))
+        self._metrics_sink = None if metrics is None else OwnerSink(metrics.owner(spec.instance_name))
         self._calls = calls
         self._call_context: in_process_calls.CallContext | None = None  # made at start (needs the loop)
         self._inline = inline  # execute() on the event loop thread; initialize/finalize stay on the worker
@@ -277,10 +105,10 @@ class InProcessModelInstance:
         self._model: UserModel | None = None  # owned by the worker thread once started
         self._module_name = f"seawall_model_{uuid.uuid4().hex}"
         self._finder: RepositoryFinder | None = None
-        self._worker = _Worker(spec.instance_name)
+        self._worker = Worker(spec.instance_name)
         self._ready = False
         self._stopped = False
-        self._cancelled = _Cancelled()  # id() of pb requests whose client went away (kept while they run)
+        self._cancelled = Cancelled()  # id() of pb requests whose client went away (kept while they run)
         self._running: dict[int, UserObject] = {}  # id(request) → its pb request, while it runs (worker thread)
 
     @property
@@ -316,7 +144,7 @@ class InProcessModelInstance:
     ) -> DecoupledExecution:
         model = self._model
         assert model is not None
-        cancels = _SinkCancels(sinks)
+        cancels = SinkCancels(sinks)
         senders: list[UserObject] = []
         try:
             started = time.monotonic_ns()
@@ -404,16 +232,41 @@ class InProcessModelInstance:
 
     def _load(self) -> None:
         spec = self._spec
-        _inline.metrics = self._metrics_sink  # this worker thread runs this instance's code only
-        _inline.model_dir = os.path.dirname(spec.model_file)
+        thread_model.metrics = self._metrics_sink  # this worker thread runs this instance's code only
+        thread_model.model_dir = os.path.dirname(spec.model_file)
         self._finder = RepositoryFinder(ModelSource(spec.model_dir or os.path.dirname(spec.version_dir), spec.pins))
         with _SYS_PATH_LOCK:  # later imports from the model directory go through this finder too
             model_class = load_from_repository(
                 spec.model_file, self._module_name, spec.version_dir, self._finder, keep_version_dir=False
             )
         model = UserModel(self._pb, model_class, spec.model_name)
+        if spec.decoupled and model.is_async:  # its execute() runs in the background, as in Triton
+            name, metrics, model_dir = self.name, self._metrics_sink, os.path.dirname(spec.model_file)
+
+            def setup() -> None:
+                thread_model.name, thread_model.metrics, thread_model.model_dir = name, metrics, model_dir
+
+            model.log_error = lambda text: logger.error("model instance '%s': %s", name, escape_log(text))
+            model.start_background_loop(setup)
         model.initialize(dict(spec.args))
         self._model = model
+
+    async def check_ready(self) -> bool:
+        """The model's own readiness: its `is_ready()` on a thread of its own (beside execute, as in Triton),
+        within READY_CHECK_S; True if it defines none. False (logged) if it failed or took too long."""
+        model = self._model
+        if model is None or not model.checks_readiness:
+            return True  # the version's state alone decides
+        if not self.is_healthy():
+            return False
+        try:
+            ready, error = await asyncio.wait_for(asyncio.to_thread(model.is_ready), READY_CHECK_S)
+        except TimeoutError:
+            logger.warning("model instance '%s': is_ready() did not answer in time: not ready", self.name)
+            return False
+        if error:
+            logger.error("model instance '%s': is_ready() failed: %s", self.name, escape_log(error))
+        return ready
 
     async def stop(self) -> None:
         """Run finalize() (if initialized) and end the worker thread; idempotent."""
@@ -445,12 +298,12 @@ class InProcessModelInstance:
             raise UnavailableError(f"model instance '{self.name}' is not available")
         batch = list(requests)
         if self._inline:
-            _inline.name, _inline.metrics = self.name, self._metrics_sink
-            _inline.model_dir = os.path.dirname(self._spec.model_file)
+            thread_model.name, thread_model.metrics = self.name, self._metrics_sink
+            thread_model.model_dir = os.path.dirname(self._spec.model_file)
             try:
                 results = self._run_batch(batch)
             finally:
-                _inline.name = _inline.metrics = _inline.model_dir = None
+                thread_model.name = thread_model.metrics = thread_model.model_dir = None
             now = time.monotonic()
             if now - self._last_yield > INLINE_YIELD_S:
                 self._last_yield = now

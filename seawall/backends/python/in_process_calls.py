@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from seawall.backends.python.call_client import DECOUPLED_NOT_YET, OUTSIDE_EXECUTE, control_failure
-from seawall.backends.python.calls import checked_version, triton_code
+from seawall.backends.python.bls_stream import ResponseIterator
+from seawall.backends.python.call_client import OUTSIDE_EXECUTE, control_failure
+from seawall.backends.python.calls import CANCELLED, checked_version, triton_code
 from seawall.core.backend import ModelCalls
-from seawall.core.types import InferRequest, RequestedOutput, Tensor
-from seawall.errors import InternalError, SeawallError
+from seawall.core.types import InferRequest, RequestedOutput, StreamResponse, Tensor
+from seawall.errors import CancelledError, InternalError, SeawallError
 
 _T = TypeVar("_T")
 #: what runs on this thread now: `context` (a CallContext) and `requests` (the batch's InferRequests)
@@ -54,10 +56,8 @@ class InProcessCalls:
     def __init__(self, pb: Any) -> None:
         self._pb = pb
 
-    def _context(self, decoupled: bool) -> tuple[CallContext, tuple[str, ...]]:
+    def _context(self) -> tuple[CallContext, tuple[str, ...]]:
         pb = self._pb
-        if decoupled:
-            raise pb.TritonModelException(DECOUPLED_NOT_YET)
         context: CallContext | None = getattr(_running, "context", None)
         if context is None:
             raise pb.TritonModelException(OUTSIDE_EXECUTE)
@@ -72,17 +72,67 @@ class InProcessCalls:
         return context, tuple(callers)
 
     def exec(self, request: Any, decoupled: bool = False) -> Any:
-        """Raises: pb_utils.TritonModelException (outside execute, decoupled, inline models, bad arguments)."""
-        context, callers = self._context(decoupled)
-        return self._exec(context, callers, request)
+        """Raises: pb_utils.TritonModelException (outside execute, inline models, bad arguments)."""
+        context, callers = self._context()
+        return (self._stream if decoupled else self._exec)(context, callers, request)
 
     def async_exec(self, request: Any, decoupled: bool = False) -> asyncio.Future[Any]:
         """Raises: as `exec`, and RuntimeError without a running event loop."""
         loop = asyncio.get_running_loop()  # the model's own loop, on its worker thread
-        context, callers = self._context(decoupled)
-        return loop.run_in_executor(None, self._exec, context, callers, request)
+        context, callers = self._context()
+        return loop.run_in_executor(None, self._stream if decoupled else self._exec, context, callers, request)
 
     def _exec(self, context: CallContext, callers: tuple[str, ...], request: Any) -> Any:
+        pb = self._pb
+        core_request = self._core_request(callers, request)
+        try:
+            if context.calls is None:
+                raise InternalError("this server does not serve calls from model code")
+            response = self._on_loop(context, context.calls.infer(core_request))
+        except SeawallError as error:
+            return self._error(error)
+        return pb.InferenceResponse([pb.Tensor(t.name, t.data, t.datatype) for t in response.outputs])
+
+    def _error(self, error: SeawallError) -> Any:
+        pb = self._pb
+        return pb.InferenceResponse(error=pb.TritonError(error.message, triton_code(error)))
+
+    def _stream(self, context: CallContext, callers: tuple[str, ...], request: Any) -> ResponseIterator:
+        """exec(decoupled=True): the call runs on the server's loop and hands each message to the iterator."""
+        core_request = self._core_request(callers, request)
+        answers: queue.SimpleQueue[StreamResponse] = queue.SimpleQueue()
+
+        async def run() -> None:
+            try:
+                if context.calls is None:
+                    raise InternalError("this server does not serve calls from model code")
+                async for message in context.calls.infer_stream(core_request):
+                    answers.put(message)
+                    if message.final:
+                        return
+            except SeawallError as error:
+                answers.put(StreamResponse(None, error, True))
+            except asyncio.CancelledError:  # cancel(): the core has cancelled the request
+                answers.put(StreamResponse(None, CancelledError(CANCELLED), True))
+
+        running = asyncio.run_coroutine_threadsafe(run(), context.loop)
+        pb = self._pb
+
+        def next_response() -> tuple[Any, bool]:
+            message = answers.get()
+            if message.error is not None:
+                return self._error(message.error), message.final
+            outputs = message.response.outputs if message.response is not None else []
+            return pb.InferenceResponse([pb.Tensor(t.name, t.data, t.datatype) for t in outputs]), message.final
+
+        def cancel() -> None:
+            running.cancel()  # the task on the server's loop is cancelled, which cancels the request
+
+        # dropped: the call runs to its end and its answers go with the queue (as the stub discards them)
+        return ResponseIterator(next_response, cancel, lambda: None, lambda: None)
+
+    def _core_request(self, callers: tuple[str, ...], request: Any) -> InferRequest:
+        """Raises: pb_utils.TritonModelException (bad arguments)."""
         pb = self._pb
         parameters = json.loads(request.parameters())
         for value in parameters.values():
@@ -106,7 +156,7 @@ class InProcessCalls:
         for tensor in request.inputs():
             datatype, array = pb._raw(tensor)
             inputs.append(Tensor(tensor.name(), datatype, tuple(array.shape), array))
-        core_request = InferRequest(
+        return InferRequest(
             str(request.model_name()),
             inputs,
             "" if version < 0 else str(version),
@@ -115,13 +165,6 @@ class InProcessCalls:
             parameters,
             callers,
         )
-        try:
-            if context.calls is None:
-                raise InternalError("this server does not serve calls from model code")
-            response = self._on_loop(context, context.calls.infer(core_request))
-        except SeawallError as error:
-            return pb.InferenceResponse(error=pb.TritonError(error.message, triton_code(error)))
-        return pb.InferenceResponse([pb.Tensor(t.name, t.data, t.datatype) for t in response.outputs])
 
     def control(self, action: str, model: str, text: str, flag: bool, files: dict[str, bytes]) -> bool:
         """Raises: pb_utils.TritonModelException (Triton's "Failed to ...: <why>" wording)."""

@@ -18,6 +18,8 @@ import seawall.core.offload as offload
 from seawall.backends.python import ipc
 from seawall.backends.python.calls import CallServer
 from seawall.backends.python.instance_core import InstanceSpec, request_header
+from seawall.backends.python.instance_readiness import StubReadiness
+from seawall.backends.python.instance_streams import DecoupledStreams
 from seawall.backends.python.messages import (
     BatchFailed,
     BatchResult,
@@ -27,12 +29,11 @@ from seawall.backends.python.messages import (
     InitFailed,
     Ready,
     RequestHeader,
-    Response,
     ResponseEntry,
-    ResponseRead,
     StubMessage,
 )
-from seawall.backends.python.process import StubDied, StubProcess, StubSettings, escape_log
+from seawall.backends.python.process import StubDied, StubProcess, StubSettings
+from seawall.backends.python.process_io import escape_log
 from seawall.core.backend import DecoupledExecution, Execution, ModelCalls, ResponseSink
 from seawall.core.custom_metrics import MetricsOwner, ModelMetrics
 from seawall.core.types import InferRequest, InferResponse, Tensor
@@ -91,8 +92,9 @@ class PythonModelInstance:
         self._stopped = False
         self._crashes: list[float] = []  # monotonic times of recent crashes
         self._restart: asyncio.Task[None] | None = None
+        self._readiness = StubReadiness(spec.instance_name)  # the model's is_ready(), if it has one
         self._process = self._new_process()
-        self._streams: dict[tuple[int, int], tuple[InferRequest, ResponseSink]] = {}  # (seq, item) → open stream
+        self._streams = DecoupledStreams(spec, lambda process, seq: seq <= self._seq and process is self._process)
         self._seq = 0
         self._stub_done_ns = 0  # when the stub finished its latest batch (a later one waited until then)
         self._picks = 0
@@ -107,8 +109,9 @@ class PythonModelInstance:
         names = (f"model={spec.model_name}", f"version={spec.model_version}", f"instance={spec.instance_name}")
         process = StubProcess(spec.instance_name, self._settings, self._on_death, self._owner, names)
         process.on_call = lambda message: self._call_server.serve(process, message)
+        process.on_ready_answer = self._readiness.on_answer
         if spec.decoupled:
-            process.on_response = lambda message: self._on_response(process, message)
+            process.on_response = lambda message: self._streams.on_response(process, message)
         return process
 
     @property
@@ -128,7 +131,7 @@ class PythonModelInstance:
         return self._ready and not self._failed and not self._stopped
 
     def _on_death(self, reason: str) -> None:
-        self._end_streams(UnavailableError(f"model instance '{self.name}' crashed"))
+        self._streams.end_all(UnavailableError(f"model instance '{self.name}' crashed"))
         if not self._ready or self._failed or self._stopped or self._restart is not None:
             return  # a death during (re)initialization surfaces as that call's error
         now = time.monotonic()
@@ -191,6 +194,16 @@ class PythonModelInstance:
             failed = reply if type(reply) is InitFailed else InitFailed("unknown error", "")
             await self._process.stop(graceful=False)
             raise self._spec.initialize_failed(failed.error, failed.trace)
+        self._readiness.checks = reply.checks_readiness
+
+    async def check_ready(self) -> bool:
+        """The model's own readiness: its `is_ready()` asked in its stub (see `StubReadiness`); True if it defines
+        none (the version's state alone decides, a stub being started again included)."""
+        if not self._readiness.checks:
+            return True
+        if not self.is_healthy() or not self._process.is_alive:
+            return False  # nobody to ask
+        return await self._readiness.check(self._process)
 
     async def stop(self) -> None:
         """Run finalize() and end the stub process (a restart under way is abandoned); idempotent."""
@@ -199,7 +212,7 @@ class PythonModelInstance:
             self._restart.cancel()
             await asyncio.gather(self._restart, return_exceptions=True)
         await self._process.stop(graceful=self._ready and self._process.is_alive)
-        self._end_streams(UnavailableError(f"model instance '{self.name}' was unloaded"))
+        self._streams.end_all(UnavailableError(f"model instance '{self.name}' was unloaded"))
         await self._call_server.stop()
 
     async def execute(self, requests: Sequence[InferRequest]) -> Execution:
@@ -275,81 +288,26 @@ class PythonModelInstance:
                 if process is not self._process:
                     raise StubDied("restarted")
                 message = self._prepare(process, requests, slot, payloads, offsets, total)
-                for item, (request, sink) in enumerate(zip(requests, sinks, strict=True)):
-                    key = (message.seq, item)
-                    keys.append(key)
-                    self._streams[key] = (request, sink)
-                    sink.on_cancel(lambda key=key: self._cancel_stream(process, key))  # type: ignore[misc]
+                keys = self._streams.open(process, message.seq, requests, sinks)
                 slot.seq, slot.requests = message.seq, ()
                 slot.reply = process.submit(message)
                 reply = await asyncio.shield(slot.reply)
             except StubDied as exc:
-                self._forget(keys)
+                self._streams.forget(keys)
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
             if type(reply) is BatchFailed and reply.seq == message.seq:
-                self._forget(keys)  # the stub closed every sender: the scheduler ends the streams with the error
+                self._streams.forget(
+                    keys
+                )  # the stub closed every sender: the scheduler ends the streams with the error
                 if not reply.trace and not all(sink.cancelled for sink in sinks):
                     # a stream may have ended already: its client never sees this error, the log must
                     logger.error("model instance '%s': execute failed: %s", self.name, escape_log(reply.error))
                 raise self._spec.batch_failed(reply.error, reply.trace)
             if type(reply) is not BatchResult or reply.seq != message.seq or reply.responses:
-                self._forget(keys)
+                self._streams.forget(keys)
                 process.abort("bad result of a decoupled batch")
                 raise UnavailableError(f"model instance '{self.name}' crashed")
             return DecoupledExecution([None] * len(requests), (reply.started_ns, reply.finished_ns))
-
-    def _forget(self, keys: list[tuple[int, int]]) -> None:
-        for key in keys:
-            self._streams.pop(key, None)
-
-    def _cancel_stream(self, process: StubProcess, key: tuple[int, int]) -> None:
-        """A stream's reader went away: what the model still sends is dropped, and it may see it (Cancel)."""
-        if self._streams.pop(key, None) is not None:
-            process.send(Cancel(*key))
-
-    def _end_streams(self, error: SeawallError) -> None:
-        """End every open stream with `error` (the stub died, or the instance stopped)."""
-        streams, self._streams = self._streams, {}
-        for _, sink in streams.values():
-            sink.fail(error)
-
-    def _on_response(self, process: StubProcess, message: Response) -> None:
-        """A response of a decoupled model (event loop): to its request's sink, then (once the reader has room)
-        the stub may reuse the region (ResponseRead)."""
-        token = message.token
-        if message.seq > self._seq or process is not self._process:
-            process.abort("a response to an unknown batch")
-            return
-        found = self._streams.get((message.seq, message.item))
-        if found is None:  # its reader went away, or it had ended (then the stub broke its own rule: dropped too)
-            if token:
-                process.send(ResponseRead(token))
-            return
-        request, sink = found
-        if message.final:
-            del self._streams[(message.seq, message.item)]
-        entry = message.entry
-        response: InferResponse | None = None
-        error: SeawallError | None = None
-        if entry is not None and entry.error_code is not None:
-            error = self._spec.response_error(entry.error_code, entry.error_message)
-        elif entry is not None:
-            memory = process.responses
-            try:
-                if entry.outputs and memory is None:
-                    raise ipc.ProtocolError("a response without a response region")
-                tensors = [ipc.read_tensor(memory, d, copy=True) for d in entry.outputs] if memory else []
-            except ipc.ProtocolError as exc:
-                process.abort(f"bad response: {exc}")
-                return
-            answer = self._spec.response(request, tensors)
-            if isinstance(answer, SeawallError):
-                error = answer
-            else:
-                response = answer
-        sink.put(response, error, message.final)
-        if token:
-            sink.when_drained(lambda: process.send(ResponseRead(token)))
 
     def _pick(self, slots: list[_Slot]) -> _Slot:
         """A free slot, else the next in turn (only direct callers outnumber the scheduler's workers)."""

@@ -1,7 +1,8 @@
 """The host's handle on one stub process: spawning it (argv list, never a shell), its control channel,
 its shared regions, its output pipes, and noticing its death.
 
-Imports `ipc` and `messages`. Every method runs on the event loop thread; nothing here blocks the loop.
+Imports `ipc`, `messages`, `process_io` (its protocols, log lines) and `metric_relay` (custom metrics). Every method
+runs on the event loop thread; nothing here blocks the loop.
 """
 
 from __future__ import annotations
@@ -19,39 +20,31 @@ from dataclasses import dataclass
 
 from seawall.backends.python import ipc, messages
 from seawall.backends.python.messages import (
+    CALL_MESSAGES,
     METRIC_MESSAGES,
-    Call,
-    Control,
+    CallMessage,
     Finalize,
     Grow,
     HostMessage,
     Log,
-    MetricAnswer,
-    MetricDelete,
-    MetricFamilyNew,
     MetricMessage,
-    MetricNew,
-    MetricUpdate,
-    MetricValue,
     OutputRegion,
+    ReadyAnswer,
     Response,
     ResponseGrow,
     ResponseRegion,
     StubMessage,
-    float_of,
-    wire_float,
 )
-from seawall.core.custom_metrics import MetricOp, MetricsOwner, kind_of
-from seawall.errors import InvalidArgumentError, SeawallError, UnsupportedError
+from seawall.backends.python.metric_relay import MetricRelay
+from seawall.backends.python.process_io import ControlProtocol, PipeProtocol, escape_log, log_model_line
+from seawall.core.custom_metrics import MetricsOwner
 
 logger = logging.getLogger(__name__)
 
-_MAX_LOG_LINE = 8192
 #: Largest region a stub may ask for (its outputs of one batch); beyond this the batch fails.
 MAX_REGION_BYTES = 1 << 34
 #: The stub's entry script. `-P`: its directory stays off sys.path; `-B`: no __pycache__ in the repository.
 _BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
-_LOG_LEVELS = {0: logging.INFO, 1: logging.WARNING, 2: logging.ERROR, 3: logging.DEBUG}
 #: Region fds a stub may have sent ahead of the messages that use them (BLS calls); more breaks the protocol.
 MAX_PENDING_FDS = 64
 
@@ -69,74 +62,6 @@ class StubSettings:
 
 class StubDied(Exception):
     """The stub process is gone (crashed, exited or was killed); `args[0]` is the reason for logs."""
-
-
-def escape_log(text: str) -> str:
-    """Make text from model code safe for one log line: no control characters, bounded length."""
-    if len(text) > _MAX_LOG_LINE:
-        text = text[:_MAX_LOG_LINE] + "...(truncated)"
-    if text.isprintable():
-        return text
-    return text.encode("unicode_escape").decode("ascii")
-
-
-def log_model_line(label: str, level: int, text: str, file: str, line: int) -> None:
-    """One pb_utils.Logger line, as Triton prints it: `<file>:<line>] <text>` with the model file's name and
-    line (the instance's name instead when the stub logs for itself); every part is escaped."""
-    python_level = _LOG_LEVELS.get(level, logging.INFO)
-    if not file:
-        logger.log(python_level, "model instance '%s': %s", label, escape_log(text))
-        return
-    if logger.isEnabledFor(python_level):
-        name = escape_log(os.path.basename(file))
-        logger.handle(logger.makeRecord(logger.name, python_level, name, line, "%s", (escape_log(text),), None))
-
-
-class _ControlProtocol(asyncio.Protocol):
-    def __init__(self, owner: StubProcess) -> None:
-        self._owner = owner
-        self._decoder = messages.FrameDecoder(messages.decode_stub_message)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            received = self._decoder.feed(data)
-        except ipc.ProtocolError as exc:
-            self._owner.abort(f"protocol violation: {exc}")
-            return
-        for message in received:
-            self._owner.on_message(message)
-
-    def eof_received(self) -> bool:
-        return False  # close the transport; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._owner.on_death("control channel closed")
-
-
-class _ProcessProtocol(asyncio.SubprocessProtocol):
-    """Logs the stub's stdout/stderr line by line (escaped) and reports its exit."""
-
-    def __init__(self, owner: StubProcess) -> None:
-        self._owner = owner
-        self._partial: dict[int, bytes] = {}
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        buffered = self._partial.get(fd, b"") + data
-        *lines, rest = buffered.split(b"\n")
-        if len(rest) > _MAX_LOG_LINE:
-            lines.append(rest)
-            rest = b""
-        self._partial[fd] = rest
-        for line in lines:
-            self._owner.log_output(fd, line)
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        rest = self._partial.pop(fd, b"")
-        if rest:
-            self._owner.log_output(fd, rest)
-
-    def process_exited(self) -> None:
-        self._owner.on_exit()
 
 
 class StubProcess:
@@ -157,8 +82,7 @@ class StubProcess:
     ) -> None:
         self._label = label
         self._names = names  # what the stub serves, for its command line (as `ps` shows it): no paths, no secrets
-        self._metrics = metrics  # the instance's custom metrics (None: refused, e.g. during auto-complete)
-        self._metric_refusals = 0  # updates refused (logged once: an honest stub checks them first)
+        self._metrics = MetricRelay(label, metrics, self.send)  # None: refused, e.g. during auto-complete
         self._settings = settings
         self._on_death = on_death  # called once if the stub dies while not being stopped
         self._process: asyncio.SubprocessTransport | None = None
@@ -167,7 +91,7 @@ class StubProcess:
         self._waiters: deque[asyncio.Future[StubMessage]] = deque()  # replies awaited, in send order
         self._contexts: deque[object] = deque()  # beside each waiter: what its message runs (BLS calls read it)
         self._stub_fds: dict[bytes, int] = {}  # region fds the stub sent (BLS calls), by tag, until used
-        self.on_call: Callable[[Call | Control], None] | None = None  # BLS and model control; None: refused
+        self.on_call: Callable[[CallMessage], None] | None = None  # BLS and model control; None: refused
         self._exited: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() call
         self._alive = False
@@ -177,6 +101,7 @@ class StubProcess:
         self.outputs: list[mmap.mmap] = []  # slot → output region (the stub writes, the host reads)
         self.responses: mmap.mmap | None = None  # a decoupled model's response region (made on ResponseGrow)
         self.on_response: Callable[[Response], None] = self._unexpected_response  # set by a decoupled instance
+        self.on_ready_answer: Callable[[ReadyAnswer], None] = lambda answer: None  # set by the instance
 
     @property
     def is_alive(self) -> bool:
@@ -212,7 +137,7 @@ class StubProcess:
         ]
         try:
             self._process, _ = await loop.subprocess_exec(
-                lambda: _ProcessProtocol(self),
+                lambda: PipeProtocol(self),
                 *argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -222,7 +147,7 @@ class StubProcess:
                 env=dict(self._settings.environment),
             )
             self._alive = True
-            self._control, _ = await loop.connect_accepted_socket(lambda: _ControlProtocol(self), control)
+            self._control, _ = await loop.connect_accepted_socket(lambda: ControlProtocol(self), control)
         except BaseException:
             control.close()
             raise
@@ -314,13 +239,15 @@ class StubProcess:
             self.on_response(message)
         elif type(message) is ResponseGrow:
             self._grow_responses(message.size)
+        elif type(message) is ReadyAnswer:
+            self.on_ready_answer(message)
         elif type(message) in METRIC_MESSAGES:
-            self._on_metric(message)  # type: ignore[arg-type]  # one of the metric kinds
-        elif type(message) is Call or type(message) is Control:
+            self._metrics.on_metric(message)  # type: ignore[arg-type]  # one of the metric kinds
+        elif type(message) in CALL_MESSAGES:
             if self.on_call is None:
                 self.abort("unexpected call")
             else:
-                self.on_call(message)
+                self.on_call(message)  # type: ignore[arg-type]  # one of the call kinds
         elif self._waiters:
             self._contexts.popleft()
             waiter = self._waiters.popleft()
@@ -328,37 +255,6 @@ class StubProcess:
                 waiter.set_result(message)  # type: ignore[arg-type]  # metric messages were handled above
         else:
             self.abort(f"unexpected message {type(message).__name__}")
-
-    def _on_metric(self, message: MetricMessage) -> None:
-        """A custom-metric message of the model: done on the instance's owner; asks are answered."""
-        owner = self._metrics
-        try:
-            if owner is None:
-                raise UnsupportedError("custom metrics are not available while the model is auto-completed")
-            if type(message) is MetricUpdate:
-                if not 0 <= message.op <= 2:
-                    raise InvalidArgumentError("unknown metric operation")
-                owner.apply(message.metric, MetricOp(message.op), float_of(message.value))
-                return
-            if type(message) is MetricDelete:
-                (owner.delete_family if message.kind == 0 else owner.delete_metric)(message.id)
-                return
-            value = 0.0
-            if type(message) is MetricFamilyNew:
-                owner.create_family(message.family, message.name, message.description, kind_of(message.kind))
-            elif type(message) is MetricNew:
-                buckets = None if message.buckets is None else [float_of(bound) for bound in message.buckets]
-                owner.create_metric(message.metric, message.family, message.labels, buckets)
-            elif type(message) is MetricValue:
-                value = owner.value(message.metric)
-            self.send(MetricAnswer(message.ask, wire_float(value), ""))  # type: ignore[union-attr]  # asks only
-        except SeawallError as error:
-            if type(message) is MetricUpdate or type(message) is MetricDelete:
-                self._metric_refusals += 1
-                if self._metric_refusals == 1:
-                    logger.warning("model instance '%s': a metric update was refused: %s", self._label, error.message)
-                return
-            self.send(MetricAnswer(message.ask, 0.0, error.message))  # type: ignore[union-attr]  # asks only
 
     def running(self) -> list[object]:
         """The contexts of the messages the stub has not answered yet (oldest first; None for non-Executes)."""

@@ -10,7 +10,9 @@ import importlib.util
 import inspect
 import os
 import sys
-from collections.abc import Sequence
+import threading
+import traceback
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -92,6 +94,10 @@ class UserModel:
         self.model_name = model_name
         self._model = model_class()
         self._loop: UserObject = None  # an asyncio loop, made only for `async def` hooks
+        self._loop_thread: threading.Thread | None = None  # runs `_loop` for ever (decoupled async models)
+        self._background: set[UserObject] = set()  # futures of execute() coroutines run in the background
+        #: where the error of an execute() run in the background goes (its owner logs it)
+        self.log_error: Callable[[str], object] = lambda text: sys.stderr.write(text + "\n")
         self._request_class = pb.InferenceRequest
         self._response_class = pb.InferenceResponse
         self._tensor_class = pb.Tensor
@@ -101,8 +107,38 @@ class UserModel:
         if result is None or type(result) is list:
             return result  # the usual answers of initialize and execute: no awaitable check
         if inspect.isawaitable(result):
+            if self._loop_thread is not None:
+                import asyncio
+
+                return asyncio.run_coroutine_threadsafe(result, self._loop).result()  # type: ignore[arg-type]
             return self.event_loop().run_until_complete(result)
         return result
+
+    def start_background_loop(self, setup: Callable[[], None] = lambda: None) -> None:
+        """Run this model's event loop for ever on a thread of its own (`setup` runs there first): a decoupled
+        model's `async def execute` then runs in the background, as in Triton, and its other `async def` hooks
+        run on that loop too."""
+        import asyncio
+
+        loop = self._loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            setup()
+            asyncio.set_event_loop(loop)
+            loop.run_forever()
+
+        self._loop_thread = threading.Thread(target=run, name=f"{self.model_name}-asyncio", daemon=True)
+        self._loop_thread.start()
+
+    def _background_done(self, future: UserObject) -> None:
+        """An execute() run in the background ended (loop thread): its exception is logged, as Triton does."""
+        self._background.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            text = "".join(traceback.TracebackException.from_exception(exc).format())
+            self.log_error(f"execute() of decoupled model '{self.model_name}' raised in the background: {text}")
 
     def event_loop(self) -> UserObject:
         """This model's own asyncio event loop (made on first use)."""
@@ -124,6 +160,30 @@ class UserModel:
         """
         return self._checked(await self._model.execute(requests), requests)
 
+    @property
+    def checks_readiness(self) -> bool:
+        """The model defines `is_ready()` (Triton then asks it at every model-readiness check)."""
+        return hasattr(self._model, "is_ready")
+
+    def is_ready(self) -> tuple[bool, str]:
+        """Run the model's `is_ready()` (any thread: beside execute, as Triton runs it); (ready, why it failed).
+        An `async def is_ready` runs on the model's running event loop, else on a loop of its own."""
+        try:
+            result = self._model.is_ready()
+            if inspect.iscoroutine(result):
+                import asyncio
+
+                loop = self._loop
+                if loop is not None and loop.is_running():
+                    result = asyncio.run_coroutine_threadsafe(result, loop).result()
+                else:
+                    result = asyncio.run(result)
+            if type(result) is not bool:
+                return False, "is_ready() must return a boolean value"
+            return result, ""
+        except Exception as exc:
+            return False, describe(exc)
+
     def initialize(self, args: dict[str, str]) -> None:
         if hasattr(self._model, "initialize"):
             self.run(self._model.initialize(args))
@@ -131,6 +191,12 @@ class UserModel:
     def finalize(self) -> None:
         if hasattr(self._model, "finalize"):
             self.run(self._model.finalize())
+        if self._loop_thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(5)
+            self._loop_thread = None
+            if self._loop.is_running():
+                return  # a coroutine blocks it: the daemon thread goes with the process
         if self._loop is not None:
             self._loop.close()
             self._loop = None
@@ -181,13 +247,22 @@ class UserModel:
         return responses
 
     def execute_decoupled(self, requests: list[UserObject]) -> None:
-        """Run execute(requests) of a decoupled model, whose responses go through the requests' senders.
+        """Run execute(requests) of a decoupled model, whose responses go through the requests' senders; an
+        `async def execute` runs in the background once `start_background_loop` was called (this returns at once).
 
         Raises:
             BatchError: execute returned something else than None (as Triton's stub refuses it).
             Exception: whatever the model raised.
         """
-        if self.run(self._model.execute(requests)) is not None:
+        result = self._model.execute(requests)
+        if self._loop_thread is not None and inspect.iscoroutine(result):
+            import asyncio
+
+            future = asyncio.run_coroutine_threadsafe(result, self._loop)  # not awaited: Triton does not either
+            self._background.add(future)
+            future.add_done_callback(self._background_done)
+            return
+        if self.run(result) is not None:
             raise BatchError(
                 f"Python model '{self.model_name}' is using the decoupled mode and the execute function must return "
                 "None."

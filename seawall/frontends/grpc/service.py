@@ -125,7 +125,8 @@ class _Servicer:
 
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         # unknown model: OK with ready=false (HTTP answers 400); a bad version string raises
-        return service_pb2.ModelReadyResponse(ready=self._server.model_ready(request.name, request.version))
+        ready = await self._server.model_ready_checked(request.name, request.version)
+        return service_pb2.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         return codec.server_metadata_to_proto(self._server.server_metadata())

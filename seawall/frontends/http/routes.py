@@ -214,7 +214,7 @@ class HttpFrontend(OverHttpServer):
         return _json(model_metadata_json(metadata))
 
     async def _model_ready(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
-        if self._server.model_ready(groups["model"], groups.get("version", "")):
+        if await self._server.model_ready_checked(groups["model"], groups.get("version", "")):
             return _EMPTY_OK
         return error_response(400, "Model version not ready")
 

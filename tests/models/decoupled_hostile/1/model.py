@@ -16,7 +16,7 @@ import triton_python_backend_utils as pb_utils
 
 def _channel():
     for candidate in gc.get_objects():
-        if type(candidate).__name__ == "_Channel" and hasattr(candidate, "_control"):
+        if type(candidate).__name__ == "Channel" and hasattr(candidate, "_control"):
             return candidate
     raise RuntimeError("no channel found")
 

@@ -13,6 +13,7 @@ copies of the response's index. Modes:
   error         one error response with the final flag
   return_list   execute() returns a list (not allowed for decoupled models)
   wait_cancel   waits (up to 30 s) until the client goes away, logs what is_cancelled() said, sends final
+  one_then_wait_cancel  one response, then as wait_cancel
 """
 
 import json
@@ -69,6 +70,9 @@ class TritonPythonModel:
                 sender.send(flags=FINAL)
                 return [pb_utils.InferenceResponse([])]
             elif mode == "wait_cancel":
+                threading.Thread(target=self.wait_cancel, args=(request, sender)).start()
+            elif mode == "one_then_wait_cancel":
+                sender.send(_response(0, size))
                 threading.Thread(target=self.wait_cancel, args=(request, sender)).start()
         return None
 

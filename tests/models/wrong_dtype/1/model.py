@@ -1,4 +1,4 @@
-"""wrong_dtype: returns OUTPUT0 as FP64 although the configuration says FP32."""
+"""wrong_dtype: returns OUTPUT0 as FP64 although the configuration says FP32 (sent as FP64, as Triton does)."""
 
 import triton_python_backend_utils as pb_utils
 
