@@ -16,7 +16,8 @@ from seawall.core.backend import Backend, Model, ModelCalls, ModelConfig, ModelL
 from seawall.core.custom_metrics import CustomMetrics, ModelMetrics
 from seawall.core.model_config import ModelSpec
 from seawall.core.repoagent import RepoAgent, no_plugins
-from seawall.core.scheduler import BatchPolicy, Scheduler
+from seawall.core.request_queue import BatchPolicy
+from seawall.core.scheduler import Scheduler
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import ModelState
 from seawall.errors import InvalidArgumentError, NotFoundError, SeawallError

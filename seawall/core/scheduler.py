@@ -1,7 +1,8 @@
 """Schedulers: queue requests of one model version and dispatch them to its instances.
 
-Imports `core.backend`, `core.stats`, `core.types`, `errors`. One worker task per instance pulls from a
-shared queue; with `dynamic_batching` a worker gathers queued requests into one execution.
+Imports `core.backend`, `core.execution`, `core.request_queue`, `core.stats`, `core.types`, `errors`. One worker
+task per instance pulls from a shared queue; with `dynamic_batching` a worker gathers queued requests into one
+execution (`core/execution.py` runs it).
 
 Decoupled models: a request comes with a `ResponseSink` (`submit_stream`); the instance's `execute_decoupled`
 puts the model's responses there, and its return (the model's execute returned) is what statistics count, as
@@ -13,72 +14,17 @@ reported to its instance (`cancel`, or the sink's cancel callbacks), and counted
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from seawall.core.backend import (
-    MAX_PIPELINE_DEPTH,
-    DecoupledExecution,
-    Execution,
-    ModelConfig,
-    ModelInstance,
-    ResponseSink,
-)
+from seawall.core.backend import MAX_PIPELINE_DEPTH, ModelInstance, ResponseSink
+from seawall.core.execution import execute_batch, execute_decoupled
+from seawall.core.request_queue import BatchPolicy, Pending, fail
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, InferResponse
-from seawall.errors import InternalError, SeawallError, UnavailableError
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Pending:
-    request: InferRequest
-    batch_size: int
-    future: asyncio.Future[Any]  # InferResponse; for a decoupled request None, once execute returned
-    enqueued_ns: int
-    deadline_ns: int  # 0: may wait forever
-    sink: ResponseSink | None = None  # a decoupled request's responses
-    instance: ModelInstance | None = None  # set once an instance runs it
-    idle_only: bool = False  # a BLS call from this model's own executions: only an idle instance may take it
-
-
-@dataclass(frozen=True, slots=True)
-class BatchPolicy:
-    """How many requests one execution may take, and how long the oldest may wait for more."""
-
-    max_batch_size: int = 0  # 0: one request per execution
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_delay_ns: int = 0
-    default_timeout_ns: int = 0  # queue policy: 0 = none
-    allow_timeout_override: bool = False
-
-    @classmethod
-    def from_config(cls, config: ModelConfig) -> BatchPolicy:
-        if not config.HasField("dynamic_batching"):
-            return cls()
-        batching = config.dynamic_batching
-        queue = batching.default_queue_policy
-        return cls(
-            max_batch_size=max(config.max_batch_size, 0),
-            preferred_batch_sizes=tuple(sorted(batching.preferred_batch_size)),
-            max_queue_delay_ns=batching.max_queue_delay_microseconds * 1000,
-            default_timeout_ns=queue.default_timeout_microseconds * 1000,
-            allow_timeout_override=queue.allow_timeout_override,
-        )
-
-    def timeout_ns(self, requested_ns: int) -> int:
-        """The queue timeout of a request: the policy's, which a request may shorten (or replace when
-        the policy allows overrides)."""
-        if not requested_ns:
-            return self.default_timeout_ns
-        if self.allow_timeout_override or not self.default_timeout_ns:
-            return requested_ns
-        return min(requested_ns, self.default_timeout_ns)
+from seawall.errors import SeawallError, UnavailableError
 
 
 class Scheduler:
@@ -95,7 +41,7 @@ class Scheduler:
         self.decoupled = decoupled  # requests come through `submit_stream`, instances have `execute_decoupled`
         self._policy = policy
         self._stats = stats
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[Pending] = deque()
         self._wakeup = asyncio.Event()  # set on enqueue: the worker gathering a batch waits on it for more
         self._idle: deque[tuple[asyncio.Future[None], int]] = deque()  # parked workers (waiter, id(instance))
         # id(instance) → its workers woken or working: a request wakes a worker of an instance at 0 (idle) first,
@@ -152,7 +98,7 @@ class Scheduler:
         future: asyncio.Future[InferResponse] = (self._loop or asyncio.get_running_loop()).create_future()
         now = time.monotonic_ns()
         timeout = self._policy.timeout_ns(timeout_ns)
-        pending = _Pending(request, batch_size, future, now, now + timeout if timeout else 0)
+        pending = Pending(request, batch_size, future, now, now + timeout if timeout else 0)
         if request.callers and self._caller_key in request.callers:
             self._refuse_cycle()
             pending.idle_only = True
@@ -181,14 +127,14 @@ class Scheduler:
         future: asyncio.Future[Any] = (self._loop or asyncio.get_running_loop()).create_future()
         now = time.monotonic_ns()
         timeout = self._policy.timeout_ns(timeout_ns)
-        pending = _Pending(request, batch_size, future, now, now + timeout if timeout else 0, sink)
+        pending = Pending(request, batch_size, future, now, now + timeout if timeout else 0, sink)
         sink.on_cancel(lambda: self._cancel(pending))
         self._queue.append(pending)
         self._stats.pending += 1
         self._wakeup.set()
         self._wake_one()
 
-    def _cancel(self, pending: _Pending) -> None:
+    def _cancel(self, pending: Pending) -> None:
         """The caller of `pending` went away: drop it if still queued (counted now), else tell its instance."""
         now = time.monotonic_ns()
         if pending.instance is None:
@@ -302,7 +248,7 @@ class Scheduler:
         if not self._has_healthy_instance():
             self._fail_queued(UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance"))
 
-    async def _gather(self) -> list[_Pending]:
+    async def _gather(self) -> list[Pending]:
         """Take the next request, and with dynamic batching as many more as fit (waiting up to the delay)."""
         first = self._queue.popleft()
         batch = [first]
@@ -328,7 +274,7 @@ class Scheduler:
             except TimeoutError:
                 return batch
 
-    async def _run(self, instance: ModelInstance, batch: list[_Pending]) -> None:
+    async def _run(self, instance: ModelInstance, batch: list[Pending]) -> None:
         start = time.monotonic_ns()
         self._stats.pending -= len(batch)
         live = [p for p in batch if not p.future.done()]  # a cancelled client leaves a cancelled future
@@ -339,126 +285,23 @@ class Scheduler:
         expired = [p for p in live if p.deadline_ns and p.deadline_ns < start]
         for pending in expired:
             self._stats.record_failure("REJECTED", start - pending.enqueued_ns)
-            _fail(pending, UnavailableError("Request timeout expired"))
+            fail(pending, UnavailableError("Request timeout expired"))
         if expired:
             live = [p for p in live if not p.future.done()]
         if not live:
             return
-        if self.decoupled:
-            await self._run_decoupled(instance, live, start)
-            return
-        for pending in live:
-            pending.instance = instance
-        reason = "OTHER"  # an error the model returned for one request
         self._busy += len(live)
         self._running[id(instance)] = self._running.get(id(instance), 0) + 1
-        requests = [p.request for p in live]
-        dispatched = time.monotonic_ns()  # compute_input: handing the batch to the instance
         try:
-            results = await instance.execute(requests)
-            if len(results) != len(live):
-                raise InternalError("backend returned a wrong number of responses")
-        except SeawallError as error:
-            reason, results = "BACKEND", Execution([error] * len(live))
-        except Exception:
-            logger.exception("model '%s' instance '%s' failed", self._stats.name, instance.name)
-            reason, results = "BACKEND", Execution([InternalError("internal error")] * len(live))
+            if self.decoupled:
+                await execute_decoupled(instance, live, self._stats, start)
+            else:
+                await execute_batch(instance, live, self._stats, start)
         finally:
             self._busy -= len(live)
             self._running[id(instance)] -= 1
             if self._queue and (self._queue[0].deadline_ns or self._queue[0].idle_only):  # waits for an idle one
                 self._wake_all()
-        executed = time.monotonic_ns()
-        # the backend says when the model's code ran (compute_infer; before it compute_input, after it
-        # compute_output) and how long the batch waited behind earlier ones inside the instance (queue time);
-        # only when the batch answered a request: a batch of errors keeps the scheduler's measurement
-        ran = results.compute_ns if any(isinstance(r, InferResponse) for r in results) else None
-        waited = 0
-        if ran is not None and dispatched <= ran[0] <= ran[1] <= executed:
-            began, ended = ran
-            waited = results.waited_ns if 0 <= results.waited_ns <= began - dispatched else 0
-        else:
-            began, ended = dispatched, executed
-        for pending, result in zip(live, results, strict=True):
-            if pending.future.done():
-                if pending.future.cancelled():  # the client went away while it ran
-                    self._stats.record_failure("CANCELED", time.monotonic_ns() - pending.enqueued_ns)
-                continue
-            now = time.monotonic_ns()
-            if isinstance(result, SeawallError):
-                self._stats.record_failure(reason, now - pending.enqueued_ns)
-                pending.future.set_exception(result)
-            else:
-                self._stats.record_success(
-                    request_ns=now - pending.enqueued_ns,
-                    queue_ns=start - pending.enqueued_ns + waited,
-                    input_ns=began - start - waited,
-                    infer_ns=ended - began,
-                    output_ns=now - ended,
-                )
-                pending.future.set_result(result)
-        self._stats.record_execution(
-            sum(p.batch_size for p in live),
-            input_ns=began - start - waited,
-            infer_ns=ended - began,
-            output_ns=time.monotonic_ns() - ended,
-        )
-
-    async def _run_decoupled(self, instance: ModelInstance, live: list[_Pending], start: int) -> None:
-        """`_run` for a decoupled model: the batch's responses go to its sinks; statistics count the execution."""
-        reason = "OTHER"
-        self._busy += len(live)
-        self._running[id(instance)] = self._running.get(id(instance), 0) + 1
-        for pending in live:
-            pending.instance = instance
-        sinks = [p.sink for p in live]
-        dispatched = time.monotonic_ns()
-        try:
-            execute = getattr(instance, "execute_decoupled", None)
-            if execute is None:
-                raise InternalError(f"the backend of model '{self._stats.name}' does not serve decoupled models")
-            results: DecoupledExecution = await execute([p.request for p in live], sinks)
-            if len(results) != len(live):
-                raise InternalError("backend returned a wrong number of results")
-        except SeawallError as error:
-            reason, results = "BACKEND", DecoupledExecution([error] * len(live))
-        except Exception:
-            logger.exception("model '%s' instance '%s' failed", self._stats.name, instance.name)
-            reason, results = "BACKEND", DecoupledExecution([InternalError("internal error")] * len(live))
-        finally:
-            self._busy -= len(live)
-            self._running[id(instance)] -= 1
-            if self._queue and self._queue[0].deadline_ns:
-                self._wake_all()
-        executed = time.monotonic_ns()
-        ran = results.compute_ns
-        began, ended = ran if ran is not None and dispatched <= ran[0] <= ran[1] <= executed else (dispatched, executed)
-        for pending, result in zip(live, results, strict=True):
-            sink = pending.sink
-            assert sink is not None
-            now = time.monotonic_ns()
-            if result is not None:
-                sink.fail(result)
-            if sink.cancelled and not sink.final:
-                self._stats.record_failure("CANCELED", now - pending.enqueued_ns)
-            elif result is not None:
-                self._stats.record_failure(reason, now - pending.enqueued_ns)
-            else:
-                self._stats.record_success(
-                    request_ns=now - pending.enqueued_ns,
-                    queue_ns=start - pending.enqueued_ns + began - dispatched,
-                    input_ns=dispatched - start,
-                    infer_ns=ended - began,
-                    output_ns=now - ended,
-                )
-            if not pending.future.done():
-                pending.future.set_result(None)
-        self._stats.record_execution(
-            sum(p.batch_size for p in live),
-            input_ns=dispatched - start,
-            infer_ns=ended - began,
-            output_ns=time.monotonic_ns() - ended,
-        )
 
     async def run_on(self, instance: ModelInstance, requests: Sequence[InferRequest]) -> None:
         """Run `requests` (batch 1 each) as one execution of `instance`, past the queue, recorded in the
@@ -469,7 +312,7 @@ class Scheduler:
         """
         loop = asyncio.get_running_loop()
         now = time.monotonic_ns()
-        batch = [_Pending(request, 1, loop.create_future(), now, 0) for request in requests]
+        batch = [Pending(request, 1, loop.create_future(), now, 0) for request in requests]
         self._stats.pending += len(batch)
         await self._run(instance, batch)
         errors = [p.future.exception() for p in batch]
@@ -482,16 +325,7 @@ class Scheduler:
             pending = self._queue.popleft()
             self._stats.pending -= 1
             if not pending.future.done():
-                _fail(pending, error)
-
-
-def _fail(pending: _Pending, error: SeawallError) -> None:
-    """Answer a request that will not run with `error` (a decoupled one in its sink: its future is not awaited)."""
-    if pending.sink is None:
-        pending.future.set_exception(error)
-    else:
-        pending.sink.fail(error)
-        pending.future.set_result(None)
+                fail(pending, error)
 
 
 def _pipeline_depth(instance: ModelInstance) -> int:
