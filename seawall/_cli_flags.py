@@ -744,6 +744,13 @@ FLAGS: tuple[Flag, ...] = (
             "max_shm_bytes",
         ),
         Flag(
+            "max-inflight-requests",
+            K_COUNT,
+            "Seawall: inference requests in flight at once, whole server (0: no cap); beyond it 429 with "
+            "Retry-After (gRPC RESOURCE_EXHAUSTED).",
+            "limits.max_inflight_requests",
+        ),
+        Flag(
             "http-max-inflight-body-bytes",
             _kind("<integer>", _int_in(1, 2**63 - 1, "must be greater than 0")),
             "Request body bytes all HTTP listeners hold at once; beyond it 503 with Retry-After.",

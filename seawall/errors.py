@@ -12,7 +12,8 @@ Imports nothing from Seawall. Frontends map `Code` to transport statuses in `fro
      ├── UnknownError           UNKNOWN
      ├── CancelledError         CANCELLED
      ├── PermissionDeniedError  restricted API without the right header
-     └── ResourceExhaustedError a request over a resource limit
+     ├── ResourceExhaustedError a request over a resource limit
+     └── OverloadedError        a request refused because the server or the model's queue is full: retry later
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import enum
 
 
 class Code(enum.Enum):
-    """Triton's status codes, plus the two that restricted APIs and limits need."""
+    """Triton's status codes, plus the three that restricted APIs, limits and backpressure need."""
 
     INVALID_ARG = "Invalid argument"
     NOT_FOUND = "Not found"
@@ -33,6 +34,7 @@ class Code(enum.Enum):
     CANCELLED = "Cancelled"
     PERMISSION_DENIED = "Permission denied"
     RESOURCE_EXHAUSTED = "Resource exhausted"
+    OVERLOADED = "Overloaded"
 
 
 class SeawallError(Exception):
@@ -92,6 +94,18 @@ class ResourceExhaustedError(SeawallError):
     code = Code.RESOURCE_EXHAUSTED
 
 
+class OverloadedError(SeawallError):
+    """Backpressure: too many requests in flight (`--max-inflight-requests`) or a full model queue
+    (`max_queue_size`); the client should retry after `RETRY_AFTER_SECS` (HTTP 429 with Retry-After, gRPC
+    RESOURCE_EXHAUSTED, where Triton answers 503/UNAVAILABLE)."""
+
+    code = Code.OVERLOADED
+
+
+#: what an OverloadedError tells the client to wait before retrying (HTTP Retry-After)
+RETRY_AFTER_SECS = 1
+
+
 _BY_CODE: dict[Code, type[SeawallError]] = {
     cls.code: cls
     for cls in (
@@ -105,6 +119,7 @@ _BY_CODE: dict[Code, type[SeawallError]] = {
         CancelledError,
         PermissionDeniedError,
         ResourceExhaustedError,
+        OverloadedError,
     )
 }
 

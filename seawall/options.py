@@ -58,6 +58,7 @@ class Limits:
     max_decompression_ratio: int = 1024
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     grpc_max_concurrent_streams: int = 1024
+    max_inflight_requests: int = 0  # inference requests in flight, whole server; 0 = no cap (Triton's)
     # HTTP listeners (HTTP, metrics, SageMaker, Vertex AI); Triton has none of these limits
     http_max_inflight_body_bytes: int = 256 * 1024 * 1024  # request bodies held at once, all listeners together
     http_header_timeout_secs: int = 10  # from a request's first byte (or the connection) to the end of its head

@@ -21,7 +21,7 @@ from typing import Any
 
 from seawall.core.backend import MAX_PIPELINE_DEPTH, ModelInstance, ResponseSink
 from seawall.core.execution import execute_batch, execute_decoupled
-from seawall.core.request_queue import BatchPolicy, Pending, fail
+from seawall.core.request_queue import BatchPolicy, Pending, PriorityQueue, fail
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, InferResponse
 from seawall.errors import SeawallError, UnavailableError
@@ -41,7 +41,9 @@ class Scheduler:
         self.decoupled = decoupled  # requests come through `submit_stream`, instances have `execute_decoupled`
         self._policy = policy
         self._stats = stats
-        self._queue: deque[Pending] = deque()
+        # a plain FIFO, or a FIFO per priority level that also enforces the levels' max_queue_size
+        self._queue: deque[Pending] | PriorityQueue = deque() if policy.is_plain else PriorityQueue(policy)
+        self._hold = policy.holds_in_queue  # requests wait here for an idle instance
         self._wakeup = asyncio.Event()  # set on enqueue: the worker gathering a batch waits on it for more
         self._idle: deque[tuple[asyncio.Future[None], int]] = deque()  # parked workers (waiter, id(instance))
         # id(instance) → its workers woken or working: a request wakes a worker of an instance at 0 (idle) first,
@@ -91,18 +93,17 @@ class Scheduler:
 
         Raises:
             UnavailableError: the scheduler is stopped, no instance is healthy, or the queue timeout expired.
+            OverloadedError: the request's priority level is full (`max_queue_size`).
             SeawallError: the model's error for this request.
         """
         if self._stopped or not self._has_healthy_instance():
             raise UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
         future: asyncio.Future[InferResponse] = (self._loop or asyncio.get_running_loop()).create_future()
-        now = time.monotonic_ns()
-        timeout = self._policy.timeout_ns(timeout_ns)
-        pending = Pending(request, batch_size, future, now, now + timeout if timeout else 0)
+        pending = self._pending(request, batch_size, timeout_ns, future)
         if request.callers and self._caller_key in request.callers:
             self._refuse_cycle()
             pending.idle_only = True
-        self._queue.append(pending)
+        self._queue.append(pending)  # raises OverloadedError when the request's level is full
         self._stats.pending += 1
         self._wakeup.set()
         if pending.idle_only:
@@ -121,18 +122,32 @@ class Scheduler:
 
         Raises:
             UnavailableError: the scheduler is stopped or no instance is healthy.
+            OverloadedError: the request's priority level is full (`max_queue_size`).
         """
         if self._stopped or not self._has_healthy_instance():
             raise UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
         future: asyncio.Future[Any] = (self._loop or asyncio.get_running_loop()).create_future()
-        now = time.monotonic_ns()
-        timeout = self._policy.timeout_ns(timeout_ns)
-        pending = Pending(request, batch_size, future, now, now + timeout if timeout else 0, sink)
+        pending = self._pending(request, batch_size, timeout_ns, future, sink)
+        self._queue.append(pending)  # raises OverloadedError when the request's level is full
         sink.on_cancel(lambda: self._cancel(pending))
-        self._queue.append(pending)
         self._stats.pending += 1
         self._wakeup.set()
         self._wake_one()
+
+    def _pending(
+        self,
+        request: InferRequest,
+        batch_size: int,
+        timeout_ns: int,
+        future: asyncio.Future[Any],
+        sink: ResponseSink | None = None,
+    ) -> Pending:
+        """`request` as it waits in the queue: its priority level and queue deadline."""
+        policy = self._policy
+        level = policy.level_of(request) if policy.priority_levels else 0
+        timeout = policy.timeout_ns(timeout_ns, level)
+        now = time.monotonic_ns()
+        return Pending(request, batch_size, future, now, now + timeout if timeout else 0, sink, level=level)
 
     def _cancel(self, pending: Pending) -> None:
         """The caller of `pending` went away: drop it if still queued (counted now), else tell its instance."""
@@ -172,7 +187,7 @@ class Scheduler:
         """The queue's head may only go to an idle instance (a queue timeout, or a BLS call of this model's own
         executions), and `instance` is running a batch."""
         head = self._queue[0]
-        return bool((head.deadline_ns or head.idle_only) and self._running.get(id(instance), 0))
+        return bool((self._hold or head.deadline_ns or head.idle_only) and self._running.get(id(instance), 0))
 
     def _wake_all(self) -> None:
         while self._idle:
@@ -300,7 +315,9 @@ class Scheduler:
         finally:
             self._busy -= len(live)
             self._running[id(instance)] -= 1
-            if self._queue and (self._queue[0].deadline_ns or self._queue[0].idle_only):  # waits for an idle one
+            if self._queue and (
+                self._hold or self._queue[0].deadline_ns or self._queue[0].idle_only
+            ):  # waits for an idle one
                 self._wake_all()
 
     async def run_on(self, instance: ModelInstance, requests: Sequence[InferRequest]) -> None:

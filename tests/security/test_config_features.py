@@ -42,14 +42,6 @@ FEATURES: dict[str, str] = {
 }
 BATCHING_FEATURES: dict[str, str] = {
     "dynamic_batching.preserve_ordering": "dynamic_batching { preserve_ordering: true }",
-    "dynamic_batching.priority_levels": "dynamic_batching { priority_levels: 2 default_priority_level: 1 }",
-    "dynamic_batching.priority_queue_policy": "dynamic_batching { priority_queue_policy { key: 1 value { } } }",
-    "dynamic_batching.default_queue_policy.timeout_action DELAY": (
-        "dynamic_batching { default_queue_policy { timeout_action: DELAY } }"
-    ),
-    "dynamic_batching.default_queue_policy.max_queue_size": (
-        "dynamic_batching { default_queue_policy { max_queue_size: 4 } }"
-    ),
 }
 
 
