@@ -238,6 +238,9 @@ class Options:
     allow_client_shm: bool = False  # client shared-memory registration (Triton 2.68's secure default)
     max_shm_regions: int = 64  # registered client shared memory regions (each holds one descriptor)
     max_shm_bytes: int = 4 << 30  # sum of their byte_size (nothing is mapped; bounds what requests may name)
+    rate_limit: Literal["off", "execution_count"] = "off"  # instances wait for their rate_limiter resources
+    # --rate-limit-resource: (name, count, device; -1 = every device); empty: the most any instance needs
+    rate_limit_resources: tuple[tuple[str, int, int], ...] = ()
 
     def replace(self, **changes: object) -> Options:
         """A copy with `changes` applied (dataclasses.replace, typed loosely for nested use)."""

@@ -15,6 +15,7 @@ from seawall.core import ensemble, model_config, repoagent, repository, warmup
 from seawall.core.backend import Backend, Model, ModelCalls, ModelConfig, ModelLoadContext
 from seawall.core.custom_metrics import CustomMetrics, ModelMetrics
 from seawall.core.model_config import ModelSpec
+from seawall.core.rate_limiter import RateLimiter
 from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.request_queue import BatchPolicy
 from seawall.core.scheduler import Scheduler
@@ -116,6 +117,7 @@ class ModelLifecycle:
         self.resolve: ensemble.Resolve | None = None
         self.locate: Callable[[str], repository.ModelLocation | None] = lambda name: None
         self._loading: dict[str, asyncio.Future[None]] = {}  # model → done when its load in progress ends
+        self.rate_limiter = RateLimiter(options.rate_limit, options.rate_limit_resources)
 
     async def load_all(self, locations: dict[str, repository.ModelLocation]) -> None:
         """Load every model, at most `load_thread_count` at a time; ensembles after the other models, one at a
@@ -464,7 +466,8 @@ class ModelLifecycle:
             logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
             return
         spec = model_config.compile_spec(config)
-        scheduler = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats, decoupled)
+        limiter = (self.rate_limiter, config)
+        scheduler = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats, decoupled, limiter)
         if samples:
             try:
                 await warmup.run(samples, spec, location.path, entry.model.instances, scheduler)
@@ -474,7 +477,13 @@ class ModelLifecycle:
                 logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
                 return
         entry.config, entry.spec, entry.scheduler = config, spec, scheduler
-        scheduler.start()
+        try:
+            scheduler.start()  # the rate limiter refuses instances it could never run
+        except SeawallError as error:
+            await entry.unload()
+            entry.state, entry.reason = ModelState.UNAVAILABLE, error.message
+            logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
+            return
         entry.state, entry.reason = ModelState.READY, ""
         logger.info("successfully loaded '%s' version %d", entry.name, entry.version)
 

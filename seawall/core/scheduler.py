@@ -19,8 +19,9 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from seawall.core.backend import MAX_PIPELINE_DEPTH, ModelInstance, ResponseSink
+from seawall.core.backend import MAX_PIPELINE_DEPTH, ModelConfig, ModelInstance, ResponseSink
 from seawall.core.execution import execute_batch, execute_decoupled
+from seawall.core.rate_limiter import InstanceGate, RateLimiter
 from seawall.core.request_queue import BatchPolicy, Pending, PriorityQueue, fail
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, InferResponse
@@ -35,7 +36,12 @@ class Scheduler:
     """
 
     def __init__(
-        self, instances: Sequence[ModelInstance], policy: BatchPolicy, stats: StatsRecorder, decoupled: bool = False
+        self,
+        instances: Sequence[ModelInstance],
+        policy: BatchPolicy,
+        stats: StatsRecorder,
+        decoupled: bool = False,
+        rate_limiter: tuple[RateLimiter, ModelConfig] | None = None,
     ) -> None:
         self._instances = list(instances)
         self.decoupled = decoupled  # requests come through `submit_stream`, instances have `execute_decoupled`
@@ -57,15 +63,26 @@ class Scheduler:
         self._running: dict[int, int] = {}  # id(instance) → executions it is running (event loop thread)
         self._stopped = False
         self._caller_key = f"{stats.name}/{stats.version}"  # how BLS requests name this model in `callers`
+        self._rate_limiter = rate_limiter  # the server's, and this model's config (its instance groups)
+        self._gates: dict[int, InstanceGate] = {}  # id(instance) → what it needs of the rate limiter
 
     def start(self) -> None:
+        """Start serving.
+
+        Raises:
+            InvalidArgumentError: the rate limiter could never give an instance the resources it needs.
+        """
         self._loop = asyncio.get_running_loop()
+        if self._rate_limiter is not None:
+            limiter, config = self._rate_limiter
+            self._gates = limiter.register(config, self._instances)
         # An instance may take a few executions at once (`pipeline_depth`, e.g. the python backend's stub
         # queues the next batch while it runs one): a worker per position keeps it from idling between batches.
+        # Under the rate limiter an instance asks for its resources one execution at a time.
         self._workers = [
             asyncio.create_task(self._work(instance))
             for instance in self._instances
-            for _ in range(_pipeline_depth(instance))
+            for _ in range(1 if self._gates else _pipeline_depth(instance))
         ]
 
     async def stop(self, drain_secs: float = 0.0) -> None:
@@ -80,6 +97,9 @@ class Scheduler:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
+        if self._rate_limiter is not None:
+            self._rate_limiter[0].unregister(self._gates)
+            self._gates = {}
 
     def inflight(self) -> int:
         """Requests queued or executing."""
@@ -255,7 +275,11 @@ class Scheduler:
                 # another worker of this instance may have started a batch while this one waited for the lock
                 batch = await self._gather() if self._queue and not self._must_wait(instance) else []
             if batch:
-                await self._run(instance, batch)
+                gate = self._gates.get(key) if self._gates else None
+                if gate is None:
+                    await self._run(instance, batch)
+                else:
+                    await self._run_limited(instance, batch, gate)
         # this instance is gone: pass a wake-up it may have taken on, and if no instance is left, nobody
         # will serve what is queued
         if self._queue:
@@ -319,6 +343,23 @@ class Scheduler:
                 self._hold or self._queue[0].deadline_ns or self._queue[0].idle_only
             ):  # waits for an idle one
                 self._wake_all()
+
+    async def _run_limited(self, instance: ModelInstance, batch: list[Pending], gate: InstanceGate) -> None:
+        """`_run` once the rate limiter gives `instance` its resources (the batch stays pending until then)."""
+        assert self._rate_limiter is not None
+        limiter = self._rate_limiter[0]
+        try:
+            await limiter.acquire(gate)
+        except asyncio.CancelledError:  # stopped while waiting: nobody will run the batch
+            self._stats.pending -= len(batch)
+            for pending in batch:
+                if not pending.future.done():
+                    fail(pending, UnavailableError("model is being unloaded"))
+            raise
+        try:
+            await self._run(instance, batch)
+        finally:
+            limiter.release(gate)
 
     async def run_on(self, instance: ModelInstance, requests: Sequence[InferRequest]) -> None:
         """Run `requests` (batch 1 each) as one execution of `instance`, past the queue, recorded in the

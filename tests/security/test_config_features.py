@@ -35,8 +35,6 @@ FEATURES: dict[str, str] = {
     "optimization.execution_accelerators": "optimization { execution_accelerators { "
     'cpu_execution_accelerator [{ name: "openvino" }] } }',
     "optimization.eager_batching": "optimization { eager_batching: true }",
-    "instance_group.rate_limiter": "instance_group [ { kind: KIND_CPU "
-    'rate_limiter { resources [{ name: "R" count: 1 }] } } ]',
     "instance_group.passive": "instance_group [ { kind: KIND_CPU passive: true } ]",
     "input.format": "",
 }
