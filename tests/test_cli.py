@@ -694,6 +694,11 @@ def test_rate_limit_flags() -> None:
     assert options.rate_limit == "execution_count"
     assert options.rate_limit_resources == (("R1", 4, -1), ("R2", 2, 0))
     assert parse("--rate-limit=off").rate_limit == "off"
+    rows = dict(banner_rows(options, "0.1.0"))  # as Triton prints them
+    assert rows["rate_limit"] == "EXEC_COUNT"
+    assert rows["rate_limit_resource[0]"] == '{"name":"R1", "count":4 "device":-1}'
+    assert rows["rate_limit_resource[1]"] == '{"name":"R2", "count":2 "device":0}'
+    assert dict(banner_rows(parse(), "0.1.0"))["rate_limit"] == "OFF"
     assert error_of(REPO, "--rate-limit=sometimes") == 'Bad option: "--rate-limit".\ninvalid argument for --rate-limit'
     assert error_of(REPO, "--rate-limit-resource=R1") == (
         'Bad option: "--rate-limit-resource".\n--<option> argument requires format <first>:<second>. Found: R1'
