@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 
 from seawall.core.backend import DecoupledExecution, Execution, ModelInstance
 from seawall.core.request_queue import Pending
@@ -18,8 +20,24 @@ from seawall.errors import InternalError, SeawallError
 logger = logging.getLogger("seawall.core.scheduler")
 
 
-async def execute_batch(instance: ModelInstance, live: list[Pending], stats: StatsRecorder, start: int) -> None:
-    """Run `live` (taken from the queue at `start`) as one execution of `instance`, set each request's future."""
+def answer(pending: Pending, result: InferResponse | SeawallError) -> None:
+    """Give a request its response, or its error, now."""
+    if pending.future.done():  # the client went away meanwhile
+        return
+    if isinstance(result, SeawallError):
+        pending.future.set_exception(result)
+    else:
+        pending.future.set_result(result)
+
+
+#: how `execute_batch` hands each request its result: `answer`, or a scheduler's reorder buffer
+Deliver = Callable[[Pending, InferResponse | SeawallError], None]
+
+
+async def execute_batch(
+    instance: ModelInstance, live: list[Pending], stats: StatsRecorder, start: int, deliver: Deliver = answer
+) -> None:
+    """Run `live` (taken from the queue at `start`) as one execution of `instance`; `deliver` each result."""
     for pending in live:
         pending.instance = instance
     reason = "OTHER"  # an error the model returned for one request
@@ -53,7 +71,6 @@ async def execute_batch(instance: ModelInstance, live: list[Pending], stats: Sta
         now = time.monotonic_ns()
         if isinstance(result, SeawallError):
             stats.record_failure(reason, now - pending.enqueued_ns)
-            pending.future.set_exception(result)
         else:
             stats.record_success(
                 request_ns=now - pending.enqueued_ns,
@@ -62,13 +79,34 @@ async def execute_batch(instance: ModelInstance, live: list[Pending], stats: Sta
                 infer_ns=ended - began,
                 output_ns=now - ended,
             )
-            pending.future.set_result(result)
+        deliver(pending, result)
     stats.record_execution(
         sum(p.batch_size for p in live),
         input_ns=began - start - waited,
         infer_ns=ended - began,
         output_ns=time.monotonic_ns() - ended,
     )
+
+
+class ResponseOrder:
+    """`preserve_ordering`: each batch's results are held until every batch dispatched before it has been
+    answered; the instance is free meanwhile. Event loop thread only."""
+
+    def __init__(self) -> None:
+        self._held: deque[tuple[list[bool], list[tuple[Pending, InferResponse | SeawallError]]]] = deque()
+
+    async def execute(self, instance: ModelInstance, live: list[Pending], stats: StatsRecorder, start: int) -> None:
+        """`execute_batch`, answered in dispatch order."""
+        done: list[bool] = [False]
+        results: list[tuple[Pending, InferResponse | SeawallError]] = []
+        self._held.append((done, results))
+        try:
+            await execute_batch(instance, live, stats, start, lambda p, r: results.append((p, r)))
+        finally:
+            done[0] = True
+            while self._held and self._held[0][0][0]:
+                for pending, result in self._held.popleft()[1]:
+                    answer(pending, result)
 
 
 async def execute_decoupled(instance: ModelInstance, live: list[Pending], stats: StatsRecorder, start: int) -> None:

@@ -158,11 +158,11 @@ _FORMAT_NONE = model_config_pb2.ModelInput.FORMAT_NONE
 #: load with "<feature> is not supported by Seawall yet", never loads with it silently ignored. Fields missing from
 #: here are implemented (name, platform/backend, version_policy, max_batch_size, dims/data_type/optional/
 #: label_filename, dynamic_batching's preferred_batch_size / max_queue_delay_microseconds / priority levels / queue
-#: policies (core/request_queue.py), instance_group name/kind/count/rate_limiter (core/rate_limiter.py),
-#: default_model_filename, model_warmup (core/warmup.py), input/output reshape (core/reshape.py), parameters,
-#: model_transaction_policy (each backend says whether it serves decoupled models), model_repository_agents,
-#: response_cache) or are refused elsewhere (model_operations, KIND_GPU). Pinned-memory switches mean nothing
-#: without a GPU and are accepted.
+#: policies (core/request_queue.py) / preserve_ordering, instance_group name/kind/count/rate_limiter
+#: (core/rate_limiter.py), default_model_filename, model_warmup (core/warmup.py), input/output reshape
+#: (core/reshape.py), parameters, model_transaction_policy (each backend says whether it serves decoupled models),
+#: model_repository_agents, response_cache) or are refused elsewhere (model_operations, KIND_GPU). Pinned-memory
+#: switches mean nothing without a GPU and are accepted.
 UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
     ("runtime", lambda c: bool(c.runtime)),
     ("batch_input", lambda c: bool(c.batch_input)),
@@ -177,7 +177,10 @@ UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
     ("optimization.execution_accelerators", lambda c: c.optimization.HasField("execution_accelerators")),
     ("optimization.gather_kernel_buffer_threshold", lambda c: c.optimization.gather_kernel_buffer_threshold != 0),
     ("optimization.eager_batching", lambda c: c.optimization.eager_batching),
-    ("dynamic_batching.preserve_ordering", lambda c: c.dynamic_batching.preserve_ordering),
+    (
+        "dynamic_batching.preserve_ordering of a decoupled model",
+        lambda c: c.dynamic_batching.preserve_ordering and c.model_transaction_policy.decoupled,
+    ),
     ("instance_group.gpus", lambda c: any(g.gpus for g in c.instance_group)),
     ("instance_group.secondary_devices", lambda c: any(g.secondary_devices for g in c.instance_group)),
     ("instance_group.profile", lambda c: any(g.profile for g in c.instance_group)),

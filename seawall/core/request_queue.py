@@ -76,6 +76,7 @@ class BatchPolicy:
     default_priority_level: int = 0
     # the queue policy of each level (index level - 1; one entry without levels)
     queue_policies: tuple[QueuePolicy, ...] = ()
+    preserve_ordering: bool = False  # responses leave in the order their requests were dispatched
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> BatchPolicy:
@@ -100,6 +101,7 @@ class BatchPolicy:
             priority_levels=batching.priority_levels,
             default_priority_level=batching.default_priority_level,
             queue_policies=tuple(policies),
+            preserve_ordering=batching.preserve_ordering,
         )
 
     @property

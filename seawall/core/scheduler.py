@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from seawall.core.backend import MAX_PIPELINE_DEPTH, ModelConfig, ModelInstance, ResponseSink
-from seawall.core.execution import execute_batch, execute_decoupled
+from seawall.core.execution import ResponseOrder, execute_batch, execute_decoupled
 from seawall.core.rate_limiter import InstanceGate, RateLimiter
 from seawall.core.request_queue import BatchPolicy, Pending, PriorityQueue, fail
 from seawall.core.stats import StatsRecorder
@@ -65,6 +65,7 @@ class Scheduler:
         self._caller_key = f"{stats.name}/{stats.version}"  # how BLS requests name this model in `callers`
         self._rate_limiter = rate_limiter  # the server's, and this model's config (its instance groups)
         self._gates: dict[int, InstanceGate] = {}  # id(instance) → what it needs of the rate limiter
+        self._order = ResponseOrder() if policy.preserve_ordering and not decoupled else None
 
     def start(self) -> None:
         """Start serving.
@@ -334,6 +335,8 @@ class Scheduler:
         try:
             if self.decoupled:
                 await execute_decoupled(instance, live, self._stats, start)
+            elif self._order is not None:
+                await self._order.execute(instance, live, self._stats, start)
             else:
                 await execute_batch(instance, live, self._stats, start)
         finally:

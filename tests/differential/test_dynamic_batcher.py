@@ -1,6 +1,6 @@
 """Differential: the dynamic batcher's queue on the real Triton 2.51 and on Seawall, same repository (copies of
 tests/models/gate with other `dynamic_batching` settings): priority order, queue-policy rejections (timeouts,
-`max_queue_size`), DELAY, and the load errors of bad priority settings.
+`max_queue_size`), DELAY, preserve_ordering.
 
 Deterministic on a loaded machine: the `gate` model holds its instance until the test creates a file, and the
 test waits for the queue to hold what it sent (`nv_inference_pending_request_count`) before it opens the gate.
@@ -36,6 +36,7 @@ BATCHERS = {
     "default_priority_level: 2 priority_queue_policy { key: 1 value: { max_queue_size: 1 } } }",
     "delay": "dynamic_batching { default_queue_policy { timeout_action: DELAY default_timeout_microseconds: 1000 "
     "allow_timeout_override: true } }",
+    "ordered": "dynamic_batching { preserve_ordering: true } instance_group [ { count: 2 kind: KIND_CPU } ]",
 }
 FULL = "Exceeds maximum queue size"
 WAIT_SECS = 60
@@ -270,3 +271,30 @@ def test_grpc_priority_parameter_orders_the_queue(servers: dict[str, ServerProce
         gate.close()
         pool.shutdown(wait=True)
         client.close()
+
+
+@pytest.mark.parametrize("which", ["triton", "seawall"])
+def test_preserve_ordering_holds_a_later_response_until_the_earlier_one(
+    servers: dict[str, ServerProcess], which: str, tmp_path: Path
+) -> None:
+    """Two instances: b runs on the second while a holds the first; b's response waits for a's."""
+    server = servers[which]
+    gate = Gate(server, "ordered", tmp_path / "o")
+    answered: dict[str, float] = {}
+    try:
+        first = gate.send("a")
+        first.add_done_callback(lambda _: answered.setdefault("a", time.monotonic()))
+        gate.wait_started("a")
+        (gate.folder / "open-b").touch()  # b runs through
+        second = gate.send("b")
+        second.add_done_callback(lambda _: answered.setdefault("b", time.monotonic()))
+        _wait(lambda: stats(server, "ordered")["execution_count"] == 1, "b executed")
+        assert not second.done()
+        opened = time.monotonic()
+        gate.open()
+        assert first.result(WAIT_SECS)[0] == second.result(WAIT_SECS)[0] == 200
+        assert opened < answered["b"]  # held until a was answered (both leave together)
+        assert sorted(gate.order()) == ["a", "b"]
+        assert healthy(server)
+    finally:
+        gate.close()

@@ -39,7 +39,9 @@ FEATURES: dict[str, str] = {
     "input.format": "",
 }
 BATCHING_FEATURES: dict[str, str] = {
-    "dynamic_batching.preserve_ordering": "dynamic_batching { preserve_ordering: true }",
+    "dynamic_batching.preserve_ordering of a decoupled model": (
+        "dynamic_batching { preserve_ordering: true }\nmodel_transaction_policy { decoupled: true }"
+    ),
 }
 
 
