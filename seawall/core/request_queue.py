@@ -111,9 +111,14 @@ class BatchPolicy:
 
     @property
     def holds_in_queue(self) -> bool:
-        """Queue policies apply (levels, sizes, timeouts, DELAY): requests wait in the queue for an idle instance,
-        never in a busy one's pipeline, so that order, sizes and timeouts are the queue's (as in Triton)."""
-        return not self.is_plain or any(p.default_timeout_ns or p.delay for p in self.queue_policies)
+        """Requests wait in the queue for an idle instance, never in a busy one's pipeline, so that batches grow
+        while the instances are busy and order, sizes and timeouts are the queue's, as in Triton: the model
+        batches (max_batch_size > 1), or queue policies apply (levels, sizes, timeouts, DELAY)."""
+        return (
+            self.max_batch_size > 1
+            or not self.is_plain
+            or any(p.default_timeout_ns or p.delay for p in self.queue_policies)
+        )
 
     def level_of(self, request: InferRequest) -> int:
         """The index of the request's priority level: its `priority` parameter, the default level when it has

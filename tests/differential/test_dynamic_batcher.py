@@ -1,6 +1,6 @@
 """Differential: the dynamic batcher's queue on the real Triton 2.51 and on Seawall, same repository (copies of
 tests/models/gate with other `dynamic_batching` settings): priority order, queue-policy rejections (timeouts,
-`max_queue_size`), DELAY, preserve_ordering.
+`max_queue_size`), DELAY, preserve_ordering, the batches formed while the instance is busy and their `batch_stats`.
 
 Deterministic on a loaded machine: the `gate` model holds its instance until the test creates a file, and the
 test waits for the queue to hold what it sent (`nv_inference_pending_request_count`) before it opens the gate.
@@ -37,6 +37,7 @@ BATCHERS = {
     "delay": "dynamic_batching { default_queue_policy { timeout_action: DELAY default_timeout_microseconds: 1000 "
     "allow_timeout_override: true } }",
     "ordered": "dynamic_batching { preserve_ordering: true } instance_group [ { count: 2 kind: KIND_CPU } ]",
+    "batched": "dynamic_batching { }",
 }
 FULL = "Exceeds maximum queue size"
 WAIT_SECS = 60
@@ -47,6 +48,8 @@ def variant(root: Path, name: str, batcher: str) -> Path:
     shutil.copytree(GATE, model)
     config = model / "config.pbtxt"
     text = config.read_text().replace('name: "gate"', f'name: "{name}"')
+    if name == "batched":
+        text = text.replace("max_batch_size: 1", "max_batch_size: 8")
     config.write_text(text.replace("dynamic_batching { }", batcher))
     return model
 
@@ -295,6 +298,39 @@ def test_preserve_ordering_holds_a_later_response_until_the_earlier_one(
         assert first.result(WAIT_SECS)[0] == second.result(WAIT_SECS)[0] == 200
         assert opened < answered["b"]  # held until a was answered (both leave together)
         assert sorted(gate.order()) == ["a", "b"]
+        assert healthy(server)
+    finally:
+        gate.close()
+
+
+@pytest.mark.parametrize("which", ["triton", "seawall"])
+def test_requests_queued_behind_a_busy_instance_form_one_batch(
+    servers: dict[str, ServerProcess], which: str, tmp_path: Path
+) -> None:
+    """What arrives while the only instance runs waits in the queue (not in the instance) and runs as one batch;
+    `batch_stats` counts one execution per batch size."""
+    server = servers[which]
+    gate = Gate(server, "batched", tmp_path / "b")
+    try:
+        sent = [gate.send("a")]
+        gate.wait_started("a")
+        for count, tag in enumerate("bcd", start=1):
+            sent.append(gate.send(tag))
+            gate.wait_pending(count)
+        gate.open()
+        assert [f.result(WAIT_SECS)[0] for f in sent] == [200] * 4
+        assert [sorted(line.split()) for line in (gate.folder / "order").read_text().splitlines()] == [
+            ["a"],
+            ["b", "c", "d"],
+        ]
+        counts = stats(server, "batched")
+        assert (counts["inference_count"], counts["execution_count"]) == (4, 2)
+        batches = counts["batch_stats"]
+        assert [b["batch_size"] for b in batches] == [1, 3]
+        for batch in batches:
+            assert sorted(batch) == ["batch_size", "compute_infer", "compute_input", "compute_output"]
+            assert [batch[k]["count"] for k in ("compute_input", "compute_infer", "compute_output")] == [1, 1, 1]
+            assert batch["compute_infer"]["ns"] > 0
         assert healthy(server)
     finally:
         gate.close()
