@@ -2,7 +2,7 @@
 resources its instance group's `rate_limiter` names; among the waiting instances the one with the lowest
 execution count × priority goes first, and the others wait behind it, as in Triton.
 
-Imports `core.backend`, `core.config_proto` and `errors`. One per server (owned by the model lifecycle);
+Imports `core.backend` and `errors`. One per server (owned by the model lifecycle);
 event loop thread only.
 """
 
@@ -13,8 +13,9 @@ import heapq
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from seawall.core.backend import ModelConfig, ModelInstance
+from seawall.core.backend import ModelConfig
 from seawall.errors import InvalidArgumentError
 
 GLOBAL = -2  # the device key of a `global` resource: one pool for the whole server
@@ -22,6 +23,13 @@ PER_DEVICE = -1  # `--rate-limit-resource=<name>:<count>` without a device: the 
 CPU_DEVICE = 0  # where Triton counts the resources of CPU instances
 
 Key = tuple[int, str]  # (device, resource name)
+
+
+class Named(Protocol):
+    """What the rate limiter reads of an instance: its name (`<group name>_<index>`)."""
+
+    @property
+    def name(self) -> str: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -55,7 +63,7 @@ class RateLimiter:
         self._staged: list[_Staged] = []  # a heap, lowest execution count × priority first (then arrival)
         self._arrivals = itertools.count()
 
-    def register(self, config: ModelConfig, instances: Sequence[ModelInstance]) -> dict[int, InstanceGate]:
+    def register(self, config: ModelConfig, instances: Sequence[Named]) -> dict[int, InstanceGate]:
         """Take in the instances of a model being loaded: id(instance) → its gate (none when rate limiting is off).
 
         Raises:
