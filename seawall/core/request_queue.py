@@ -114,11 +114,12 @@ class BatchPolicy:
         """Requests wait in the queue for an idle instance, never in a busy one's pipeline, so that batches grow
         while the instances are busy and order, sizes and timeouts are the queue's, as in Triton: the model
         batches (max_batch_size > 1), or queue policies apply (levels, sizes, timeouts, DELAY)."""
-        return (
-            self.max_batch_size > 1
-            or not self.is_plain
-            or any(p.default_timeout_ns or p.delay for p in self.queue_policies)
-        )
+        return self.max_batch_size > 1 or self.has_queue_policies
+
+    @property
+    def has_queue_policies(self) -> bool:
+        """Priority levels, queue sizes, timeouts or DELAY: Triton then forms no batch ahead of a busy instance."""
+        return not self.is_plain or any(p.default_timeout_ns or p.delay for p in self.queue_policies)
 
     def level_of(self, request: InferRequest) -> int:
         """The index of the request's priority level: its `priority` parameter, the default level when it has
@@ -158,6 +159,11 @@ class PriorityQueue:
         if limit and len(level) >= limit:
             raise OverloadedError(f"[request id: {pending.request.id or '<id_unknown>'}] Exceeds maximum queue size")
         level.append(pending)
+        self._size += 1
+
+    def appendleft(self, pending: Pending) -> None:
+        """Put a request taken off the queue back at the head of its level (never refused)."""
+        self._levels[pending.level].appendleft(pending)
         self._size += 1
 
     def popleft(self) -> Pending:

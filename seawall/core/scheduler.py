@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from seawall.core.backend import MAX_PIPELINE_DEPTH, ModelConfig, ModelInstance, ResponseSink
+from seawall.core.batcher import gather
 from seawall.core.execution import ResponseOrder, execute_batch, execute_decoupled
 from seawall.core.rate_limiter import InstanceGate, RateLimiter
 from seawall.core.request_queue import BatchPolicy, Pending, PriorityQueue, fail
@@ -49,7 +50,11 @@ class Scheduler:
         self._stats = stats
         # a plain FIFO, or a FIFO per priority level that also enforces the levels' max_queue_size
         self._queue: deque[Pending] | PriorityQueue = deque() if policy.is_plain else PriorityQueue(policy)
-        self._hold = policy.holds_in_queue  # requests wait here for an idle instance
+        # the next batch of a batching model with one instance forms while that instance is busy (Triton's next
+        # payload; core/batcher.py); with several, or with queue policies, requests wait here for an idle instance
+        self._prefetch = policy.max_batch_size > 1 and not policy.has_queue_policies and len(self._instances) == 1
+        self._hold = policy.holds_in_queue and not self._prefetch
+        self._next: list[Pending] = []  # that next batch once complete, until the instance frees
         self._wakeup = asyncio.Event()  # set on enqueue: the worker gathering a batch waits on it for more
         self._idle: deque[tuple[asyncio.Future[None], int]] = deque()  # parked workers (waiter, id(instance))
         # id(instance) → its workers woken or working: a request wakes a worker of an instance at 0 (idle) first,
@@ -91,13 +96,16 @@ class Scheduler:
         what is left and cancel the workers; idempotent."""
         self._stopped = True
         deadline = time.monotonic() + drain_secs
-        while (self._queue or self._busy) and time.monotonic() < deadline and self._has_healthy_instance():
+        while (
+            (self._queue or self._busy or self._next) and time.monotonic() < deadline and self._has_healthy_instance()
+        ):
             await asyncio.sleep(0.005)
         self._fail_queued(UnavailableError("model is being unloaded"))
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
+        self._fail_queued(UnavailableError("model is being unloaded"))  # what a cancelled gather put back
         if self._rate_limiter is not None:
             self._rate_limiter[0].unregister(self._gates)
             self._gates = {}
@@ -257,9 +265,13 @@ class Scheduler:
     async def _serve(self, instance: ModelInstance, key: int, loop: asyncio.AbstractEventLoop) -> None:
         claims = self._claims
         while instance.is_healthy():
+            if self._next and not self._running.get(key):
+                batch, self._next = self._next, []
+                await self._dispatch(instance, key, batch)
+                continue
             # A request with a queue timeout waits in this queue, not in an instance's pipeline, so that its
             # timeout still means "time until an instance starts it": only an idle instance may take it.
-            if not self._queue or self._must_wait(instance):
+            if not self._queue or self._next or self._must_wait(instance):
                 waiter: asyncio.Future[None] = loop.create_future()
                 claims[key] -= 1
                 self._idle.append((waiter, key))
@@ -274,13 +286,15 @@ class Scheduler:
                 if not instance.is_healthy():
                     break
                 # another worker of this instance may have started a batch while this one waited for the lock
-                batch = await self._gather() if self._queue and not self._must_wait(instance) else []
-            if batch:
-                gate = self._gates.get(key) if self._gates else None
-                if gate is None:
-                    await self._run(instance, batch)
+                if self._queue and not self._must_wait(instance):
+                    busy = (lambda: bool(self._running.get(key))) if self._prefetch else None
+                    batch = await gather(self._queue, self._policy, self._wakeup, busy)
                 else:
-                    await self._run_limited(instance, batch, gate)
+                    batch = []
+            if batch and self._prefetch and self._running.get(key):
+                self._next = batch  # complete while the instance is still busy: it goes when the instance frees
+            elif batch:
+                await self._dispatch(instance, key, batch)
         # this instance is gone: pass a wake-up it may have taken on, and if no instance is left, nobody
         # will serve what is queued
         if self._queue:
@@ -288,31 +302,12 @@ class Scheduler:
         if not self._has_healthy_instance():
             self._fail_queued(UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance"))
 
-    async def _gather(self) -> list[Pending]:
-        """Take the next request, and with dynamic batching as many more as fit (waiting up to the delay)."""
-        first = self._queue.popleft()
-        batch = [first]
-        limit = self._policy.max_batch_size
-        if limit <= 0:
-            return batch
-        size = first.batch_size
-        deadline = first.enqueued_ns + self._policy.max_queue_delay_ns
-        while True:
-            # a BLS call of this model's own executions only heads a batch (of an idle instance)
-            while self._queue and size + self._queue[0].batch_size <= limit and not self._queue[0].idle_only:
-                item = self._queue.popleft()
-                batch.append(item)
-                size += item.batch_size
-            if size >= limit or size in self._policy.preferred_batch_sizes or self._queue:
-                return batch
-            remaining = deadline - time.monotonic_ns()
-            if remaining <= 0:
-                return batch
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining / 1e9)
-            except TimeoutError:
-                return batch
+    async def _dispatch(self, instance: ModelInstance, key: int, batch: list[Pending]) -> None:
+        gate = self._gates.get(key) if self._gates else None
+        if gate is None:
+            await self._run(instance, batch)
+        else:
+            await self._run_limited(instance, batch, gate)
 
     async def _run(self, instance: ModelInstance, batch: list[Pending]) -> None:
         start = time.monotonic_ns()
@@ -346,6 +341,10 @@ class Scheduler:
                 self._hold or self._queue[0].deadline_ns or self._queue[0].idle_only
             ):  # waits for an idle one
                 self._wake_all()
+            if self._prefetch:
+                self._wakeup.set()  # the next batch, kept open while the instance ran, may go now
+                if self._next:
+                    self._wake_all()
 
     async def _run_limited(self, instance: ModelInstance, batch: list[Pending], gate: InstanceGate) -> None:
         """`_run` once the rate limiter gives `instance` its resources (the batch stays pending until then)."""
@@ -382,8 +381,10 @@ class Scheduler:
                 raise error
 
     def _fail_queued(self, error: SeawallError) -> None:
+        taken, self._next = self._next, []
         while self._queue:
-            pending = self._queue.popleft()
+            taken.append(self._queue.popleft())
+        for pending in taken:
             self._stats.pending -= 1
             if not pending.future.done():
                 fail(pending, error)

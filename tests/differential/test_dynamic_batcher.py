@@ -38,6 +38,7 @@ BATCHERS = {
     "allow_timeout_override: true } }",
     "ordered": "dynamic_batching { preserve_ordering: true } instance_group [ { count: 2 kind: KIND_CPU } ]",
     "batched": "dynamic_batching { }",
+    "preferred": "dynamic_batching { preferred_batch_size: [ 2, 4 ] }",
 }
 FULL = "Exceeds maximum queue size"
 WAIT_SECS = 60
@@ -48,7 +49,7 @@ def variant(root: Path, name: str, batcher: str) -> Path:
     shutil.copytree(GATE, model)
     config = model / "config.pbtxt"
     text = config.read_text().replace('name: "gate"', f'name: "{name}"')
-    if name == "batched":
+    if name in ("batched", "preferred"):
         text = text.replace("max_batch_size: 1", "max_batch_size: 8")
     config.write_text(text.replace("dynamic_batching { }", batcher))
     return model
@@ -331,6 +332,33 @@ def test_requests_queued_behind_a_busy_instance_form_one_batch(
             assert sorted(batch) == ["batch_size", "compute_infer", "compute_input", "compute_output"]
             assert [batch[k]["count"] for k in ("compute_input", "compute_infer", "compute_output")] == [1, 1, 1]
             assert batch["compute_infer"]["ns"] > 0
+        assert healthy(server)
+    finally:
+        gate.close()
+
+
+@pytest.mark.parametrize("which", ["triton", "seawall"])
+def test_preferred_batch_sizes_cut_the_batches(servers: dict[str, ServerProcess], which: str, tmp_path: Path) -> None:
+    """preferred_batch_size [2, 4], 7 requests queued one by one behind a busy instance: the next batch closes at
+    the first preferred size it reaches (b c), the one after is the largest preferred size that fits (d e f g)."""
+    server = servers[which]
+    gate = Gate(server, "preferred", tmp_path / "p")
+    try:
+        sent = [gate.send("a")]
+        gate.wait_started("a")
+        for count, tag in enumerate("bcdefgh", start=1):
+            sent.append(gate.send(tag))
+            gate.wait_pending(count)
+        gate.open()
+        assert [f.result(WAIT_SECS)[0] for f in sent] == [200] * 8
+        batches = [sorted(line.split()) for line in (gate.folder / "order").read_text().splitlines()]
+        assert batches == [["a"], ["b", "c"], ["d", "e", "f", "g"], ["h"]]
+        counts = stats(server, "preferred")
+        assert [(b["batch_size"], b["compute_infer"]["count"]) for b in counts["batch_stats"]] == [
+            (1, 2),
+            (2, 1),
+            (4, 1),
+        ]
         assert healthy(server)
     finally:
         gate.close()
