@@ -207,6 +207,13 @@ def _pair(separator: str, second: Callable[[str], object], *, optional_third: bo
     return convert
 
 
+def _rate_limit_resource(raw: str) -> tuple[str, int, int]:
+    """`<name>:<count>[:<device>]` of --rate-limit-resource → (name, count, device; -1: every device)."""
+    _pair(":", _INT32, optional_third=True)(raw)
+    name, count, *device = raw.split(":")
+    return (name, int(count), int(device[0]) if device else -1)
+
+
 def _port_range(raw: str) -> tuple[int, int]:
     low, dash, high = raw.partition("-")
     if not dash:
@@ -664,16 +671,20 @@ FLAGS: tuple[Flag, ...] = (
     ),
     *_section(
         "Rate Limiter",
-        _later(
+        Flag(
             "rate-limit",
             _kind("<string>", _choice("rate-limit", ("off", "execution_count"), fold=True)),
-            "Rate limiting mode.",
-            harmless=("off",),
+            "Rate limiting mode: 'execution_count' makes instances wait for their instance group's rate_limiter "
+            "resources, lowest execution count x priority first; 'off' ignores them.",
+            "rate_limit",
         ),
-        _later(
+        Flag(
             "rate-limit-resource",
-            _kind("<<string>:<integer>:<integer>>", _pair(":", _INT32, optional_third=True)),
-            "Resource count.",
+            _kind("<<string>:<integer>:<integer>>", _rate_limit_resource),
+            "<name>:<count>[:<device>] (repeatable): how many of a resource exist (on every device, or on "
+            "<device>; CPU instances are on device 0). Unlisted resources then have none. Default: the most any "
+            "instance needs.",
+            "rate_limit_resources",
             repeat=True,
         ),
     ),
@@ -761,6 +772,13 @@ FLAGS: tuple[Flag, ...] = (
             K_BYTE_COUNT,
             "Largest total byte_size of the registered client shared memory regions.",
             "max_shm_bytes",
+        ),
+        Flag(
+            "max-inflight-requests",
+            K_COUNT,
+            "Seawall: inference requests in flight at once, whole server (0: no cap); beyond it 429 with "
+            "Retry-After (gRPC RESOURCE_EXHAUSTED).",
+            "limits.max_inflight_requests",
         ),
         Flag(
             "http-max-inflight-body-bytes",

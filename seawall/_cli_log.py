@@ -156,7 +156,12 @@ def banner_rows(options: Options, version: str) -> list[tuple[str, str]]:
         ("model_control_mode", f"MODE_{repository.control_mode.upper()}"),
         ("strict_model_config", str(int(not repository.auto_complete_config))),
         ("model_config_name", repository.config_name),
-        ("rate_limit", "OFF"),
+        ("rate_limit", "EXEC_COUNT" if options.rate_limit == "execution_count" else "OFF"),
+        # Triton's own rendering (its missing comma included)
+        *(
+            (f"rate_limit_resource[{index}]", f'{{"name":"{name}", "count":{count} "device":{device}}}')
+            for index, (name, count, device) in enumerate(options.rate_limit_resources)
+        ),
         ("strict_readiness", str(int(repository.strict_readiness))),
         ("exit_on_error", str(int(repository.exit_on_error))),
         ("exit_timeout", str(options.exit_timeout_secs)),

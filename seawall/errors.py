@@ -13,7 +13,8 @@ Imports nothing from Seawall. Frontends map `Code` to transport statuses in `fro
      ├── CancelledError         CANCELLED
      ├── PermissionDeniedError  restricted API without the right header
      ├── ResourceExhaustedError a request over a resource limit
-     └── CapacityError          a model load that does not fit under --max-loaded-models (nothing can be evicted)
+     ├── CapacityError          a model load that does not fit under --max-loaded-models (nothing can be evicted)
+     └── OverloadedError        a request refused because the server or the model's queue is full: retry later
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import enum
 
 
 class Code(enum.Enum):
-    """Triton's status codes, plus the two that restricted APIs and limits need."""
+    """Triton's status codes, plus the three that restricted APIs, limits and backpressure need."""
 
     INVALID_ARG = "Invalid argument"
     NOT_FOUND = "Not found"
@@ -35,6 +36,7 @@ class Code(enum.Enum):
     PERMISSION_DENIED = "Permission denied"
     RESOURCE_EXHAUSTED = "Resource exhausted"
     INSUFFICIENT_CAPACITY = "Insufficient capacity"
+    OVERLOADED = "Overloaded"
 
 
 class SeawallError(Exception):
@@ -101,6 +103,18 @@ class CapacityError(SeawallError):
     code = Code.INSUFFICIENT_CAPACITY
 
 
+class OverloadedError(SeawallError):
+    """Backpressure: too many requests in flight (`--max-inflight-requests`) or a full model queue
+    (`max_queue_size`); the client should retry after `RETRY_AFTER_SECS` (HTTP 429 with Retry-After, gRPC
+    RESOURCE_EXHAUSTED, where Triton answers 503/UNAVAILABLE)."""
+
+    code = Code.OVERLOADED
+
+
+#: what an OverloadedError tells the client to wait before retrying (HTTP Retry-After)
+RETRY_AFTER_SECS = 1
+
+
 _BY_CODE: dict[Code, type[SeawallError]] = {
     cls.code: cls
     for cls in (
@@ -115,6 +129,7 @@ _BY_CODE: dict[Code, type[SeawallError]] = {
         PermissionDeniedError,
         ResourceExhaustedError,
         CapacityError,
+        OverloadedError,
     )
 }
 

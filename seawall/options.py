@@ -58,6 +58,7 @@ class Limits:
     max_decompression_ratio: int = 1024
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     grpc_max_concurrent_streams: int = 1024
+    max_inflight_requests: int = 0  # inference requests in flight, whole server; 0 = no cap (Triton's)
     # HTTP listeners (HTTP, metrics, SageMaker, Vertex AI); Triton has none of these limits
     http_max_inflight_body_bytes: int = 256 * 1024 * 1024  # request bodies held at once, all listeners together
     http_header_timeout_secs: int = 10  # from a request's first byte (or the connection) to the end of its head
@@ -243,6 +244,9 @@ class Options:
     allow_client_shm: bool = False  # client shared-memory registration (Triton 2.68's secure default)
     max_shm_regions: int = 64  # registered client shared memory regions (each holds one descriptor)
     max_shm_bytes: int = 4 << 30  # sum of their byte_size (nothing is mapped; bounds what requests may name)
+    rate_limit: Literal["off", "execution_count"] = "off"  # instances wait for their rate_limiter resources
+    # --rate-limit-resource: (name, count, device; -1 = every device); empty: the most any instance needs
+    rate_limit_resources: tuple[tuple[str, int, int], ...] = ()
 
     def replace(self, **changes: object) -> Options:
         """A copy with `changes` applied (dataclasses.replace, typed loosely for nested use)."""

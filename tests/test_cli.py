@@ -564,8 +564,6 @@ UNSUPPORTED: dict[str, tuple[list[str], str | None]] = {
         ["summary_latencies=false", "histogram_latencies=0", "summary_quantiles=0.5:0.05"],
         "summary_latencies=true",
     ),
-    "rate-limit": (["off", "OFF"], "execution_count"),
-    "rate-limit-resource": ([], "R1:4:0"),
     "pinned-memory-pool-byte-size": (["268435456", "0"], "1024"),
     "cuda-memory-pool-byte-size": (["0:67108864", "1:0"], "0:1024"),
     "cuda-virtual-address-size": (["0:1073741824"], "0:1024"),
@@ -689,6 +687,22 @@ def test_unsupported_flags_are_type_checked_first_and_all_named() -> None:
     )
     both = error_of(REPO, "--model-namespacing=true", "--min-supported-compute-capability=7.0").splitlines()
     assert [line.split()[0] for line in both] == ["--model-namespacing", "--min-supported-compute-capability"]
+
+
+def test_rate_limit_flags() -> None:
+    options = parse("--rate-limit=EXECUTION_COUNT", "--rate-limit-resource=R1:4", "--rate-limit-resource", "R2:2:0")
+    assert options.rate_limit == "execution_count"
+    assert options.rate_limit_resources == (("R1", 4, -1), ("R2", 2, 0))
+    assert parse("--rate-limit=off").rate_limit == "off"
+    rows = dict(banner_rows(options, "0.1.0"))  # as Triton prints them
+    assert rows["rate_limit"] == "EXEC_COUNT"
+    assert rows["rate_limit_resource[0]"] == '{"name":"R1", "count":4 "device":-1}'
+    assert rows["rate_limit_resource[1]"] == '{"name":"R2", "count":2 "device":0}'
+    assert dict(banner_rows(parse(), "0.1.0"))["rate_limit"] == "OFF"
+    assert error_of(REPO, "--rate-limit=sometimes") == 'Bad option: "--rate-limit".\ninvalid argument for --rate-limit'
+    assert error_of(REPO, "--rate-limit-resource=R1") == (
+        'Bad option: "--rate-limit-resource".\n--<option> argument requires format <first>:<second>. Found: R1'
+    )
 
 
 def test_switching_off_an_unsupported_service_is_accepted() -> None:

@@ -27,7 +27,7 @@ from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace_file import TraceFile
 from seawall.core.types import InferRequest, InferResponse, RawInputSpec, StreamResponse, Tensor
 from seawall.core.validation import check_request
-from seawall.errors import DecoupledModelError, InvalidArgumentError, UnavailableError
+from seawall.errors import DecoupledModelError, InvalidArgumentError, OverloadedError, UnavailableError
 from seawall.options import Limits
 
 
@@ -55,6 +55,18 @@ class InferencePipeline:
         """Raises: UnavailableError (the server is not live, or is shutting down)."""
         if self.refusal is not None:
             raise UnavailableError(self.refusal)
+
+    def admit(self) -> None:
+        """Count one more request in flight (`inflight`; the caller takes it back off when answered).
+
+        Raises: OverloadedError (`--max-inflight-requests` are in flight already).
+        """
+        limit = self.limits.max_inflight_requests
+        if limit and self.inflight >= limit:
+            raise OverloadedError(
+                f"the server has {limit} inference requests in flight (--max-inflight-requests); retry later"
+            )
+        self.inflight += 1
 
     def cache_for(self, entry: ModelVersion) -> ResponseCache | None:
         """The response cache, if `entry`'s responses go through it."""
@@ -109,6 +121,7 @@ class ServedModel:
 
         Raises:
             UnavailableError: the server is not live or is shutting down.
+            OverloadedError: `--max-inflight-requests` are in flight, or the model's queue is full.
             InvalidArgumentError: inputs do not match the config (name, datatype, shape, byte size), or bad
                 shared-memory, classification or timeout parameters.
             NotFoundError: an unknown shared-memory region.
@@ -124,7 +137,7 @@ class ServedModel:
         batch_size = check_request(request, spec)
         if spec.reshaped:
             request = reshape.model_request(request, spec)
-        pipeline.inflight += 1
+        pipeline.admit()
         traces = pipeline.traces
         trace = traces.begin(request.model_name, entry.version, request.id)
         try:
@@ -198,8 +211,12 @@ class ServedModel:
         deadline = time.monotonic() + timeout_ns / 1e9 if timeout_ns else None
         sink = ResponseSink()
         assert isinstance(self._scheduler, Scheduler)  # ensembles are never decoupled
-        self._scheduler.submit_stream(request, batch_size, timeout_ns, sink)
-        pipeline.inflight += 1
+        pipeline.admit()
+        try:
+            self._scheduler.submit_stream(request, batch_size, timeout_ns, sink)
+        except BaseException:
+            pipeline.inflight -= 1
+            raise
         traces = pipeline.traces
         trace = traces.begin(request.model_name, entry.version, request.id)
         if trace is not None:

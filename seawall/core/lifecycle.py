@@ -15,6 +15,7 @@ from seawall.core import ensemble, model_config, repoagent, repository
 from seawall.core.backend import Backend, ModelCalls, ModelConfig
 from seawall.core.custom_metrics import CustomMetrics
 from seawall.core.model_record import ModelRecord, ModelVersion
+from seawall.core.rate_limiter import RateLimiter
 from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.types import ModelState
 from seawall.core.version_loader import load_version
@@ -48,6 +49,7 @@ class ModelLifecycle:
         self.resolve: ensemble.Resolve | None = None
         self.locate: Callable[[str], repository.ModelLocation | None] = lambda name: None
         self._loading: dict[str, asyncio.Future[None]] = {}  # model → done when its load in progress ends
+        self.rate_limiter = RateLimiter(options.rate_limit, options.rate_limit_resources)
 
     async def load_all(self, locations: dict[str, repository.ModelLocation]) -> None:
         """Load every model, at most `load_thread_count` at a time; ensembles after the other models, one at a
@@ -187,6 +189,7 @@ class ModelLifecycle:
                     self._custom_metrics,
                     self._calls,
                     from_client,
+                    self.rate_limiter,
                 )
                 for n in versions
             )

@@ -163,16 +163,16 @@ def complete_defaults(config: ModelConfig, name: str) -> None:
 
 _DEFAULT_PRIORITY = model_config_pb2.ModelOptimizationPolicy.PRIORITY_DEFAULT
 _FORMAT_NONE = model_config_pb2.ModelInput.FORMAT_NONE
-_REJECT = model_config_pb2.ModelQueuePolicy.REJECT
 
 #: Every ModelConfig feature Seawall does not implement, as (feature, is it set?): a model that sets one fails to
 #: load with "<feature> is not supported by Seawall yet", never loads with it silently ignored. Fields missing from
 #: here are implemented (name, platform/backend, version_policy, max_batch_size, dims/data_type/optional/
-#: label_filename, dynamic_batching's preferred_batch_size / max_queue_delay_microseconds / default_queue_policy
-#: timeouts, instance_group name/kind/count, default_model_filename, model_warmup (core/warmup.py), input/output
-#: reshape (core/reshape.py), parameters, model_transaction_policy (each
-#: backend says whether it serves decoupled models), model_repository_agents, response_cache) or are refused
-#: elsewhere (model_operations, KIND_GPU). Pinned-memory switches mean nothing without a GPU and are accepted.
+#: label_filename, dynamic_batching's preferred_batch_size / max_queue_delay_microseconds / priority levels / queue
+#: policies (core/request_queue.py) / preserve_ordering, instance_group name/kind/count/rate_limiter
+#: (core/rate_limiter.py), default_model_filename, model_warmup (core/warmup.py), input/output reshape
+#: (core/reshape.py), parameters, model_transaction_policy (each backend says whether it serves decoupled models),
+#: model_repository_agents, response_cache) or are refused elsewhere (model_operations, KIND_GPU). Pinned-memory
+#: switches mean nothing without a GPU and are accepted.
 UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
     ("runtime", lambda c: bool(c.runtime)),
     ("batch_input", lambda c: bool(c.batch_input)),
@@ -193,19 +193,10 @@ UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
     ("optimization.execution_accelerators", lambda c: c.optimization.HasField("execution_accelerators")),
     ("optimization.gather_kernel_buffer_threshold", lambda c: c.optimization.gather_kernel_buffer_threshold != 0),
     ("optimization.eager_batching", lambda c: c.optimization.eager_batching),
-    ("dynamic_batching.preserve_ordering", lambda c: c.dynamic_batching.preserve_ordering),
-    ("dynamic_batching.priority_levels", lambda c: c.dynamic_batching.priority_levels != 0),
-    ("dynamic_batching.default_priority_level", lambda c: c.dynamic_batching.default_priority_level != 0),
-    ("dynamic_batching.priority_queue_policy", lambda c: bool(c.dynamic_batching.priority_queue_policy)),
     (
-        "dynamic_batching.default_queue_policy.timeout_action DELAY",
-        lambda c: c.dynamic_batching.default_queue_policy.timeout_action != _REJECT,
+        "dynamic_batching.preserve_ordering of a decoupled model",
+        lambda c: c.dynamic_batching.preserve_ordering and c.model_transaction_policy.decoupled,
     ),
-    (
-        "dynamic_batching.default_queue_policy.max_queue_size",
-        lambda c: c.dynamic_batching.default_queue_policy.max_queue_size != 0,
-    ),
-    ("instance_group.rate_limiter", lambda c: any(g.HasField("rate_limiter") for g in c.instance_group)),
     ("instance_group.gpus", lambda c: any(g.gpus for g in c.instance_group)),
     ("instance_group.secondary_devices", lambda c: any(g.secondary_devices for g in c.instance_group)),
     ("instance_group.profile", lambda c: any(g.profile for g in c.instance_group)),
@@ -258,6 +249,7 @@ def validate(config: ModelConfig, name: str) -> None:
     if config.model_operations.op_library_filename:
         raise InvalidArgumentError("'model_operations' (custom operation libraries) are not supported")
     refuse_unsupported(config)
+    _check_priorities(config)
     for group in config.instance_group:  # Seawall runs on CPUs only: Triton's message on a machine without GPUs
         if group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU:
             raise InvalidArgumentError(
@@ -280,6 +272,25 @@ def validate(config: ModelConfig, name: str) -> None:
     for output in config.output:
         _check_relative_path(output.label_filename, f"label_filename of output '{output.name}'")
     _check_relative_path(config.default_model_filename, "default_model_filename")
+
+
+def _check_priorities(config: ModelConfig) -> None:
+    """Triton's rules for the dynamic batcher's priority levels.
+
+    Raises:
+        InvalidArgumentError: with Triton's message.
+    """
+    batching = config.dynamic_batching
+    levels = batching.priority_levels
+    if not levels:
+        return
+    if not 1 <= batching.default_priority_level <= levels:
+        raise InvalidArgumentError(f"default priority level must be in range [1, {levels}] for {config.name}")
+    for level in batching.priority_queue_policy:
+        if not 1 <= level <= levels:
+            raise InvalidArgumentError(
+                f"priority queue policy must have priority level in range [1, {levels}] for {config.name}"
+            )
 
 
 def _check_reshape(kind: str, tensor: str, dims: tuple[int, ...], shape: tuple[int, ...], model: str) -> None:
@@ -385,7 +396,9 @@ def _int64_as_numbers(message: Message, data: dict[str, Any]) -> dict[str, Any]:
         entry = field.message_type
         if entry is not None and entry.GetOptions().map_entry:
             if entry.fields_by_name["value"].message_type is not None:
-                item = {k: _int64_as_numbers(value[k], v) for k, v in item.items()}
+                # JSON keys are text; a map keyed by integers (priority_queue_policy) is read by number
+                as_key = str if entry.fields_by_name["key"].type == FieldDescriptor.TYPE_STRING else int
+                item = {k: _int64_as_numbers(value[as_key(k)], v) for k, v in item.items()}
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             if field.is_repeated:
                 item = [_int64_as_numbers(m, d) for m, d in zip(value, item, strict=True)]

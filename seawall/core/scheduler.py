@@ -1,7 +1,8 @@
 """Schedulers: queue requests of one model version and dispatch them to its instances.
 
-Imports `core.backend`, `core.stats`, `core.types`, `errors`. One worker task per instance pulls from a
-shared queue; with `dynamic_batching` a worker gathers queued requests into one execution.
+Imports `core.backend`, `core.execution`, `core.request_queue`, `core.stats`, `core.types`, `errors`. One worker
+task per instance pulls from a shared queue; with `dynamic_batching` a worker gathers queued requests into one
+execution (`core/execution.py` runs it).
 
 Decoupled models: a request comes with a `ResponseSink` (`submit_stream`); the instance's `execute_decoupled`
 puts the model's responses there, and its return (the model's execute returned) is what statistics count, as
@@ -13,72 +14,19 @@ reported to its instance (`cancel`, or the sink's cancel callbacks), and counted
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from seawall.core.backend import (
-    MAX_PIPELINE_DEPTH,
-    DecoupledExecution,
-    Execution,
-    ModelConfig,
-    ModelInstance,
-    ResponseSink,
-)
+from seawall.core.backend import MAX_PIPELINE_DEPTH, ModelConfig, ModelInstance, ResponseSink
+from seawall.core.batcher import gather
+from seawall.core.execution import ResponseOrder, execute_batch, execute_decoupled
+from seawall.core.rate_limiter import InstanceGate, RateLimiter
+from seawall.core.request_queue import BatchPolicy, Pending, PriorityQueue, fail
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, InferResponse
-from seawall.errors import InternalError, SeawallError, UnavailableError
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Pending:
-    request: InferRequest
-    batch_size: int
-    future: asyncio.Future[Any]  # InferResponse; for a decoupled request None, once execute returned
-    enqueued_ns: int
-    deadline_ns: int  # 0: may wait forever
-    sink: ResponseSink | None = None  # a decoupled request's responses
-    instance: ModelInstance | None = None  # set once an instance runs it
-    idle_only: bool = False  # a BLS call from this model's own executions: only an idle instance may take it
-
-
-@dataclass(frozen=True, slots=True)
-class BatchPolicy:
-    """How many requests one execution may take, and how long the oldest may wait for more."""
-
-    max_batch_size: int = 0  # 0: one request per execution
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_delay_ns: int = 0
-    default_timeout_ns: int = 0  # queue policy: 0 = none
-    allow_timeout_override: bool = False
-
-    @classmethod
-    def from_config(cls, config: ModelConfig) -> BatchPolicy:
-        if not config.HasField("dynamic_batching"):
-            return cls()
-        batching = config.dynamic_batching
-        queue = batching.default_queue_policy
-        return cls(
-            max_batch_size=max(config.max_batch_size, 0),
-            preferred_batch_sizes=tuple(sorted(batching.preferred_batch_size)),
-            max_queue_delay_ns=batching.max_queue_delay_microseconds * 1000,
-            default_timeout_ns=queue.default_timeout_microseconds * 1000,
-            allow_timeout_override=queue.allow_timeout_override,
-        )
-
-    def timeout_ns(self, requested_ns: int) -> int:
-        """The queue timeout of a request: the policy's, which a request may shorten (or replace when
-        the policy allows overrides)."""
-        if not requested_ns:
-            return self.default_timeout_ns
-        if self.allow_timeout_override or not self.default_timeout_ns:
-            return requested_ns
-        return min(requested_ns, self.default_timeout_ns)
+from seawall.errors import SeawallError, UnavailableError
 
 
 class Scheduler:
@@ -89,13 +37,24 @@ class Scheduler:
     """
 
     def __init__(
-        self, instances: Sequence[ModelInstance], policy: BatchPolicy, stats: StatsRecorder, decoupled: bool = False
+        self,
+        instances: Sequence[ModelInstance],
+        policy: BatchPolicy,
+        stats: StatsRecorder,
+        decoupled: bool = False,
+        rate_limiter: tuple[RateLimiter, ModelConfig] | None = None,
     ) -> None:
         self._instances = list(instances)
         self.decoupled = decoupled  # requests come through `submit_stream`, instances have `execute_decoupled`
         self._policy = policy
         self._stats = stats
-        self._queue: deque[_Pending] = deque()
+        # a plain FIFO, or a FIFO per priority level that also enforces the levels' max_queue_size
+        self._queue: deque[Pending] | PriorityQueue = deque() if policy.is_plain else PriorityQueue(policy)
+        # the next batch of a batching model with one instance forms while that instance is busy (Triton's next
+        # payload; core/batcher.py); with several, or with queue policies, requests wait here for an idle instance
+        self._prefetch = policy.max_batch_size > 1 and not policy.has_queue_policies and len(self._instances) == 1
+        self._hold = policy.holds_in_queue and not self._prefetch
+        self._next: list[Pending] = []  # that next batch once complete, until the instance frees
         self._wakeup = asyncio.Event()  # set on enqueue: the worker gathering a batch waits on it for more
         self._idle: deque[tuple[asyncio.Future[None], int]] = deque()  # parked workers (waiter, id(instance))
         # id(instance) → its workers woken or working: a request wakes a worker of an instance at 0 (idle) first,
@@ -109,15 +68,27 @@ class Scheduler:
         self._running: dict[int, int] = {}  # id(instance) → executions it is running (event loop thread)
         self._stopped = False
         self._caller_key = f"{stats.name}/{stats.version}"  # how BLS requests name this model in `callers`
+        self._rate_limiter = rate_limiter  # the server's, and this model's config (its instance groups)
+        self._gates: dict[int, InstanceGate] = {}  # id(instance) → what it needs of the rate limiter
+        self._order = ResponseOrder() if policy.preserve_ordering and not decoupled else None
 
     def start(self) -> None:
+        """Start serving.
+
+        Raises:
+            InvalidArgumentError: the rate limiter could never give an instance the resources it needs.
+        """
         self._loop = asyncio.get_running_loop()
+        if self._rate_limiter is not None:
+            limiter, config = self._rate_limiter
+            self._gates = limiter.register(config, self._instances)
         # An instance may take a few executions at once (`pipeline_depth`, e.g. the python backend's stub
         # queues the next batch while it runs one): a worker per position keeps it from idling between batches.
+        # Under the rate limiter an instance asks for its resources one execution at a time.
         self._workers = [
             asyncio.create_task(self._work(instance))
             for instance in self._instances
-            for _ in range(_pipeline_depth(instance))
+            for _ in range(1 if self._gates else _pipeline_depth(instance))
         ]
 
     async def stop(self, drain_secs: float = 0.0) -> None:
@@ -125,13 +96,19 @@ class Scheduler:
         what is left and cancel the workers; idempotent."""
         self._stopped = True
         deadline = time.monotonic() + drain_secs
-        while (self._queue or self._busy) and time.monotonic() < deadline and self._has_healthy_instance():
+        while (
+            (self._queue or self._busy or self._next) and time.monotonic() < deadline and self._has_healthy_instance()
+        ):
             await asyncio.sleep(0.005)
         self._fail_queued(UnavailableError("model is being unloaded"))
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
+        self._fail_queued(UnavailableError("model is being unloaded"))  # what a cancelled gather put back
+        if self._rate_limiter is not None:
+            self._rate_limiter[0].unregister(self._gates)
+            self._gates = {}
 
     def inflight(self) -> int:
         """Requests queued or executing."""
@@ -145,18 +122,17 @@ class Scheduler:
 
         Raises:
             UnavailableError: the scheduler is stopped, no instance is healthy, or the queue timeout expired.
+            OverloadedError: the request's priority level is full (`max_queue_size`).
             SeawallError: the model's error for this request.
         """
         if self._stopped or not self._has_healthy_instance():
             raise UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
         future: asyncio.Future[InferResponse] = (self._loop or asyncio.get_running_loop()).create_future()
-        now = time.monotonic_ns()
-        timeout = self._policy.timeout_ns(timeout_ns)
-        pending = _Pending(request, batch_size, future, now, now + timeout if timeout else 0)
+        pending = self._pending(request, batch_size, timeout_ns, future)
         if request.callers and self._caller_key in request.callers:
             self._refuse_cycle()
             pending.idle_only = True
-        self._queue.append(pending)
+        self._queue.append(pending)  # raises OverloadedError when the request's level is full
         self._stats.pending += 1
         self._wakeup.set()
         if pending.idle_only:
@@ -175,20 +151,34 @@ class Scheduler:
 
         Raises:
             UnavailableError: the scheduler is stopped or no instance is healthy.
+            OverloadedError: the request's priority level is full (`max_queue_size`).
         """
         if self._stopped or not self._has_healthy_instance():
             raise UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance")
         future: asyncio.Future[Any] = (self._loop or asyncio.get_running_loop()).create_future()
-        now = time.monotonic_ns()
-        timeout = self._policy.timeout_ns(timeout_ns)
-        pending = _Pending(request, batch_size, future, now, now + timeout if timeout else 0, sink)
+        pending = self._pending(request, batch_size, timeout_ns, future, sink)
+        self._queue.append(pending)  # raises OverloadedError when the request's level is full
         sink.on_cancel(lambda: self._cancel(pending))
-        self._queue.append(pending)
         self._stats.pending += 1
         self._wakeup.set()
         self._wake_one()
 
-    def _cancel(self, pending: _Pending) -> None:
+    def _pending(
+        self,
+        request: InferRequest,
+        batch_size: int,
+        timeout_ns: int,
+        future: asyncio.Future[Any],
+        sink: ResponseSink | None = None,
+    ) -> Pending:
+        """`request` as it waits in the queue: its priority level and queue deadline."""
+        policy = self._policy
+        level = policy.level_of(request) if policy.priority_levels else 0
+        timeout = policy.timeout_ns(timeout_ns, level)
+        now = time.monotonic_ns()
+        return Pending(request, batch_size, future, now, now + timeout if timeout else 0, sink, level=level)
+
+    def _cancel(self, pending: Pending) -> None:
         """The caller of `pending` went away: drop it if still queued (counted now), else tell its instance."""
         now = time.monotonic_ns()
         if pending.instance is None:
@@ -226,7 +216,7 @@ class Scheduler:
         """The queue's head may only go to an idle instance (a queue timeout, or a BLS call of this model's own
         executions), and `instance` is running a batch."""
         head = self._queue[0]
-        return bool((head.deadline_ns or head.idle_only) and self._running.get(id(instance), 0))
+        return bool((self._hold or head.deadline_ns or head.idle_only) and self._running.get(id(instance), 0))
 
     def _wake_all(self) -> None:
         while self._idle:
@@ -275,9 +265,13 @@ class Scheduler:
     async def _serve(self, instance: ModelInstance, key: int, loop: asyncio.AbstractEventLoop) -> None:
         claims = self._claims
         while instance.is_healthy():
+            if self._next and not self._running.get(key):
+                batch, self._next = self._next, []
+                await self._dispatch(instance, key, batch)
+                continue
             # A request with a queue timeout waits in this queue, not in an instance's pipeline, so that its
             # timeout still means "time until an instance starts it": only an idle instance may take it.
-            if not self._queue or self._must_wait(instance):
+            if not self._queue or self._next or self._must_wait(instance):
                 waiter: asyncio.Future[None] = loop.create_future()
                 claims[key] -= 1
                 self._idle.append((waiter, key))
@@ -292,9 +286,15 @@ class Scheduler:
                 if not instance.is_healthy():
                     break
                 # another worker of this instance may have started a batch while this one waited for the lock
-                batch = await self._gather() if self._queue and not self._must_wait(instance) else []
-            if batch:
-                await self._run(instance, batch)
+                if self._queue and not self._must_wait(instance):
+                    busy = (lambda: bool(self._running.get(key))) if self._prefetch else None
+                    batch = await gather(self._queue, self._policy, self._wakeup, busy)
+                else:
+                    batch = []
+            if batch and self._prefetch and self._running.get(key):
+                self._next = batch  # complete while the instance is still busy: it goes when the instance frees
+            elif batch:
+                await self._dispatch(instance, key, batch)
         # this instance is gone: pass a wake-up it may have taken on, and if no instance is left, nobody
         # will serve what is queued
         if self._queue:
@@ -302,33 +302,14 @@ class Scheduler:
         if not self._has_healthy_instance():
             self._fail_queued(UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance"))
 
-    async def _gather(self) -> list[_Pending]:
-        """Take the next request, and with dynamic batching as many more as fit (waiting up to the delay)."""
-        first = self._queue.popleft()
-        batch = [first]
-        limit = self._policy.max_batch_size
-        if limit <= 0:
-            return batch
-        size = first.batch_size
-        deadline = first.enqueued_ns + self._policy.max_queue_delay_ns
-        while True:
-            # a BLS call of this model's own executions only heads a batch (of an idle instance)
-            while self._queue and size + self._queue[0].batch_size <= limit and not self._queue[0].idle_only:
-                item = self._queue.popleft()
-                batch.append(item)
-                size += item.batch_size
-            if size >= limit or size in self._policy.preferred_batch_sizes or self._queue:
-                return batch
-            remaining = deadline - time.monotonic_ns()
-            if remaining <= 0:
-                return batch
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining / 1e9)
-            except TimeoutError:
-                return batch
+    async def _dispatch(self, instance: ModelInstance, key: int, batch: list[Pending]) -> None:
+        gate = self._gates.get(key) if self._gates else None
+        if gate is None:
+            await self._run(instance, batch)
+        else:
+            await self._run_limited(instance, batch, gate)
 
-    async def _run(self, instance: ModelInstance, batch: list[_Pending]) -> None:
+    async def _run(self, instance: ModelInstance, batch: list[Pending]) -> None:
         start = time.monotonic_ns()
         self._stats.pending -= len(batch)
         live = [p for p in batch if not p.future.done()]  # a cancelled client leaves a cancelled future
@@ -339,126 +320,48 @@ class Scheduler:
         expired = [p for p in live if p.deadline_ns and p.deadline_ns < start]
         for pending in expired:
             self._stats.record_failure("REJECTED", start - pending.enqueued_ns)
-            _fail(pending, UnavailableError("Request timeout expired"))
+            fail(pending, UnavailableError("Request timeout expired"))
         if expired:
             live = [p for p in live if not p.future.done()]
         if not live:
             return
-        if self.decoupled:
-            await self._run_decoupled(instance, live, start)
-            return
-        for pending in live:
-            pending.instance = instance
-        reason = "OTHER"  # an error the model returned for one request
         self._busy += len(live)
         self._running[id(instance)] = self._running.get(id(instance), 0) + 1
-        requests = [p.request for p in live]
-        dispatched = time.monotonic_ns()  # compute_input: handing the batch to the instance
         try:
-            results = await instance.execute(requests)
-            if len(results) != len(live):
-                raise InternalError("backend returned a wrong number of responses")
-        except SeawallError as error:
-            reason, results = "BACKEND", Execution([error] * len(live))
-        except Exception:
-            logger.exception("model '%s' instance '%s' failed", self._stats.name, instance.name)
-            reason, results = "BACKEND", Execution([InternalError("internal error")] * len(live))
+            if self.decoupled:
+                await execute_decoupled(instance, live, self._stats, start)
+            elif self._order is not None:
+                await self._order.execute(instance, live, self._stats, start)
+            else:
+                await execute_batch(instance, live, self._stats, start)
         finally:
             self._busy -= len(live)
             self._running[id(instance)] -= 1
-            if self._queue and (self._queue[0].deadline_ns or self._queue[0].idle_only):  # waits for an idle one
+            if self._queue and (
+                self._hold or self._queue[0].deadline_ns or self._queue[0].idle_only
+            ):  # waits for an idle one
                 self._wake_all()
-        executed = time.monotonic_ns()
-        # the backend says when the model's code ran (compute_infer; before it compute_input, after it
-        # compute_output) and how long the batch waited behind earlier ones inside the instance (queue time);
-        # only when the batch answered a request: a batch of errors keeps the scheduler's measurement
-        ran = results.compute_ns if any(isinstance(r, InferResponse) for r in results) else None
-        waited = 0
-        if ran is not None and dispatched <= ran[0] <= ran[1] <= executed:
-            began, ended = ran
-            waited = results.waited_ns if 0 <= results.waited_ns <= began - dispatched else 0
-        else:
-            began, ended = dispatched, executed
-        for pending, result in zip(live, results, strict=True):
-            if pending.future.done():
-                if pending.future.cancelled():  # the client went away while it ran
-                    self._stats.record_failure("CANCELED", time.monotonic_ns() - pending.enqueued_ns)
-                continue
-            now = time.monotonic_ns()
-            if isinstance(result, SeawallError):
-                self._stats.record_failure(reason, now - pending.enqueued_ns)
-                pending.future.set_exception(result)
-            else:
-                self._stats.record_success(
-                    request_ns=now - pending.enqueued_ns,
-                    queue_ns=start - pending.enqueued_ns + waited,
-                    input_ns=began - start - waited,
-                    infer_ns=ended - began,
-                    output_ns=now - ended,
-                )
-                pending.future.set_result(result)
-        self._stats.record_execution(
-            sum(p.batch_size for p in live),
-            input_ns=began - start - waited,
-            infer_ns=ended - began,
-            output_ns=time.monotonic_ns() - ended,
-        )
+            if self._prefetch:
+                self._wakeup.set()  # the next batch, kept open while the instance ran, may go now
+                if self._next:
+                    self._wake_all()
 
-    async def _run_decoupled(self, instance: ModelInstance, live: list[_Pending], start: int) -> None:
-        """`_run` for a decoupled model: the batch's responses go to its sinks; statistics count the execution."""
-        reason = "OTHER"
-        self._busy += len(live)
-        self._running[id(instance)] = self._running.get(id(instance), 0) + 1
-        for pending in live:
-            pending.instance = instance
-        sinks = [p.sink for p in live]
-        dispatched = time.monotonic_ns()
+    async def _run_limited(self, instance: ModelInstance, batch: list[Pending], gate: InstanceGate) -> None:
+        """`_run` once the rate limiter gives `instance` its resources (the batch stays pending until then)."""
+        assert self._rate_limiter is not None
+        limiter = self._rate_limiter[0]
         try:
-            execute = getattr(instance, "execute_decoupled", None)
-            if execute is None:
-                raise InternalError(f"the backend of model '{self._stats.name}' does not serve decoupled models")
-            results: DecoupledExecution = await execute([p.request for p in live], sinks)
-            if len(results) != len(live):
-                raise InternalError("backend returned a wrong number of results")
-        except SeawallError as error:
-            reason, results = "BACKEND", DecoupledExecution([error] * len(live))
-        except Exception:
-            logger.exception("model '%s' instance '%s' failed", self._stats.name, instance.name)
-            reason, results = "BACKEND", DecoupledExecution([InternalError("internal error")] * len(live))
+            await limiter.acquire(gate)
+        except asyncio.CancelledError:  # stopped while waiting: nobody will run the batch
+            self._stats.pending -= len(batch)
+            for pending in batch:
+                if not pending.future.done():
+                    fail(pending, UnavailableError("model is being unloaded"))
+            raise
+        try:
+            await self._run(instance, batch)
         finally:
-            self._busy -= len(live)
-            self._running[id(instance)] -= 1
-            if self._queue and self._queue[0].deadline_ns:
-                self._wake_all()
-        executed = time.monotonic_ns()
-        ran = results.compute_ns
-        began, ended = ran if ran is not None and dispatched <= ran[0] <= ran[1] <= executed else (dispatched, executed)
-        for pending, result in zip(live, results, strict=True):
-            sink = pending.sink
-            assert sink is not None
-            now = time.monotonic_ns()
-            if result is not None:
-                sink.fail(result)
-            if sink.cancelled and not sink.final:
-                self._stats.record_failure("CANCELED", now - pending.enqueued_ns)
-            elif result is not None:
-                self._stats.record_failure(reason, now - pending.enqueued_ns)
-            else:
-                self._stats.record_success(
-                    request_ns=now - pending.enqueued_ns,
-                    queue_ns=start - pending.enqueued_ns + began - dispatched,
-                    input_ns=dispatched - start,
-                    infer_ns=ended - began,
-                    output_ns=now - ended,
-                )
-            if not pending.future.done():
-                pending.future.set_result(None)
-        self._stats.record_execution(
-            sum(p.batch_size for p in live),
-            input_ns=dispatched - start,
-            infer_ns=ended - began,
-            output_ns=time.monotonic_ns() - ended,
-        )
+            limiter.release(gate)
 
     async def run_on(self, instance: ModelInstance, requests: Sequence[InferRequest]) -> None:
         """Run `requests` (batch 1 each) as one execution of `instance`, past the queue, recorded in the
@@ -469,7 +372,7 @@ class Scheduler:
         """
         loop = asyncio.get_running_loop()
         now = time.monotonic_ns()
-        batch = [_Pending(request, 1, loop.create_future(), now, 0) for request in requests]
+        batch = [Pending(request, 1, loop.create_future(), now, 0) for request in requests]
         self._stats.pending += len(batch)
         await self._run(instance, batch)
         errors = [p.future.exception() for p in batch]
@@ -478,20 +381,13 @@ class Scheduler:
                 raise error
 
     def _fail_queued(self, error: SeawallError) -> None:
+        taken, self._next = self._next, []
         while self._queue:
-            pending = self._queue.popleft()
+            taken.append(self._queue.popleft())
+        for pending in taken:
             self._stats.pending -= 1
             if not pending.future.done():
-                _fail(pending, error)
-
-
-def _fail(pending: _Pending, error: SeawallError) -> None:
-    """Answer a request that will not run with `error` (a decoupled one in its sink: its future is not awaited)."""
-    if pending.sink is None:
-        pending.future.set_exception(error)
-    else:
-        pending.sink.fail(error)
-        pending.future.set_result(None)
+                fail(pending, error)
 
 
 def _pipeline_depth(instance: ModelInstance) -> int:

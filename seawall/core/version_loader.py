@@ -14,7 +14,9 @@ from seawall.core import model_config, repository, warmup
 from seawall.core.backend import Backend, ModelCalls, ModelConfig, ModelLoadContext
 from seawall.core.custom_metrics import CustomMetrics
 from seawall.core.model_record import ModelVersion
-from seawall.core.scheduler import BatchPolicy, Scheduler
+from seawall.core.rate_limiter import RateLimiter
+from seawall.core.request_queue import BatchPolicy
+from seawall.core.scheduler import Scheduler
 from seawall.core.sequence import SequenceScheduler
 from seawall.core.sequence_policy import SequencePolicy
 from seawall.core.types import ModelState
@@ -33,8 +35,10 @@ async def load_version(
     custom_metrics: CustomMetrics | None = None,
     calls: ModelCalls | None = None,
     from_client: bool = False,
+    rate_limiter: RateLimiter | None = None,
 ) -> None:
-    """Load `entry` (LOADING) through `backend`: READY with its scheduler started, or UNAVAILABLE with the reason."""
+    """Load `entry` (LOADING) through `backend`: READY with its scheduler started, or UNAVAILABLE with the reason.
+    With `rate_limiter` (--rate-limit), the instances of a dynamic or default batcher wait for its resources."""
 
     def report_unavailable(reason: str) -> None:
         if entry.state is ModelState.READY:
@@ -89,7 +93,8 @@ async def load_version(
         logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
         return
     spec = model_config.compile_spec(config)
-    plain = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats, decoupled)
+    limiter = None if rate_limiter is None else (rate_limiter, config)
+    plain = Scheduler(entry.model.instances, BatchPolicy.from_config(config), entry.stats, decoupled, limiter)
     scheduler: Scheduler | SequenceScheduler = plain
     if sequence is not None:
         scheduler = SequenceScheduler(entry.model.instances, sequence, entry.stats)
@@ -102,7 +107,13 @@ async def load_version(
             logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
             return
     entry.config, entry.spec, entry.scheduler = config, spec, scheduler
-    scheduler.start()
+    try:
+        scheduler.start()  # the rate limiter refuses instances it could never run
+    except SeawallError as error:
+        await entry.unload()
+        entry.state, entry.reason = ModelState.UNAVAILABLE, error.message
+        logger.error("failed to load '%s' version %d: %s", entry.name, entry.version, entry.reason)
+        return
     entry.state, entry.reason = ModelState.READY, ""
     logger.info("successfully loaded '%s' version %d", entry.name, entry.version)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import grpc
 
-from seawall.errors import Code
+from seawall.errors import RETRY_AFTER_SECS, Code
 
 _HTTP: dict[Code, int] = {
     Code.INVALID_ARG: 400,
@@ -21,6 +21,7 @@ _HTTP: dict[Code, int] = {
     Code.PERMISSION_DENIED: 403,
     Code.RESOURCE_EXHAUSTED: 413,
     Code.INSUFFICIENT_CAPACITY: 507,  # no room for one more model (--max-loaded-models), nothing evictable
+    Code.OVERLOADED: 429,  # Triton answers a full queue 503; 429 with Retry-After says "back off" (differences.md)
 }
 
 _GRPC: dict[Code, grpc.StatusCode] = {
@@ -36,6 +37,7 @@ _GRPC: dict[Code, grpc.StatusCode] = {
     Code.PERMISSION_DENIED: grpc.StatusCode.UNAVAILABLE,
     Code.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Code.INSUFFICIENT_CAPACITY: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Code.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -45,3 +47,8 @@ def http_status(code: Code) -> int:
 
 def grpc_status(code: Code) -> grpc.StatusCode:
     return _GRPC[code]
+
+
+def http_headers(code: Code) -> list[tuple[str, str]]:
+    """The headers an HTTP error reply of `code` carries: Retry-After for backpressure, else none."""
+    return [("Retry-After", str(RETRY_AFTER_SECS))] if code is Code.OVERLOADED else []

@@ -36,20 +36,12 @@ FEATURES: dict[str, str] = {
     "optimization.execution_accelerators": "optimization { execution_accelerators { "
     'cpu_execution_accelerator [{ name: "openvino" }] } }',
     "optimization.eager_batching": "optimization { eager_batching: true }",
-    "instance_group.rate_limiter": "instance_group [ { kind: KIND_CPU "
-    'rate_limiter { resources [{ name: "R" count: 1 }] } } ]',
     "instance_group.passive": "instance_group [ { kind: KIND_CPU passive: true } ]",
     "input.format": "",
 }
 BATCHING_FEATURES: dict[str, str] = {
-    "dynamic_batching.preserve_ordering": "dynamic_batching { preserve_ordering: true }",
-    "dynamic_batching.priority_levels": "dynamic_batching { priority_levels: 2 default_priority_level: 1 }",
-    "dynamic_batching.priority_queue_policy": "dynamic_batching { priority_queue_policy { key: 1 value { } } }",
-    "dynamic_batching.default_queue_policy.timeout_action DELAY": (
-        "dynamic_batching { default_queue_policy { timeout_action: DELAY } }"
-    ),
-    "dynamic_batching.default_queue_policy.max_queue_size": (
-        "dynamic_batching { default_queue_policy { max_queue_size: 4 } }"
+    "dynamic_batching.preserve_ordering of a decoupled model": (
+        "dynamic_batching { preserve_ordering: true }\nmodel_transaction_policy { decoupled: true }"
     ),
 }
 

@@ -43,6 +43,7 @@ _TRITON_CODES = {
     Code.UNSUPPORTED: 5,
     Code.ALREADY_EXISTS: 6,
     Code.CANCELLED: 7,
+    Code.OVERLOADED: 4,  # a full queue: UNAVAILABLE, as Triton answers it
 }
 #: Most calls one stub may have in flight; beyond that its calls fail (a model cannot flood the server).
 MAX_CALLS_IN_FLIGHT = 256

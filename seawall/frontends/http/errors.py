@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from seawall.errors import SeawallError
 from seawall.frontends.http.message import HttpResponse, error_response
-from seawall.frontends.status import http_status
+from seawall.frontends.status import http_headers, http_status
 
 #: a listener's answer to a SeawallError
 ErrorReply = Callable[[SeawallError], HttpResponse]
@@ -22,8 +22,9 @@ INTERNAL_ERROR = "internal error"
 
 
 def status_reply(exc: SeawallError) -> HttpResponse:
-    """The KServe v2 reply: the status of the one Code → HTTP table, Triton's `{"error": ...}` body."""
-    return error_response(http_status(exc.code), exc.message)
+    """The KServe v2 reply: the status (and headers) of the one Code → HTTP table, Triton's `{"error": ...}`
+    body."""
+    return error_response(http_status(exc.code), exc.message, http_headers(exc.code))
 
 
 def failure_reply(
