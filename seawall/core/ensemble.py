@@ -11,15 +11,18 @@ between steps without copying them. Messages are Triton 2.51's. Imports `core.co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from seawall.core import ensemble_flow
+from seawall.core.backend import ResponseSink
 from seawall.core.config_proto import ModelConfig, model_config_pb2
 from seawall.core.stats import StatsRecorder
-from seawall.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
-from seawall.errors import InvalidArgumentError, SeawallError, UnavailableError, UnsupportedError
+from seawall.core.types import InferRequest, InferResponse, StreamResponse, Tensor
+from seawall.errors import InvalidArgumentError, SeawallError, UnavailableError
 
 ENSEMBLE_PLATFORM = "ensemble"
 
@@ -129,6 +132,7 @@ class Step:
     model_version: str  # "" = the latest ready version
     inputs: tuple[tuple[str, str], ...]  # (model input, ensemble tensor)
     outputs: tuple[tuple[str, str], ...]  # (model output, ensemble tensor)
+    decoupled: bool = False  # the model streams: the later steps run once per response
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,7 @@ class EnsemblePlan:
     steps: tuple[Step, ...]
     outputs: tuple[str, ...]
     optional_inputs: frozenset[str] = frozenset()  # ensemble inputs a request may leave out
+    decoupled: bool = False  # a step's model is decoupled: the ensemble streams (`ensemble_flow`)
 
     def steps_for(self, wanted: frozenset[str]) -> tuple[Step, ...]:
         """The steps needed to produce the tensors `wanted`, in configuration order."""
@@ -198,7 +203,7 @@ def plan(config: ModelConfig, composing: Mapping[tuple[str, int], ModelConfig]) 
         InvalidArgumentError: Triton's message for a batch size the composing model does not allow, a mapping
             to an input or from an output the model does not have, an input left unmapped, or an ensemble tensor
             whose data type or shape two models disagree on.
-        UnsupportedError: a decoupled composing model (streaming through an ensemble is not implemented yet).
+            Also a step (or the outputs) reading tensors that stem from different decoupled steps.
     """
     name = config.name
     batching = config.max_batch_size > 0
@@ -215,11 +220,6 @@ def plan(config: ModelConfig, composing: Mapping[tuple[str, int], ModelConfig]) 
             raise InvalidArgumentError(
                 f"ensemble {name} allows maximum batch size {config.max_batch_size}, but it contains model "
                 f"{step_name} which only allows maximum batch size to be {model.max_batch_size}"
-            )
-        if model.model_transaction_policy.decoupled:
-            raise UnsupportedError(
-                f"in ensemble {name}, step of model '{step_name}': decoupled composing models (streaming through "
-                "an ensemble) are not supported by Seawall yet"
             )
         model_batching = model.max_batch_size > 0
         inputs = {t.name: t for t in model.input}
@@ -251,9 +251,11 @@ def plan(config: ModelConfig, composing: Mapping[tuple[str, int], ModelConfig]) 
             node = _Node.of(step_name, model_batching, spec.data_type, tuple(spec.dims))
             _check_or_add(nodes, tensor, node, name)
         version = "" if step.model_version < 0 else str(step.model_version)
-        steps.append(Step(step_name, version, tuple(step.input_map.items()), tuple(step.output_map.items())))
+        streams = model.model_transaction_policy.decoupled
+        steps.append(Step(step_name, version, tuple(step.input_map.items()), tuple(step.output_map.items()), streams))
     optional = frozenset(t.name for t in config.input if t.optional)
-    return EnsemblePlan(name, tuple(steps), tuple(t.name for t in config.output), optional)
+    decoupled = ensemble_flow.decoupled_label_check(config, composing)
+    return EnsemblePlan(name, tuple(steps), tuple(t.name for t in config.output), optional, decoupled)
 
 
 def _check_or_add(nodes: dict[str, _Node], tensor: str, node: _Node, ensemble: str) -> None:
@@ -268,6 +270,8 @@ class Runner(Protocol):
     """A composing model, as a step runs it: `ServedModel.infer` (validation, scheduling, statistics)."""
 
     async def infer(self, request: InferRequest) -> InferResponse: ...
+
+    def stream(self, request: InferRequest) -> AsyncGenerator[StreamResponse, None]: ...
 
 
 #: resolve(model name, version "" = latest ready) → the composing model a step runs now
@@ -284,11 +288,9 @@ class EnsembleScheduler:
     is counted by its composing model's own scheduler. Event loop thread only.
     """
 
-    #: an ensemble answers one response per request (decoupled composing models are refused at load)
-    decoupled = False
-
     def __init__(self, plan: EnsemblePlan, version: int, resolve: Resolve, stats: StatsRecorder) -> None:
         self._plan = plan
+        self.decoupled = plan.decoupled  # answers by `submit_stream` only
         self._version = str(version)
         self._resolve = resolve
         self._stats = stats
@@ -331,6 +333,54 @@ class EnsembleScheduler:
         self._stats.record_success(request_ns=took, queue_ns=0, input_ns=0, infer_ns=took, output_ns=0)
         self._stats.record_execution(batch_size, infer_ns=took)
         return InferResponse(request.model_name, self._version, outputs, request.id)
+
+    def submit_stream(self, request: InferRequest, batch_size: int, timeout_ns: int, sink: ResponseSink) -> None:
+        """Start streaming the responses of `request` (a decoupled ensemble) into `sink`; closing the sink
+        (the reader went away) cancels the request's steps. `timeout_ns` is bounded by the reader (see
+        `ServedModel.stream`)."""
+        if self._stopped:
+            sink.fail(UnavailableError(f"model '{self._plan.name}' is not ready: it is being unloaded"))
+            return
+        task = asyncio.ensure_future(self._stream(request, batch_size, sink))
+        sink.on_cancel(lambda: _cancel(task))
+
+    async def _stream(self, request: InferRequest, batch_size: int, sink: ResponseSink) -> None:
+        start = time.monotonic_ns()
+        self._inflight += 1
+        tensors: dict[str, Tensor] = {t.name: t for t in request.inputs}
+        absent = self._plan.optional_inputs.difference(tensors)
+        steps, outputs = self._steps(request)
+        try:
+            messages = ensemble_flow.flow(
+                steps,
+                tensors,
+                absent,
+                outputs,
+                request,
+                lambda step, have: self._step(step, have, request),
+                lambda step, have: self._resolve(step.model_name, step.model_version).stream(
+                    ensemble_flow.step_request(step, have, request)
+                ),
+            )
+            async with contextlib.aclosing(messages):
+                async for produced, last in messages:
+                    response = None
+                    if produced is not None:
+                        response = InferResponse(request.model_name, self._version, produced, request.id)
+                    sink.put(response, None, last)
+                    if sink.is_full:
+                        await _drained(sink)
+        except SeawallError as error:
+            self._stats.record_failure("BACKEND", time.monotonic_ns() - start)
+            sink.fail(type(error)(f"in ensemble '{self._plan.name}', {error.message}"))
+            return
+        finally:
+            self._inflight -= 1
+        if not sink.final:
+            sink.put(None, None, True)
+        took = time.monotonic_ns() - start
+        self._stats.record_success(request_ns=took, queue_ns=0, input_ns=0, infer_ns=took, output_ns=0)
+        self._stats.record_execution(batch_size, infer_ns=took)
 
     def _steps(self, request: InferRequest) -> tuple[tuple[Step, ...], tuple[str, ...]]:
         if not request.outputs:
@@ -378,29 +428,27 @@ class EnsembleScheduler:
         return [tensors[name] for name in outputs]
 
     async def _step(self, step: Step, tensors: Mapping[str, Tensor], request: InferRequest) -> InferResponse:
-        inputs = []
-        for model_input, name in step.inputs:
-            tensor = tensors.get(name)
-            if tensor is not None:  # None: an optional ensemble input the request left out
-                inputs.append(Tensor(model_input, tensor.datatype, tensor.shape, tensor.data))  # same array
-        step_request = InferRequest(
-            step.model_name,
-            inputs,
-            step.model_version,
-            request.id,
-            [RequestedOutput(model_output) for model_output, _ in step.outputs],
-            request.parameters,
-        )
-        return await self._resolve(step.model_name, step.model_version).infer(step_request)
+        runner = self._resolve(step.model_name, step.model_version)
+        return await runner.infer(ensemble_flow.step_request(step, tensors, request))
 
 
-def _collect(step: Step, response: InferResponse, tensors: dict[str, Tensor]) -> None:
-    """Put a step's outputs into the request's tensors under their ensemble names (the arrays are not copied)."""
-    produced = {t.name: t for t in response.outputs}
-    for model_output, name in step.outputs:
-        tensor = produced.get(model_output)
-        if tensor is not None:
-            tensors[name] = Tensor(name, tensor.datatype, tensor.shape, tensor.data)
+_collect = ensemble_flow.collect
+
+
+def _cancel(task: asyncio.Future[None]) -> None:
+    task.cancel()
+
+
+async def _drained(sink: ResponseSink) -> None:
+    """Wait until the reader of `sink` has caught up (or gone)."""
+    drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake() -> None:
+        if not drained.done():
+            drained.set_result(None)
+
+    sink.when_drained(wake)
+    await drained
 
 
 class EnsembleModel:
