@@ -4,14 +4,14 @@
 ensemble against the completed configurations of its composing models and compiles its steps;
 `EnsembleScheduler` runs a request's steps as soon as their inputs exist (independent steps concurrently), each
 through the composing model's own `infer` (its validation, scheduler, batching and statistics), passing tensors
-between steps without copying them. Messages are Triton 2.51's. Imports `core.config_proto`, `core.stats`,
-`core.types`, `errors`.
+between steps without copying them; an ensemble with a decoupled step streams (`ensemble_flow`). Messages are
+Triton 2.51's. Imports `core.backend`, `core.config_proto`, `core.ensemble_flow`, `core.stats`, `core.types`,
+`errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
@@ -341,8 +341,7 @@ class EnsembleScheduler:
         if self._stopped:
             sink.fail(UnavailableError(f"model '{self._plan.name}' is not ready: it is being unloaded"))
             return
-        task = asyncio.ensure_future(self._stream(request, batch_size, sink))
-        sink.on_cancel(lambda: _cancel(task))
+        ensemble_flow.start(self._stream(request, batch_size, sink), sink)
 
     async def _stream(self, request: InferRequest, batch_size: int, sink: ResponseSink) -> None:
         start = time.monotonic_ns()
@@ -362,22 +361,13 @@ class EnsembleScheduler:
                     ensemble_flow.step_request(step, have, request)
                 ),
             )
-            async with contextlib.aclosing(messages):
-                async for produced, last in messages:
-                    response = None
-                    if produced is not None:
-                        response = InferResponse(request.model_name, self._version, produced, request.id)
-                    sink.put(response, None, last)
-                    if sink.is_full:
-                        await _drained(sink)
+            await ensemble_flow.feed(messages, sink, request, self._version)
         except SeawallError as error:
             self._stats.record_failure("BACKEND", time.monotonic_ns() - start)
             sink.fail(type(error)(f"in ensemble '{self._plan.name}', {error.message}"))
             return
         finally:
             self._inflight -= 1
-        if not sink.final:
-            sink.put(None, None, True)
         took = time.monotonic_ns() - start
         self._stats.record_success(request_ns=took, queue_ns=0, input_ns=0, infer_ns=took, output_ns=0)
         self._stats.record_execution(batch_size, infer_ns=took)
@@ -399,56 +389,12 @@ class EnsembleScheduler:
         absent = optional.difference(tensors) if optional else optional  # a step goes on without them
         steps, outputs = self._steps(request)
         waiting = list(steps)
-        running: dict[asyncio.Future[InferResponse], Step] = {}
-        try:
-            while waiting or running:
-                ready = [s for s in waiting if all(t in tensors or t in absent for _, t in s.inputs)]
-                for step in ready:
-                    waiting.remove(step)
-                if len(ready) == 1 and not running:  # a chain: no task needed
-                    _collect(ready[0], await self._step(ready[0], tensors, request), tensors)
-                    continue
-                for step in ready:
-                    running[asyncio.ensure_future(self._step(step, tensors, request))] = step
-                if not running:
-                    break  # a step waits for a tensor no step produced
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    _collect(running.pop(task), task.result(), tensors)
-        finally:
-            for task in running:
-                task.cancel()
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
-        if waiting or any(name not in tensors for name in outputs):
-            raise InvalidArgumentError(
-                f"[request id: {request.id or '<id_unknown>'}] unexpected deadlock, at least one output is not "
-                "set while no more ensemble steps can be made"
-            )
-        return [tensors[name] for name in outputs]
+        await ensemble_flow.run_ready(waiting, tensors, absent, lambda step, have: self._step(step, have, request))
+        return ensemble_flow.outputs_of(waiting, tensors, outputs, request)
 
     async def _step(self, step: Step, tensors: Mapping[str, Tensor], request: InferRequest) -> InferResponse:
         runner = self._resolve(step.model_name, step.model_version)
         return await runner.infer(ensemble_flow.step_request(step, tensors, request))
-
-
-_collect = ensemble_flow.collect
-
-
-def _cancel(task: asyncio.Future[None]) -> None:
-    task.cancel()
-
-
-async def _drained(sink: ResponseSink) -> None:
-    """Wait until the reader of `sink` has caught up (or gone)."""
-    drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def wake() -> None:
-        if not drained.done():
-            drained.set_result(None)
-
-    sink.when_drained(wake)
-    await drained
 
 
 class EnsembleModel:

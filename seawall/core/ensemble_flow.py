@@ -12,10 +12,12 @@ with the response it made (an empty final message stays an empty final message).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from seawall.core.backend import ResponseSink
 from seawall.core.config_proto import ModelConfig
 from seawall.core.types import InferRequest, InferResponse, RequestedOutput, StreamResponse, Tensor
 from seawall.errors import InvalidArgumentError
@@ -87,16 +89,9 @@ async def flow(
     Raises: a step's SeawallError (as it is); InvalidArgumentError (no more step can run, an output is missing).
     """
     waiting = list(steps)
-    while True:
-        ready = [s for s in waiting if all(t in tensors or t in absent for _, t in s.inputs)]
-        plain = [s for s in ready if not s.decoupled]
-        if plain:
-            for step in plain:  # one at a time: the streamed requests keep their order
-                waiting.remove(step)
-                collect(step, await run(step, tensors), tensors)
-            continue
-        if not ready:
-            break
+    await run_ready(waiting, tensors, absent, run)
+    ready = [s for s in waiting if all(t in tensors or t in absent for _, t in s.inputs)]
+    if ready:  # only decoupled steps are ready
         step = ready[0]  # a decoupled step: the later steps run once per response it sends
         waiting.remove(step)
         messages = stream(step, tensors)
@@ -115,12 +110,86 @@ async def flow(
                     async for produced, last in later:
                         yield produced, last and message.final
         return
+    yield outputs_of(waiting, tensors, outputs, request), True
+
+
+async def run_ready(waiting: list[Step], tensors: dict[str, Tensor], absent: frozenset[str], run: RunStep) -> None:
+    """Run the steps of `waiting` that are not decoupled as soon as their inputs exist (independent ones
+    concurrently), adding their outputs to `tensors`, until none is ready; the steps run leave `waiting`."""
+    running: dict[asyncio.Future[InferResponse], Step] = {}
+    try:
+        while True:
+            ready = [s for s in waiting if not s.decoupled and all(t in tensors or t in absent for _, t in s.inputs)]
+            for step in ready:
+                waiting.remove(step)
+            if len(ready) == 1 and not running:  # a chain: no task needed
+                collect(ready[0], await run(ready[0], tensors), tensors)
+                continue
+            for step in ready:
+                running[asyncio.ensure_future(run(step, tensors))] = step
+            if not running:
+                return
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                collect(running.pop(task), task.result(), tensors)
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+
+def outputs_of(
+    waiting: list[Step], tensors: Mapping[str, Tensor], outputs: Sequence[str], request: InferRequest
+) -> list[Tensor]:
+    """The ensemble outputs `outputs` once no more step can run.
+
+    Raises: InvalidArgumentError (Triton's "unexpected deadlock": a step never ran, or an output is missing).
+    """
     if waiting or any(name not in tensors for name in outputs):
         raise InvalidArgumentError(
             f"[request id: {request.id or '<id_unknown>'}] unexpected deadlock, at least one output is not "
             "set while no more ensemble steps can be made"
         )
-    yield [tensors[name] for name in outputs], True
+    return [tensors[name] for name in outputs]
+
+
+def start(feeding: Coroutine[Any, Any, None], sink: ResponseSink) -> None:
+    """Run `feeding` (what fills `sink`) as a task of its own, cancelled if the sink's reader goes away."""
+    task = asyncio.ensure_future(feeding)
+
+    def cancel() -> None:
+        task.cancel()
+
+    sink.on_cancel(cancel)
+
+
+async def feed(
+    messages: AsyncGenerator[tuple[list[Tensor] | None, bool], None],
+    sink: ResponseSink,
+    request: InferRequest,
+    version: str,
+) -> None:
+    """Put the ensemble responses of `messages` (see `flow`) into `sink`, waiting for its reader when it is full;
+    end the stream with an empty final message if `messages` ends without a final one.
+
+    Raises: as `flow`.
+    """
+    async with contextlib.aclosing(messages):
+        async for produced, last in messages:
+            response = None if produced is None else InferResponse(request.model_name, version, produced, request.id)
+            sink.put(response, None, last)
+            if sink.is_full:
+                drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+                def wake(drained: asyncio.Future[None] = drained) -> None:
+                    if not drained.done():
+                        drained.set_result(None)
+
+                sink.when_drained(wake)
+                await drained
+    if not sink.final:
+        sink.put(None, None, True)
 
 
 def step_request(step: Step, tensors: Mapping[str, Tensor], request: InferRequest) -> InferRequest:
