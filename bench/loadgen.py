@@ -61,11 +61,23 @@ def _sequence(load: Workload, sequence: Sequence | None) -> Sequence | None:
     return sequence if sequence is not None or not load.sequence_length else (1, True, True)
 
 
-def sequences(make: Callable[[Sequence], bytes], length: int, first_id: int) -> Iterator[bytes]:
-    """Requests of consecutive sequences of `length` requests each, ids from `first_id` (one closed loop)."""
-    for sequence_id in itertools.count(first_id):
-        for index in range(length):
-            yield make((sequence_id, index == 0, index == length - 1))
+class sequences(Iterator[bytes]):  # noqa: N801 (used as a generator)
+    """Requests of consecutive sequences of `length` requests each, ids from `first_id` (one closed loop).
+
+    `open`: the last request given was not the end of its sequence (a loop that stops then finishes the
+    sequence first, so that no slot of the model stays held by an abandoned sequence for the next cell)."""
+
+    def __init__(self, make: Callable[[Sequence], bytes], length: int, first_id: int) -> None:
+        self._make, self._length, self._ids = make, length, itertools.count(first_id)
+        self._id, self._index = 0, length
+        self.open = False
+
+    def __next__(self) -> bytes:
+        if self._index >= self._length:
+            self._id, self._index = next(self._ids), 0
+        index, self._index = self._index, self._index + 1
+        self.open = self._index < self._length
+        return self._make((self._id, index == 0, not self.open))
 
 
 def sequence_base(connection: int) -> int:
@@ -137,7 +149,7 @@ async def _read_reply(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _http_loop(host: str, port: int, payload: bytes | Iterator[bytes], clock: _Clock, lat: list[float]) -> int:
+async def _http_loop(host: str, port: int, payload: bytes | sequences, clock: _Clock, lat: list[float]) -> int:
     """One closed loop: the same request again and again, or the next request of `payload`'s sequences."""
     errors = 0
     reader, writer = await asyncio.open_connection(host, port)
@@ -154,6 +166,12 @@ async def _http_loop(host: str, port: int, payload: bytes | Iterator[bytes], clo
             reader, writer = await asyncio.open_connection(host, port)
         clock.record(lat, time.perf_counter() - start)
         errors += not ok and clock.is_measuring()
+    while isinstance(payload, sequences) and payload.open:  # end the sequence (not measured)
+        try:
+            writer.write(next(payload))
+            await _read_reply(reader)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            break
     writer.close()
     return errors
 
@@ -262,7 +280,7 @@ async def open_grpc(host: str, port: int, body: bytes) -> GrpcConnection:
 
 
 async def _grpc_loop(
-    host: str, port: int, body: bytes, clock: _Clock, lat: list[float], bodies: Iterator[bytes] | None = None
+    host: str, port: int, body: bytes, clock: _Clock, lat: list[float], bodies: sequences | None = None
 ) -> int:
     """One closed loop over one HTTP/2 connection: `body` again and again, or the next request of `bodies`."""
     errors = 0
@@ -280,12 +298,18 @@ async def _grpc_loop(
             connection = await open_grpc(host, port, body)
         clock.record(lat, time.perf_counter() - start)
         errors += not ok and clock.is_measuring()
+    while isinstance(bodies, sequences) and bodies.open and not connection.is_closed():  # end the sequence
+        connection.set_body(next(bodies))
+        try:
+            await connection.call()
+        except Exception:
+            break
     connection.close()
     return errors
 
 
 async def _grpc_aio_loop(
-    target: str, body: bytes, clock: _Clock, lat: list[float], bodies: Iterator[bytes] | None = None
+    target: str, body: bytes, clock: _Clock, lat: list[float], bodies: sequences | None = None
 ) -> int:
     """Fallback without `h2` (e.g. `make test` installs only `.[test]`): grpc.aio, ~150-200 µs per call."""
     import grpc
@@ -307,6 +331,11 @@ async def _grpc_aio_loop(
             ok = False
         clock.record(lat, time.perf_counter() - start)
         errors += not ok and clock.is_measuring()
+    while isinstance(bodies, sequences) and bodies.open:  # end the sequence (not measured)
+        try:
+            await call(next(bodies)[5:])
+        except grpc.RpcError:
+            break
     await channel.close()
     return errors
 
@@ -378,7 +407,7 @@ def _worker(args: tuple[str, str, str, int, float, float], barrier: object, queu
             binary = mode == "http-binary"
             jobs = []
             for index in range(connections):
-                payload: bytes | Iterator[bytes] = http_request(host, load, binary)
+                payload: bytes | sequences = http_request(host, load, binary)
                 if length:
                     payload = sequences(lambda s: http_request(host, load, binary, s), length, sequence_base(index))
                 jobs.append(asyncio.create_task(_http_loop(host, int(port), payload, clock, lat)))
