@@ -6,6 +6,7 @@ ensemble whose outputs stem from different decoupled origins fails to load with 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -108,4 +109,19 @@ def test_outputs_from_different_decoupled_origins_fail_to_load(server: ServerPro
     index = {m["name"]: m for m in json.loads(reply)}
     assert index["es_two"]["state"] == "UNAVAILABLE"
     assert index["es_two"]["reason"] == STREAM_BAD["es_two"][1]
+    _live(server)
+
+
+def test_closing_the_stream_cancels_the_decoupled_step(server: ServerProcess) -> None:
+    seen = "wait_cancel: sender.is_cancelled()=True request.is_cancelled()=True"
+    done = server.log().count(seen)
+    with grpcclient.InferenceServerClient(server.grpc) as client:
+        client.start_stream(callback=lambda result, error: None)
+        client.async_stream_infer("es_modes", int32_input(1), parameters={"mode": "wait_cancel"})
+        time.sleep(0.5)  # the step's model is waiting (as tests/e2e/test_decoupled.py)
+        client.stop_stream(cancel_requests=True)
+    deadline = time.monotonic() + 30
+    while server.log().count(seen) <= done:
+        assert time.monotonic() < deadline, "the decoupled step never saw the cancellation"
+        time.sleep(0.1)
     _live(server)
