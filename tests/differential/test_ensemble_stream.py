@@ -91,3 +91,17 @@ def test_different_decoupled_origins_fail_to_load_on_both(servers: tuple[ServerP
     assert STREAM_BAD["es_two"][1] in triton.log()
     s_index = {m["name"]: m for m in json.loads(http_request(seawall, "POST", "/v2/repository/index", b"{}")[2])}
     assert s_index["es_two"]["reason"] == STREAM_BAD["es_two"][1]
+
+
+def test_generate_stream_matches(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    body = json.dumps({"INPUT": [1, 2, 3, 4]}).encode()
+    replies = [http_request(s, "POST", "/v2/models/es_chain/generate_stream", body) for s in servers]
+    assert replies[0][0] == replies[1][0] == 200
+    events = [
+        [json.loads(line[len(b"data: ") :]) for line in reply.splitlines() if line.startswith(b"data: ")]
+        for _, _, reply in replies
+    ]
+    # Triton adds the request's sequence parameters to each event (sequence_id 0, start and end false)
+    sequence = ("sequence_id", "sequence_start", "sequence_end")
+    assert [{k: v for k, v in e.items() if k not in sequence} for e in events[0]] == events[1]
+    assert [e["OUTPUT"] for e in events[1]] == [[2.0, 3.0, 4.0, 5.0], [3.0, 5.0, 7.0, 9.0]]
