@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
+import os
 import statistics
 import struct
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 MODES = ("http-json", "http-binary", "grpc")
+SEQUENCE_LENGTH = 8  # requests per sequence of the `sequence` workload
+#: (sequence_id, sequence_start, sequence_end) of one request of a sequence
+Sequence = tuple[int, bool, bool]
 GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
 
 
@@ -30,6 +36,7 @@ class Workload:
     model: str
     inputs: list[tuple[str, str, np.ndarray]]  # name, datatype, data
     outputs: tuple[str, ...]
+    sequence_length: int = 0  # > 0: each closed loop sends sequences of this many requests (sequence_id, ...)
 
 
 def workload(name: str) -> Workload:
@@ -43,10 +50,42 @@ def workload(name: str) -> Workload:
         return Workload("matmul", [("INPUT0", "FP32", np.ones((1, 256), dtype=np.float32))], ("OUTPUT0",))
     if name == "pipeline":  # the ensemble pipeline_pre -> pipeline_model -> pipeline_post
         return Workload("pipeline", [("INPUT", "FP32", np.arange(4, dtype=np.float32))], ("OUTPUT",))
+    if name == "sequence":  # a sequence model (direct strategy), sequences of SEQUENCE_LENGTH requests
+        inputs = [("INPUT", "INT32", np.ones((1, 1), dtype=np.int32))]
+        return Workload("sequence", inputs, ("OUTPUT",), SEQUENCE_LENGTH)
     raise ValueError(f"unknown workload {name}")
 
 
-def http_body(load: Workload, binary: bool) -> tuple[dict[str, str], bytes]:
+def _sequence(load: Workload, sequence: Sequence | None) -> Sequence | None:
+    """The sequence parameters of a request: a sequence workload's request is a whole sequence unless told."""
+    return sequence if sequence is not None or not load.sequence_length else (1, True, True)
+
+
+class sequences(Iterator[bytes]):  # noqa: N801 (used as a generator)
+    """Requests of consecutive sequences of `length` requests each, ids from `first_id` (one closed loop).
+
+    `open`: the last request given was not the end of its sequence (a loop that stops then finishes the
+    sequence first, so that no slot of the model stays held by an abandoned sequence for the next cell)."""
+
+    def __init__(self, make: Callable[[Sequence], bytes], length: int, first_id: int) -> None:
+        self._make, self._length, self._ids = make, length, itertools.count(first_id)
+        self._id, self._index = 0, length
+        self.open = False
+
+    def __next__(self) -> bytes:
+        if self._index >= self._length:
+            self._id, self._index = next(self._ids), 0
+        index, self._index = self._index, self._index + 1
+        self.open = self._index < self._length
+        return self._make((self._id, index == 0, not self.open))
+
+
+def sequence_base(connection: int) -> int:
+    """The first sequence id of one closed loop: distinct across processes and connections."""
+    return (os.getpid() << 32) | (connection << 20)
+
+
+def http_body(load: Workload, binary: bool, sequence: Sequence | None = None) -> tuple[dict[str, str], bytes]:
     """Headers and body of one inference request (JSON, or Triton's binary tensor extension)."""
     tensors, blobs = [], []
     for name, datatype, data in load.inputs:
@@ -59,6 +98,9 @@ def http_body(load: Workload, binary: bool) -> tuple[dict[str, str], bytes]:
             entry["data"] = data.reshape(-1).tolist()
         tensors.append(entry)
     document: dict[str, object] = {"inputs": tensors}
+    sequence = _sequence(load, sequence)
+    if sequence is not None:
+        document["parameters"] = dict(zip(("sequence_id", "sequence_start", "sequence_end"), sequence, strict=True))
     if binary:
         document["outputs"] = [{"name": n, "parameters": {"binary_data": True}} for n in load.outputs]
     header = json.dumps(document).encode()
@@ -68,19 +110,24 @@ def http_body(load: Workload, binary: bool) -> tuple[dict[str, str], bytes]:
     return headers, header + b"".join(blobs)
 
 
-def http_request(host: str, load: Workload, binary: bool) -> bytes:
+def http_request(host: str, load: Workload, binary: bool, sequence: Sequence | None = None) -> bytes:
     """The whole HTTP/1.1 request, bytes on the wire."""
-    headers, body = http_body(load, binary)
+    headers, body = http_body(load, binary, sequence)
     lines = [f"POST /v2/models/{load.model}/infer HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
     lines += [f"{key}: {value}" for key, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def grpc_body(load: Workload) -> bytes:
+def grpc_body(load: Workload, sequence: Sequence | None = None) -> bytes:
     """A gRPC message: the 5-byte frame prefix (uncompressed, length) and a serialized ModelInferRequest."""
     from tritonclient.grpc import service_pb2
 
     request = service_pb2.ModelInferRequest(model_name=load.model)
+    sequence = _sequence(load, sequence)
+    if sequence is not None:
+        request.parameters["sequence_id"].int64_param = sequence[0]
+        request.parameters["sequence_start"].bool_param = sequence[1]
+        request.parameters["sequence_end"].bool_param = sequence[2]
     for name, datatype, data in load.inputs:
         tensor = request.inputs.add(name=name, datatype=datatype)
         tensor.shape.extend(data.shape)
@@ -102,14 +149,16 @@ async def _read_reply(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _http_loop(host: str, port: int, payload: bytes, clock: _Clock, lat: list[float]) -> int:
+async def _http_loop(host: str, port: int, payload: bytes | sequences, clock: _Clock, lat: list[float]) -> int:
+    """One closed loop: the same request again and again, or the next request of `payload`'s sequences."""
     errors = 0
     reader, writer = await asyncio.open_connection(host, port)
     await clock.started.wait()
     while not clock.is_over():
+        data = payload if isinstance(payload, bytes) else next(payload)
         start = time.perf_counter()
         try:
-            writer.write(payload)
+            writer.write(data)
             ok = await _read_reply(reader) == 200
         except (OSError, asyncio.IncompleteReadError, ValueError):
             ok = False
@@ -117,6 +166,12 @@ async def _http_loop(host: str, port: int, payload: bytes, clock: _Clock, lat: l
             reader, writer = await asyncio.open_connection(host, port)
         clock.record(lat, time.perf_counter() - start)
         errors += not ok and clock.is_measuring()
+    while isinstance(payload, sequences) and payload.open:  # end the sequence (not measured)
+        try:
+            writer.write(next(payload))
+            await _read_reply(reader)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            break
     writer.close()
     return errors
 
@@ -137,7 +192,7 @@ class GrpcConnection(asyncio.Protocol):
             (b"content-type", b"application/grpc"),
             (b"te", b"trailers"),
         ]
-        self._body = body
+        self._body = body  # the request (`set_body` changes it between calls)
         self._transport: asyncio.Transport | None = None
         self._sent = 0
         self._stream = 0
@@ -170,6 +225,10 @@ class GrpcConnection(asyncio.Protocol):
         self._h2.send_headers(self._stream, self._headers)
         self._pump()
         return await self._done
+
+    def set_body(self, body: bytes) -> None:
+        """The request the next `call` sends."""
+        self._body = body
 
     def _pump(self) -> None:
         while self._sent < len(self._body):
@@ -220,11 +279,16 @@ async def open_grpc(host: str, port: int, body: bytes) -> GrpcConnection:
     return protocol
 
 
-async def _grpc_loop(host: str, port: int, body: bytes, clock: _Clock, lat: list[float]) -> int:
+async def _grpc_loop(
+    host: str, port: int, body: bytes, clock: _Clock, lat: list[float], bodies: sequences | None = None
+) -> int:
+    """One closed loop over one HTTP/2 connection: `body` again and again, or the next request of `bodies`."""
     errors = 0
     connection = await open_grpc(host, port, body)
     await clock.started.wait()
     while not clock.is_over():
+        if bodies is not None:
+            connection.set_body(next(bodies))
         start = time.perf_counter()
         try:
             ok = await connection.call()
@@ -234,11 +298,19 @@ async def _grpc_loop(host: str, port: int, body: bytes, clock: _Clock, lat: list
             connection = await open_grpc(host, port, body)
         clock.record(lat, time.perf_counter() - start)
         errors += not ok and clock.is_measuring()
+    while isinstance(bodies, sequences) and bodies.open and not connection.is_closed():  # end the sequence
+        connection.set_body(next(bodies))
+        try:
+            await connection.call()
+        except Exception:
+            break
     connection.close()
     return errors
 
 
-async def _grpc_aio_loop(target: str, body: bytes, clock: _Clock, lat: list[float]) -> int:
+async def _grpc_aio_loop(
+    target: str, body: bytes, clock: _Clock, lat: list[float], bodies: sequences | None = None
+) -> int:
     """Fallback without `h2` (e.g. `make test` installs only `.[test]`): grpc.aio, ~150-200 µs per call."""
     import grpc
 
@@ -249,6 +321,8 @@ async def _grpc_aio_loop(target: str, body: bytes, clock: _Clock, lat: list[floa
     await channel.channel_ready()
     await clock.started.wait()
     while not clock.is_over():
+        if bodies is not None:
+            message = next(bodies)[5:]
         start = time.perf_counter()
         try:
             await call(message)
@@ -257,6 +331,11 @@ async def _grpc_aio_loop(target: str, body: bytes, clock: _Clock, lat: list[floa
             ok = False
         clock.record(lat, time.perf_counter() - start)
         errors += not ok and clock.is_measuring()
+    while isinstance(bodies, sequences) and bodies.open:  # end the sequence (not measured)
+        try:
+            await call(next(bodies)[5:])
+        except grpc.RpcError:
+            break
     await channel.close()
     return errors
 
@@ -311,15 +390,27 @@ def _worker(args: tuple[str, str, str, int, float, float], barrier: object, queu
     async def run() -> tuple[list[float], int, int]:
         clock = _Clock(warmup, seconds)
         lat: list[float] = []
+        length = load.sequence_length
         if mode == "grpc":
             body = grpc_body(load)
-            if has_h2():
-                jobs = [asyncio.create_task(_grpc_loop(host, int(port), body, clock, lat)) for _ in range(connections)]
-            else:
-                jobs = [asyncio.create_task(_grpc_aio_loop(url, body, clock, lat)) for _ in range(connections)]
+            loop = _grpc_loop if has_h2() else None
+            jobs = []
+            for index in range(connections):
+                bodies = None
+                if length:
+                    bodies = sequences(lambda s: grpc_body(load, s), length, sequence_base(index))
+                if loop is not None:
+                    jobs.append(asyncio.create_task(loop(host, int(port), body, clock, lat, bodies)))
+                else:
+                    jobs.append(asyncio.create_task(_grpc_aio_loop(url, body, clock, lat, bodies)))
         else:
-            payload = http_request(host, load, binary=(mode == "http-binary"))
-            jobs = [asyncio.create_task(_http_loop(host, int(port), payload, clock, lat)) for _ in range(connections)]
+            binary = mode == "http-binary"
+            jobs = []
+            for index in range(connections):
+                payload: bytes | sequences = http_request(host, load, binary)
+                if length:
+                    payload = sequences(lambda s: http_request(host, load, binary, s), length, sequence_base(index))
+                jobs.append(asyncio.create_task(_http_loop(host, int(port), payload, clock, lat)))
         await asyncio.sleep(0.05)  # let the connections open before the common start
         await asyncio.get_running_loop().run_in_executor(None, barrier.wait)  # type: ignore[attr-defined]
         clock.start()

@@ -88,6 +88,10 @@ def targets(data: dict[str, Any], grouped: Cells) -> list[tuple[str, str, bool |
         ratio_row(f"matmul c=64 {mode}: Seawall/Triton ≥ 1.0", "matmul", mode, 64, "triton", 1.0)
     for mode in ("http-json", "http-binary", "grpc"):
         ratio_row(f"pipeline (ensemble) c=32 {mode}: Seawall/Triton ≥ 1.0", "pipeline", mode, 32, "triton", 1.0)
+    for mode in ("http-json", "grpc"):
+        ratio_row(
+            f"sequence (concurrent sequences) c=32 {mode}: Seawall/Triton ≥ 1.0", "sequence", mode, 32, "triton", 1.0
+        )
     for mode in ("http-binary", "grpc"):
         ratio_row(f"BLS add_sub c=32 {mode}: Seawall/Triton ≥ 1.0", "bls_add_sub", mode, 32, "triton", 1.0)
     keys = sorted({k[:3] for k in grouped})
@@ -317,7 +321,7 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
     lines += ["", "## Headline: throughput ratios at the target cells", ""]
     lines += _headline(grouped)
     concs = sorted({k[2] for k in grouped})
-    for workload in ("add_sub", *IN_PROCESS, "identity", "matmul", "pipeline"):
+    for workload in ("add_sub", *IN_PROCESS, "identity", "matmul", "pipeline", "sequence"):
         modes = [m for m in ("http-json", "http-binary", "grpc") if any(k[:2] == (workload, m) for k in grouped)]
         if not modes:
             continue
@@ -411,6 +415,7 @@ def _headline(grouped: Cells) -> list[str]:
     picks += [("identity", m, 32) for m in ("http-binary", "grpc")]
     picks += [("matmul", m, 64) for m in ("http-json", "http-binary", "grpc")]
     picks += [("pipeline", m, 32) for m in ("http-json", "http-binary", "grpc")]
+    picks += [("sequence", m, 32) for m in ("http-json", "grpc")]
     for workload, mode, conc in picks:
         keys = [(workload, mode, conc, s) for s in SERVERS]
         if not any(k in grouped for k in keys):

@@ -34,6 +34,7 @@ WORKLOAD_MODES = {
     "matmul": MODES,
     "bls_add_sub": MODES,  # add_sub called through BLS from a python model
     "pipeline": MODES,  # an ensemble of three Python models (MLServer has none: not measured there)
+    "sequence": ("http-json", "grpc"),  # a sequence model, each closed loop one sequence after another
 }
 CONCURRENCY = (1, 8, 32, 64)
 
@@ -87,7 +88,8 @@ def run_cell(
     server: servers.Server, model: str, mode: str, concurrency: int, args: argparse.Namespace, reply: int
 ) -> dict[str, Any]:
     """One measurement: load, server CPU (whole tree) before/after, peak PSS, client CPU."""
-    use_native = args.driver == "native" and native.is_available(mode)
+    # wrk and h2load send one fixed request: sequences (ids, start and end flags) need the python driver
+    use_native = args.driver == "native" and native.is_available(mode) and not workload(model).sequence_length
     url = server.grpc if mode == "grpc" else server.http
     marks: dict[str, float] = {}
 

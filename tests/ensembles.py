@@ -3,8 +3,10 @@ one bad ensemble per load-time check, each with the reason Triton 2.51 gives (ch
 
 from __future__ import annotations
 
+import queue
 import shutil
 from pathlib import Path
+from typing import Any
 
 from tests.harness import TEST_MODELS
 
@@ -178,3 +180,105 @@ def load_error(name: str) -> str:
     """Seawall's whole load error for the bad ensemble `name` (bad_failing: its beginning)."""
     reason = BAD[name][1]
     return f"load failed for model '{name}': {reason}" + ("" if name == "bad_failing" else "\n")
+
+
+#: the composing models of the streaming ensembles
+STREAM_MODELS = ("ens_decoupled", "ens_plus", "decoupled_modes")
+
+_MODES_IO = (
+    '{ name: "IN", data_type: TYPE_INT32, dims: [ 1 ] }',
+    '{ name: "OUT", data_type: TYPE_INT32, dims: [ -1 ] }',
+)
+
+#: ensembles with a decoupled step (each one is decoupled itself), and es_declared, which says it is decoupled
+#: but has no decoupled step (Triton, and Seawall, make it not decoupled)
+STREAM: dict[str, str] = {
+    "es_single": _ensemble("es_single", [_step("ens_decoupled", {"INPUT0": "INPUT"}, {"OUTPUT0": "OUTPUT"})], batch=0),
+    "es_chain": _ensemble(
+        "es_chain",
+        [
+            _step("ens_decoupled", {"INPUT0": "INPUT"}, {"OUTPUT0": "MID"}),
+            _step("ens_plus", {"INPUT0": "MID"}, {"OUTPUT0": "OUTPUT"}),
+        ],
+        batch=0,
+    ),
+    "es_modes": _ensemble("es_modes", [_step("decoupled_modes", {"IN": "IN"}, {"OUT": "OUT"})], *_MODES_IO, batch=0),
+    "es_declared": _ensemble(
+        "es_declared", [_step("ens_plus", {"INPUT0": "INPUT"}, {"OUTPUT0": "OUTPUT"})], batch=0
+    ).replace("platform:", "model_transaction_policy { decoupled: true }\nplatform:"),
+}
+
+#: a streaming ensemble Triton refuses → (config.pbtxt, its reason): an ensemble output from the decoupled step
+#: and one from a step on the ensemble's input
+STREAM_BAD = {
+    "es_two": (
+        _ensemble(
+            "es_two",
+            [
+                _step("ens_decoupled", {"INPUT0": "INPUT"}, {"OUTPUT0": "OUTPUT"}),
+                _step("ens_plus", {"INPUT0": "INPUT"}, {"OUTPUT0": "DIRECT"}),
+            ],
+            outputs=_OUTPUT + ', { name: "DIRECT", data_type: TYPE_FP32, dims: [ 4 ] }',
+            batch=0,
+        ),
+        "in ensemble es_two, step of model 'es_two' receives inputs originated from different decoupled models",
+    ),
+}
+
+
+def make_stream_repository(root: Path) -> Path:
+    """The streaming ensembles, their composing models and the refused one in `root`; return `root`."""
+    make_repository(root, STREAM_MODELS, bad=False)
+    for name, config in {**STREAM, **{n: c for n, (c, _) in STREAM_BAD.items()}}.items():
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(config)
+    return root
+
+
+def stream(grpc_url: str, model: str, inputs: list[Any], parameters: dict[str, Any] | None = None) -> list[Any]:
+    """One request over a gRPC ModelStreamInfer stream: each message as (outputs, final) or ("error", message),
+    until the final one, an error, or 30 s without a message ("timeout")."""
+    import tritonclient.grpc as grpcclient
+
+    messages: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client = grpcclient.InferenceServerClient(grpc_url)
+    client.start_stream(callback=lambda result, error: messages.put((result, error)))
+    got: list[Any] = []
+    try:
+        client.async_stream_infer(model, inputs, parameters=parameters, enable_empty_final_response=True)
+        while True:
+            try:
+                result, error = messages.get(timeout=30)
+            except queue.Empty:
+                got.append("timeout")
+                break
+            if error is not None:
+                got.append(("error", error.message()))
+                break
+            response = result.get_response()
+            final = response.parameters["triton_final_response"].bool_param
+            got.append(({o.name: result.as_numpy(o.name).tolist() for o in response.outputs}, final))
+            if final:
+                break
+    finally:
+        client.stop_stream()
+        client.close()
+    return got
+
+
+def fp32_input(values: list[float]) -> list[Any]:
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    tensor = grpcclient.InferInput("INPUT", [len(values)], "FP32")
+    tensor.set_data_from_numpy(np.array(values, dtype=np.float32))
+    return [tensor]
+
+
+def int32_input(value: int) -> list[Any]:
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    tensor = grpcclient.InferInput("IN", [1], "INT32")
+    tensor.set_data_from_numpy(np.array([value], dtype=np.int32))
+    return [tensor]

@@ -5,11 +5,12 @@ The full benchmark (`make bench`) is not part of the test suite; this only check
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
-from bench.loadgen import run_load
+from bench.loadgen import SEQUENCE_LENGTH, http_body, run_load, sequences, workload
 from tests.harness import ROOT, ServerProcess, start_seawall
 
 
@@ -27,6 +28,24 @@ def test_loadgen_drives_add_sub_without_errors(seawall: ServerProcess, mode: str
     assert result.errors == 0
     assert result.requests > 10
     assert 0 < result.p50_ms <= result.p90_ms <= result.p99_ms
+
+
+@pytest.mark.parametrize("mode", ["http-json", "grpc"])
+def test_loadgen_drives_concurrent_sequences_without_errors(seawall: ServerProcess, mode: str) -> None:
+    url = seawall.grpc if mode == "grpc" else seawall.http
+    result = run_load(url, mode, "sequence", concurrency=4, seconds=1.0, processes=2, warmup=0.1)
+    assert result.errors == 0
+    assert result.requests > 2 * SEQUENCE_LENGTH  # several whole sequences, one after another per loop
+
+
+def test_sequence_requests_carry_their_sequence() -> None:
+    bodies = sequences(lambda s: json.dumps(s).encode(), 3, 7)
+    assert [json.loads(next(bodies)) for _ in range(2)] == [[7, True, False], [7, False, False]]
+    assert bodies.open  # a loop that stops now sends the rest of the sequence first
+    assert json.loads(next(bodies)) == [7, False, True] and not bodies.open
+    assert json.loads(next(bodies)) == [8, True, False]
+    _, body = http_body(workload("sequence"), False, (9, True, False))
+    assert json.loads(body)["parameters"] == {"sequence_id": 9, "sequence_start": True, "sequence_end": False}
 
 
 def _cell(

@@ -231,6 +231,7 @@ class ModelControl:
     async def poll_once(self) -> None:
         """Load new models, unload removed ones, reload changed ones (the old version serves on failure)."""
         found = repository.scan(self._options.repository.paths)
+        reloaded: set[str] = set()  # (re)loaded below: their ensembles are checked again (removed: unloaded)
         for name in sorted(set(self._known) - set(found)):
             async with self._lock(name):
                 logger.info("model '%s' was removed from the repository: unloading", name)
@@ -245,6 +246,33 @@ class ModelControl:
                 logger.info("model '%s' changed in the repository: loading", name)
                 await self._lifecycle.load(location, None, self._options.exit_timeout_secs)
             self._fingerprints[name] = fingerprint
+            reloaded.add(name)
+        await self._recheck_ensembles(set(reloaded), reloaded, found)
+
+    async def _recheck_ensembles(
+        self, touched: set[str], reloaded: set[str], found: Mapping[str, repository.ModelLocation]
+    ) -> None:
+        """As Triton in poll mode: an ensemble whose composing model changed or came back is checked again (loaded
+        anew); one that no longer fits its composing models is unloaded, not left serving the old plan. (One whose
+        composing model went is unloaded with it, `ModelLifecycle.unload`.)"""
+        pending = set(touched)
+        while pending:
+            name = pending.pop()
+            for record in list(self._lifecycle.models.values()):
+                ensemble = record.name
+                if not record.is_ensemble or name not in record.composing or ensemble in reloaded:
+                    continue
+                location = found.get(ensemble)
+                if location is None:
+                    continue
+                reloaded.add(ensemble)
+                pending.add(ensemble)  # ensembles of ensembles
+                async with self._lock(ensemble):
+                    logger.info("model '%s' uses '%s', which changed: checking it again", ensemble, name)
+                    loaded = await self._lifecycle.load(location, None, self._options.exit_timeout_secs)
+                    if not loaded.is_ready():
+                        logger.error("ensemble '%s' is unloaded: %s", ensemble, loaded.failure())
+                        await self._lifecycle.unload(ensemble, self._options.exit_timeout_secs)
 
 
 def _parse_config(name: str, config_json: str) -> ModelConfig:

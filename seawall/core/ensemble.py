@@ -4,22 +4,25 @@
 ensemble against the completed configurations of its composing models and compiles its steps;
 `EnsembleScheduler` runs a request's steps as soon as their inputs exist (independent steps concurrently), each
 through the composing model's own `infer` (its validation, scheduler, batching and statistics), passing tensors
-between steps without copying them. Messages are Triton 2.51's. Imports `core.config_proto`, `core.stats`,
-`core.types`, `errors`.
+between steps without copying them; an ensemble with a decoupled step streams (`ensemble_flow`). Messages are
+Triton 2.51's. Imports `core.backend`, `core.config_proto`, `core.ensemble_flow`, `core.stats`, `core.types`,
+`errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from seawall.core import ensemble_flow
+from seawall.core.backend import ResponseSink
 from seawall.core.config_proto import ModelConfig, model_config_pb2
 from seawall.core.stats import StatsRecorder
-from seawall.core.types import InferRequest, InferResponse, RequestedOutput, Tensor
-from seawall.errors import InvalidArgumentError, SeawallError, UnavailableError, UnsupportedError
+from seawall.core.types import InferRequest, InferResponse, StreamResponse, Tensor
+from seawall.errors import InvalidArgumentError, SeawallError, UnavailableError
 
 ENSEMBLE_PLATFORM = "ensemble"
 
@@ -129,6 +132,7 @@ class Step:
     model_version: str  # "" = the latest ready version
     inputs: tuple[tuple[str, str], ...]  # (model input, ensemble tensor)
     outputs: tuple[tuple[str, str], ...]  # (model output, ensemble tensor)
+    decoupled: bool = False  # the model streams: the later steps run once per response
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,7 @@ class EnsemblePlan:
     steps: tuple[Step, ...]
     outputs: tuple[str, ...]
     optional_inputs: frozenset[str] = frozenset()  # ensemble inputs a request may leave out
+    decoupled: bool = False  # a step's model is decoupled: the ensemble streams (`ensemble_flow`)
 
     def steps_for(self, wanted: frozenset[str]) -> tuple[Step, ...]:
         """The steps needed to produce the tensors `wanted`, in configuration order."""
@@ -198,7 +203,7 @@ def plan(config: ModelConfig, composing: Mapping[tuple[str, int], ModelConfig]) 
         InvalidArgumentError: Triton's message for a batch size the composing model does not allow, a mapping
             to an input or from an output the model does not have, an input left unmapped, or an ensemble tensor
             whose data type or shape two models disagree on.
-        UnsupportedError: a decoupled composing model (streaming through an ensemble is not implemented yet).
+            Also a step (or the outputs) reading tensors that stem from different decoupled steps.
     """
     name = config.name
     batching = config.max_batch_size > 0
@@ -215,11 +220,6 @@ def plan(config: ModelConfig, composing: Mapping[tuple[str, int], ModelConfig]) 
             raise InvalidArgumentError(
                 f"ensemble {name} allows maximum batch size {config.max_batch_size}, but it contains model "
                 f"{step_name} which only allows maximum batch size to be {model.max_batch_size}"
-            )
-        if model.model_transaction_policy.decoupled:
-            raise UnsupportedError(
-                f"in ensemble {name}, step of model '{step_name}': decoupled composing models (streaming through "
-                "an ensemble) are not supported by Seawall yet"
             )
         model_batching = model.max_batch_size > 0
         inputs = {t.name: t for t in model.input}
@@ -251,9 +251,11 @@ def plan(config: ModelConfig, composing: Mapping[tuple[str, int], ModelConfig]) 
             node = _Node.of(step_name, model_batching, spec.data_type, tuple(spec.dims))
             _check_or_add(nodes, tensor, node, name)
         version = "" if step.model_version < 0 else str(step.model_version)
-        steps.append(Step(step_name, version, tuple(step.input_map.items()), tuple(step.output_map.items())))
+        streams = model.model_transaction_policy.decoupled
+        steps.append(Step(step_name, version, tuple(step.input_map.items()), tuple(step.output_map.items()), streams))
     optional = frozenset(t.name for t in config.input if t.optional)
-    return EnsemblePlan(name, tuple(steps), tuple(t.name for t in config.output), optional)
+    decoupled = ensemble_flow.decoupled_label_check(config, composing)
+    return EnsemblePlan(name, tuple(steps), tuple(t.name for t in config.output), optional, decoupled)
 
 
 def _check_or_add(nodes: dict[str, _Node], tensor: str, node: _Node, ensemble: str) -> None:
@@ -268,6 +270,8 @@ class Runner(Protocol):
     """A composing model, as a step runs it: `ServedModel.infer` (validation, scheduling, statistics)."""
 
     async def infer(self, request: InferRequest) -> InferResponse: ...
+
+    def stream(self, request: InferRequest) -> AsyncGenerator[StreamResponse, None]: ...
 
 
 #: resolve(model name, version "" = latest ready) → the composing model a step runs now
@@ -284,11 +288,9 @@ class EnsembleScheduler:
     is counted by its composing model's own scheduler. Event loop thread only.
     """
 
-    #: an ensemble answers one response per request (decoupled composing models are refused at load)
-    decoupled = False
-
     def __init__(self, plan: EnsemblePlan, version: int, resolve: Resolve, stats: StatsRecorder) -> None:
         self._plan = plan
+        self.decoupled = plan.decoupled  # answers by `submit_stream` only
         self._version = str(version)
         self._resolve = resolve
         self._stats = stats
@@ -332,6 +334,44 @@ class EnsembleScheduler:
         self._stats.record_execution(batch_size, infer_ns=took)
         return InferResponse(request.model_name, self._version, outputs, request.id)
 
+    def submit_stream(self, request: InferRequest, batch_size: int, timeout_ns: int, sink: ResponseSink) -> None:
+        """Start streaming the responses of `request` (a decoupled ensemble) into `sink`; closing the sink
+        (the reader went away) cancels the request's steps. `timeout_ns` is bounded by the reader (see
+        `ServedModel.stream`)."""
+        if self._stopped:
+            sink.fail(UnavailableError(f"model '{self._plan.name}' is not ready: it is being unloaded"))
+            return
+        ensemble_flow.start(self._stream(request, batch_size, sink), sink)
+
+    async def _stream(self, request: InferRequest, batch_size: int, sink: ResponseSink) -> None:
+        start = time.monotonic_ns()
+        self._inflight += 1
+        tensors: dict[str, Tensor] = {t.name: t for t in request.inputs}
+        absent = self._plan.optional_inputs.difference(tensors)
+        steps, outputs = self._steps(request)
+        try:
+            messages = ensemble_flow.flow(
+                steps,
+                tensors,
+                absent,
+                outputs,
+                request,
+                lambda step, have: self._step(step, have, request),
+                lambda step, have: self._resolve(step.model_name, step.model_version).stream(
+                    ensemble_flow.step_request(step, have, request)
+                ),
+            )
+            await ensemble_flow.feed(messages, sink, request, self._version)
+        except SeawallError as error:
+            self._stats.record_failure("BACKEND", time.monotonic_ns() - start)
+            sink.fail(type(error)(f"in ensemble '{self._plan.name}', {error.message}"))
+            return
+        finally:
+            self._inflight -= 1
+        took = time.monotonic_ns() - start
+        self._stats.record_success(request_ns=took, queue_ns=0, input_ns=0, infer_ns=took, output_ns=0)
+        self._stats.record_execution(batch_size, infer_ns=took)
+
     def _steps(self, request: InferRequest) -> tuple[tuple[Step, ...], tuple[str, ...]]:
         if not request.outputs:
             return self._plan.steps, self._plan.outputs
@@ -349,58 +389,12 @@ class EnsembleScheduler:
         absent = optional.difference(tensors) if optional else optional  # a step goes on without them
         steps, outputs = self._steps(request)
         waiting = list(steps)
-        running: dict[asyncio.Future[InferResponse], Step] = {}
-        try:
-            while waiting or running:
-                ready = [s for s in waiting if all(t in tensors or t in absent for _, t in s.inputs)]
-                for step in ready:
-                    waiting.remove(step)
-                if len(ready) == 1 and not running:  # a chain: no task needed
-                    _collect(ready[0], await self._step(ready[0], tensors, request), tensors)
-                    continue
-                for step in ready:
-                    running[asyncio.ensure_future(self._step(step, tensors, request))] = step
-                if not running:
-                    break  # a step waits for a tensor no step produced
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    _collect(running.pop(task), task.result(), tensors)
-        finally:
-            for task in running:
-                task.cancel()
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
-        if waiting or any(name not in tensors for name in outputs):
-            raise InvalidArgumentError(
-                f"[request id: {request.id or '<id_unknown>'}] unexpected deadlock, at least one output is not "
-                "set while no more ensemble steps can be made"
-            )
-        return [tensors[name] for name in outputs]
+        await ensemble_flow.run_ready(waiting, tensors, absent, lambda step, have: self._step(step, have, request))
+        return ensemble_flow.outputs_of(waiting, tensors, outputs, request)
 
     async def _step(self, step: Step, tensors: Mapping[str, Tensor], request: InferRequest) -> InferResponse:
-        inputs = []
-        for model_input, name in step.inputs:
-            tensor = tensors.get(name)
-            if tensor is not None:  # None: an optional ensemble input the request left out
-                inputs.append(Tensor(model_input, tensor.datatype, tensor.shape, tensor.data))  # same array
-        step_request = InferRequest(
-            step.model_name,
-            inputs,
-            step.model_version,
-            request.id,
-            [RequestedOutput(model_output) for model_output, _ in step.outputs],
-            request.parameters,
-        )
-        return await self._resolve(step.model_name, step.model_version).infer(step_request)
-
-
-def _collect(step: Step, response: InferResponse, tensors: dict[str, Tensor]) -> None:
-    """Put a step's outputs into the request's tensors under their ensemble names (the arrays are not copied)."""
-    produced = {t.name: t for t in response.outputs}
-    for model_output, name in step.outputs:
-        tensor = produced.get(model_output)
-        if tensor is not None:
-            tensors[name] = Tensor(name, tensor.datatype, tensor.shape, tensor.data)
+        runner = self._resolve(step.model_name, step.model_version)
+        return await runner.infer(ensemble_flow.step_request(step, tensors, request))
 
 
 class EnsembleModel:

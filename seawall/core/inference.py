@@ -210,7 +210,7 @@ class ServedModel:
         timeout_ns = _timeout_ns(request)
         deadline = time.monotonic() + timeout_ns / 1e9 if timeout_ns else None
         sink = ResponseSink()
-        assert isinstance(self._scheduler, Scheduler)  # ensembles are never decoupled
+        assert not isinstance(self._scheduler, SequenceScheduler)  # decoupled sequence models are refused
         pipeline.admit()
         try:
             self._scheduler.submit_stream(request, batch_size, timeout_ns, sink)

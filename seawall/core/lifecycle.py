@@ -260,6 +260,7 @@ class ModelLifecycle:
             logger.error("failed to load model '%s': %s", record.name, error.message)
             return
         assert self.resolve is not None, "the server sets resolve before it loads models"
+        config.model_transaction_policy.decoupled = plan.decoupled  # as Triton: what its steps make it
         for number in versions:
             entry = record.versions[number] = ModelVersion(record.name, number, ModelState.LOADING)
             entry.model = ensemble.EnsembleModel()

@@ -9,7 +9,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from seawall.core import ensemble, model_config
-from seawall.errors import InvalidArgumentError, UnsupportedError
+from seawall.errors import InvalidArgumentError
 from tests.harness import TEST_MODELS
 
 
@@ -82,19 +82,15 @@ def test_config_checks(text: str, message: str) -> None:
     assert info.value.message == message
 
 
-def test_a_decoupled_composing_model_is_refused_with_the_feature_named() -> None:
+def test_a_decoupled_composing_model_makes_the_ensemble_decoupled() -> None:
     config = _config(
         f'name: "e" platform: "ensemble" {_IO.replace("[ 1 ]", "[ 4 ]")} ensemble_scheduling {{ step [ {{ '
         'model_name: "ens_decoupled" model_version: -1 input_map { key: "INPUT0" value: "INPUT" } '
         'output_map { key: "OUTPUT0" value: "OUTPUT" } } ] }'
     )
     ensemble.check_config(config)
-    with pytest.raises(UnsupportedError) as info:
-        ensemble.plan(config, {("ens_decoupled", -1): _read("ens_decoupled")})
-    assert info.value.message == (
-        "in ensemble e, step of model 'ens_decoupled': decoupled composing models (streaming through an ensemble) "
-        "are not supported by Seawall yet"
-    )
+    plan = ensemble.plan(config, {("ens_decoupled", -1): _read("ens_decoupled")})
+    assert plan.decoupled and plan.steps[0].decoupled
 
 
 def test_a_request_for_some_outputs_runs_only_the_steps_they_need() -> None:

@@ -220,35 +220,6 @@ def test_a_bad_ensemble_fails_to_load_over_grpc(server: ServerProcess, name: str
     _healthy(server)
 
 
-def test_a_decoupled_composing_model_is_refused(tmp_path: Path) -> None:
-    repository = make_repository(tmp_path / "models", ("ens_decoupled",), bad=False)
-    (repository / "ens_stream" / "1").mkdir(parents=True)
-    (repository / "ens_stream" / "config.pbtxt").write_text(
-        'name: "ens_stream"\nplatform: "ensemble"\nmax_batch_size: 0\n'
-        'input [ { name: "INPUT", data_type: TYPE_FP32, dims: [ 4 ] } ]\n'
-        'output [ { name: "OUTPUT", data_type: TYPE_FP32, dims: [ 4 ] } ]\n'
-        'ensemble_scheduling { step [ { model_name: "ens_decoupled" model_version: -1 '
-        'input_map { key: "INPUT0" value: "INPUT" } output_map { key: "OUTPUT0" value: "OUTPUT" } } ] }\n'
-    )
-    process = start_seawall(*EXPLICIT, repository=repository)
-    try:
-        status, _, reply = http_request(process, "POST", "/v2/repository/models/ens_stream/load", b"{}")
-        refused = (
-            "load failed for model 'ens_stream': in ensemble ens_stream, step of model 'ens_decoupled': decoupled "
-            "composing models (streaming through an ensemble) are not supported by Seawall yet\n"
-        )
-        # until the python backend serves decoupled models, the composing model itself fails to load first
-        not_loaded = (
-            "load failed for model 'ens_stream': ensemble 'ens_stream' depends on 'ens_decoupled' which has no "
-            "loaded version. Model 'ens_decoupled' loading failed with error: version 1 is at UNAVAILABLE state: "
-            "decoupled model 'ens_decoupled' is not supported by the python backend yet;\n"
-        )
-        assert status == 400 and json.loads(reply)["error"] in (refused, not_loaded)
-        assert http_request(process, "GET", "/v2/health/live")[0] == 200
-    finally:
-        process.stop()
-
-
 @pytest.fixture
 def explicit(repository: Path) -> Iterator[ServerProcess]:
     """Explicit mode with nothing loaded."""

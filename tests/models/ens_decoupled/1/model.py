@@ -1,5 +1,5 @@
-"""ens_decoupled: a decoupled model (two responses per request, INPUT0 then INPUT0 * 2) that an ensemble step
-may name: Seawall refuses such an ensemble at load until decoupled streaming through ensembles exists."""
+"""ens_decoupled: a decoupled model (two responses per request, INPUT0 then INPUT0 * 2), the streaming step of
+the es_* ensembles (tests/ensembles.py)."""
 
 import triton_python_backend_utils as pb_utils
 
