@@ -17,7 +17,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.harness import TEST_MODELS, ServerProcess, http_request, start_seawall
+from tests.harness import TEST_MODELS, ServerProcess, http_call, http_request, start_seawall
 
 MESSAGE = "the server has 2 inference requests in flight (--max-inflight-requests); retry later"
 
@@ -28,7 +28,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     shutil.copytree(TEST_MODELS / "gate", repository / "gate")
     config = repository / "gate" / "config.pbtxt"
     config.write_text(config.read_text() + "instance_group [ { count: 2 kind: KIND_CPU } ]\n")
-    process = start_seawall("--max-inflight-requests=2", repository=repository)
+    process = start_seawall(
+        "--max-inflight-requests=2",
+        "--allow-sagemaker=true",
+        "--sagemaker-port=0",
+        repository=repository,
+        env={"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "gate"},
+    )
     yield process
     process.stop()
 
@@ -57,6 +63,9 @@ def test_requests_over_the_cap_get_429_then_the_server_serves_again(server: Serv
         status, headers, reply = http_request(server, "POST", "/v2/models/gate/infer", body(None, "c"))
         assert (status, json.loads(reply)) == (429, {"error": MESSAGE})
         assert headers["retry-after"] == "1"
+        # the SageMaker listener answers its own limits as the KServe one (not Triton's cloud 400)
+        status, headers, reply = http_call(server.addresses["sagemaker"], "POST", "/invocations", body(None, "s"))
+        assert (status, json.loads(reply), headers["retry-after"]) == (429, {"error": MESSAGE}, "1")
         client = grpcclient.InferenceServerClient(server.grpc)
         try:
             data = grpcclient.InferInput("INPUT0", [1, 1], "FP32")

@@ -108,11 +108,14 @@ async def answer(
 
 def error_reply(exc: SeawallError) -> HttpResponse:
     """Triton's cloud listeners answer every failure 400, or 507 when it looks like memory ran out;
-    Seawall adds the restriction's 403 (the HTTP frontend's message) and 501 for what it does not do yet."""
+    Seawall adds the restriction's 403 (the HTTP frontend's message), 501 for what it does not do yet, and the
+    KServe listener's answers to its own limits: 429 with Retry-After (backpressure), 507 (no room to load)."""
     if exc.code is Code.PERMISSION_DENIED:
         return error_response(403, exc.message)
     if exc.code is Code.UNSUPPORTED:
         return error_response(501, exc.message)
+    if exc.code in (Code.OVERLOADED, Code.INSUFFICIENT_CAPACITY):
+        return http_errors.status_reply(exc)
     text = exc.message.lower()
     if any(marker in text for marker in _OUT_OF_MEMORY):
         return error_response(507, exc.message)
