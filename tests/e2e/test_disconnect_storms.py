@@ -30,7 +30,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from seawall.app import open_server
-from seawall.frontends.grpc.service import GrpcFrontend
+from seawall.frontends.grpc.listener import GrpcFrontend
 from seawall.frontends.http.routes import HttpFrontend
 from seawall.options import GrpcOptions, HttpOptions, Options, RepositoryOptions
 from tests.harness import TEST_MODELS, ServerProcess, http_call, start_seawall
