@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 
+from seawall.backends.loaded import LoadedModel, instance_names
 from seawall.backends.onnxruntime import intake, runtime, session_options, signature
 from seawall.backends.onnxruntime.instance import OnnxModelInstance, OutputPlan, RunPlan
 from seawall.core.backend import ModelConfig, ModelLoadContext
@@ -29,57 +30,16 @@ MAX_INSTANCES = 64
 DEFAULT_MAX_BATCH_SIZE = 4
 
 
-def instance_names(config: ModelConfig, model_name: str) -> list[str]:
-    """Triton's instance names: `<group name>_<i>` (a group without a name: `<model>_<group index>`).
-
-    Raises:
-        InvalidArgumentError: more than MAX_INSTANCES instances.
-    """
-    if not config.instance_group:
-        return [f"{model_name}_0"]
-    names: list[str] = []
-    for index, group in enumerate(config.instance_group):
-        count = group.count if group.count > 0 else 1
-        if len(names) + count > MAX_INSTANCES:
-            raise InvalidArgumentError(f"model '{model_name}' asks for more than {MAX_INSTANCES} instances")
-        names.extend(f"{group.name or f'{model_name}_{index}'}_{i}" for i in range(count))
-    return names
-
-
-class OnnxModel:
-    """A loaded model version: its instances, each with a session and a thread."""
-
-    def __init__(self, instances: list[OnnxModelInstance], backend: OnnxBackend) -> None:
-        self._instances = tuple(instances)
-        self._backend = backend
-        self._unloaded = False
-
-    @property
-    def instances(self) -> tuple[OnnxModelInstance, ...]:
-        return self._instances
-
-    async def unload(self) -> None:
-        """Stop every instance (each finishes its running batch); idempotent."""
-        if self._unloaded:
-            return
-        self._unloaded = True
-        self._backend.forget(self)
-        await asyncio.gather(*(instance.stop() for instance in self._instances))
-
-
 class OnnxBackend:
     """The Backend for ONNX models."""
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self._options = options or BackendOptions()
-        self._models: set[OnnxModel] = set()  # loaded and not yet unloaded; event loop thread
+        self._models: set[LoadedModel[OnnxModelInstance]] = set()  # loaded, not yet unloaded; event loop thread
 
     @property
     def name(self) -> str:
         return BACKEND_NAME
-
-    def forget(self, model: OnnxModel) -> None:
-        self._models.discard(model)
 
     def _read(self, config: ModelConfig, model_dir: str, version_dir: str, name: str) -> intake.ModelBytes:
         """The model's bytes, checked and inlined (runs on a worker thread: it reads files)."""
@@ -114,7 +74,7 @@ class OnnxBackend:
             ) from None
         return signature.auto_complete(_named(config, name), model_signature, default_max_batch_size)
 
-    async def load(self, context: ModelLoadContext) -> OnnxModel:
+    async def load(self, context: ModelLoadContext) -> LoadedModel[OnnxModelInstance]:
         """Read the model once, then create one session per instance and check the config against the model.
 
         Raises:
@@ -126,7 +86,7 @@ class OnnxBackend:
         config = context.config
         runtime.onnxruntime()
         settings = session_options.parse(config)
-        names = instance_names(config, context.name)
+        names = [name for name, _ in instance_names(config, context.name, MAX_INSTANCES)]
         model = await asyncio.to_thread(self._read, config, context.model_dir, context.version_dir, context.name)
         sessions = []
         for _ in names:  # one at a time: each holds the weights, and creation is CPU-bound
@@ -136,8 +96,7 @@ class OnnxBackend:
         signature.check(config, model_signature)
         plan = _plan(config, context, model_signature, runtime.run_options(settings))
         instances = [OnnxModelInstance(name, session, plan) for name, session in zip(names, sessions, strict=True)]
-        loaded = OnnxModel(instances, self)
-        self._models.add(loaded)
+        loaded = LoadedModel(instances, self._models)
         logger.info(
             "model '%s' version %d: %d onnxruntime session(s) over '%s'%s",
             context.name,

@@ -7,19 +7,17 @@ batch to the thread and takes the responses back; gathering the batch's inputs i
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from seawall.backends.loaded import ThreadInstance
 from seawall.backends.onnxruntime.runtime import translated
 from seawall.core.backend import Execution
 from seawall.core.types import InferRequest, InferResponse, Tensor
-from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
+from seawall.errors import InternalError, InvalidArgumentError, SeawallError
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,45 +38,17 @@ class RunPlan:
     run_options: Any  # onnxruntime.RunOptions or None
 
 
-class OnnxModelInstance:
-    """A ModelInstance: one session, one thread, one batch at a time."""
+class OnnxModelInstance(ThreadInstance):
+    """A ModelInstance: one session, one thread, one batch at a time (one `run()` per group of requests whose
+    shapes agree)."""
 
     def __init__(self, name: str, session: Any, plan: RunPlan) -> None:
-        self._name = name
+        super().__init__(name, plan.model_name, "onnx")
         self._session: Any = session
         self._plan = plan
         self._output_names = [output.name for output in plan.outputs]
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"onnx-{name[:32]}")
-        self._stopped = False
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def pipeline_depth(self) -> int:
-        return 1
-
-    def is_healthy(self) -> bool:
-        return not self._stopped
-
-    async def execute(self, requests: Sequence[InferRequest]) -> Execution:
-        """Run the batch on the instance's thread: one `run()` per group of requests whose shapes agree.
-
-        Raises:
-            UnavailableError: the instance was stopped.
-        """
-        if self._stopped:
-            raise UnavailableError(f"model '{self._plan.model_name}' instance '{self._name}' is stopped")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._execute, list(requests))
-
-    async def stop(self) -> None:
-        """Let a running batch finish, end the thread and release the session; idempotent."""
-        if self._stopped:
-            return
-        self._stopped = True
-        await asyncio.to_thread(self._executor.shutdown, True)
+    def _release(self) -> None:
         self._session = None
 
     # ------------------------------------------------------------------------------------------ worker thread

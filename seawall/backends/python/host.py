@@ -12,11 +12,12 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import PurePath
 
 from google.protobuf import json_format
 
+from seawall.backends.loaded import LoadedModel, instance_names
 from seawall.backends.python import in_process, in_process_runtime
 from seawall.backends.python.instance import PythonModelInstance
 from seawall.backends.python.instance_core import InstanceSpec, hidden_prefix, hide, within
@@ -29,7 +30,6 @@ from seawall.errors import (
     InternalError,
     InvalidArgumentError,
     SeawallError,
-    UnsupportedError,
 )
 from seawall.options import BackendOptions
 
@@ -87,56 +87,14 @@ def config_json(config: ModelConfig) -> str:
     return json.dumps(config_to_dict(config))
 
 
-def instance_names(config: ModelConfig, model_name: str) -> list[tuple[str, str]]:
-    """Triton's instance names and kinds (`model_instance_kind`: CPU or MODEL): `<group name>_<i>`, a group
-    without a name being `<model>_<group index>`.
-
-    Raises:
-        UnsupportedError: a group asks for GPUs.
-        InvalidArgumentError: more than MAX_INSTANCES instances.
-    """
-    if not config.instance_group:
-        return [(f"{model_name}_0", "CPU")]
-    names: list[tuple[str, str]] = []
-    for index, group in enumerate(config.instance_group):
-        if group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU:
-            raise UnsupportedError(f"instance group kind KIND_GPU of model '{model_name}' is not supported")
-        base = group.name or f"{model_name}_{index}"
-        count = group.count if group.count > 0 else 1
-        if len(names) + count > MAX_INSTANCES:
-            raise InvalidArgumentError(f"model '{model_name}' asks for more than {MAX_INSTANCES} instances")
-        kind = "MODEL" if group.kind == model_config_pb2.ModelInstanceGroup.KIND_MODEL else "CPU"
-        names.extend((f"{base}_{i}", kind) for i in range(count))
-    return names
-
-
 def _datatype(config_type: int) -> str:
     name = str(model_config_pb2.DataType.Name(config_type))[len("TYPE_") :]
     return "BYTES" if name == "STRING" else name
 
 
 _Instance = PythonModelInstance | in_process.InProcessModelInstance
-
-
-class PythonModel:
-    """A loaded model version: its instances, each with a stub process (or a worker thread, in process)."""
-
-    def __init__(self, instances: Sequence[_Instance], backend: PythonBackend) -> None:
-        self._instances = tuple(instances)
-        self._backend = backend
-        self._unloaded = False
-
-    @property
-    def instances(self) -> Sequence[_Instance]:
-        return self._instances
-
-    async def unload(self) -> None:
-        """Run finalize() in every instance and end their processes; idempotent."""
-        if self._unloaded:
-            return
-        self._unloaded = True
-        self._backend.forget(self)
-        await asyncio.gather(*(instance.stop() for instance in self._instances))
+#: a loaded python model version: its instances, each with a stub process (or a worker thread, in process)
+PythonModel = LoadedModel[_Instance]
 
 
 class PythonBackend:
@@ -149,9 +107,6 @@ class PythonBackend:
     @property
     def name(self) -> str:
         return BACKEND_NAME
-
-    def forget(self, model: PythonModel) -> None:
-        self._models.discard(model)
 
     async def load(self, context: ModelLoadContext) -> PythonModel:
         """Start one stub per instance and run initialize(args) in each.
@@ -194,7 +149,7 @@ class PythonBackend:
                 pins=pins,
                 decoupled=bool(config.model_transaction_policy.decoupled),
             )
-            for name, kind in instance_names(config, context.name)
+            for name, kind in instance_names(config, context.name, MAX_INSTANCES)
         ]
         instances: list[_Instance]
         if mode != "false" and self._options.model_user is not None:
@@ -230,9 +185,7 @@ class PythonBackend:
         if failures:
             await asyncio.gather(*(instance.stop() for instance in instances))
             raise _load_error(failures[0], context.name)
-        model = PythonModel(instances, self)
-        self._models.add(model)
-        return model
+        return LoadedModel(instances, self._models)
 
     def _check_in_process_allowed(self, context: ModelLoadContext) -> None:
         """An in-process model needs the operator's consent twice: the flag, and the repository's own config.

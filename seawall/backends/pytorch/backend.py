@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from seawall.backends.loaded import LoadedModel, instance_names
 from seawall.backends.pytorch import archive, naming, runtime
 from seawall.backends.pytorch.instance import TorchModelInstance, TorchPlan
 from seawall.core.backend import ModelConfig, ModelLoadContext
 from seawall.core.config_proto import model_config_pb2
 from seawall.core.model_config import checksum_pins
-from seawall.errors import InvalidArgumentError, UnsupportedError
+from seawall.errors import UnsupportedError
 from seawall.options import BackendOptions
 
 logger = logging.getLogger(__name__)
@@ -25,50 +26,16 @@ BACKEND_NAME = "pytorch"
 MAX_INSTANCES = 64
 
 
-def _instance_names(config: ModelConfig, model_name: str) -> list[str]:
-    if not config.instance_group:
-        return [f"{model_name}_0"]
-    names: list[str] = []
-    for index, group in enumerate(config.instance_group):
-        count = group.count if group.count > 0 else 1
-        if len(names) + count > MAX_INSTANCES:
-            raise InvalidArgumentError(f"model '{model_name}' asks for more than {MAX_INSTANCES} instances")
-        names.extend(f"{group.name or f'{model_name}_{index}'}_{i}" for i in range(count))
-    return names
-
-
-class TorchModel:
-    def __init__(self, instances: list[TorchModelInstance], backend: TorchBackend) -> None:
-        self._instances = tuple(instances)
-        self._backend = backend
-        self._unloaded = False
-
-    @property
-    def instances(self) -> tuple[TorchModelInstance, ...]:
-        return self._instances
-
-    async def unload(self) -> None:
-        """Stop every instance (each finishes its running batch); idempotent."""
-        if self._unloaded:
-            return
-        self._unloaded = True
-        self._backend.forget(self)
-        await asyncio.gather(*(instance.stop() for instance in self._instances))
-
-
 class TorchBackend:
     """The Backend for TorchScript models."""
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self._options = options or BackendOptions()
-        self._models: set[TorchModel] = set()
+        self._models: set[LoadedModel[TorchModelInstance]] = set()  # loaded, not yet unloaded; event loop thread
 
     @property
     def name(self) -> str:
         return BACKEND_NAME
-
-    def forget(self, model: TorchModel) -> None:
-        self._models.discard(model)
 
     async def auto_complete_config(self, config: ModelConfig, model_dir: str, version_dir: str) -> ModelConfig:
         """Triton's pytorch backend completes nothing: the config is returned as given."""
@@ -79,7 +46,7 @@ class TorchBackend:
         result.CopyFrom(config)
         return result
 
-    async def load(self, context: ModelLoadContext) -> TorchModel:
+    async def load(self, context: ModelLoadContext) -> LoadedModel[TorchModelInstance]:
         """Read and check the archive, load one module per instance, and bind the config to `forward()`.
 
         Raises:
@@ -90,7 +57,7 @@ class TorchBackend:
         config = context.config
         runtime.torch()
         settings = naming.parse_settings(config)
-        names = _instance_names(config, context.name)
+        names = [name for name, _ in instance_names(config, context.name, MAX_INSTANCES)]
         data, relative = await asyncio.to_thread(
             archive.read_model,
             context.model_dir,
@@ -105,8 +72,7 @@ class TorchBackend:
         output_types = tuple(model_config_pb2.DataType.Name(t.data_type)[len("TYPE_") :] for t in config.output)
         plan = TorchPlan(context.name, str(context.version), config.max_batch_size > 0, binding, output_types, settings)
         instances = [TorchModelInstance(n, s, plan) for n, s in zip(names, scripts, strict=True)]
-        model = TorchModel(instances, self)
-        self._models.add(model)
+        model = LoadedModel(instances, self._models)
         logger.info(
             "model '%s' version %d: %d TorchScript module(s) from '%s'",
             context.name,

@@ -7,20 +7,18 @@ GIL) and splitting the outputs per request happen on the thread.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from seawall.backends.loaded import ThreadInstance
 from seawall.backends.pytorch import runtime
 from seawall.backends.pytorch.naming import Binding, TorchSettings
 from seawall.core.backend import Execution
 from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse, Tensor, datatype_of
-from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
+from seawall.errors import InternalError, InvalidArgumentError, SeawallError
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,43 +31,16 @@ class TorchPlan:
     settings: TorchSettings
 
 
-class TorchModelInstance:
-    """A ModelInstance: one ScriptModule, one thread, one batch at a time."""
+class TorchModelInstance(ThreadInstance):
+    """A ModelInstance: one ScriptModule, one thread, one batch at a time (one forward() per group of requests
+    whose shapes agree)."""
 
     def __init__(self, name: str, script: Any, plan: TorchPlan) -> None:
-        self._name = name
+        super().__init__(name, plan.model_name, "torch")
         self._script: Any = script
         self._plan = plan
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"torch-{name[:32]}")
-        self._stopped = False
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def pipeline_depth(self) -> int:
-        return 1
-
-    def is_healthy(self) -> bool:
-        return not self._stopped
-
-    async def execute(self, requests: Sequence[InferRequest]) -> Execution:
-        """Run the batch on the instance's thread: one forward() per group of requests whose shapes agree.
-
-        Raises:
-            UnavailableError: the instance was stopped.
-        """
-        if self._stopped:
-            raise UnavailableError(f"model '{self._plan.model_name}' instance '{self._name}' is stopped")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._execute, list(requests))
-
-    async def stop(self) -> None:
-        """Let a running batch finish, end the thread and drop the module; idempotent."""
-        if self._stopped:
-            return
-        self._stopped = True
-        await asyncio.to_thread(self._executor.shutdown, True)
+    def _release(self) -> None:
         self._script = None
 
     # ------------------------------------------------------------------------------------------ worker thread
