@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -20,6 +19,7 @@ from pathlib import PurePosixPath
 from google.protobuf.message import DecodeError, Message
 from onnx import ModelProto, TensorProto
 
+from seawall.backends.model_files import read_bounded
 from seawall.errors import InvalidArgumentError
 
 #: What Triton looks for inside a `model.onnx/` directory.
@@ -76,7 +76,7 @@ def read_model(
     root = os.path.realpath(version_dir)
     relative = os.path.relpath(path, model_dir)
     budget = min(limit, PROTOBUF_LIMIT)
-    data = _read_file(path, budget, relative, model_name)
+    data = read_bounded(os.path.realpath(path), budget, relative, model_name)
     _verify_pins(data, relative, pins, model_name)
     model = ModelProto()
     invalid = InvalidArgumentError(f"model file '{relative}' of model '{model_name}' is not a valid ONNX model")
@@ -95,7 +95,7 @@ def read_model(
         target = _external_path(location, base, root, model_dir, model_name)
         key = os.path.relpath(target, model_dir)
         if key not in files:
-            content = _read_file(target, budget, key, model_name)
+            content = read_bounded(os.path.realpath(target), budget, key, model_name)
             _verify_pins(content, key, pins, model_name)
             budget -= len(content)
             files[key] = content
@@ -165,29 +165,6 @@ def _confined(path: str, root: str, shown: str, model_name: str, what: str) -> N
         )
     if not os.path.isfile(real):
         raise InvalidArgumentError(f"{what} '{shown}' of model '{model_name}' is not a regular file")
-
-
-def _read_file(path: str, limit: int, shown: str, model_name: str) -> bytes:
-    """The whole file at `path` (resolved: its last component is no symlink), refusing one over `limit` bytes."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    real = os.path.realpath(path)
-    try:
-        fd = os.open(real, flags)
-    except OSError:
-        raise InvalidArgumentError(f"file '{shown}' of model '{model_name}' cannot be read") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidArgumentError(f"file '{shown}' of model '{model_name}' is not a regular file")
-        too_large = InvalidArgumentError(
-            f"model '{model_name}' is larger than --max-model-size allows (reading file '{shown}')"
-        )
-        if info.st_size > limit:
-            raise too_large
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise too_large
-    return data
 
 
 def _verify_pins(data: bytes, relative: str, pins: Sequence[dict[str, str]], model_name: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from seawall.backends.model_files import triton_bool
 from seawall.core.backend import ModelConfig
 from seawall.errors import InvalidArgumentError
 
@@ -77,8 +78,8 @@ def parse(config: ModelConfig) -> SessionSettings:
         parallel=execution_mode == 1,
         intra_op_threads=threads["intra_op_thread_count"],
         inter_op_threads=threads["inter_op_thread_count"],
-        mem_pattern=_bool(params["enable_mem_pattern"]) if "enable_mem_pattern" in params else None,
-        mem_arena=_bool(params["enable_mem_arena"]) if "enable_mem_arena" in params else None,
+        mem_pattern=triton_bool(params["enable_mem_pattern"]) if "enable_mem_pattern" in params else None,
+        mem_arena=triton_bool(params["enable_mem_arena"]) if "enable_mem_arena" in params else None,
         arena_shrinkage=shrinkage,
     )
 
@@ -96,16 +97,6 @@ def _int(value: str) -> int:
     if not -(2**31) <= number < 2**31:
         raise InvalidArgumentError(f"failed to convert '{value[:64]}' to integral number")
     return number
-
-
-def _bool(value: str) -> bool:
-    """Triton's ParseBoolValue."""
-    lowered = value.lower()
-    if lowered in ("true", "on", "1"):
-        return True
-    if lowered in ("false", "off", "0"):
-        return False
-    raise InvalidArgumentError(f"failed to convert '{value[:64]}' to boolean")
 
 
 def _device(part: str) -> bool:

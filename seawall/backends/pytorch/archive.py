@@ -12,11 +12,11 @@ import hashlib
 import hmac
 import io
 import os
-import stat
 import zipfile
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
+from seawall.backends.model_files import read_bounded
 from seawall.errors import InvalidArgumentError
 
 
@@ -44,7 +44,7 @@ def read_model(
         raise InvalidArgumentError(
             f"model file '{relative}' of model '{model_name}' resolves outside the model's version directory"
         )
-    data = _read(real, limit, relative, model_name)
+    data = read_bounded(real, limit, relative, model_name)
     digest = hashlib.sha256(data).hexdigest()
     for pin_set in pins:
         pinned = pin_set.get(os.path.normpath(relative))
@@ -75,24 +75,3 @@ def is_torchscript(data: bytes) -> bool:
     return {f"{root}/constants.pkl", f"{root}/data.pkl"} <= set(names) and any(
         name.startswith(f"{root}/code/") for name in names
     )
-
-
-def _read(path: str, limit: int, shown: str, model_name: str) -> bytes:
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        raise InvalidArgumentError(f"file '{shown}' of model '{model_name}' cannot be read") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise InvalidArgumentError(f"file '{shown}' of model '{model_name}' is not a regular file")
-        too_large = InvalidArgumentError(
-            f"model '{model_name}' is larger than --max-model-size allows (reading file '{shown}')"
-        )
-        if info.st_size > limit:
-            raise too_large
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise too_large
-    return data

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from seawall.backends.model_files import triton_bool
 from seawall.core.backend import ModelConfig
 from seawall.core.config_proto import model_config_pb2
 from seawall.errors import InternalError, InvalidArgumentError
@@ -54,7 +55,7 @@ def parse_settings(config: ModelConfig) -> TorchSettings:
                 f"parameter '{key[:128]}' of model '{config.name}' is not supported by the pytorch backend "
                 f"(supported: {', '.join((*BOOL_PARAMETERS, *INT_PARAMETERS))})"
             )
-    flags = {key: _bool(params[key]) for key in BOOL_PARAMETERS if key in params}
+    flags = {key: triton_bool(params[key]) for key in BOOL_PARAMETERS if key in params}
     counts = {key: _int(params[key]) for key in INT_PARAMETERS if key in params}
     return TorchSettings(
         optimized_execution=not flags.get("DISABLE_OPTIMIZED_EXECUTION", False),
@@ -148,12 +149,3 @@ def _int(value: str) -> int:
     if not -(2**31) <= number < 2**31:
         raise InvalidArgumentError(f"failed to convert '{value[:64]}' to integral number")
     return number
-
-
-def _bool(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("true", "on", "1"):
-        return True
-    if lowered in ("false", "off", "0"):
-        return False
-    raise InvalidArgumentError(f"failed to convert '{value[:64]}' to boolean")
