@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,25 +224,29 @@ def test_a_failed_call_is_an_error_response_with_tritons_message(
 def test_a_call_that_waits_past_its_timeout_fails(server: ServerProcess, protocol: str) -> None:
     """slow is kept busy by a client; the call's queue timeout (100 ms) expires before slow is free."""
     parameters = {"target": "slow", "batch": True, "drop": "INPUT1", "outputs": "OUTPUT0", "bls_timeout_us": 100_000}
-    for _ in range(3):  # the busy request must reach slow first; on a loaded machine it may not: try again
-        busy = threading.Thread(target=_keep_slow_busy, args=(server,))
-        busy.start()
-        try:
-            answer = error_of(server, protocol, "bls", parameters)
-        except pytest.fail.Exception:
-            answer = ""
+    marker = f"slow busy for {protocol}"
+    busy = threading.Thread(target=_keep_slow_busy, args=(server, marker))
+    busy.start()
+    try:
+        _wait_for_log(server, marker)  # slow's only instance is executing the busy request
+        assert error_of(server, protocol, "bls", parameters) == "code=4 message=Request timeout expired"
+    finally:
         busy.join(60)
-        if answer:
-            break
-    assert answer == "code=4 message=Request timeout expired"
 
 
-def _keep_slow_busy(server: ServerProcess) -> None:
+def _keep_slow_busy(server: ServerProcess, marker: str) -> None:
     client = httpclient.InferenceServerClient(server.http, network_timeout=60)
     tensor = httpclient.InferInput("INPUT0", [1, 4], "FP32")
     tensor.set_data_from_numpy(X.reshape(1, 4))
-    client.infer("slow", [tensor], parameters={"sleep_ms": 3000})
+    client.infer("slow", [tensor], parameters={"sleep_ms": 3000, "log": marker})
     client.close()
+
+
+def _wait_for_log(server: ServerProcess, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        assert time.monotonic() < deadline, f"{text!r} not in the server log"
+        time.sleep(0.05)
 
 
 @PROTOCOLS

@@ -19,9 +19,9 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             parameters = json.loads(request.parameters())
-            time.sleep(parameters.get("sleep_ms", 0) / 1000)
-            if "log" in parameters:
+            if "log" in parameters:  # before the sleep: a test may wait for it to know the request is executing
                 pb_utils.Logger.log_warn(parameters["log"])
+            time.sleep(parameters.get("sleep_ms", 0) / 1000)
             seen = {
                 "id": request.request_id(),
                 "correlation_id": request.correlation_id(),
