@@ -299,7 +299,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 repetition, 1.5 s cells (CI-like)")
     parser.add_argument("--report-only", action="store_true", help="only regenerate the report from raw results")
-    parser.add_argument("--raw", type=Path, help="raw results file for the report (default: the newest)")
+    parser.add_argument(
+        "--raw", type=Path, nargs="+", help="raw results for the report (default: the newest); several: other runs"
+    )
     parser.add_argument("--servers", nargs="+", default=list(servers.SERVERS), choices=servers.SERVERS)
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOAD_MODES), choices=list(WORKLOAD_MODES))
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
@@ -324,11 +326,12 @@ def main() -> None:
     ):
         if getattr(args, key) is None:
             setattr(args, key, short if quick else full)
-    raw = args.raw
+    raws = args.raw or []
     if not args.report_only:
         raw = measure(args)
         print(f"bench: raw results in {raw}", flush=True)
-    path = report.write(raw)
+        raws = [raw, *raws]
+    path = report.write(raws)
     print(f"bench: report in {path}", flush=True)
 
 

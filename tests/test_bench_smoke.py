@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -85,11 +86,11 @@ def test_report_targets_use_medians_of_the_same_run() -> None:
         "cells": cells,
     }
     rows = {label: (value, ok) for label, value, ok in targets(data, _group(cells))}
-    assert rows["add_sub c=32 http-json: Seawall/Triton ≥ 1.0"] == ("1.23", True)  # 1000 / 810
-    assert rows["add_sub c=32 grpc: Seawall/Triton ≥ 1.0"] == ("n/a", None)
+    assert rows["add_sub http-json: Seawall/Triton ≥ 1.0"] == ("c=32 1.23", True)  # 1000 / 810
+    assert rows["add_sub grpc: Seawall/Triton ≥ 1.0"] == ("n/a", None)  # c=1 only: not a target cell
     assert rows["Seawall/MLServer ≥ 5 in every cell"][1] is True
     assert rows["p99 at c=1 ≤ Triton's (every workload and mode)"][1] is False
-    assert rows["server CPU per inference ≤ Triton's (every cell)"] == ("2/2 cells", True)
+    assert rows["server CPU per inference ≤ Triton's (every cell at c ≥ 8)"] == ("1/1 cells", True)
     assert rows["idle PSS ≤ Triton's"][1] is True
     assert rows["start to ready ≤ 1.5 s"][1] is True
     text = "\n".join(render(data, _group(cells), [], "test.json"))
@@ -103,8 +104,33 @@ def test_in_process_cells_are_compared_with_tritons_add_sub() -> None:
     cells += [_cell("seawall", "add_sub_inprocess", "http-json", 32, t, 3.0, 100) for t in (1400, 1600, 1700)]
     data = {"cells": cells}
     rows = {label: (value, ok) for label, value, ok in targets(data, _group(cells))}
-    assert rows["add_sub in-process (worker thread) c=32 http-json: Seawall/Triton ≥ 1.5"] == (
-        "1.60",
-        True,
-    )  # 1600 / 1000
-    assert rows["add_sub in-process (inline) c=32 http-json: Seawall/Triton ≥ 1.5"] == ("n/a", None)
+    assert rows["add_sub in-process (worker thread) http-json: Seawall/Triton ≥ 1.5"] == ("c=32 1.60", True)
+    assert not any("inline" in label for label in rows)  # not measured: no row
+
+
+def test_a_target_holds_only_where_every_run_meets_it(tmp_path: Path) -> None:
+    from bench import report
+
+    def run(name: str, seawall: float, driver: str) -> Path:
+        cells = [_cell("seawall", "add_sub", "http-json", c, seawall, 3.0, 100) for c in (8, 32)]
+        cells += [_cell("triton", "add_sub", "http-json", c, 1000, 4.0, 200) for c in (8, 32)]
+        for cell in cells:
+            cell["driver"] = driver
+        data = {
+            "run": name,
+            "quick": True,
+            "settings": {"reps": 1, "slow_reps": 1, "seconds": 1},
+            "machine": {"cpus": 2, "platform": "linux"},
+            "cells": cells,
+        }
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(data))
+        return path
+
+    out = report.write([run("one", 1200, "wrk"), run("two", 900, "bench.loadgen")], tmp_path / "out")
+    text = out.read_text()
+    assert (
+        "| add_sub http-json: Seawall/Triton ≥ 1.0 | c=8 1.20 / c=32 1.20 (**met**) | c=8 0.90 / c=32 0.90 (not met)"
+        " | not met |" in text
+    )
+    assert "`one` (wrk)" in text and "`two` (bench.loadgen)" in text
