@@ -5,13 +5,12 @@ ensemble against the completed configurations of its composing models and compil
 `EnsembleScheduler` runs a request's steps as soon as their inputs exist (independent steps concurrently), each
 through the composing model's own `infer` (its validation, scheduler, batching and statistics), passing tensors
 between steps without copying them; an ensemble with a decoupled step streams (`ensemble_flow`). Messages are
-Triton 2.51's. Imports `core.backend`, `core.config_proto`, `core.ensemble_flow`, `core.stats`, `core.types`,
-`errors`.
+Triton 2.51's. Imports `core.backend`, `core.config_proto`, `core.ensemble_flow`, `core.request_queue`, `core.stats`,
+`core.types`, `errors`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Protocol
 from seawall.core import ensemble_flow
 from seawall.core.backend import ResponseSink
 from seawall.core.config_proto import ModelConfig, model_config_pb2
+from seawall.core.request_queue import drain
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, InferResponse, StreamResponse, Tensor
 from seawall.errors import InvalidArgumentError, SeawallError, UnavailableError
@@ -304,9 +304,7 @@ class EnsembleScheduler:
     async def stop(self, drain_secs: float = 0.0) -> None:
         """Refuse new requests and let running ones finish for up to `drain_secs`; idempotent."""
         self._stopped = True
-        deadline = time.monotonic() + drain_secs
-        while self._inflight and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+        await drain(lambda: self._inflight > 0, drain_secs)
 
     def inflight(self) -> int:
         return self._inflight
