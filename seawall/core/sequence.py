@@ -222,6 +222,9 @@ class SequenceScheduler:
                     self._after(sequence)
                 self._wakeup.set()
                 self._arm_reaper()  # a sequence of the batch may be idle now
+            # the callers of the batch answer their clients before the next batch forms (as Triton's batcher,
+            # which forms it once the execution is complete): their sequences' next requests may then join it
+            await asyncio.sleep(0)
         # the instance is gone: so are its sequences (their state may have lived in it)
         error = UnavailableError(f"model '{self._stats.name}' instance '{instance.name}' is not available")
         for slot in self._slots:
@@ -278,12 +281,16 @@ class SequenceScheduler:
             self._release(sequence)
 
     def _in_slot_order(self, instance: ModelInstance, batch: list[_Sequence]) -> list[_Sequence | None]:
-        """Direct: the batch in the order of the instance's slots, up to the last slot with a request; the slots
-        before it without one get a null request (None), as in Triton."""
-        chosen = set(map(id, batch))
-        slots = [slot.sequence for slot in self._slots_of[id(instance)]]
-        last = max(i for i, sequence in enumerate(slots) if sequence is not None and id(sequence) in chosen)
-        return [sequence if sequence is not None and id(sequence) in chosen else None for sequence in slots[: last + 1]]
+        """Direct: the batch (the sequences of `instance` marked running: one worker per instance) in the order of
+        the instance's slots, up to the last slot with a request; the slots before it without one get a null
+        request (None), as in Triton."""
+        order = [
+            slot.sequence if slot.sequence is not None and slot.sequence.running else None
+            for slot in self._slots_of[id(instance)]
+        ]
+        while order[-1] is None:
+            order.pop()
+        return order
 
     def _request(self, sequence: _Sequence, pending: _Pending) -> InferRequest:
         """The request the model gets for `pending` (the sequence's states reset at START)."""
