@@ -222,9 +222,8 @@ class SequenceScheduler:
                     self._after(sequence)
                 self._wakeup.set()
                 self._arm_reaper()  # a sequence of the batch may be idle now
-            # the callers of the batch answer their clients before the next batch forms (as Triton's batcher,
-            # which forms it once the execution is complete): their sequences' next requests may then join it
-            await asyncio.sleep(0)
+            # no yield here: the next batch goes to the instance (another process) before the callers of this one
+            # answer their clients, so that both proceed at once
         # the instance is gone: so are its sequences (their state may have lived in it)
         error = UnavailableError(f"model '{self._stats.name}' instance '{instance.name}' is not available")
         for slot in self._slots:
