@@ -5,13 +5,12 @@ ensemble against the completed configurations of its composing models and compil
 `EnsembleScheduler` runs a request's steps as soon as their inputs exist (independent steps concurrently), each
 through the composing model's own `infer` (its validation, scheduler, batching and statistics), passing tensors
 between steps without copying them; an ensemble with a decoupled step streams (`ensemble_flow`). Messages are
-Triton 2.51's. Imports `core.backend`, `core.config_proto`, `core.ensemble_flow`, `core.stats`, `core.types`,
-`errors`.
+Triton 2.51's. Imports `core.backend`, `core.config_proto`, `core.ensemble_flow`, `core.request_queue`, `core.stats`,
+`core.types`, `errors`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Protocol
 from seawall.core import ensemble_flow
 from seawall.core.backend import ResponseSink
 from seawall.core.config_proto import ModelConfig, model_config_pb2
+from seawall.core.request_queue import drain
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, InferResponse, StreamResponse, Tensor
 from seawall.errors import InvalidArgumentError, SeawallError, UnavailableError
@@ -297,6 +297,7 @@ class EnsembleScheduler:
         self._inflight = 0
         self._stopped = False
         self._pruned: dict[frozenset[str], tuple[Step, ...]] = {}
+        self._chains: dict[frozenset[str] | None, tuple[Step, ...] | None] = {}  # by requested outputs
 
     def start(self) -> None:
         """Nothing runs between requests: an ensemble has no instances."""
@@ -304,9 +305,7 @@ class EnsembleScheduler:
     async def stop(self, drain_secs: float = 0.0) -> None:
         """Refuse new requests and let running ones finish for up to `drain_secs`; idempotent."""
         self._stopped = True
-        deadline = time.monotonic() + drain_secs
-        while self._inflight and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+        await drain(lambda: self._inflight > 0, drain_secs)
 
     def inflight(self) -> int:
         return self._inflight
@@ -348,7 +347,7 @@ class EnsembleScheduler:
         self._inflight += 1
         tensors: dict[str, Tensor] = {t.name: t for t in request.inputs}
         absent = self._plan.optional_inputs.difference(tensors)
-        steps, outputs = self._steps(request)
+        steps, outputs, _ = self._steps(request)
         try:
             messages = ensemble_flow.flow(
                 steps,
@@ -372,24 +371,34 @@ class EnsembleScheduler:
         self._stats.record_success(request_ns=took, queue_ns=0, input_ns=0, infer_ns=took, output_ns=0)
         self._stats.record_execution(batch_size, infer_ns=took)
 
-    def _steps(self, request: InferRequest) -> tuple[tuple[Step, ...], tuple[str, ...]]:
+    def _steps(self, request: InferRequest) -> tuple[tuple[Step, ...], tuple[str, ...], frozenset[str] | None]:
+        """The steps `request` needs, the outputs it gets, and the set of outputs it asked for (None: all)."""
         if not request.outputs:
-            return self._plan.steps, self._plan.outputs
+            return self._plan.steps, self._plan.outputs, None
         wanted = frozenset(o.name for o in request.outputs)
         steps = self._pruned.get(wanted)
         if steps is None:
             steps = self._plan.steps_for(wanted)
             if len(self._pruned) < _MAX_CACHED_PLANS:
                 self._pruned[wanted] = steps
-        return steps, tuple(name for name in self._plan.outputs if name in wanted)
+        return steps, tuple(name for name in self._plan.outputs if name in wanted), wanted
 
     async def _run(self, request: InferRequest) -> list[Tensor]:
         tensors: dict[str, Tensor] = {t.name: t for t in request.inputs}
         optional = self._plan.optional_inputs
         absent = optional.difference(tensors) if optional else optional  # a step goes on without them
-        steps, outputs = self._steps(request)
-        waiting = list(steps)
-        await ensemble_flow.run_ready(waiting, tensors, absent, lambda step, have: self._step(step, have, request))
+        steps, outputs, wanted = self._steps(request)
+        run = lambda step, have: self._step(step, have, request)  # noqa: E731
+        chain = None
+        if not absent:  # every ensemble input given: the same chain (or none) for every such request
+            chain = self._chains[wanted] if wanted in self._chains else ensemble_flow.chain_order(steps, tensors)
+            if len(self._chains) < _MAX_CACHED_PLANS:
+                self._chains[wanted] = chain
+        if chain is not None:  # one step after the other: no need to look for ready steps
+            waiting = await ensemble_flow.run_chain(chain, tensors, run)
+        else:
+            waiting = list(steps)
+            await ensemble_flow.run_ready(waiting, tensors, absent, run)
         return ensemble_flow.outputs_of(waiting, tensors, outputs, request)
 
     async def _step(self, step: Step, tensors: Mapping[str, Tensor], request: InferRequest) -> InferResponse:

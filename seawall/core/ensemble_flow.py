@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from seawall.core.backend import ResponseSink
@@ -137,6 +137,33 @@ async def run_ready(waiting: list[Step], tensors: dict[str, Tensor], absent: fro
             task.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+
+
+def chain_order(steps: Sequence[Step], available: Iterable[str]) -> tuple[Step, ...] | None:
+    """`steps` in the order they run when each can start only once the one before it ran (a chain, such as
+    pre → model → post) given the tensors `available`; None when two could run at once, one streams, or the
+    flow stops before the end (`run_ready` then runs them, and says why)."""
+    have = set(available)
+    left = list(steps)
+    order = []
+    while left:
+        ready = [s for s in left if all(t in have for _, t in s.inputs)]
+        if len(ready) != 1 or ready[0].decoupled:
+            return None
+        left.remove(ready[0])
+        order.append(ready[0])
+        have.update(t for _, t in ready[0].outputs)
+    return tuple(order)
+
+
+async def run_chain(chain: Sequence[Step], tensors: dict[str, Tensor], run: RunStep) -> list[Step]:
+    """Run the steps of a chain (`chain_order`) one after the other, adding their outputs to `tensors`; the
+    steps left when one lacks an input (a model did not produce a mapped output), as `run_ready` leaves them."""
+    for index, step in enumerate(chain):
+        if any(t not in tensors for _, t in step.inputs):
+            return list(chain[index:])
+        collect(step, await run(step, tensors), tensors)
+    return []
 
 
 def outputs_of(

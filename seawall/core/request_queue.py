@@ -7,7 +7,9 @@ Imports `core.backend`, `core.config_proto`, `core.types` and `errors`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,3 +202,11 @@ def fail(pending: Pending, error: SeawallError) -> None:
     else:
         pending.sink.fail(error)
         pending.future.set_result(None)
+
+
+async def drain(busy: Callable[[], bool], drain_secs: float) -> None:
+    """Wait up to `drain_secs` for `busy()` to turn false (a stopping scheduler letting its requests finish;
+    what is left the caller then fails)."""
+    deadline = time.monotonic() + drain_secs
+    while busy() and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)

@@ -23,7 +23,7 @@ from seawall.core.backend import MAX_PIPELINE_DEPTH, ModelConfig, ModelInstance,
 from seawall.core.batcher import gather
 from seawall.core.execution import ResponseOrder, execute_batch, execute_decoupled
 from seawall.core.rate_limiter import InstanceGate, RateLimiter
-from seawall.core.request_queue import BatchPolicy, Pending, PriorityQueue, fail
+from seawall.core.request_queue import BatchPolicy, Pending, PriorityQueue, drain, fail
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, InferResponse
 from seawall.errors import SeawallError, UnavailableError
@@ -95,11 +95,7 @@ class Scheduler:
         """Refuse new work, let queued and running requests finish for up to `drain_secs`, then fail
         what is left and cancel the workers; idempotent."""
         self._stopped = True
-        deadline = time.monotonic() + drain_secs
-        while (
-            (self._queue or self._busy or self._next) and time.monotonic() < deadline and self._has_healthy_instance()
-        ):
-            await asyncio.sleep(0.005)
+        await drain(lambda: bool(self._queue or self._busy or self._next) and self._has_healthy_instance(), drain_secs)
         self._fail_queued(UnavailableError("model is being unloaded"))
         for worker in self._workers:
             worker.cancel()

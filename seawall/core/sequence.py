@@ -1,7 +1,7 @@
 """The sequence batcher (`sequence_batching`): requests of one sequence run in order, with their control inputs and
 implicit state, on the slot the sequence holds.
 
-Imports `core.backend`, `core.sequence_policy`, `core.stats`, `core.types`, `errors`.
+Imports `core.backend`, `core.request_queue`, `core.sequence_policy`, `core.stats`, `core.types`, `errors`.
 
 A sequence (a `sequence_id` whose first request has `sequence_start`) holds a slot until its END request ran or it
 was idle for `max_sequence_idle_microseconds`, and all its requests run on its slot's instance (as in Triton, whose
@@ -28,12 +28,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from seawall.core.backend import Execution, ModelInstance
+from seawall.core.request_queue import drain
 from seawall.core.sequence_policy import SequenceId, SequencePolicy
 from seawall.core.stats import StatsRecorder
-from seawall.core.types import InferRequest, InferResponse
+from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
 
 logger = logging.getLogger(__name__)
+
+
+#: shapes of client inputs whose null-request tensors one model keeps
+_MAX_NULL_SHAPES = 16
 
 
 @dataclass(slots=True)
@@ -74,25 +79,29 @@ class SequenceScheduler:
         self._policy = policy
         self._stats = stats
         self._slots = [_Slot(i) for i in self._instances for _ in range(policy.slots_per_instance)]
+        self._slots_of = {id(i): [s for s in self._slots if s.instance is i] for i in self._instances}
         self._sequences: dict[SequenceId, _Sequence] = {}  # every sequence with a slot or in the backlog
         self._backlog: deque[_Sequence] = deque()
         self._wakeup = asyncio.Event()  # a request arrived or a slot's request finished
-        self._idle_changed = asyncio.Event()
+        self._reaper: asyncio.TimerHandle | None = None  # the next look for idle sequences (none: none can be)
+        self._null_inputs: dict[tuple[tuple[str, str, tuple[int, ...]], ...], list[Tensor]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() (3.11)
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
         self._stopped = False
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._tasks = [asyncio.create_task(self._work(instance)) for instance in self._instances]
-        self._tasks.append(asyncio.create_task(self._reap()))
 
     async def stop(self, drain_secs: float = 0.0) -> None:
         """Refuse new requests, let queued and running ones finish for up to `drain_secs`, fail the rest; idempotent."""
         self._stopped = True
-        deadline = time.monotonic() + drain_secs
-        while self.inflight() and time.monotonic() < deadline and any(i.is_healthy() for i in self._instances):
-            await asyncio.sleep(0.005)
+        await drain(lambda: bool(self.inflight()) and any(i.is_healthy() for i in self._instances), drain_secs)
         self._fail_all(UnavailableError("model is being unloaded"))
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -131,7 +140,7 @@ class SequenceScheduler:
             sequence = self._sequences[sequence_id] = _Sequence(sequence_id)
             if not self._assign(sequence):
                 self._backlog.append(sequence)
-        future: asyncio.Future[InferResponse] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[InferResponse] = (self._loop or asyncio.get_running_loop()).create_future()
         pending = _Pending(request, batch_size, start, end, future, time.monotonic_ns())
         sequence.queue.append(pending)
         self._stats.pending += 1
@@ -143,7 +152,7 @@ class SequenceScheduler:
                 sequence.queue.remove(pending)
                 self._stats.pending -= 1
                 self._stats.record_failure("CANCELED", time.monotonic_ns() - pending.enqueued_ns)
-                self._idle_changed.set()
+                self._arm_reaper()  # its sequence may be idle now
             raise
 
     def _assign(self, sequence: _Sequence) -> bool:
@@ -181,15 +190,13 @@ class SequenceScheduler:
 
     def _ready(self, instance: ModelInstance) -> list[_Sequence]:
         """The sequences with a request `instance` may run now, oldest request first."""
-        ready = [
-            slot.sequence
-            for slot in self._slots
-            if slot.sequence is not None
-            and slot.instance is instance
-            and not slot.sequence.running
-            and slot.sequence.queue
-        ]
-        ready.sort(key=lambda s: s.queue[0].enqueued_ns)
+        ready = []
+        for slot in self._slots_of[id(instance)]:
+            sequence = slot.sequence
+            if sequence is not None and sequence.queue and not sequence.running:
+                ready.append(sequence)
+        if len(ready) > 1:
+            ready.sort(key=_oldest_request)
         return ready
 
     async def _work(self, instance: ModelInstance) -> None:
@@ -214,7 +221,9 @@ class SequenceScheduler:
                     sequence.running = False
                     self._after(sequence)
                 self._wakeup.set()
-                self._idle_changed.set()
+                self._arm_reaper()  # a sequence of the batch may be idle now
+            # no yield here: the next batch goes to the instance (another process) before the callers of this one
+            # answer their clients, so that both proceed at once
         # the instance is gone: so are its sequences (their state may have lived in it)
         error = UnavailableError(f"model '{self._stats.name}' instance '{instance.name}' is not available")
         for slot in self._slots:
@@ -230,7 +239,7 @@ class SequenceScheduler:
         policy = self._policy
         if policy.oldest:
             return policy.preferred_batch_sizes[0] if policy.preferred_batch_sizes else policy.batch_limit
-        held = sum(1 for s in self._slots if s.instance is instance and s.sequence is not None)
+        held = sum(1 for s in self._slots_of[id(instance)] if s.sequence is not None)
         if policy.minimum_slot_utilization > 0:
             held = min(held, max(1, int(policy.minimum_slot_utilization * policy.slots_per_instance + 0.999999)))
         return held
@@ -271,12 +280,16 @@ class SequenceScheduler:
             self._release(sequence)
 
     def _in_slot_order(self, instance: ModelInstance, batch: list[_Sequence]) -> list[_Sequence | None]:
-        """Direct: the batch in the order of the instance's slots, up to the last slot with a request; the slots
-        before it without one get a null request (None), as in Triton."""
-        chosen = set(map(id, batch))
-        slots = [slot.sequence for slot in self._slots if slot.instance is instance]
-        last = max(i for i, sequence in enumerate(slots) if sequence is not None and id(sequence) in chosen)
-        return [sequence if sequence is not None and id(sequence) in chosen else None for sequence in slots[: last + 1]]
+        """Direct: the batch (the sequences of `instance` marked running: one worker per instance) in the order of
+        the instance's slots, up to the last slot with a request; the slots before it without one get a null
+        request (None), as in Triton."""
+        order = [
+            slot.sequence if slot.sequence is not None and slot.sequence.running else None
+            for slot in self._slots_of[id(instance)]
+        ]
+        while order[-1] is None:
+            order.pop()
+        return order
 
     def _request(self, sequence: _Sequence, pending: _Pending) -> InferRequest:
         """The request the model gets for `pending` (the sequence's states reset at START)."""
@@ -299,7 +312,7 @@ class SequenceScheduler:
             live.append((sequence, pending))
             requests.append(self._request(sequence, pending))
         template = live[0][1].request  # a client's request: the inputs a null request gets zeros of
-        padded = [r if r is not None else self._policy.null_request(template) for r in requests]
+        padded = [r if r is not None else self._null_request(template) for r in requests]
         self._busy += len(live)
         dispatched = time.monotonic_ns()
         reason = "OTHER"
@@ -357,28 +370,45 @@ class SequenceScheduler:
         response.outputs = outputs
         return response
 
-    async def _reap(self) -> None:
-        """Release the slots of sequences idle (nothing queued or running) for longer than the idle timeout."""
-        idle_ns = self._policy.idle_ns
-        while True:
-            now = time.monotonic_ns()
-            next_ns = 0
-            for slot in self._slots:
-                sequence = slot.sequence
-                if sequence is None or sequence.running or sequence.queue:
-                    continue
-                expires = sequence.last_ns + idle_ns
-                if expires <= now:
-                    logger.debug("sequence %s of model '%s' idle: its slot is released", sequence.id, self._stats.name)
-                    self._release(sequence)
-                elif not next_ns or expires < next_ns:
-                    next_ns = expires
-            self._idle_changed.clear()
-            wait = (next_ns - time.monotonic_ns()) / 1e9 if next_ns else None
-            try:
-                await asyncio.wait_for(self._idle_changed.wait(), wait if wait is None else max(wait, 0.0))
-            except TimeoutError:
-                pass
+    def _null_request(self, template: InferRequest) -> InferRequest:
+        """`SequencePolicy.null_request`, its input tensors made once per shape of the client's inputs (their
+        arrays are read-only: every null request of that shape shares them)."""
+        key = tuple((t.name, t.datatype, t.shape) for t in template.inputs)
+        inputs = self._null_inputs.get(key)
+        if inputs is None:
+            inputs = self._policy.null_request(template).inputs
+            for tensor in inputs:
+                tensor.data.setflags(write=False)
+            if len(self._null_inputs) < _MAX_NULL_SHAPES:
+                self._null_inputs[key] = inputs
+        return InferRequest(template.model_name, list(inputs), template.model_version)
+
+    def _arm_reaper(self) -> None:
+        """Make sure the reaper looks again by the time the idle timeout of a sequence idle from now expires.
+        An armed reaper is never late for it: it was armed for a sequence idle since earlier."""
+        if self._reaper is None and not self._stopped:
+            loop = self._loop or asyncio.get_running_loop()
+            self._reaper = loop.call_later(self._policy.idle_ns / 1e9, self._reap)
+
+    def _reap(self) -> None:
+        """Release the slots of sequences idle (nothing queued or running) for longer than the idle timeout, and
+        come back when the next idle one expires."""
+        self._reaper = None
+        now = time.monotonic_ns()
+        next_ns = 0
+        for slot in self._slots:
+            sequence = slot.sequence
+            if sequence is None or sequence.running or sequence.queue:
+                continue
+            expires = sequence.last_ns + self._policy.idle_ns
+            if expires <= now:
+                logger.debug("sequence %s of model '%s' idle: its slot is released", sequence.id, self._stats.name)
+                self._release(sequence)
+            elif not next_ns or expires < next_ns:
+                next_ns = expires
+        if next_ns and not self._stopped:
+            loop = self._loop or asyncio.get_running_loop()
+            self._reaper = loop.call_later(max(next_ns - time.monotonic_ns(), 0) / 1e9, self._reap)
 
     def _fail(self, sequence: _Sequence, error: SeawallError) -> None:
         while sequence.queue:
@@ -391,3 +421,7 @@ class SequenceScheduler:
         for sequence in list(self._sequences.values()):
             self._fail(sequence, error)
         self._backlog.clear()
+
+
+def _oldest_request(sequence: _Sequence) -> int:
+    return sequence.queue[0].enqueued_ns

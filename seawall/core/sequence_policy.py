@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -83,6 +83,28 @@ class SequencePolicy:
     preferred_batch_sizes: tuple[int, ...]  # oldest
     controls: tuple[ControlInput, ...]
     states: tuple[StateSpec, ...]
+    #: per control input, its (false, true) arrays, made once (read-only; CORRID: None, the id varies)
+    _flags: tuple[tuple[np.ndarray, np.ndarray] | None, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        shape = self.control_shape
+        flags: list[tuple[np.ndarray, np.ndarray] | None] = []
+        for control in self.controls:
+            if control.kind == CORRID:
+                flags.append(None)
+                continue
+            pair = []
+            for value in (control.false, control.true):
+                array = np.full(shape, value, dtype=NUMPY_DTYPES[control.datatype])
+                array.setflags(write=False)
+                pair.append(array)
+            flags.append((pair[0], pair[1]))
+        object.__setattr__(self, "_flags", tuple(flags))
+
+    @property
+    def control_shape(self) -> tuple[int, ...]:
+        """The shape of a control input tensor of one request."""
+        return (1, 1) if self.max_batch_size > 0 else (1,)
 
     @property
     def slots_per_instance(self) -> int:
@@ -181,23 +203,24 @@ class SequencePolicy:
         return InferRequest(template.model_name, inputs, template.model_version)
 
     def control_tensors(self, sequence_id: SequenceId, start: bool, end: bool, ready: bool = True) -> list[Tensor]:
-        """The control input tensors of one request of a sequence (`ready` false: a null request, id 0)."""
-        shape = (1, 1) if self.max_batch_size > 0 else (1,)
+        """The control input tensors of one request of a sequence (`ready` false: a null request, id 0). The
+        START/END/READY arrays are shared by every request (read-only); CORRID's is new."""
+        shape = self.control_shape
         tensors = []
-        for control in self.controls:
-            dtype = NUMPY_DTYPES[control.datatype]
-            if control.kind == CORRID:
+        for control, flags in zip(self.controls, self._flags, strict=True):
+            kind = control.kind
+            if flags is None:  # CORRID
                 value: object = sequence_id
                 if control.datatype == "BYTES":
                     value = str(sequence_id).encode() if sequence_id != 0 else b""
-            elif control.kind == START:
-                value = control.true if start else control.false
-            elif control.kind == END:
-                value = control.true if end else control.false
+                array = np.empty(shape, dtype=NUMPY_DTYPES[control.datatype])
+                array.fill(value)
+            elif kind == START:
+                array = flags[start]
+            elif kind == END:
+                array = flags[end]
             else:
-                value = control.true if ready else control.false
-            array = np.empty(shape, dtype=dtype)
-            array.fill(value)
+                array = flags[ready]
             tensors.append(Tensor(control.name, control.datatype, shape, array))
         return tensors
 

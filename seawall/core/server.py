@@ -11,6 +11,7 @@ composition root builds. Knows nothing about HTTP or gRPC.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -103,8 +104,10 @@ class InferenceServer:
         # models with `response_cache { enable: true }` use the cache; None: the server has none (--cache-config)
         self._pipeline = InferencePipeline(self.shared_memory, self._traces, options.limits, response_cache)
         # an ensemble's steps: the same pipeline without the admission gate (the ensemble's request passed it, and
-        # a draining server lets it finish, every step of it)
-        self._step_pipeline = InferencePipeline(self.shared_memory, self._traces, options.limits, response_cache)
+        # a draining server lets it finish, every step of it) and without --max-inflight-requests (internal: the
+        # ensemble's request counts, its steps, parallel or nested, must not refuse it)
+        step_limits = dataclasses.replace(options.limits, max_inflight_requests=0)
+        self._step_pipeline = InferencePipeline(self.shared_memory, self._traces, step_limits, response_cache)
         self._step_pipeline.refusal = None
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None

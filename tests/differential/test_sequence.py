@@ -233,6 +233,26 @@ def test_idle_sequence_releases_its_slot(servers: tuple[ServerProcess, ServerPro
     _ready(servers)
 
 
+def test_a_sequence_busier_than_the_idle_timeout_keeps_its_slot(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    """seq_idle (idle timeout 600 ms): a sequence whose requests come more often than that keeps its slot for
+    longer than two timeouts (the idle clock restarts at each request) and goes on summing."""
+    for server in servers:
+        assert _sum(server, sequence_id=611, sequence_start=True) == 1
+        began, total = time.monotonic(), 1
+        while time.monotonic() - began < 2.5 * IDLE_US / 1e6:
+            time.sleep(0.05)
+            total += 1
+            assert _sum(server, sequence_id=611) == total
+        assert _sum(server, sequence_id=611, sequence_end=True) == total + 1
+    _ready(servers)
+
+
+def _sum(server: ServerProcess, **parameters: Any) -> int:
+    status, answer = _infer(server, "seq_idle", 1, **parameters)
+    assert status == 200, answer
+    return int(answer["OUTPUT"][0])
+
+
 def test_implicit_state_is_carried_by_seawall_only(servers: tuple[ServerProcess, ServerProcess]) -> None:
     """A deliberate difference: Triton 2.51's python backend gives the model the initial (zero) state at every
     request; Seawall gives it the state the previous request of the sequence returned, reset at START."""

@@ -346,3 +346,39 @@ def test_unloading_a_composing_model_lets_the_ensembles_requests_finish(explicit
     assert status == 200, answer  # the ensemble drained before its composing model went
     index = _index(explicit)
     assert index["ens_diamond"] == ("UNAVAILABLE", "unloaded") and index["ens_join"] == ("UNAVAILABLE", "unloaded")
+
+
+def test_the_steps_of_an_ensemble_do_not_count_toward_max_inflight_requests(tmp_path: Path) -> None:
+    # --max-inflight-requests caps the clients' requests: the ensemble's own steps (two of them at once in the
+    # diamond) run under the request that was admitted, and are never refused by the cap
+    models = ("ens_pre", "ens_branch_a", "ens_branch_b", "ens_join", "ens_diamond")
+    repository = make_repository(tmp_path / "models", models, bad=False)
+    process = start_seawall("--max-inflight-requests=1", repository=repository)
+    body = json.dumps({"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            reply = pool.submit(http_request, process, "POST", "/v2/models/ens_diamond/infer", body.encode(), None, 60)
+            deadline = time.monotonic() + 60
+            while _inferences(process, "ens_pre") < 1:  # then the branches sleep 600 ms, the request in flight
+                assert time.monotonic() < deadline and not reply.done(), reply.result() if reply.done() else ""
+                time.sleep(0.01)
+            probe = body.replace('"INPUT"', '"INPUT0"').encode()
+            status, _, refused = http_request(process, "POST", "/v2/models/ens_pre/infer", probe)
+            assert (status, json.loads(refused)) == (
+                429,
+                {"error": "the server has 1 inference requests in flight (--max-inflight-requests); retry later"},
+            )
+            status, _, answer = reply.result(timeout=60)
+        assert status == 200, answer
+        assert json.loads(answer)["outputs"][0]["data"] == [32.0, 54.0, 76.0, 98.0]
+        status, _, answer = http_request(process, "POST", "/v2/models/ens_diamond/infer", body.encode(), None, 60)
+        assert status == 200, answer
+        assert http_request(process, "GET", "/v2/health/ready")[0] == 200
+    finally:
+        process.stop()
+
+
+def _inferences(server: ServerProcess, model: str) -> int:
+    status, _, body = http_request(server, "GET", f"/v2/models/{model}/stats")
+    assert status == 200
+    return int(json.loads(body)["model_stats"][0]["inference_count"])
