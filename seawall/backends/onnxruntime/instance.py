@@ -1,13 +1,16 @@
-"""One instance of an ONNX model: its own InferenceSession, run on its own worker thread.
+"""Running an ONNX model: `OnnxRunner` turns one batch of requests into `run()` calls of one InferenceSession
+(in a worker process, see `worker.py`, or in the server), and `OnnxModelInstance` runs one on a thread of its own
+(the SEAWALL_IN_PROCESS opt-in).
 
-Imports numpy, `core.backend`, `core.types`, this package's `runtime` and `errors`. The event loop only hands a
-batch to the thread and takes the responses back; gathering the batch's inputs into one array per input, the
-`run()` (which releases the GIL) and splitting the outputs per request all happen on the thread.
+Imports numpy, `core.backend`, `core.types`, this package's `runtime` and `errors`. Gathering the batch's inputs
+into one array per input, the `run()` (which releases the GIL) and splitting the outputs per request all happen off
+the event loop.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,21 +42,30 @@ class RunPlan:
 
 
 class OnnxModelInstance(ThreadInstance):
-    """A ModelInstance: one session, one thread, one batch at a time (one `run()` per group of requests whose
-    shapes agree)."""
+    """A ModelInstance inside the server: one session, one thread, one batch at a time."""
 
     def __init__(self, name: str, session: Any, plan: RunPlan) -> None:
         super().__init__(name, plan.model_name, "onnx")
+        self._runner: OnnxRunner | None = OnnxRunner(session, plan)
+
+    def _release(self) -> None:
+        self._runner = None
+
+    def _execute(self, requests: list[InferRequest]) -> Execution:
+        assert self._runner is not None  # released only once stopped: no batch runs then
+        return self._runner.execute(requests)
+
+
+class OnnxRunner:
+    """One session and what its runs need: one `run()` per group of requests whose shapes agree."""
+
+    def __init__(self, session: Any, plan: RunPlan) -> None:
         self._session: Any = session
         self._plan = plan
         self._output_names = [output.name for output in plan.outputs]
 
-    def _release(self) -> None:
-        self._session = None
-
-    # ------------------------------------------------------------------------------------------ worker thread
-
-    def _execute(self, requests: list[InferRequest]) -> Execution:
+    def execute(self, requests: Sequence[InferRequest]) -> Execution:
+        """The responses to `requests` (an error for each request that failed), and when the runs began and ended."""
         results: list[InferResponse | SeawallError | None] = [None] * len(requests)
         feeds: list[dict[str, np.ndarray] | None] = []
         for index, request in enumerate(requests):

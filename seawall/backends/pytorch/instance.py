@@ -1,13 +1,16 @@
-"""One instance of a TorchScript model: its own module, run on its own worker thread.
+"""Running a TorchScript model: `TorchRunner` turns one batch of requests into `forward()` calls of one module (in a
+worker process, see `worker.py`, or in the server), and `TorchModelInstance` runs one on a thread of its own (the
+SEAWALL_IN_PROCESS opt-in).
 
 Imports numpy, `core.backend`, `core.types`, this package's `runtime` and `naming`, and `errors`. As the onnxruntime
-instance: the event loop hands the batch over; gathering it (one array per input), `forward()` (torch releases the
-GIL) and splitting the outputs per request happen on the thread.
+runner: gathering the batch (one array per input), `forward()` (torch releases the GIL) and splitting the outputs
+per request happen off the event loop.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,20 +35,29 @@ class TorchPlan:
 
 
 class TorchModelInstance(ThreadInstance):
-    """A ModelInstance: one ScriptModule, one thread, one batch at a time (one forward() per group of requests
-    whose shapes agree)."""
+    """A ModelInstance inside the server: one ScriptModule, one thread, one batch at a time."""
 
     def __init__(self, name: str, script: Any, plan: TorchPlan) -> None:
         super().__init__(name, plan.model_name, "torch")
+        self._runner: TorchRunner | None = TorchRunner(script, plan)
+
+    def _release(self) -> None:
+        self._runner = None
+
+    def _execute(self, requests: list[InferRequest]) -> Execution:
+        assert self._runner is not None  # released only once stopped: no batch runs then
+        return self._runner.execute(requests)
+
+
+class TorchRunner:
+    """One ScriptModule and its plan: one forward() per group of requests whose shapes agree."""
+
+    def __init__(self, script: Any, plan: TorchPlan) -> None:
         self._script: Any = script
         self._plan = plan
 
-    def _release(self) -> None:
-        self._script = None
-
-    # ------------------------------------------------------------------------------------------ worker thread
-
-    def _execute(self, requests: list[InferRequest]) -> Execution:
+    def execute(self, requests: Sequence[InferRequest]) -> Execution:
+        """The responses to `requests` (an error for each request that failed), and when the runs began and ended."""
         results: list[InferResponse | SeawallError | None] = [None] * len(requests)
         groups: dict[tuple[object, ...], list[int]] = {}
         for index, request in enumerate(requests):
