@@ -18,6 +18,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from tests import onnx_models as m
 from tests.harness import ServerProcess, http_request, start_seawall
@@ -40,6 +41,11 @@ def repository(root: Path) -> Path:
     outputs = [("OUTPUT__0", FP4), ("OUTPUT__1", FP4)]
     for name, extra in TORCH.items():
         tm.write(root, name, add_sub, tm.config(name, [("INPUT__0", FP4), ("INPUT__1", FP4)], outputs, extra))
+    for name, extra in (("pt_bf16", ""), ("pt_bf16_in_process", IN_PROCESS)):
+        config = tm.config(name, [("INPUT__0", "TYPE_BF16 4")], [("OUTPUT__0", "TYPE_BF16 4")], extra)
+        tm.write(root, name, tm.scripted(tm.Double()), config)
+    wrong = tm.config("pt_bf16_wrong", [("INPUT__0", "TYPE_BF16 4")], [("OUTPUT__0", "TYPE_FP32 4")])
+    tm.write(root, "pt_bf16_wrong", tm.scripted(tm.Double()), wrong)
     bad = 'parameters { key: "SEAWALL_IN_PROCESS" value: { string_value: "inline" } }'
     m.write(root, "onnx_inline", m.add_sub(["n"]), m.ADD_SUB_CONFIG.format(name="onnx_inline", extra=bad))
     return root
@@ -132,6 +138,35 @@ def test_a_killed_worker_is_started_again_and_the_model_keeps_serving(server: Se
     np.testing.assert_allclose(_infer(server, "grpc", model, first)[0], A + B, rtol=1e-6)
     assert http_request(server, "GET", f"/v2/models/{model}/ready")[0] == 200
     assert "starting its stub process again" in server.log()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("model", ["pt_bf16", "pt_bf16_in_process"])
+def test_bf16_tensors_reach_torch_as_bfloat16_and_come_back(server: ServerProcess, protocol: str, model: str) -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    module: Any = httpclient if protocol == "http" else grpcclient
+    client = module.InferenceServerClient(server.http if protocol == "http" else server.grpc)
+    data = np.array([1.5, -2.0, 0.25, 3.0], dtype=ml_dtypes.bfloat16)
+    tensor = module.InferInput("INPUT__0", [4], "BF16")
+    tensor.set_data_from_numpy(data)
+    got = client.infer(model, [tensor]).as_numpy("OUTPUT__0")
+    expected = (torch.tensor(data.astype(np.float32), dtype=torch.bfloat16) * 2).float().numpy()
+    np.testing.assert_array_equal(np.asarray(got).astype(np.float32), expected)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_bf16_output_configured_as_another_type_fails_with_the_types(server: ServerProcess, protocol: str) -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    module: Any = httpclient if protocol == "http" else grpcclient
+    client = module.InferenceServerClient(server.http if protocol == "http" else server.grpc)
+    tensor = module.InferInput("INPUT__0", [4], "BF16")
+    tensor.set_data_from_numpy(np.ones(4, dtype=ml_dtypes.bfloat16))
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("pt_bf16_wrong", [tensor])
+    assert info.value.message() == (
+        "configuration expects datatype TYPE_FP32 for output 'OUTPUT__0', model provides TYPE_BF16"
+    )
+    assert http_request(server, "GET", "/v2/health/live")[0] == 200
 
 
 def test_an_in_process_value_the_backend_does_not_know_is_refused_by_name(server: ServerProcess) -> None:

@@ -20,7 +20,7 @@ from seawall.backends.loaded import ThreadInstance
 from seawall.backends.pytorch import runtime
 from seawall.backends.pytorch.naming import Binding, TorchSettings
 from seawall.core.backend import Execution
-from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse, Tensor, datatype_of
+from seawall.core.types import InferRequest, InferResponse, Tensor, datatype_of
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError
 
 
@@ -90,7 +90,9 @@ class TorchRunner:
                 raise InvalidArgumentError(f"input '{name}' is required by model '{plan.model_name}'")
             arrays.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
         names = [name for name, _ in ordered] if plan.binding.dict_input else None
-        outputs = runtime.run(self._script, plan.settings, arrays, names)
+        datatypes = {t.name: t.datatype for t in requests[0].inputs}
+        bf16 = [datatypes.get(name) == "BF16" for name, _ in ordered]
+        outputs = runtime.run(self._script, plan.settings, arrays, names, bf16)
         sizes = [int(by_name[i][ordered[0][0]].shape[0]) for i in range(len(requests))] if plan.batching else []
         per_request: list[list[Tensor]] = [[] for _ in requests]
         for (name, index), datatype in zip(plan.binding.outputs, plan.output_types, strict=True):
@@ -99,9 +101,9 @@ class TorchRunner:
                     f"The output {name} in the model configuration refers to an output index which doesn't exist. "
                     f"This model has {len(outputs)} outputs"
                 )
-            array = outputs[index]
-            produced = datatype_of(array) if array.dtype != np.dtype(np.uint16) else "UINT16"
-            if NUMPY_DTYPES[datatype] != array.dtype:
+            array, is_bf16 = outputs[index]
+            produced = "BF16" if is_bf16 else datatype_of(array)
+            if produced != datatype:
                 raise InvalidArgumentError(
                     f"configuration expects datatype TYPE_{datatype} for output '{name}', model provides "
                     f"TYPE_{produced}"

@@ -22,7 +22,7 @@ from seawall.errors import InternalError, InvalidArgumentError
 logger = logging.getLogger(__name__)
 
 #: config datatypes a TorchScript tensor can have (Triton's ModelConfigDataTypeToTorchType)
-TORCH_TYPES = ("BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64")
+TORCH_TYPES = ("BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64")
 #: Triton's parameters this backend applies; CPU no-ops are parsed and accepted as Triton accepts them
 BOOL_PARAMETERS = ("DISABLE_OPTIMIZED_EXECUTION", "INFERENCE_MODE", "ENABLE_CACHE_CLEANING", "DISABLE_CUDNN")
 INT_PARAMETERS = ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT")
