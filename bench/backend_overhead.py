@@ -7,7 +7,9 @@ in this process, the physical limit of this server design.
 
 Per model and concurrency: throughput, and server CPU per inference (the whole process tree: workers included)
 beside the direct call's CPU per inference; their difference is the server's overhead per inference, the steadier
-figure on a shared machine. Then dynamic batching (max_batch_size 32) at the largest concurrency against the
+figure on a shared machine. Every session and module (served and direct) gets `--threads` intra-op threads (default
+1: on a small machine a runtime's spinning thread pool competes with the server's own threads and the load
+generator for the same cores). Then dynamic batching (max_batch_size 32) at the largest concurrency against the
 direct batched call (batch 32). Writes bench/results/raw/backend-overhead-<time>.json.
 """
 
@@ -88,7 +90,10 @@ def torch_model(weights: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
     return buffer.getvalue()
 
 
-def _config(name: str, platform: str, extra: str) -> str:
+def _config(name: str, platform: str, extra: str, threads: int) -> str:
+    key = "intra_op_thread_count" if platform == "onnxruntime_onnx" else "INTRA_OP_THREAD_COUNT"
+    if threads:
+        extra += f'parameters {{ key: "{key}" value: {{ string_value: "{threads}" }} }}\n'
     return (
         f'name: "{name}"\nplatform: "{platform}"\nmax_batch_size: {MAX_BATCH}\n'
         f'input [ {{ name: "X", data_type: TYPE_FP32, dims: [ {WIDTH} ] }} ]\n'
@@ -110,21 +115,25 @@ MODELS = {
 }
 
 
-def repository(root: Path, files: dict[str, bytes]) -> Path:
+def repository(root: Path, files: dict[str, bytes], threads: int) -> Path:
     for name, (runtime, extra) in MODELS.items():
         version = root / name / "1"
         version.mkdir(parents=True)
         platform = "onnxruntime_onnx" if runtime == "onnx" else "pytorch_libtorch"
         (version / ("model.onnx" if runtime == "onnx" else "model.pt")).write_bytes(files[runtime])
-        (root / name / "config.pbtxt").write_text(_config(name, platform, extra))
+        (root / name / "config.pbtxt").write_text(_config(name, platform, extra, threads))
     return root
 
 
-def direct_callers(files: dict[str, bytes]) -> dict[str, Callable[[np.ndarray], Any]]:
+def direct_callers(files: dict[str, bytes], threads: int) -> dict[str, Callable[[np.ndarray], Any]]:
     import onnxruntime as ort
     import torch
 
-    session = ort.InferenceSession(files["onnx"], providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        torch.set_num_threads(threads)
+    session = ort.InferenceSession(files["onnx"], sess_options=options, providers=["CPUExecutionProvider"])
     module = torch.jit.load(io.BytesIO(files["torch"]), map_location="cpu").eval()
 
     def run_torch(x: np.ndarray) -> Any:
@@ -179,13 +188,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--mode", default="http-binary", choices=["http-binary", "http-json", "grpc"])
+    parser.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads of every session and module (0: the runtime's default)"
+    )
     args = parser.parse_args()
     weights = _weights()
     files = {"onnx": onnx_model(weights), "torch": torch_model(weights)}
-    callers = direct_callers(files)
+    callers = direct_callers(files, args.threads)
     x = np.ones((1, WIDTH), dtype=np.float32)
     np.testing.assert_allclose(callers["onnx"](x)[0], callers["torch"](x), rtol=1e-4, atol=1e-5)
-    root = repository(Path(tempfile.mkdtemp(prefix="seawall-backend-overhead-")), files)
+    root = repository(Path(tempfile.mkdtemp(prefix="seawall-backend-overhead-")), files, args.threads)
     rows: list[dict[str, Any]] = []
     server = servers.start("seawall", repository=root)
     try:
@@ -212,11 +224,14 @@ def main() -> None:
     RAW.mkdir(parents=True, exist_ok=True)
     run_id = time.strftime("%Y%m%d-%H%M%S")
     (RAW / f"backend-overhead-{run_id}.json").write_text(json.dumps({"settings": vars(args), "rows": rows}))
-    _print_table(rows, args.mode)
+    _print_table(rows, args.mode, args.threads)
 
 
-def _print_table(rows: list[dict[str, Any]], mode: str) -> None:
-    print(f"\nMLP {LAYERS}x{WIDTH}, Seawall over {mode}, CPU per inference over the server's whole process tree\n")
+def _print_table(rows: list[dict[str, Any]], mode: str, threads: int) -> None:
+    print(
+        f"\nMLP {LAYERS}x{WIDTH}, Seawall over {mode}, {threads or 'default'} intra-op thread(s) per session/module, "
+        "CPU per inference over the server's whole process tree\n"
+    )
     print("| runtime | how | c | inferences/s | CPU µs/inf | overhead µs/inf (vs direct) | vs direct throughput |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
