@@ -169,6 +169,14 @@ def test_a_bf16_output_configured_as_another_type_fails_with_the_types(server: S
     assert http_request(server, "GET", "/v2/health/live")[0] == 200
 
 
+def _serves(server: ServerProcess, model: str) -> bool:
+    try:
+        _infer(server, "http", model)
+    except InferenceServerException:
+        return False
+    return True
+
+
 def test_an_in_process_value_the_backend_does_not_know_is_refused_by_name(server: ServerProcess) -> None:
     status, _, body = http_request(server, "POST", "/v2/repository/index")
     entries = {entry["name"]: entry for entry in json.loads(body)}
@@ -178,3 +186,27 @@ def test_an_in_process_value_the_backend_does_not_know_is_refused_by_name(server
         "backend"
     )
     assert http_request(server, "GET", "/v2/health/live")[0] == 200
+
+
+def test_a_worker_that_keeps_crashing_uses_up_the_crash_budget_and_its_model_goes_unavailable(tmp_path: Path) -> None:
+    """The python backend's budget: more than 3 crashes in 60 s and the instance stays down; the server lives on."""
+    m.write(tmp_path, "onnx_isolated", m.add_sub(["n"]), m.ADD_SUB_CONFIG.format(name="onnx_isolated", extra=""))
+    server = start_seawall(repository=tmp_path)
+    try:
+        for _ in range(4):
+            old = _workers(server)["onnx_isolated"]
+            os.kill(old, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and "crashed 4 times" not in server.log():
+                new = _workers(server).get("onnx_isolated")
+                if new is not None and new != old and _serves(server, "onnx_isolated"):
+                    break  # started again and initialized: the next kill is a crash, not a failed start
+                time.sleep(0.05)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and http_request(server, "GET", "/v2/models/onnx_isolated/ready")[0] == 200:
+            time.sleep(0.05)
+        assert http_request(server, "GET", "/v2/models/onnx_isolated/ready")[0] != 200
+        assert "model instance 'onnx_isolated_0' crashed 4 times in 60 s; the instance stays down" in server.log()
+        assert http_request(server, "GET", "/v2/health/live")[0] == 200
+    finally:
+        server.stop()
