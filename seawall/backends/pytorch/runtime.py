@@ -25,6 +25,9 @@ MISSING = "backend 'pytorch' needs packages that are not installed: install seaw
 TORCH_FLOOR = (2, 6)
 _THREADS_LOCK = threading.Lock()
 _threads_set: dict[str, int] = {}  # torch's thread pools are per process: the first model's counts win, as in Triton
+#: the intra-op thread count applied on this thread: OpenMP keeps it per thread (a count set on the loading thread
+#: leaves a run on another thread with OpenMP's default, whose spinning team then competes with the server's threads)
+_applied = threading.local()
 
 
 def torch() -> ModuleType:
@@ -110,6 +113,10 @@ def run(
         InternalError: "PyTorch execute failure: ..." (Triton's text), or an output of an unsupported kind.
     """
     module = torch()
+    intra = _threads_set.get("intra", 0)
+    if intra and getattr(_applied, "intra", 0) != intra:
+        module.set_num_threads(intra)
+        _applied.intra = intra
     with translated("PyTorch execute failure: "):
         tensors = [_tensor(module, array, index < len(bf16) and bf16[index]) for index, array in enumerate(inputs)]
         module._C._set_graph_executor_optimize(settings.optimized_execution)  # thread-local, as in Triton
