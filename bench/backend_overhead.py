@@ -7,7 +7,8 @@ in this process, the physical limit of this server design.
 
 Per model and concurrency: throughput, and server CPU per inference (the whole process tree: workers included)
 beside the direct call's CPU per inference; their difference is the server's overhead per inference, the steadier
-figure on a shared machine. Every session and module (served and direct) gets `--threads` intra-op threads (default
+figure on a shared machine. A floor row per concurrency gives Seawall's cheapest model (the python add_sub run
+inline on the event loop): what the frontend and core cost whatever the backend. Every session and module (served and direct) gets `--threads` intra-op threads (default
 1: on a small machine a runtime's spinning thread pool competes with the server's own threads and the load
 generator for the same cores). Then dynamic batching (max_batch_size 32) at the largest concurrency against the
 direct batched call (batch 32). Writes bench/results/raw/backend-overhead-<time>.json.
@@ -122,6 +123,8 @@ def repository(root: Path, files: dict[str, bytes], threads: int) -> Path:
         platform = "onnxruntime_onnx" if runtime == "onnx" else "pytorch_libtorch"
         (version / ("model.onnx" if runtime == "onnx" else "model.pt")).write_bytes(files[runtime])
         (root / name / "config.pbtxt").write_text(_config(name, platform, extra, threads))
+    # the floor: Seawall's cheapest model (the python add_sub run inline on the event loop), frontend and core only
+    (root / "add_sub_inline").symlink_to(servers.in_process_repository() / "add_sub_inline", target_is_directory=True)
     return root
 
 
@@ -202,6 +205,9 @@ def main() -> None:
     server = servers.start("seawall", repository=root)
     try:
         for concurrency in args.concurrency:
+            floor = served(server, args.mode, "add_sub_inline", concurrency, args.seconds)
+            rows.append({"runtime": "-", "how": "floor: python add_sub inline", "c": concurrency, **floor})
+            print(f"backend-overhead: {json.dumps(rows[-1])}", flush=True)
             for runtime in ("onnx", "torch"):
                 reference = direct(callers[runtime], 1, concurrency, args.seconds)
                 rows.append({"runtime": runtime, "how": "direct", "c": concurrency, **reference})
@@ -235,6 +241,9 @@ def _print_table(rows: list[dict[str, Any]], mode: str, threads: int) -> None:
     print("| runtime | how | c | inferences/s | CPU µs/inf | overhead µs/inf (vs direct) | vs direct throughput |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
+        if row["runtime"] == "-":
+            print(f"| - | {row['how']} | {row['c']} | {row['throughput']:.0f} | {row['cpu_us']:.0f} | | |")
+            continue
         base = next(
             r
             for r in rows
