@@ -8,10 +8,11 @@ in this process, the physical limit of this server design.
 Per model and concurrency: throughput, and server CPU per inference (the whole process tree: workers included)
 beside the direct call's CPU per inference; their difference is the server's overhead per inference, the steadier
 figure on a shared machine. A floor row per concurrency gives Seawall's cheapest model (the python add_sub run
-inline on the event loop): what the frontend and core cost whatever the backend. Every session and module (served and direct) gets `--threads` intra-op threads (default
-1: on a small machine a runtime's spinning thread pool competes with the server's own threads and the load
-generator for the same cores). Then dynamic batching (max_batch_size 32) at the largest concurrency against the
-direct batched call (batch 32). Writes bench/results/raw/backend-overhead-<time>.json.
+inline on the event loop): what the frontend and core cost whatever the backend. Every session and module (served
+and direct) gets `--threads` intra-op threads (default 1: on a small machine a runtime's spinning thread pool
+competes with the server's own threads and the load generator for the same cores). Then dynamic batching
+(max_batch_size 32) at the largest concurrency against the direct batched call (batch 32). Writes
+bench/results/raw/backend-overhead-<time>.json.
 """
 
 from __future__ import annotations
