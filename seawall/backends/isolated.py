@@ -26,6 +26,11 @@ from seawall.options import BackendOptions
 
 logger = logging.getLogger(__name__)
 
+#: How long a worker may take to start (import its runtime, create its session or module) and to finalize: an
+#: onnxruntime or torch import alone takes seconds of CPU, many at once on a busy machine far longer, and Triton,
+#: whose runtimes load in process, has no such limit to match (the python backend's stub timeout is 30 s).
+WORKER_TIMEOUT_S = 120.0
+
 
 def is_isolated(config: ModelConfig, context: ModelLoadContext | None, options: BackendOptions, backend: str) -> bool:
     """Whether the model runs in worker processes (the default) rather than on threads of the server: its config's
@@ -110,7 +115,7 @@ async def start_workers(
     for output in config.output:
         type_name = model_config_pb2.DataType.Name(output.data_type)[len("TYPE_") :]
         outputs[output.name] = "BYTES" if type_name == "STRING" else type_name
-    settings = StubSettings(user=options.model_user, environment=options.model_environment)
+    settings = StubSettings(timeout_s=WORKER_TIMEOUT_S, user=options.model_user, environment=options.model_environment)
     base = {
         "model_name": context.name,
         "model_version": str(context.version),

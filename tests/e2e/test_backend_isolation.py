@@ -23,6 +23,9 @@ from tritonclient.utils import InferenceServerException
 from tests import onnx_models as m
 from tests.harness import ServerProcess, http_request, start_seawall
 
+#: every model instance starts a worker process importing its runtime: many at once on a busy machine take a while
+STARTUP_S = 240
+
 torch = pytest.importorskip("torch")
 tm = pytest.importorskip("tests.torch_models")
 
@@ -53,7 +56,9 @@ def repository(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_seawall("--exit-on-error=false", repository=repository(tmp_path_factory.mktemp("isolation")))
+    process = start_seawall(
+        "--exit-on-error=false", repository=repository(tmp_path_factory.mktemp("isolation")), timeout=STARTUP_S
+    )
     yield process
     process.stop()
 
@@ -191,7 +196,7 @@ def test_an_in_process_value_the_backend_does_not_know_is_refused_by_name(server
 def test_a_worker_that_keeps_crashing_uses_up_the_crash_budget_and_its_model_goes_unavailable(tmp_path: Path) -> None:
     """The python backend's budget: more than 3 crashes in 60 s and the instance stays down; the server lives on."""
     m.write(tmp_path, "onnx_isolated", m.add_sub(["n"]), m.ADD_SUB_CONFIG.format(name="onnx_isolated", extra=""))
-    server = start_seawall(repository=tmp_path)
+    server = start_seawall(repository=tmp_path, timeout=STARTUP_S)
     try:
         for _ in range(4):
             old = _workers(server)["onnx_isolated"]

@@ -24,6 +24,9 @@ from tritonclient.utils import InferenceServerException
 from tests import onnx_models as m
 from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, http_request, start_seawall
 
+#: every model instance starts a worker process importing its runtime: many at once on a busy machine take a while
+STARTUP_S = 240
+
 ADD_SUB = m.add_sub(["n"])
 FIXED = m.add_sub([4])
 A = np.array([1.5, 2.0, -3.0, 4.25], dtype=np.float32)
@@ -205,7 +208,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(root: Path) -> Iterator[ServerProcess]:
-    process = start_seawall("--exit-on-error=false", repository=root)
+    process = start_seawall("--exit-on-error=false", repository=root, timeout=STARTUP_S)
     yield process
     process.stop()
 
