@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from seawall.backends.python import ipc
 from seawall.backends.python.in_process import PARAMETER
@@ -21,7 +22,7 @@ from seawall.backends.python.instance_core import InstanceSpec, hidden_prefix
 from seawall.backends.python.process import StubSettings
 from seawall.core.backend import ModelConfig, ModelLoadContext
 from seawall.core.config_proto import model_config_pb2
-from seawall.errors import InvalidArgumentError
+from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnsupportedError
 from seawall.options import BackendOptions
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,25 @@ def is_isolated(config: ModelConfig, context: ModelLoadContext | None, options: 
     return False
 
 
+#: The load errors a worker's initialize may raise (runtime refusals, config checks): they fail the load as they
+#: would in process, not as "Failed to initialize model instance". Worker code is Seawall's: only it names these.
+_LOAD_ERRORS: dict[str, type[SeawallError]] = {
+    cls.__name__: cls for cls in (InvalidArgumentError, InternalError, UnsupportedError)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec(InstanceSpec):
+    """An instance spec whose start-up failures keep the error the backend raised in the worker."""
+
+    def initialize_failed(self, error: str, trace: str) -> InternalError:
+        kind, _, message = error.partition(": ")
+        refusal = _LOAD_ERRORS.get(kind)
+        if refusal is None or not message:
+            return InstanceSpec.initialize_failed(self, error, trace)
+        return refusal(self.hide(message))  # type: ignore[return-value]  # the load reports any SeawallError
+
+
 class ModelRegion:
     """A model's checked bytes in a sealed memfd: every worker (and every restart) maps the same pages."""
 
@@ -126,7 +146,7 @@ async def start_workers(
     }
     instances = [
         PythonModelInstance(
-            InstanceSpec(
+            WorkerSpec(
                 model_name=context.name,
                 model_version=str(context.version),
                 instance_name=name,

@@ -49,6 +49,8 @@ def repository(root: Path) -> Path:
         tm.write(root, name, tm.scripted(tm.Double()), config)
     wrong = tm.config("pt_bf16_wrong", [("INPUT__0", "TYPE_BF16 4")], [("OUTPUT__0", "TYPE_FP32 4")])
     tm.write(root, "pt_bf16_wrong", tm.scripted(tm.Double()), wrong)
+    for name, extra in (("pt_mismatch", ""), ("pt_mismatch_in_process", IN_PROCESS)):
+        tm.write(root, name, add_sub, tm.config(name, [("INPUT__0", FP4)], [("OUTPUT__0", FP4)], extra))
     bad = 'parameters { key: "SEAWALL_IN_PROCESS" value: { string_value: "inline" } }'
     m.write(root, "onnx_inline", m.add_sub(["n"]), m.ADD_SUB_CONFIG.format(name="onnx_inline", extra=bad))
     return root
@@ -180,6 +182,22 @@ def _serves(server: ServerProcess, model: str) -> bool:
     except InferenceServerException:
         return False
     return True
+
+
+@pytest.mark.parametrize("model", ["pt_mismatch", "pt_mismatch_in_process"])
+def test_a_config_that_does_not_fit_forward_fails_the_same_way_in_a_worker_and_in_process(
+    server: ServerProcess, model: str
+) -> None:
+    """In a worker, torch loads the archive and the config is bound to forward() there (the server never hands the
+    archive to torch): the refusal is the same error as in process."""
+    status, _, body = http_request(server, "POST", "/v2/repository/index")
+    entries = {entry["name"]: entry for entry in json.loads(body)}
+    assert (entries[model]["state"], entries[model]["reason"]) == (
+        "UNAVAILABLE",
+        f"unable to load model '{model}', configuration expects 1 inputs, model provides 2",
+    )
+    assert model not in _workers(server)
+    assert http_request(server, "GET", "/v2/health/live")[0] == 200
 
 
 def test_an_in_process_value_the_backend_does_not_know_is_refused_by_name(server: ServerProcess) -> None:

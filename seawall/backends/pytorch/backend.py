@@ -16,9 +16,8 @@ from seawall.backends import isolated
 from seawall.backends.loaded import LoadedModel, instance_names
 from seawall.backends.python.instance import PythonModelInstance
 from seawall.backends.pytorch import archive, naming, runtime, worker
-from seawall.backends.pytorch.instance import TorchModelInstance, TorchPlan
+from seawall.backends.pytorch.instance import TorchModelInstance, plan_runs
 from seawall.core.backend import ModelConfig, ModelLoadContext
-from seawall.core.config_proto import model_config_pb2
 from seawall.core.model_config import checksum_pins
 from seawall.errors import UnsupportedError
 from seawall.options import BackendOptions
@@ -74,26 +73,20 @@ class TorchBackend:
             self._options.max_model_bytes,
             context.name,
         )
-        # one module in the server reads forward()'s arguments the config is bound to (workers load their own)
-        first = await asyncio.to_thread(runtime.load, data, settings, context.name)
-        binding = naming.bind(config, runtime.arguments(first))
-        output_types = tuple(model_config_pb2.DataType.Name(t.data_type)[len("TYPE_") :] for t in config.output)
-        plan = TorchPlan(context.name, str(context.version), config.max_batch_size > 0, binding, output_types, settings)
         model: LoadedModel[_Instance]
-        if isolated_mode:
-            del first
+        if isolated_mode:  # each worker loads the archive and binds the config; torch never sees it in the server
             region = isolated.ModelRegion(data)
             try:
-                workers = await isolated.start_workers(
-                    context, BACKEND_NAME, names, region, worker.plan_json(plan), self._options
-                )
+                plan = worker.plan_json(config, context.version, settings)
+                workers = await isolated.start_workers(context, BACKEND_NAME, names, region, plan, self._options)
             except BaseException:
                 region.close()
                 raise
             model = LoadedModel(workers, self._models, region.close)
         else:
-            scripts = [first] + [await asyncio.to_thread(runtime.load, data, settings, context.name) for _ in names[1:]]
-            threads = [TorchModelInstance(n, s, plan) for (n, _), s in zip(names, scripts, strict=True)]
+            scripts = [await asyncio.to_thread(runtime.load, data, settings, context.name) for _ in names]
+            plan_ = plan_runs(config, context.name, str(context.version), scripts[0], settings)
+            threads = [TorchModelInstance(n, s, plan_) for (n, _), s in zip(names, scripts, strict=True)]
             model = LoadedModel(threads, self._models)
         logger.info(
             "model '%s' version %d: %d TorchScript module(s) from '%s', %s",

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from seawall.backends.loaded import ThreadInstance
-from seawall.backends.pytorch import runtime
+from seawall.backends.pytorch import naming, runtime
 from seawall.backends.pytorch.naming import Binding, TorchSettings
-from seawall.core.backend import Execution
+from seawall.core.backend import Execution, ModelConfig
+from seawall.core.config_proto import model_config_pb2
 from seawall.core.types import InferRequest, InferResponse, Tensor, datatype_of
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError
 
@@ -123,3 +124,16 @@ class TorchRunner:
             InferResponse(request.model_name, plan.model_version, tensors, request.id)
             for request, tensors in zip(requests, per_request, strict=True)
         ]
+
+
+def plan_runs(
+    config: ModelConfig, model_name: str, model_version: str, script: Any, settings: TorchSettings
+) -> TorchPlan:
+    """Bind `config` to the module's `forward()` (Triton's naming conventions) and plan its runs.
+
+    Raises:
+        InvalidArgumentError / InternalError: the config does not fit `forward()` (Triton's messages).
+    """
+    binding = naming.bind(config, runtime.arguments(script))
+    output_types = tuple(model_config_pb2.DataType.Name(t.data_type)[len("TYPE_") :] for t in config.output)
+    return TorchPlan(model_name, model_version, config.max_batch_size > 0, binding, output_types, settings)
