@@ -16,10 +16,9 @@ import os
 from seawall.backends import isolated
 from seawall.backends.loaded import LoadedModel, instance_names
 from seawall.backends.onnxruntime import intake, runtime, session_options, signature, worker
-from seawall.backends.onnxruntime.instance import OnnxModelInstance, OutputPlan, RunPlan
+from seawall.backends.onnxruntime.instance import OnnxModelInstance, plan_runs
 from seawall.backends.python.instance import PythonModelInstance
 from seawall.core.backend import ModelConfig, ModelLoadContext
-from seawall.core.config_proto import model_config_pb2
 from seawall.core.model_config import checksum_pins
 from seawall.errors import InvalidArgumentError, UnsupportedError
 from seawall.options import BackendOptions
@@ -80,7 +79,8 @@ class OnnxBackend:
         return signature.auto_complete(_named(config, name), model_signature, default_max_batch_size)
 
     async def load(self, context: ModelLoadContext) -> LoadedModel[_Instance]:
-        """Read the model once, then create one session per instance and check the config against the model.
+        """Read the model once, then create one session per instance (in its worker process, or here with
+        SEAWALL_IN_PROCESS) and check the config against the model.
 
         Raises:
             UnsupportedError: onnxruntime is not installed.
@@ -94,29 +94,22 @@ class OnnxBackend:
         isolated_mode = isolated.is_isolated(config, context, self._options, BACKEND_NAME)
         names = instance_names(config, context.name, MAX_INSTANCES)
         model = await asyncio.to_thread(self._read, config, context.model_dir, context.version_dir, context.name)
-        # one session in the server reads the signature the config is checked against (workers create their own)
-        first = await asyncio.to_thread(runtime.create_session, model.data, settings, context.name)
-        model_signature = runtime.signature_of(first)
-        runtime.refuse_bf16(model_signature, context.name)
-        signature.check(config, model_signature)
-        plan = _plan(config, context, model_signature, runtime.run_options(settings))
         loaded: LoadedModel[_Instance]
-        if isolated_mode:
-            del first
+        if isolated_mode:  # each worker creates its session and checks the config: onnxruntime never runs here
             region = isolated.ModelRegion(model.data)
             try:
-                workers = await isolated.start_workers(
-                    context, BACKEND_NAME, names, region, worker.plan_json(plan, settings), self._options
-                )
+                plan = worker.plan_json(config, context.version, settings)
+                workers = await isolated.start_workers(context, BACKEND_NAME, names, region, plan, self._options)
             except BaseException:
                 region.close()
                 raise
             loaded = LoadedModel(workers, self._models, region.close)
         else:
-            sessions = [first]
+            sessions = [await asyncio.to_thread(runtime.create_session, model.data, settings, context.name)]
+            run_plan = plan_runs(config, str(context.version), runtime.signature_of(sessions[0]), settings)
             for _ in names[1:]:  # one at a time: each holds the weights, and creation is CPU-bound
                 sessions.append(await asyncio.to_thread(runtime.create_session, model.data, settings, context.name))
-            threads = [OnnxModelInstance(name, s, plan) for (name, _), s in zip(names, sessions, strict=True)]
+            threads = [OnnxModelInstance(name, s, run_plan) for (name, _), s in zip(names, sessions, strict=True)]
             loaded = LoadedModel(threads, self._models)
         logger.info(
             "model '%s' version %d: %d onnxruntime session(s) over '%s'%s, %s",
@@ -141,22 +134,6 @@ def _named(config: ModelConfig, name: str) -> ModelConfig:
     named.CopyFrom(config)
     named.name = name
     return named
-
-
-def _plan(config: ModelConfig, context: ModelLoadContext, model: signature.Signature, options: object) -> RunPlan:
-    scalars = {info.name for info in model.outputs if not info.dims}
-    outputs = []
-    for tensor in config.output:
-        type_name = model_config_pb2.DataType.Name(tensor.data_type)[len("TYPE_") :]
-        dims = tuple(tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims)
-        outputs.append(
-            OutputPlan(
-                tensor.name,
-                "BYTES" if type_name == "STRING" else type_name,
-                dims if tensor.name in scalars and config.max_batch_size == 0 else None,
-            )
-        )
-    return RunPlan(context.name, str(context.version), config.max_batch_size > 0, tuple(outputs), options)
 
 
 def create(options: BackendOptions) -> OnnxBackend:

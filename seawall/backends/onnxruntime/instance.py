@@ -17,8 +17,12 @@ from typing import Any
 import numpy as np
 
 from seawall.backends.loaded import ThreadInstance
+from seawall.backends.onnxruntime import runtime, signature
 from seawall.backends.onnxruntime.runtime import translated
-from seawall.core.backend import Execution
+from seawall.backends.onnxruntime.session_options import SessionSettings
+from seawall.backends.onnxruntime.signature import Signature
+from seawall.core.backend import Execution, ModelConfig
+from seawall.core.config_proto import model_config_pb2
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError
 
@@ -160,3 +164,27 @@ def _tensor(output: OutputPlan, array: np.ndarray) -> Tensor:
         encoded[:] = [item.encode("utf-8") if isinstance(item, str) else bytes(item) for item in array.reshape(-1)]
         array = encoded.reshape(array.shape)
     return Tensor(output.name, output.datatype, tuple(int(d) for d in array.shape), array)
+
+
+def plan_runs(config: ModelConfig, model_version: str, model: Signature, settings: SessionSettings) -> RunPlan:
+    """Check `config` against the model's signature (BF16 refused, then Triton's checks) and plan its runs.
+
+    Raises:
+        InvalidArgumentError: a BF16 tensor, or a config that disagrees with the model (Triton's messages).
+    """
+    runtime.refuse_bf16(model, config.name)
+    signature.check(config, model)
+    scalars = {info.name for info in model.outputs if not info.dims}
+    outputs = []
+    for tensor in config.output:
+        type_name = model_config_pb2.DataType.Name(tensor.data_type)[len("TYPE_") :]
+        dims = tuple(tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims)
+        outputs.append(
+            OutputPlan(
+                tensor.name,
+                "BYTES" if type_name == "STRING" else type_name,
+                dims if tensor.name in scalars and config.max_batch_size == 0 else None,
+            )
+        )
+    batching = config.max_batch_size > 0
+    return RunPlan(config.name, model_version, batching, tuple(outputs), runtime.run_options(settings))
