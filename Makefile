@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-streaming bench-many-models clean examples scaleout-demo reliability fuzz
+.PHONY: run test lint bench bench-backends bench-streaming bench-many-models clean examples scaleout-demo reliability fuzz
 
 # the pytorch backend's tests need torch (the `torch` extra asks for >=2.6): the CPU build of 2.13.0, which pip
 # takes from this machine's wheel directory (a plain `torch` from PyPI is a CUDA build of several GB)
@@ -51,6 +51,9 @@ bench: $(STAMP)  # extra flags: make bench BENCH_ARGS=--quick
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # 100 copies of add_sub on one server beside Triton: density, spread load, and Seawall's load-on-request budget
+bench-backends: $(STAMP)  # onnxruntime and pytorch overhead vs direct calls; extra flags: BENCH_ARGS=--seconds 3
+	$(BIN)/python -m bench.backend_overhead $(BENCH_ARGS)
+
 bench-many-models: $(STAMP)
 	$(BIN)/python -m bench.many_models $(BENCH_ARGS)
 

@@ -48,6 +48,8 @@ def workload(name: str) -> Workload:
         return Workload("identity", [("INPUT0", "FP32", np.ones(262144, dtype=np.float32))], ("OUTPUT0",))
     if name == "matmul":
         return Workload("matmul", [("INPUT0", "FP32", np.ones((1, 256), dtype=np.float32))], ("OUTPUT0",))
+    if name.startswith("mlp_"):  # bench/backend_overhead.py: a 3-layer MLP of 256 (ONNX or TorchScript)
+        return Workload(name, [("X", "FP32", np.linspace(-1, 1, 256, dtype=np.float32).reshape(1, 256))], ("Y",))
     if name == "pipeline":  # the ensemble pipeline_pre -> pipeline_model -> pipeline_post
         return Workload("pipeline", [("INPUT", "FP32", np.arange(4, dtype=np.float32))], ("OUTPUT",))
     if name == "sequence":  # a sequence model (direct strategy), sequences of SEQUENCE_LENGTH requests

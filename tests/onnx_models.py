@@ -50,6 +50,17 @@ def matmul(external: str | None = None) -> ModelProto:
     return _model(graph)
 
 
+def identity(dtype: int) -> ModelProto:
+    """Y = X, of any element type (onnxruntime's Identity takes them all), X [n]."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["X"], ["Y"])],
+        "identity",
+        [helper.make_tensor_value_info("X", dtype, ["n"])],
+        [helper.make_tensor_value_info("Y", dtype, ["n"])],
+    )
+    return _model(graph)
+
+
 def strings() -> ModelProto:
     """TEXT [batch, 1] strings → UPPER (StringNormalizer to upper case) and SAME (Identity)."""
     graph = helper.make_graph(

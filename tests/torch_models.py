@@ -15,6 +15,11 @@ class AddSub(torch.nn.Module):
         return a + b, a - b
 
 
+class Double(torch.nn.Module):
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return a * 2
+
+
 class DictInput(torch.nn.Module):
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         return x["p"] * 2 + x["q"]

@@ -8,7 +8,7 @@ Imports `core.backend`, `core.types`, `errors` and Triton's model_config_pb2.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, Protocol, TypeVar
 
@@ -49,12 +49,15 @@ _I = TypeVar("_I", bound=_Stoppable)
 
 
 class LoadedModel(Generic[_I]):
-    """A loaded model version: its instances; `unload` stops them all (each finishes its running work) and
-    takes the model out of `loaded`, its backend's set of models to stop at shutdown. Idempotent."""
+    """A loaded model version: its instances; `unload` stops them all (each finishes its running work), then calls
+    `release`, and takes the model out of `loaded`, its backend's set of models to stop at shutdown. Idempotent."""
 
-    def __init__(self, instances: Sequence[_I], loaded: set[LoadedModel[_I]]) -> None:
+    def __init__(
+        self, instances: Sequence[_I], loaded: set[LoadedModel[_I]], release: Callable[[], None] | None = None
+    ) -> None:
         self._instances = tuple(instances)
         self._loaded = loaded
+        self._release = release  # what the instances shared (a worker model's region), dropped once all stopped
         self._unloaded = False
         loaded.add(self)
 
@@ -68,6 +71,8 @@ class LoadedModel(Generic[_I]):
         self._unloaded = True
         self._loaded.discard(self)
         await asyncio.gather(*(instance.stop() for instance in self._instances))
+        if self._release is not None:
+            self._release()
 
 
 class ThreadInstance:

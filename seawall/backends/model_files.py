@@ -1,13 +1,16 @@
-"""What the onnxruntime and pytorch backends share in reading a model: a bounded read of one regular file, and
-Triton's boolean model-config parameters.
+"""What the onnxruntime and pytorch backends share in reading a model: a bounded read of one regular file, the
+check of its bytes against the model's checksum pins, and Triton's boolean model-config parameters.
 
 Imports only `errors`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import stat
+from collections.abc import Mapping, Sequence
 
 from seawall.errors import InvalidArgumentError
 
@@ -37,6 +40,28 @@ def read_bounded(path: str, limit: int, shown: str, model_name: str) -> bytes:
     if len(data) > limit:
         raise too_large
     return data
+
+
+def verify_pins(data: bytes, relative: str, pins: Sequence[Mapping[str, str]], model_name: str) -> None:
+    """Check the bytes a backend read of file `relative` (to the model directory) against each of the model's pin
+    sets (`model_config.checksum_pins`; empty: not pinned). The checksum agent checked the files on disk before the
+    load; this check covers the bytes the runtime is handed, so a file swapped in between is refused too.
+
+    Raises:
+        InvalidArgumentError: a pin set has no pin for the file, or its digest differs.
+    """
+    if not pins:
+        return
+    digest = hashlib.sha256(data).hexdigest()
+    key = os.path.normpath(relative)
+    for pin_set in pins:
+        pinned = pin_set.get(key)
+        if pinned is None:
+            raise InvalidArgumentError(f"checksum agent: file '{key}' of model '{model_name}' has no SHA256 pin")
+        if not hmac.compare_digest(digest, pinned):
+            raise InvalidArgumentError(
+                f"checksum agent: file '{key}' of model '{model_name}' does not match its SHA256 pin"
+            )
 
 
 def triton_bool(value: str) -> bool:

@@ -19,10 +19,14 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from onnx import TensorProto
 from tritonclient.utils import InferenceServerException
 
 from tests import onnx_models as m
 from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, http_request, start_seawall
+
+#: every model instance starts a worker process importing its runtime: many at once on a busy machine take a while
+STARTUP_S = 240
 
 ADD_SUB = m.add_sub(["n"])
 FIXED = m.add_sub([4])
@@ -78,6 +82,7 @@ BAD: dict[str, str] = {
     "bad_mode": ("Invalid configuration value provided. Expected values for  execution_mode are 0 or 1 but got 2 ."),
     "bad_bool": "failed to convert 'maybe' to boolean",
     "bad_int": "failed to convert 'many' to integral number",
+    "bad_bf16": "tensor 'X' of model 'bad_bf16' is BF16, which the onnxruntime backend does not support",
     "missing_file": "unable to find '1/model.onnx' for model 'missing_file'",
     "truncated": "model file '1/model.onnx' of model 'truncated' is not a valid ONNX model",
     "not_onnx": "model file '1/model.onnx' of model 'not_onnx' is not a valid ONNX model",
@@ -150,6 +155,12 @@ def repository(root: Path) -> Path:
         ("bad_int", "intra_op_thread_count", "many"),
     ):
         m.write(root, name, ADD_SUB, _add_sub_config(name, parameter.format(key, value)))
+    bf16 = (
+        'name: "bad_bf16"\nbackend: "onnxruntime"\nmax_batch_size: 0\n'
+        'input [ { name: "X", data_type: TYPE_BF16, dims: [ -1 ] } ]\n'
+        'output [ { name: "Y", data_type: TYPE_BF16, dims: [ -1 ] } ]\n'
+    )
+    m.write(root, "bad_bf16", m.identity(TensorProto.BFLOAT16), bf16)
     m.write(root, "missing_file", None, _add_sub_config("missing_file"))
     m.write(root, "truncated", ADD_SUB.SerializeToString()[:80], _add_sub_config("truncated"))
     m.write(root, "not_onnx", b"not an onnx model at all", _add_sub_config("not_onnx"))
@@ -205,7 +216,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(root: Path) -> Iterator[ServerProcess]:
-    process = start_seawall("--exit-on-error=false", repository=root)
+    process = start_seawall("--exit-on-error=false", repository=root, timeout=STARTUP_S)
     yield process
     process.stop()
 

@@ -23,6 +23,9 @@ from tritonclient.utils import InferenceServerException
 
 from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, http_request, start_seawall
 
+#: every model instance starts a worker process importing its runtime: many at once on a busy machine take a while
+STARTUP_S = 240
+
 torch = pytest.importorskip("torch")
 tm = pytest.importorskip("tests.torch_models")
 
@@ -134,7 +137,7 @@ def marker(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, marker: Path) -> Iterator[ServerProcess]:
     root = repository(tmp_path_factory.mktemp("torch"), marker)
-    process = start_seawall("--exit-on-error=false", repository=root)
+    process = start_seawall("--exit-on-error=false", repository=root, timeout=STARTUP_S)
     yield process
     process.stop()
 

@@ -2,8 +2,9 @@
 
 Imports `core.backend`, `core.model_config`, `core.config_proto`, `options`, `errors` and this package. Each model
 version is read once through `intake` (bounded, pinned, external data confined and inlined), then every instance of
-its instance groups gets its own InferenceSession over those bytes, run on its own worker thread (`instance.py`).
-Sessions run inside the server process: onnxruntime releases the GIL while it computes.
+its instance groups gets its own InferenceSession over those bytes, in a worker process of its own (`isolated`,
+`worker.py`), or with the SEAWALL_IN_PROCESS opt-in on a thread of the server (`instance.py`: onnxruntime releases
+the GIL while it computes).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import asyncio
 import logging
 import os
 
+from seawall.backends import isolated
 from seawall.backends.loaded import LoadedModel, instance_names
-from seawall.backends.onnxruntime import intake, runtime, session_options, signature
-from seawall.backends.onnxruntime.instance import OnnxModelInstance, OutputPlan, RunPlan
+from seawall.backends.onnxruntime import intake, runtime, session_options, signature, worker
+from seawall.backends.onnxruntime.instance import OnnxModelInstance, plan_runs
+from seawall.backends.python.instance import PythonModelInstance
 from seawall.core.backend import ModelConfig, ModelLoadContext
-from seawall.core.config_proto import model_config_pb2
 from seawall.core.model_config import checksum_pins
 from seawall.errors import InvalidArgumentError, UnsupportedError
 from seawall.options import BackendOptions
@@ -29,13 +31,15 @@ MAX_INSTANCES = 64
 #: Triton core's default for --backend-config=default-max-batch-size.
 DEFAULT_MAX_BATCH_SIZE = 4
 
+_Instance = OnnxModelInstance | PythonModelInstance
+
 
 class OnnxBackend:
     """The Backend for ONNX models."""
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self._options = options or BackendOptions()
-        self._models: set[LoadedModel[OnnxModelInstance]] = set()  # loaded, not yet unloaded; event loop thread
+        self._models: set[LoadedModel[_Instance]] = set()  # loaded, not yet unloaded; event loop thread
 
     @property
     def name(self) -> str:
@@ -74,8 +78,9 @@ class OnnxBackend:
             ) from None
         return signature.auto_complete(_named(config, name), model_signature, default_max_batch_size)
 
-    async def load(self, context: ModelLoadContext) -> LoadedModel[OnnxModelInstance]:
-        """Read the model once, then create one session per instance and check the config against the model.
+    async def load(self, context: ModelLoadContext) -> LoadedModel[_Instance]:
+        """Read the model once, then create one session per instance (in its worker process, or here with
+        SEAWALL_IN_PROCESS) and check the config against the model.
 
         Raises:
             UnsupportedError: onnxruntime is not installed.
@@ -86,24 +91,34 @@ class OnnxBackend:
         config = context.config
         runtime.onnxruntime()
         settings = session_options.parse(config)
-        names = [name for name, _ in instance_names(config, context.name, MAX_INSTANCES)]
+        isolated_mode = isolated.is_isolated(config, context, self._options, BACKEND_NAME)
+        names = instance_names(config, context.name, MAX_INSTANCES)
         model = await asyncio.to_thread(self._read, config, context.model_dir, context.version_dir, context.name)
-        sessions = []
-        for _ in names:  # one at a time: each holds the weights, and creation is CPU-bound
-            sessions.append(await asyncio.to_thread(runtime.create_session, model.data, settings, context.name))
-        model_signature = runtime.signature_of(sessions[0])
-        runtime.refuse_bf16(model_signature, context.name)
-        signature.check(config, model_signature)
-        plan = _plan(config, context, model_signature, runtime.run_options(settings))
-        instances = [OnnxModelInstance(name, session, plan) for name, session in zip(names, sessions, strict=True)]
-        loaded = LoadedModel(instances, self._models)
+        loaded: LoadedModel[_Instance]
+        if isolated_mode:  # each worker creates its session and checks the config: onnxruntime never runs here
+            region = isolated.ModelRegion(model.data)
+            try:
+                plan = worker.plan_json(config, context.version, settings)
+                workers = await isolated.start_workers(context, BACKEND_NAME, names, region, plan, self._options)
+            except BaseException:
+                region.close()
+                raise
+            loaded = LoadedModel(workers, self._models, region.close)
+        else:
+            sessions = [await asyncio.to_thread(runtime.create_session, model.data, settings, context.name)]
+            run_plan = plan_runs(config, str(context.version), runtime.signature_of(sessions[0]), settings)
+            for _ in names[1:]:  # one at a time: each holds the weights, and creation is CPU-bound
+                sessions.append(await asyncio.to_thread(runtime.create_session, model.data, settings, context.name))
+            threads = [OnnxModelInstance(name, s, run_plan) for (name, _), s in zip(names, sessions, strict=True)]
+            loaded = LoadedModel(threads, self._models)
         logger.info(
-            "model '%s' version %d: %d onnxruntime session(s) over '%s'%s",
+            "model '%s' version %d: %d onnxruntime session(s) over '%s'%s, %s",
             context.name,
             context.version,
-            len(instances),
+            len(names),
             model.relative_path,
             f" with external data {', '.join(model.external_files)}" if model.external_files else "",
+            "each in a worker process" if isolated_mode else "on threads of the server process",
         )
         return loaded
 
@@ -119,22 +134,6 @@ def _named(config: ModelConfig, name: str) -> ModelConfig:
     named.CopyFrom(config)
     named.name = name
     return named
-
-
-def _plan(config: ModelConfig, context: ModelLoadContext, model: signature.Signature, options: object) -> RunPlan:
-    scalars = {info.name for info in model.outputs if not info.dims}
-    outputs = []
-    for tensor in config.output:
-        type_name = model_config_pb2.DataType.Name(tensor.data_type)[len("TYPE_") :]
-        dims = tuple(tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims)
-        outputs.append(
-            OutputPlan(
-                tensor.name,
-                "BYTES" if type_name == "STRING" else type_name,
-                dims if tensor.name in scalars and config.max_batch_size == 0 else None,
-            )
-        )
-    return RunPlan(context.name, str(context.version), config.max_batch_size > 0, tuple(outputs), options)
 
 
 def create(options: BackendOptions) -> OnnxBackend:

@@ -1,21 +1,28 @@
-"""One instance of an ONNX model: its own InferenceSession, run on its own worker thread.
+"""Running an ONNX model: `OnnxRunner` turns one batch of requests into `run()` calls of one InferenceSession
+(in a worker process, see `worker.py`, or in the server), and `OnnxModelInstance` runs one on a thread of its own
+(the SEAWALL_IN_PROCESS opt-in).
 
-Imports numpy, `core.backend`, `core.types`, this package's `runtime` and `errors`. The event loop only hands a
-batch to the thread and takes the responses back; gathering the batch's inputs into one array per input, the
-`run()` (which releases the GIL) and splitting the outputs per request all happen on the thread.
+Imports numpy, `core.backend`, `core.types`, this package's `runtime` and `errors`. Gathering the batch's inputs
+into one array per input, the `run()` (which releases the GIL) and splitting the outputs per request all happen off
+the event loop.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from seawall.backends.loaded import ThreadInstance
+from seawall.backends.onnxruntime import runtime, signature
 from seawall.backends.onnxruntime.runtime import translated
-from seawall.core.backend import Execution
+from seawall.backends.onnxruntime.session_options import SessionSettings
+from seawall.backends.onnxruntime.signature import Signature
+from seawall.core.backend import Execution, ModelConfig
+from seawall.core.config_proto import model_config_pb2
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError
 
@@ -39,21 +46,30 @@ class RunPlan:
 
 
 class OnnxModelInstance(ThreadInstance):
-    """A ModelInstance: one session, one thread, one batch at a time (one `run()` per group of requests whose
-    shapes agree)."""
+    """A ModelInstance inside the server: one session, one thread, one batch at a time."""
 
     def __init__(self, name: str, session: Any, plan: RunPlan) -> None:
         super().__init__(name, plan.model_name, "onnx")
+        self._runner: OnnxRunner | None = OnnxRunner(session, plan)
+
+    def _release(self) -> None:
+        self._runner = None
+
+    def _execute(self, requests: list[InferRequest]) -> Execution:
+        assert self._runner is not None  # released only once stopped: no batch runs then
+        return self._runner.execute(requests)
+
+
+class OnnxRunner:
+    """One session and what its runs need: one `run()` per group of requests whose shapes agree."""
+
+    def __init__(self, session: Any, plan: RunPlan) -> None:
         self._session: Any = session
         self._plan = plan
         self._output_names = [output.name for output in plan.outputs]
 
-    def _release(self) -> None:
-        self._session = None
-
-    # ------------------------------------------------------------------------------------------ worker thread
-
-    def _execute(self, requests: list[InferRequest]) -> Execution:
+    def execute(self, requests: Sequence[InferRequest]) -> Execution:
+        """The responses to `requests` (an error for each request that failed), and when the runs began and ended."""
         results: list[InferResponse | SeawallError | None] = [None] * len(requests)
         feeds: list[dict[str, np.ndarray] | None] = []
         for index, request in enumerate(requests):
@@ -148,3 +164,27 @@ def _tensor(output: OutputPlan, array: np.ndarray) -> Tensor:
         encoded[:] = [item.encode("utf-8") if isinstance(item, str) else bytes(item) for item in array.reshape(-1)]
         array = encoded.reshape(array.shape)
     return Tensor(output.name, output.datatype, tuple(int(d) for d in array.shape), array)
+
+
+def plan_runs(config: ModelConfig, model_version: str, model: Signature, settings: SessionSettings) -> RunPlan:
+    """Check `config` against the model's signature (BF16 refused, then Triton's checks) and plan its runs.
+
+    Raises:
+        InvalidArgumentError: a BF16 tensor, or a config that disagrees with the model (Triton's messages).
+    """
+    runtime.refuse_bf16(model, config.name)
+    signature.check(config, model)
+    scalars = {info.name for info in model.outputs if not info.dims}
+    outputs = []
+    for tensor in config.output:
+        type_name = model_config_pb2.DataType.Name(tensor.data_type)[len("TYPE_") :]
+        dims = tuple(tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims)
+        outputs.append(
+            OutputPlan(
+                tensor.name,
+                "BYTES" if type_name == "STRING" else type_name,
+                dims if tensor.name in scalars and config.max_batch_size == 0 else None,
+            )
+        )
+    batching = config.max_batch_size > 0
+    return RunPlan(config.name, model_version, batching, tuple(outputs), runtime.run_options(settings))

@@ -9,8 +9,6 @@ CVE-2024-5187) — then read by this module, checked against the checksum pins a
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from pathlib import PurePosixPath
 from google.protobuf.message import DecodeError, Message
 from onnx import ModelProto, TensorProto
 
-from seawall.backends.model_files import read_bounded
+from seawall.backends.model_files import read_bounded, verify_pins
 from seawall.errors import InvalidArgumentError
 
 #: What Triton looks for inside a `model.onnx/` directory.
@@ -77,7 +75,7 @@ def read_model(
     relative = os.path.relpath(path, model_dir)
     budget = min(limit, PROTOBUF_LIMIT)
     data = read_bounded(os.path.realpath(path), budget, relative, model_name)
-    _verify_pins(data, relative, pins, model_name)
+    verify_pins(data, relative, pins, model_name)
     model = ModelProto()
     invalid = InvalidArgumentError(f"model file '{relative}' of model '{model_name}' is not a valid ONNX model")
     try:
@@ -96,7 +94,7 @@ def read_model(
         key = os.path.relpath(target, model_dir)
         if key not in files:
             content = read_bounded(os.path.realpath(target), budget, key, model_name)
-            _verify_pins(content, key, pins, model_name)
+            verify_pins(content, key, pins, model_name)
             budget -= len(content)
             files[key] = content
         tensor.raw_data = _slice(files[key], entries, key, tensor.name, model_name)
@@ -165,22 +163,6 @@ def _confined(path: str, root: str, shown: str, model_name: str, what: str) -> N
         )
     if not os.path.isfile(real):
         raise InvalidArgumentError(f"{what} '{shown}' of model '{model_name}' is not a regular file")
-
-
-def _verify_pins(data: bytes, relative: str, pins: Sequence[dict[str, str]], model_name: str) -> None:
-    """Check the bytes read against each pin set (the checksum agent already checked the files on disk)."""
-    if not pins:
-        return
-    digest = hashlib.sha256(data).hexdigest()
-    key = os.path.normpath(relative)
-    for pin_set in pins:
-        pinned = pin_set.get(key)
-        if pinned is None:
-            raise InvalidArgumentError(f"checksum agent: file '{key}' of model '{model_name}' has no SHA256 pin")
-        if not hmac.compare_digest(digest, pinned):
-            raise InvalidArgumentError(
-                f"checksum agent: file '{key}' of model '{model_name}' does not match its SHA256 pin"
-            )
 
 
 def _slice(content: bytes, entries: dict[str, str], shown: str, tensor: str, model_name: str) -> bytes:

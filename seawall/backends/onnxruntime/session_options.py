@@ -12,6 +12,8 @@ from seawall.backends.model_files import triton_bool
 from seawall.core.backend import ModelConfig
 from seawall.errors import InvalidArgumentError
 
+#: Seawall's own parameter: "true" runs the model on threads of the server instead of worker processes (isolated.py)
+IN_PROCESS = "SEAWALL_IN_PROCESS"
 #: Triton's parameter keys that this backend applies.
 PARAMETERS = (
     "intra_op_thread_count",
@@ -48,7 +50,7 @@ def parse(config: ModelConfig) -> SessionSettings:
     """
     params = {key: value.string_value for key, value in config.parameters.items()}
     for key in sorted(params):
-        if key not in PARAMETERS:
+        if key not in PARAMETERS and key != IN_PROCESS:
             raise InvalidArgumentError(
                 f"parameter '{key[:128]}' of model '{config.name}' is not supported by the onnxruntime backend "
                 f"(supported: {', '.join(PARAMETERS)})"

@@ -172,7 +172,7 @@ class PythonModelInstance:
     async def _initialize(self) -> None:
         spec = self._spec
         init = Init(
-            "model",
+            spec.worker or "model",
             spec.model_name,
             spec.model_file,
             spec.version_dir,
@@ -183,6 +183,8 @@ class PythonModelInstance:
         )
         try:
             await self._process.start()
+            if spec.model_region is not None:  # a backend worker's model bytes, before its Init
+                self._process.pass_call_region(spec.model_region(), b"m")
             reply = await self._spec.initialize(self._process.call(init), self._settings.timeout_s)
         except UnavailableError:
             await self._process.stop(graceful=False)

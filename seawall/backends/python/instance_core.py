@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -80,6 +80,9 @@ class InstanceSpec:
     model_dir: str = ""  # the model directory: code is imported only from inside it, pins are relative to it
     pins: tuple[Mapping[str, str], ...] = ()  # SHA-256 pin sets of the model's checksum agents (empty: unpinned)
     decoupled: bool = False  # model_transaction_policy { decoupled: true }
+    # a Seawall backend the stub runs instead of model.py (a key of stub.BACKEND_WORKERS; "": the model's own code)
+    worker: str = ""
+    model_region: Callable[[], int] | None = None  # a new fd of that backend's sealed model bytes, at each start
 
     def hide(self, text: str) -> str:
         return hide(text, self.hidden_prefix)

@@ -63,6 +63,13 @@ if TYPE_CHECKING:
     import asyncio
 
 _RECEIVE_BYTES = 1 << 16
+#: Init modes that run one of Seawall's own backends in this stub instead of a repository's model.py (isolation of
+#: the onnxruntime and pytorch backends). Only the host's backend code picks a mode, never a model's config, and
+#: only these modules can be named; the model's checked bytes come as a sealed region (fd tag "m").
+BACKEND_WORKERS = {
+    "onnxruntime": "seawall.backends.onnxruntime.worker",
+    "pytorch": "seawall.backends.pytorch.worker",
+}
 
 _T = TypeVar("_T")
 
@@ -116,6 +123,11 @@ class _Stub:
         self._calls = CallClient(self._channel, self._pb, init.args.get("model_instance_name", ""))
         self._calls.has_server = init.mode == "model"
         self._pb._set_call_handler(self._calls)
+        worker = BACKEND_WORKERS.get(init.mode)
+        if worker is not None:
+            model = self._channel.receive_region(b"m", int(init.args["model_bytes"]), False)
+            worker_class: UserObject = importlib.import_module(worker).worker_model(self._pb, model)
+            return worker_class
         finder = RepositoryFinder(ModelSource(init.model_dir, init.pins))
         module_name = os.path.splitext(os.path.basename(init.model_file))[0]
         return load_from_repository(init.model_file, module_name, init.version_dir, finder, keep_version_dir=True)

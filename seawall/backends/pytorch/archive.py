@@ -8,15 +8,13 @@ anything else named `model.pt` fails the load here, and none of its content runs
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-from seawall.backends.model_files import read_bounded
+from seawall.backends.model_files import read_bounded, verify_pins
 from seawall.errors import InvalidArgumentError
 
 
@@ -45,13 +43,7 @@ def read_model(
             f"model file '{relative}' of model '{model_name}' resolves outside the model's version directory"
         )
     data = read_bounded(real, limit, relative, model_name)
-    digest = hashlib.sha256(data).hexdigest()
-    for pin_set in pins:
-        pinned = pin_set.get(os.path.normpath(relative))
-        if pinned is None or not hmac.compare_digest(digest, pinned):
-            raise InvalidArgumentError(
-                f"checksum agent: file '{relative}' of model '{model_name}' does not match its SHA256 pin"
-            )
+    verify_pins(data, relative, pins, model_name)
     if not is_torchscript(data):
         raise InvalidArgumentError(
             f"model file '{relative}' of model '{model_name}' is not a TorchScript archive (torch.jit.save); "

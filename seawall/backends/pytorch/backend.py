@@ -2,8 +2,9 @@
 
 Imports `core.backend`, `core.model_config`, `core.config_proto`, `options`, `errors` and this package. Each model
 version's file is read once through `archive` (bounded, pinned, checked to be a TorchScript archive), then every
-instance gets its own module from `torch.jit.load` and its own worker thread (`instance.py`), inside the server
-process: torch releases the GIL while it computes. Auto-complete is Triton's: none (TorchScript keeps no signature).
+instance gets its own module from `torch.jit.load` in a worker process of its own (`isolated`, `worker.py`), or
+with the SEAWALL_IN_PROCESS opt-in on a thread of the server (`instance.py`: torch releases the GIL). Auto-complete
+is Triton's: none (TorchScript keeps no signature).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from seawall.backends import isolated
 from seawall.backends.loaded import LoadedModel, instance_names
-from seawall.backends.pytorch import archive, naming, runtime
-from seawall.backends.pytorch.instance import TorchModelInstance, TorchPlan
+from seawall.backends.python.instance import PythonModelInstance
+from seawall.backends.pytorch import archive, naming, runtime, worker
+from seawall.backends.pytorch.instance import TorchModelInstance, plan_runs
 from seawall.core.backend import ModelConfig, ModelLoadContext
-from seawall.core.config_proto import model_config_pb2
 from seawall.core.model_config import checksum_pins
 from seawall.errors import UnsupportedError
 from seawall.options import BackendOptions
@@ -25,13 +27,15 @@ logger = logging.getLogger(__name__)
 BACKEND_NAME = "pytorch"
 MAX_INSTANCES = 64
 
+_Instance = TorchModelInstance | PythonModelInstance
+
 
 class TorchBackend:
     """The Backend for TorchScript models."""
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self._options = options or BackendOptions()
-        self._models: set[LoadedModel[TorchModelInstance]] = set()  # loaded, not yet unloaded; event loop thread
+        self._models: set[LoadedModel[_Instance]] = set()  # loaded, not yet unloaded; event loop thread
 
     @property
     def name(self) -> str:
@@ -46,8 +50,9 @@ class TorchBackend:
         result.CopyFrom(config)
         return result
 
-    async def load(self, context: ModelLoadContext) -> LoadedModel[TorchModelInstance]:
-        """Read and check the archive, load one module per instance, and bind the config to `forward()`.
+    async def load(self, context: ModelLoadContext) -> LoadedModel[_Instance]:
+        """Read and check the archive, bind the config to `forward()`, and start one module per instance (each in a
+        worker process, or on a thread of the server with SEAWALL_IN_PROCESS).
 
         Raises:
             UnsupportedError: torch missing or older than 2.6.
@@ -57,7 +62,8 @@ class TorchBackend:
         config = context.config
         runtime.torch()
         settings = naming.parse_settings(config)
-        names = [name for name, _ in instance_names(config, context.name, MAX_INSTANCES)]
+        isolated_mode = isolated.is_isolated(config, context, self._options, BACKEND_NAME)
+        names = instance_names(config, context.name, MAX_INSTANCES)
         data, relative = await asyncio.to_thread(
             archive.read_model,
             context.model_dir,
@@ -67,18 +73,28 @@ class TorchBackend:
             self._options.max_model_bytes,
             context.name,
         )
-        scripts = [await asyncio.to_thread(runtime.load, data, settings, context.name) for _ in names]
-        binding = naming.bind(config, runtime.arguments(scripts[0]))
-        output_types = tuple(model_config_pb2.DataType.Name(t.data_type)[len("TYPE_") :] for t in config.output)
-        plan = TorchPlan(context.name, str(context.version), config.max_batch_size > 0, binding, output_types, settings)
-        instances = [TorchModelInstance(n, s, plan) for n, s in zip(names, scripts, strict=True)]
-        model = LoadedModel(instances, self._models)
+        model: LoadedModel[_Instance]
+        if isolated_mode:  # each worker loads the archive and binds the config; torch never sees it in the server
+            region = isolated.ModelRegion(data)
+            try:
+                plan = worker.plan_json(config, context.version, settings)
+                workers = await isolated.start_workers(context, BACKEND_NAME, names, region, plan, self._options)
+            except BaseException:
+                region.close()
+                raise
+            model = LoadedModel(workers, self._models, region.close)
+        else:
+            scripts = [await asyncio.to_thread(runtime.load, data, settings, context.name) for _ in names]
+            plan_ = plan_runs(config, context.name, str(context.version), scripts[0], settings)
+            threads = [TorchModelInstance(n, s, plan_) for (n, _), s in zip(names, scripts, strict=True)]
+            model = LoadedModel(threads, self._models)
         logger.info(
-            "model '%s' version %d: %d TorchScript module(s) from '%s'",
+            "model '%s' version %d: %d TorchScript module(s) from '%s', %s",
             context.name,
             context.version,
-            len(instances),
+            len(names),
             relative,
+            "each in a worker process" if isolated_mode else "on threads of the server process",
         )
         return model
 

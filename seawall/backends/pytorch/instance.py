@@ -1,23 +1,27 @@
-"""One instance of a TorchScript model: its own module, run on its own worker thread.
+"""Running a TorchScript model: `TorchRunner` turns one batch of requests into `forward()` calls of one module (in a
+worker process, see `worker.py`, or in the server), and `TorchModelInstance` runs one on a thread of its own (the
+SEAWALL_IN_PROCESS opt-in).
 
 Imports numpy, `core.backend`, `core.types`, this package's `runtime` and `naming`, and `errors`. As the onnxruntime
-instance: the event loop hands the batch over; gathering it (one array per input), `forward()` (torch releases the
-GIL) and splitting the outputs per request happen on the thread.
+runner: gathering the batch (one array per input), `forward()` (torch releases the GIL) and splitting the outputs
+per request happen off the event loop.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from seawall.backends.loaded import ThreadInstance
-from seawall.backends.pytorch import runtime
+from seawall.backends.pytorch import naming, runtime
 from seawall.backends.pytorch.naming import Binding, TorchSettings
-from seawall.core.backend import Execution
-from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse, Tensor, datatype_of
+from seawall.core.backend import Execution, ModelConfig
+from seawall.core.config_proto import model_config_pb2
+from seawall.core.types import InferRequest, InferResponse, Tensor, datatype_of
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError
 
 
@@ -32,20 +36,29 @@ class TorchPlan:
 
 
 class TorchModelInstance(ThreadInstance):
-    """A ModelInstance: one ScriptModule, one thread, one batch at a time (one forward() per group of requests
-    whose shapes agree)."""
+    """A ModelInstance inside the server: one ScriptModule, one thread, one batch at a time."""
 
     def __init__(self, name: str, script: Any, plan: TorchPlan) -> None:
         super().__init__(name, plan.model_name, "torch")
+        self._runner: TorchRunner | None = TorchRunner(script, plan)
+
+    def _release(self) -> None:
+        self._runner = None
+
+    def _execute(self, requests: list[InferRequest]) -> Execution:
+        assert self._runner is not None  # released only once stopped: no batch runs then
+        return self._runner.execute(requests)
+
+
+class TorchRunner:
+    """One ScriptModule and its plan: one forward() per group of requests whose shapes agree."""
+
+    def __init__(self, script: Any, plan: TorchPlan) -> None:
         self._script: Any = script
         self._plan = plan
 
-    def _release(self) -> None:
-        self._script = None
-
-    # ------------------------------------------------------------------------------------------ worker thread
-
-    def _execute(self, requests: list[InferRequest]) -> Execution:
+    def execute(self, requests: Sequence[InferRequest]) -> Execution:
+        """The responses to `requests` (an error for each request that failed), and when the runs began and ended."""
         results: list[InferResponse | SeawallError | None] = [None] * len(requests)
         groups: dict[tuple[object, ...], list[int]] = {}
         for index, request in enumerate(requests):
@@ -78,7 +91,9 @@ class TorchModelInstance(ThreadInstance):
                 raise InvalidArgumentError(f"input '{name}' is required by model '{plan.model_name}'")
             arrays.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
         names = [name for name, _ in ordered] if plan.binding.dict_input else None
-        outputs = runtime.run(self._script, plan.settings, arrays, names)
+        datatypes = {t.name: t.datatype for t in requests[0].inputs}
+        bf16 = [datatypes.get(name) == "BF16" for name, _ in ordered]
+        outputs = runtime.run(self._script, plan.settings, arrays, names, bf16)
         sizes = [int(by_name[i][ordered[0][0]].shape[0]) for i in range(len(requests))] if plan.batching else []
         per_request: list[list[Tensor]] = [[] for _ in requests]
         for (name, index), datatype in zip(plan.binding.outputs, plan.output_types, strict=True):
@@ -87,9 +102,9 @@ class TorchModelInstance(ThreadInstance):
                     f"The output {name} in the model configuration refers to an output index which doesn't exist. "
                     f"This model has {len(outputs)} outputs"
                 )
-            array = outputs[index]
-            produced = datatype_of(array) if array.dtype != np.dtype(np.uint16) else "UINT16"
-            if NUMPY_DTYPES[datatype] != array.dtype:
+            array, is_bf16 = outputs[index]
+            produced = "BF16" if is_bf16 else datatype_of(array)
+            if produced != datatype:
                 raise InvalidArgumentError(
                     f"configuration expects datatype TYPE_{datatype} for output '{name}', model provides "
                     f"TYPE_{produced}"
@@ -109,3 +124,16 @@ class TorchModelInstance(ThreadInstance):
             InferResponse(request.model_name, plan.model_version, tensors, request.id)
             for request, tensors in zip(requests, per_request, strict=True)
         ]
+
+
+def plan_runs(
+    config: ModelConfig, model_name: str, model_version: str, script: Any, settings: TorchSettings
+) -> TorchPlan:
+    """Bind `config` to the module's `forward()` (Triton's naming conventions) and plan its runs.
+
+    Raises:
+        InvalidArgumentError / InternalError: the config does not fit `forward()` (Triton's messages).
+    """
+    binding = naming.bind(config, runtime.arguments(script))
+    output_types = tuple(model_config_pb2.DataType.Name(t.data_type)[len("TYPE_") :] for t in config.output)
+    return TorchPlan(model_name, model_version, config.max_batch_size > 0, binding, output_types, settings)

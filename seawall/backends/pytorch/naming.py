@@ -22,10 +22,12 @@ from seawall.errors import InternalError, InvalidArgumentError
 logger = logging.getLogger(__name__)
 
 #: config datatypes a TorchScript tensor can have (Triton's ModelConfigDataTypeToTorchType)
-TORCH_TYPES = ("BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64")
+TORCH_TYPES = ("BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64")
 #: Triton's parameters this backend applies; CPU no-ops are parsed and accepted as Triton accepts them
 BOOL_PARAMETERS = ("DISABLE_OPTIMIZED_EXECUTION", "INFERENCE_MODE", "ENABLE_CACHE_CLEANING", "DISABLE_CUDNN")
 INT_PARAMETERS = ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT")
+#: Seawall's own parameter: "true" runs the model on threads of the server instead of worker processes (isolated.py)
+IN_PROCESS = "SEAWALL_IN_PROCESS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,7 @@ def parse_settings(config: ModelConfig) -> TorchSettings:
     """Raises: InvalidArgumentError for an unknown parameter (named) or a value Triton refuses."""
     params = {key: value.string_value for key, value in config.parameters.items()}
     for key in sorted(params):
-        if key not in BOOL_PARAMETERS and key not in INT_PARAMETERS:
+        if key not in BOOL_PARAMETERS and key not in INT_PARAMETERS and key != IN_PROCESS:
             raise InvalidArgumentError(
                 f"parameter '{key[:128]}' of model '{config.name}' is not supported by the pytorch backend "
                 f"(supported: {', '.join((*BOOL_PARAMETERS, *INT_PARAMETERS))})"

@@ -25,6 +25,9 @@ MISSING = "backend 'pytorch' needs packages that are not installed: install seaw
 TORCH_FLOOR = (2, 6)
 _THREADS_LOCK = threading.Lock()
 _threads_set: dict[str, int] = {}  # torch's thread pools are per process: the first model's counts win, as in Triton
+#: the intra-op thread count applied on this thread: OpenMP keeps it per thread (a count set on the loading thread
+#: leaves a run on another thread with OpenMP's default, whose spinning team then competes with the server's threads)
+_applied = threading.local()
 
 
 def torch() -> ModuleType:
@@ -95,15 +98,27 @@ def arguments(script: Any) -> list[tuple[str, str]]:
     return found
 
 
-def run(script: Any, settings: TorchSettings, inputs: Sequence[np.ndarray], names: Sequence[str] | None) -> list[Any]:
-    """Call forward() (worker thread) with the inputs in order, or as one dict under `names`; the outputs as a list.
+def run(
+    script: Any,
+    settings: TorchSettings,
+    inputs: Sequence[np.ndarray],
+    names: Sequence[str] | None,
+    bf16: Sequence[bool] = (),
+) -> list[tuple[np.ndarray, bool]]:
+    """Call forward() (worker thread) with the inputs in order, or as one dict under `names`; the outputs as a list
+    of (array, is BF16). BF16 tensors travel as uint16 bit patterns (numpy has no bfloat16): `bf16[i]` says input
+    `i` is one, and a bfloat16 output comes back as one.
 
     Raises:
         InternalError: "PyTorch execute failure: ..." (Triton's text), or an output of an unsupported kind.
     """
     module = torch()
+    intra = _threads_set.get("intra", 0)
+    if intra and getattr(_applied, "intra", 0) != intra:
+        module.set_num_threads(intra)
+        _applied.intra = intra
     with translated("PyTorch execute failure: "):
-        tensors = [module.from_numpy(a if a.flags.writeable else a.copy()) for a in inputs]
+        tensors = [_tensor(module, array, index < len(bf16) and bf16[index]) for index, array in enumerate(inputs)]
         module._C._set_graph_executor_optimize(settings.optimized_execution)  # thread-local, as in Triton
         with module.inference_mode(settings.inference_mode), module.no_grad():
             if names is not None:
@@ -122,4 +137,15 @@ def run(script: Any, settings: TorchSettings, inputs: Sequence[np.ndarray], name
         for index, item in enumerate(items):
             if not isinstance(item, module.Tensor):
                 raise ValueError(f"output at index {index} must be of type Tensor, received {type(item).__name__}")
-        return [item.detach().contiguous().numpy() for item in items]
+        return [_array(module, item.detach().contiguous()) for item in items]
+
+
+def _tensor(module: ModuleType, array: np.ndarray, is_bf16: bool) -> Any:
+    tensor = module.from_numpy(array if array.flags.writeable else array.copy())
+    return tensor.view(module.int16).view(module.bfloat16) if is_bf16 else tensor
+
+
+def _array(module: ModuleType, tensor: Any) -> tuple[np.ndarray, bool]:
+    if tensor.dtype == module.bfloat16:
+        return tensor.view(module.int16).numpy().view(np.uint16), True
+    return tensor.numpy(), False
