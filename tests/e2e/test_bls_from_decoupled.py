@@ -1,4 +1,5 @@
-"""BLS from a decoupled model (tests/models/bls_decoupled_caller), in a stub and in process (SEAWALL_IN_PROCESS):
+"""BLS from a decoupled model (tests/models/bls_decoupled_caller, and bls_decoupled_async_caller whose `async def
+execute` runs in the background), in a stub and in process (SEAWALL_IN_PROCESS):
 `exec()` and `exec(decoupled=True)` made inside execute() stream through the model's response sender, the
 callee's error responses come through as error events, and the calls of an in-process model from a thread of its
 own are refused (docs/differences.md) while a stub serves them; the server stays ready after each."""
@@ -21,10 +22,11 @@ REFUSED = "TritonModelException: BLS is only supported during the 'execute' func
 @pytest.fixture(scope="module", params=["stub", "in_process"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("bls_from_decoupled")
-    for source in (EXAMPLES / "add_sub", TEST_MODELS / "square_int32", TEST_MODELS / "bls_decoupled_caller"):
+    callers = ("bls_decoupled_caller", "bls_decoupled_async_caller")
+    for source in (EXAMPLES / "add_sub", TEST_MODELS / "square_int32", *(TEST_MODELS / name for name in callers)):
         shutil.copytree(source, root / source.name)
-    if request.param == "in_process":
-        config = root / "bls_decoupled_caller" / "config.pbtxt"
+    for name in callers if request.param == "in_process" else ():
+        config = root / name / "config.pbtxt"
         config.write_text(config.read_text() + IN_PROCESS)
     process = start_seawall(repository=root)
     process.in_process = request.param == "in_process"  # type: ignore[attr-defined]
@@ -32,11 +34,12 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     process.stop()
 
 
-def stream(server: ServerProcess, document: dict[str, Any], status: int = 200) -> list[Any]:
-    """The events of generate_stream on bls_decoupled_caller (`status`: the first event's); the server is ready
-    afterwards."""
+def stream(
+    server: ServerProcess, document: dict[str, Any], status: int = 200, model: str = "bls_decoupled_caller"
+) -> list[Any]:
+    """The events of generate_stream on `model` (`status`: the first event's); the server is ready afterwards."""
     body = json.dumps(document).encode()
-    found, headers, reply = http_call(server.http, "POST", "/v2/models/bls_decoupled_caller/generate_stream", body)
+    found, headers, reply = http_call(server.http, "POST", f"/v2/models/{model}/generate_stream", body)
     assert found == status, reply
     assert headers["content-type"].startswith("text/event-stream")
     assert http_call(server.http, "GET", "/v2/health/ready")[0] == 200
@@ -62,3 +65,10 @@ def test_calls_from_a_thread_of_the_model(server: ServerProcess) -> None:
     else:
         assert outs(stream(server, {"IN": 2, "thread": True})) == [3, 0, 1]
     assert outs(stream(server, {"IN": 1})) == [2, 0]  # the model serves on
+
+
+def test_async_calls_from_an_async_execute_in_the_background(server: ServerProcess) -> None:
+    """`async def execute` of a decoupled model runs in the background (as in Triton): its awaited calls work."""
+    model = "bls_decoupled_async_caller"
+    assert outs(stream(server, {"IN": 3}, model=model)) == [4, 0, 1, 2]
+    assert outs(stream(server, {"IN": -1}, model=model)) == [0, "IN must not be negative, got -1"]
