@@ -41,7 +41,7 @@ class Workload:
 
 def workload(name: str) -> Workload:
     """The request of one benchmark workload (models in bench/models and bench/mlserver)."""
-    if name in ("add_sub", "add_sub_inprocess", "add_sub_inline", "bls_add_sub"):
+    if name in ("add_sub", "add_sub_inprocess", "add_sub_inline", "bls_add_sub", "ensemble_add_sub"):
         x = np.arange(4, dtype=np.float32)
         return Workload(name, [("INPUT0", "FP32", x), ("INPUT1", "FP32", x)], ("OUTPUT0", "OUTPUT1"))
     if name in ("identity", "identity_1mb"):
@@ -52,6 +52,8 @@ def workload(name: str) -> Workload:
         return Workload(name, [("X", "FP32", np.linspace(-1, 1, 256, dtype=np.float32).reshape(1, 256))], ("Y",))
     if name == "pipeline":  # the ensemble pipeline_pre -> pipeline_model -> pipeline_post
         return Workload("pipeline", [("INPUT", "FP32", np.arange(4, dtype=np.float32))], ("OUTPUT",))
+    if name == "bls_64mib":  # a 4-byte request; the model makes one BLS call of a 64 MiB tensor
+        return Workload("bls_64mib", [("INPUT0", "FP32", np.ones(1, dtype=np.float32))], ("OUTPUT0",))
     if name == "sequence":  # a sequence model (direct strategy), sequences of SEQUENCE_LENGTH requests
         inputs = [("INPUT", "INT32", np.ones((1, 1), dtype=np.int32))]
         return Workload("sequence", inputs, ("OUTPUT",), SEQUENCE_LENGTH)

@@ -19,6 +19,8 @@ MIB = 1024 * 1024
 
 #: Seawall-only workloads: add_sub with SEAWALL_IN_PROCESS "true" (worker thread) and "inline" (event loop)
 IN_PROCESS = {"add_sub_inprocess": "worker thread", "add_sub_inline": "inline"}
+#: the BLS pipeline and the same pipeline as an ensemble (their cost ratio is a target)
+BLS_PAIR = ("bls_add_sub", "ensemble_add_sub")
 
 #: the concurrencies of issue 15's throughput targets
 TARGET_CONCS = (8, 32, 64)
@@ -99,6 +101,7 @@ def targets(data: dict[str, Any], grouped: Cells) -> list[tuple[str, str, bool |
         )
     for mode in ("http-binary", "grpc"):
         ratio_row(f"BLS add_sub c=32 {mode}: Seawall/Triton ≥ 1.0", "bls_add_sub", mode, 32, "triton", 1.0)
+    rows += _bls_rows(grouped)
     keys = sorted({k[:3] for k in grouped})
     ml = [(k, _ratio(grouped, *k, "mlserver")) for k in keys]
     ml = [(k, v) for k, v in ml if v == v]
@@ -355,7 +358,7 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
     lines += ["", "## Headline: throughput ratios at the target cells", ""]
     lines += _headline(grouped)
     concs = sorted({k[2] for k in grouped})
-    for workload in ("add_sub", *IN_PROCESS, "identity", "matmul", "pipeline", "sequence"):
+    for workload in ("add_sub", *IN_PROCESS, "identity", "matmul", "pipeline", *BLS_PAIR, "bls_64mib", "sequence"):
         modes = [m for m in ("http-json", "http-binary", "grpc") if any(k[:2] == (workload, m) for k in grouped)]
         if not modes:
             continue
@@ -437,6 +440,46 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
         "'client cores' column.",
     ]
     return lines
+
+
+def _bls_rows(grouped: Cells) -> list[tuple[str, str, bool | None]]:
+    """BLS against the same pipeline as an ensemble (bls_add_sub / ensemble_add_sub, server CPU per inference and
+    throughput, Triton's ratio beside Seawall's), and the cost of one BLS call of 64 MiB (bls_64mib, c=1)."""
+    rows: list[tuple[str, str, bool | None]] = []
+    for mode in ("http-json", "http-binary", "grpc"):
+        for conc in (1, 32):
+            cost = {}
+            for server in ("seawall", "triton"):
+                cpu = [_stat(grouped, (w, mode, conc, server), "server_cpu_us_per_inference") for w in BLS_PAIR]
+                thr = [_stat(grouped, (w, mode, conc, server), "throughput") for w in BLS_PAIR]
+                cost[server] = (cpu[0] / cpu[1] if cpu[1] > 0 else float("nan"), thr[1] / thr[0] if thr[0] else 0.0)
+            (cpu_mine, thr_mine), (cpu_theirs, thr_theirs) = cost["seawall"], cost["triton"]
+            if cpu_mine != cpu_mine:
+                continue
+            rows.append(
+                (
+                    f"BLS / ensemble (add_sub) c={conc} {mode}: Seawall server CPU per inference ≤ 1.5×",
+                    f"Seawall {cpu_mine:.2f}× CPU, {thr_mine:.2f}× by req/s; "
+                    f"Triton {_fmt_ratio(cpu_theirs)}× CPU, {_fmt_ratio(thr_theirs)}× by req/s",
+                    cpu_mine <= 1.5,
+                )
+            )
+    for mode in ("http-binary",):
+        mine = _stat(grouped, ("bls_64mib", mode, 1, "seawall"), "p50_ms")
+        theirs = _stat(grouped, ("bls_64mib", mode, 1, "triton"), "p50_ms")
+        if mine == mine:
+            cpu = [
+                _stat(grouped, ("bls_64mib", mode, 1, s), "server_cpu_us_per_inference") for s in ("seawall", "triton")
+            ]
+            rows.append(
+                (
+                    "BLS call of a 64 MiB tensor (and back), c=1: p50 ≤ Triton's",
+                    f"Seawall {mine:.1f} ms ({cpu[0] / 1000:.1f} ms CPU), Triton {_fmt(theirs, 1)} ms "
+                    f"({_fmt(cpu[1] / 1000, 1)} ms CPU)",
+                    None if theirs != theirs else mine <= theirs,
+                )
+            )
+    return rows
 
 
 def _headline(grouped: Cells) -> list[str]:

@@ -33,10 +33,14 @@ WORKLOAD_MODES = {
     "identity": ("http-binary", "grpc"),  # 1 MiB of JSON numbers is not a meaningful cell
     "matmul": MODES,
     "bls_add_sub": MODES,  # add_sub called through BLS from a python model
+    "ensemble_add_sub": MODES,  # the same pipeline as bls_add_sub, as an ensemble (the report sets them side by side)
+    "bls_64mib": ("http-binary",),  # one BLS call of a 64 MiB tensor per request (at c=1 only: its cost)
     "pipeline": MODES,  # an ensemble of three Python models (MLServer has none: not measured there)
     "sequence": ("http-json", "grpc"),  # a sequence model, each closed loop one sequence after another
 }
 CONCURRENCY = (1, 8, 32, 64)
+#: workloads measured at fewer concurrencies than --concurrency asks (a 64 MiB call per request: c=1 is its cost)
+WORKLOAD_CONCURRENCY = {"bls_64mib": (1,)}
 
 
 def probe(server: servers.Server, model: str, mode: str) -> tuple[bool, int, str]:
@@ -90,6 +94,7 @@ def run_cell(
     """One measurement: load, server CPU (whole tree) before/after, peak PSS, client CPU."""
     # wrk and h2load send one fixed request: sequences (ids, start and end flags) need the python driver
     use_native = args.driver == "native" and native.is_available(mode) and not workload(model).sequence_length
+    use_native = use_native and model not in WORKLOAD_CONCURRENCY  # a few long requests: wrk's summary may lack p90
     url = server.grpc if mode == "grpc" else server.http
     marks: dict[str, float] = {}
 
@@ -197,7 +202,7 @@ def measure(args: argparse.Namespace) -> Path:
                 if rep >= reps:
                     continue
                 for mode in (m for m in WORKLOAD_MODES[model] if m in args.modes):
-                    for concurrency in args.concurrency:
+                    for concurrency in (c for c in args.concurrency if c in WORKLOAD_CONCURRENCY.get(model, (c,))):
                         for name in list(running):  # A B C, A B C, ...
                             if (name, model, mode) not in replies or not is_alive(running, name, data):
                                 continue

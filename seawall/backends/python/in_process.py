@@ -143,9 +143,10 @@ class InProcessModelInstance:
         self, loop: asyncio.AbstractEventLoop, requests: list[InferRequest], sinks: list[ResponseSink]
     ) -> DecoupledExecution:
         model = self._model
-        assert model is not None
+        assert model is not None and self._call_context is not None
         cancels = SinkCancels(sinks)
         senders: list[UserObject] = []
+        in_process_calls.enter(self._call_context, requests)  # BLS calls from execute() know who calls
         try:
             started = time.monotonic_ns()
             pb_requests = []
@@ -164,6 +165,8 @@ class InProcessModelInstance:
                 logger.error("model instance '%s': execute failed: %s", self.name, escape_log(str(exc)))
                 raise self._spec.batch_failed(str(exc), "") from None
             raise self._spec.batch_failed(describe(exc), _trace(exc)) from None
+        finally:
+            in_process_calls.leave()
 
     def _sender(
         self, loop: asyncio.AbstractEventLoop, model: UserModel, request: InferRequest, sink: ResponseSink

@@ -9,6 +9,7 @@ on the server's event loop through the core, as a stub's does.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import queue
 import threading
@@ -26,6 +27,11 @@ from seawall.errors import CancelledError, InternalError, SeawallError
 _T = TypeVar("_T")
 #: what runs on this thread now: `context` (a CallContext) and `requests` (the batch's InferRequests)
 _running = threading.local()
+#: the same, for the coroutines an execute() starts: an `async def execute` of a decoupled model runs on the model's
+#: background loop, whose task copies this from the worker thread that started it (threads the model starts do not)
+_batch: contextvars.ContextVar[tuple[CallContext, Sequence[InferRequest]] | None] = contextvars.ContextVar(
+    "seawall_in_process_batch", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +49,22 @@ def enter(context: CallContext, requests: Sequence[InferRequest]) -> None:
     """The calling thread runs a batch of `context`'s model (until `leave`)."""
     _running.context = context
     _running.requests = requests
+    _batch.set((context, requests))
 
 
 def leave() -> None:
     _running.context = None
     _running.requests = ()
+    _batch.set(None)
+
+
+def _current() -> tuple[CallContext | None, Sequence[InferRequest]]:
+    """The calling model's context and batch: this thread's, else those of the execute() that started this task."""
+    context: CallContext | None = getattr(_running, "context", None)
+    if context is not None:
+        return context, getattr(_running, "requests", ())
+    found = _batch.get()
+    return found if found is not None else (None, ())
 
 
 class InProcessCalls:
@@ -58,7 +75,7 @@ class InProcessCalls:
 
     def _context(self) -> tuple[CallContext, tuple[str, ...]]:
         pb = self._pb
-        context: CallContext | None = getattr(_running, "context", None)
+        context, requests = _current()
         if context is None:
             raise pb.TritonModelException(OUTSIDE_EXECUTE)
         if context.inline:
@@ -67,7 +84,7 @@ class InProcessCalls:
                 'the server\'s event loop, which the call needs); use "true"'
             )
         callers = {context.key}
-        for request in getattr(_running, "requests", ()):
+        for request in requests:
             callers.update(request.callers)
         return context, tuple(callers)
 
@@ -171,7 +188,7 @@ class InProcessCalls:
         prefix = {"ready": "Failed to check model readiness: ", "load": "Failed to load model: "}.get(
             action, "Failed to unload model: "
         )
-        context: CallContext | None = getattr(_running, "context", None)
+        context = _current()[0]
         try:
             if context is None or context.inline:
                 raise InternalError(OUTSIDE_EXECUTE)

@@ -65,14 +65,22 @@ def sealed_region(offsets: Sequence[int], payloads: Sequence[Payload], size: int
     try:
         os.fchmod(fd, 0o600)
         os.ftruncate(fd, size)
-        if size:
-            with mmap.mmap(fd, size) as memory:
-                write_payloads(memory, offsets, payloads)
+        for offset, payload in zip(offsets, payloads, strict=True):
+            _write_at(fd, offset, payload)
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _CALL_SEALS)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _write_at(fd: int, offset: int, payload: Payload) -> None:
+    """pwrite `payload` at `offset`: the kernel fills the new region's pages in one pass, about half the cost of
+    faulting them in one by one through a mapping (64 MiB: ~45 ms instead of ~90 ms on a 4 KiB-page VM)."""
+    view = memoryview(payload).cast("B")  # type: ignore[arg-type]  # ndarray is a buffer
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def map_sealed(fd: int, size: int) -> mmap.mmap:

@@ -277,7 +277,8 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
         self._next()
 
     async def _send_chunks(self, response: HttpStream, keep_alive: bool) -> bool:
-        """Write the head, every chunk and the last chunk; False when the connection cannot be used any more.
+        """Write the head, every chunk and the last chunk; False when the connection cannot be used any more. The
+        head goes out with the first chunk, in one write (generate_stream has its first event ready when it answers).
 
         An HTTP/1.0 client cannot read a chunked body: it gets the bare body, ended by closing the connection. The
         version is read from the parser (the last request parsed, so the request queue costs nothing more): it is
@@ -288,16 +289,18 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
         chunked = self._parser is not None and self._parser.get_http_version() == "1.1"
         keep_alive = keep_alive and chunked
         head = render_head(response, None, keep_alive)
-        transport.write(head if chunked else head.replace(b"Transfer-Encoding: chunked\r\n", b""))
+        head = head if chunked else head.replace(b"Transfer-Encoding: chunked\r\n", b"")
         try:
             if response.chunks is not None:
                 async for chunk in response.chunks:
                     if self._transport is None:
                         return False
                     if chunk and chunked:  # an empty chunk would end the body
-                        transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                        transport.write(b"%b%x\r\n%b\r\n" % (head, len(chunk), chunk))
+                        head = b""
                     elif chunk:
-                        transport.write(chunk)
+                        transport.write(head + chunk)
+                        head = b""
                     while self._write_paused and self._transport is not None:
                         self._drained = self._loop.create_future()
                         await self._drained
@@ -308,7 +311,9 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
         if self._transport is None:
             return False
         if chunked:
-            transport.write(b"0\r\n\r\n")
+            transport.write(head + b"0\r\n\r\n")
+        elif head:
+            transport.write(head)
         return keep_alive
 
     def _drop_queue(self) -> None:

@@ -27,7 +27,7 @@ def _values(array, summary):
 def _entry(response, summary=False):
     error = response.error()
     outputs = {t.name(): _values(t.as_numpy(), summary) for t in response.output_tensors()}
-    return {"outputs": outputs, "error": None if error is None else [error.code(), error.message()]}
+    return {"outputs": outputs, "error": None if error is None else [int(error.code()), error.message()]}
 
 
 class TritonPythonModel:
