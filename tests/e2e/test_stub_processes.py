@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
-from tests.harness import EXAMPLES, start_seawall
+import pytest
+
+from tests.harness import EXAMPLES, http_call, start_seawall
 
 
 def _children(pid: int) -> list[int]:
@@ -25,20 +30,30 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _descendants(pid: int) -> list[int]:
+    """Children, and theirs: forked stubs are children of the stub template, itself a child of the server."""
+    found = _children(pid)
+    return found + [grandchild for child in found for grandchild in _descendants(child)]
+
+
 def _command_lines(pid: int) -> list[list[str]]:
+    """The command lines of the stubs (not of the stub template, whose first argument after the script is
+    `template`)."""
     lines = []
-    for child in _children(pid):
+    for child in _descendants(pid):
         try:
             with open(f"/proc/{child}/cmdline", "rb") as cmdline:
                 argv = [arg.decode() for arg in cmdline.read().split(b"\0") if arg]
         except OSError:
             continue
-        if any(arg.endswith("bootstrap.py") for arg in argv):
+        scripts = [i for i, arg in enumerate(argv) if arg.endswith("bootstrap.py")]
+        if scripts and argv[scripts[0] + 1 : scripts[0] + 2] != ["template"]:
             lines.append(argv)
     return lines
 
 
-def test_each_stub_names_its_model_version_and_instance(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_each_stub_names_its_model_version_and_instance(tmp_path: Path, start: str) -> None:
     shutil.copytree(EXAMPLES / "add_sub", tmp_path / "add_sub")
     config = tmp_path / "add_sub" / "config.pbtxt"
     config.write_text(
@@ -46,7 +61,9 @@ def test_each_stub_names_its_model_version_and_instance(tmp_path: Path) -> None:
         + ('instance_group [ { kind: KIND_CPU count: 2 }, { name: "extra" kind: KIND_CPU } ]\n')
     )
     secret = "s3cr3t-value-of-the-restricted-api"
-    server = start_seawall(f"--http-restricted-api=model-repository:key={secret}", repository=tmp_path)
+    server = start_seawall(
+        f"--http-restricted-api=model-repository:key={secret}", f"--python-stub-start={start}", repository=tmp_path
+    )
     try:
         stubs = _command_lines(server.process.pid)
         names = sorted(tuple(argv[-3:]) for argv in stubs)
@@ -57,5 +74,49 @@ def test_each_stub_names_its_model_version_and_instance(tmp_path: Path) -> None:
         ]
         for argv in stubs:
             assert not any(secret in arg or str(tmp_path) in arg for arg in argv), argv
+    finally:
+        server.stop()
+
+
+def _infer(address: str) -> int:
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "INPUT0", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+                {"name": "INPUT1", "shape": [4], "datatype": "FP32", "data": [1, 1, 1, 1]},
+            ]
+        }
+    ).encode()
+    status, _, _ = http_call(address, "POST", "/v2/models/add_sub/infer", body)
+    return status
+
+
+def _template(server_pid: int) -> int:
+    for child in _children(server_pid):
+        with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+            if b"\0template\0" in cmdline.read():
+                return child
+    raise AssertionError("no stub template")
+
+
+def test_a_dead_template_takes_its_stubs_and_both_come_back(tmp_path: Path) -> None:
+    """Killing the stub template kills the stubs it forked (parent-death signal); each instance restarts its stub
+    (its crash budget counts one crash) from a new template, and the model serves again."""
+    shutil.copytree(EXAMPLES / "add_sub", tmp_path / "add_sub")
+    server = start_seawall(repository=tmp_path)
+    try:
+        address = server.http
+        assert _infer(address) == 200
+        template = _template(server.process.pid)
+        stubs = _children(template)
+        assert len(stubs) == 1
+        os.kill(template, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not (_infer(address) == 200 and _template(server.process.pid) != template):
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        assert stubs[0] not in _descendants(server.process.pid)
+        assert "the stub template stopped" in server.log()
+        assert "stub process died" in server.log()
     finally:
         server.stop()
