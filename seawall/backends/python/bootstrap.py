@@ -21,9 +21,11 @@ calls `confine` itself, against the template.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
@@ -49,12 +51,18 @@ def _close_inherited(keep: set[int]) -> None:
 def _prctl(option: int, value: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
-    import ctypes  # noqa: PLC0415  # only on Linux, and only here
-
     try:
-        return int(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)) == 0
+        return int(_libc().prctl(option, value, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library, looked up once: a stub forked from the template reuses the template's (its pages stay shared)."""
+    import ctypes  # noqa: PLC0415  # only on Linux, and only here
+
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def confine(uid: int, gid: int, parent: int) -> None:

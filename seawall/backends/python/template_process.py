@@ -24,7 +24,6 @@ text}`), `{"exit": p, "code": c}` (c as subprocess's returncode: negative for a 
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
 import os
@@ -198,13 +197,27 @@ def set_title(names: Sequence[str]) -> None:
     """Rewrite this process's command line (/proc/<pid>/cmdline, what `ps` shows) in place: the interpreter's
     arguments up to bootstrap.py, then `names` (cut to the template's padding)."""
     try:
-        with open("/proc/self/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+        stat, cmdline = _read("/proc/self/stat"), _read("/proc/self/cmdline")  # no io objects: fewer pages written
+        fields = stat.rsplit(b")", 1)[1].split()
         start, end = int(fields[45]), int(fields[46])  # arg_start and arg_end (fields 48 and 49 of stat(5))
-        with open("/proc/self/cmdline", "rb") as cmdline:
-            argv = cmdline.read().split(b"\0")
+        argv = cmdline.split(b"\0")
     except (OSError, IndexError, ValueError):
         return
     head = argv[: next((i + 1 for i, arg in enumerate(argv) if arg.endswith(b"bootstrap.py")), 1)]
     title = b"\0".join([*head, *(name.encode() for name in names)])[: end - start - 1]
-    ctypes.memmove(start, title.ljust(end - start, b"\0"), end - start)
+    try:
+        memory = os.open("/proc/self/mem", os.O_RDWR)  # not ctypes: its first call writes more shared pages
+        try:
+            os.pwrite(memory, title.ljust(end - start, b"\0"), start)
+        finally:
+            os.close(memory)
+    except OSError:
+        pass  # the title stays the template's
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
