@@ -91,12 +91,22 @@ def _infer(address: str) -> int:
     return status
 
 
-def _template(server_pid: int) -> int:
+def _templates(server_pid: int) -> list[int]:
+    """The stub template processes of a server (one; none while a dead one is replaced)."""
+    found = []
     for child in _children(server_pid):
-        with open(f"/proc/{child}/cmdline", "rb") as cmdline:
-            if b"\0template\0" in cmdline.read():
-                return child
-    raise AssertionError("no stub template")
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                if b"\0template\0" in cmdline.read():
+                    found.append(child)
+        except OSError:
+            continue  # exited meanwhile
+    return found
+
+
+def _template(server_pid: int) -> int:
+    [template] = _templates(server_pid)
+    return template
 
 
 def test_a_dead_template_takes_its_stubs_and_both_come_back(tmp_path: Path) -> None:
@@ -112,11 +122,66 @@ def test_a_dead_template_takes_its_stubs_and_both_come_back(tmp_path: Path) -> N
         assert len(stubs) == 1
         os.kill(template, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while not (_infer(address) == 200 and _template(server.process.pid) != template):
+        while not (_infer(address) == 200 and _templates(server.process.pid) not in ([], [template])):
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.1)
         assert stubs[0] not in _descendants(server.process.pid)
         assert "the stub template stopped" in server.log()
         assert "stub process died" in server.log()
+    finally:
+        server.stop()
+
+
+RANDOM_MODEL = """
+import json
+import os
+import random
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.draws = [int(np.random.randint(2**62)), random.getrandbits(62)]
+
+    def execute(self, requests):
+        report = json.dumps({"pid": os.getpid(), "draws": self.draws})
+        out = np.array([report.encode()], dtype=np.object_)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("REPORT", out)]) for _ in requests]
+"""
+
+RANDOM_CONFIG = """
+name: "draws"
+backend: "python"
+max_batch_size: 0
+input [ { name: "X" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "REPORT" data_type: TYPE_STRING dims: [ 1 ] } ]
+instance_group [ { kind: KIND_CPU count: 3 } ]
+"""
+
+
+def test_forked_stubs_do_not_share_random_state(tmp_path: Path) -> None:
+    """Stubs forked from one template draw different numbers (numpy's and Python's generators are seeded per
+    stub, not inherited from the template)."""
+    (tmp_path / "draws" / "1").mkdir(parents=True)
+    (tmp_path / "draws" / "1" / "model.py").write_text(RANDOM_MODEL)
+    (tmp_path / "draws" / "config.pbtxt").write_text(RANDOM_CONFIG)
+    server = start_seawall(repository=tmp_path)
+    try:
+        body = json.dumps({"inputs": [{"name": "X", "shape": [1], "datatype": "INT32", "data": [1]}]}).encode()
+        draws: dict[int, list[int]] = {}
+        deadline = time.monotonic() + 30
+        while len(draws) < 3:
+            assert time.monotonic() < deadline, draws
+            status, _, reply = http_call(server.http, "POST", "/v2/models/draws/infer", body)
+            assert status == 200, reply
+            report = json.loads(json.loads(reply)["outputs"][0]["data"][0])
+            draws[report["pid"]] = report["draws"]
+        numpy_draws = {values[0] for values in draws.values()}
+        python_draws = {values[1] for values in draws.values()}
+        assert len(numpy_draws) == 3 and len(python_draws) == 3, draws
+        template = _template(server.process.pid)
+        assert sorted(draws) == sorted(_children(template))  # they were forked by the template
     finally:
         server.stop()
