@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import EXAMPLES, http_call, start_seawall
+from tests.test_cli import REPO, error_of, parse
 
 
 def _children(pid: int) -> list[int]:
@@ -185,3 +186,11 @@ def test_forked_stubs_do_not_share_random_state(tmp_path: Path) -> None:
         assert sorted(draws) == sorted(_children(template))  # they were forked by the template
     finally:
         server.stop()
+
+
+def test_the_stub_start_flag_takes_fork_or_spawn_only() -> None:
+    assert parse().backends.python_stub_start == "fork"
+    assert parse("--python-stub-start=spawn").backends.python_stub_start == "spawn"
+    assert error_of(REPO, "--python-stub-start=clone") == (
+        'Bad option: "--python-stub-start".\ninvalid argument for --python-stub-start'
+    )
