@@ -106,6 +106,7 @@ def _run() -> None:
         _import_own_package(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     if template:  # the stub template (template_process.py): it forks the stubs, which confine themselves
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        _prctl(_PR_SET_DUMPABLE, 0)  # it passes every stub's descriptors: no stub of its user may trace it
         if os.getppid() != server:
             raise SystemExit("seawall stub template: the server is gone")
         from seawall.backends.python.template_process import serve  # noqa: PLC0415

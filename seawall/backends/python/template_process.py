@@ -248,6 +248,7 @@ def _become_stub(
     if numpy_random is not None:
         numpy_random.seed()  # from the OS's entropy, not the template's seed
     set_title(names)
+    sys.argv = [sys.argv[0], *names]  # what model code sees, as in a spawned stub (without its fd numbers)
     confine(uid, gid, parent)
     from seawall.backends.python.stub import serve as serve_stub  # noqa: PLC0415  # already imported
 
