@@ -11,14 +11,15 @@ process it did not fork, without a pid-reuse race); when a stub exits, the templ
 exit code. Each stub sets PR_SET_PDEATHSIG against the template, so stubs die with it, and it dies with the
 server.
 
-The child (`_become_stub`) closes the template's descriptors, reseeds random state (numpy's global generator was
-seeded once, in the template; Python's `random` reseeds itself at fork), rewrites its command line so `ps` names
-its model, version and instance as a spawned stub's does, then confines itself exactly as a spawned stub
-(bootstrap's `confine`) before the stub's first message is read.
+The child (`_become_stub`) closes the template's descriptors, reseeds numpy's global generator if the template
+had it (Python's `random` reseeds itself at fork), rewrites its command line so `ps` names its model, version and
+instance as a spawned stub's does, then confines itself exactly as a spawned stub (bootstrap's `confine`) before
+the stub's first message is read. What the stubs still share is the template's address-space layout and hash
+seed (docs/differences.md).
 
 Protocol (SOCK_SEQPACKET, one JSON object per packet): server → template `{"id": n, "names": [...],
-"user": [uid, gid]}` with six fds (control, fd socket, inputs, outputs, stdout, stderr) and two numbers in
-`sizes`; template → server `{"ready": pid}` once, `{"id": n, "pid": p}` with a pidfd (or `{"id": n, "error":
+"user": [uid, gid], "sizes": [inputs, outputs]}` with six fds (control, fd socket, inputs, outputs, stdout,
+stderr); template → server `{"ready": pid}` once, `{"id": n, "pid": p}` with a pidfd (or `{"id": n, "error":
 text}`), `{"exit": p, "code": c}` (c as subprocess's returncode: negative for a signal).
 """
 
