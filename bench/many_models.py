@@ -8,6 +8,9 @@
   found their model loaded), latency of the requests that waited for a load, evictions per second.
 
     python -m bench.many_models [--models 100] [--budget 20] [--seconds 10] [--concurrency 32]
+        [--stub-start fork spawn] [--no-budget]
+
+Seawall is measured once per --python-stub-start variant (forked from the stub template, or fresh interpreters).
 
 Raw results go to bench/results/raw/many-models-<run>.json, a table to stdout.
 """
@@ -111,19 +114,21 @@ def _settled_pss(server: servers.Server) -> int:
     return servers.tree_pss_bytes(server.pid)
 
 
-def density(name: str, count: int, concurrency: int, seconds: float) -> dict[str, object]:
+def density(
+    name: str, count: int, concurrency: int, seconds: float, args: tuple[str, ...] = (), label: str = ""
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="seawall-many-") as scratch:
         one, many = Path(scratch) / "one", Path(scratch) / "many"
         one.mkdir()
         many.mkdir()
         make_repository(one, 1)
         models = make_repository(many, count)
-        server = servers.start(name, timeout=900, repository=one)
+        server = servers.start(name, timeout=900, repository=one, args=args)
         try:
             single = _settled_pss(server)
         finally:
             server.stop()
-        server = servers.start(name, timeout=900, repository=many)
+        server = servers.start(name, timeout=900, repository=many, args=args)
         try:
             ready_s = server.start_seconds
             total = _settled_pss(server)
@@ -132,7 +137,7 @@ def density(name: str, count: int, concurrency: int, seconds: float) -> dict[str
             server.stop()
     spread.pop("latencies")
     return {
-        "server": name,
+        "server": label or name,
         "models": count,
         "ready_s": ready_s,
         "pss_mib": total / 2**20,
@@ -202,14 +207,23 @@ def main() -> None:
     parser.add_argument("--zipf", type=float, default=1.1)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--stub-start", nargs="+", default=["fork", "spawn"], help="Seawall's --python-stub-start variants to measure"
+    )
+    parser.add_argument("--no-budget", action="store_true", help="skip the load-on-request section")
     args = parser.parse_args()
     run_id = time.strftime("%Y%m%d-%H%M%S")
     results: dict[str, object] = {"run": run_id, "settings": vars(args), "density": [], "budget": None}
-    for name in args.servers:
-        row = density(name, args.models, args.concurrency, args.seconds)
+    variants = [
+        (name, (f"--python-stub-start={start}",), f"seawall ({start})") if name == "seawall" else (name, (), name)
+        for name in args.servers
+        for start in (args.stub_start if name == "seawall" else [""])
+    ]
+    for name, extra, label in variants:
+        row = density(name, args.models, args.concurrency, args.seconds, extra, label)
         results["density"].append(row)  # type: ignore[attr-defined]
         print(f"bench-many-models: {json.dumps(row)}", flush=True)
-    if "seawall" in args.servers:
+    if "seawall" in args.servers and not args.no_budget:
         results["budget"] = budget(args.models, args.budget, min(args.concurrency, 8), args.seconds, args.zipf)
         print(f"bench-many-models: budget {json.dumps(results['budget'])}", flush=True)
     RAW.mkdir(parents=True, exist_ok=True)

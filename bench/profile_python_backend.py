@@ -46,7 +46,7 @@ def _children(pid: int) -> list[int]:
             continue
         if int(fields[1]) == pid:
             found.append(int(entry))
-    return found
+    return found + [grandchild for child in found for grandchild in _children(child)]  # forked stubs: the template's
 
 
 def _cpu_split() -> tuple[float, float]:

@@ -837,6 +837,13 @@ FLAGS: tuple[Flag, ...] = (
             "backends.allow_in_process_models",
         ),
         Flag(
+            "python-stub-start",
+            _kind("<string>", _choice("python-stub-start", ("fork", "spawn"), fold=False)),
+            "Seawall: start python-backend stubs by forking one pre-imported template process (fork, the default: "
+            "a few MiB each, but one shared address-space layout) or as fresh interpreters (spawn).",
+            "backends.python_stub_start",
+        ),
+        Flag(
             "max-model-size",
             _kind("<integer>", _int_in(1, 2**31 - 1, "must be between 1 and 2147483647")),
             "Seawall: largest model a backend reads, in bytes (ONNX: with its external data; TorchScript model.pt).",

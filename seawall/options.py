@@ -208,6 +208,9 @@ class BackendOptions:
     # python models may run in the server process when their repository config.pbtxt asks (SEAWALL_IN_PROCESS);
     # a config sent through the load API never may
     allow_in_process_models: bool = True
+    # how python-backend stubs start: "fork" from one pre-imported template process (shared pages), or "spawn"
+    # a fresh interpreter each (own address-space layout; see docs/differences.md)
+    python_stub_start: str = "fork"
     # the largest model a backend reads (--max-model-size): ONNX with its external-data files, or a model.pt
     max_model_bytes: int = 1 << 30
 

@@ -247,8 +247,10 @@ STUB_MAY_LOAD = {
     "seawall.backends.python.pb_utils._pb_tensors",
     "seawall.backends.python.pb_utils.triton_python_backend_utils",
     "seawall.backends.python.stub",
+    "seawall.backends.python.stub_async",  # the serving loop of an `async def execute` model
     "seawall.backends.python.stub_channel",  # the stub's control-channel I/O
     "seawall.backends.python.stub_responses",  # a decoupled model's responses and cancellation flags
+    "seawall.backends.python.template_process",  # the stub template that forks stubs (a forked stub keeps it)
     "seawall.backends.python.user_model",
 }
 #: and the outside packages it never loads: no transport, no gRPC client

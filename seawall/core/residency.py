@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from seawall.core import audit
 from seawall.core.model_record import ModelRecord
 from seawall.core.repository import is_valid_model_name
-from seawall.errors import CapacityError, SeawallError, UnavailableError
+from seawall.errors import CapacityError, InvalidArgumentError, SeawallError, UnavailableError
 from seawall.options import RepositoryOptions
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,17 @@ logger = logging.getLogger(__name__)
 SELF = "seawall (load on request)"
 #: seconds after its last use during which a model is not evicted (longer than decoding a request takes)
 EVICTION_GRACE_S = 0.2
+
+
+def check_options(options: RepositoryOptions) -> None:
+    """Refuse the residency settings outside explicit mode (an embedding application's Options, as the CLI does).
+
+    Raises:
+        InvalidArgumentError: --load-on-request or --max-loaded-models without --model-control-mode=explicit.
+    """
+    for flag, on in (("load-on-request", options.load_on_request), ("max-loaded-models", options.max_loaded_models)):
+        if on and options.control_mode != "explicit":
+            raise InvalidArgumentError(f"'--{flag}' requires '--model-control-mode=explicit'")
 
 
 class Residency:

@@ -31,7 +31,7 @@ from seawall.core.model_config import config_to_dict as config_to_dict  # for fr
 from seawall.core.repoagent import RepoAgent, no_plugins
 from seawall.core.repository import is_valid_model_name as is_valid_model_name  # for frontends checking names
 from seawall.core.repository import require_valid_model_name as require_valid_model_name  # and for frontends
-from seawall.core.residency import Residency
+from seawall.core.residency import Residency, check_options
 from seawall.core.response_cache import ResponseCache
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace import TraceSettings
@@ -123,8 +123,10 @@ class InferenceServer:
             NotFoundError: a model repository path does not exist.
             InternalError: a model failed to load and exit-on-error is set.
             UnsupportedError: a control mode this server cannot run yet.
+            InvalidArgumentError: residency settings (load on request, max loaded models) outside explicit mode.
         """
         options = self.options.repository
+        check_options(options)  # before any work: nothing to undo
         if not options.paths:
             raise InvalidArgumentError("at least one model repository is required (--model-repository)")
         started = time.monotonic()

@@ -92,7 +92,7 @@ def _children(pid: int) -> list[int]:
             continue
         if entry.name.isdigit() and int(stat.rsplit(b")", 1)[1].split()[1]) == pid:
             found.append(int(entry.name))
-    return found
+    return found + [grandchild for child in found for grandchild in _children(child)]  # forked stubs: the template's
 
 
 def _running(pid: int) -> bool:

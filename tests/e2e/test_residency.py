@@ -18,7 +18,10 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+import seawall
 from seawall.core.residency import EVICTION_GRACE_S
+from seawall.errors import InvalidArgumentError
+from seawall.options import RepositoryOptions
 from tests.harness import (
     EXAMPLES,
     TEST_MODELS,
@@ -240,3 +243,19 @@ def test_inference_errors_of_a_loaded_model_are_its_own(server: ServerProcess) -
         client.infer("m1", [bad])  # loads m1, then refuses the request for its own reason
     assert "expected 2 inputs but got 1" in str(caught.value) or "INPUT1" in str(caught.value)
     assert _ready(server) == {"m1"}
+
+
+@pytest.mark.parametrize("setting", [{"load_on_request": True}, {"max_loaded_models": 2}])
+async def test_embedding_refuses_the_residency_settings_outside_explicit_mode(
+    tmp_path: Path, setting: dict[str, object]
+) -> None:
+    """An application's Options get the CLI's check: the settings are refused by name, not silently ignored."""
+    _copy(EXAMPLES / "add_sub", tmp_path / "m1")
+    flag = "--load-on-request" if "load_on_request" in setting else "--max-loaded-models"
+    refused = seawall.Options(repository=RepositoryOptions(paths=(str(tmp_path),), **setting))  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match=f"'{flag}' requires '--model-control-mode=explicit'"):
+        async with seawall.open_server(refused):
+            pass
+    explicit = RepositoryOptions(paths=(str(tmp_path),), control_mode="explicit", **setting)  # type: ignore[arg-type]
+    async with seawall.open_server(seawall.Options(repository=explicit)) as server:  # the same settings, explicit
+        assert server.is_live()

@@ -125,15 +125,22 @@ def test_warmup_inputs_are_reshaped_as_requests_are(server: ServerProcess) -> No
 
 
 def _stub_processes(server: ServerProcess) -> int:
-    count = 0
+    """Stubs: children of the server (spawned) or of its stub template (forked), not the template itself."""
+    parents: dict[int, int] = {}
+    commands: dict[int, bytes] = {}
     for entry in Path("/proc").iterdir():
         try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue
-        count += parent == server.process.pid and b"bootstrap.py" in command
-    return count
+    templates = {
+        pid for pid, parent in parents.items() if parent == server.process.pid and b"\0template\0" in commands[pid]
+    }
+    return sum(
+        parents[pid] in {server.process.pid, *templates} and b"bootstrap.py" in command and pid not in templates
+        for pid, command in commands.items()
+    )
 
 
 def test_a_failing_warmup_leaves_no_process_behind_and_the_others_serve(server: ServerProcess) -> None:

@@ -18,14 +18,35 @@ CYCLES = int(os.environ.get("SEAWALL_LOAD_CYCLES", "15"))  # make reliability: 5
 
 def _children(pid: int) -> list[int]:
     found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(child) for child in (task / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        pass  # exited meanwhile
+    return found
+
+
+def _tree(pid: int) -> list[int]:
+    """The server's descendants: the stub template and the stubs it forked (or spawned stubs)."""
+    children = _children(pid)
+    return children + [grandchild for child in children for grandchild in _tree(child)]
+
+
+def _stubs(pid: int) -> list[int]:
+    """The stub processes (not the stub template, which stays for the server's life once started)."""
+    found = []
+    for member in _tree(pid):
+        try:
+            if b"\0template\0" not in Path(f"/proc/{member}/cmdline").read_bytes():
+                found.append(member)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
     return found
 
 
 def _pss_bytes(pid: int) -> int:
     total = 0
-    for member in [pid, *_children(pid)]:
+    for member in [pid, *_tree(pid)]:
         try:
             rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
         except (FileNotFoundError, ProcessLookupError):
@@ -45,12 +66,12 @@ def test_pss_returns_after_many_load_unload_cycles(tmp_path: Path, figure: Calla
 
         def cycle() -> None:
             client.load_model("add_sub")
-            assert len(_children(pid)) == 1  # its stub
+            assert len(_stubs(pid)) == 1  # its stub
             client.unload_model("add_sub")
             deadline = time.monotonic() + 10
-            while _children(pid) and time.monotonic() < deadline:
+            while _stubs(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            assert _children(pid) == []  # the model's process is gone
+            assert _stubs(pid) == []  # the model's process is gone
 
         for _ in range(3):  # the first loads import and allocate what every later one reuses
             cycle()

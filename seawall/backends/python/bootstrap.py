@@ -14,13 +14,18 @@ when the server is gone), so a signal sent to the whole process group (systemd's
 `timeout`, Ctrl-C) cannot kill the workers before the server has drained its requests. And the kernel kills a
 stub when the server process ends, however it ends (PR_SET_PDEATHSIG), so no worker outlives a server that
 exits at its --exit-timeout-secs or is killed.
+`bootstrap.py template <socket fd> <padding>` starts the stub template instead (template_process.py,
+--python-stub-start=fork): the same closing of descriptors and parent-death signal; each stub it forks then
+calls `confine` itself, against the template.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
@@ -46,17 +51,23 @@ def _close_inherited(keep: set[int]) -> None:
 def _prctl(option: int, value: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
-    import ctypes  # noqa: PLC0415  # only on Linux, and only here
-
     try:
-        return int(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)) == 0
+        return int(_libc().prctl(option, value, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
 
 
-def _become_model_user(argv: list[str]) -> None:
-    """Drop to argv's uid/gid (no supplementary groups), then no new privileges and not dumpable."""
-    uid, gid = int(argv[_USER_ARG]), int(argv[_USER_ARG + 1])
+@functools.cache
+def _libc() -> Any:
+    """The C library, looked up once: a stub forked from the template reuses the template's (its pages stay shared)."""
+    import ctypes  # noqa: PLC0415  # only on Linux, and only here
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def confine(uid: int, gid: int, parent: int) -> None:
+    """Drop to uid/gid (-1: keep the server's; no supplementary groups), then no new privileges, not dumpable,
+    and killed when `parent` (the server, or the stub template) ends."""
     if uid >= 0:
         os.setgroups([])
         os.setgid(gid)
@@ -66,6 +77,9 @@ def _become_model_user(argv: list[str]) -> None:
     if not _prctl(_PR_SET_NO_NEW_PRIVS, 1) and sys.platform.startswith("linux"):
         raise SystemExit("seawall stub: PR_SET_NO_NEW_PRIVS failed")
     _prctl(_PR_SET_DUMPABLE, 0)  # other stubs of the same user cannot read this one's memory
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after the switch of user, which clears it
+    if os.getppid() != parent:
+        raise SystemExit("seawall stub: the server is gone")
 
 
 def _import_own_package(package_dir: str) -> None:
@@ -86,19 +100,26 @@ def _run() -> None:
     server = os.getppid()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _close_inherited({int(arg) for arg in (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5])})
+    template = sys.argv[1] == "template"
+    _close_inherited({int(sys.argv[2])} if template else {int(sys.argv[i]) for i in (1, 2, 3, 5)})
     if "seawall" not in sys.modules:
         _import_own_package(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    if template:  # the stub template (template_process.py): it forks the stubs, which confine themselves
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        _prctl(_PR_SET_DUMPABLE, 0)  # it passes every stub's descriptors: no stub of its user may trace it
+        if os.getppid() != server:
+            raise SystemExit("seawall stub template: the server is gone")
+        from seawall.backends.python.template_process import serve  # noqa: PLC0415
+
+        serve(int(sys.argv[2]), confine)
+        return
     # the stub's own code (and the modules it needs) is imported before the switch to the model user, who may
     # not be able to read the Python installation; no model code has run yet
     import json  # noqa: F401, PLC0415  # most model.py files import it
 
     from seawall.backends.python.stub import main
 
-    _become_model_user(sys.argv)
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after the switch of user, which clears it
-    if os.getppid() != server:
-        raise SystemExit("seawall stub: the server is gone")
+    confine(int(sys.argv[_USER_ARG]), int(sys.argv[_USER_ARG + 1]), server)
     main(sys.argv)
 
 

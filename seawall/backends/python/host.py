@@ -23,6 +23,7 @@ from seawall.backends.python.instance import PythonModelInstance
 from seawall.backends.python.instance_core import InstanceSpec, hidden_prefix, hide, within
 from seawall.backends.python.messages import AutoCompleted, Init, InitFailed
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
+from seawall.backends.python.template import StubTemplate
 from seawall.core.backend import ModelConfig, ModelLoadContext
 from seawall.core.config_proto import model_config_pb2
 from seawall.core.model_config import checksum_pins, config_to_dict
@@ -103,6 +104,7 @@ class PythonBackend:
     def __init__(self, options: BackendOptions | None = None) -> None:
         self._options = options or BackendOptions()
         self._models: set[PythonModel] = set()  # loaded and not yet unloaded; owned by the event loop
+        self._template: StubTemplate | None = None  # forks the stubs (--python-stub-start=fork), made at first use
 
     @property
     def name(self) -> str:
@@ -245,12 +247,20 @@ class PythonBackend:
         return merge_completed_config(config, reply.config, name)
 
     def _confined(self, settings: StubSettings) -> StubSettings:
-        """`settings` with the model user and the stubs' environment (--model-user, --model-env)."""
-        return dataclasses.replace(settings, user=self._options.model_user, environment=self._options.model_environment)
+        """`settings` with the model user, the stubs' environment (--model-user, --model-env) and the stub template
+        (None: each stub is a fresh interpreter, --python-stub-start=spawn)."""
+        environment = self._options.model_environment
+        if self._options.python_stub_start == "fork" and self._template is None:
+            self._template = StubTemplate(environment, float(_SETTINGS["stub-timeout-seconds"]))
+        return dataclasses.replace(
+            settings, user=self._options.model_user, environment=environment, template=self._template
+        )
 
     async def stop(self) -> None:
         """Unload every model still loaded (server shutdown); idempotent."""
         await asyncio.gather(*(model.unload() for model in list(self._models)))
+        if self._template is not None:
+            await self._template.stop()
 
 
 def merge_completed_config(config: ModelConfig, completed: object, name: str) -> ModelConfig:

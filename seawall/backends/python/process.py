@@ -12,13 +12,10 @@ import logging
 import mmap
 import os
 import socket
-import subprocess
-import sys
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from seawall.backends.python import ipc, messages
+from seawall.backends.python import ipc, messages, stub_launch
 from seawall.backends.python.messages import (
     CALL_MESSAGES,
     METRIC_MESSAGES,
@@ -36,32 +33,20 @@ from seawall.backends.python.messages import (
     StubMessage,
 )
 from seawall.backends.python.metric_relay import MetricRelay
-from seawall.backends.python.process_io import ControlProtocol, PipeProtocol, escape_log, log_model_line
+from seawall.backends.python.process_io import ControlProtocol, log_model_line
+from seawall.backends.python.stub_launch import StubDied as StubDied  # for the instances
+from seawall.backends.python.stub_launch import StubSettings as StubSettings
+from seawall.backends.python.template import TemplateError
 from seawall.core.custom_metrics import MetricsOwner
 
 logger = logging.getLogger(__name__)
 
 #: Largest region a stub may ask for (its outputs of one batch); beyond this the batch fails.
 MAX_REGION_BYTES = 1 << 34
-#: The stub's entry script. `-P`: its directory stays off sys.path; `-B`: no __pycache__ in the repository.
-_BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap.py")
+#: Seconds the channel of an exited stub may stay open before its death is handled anyway.
+_DRAIN_S = 1.0
 #: Region fds a stub may have sent ahead of the messages that use them (BLS calls); more breaks the protocol.
 MAX_PENDING_FDS = 64
-
-
-@dataclass(frozen=True, slots=True)
-class StubSettings:
-    """The python backend's --backend-config settings, parsed."""
-
-    shm_default_bytes: int = 1 << 20
-    shm_growth_bytes: int = 1 << 20
-    timeout_s: float = 30.0
-    user: tuple[int, int] | None = None  # (uid, gid) the stub runs as (--model-user); None: the server's
-    environment: tuple[tuple[str, str], ...] = ()  # the stub's whole environment (cli.py's allowlist)
-
-
-class StubDied(Exception):
-    """The stub process is gone (crashed, exited or was killed); `args[0]` is the reason for logs."""
 
 
 class StubProcess:
@@ -80,12 +65,12 @@ class StubProcess:
         metrics: MetricsOwner | None = None,
         names: tuple[str, ...] = (),
     ) -> None:
-        self._label = label
+        self.label = label
         self._names = names  # what the stub serves, for its command line (as `ps` shows it): no paths, no secrets
         self._metrics = MetricRelay(label, metrics, self.send)  # None: refused, e.g. during auto-complete
         self._settings = settings
         self._on_death = on_death  # called once if the stub dies while not being stopped
-        self._process: asyncio.SubprocessTransport | None = None
+        self._process: stub_launch.ProcessHandle | None = None
         self._control: asyncio.Transport | None = None
         self._fd_socket: socket.socket | None = None
         self._waiters: deque[asyncio.Future[StubMessage]] = deque()  # replies awaited, in send order
@@ -97,6 +82,7 @@ class StubProcess:
         self._alive = False
         self._stopping = False
         self._death = ""
+        self._exit_reason = ""  # how the process ended, once it has
         self.inputs: list[mmap.mmap] = []  # slot → input region (the host writes, the stub reads)
         self.outputs: list[mmap.mmap] = []  # slot → output region (the stub writes, the host reads)
         self.responses: mmap.mmap | None = None  # a decoupled model's response region (made on ResponseGrow)
@@ -108,10 +94,13 @@ class StubProcess:
         return self._alive
 
     async def start(self) -> None:
-        """Spawn the stub with its sockets and regions (inherited fds only, argv only numbers).
+        """Start the stub with its sockets and regions (spawned or forked: stub_launch.py).
 
-        The stub gets only `settings.environment`; bootstrap.py closes every other descriptor and becomes
-        `settings.user` before anything else runs (uvloop's spawn can do neither).
+        The stub gets only `settings.environment` and its own descriptors, and becomes `settings.user` before
+        anything else runs (bootstrap.py; uvloop's spawn can do neither).
+
+        Raises:
+            StubDied: it died at once, or the stub template could not fork it.
         """
         self._loop = loop = asyncio.get_running_loop()
         self._exited = loop.create_future()
@@ -123,31 +112,14 @@ class StubProcess:
         in_fd, inputs = ipc.create_region(size, self._settings.user)
         out_fd, outputs = ipc.create_region(size, self._settings.user)
         self.inputs, self.outputs = [inputs], [outputs]
-        inherited = (control_child.fileno(), fd_child.fileno(), in_fd, out_fd)
-        argv = [sys.executable, "-P", "-B", "-u", _BOOTSTRAP]
-        argv += [
-            str(control_child.fileno()),
-            str(fd_child.fileno()),
-            str(in_fd),
-            str(size),
-            str(out_fd),
-            str(size),
-            *(str(number) for number in self._settings.user or (-1, -1)),
-            *self._names,
-        ]
+        ends = (control_child.fileno(), fd_child.fileno(), in_fd, out_fd)
         try:
-            self._process, _ = await loop.subprocess_exec(
-                lambda: PipeProtocol(self),
-                *argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=inherited,
-                close_fds=True,
-                env=dict(self._settings.environment),
-            )
+            self._process = await stub_launch.launch(self, self._settings, ends, size, self._names)
             self._alive = True
             self._control, _ = await loop.connect_accepted_socket(lambda: ControlProtocol(self), control)
+        except TemplateError as exc:
+            control.close()
+            raise StubDied(str(exc)) from exc
         except BaseException:
             control.close()
             raise
@@ -232,7 +204,7 @@ class StubProcess:
     def on_message(self, message: StubMessage | MetricMessage) -> None:
         """Aside messages are handled here; any other answers the oldest message still unanswered."""
         if type(message) is Log:
-            log_model_line(self._label, message.level, message.text, message.file, message.line)
+            log_model_line(self.label, message.level, message.text, message.file, message.line)
         elif type(message) is Grow:
             self._grow_outputs(message.slot, message.size)
         elif type(message) is Response:
@@ -337,22 +309,26 @@ class StubProcess:
         self.responses = memory
         self.send(ResponseRegion(size))
 
-    def log_output(self, fd: int, line: bytes) -> None:
-        level = logging.INFO if fd == 1 else logging.WARNING
-        text = escape_log(line.decode("utf-8", "replace").rstrip("\r"))
-        logger.log(level, "model instance '%s' %s: %s", self._label, "stdout" if fd == 1 else "stderr", text)
-
     def on_exit(self) -> None:
-        assert self._process is not None
+        """The process has exited: its death is handled once its channel's last messages are read (a forked stub's
+        exit can arrive before them), or after `_DRAIN_S` if the channel stays open (a child of the stub has it)."""
+        assert self._process is not None and self._loop is not None
         code = self._process.get_returncode()
         if self._exited is not None and not self._exited.done():
             self._exited.set_result(None)
-        self.on_death(f"exit code {code}" if code is None or code >= 0 else f"killed by signal {-code}")
+        self._exit_reason = f"exit code {code}" if code is None or code >= 0 else f"killed by signal {-code}"
+        if self._control is None or self._control.is_closing():
+            self.on_death(self._exit_reason)
+        else:
+            self._loop.call_later(_DRAIN_S, self.on_death, self._exit_reason)
+
+    def channel_closed(self) -> None:
+        self.on_death(self._exit_reason or "control channel closed")
 
     def abort(self, reason: str) -> None:
         """Stop the stub now (it broke the protocol, or its channel closed)."""
         if self._alive:
-            logger.error("model instance '%s': stopping its stub process: %s", self._label, reason)
+            logger.error("model instance '%s': stopping its stub process: %s", self.label, reason)
         self.on_death(reason)
 
     def on_death(self, reason: str) -> None:
@@ -375,7 +351,7 @@ class StubProcess:
             self._process.kill()
         if self._stopping or (self._on_death is None and not waiters):
             return  # stopped on purpose, or a throw-away stub (auto-complete) exiting after its answer
-        logger.error("model instance '%s': stub process died (%s)", self._label, reason)
+        logger.error("model instance '%s': stub process died (%s)", self.label, reason)
         if self._on_death is not None:
             self._on_death(reason)
 
@@ -388,7 +364,7 @@ class StubProcess:
             try:
                 await asyncio.wait_for(self.call(Finalize()), self._settings.timeout_s)
             except (TimeoutError, StubDied) as exc:
-                logger.warning("model instance '%s': finalize did not complete (%r)", self._label, exc)
+                logger.warning("model instance '%s': finalize did not complete (%r)", self.label, exc)
         if self._control is not None:
             self._control.close()
         await self._reap()
@@ -413,7 +389,7 @@ class StubProcess:
                 await asyncio.wait_for(asyncio.shield(self._exited), wait_s)
                 break
             except TimeoutError:
-                logger.warning("model instance '%s': stub process did not exit in time", self._label)
+                logger.warning("model instance '%s': stub process did not exit in time", self.label)
         self._process.close()
 
 

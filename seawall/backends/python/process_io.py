@@ -63,17 +63,24 @@ class ControlProtocol(asyncio.Protocol):
         return False  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._owner.on_death("control channel closed")
+        self._owner.channel_closed()
 
 
-class PipeProtocol(asyncio.SubprocessProtocol):
-    """Logs the stub's stdout/stderr line by line (escaped) and reports its exit."""
+def log_output(label: str, fd: int, line: bytes) -> None:
+    """One line a stub wrote to its stdout (`fd` 1) or stderr, escaped, in the server's log."""
+    level = logging.INFO if fd == 1 else logging.WARNING
+    text = escape_log(line.decode("utf-8", "replace").rstrip("\r"))
+    logger.log(level, "model instance '%s' %s: %s", label, "stdout" if fd == 1 else "stderr", text)
+
+
+class _Lines:
+    """Splits one output stream of a stub into lines for its owner's log (bounded: a long line is cut)."""
 
     def __init__(self, owner: StubProcess) -> None:
         self._owner = owner
         self._partial: dict[int, bytes] = {}
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
+    def feed(self, fd: int, data: bytes) -> None:
         buffered = self._partial.get(fd, b"") + data
         *lines, rest = buffered.split(b"\n")
         if len(rest) > _MAX_LOG_LINE:
@@ -81,12 +88,43 @@ class PipeProtocol(asyncio.SubprocessProtocol):
             rest = b""
         self._partial[fd] = rest
         for line in lines:
-            self._owner.log_output(fd, line)
+            log_output(self._owner.label, fd, line)
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+    def end(self, fd: int) -> None:
         rest = self._partial.pop(fd, b"")
         if rest:
-            self._owner.log_output(fd, rest)
+            log_output(self._owner.label, fd, rest)
+
+
+class PipeProtocol(asyncio.SubprocessProtocol):
+    """A spawned stub's stdout/stderr, logged line by line (escaped), and its exit."""
+
+    def __init__(self, owner: StubProcess) -> None:
+        self._owner = owner
+        self._lines = _Lines(owner)
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._lines.feed(fd, data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._lines.end(fd)
 
     def process_exited(self) -> None:
         self._owner.on_exit()
+
+
+class ReadPipeProtocol(asyncio.Protocol):
+    """A forked stub's stdout (`fd` 1) or stderr (2): it is not the server's child, so each is a plain pipe."""
+
+    def __init__(self, owner: StubProcess, fd: int) -> None:
+        self._fd = fd
+        self._lines = _Lines(owner)
+
+    def data_received(self, data: bytes) -> None:
+        self._lines.feed(self._fd, data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lines.end(self._fd)

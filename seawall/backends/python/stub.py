@@ -25,7 +25,7 @@ import traceback
 from collections import deque
 from collections.abc import Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from seawall.backends.python import ipc
 from seawall.backends.python.call_client import CallClient
@@ -58,9 +58,6 @@ from seawall.backends.python.user_model import (
     describe,
     load_from_repository,
 )
-
-if TYPE_CHECKING:
-    import asyncio
 
 _RECEIVE_BYTES = 1 << 16
 #: Init modes that run one of Seawall's own backends in this stub instead of a repository's model.py (isolation of
@@ -98,7 +95,9 @@ class _Stub:
         assert self._calls is not None and self._model is not None
         self._calls.serving = True
         if self._model.is_async and self._responder is None:  # decoupled: in the background (see _start)
-            self._serve_async(self._model)
+            from seawall.backends.python.stub_async import serve_async  # noqa: PLC0415  # async models only
+
+            serve_async(self, self._model)
             return
         while (message := self._channel.receive()) is not None:
             if type(message) is Execute:
@@ -255,77 +254,6 @@ class _Stub:
             return BatchFailed(message.seq, describe(exc), traceback.format_exc())
         return BatchFailed(message.seq, "the request was cancelled", "")
 
-    def _serve_async(self, model: UserModel) -> None:
-        """An `async def execute` model: each batch runs as a task of the model's event loop, so one batch's
-        awaits (BLS calls, I/O) overlap another's; results still go out in the order the batches came, as the
-        host expects (a finished batch waits for the earlier ones)."""
-        import asyncio  # only async models pay for it
-
-        loop = model.event_loop()
-        channel = self._channel
-        tasks: set[asyncio.Task[None]] = set()
-        done: asyncio.Future[bool] = loop.create_future()  # True: Finalize came; False: the host has gone
-
-        def process() -> None:
-            while (message := channel.take()) is not None:
-                if type(message) is Execute:
-                    self._order.append(message.seq)
-                    task = loop.create_task(self._execute_async(model, message))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                elif type(message) is Finalize and not done.done():
-                    done.set_result(True)
-            if channel.is_closed and not done.done():
-                done.set_result(False)
-
-        def readable() -> None:
-            try:
-                channel.read_available()
-            except (OSError, ipc.ProtocolError):  # the host has gone (or broke the protocol): stop serving
-                loop.remove_reader(channel.fileno())
-                if not done.done():
-                    done.set_result(False)
-                return
-            process()
-
-        channel.on_frames = lambda: loop.call_soon_threadsafe(process)
-        loop.add_reader(channel.fileno(), readable)
-        try:
-            process()
-            finalize = loop.run_until_complete(done)
-            loop.remove_reader(channel.fileno())  # no-op if already removed
-            if tasks:
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        finally:
-            channel.on_frames = None
-        if finalize:
-            self._finalize()
-            channel.send(Finalized())
-
-    async def _execute_async(self, model: UserModel, message: Execute) -> None:
-        seq = message.seq
-        result: StubMessage
-        if not self._cancels.begin(seq, len(message.requests)):
-            self._cancels.end(seq)
-            result = self._skip_cancelled(message)
-        else:
-            try:
-                slot = self._receive_regions(message)
-                started = time.monotonic_ns()
-                requests = [self._request(model, slot, header, seq, i) for i, header in enumerate(message.requests)]
-                responses = await model.execute_async(requests)
-                entries = self._write_responses(slot, requests, responses)
-                result = BatchResult(seq, entries, started, time.monotonic_ns())
-            except BatchError as exc:
-                result = BatchFailed(seq, str(exc), "")
-            except Exception as exc:
-                result = BatchFailed(seq, describe(exc), traceback.format_exc())
-            finally:
-                self._cancels.end(seq)
-        self._finished[seq] = result
-        while self._order and self._order[0] in self._finished:
-            self._channel.send(self._finished.pop(self._order.popleft()))
-
     def _receive_regions(self, message: Execute) -> int:
         """The message's slot, mapping the new regions it announces (a new slot, or grown inputs)."""
         slot = message.slot
@@ -408,10 +336,15 @@ def _is_decoupled(args: dict[str, str]) -> bool:
 
 
 def main(argv: Sequence[str]) -> None:
-    """Entry point of the stub process."""
+    """Entry point of a spawned stub process (its descriptors and region sizes in argv)."""
+    control_fd, fd_socket, in_fd, in_size, out_fd, out_size = (int(arg) for arg in argv[1:7])
+    serve(control_fd, fd_socket, in_fd, in_size, out_fd, out_size)
+
+
+def serve(control_fd: int, fd_socket: int, in_fd: int, in_size: int, out_fd: int, out_size: int) -> None:
+    """Serve the host's frames until Finalize or the end of the channel (spawned, or forked by the template)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when stubs stop (Ctrl-C hits the group)
     faulthandler.enable()  # a crash in user code leaves a Python traceback in the server log
-    control_fd, fd_socket, in_fd, in_size, out_fd, out_size = (int(arg) for arg in argv[1:7])
     channel = Channel(socket.socket(fileno=control_fd), socket.socket(fileno=fd_socket))
     stub = _Stub(channel, map_region(in_fd, in_size, writable=False), map_region(out_fd, out_size, writable=True))
     try:
