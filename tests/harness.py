@@ -55,6 +55,14 @@ class ServerProcess:
     def log(self) -> str:
         return "\n".join(self.lines)
 
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 30) -> None:
+        """Wait until `text` is in the log `count` times: a line reaches the test through a pipe and a reader
+        thread, so it may arrive after the reply that followed it."""
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            assert time.monotonic() < deadline, f"{text!r} not {count} time(s) in the server log"
+            time.sleep(0.05)
+
     def is_ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://{self.http}/v2/health/ready", timeout=5) as reply:

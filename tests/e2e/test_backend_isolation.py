@@ -144,7 +144,7 @@ def test_a_killed_worker_is_started_again_and_the_model_keeps_serving(server: Se
         pytest.fail(f"the worker of '{model}' was not started again")
     np.testing.assert_allclose(_infer(server, "grpc", model, first)[0], A + B, rtol=1e-6)
     assert http_request(server, "GET", f"/v2/models/{model}/ready")[0] == 200
-    assert "starting its stub process again" in server.log()
+    server.wait_for_log("starting its stub process again")
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -229,7 +229,7 @@ def test_a_worker_that_keeps_crashing_uses_up_the_crash_budget_and_its_model_goe
         while time.monotonic() < deadline and http_request(server, "GET", "/v2/models/onnx_isolated/ready")[0] == 200:
             time.sleep(0.05)
         assert http_request(server, "GET", "/v2/models/onnx_isolated/ready")[0] != 200
-        assert "model instance 'onnx_isolated_0' crashed 4 times in 60 s; the instance stays down" in server.log()
+        server.wait_for_log("model instance 'onnx_isolated_0' crashed 4 times in 60 s; the instance stays down")
         assert http_request(server, "GET", "/v2/health/live")[0] == 200
     finally:
         server.stop()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,7 +227,7 @@ def test_a_call_that_waits_past_its_timeout_fails(server: ServerProcess, protoco
     busy = threading.Thread(target=_keep_slow_busy, args=(server, marker))
     busy.start()
     try:
-        _wait_for_log(server, marker)  # slow's only instance is executing the busy request
+        server.wait_for_log(marker)  # slow's only instance is executing the busy request
         assert error_of(server, protocol, "bls", parameters) == "code=4 message=Request timeout expired"
     finally:
         busy.join(60)
@@ -240,13 +239,6 @@ def _keep_slow_busy(server: ServerProcess, marker: str) -> None:
     tensor.set_data_from_numpy(X.reshape(1, 4))
     client.infer("slow", [tensor], parameters={"sleep_ms": 3000, "log": marker})
     client.close()
-
-
-def _wait_for_log(server: ServerProcess, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in server.log():
-        assert time.monotonic() < deadline, f"{text!r} not in the server log"
-        time.sleep(0.05)
 
 
 @PROTOCOLS

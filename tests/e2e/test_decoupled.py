@@ -109,15 +109,6 @@ def _healthy(server: ServerProcess, model: str = "square_int32") -> None:
         assert client.is_server_ready() and client.is_model_ready(model)
 
 
-def _wait_for_log(server: ServerProcess, text: str, timeout: float = 30, count: int = 1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.log().count(text) >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not in the server log")
-
-
 def test_many_responses_per_request_interleaved_in_order(seawall: ServerProcess) -> None:
     requests = [("square_int32", n, f"r{n}", {}) for n in (5, 0, 3, 1)]
     answers = _stream(seawall, requests, 5 + 3 + 1, empty_final=False)
@@ -181,7 +172,7 @@ def test_execute_raising_ends_the_stream_with_its_error(seawall: ServerProcess, 
 def test_send_after_final_raises_in_the_model(seawall: ServerProcess, model: str) -> None:
     ((result, error),) = _stream(seawall, [(model, 1, "af", {"mode": "after_final"})], 1)
     assert error is None and _final(result) and int(result.as_numpy("OUT")[0]) == 0
-    _wait_for_log(seawall, "Unable to send response. Response sender has been closed.")
+    seawall.wait_for_log("Unable to send response. Response sender has been closed.")
     _healthy(seawall, model)
 
 
@@ -205,7 +196,7 @@ def test_a_thread_raising_ends_the_stream_with_an_error(seawall: ServerProcess) 
     assert error is None and int(first.as_numpy("OUT")[0]) == 0
     assert none is None
     assert failure.message() == "the model released the response sender without sending the final flag"
-    _wait_for_log(seawall, "RuntimeError: the model's thread raised on purpose")
+    seawall.wait_for_log("RuntimeError: the model's thread raised on purpose")
     _healthy(seawall, "decoupled_modes")
 
 
@@ -223,7 +214,7 @@ def test_a_sender_kept_without_final_ends_at_the_request_timeout(seawall: Server
 def test_returning_a_list_from_a_decoupled_execute_is_an_error(seawall: ServerProcess) -> None:
     ((result, error),) = _stream(seawall, [("decoupled_modes", 1, "rl", {"mode": "return_list"})], 1, True)
     assert error is None and _final(result)  # the model sent its final flag before returning
-    _wait_for_log(seawall, "is using the decoupled mode and the execute function must return None.")
+    seawall.wait_for_log("is using the decoupled mode and the execute function must return None.")
     _healthy(seawall, "decoupled_modes")
 
 
@@ -285,7 +276,7 @@ def test_closing_the_stream_cancels_the_request_in_the_model(seawall: ServerProc
             client.stop_stream(cancel_requests=True)
         # (in process, a log line from a model's own thread names that thread, not the instance)
         seen = "wait_cancel: sender.is_cancelled()=True request.is_cancelled()=True"
-        _wait_for_log(seawall, seen, count=done + 1)
+        seawall.wait_for_log(seen, count=done + 1)
         done += 1
         _healthy(seawall, model)
 
@@ -309,7 +300,7 @@ def test_a_cancelled_call_cancels_the_running_request_and_drops_the_queued_one(s
             await asyncio.gather(running, queued, return_exceptions=True)
 
     asyncio.run(run())
-    _wait_for_log(seawall, "cancel_wait: slow-1 request.is_cancelled()=True")
+    seawall.wait_for_log("cancel_wait: slow-1 request.is_cancelled()=True")
     deadline = time.monotonic() + 30
     while _metric(seawall, "nv_inference_request_failure", cancelled) < before + 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -317,7 +308,7 @@ def test_a_cancelled_call_cancels_the_running_request_and_drops_the_queued_one(s
     with grpcclient.InferenceServerClient(seawall.grpc) as client:
         result = client.infer("cancel_wait", _input(grpcclient, 3), request_id="quick-3")
     assert int(result.as_numpy("OUT")[0]) == 3
-    _wait_for_log(seawall, "cancel_wait: executed quick-3")  # the stub's log line reaches the server's log later
+    seawall.wait_for_log("cancel_wait: executed quick-3")  # the stub's log line reaches the server's log later
     assert "executed quick-2" not in seawall.log()  # dropped before executing
 
 
@@ -332,7 +323,7 @@ def test_a_cancelled_call_cancels_the_running_request_in_process(seawall: Server
             await asyncio.gather(running, return_exceptions=True)
 
     asyncio.run(run())
-    _wait_for_log(seawall, "cancel_wait: slow-ip request.is_cancelled()=True")
+    seawall.wait_for_log("cancel_wait: slow-ip request.is_cancelled()=True")
     with grpcclient.InferenceServerClient(seawall.grpc) as client:
         result = client.infer("cancel_wait_in_process", _input(grpcclient, 5), request_id="quick-ip")
     assert int(result.as_numpy("OUT")[0]) == 5
@@ -347,7 +338,7 @@ def test_a_dropped_http_connection_cancels_its_request(seawall: ServerProcess) -
         head = f"POST /v2/models/cancel_wait/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
         sock.sendall((head + "Content-Type: application/json\r\n\r\n" + body).encode())
         time.sleep(0.5)
-    _wait_for_log(seawall, "cancel_wait: slow-http request.is_cancelled()=True")
+    seawall.wait_for_log("cancel_wait: slow-http request.is_cancelled()=True")
     with grpcclient.InferenceServerClient(seawall.grpc) as client:
         assert client.is_model_ready("cancel_wait")
 
@@ -361,7 +352,7 @@ def test_forged_stub_frames_stop_the_stub_and_the_instance_serves_again(seawall:
     for mode, reason in reasons.items():
         ((result, error),) = _stream(seawall, [("decoupled_hostile", 1, mode, {"mode": mode})], 1)
         assert result is None and error.message() == "model instance 'decoupled_hostile_0_0' crashed"
-        _wait_for_log(seawall, f"model instance 'decoupled_hostile_0_0': stopping its stub process: {reason}")
+        seawall.wait_for_log(f"model instance 'decoupled_hostile_0_0': stopping its stub process: {reason}")
         deadline = time.monotonic() + 60
         while True:  # the stub is started again
             ((answer, failure),) = _stream(seawall, [("decoupled_hostile", 7, "ok", {})], 1)

@@ -53,20 +53,13 @@ class Stream:
         self.client.close()
 
 
-def _wait_for_log(server: ServerProcess, text: str, count: int = 1) -> None:
-    deadline = time.monotonic() + 30
-    while server.log().count(text) < count:
-        assert time.monotonic() < deadline, f"{text!r} not in the log"
-        time.sleep(0.05)
-
-
 def test_the_instance_executes_the_next_batch_while_an_execute_awaits(server: ServerProcess) -> None:
     waiting = server.log().count("decoupled_async: waiting")
     stream = Stream(server)
     try:
         started = time.monotonic()
         stream.send(1, "wait")
-        _wait_for_log(server, "decoupled_async: waiting", waiting + 1)  # its execute awaits on the only instance
+        server.wait_for_log("decoupled_async: waiting", waiting + 1)  # its execute awaits on the only instance
         stream.send(2, "release")  # runs although the first execute has not returned
         answers = [stream.take(), stream.take()]
         assert all(error is None for _, error in answers)
@@ -88,8 +81,8 @@ def test_an_exception_in_the_background_is_logged_and_its_stream_ends_with_an_er
         assert failure.message() == "the model released the response sender without sending the final flag"
     finally:
         stream.close()
-    _wait_for_log(server, "execute() of decoupled model 'decoupled_async' raised in the background")
-    assert "ValueError: the async model raised on purpose" in server.log()
+    server.wait_for_log("execute() of decoupled model 'decoupled_async' raised in the background")
+    server.wait_for_log("ValueError: the async model raised on purpose")
     stream = Stream(server)  # the instance serves on
     try:
         stream.send(4, "release")

@@ -85,17 +85,9 @@ def test_not_ready_answers_400_over_http(server: ServerProcess) -> None:
 def test_a_failing_is_ready_is_not_ready_and_logged(server: ServerProcess, state: int, logged: str) -> None:
     set_state(server, state)
     assert ready(server) == (False, False)
-    _wait_for_log(server, logged)
+    server.wait_for_log(logged)
     set_state(server, 0)
     assert ready(server) == (True, True)
-
-
-def _wait_for_log(server: ServerProcess, text: str, timeout: float = 30) -> None:
-    """The server's log reaches the test through a pipe and a reader thread: a line may arrive after the reply."""
-    deadline = time.monotonic() + timeout
-    while text not in server.log():
-        assert time.monotonic() < deadline, f"{text!r} not in the server log"
-        time.sleep(0.05)
 
 
 def test_a_slow_is_ready_is_not_ready_after_five_seconds(server: ServerProcess) -> None:
@@ -104,7 +96,7 @@ def test_a_slow_is_ready_is_not_ready_after_five_seconds(server: ServerProcess) 
     with httpclient.InferenceServerClient(server.http, network_timeout=60) as client:
         assert not client.is_model_ready("ready_flag")
     assert 4 < time.monotonic() - started < 8
-    _wait_for_log(server, "is_ready() did not answer in time: not ready")
+    server.wait_for_log("is_ready() did not answer in time: not ready")
     set_state(server, 0)
     deadline = time.monotonic() + 30  # the slow call ends within 8 s; the next check asks again
     while ready(server) != (True, True):

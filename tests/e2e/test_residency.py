@@ -122,7 +122,7 @@ def test_the_least_recently_used_idle_model_is_evicted(server: ServerProcess) ->
     assert _add_sub(server, "m3")[0] == 200  # two are loaded: m2, the least recently used, goes
     assert _ready(server) == {"m1", "m3"}
     assert _counter(server, "seawall_model_evictions") == 1
-    assert "unloading model 'm2' (least recently used) to make room for 'm3'" in server.log()
+    server.wait_for_log("unloading model 'm2' (least recently used) to make room for 'm3'")
     audit = server.audit.read_text()  # type: ignore[attr-defined]
     assert 'caller="seawall (load on request)" action="evict" target="m2" result=OK' in audit
     _idle_past_grace()
@@ -140,7 +140,7 @@ def test_a_busy_model_is_never_evicted(server: ServerProcess) -> None:
         client.async_infer(m, [value], request_id=f"busy-{m}", parameters={"hold_ms": 3000}) for m in ("hold1", "hold2")
     ]
     for model in ("hold1", "hold2"):
-        _wait_for_log(server, f"hold {model}: started busy-{model}")
+        server.wait_for_log(f"hold {model}: started busy-{model}")
     status, reply = _add_sub(server, "m1")
     assert status == 507, reply
     assert json.loads(reply)["error"] == (
@@ -152,13 +152,6 @@ def test_a_busy_model_is_never_evicted(server: ServerProcess) -> None:
     _idle_past_grace()
     assert _add_sub(server, "m1")[0] == 200  # once idle, hold1 (the least recently used) makes room
     assert _ready(server) == {"hold2", "m1"}
-
-
-def _wait_for_log(server: ServerProcess, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in server.log():
-        assert time.monotonic() < deadline, f"{text!r} not in the server log"
-        time.sleep(0.05)
 
 
 def test_a_model_that_fails_to_load_answers_503_and_changes_nothing(server: ServerProcess) -> None:

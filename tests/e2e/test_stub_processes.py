@@ -127,8 +127,8 @@ def test_a_dead_template_takes_its_stubs_and_both_come_back(tmp_path: Path) -> N
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.1)
         assert stubs[0] not in _descendants(server.process.pid)
-        assert "the stub template stopped" in server.log()
-        assert "stub process died" in server.log()
+        server.wait_for_log("the stub template stopped")
+        server.wait_for_log("stub process died")
     finally:
         server.stop()
 

@@ -144,7 +144,7 @@ def _stub_processes(server: ServerProcess) -> int:
 
 
 def test_a_failing_warmup_leaves_no_process_behind_and_the_others_serve(server: ServerProcess) -> None:
-    assert "failed to load 'warm_fail' version 1: failed to run warmup sample 'w'" in server.log()
+    server.wait_for_log("failed to load 'warm_fail' version 1: failed to run warmup sample 'w'")
     infer(server, "warm_nobatch", _fp32("INPUT0", [3], [1, 2, 3]))
     # one stub per instance of the models that loaded; those whose warmup failed stopped theirs
     instances = {name: 1 for name in probe_repository.GOOD} | {"groups": 4, "pair": 2}

@@ -143,7 +143,7 @@ def test_grpc_config_override_and_upload_cannot_turn_in_process_on(server: Serve
 def test_the_repository_config_and_a_false_override_still_load(server: ServerProcess) -> None:
     assert _http_load(server, "add_sub_fast") == (200, "")
     assert _infers(server, "add_sub_fast")
-    assert "runs in the server process (parameter SEAWALL_IN_PROCESS)" in server.log()
+    server.wait_for_log("runs in the server process (parameter SEAWALL_IN_PROCESS)")
     uploaded = {
         "config": json.dumps(_config("uploaded3", "false")),
         "file:1/model.py": base64.b64encode(MODEL_PY).decode(),
