@@ -134,3 +134,23 @@ def test_a_target_holds_only_where_every_run_meets_it(tmp_path: Path) -> None:
         " | not met |" in text
     )
     assert "`one` (wrk)" in text and "`two` (bench.loadgen)" in text
+
+
+def test_bls_rows_set_the_bls_pipeline_beside_its_ensemble() -> None:
+    from bench.report import _group, targets
+
+    cells = [_cell("seawall", "bls_add_sub", "grpc", 32, 1000, 9.0, 600)]
+    cells += [_cell("seawall", "ensemble_add_sub", "grpc", 32, 2000, 5.0, 300)]
+    cells += [_cell("triton", "bls_add_sub", "grpc", 32, 1500, 9.0, 450)]
+    cells += [_cell("triton", "ensemble_add_sub", "grpc", 32, 3000, 5.0, 150)]
+    cells += [_cell(s, "bls_64mib", "http-binary", 1, 10, p99, cpu) for s, p99, cpu in (("seawall", 80, 4e4),)]
+    rows = {label: (value, ok) for label, value, ok in targets({"cells": cells}, _group(cells))}
+    assert rows["BLS / ensemble (add_sub) c=32 grpc: Seawall server CPU per inference ≤ 1.5×"] == (
+        "Seawall 2.00× CPU, 2.00× by req/s; Triton 3.00× CPU, 2.00× by req/s",
+        False,
+    )
+    assert "BLS / ensemble (add_sub) c=1 grpc: Seawall server CPU per inference ≤ 1.5×" not in rows
+    assert rows["BLS call of a 64 MiB tensor (and back), c=1: p50 ≤ Triton's"] == (
+        "Seawall 40.0 ms (40.0 ms CPU), Triton – ms (– ms CPU)",
+        None,
+    )
