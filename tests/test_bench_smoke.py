@@ -108,3 +108,10 @@ def test_in_process_cells_are_compared_with_tritons_add_sub() -> None:
         True,
     )  # 1600 / 1000
     assert rows["add_sub in-process (inline) c=32 http-json: Seawall/Triton ≥ 1.5"] == ("n/a", None)
+
+
+async def test_the_scheduler_micro_benchmark_runs() -> None:
+    from bench.schedulers import ensemble_cost, sequence_cost
+
+    assert await sequence_cost(4, 64) > 0  # 4 loops of 2 whole sequences each
+    assert await ensemble_cost(2, 8) > 0
