@@ -318,6 +318,12 @@ class InferenceServer:
         self._pipeline.check_open()
         return ServedModel(catalog.ready_version(self._models, name, version), self._pipeline)
 
+    @property
+    def resolves_at_once(self) -> bool:
+        """`model` is all `resolve` does (no load on request, no use to count): a frontend may call it directly and
+        save a coroutine per request."""
+        return self._residency is None
+
     async def resolve(self, name: str, version: str = "") -> ServedModel:
         """`model`, once the model is resident: with `--load-on-request` (explicit mode) a request for a
         repository model that is not loaded loads it first, and every request counts as a use for
