@@ -34,10 +34,13 @@ def ready_version(models: Models, name: str, version: str) -> ModelVersion:
         require_valid_model_name(name)
         raise NotFoundError(f"Request for unknown model: '{name}' is not found")
     if number == -1:
-        ready = [v for v in record.versions.values() if v.is_ready()]
-        if not ready:
+        best: ModelVersion | None = None
+        for candidate in record.versions.values():  # a loop: this runs on every request
+            if candidate.is_ready() and (best is None or candidate.version > best.version):
+                best = candidate
+        if best is None:
             raise NotFoundError(f"Request for unknown model: '{name}' has no available versions")
-        return max(ready, key=lambda v: v.version)
+        return best
     entry = record.versions.get(number)
     if entry is None:
         raise NotFoundError(f"Request for unknown model: '{name}' version {number} is not found")

@@ -2,9 +2,9 @@
 load/unload requests of the model-repository extension (load-time configuration and file overrides), and
 model directories registered at run time under a name (Triton's repository registration with a model mapping).
 
-Imports `core.*`, `errors`, `options`. Override files are checked as a whole (count, size, names, conflicts)
-before anything touches the file system, then written off the event loop inside a fresh private directory that
-is removed once no loaded model uses it (a failed load, a later load, an unload, server stop).
+Imports `core.*`, `errors`, `options`. The overrides of a load request are checked and written by
+`core.overrides` (off the event loop); their directory is removed once no loaded model uses it (a failed load, a
+later load, an unload, server stop).
 """
 
 from __future__ import annotations
@@ -13,14 +13,10 @@ import asyncio
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 
-from google.protobuf import json_format
-
-from seawall.core import repository
-from seawall.core.backend import ModelConfig
+from seawall.core import overrides, repository
 from seawall.core.lifecycle import ModelLifecycle
 from seawall.core.types import ModelIndexEntry
 from seawall.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, UnavailableError
@@ -117,17 +113,17 @@ class ModelControl:
         if self._mode != "explicit":
             raise UnavailableError(_NOT_EXPLICIT)
         repository.require_valid_model_name(name)
-        override = _parse_config(name, config_json) if config_json is not None else None
+        override = overrides.parse_config(name, config_json) if config_json is not None else None
         if files:
             if override is None:
                 raise InvalidArgumentError("load parameter 'config' must be specified with 'file:' overrides")
-            paths = check_override_files(
+            paths = overrides.check_override_files(
                 files, self._options.repository.max_override_files, self._options.repository.max_override_bytes
             )
         async with self._lock(name):
             new_dir = ""
             if files:
-                root = await asyncio.to_thread(_write_overrides, name, paths, files)
+                root = await asyncio.to_thread(overrides.write_overrides, name, paths, files)
                 new_dir = root
                 location = repository.ModelLocation(name, os.path.join(root, name))
                 stored = self._registered.get(name) or repository.scan(self._options.repository.paths).get(name)
@@ -144,14 +140,18 @@ class ModelControl:
                     location, override, self._options.exit_timeout_secs, repository_dir=repository_dir
                 )
             except BaseException:
-                await _remove(new_dir)
+                await overrides.remove_directory(new_dir)
                 raise
             if self._lifecycle.models.get(name) is record and any(v.is_ready() for v in record.versions.values()):
-                await _remove(self._override_dirs.pop(name, ""))  # the model no longer runs from the old files
+                await overrides.remove_directory(
+                    self._override_dirs.pop(name, "")
+                )  # the model no longer runs from the old files
                 if new_dir:
                     self._override_dirs[name] = new_dir
             else:
-                await _remove(new_dir)  # nothing runs from the new files (the old model may still serve)
+                await overrides.remove_directory(
+                    new_dir
+                )  # nothing runs from the new files (the old model may still serve)
         if not record.is_ready():
             end = "\n" if record.is_ensemble and record.error else ";\n"  # Triton's ensemble messages have no ';'
             raise InvalidArgumentError(f"load failed for model '{name}': {record.failure()}{end}")
@@ -171,7 +171,7 @@ class ModelControl:
         repository.require_valid_model_name(name)
         async with self._lock(name):
             await self._lifecycle.unload(name, self._options.exit_timeout_secs, unload_dependents=unload_dependents)
-            await _remove(self._override_dirs.pop(name, ""))
+            await overrides.remove_directory(self._override_dirs.pop(name, ""))
 
     async def register(self, name: str, model_dir: str) -> None:
         """Load the model in `model_dir` as `name` (explicit mode): Triton's repository registration with a
@@ -273,118 +273,6 @@ class ModelControl:
                     if not loaded.is_ready():
                         logger.error("ensemble '%s' is unloaded: %s", ensemble, loaded.failure())
                         await self._lifecycle.unload(ensemble, self._options.exit_timeout_secs)
-
-
-def _parse_config(name: str, config_json: str) -> ModelConfig:
-    config = ModelConfig()
-    try:
-        json_format.Parse(config_json, config)
-    except json_format.ParseError as exc:
-        raise InvalidArgumentError(f"failed to parse load parameter 'config': {exc}") from None
-    if config.name and config.name != name:
-        raise InvalidArgumentError(f"model name '{config.name}' in 'config' does not match '{name}'")
-    return config
-
-
-#: Bytes of one override path component (NAME_MAX) and of a whole override path (well under PATH_MAX).
-MAX_OVERRIDE_NAME_BYTES = 255
-MAX_OVERRIDE_PATH_BYTES = 1024
-_PATH_MAX = 4096
-
-
-def check_override_files(files: Mapping[str, bytes], max_files: int, max_bytes: int) -> list[tuple[str, ...]]:
-    """Check a load request's `file:` overrides as a whole, before anything touches the file system; return
-    each path's components, in the order of `files`.
-
-    Raises:
-        InvalidArgumentError: too many files or bytes, a path that is not a plain relative path of bounded
-            length, or two paths that conflict (one a file inside the other).
-    """
-    if len(files) > max_files:
-        raise InvalidArgumentError(
-            f"load request has {len(files)} 'file:' overrides, more than the limit of {max_files} "
-            "(--max-override-files)"
-        )
-    total = sum(len(content) for content in files.values())
-    if total > max_bytes:
-        raise InvalidArgumentError(
-            f"load request 'file:' overrides hold {total} bytes, more than the limit of {max_bytes} "
-            "(--max-override-bytes)"
-        )
-    paths = [_override_parts(path) for path in files]
-    owners: dict[tuple[str, ...], str] = {}  # every directory an override path needs → the first such path
-    for path, parts in zip(files, paths, strict=True):
-        for depth in range(1, len(parts)):
-            owners.setdefault(parts[:depth], path)
-    for path, parts in zip(files, paths, strict=True):
-        other = owners.get(parts)
-        if other is not None:
-            raise InvalidArgumentError(
-                f"override file '{path[:128]}' conflicts with override file '{other[:128]}': "
-                "a path cannot be both a file and a directory"
-            )
-    return paths
-
-
-def _override_parts(path: str) -> tuple[str, ...]:
-    parts = tuple(path.split("/"))
-    if (
-        not path
-        or path.startswith("/")
-        or "\\" in path
-        or any(part in ("", ".", "..") for part in parts)
-        or any(ord(char) < 0x20 or ord(char) == 0x7F for char in path)
-    ):
-        raise InvalidArgumentError(f"override file '{path[:128]}' must be a relative path inside the model directory")
-    try:
-        encoded = [part.encode("utf-8") for part in parts]
-    except UnicodeEncodeError:
-        raise InvalidArgumentError("override file names must be valid UTF-8") from None
-    if any(len(part) > MAX_OVERRIDE_NAME_BYTES for part in encoded):
-        raise InvalidArgumentError(
-            f"override file '{path[:128]}' has a name longer than {MAX_OVERRIDE_NAME_BYTES} bytes"
-        )
-    if sum(len(part) + 1 for part in encoded) > MAX_OVERRIDE_PATH_BYTES:
-        raise InvalidArgumentError(f"override file '{path[:128]}' is longer than {MAX_OVERRIDE_PATH_BYTES} bytes")
-    return parts
-
-
-def _write_overrides(name: str, paths: list[tuple[str, ...]], files: Mapping[str, bytes]) -> str:
-    """Write checked overrides into a fresh private directory (a worker thread's job); return that directory,
-    which holds the model directory `name`. On any failure the directory is gone.
-
-    Raises:
-        InvalidArgumentError: a file could not be written (the message names no server path).
-    """
-    root = tempfile.mkdtemp(prefix="seawall-model-")  # mode 0700, owned by us
-    try:
-        model_dir = os.path.join(root, name)
-        if len(os.fsencode(model_dir)) + MAX_OVERRIDE_PATH_BYTES >= _PATH_MAX:
-            raise InvalidArgumentError("override files cannot be written: the temporary directory path is too long")
-        os.mkdir(model_dir, 0o700)
-        for parts, content in zip(paths, files.values(), strict=True):
-            target = os.path.join(model_dir, *parts)
-            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-            if os.path.commonpath([os.path.realpath(target), model_dir]) != model_dir:
-                raise InvalidArgumentError(
-                    f"override file '{'/'.join(parts)[:128]}' must stay within the model directory"
-                )
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as file:
-                file.write(content)
-    except BaseException as exc:
-        shutil.rmtree(root, ignore_errors=True)
-        if isinstance(exc, OSError):
-            logger.warning("writing override files of model '%s' failed: %s", name, exc)
-            raise InvalidArgumentError(f"override files of model '{name}' cannot be written: {exc.strerror}") from None
-        raise
-    return root
-
-
-async def _remove(directory: str) -> None:
-    """Remove an override directory off the event loop ("" is nothing)."""
-    if directory:
-        await asyncio.to_thread(shutil.rmtree, directory, True)
 
 
 #: Entries of one model directory a poll looks at; a larger tree counts as changed at every poll.

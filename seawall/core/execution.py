@@ -56,7 +56,7 @@ async def execute_batch(
     # the backend says when the model's code ran (compute_infer; before it compute_input, after it
     # compute_output) and how long the batch waited behind earlier ones inside the instance (queue time);
     # only when the batch answered a request: a batch of errors keeps the scheduler's measurement
-    ran = results.compute_ns if any(isinstance(r, InferResponse) for r in results) else None
+    ran = results.compute_ns if _answers_any(results) else None
     waited = 0
     if ran is not None and dispatched <= ran[0] <= ran[1] <= executed:
         began, ended = ran
@@ -86,6 +86,14 @@ async def execute_batch(
         infer_ns=ended - began,
         output_ns=time.monotonic_ns() - ended,
     )
+
+
+def _answers_any(results: Execution) -> bool:
+    """Some result is a response, not an error (a loop, not any(generator): every execution asks)."""
+    for result in results:
+        if isinstance(result, InferResponse):
+            return True
+    return False
 
 
 class ResponseOrder:

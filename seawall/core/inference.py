@@ -132,7 +132,7 @@ class ServedModel:
         pipeline.check_open()
         if self._scheduler.decoupled:
             raise DecoupledModelError(f"model '{entry.name}' has a decoupled transaction policy: stream its responses")
-        if any(tensor_io.SHM_REGION in t.parameters for t in request.inputs):
+        if _reads_shm(request):
             await tensor_io.read_shm_inputs(request, pipeline.shared_memory, pipeline.limits)
         batch_size = check_request(request, spec)
         if spec.reshaped:
@@ -204,7 +204,7 @@ class ServedModel:
             return
         pipeline, entry = self._pipeline, self._entry
         pipeline.check_open()
-        if any(tensor_io.SHM_REGION in t.parameters for t in request.inputs):
+        if _reads_shm(request):
             await tensor_io.read_shm_inputs(request, pipeline.shared_memory, pipeline.limits)
         batch_size = check_request(request, self.spec)
         timeout_ns = _timeout_ns(request)
@@ -250,6 +250,14 @@ class ServedModel:
         batching = self.spec.max_batch_size > 0
         outputs = tensor_io.classify_outputs(request.outputs, outputs, self._entry.labels, batching)
         return await tensor_io.write_shm_outputs(request.outputs, outputs, self._pipeline.shared_memory)
+
+
+def _reads_shm(request: InferRequest) -> bool:
+    """Some input of `request` is in a shared-memory region (a loop, not any(generator): every request asks)."""
+    for tensor in request.inputs:
+        if tensor.parameters and tensor_io.SHM_REGION in tensor.parameters:
+            return True
+    return False
 
 
 def _timeout_ns(request: InferRequest) -> int:

@@ -31,7 +31,11 @@ async def run(heavy: bool, work: Callable[P, R], *args: P.args, **kwargs: P.kwar
 
 def bytes_elements(tensors: Iterable[Tensor]) -> int:
     """How many BYTES elements `tensors` hold together."""
-    return sum(int(t.data.size) for t in tensors if t.datatype == "BYTES")
+    count = 0
+    for tensor in tensors:  # a loop, not sum(generator): this runs on every request
+        if tensor.datatype == "BYTES":
+            count += int(tensor.data.size)
+    return count
 
 
 def is_heavy(tensors: Iterable[Tensor]) -> bool:

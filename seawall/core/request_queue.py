@@ -136,6 +136,8 @@ class BatchPolicy:
     def timeout_ns(self, requested_ns: int, level: int = 0) -> int:
         """The queue timeout of a request of `level` that asked for `requested_ns` (0: none asked)."""
         if not self.queue_policies:
+            if not requested_ns:  # most requests: no policy object to build
+                return self.default_timeout_ns
             return QueuePolicy(self.default_timeout_ns, self.allow_timeout_override).timeout_ns(requested_ns)
         return self.queue_policies[level].timeout_ns(requested_ns)
 

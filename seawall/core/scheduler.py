@@ -63,6 +63,7 @@ class Scheduler:
         self._spread = len(self._instances) > 1  # one instance: plain FIFO wake-ups (the add_sub hot path)
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() (3.11)
         self._gathering = asyncio.Lock()  # one batch forms at a time; a free worker then forms the next
+        self._single = policy.max_batch_size <= 1  # every batch is one request: `gather` has nothing to form
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0  # requests handed to an instance and not yet answered
         self._running: dict[int, int] = {}  # id(instance) → executions it is running (event loop thread)
@@ -277,6 +278,10 @@ class Scheduler:
                     if not waiter.done() or waiter.cancelled():
                         claims[key] += 1  # parked when cancelled: the finally of _work takes it back off
                     raise
+                continue
+            if self._single:  # no batch to form: the head of the queue is the batch (no lock, no coroutine)
+                batch = [self._queue.popleft()]
+                await (self._run(instance, batch) if not self._gates else self._dispatch(instance, key, batch))
                 continue
             async with self._gathering:  # with pipelined workers, two gathers would split one batch
                 if not instance.is_healthy():

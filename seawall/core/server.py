@@ -2,7 +2,8 @@
 
 Resolve, then run: `model(name, version)` binds a request to a served model (`core.inference.ServedModel`: its
 config, input spec, raw-input layout and limits), whose `infer` runs the per-request pipeline; `infer(request)`
-does both. The facade itself keeps lifecycle and administration.
+does both. The facade itself keeps lifecycle and administration (the run-time log, trace and shared-memory
+settings in `core.server_settings`, mixed in).
 
 Imports only other `core` modules, `errors` and `options`: the backends arrive as a `BackendLookup` that the
 composition root builds. Knows nothing about HTTP or gRPC.
@@ -25,7 +26,7 @@ from seawall.core.custom_metrics import FamilySnapshot as FamilySnapshot  # for 
 from seawall.core.custom_metrics import MetricKind as MetricKind  # for the metrics frontend
 from seawall.core.inference import InferencePipeline, ServedModel
 from seawall.core.lifecycle import ModelLifecycle
-from seawall.core.log_settings import LogSettings, LogValue
+from seawall.core.log_settings import LogSettings
 from seawall.core.model_calls import ServerModelCalls
 from seawall.core.model_config import config_to_dict as config_to_dict  # for frontends printing /config
 from seawall.core.repoagent import RepoAgent, no_plugins
@@ -33,6 +34,7 @@ from seawall.core.repository import is_valid_model_name as is_valid_model_name  
 from seawall.core.repository import require_valid_model_name as require_valid_model_name  # and for frontends
 from seawall.core.residency import Residency, check_options
 from seawall.core.response_cache import ResponseCache
+from seawall.core.server_settings import ServerSettings
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace import TraceSettings
 from seawall.core.trace_file import TraceFile
@@ -43,7 +45,6 @@ from seawall.core.types import (
     ModelMetadata,
     ModelStatistics,
     ServerMetadata,
-    SharedMemoryRegionStatus,
 )
 from seawall.errors import (
     InternalError,
@@ -74,7 +75,7 @@ EXTENSIONS = (
 )
 
 
-class InferenceServer:
+class InferenceServer(ServerSettings):
     """A Triton-compatible inference server core.
 
     Lifecycle: `await start()` loads the repository per the control mode; `await stop()` unloads every model,
@@ -323,6 +324,12 @@ class InferenceServer:
         self._pipeline.check_open()
         return ServedModel(catalog.ready_version(self._models, name, version), self._pipeline)
 
+    @property
+    def resolves_at_once(self) -> bool:
+        """`model` is all `resolve` does (no load on request, no use to count): a frontend may call it directly and
+        save a coroutine per request."""
+        return self._residency is None
+
     async def resolve(self, name: str, version: str = "") -> ServedModel:
         """`model`, once the model is resident: with `--load-on-request` (explicit mode) a request for a
         repository model that is not loaded loads it first, and every request counts as a use for
@@ -371,62 +378,3 @@ class InferenceServer:
     def inflight(self) -> int:
         """Inference requests accepted and not yet answered."""
         return self._pipeline.inflight
-
-    # ---------------------------------------------------------------------------------------- logging
-
-    def log_settings_dict(self) -> dict[str, LogValue]:
-        return self.log_settings.as_dict()
-
-    def update_log_settings(self, changes: Mapping[str, LogValue | None], *, caller: str = "") -> dict[str, LogValue]:
-        """Change log levels or format at run time.
-
-        Raises: UnsupportedError (log_file), InvalidArgumentError (bad value).
-        """
-        with audited(caller, "update log settings", ",".join(sorted(changes))):
-            return self.log_settings.update(changes)
-
-    # ------------------------------------------------------------------------------------------ trace
-
-    def get_trace_settings(self, model: str = "") -> dict[str, list[str]]:
-        """Raises: InvalidArgumentError (a model that is not ready)."""
-        if model:
-            catalog.require_ready_model(self._models, model)
-        return self.trace_settings.get(model)
-
-    def update_trace_settings(
-        self, changes: Mapping[str, list[str] | None], model: str = "", *, caller: str = ""
-    ) -> dict[str, list[str]]:
-        """Raises: UnsupportedError (trace_file), InvalidArgumentError (bad value or model not ready)."""
-        with audited(caller, "update trace settings", model or "<global>"):
-            if model:
-                catalog.require_ready_model(self._models, model)
-            return self.trace_settings.update(changes, model)
-
-    # ---------------------------------------------------------------------------------- shared memory
-
-    def register_system_shared_memory(
-        self, name: str, key: str, offset: int, byte_size: int, *, caller: str = ""
-    ) -> None:
-        """Raises: UnsupportedError (disabled), InvalidArgumentError (bad name, key or range)."""
-        with audited(caller, "register system shared memory", name):
-            self.shared_memory.register(name, key, offset, byte_size)
-
-    def system_shared_memory_status(self, name: str = "") -> list[SharedMemoryRegionStatus]:
-        """Raises: UnsupportedError (disabled), NotFoundError (unknown region)."""
-        return [SharedMemoryRegionStatus(r.name, r.key, r.offset, r.byte_size) for r in self.shared_memory.status(name)]
-
-    def unregister_system_shared_memory(self, name: str = "", *, caller: str = "") -> None:
-        """Raises: UnsupportedError (disabled)."""
-        with audited(caller, "unregister system shared memory", name or "<all>"):
-            self.shared_memory.unregister(name)
-
-    def register_cuda_shared_memory(self, name: str, *, caller: str = "") -> None:
-        """Raises: UnsupportedError always: this server has no GPU."""
-        with audited(caller, "register CUDA shared memory", name):
-            raise UnsupportedError(f"failed to register CUDA shared memory region '{name[:64]}': GPUs not supported")
-
-    def cuda_shared_memory_status(self, name: str = "") -> list[SharedMemoryRegionStatus]:
-        """No CUDA region can exist. Raises: NotFoundError for a named region."""
-        if name:
-            raise NotFoundError(f"Unable to find cuda shared memory region: '{name[:64]}'")
-        return []

@@ -95,6 +95,7 @@ class InProcessModelInstance:
         calls: ModelCalls | None = None,
     ) -> None:
         self._spec = spec
+        self._model_dir = os.path.dirname(spec.model_file)  # set for the model on every inline execute
         self._metrics_sink = None if metrics is None else OwnerSink(metrics.owner(spec.instance_name))
         self._calls = calls
         self._call_context: in_process_calls.CallContext | None = None  # made at start (needs the loop)
@@ -302,7 +303,7 @@ class InProcessModelInstance:
         batch = list(requests)
         if self._inline:
             thread_model.name, thread_model.metrics = self.name, self._metrics_sink
-            thread_model.model_dir = os.path.dirname(self._spec.model_file)
+            thread_model.model_dir = self._model_dir
             try:
                 results = self._run_batch(batch)
             finally:

@@ -323,16 +323,13 @@ def _deduce_raw_shape(size: int, spec: RawInputSpec, model: str) -> tuple[int, .
 async def encode_infer_reply(
     response: InferResponse, decoded: DecodedInfer
 ) -> tuple[list[bytes | memoryview], int | None]:
-    """`encode_infer_response` for the request `decoded` came from, in a worker thread when its outputs hold many
-    BYTES elements (see `core.offload`)."""
-    return await offload.run(
-        offload.is_heavy(response.outputs),
-        encode_infer_response,
-        response,
-        decoded.request.id,
-        decoded.binary_default,
-        decoded.binary_outputs,
-    )
+    """`encode_reply`, in a worker thread when the outputs hold many BYTES elements (see `core.offload`)."""
+    return await offload.run(offload.is_heavy(response.outputs), encode_reply, response, decoded)
+
+
+def encode_reply(response: InferResponse, decoded: DecodedInfer) -> tuple[list[bytes | memoryview], int | None]:
+    """`encode_infer_response` for the request `decoded` came from."""
+    return encode_infer_response(response, decoded.request.id, decoded.binary_default, decoded.binary_outputs)
 
 
 def encode_infer_response(

@@ -1,9 +1,10 @@
 """One HTTP/1.1 connection: an asyncio Protocol over httptools whose reading side (`reader.RequestReader`, mixed
 in) enforces `Limits` and refuses requests on their head; this side is the state machine: it admits the
 connection, answers pipelined requests in order, writes refusals and keeps the deadlines its listener checks.
+Streamed replies are written by `streamed.StreamedReplies`, mixed in too.
 
-Imports httptools, `options` and the listener's own modules (`reader`, `message`, `body`, `admission`);
-`server` is the only user.
+Imports httptools, `options` and the listener's own modules (`reader`, `streamed`, `message`, `body`,
+`admission`); `server` is the only user.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from seawall.frontends.http.message import (
     render_head,
 )
 from seawall.frontends.http.reader import RequestReader
+from seawall.frontends.http.streamed import StreamedReplies
 from seawall.options import Limits
 
 logger = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class Listener:
     connections: set[HttpProtocol] = field(default_factory=set)
 
 
-class HttpProtocol(RequestReader, asyncio.Protocol):
+class HttpProtocol(RequestReader, StreamedReplies, asyncio.Protocol):
     """One connection: parse with httptools, queue complete requests, answer them one at a time in order.
 
     A request whose head is refused (route, restriction, length, budget) is answered at once and its body is never
@@ -228,38 +230,13 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        if not keep_alive:
-            self._closing = True
-            self._final = None
-            self._drop_queue()
-            self._write(response, False, with_body)
-            transport.close()
-            return
-        # a pending refusal follows on this connection, so this reply does not announce the close
-        self._write(response, not (self._closing and self._final is None), with_body)
-        if self._reading_paused and not self._is_backlogged():
-            self._reading_paused = False
-            self._enter(self._phase)  # the client was not reading because we were not
-            if not self._write_paused:
-                transport.resume_reading()
-        self._next()
+        # a pending refusal follows on this connection, so a kept-alive reply does not announce the close
+        self._write(response, keep_alive and not (self._closing and self._final is None), with_body)
+        self._after_reply(keep_alive)
 
-    async def _answer_stream(self, response: HttpStream, keep_alive: bool) -> None:
-        """Send a streamed reply chunk by chunk, waiting for the client to drain each before asking for the next,
-        then go on with the next request. Losing the connection cancels this task; the generator is closed in
-        every case, which stops what produces the chunks. A generator that fails midway cannot change the status
-        any more: the body is cut short (no last chunk) and the connection is dropped."""
-        keep_alive = keep_alive and not (self._closing and self._final is None)
-        try:
-            keep_alive = await self._send_chunks(response, keep_alive)
-        finally:
-            self._drained = None
-            if response.chunks is not None:
-                try:
-                    await response.chunks.aclose()
-                except Exception:
-                    logger.exception("unhandled error while closing a streamed reply")
-            self._task = None  # only now: the next request must not start while this one is being closed
+    def _after_reply(self, keep_alive: bool) -> None:
+        """A reply is written: close the connection, or read again if the backlog held reading and answer the
+        next request."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -275,46 +252,6 @@ class HttpProtocol(RequestReader, asyncio.Protocol):
             if not self._write_paused:
                 transport.resume_reading()
         self._next()
-
-    async def _send_chunks(self, response: HttpStream, keep_alive: bool) -> bool:
-        """Write the head, every chunk and the last chunk; False when the connection cannot be used any more. The
-        head goes out with the first chunk, in one write (generate_stream has its first event ready when it answers).
-
-        An HTTP/1.0 client cannot read a chunked body: it gets the bare body, ended by closing the connection. The
-        version is read from the parser (the last request parsed, so the request queue costs nothing more): it is
-        this request's unless a client pipelines requests of both versions on one connection."""
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return False
-        chunked = self._parser is not None and self._parser.get_http_version() == "1.1"
-        keep_alive = keep_alive and chunked
-        head = render_head(response, None, keep_alive)
-        head = head if chunked else head.replace(b"Transfer-Encoding: chunked\r\n", b"")
-        try:
-            if response.chunks is not None:
-                async for chunk in response.chunks:
-                    if self._transport is None:
-                        return False
-                    if chunk and chunked:  # an empty chunk would end the body
-                        transport.write(b"%b%x\r\n%b\r\n" % (head, len(chunk), chunk))
-                        head = b""
-                    elif chunk:
-                        transport.write(head + chunk)
-                        head = b""
-                    while self._write_paused and self._transport is not None:
-                        self._drained = self._loop.create_future()
-                        await self._drained
-        except Exception:
-            logger.exception("unhandled error while streaming a reply; the connection is dropped")
-            transport.abort()
-            return False
-        if self._transport is None:
-            return False
-        if chunked:
-            transport.write(head + b"0\r\n\r\n")
-        elif head:
-            transport.write(head)
-        return keep_alive
 
     def _drop_queue(self) -> None:
         for _, _, charge in self._queue:

@@ -231,29 +231,42 @@ class HttpFrontend(OverHttpServer):
         require_valid_model_name(model)  # as every other route: the name is judged before the body
         body = request.body
         length = http_codec.parse_header_length(request.headers.get("inference-header-content-length"), len(body))
-        heavy = len(body) > offload.HEAVY_BODY_BYTES
-        if length == 0 or (length is None and not body):
-            served = await self._server.resolve(
-                model, version
-            )  # resolve, then decode with the model's raw-input layout
-            decoded = await offload.run(
-                heavy, http_codec.decode_raw_request, body, model, version, served.raw_input, served.limits
-            )
+        server = self._server
+        # light work inline, not through `offload.run` and `resolve`: a coroutine less each on every request
+        if len(body) > offload.HEAVY_BODY_BYTES:
+            served, decoded = await self._decode_heavy(body, length, model, version)
+        elif length == 0 or (length is None and not body):
+            # resolve, then decode with the model's raw-input layout
+            served = server.model(model, version) if server.resolves_at_once else await server.resolve(model, version)
+            decoded = http_codec.decode_raw_request(body, model, version, served.raw_input, served.limits)
         else:
-            decoded = await offload.run(
-                heavy, http_codec.decode_infer_request, body, length, model, version, self._limits
-            )
-            served = await self._server.resolve(model, version)
+            decoded = http_codec.decode_infer_request(body, length, model, version, self._limits)
+            served = server.model(model, version) if server.resolves_at_once else await server.resolve(model, version)
         try:
             response = await served.infer(decoded.request)
         except DecoupledModelError:
             raise UnsupportedError("HTTP end point doesn't support models with decoupled transaction policy") from None
-        parts, header_length = await http_codec.encode_infer_reply(response, decoded)
+        if offload.is_heavy(response.outputs):
+            parts, header_length = await http_codec.encode_infer_reply(response, decoded)
+        else:
+            parts, header_length = http_codec.encode_reply(response, decoded)
         if header_length is None:
             return HttpResponse(200, parts, "application/json")
         return HttpResponse(
             200, parts, "application/octet-stream", [("Inference-Header-Content-Length", str(header_length))]
         )
+
+    async def _decode_heavy(
+        self, body: bytes, length: int | None, model: str, version: str
+    ) -> tuple[ServedModel, http_codec.DecodedInfer]:
+        """`_infer`'s resolve and decode of a body too large to decode on the event loop."""
+        if length == 0 or (length is None and not body):
+            served = await self._server.resolve(model, version)
+            raw = served.raw_input
+            decoded = await offload.run(True, http_codec.decode_raw_request, body, model, version, raw, served.limits)
+            return served, decoded
+        decoded = await offload.run(True, http_codec.decode_infer_request, body, length, model, version, self._limits)
+        return await self._server.resolve(model, version), decoded
 
     # generate extension ------------------------------------------------------------------------------
     async def _generate(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:
