@@ -213,14 +213,24 @@ def _refused(sock: socket.socket) -> tuple[int, str, str]:
 
 def _health_from(server: ServerProcess, source: str) -> int:
     with _connect(server, source) as sock:
-        sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
-        return _read_reply(sock)[0]
+        return _health_on(sock)
+
+
+def _health_on(sock: socket.socket) -> int:
+    sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+    return _read_reply(sock)[0]
+
+
+def _hold(server: ServerProcess, source: str, count: int) -> list[socket.socket]:
+    """`count` open connections from `source` that the server has accepted (each answered once, kept alive)."""
+    held = [_connect(server, source) for _ in range(count)]
+    assert [_health_on(sock) for sock in held] == [200] * count
+    return held
 
 
 def test_one_peer_cannot_take_every_connection(capped: ServerProcess) -> None:
-    held = [_connect(capped, "127.0.0.1") for _ in range(4)]
+    held = _hold(capped, "127.0.0.1", 4)
     try:
-        time.sleep(0.3)
         with _connect(capped, "127.0.0.1") as extra:
             assert _refused(extra) == (503, "too many connections from this address (limit 4); retry later", "1")
         assert _health_from(capped, "127.0.0.2") == 200  # another address still gets through
@@ -277,9 +287,8 @@ def test_caps_are_fitted_under_a_low_open_file_limit() -> None:
             "--http-max-connections=1024 does not fit the open-file limit 600 over 2 HTTP listener(s): using 172"
             in (server.log())
         )
-        held = [_connect(server, "127.0.0.1") for _ in range(129)]
+        held = _hold(server, "127.0.0.1", 129)
         try:
-            time.sleep(0.5)
             with _connect(server, "127.0.0.1") as extra:
                 assert _refused(extra) == (503, "too many connections from this address (limit 129); retry later", "1")
             assert _health_from(server, "127.0.0.2") == 200
