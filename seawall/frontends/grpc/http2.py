@@ -13,30 +13,50 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import hpack
 import hpack.exceptions
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
-END_STREAM = ACK = 0x1
-END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
-NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
-REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x7, 0x8, 0x9, 0xB
-_HEADER_TABLE_SIZE, _MAX_CONCURRENT_STREAMS, _INITIAL_WINDOW_SIZE, _MAX_FRAME_SIZE, _MAX_HEADER_LIST_SIZE = (
-    1,
-    3,
-    4,
-    5,
-    6,
+from seawall.frontends.grpc.frames import (
+    ACK,
+    COMPRESSION_ERROR,
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    ENHANCE_YOUR_CALM,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    NO_ERROR,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PRIORITY_FLAG,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    REFUSED_STREAM,
+    RESPONSE_HEADERS,
+    RST_STREAM,
+    SETTING_INITIAL_WINDOW_SIZE,
+    SETTING_MAX_CONCURRENT_STREAMS,
+    SETTING_MAX_FRAME_SIZE,
+    SETTING_MAX_HEADER_LIST_SIZE,
+    SETTINGS,
+    WINDOW_UPDATE,
+    Stream,
+    Trailers,
+    frame,
+    trailers,
 )
+
 _MAX_WINDOW = (1 << 31) - 1
 _DEFAULT_FRAME = 16384
-_PAUSE_OUTPUT_BYTES = 4 * 1024 * 1024  # buffered output above which the peer is no longer read
 
 
 @dataclass(frozen=True)
@@ -59,115 +79,10 @@ class Http2Limits:
     max_age_grace: float = 0.0
 
 
-def _int(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    """An HPACK integer with an N-bit prefix (RFC 7541 5.1)."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def literal(name: bytes, value: bytes) -> bytes:
-    """A header as an HPACK literal without indexing, new name, no Huffman: the peer's table never changes."""
-    return b"\x00" + _int(len(name), 7) + name + _int(len(value), 7) + value
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes | bytearray | memoryview = b"") -> bytes:
-    size = len(payload)
-    return bytes((size >> 16, (size >> 8) & 0xFF, size & 0xFF, kind, flags)) + stream.to_bytes(4, "big") + payload
-
-
 class ConnectionError_(Exception):  # noqa: N818 (a GOAWAY, not a Python error)
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
-
-
-class Stream:
-    """One gRPC call: its request headers, the messages it received, and the writing of its answer."""
-
-    __slots__ = (
-        "id", "headers", "_connection", "body", "streaming", "_queue", "ended", "send_window", "_pending",
-        "headers_sent", "finished", "cancelled", "unacked", "consumed", "_drained", "working", "task",
-    )  # fmt: skip
-
-    def __init__(self, connection: Http2Connection, stream_id: int, headers: dict[str, str], streaming: bool):
-        self.id = stream_id
-        self.headers = headers
-        self._connection = connection
-        self.body = bytearray()  # received DATA not yet cut into messages
-        self.streaming = streaming
-        self._queue: asyncio.Queue[bytes | None] | None = asyncio.Queue() if streaming else None
-        self.ended = False  # END_STREAM received
-        self.send_window = connection.peer_initial_window
-        self._pending: deque[Any] = deque()  # DATA payloads (and trailers at the end) waiting for window
-        self.headers_sent = self.finished = self.cancelled = False
-        self.unacked = 0  # bytes received and not yet given back to the peer's window
-        self.consumed = 0  # bytes a streaming call has taken and not yet given back
-        self.task: asyncio.Task[None] | None = None  # the call's work
-        self._drained: asyncio.Future[None] | None = None
-        self.working = False  # a task runs for this stream (it counts against the stream limit until it ends)
-
-    # -- receiving ---------------------------------------------------------------------------------------
-    def take_messages(self) -> list[bytes]:
-        """Cut the complete gRPC messages out of `body`.
-
-        Raises:
-            ValueError: a compressed message (no grpc-encoding is accepted) or one over the size limit.
-        """
-        out: list[bytes] = []
-        body = self.body
-        pos = 0
-        while len(body) - pos >= 5:
-            if body[pos]:
-                raise ValueError("compressed messages are not supported")
-            size = int.from_bytes(body[pos + 1 : pos + 5], "big")
-            if size > self._connection.limits.max_message_bytes:
-                raise OverflowError(
-                    f"Received message larger than max ({size} vs. {self._connection.limits.max_message_bytes})"
-                )
-            if len(body) - pos - 5 < size:
-                break
-            out.append(bytes(body[pos + 5 : pos + 5 + size]))
-            pos += 5 + size
-        if pos:
-            del body[:pos]
-        return out
-
-    def deliver(self, messages: list[bytes], ended: bool) -> None:
-        assert self._queue is not None
-        for message in messages:
-            self._queue.put_nowait(message)
-        if ended:
-            self._queue.put_nowait(None)
-
-    async def messages(self) -> AsyncIterator[bytes]:
-        """The request messages of a streaming call, as they come; the peer's window reopens as each is taken."""
-        assert self._queue is not None
-        while (message := await self._queue.get()) is not None:
-            self._connection.consumed(self, len(message) + 5)
-            yield message
-
-    # -- sending -----------------------------------------------------------------------------------------
-    async def write(self, message: bytes) -> bool:
-        """Send one message; wait while the peer's window is closed. False once the call is cancelled."""
-        if self.cancelled:
-            return False
-        self._connection.send_message(self, message)
-        while self._pending and not self.cancelled:
-            self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
-        return not self.cancelled
-
-    def wake(self) -> None:
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
 
 
 class Http2Connection(asyncio.Protocol):
@@ -252,9 +167,9 @@ class Http2Connection(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         settings = (
-            (_MAX_CONCURRENT_STREAMS, self.limits.max_concurrent_streams),
-            (_INITIAL_WINDOW_SIZE, self.limits.window_bytes),
-            (_MAX_HEADER_LIST_SIZE, self.limits.max_header_list_bytes),
+            (SETTING_MAX_CONCURRENT_STREAMS, self.limits.max_concurrent_streams),
+            (SETTING_INITIAL_WINDOW_SIZE, self.limits.window_bytes),
+            (SETTING_MAX_HEADER_LIST_SIZE, self.limits.max_header_list_bytes),
         )
         payload = b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in settings)
         increment = self.limits.window_bytes - 65535
@@ -394,13 +309,13 @@ class Http2Connection(asyncio.Protocol):
             raise ConnectionError_(FRAME_SIZE_ERROR, "bad SETTINGS length")
         for at in range(0, len(payload), 6):
             key, value = int.from_bytes(payload[at : at + 2], "big"), int.from_bytes(payload[at + 2 : at + 6], "big")
-            if key == _INITIAL_WINDOW_SIZE:
+            if key == SETTING_INITIAL_WINDOW_SIZE:
                 if value > _MAX_WINDOW:
                     raise ConnectionError_(FLOW_CONTROL_ERROR, "window too large")
                 delta, self.peer_initial_window = value - self.peer_initial_window, value
                 for stream in self._streams.values():
                     stream.send_window += delta
-            elif key == _MAX_FRAME_SIZE:
+            elif key == SETTING_MAX_FRAME_SIZE:
                 if not _DEFAULT_FRAME <= value <= 16777215:
                     raise ConnectionError_(PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
                 self._peer_frame = min(value, 1 << 20)
@@ -544,10 +459,10 @@ class Http2Connection(asyncio.Protocol):
             stream.headers_sent = True
             self._out.append(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))
         if len(message) < 65536:
-            stream._pending.append(len(message).to_bytes(5, "big") + message)  # noqa: SLF001
+            stream.pending.append(len(message).to_bytes(5, "big") + message)
         else:  # sent in slices of one view: never copied but into the output
-            stream._pending.append(len(message).to_bytes(5, "big"))  # noqa: SLF001
-            stream._pending.append(memoryview(message))  # noqa: SLF001
+            stream.pending.append(len(message).to_bytes(5, "big"))
+            stream.pending.append(memoryview(message))
         self._pump(stream)
         self.flush()
 
@@ -565,7 +480,7 @@ class Http2Connection(asyncio.Protocol):
             self._out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, RESPONSE_HEADERS + block))
             self._done(stream)
         else:
-            stream._pending.append(_Trailers(block))  # noqa: SLF001
+            stream.pending.append(Trailers(block))
             self._pump(stream)
         self.flush()
 
@@ -578,15 +493,15 @@ class Http2Connection(asyncio.Protocol):
 
     def _pump_all(self) -> None:
         for stream in list(self._streams.values()):
-            if stream._pending:  # noqa: SLF001
+            if stream.pending:
                 self._pump(stream)
 
     def _pump(self, stream: Stream) -> None:
         """Send what the windows allow of the stream's pending data, as DATA frames of the peer's frame size."""
-        pending = stream._pending  # noqa: SLF001
+        pending = stream.pending
         out = self._out
         while pending:
-            if isinstance(pending[0], _Trailers):
+            if isinstance(pending[0], Trailers):
                 out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, pending.popleft().block))
                 self._done(stream)
                 break
@@ -595,7 +510,7 @@ class Http2Connection(asyncio.Protocol):
                 break
             parts: list[bytes | memoryview] = []
             size = 0
-            while pending and size < room and not isinstance(pending[0], _Trailers):
+            while pending and size < room and not isinstance(pending[0], Trailers):
                 item = pending[0]
                 take = room - size
                 if len(item) <= take:
@@ -628,12 +543,12 @@ class Http2Connection(asyncio.Protocol):
     def work_ended(self, stream: Stream) -> None:
         """The call's task has ended (normally after `finish`): a reset stream stops counting against the limit."""
         stream.working = False
-        if stream.cancelled or (stream.finished and not stream._pending):  # noqa: SLF001
+        if stream.cancelled or (stream.finished and not stream.pending):
             self._streams.pop(stream.id, None)
 
     def _cancel(self, stream: Stream) -> None:
         stream.cancelled = True
-        stream._pending.clear()  # noqa: SLF001
+        stream.pending.clear()
         stream.wake()
         if stream.streaming and not stream.ended:
             stream.ended = True
@@ -662,31 +577,3 @@ class Http2Connection(asyncio.Protocol):
 
     def active_streams(self) -> int:
         return len(self._streams)
-
-
-class _Trailers:
-    __slots__ = ("block",)
-
-    def __init__(self, block: bytes) -> None:
-        self.block = block
-
-
-RESPONSE_HEADERS = b"\x88" + literal(b"content-type", b"application/grpc")  # :status 200 (static index 8)
-_OK_TRAILERS = literal(b"grpc-status", b"0")
-
-
-def trailers(status: int, message: str) -> bytes:
-    if not status and not message:
-        return _OK_TRAILERS
-    block = literal(b"grpc-status", str(status).encode())
-    if message:
-        block += literal(b"grpc-message", percent_encode(message))
-    return block
-
-
-def percent_encode(text: str) -> bytes:
-    """grpc-message encoding: bytes outside printable ASCII, and '%', as %XX (gRPC over HTTP/2)."""
-    data = text.encode("utf-8", errors="replace")
-    if all(0x20 <= b <= 0x7E and b != 0x25 for b in data):
-        return data
-    return b"".join(bytes((b,)) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in data)

@@ -17,7 +17,8 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from seawall.frontends.grpc.http2 import NO_ERROR, Http2Connection, Http2Limits, Stream
+from seawall.frontends.grpc.frames import NO_ERROR, Stream
+from seawall.frontends.grpc.http2 import Http2Connection, Http2Limits
 
 logger = logging.getLogger(__name__)
 
