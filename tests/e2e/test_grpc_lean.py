@@ -21,7 +21,7 @@ import tritonclient.grpc.aio as aioclient
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from tests.harness import ServerProcess, start_seawall
+from tests.harness import ServerProcess, run_seawall, start_seawall
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
@@ -235,3 +235,21 @@ def test_message_over_the_size_limit(small: ServerProcess) -> None:
             client.infer("identity", [tensor])
         assert "RESOURCE_EXHAUSTED" in str(error.value.status())
     assert_healthy(small)
+
+
+def test_compressed_request_is_unimplemented(lean: ServerProcess) -> None:
+    raw = Raw(lean.grpc)
+    message = add_sub_message()
+    compressed = b"\x01" + message[1:]  # the compressed flag, with no grpc-encoding the server accepts
+    raw.send(raw.headers(1, extra=[("grpc-encoding", "gzip")]) + frame(DATA, END_STREAM, 1, compressed))
+    blocks = [p for kind, flags, _, p in raw.frames(10.0, until=HEADERS) if kind == HEADERS]
+    decoded = dict(hpack.Decoder().decode(blocks[-1]))
+    assert decoded["grpc-status"] == "12" and decoded["grpc-message"] == "compressed messages are not supported"
+    raw.close()
+    assert_healthy(lean)
+
+
+def test_unknown_stack_is_refused() -> None:
+    result = run_seawall("--model-repository=examples/models", "--grpc-server=nghttp2")
+    assert result.returncode != 0
+    assert 'Bad option: "--grpc-server".\ninvalid argument for --grpc-server' in result.stderr + result.stdout

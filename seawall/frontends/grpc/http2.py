@@ -11,6 +11,7 @@ buffered output (a peer that does not read, or keeps its window at zero, stops b
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -57,6 +58,9 @@ from seawall.frontends.grpc.frames import (
 
 _MAX_WINDOW = (1 << 31) - 1
 _DEFAULT_FRAME = 16384
+
+logger = logging.getLogger(__name__)
+INTERNAL_ERROR = 0x2
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,10 @@ class Http2Connection(asyncio.Protocol):
             del buffer[:pos]
         except ConnectionError_ as exc:
             self.go_away(exc.code, str(exc))
+            return
+        except Exception:  # a bug here must cost one connection, never the listener
+            logger.exception("HTTP/2 connection failed")
+            self.go_away(INTERNAL_ERROR, "internal error")
             return
         self.flush()
 
@@ -454,7 +462,9 @@ class Http2Connection(asyncio.Protocol):
 
     # -- sending -----------------------------------------------------------------------------------------
     def send_message(self, stream: Stream, message: bytes) -> None:
-        self._pings_without_data = 0
+        # as grpc core: sending data resets our keepalive count and the peer's ping strikes
+        self._pings_without_data = self._strikes = 0
+        self._data_since_ping = True
         if not stream.headers_sent:
             stream.headers_sent = True
             self._out.append(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))

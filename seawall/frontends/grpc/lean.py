@@ -192,7 +192,7 @@ class LeanServer:
         except asyncio.CancelledError:
             status, message = _CANCELLED, "Cancelled"
         except (ValueError, OverflowError) as exc:  # the request's framing
-            status, message = (8 if isinstance(exc, OverflowError) else _INTERNAL), str(exc)
+            status, message = (8 if isinstance(exc, OverflowError) else _UNIMPLEMENTED), str(exc)
         except Exception:
             logger.exception("gRPC call %s failed", stream.headers.get(":path"))
             status, message = _UNKNOWN, "Unexpected error"
