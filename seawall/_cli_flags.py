@@ -482,7 +482,7 @@ FLAGS: tuple[Flag, ...] = (
         Flag(
             "grpc-server",
             _kind("<string>", _choice("grpc-server", ("aio", "lean"), fold=False)),
-            "Seawall: the gRPC stack, grpc.aio or Seawall's lean HTTP/2 (docs/architecture.md).",
+            "Seawall: the gRPC stack: lean (Seawall's own HTTP/2, the default) or aio (grpc.aio).",
             "grpc.server",
         ),
         _later("grpc-header-forward-pattern", K_STRING, "Forward matching metadata as parameters.", harmless=("",)),

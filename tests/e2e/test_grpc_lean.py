@@ -1,4 +1,5 @@
-"""`--grpc-server=lean`: Seawall's own HTTP/2 stack under real clients, and an HTTP/2 abuse suite.
+"""`--grpc-server=lean` (the default): Seawall's own HTTP/2 stack under real clients, an HTTP/2 abuse suite, and
+`--grpc-server=aio` still serving.
 
 Each abuse case talks raw HTTP/2 on a socket (RFC 9113 frames, HPACK from the `hpack` package) and checks the
 server's answer (GOAWAY with the RFC's error code, RST_STREAM, or bounded waiting) and that the server still
@@ -253,3 +254,19 @@ def test_unknown_stack_is_refused() -> None:
     result = run_seawall("--model-repository=examples/models", "--grpc-server=nghttp2")
     assert result.returncode != 0
     assert 'Bad option: "--grpc-server".\ninvalid argument for --grpc-server' in result.stderr + result.stdout
+
+
+def test_aio_stack_is_still_selectable() -> None:
+    server = start_seawall("--grpc-server=aio")
+    try:
+        assert_healthy(server)
+
+        async def run() -> None:
+            async with aioclient.InferenceServerClient(server.grpc) as client:
+                with pytest.raises(InferenceServerException, match="unknown"):
+                    await client.get_model_metadata("no_such_model")
+
+        asyncio.run(run())
+        assert_healthy(server)
+    finally:
+        server.stop()

@@ -278,8 +278,12 @@ class Http2Connection(asyncio.Protocol):
             stream = self._streams.get(stream_id)
             if stream is not None:
                 self._cancel(stream)
-        elif kind == GOAWAY:
+        elif kind == GOAWAY:  # the peer opens no more streams: close as soon as ours have ended
             self.going_away = True
+            if not self._streams:
+                self.flush()
+                self.transport.close()
+                self.closed = True
         elif kind == PRIORITY:
             self._count_control()
         elif kind == PUSH_PROMISE:

@@ -131,7 +131,13 @@ class LeanServer:
         """
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._connection, host or None, port, ssl=self._ssl, reuse_port=reuse_port or None, backlog=1024
+            self._connection,
+            host or None,
+            port,
+            ssl=self._ssl,
+            ssl_handshake_timeout=(self._handshake_timeout or None) if self._ssl else None,
+            reuse_port=reuse_port or None,
+            backlog=1024,
         )
         self._reaper = loop.create_task(self._reap())
         sock: socket.socket = self._server.sockets[0]
@@ -141,13 +147,23 @@ class LeanServer:
         """Close connections that never spoke HTTP/2 in time or sat idle with no call too long."""
         while True:
             await asyncio.sleep(0.1)
-            now = time.monotonic()
-            for connection in list(self._connections):
-                connection.tick(now)
-                idle = now - connection.last_activity
-                if not connection._preface and now - connection.started > self._handshake_timeout > 0:  # type: ignore[attr-defined]  # noqa: SLF001
-                    connection.transport.close()
-                elif self._idle_timeout and idle > self._idle_timeout and not connection.active_streams():
+            try:
+                self._sweep(time.monotonic())
+            except Exception:  # the sweep must go on for the other connections
+                logger.exception("gRPC connection sweep failed")
+
+    def _sweep(self, now: float) -> None:
+        for connection in list(self._connections):
+            age = now - connection.started  # type: ignore[attr-defined]
+            if connection.transport is None:  # in its TLS handshake (asyncio aborts it at the handshake timeout)
+                if age > self._handshake_timeout + 60:
+                    self._connections.discard(connection)  # the handshake failed: connection_made never came
+                continue
+            connection.tick(now)
+            if not connection._preface and age > self._handshake_timeout > 0:  # noqa: SLF001
+                connection.transport.close()
+            elif self._idle_timeout and now - connection.last_activity > self._idle_timeout:
+                if not connection.active_streams():
                     connection.go_away(NO_ERROR, "idle")
 
     async def stop(self, grace: float) -> None:

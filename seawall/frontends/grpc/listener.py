@@ -1,6 +1,6 @@
-"""The gRPC listener: a grpc.aio server with the channel arguments the options ask for, serving the handlers of
-`service` (the hot RPC registered by name, the others through one generic handler), plain or over TLS; or, with
-`--grpc-server=lean`, the same handlers over Seawall's lean HTTP/2 stack (`lean`, `http2`).
+"""The gRPC listener: the handlers of `service` over Seawall's lean HTTP/2 stack (`lean`, `http2`; the default,
+`--grpc-server=lean`), or over a grpc.aio server with the channel arguments the options ask for (`--grpc-server=aio`;
+the hot RPC registered by name, the others through one generic handler); plain or over TLS.
 
 Imports `core.server`, `options`, `security` and its siblings `service`, `lean` and `http2`.
 """
