@@ -479,6 +479,12 @@ FLAGS: tuple[Flag, ...] = (
         Flag("grpc-address", K_ADDRESS, "GRPC bind address.", "grpc.address"),
         Flag("grpc-port", K_PORT, "GRPC port (0 = any free port).", "grpc.port"),
         Flag("reuse-grpc-port", K_BOOL, "Set SO_REUSEPORT on the GRPC socket.", "grpc.reuse_port"),
+        Flag(
+            "grpc-server",
+            _kind("<string>", _choice("grpc-server", ("aio", "lean"), fold=False)),
+            "Seawall: the gRPC stack: lean (Seawall's own HTTP/2, the default) or aio (grpc.aio).",
+            "grpc.server",
+        ),
         _later("grpc-header-forward-pattern", K_STRING, "Forward matching metadata as parameters.", harmless=("",)),
         _later("grpc-infer-allocation-pool-size", K_INT, "Reusable infer state objects.", harmless=(8,)),
         *_tls_flags("grpc", "GRPC"),

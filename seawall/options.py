@@ -108,6 +108,7 @@ class GrpcOptions:
     http2_max_ping_strikes: int = 2
     max_connection_age_ms: int = 0
     max_connection_age_grace_ms: int = 0
+    server: Literal["aio", "lean"] = "lean"  # the lean HTTP/2 stack (frontends/grpc/lean.py), or grpc.aio
 
 
 @dataclass(frozen=True, slots=True)

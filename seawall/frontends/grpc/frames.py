@@ -1,0 +1,157 @@
+"""HTTP/2 frames and HPACK literals as the lean gRPC stack writes them, and `Stream`, one gRPC call on a
+connection (its received messages, its pending output). Pure data and encoding; `http2.Http2Connection` drives it.
+
+Imports only the standard library (and `http2` for typing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from seawall.frontends.grpc.http2 import Http2Connection
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
+END_STREAM = ACK = 0x1
+END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
+REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x7, 0x8, 0x9, 0xB
+SETTING_MAX_CONCURRENT_STREAMS, SETTING_INITIAL_WINDOW_SIZE = 0x3, 0x4
+SETTING_MAX_FRAME_SIZE, SETTING_MAX_HEADER_LIST_SIZE = 0x5, 0x6
+
+
+def _int(value: int, prefix_bits: int, first: int = 0) -> bytes:
+    """An HPACK integer with an N-bit prefix (RFC 7541 5.1)."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def literal(name: bytes, value: bytes) -> bytes:
+    """A header as an HPACK literal without indexing, new name, no Huffman: the peer's table never changes."""
+    return b"\x00" + _int(len(name), 7) + name + _int(len(value), 7) + value
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes | bytearray | memoryview = b"") -> bytes:
+    size = len(payload)
+    return bytes((size >> 16, (size >> 8) & 0xFF, size & 0xFF, kind, flags)) + stream.to_bytes(4, "big") + payload
+
+
+class Stream:
+    """One gRPC call: its request headers, the messages it received, and the writing of its answer."""
+
+    __slots__ = (
+        "id", "headers", "_connection", "body", "streaming", "_queue", "ended", "send_window", "pending",
+        "headers_sent", "finished", "cancelled", "unacked", "consumed", "_drained", "working", "task",
+    )  # fmt: skip
+
+    def __init__(self, connection: Http2Connection, stream_id: int, headers: dict[str, str], streaming: bool):
+        self.id = stream_id
+        self.headers = headers
+        self._connection = connection
+        self.body = bytearray()  # received DATA not yet cut into messages
+        self.streaming = streaming
+        self._queue: asyncio.Queue[bytes | None] | None = asyncio.Queue() if streaming else None
+        self.ended = False  # END_STREAM received
+        self.send_window = connection.peer_initial_window
+        self.pending: deque[Any] = deque()  # DATA payloads (and trailers at the end) waiting for window
+        self.headers_sent = self.finished = self.cancelled = False
+        self.unacked = 0  # bytes received and not yet given back to the peer's window
+        self.consumed = 0  # bytes a streaming call has taken and not yet given back
+        self.task: asyncio.Task[None] | None = None  # the call's work
+        self._drained: asyncio.Future[None] | None = None
+        self.working = False  # a task runs for this stream (it counts against the stream limit until it ends)
+
+    # -- receiving ---------------------------------------------------------------------------------------
+    def take_messages(self) -> list[bytes]:
+        """Cut the complete gRPC messages out of `body`.
+
+        Raises:
+            ValueError: a compressed message (no grpc-encoding is accepted) or one over the size limit.
+        """
+        out: list[bytes] = []
+        body = self.body
+        pos = 0
+        while len(body) - pos >= 5:
+            if body[pos]:
+                raise ValueError("compressed messages are not supported")
+            size = int.from_bytes(body[pos + 1 : pos + 5], "big")
+            if size > self._connection.limits.max_message_bytes:
+                raise OverflowError(
+                    f"Received message larger than max ({size} vs. {self._connection.limits.max_message_bytes})"
+                )
+            if len(body) - pos - 5 < size:
+                break
+            out.append(bytes(body[pos + 5 : pos + 5 + size]))
+            pos += 5 + size
+        if pos:
+            del body[:pos]
+        return out
+
+    def deliver(self, messages: list[bytes], ended: bool) -> None:
+        assert self._queue is not None
+        for message in messages:
+            self._queue.put_nowait(message)
+        if ended:
+            self._queue.put_nowait(None)
+
+    async def messages(self) -> AsyncIterator[bytes]:
+        """The request messages of a streaming call, as they come; the peer's window reopens as each is taken."""
+        assert self._queue is not None
+        while (message := await self._queue.get()) is not None:
+            self._connection.consumed(self, len(message) + 5)
+            yield message
+
+    # -- sending -----------------------------------------------------------------------------------------
+    async def write(self, message: bytes) -> bool:
+        """Send one message; wait while the peer's window is closed. False once the call is cancelled."""
+        if self.cancelled:
+            return False
+        self._connection.send_message(self, message)
+        while self.pending and not self.cancelled:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        return not self.cancelled
+
+    def wake(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+
+class Trailers:
+    __slots__ = ("block",)
+
+    def __init__(self, block: bytes) -> None:
+        self.block = block
+
+
+RESPONSE_HEADERS = b"\x88" + literal(b"content-type", b"application/grpc")  # :status 200 (static index 8)
+_OK_TRAILERS = literal(b"grpc-status", b"0")
+
+
+def trailers(status: int, message: str) -> bytes:
+    if not status and not message:
+        return _OK_TRAILERS
+    block = literal(b"grpc-status", str(status).encode())
+    if message:
+        block += literal(b"grpc-message", percent_encode(message))
+    return block
+
+
+def percent_encode(text: str) -> bytes:
+    """grpc-message encoding: bytes outside printable ASCII, and '%', as %XX (gRPC over HTTP/2)."""
+    data = text.encode("utf-8", errors="replace")
+    if all(0x20 <= b <= 0x7E and b != 0x25 for b in data):
+        return data
+    return b"".join(bytes((b,)) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in data)

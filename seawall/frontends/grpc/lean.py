@@ -1,0 +1,243 @@
+"""gRPC calls over the lean HTTP/2 connection (`http2`): a server that runs grpc method handlers (the same
+`RpcMethodHandler`s grpc.aio is given, from `service.build_handlers`) with a small context object offering what
+those handlers use (abort, write, invocation_metadata, peer, auth_context).
+
+Imports `http2` and the standard library only (the handlers come in from the caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from seawall.frontends.grpc.frames import NO_ERROR, Stream
+from seawall.frontends.grpc.http2 import Http2Connection, Http2Limits
+
+logger = logging.getLogger(__name__)
+
+_OK, _CANCELLED, _UNKNOWN, _DEADLINE, _UNIMPLEMENTED, _INTERNAL = 0, 1, 2, 4, 12, 13
+#: headers grpc itself consumes; the rest is the call's metadata
+_RESERVED = frozenset(("content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding"))
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
+
+
+class _Abort(Exception):  # noqa: N818 (control flow of context.abort)
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class Context:
+    """The part of grpc.aio's ServicerContext the handlers use."""
+
+    __slots__ = ("_stream", "_connection", "_serialize")
+
+    def __init__(self, stream: Stream, connection: Http2Connection, serialize: Any) -> None:
+        self._stream = stream
+        self._connection = connection
+        self._serialize = serialize
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return tuple((k, v) for k, v in self._stream.headers.items() if k[0] != ":" and k not in _RESERVED)
+
+    async def abort(self, code: Any, details: str = "") -> None:
+        raise _Abort(code.value[0] if hasattr(code, "value") else int(code), details)
+
+    async def write(self, message: Any) -> None:
+        data = self._serialize(message) if self._serialize is not None else message
+        if not await self._stream.write(data):
+            raise asyncio.CancelledError  # the peer reset the call: stop its work as grpc.aio does
+
+    def peer(self) -> str:
+        address = self._connection.transport.get_extra_info("peername")
+        if not address:
+            return "unknown"
+        host, port = address[0], address[1]
+        return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        cert = self._connection.transport.get_extra_info("peercert")
+        if not cert:
+            return {}
+        subject = ",".join(f"{k}={v}" for rdn in reversed(cert.get("subject", ())) for k, v in rdn)
+        subject = subject.replace("commonName=", "CN=").replace("organizationName=", "O=")
+        return {"x509_subject": [subject.encode()]}
+
+    def cancelled(self) -> bool:
+        return self._stream.cancelled
+
+
+def _deadline(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("grpc-timeout")
+    if value is None:
+        return None
+    match = _TIMEOUT.match(value)
+    return int(match.group(1)) * _TIMEOUT_UNITS[match.group(2)] if match else None
+
+
+class LeanServer:
+    """Serves `handlers` ({"/service/method": RpcMethodHandler}) over lean HTTP/2, plain or TLS."""
+
+    def __init__(
+        self,
+        handlers: Mapping[str, Any],
+        limits: Http2Limits,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_timeout: float = 0.0,
+        handshake_timeout: float = 0.0,
+    ) -> None:
+        self._handlers = dict(handlers)
+        self._limits = limits
+        self._ssl = ssl_context
+        self._idle_timeout = idle_timeout
+        self._handshake_timeout = handshake_timeout
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[Http2Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    def _is_streaming(self, path: str) -> bool:
+        handler = self._handlers.get(path)
+        return handler is not None and handler.request_streaming
+
+    def _connection(self) -> Http2Connection:
+        holder: list[Http2Connection] = []
+
+        def on_call(stream: Stream) -> None:
+            task = asyncio.get_running_loop().create_task(self._run(holder[0], stream))
+            stream.task = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        connection = Http2Connection(self._limits, self._is_streaming, on_call, self._connections.discard)
+        connection.started = time.monotonic()  # type: ignore[attr-defined]
+        holder.append(connection)
+        self._connections.add(connection)
+        return connection
+
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+        """Bind and serve; return the bound port.
+
+        Raises:
+            OSError: the address could not be bound.
+        """
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._connection,
+            host or None,
+            port,
+            ssl=self._ssl,
+            ssl_handshake_timeout=(self._handshake_timeout or None) if self._ssl else None,
+            reuse_port=reuse_port or None,
+            backlog=1024,
+        )
+        self._reaper = loop.create_task(self._reap())
+        sock: socket.socket = self._server.sockets[0]
+        return int(sock.getsockname()[1])
+
+    async def _reap(self) -> None:
+        """Close connections that never spoke HTTP/2 in time or sat idle with no call too long."""
+        while True:
+            await asyncio.sleep(0.1)
+            try:
+                self._sweep(time.monotonic())
+            except Exception:  # the sweep must go on for the other connections
+                logger.exception("gRPC connection sweep failed")
+
+    def _sweep(self, now: float) -> None:
+        for connection in list(self._connections):
+            age = now - connection.started  # type: ignore[attr-defined]
+            if connection.transport is None:  # in its TLS handshake (asyncio aborts it at the handshake timeout)
+                if age > self._handshake_timeout + 60:
+                    self._connections.discard(connection)  # the handshake failed: connection_made never came
+                continue
+            connection.tick(now)
+            if not connection._preface and age > self._handshake_timeout > 0:  # noqa: SLF001
+                connection.transport.close()
+            elif self._idle_timeout and now - connection.last_activity > self._idle_timeout:
+                if not connection.active_streams():
+                    connection.go_away(NO_ERROR, "idle")
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls (GOAWAY), give running ones `grace` seconds, then close every connection."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close()
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for connection in list(self._connections):
+            connection.go_away(NO_ERROR, "server stopping")
+        deadline = time.monotonic() + grace
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
+        for task in list(self._tasks):
+            task.cancel()
+        for connection in list(self._connections):
+            if connection.transport is not None:
+                connection.transport.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    async def _run(self, connection: Http2Connection, stream: Stream) -> None:
+        handler = self._handlers.get(stream.headers.get(":path", ""))
+        status, message = _OK, ""
+        try:
+            if handler is None:
+                status, message = _UNIMPLEMENTED, "Method not found!"
+            elif not stream.headers.get("content-type", "").startswith("application/grpc"):
+                status, message = _UNKNOWN, "bad content-type"
+            elif (timeout := _deadline(stream.headers)) is not None:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._call(connection, stream, handler)
+                except TimeoutError:
+                    status, message = _DEADLINE, "Deadline Exceeded"
+            else:
+                await self._call(connection, stream, handler)
+        except _Abort as abort:
+            status, message = abort.code, abort.message
+        except asyncio.CancelledError:
+            status, message = _CANCELLED, "Cancelled"
+        except (ValueError, OverflowError) as exc:  # the request's framing
+            status, message = (8 if isinstance(exc, OverflowError) else _UNIMPLEMENTED), str(exc)
+        except Exception:
+            logger.exception("gRPC call %s failed", stream.headers.get(":path"))
+            status, message = _UNKNOWN, "Unexpected error"
+        finally:
+            connection.finish(stream, status, message)
+            connection.work_ended(stream)
+
+    async def _call(self, connection: Http2Connection, stream: Stream, handler: Any) -> None:
+        deserialize, serialize = handler.request_deserializer, handler.response_serializer
+        context = Context(stream, connection, serialize)
+        if handler.request_streaming:
+            result = handler.stream_stream(_requests(stream, deserialize), context)
+            if hasattr(result, "__aiter__"):
+                async for response in result:
+                    await context.write(response)
+            else:
+                await result
+            return
+        messages = stream.take_messages()
+        if len(messages) != 1 or stream.body:
+            raise _Abort(_INTERNAL, "expected exactly one request message")
+        try:
+            request = deserialize(messages[0]) if deserialize is not None else messages[0]
+        except Exception:
+            raise _Abort(_INTERNAL, "Exception deserializing request!") from None
+        response = await handler.unary_unary(request, context)
+        connection.send_message(stream, serialize(response) if serialize is not None else response)
+
+
+async def _requests(stream: Stream, deserialize: Any) -> AsyncIterator[Any]:
+    async for message in stream.messages():
+        yield deserialize(message) if deserialize is not None else message

@@ -1,0 +1,272 @@
+"""`--grpc-server=lean` (the default): Seawall's own HTTP/2 stack under real clients, an HTTP/2 abuse suite, and
+`--grpc-server=aio` still serving.
+
+Each abuse case talks raw HTTP/2 on a socket (RFC 9113 frames, HPACK from the `hpack` package) and checks the
+server's answer (GOAWAY with the RFC's error code, RST_STREAM, or bounded waiting) and that the server still
+answers tritonclient afterwards: rapid reset (CVE-2023-44487), CONTINUATION flood (CVE-2024-27316), HPACK bomb,
+SETTINGS and PING floods, a zero flow-control window, oversized frames and messages, the stream-count limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+
+import hpack
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from tritonclient.grpc import service_pb2
+from tritonclient.utils import InferenceServerException
+
+from tests.harness import ServerProcess, run_seawall, start_seawall
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
+END_STREAM, END_HEADERS = 0x1, 0x4
+FRAME_SIZE_ERROR, REFUSED_STREAM, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x6, 0x7, 0x9, 0xB
+PATH = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
+
+
+def add_sub_message() -> bytes:
+    request = service_pb2.ModelInferRequest(model_name="add_sub")
+    for name in ("INPUT0", "INPUT1"):
+        request.inputs.add(name=name, datatype="FP32", shape=[4])
+        request.raw_input_contents.append(np.arange(4, dtype=np.float32).tobytes())
+    body = request.SerializeToString()
+    return b"\x00" + len(body).to_bytes(4, "big") + body
+
+
+class Raw:
+    """A raw HTTP/2 client connection: frames out, frames in."""
+
+    def __init__(self, address: str, settings: bytes = b"") -> None:
+        host, _, port = address.rpartition(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.encoder = hpack.Encoder()
+        self.buffer = b""
+        self.closed = False
+        self.send(PREFACE + frame(SETTINGS, 0, 0, settings))
+
+    def send(self, data: bytes) -> bool:
+        """False once the server has closed the connection."""
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
+
+    def headers(self, stream: int, end_stream: bool = False, extra: list[tuple[str, str]] | None = None) -> bytes:
+        block = self.encoder.encode(
+            [(":method", "POST"), (":scheme", "http"), (":path", PATH), (":authority", "x"),
+             ("content-type", "application/grpc"), ("te", "trailers"), *(extra or [])]
+        )  # fmt: skip
+        return frame(HEADERS, END_HEADERS | (END_STREAM if end_stream else 0), stream, block)
+
+    def frames(self, seconds: float, until: int | None = None) -> list[tuple[int, int, int, bytes]]:
+        """Frames read for up to `seconds`, stopping early at a GOAWAY, at a frame of type `until`, or at the end."""
+        out: list[tuple[int, int, int, bytes]] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            while len(self.buffer) >= 9 and len(self.buffer) >= 9 + int.from_bytes(self.buffer[:3], "big"):
+                size = int.from_bytes(self.buffer[:3], "big")
+                item = (
+                    self.buffer[3],
+                    self.buffer[4],
+                    int.from_bytes(self.buffer[5:9], "big"),
+                    self.buffer[9 : 9 + size],
+                )
+                self.buffer = self.buffer[9 + size :]
+                out.append(item)
+                if item[0] == GOAWAY or item[0] == until:
+                    return out
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except TimeoutError:
+                break
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                self.closed = True
+                break
+            self.buffer += chunk
+        return out
+
+    def goaway(self, seconds: float = 10.0) -> int | None:
+        """The error code of the server's GOAWAY, None if none came."""
+        for kind, _, _, payload in self.frames(seconds, until=GOAWAY):
+            if kind == GOAWAY:
+                return int.from_bytes(payload[4:8], "big")
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def assert_healthy(server: ServerProcess) -> None:
+    assert server.is_ready()
+    with grpcclient.InferenceServerClient(server.grpc) as client:
+        inputs = [grpcclient.InferInput("INPUT0", [4], "FP32"), grpcclient.InferInput("INPUT1", [4], "FP32")]
+        for tensor in inputs:
+            tensor.set_data_from_numpy(np.arange(4, dtype=np.float32))
+        result = client.infer("add_sub", inputs)
+        assert result.as_numpy("OUTPUT0").tolist() == [0.0, 2.0, 4.0, 6.0]
+
+
+@pytest.fixture(scope="module")
+def lean() -> Iterator[ServerProcess]:
+    server = start_seawall("--grpc-server=lean")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def small() -> Iterator[ServerProcess]:
+    server = start_seawall("--grpc-server=lean", "--grpc-max-concurrent-streams=4", "--grpc-max-message-size=4096")
+    yield server
+    server.stop()
+
+
+def test_tritonclient_sync_and_aio(lean: ServerProcess) -> None:
+    assert_healthy(lean)
+
+    async def run() -> None:
+        async with aioclient.InferenceServerClient(lean.grpc) as client:
+            assert await client.is_server_live()
+            metadata = await client.get_model_metadata("add_sub")
+            assert metadata.name == "add_sub"
+            with pytest.raises(InferenceServerException, match="unknown"):
+                await client.get_model_metadata("no_such_model")
+
+    asyncio.run(run())
+    assert_healthy(lean)
+
+
+def test_rapid_reset_is_answered_with_goaway(lean: ServerProcess) -> None:
+    raw = Raw(lean.grpc)
+    message = add_sub_message()
+    burst = b"".join(
+        raw.headers(stream) + frame(DATA, END_STREAM, stream, message) + frame(RST_STREAM, 0, stream, b"\0\0\0\x08")
+        for stream in range(1, 2 * 3000, 2)
+    )
+    raw.send(burst)
+    assert raw.goaway() == ENHANCE_YOUR_CALM
+    raw.close()
+    assert_healthy(lean)
+
+
+def test_continuation_flood_is_cut_short(lean: ServerProcess) -> None:
+    raw = Raw(lean.grpc)
+    raw.send(frame(HEADERS, 0, 1, raw.encoder.encode([(":method", "POST"), (":path", PATH)])))
+    sent = 0
+    while sent < 10000 and raw.send(frame(CONTINUATION, 0, 1, b"\x00\x01a\x7f\x80" + b"b" * 995)):
+        sent += 1
+    assert raw.goaway() == ENHANCE_YOUR_CALM
+    raw.close()
+    assert_healthy(lean)
+
+
+def test_hpack_bomb_is_refused(lean: ServerProcess) -> None:
+    raw = Raw(lean.grpc)
+    # one 4000-byte header added to the dynamic table, then referenced 200 times: 800 kB decoded from ~4 kB
+    insert = b"\x40\x06x-bomb" + b"\x7f\x81\x1e" + b"z" * 4000  # literal with incremental indexing, len 4000
+    block = raw.encoder.encode([(":method", "POST"), (":path", PATH)]) + insert + b"\xbe" * 200
+    raw.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
+    assert raw.goaway() == COMPRESSION_ERROR
+    raw.close()
+    assert_healthy(lean)
+
+
+@pytest.mark.parametrize("kind", [SETTINGS, PING])
+def test_control_frame_floods_are_answered_with_goaway(lean: ServerProcess, kind: int) -> None:
+    raw = Raw(lean.grpc)
+    one = frame(SETTINGS, 0, 0) if kind == SETTINGS else frame(PING, 0, 0, b"12345678")
+    raw.send(one * 5000)  # never reading the ACKs
+    assert raw.goaway() == ENHANCE_YOUR_CALM
+    raw.close()
+    assert_healthy(lean)
+
+
+def test_oversized_frame_is_a_frame_size_error(lean: ServerProcess) -> None:
+    raw = Raw(lean.grpc)
+    raw.send(raw.headers(1) + (1 << 20).to_bytes(3, "big") + bytes((DATA, 0)) + (1).to_bytes(4, "big") + b"x" * 100)
+    assert raw.goaway() == FRAME_SIZE_ERROR
+    raw.close()
+    assert_healthy(lean)
+
+
+def test_zero_window_holds_only_its_own_stream(lean: ServerProcess) -> None:
+    raw = Raw(lean.grpc, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"))  # INITIAL_WINDOW_SIZE 0
+    raw.send(raw.headers(1) + frame(DATA, END_STREAM, 1, add_sub_message()))
+    seen = raw.frames(1.0)
+    assert not any(kind == DATA for kind, _, _, _ in seen)  # the reply waits for the window
+    assert_healthy(lean)  # other clients are served meanwhile
+    raw.send(frame(WINDOW_UPDATE, 0, 1, (1 << 20).to_bytes(4, "big")))
+    seen = raw.frames(10.0, until=HEADERS) if not any(k == HEADERS for k, _, _, _ in seen) else seen
+    seen += raw.frames(10.0, until=HEADERS)
+    trailers = [p for kind, flags, _, p in seen if kind == HEADERS and flags & END_STREAM]
+    assert trailers and dict(hpack.Decoder().decode(trailers[-1]))["grpc-status"] == "0"
+    raw.close()
+    assert_healthy(lean)
+
+
+def test_streams_beyond_the_limit_are_refused(small: ServerProcess) -> None:
+    raw = Raw(small.grpc, settings=(4).to_bytes(2, "big") + (0).to_bytes(4, "big"))  # replies cannot drain
+    message = add_sub_message()
+    raw.send(b"".join(raw.headers(s) + frame(DATA, END_STREAM, s, message) for s in (1, 3, 5, 7, 9, 11)))
+    refused = [s for kind, _, s, p in raw.frames(3.0) if kind == RST_STREAM and p == REFUSED_STREAM.to_bytes(4, "big")]
+    assert refused == [9, 11]
+    raw.close()
+    assert_healthy(small)
+
+
+def test_message_over_the_size_limit(small: ServerProcess) -> None:
+    with grpcclient.InferenceServerClient(small.grpc) as client:
+        tensor = grpcclient.InferInput("INPUT0", [8192], "FP32")
+        tensor.set_data_from_numpy(np.zeros(8192, dtype=np.float32))
+        with pytest.raises(InferenceServerException) as error:
+            client.infer("identity", [tensor])
+        assert "RESOURCE_EXHAUSTED" in str(error.value.status())
+    assert_healthy(small)
+
+
+def test_compressed_request_is_unimplemented(lean: ServerProcess) -> None:
+    raw = Raw(lean.grpc)
+    message = add_sub_message()
+    compressed = b"\x01" + message[1:]  # the compressed flag, with no grpc-encoding the server accepts
+    raw.send(raw.headers(1, extra=[("grpc-encoding", "gzip")]) + frame(DATA, END_STREAM, 1, compressed))
+    blocks = [p for kind, flags, _, p in raw.frames(10.0, until=HEADERS) if kind == HEADERS]
+    decoded = dict(hpack.Decoder().decode(blocks[-1]))
+    assert decoded["grpc-status"] == "12" and decoded["grpc-message"] == "compressed messages are not supported"
+    raw.close()
+    assert_healthy(lean)
+
+
+def test_unknown_stack_is_refused() -> None:
+    result = run_seawall("--model-repository=examples/models", "--grpc-server=nghttp2")
+    assert result.returncode != 0
+    assert 'Bad option: "--grpc-server".\ninvalid argument for --grpc-server' in result.stderr + result.stdout
+
+
+def test_aio_stack_is_still_selectable() -> None:
+    server = start_seawall("--grpc-server=aio")
+    try:
+        assert_healthy(server)
+
+        async def run() -> None:
+            async with aioclient.InferenceServerClient(server.grpc) as client:
+                with pytest.raises(InferenceServerException, match="unknown"):
+                    await client.get_model_metadata("no_such_model")
+
+        asyncio.run(run())
+        assert_healthy(server)
+    finally:
+        server.stop()
