@@ -64,12 +64,9 @@ class Context:
         return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
 
     def auth_context(self) -> dict[str, list[bytes]]:
-        cert = self._connection.transport.get_extra_info("peercert")
-        if not cert:
-            return {}
-        subject = ",".join(f"{k}={v}" for rdn in reversed(cert.get("subject", ())) for k, v in rdn)
-        subject = subject.replace("commonName=", "CN=").replace("organizationName=", "O=")
-        return {"x509_subject": [subject.encode()]}
+        ssl_object = self._connection.transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        return {"x509_subject": [x509_subject(der).encode()]} if der else {}
 
     def cancelled(self) -> bool:
         return self._stream.cancelled
@@ -241,3 +238,11 @@ class LeanServer:
 async def _requests(stream: Stream, deserialize: Any) -> AsyncIterator[Any]:
     async for message in stream.messages():
         yield deserialize(message) if deserialize is not None else message
+
+
+def x509_subject(der: bytes) -> str:
+    """The subject of a DER certificate in RFC 4514 form, control characters as `\\XX`, as grpc core reports it."""
+    from cryptography import x509
+
+    text = x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    return "".join(f"\\{ord(c):02X}" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in text)
