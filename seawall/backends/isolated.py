@@ -10,9 +10,11 @@ config checks; a worker only ever gets the checked bytes, in a sealed shared reg
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from seawall.backends.python import ipc
@@ -113,6 +115,37 @@ class ModelRegion:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def plan_json(config: ModelConfig, model_version: int, settings: object) -> str:
+    """What a worker needs beyond the model bytes: the config and the backend's parsed settings (a slotted class
+    the worker rebuilds with `Settings(**plan["settings"])`)."""
+    fields = {field: getattr(settings, field) for field in type(settings).__slots__}  # type: ignore[attr-defined]
+    return json.dumps(
+        {
+            "config": base64.b64encode(config.SerializeToString()).decode("ascii"),
+            "model_version": str(model_version),
+            "settings": fields,
+        }
+    )
+
+
+async def start_model(
+    context: ModelLoadContext,
+    worker: str,
+    names: Sequence[tuple[str, str]],
+    data: bytes,
+    plan: str,
+    options: BackendOptions,
+) -> tuple[list[PythonModelInstance], Callable[[], None]]:
+    """The workers of one model version over its checked bytes `data` (one sealed region they all map), and what
+    releases that region once they have all stopped. Raises as `start_workers`."""
+    region = ModelRegion(data)
+    try:
+        return await start_workers(context, worker, names, region, plan, options), region.close
+    except BaseException:
+        region.close()
+        raise
 
 
 async def start_workers(

@@ -15,7 +15,7 @@ import os
 
 from seawall.backends import isolated
 from seawall.backends.loaded import LoadedModel, instance_names
-from seawall.backends.onnxruntime import intake, runtime, session_options, signature, worker
+from seawall.backends.onnxruntime import intake, runtime, session_options, signature
 from seawall.backends.onnxruntime.instance import OnnxModelInstance, plan_runs
 from seawall.backends.python.instance import PythonModelInstance
 from seawall.core.backend import ModelConfig, ModelLoadContext
@@ -96,14 +96,9 @@ class OnnxBackend:
         model = await asyncio.to_thread(self._read, config, context.model_dir, context.version_dir, context.name)
         loaded: LoadedModel[_Instance]
         if isolated_mode:  # each worker creates its session and checks the config: onnxruntime never runs here
-            region = isolated.ModelRegion(model.data)
-            try:
-                plan = worker.plan_json(config, context.version, settings)
-                workers = await isolated.start_workers(context, BACKEND_NAME, names, region, plan, self._options)
-            except BaseException:
-                region.close()
-                raise
-            loaded = LoadedModel(workers, self._models, region.close)
+            plan = isolated.plan_json(config, context.version, settings)
+            workers, release = await isolated.start_model(context, BACKEND_NAME, names, model.data, plan, self._options)
+            loaded = LoadedModel(workers, self._models, release)
         else:
             sessions = [await asyncio.to_thread(runtime.create_session, model.data, settings, context.name)]
             run_plan = plan_runs(config, str(context.version), runtime.signature_of(sessions[0]), settings)

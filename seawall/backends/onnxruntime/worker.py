@@ -3,15 +3,14 @@
 Imported by name only by `backends/python/stub.py` (its BACKEND_WORKERS table), inside the stub process; imports
 this package's `instance`, `runtime` and `session_options`, and `backends.worker_model`. The host has already
 read, bounded, pinned and inlined the model (`intake`); the stub gets those bytes in a sealed region and the config
-and settings as JSON in initialize's args (`plan_json`), creates the session and checks the config against it
-(`instance.plan_runs`): onnxruntime never parses the model in the server (but for auto-complete, which needs its
+and settings as JSON in initialize's args (`isolated.plan_json`), creates the session and checks the config against
+it (`instance.plan_runs`): onnxruntime never parses the model in the server (but for auto-complete, which needs its
 signature there), and a refusal fails the load as the same error (`isolated.WorkerSpec`).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from seawall.backends.onnxruntime import runtime
@@ -19,17 +18,6 @@ from seawall.backends.onnxruntime.instance import OnnxRunner, plan_runs
 from seawall.backends.onnxruntime.session_options import SessionSettings
 from seawall.backends.worker_model import worker_model_class
 from seawall.core.config_proto import ModelConfig
-
-
-def plan_json(config: ModelConfig, model_version: int, settings: SessionSettings) -> str:
-    """What a worker needs beyond the model bytes (host side): the config and the session settings."""
-    return json.dumps(
-        {
-            "config": base64.b64encode(config.SerializeToString()).decode("ascii"),
-            "model_version": str(model_version),
-            "settings": {field: getattr(settings, field) for field in SessionSettings.__slots__},
-        }
-    )
 
 
 def _runner(data: memoryview, plan: dict[str, Any]) -> OnnxRunner:

@@ -15,7 +15,7 @@ import logging
 from seawall.backends import isolated
 from seawall.backends.loaded import LoadedModel, instance_names
 from seawall.backends.python.instance import PythonModelInstance
-from seawall.backends.pytorch import archive, naming, runtime, worker
+from seawall.backends.pytorch import archive, naming, runtime
 from seawall.backends.pytorch.instance import TorchModelInstance, plan_runs
 from seawall.core.backend import ModelConfig, ModelLoadContext
 from seawall.core.model_config import checksum_pins
@@ -75,14 +75,9 @@ class TorchBackend:
         )
         model: LoadedModel[_Instance]
         if isolated_mode:  # each worker loads the archive and binds the config; torch never sees it in the server
-            region = isolated.ModelRegion(data)
-            try:
-                plan = worker.plan_json(config, context.version, settings)
-                workers = await isolated.start_workers(context, BACKEND_NAME, names, region, plan, self._options)
-            except BaseException:
-                region.close()
-                raise
-            model = LoadedModel(workers, self._models, region.close)
+            plan = isolated.plan_json(config, context.version, settings)
+            workers, release = await isolated.start_model(context, BACKEND_NAME, names, data, plan, self._options)
+            model = LoadedModel(workers, self._models, release)
         else:
             scripts = [await asyncio.to_thread(runtime.load, data, settings, context.name) for _ in names]
             plan_ = plan_runs(config, context.name, str(context.version), scripts[0], settings)

@@ -3,15 +3,15 @@
 Imported by name only by `backends/python/stub.py` (its BACKEND_WORKERS table), inside the stub process; imports
 this package's `instance`, `naming` and `runtime`, and `backends.worker_model`. The host has already read, bounded,
 pinned and checked the archive (`archive`: a TorchScript zip, never a pickle); the stub gets those bytes in a sealed
-region and the plan as JSON in initialize's args (`plan_json`), loads them with `torch.jit.load` only and binds the
-config to `forward()` (`naming.bind`): the server itself never hands the archive to torch, so an archive that
-crashes torch ends a worker, not the server. A refusal reaches the load as the same error (`isolated.WorkerSpec`).
+region and the plan as JSON in initialize's args (`isolated.plan_json`), loads them with `torch.jit.load` only
+and binds the config to `forward()` (`naming.bind`): the server itself never hands the archive to torch, so an
+archive that crashes torch ends a worker, not the server. A refusal reaches the load as the same error
+(`isolated.WorkerSpec`).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from seawall.backends.pytorch import runtime
@@ -19,17 +19,6 @@ from seawall.backends.pytorch.instance import TorchRunner, plan_runs
 from seawall.backends.pytorch.naming import TorchSettings
 from seawall.backends.worker_model import worker_model_class
 from seawall.core.config_proto import ModelConfig
-
-
-def plan_json(config: ModelConfig, model_version: int, settings: TorchSettings) -> str:
-    """What a worker needs beyond the archive's bytes (host side): the config and the parsed parameters."""
-    return json.dumps(
-        {
-            "config": base64.b64encode(config.SerializeToString()).decode("ascii"),
-            "model_version": str(model_version),
-            "settings": {field: getattr(settings, field) for field in TorchSettings.__slots__},
-        }
-    )
 
 
 def _runner(data: memoryview, plan: dict[str, Any]) -> TorchRunner:
