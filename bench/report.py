@@ -251,7 +251,7 @@ def _client_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write(raws: list[Path] | None = None, out: Path = RESULTS) -> Path:
+def write(raws: list[Path] | None = None, out: Path = RESULTS, plots: bool = True) -> Path:
     """Render the report into `out` and return its path. The first of `raws` (default: the newest file in
     bench/results/raw) gives the tables and plots; with several (other clients, other runs), a target is met only
     where it is met in every one of them."""
@@ -264,9 +264,11 @@ def write(raws: list[Path] | None = None, out: Path = RESULTS) -> Path:
     data = runs[0]
     grouped = _group(data["cells"])
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):
-        old.unlink()
-    pngs = plot(grouped, out)
+    pngs = []
+    if plots:  # needs the bench extra's matplotlib
+        for old in out.glob("*.png"):
+            old.unlink()
+        pngs = plot(grouped, out)
     lines = render(data, grouped, pngs, raws[0].name)
     if len(runs) > 1:
         at = lines.index("## Targets")

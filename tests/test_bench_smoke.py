@@ -127,7 +127,7 @@ def test_a_target_holds_only_where_every_run_meets_it(tmp_path: Path) -> None:
         path.write_text(json.dumps(data))
         return path
 
-    out = report.write([run("one", 1200, "wrk"), run("two", 900, "bench.loadgen")], tmp_path / "out")
+    out = report.write([run("one", 1200, "wrk"), run("two", 900, "bench.loadgen")], tmp_path / "out", plots=False)
     text = out.read_text()
     assert (
         "| add_sub http-json: Seawall/Triton ≥ 1.0 | c=8 1.20 / c=32 1.20 (**met**) | c=8 0.90 / c=32 0.90 (not met)"
