@@ -229,7 +229,7 @@ def test_a_stub_reusing_an_open_stream_call_id_is_stopped_and_started_again(serv
     with pytest.raises(InferenceServerException) as caught:
         _hostile(server, "reuse")
     assert caught.value.message() == "model instance 'bls_stream_hostile_0_0' crashed"
-    assert any("stopping its stub process: bad call: a call id in use" in line for line in server.lines)
+    server.wait_for_log("stopping its stub process: bad call: a call id in use")
     deadline = time.monotonic() + 60
     while True:  # the instance is started again (bounded wait on a loaded machine)
         try:
