@@ -213,6 +213,26 @@ UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
 )
 
 
+#: a config parameter that keeps a model resident: never evicted under --max-loaded-models (as --load-model does)
+PINNED_PARAMETER = "SEAWALL_PINNED"
+
+
+def is_pinned(config: ModelConfig) -> bool:
+    """The config's SEAWALL_PINNED: "true" or "false" (the default).
+
+    Raises:
+        InvalidArgumentError: any other value.
+    """
+    if PINNED_PARAMETER not in config.parameters:
+        return False
+    value = str(config.parameters[PINNED_PARAMETER].string_value).strip().lower()
+    if value not in ("true", "false"):
+        raise InvalidArgumentError(
+            f"parameter '{PINNED_PARAMETER}' of model '{config.name}' must be \"true\" or \"false\""
+        )
+    return value == "true"
+
+
 def refuse_unsupported(config: ModelConfig) -> None:
     """Refuse a config that asks for a feature Seawall does not implement (the `UNSUPPORTED_FEATURES` table).
 
@@ -249,6 +269,7 @@ def validate(config: ModelConfig, name: str) -> None:
     if config.model_operations.op_library_filename:
         raise InvalidArgumentError("'model_operations' (custom operation libraries) are not supported")
     refuse_unsupported(config)
+    is_pinned(config)  # a value other than true/false fails the load
     _check_priorities(config)
     for group in config.instance_group:  # Seawall runs on CPUs only: Triton's message on a machine without GPUs
         if group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU:

@@ -7,8 +7,9 @@ a load is slow anyway, and two loads deciding at once what to evict would both p
 requests for a model that is loading wait for that one load (up to `--load-on-request-timeout-secs`).
 
 Never evicted: a model with requests in flight, a model used in the last `EVICTION_GRACE_S` (a request that resolved
-it may still be decoding its inputs before it is queued), a model named by `--load-model` at start-up (pinned), a
-model that is loading, and the composing models of a loaded ensemble (unloading one would take the ensemble down).
+it may still be decoding its inputs before it is queued), a model named by `--load-model` at start-up or whose config
+sets the parameter SEAWALL_PINNED to "true" (pinned), a model that is loading, and the composing models of a loaded
+ensemble (unloading one would take the ensemble down).
 When nothing can go, the load fails with CapacityError (HTTP 507) instead of unloading a model that is in use.
 """
 
@@ -21,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
 from seawall.core import audit
+from seawall.core.model_config import is_pinned
 from seawall.core.model_record import ModelRecord
 from seawall.core.repository import is_valid_model_name
 from seawall.errors import CapacityError, InvalidArgumentError, SeawallError, UnavailableError
@@ -127,8 +129,8 @@ class Residency:
             if victim is None:
                 raise CapacityError(
                     f"cannot load model '{name}': {limit} model(s) are loaded (--max-loaded-models) and none of "
-                    "them can be unloaded now (in flight or just used, pinned by --load-model, or used by an "
-                    "ensemble)"
+                    "them can be unloaded now (in flight or just used, pinned by --load-model or SEAWALL_PINNED, or "
+                    "used by an ensemble)"
                 )
             logger.info("unloading model '%s' (least recently used) to make room for '%s'", victim, name)
             self._used.pop(victim, None)
@@ -146,13 +148,18 @@ class Residency:
         needed = {c for r in self._models.values() if r.is_ensemble and not r.unloaded for c in r.composing}
         recent = time.monotonic() - EVICTION_GRACE_S
         for candidate in order:
-            if candidate == name or candidate in self._pinned or candidate in needed or candidate in self._loading:
+            if candidate == name or candidate in needed or candidate in self._loading or self._is_pinned(candidate):
                 continue
             if self._used.get(candidate, 0.0) > recent:
                 continue
             if _idle(self._models[candidate]):
                 return candidate
         return None
+
+    def _is_pinned(self, name: str) -> bool:
+        if name in self._pinned:
+            return True
+        return any(v.config is not None and is_pinned(v.config) for v in self._models[name].versions.values())
 
 
 def _idle(record: ModelRecord) -> bool:

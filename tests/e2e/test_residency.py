@@ -50,6 +50,10 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _copy(TEST_MODELS / "slow", root / "slow")
     _copy(TEST_MODELS / "hold", root / "hold1")
     _copy(TEST_MODELS / "hold", root / "hold2")
+    for name, value in (("pinned", "true"), ("badpin", "yes")):
+        _copy(EXAMPLES / "add_sub", root / name)
+        with (root / name / "config.pbtxt").open("a") as config:
+            config.write(f'parameters {{ key: "SEAWALL_PINNED" value: {{ string_value: "{value}" }} }}\n')
     return root
 
 
@@ -145,13 +149,53 @@ def test_a_busy_model_is_never_evicted(server: ServerProcess) -> None:
     assert status == 507, reply
     assert json.loads(reply)["error"] == (
         "cannot load model 'm1': 2 model(s) are loaded (--max-loaded-models) and none of them can be unloaded now "
-        "(in flight or just used, pinned by --load-model, or used by an ensemble)"
+        "(in flight or just used, pinned by --load-model or SEAWALL_PINNED, or used by an ensemble)"
     )
     assert [b.get_result().as_numpy("OUT").tolist() for b in busy] == [[7], [7]]  # both answered
     assert _ready(server) == {"hold1", "hold2"}  # nothing changed
     _idle_past_grace()
     assert _add_sub(server, "m1")[0] == 200  # once idle, hold1 (the least recently used) makes room
     assert _ready(server) == {"hold2", "m1"}
+
+
+def test_pinned_models_are_never_evicted(repository: Path) -> None:
+    """--load-model pins a model, and so does the config parameter SEAWALL_PINNED; an unload by name still works."""
+    server = start_seawall(
+        "--model-control-mode=explicit",
+        "--allow-unrestricted-model-repository=true",
+        "--load-on-request=true",
+        "--max-loaded-models=2",
+        "--load-model=m1",
+        repository=repository,
+    )
+    try:
+        assert _ready(server) == {"m1"}
+        assert _add_sub(server, "pinned")[0] == 200
+        _idle_past_grace()
+        status, reply = _add_sub(server, "m2")
+        assert status == 507, reply
+        assert json.loads(reply)["error"] == (
+            "cannot load model 'm2': 2 model(s) are loaded (--max-loaded-models) and none of them can be unloaded "
+            "now (in flight or just used, pinned by --load-model or SEAWALL_PINNED, or used by an ensemble)"
+        )
+        assert _ready(server) == {"m1", "pinned"}
+        httpclient.InferenceServerClient(server.http).unload_model("pinned")
+        assert _add_sub(server, "m2")[0] == 200
+        assert _ready(server) == {"m1", "m2"}
+        assert server.is_ready()
+    finally:
+        server.stop()
+
+
+def test_a_pin_parameter_that_is_not_a_boolean_fails_that_models_load(server: ServerProcess) -> None:
+    status, reply = _add_sub(server, "badpin")
+    assert status == 503
+    assert json.loads(reply)["error"] == (
+        "model 'badpin' failed to load on request: load failed for model 'badpin': "
+        "parameter 'SEAWALL_PINNED' of model 'badpin' must be \"true\" or \"false\";\n"
+    )
+    assert _ready(server) == set()
+    assert _add_sub(server, "m1")[0] == 200
 
 
 def test_a_model_that_fails_to_load_answers_503_and_changes_nothing(server: ServerProcess) -> None:
