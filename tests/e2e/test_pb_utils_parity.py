@@ -30,8 +30,6 @@ TRITON_NAMES = {
     "is_model_ready", "json", "load_model", "np", "numpy_to_triton_type", "serialize_byte_tensor",
     "triton_string_to_numpy", "triton_to_numpy_type", "unload_model", "using_decoupled_model_transaction_policy",
 }  # fmt: skip
-#: still ours: the decoupled response sender's class, public until the decoupled work makes it private
-PENDING = {"InferenceResponseSender"}
 TRITON_LOGGER = ["ERROR", "INFO", "LogLevel", "VERBOSE", "WARNING", "log", "log_error", "log_info", "log_verbose",
                  "log_warn"]  # fmt: skip
 
@@ -89,7 +87,7 @@ def test_verbose_lines_need_log_verbose(tmp_path: Path) -> None:
 
 def test_the_module_has_tritons_names_only(seawall: ServerProcess) -> None:
     found = infer(seawall, 0.0)
-    assert set(found["names"]) - PENDING == TRITON_NAMES  # type: ignore[arg-type]
+    assert set(found["names"]) == TRITON_NAMES  # type: ignore[arg-type]
     assert found["logger"] == TRITON_LOGGER
 
 

@@ -201,7 +201,7 @@ class InProcessModelInstance:
             text = "the model released the response sender without sending the final flag"
             put(None, InternalError(spec.hide(text)), True)
 
-        return self._pb.InferenceResponseSender(deliver, lambda: sink.cancelled, abandon)
+        return self._pb._ResponseSender(deliver, lambda: sink.cancelled, abandon)
 
     @property
     def pipeline_depth(self) -> int:

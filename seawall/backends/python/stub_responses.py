@@ -97,7 +97,7 @@ class Responder:
 
     def sender(self, pb: ModuleType, seq: int, item: int, wanted: list[str]) -> UserObject:
         """The response sender of request `item` of batch `seq`."""
-        return pb.InferenceResponseSender(
+        return pb._ResponseSender(
             lambda response, final: self.send(seq, item, wanted, response, final),
             lambda: self._cancels.is_cancelled(seq, item),
             lambda: self.abandon(seq, item),

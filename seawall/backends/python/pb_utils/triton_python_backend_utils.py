@@ -53,7 +53,7 @@ class _InferenceTrace:
         return None
 
 
-class InferenceResponseSender:
+class _ResponseSender:
     """The response sender of one request of a decoupled model (`request.get_response_sender()`).
 
     Made by the backend, never by models: `deliver(response, final)` hands a response over (from any thread,
