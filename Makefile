@@ -50,10 +50,10 @@ bench: $(STAMP)  # extra flags: make bench BENCH_ARGS=--quick
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# 100 copies of add_sub on one server beside Triton: density, spread load, and Seawall's load-on-request budget
 bench-backends: $(STAMP)  # onnxruntime and pytorch overhead vs direct calls; extra flags: BENCH_ARGS=--seconds 3
 	$(BIN)/python -m bench.backend_overhead $(BENCH_ARGS)
 
+# 100 copies of add_sub on one server beside Triton: density, spread load, and Seawall's load-on-request budget
 bench-many-models: $(STAMP)
 	$(BIN)/python -m bench.many_models $(BENCH_ARGS)
 
