@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from seawall.core import ensemble, model_config, repoagent, repository
+from seawall.core import config_features, ensemble, model_config, repoagent, repository
 from seawall.core.backend import Backend, ModelCalls, ModelConfig
 from seawall.core.custom_metrics import CustomMetrics
 from seawall.core.model_record import ModelRecord, ModelVersion
@@ -231,7 +231,7 @@ class ModelLifecycle:
         name = config.name or location.name
         # repository agents check the files before any model code (auto-complete included) runs
         repoagent.run_agents(config, location.path, self._agent_for)
-        model_config.refuse_unsupported(config)
+        config_features.refuse_unsupported(config)
         if ensemble.is_ensemble(config):  # not a backend (nor a plugin's)
             if record is not None:
                 record.is_ensemble = True
@@ -239,7 +239,7 @@ class ModelLifecycle:
             model_config.validate(config, location.name)
             ensemble.check_config(config)
             return config, None
-        backend = self._backend_for(model_config.backend_of(config))
+        backend = self._backend_for(config_features.backend_of(config))
         if options.auto_complete_config:
             versions = repository.version_directories(location.path)
             version_dir = os.path.join(location.path, str(versions[-1])) if versions else location.path

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
 from seawall.core import audit
-from seawall.core.model_config import is_pinned
+from seawall.core.config_features import is_pinned
 from seawall.core.model_record import ModelRecord
 from seawall.core.repository import is_valid_model_name
 from seawall.errors import CapacityError, InvalidArgumentError, SeawallError, UnavailableError

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 
-from seawall.core import model_config, repository, warmup
+from seawall.core import config_features, model_config, repository, warmup
 from seawall.core.backend import Backend, ModelCalls, ModelConfig, ModelLoadContext
 from seawall.core.custom_metrics import CustomMetrics
 from seawall.core.model_record import ModelVersion
@@ -51,7 +51,7 @@ async def load_version(
         config=config,
         model_dir=location.path,
         version_dir=os.path.join(location.path, str(entry.version)),
-        backend_settings=options.backends.settings_for(model_config.backend_of(config)),
+        backend_settings=options.backends.settings_for(config_features.backend_of(config)),
         auto_complete=options.repository.auto_complete_config,
         report_unavailable=report_unavailable,
         config_from_client=from_client,

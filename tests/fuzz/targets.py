@@ -18,7 +18,7 @@ from collections.abc import Callable
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
-from seawall.core import model_config, raw
+from seawall.core import config_features, model_config, raw
 from seawall.core.types import ELEMENT_SIZES, NUMPY_DTYPES, RawInputSpec, TensorMetadata
 from seawall.errors import InvalidArgumentError, SeawallError
 from seawall.frontends.grpc import codec as grpc_codec
@@ -136,7 +136,7 @@ def config_pbtxt(data: bytes) -> object:
     config = model_config.read_config(_CONFIG_DIR)
     if config is None:
         return None
-    model_config.refuse_unsupported(config)
+    config_features.refuse_unsupported(config)
     model_config.complete_defaults(config, MODEL)
     model_config.validate(config, MODEL)
     return model_config.compile_spec(config)
