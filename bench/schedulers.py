@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, Sequence
 import numpy as np
 
 from bench.servers import MODELS
-from seawall.core import ensemble, model_config
+from seawall.core import ensemble, ensemble_plan, model_config
 from seawall.core.config_proto import ModelConfig
 from seawall.core.sequence import SequenceScheduler
 from seawall.core.sequence_policy import SequencePolicy
@@ -82,7 +82,7 @@ async def sequence_cost(concurrency: int, total: int) -> float:
 async def ensemble_cost(concurrency: int, total: int) -> float:
     """CPU µs per request of `concurrency` closed loops through the pipeline ensemble's scheduler."""
     steps = ("pipeline_pre", "pipeline_model", "pipeline_post")
-    plan = ensemble.plan(_config("pipeline"), {(m, -1): _config(m) for m in steps})
+    plan = ensemble_plan.plan(_config("pipeline"), {(m, -1): _config(m) for m in steps})
     step = _Step()
     scheduler = ensemble.EnsembleScheduler(plan, 1, lambda name, version: step, StatsRecorder("pipeline", "1"))
     data = Tensor("INPUT", "FP32", (4,), np.ones(4, np.float32))

@@ -23,7 +23,7 @@ from seawall.core.types import InferRequest, InferResponse, RequestedOutput, Str
 from seawall.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from seawall.core.ensemble import Step
+    from seawall.core.ensemble_plan import Step
 
 
 def decoupled_label_check(config: ModelConfig, composing: Mapping[tuple[str, int], ModelConfig]) -> bool:

@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable
 
-from seawall.core import config_features, ensemble, model_config, repoagent, repository
+from seawall.core import config_features, ensemble, ensemble_plan, model_config, repoagent, repository
 from seawall.core.backend import Backend, ModelCalls, ModelConfig
 from seawall.core.custom_metrics import CustomMetrics
 from seawall.core.model_record import ModelRecord, ModelVersion
@@ -72,7 +72,7 @@ class ModelLifecycle:
             config = model_config.read_config(location.path, self._options.repository.config_name)
         except SeawallError:
             return False
-        return config is not None and ensemble.is_ensemble(config)
+        return config is not None and ensemble_plan.is_ensemble(config)
 
     async def load(
         self,
@@ -232,12 +232,12 @@ class ModelLifecycle:
         # repository agents check the files before any model code (auto-complete included) runs
         repoagent.run_agents(config, location.path, self._agent_for)
         config_features.refuse_unsupported(config)
-        if ensemble.is_ensemble(config):  # not a backend (nor a plugin's)
+        if ensemble_plan.is_ensemble(config):  # not a backend (nor a plugin's)
             if record is not None:
                 record.is_ensemble = True
             model_config.complete_defaults(config, name)
             model_config.validate(config, location.name)
-            ensemble.check_config(config)
+            ensemble_plan.check_config(config)
             return config, None
         backend = self._backend_for(config_features.backend_of(config))
         if options.auto_complete_config:
@@ -252,7 +252,7 @@ class ModelLifecycle:
         self, record: ModelRecord, config: ModelConfig, versions: list[int], chain: tuple[str, ...]
     ) -> None:
         """Load the ensemble's composing models that are not loaded, check it against them, make its versions."""
-        record.composing = ensemble.composing_models(config)
+        record.composing = ensemble_plan.composing_models(config)
         try:
             plan = await self._plan_ensemble(config, chain)
         except SeawallError as error:
@@ -269,10 +269,10 @@ class ModelLifecycle:
             entry.state = ModelState.READY
             logger.info("successfully loaded '%s' version %d", record.name, number)
 
-    async def _plan_ensemble(self, config: ModelConfig, chain: tuple[str, ...]) -> ensemble.EnsemblePlan:
-        """Raises: InvalidArgumentError, UnsupportedError (Triton's messages, see `ensemble.plan`)."""
+    async def _plan_ensemble(self, config: ModelConfig, chain: tuple[str, ...]) -> ensemble_plan.EnsemblePlan:
+        """Raises: InvalidArgumentError, UnsupportedError (Triton's messages, see `ensemble_plan.plan`)."""
         name = config.name
-        names = ensemble.composing_models(config)
+        names = ensemble_plan.composing_models(config)
         missing = [n for n in names if n not in self.models and n not in self._loading and self.locate(n) is None]
         if missing:
             raise InvalidArgumentError(
@@ -305,7 +305,7 @@ class ModelLifecycle:
             used = ready[version] if version >= 0 else ready[max(ready)]
             assert used.config is not None
             configs[(step.model_name, version)] = used.config
-        return ensemble.plan(config, configs)
+        return ensemble_plan.plan(config, configs)
 
     def _cycle(self, name: str, composing: tuple[str, ...]) -> str | None:
         """The ensemble through which `name`'s composing models (`composing`) lead back to `name`; None: no cycle.
@@ -320,8 +320,8 @@ class ModelLifecycle:
                 continue
             seen.add(model)
             config = self._config_of(model)
-            if config is not None and ensemble.is_ensemble(config):
-                todo.extend((model, used) for used in ensemble.composing_models(config))
+            if config is not None and ensemble_plan.is_ensemble(config):
+                todo.extend((model, used) for used in ensemble_plan.composing_models(config))
         return None
 
     def _config_of(self, name: str) -> ModelConfig | None:

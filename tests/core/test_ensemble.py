@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from seawall.core import ensemble, ensemble_flow, model_config
+from seawall.core import ensemble, ensemble_flow, ensemble_plan, model_config
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, InferResponse, StreamResponse, Tensor
 from seawall.errors import InvalidArgumentError
@@ -33,7 +33,7 @@ def _read(model: str) -> model_config_pb2.ModelConfig:
 def test_the_completed_config_of_an_ensemble_has_no_instances() -> None:
     config = _read("ens_chain")
     assert not config.instance_group and not config.HasField("optimization") and not config.default_model_filename
-    ensemble.check_config(config)
+    ensemble_plan.check_config(config)
 
 
 _STEP = (
@@ -84,7 +84,7 @@ _IO = (
 )
 def test_config_checks(text: str, message: str) -> None:
     with pytest.raises(InvalidArgumentError) as info:
-        ensemble.check_config(_config(text))
+        ensemble_plan.check_config(_config(text))
     assert info.value.message == message
 
 
@@ -94,27 +94,27 @@ def test_a_decoupled_composing_model_makes_the_ensemble_decoupled() -> None:
         'model_name: "ens_decoupled" model_version: -1 input_map { key: "INPUT0" value: "INPUT" } '
         'output_map { key: "OUTPUT0" value: "OUTPUT" } } ] }'
     )
-    ensemble.check_config(config)
-    plan = ensemble.plan(config, {("ens_decoupled", -1): _read("ens_decoupled")})
+    ensemble_plan.check_config(config)
+    plan = ensemble_plan.plan(config, {("ens_decoupled", -1): _read("ens_decoupled")})
     assert plan.decoupled and plan.steps[0].decoupled
 
 
 def test_a_request_for_some_outputs_runs_only_the_steps_they_need() -> None:
     config = _read("ens_diamond")
-    composing = {(m, -1): _read(m) for m in ensemble.composing_models(config)}
-    plan = ensemble.plan(config, composing)
+    composing = {(m, -1): _read(m) for m in ensemble_plan.composing_models(config)}
+    plan = ensemble_plan.plan(config, composing)
     assert [s.model_name for s in plan.steps_for(frozenset({"TIMES_A"}))] == ["ens_branch_a", "ens_pre"]
     assert len(plan.steps_for(frozenset({"SUM"}))) == 4
     assert plan.outputs == ("SUM", "TIMES_A", "TIMES_B")
 
 
 def test_a_chain_runs_in_data_flow_order_and_a_diamond_is_no_chain() -> None:
-    chain = ensemble.plan(_read("ens_chain"), {(m, -1): _read(m) for m in ("ens_pre", "ens_model", "ens_post")})
+    chain = ensemble_plan.plan(_read("ens_chain"), {(m, -1): _read(m) for m in ("ens_pre", "ens_model", "ens_post")})
     order = ensemble_flow.chain_order(tuple(reversed(chain.steps)), {"INPUT"})
     assert order is not None and [s.model_name for s in order] == ["ens_pre", "ens_model", "ens_post"]
     assert ensemble_flow.chain_order(chain.steps, set()) is None  # nothing can start
     config = _read("ens_diamond")
-    diamond = ensemble.plan(config, {(m, -1): _read(m) for m in ensemble.composing_models(config)})
+    diamond = ensemble_plan.plan(config, {(m, -1): _read(m) for m in ensemble_plan.composing_models(config)})
     assert ensemble_flow.chain_order(diamond.steps, {"INPUT"}) is None  # its branches run at once
 
 
@@ -135,8 +135,8 @@ class _Runner:
 @pytest.mark.parametrize("drops", ["", "ens_model", "ens_post"])
 async def test_a_chain_whose_step_leaves_out_an_output_fails_as_any_ensemble(drops: str) -> None:
     # the chain's shortcut ends as the general run does: "unexpected deadlock" once no step can run
-    plan = ensemble.plan(_read("ens_chain"), {(m, -1): _read(m) for m in ("ens_pre", "ens_model", "ens_post")})
-    plan = ensemble.EnsemblePlan(plan.name, plan.steps, ("OUTPUT",))
+    plan = ensemble_plan.plan(_read("ens_chain"), {(m, -1): _read(m) for m in ("ens_pre", "ens_model", "ens_post")})
+    plan = ensemble_plan.EnsemblePlan(plan.name, plan.steps, ("OUTPUT",))
     scheduler = ensemble.EnsembleScheduler(
         plan, 1, lambda name, version: _Runner(name, name == drops), StatsRecorder("ens_chain", "1")
     )
