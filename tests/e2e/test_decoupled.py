@@ -142,6 +142,17 @@ def test_inline_and_thread_senders(seawall: ServerProcess, model: str) -> None:
     assert thread[-1][0].as_numpy("OUT") is None
 
 
+@pytest.mark.parametrize("model", ["decoupled_modes", "decoupled_modes_in_process"])
+def test_inputs_stay_valid_after_execute_returned(seawall: ServerProcess, model: str) -> None:
+    """A decoupled model reads a request's input after its execute() returned and later requests came in (their
+    inputs are written where the first ones were, in a stub): it still reads its own request's values."""
+    held = [(model, 100 + n, f"h{n}", {"mode": "hold_input"}) for n in range(8)]
+    answers = _stream(seawall, [*held, (model, 0, "release", {"mode": "release_held"})], 8)
+    assert {r.get_response().id: r.as_numpy("OUT").tolist() for r, _ in answers} == {
+        f"h{n}": [100 + n] for n in range(8)
+    }
+
+
 def test_outputs_larger_than_the_response_region(seawall: ServerProcess) -> None:
     size = 600_000  # 2.4 MB per response: more than the default 1 MiB region, which grows
     answers = _stream(seawall, [("decoupled_modes", 3, "big", {"mode": "thread", "size": size})], 4, True)

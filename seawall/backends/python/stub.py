@@ -228,7 +228,9 @@ class _Stub:
             started = time.monotonic_ns()
             requests = []
             for item, header in enumerate(message.requests):
-                request = self._request(model, slot, header, seq, item)
+                # copied: its threads may read a request's inputs after execute() returned (NVIDIA's decoupled
+                # example does), when the host already wrote the slot's next batch over the region
+                request = self._request(model, slot, header, seq, item, copy=True)
                 request._sender = responder.sender(pb, seq, item, header.outputs)
                 senders.append(request._sender)
                 requests.append(request)
@@ -277,9 +279,11 @@ class _Stub:
             except BufferError:
                 pass  # the model kept a view of an old input: the mapping goes when that view does
 
-    def _request(self, model: UserModel, slot: int, header: RequestHeader, seq: int, item: int) -> UserObject:
+    def _request(
+        self, model: UserModel, slot: int, header: RequestHeader, seq: int, item: int, copy: bool = False
+    ) -> UserObject:
         memory = self._inputs[slot]
-        inputs = [ipc.read_tensor(memory, descriptor, copy=False) for descriptor in header.inputs]
+        inputs = [ipc.read_tensor(memory, descriptor, copy=copy) for descriptor in header.inputs]
         request = model.request(
             inputs, header.outputs, header.id, header.correlation_id, header.flags, header.parameters
         )

@@ -14,6 +14,9 @@ copies of the response's index. Modes:
   return_list   execute() returns a list (not allowed for decoupled models)
   wait_cancel   waits (up to 30 s) until the client goes away, logs what is_cancelled() said, sends final
   one_then_wait_cancel  one response, then as wait_cancel
+  hold_input    keeps the sender and the IN array (a view, as as_numpy() gives it) past execute(), sends nothing
+  release_held  answers every held request with one response holding its IN as read now, then the final flag
+                (as NVIDIA's decoupled example reads its input from a thread after execute() returned)
 """
 
 import json
@@ -33,13 +36,15 @@ def _response(index, size):
 class TritonPythonModel:
     def initialize(self, args):
         self.kept = []
+        self.held = []
 
     def execute(self, requests):
         for request in requests:
             parameters = json.loads(request.parameters())
             mode = parameters.get("mode", "inline")
             size = int(parameters.get("size", 1))
-            count = int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()[0])
+            value = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
+            count = int(value[0])
             sender = request.get_response_sender()
             if mode == "inline":
                 for index in range(count):
@@ -71,6 +76,14 @@ class TritonPythonModel:
                 return [pb_utils.InferenceResponse([])]
             elif mode == "wait_cancel":
                 threading.Thread(target=self.wait_cancel, args=(request, sender)).start()
+            elif mode == "hold_input":
+                self.held.append((sender, value))
+            elif mode == "release_held":
+                for held, array in self.held:
+                    held.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array(array, np.int32))]))
+                    held.send(flags=FINAL)
+                self.held.clear()
+                sender.send(flags=FINAL)
             elif mode == "one_then_wait_cancel":
                 sender.send(_response(0, size))
                 threading.Thread(target=self.wait_cancel, args=(request, sender)).start()
