@@ -78,7 +78,7 @@ class ServedModel:
     """One READY model version bound to its server's pipeline: what a frontend needs to decode a request for
     it, and `infer` to run one. Cheap to make (one per request); holds no state of its own."""
 
-    __slots__ = ("_entry", "_pipeline", "_scheduler", "spec")
+    __slots__ = ("__weakref__", "_entry", "_pipeline", "_scheduler", "spec")
 
     def __init__(self, entry: ModelVersion, pipeline: InferencePipeline) -> None:
         assert entry.spec is not None and entry.scheduler is not None  # READY versions have both

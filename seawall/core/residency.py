@@ -6,11 +6,13 @@ Imports `core.*`, `errors`, `options`. Event loop thread only. Loads and evictio
 a load is slow anyway, and two loads deciding at once what to evict would both pick the same victim. Concurrent
 requests for a model that is loading wait for that one load (up to `--load-on-request-timeout-secs`).
 
-Never evicted: a model with requests in flight, a model used in the last `EVICTION_GRACE_S` (a request that resolved
-it may still be decoding its inputs before it is queued), a model named by `--load-model` at start-up or whose config
+Never evicted: a model with requests in flight, a model that a request has resolved and not yet dropped (`hold`:
+the request may still be decoding its inputs before it is queued; a hold counts for `HOLD_LIMIT_S` after the model's
+last use at most, so that a leaked reference cannot pin it), a model named by `--load-model` at start-up or whose config
 sets the parameter SEAWALL_PINNED to "true" (pinned), a model that is loading, and the composing models of a loaded
 ensemble (unloading one would take the ensemble down).
-When nothing can go, the load fails with CapacityError (HTTP 507) instead of unloading a model that is in use.
+When nothing can go within `ROOM_WAIT_S`, the load fails with CapacityError (HTTP 507) instead of unloading a model
+that is in use.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -32,8 +35,11 @@ logger = logging.getLogger(__name__)
 
 #: the caller an on-request load or an eviction is audited as: the server itself, not a client
 SELF = "seawall (load on request)"
-#: seconds after its last use during which a model is not evicted (longer than decoding a request takes)
-EVICTION_GRACE_S = 0.2
+#: seconds after a model's last use during which a request's hold on it keeps it (longer than a body may take)
+HOLD_LIMIT_S = 60.0
+#: how long a load waits for a loaded model to become evictable before it fails (507), and how often it looks
+ROOM_WAIT_S = 1.0
+ROOM_POLL_S = 0.005
 
 
 def check_options(options: RepositoryOptions) -> None:
@@ -66,6 +72,8 @@ class Residency:
         self._unload = unload
         self._used: OrderedDict[str, float] = OrderedDict()  # model → its last use, least recent first
         self._loading: dict[str, asyncio.Future[None]] = {}
+        self._held: dict[str, weakref.WeakSet[object]] = {}  # model → the resolved models requests still hold
+        self._evicting: set[str] = set()  # a request for one waits for the eviction, then loads it again
         self._lock = asyncio.Lock()
         self._pinned = frozenset(options.load_models) - {"*"}
         self.evictions = 0  # models unloaded to make room (a metric)
@@ -76,6 +84,14 @@ class Residency:
         self._used[name] = time.monotonic()
         self._used.move_to_end(name)
 
+    def hold(self, name: str, served: object) -> None:
+        """A request resolved `name` to `served`: the model stays until the request drops it (between resolving
+        and the queue, where the scheduler counts it, the request decodes its inputs)."""
+        held = self._held.get(name)
+        if held is None:
+            held = self._held[name] = weakref.WeakSet()
+        held.add(served)
+
     async def ensure(self, name: str) -> None:
         """Make `name` resident if a request for it may load it; otherwise leave the answer to the resolution.
 
@@ -84,7 +100,7 @@ class Residency:
             CapacityError: no loaded model can be evicted to make room.
         """
         record = self._models.get(name)
-        if record is not None and record.is_ready():
+        if record is not None and record.is_ready() and name not in self._evicting:
             self.touch(name)
             return
         if not self._options.load_on_request or not is_valid_model_name(name) or not self._knows(name):
@@ -124,18 +140,26 @@ class Residency:
 
     async def _make_room(self, name: str) -> None:
         limit = self._options.max_loaded_models
+        deadline = time.monotonic() + ROOM_WAIT_S
         while limit and self._resident(besides=name) >= limit:
             victim = self._victim(name)
+            if victim is None and time.monotonic() < deadline:
+                await asyncio.sleep(ROOM_POLL_S)  # models busy now are often idle a moment later
+                continue
             if victim is None:
                 raise CapacityError(
                     f"cannot load model '{name}': {limit} model(s) are loaded (--max-loaded-models) and none of "
-                    "them can be unloaded now (in flight or just used, pinned by --load-model or SEAWALL_PINNED, or "
-                    "used by an ensemble)"
+                    "them can be unloaded now (in flight, pinned by --load-model or SEAWALL_PINNED, or used by an "
+                    "ensemble)"
                 )
             logger.info("unloading model '%s' (least recently used) to make room for '%s'", victim, name)
             self._used.pop(victim, None)
-            with audit.audited(SELF, "evict", victim):
-                await self._unload(victim)
+            self._evicting.add(victim)
+            try:
+                with audit.audited(SELF, "evict", victim):
+                    await self._unload(victim)
+            finally:
+                self._evicting.discard(victim)
             self.evictions += 1
 
     def _resident(self, besides: str) -> int:
@@ -146,13 +170,14 @@ class Residency:
         loaded = [n for n, r in self._models.items() if not r.unloaded and r.versions]
         order = [n for n in loaded if n not in self._used] + [n for n in self._used if n in loaded]
         needed = {c for r in self._models.values() if r.is_ensemble and not r.unloaded for c in r.composing}
-        recent = time.monotonic() - EVICTION_GRACE_S
+        stale = time.monotonic() - HOLD_LIMIT_S
         for candidate in order:
             if candidate == name or candidate in needed or candidate in self._loading or self._is_pinned(candidate):
                 continue
-            if self._used.get(candidate, 0.0) > recent:
-                continue
+            if self._held.get(candidate) and self._used.get(candidate, 0.0) > stale:
+                continue  # a request resolved it and may still be decoding
             if _idle(self._models[candidate]):
+                self._held.pop(candidate, None)
                 return candidate
         return None
 

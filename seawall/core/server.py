@@ -337,10 +337,13 @@ class InferenceServer(ServerSettings):
 
         Raises: as `model`; and UnavailableError (the load failed or timed out), CapacityError (no room).
         """
-        if self._residency is not None:
-            self._pipeline.check_open()
-            await self._residency.ensure(name)
-        return self.model(name, version)
+        if self._residency is None:
+            return self.model(name, version)
+        self._pipeline.check_open()
+        await self._residency.ensure(name)
+        served = self.model(name, version)
+        self._residency.hold(name, served)
+        return served
 
     def residency_counts(self) -> tuple[int, int] | None:
         """(models loaded on request, models evicted) so far; None when neither feature is on."""
