@@ -62,7 +62,7 @@ bench-many-models: $(STAMP)
 SOAK_SECONDS ?= 180
 reliability: $(STAMP)
 	SEAWALL_SOAK_SECONDS=$(SOAK_SECONDS) SEAWALL_LOAD_CYCLES=50 $(BIN)/python -m pytest -q -p tests.reliability.report \
-		tests/e2e/test_http_shutdown.py tests/security/test_http_slow_clients.py tests/e2e/test_disconnect_storms.py \
+		tests/e2e/test_http_shutdown.py tests/e2e/test_group_shutdown.py tests/security/test_http_slow_clients.py tests/e2e/test_disconnect_storms.py \
 		tests/reliability tests/deploy/test_scaleout.py
 
 # a decoupled model streaming 100 responses per request, gRPC and SSE, Seawall vs Triton with four clients

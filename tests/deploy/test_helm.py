@@ -13,6 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from seawall.app import STOP_GRACE_S
+
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "seawall"
 HELM = Path(sys.executable).parent / "helm"
 KUBERNETES = "1.30.0"  # the oldest Kubernetes version the chart promises to work on
@@ -78,6 +80,25 @@ def test_the_probes_use_the_routes_the_scale_out_rehearsal_gates_on(rendered: di
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+
+
+def _exit_timeout(deployment: dict[str, Any]) -> int:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (value,) = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--exit-timeout-secs=")]
+    return int(value)
+
+
+@pytest.mark.parametrize("timeout", [None, 0, 7, 120])
+def test_kubernetes_waits_longer_than_the_bounded_exit(timeout: int | None) -> None:
+    """Seawall exits at most --exit-timeout-secs + app.STOP_GRACE_S after SIGTERM; Kubernetes SIGKILLs the pod
+    terminationGracePeriodSeconds after it: the chart derives the grace from the timeout (timeout + 10 s)."""
+    deployment = _render(*([] if timeout is None else [f"exitTimeoutSecs={timeout}"]))["Deployment"]
+    kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+    exit_timeout = _exit_timeout(deployment)
+    assert exit_timeout == (30 if timeout is None else timeout)  # the chart's default is Triton's
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace == exit_timeout + 10
+    assert grace > exit_timeout + STOP_GRACE_S
 
 
 def test_the_network_policy_denies_by_default(rendered: dict[str, dict[str, Any]]) -> None:

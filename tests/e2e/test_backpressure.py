@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import yaml
 from tritonclient.utils import InferenceServerException
 
-from tests.harness import TEST_MODELS, ServerProcess, http_call, http_request, start_seawall
+from tests.harness import ROOT, TEST_MODELS, ServerProcess, http_call, http_request, start_seawall
 
 MESSAGE = "the server has 2 inference requests in flight (--max-inflight-requests); retry later"
 
@@ -45,6 +46,21 @@ def body(folder: Path | None, tag: str) -> bytes:
     return json.dumps({"inputs": inputs, "parameters": parameters}).encode()
 
 
+def overloaded_routes() -> list[tuple[str, bytes]]:
+    """The POST routes docs/openapi.yaml answers 429 on (with a Retry-After header), for the gate model, each
+    with a body it accepts."""
+    document = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
+    overloaded = document["components"]["responses"]["Overloaded"]
+    assert overloaded["headers"]["Retry-After"]["required"] is True
+    routes = []
+    for template, item in document["paths"].items():
+        if "429" in item.get("post", {}).get("responses", {}):
+            path = template.replace("{model}", "gate").replace("{version}", "1")
+            generate = json.dumps({"INPUT0": [1.0]}).encode()
+            routes.append((path, generate if "/generate" in path else body(None, "r")))
+    return routes
+
+
 def wait_for(path: Path) -> None:
     deadline = time.monotonic() + 60
     while not path.exists():
@@ -63,6 +79,12 @@ def test_requests_over_the_cap_get_429_then_the_server_serves_again(server: Serv
         status, headers, reply = http_request(server, "POST", "/v2/models/gate/infer", body(None, "c"))
         assert (status, json.loads(reply)) == (429, {"error": MESSAGE})
         assert headers["retry-after"] == "1"
+        # every inference route docs/openapi.yaml documents the 429 on answers it, with the documented header
+        routes = overloaded_routes()
+        assert len(routes) == 6  # infer, generate, generate_stream, each with and without a version
+        for path, document in routes:
+            status, headers, reply = http_request(server, "POST", path, document)
+            assert (status, json.loads(reply), headers.get("retry-after")) == (429, {"error": MESSAGE}, "1"), path
         # the SageMaker listener answers its own limits as the KServe one (not Triton's cloud 400)
         status, headers, reply = http_call(server.addresses["sagemaker"], "POST", "/invocations", body(None, "s"))
         assert (status, json.loads(reply), headers["retry-after"]) == (429, {"error": MESSAGE}, "1")

@@ -279,11 +279,14 @@ def _metric(server: ServerProcess, name: str, labels: str) -> float:
 
 def test_closing_the_stream_cancels_the_request_in_the_model(seawall: ServerProcess) -> None:
     done = seawall.log().count("wait_cancel: sender.is_cancelled()=True")
+    waiting = seawall.log().count("wait_cancel: waiting")
     for model in ("decoupled_modes", "decoupled_modes_in_process"):
         with grpcclient.InferenceServerClient(seawall.grpc) as client:
             client.start_stream(callback=lambda result, error: None)
             client.async_stream_infer(model, _input(grpcclient, 1), request_id="w", parameters={"mode": "wait_cancel"})
-            time.sleep(0.5)  # the model is waiting
+            # the model holds the request (closing the stream earlier drops it before it executes: no line to see)
+            seawall.wait_for_log("wait_cancel: waiting", count=waiting + 1)
+            waiting += 1
             client.stop_stream(cancel_requests=True)
         # (in process, a log line from a model's own thread names that thread, not the instance)
         seen = "wait_cancel: sender.is_cancelled()=True request.is_cancelled()=True"

@@ -1,8 +1,14 @@
 """Storms of clients that go away at every point of a request (issue 14 item 2): before the head is complete,
 mid-body, while the request is queued or executing, mid SSE stream, gRPC calls cancelled by their deadline and
-gRPC streams cancelled after their first response. Afterwards the server must hold what it held before.
+gRPC streams cancelled after their first response; and raw HTTP/2 connections to the gRPC listener (RFC 9113
+frames, HPACK from the `hpack` package) reset right after the preface, mid-HEADERS frame, mid-DATA (inside a gRPC
+message), after a whole ModelInfer while the model queues or executes it, and mid ModelStreamInfer after the
+first response. Afterwards the server must hold what it held before.
 
 What "before" means, and the tolerances:
+- "before" is taken after a warm-up storm as large as the concurrency (lazily opened fds, pools and threads exist
+  by then), once the fd and thread counts have stayed the same for STEADY_S (the warm-up's own connections are
+  closed): not at once, when the last warm-up clients may still be torn down.
 - file descriptors: sockets, pipes and every other fd come back exactly. The only fds a storm may leave are the
   python backend's shared-memory slots (memfd `seawall-python-backend`): an instance opens a slot's pair of regions
   the first time that many batches are in flight at once and keeps them for reuse (backends/python/instance.py,
@@ -10,7 +16,7 @@ What "before" means, and the tolerances:
 - threads: exactly as before.
 - RSS: allocators keep freed memory (pymalloc arenas, glibc free lists), so the first storm may raise it; a leak
   grows with every storm, so the second storm may add at most RSS_SLACK_MB (a per-request leak of ~1 KiB over the
-  1,200 clients of a storm, e.g. a task with its frame or a retained body, would show).
+  1,800 clients of a storm, e.g. a task with its frame or a retained body, would show).
 - asyncio tasks (in process, where they can be counted): exactly as before.
 """
 
@@ -25,6 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import hpack
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
@@ -39,7 +46,11 @@ PER_KIND = 150  # clients of each kind in one storm
 CONCURRENCY = 50
 RSS_SLACK_MB = 6
 SETTLE_S = 60.0
+STEADY_S = 1.0  # the baseline: fd and thread counts unchanged for this long
 KINDS = ("connect", "head", "body", "queued", "sse")
+H2_KINDS = ("h2-preface", "h2-headers", "h2-data", "h2-executing", "h2-stream")
+#: clients in one storm: each HTTP/1.1 and raw HTTP/2 kind, and the two grpc.aio kinds
+CLIENTS_PER_KIND = len(KINDS) + len(H2_KINDS) + 2
 INFER = json.dumps(
     {"parameters": {"sleep_ms": 30}, "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 1], "data": [1]}]}
 ).encode()
@@ -71,11 +82,95 @@ async def _client(host: str, port: int, kind: str) -> None:
         writer.transport.abort()  # a reset, as a killed client leaves it
 
 
-async def _grpc_client(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+def _slow_request(sleep_ms: int = 30) -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name="slow")
     request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 1])
     request.raw_input_contents.append(bytes(4))
-    request.parameters["sleep_ms"].int64_param = 30
+    request.parameters["sleep_ms"].int64_param = sleep_ms
+    return request
+
+
+def _stream_request() -> pb.ModelInferRequest:
+    """generate_decoupled: 40 responses, 20 ms apart."""
+    request = pb.ModelInferRequest(model_name="generate_decoupled")
+    request.inputs.add(name="text_input", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"x")
+    request.inputs.add(name="repeat", datatype="INT32", shape=[1]).contents.int_contents.append(40)
+    request.parameters["sleep_ms"].int64_param = 20
+    return request
+
+
+# raw HTTP/2 (RFC 9113): frame types, flags
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_DATA, _HEADERS, _SETTINGS, _GOAWAY = 0, 1, 4, 7
+_END_STREAM, _ACK, _END_HEADERS = 0x1, 0x1, 0x4
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
+
+
+def _headers(method: str) -> bytes:
+    """A HEADERS frame opening stream 1 for a gRPC call of `method`."""
+    block = hpack.Encoder().encode(
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", f"/inference.GRPCInferenceService/{method}"),
+            (":authority", "storm"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+    )
+    return _frame(_HEADERS, _END_HEADERS, 1, block)
+
+
+def _message(request: pb.ModelInferRequest) -> bytes:
+    """A gRPC length-prefixed message (uncompressed)."""
+    data = request.SerializeToString()
+    return b"\0" + len(data).to_bytes(4, "big") + data
+
+
+async def _first_response(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read frames until the server sends DATA on stream 1 (acknowledging its SETTINGS meanwhile)."""
+    while True:
+        head = await reader.readexactly(9)
+        payload = await reader.readexactly(int.from_bytes(head[:3], "big"))
+        kind, flags, stream = head[3], head[4], int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+        if kind == _SETTINGS and not flags & _ACK:
+            writer.write(_frame(_SETTINGS, _ACK, 0))
+        elif kind == _GOAWAY:
+            raise AssertionError(f"GOAWAY before the first response: {payload!r}")
+        elif kind == _DATA and stream == 1 and payload:
+            return
+
+
+async def _h2_client(host: str, port: int, kind: str) -> None:
+    """One raw HTTP/2 connection to the gRPC listener that is reset at the point `kind` names."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(_PREFACE + _frame(_SETTINGS, 0, 0))
+        if kind == "h2-headers":  # the HEADERS frame stops halfway through its header block
+            headers = _headers("ModelInfer")
+            writer.write(headers[: 9 + (len(headers) - 9) // 2])
+        elif kind == "h2-data":  # a gRPC message of 100,000 bytes: one whole DATA frame, then half of the next
+            chunk = b"\0" + (100_000).to_bytes(4, "big") + bytes(995)
+            writer.write(_headers("ModelInfer") + _frame(_DATA, 0, 1, chunk) + _frame(_DATA, 0, 1, bytes(1000))[:509])
+        elif kind == "h2-executing":  # a whole call, then gone while it waits or runs (the model takes 100 ms)
+            writer.write(_headers("ModelInfer") + _frame(_DATA, _END_STREAM, 1, _message(_slow_request(100))))
+            await writer.drain()
+            await asyncio.sleep(0.04)
+        elif kind == "h2-stream":  # gone after the first of 40 streamed responses, the stream still open
+            writer.write(_headers("ModelStreamInfer") + _frame(_DATA, 0, 1, _message(_stream_request())))
+            await writer.drain()
+            await asyncio.wait_for(_first_response(reader, writer), 30)
+        await writer.drain()
+        await asyncio.sleep(0.005)
+    finally:
+        writer.transport.abort()  # a reset, as a killed client leaves it
+
+
+async def _grpc_client(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    request = _slow_request()
     try:
         await stub.ModelInfer(request, timeout=0.02)  # cancelled by its deadline, queued or executing
     except grpc.aio.AioRpcError:
@@ -84,11 +179,7 @@ async def _grpc_client(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
 
 async def _grpc_stream_client(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
     """A decoupled stream cancelled by the client after its first response."""
-    request = pb.ModelInferRequest(model_name="generate_decoupled")
-    request.inputs.add(name="text_input", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"x")
-    request.inputs.add(name="repeat", datatype="INT32", shape=[1]).contents.int_contents.append(40)
-    request.parameters["sleep_ms"].int64_param = 20
-    call = stub.ModelStreamInfer(iter([request]), timeout=60)
+    call = stub.ModelStreamInfer(iter([_stream_request()]), timeout=60)
     try:
         async for _ in call:
             break
@@ -97,8 +188,9 @@ async def _grpc_stream_client(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
 
 
 async def storm(http: str, grpc_target: str, per_kind: int = PER_KIND) -> None:
-    """`per_kind` clients of each kind (and as many gRPC calls), CONCURRENCY at a time."""
+    """`per_kind` clients of each kind (HTTP/1.1, raw HTTP/2 and grpc.aio), CONCURRENCY at a time."""
     host, port = http.rsplit(":", 1)
+    grpc_host, grpc_port = grpc_target.rsplit(":", 1)
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def bounded(start: Callable[[], object]) -> None:
@@ -109,6 +201,10 @@ async def storm(http: str, grpc_target: str, per_kind: int = PER_KIND) -> None:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         for kind in KINDS:
             await asyncio.gather(*(bounded(lambda k=kind: _client(host, int(port), k)) for _ in range(per_kind)))
+        for kind in H2_KINDS:
+            await asyncio.gather(
+                *(bounded(lambda k=kind: _h2_client(grpc_host, int(grpc_port), k)) for _ in range(per_kind))
+            )
         await asyncio.gather(*(bounded(lambda: _grpc_client(stub)) for _ in range(per_kind)))
         await asyncio.gather(*(bounded(lambda: _grpc_stream_client(stub)) for _ in range(per_kind)))
 
@@ -143,6 +239,20 @@ class Usage:
         return f"fds={self.other_fds}+{self.slots} slots, threads={self.threads}, rss={self.rss_mb:.1f} MB"
 
 
+def _steady(pid: int) -> Usage:
+    """The process's usage once its fd and thread counts have not changed for STEADY_S (or SETTLE_S passed)."""
+    deadline = time.monotonic() + SETTLE_S
+    last, since = Usage(pid), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        usage = Usage(pid)
+        if (usage.other_fds, usage.threads, usage.slots) != (last.other_fds, last.threads, last.slots):
+            last, since = usage, time.monotonic()
+        elif time.monotonic() - since >= STEADY_S:
+            return usage
+    return last
+
+
 def _settled(pid: int, baseline: Usage) -> Usage:
     """The process's usage once its fds and threads are back to `baseline` (or the deadline passed)."""
     deadline = time.monotonic() + SETTLE_S
@@ -162,15 +272,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         process.stop()
 
 
-def test_a_disconnect_storm_gives_back_fds_threads_and_memory(server: ServerProcess) -> None:
+def test_a_disconnect_storm_gives_back_fds_threads_and_memory(
+    server: ServerProcess, figure: Callable[[str], None]
+) -> None:
     pid = server.process.pid
-    asyncio.run(storm(server.http, server.grpc, per_kind=10))  # warm up: lazy imports, pools, caches
-    baseline = _settled(pid, Usage(pid))
+    # warm up at full concurrency: lazy imports, pools, caches, the descriptors opened on first use
+    asyncio.run(storm(server.http, server.grpc, per_kind=CONCURRENCY))
+    baseline = _steady(pid)
     asyncio.run(storm(server.http, server.grpc))
     first = _settled(pid, baseline)
     asyncio.run(storm(server.http, server.grpc))
     second = _settled(pid, baseline)
-    print(f"disconnect storm ({8 * PER_KIND} clients x2): before {baseline}; after one {first}; after two {second}")
+    clients = CLIENTS_PER_KIND * PER_KIND
+    print(f"disconnect storm ({clients} clients x2): before {baseline}; after one {first}; after two {second}")
+    figure(
+        f"{clients} clients x2: fds {baseline.other_fds}->{first.other_fds}->{second.other_fds}, "
+        f"threads {baseline.threads}->{first.threads}->{second.threads}, "
+        f"RSS {baseline.rss_mb:.1f}->{first.rss_mb:.1f}->{second.rss_mb:.1f} MB"
+    )
     assert (first.other_fds, first.threads) == (baseline.other_fds, baseline.threads), (baseline, first)
     assert (second.other_fds, second.threads) == (baseline.other_fds, baseline.threads), (baseline, second)
     assert second.slots == first.slots, (first, second)  # a pool of slots, reused: no growth per storm

@@ -363,6 +363,7 @@ class StubProcess:
         if graceful and self._alive:
             try:
                 await asyncio.wait_for(self.call(Finalize()), self._settings.timeout_s)
+                logger.debug("model instance '%s': finalized", self.label)
             except (TimeoutError, StubDied) as exc:
                 logger.warning("model instance '%s': finalize did not complete (%r)", self.label, exc)
         if self._control is not None:

@@ -12,7 +12,8 @@ copies of the response's index. Modes:
   raise_thread  a thread sends one response, then raises
   error         one error response with the final flag
   return_list   execute() returns a list (not allowed for decoupled models)
-  wait_cancel   waits (up to 30 s) until the client goes away, logs what is_cancelled() said, sends final
+  wait_cancel   logs 'wait_cancel: waiting', waits (up to 30 s) until the client goes away, logs what
+                is_cancelled() said, sends final
   one_then_wait_cancel  one response, then as wait_cancel
   hold_input    keeps the sender and the IN array (a view, as as_numpy() gives it) past execute(), sends nothing
   release_held  answers every held request with one response holding its IN as read now, then the final flag
@@ -99,6 +100,7 @@ class TritonPythonModel:
         raise RuntimeError("the model's thread raised on purpose")
 
     def wait_cancel(self, request, sender):
+        pb_utils.Logger.log_warn("wait_cancel: waiting")  # a test waits for it to know the model holds the request
         deadline = time.monotonic() + 30
         while not sender.is_cancelled() and time.monotonic() < deadline:
             time.sleep(0.01)
