@@ -115,13 +115,38 @@ def loadavg() -> float:
     return os.getloadavg()[0]
 
 
+def warm_up(address: str, models: list[str]) -> None:
+    """One request to each model in turn (a stub's first request is slower: not what the spread cell measures).
+
+    Raises:
+        RuntimeError: a model does not answer 200.
+    """
+    for model in models:
+        request = urllib.request.Request(f"http://{address}/v2/models/{model}/infer", data=_BODY, method="POST")
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            if reply.status != 200:
+                raise RuntimeError(f"warm-up of {model}: HTTP {reply.status}")
+
+
 def spread(address: str, models: list[str], concurrency: int, seconds: float) -> dict[str, object]:
-    """Throughput with requests drawn uniformly over `models`: bench.loadgen, then wrk when installed."""
-    load = loadgen.run_load(address, "http-json", "add_sub", concurrency, seconds, warmup=1.0, models=tuple(models))
-    clients: dict[str, object] = {"loadgen": {**dataclasses.asdict(load), "loadavg": loadavg()}}
+    """Throughput with requests drawn uniformly over `models`: bench.loadgen, then wrk when installed. A client
+    that fails is recorded with its error (the other cells still run)."""
+    warm_up(address, models)
+    clients: dict[str, object] = {}
+    runs = {
+        "loadgen": lambda: loadgen.run_load(
+            address, "http-json", "add_sub", concurrency, seconds, warmup=1.0, models=tuple(models)
+        )
+    }
     if native.is_available("http-json"):
-        result = native.run_wrk_spread(address, models, _BODY, concurrency, seconds)
-        clients["wrk"] = {**dataclasses.asdict(result), "loadavg": loadavg()}
+        runs["wrk"] = lambda: native.run_wrk_spread(address, models, _BODY, concurrency, seconds)
+    for client, run in runs.items():
+        try:
+            clients[client] = {**dataclasses.asdict(run()), "loadavg": loadavg()}
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            clients[client] = {"error": repr(exc), "loadavg": loadavg()}
+            print(f"bench-many-models: {client} failed: {exc!r}", flush=True)
     return clients
 
 
@@ -251,8 +276,9 @@ def render(results: dict[str, object]) -> list[str]:
     for row in rows:
         cells = []
         for client in ("loadgen", "wrk"):
-            result = row["spread"].get(client)
-            cells += [f"{result['throughput']:.0f}", f"{result['p99_ms']:.1f}"] if result else ["-", "-"]
+            result = row["spread"].get(client) or {"error": "not run"}
+            failed = "error" in result
+            cells += ["failed", "-"] if failed else [f"{result['throughput']:.0f}", f"{result['p99_ms']:.1f}"]
         lines.append(
             f"| {row['server']} | {row['loadavg_at_start']:.1f} | {row['ready_s']:.1f} | {row['pss_mib']:.0f} | "
             f"{row['pss_per_model_mib']:.2f} | " + " | ".join(cells) + " |"
@@ -264,7 +290,7 @@ def render(results: dict[str, object]) -> list[str]:
         ratios = [
             f"{client} {row['spread'][client]['throughput'] / triton['spread'][client]['throughput']:.2f}x"
             for client in ("loadgen", "wrk")
-            if client in row["spread"] and client in triton["spread"] and triton["spread"][client]["throughput"]
+            if "throughput" in row["spread"].get(client, {}) and triton["spread"].get(client, {}).get("throughput")
         ]
         lines += [
             "",
