@@ -33,7 +33,9 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +136,7 @@ def spread(address: str, models: list[str], concurrency: int, seconds: float) ->
     that fails is recorded with its error (the other cells still run)."""
     warm_up(address, models)
     clients: dict[str, object] = {}
-    runs = {
+    runs: dict[str, Callable[[], loadgen.Result]] = {
         "loadgen": lambda: loadgen.run_load(
             address, "http-json", "add_sub", concurrency, seconds, warmup=1.0, models=tuple(models)
         )
@@ -204,7 +206,7 @@ def _window(
     result = drive(address, models, pick, concurrency, seconds)
     loads = _counter(metrics, "seawall_model_loads_on_request") - loads0
     evictions = _counter(metrics, "seawall_model_evictions") - evictions0
-    latencies = sorted(result.pop("latencies"))  # type: ignore[arg-type]
+    latencies: list[float] = sorted(result.pop("latencies"))  # type: ignore[call-overload]
     failed = sum(result["errors"].values())  # type: ignore[attr-defined]
     warm = statistics.median(latencies) if latencies else 0.0
     cold = [x for x in latencies if x > max(0.05, 10 * warm)]  # waited for a load (a warm add_sub: ~ms)
@@ -259,15 +261,15 @@ def _commit() -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
 
 
-def render(results: dict[str, object]) -> list[str]:
+def render(results: dict[str, Any]) -> list[str]:
     """The run as Markdown: density and spread per server, Seawall/Triton ratios, the budget cell."""
-    settings = results["settings"]  # type: ignore[index]
-    rows: list[dict] = results["density"]  # type: ignore[type-arg, assignment]
-    c = settings["concurrency"]  # type: ignore[index]
+    settings = results["settings"]
+    rows: list[dict[str, Any]] = results["density"]
+    c = settings["concurrency"]
     lines = [
         f"## run {results['run']} (commit {results['commit']}, load average {results['loadavg']:.1f} at start)",
         "",
-        f"{settings['models']} copies of add_sub, one instance each; 2 cores, shared.",  # type: ignore[index]
+        f"{settings['models']} copies of add_sub, one instance each; 2 cores, shared.",
         "",
         f"| server | load avg | ready s | PSS MiB | PSS per additional model MiB | req/s loadgen (c={c}) | p99 ms | "
         f"req/s wrk (c={c}) | p99 ms |",
@@ -300,15 +302,15 @@ def render(results: dict[str, object]) -> list[str]:
         ]
     b = results["budget"]
     if b:
-        w = b["warmup"]  # type: ignore[index]
+        w = b["warmup"]
         lines += [
             "",
-            f"Budget {b['budget']} of {b['models']} models, Zipf s={b['zipf']}, c={b['concurrency']}: "  # type: ignore[index]
-            f"warm-up {settings['budget_warmup']:.0f} s (cold start, not counted): hit rate {w['hit_rate']:.3f}, "  # type: ignore[index]
-            f"{w['loads']} loads; measured {settings['seconds']:.0f} s after it (load average {b['loadavg']:.1f}): "  # type: ignore[index]
-            f"{b['throughput']:.0f} req/s, hit rate {b['hit_rate']:.3f}, {b['cold_requests']} requests waited for "  # type: ignore[index]
-            f"a load (p50 {b['cold_p50_ms'] or 0:.0f} ms, p99 {b['cold_p99_ms'] or 0:.0f} ms), "  # type: ignore[index]
-            f"{b['evictions_per_s']:.2f} evictions/s, errors {b['errors']}",  # type: ignore[index]
+            f"Budget {b['budget']} of {b['models']} models, Zipf s={b['zipf']}, c={b['concurrency']}: "
+            f"warm-up {settings['budget_warmup']:.0f} s (cold start, not counted): hit rate {w['hit_rate']:.3f}, "
+            f"{w['loads']} loads; measured {settings['seconds']:.0f} s after it (load average {b['loadavg']:.1f}): "
+            f"{b['throughput']:.0f} req/s, hit rate {b['hit_rate']:.3f}, {b['cold_requests']} requests waited for "
+            f"a load (p50 {b['cold_p50_ms'] or 0:.0f} ms, p99 {b['cold_p99_ms'] or 0:.0f} ms), "
+            f"{b['evictions_per_s']:.2f} evictions/s, errors {b['errors']}",
         ]
     return lines
 
