@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import datetime
 import json
 import os
 import re
@@ -78,6 +79,7 @@ def drive(address: str, models: list[str], pick: object, concurrency: int, secon
     host, port = address.rsplit(":", 1)
     payloads = [_request(address, model) for model in models]
     latencies: list[float] = []
+    calls: list[tuple[str, float, float, int]] = []  # model, wall-clock start and end, status
     errors: dict[int, int] = {}
 
     async def loop(seed: int, until: float) -> None:
@@ -85,10 +87,12 @@ def drive(address: str, models: list[str], pick: object, concurrency: int, secon
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
             while time.monotonic() < until:
-                started = time.perf_counter()
-                writer.write(payloads[pick(rng)])  # type: ignore[operator]
+                index = pick(rng)  # type: ignore[operator]
+                started, wall = time.perf_counter(), time.time()
+                writer.write(payloads[index])
                 status = await _read_reply(reader)
                 latencies.append(time.perf_counter() - started)
+                calls.append((models[index], wall, time.time(), status))
                 if status != 200:
                     errors[status] = errors.get(status, 0) + 1
         finally:
@@ -109,6 +113,7 @@ def drive(address: str, models: list[str], pick: object, concurrency: int, secon
         "p99_ms": ordered[int(len(ordered) * 0.99)] * 1e3,
         "errors": errors,
         "latencies": latencies,
+        "calls": calls,
     }
 
 
@@ -197,19 +202,46 @@ def _counter(address: str, name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+_LOADED = re.compile(r"^I\d{4} (\d\d:\d\d:\d\d\.\d+) .*\] successfully loaded '([^']+)' version")
+
+
+def load_times(lines: list[str]) -> dict[str, list[float]]:
+    """When each model finished loading (wall clock, from the server log's timestamps: local time, today)."""
+    today = datetime.date.today()
+    loaded: dict[str, list[float]] = {}
+    for line in lines:
+        match = _LOADED.match(line)
+        if match:
+            moment = datetime.datetime.combine(today, datetime.time.fromisoformat(match.group(1)))
+            loaded.setdefault(match.group(2), []).append(moment.timestamp())
+    return loaded
+
+
+def _waited(calls: list[tuple[str, float, float, int]], loaded: dict[str, list[float]]) -> list[float]:
+    """Latencies (s) of the successful requests during which their model finished loading: they waited for it."""
+    return sorted(
+        end - start
+        for model, start, end, status in calls
+        if status == 200 and any(start < moment <= end for moment in loaded.get(model, ()))
+    )
+
+
 def _window(
-    address: str, metrics: str, models: list[str], pick: object, concurrency: int, seconds: float
+    server: servers.Server, metrics: str, models: list[str], pick: object, concurrency: int, seconds: float
 ) -> dict[str, object]:
     """One closed-loop window of `drive` with the server's load and eviction counters read around it."""
     loads0 = _counter(metrics, "seawall_model_loads_on_request")
     evictions0 = _counter(metrics, "seawall_model_evictions")
-    result = drive(address, models, pick, concurrency, seconds)
+    result = drive(server.http, models, pick, concurrency, seconds)
     loads = _counter(metrics, "seawall_model_loads_on_request") - loads0
     evictions = _counter(metrics, "seawall_model_evictions") - evictions0
-    latencies: list[float] = sorted(result.pop("latencies"))  # type: ignore[call-overload]
+    result.pop("latencies")
+    calls: list[tuple[str, float, float, int]] = result.pop("calls")  # type: ignore[assignment]
+    deadline = time.monotonic() + 10  # the log lines of the last loads may still be in the pipe
+    while sum(map(len, load_times(server.lines).values())) < loads0 + loads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cold = _waited(calls, load_times(server.lines))
     failed = sum(result["errors"].values())  # type: ignore[attr-defined]
-    warm = statistics.median(latencies) if latencies else 0.0
-    cold = [x for x in latencies if x > max(0.05, 10 * warm)]  # waited for a load (a warm add_sub: ~ms)
     return {
         **result,
         "loads": loads,
@@ -249,8 +281,8 @@ def budget(
             for line in server.lines:
                 if "Seawall ready:" in line:
                     metrics = line.split("metrics=")[1].split()[0]
-            cold_start = _window(server.http, metrics, models, pick, concurrency, warmup)
-            measured = _window(server.http, metrics, models, pick, concurrency, seconds)
+            cold_start = _window(server, metrics, models, pick, concurrency, warmup)
+            measured = _window(server, metrics, models, pick, concurrency, seconds)
         finally:
             server.stop()
     return {"models": count, "budget": budget_models, "zipf": zipf, **measured, "warmup": cold_start}
