@@ -169,11 +169,12 @@ def density(
         one, many = Path(scratch) / "one", Path(scratch) / "many"
         one.mkdir()
         many.mkdir()
-        make_repository(one, 1)
+        first = make_repository(one, 1)
         models = make_repository(many, count)
         server = servers.start(name, timeout=900, repository=one, args=args)
         try:
             single = _settled_pss(server)
+            one_model = spread(server.http, first, concurrency, seconds)  # the base: the same load on one model
         finally:
             server.stop()
         load_at_start = loadavg()
@@ -193,6 +194,7 @@ def density(
         "pss_one_mib": single / 2**20,
         "pss_per_model_mib": (total - single) / (count - 1) / 2**20,
         "spread": clients,
+        "one_model": one_model,
     }
 
 
@@ -304,8 +306,8 @@ def render(results: dict[str, Any]) -> list[str]:
         f"{settings['models']} copies of add_sub, one instance each; 2 cores, shared.",
         "",
         f"| server | load avg | ready s | PSS MiB | PSS per additional model MiB | req/s loadgen (c={c}) | p99 ms | "
-        f"req/s wrk (c={c}) | p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"req/s wrk (c={c}) | p99 ms | one model: req/s loadgen, wrk |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         cells = []
@@ -313,9 +315,13 @@ def render(results: dict[str, Any]) -> list[str]:
             result = row["spread"].get(client) or {"error": "not run"}
             failed = "error" in result
             cells += ["failed", "-"] if failed else [f"{result['throughput']:.0f}", f"{result['p99_ms']:.1f}"]
+        base = [
+            f"{row.get('one_model', {}).get(client, {}).get('throughput', float('nan')):.0f}"
+            for client in ("loadgen", "wrk")
+        ]
         lines.append(
             f"| {row['server']} | {row['loadavg_at_start']:.1f} | {row['ready_s']:.1f} | {row['pss_mib']:.0f} | "
-            f"{row['pss_per_model_mib']:.2f} | " + " | ".join(cells) + " |"
+            f"{row['pss_per_model_mib']:.2f} | " + " | ".join(cells) + f" | {', '.join(base)} |"
         )
     triton = next((row for row in rows if row["server"] == "triton"), None)
     for row in rows:
