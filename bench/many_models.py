@@ -136,9 +136,11 @@ def warm_up(address: str, models: list[str]) -> None:
                 raise RuntimeError(f"warm-up of {model}: HTTP {reply.status}")
 
 
-def spread(address: str, models: list[str], concurrency: int, seconds: float) -> dict[str, object]:
+def spread(server: servers.Server, models: list[str], concurrency: int, seconds: float) -> dict[str, object]:
     """Throughput with requests drawn uniformly over `models`: bench.loadgen, then wrk when installed. A client
-    that fails is recorded with its error (the other cells still run)."""
+    that fails is recorded with its error (the other cells still run). `cpu_us_per_request`: CPU of the server's
+    process tree per request (warm-up included), which the machine's other load changes less than req/s."""
+    address = server.http
     warm_up(address, models)
     clients: dict[str, object] = {}
     runs: dict[str, Callable[[], loadgen.Result]] = {
@@ -150,7 +152,14 @@ def spread(address: str, models: list[str], concurrency: int, seconds: float) ->
         runs["wrk"] = lambda: native.run_wrk_spread(address, models, _BODY, concurrency, seconds)
     for client, run in runs.items():
         try:
-            clients[client] = {**dataclasses.asdict(run()), "loadavg": loadavg()}
+            cpu = servers.tree_cpu_seconds(server.pid)
+            result = run()
+            cpu = servers.tree_cpu_seconds(server.pid) - cpu
+            clients[client] = {
+                **dataclasses.asdict(result),
+                "cpu_us_per_request": cpu / max(1, result.total_requests) * 1e6,
+                "loadavg": loadavg(),
+            }
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             clients[client] = {"error": repr(exc), "loadavg": loadavg()}
             print(f"bench-many-models: {client} failed: {exc!r}", flush=True)
@@ -174,7 +183,7 @@ def density(
         server = servers.start(name, timeout=900, repository=one, args=args)
         try:
             single = _settled_pss(server)
-            one_model = spread(server.http, first, concurrency, seconds)  # the base: the same load on one model
+            one_model = spread(server, first, concurrency, seconds)  # the base: the same load on one model
         finally:
             server.stop()
         load_at_start = loadavg()
@@ -182,7 +191,7 @@ def density(
         try:
             ready_s = server.start_seconds
             total = _settled_pss(server)
-            clients = spread(server.http, models, concurrency, seconds)
+            clients = spread(server, models, concurrency, seconds)
         finally:
             server.stop()
     return {
@@ -306,8 +315,8 @@ def render(results: dict[str, Any]) -> list[str]:
         f"{settings['models']} copies of add_sub, one instance each; 2 cores, shared.",
         "",
         f"| server | load avg | ready s | PSS MiB | PSS per additional model MiB | req/s loadgen (c={c}) | p99 ms | "
-        f"req/s wrk (c={c}) | p99 ms | one model: req/s loadgen, wrk |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"req/s wrk (c={c}) | p99 ms | CPU µs/req loadgen, wrk | one model: req/s loadgen, wrk; CPU µs/req |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         cells = []
@@ -315,13 +324,19 @@ def render(results: dict[str, Any]) -> list[str]:
             result = row["spread"].get(client) or {"error": "not run"}
             failed = "error" in result
             cells += ["failed", "-"] if failed else [f"{result['throughput']:.0f}", f"{result['p99_ms']:.1f}"]
-        base = [
-            f"{row.get('one_model', {}).get(client, {}).get('throughput', float('nan')):.0f}"
+        one = row.get("one_model", {})
+        base = [f"{one.get(client, {}).get('throughput', float('nan')):.0f}" for client in ("loadgen", "wrk")]
+        base_cpu = [
+            f"{one.get(client, {}).get('cpu_us_per_request', float('nan')):.0f}" for client in ("loadgen", "wrk")
+        ]
+        cpu = [
+            f"{row['spread'].get(client, {}).get('cpu_us_per_request', float('nan')):.0f}"
             for client in ("loadgen", "wrk")
         ]
         lines.append(
             f"| {row['server']} | {row['loadavg_at_start']:.1f} | {row['ready_s']:.1f} | {row['pss_mib']:.0f} | "
-            f"{row['pss_per_model_mib']:.2f} | " + " | ".join(cells) + f" | {', '.join(base)} |"
+            f"{row['pss_per_model_mib']:.2f} | " + " | ".join(cells) + f" | {', '.join(cpu)} | "
+            f"{', '.join(base)}; {', '.join(base_cpu)} |"
         )
     triton = next((row for row in rows if row["server"] == "triton"), None)
     for row in rows:
@@ -332,11 +347,17 @@ def render(results: dict[str, Any]) -> list[str]:
             for client in ("loadgen", "wrk")
             if "throughput" in row["spread"].get(client, {}) and triton["spread"].get(client, {}).get("throughput")
         ]
+        cpu_ratios = [
+            f"{client} {row['spread'][client]['cpu_us_per_request'] / triton['spread'][client]['cpu_us_per_request']:.2f}x"  # noqa: E501
+            for client in ("loadgen", "wrk")
+            if "cpu_us_per_request" in row["spread"].get(client, {})
+            and triton["spread"].get(client, {}).get("cpu_us_per_request")
+        ]
         lines += [
             "",
             f"{row['server']}/triton: ready {triton['ready_s'] / row['ready_s']:.1f}x faster, "
             f"PSS per model {triton['pss_per_model_mib'] / row['pss_per_model_mib']:.1f}x less, "
-            f"throughput {', '.join(ratios)}",
+            f"throughput {', '.join(ratios)}; CPU per request {', '.join(cpu_ratios)} (Seawall/Triton)",
         ]
     b = results["budget"]
     if b:
