@@ -7,8 +7,11 @@
 - budget (Seawall only; Triton has no such feature): `--model-control-mode=explicit --load-on-request
   --max-loaded-models=B`, requests over the N models drawn from a Zipf distribution. A warm-up window (the cold
   start: every model misses until the budget is full) is run and reported apart; the measured window that
-  follows gives the hit rate (1 - loads on request / requests, from the server's counters), latency of the
-  requests that waited for a load, evictions per second.
+  follows gives the hit rate (1 - (loads on request + failed requests) / requests, loads from the server's
+  counters; a 507 is a miss), latency of the requests that waited for a load (those during which the server
+  logged their model loaded: its log's timestamps against the client's wall clock), evictions per second.
+- each spread cell also runs against the same server with one model (the base), and reports the CPU of the
+  server's process tree per request, which the machine's other load disturbs less than req/s.
 
     python -m bench.many_models [--models 100] [--budget 20] [--seconds 10] [--concurrency 32]
         [--stub-start fork spawn] [--no-budget]
