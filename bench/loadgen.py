@@ -20,7 +20,7 @@ import statistics
 import struct
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -82,6 +82,16 @@ class sequences(Iterator[bytes]):  # noqa: N801 (used as a generator)
         index, self._index = self._index, self._index + 1
         self.open = self._index < self._length
         return self._make((self._id, index == 0, not self.open))
+
+
+class spread(Iterator[bytes]):  # noqa: N801 (used as a generator)
+    """Requests to models drawn uniformly from a list (one closed loop; seeded per connection)."""
+
+    def __init__(self, payloads: list[bytes], seed: int) -> None:
+        self._payloads, self._rng = payloads, np.random.default_rng(seed)
+
+    def __next__(self) -> bytes:
+        return self._payloads[int(self._rng.integers(len(self._payloads)))]
 
 
 def sequence_base(connection: int) -> int:
@@ -153,7 +163,7 @@ async def _read_reply(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _http_loop(host: str, port: int, payload: bytes | sequences, clock: _Clock, lat: list[float]) -> int:
+async def _http_loop(host: str, port: int, payload: bytes | Iterator[bytes], clock: _Clock, lat: list[float]) -> int:
     """One closed loop: the same request again and again, or the next request of `payload`'s sequences."""
     errors = 0
     reader, writer = await asyncio.open_connection(host, port)
@@ -380,8 +390,12 @@ class _Clock:
             self.warmup_requests += 1
 
 
-def _worker(args: tuple[str, str, str, int, float, float], barrier: object, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    url, mode, model, connections, warmup, seconds = args
+def _worker(
+    args: tuple[str, str, str, int, float, float, tuple[str, ...]],
+    barrier: object,
+    queue: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
+    url, mode, model, connections, warmup, seconds, models = args
     try:
         import uvloop
 
@@ -411,8 +425,11 @@ def _worker(args: tuple[str, str, str, int, float, float], barrier: object, queu
             binary = mode == "http-binary"
             jobs = []
             for index in range(connections):
-                payload: bytes | sequences = http_request(host, load, binary)
-                if length:
+                payload: bytes | Iterator[bytes] = http_request(host, load, binary)
+                if models:
+                    payloads = [http_request(host, replace(load, model=name), binary) for name in models]
+                    payload = spread(payloads, sequence_base(index))
+                elif length:
                     payload = sequences(lambda s: http_request(host, load, binary, s), length, sequence_base(index))
                 jobs.append(asyncio.create_task(_http_loop(host, int(port), payload, clock, lat)))
         await asyncio.sleep(0.05)  # let the connections open before the common start
@@ -463,8 +480,11 @@ def run_load(
     processes: int = 2,
     warmup: float = 0.3,
     on_start: object = None,
+    models: tuple[str, ...] = (),
 ) -> Result:
     """Drive `url` with `concurrency` closed-loop connections spread over `processes` for `warmup + seconds`.
+
+    `models` (HTTP only): copies of the workload's model; each request goes to one drawn uniformly.
 
     `on_start` (a callable) runs in this process when every connection is open, just before the load starts.
     Raises RuntimeError when a worker process fails.
@@ -477,7 +497,9 @@ def run_load(
     barrier = context.Barrier(processes + 1)
     shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     workers = [
-        context.Process(target=_worker, args=((url, mode, model, share, warmup, seconds), barrier, queue), daemon=True)
+        context.Process(
+            target=_worker, args=((url, mode, model, share, warmup, seconds, models), barrier, queue), daemon=True
+        )
         for share in shares
     ]
     for worker in workers:

@@ -2,45 +2,52 @@
 
 - density: N copies of add_sub (one instance each) in one repository: start to ready, PSS of the whole process
   tree once settled, and PSS per additional model (against the same server with one copy);
-- spread: requests round-robin over the N models at concurrency c, HTTP JSON, closed loop;
+- spread: each request to one of the N models drawn uniformly, concurrency c, HTTP JSON, closed loops, with two
+  clients: bench.loadgen (two uvloop processes) and wrk (a Lua script draws the path);
 - budget (Seawall only; Triton has no such feature): `--model-control-mode=explicit --load-on-request
-  --max-loaded-models=B`, requests over the N models drawn from a Zipf distribution: hit rate (requests that
-  found their model loaded), latency of the requests that waited for a load, evictions per second.
+  --max-loaded-models=B`, requests over the N models drawn from a Zipf distribution. A warm-up window (the cold
+  start: every model misses until the budget is full) is run and reported apart; the measured window that
+  follows gives the hit rate (1 - (loads on request + failed requests) / requests, loads from the server's
+  counters; a 507 is a miss), latency of the requests that waited for a load (those during which the server
+  logged their model loaded: its log's timestamps against the client's wall clock), evictions per second.
+- each spread cell also runs against the same server with one model (the base), and reports the CPU of the
+  server's process tree per request, which the machine's other load disturbs less than req/s.
 
     python -m bench.many_models [--models 100] [--budget 20] [--seconds 10] [--concurrency 32]
         [--stub-start fork spawn] [--no-budget]
 
 Seawall is measured once per --python-stub-start variant (forked from the stub template, or fresh interpreters).
 
-Raw results go to bench/results/raw/many-models-<run>.json, a table to stdout.
+Raw results go to bench/results/raw/many-models-<run>.json, a table to stdout, and the same table with the load
+average and commit is appended to bench/results/many-models.md (one section per run).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import datetime
 import json
+import os
 import re
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bench import servers
+from bench import loadgen, native, servers
 
 RAW = Path(__file__).resolve().parent / "results" / "raw"
-_BODY = json.dumps(
-    {
-        "inputs": [
-            {"name": "INPUT0", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]},
-            {"name": "INPUT1", "shape": [4], "datatype": "FP32", "data": [1, 1, 1, 1]},
-        ]
-    }
-).encode()
+REPORT = Path(__file__).resolve().parent / "results" / "many-models.md"
+_BODY = loadgen.http_body(loadgen.workload("add_sub"), binary=False)[1]  # the same bytes as bench.loadgen's
 
 
 def make_repository(root: Path, count: int) -> list[str]:
@@ -75,6 +82,7 @@ def drive(address: str, models: list[str], pick: object, concurrency: int, secon
     host, port = address.rsplit(":", 1)
     payloads = [_request(address, model) for model in models]
     latencies: list[float] = []
+    calls: list[tuple[str, float, float, int]] = []  # model, wall-clock start and end, status
     errors: dict[int, int] = {}
 
     async def loop(seed: int, until: float) -> None:
@@ -82,10 +90,12 @@ def drive(address: str, models: list[str], pick: object, concurrency: int, secon
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
             while time.monotonic() < until:
-                started = time.perf_counter()
-                writer.write(payloads[pick(rng)])  # type: ignore[operator]
+                index = pick(rng)  # type: ignore[operator]
+                started, wall = time.perf_counter(), time.time()
+                writer.write(payloads[index])
                 status = await _read_reply(reader)
                 latencies.append(time.perf_counter() - started)
+                calls.append((models[index], wall, time.time(), status))
                 if status != 200:
                     errors[status] = errors.get(status, 0) + 1
         finally:
@@ -106,7 +116,57 @@ def drive(address: str, models: list[str], pick: object, concurrency: int, secon
         "p99_ms": ordered[int(len(ordered) * 0.99)] * 1e3,
         "errors": errors,
         "latencies": latencies,
+        "calls": calls,
     }
+
+
+def loadavg() -> float:
+    """The machine's 1-minute load average."""
+    return os.getloadavg()[0]
+
+
+def warm_up(address: str, models: list[str]) -> None:
+    """One request to each model in turn (a stub's first request is slower: not what the spread cell measures).
+
+    Raises:
+        RuntimeError: a model does not answer 200.
+    """
+    for model in models:
+        request = urllib.request.Request(f"http://{address}/v2/models/{model}/infer", data=_BODY, method="POST")
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            if reply.status != 200:
+                raise RuntimeError(f"warm-up of {model}: HTTP {reply.status}")
+
+
+def spread(server: servers.Server, models: list[str], concurrency: int, seconds: float) -> dict[str, object]:
+    """Throughput with requests drawn uniformly over `models`: bench.loadgen, then wrk when installed. A client
+    that fails is recorded with its error (the other cells still run). `cpu_us_per_request`: CPU of the server's
+    process tree per request (warm-up included), which the machine's other load changes less than req/s."""
+    address = server.http
+    warm_up(address, models)
+    clients: dict[str, object] = {}
+    runs: dict[str, Callable[[], loadgen.Result]] = {
+        "loadgen": lambda: loadgen.run_load(
+            address, "http-json", "add_sub", concurrency, seconds, warmup=1.0, models=tuple(models)
+        )
+    }
+    if native.is_available("http-json"):
+        runs["wrk"] = lambda: native.run_wrk_spread(address, models, _BODY, concurrency, seconds)
+    for client, run in runs.items():
+        try:
+            cpu = servers.tree_cpu_seconds(server.pid)
+            result = run()
+            cpu = servers.tree_cpu_seconds(server.pid) - cpu
+            clients[client] = {
+                **dataclasses.asdict(result),
+                "cpu_us_per_request": cpu / max(1, result.total_requests) * 1e6,
+                "loadavg": loadavg(),
+            }
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            clients[client] = {"error": repr(exc), "loadavg": loadavg()}
+            print(f"bench-many-models: {client} failed: {exc!r}", flush=True)
+    return clients
 
 
 def _settled_pss(server: servers.Server) -> int:
@@ -121,29 +181,32 @@ def density(
         one, many = Path(scratch) / "one", Path(scratch) / "many"
         one.mkdir()
         many.mkdir()
-        make_repository(one, 1)
+        first = make_repository(one, 1)
         models = make_repository(many, count)
         server = servers.start(name, timeout=900, repository=one, args=args)
         try:
             single = _settled_pss(server)
+            one_model = spread(server, first, concurrency, seconds)  # the base: the same load on one model
         finally:
             server.stop()
+        load_at_start = loadavg()
         server = servers.start(name, timeout=900, repository=many, args=args)
         try:
             ready_s = server.start_seconds
             total = _settled_pss(server)
-            spread = drive(server.http, models, lambda rng: int(rng.integers(len(models))), concurrency, seconds)
+            clients = spread(server, models, concurrency, seconds)
         finally:
             server.stop()
-    spread.pop("latencies")
     return {
         "server": label or name,
         "models": count,
         "ready_s": ready_s,
+        "loadavg_at_start": load_at_start,
         "pss_mib": total / 2**20,
         "pss_one_mib": single / 2**20,
         "pss_per_model_mib": (total - single) / (count - 1) / 2**20,
-        "spread": spread,
+        "spread": clients,
+        "one_model": one_model,
     }
 
 
@@ -153,8 +216,65 @@ def _counter(address: str, name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def budget(count: int, budget_models: int, concurrency: int, seconds: float, zipf: float) -> dict[str, object]:
-    """Seawall with load on request under a budget; Zipf-distributed requests over the models."""
+_LOADED = re.compile(r"^I\d{4} (\d\d:\d\d:\d\d\.\d+) .*\] successfully loaded '([^']+)' version")
+
+
+def load_times(lines: list[str]) -> dict[str, list[float]]:
+    """When each model finished loading (wall clock, from the server log's timestamps: local time, today)."""
+    today = datetime.date.today()
+    loaded: dict[str, list[float]] = {}
+    for line in lines:
+        match = _LOADED.match(line)
+        if match:
+            moment = datetime.datetime.combine(today, datetime.time.fromisoformat(match.group(1)))
+            loaded.setdefault(match.group(2), []).append(moment.timestamp())
+    return loaded
+
+
+def _waited(calls: list[tuple[str, float, float, int]], loaded: dict[str, list[float]]) -> list[float]:
+    """Latencies (s) of the successful requests during which their model finished loading: they waited for it."""
+    return sorted(
+        end - start
+        for model, start, end, status in calls
+        if status == 200 and any(start < moment <= end for moment in loaded.get(model, ()))
+    )
+
+
+def _window(
+    server: servers.Server, metrics: str, models: list[str], pick: object, concurrency: int, seconds: float
+) -> dict[str, object]:
+    """One closed-loop window of `drive` with the server's load and eviction counters read around it."""
+    loads0 = _counter(metrics, "seawall_model_loads_on_request")
+    evictions0 = _counter(metrics, "seawall_model_evictions")
+    result = drive(server.http, models, pick, concurrency, seconds)
+    loads = _counter(metrics, "seawall_model_loads_on_request") - loads0
+    evictions = _counter(metrics, "seawall_model_evictions") - evictions0
+    result.pop("latencies")
+    calls: list[tuple[str, float, float, int]] = result.pop("calls")  # type: ignore[assignment]
+    deadline = time.monotonic() + 10  # the log lines of the last loads may still be in the pipe
+    while sum(map(len, load_times(server.lines).values())) < loads0 + loads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cold = _waited(calls, load_times(server.lines))
+    failed = sum(result["errors"].values())  # type: ignore[attr-defined]
+    return {
+        **result,
+        "loads": loads,
+        "evictions": evictions,
+        # a hit found its model loaded; a miss loaded it, or failed (507: nothing evictable to make room)
+        "hit_rate": 1 - (loads + failed) / max(1, int(result["requests"])),  # type: ignore[call-overload]
+        "cold_requests": len(cold),
+        "cold_p50_ms": statistics.median(cold) * 1e3 if cold else None,
+        "cold_p99_ms": cold[int(len(cold) * 0.99)] * 1e3 if cold else None,
+        "evictions_per_s": evictions / seconds,
+        "loadavg": loadavg(),
+    }
+
+
+def budget(
+    count: int, budget_models: int, concurrency: int, seconds: float, zipf: float, warmup: float
+) -> dict[str, object]:
+    """Seawall with load on request under a budget; Zipf-distributed requests over the models: a warm-up window
+    (the cold start, reported apart), then the measured window."""
     with tempfile.TemporaryDirectory(prefix="seawall-many-") as scratch:
         models = make_repository(Path(scratch), count)
         args = (
@@ -175,28 +295,86 @@ def budget(count: int, budget_models: int, concurrency: int, seconds: float, zip
             for line in server.lines:
                 if "Seawall ready:" in line:
                     metrics = line.split("metrics=")[1].split()[0]
-            loads0 = _counter(metrics, "seawall_model_loads_on_request")
-            evictions0 = _counter(metrics, "seawall_model_evictions")
-            result = drive(server.http, models, pick, concurrency, seconds)
-            loads = _counter(metrics, "seawall_model_loads_on_request") - loads0
-            evictions = _counter(metrics, "seawall_model_evictions") - evictions0
+            cold_start = _window(server, metrics, models, pick, concurrency, warmup)
+            measured = _window(server, metrics, models, pick, concurrency, seconds)
         finally:
             server.stop()
-    latencies = sorted(result.pop("latencies"))  # type: ignore[arg-type]
-    warm = statistics.median(latencies) if latencies else 0.0
-    cold = [x for x in latencies if x > max(0.05, 10 * warm)]  # waited for a load (a warm add_sub: ~ms)
-    return {
-        "models": count,
-        "budget": budget_models,
-        "zipf": zipf,
-        **result,
-        "loads": loads,
-        "hit_rate": 1 - loads / max(1, int(result["requests"])),  # type: ignore[call-overload]
-        "cold_requests": len(cold),
-        "cold_p50_ms": statistics.median(cold) * 1e3 if cold else None,
-        "cold_p99_ms": cold[int(len(cold) * 0.99)] * 1e3 if cold else None,
-        "evictions_per_s": evictions / seconds,
-    }
+    return {"models": count, "budget": budget_models, "zipf": zipf, **measured, "warmup": cold_start}
+
+
+def _commit() -> str:
+    argv = ["git", "-C", str(servers.ROOT), "describe", "--always", "--dirty"]
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
+
+
+def render(results: dict[str, Any]) -> list[str]:
+    """The run as Markdown: density and spread per server, Seawall/Triton ratios, the budget cell."""
+    settings = results["settings"]
+    rows: list[dict[str, Any]] = results["density"]
+    c = settings["concurrency"]
+    lines = [
+        f"## run {results['run']} (commit {results['commit']}, load average {results['loadavg']:.1f} at start)",
+        "",
+        f"{settings['models']} copies of add_sub, one instance each; 2 cores, shared.",
+        "",
+        f"| server | load avg | ready s | PSS MiB | PSS per additional model MiB | req/s loadgen (c={c}) | p99 ms | "
+        f"req/s wrk (c={c}) | p99 ms | CPU µs/req loadgen, wrk | one model: req/s loadgen, wrk; CPU µs/req |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = []
+        for client in ("loadgen", "wrk"):
+            result = row["spread"].get(client) or {"error": "not run"}
+            failed = "error" in result
+            cells += ["failed", "-"] if failed else [f"{result['throughput']:.0f}", f"{result['p99_ms']:.1f}"]
+        one = row.get("one_model", {})
+        base = [f"{one.get(client, {}).get('throughput', float('nan')):.0f}" for client in ("loadgen", "wrk")]
+        base_cpu = [
+            f"{one.get(client, {}).get('cpu_us_per_request', float('nan')):.0f}" for client in ("loadgen", "wrk")
+        ]
+        cpu = [
+            f"{row['spread'].get(client, {}).get('cpu_us_per_request', float('nan')):.0f}"
+            for client in ("loadgen", "wrk")
+        ]
+        lines.append(
+            f"| {row['server']} | {row['loadavg_at_start']:.1f} | {row['ready_s']:.1f} | {row['pss_mib']:.0f} | "
+            f"{row['pss_per_model_mib']:.2f} | " + " | ".join(cells) + f" | {', '.join(cpu)} | "
+            f"{', '.join(base)}; {', '.join(base_cpu)} |"
+        )
+    triton = next((row for row in rows if row["server"] == "triton"), None)
+    for row in rows:
+        if triton is None or row is triton:
+            continue
+        ratios = [
+            f"{client} {row['spread'][client]['throughput'] / triton['spread'][client]['throughput']:.2f}x"
+            for client in ("loadgen", "wrk")
+            if "throughput" in row["spread"].get(client, {}) and triton["spread"].get(client, {}).get("throughput")
+        ]
+        cpu_ratios = [
+            f"{client} {row['spread'][client]['cpu_us_per_request'] / triton['spread'][client]['cpu_us_per_request']:.2f}x"  # noqa: E501
+            for client in ("loadgen", "wrk")
+            if "cpu_us_per_request" in row["spread"].get(client, {})
+            and triton["spread"].get(client, {}).get("cpu_us_per_request")
+        ]
+        lines += [
+            "",
+            f"{row['server']}/triton: ready {triton['ready_s'] / row['ready_s']:.1f}x faster, "
+            f"PSS per model {triton['pss_per_model_mib'] / row['pss_per_model_mib']:.1f}x less, "
+            f"throughput {', '.join(ratios)}; CPU per request {', '.join(cpu_ratios)} (Seawall/Triton)",
+        ]
+    b = results["budget"]
+    if b:
+        w = b["warmup"]
+        lines += [
+            "",
+            f"Budget {b['budget']} of {b['models']} models, Zipf s={b['zipf']}, c={b['concurrency']}: "
+            f"warm-up {settings['budget_warmup']:.0f} s (cold start, not counted): hit rate {w['hit_rate']:.3f}, "
+            f"{w['loads']} loads; measured {settings['seconds']:.0f} s after it (load average {b['loadavg']:.1f}): "
+            f"{b['throughput']:.0f} req/s, hit rate {b['hit_rate']:.3f}, {b['cold_requests']} requests waited for "
+            f"a load (p50 {b['cold_p50_ms'] or 0:.0f} ms, p99 {b['cold_p99_ms'] or 0:.0f} ms), "
+            f"{b['evictions_per_s']:.2f} evictions/s, errors {b['errors']}",
+        ]
+    return lines
 
 
 def main() -> None:
@@ -207,13 +385,22 @@ def main() -> None:
     parser.add_argument("--zipf", type=float, default=1.1)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--budget-warmup", type=float, default=10.0, help="seconds of cold start before measuring")
     parser.add_argument(
         "--stub-start", nargs="+", default=["fork", "spawn"], help="Seawall's --python-stub-start variants to measure"
     )
     parser.add_argument("--no-budget", action="store_true", help="skip the load-on-request section")
+    parser.add_argument("--no-report", action="store_true", help=f"do not append the run to {REPORT.name}")
     args = parser.parse_args()
     run_id = time.strftime("%Y%m%d-%H%M%S")
-    results: dict[str, object] = {"run": run_id, "settings": vars(args), "density": [], "budget": None}
+    results: dict[str, object] = {
+        "run": run_id,
+        "commit": _commit(),
+        "loadavg": loadavg(),
+        "settings": vars(args),
+        "density": [],
+        "budget": None,
+    }
     variants = [
         (name, (f"--python-stub-start={start}",), f"seawall ({start})") if name == "seawall" else (name, (), name)
         for name in args.servers
@@ -224,28 +411,21 @@ def main() -> None:
         results["density"].append(row)  # type: ignore[attr-defined]
         print(f"bench-many-models: {json.dumps(row)}", flush=True)
     if "seawall" in args.servers and not args.no_budget:
-        results["budget"] = budget(args.models, args.budget, min(args.concurrency, 8), args.seconds, args.zipf)
+        concurrency = min(args.concurrency, 8)
+        results["budget"] = {
+            "concurrency": concurrency,
+            **budget(args.models, args.budget, concurrency, args.seconds, args.zipf, args.budget_warmup),
+        }
         print(f"bench-many-models: budget {json.dumps(results['budget'])}", flush=True)
     RAW.mkdir(parents=True, exist_ok=True)
     (RAW / f"many-models-{run_id}.json").write_text(json.dumps(results, indent=1))
-    print(f"\nrun {run_id}: {args.models} copies of add_sub, one instance each\n")
-    c = args.concurrency
-    print(f"| server | ready s | PSS MiB | PSS per additional model MiB | req/s over all models (c={c}) | p99 ms |")
-    print("|---|---|---|---|---|---|")
-    for row in results["density"]:  # type: ignore[attr-defined]
-        spread = row["spread"]
-        print(
-            f"| {row['server']} | {row['ready_s']:.1f} | {row['pss_mib']:.0f} | {row['pss_per_model_mib']:.1f} | "
-            f"{spread['throughput']:.0f} | {spread['p99_ms']:.1f} |"
-        )
-    if results["budget"]:
-        b = results["budget"]
-        print(
-            f"\nbudget {b['budget']} of {b['models']} models, Zipf s={b['zipf']}: {b['throughput']:.0f} req/s, "  # type: ignore[index]
-            f"hit rate {b['hit_rate']:.3f}, {b['cold_requests']} requests waited for a load "  # type: ignore[index]
-            f"(p50 {b['cold_p50_ms'] or 0:.0f} ms, p99 {b['cold_p99_ms'] or 0:.0f} ms), "  # type: ignore[index]
-            f"{b['evictions_per_s']:.2f} evictions/s, errors {b['errors']}"  # type: ignore[index]
-        )
+    lines = render(results)
+    print("\n" + "\n".join(lines))
+    if not args.no_report:
+        if not REPORT.exists():
+            REPORT.write_text(f"# Many models on one server (make bench-many-models)\n\n{__doc__}\n")
+        with REPORT.open("a") as report:
+            report.write("\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,38 @@ def run_wrk(url: str, mode: str, model: str, concurrency: int, seconds: float) -
         argv += ["--latency"]
         argv += ["-s", str(script), f"http://{url}/v2/models/{load.model}/infer"]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    return _parse_wrk(out)
+
+
+def spread_script(paths: list[str], headers: dict[str, str], body_path: Path) -> str:
+    """A wrk Lua script that POSTs the same body to a path drawn uniformly from `paths` for each request."""
+    lines = [
+        f'local f = assert(io.open("{body_path}", "rb"))',
+        'wrk.method = "POST"',
+        'wrk.body = f:read("*a")',
+        "f:close()",
+        "local paths = {" + ", ".join(f'"{path}"' for path in paths) + "}",
+        "request = function() return wrk.format(nil, paths[math.random(#paths)]) end",
+    ]
+    lines += [f'wrk.headers["{key}"] = "{value}"' for key, value in headers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_wrk_spread(url: str, models: list[str], body: bytes, concurrency: int, seconds: float) -> Result:
+    """wrk with `concurrency` connections, each request to one of `models` drawn uniformly (HTTP JSON `body`)."""
+    with tempfile.TemporaryDirectory(prefix="seawall-bench-") as tmp:
+        body_path = Path(tmp) / "body"
+        body_path.write_bytes(body)
+        script = Path(tmp) / "spread.lua"
+        paths = [f"/v2/models/{model}/infer" for model in models]
+        script.write_text(spread_script(paths, {"Content-Type": "application/json"}, body_path))
+        argv = ["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s"]
+        argv += ["--latency", "-s", str(script), f"http://{url}{paths[0]}"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    return _parse_wrk(out)
+
+
+def _parse_wrk(out: str) -> Result:
     percentiles = {m.group(1): _latency_ms(m.group(2)) for m in re.finditer(r"^\s+(\d+)%\s+(\S+)$", out, re.M)}
     total_match = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
     if total_match is None or not percentiles:

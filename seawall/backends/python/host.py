@@ -2,7 +2,8 @@
 
 Imports `core.backend`, `core.types`, `errors`, `options` and this package. Model code runs in stub
 processes (see `process.py`) unless its config opts into in-process execution with the parameter
-SEAWALL_IN_PROCESS = "true" (see `in_process.py`); auto-completion always runs in a stub.
+SEAWALL_IN_PROCESS = "true" (see `in_process.py`); auto-completion runs in a stub, unless the model file
+certainly defines no auto_complete_config (see `hook_scan.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import PurePath
 from google.protobuf import json_format
 
 from seawall.backends.loaded import LoadedModel, instance_names
-from seawall.backends.python import in_process, in_process_runtime
+from seawall.backends.python import hook_scan, in_process, in_process_runtime
 from seawall.backends.python.instance import PythonModelInstance
 from seawall.backends.python.instance_core import InstanceSpec, hidden_prefix, hide, within
 from seawall.backends.python.messages import AutoCompleted, Init, InitFailed
@@ -220,6 +221,10 @@ class PythonBackend:
             {key: self._options.setting(BACKEND_NAME, key, str(default)) for key, default in _SETTINGS.items()}
         )
         model_file = model_file_path(config, version_dir, name)
+        if self._options.model_user is None and not _may_define_auto_complete(model_file):
+            # no hook to run: the stub would only import the model and answer None (Triton starts it anyway)
+            logger.debug("model '%s': its model file defines no auto_complete_config; no auto-complete stub", name)
+            return merge_completed_config(config, None, name)
         stub = StubProcess(
             f"{name} (auto-complete)",
             self._confined(StubSettings(4096, 4096, settings.timeout_s)),
@@ -290,6 +295,16 @@ def merge_completed_config(config: ModelConfig, completed: object, name: str) ->
     if parsed.HasField("model_transaction_policy"):
         result.model_transaction_policy.CopyFrom(parsed.model_transaction_policy)
     return result
+
+
+def _may_define_auto_complete(model_file: str) -> bool:
+    """Whether the model file may define auto_complete_config (True when it cannot be read here: its stub
+    reports why). Read by the server only without --model-user: with it, the stub reads as that user."""
+    try:
+        with open(model_file, "rb") as source:
+            return hook_scan.may_define_auto_complete(source.read(hook_scan.MAX_SCAN_BYTES + 1))
+    except OSError:
+        return True
 
 
 def _load_error(failure: BaseException, model_name: str) -> SeawallError:
