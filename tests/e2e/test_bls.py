@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -265,6 +266,41 @@ def test_a_64_mib_tensor_goes_through_a_call(server: ServerProcess) -> None:
     count = 64 * 1024 * 1024 // 4
     summary, _ = infer(server, "grpc", "bls", {"target": "identity", "big_mib": 64, "batch": True})
     assert summary.tolist() == [count, 0, count - 1]
+
+
+def _call_mappings(pid: int) -> tuple[int, int]:
+    """How many sealed BLS call regions `pid` has mapped, and its shared-memory RSS in KiB."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    status = Path(f"/proc/{pid}/status").read_text()
+    shared = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("RssShmem:"))
+    return maps.count("seawall-python-call"), shared
+
+
+def test_large_calls_leave_no_mapping_behind(server: ServerProcess) -> None:
+    """Each 64 MiB call maps its sealed input region in the server; once answered, nothing may keep it mapped
+    (parked scheduler workers and idle slots used to keep their last batch, one mapping per call)."""
+    count = 64 * 1024 * 1024 // 4
+    pid = server.process.pid
+    infer(server, "http", "bls", {"target": "identity", "big_mib": 64, "batch": True})  # regions grown once
+    baseline = _wait_for_no_call_mapping(pid)
+    for _ in range(4):
+        summary, _ = infer(server, "http", "bls", {"target": "identity", "big_mib": 64, "batch": True})
+        assert summary.tolist() == [count, 0, count - 1]
+    shared = _wait_for_no_call_mapping(pid)
+    assert shared - baseline < 64 * 1024, f"shared RSS grew by {shared - baseline} KiB over 4 calls"
+    assert server.is_ready()
+
+
+def _wait_for_no_call_mapping(pid: int, timeout: float = 30) -> int:
+    """Wait (bounded) until `pid` maps no call region; its shared RSS in KiB then. The reply reaches the client
+    a moment before the server's call task lets the region go."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mapped, shared = _call_mappings(pid)
+        if not mapped:
+            return shared
+        assert time.monotonic() < deadline, f"{mapped} call region(s) still mapped by the server"
+        time.sleep(0.05)
 
 
 @PROTOCOLS
