@@ -88,6 +88,11 @@ def _fields(fields: list[object], count: int) -> list[object]:
     return fields
 
 
+def _fields_inline(fields: list[object], count: int) -> list[object]:
+    """`count` fields and a trailing `inline` one, which a message with no inline bytes may leave out ("")."""
+    return [*fields, ""] if len(fields) == count else _fields(fields, count + 1)
+
+
 def _check_init(fields: list[object]) -> Init:
     mode, name, model_file, version_dir, model_dir, pins, args, config = _fields(fields, 8)
     pin_sets = [_dict(pin_set) for pin_set in _list(pins)]
@@ -205,7 +210,7 @@ def _check_stream_call(fields: list[object]) -> StreamCall:
 
 
 def _call_fields(fields: list[object]) -> tuple[int, str, str, RequestHeader, int, int, str]:
-    call_id, model, version, header, size, timeout_us, inline = _fields(fields, 7)
+    call_id, model, version, header, size, timeout_us, inline = _fields_inline(fields, 6)
     _naturals(call_id, size, timeout_us)
     if type(header) is not list or len(header) != 6:
         raise ProtocolError("bad request header")
@@ -245,14 +250,14 @@ def _check_control(fields: list[object]) -> Control:
 
 def _check_call_result(fields: list[object]) -> CallResult:
     """From the host (trusted: shapes only; descriptors when their tensors are read)."""
-    call_id, outputs, size, value, inline = _fields(fields, 5)
+    call_id, outputs, size, value, inline = _fields_inline(fields, 4)
     _naturals(call_id, size)
     return CallResult(call_id, _list(outputs), size, bool(value), _inline(inline))  # type: ignore[arg-type]
 
 
 def _check_call_streamed(fields: list[object]) -> CallStreamed:
     """From the host (trusted: shapes only; descriptors when their tensors are read)."""
-    call_id, position, outputs, size, error_code, error_message, final, inline = _fields(fields, 8)
+    call_id, position, outputs, size, error_code, error_message, final, inline = _fields_inline(fields, 7)
     _naturals(call_id, position, size)
     code = None if error_code is None else _int(error_code)
     text = _str(error_message)
