@@ -57,7 +57,8 @@ def create_region(size: int, owner: tuple[int, int] | None = None) -> tuple[int,
 #: BLS tensors of at most this many bytes in all (a call's inputs, or a response's outputs) travel inside their
 #: message (base64) instead of in a sealed region of their own. A region costs a fixed ~90 µs a call here
 #: (memfd_create, ftruncate, pwrite, seal, fd passing, fstat, mmap, munmap on both sides), base64 in the JSON
-#: frame a cost that grows with the bytes: measured equal at ~4 KiB (/tmp micro-benchmark in the commit).
+#: frame a cost that grows with the bytes: one round trip measured ~20 µs inline against ~93 µs by region at 64 B,
+#: 103 against 93 µs at 4 KiB, 348 against 96 µs at 16 KiB (load average 11 on 2 cores: relative figures).
 INLINE_BYTES = 4096
 #: the longest inline text a message may carry (base64 of INLINE_BYTES)
 INLINE_TEXT_MAX = 4 * ((INLINE_BYTES + 2) // 3)
