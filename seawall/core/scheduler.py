@@ -269,6 +269,9 @@ class Scheduler:
             # A request with a queue timeout waits in this queue, not in an instance's pipeline, so that its
             # timeout still means "time until an instance starts it": only an idle instance may take it.
             if not self._queue or self._next or self._must_wait(instance):
+                # a parked worker must not keep its last batch alive: its requests hold their input tensors
+                # (views of a BLS call's sealed region, say: one 64 MiB mapping per parked worker otherwise)
+                batch = []
                 waiter: asyncio.Future[None] = loop.create_future()
                 claims[key] -= 1
                 self._idle.append((waiter, key))

@@ -4,9 +4,10 @@ field). The end-to-end behaviour of the protocol is covered by the backend's ser
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from seawall.backends.python import messages
+from seawall.backends.python import ipc, messages
 from seawall.backends.python.ipc import ProtocolError
 from seawall.backends.python.messages import (
     AutoCompleted,
@@ -233,3 +234,34 @@ def test_metric_answers_round_trip_with_values_json_cannot_hold() -> None:
 def test_malformed_metric_messages_are_refused(payload: bytes, error: str) -> None:
     with pytest.raises(ProtocolError, match=error):
         messages.decode_stub_message(payload)
+
+
+def test_small_call_tensors_travel_inline_and_are_checked() -> None:
+    """A call's bytes up to ipc.INLINE_BYTES ride in its message (base64): they survive the trip both ways, and
+    text longer than the limit needs, bytes that are not base64 or not the size the message says are refused."""
+    payloads = [ipc.to_payload("FP32", np.arange(4, dtype=np.float32)), b"\x01\x02\x03"]
+    offsets, size = ipc.layout(payloads)
+    text = ipc.inline_text(offsets, payloads, size)
+    call = messages.decode_stub_message(_payload(StreamCall(3, "m", "", _HEADER, size, 0, text)))
+    region = ipc.inline_region(call.inline, call.size)  # type: ignore[union-attr]
+    _, _, array = ipc.read_tensor(region, ["INPUT0", "FP32", [4], offsets[0], 16], copy=False)
+    assert array.tolist() == [0.0, 1.0, 2.0, 3.0] and array.flags.writeable  # a model may write into it
+    assert bytes(region[offsets[1] : offsets[1] + 3]) == b"\x01\x02\x03"
+    streamed = CallStreamed(3, 0, [["OUTPUT0", "FP32", [4], 0, 16]], size, None, "", True, text)
+    assert messages.decode_host_message(_payload(streamed)) == streamed
+    too_long = "A" * (ipc.INLINE_TEXT_MAX + 4)
+    with pytest.raises(ProtocolError, match="bad inline tensor bytes"):
+        messages.decode_stub_message(_payload(StreamCall(3, "m", "", _HEADER, 16, 0, too_long)))
+    with pytest.raises(ProtocolError, match="bad inline tensor bytes"):
+        messages.decode_stub_message(b'["scall", 1, "m", "", ["r", [], [], 0, 0, {}], 16, 0, 7]')
+    cases = [
+        ("!!!!", 3, "not base64"),
+        (text, size + 1, "wrong size"),
+        (text, ipc.INLINE_BYTES + 1, "larger than allowed"),
+        (too_long, 16, "larger than allowed"),
+    ]
+    for bad, claimed, error in cases:
+        with pytest.raises(ProtocolError, match=error):
+            ipc.inline_region(bad, claimed)
+    with pytest.raises(ProtocolError, match="lies outside"):
+        ipc.read_tensor(ipc.inline_region(text, size), ["INPUT0", "FP32", [4], size, 16], copy=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,15 +38,25 @@ def repository(root: Path) -> Path:
         shutil.copytree(source, root / source.name)
     _variant(root, "bls_pair", "instance_group [ { kind: KIND_CPU, count: 2 } ]")
     _variant(root, "bls_inprocess", 'parameters { key: "SEAWALL_IN_PROCESS" value: { string_value: "true" } }')
-    hostile = root / "bls_hostile"
-    (hostile / "1").mkdir(parents=True)
-    (hostile / "1" / "model.py").write_text(HOSTILE)
-    (hostile / "config.pbtxt").write_text((root / "bls" / "config.pbtxt").read_text().replace('"bls"', '"bls_hostile"'))
+    # one hostile model per forged inline call too: an instance is started again at most 3 times a minute
+    for name in ("bls_hostile", *(_hostile_model(forge) for forge in INLINE_FORGES)):
+        hostile = root / name
+        (hostile / "1").mkdir(parents=True)
+        (hostile / "1" / "model.py").write_text(HOSTILE)
+        (hostile / "config.pbtxt").write_text((root / "bls" / "config.pbtxt").read_text().replace('"bls"', f'"{name}"'))
     return root
+
+
+INLINE_FORGES = ("inline-long", "inline-big", "inline-garbage", "inline-short", "inline-outside")
+
+
+def _hostile_model(forge: str) -> str:
+    return f"bls_hostile_{forge.replace('-', '_')}" if forge in INLINE_FORGES else "bls_hostile"
 
 
 #: a model that forges BLS messages on its stub's channel (model code runs in the stub: it can)
 HOSTILE = """
+import base64
 import json
 import os
 
@@ -59,7 +70,19 @@ class TritonPythonModel:
         how = json.loads(requests[0].parameters()).get("forge", "")
         if how:
             channel = pb_utils._calls[0]._channel
-            descriptor = ["INPUT0", "FP32", [4], 0 if how != "outside" else 4096, 16]
+            descriptor = ["INPUT0", "FP32", [4], 0 if not how.endswith("outside") else 4096, 16]
+            if how.startswith("inline"):  # the bytes in the message itself: no region, and a lie about them
+                size, data = {
+                    "inline-long": (8192, b"x" * 8192),  # more than a message may carry inline
+                    "inline-big": (8192, b"x" * 16),  # a size above the inline limit
+                    "inline-short": (64, b"x" * 16),  # fewer bytes than it says
+                    "inline-outside": (16, b"x" * 16),  # a tensor past the bytes it sent
+                }.get(how, (16, None))
+                text = "!!not base64!!" if data is None else base64.b64encode(data).decode()
+                header = RequestHeader("", [descriptor], [], 0, 0, {})
+                channel.send(Call(999, "add_sub", "", header, size, 0, text))
+                channel.wait_answer(999)
+                return [pb_utils.InferenceResponse([]) for _ in requests]
             if how == "unsealed":
                 fd = os.memfd_create("x")
                 os.ftruncate(fd, 64)
@@ -261,10 +284,58 @@ def test_a_model_with_an_idle_instance_may_call_itself(server: ServerProcess) ->
     assert error_of(server, "http", "bls_pair", parameters) == f"code=1 message={inner}"
 
 
+@pytest.mark.parametrize("count", [1, 1023, 1024, 1025, 4096])
+def test_calls_on_both_sides_of_the_inline_limit_return_their_tensors(server: ServerProcess, count: int) -> None:
+    """Up to 4 KiB (1024 FP32) a call's inputs and outputs travel inside its messages, above it in regions: the
+    values come back exact either way."""
+    x = np.arange(count, dtype=np.float32) - 7.5
+    parameters = {"target": "identity", "batch": True, "drop": "INPUT1"}
+    for protocol in ("http", "grpc"):
+        output, missing = infer(server, protocol, "bls", parameters, x=x)
+        assert output.tolist() == x.tolist() and missing is None
+    output, _ = infer(server, "http", "bls", {**parameters, "inplace": True}, x=x)  # written into by the model
+    assert output.tolist() == (x + 1).tolist()
+
+
 def test_a_64_mib_tensor_goes_through_a_call(server: ServerProcess) -> None:
     count = 64 * 1024 * 1024 // 4
     summary, _ = infer(server, "grpc", "bls", {"target": "identity", "big_mib": 64, "batch": True})
     assert summary.tolist() == [count, 0, count - 1]
+
+
+def _call_mappings(pid: int) -> tuple[int, int]:
+    """How many sealed BLS call regions `pid` has mapped, and its shared-memory RSS in KiB."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    status = Path(f"/proc/{pid}/status").read_text()
+    shared = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("RssShmem:"))
+    return maps.count("seawall-python-call"), shared
+
+
+def test_large_calls_leave_no_mapping_behind(server: ServerProcess) -> None:
+    """Each 64 MiB call maps its sealed input region in the server; once answered, nothing may keep it mapped
+    (parked scheduler workers and idle slots used to keep their last batch, one mapping per call)."""
+    count = 64 * 1024 * 1024 // 4
+    pid = server.process.pid
+    infer(server, "http", "bls", {"target": "identity", "big_mib": 64, "batch": True})  # regions grown once
+    baseline = _wait_for_no_call_mapping(pid)
+    for _ in range(4):
+        summary, _ = infer(server, "http", "bls", {"target": "identity", "big_mib": 64, "batch": True})
+        assert summary.tolist() == [count, 0, count - 1]
+    shared = _wait_for_no_call_mapping(pid)
+    assert shared - baseline < 64 * 1024, f"shared RSS grew by {shared - baseline} KiB over 4 calls"
+    assert server.is_ready()
+
+
+def _wait_for_no_call_mapping(pid: int, timeout: float = 30) -> int:
+    """Wait (bounded) until `pid` maps no call region; its shared RSS in KiB then. The reply reaches the client
+    a moment before the server's call task lets the region go."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mapped, shared = _call_mappings(pid)
+        if not mapped:
+            return shared
+        assert time.monotonic() < deadline, f"{mapped} call region(s) still mapped by the server"
+        time.sleep(0.05)
 
 
 @PROTOCOLS
@@ -335,20 +406,36 @@ def test_in_process_models_call_as_stubs_do(server: ServerProcess) -> None:
     assert summary.tolist() == [64 * 1024 * 1024 // 4, 0, 64 * 1024 * 1024 // 4 - 1]
 
 
-@pytest.mark.parametrize("forge", ["unsealed", "outside", "no-fd"])
-def test_a_stub_that_forges_a_call_is_stopped_and_started_again(server: ServerProcess, forge: str) -> None:
+@pytest.mark.parametrize(
+    ("forge", "reason"),
+    [
+        ("unsealed", "bad call: a call region is not sealed or has the wrong size"),
+        ("outside", "bad call: tensor 'INPUT0' lies outside the shared region"),
+        ("no-fd", "bad call: a call's region did not arrive before the call"),
+        ("inline-long", "protocol violation: bad inline tensor bytes"),
+        ("inline-big", "bad call: inline tensor bytes larger than allowed"),
+        ("inline-garbage", "bad call: inline tensor bytes are not base64"),
+        ("inline-short", "bad call: inline tensor bytes have the wrong size"),
+        ("inline-outside", "bad call: tensor 'INPUT0' lies outside the shared region"),
+    ],
+)
+def test_a_stub_that_forges_a_call_is_stopped_and_started_again(server: ServerProcess, forge: str, reason: str) -> None:
     """An unsealed region (the stub could shrink it under the server), a tensor outside its region, a region
-    that never came: the stub breaks the protocol, so it is stopped; its request fails, the server stays up."""
-    message = error_of(server, "http", "bls_hostile", {"forge": forge})
-    assert message == "model instance 'bls_hostile_0_0' crashed"
+    that never came, inline bytes that lie about their size or are too many: the stub breaks the protocol, so it
+    is stopped; its request fails, the server stays up."""
+    model = _hostile_model(forge)
+    with pytest.raises(InferenceServerException) as caught:
+        infer(server, "http", model, {"forge": forge})
+    assert caught.value.message() == f"model instance '{model}_0_0' crashed"
     for _ in range(100):  # the instance is started again (bounded wait on a loaded machine)
         try:
-            infer(server, "http", "bls_hostile", {})
+            infer(server, "http", model, {})
             break
         except InferenceServerException:
             threading.Event().wait(0.2)
-    assert infer(server, "http", "bls_hostile", {}) == (None, None)
-    server.wait_for_log("stopping its stub process: bad call")
+    assert infer(server, "http", model, {}) == (None, None)
+    server.wait_for_log(f"model instance '{model}_0_0': stopping its stub process: {reason}")
+    assert server.is_ready()
 
 
 def test_model_control_in_explicit_mode_is_audited(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ class CallClient:
         if type(answer) is CallFailed:
             return pb.InferenceResponse(error=pb.TritonError(answer.message, answer.code))
         assert type(answer) is CallResult
-        return pb.InferenceResponse(self._outputs(b"r%d" % call_id, answer.outputs, answer.size))
+        return pb.InferenceResponse(self._outputs(b"r%d" % call_id, answer.outputs, answer.size, answer.inline))
 
     def _gone(self) -> UserObject:
         pb = self._pb
@@ -117,7 +117,7 @@ class CallClient:
         if answer.error_code is not None:
             return pb.InferenceResponse(error=pb.TritonError(answer.error_message, answer.error_code)), answer.final
         tag = b"s%d.%d" % (call_id, answer.position)
-        return pb.InferenceResponse(self._outputs(tag, answer.outputs, answer.size)), answer.final
+        return pb.InferenceResponse(self._outputs(tag, answer.outputs, answer.size, answer.inline)), answer.final
 
     def async_exec(self, request: UserObject, decoupled: bool = False) -> asyncio.Future[UserObject]:
         """`exec` in a waiting thread; awaitable on the running event loop (with `decoupled`, it gives the
@@ -207,26 +207,28 @@ class CallClient:
             parameters,
         )
         call_id = next(self._ids)
-        return (
-            call_id,
-            kind(call_id, name, "" if version < 0 else str(version), header, size, timeout),
-            payloads,
-            offsets,
-        )
+        # small inputs travel in the message itself (no region to make, pass, map and unmap: ipc.INLINE_BYTES)
+        inline = ipc.inline_text(offsets, payloads, size) if 0 < size <= ipc.INLINE_BYTES else ""
+        message = kind(call_id, name, "" if version < 0 else str(version), header, size, timeout, inline)
+        return call_id, message, payloads, offsets
 
     def _send(
         self, call_id: int, message: Call | StreamCall | Control, payloads: list[ipc.Payload], offsets: list[int]
     ) -> None:
         size = message.size
-        if size:
+        if size and (isinstance(message, Control) or not message.inline):
             self._channel.send_fd(b"c%d" % call_id, ipc.sealed_region(offsets, payloads, size))
         self._channel.send(message)
 
-    def _outputs(self, tag: bytes, descriptors: list[ipc.Descriptor], size: int) -> list[UserObject]:
+    def _outputs(self, tag: bytes, descriptors: list[ipc.Descriptor], size: int, inline: str) -> list[UserObject]:
         """A response's tensors, views of the region the host made under `tag` (copy-on-write: never copied
-        unless the model writes into them)."""
+        unless the model writes into them), or of the bytes it carried `inline`."""
         tensor = self._pb.Tensor
-        region: Any = self._channel.receive_region(tag, size, False, private=True) if size else b""
+        region: Any = b""
+        if inline:
+            region = ipc.inline_region(inline, size)
+        elif size:
+            region = self._channel.receive_region(tag, size, False, private=True)
         outputs = []
         for descriptor in descriptors:
             if type(descriptor) is not list:

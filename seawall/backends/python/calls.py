@@ -102,7 +102,7 @@ class CallServer:
             return
         if len(self._tasks) >= MAX_CALLS_IN_FLIGHT:
             try:
-                if message.size:
+                if _has_region(message):
                     os.close(process.receive_fd(b"c%d" % message.call_id))  # the region is not used
             except ipc.ProtocolError as exc:
                 process.abort(f"bad call: {exc}")
@@ -138,7 +138,7 @@ class CallServer:
         if task in self._cancelled:
             self._cancelled.discard(task)
             if task.cancelled():
-                if message.size:  # cancelled before it ran, its input region may still wait: closed
+                if _has_region(message):  # cancelled before it ran, its input region may still wait: closed
                     with contextlib.suppress(ipc.ProtocolError):
                         os.close(process.receive_fd(b"c%d" % call_id))
                 process.send(CallStreamed(call_id, 0, [], 0, 7, CANCELLED, True))
@@ -158,9 +158,7 @@ class CallServer:
         callers: tuple[str, ...],
     ) -> None:
         try:
-            memory = (
-                ipc.map_sealed(process.receive_fd(b"c%d" % message.call_id), message.size) if message.size else None
-            )
+            memory = _inputs(process, message)
             if type(message) is Call:
                 await self._infer(process, message, memory, calls, callers)
             elif type(message) is StreamCall:
@@ -179,7 +177,7 @@ class CallServer:
         self,
         process: StubProcess,
         message: Call,
-        memory: mmap.mmap | None,
+        memory: mmap.mmap | bytearray | None,
         calls: ModelCalls,
         callers: tuple[str, ...],
     ) -> None:
@@ -187,16 +185,16 @@ class CallServer:
         request = _request(message, memory, callers)
         response = await calls.infer(request)
         outputs = response.outputs
-        descriptors, size, fd = await offload.run(_heavy(outputs), _write_outputs, outputs)
+        descriptors, size, fd, inline = await offload.run(_heavy(outputs), _write_outputs, outputs)
         if fd is not None:
             process.pass_call_region(fd, b"r%d" % message.call_id)
-        process.send(CallResult(message.call_id, descriptors, size))
+        process.send(CallResult(message.call_id, descriptors, size, False, inline))
 
     async def _infer_stream(
         self,
         process: StubProcess,
         message: StreamCall,
-        memory: mmap.mmap | None,
+        memory: mmap.mmap | bytearray | None,
         calls: ModelCalls,
         callers: tuple[str, ...],
     ) -> None:
@@ -208,21 +206,22 @@ class CallServer:
         position = 0
         async for streamed in calls.infer_stream(request):
             descriptors: list[ipc.Descriptor] = []
-            size, code, text = 0, None, ""
+            size, code, text, inline = 0, None, "", ""
             if streamed.error is not None:
                 code, text = triton_code(streamed.error), streamed.error.message
             elif streamed.response is not None:
                 outputs = streamed.response.outputs
-                descriptors, size, fd = await offload.run(_heavy(outputs), _write_outputs, outputs)
+                descriptors, size, fd, inline = await offload.run(_heavy(outputs), _write_outputs, outputs)
                 if fd is not None:
                     process.pass_call_region(fd, b"s%d.%d" % (message.call_id, position))
-            process.send(CallStreamed(message.call_id, position, descriptors, size, code, text, streamed.final))
+            final = streamed.final
+            process.send(CallStreamed(message.call_id, position, descriptors, size, code, text, final, inline))
             position += 1
             if streamed.final:
                 return
 
     async def _control(
-        self, process: StubProcess, message: Control, memory: mmap.mmap | None, calls: ModelCalls
+        self, process: StubProcess, message: Control, memory: mmap.mmap | bytearray | None, calls: ModelCalls
     ) -> None:
         """Raises: SeawallError (the call's failure), ipc.ProtocolError (a bad message)."""
         caller = f"model {self._key} (python backend)"
@@ -243,7 +242,31 @@ class CallServer:
         process.send(CallResult(message.call_id, [], 0, value))
 
 
-def _request(message: Call | StreamCall, memory: mmap.mmap | None, callers: tuple[str, ...]) -> InferRequest:
+def _inline(message: Call | Control | StreamCall) -> str:
+    return "" if isinstance(message, Control) else message.inline
+
+
+def _has_region(message: Call | Control | StreamCall) -> bool:
+    """Whether the stub sent a region (fd tag `c<id>`) with `message`: it has bytes, and they are not inline."""
+    return bool(message.size) and not _inline(message)
+
+
+def _inputs(process: StubProcess, message: Call | Control | StreamCall) -> mmap.mmap | bytearray | None:
+    """The bytes of a call's inputs: its sealed region mapped, or the bytes it carried inline.
+
+    Raises: ipc.ProtocolError (not a sealed region of its size, or bad inline bytes).
+    """
+    inline = _inline(message)
+    if inline:
+        return ipc.inline_region(inline, message.size)
+    if not message.size:
+        return None
+    return ipc.map_sealed(process.receive_fd(b"c%d" % message.call_id), message.size)
+
+
+def _request(
+    message: Call | StreamCall, memory: mmap.mmap | bytearray | None, callers: tuple[str, ...]
+) -> InferRequest:
     """The core's request of a call, its inputs read straight from the stub's sealed region (no copy).
 
     Raises: ipc.ProtocolError (a bad descriptor), InternalError (a bad parameter).
@@ -292,12 +315,15 @@ def _heavy(outputs: Sequence[Tensor]) -> bool:
     return offload.is_heavy(outputs) or sum(t.data.nbytes for t in outputs) > offload.HEAVY_BODY_BYTES
 
 
-def _write_outputs(outputs: Sequence[Tensor]) -> tuple[list[ipc.Descriptor], int, int | None]:
-    """Descriptors, size and sealed region fd (None: nothing to hold) of a call's outputs."""
+def _write_outputs(outputs: Sequence[Tensor]) -> tuple[list[ipc.Descriptor], int, int | None, str]:
+    """Descriptors, size, sealed region fd (None: none) and inline bytes of a call's outputs: small outputs
+    travel in the message (ipc.INLINE_BYTES), others in a sealed region."""
     payloads = [ipc.to_payload(tensor.datatype, tensor.data) for tensor in outputs]
     offsets, size = ipc.layout(payloads)
     descriptors: list[ipc.Descriptor] = [
         [tensor.name, tensor.datatype, list(tensor.shape), offset, len(payload)]
         for tensor, offset, payload in zip(outputs, offsets, payloads, strict=True)
     ]
-    return descriptors, size, ipc.sealed_region(offsets, payloads, size) if size else None
+    if size <= ipc.INLINE_BYTES:
+        return descriptors, size, None, ipc.inline_text(offsets, payloads, size) if size else ""
+    return descriptors, size, ipc.sealed_region(offsets, payloads, size), ""

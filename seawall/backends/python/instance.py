@@ -244,6 +244,7 @@ class PythonModelInstance:
                 sent = time.monotonic_ns()
                 slot.reply = process.submit(message, requests)
                 reply = await asyncio.shield(slot.reply)
+                slot.requests = ()  # answered: nothing to cancel, and an idle slot must not keep tensors alive
             except StubDied as exc:
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
             waited = self._waited(sent, reply)
@@ -294,6 +295,7 @@ class PythonModelInstance:
                 slot.seq, slot.requests = message.seq, ()
                 slot.reply = process.submit(message)
                 reply = await asyncio.shield(slot.reply)
+                slot.requests = ()  # answered: nothing to cancel, and an idle slot must not keep tensors alive
             except StubDied as exc:
                 self._streams.forget(keys)
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc

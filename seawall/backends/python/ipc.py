@@ -7,6 +7,8 @@ Tensor bytes live in anonymous shared memory (memfd), laid out at 64-byte aligne
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fcntl
 import mmap
 import os
@@ -50,6 +52,44 @@ def create_region(size: int, owner: tuple[int, int] | None = None) -> tuple[int,
         os.close(fd)
         raise
     return fd, memory
+
+
+#: BLS tensors of at most this many bytes in all (a call's inputs, or a response's outputs) travel inside their
+#: message (base64) instead of in a sealed region of their own. A region costs a fixed ~90 µs a call here
+#: (memfd_create, ftruncate, pwrite, seal, fd passing, fstat, mmap, munmap on both sides), base64 in the JSON
+#: frame a cost that grows with the bytes: one round trip measured ~20 µs inline against ~93 µs by region at 64 B,
+#: 103 against 93 µs at 4 KiB, 348 against 96 µs at 16 KiB (load average 11 on 2 cores: relative figures).
+INLINE_BYTES = 4096
+#: the longest inline text a message may carry (base64 of INLINE_BYTES)
+INLINE_TEXT_MAX = 4 * ((INLINE_BYTES + 2) // 3)
+
+
+def inline_text(offsets: Sequence[int], payloads: Sequence[Payload], size: int) -> str:
+    """The `size` bytes a region holding `payloads` at `offsets` would hold, as a message carries them inline."""
+    data = bytearray(size)
+    for offset, payload in zip(offsets, payloads, strict=True):
+        length = len(payload)
+        if length:
+            data[offset : offset + length] = payload
+    return base64.b64encode(data).decode("ascii")
+
+
+def inline_region(text: str, size: int) -> bytearray:
+    """The bytes a message carried inline (writable: a model may write into the arrays over them), read as a
+    region is (`read_tensor` checks each descriptor against it).
+
+    Raises:
+        ProtocolError: not base64, larger than INLINE_BYTES, or not `size` bytes.
+    """
+    if size > INLINE_BYTES or len(text) > INLINE_TEXT_MAX:
+        raise ProtocolError("inline tensor bytes larger than allowed")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("inline tensor bytes are not base64") from None
+    if len(data) != size:
+        raise ProtocolError("inline tensor bytes have the wrong size")
+    return bytearray(data)
 
 
 #: Seals of a region handed over whole (BLS calls): its size and its bytes can no longer change.
@@ -180,7 +220,7 @@ def write_payloads(memory: mmap.mmap, offsets: Sequence[int], payloads: Sequence
             memory[offset : offset + size] = payload  # type: ignore[assignment]  # ndarray is a buffer
 
 
-def read_tensor(memory: mmap.mmap, descriptor: Sequence[object], copy: bool) -> tuple[str, str, np.ndarray]:
+def read_tensor(memory: mmap.mmap | bytearray, descriptor: Sequence[object], copy: bool) -> tuple[str, str, np.ndarray]:
     """Validate a descriptor against the region and return (name, datatype, array).
 
     Fixed-size tensors are views of the region unless `copy`; BYTES are always parsed into new objects.
@@ -206,7 +246,7 @@ def read_tensor(memory: mmap.mmap, descriptor: Sequence[object], copy: bool) -> 
         raise ProtocolError(f"tensor '{name}' lies outside the shared region")
     if datatype == "BYTES":
         try:
-            flat = deserialize_bytes(memory[offset : offset + nbytes], count)
+            flat = deserialize_bytes(bytes(memory[offset : offset + nbytes]), count)  # bytes(bytes): the same object
         except ValueError as exc:
             raise ProtocolError(f"tensor '{name}': {exc}") from exc
         return name, datatype, flat.reshape(shape)

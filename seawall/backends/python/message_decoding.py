@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import orjson
 
-from seawall.backends.python.ipc import ProtocolError
+from seawall.backends.python.ipc import INLINE_TEXT_MAX, ProtocolError
 from seawall.backends.python.message_kinds import (
     _NON_FINITE,
     AutoCompleted,
@@ -86,6 +86,11 @@ def _fields(fields: list[object], count: int) -> list[object]:
     if len(fields) != count:
         raise ProtocolError("wrong number of fields")
     return fields
+
+
+def _fields_inline(fields: list[object], count: int) -> list[object]:
+    """`count` fields and a trailing `inline` one, which a message with no inline bytes may leave out ("")."""
+    return [*fields, ""] if len(fields) == count else _fields(fields, count + 1)
 
 
 def _check_init(fields: list[object]) -> Init:
@@ -204,8 +209,8 @@ def _check_stream_call(fields: list[object]) -> StreamCall:
     return StreamCall(*_call_fields(fields))
 
 
-def _call_fields(fields: list[object]) -> tuple[int, str, str, RequestHeader, int, int]:
-    call_id, model, version, header, size, timeout_us = _fields(fields, 6)
+def _call_fields(fields: list[object]) -> tuple[int, str, str, RequestHeader, int, int, str]:
+    call_id, model, version, header, size, timeout_us, inline = _fields_inline(fields, 6)
     _naturals(call_id, size, timeout_us)
     if type(header) is not list or len(header) != 6:
         raise ProtocolError("bad request header")
@@ -220,7 +225,16 @@ def _call_fields(fields: list[object]) -> tuple[int, str, str, RequestHeader, in
         _int(correlation_id)
     _int(flags)
     _dict(parameters)
-    return call_id, _str(model), _str(version), _new(RequestHeader, header), size, timeout_us  # type: ignore[return-value]
+    header_ = _new(RequestHeader, header)
+    return call_id, _str(model), _str(version), header_, size, timeout_us, _inline(inline)  # type: ignore[return-value]
+
+
+def _inline(text: object) -> str:
+    """A message's inline tensor bytes (base64): a string no longer than the largest inline size needs; its
+    content and its size against the message's `size` are checked where it is decoded (`ipc.inline_region`)."""
+    if type(text) is not str or len(text) > INLINE_TEXT_MAX:
+        raise ProtocolError("bad inline tensor bytes")
+    return text
 
 
 def _check_control(fields: list[object]) -> Control:
@@ -236,17 +250,18 @@ def _check_control(fields: list[object]) -> Control:
 
 def _check_call_result(fields: list[object]) -> CallResult:
     """From the host (trusted: shapes only; descriptors when their tensors are read)."""
-    call_id, outputs, size, value = _fields(fields, 4)
+    call_id, outputs, size, value, inline = _fields_inline(fields, 4)
     _naturals(call_id, size)
-    return CallResult(call_id, _list(outputs), size, bool(value))  # type: ignore[arg-type]
+    return CallResult(call_id, _list(outputs), size, bool(value), _inline(inline))  # type: ignore[arg-type]
 
 
 def _check_call_streamed(fields: list[object]) -> CallStreamed:
     """From the host (trusted: shapes only; descriptors when their tensors are read)."""
-    call_id, position, outputs, size, error_code, error_message, final = _fields(fields, 7)
+    call_id, position, outputs, size, error_code, error_message, final, inline = _fields_inline(fields, 7)
     _naturals(call_id, position, size)
     code = None if error_code is None else _int(error_code)
-    return CallStreamed(call_id, position, _list(outputs), size, code, _str(error_message), bool(final))  # type: ignore[arg-type]
+    text = _str(error_message)
+    return CallStreamed(call_id, position, _list(outputs), size, code, text, bool(final), _inline(inline))  # type: ignore[arg-type]
 
 
 def _check_call_cancel(fields: list[object]) -> CallCancel:

@@ -132,7 +132,8 @@ class Call(NamedTuple):
     """stub → host: run `request` on `model` / `version` ("": the latest) through the server's core.
 
     The inputs lie in a sealed region the stub made for this call (fd tag `c<call_id>`, `size` bytes; 0: no
-    region). Answered by CallResult or CallFailed with the same `call_id`.
+    region), or, when they are small (`size` ≤ ipc.INLINE_BYTES), in `inline` (base64 of the `size` bytes such a
+    region would hold; no region then). Answered by CallResult or CallFailed with the same `call_id`.
     """
 
     call_id: int
@@ -141,6 +142,7 @@ class Call(NamedTuple):
     request: RequestHeader
     size: int
     timeout_us: int  # 0: none
+    inline: str = ""  # the inputs' bytes themselves (base64) instead of a region: small calls
 
 
 class Control(NamedTuple):
@@ -158,12 +160,14 @@ class Control(NamedTuple):
 
 
 class CallResult(NamedTuple):
-    """host → stub: the call succeeded; outputs in a region of `size` bytes (fd tag `r<call_id>`; 0: none)."""
+    """host → stub: the call succeeded; outputs in a region of `size` bytes (fd tag `r<call_id>`; 0: none), or in
+    `inline` as Call's inputs when small."""
 
     call_id: int
     outputs: list[Descriptor]
     size: int
     value: bool = False  # a Control's answer (is_model_ready)
+    inline: str = ""
 
 
 class CallFailed(NamedTuple):
@@ -184,12 +188,13 @@ class StreamCall(NamedTuple):
     request: RequestHeader
     size: int
     timeout_us: int  # 0: none
+    inline: str = ""
 
 
 class CallStreamed(NamedTuple):
     """host → stub: response `position` (0, 1, ...) of StreamCall `call_id`: its outputs in a region of `size`
     bytes (fd tag `s<call_id>.<position>`; 0: none), or the called model's error (`error_code` not None); `final`: the
-    call's last message (an empty final one: the model sent nothing more)."""
+    call's last message (an empty final one: the model sent nothing more). Small outputs: in `inline`, as Call's."""
 
     call_id: int
     position: int
@@ -198,6 +203,7 @@ class CallStreamed(NamedTuple):
     error_code: int | None
     error_message: str
     final: bool
+    inline: str = ""
 
 
 class CallCancel(NamedTuple):

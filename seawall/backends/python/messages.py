@@ -53,6 +53,9 @@ table; decoders refuse unknown kinds, so both sides change together. What fits l
   position, outputs, size, error code, error message, final)` per response of the called model (outputs in a
   sealed region the host made per response, tag `s<id>.<position>`), or by CallFailed before the first one;
   `CallCancel(call id)` (iterator.cancel()) ends it with a final CANCELLED error.
+  Small BLS tensors (≤ `ipc.INLINE_BYTES` in all) ride inside Call / StreamCall / CallResult / CallStreamed as
+  base64 in their trailing `inline` field instead of a region (no fd is passed then); a frame may leave that
+  field out when it is empty.
 
 Why NamedTuples: immutable and typed like frozen dataclasses, but built at tuple speed (a frozen slotted
 dataclass costs ~1 µs more per object, and a RequestHeader and a ResponseEntry are built per request on both

@@ -228,7 +228,7 @@ class Channel:
                 self._abandoned.add(call_id)
 
     def _discard(self, message: CallStreamed) -> None:
-        if message.size:
+        if message.size and not message.inline:  # inline bytes came in the message: no region waits
             self.receive_region(b"s%d.%d" % (message.call_id, message.position), message.size, False).close()
 
     def wait(self, taken: Callable[[], _T | None]) -> _T:
