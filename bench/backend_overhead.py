@@ -11,7 +11,9 @@ figure on a shared machine. A floor row per concurrency gives Seawall's cheapest
 inline on the event loop): what the frontend and core cost whatever the backend. Every session and module (served
 and direct) gets `--threads` intra-op threads (default 1: on a small machine a runtime's spinning thread pool
 competes with the server's own threads and the load generator for the same cores). Then dynamic batching
-(max_batch_size 32) at the largest concurrency against the direct batched call (batch 32). Writes
+(max_batch_size 32) against the direct batched call (one run of 32 rows): requests of 32 rows each, as Triton's
+perf_analyzer measures a batched model (`-b 32`), at c=1 and c=4, and 1-row requests at the largest concurrency
+(the batcher gathers them). Throughput and CPU count rows (inferences), not requests. Writes
 bench/results/raw/backend-overhead-<time>.json.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import tempfile
 import threading
 import time
@@ -173,21 +176,27 @@ def direct(call: Callable[[np.ndarray], Any], batch: int, concurrency: int, seco
     }
 
 
-def served(server: servers.Server, mode: str, model: str, concurrency: int, seconds: float) -> dict[str, float]:
+def served(
+    server: servers.Server, mode: str, model: str, concurrency: int, seconds: float, rows: int = 1
+) -> dict[str, float]:
+    """Closed-loop load of `rows`-row requests: inferences (rows)/s, server CPU µs per inference, p50 latency."""
     url = server.grpc if mode == "grpc" else server.http
-    run_load(url, mode, model, concurrency, 0.5, warmup=0.0)
+    workload = model if rows == 1 else f"{model}*{rows}"
+    run_load(url, mode, workload, concurrency, 0.5, warmup=0.0)
     cpu = servers.tree_cpu_seconds(server.pid)
-    result = run_load(url, mode, model, concurrency, seconds, warmup=0.0)
+    result = run_load(url, mode, workload, concurrency, seconds, warmup=0.0)
     used = servers.tree_cpu_seconds(server.pid) - cpu
     return {
-        "throughput": result.throughput,
-        "cpu_us": used / max(1, result.total_requests) * 1e6,
+        "throughput": result.throughput * rows,
+        "cpu_us": used / max(1, result.total_requests * rows) * 1e6,
         "p50_ms": result.p50_ms,
         "errors": float(result.errors),
     }
 
 
 def main() -> None:
+    """Run every cell, write the raw results and print the table (with the load average before and after)."""
+    load_before = os.getloadavg()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
@@ -223,21 +232,28 @@ def main() -> None:
             rows.append({"runtime": runtime, "how": f"direct batch {MAX_BATCH}", "c": 1, **reference})
             print(f"backend-overhead: {json.dumps(rows[-1])}", flush=True)
             for how, suffix in (("isolated, dynamic batching", ""), ("in-process, dynamic batching", "_inprocess")):
-                cell = served(server, args.mode, f"mlp_{runtime}_batched{suffix}", top, args.seconds)
-                rows.append({"runtime": runtime, "how": how, "c": top, **cell})
-                print(f"backend-overhead: {json.dumps(rows[-1])}", flush=True)
+                for rows_per_request, concurrency in ((MAX_BATCH, 1), (MAX_BATCH, 4), (1, top)):
+                    model = f"mlp_{runtime}_batched{suffix}"
+                    cell = served(server, args.mode, model, concurrency, args.seconds, rows_per_request)
+                    label = f"{how}, {rows_per_request}-row requests"
+                    rows.append({"runtime": runtime, "how": label, "c": concurrency, **cell})
+                    print(f"backend-overhead: {json.dumps(rows[-1])}", flush=True)
     finally:
         server.stop()
     RAW.mkdir(parents=True, exist_ok=True)
     run_id = time.strftime("%Y%m%d-%H%M%S")
     (RAW / f"backend-overhead-{run_id}.json").write_text(json.dumps({"settings": vars(args), "rows": rows}))
-    _print_table(rows, args.mode, args.threads)
+    _print_table(rows, args.mode, args.threads, (load_before, os.getloadavg()))
 
 
-def _print_table(rows: list[dict[str, Any]], mode: str, threads: int) -> None:
+def _print_table(
+    rows: list[dict[str, Any]], mode: str, threads: int, loads: tuple[tuple[float, ...], tuple[float, ...]]
+) -> None:
+    before, after = (" ".join(f"{value:.2f}" for value in load) for load in loads)
     print(
         f"\nMLP {LAYERS}x{WIDTH}, Seawall over {mode}, {threads or 'default'} intra-op thread(s) per session/module, "
-        "CPU per inference over the server's whole process tree\n"
+        f"CPU per inference over the server's whole process tree; {os.cpu_count()} cores, load average {before} "
+        f"before, {after} after\n"
     )
     print("| runtime | how | c | inferences/s | CPU µs/inf | overhead µs/inf (vs direct) | vs direct throughput |")
     print("|---|---|---|---|---|---|---|")

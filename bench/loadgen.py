@@ -49,7 +49,10 @@ def workload(name: str) -> Workload:
     if name == "matmul":
         return Workload("matmul", [("INPUT0", "FP32", np.ones((1, 256), dtype=np.float32))], ("OUTPUT0",))
     if name.startswith("mlp_"):  # bench/backend_overhead.py: a 3-layer MLP of 256 (ONNX or TorchScript)
-        return Workload(name, [("X", "FP32", np.linspace(-1, 1, 256, dtype=np.float32).reshape(1, 256))], ("Y",))
+        model, _, rows = name.partition("*")  # "mlp_x*32": requests of 32 rows each (perf_analyzer's -b 32)
+        count = int(rows or 1)
+        x = np.linspace(-1, 1, 256 * count, dtype=np.float32).reshape(count, 256)
+        return Workload(model, [("X", "FP32", x)], ("Y",))
     if name == "pipeline":  # the ensemble pipeline_pre -> pipeline_model -> pipeline_post
         return Workload("pipeline", [("INPUT", "FP32", np.arange(4, dtype=np.float32))], ("OUTPUT",))
     if name == "bls_64mib":  # a 4-byte request; the model makes one BLS call of a 64 MiB tensor

@@ -30,6 +30,29 @@ class DictOutput(torch.nn.Module):
         return {"y": a}
 
 
+class Strings(torch.nn.Module):
+    """TYPE_STRING in and out: forward() takes and returns List[str] (Triton's pytorch backend convention)."""
+
+    def forward(self, text: list[str], scale: torch.Tensor) -> tuple[list[str], torch.Tensor, list[str]]:
+        upper = [item.upper() for item in text]
+        lengths = torch.tensor([len(item) for item in text], dtype=torch.int64) * scale
+        return upper, lengths, [item + "!" for item in text]
+
+
+class JoinStrings(torch.nn.Module):
+    """A single List[str] output (not in a tuple), of another length than its input."""
+
+    def forward(self, text: list[str]) -> list[str]:
+        return [" ".join(text)]
+
+
+class ListOfInts(torch.nn.Module):
+    """Returns a List[int]: not an output Triton's pytorch backend can map."""
+
+    def forward(self, text: list[str]) -> list[int]:
+        return [len(item) for item in text]
+
+
 def mlp() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()

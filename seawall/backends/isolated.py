@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from seawall.backends.python import ipc
 from seawall.backends.python.in_process import PARAMETER
 from seawall.backends.python.instance import PythonModelInstance
-from seawall.backends.python.instance_core import InstanceSpec, hidden_prefix
-from seawall.backends.python.process import StubSettings
+from seawall.backends.python.instance_core import InstanceSpec, hidden_prefix, within
+from seawall.backends.python.messages import DESCRIBE_MODE, AutoCompleted, Init, InitFailed
+from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.core.backend import ModelConfig, ModelLoadContext
 from seawall.core.config_proto import model_config_pb2
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnsupportedError
@@ -92,11 +93,17 @@ class WorkerSpec(InstanceSpec):
     """An instance spec whose start-up failures keep the error the backend raised in the worker."""
 
     def initialize_failed(self, error: str, trace: str) -> InternalError:
-        kind, _, message = error.partition(": ")
-        refusal = _LOAD_ERRORS.get(kind)
-        if refusal is None or not message:
+        refusal = _refusal(error, self.hide)
+        if refusal is None:
             return InstanceSpec.initialize_failed(self, error, trace)
-        return refusal(self.hide(message))  # type: ignore[return-value]  # the load reports any SeawallError
+        return refusal  # type: ignore[return-value]  # the load reports any SeawallError
+
+
+def _refusal(error: str, hide: Callable[[str], str]) -> SeawallError | None:
+    """The load error a worker's "<class>: <message>" names, when it is one of _LOAD_ERRORS."""
+    kind, _, message = error.partition(": ")
+    refusal = _LOAD_ERRORS.get(kind)
+    return None if refusal is None or not message else refusal(hide(message))
 
 
 class ModelRegion:
@@ -128,6 +135,44 @@ def plan_json(config: ModelConfig, model_version: int, settings: object) -> str:
             "settings": fields,
         }
     )
+
+
+async def describe(
+    name: str, model_dir: str, worker: str, data: bytes, plan: str, options: BackendOptions, timeout_s: float
+) -> object:
+    """What a throw-away worker process says about the model in `data` (auto-complete: the runtime parses a model
+    only in a worker, never in the server). The answer is untrusted JSON-like data: the backend checks it.
+
+    Raises:
+        InternalError: the worker died (a crash of the runtime while parsing) or the runtime refused the model.
+        InvalidArgumentError / UnsupportedError: the backend's own refusals, raised in the worker.
+        UnavailableError: no answer within `timeout_s` (the worker is killed).
+    """
+    region = ModelRegion(data)
+    settings = StubSettings(4096, 4096, timeout_s, user=options.model_user, environment=options.model_environment)
+    stub = StubProcess(f"{name} (auto-complete)", settings, None, names=(f"model={name}", "auto-complete"))
+    args = {"seawall_worker": worker, "model_bytes": str(region.size), "seawall_plan": plan}
+    init = Init(DESCRIBE_MODE, name, "", model_dir, model_dir, [], args, None)
+    late = f"auto-complete of model '{name}' did not finish within {timeout_s:g} s: its {worker} worker was stopped"
+    try:
+        await stub.start()
+        stub.pass_call_region(region.new_fd(), b"m")
+        reply = await within(stub.call(init), timeout_s, late)
+    except StubDied as exc:
+        logger.error("model '%s': the %s worker describing it for auto-complete died: %s", name, worker, exc)
+        raise InternalError(
+            f"auto-complete of model '{name}' failed: its {worker} worker process stopped while reading the model"
+        ) from None
+    finally:
+        await stub.stop(graceful=False)
+        region.close()
+    if type(reply) is AutoCompleted:
+        return reply.config
+    failed = reply if type(reply) is InitFailed else InitFailed("unknown error", "")
+    logger.error("model '%s': the %s worker describing it for auto-complete failed:\n%s", name, worker, failed.trace)
+    prefix = hidden_prefix(model_dir)
+    refusal = _refusal(failed.error, lambda text: text.replace(prefix, ""))
+    raise refusal or InternalError(f"auto-complete of model '{name}' failed: {failed.error.replace(prefix, '')}")
 
 
 async def start_model(

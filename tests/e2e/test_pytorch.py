@@ -58,7 +58,10 @@ BAD = {
         "torch.save checkpoints are never loaded"
     ),
     "pt_count": "unable to load model 'pt_count', configuration expects 1 inputs, model provides 2",
-    "pt_string": "unsupported datatype TYPE_STRING for input 'a' for model 'pt_string'",
+    "pt_string": (
+        "input 'a' of model 'pt_string' is TYPE_STRING, but forward() takes argument 'a' as TensorType: a TYPE_STRING "
+        "input needs an argument of type List[str]"
+    ),
     "pt_param": (
         "parameter 'ENABLE_WEIGHT_SHARING' of model 'pt_param' is not supported by the pytorch backend (supported: "
         "DISABLE_OPTIMIZED_EXECUTION, INFERENCE_MODE, ENABLE_CACHE_CLEANING, DISABLE_CUDNN, INTRA_OP_THREAD_COUNT, "

@@ -54,29 +54,43 @@ class OnnxBackend:
 
     async def auto_complete_config(self, config: ModelConfig, model_dir: str, version_dir: str) -> ModelConfig:
         """Triton's auto-complete from the model's own signature (nothing when the config lists inputs and outputs).
+        onnxruntime reads the model in a throw-away worker process (`isolated.describe`), never in the server: a
+        model that crashes or hangs its parser fails its own load, and the server only checks the signature sent.
 
         Raises:
             UnsupportedError: onnxruntime is not installed.
             InvalidArgumentError: the model cannot be read safely, or disagrees with max_batch_size.
-            InternalError: onnxruntime refused the model.
+            InternalError: onnxruntime refused the model, or its worker died or sent an invalid signature.
+            UnavailableError: the worker did not answer within auto-complete-timeout-seconds.
         """
         if config.input and config.output:
             return signature.auto_complete(config, signature.Signature((), (), ()), 0)
         name = config.name or os.path.basename(model_dir)
+        named = _named(config, name)
         runtime.onnxruntime()
-        settings = session_options.parse(_named(config, name))
+        settings = session_options.parse(named)
+        default_max_batch_size = self._int_setting("default-max-batch-size", DEFAULT_MAX_BATCH_SIZE)
+        timeout_s = self._int_setting("auto-complete-timeout-seconds", int(isolated.WORKER_TIMEOUT_S))
         model = await asyncio.to_thread(self._read, config, model_dir, version_dir, name)
-        session = await asyncio.to_thread(runtime.create_session, model.data, settings, name)
-        model_signature = runtime.signature_of(session)
-        del session
-        default = self._options.setting(BACKEND_NAME, "default-max-batch-size", str(DEFAULT_MAX_BATCH_SIZE))
+        plan = isolated.plan_json(named, 0, settings)
+        described = await isolated.describe(name, model_dir, BACKEND_NAME, model.data, plan, self._options, timeout_s)
+        model_signature = signature.from_description(described, name)
+        return signature.auto_complete(named, model_signature, default_max_batch_size)
+
+    def _int_setting(self, key: str, default: int) -> int:
+        """A --backend-config=onnxruntime,<key>=<integer> value.
+
+        Raises:
+            InvalidArgumentError: not an integer (or a negative one).
+        """
+        value = self._options.setting(BACKEND_NAME, key, str(default))
         try:
-            default_max_batch_size = int(default)
+            number = int(value)
         except ValueError:
-            raise InvalidArgumentError(
-                f"backend setting 'default-max-batch-size' must be an integer, got '{default[:32]}'"
-            ) from None
-        return signature.auto_complete(_named(config, name), model_signature, default_max_batch_size)
+            number = -1
+        if number < 0:
+            raise InvalidArgumentError(f"backend setting '{key}' must be a non-negative integer, got '{value[:32]}'")
+        return number
 
     async def load(self, context: ModelLoadContext) -> LoadedModel[_Instance]:
         """Read the model once, then create one session per instance (in its worker process, or here with

@@ -1,8 +1,9 @@
 """An ONNX model's inputs and outputs, and what Triton does with them: auto-complete a config, or check one.
 
 Imports `core.backend` (ModelConfig), `core.config_proto` and `errors`; never onnxruntime (`runtime.py` reads the
-signature from a session). Messages are Triton onnxruntime backend's, word for word, so a config that disagrees
-with its model fails the same way on both servers.
+signature from a session; for auto-complete in a worker, which sends it as JSON: `describe` / `from_description`).
+Messages are Triton onnxruntime backend's, word for word, so a config that disagrees with its model fails the same
+way on both servers.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from seawall.core.backend import ModelConfig
 from seawall.core.config_proto import model_config_pb2
-from seawall.errors import InvalidArgumentError
+from seawall.errors import InternalError, InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ ONNX_TYPES = {
     "tensor(double)": "TYPE_FP64",
     "tensor(string)": "TYPE_STRING",
 }
+_DESCRIBED_TYPES = frozenset((*ONNX_TYPES.values(), "TYPE_INVALID"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,53 @@ class Signature:
     inputs: tuple[TensorInfo, ...]  # the inputs a request must give
     initializers: tuple[TensorInfo, ...]  # overridable initializers: inputs a request may give
     outputs: tuple[TensorInfo, ...]
+
+
+#: Bounds on a description a worker sends (`from_description`): far above any real model, far below harm.
+MAX_DESCRIBED_TENSORS = 65536
+MAX_DESCRIBED_DIMS = 64
+MAX_NAME_CHARS = 4096
+_KINDS = ("inputs", "initializers", "outputs")
+
+
+def describe(signature: Signature) -> dict[str, object]:
+    """`signature` as JSON-like data (a worker's answer to auto-complete)."""
+    return {
+        kind: [[info.name, info.data_type, list(info.dims)] for info in getattr(signature, kind)] for kind in _KINDS
+    }
+
+
+def from_description(description: object, model_name: str) -> Signature:
+    """The Signature a worker described, checked field by field: the worker parsed an untrusted model, so its answer
+    is untrusted too.
+
+    Raises:
+        InternalError: the description is not one `describe` writes (or exceeds the bounds above).
+    """
+    bad = InternalError(
+        f"auto-complete of model '{model_name}' failed: the onnxruntime worker sent an invalid signature"
+    )
+    if type(description) is not dict or sorted(description) != sorted(_KINDS):
+        raise bad
+    kinds: list[tuple[TensorInfo, ...]] = []
+    for kind in _KINDS:
+        entries = description[kind]
+        if type(entries) is not list or len(entries) > MAX_DESCRIBED_TENSORS:
+            raise bad
+        infos = []
+        for entry in entries:
+            if type(entry) is not list or len(entry) != 3:
+                raise bad
+            name, data_type, dims = entry
+            if type(name) is not str or not 0 < len(name) <= MAX_NAME_CHARS or type(dims) is not list:
+                raise bad
+            if data_type not in _DESCRIBED_TYPES or len(dims) > MAX_DESCRIBED_DIMS:
+                raise bad
+            if any(type(dim) is not int or not -1 <= dim < 2**63 for dim in dims):
+                raise bad
+            infos.append(TensorInfo(name, data_type, tuple(dims)))
+        kinds.append(tuple(infos))
+    return Signature(*kinds)
 
 
 def tensor_info(name: str, ort_type: str, shape: Sequence[object]) -> TensorInfo:

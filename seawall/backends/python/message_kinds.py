@@ -10,6 +10,10 @@ from typing import NamedTuple
 
 from seawall.backends.python.ipc import Descriptor
 
+#: The Init mode of a throw-away backend worker that only describes its model (auto-complete of the onnxruntime
+#: backend): the runtime parses the model in the stub, and the host gets a JSON-like description as AutoCompleted.
+DESCRIBE_MODE = "describe"
+
 
 class Init(NamedTuple):  # host → stub: Init, Execute (RequestHeader), OutputRegion, Finalize
     """Load the model file (`mode` "model": then initialize(args); "auto_complete": auto_complete_config)."""

@@ -12,6 +12,7 @@ that announces a new region carries its size, and the reader maps the fd of that
 Who sends what (host → stub | stub → host):
 
     Init          load model.py: mode "model"   | Ready, or InitFailed; "auto_complete": AutoCompleted or InitFailed
+                  (a backend worker: "describe"  | AutoCompleted with its model's description, or InitFailed)
     Execute       one batch in one slot          | BatchResult or BatchFailed, with the Execute's seq
     OutputRegion  answers Grow (size 0: refused) | Grow: the running batch needs a bigger output region
     Finalize      run finalize(), then exit      | Finalized
@@ -74,6 +75,7 @@ from seawall.backends.python.ipc import ProtocolError
 from seawall.backends.python.message_decoding import decode_host_message as decode_host_message
 from seawall.backends.python.message_decoding import decode_stub_message as decode_stub_message
 from seawall.backends.python.message_kinds import CALL_MESSAGES as CALL_MESSAGES
+from seawall.backends.python.message_kinds import DESCRIBE_MODE as DESCRIBE_MODE
 from seawall.backends.python.message_kinds import METRIC_MESSAGES as METRIC_MESSAGES
 from seawall.backends.python.message_kinds import AutoCompleted as AutoCompleted
 from seawall.backends.python.message_kinds import BatchFailed as BatchFailed

@@ -30,6 +30,7 @@ from typing import TypeVar
 from seawall.backends.python import ipc
 from seawall.backends.python.call_client import CallClient
 from seawall.backends.python.messages import (
+    DESCRIBE_MODE,
     AutoCompleted,
     BatchFailed,
     BatchResult,
@@ -134,6 +135,9 @@ class _Stub:
     def _start(self, init: Init) -> bool:
         """Load the model and run initialize (or auto_complete_config); reply; False to exit."""
         try:
+            if init.mode == DESCRIBE_MODE:
+                self._channel.send(AutoCompleted(self._describe(init)))
+                return False
             model_class = self._load_class(init)
             if init.mode == "auto_complete":
                 self._channel.send(AutoCompleted(self._auto_complete(model_class, init)))
@@ -167,6 +171,15 @@ class _Stub:
             self._channel.send(ReadyAnswer(ask, ready, error))
         except OSError:
             pass  # the host has gone
+
+    def _describe(self, init: Init) -> dict[str, object]:
+        """A backend worker's description of the model in region "m" (its `describe(model, plan)`)."""
+        worker = BACKEND_WORKERS[init.args["seawall_worker"]]  # KeyError: InitFailed, as any other failure
+        model = self._channel.receive_region(b"m", int(init.args["model_bytes"]), False)
+        described: dict[str, object] = importlib.import_module(worker).describe(
+            model, json.loads(init.args["seawall_plan"])
+        )
+        return described
 
     def _auto_complete(self, model_class: UserObject, init: Init) -> dict[str, object] | None:
         if not hasattr(model_class, "auto_complete_config"):

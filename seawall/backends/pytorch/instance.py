@@ -33,6 +33,7 @@ class TorchPlan:
     binding: Binding
     output_types: tuple[str, ...]  # API datatypes of the config outputs, in config order
     settings: TorchSettings
+    string_inputs: frozenset[str] = frozenset()  # the TYPE_STRING inputs: forward() takes each as a List[str]
 
 
 class TorchModelInstance(ThreadInstance):
@@ -84,12 +85,13 @@ class TorchRunner:
         plan = self._plan
         by_name = [{t.name: t.data for t in request.inputs} for request in requests]
         ordered = sorted(plan.binding.inputs, key=lambda pair: pair[1])
-        arrays = []
+        arrays: list[np.ndarray | list[str]] = []
         for name, _ in ordered:
             parts = [inputs[name] for inputs in by_name if name in inputs]
             if len(parts) != len(requests):
                 raise InvalidArgumentError(f"input '{name}' is required by model '{plan.model_name}'")
-            arrays.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+            array = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            arrays.append(_strings(array, name, plan.model_name) if name in plan.string_inputs else array)
         names = [name for name, _ in ordered] if plan.binding.dict_input else None
         datatypes = {t.name: t.datatype for t in requests[0].inputs}
         bf16 = [datatypes.get(name) == "BF16" for name, _ in ordered]
@@ -135,5 +137,29 @@ def plan_runs(
         InvalidArgumentError / InternalError: the config does not fit `forward()` (Triton's messages).
     """
     binding = naming.bind(config, runtime.arguments(script))
-    output_types = tuple(model_config_pb2.DataType.Name(t.data_type)[len("TYPE_") :] for t in config.output)
-    return TorchPlan(model_name, model_version, config.max_batch_size > 0, binding, output_types, settings)
+    output_types = tuple(_api_type(t.data_type) for t in config.output)
+    strings = frozenset(t.name for t in config.input if t.data_type == model_config_pb2.TYPE_STRING)
+    return TorchPlan(model_name, model_version, config.max_batch_size > 0, binding, output_types, settings, strings)
+
+
+def _api_type(data_type: int) -> str:
+    name = model_config_pb2.DataType.Name(data_type)[len("TYPE_") :]
+    return "BYTES" if name == "STRING" else name
+
+
+def _strings(array: np.ndarray, name: str, model_name: str) -> list[str]:
+    """A BYTES tensor's elements as the List[str] forward() takes (flattened, as Triton's pytorch backend does).
+
+    Raises:
+        InvalidArgumentError: an element is not UTF-8 text (a TorchScript str is).
+    """
+    texts = []
+    for index, item in enumerate(array.reshape(-1)):
+        try:
+            texts.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(
+                f"element {index} of input '{name}' of model '{model_name}' is not UTF-8 text, which a List[str] "
+                "argument of forward() needs"
+            ) from None
+    return texts

@@ -6,6 +6,8 @@ Imports `core.backend` (ModelConfig), `core.config_proto` and `errors`; never to
 Inputs: a single `Dict[str, Tensor]` argument gets every input under its config name; otherwise config names that
 are all `forward()` argument names map by name, names of the form `<name>__<index>` map by index, and anything else
 maps in config order. Outputs: `<name>__<index>` picks that element of the returned tuple, otherwise config order.
+TYPE_STRING inputs and outputs are `List[str]` (`STRING_ARGUMENT`); Seawall refuses at load a string input bound to
+a Tensor argument (and the reverse), which Triton only reports at each inference.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 #: config datatypes a TorchScript tensor can have (Triton's ModelConfigDataTypeToTorchType)
 TORCH_TYPES = ("BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64")
+#: TYPE_STRING tensors are not tensors in TorchScript: `forward()` takes and returns them as List[str] (one flat list
+#: of the tensor's elements, 1 dimension only, as Triton's pytorch backend)
+STRING_ARGUMENT = "List[str]"
 #: Triton's parameters this backend applies; CPU no-ops are parsed and accepted as Triton accepts them
 BOOL_PARAMETERS = ("DISABLE_OPTIMIZED_EXECUTION", "INFERENCE_MODE", "ENABLE_CACHE_CLEANING", "DISABLE_CUDNN")
 INT_PARAMETERS = ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT")
@@ -68,8 +73,8 @@ def parse_settings(config: ModelConfig) -> TorchSettings:
 
 
 def bind(config: ModelConfig, arguments: Sequence[tuple[str, str]]) -> Binding:
-    """Match the config to `forward()`'s arguments (name, kind: TensorType, ListType, DictType, ...; `self`
-    excluded) as Triton does.
+    """Match the config to `forward()`'s arguments (name, kind: TensorType, DictType, ...; a list argument's kind is
+    its whole type, e.g. "List[str]"; `self` excluded) as Triton does.
 
     Raises:
         InvalidArgumentError / InternalError: with Triton's message (and code).
@@ -84,7 +89,7 @@ def bind(config: ModelConfig, arguments: Sequence[tuple[str, str]]) -> Binding:
                 "supported."
             )
         for argument, kind in arguments:
-            if kind != "TensorType":
+            if kind != "TensorType" and not kind.startswith("List["):
                 raise InternalError(
                     f"An input of type '{kind}' was detected in the model. Only a single input of type "
                     "Dict(str, Tensor) or input(s) of type Tensor are supported."
@@ -101,9 +106,7 @@ def bind(config: ModelConfig, arguments: Sequence[tuple[str, str]]) -> Binding:
         raise InternalError("model configuration must contain at least one output, none were specified.")
     for kind, tensors in (("input", config.input), ("output", config.output)):
         for tensor in tensors:
-            type_name = model_config_pb2.DataType.Name(tensor.data_type)
-            if type_name[len("TYPE_") :] not in TORCH_TYPES:
-                raise InternalError(f"unsupported datatype {type_name} for {kind} '{tensor.name}' for model '{name}'")
+            _check_datatype(config, tensor, kind)
     input_names = [tensor.name for tensor in config.input]
     if dict_input:
         inputs = [(n, i) for i, n in enumerate(input_names)]
@@ -122,12 +125,69 @@ def bind(config: ModelConfig, arguments: Sequence[tuple[str, str]]) -> Binding:
         raise InvalidArgumentError(
             f"unable to load model '{name}': the inputs' <name>__<index> indices must be 0 to {len(inputs) - 1}"
         )
+    _check_string_arguments(config, dict_input, inputs, arguments)
     output_names = [tensor.name for tensor in config.output]
     if _named_index(output_names):
         outputs = [(n, _index(n)) for n in output_names]
     else:
         outputs = [(n, i) for i, n in enumerate(output_names)]
     return Binding(dict_input, tuple(inputs), tuple(outputs))
+
+
+def _check_datatype(config: ModelConfig, tensor: object, kind: str) -> None:
+    """Triton's datatype check, and its 1-dimension rule for TYPE_STRING (a List[str] is flat).
+
+    Raises:
+        InternalError: with Triton's message.
+    """
+    type_name = model_config_pb2.DataType.Name(tensor.data_type)  # type: ignore[attr-defined]
+    io_name = tensor.name  # type: ignore[attr-defined]
+    if type_name == "TYPE_STRING":
+        reshaped = tensor.HasField("reshape")  # type: ignore[attr-defined]
+        dims = tensor.reshape.shape if reshaped else tensor.dims  # type: ignore[attr-defined]
+        if len(dims) + (1 if config.max_batch_size > 0 else 0) > 1:
+            raise InternalError(
+                f"Triton only supports 1 dimensional List of String as {kind} for '{io_name}' for model '{config.name}'"
+            )
+    elif type_name[len("TYPE_") :] not in TORCH_TYPES:
+        raise InternalError(f"unsupported datatype {type_name} for {kind} '{io_name}' for model '{config.name}'")
+
+
+def _check_string_arguments(
+    config: ModelConfig, dict_input: bool, inputs: Sequence[tuple[str, int]], arguments: Sequence[tuple[str, str]]
+) -> None:
+    """A TYPE_STRING input goes to a List[str] argument and nothing else does (Triton finds out at each inference,
+    "PyTorch execute failure: forward() Expected a value of type ...": Seawall refuses the load instead).
+
+    Raises:
+        InvalidArgumentError: the first input whose datatype and argument disagree.
+    """
+    is_string = {t.name: t.data_type == model_config_pb2.TYPE_STRING for t in config.input}
+    for io_name, position in inputs:
+        if dict_input:
+            if is_string[io_name]:
+                raise InvalidArgumentError(
+                    f"input '{io_name}' of model '{config.name}' is TYPE_STRING, but forward() takes its inputs as "
+                    "one Dict(str, Tensor): a TYPE_STRING input needs an argument of type List[str]"
+                )
+            continue
+        argument, kind = arguments[position]
+        if is_string[io_name] and kind != STRING_ARGUMENT:
+            raise InvalidArgumentError(
+                f"input '{io_name}' of model '{config.name}' is TYPE_STRING, but forward() takes argument "
+                f"'{argument}' as {kind}: a TYPE_STRING input needs an argument of type List[str]"
+            )
+        if not is_string[io_name] and kind != "TensorType":
+            raise InvalidArgumentError(
+                f"input '{io_name}' of model '{config.name}' is "
+                f"{model_config_pb2.DataType.Name(_datatype(config, io_name))}, but forward() takes argument "
+                f"'{argument}' as {kind}: only TYPE_STRING inputs are passed as List[str]"
+            )
+
+
+def _datatype(config: ModelConfig, io_name: str) -> int:
+    data_type: int = next(t.data_type for t in config.input if t.name == io_name)
+    return data_type
 
 
 def _named_index(names: Sequence[str]) -> bool:

@@ -91,23 +91,29 @@ def _set_threads(module: ModuleType, settings: TorchSettings) -> None:
 
 
 def arguments(script: Any) -> list[tuple[str, str]]:
-    """`forward()`'s arguments (name, type kind), without `self`."""
-    found = [(argument.name, str(argument.type.kind())) for argument in script.forward.schema.arguments]
+    """`forward()`'s arguments (name, type kind; a list's whole type, e.g. "List[str]"), without `self`."""
+    found = [(argument.name, _kind(argument.type)) for argument in script.forward.schema.arguments]
     if found and found[0][1] == "ClassType":
         found = found[1:]
     return found
 
 
+def _kind(argument_type: Any) -> str:
+    kind = str(argument_type.kind())
+    return str(argument_type.annotation_str) if kind == "ListType" else kind
+
+
 def run(
     script: Any,
     settings: TorchSettings,
-    inputs: Sequence[np.ndarray],
+    inputs: Sequence[np.ndarray | list[str]],
     names: Sequence[str] | None,
     bf16: Sequence[bool] = (),
 ) -> list[tuple[np.ndarray, bool]]:
     """Call forward() (worker thread) with the inputs in order, or as one dict under `names`; the outputs as a list
     of (array, is BF16). BF16 tensors travel as uint16 bit patterns (numpy has no bfloat16): `bf16[i]` says input
-    `i` is one, and a bfloat16 output comes back as one.
+    `i` is one, and a bfloat16 output comes back as one. A string input is a list of str (passed as List[str]), and
+    a List[str] output comes back as a 1-dimensional object array of UTF-8 bytes.
 
     Raises:
         InternalError: "PyTorch execute failure: ..." (Triton's text), or an output of an unsupported kind.
@@ -129,18 +135,39 @@ def run(
             items = list(result)
         elif isinstance(result, module.Tensor):
             items = [result]
+        elif isinstance(result, list):
+            _check_strings(result, "output must be of type Tensor or List[str]")
+            items = [result]
         else:
             raise ValueError(
                 "output must be of type Tensor, List[str] or Tuple containing one of these two types. It should not "
                 "be a List / Dictionary of Tensors or a Scalar"
             )
         for index, item in enumerate(items):
-            if not isinstance(item, module.Tensor):
+            if isinstance(item, list):
+                _check_strings(item, f"output at index {index} must be of type Tensor or List[str]")
+            elif not isinstance(item, module.Tensor):
                 raise ValueError(f"output at index {index} must be of type Tensor, received {type(item).__name__}")
-        return [_array(module, item.detach().contiguous()) for item in items]
+        return [
+            _strings(item) if isinstance(item, list) else _array(module, item.detach().contiguous()) for item in items
+        ]
 
 
-def _tensor(module: ModuleType, array: np.ndarray, is_bf16: bool) -> Any:
+def _check_strings(items: list[Any], what: str) -> None:
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"{what}, received List[{type(item).__name__}]")
+
+
+def _strings(items: list[str]) -> tuple[np.ndarray, bool]:
+    array = np.empty(len(items), dtype=np.object_)
+    array[:] = [item.encode("utf-8", "surrogateescape") for item in items]
+    return array, False
+
+
+def _tensor(module: ModuleType, array: np.ndarray | list[str], is_bf16: bool) -> Any:
+    if isinstance(array, list):
+        return array
     tensor = module.from_numpy(array if array.flags.writeable else array.copy())
     return tensor.view(module.int16).view(module.bfloat16) if is_bf16 else tensor
 
