@@ -53,6 +53,7 @@ from seawall.frontends.grpc.frames import (
     Stream,
     Trailers,
     frame,
+    malformed_request,
     trailers,
 )
 
@@ -395,6 +396,12 @@ class Http2Connection(asyncio.Protocol):
         if self.going_away or len(self._streams) >= self.limits.max_concurrent_streams:
             self._out.append(frame(RST_STREAM, 0, stream_id, REFUSED_STREAM.to_bytes(4, "big")))
             return
+        if (
+            malformed := malformed_request(decoded)
+        ) is not None:  # RFC 9113 8.1.1: a stream error, the call never starts
+            logger.debug("stream %d: malformed request (%s): RST_STREAM PROTOCOL_ERROR", stream_id, malformed)
+            self._out.append(frame(RST_STREAM, 0, stream_id, PROTOCOL_ERROR.to_bytes(4, "big")))
+            return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in decoded}
         stream = Stream(self, stream_id, headers, self._is_streaming(headers.get(":path", "")))
         self._streams[stream_id] = stream
@@ -499,7 +506,13 @@ class Http2Connection(asyncio.Protocol):
         self.flush()
 
     def reset_with_status(self, stream: Stream, status: int, message: str) -> None:
-        """Answer a call's own error now and stop reading it (RST_STREAM NO_ERROR after the trailers)."""
+        """Answer a call's own error now and stop reading it (RST_STREAM NO_ERROR after the trailers).
+
+        Responses still waiting for flow-control window are dropped: the trailers go out at once (HEADERS are not
+        flow controlled), or the reset that follows would clear them and leave the call without a status.
+        """
+        if not stream.finished:
+            stream.pending.clear()
         self.finish(stream, status, message)
         if not stream.cancelled:
             self._out.append(frame(RST_STREAM, 0, stream.id, NO_ERROR.to_bytes(4, "big")))
@@ -547,30 +560,34 @@ class Http2Connection(asyncio.Protocol):
         self._out.clear()
 
     def _done(self, stream: Stream) -> None:
+        """The stream's trailers are out."""
+        self._release(stream)
+
+    def work_ended(self, stream: Stream) -> None:
+        """The call's task has ended (normally after `finish`): a reset stream stops counting against the limit."""
         stream.working = False
-        if stream.ended or stream.cancelled:
+        self._release(stream)
+
+    def _release(self, stream: Stream) -> None:
+        """Stop counting the stream once its work has ended and it was answered or reset. A task still running
+        keeps it counted (it was cut short, or its answer went out before its `finally`): rapid reset is bounded
+        by the work, not by the frames."""
+        if not stream.working and (stream.cancelled or (stream.finished and not stream.pending)):
             self._streams.pop(stream.id, None)
         if self.going_away and not self._streams and not self.closed:
             self.flush()
             self.transport.close()
 
-    def work_ended(self, stream: Stream) -> None:
-        """The call's task has ended (normally after `finish`): a reset stream stops counting against the limit."""
-        stream.working = False
-        if stream.cancelled or (stream.finished and not stream.pending):
-            self._streams.pop(stream.id, None)
-
     def _cancel(self, stream: Stream) -> None:
         stream.cancelled = True
         stream.pending.clear()
         stream.wake()
-        if stream.streaming and not stream.ended:
+        if stream.streaming:  # the handler's reading ends (END_STREAM may have come with a refused message)
             stream.ended = True
             stream.deliver([], True)
-        if not stream.working:
-            self._streams.pop(stream.id, None)
-        elif stream.task is not None:
+        if stream.working and stream.task is not None:
             stream.task.cancel()
+        self._release(stream)
 
     def go_away(self, code: int, reason: str = "") -> None:
         """Send GOAWAY and close (an error), or stop taking streams and close once they end (NO_ERROR)."""
