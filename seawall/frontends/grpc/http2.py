@@ -396,9 +396,8 @@ class Http2Connection(asyncio.Protocol):
         if self.going_away or len(self._streams) >= self.limits.max_concurrent_streams:
             self._out.append(frame(RST_STREAM, 0, stream_id, REFUSED_STREAM.to_bytes(4, "big")))
             return
-        if (
-            malformed := malformed_request(decoded)
-        ) is not None:  # RFC 9113 8.1.1: a stream error, the call never starts
+        # RFC 9113 8.1.1: a malformed request is a stream error; the call never starts
+        if (malformed := malformed_request(decoded)) is not None:
             logger.debug("stream %d: malformed request (%s): RST_STREAM PROTOCOL_ERROR", stream_id, malformed)
             self._out.append(frame(RST_STREAM, 0, stream_id, PROTOCOL_ERROR.to_bytes(4, "big")))
             return
