@@ -3,7 +3,8 @@ over a real socket against a real server with a raw HTTP/2 client: the exact pro
 
 - a RST_STREAM in the same read as its stream's HEADERS/DATA held the stream's slot for good;
 - a streaming call (ModelStreamInfer) sent a message over the size limit;
-- a header block with a malformed field (RFC 9113 §8.2) reached the gRPC handler.
+- a header block with a malformed field (RFC 9113 §8.2) reached the gRPC handler;
+- HEADERS after a unary request's END_STREAM started a second call on the same stream.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tests.e2e.test_grpc_lean import (
 from tests.harness import ServerProcess, start_seawall
 
 STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer"
-PROTOCOL_ERROR, CANCEL = 0x1, 0x8
+PROTOCOL_ERROR, STREAM_CLOSED, CANCEL = 0x1, 0x5, 0x8
 
 
 @pytest.fixture(scope="module")
@@ -230,4 +231,19 @@ def test_refused_message_in_the_frame_that_ends_the_stream(small: ServerProcess,
                      "grpc-message": "compressed messages are not supported"}),
         ("rst", 0),
     ]  # fmt: skip
+    assert_healthy(small)
+
+
+def test_headers_after_end_stream_is_a_stream_closed_error(small: ServerProcess, connect: Callable[..., Raw]) -> None:
+    """RFC 9113 5.1: a frame other than WINDOW_UPDATE, PRIORITY or RST_STREAM on a half-closed (remote) stream is a
+    stream error STREAM_CLOSED. Trailers after the request's END_STREAM used to start a second call on the stream
+    (answered INTERNAL "expected exactly one request message", then the first call's response after that end)."""
+    raw = connect()
+    request = raw.headers(1) + frame(DATA, END_STREAM, 1, add_sub_message())  # encoded first: HPACK is ordered
+    trailers = frame(HEADERS, END_HEADERS | END_STREAM, 1, raw.encoder.encode([("x-trailer", "t")]))
+    raw.send(request + trailers)
+    assert _answers(raw, 3.0).get(1) == [("rst", STREAM_CLOSED)]
+    raw.send(raw.headers(3) + frame(DATA, END_STREAM, 3, add_sub_message()))
+    answer = _until(raw, 3)
+    assert answer and answer[-1][0] == HEADERS and answer[-1][1] & END_STREAM, answer
     assert_healthy(small)

@@ -14,7 +14,7 @@ import pytest
 
 from seawall.core import model_config
 from seawall.errors import InvalidArgumentError
-from tests.fuzz.http2_target import DATA, END_HEADERS, END_STREAM, HEADERS, RST_STREAM, frame, http2_frames
+from tests.fuzz.http2_target import DATA, END_HEADERS, END_STREAM, HEADERS, RST_STREAM, encode, frame, http2_frames
 from tests.fuzz.http2_target import request_block as block
 from tests.harness import EXAMPLES, ServerProcess, http_call, start_seawall
 
@@ -74,6 +74,11 @@ HTTP2_CRASHES = {
     # forever ("1 call task(s) still running after the client left")
     "streaming-compressed-with-end-stream": _STREAM + frame(DATA, END_STREAM, 1, b"\x01" + bytes(4)),
     "streaming-oversized-with-end-stream": _STREAM + frame(DATA, END_STREAM, 1, b"\x00" + (5000).to_bytes(4, "big")),
+    # trailers after a unary request's END_STREAM started a second call on the stream: "DATA on stream 1 after
+    # its end" (the second call's INTERNAL status went out first, then the first call's response)
+    "headers-after-end-stream": frame(HEADERS, END_HEADERS, 1, block("ModelInfer"))
+    + frame(DATA, END_STREAM, 1, bytes(5))
+    + frame(HEADERS, END_HEADERS | END_STREAM, 1, encode(("x-trailer", "t"))),
 }
 
 

@@ -49,6 +49,7 @@ from seawall.frontends.grpc.frames import (
     SETTING_MAX_FRAME_SIZE,
     SETTING_MAX_HEADER_LIST_SIZE,
     SETTINGS,
+    STREAM_CLOSED,
     WINDOW_UPDATE,
     Stream,
     Trailers,
@@ -386,6 +387,11 @@ class Http2Connection(asyncio.Protocol):
             raise ConnectionError_(COMPRESSION_ERROR, f"header block: {exc}") from None
         stream = self._streams.get(stream_id)
         if stream is not None:  # trailers from the client
+            if stream.cancelled:
+                return  # a stream we reset: what the peer sent before it knew is dropped
+            if stream.ended:
+                self._stream_closed(stream)
+                return
             if not ended:
                 raise ConnectionError_(PROTOCOL_ERROR, "trailers without END_STREAM")
             self._received(stream, b"", True)
@@ -427,15 +433,24 @@ class Http2Connection(asyncio.Protocol):
             if not flags & END_STREAM:
                 self._count_control()
         stream = self._streams.get(stream_id)
-        if stream is None or stream.ended or stream.cancelled:
+        if stream is None or stream.cancelled:
             if stream_id > self._last_stream or not stream_id:
                 raise ConnectionError_(PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream we refused or reset: its data is dropped, the connection window was given back
+        if stream.ended:
+            self._stream_closed(stream)
+            return
         stream.unacked += size
         stream.consumed += padding
         if stream.unacked > self.limits.window_bytes:
             raise ConnectionError_(FLOW_CONTROL_ERROR, "stream window exceeded")
         self._received(stream, payload, bool(flags & END_STREAM))
+
+    def _stream_closed(self, stream: Stream) -> None:
+        """HEADERS or DATA after the peer's END_STREAM (RFC 9113 5.1, half-closed (remote)): a stream error of
+        type STREAM_CLOSED; the call is cancelled (a second request on it would have started a second call)."""
+        self._out.append(frame(RST_STREAM, 0, stream.id, STREAM_CLOSED.to_bytes(4, "big")))
+        self._cancel(stream)
 
     def _received(self, stream: Stream, payload: bytes | bytearray, ended: bool) -> None:
         stream.body += payload
