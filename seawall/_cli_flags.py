@@ -743,6 +743,12 @@ FLAGS: tuple[Flag, ...] = (
         Flag("max-json-depth", K_COUNT, "Deepest JSON nesting accepted in a request.", "limits.max_json_depth"),
         Flag("max-inputs", K_COUNT, "Most input tensors in one request.", "limits.max_inputs"),
         Flag("max-outputs", K_COUNT, "Most requested outputs in one request.", "limits.max_outputs"),
+        Flag(
+            "max-parameters",
+            K_COUNT,
+            "Most parameters of one request, and of each of its inputs and outputs.",
+            "limits.max_parameters",
+        ),
         Flag("max-tensor-elements", K_COUNT, "Most elements in one tensor.", "limits.max_tensor_elements"),
         Flag("max-tensor-bytes", K_COUNT, "Largest byte size of one tensor.", "limits.max_tensor_bytes"),
         Flag(

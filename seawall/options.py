@@ -51,6 +51,7 @@ class Limits:
     max_json_depth: int = 100  # upstream Triton's limit
     max_inputs: int = 1024
     max_outputs: int = 1024
+    max_parameters: int = 256  # parameters of a request, and of each of its inputs and outputs (each costs objects)
     max_tensor_elements: int = 1 << 31
     max_tensor_bytes: int = 64 * 1024 * 1024
     max_bytes_elements: int = 1 << 20  # BYTES elements in one request, all inputs together (each costs an object)

@@ -130,6 +130,14 @@ def stats(server: ServerProcess, model: str) -> dict[str, Any]:
     return result
 
 
+def settled_stats(server: ServerProcess, model: str, executions: int) -> dict[str, Any]:
+    """The model's statistics once they count `executions` executions (bounded wait): a server may report an
+    execution's statistics after it has sent the execution's responses, so a read right after the last reply can
+    race the report on a loaded machine. The values are then asserted exactly."""
+    _wait(lambda: stats(server, model)["execution_count"] >= executions, f"{executions} executions of {model}")
+    return stats(server, model)
+
+
 def grpc_infer(server: ServerProcess, model: str) -> InferenceServerException:
     client = grpcclient.InferenceServerClient(server.grpc)
     try:
@@ -325,7 +333,7 @@ def test_requests_queued_behind_a_busy_instance_form_one_batch(
             ["a"],
             ["b", "c", "d"],
         ]
-        counts = stats(server, "batched")
+        counts = settled_stats(server, "batched", 2)
         assert (counts["inference_count"], counts["execution_count"]) == (4, 2)
         batches = counts["batch_stats"]
         assert [b["batch_size"] for b in batches] == [1, 3]
@@ -359,7 +367,8 @@ def test_preferred_batch_sizes_cut_the_batches(servers: dict[str, ServerProcess]
             # Triton 2.51 forms [d e f g] [h] on an idle machine, but on a loaded one its batcher thread may take
             # d alone before the rest: only Seawall's cut is asserted exactly
             assert batches[2:] == [["d", "e", "f", "g"], ["h"]]
-            sizes = [(b["batch_size"], b["compute_infer"]["count"]) for b in stats(server, "preferred")["batch_stats"]]
+            batch_stats = settled_stats(server, "preferred", 4)["batch_stats"]
+            sizes = [(b["batch_size"], b["compute_infer"]["count"]) for b in batch_stats]
             assert sizes == [(1, 2), (2, 1), (4, 1)]
         assert healthy(server)
     finally:
@@ -383,7 +392,7 @@ def test_max_queue_delay_waits_for_a_preferred_size(
         gate.open()
         assert first.result(WAIT_SECS)[0] == second.result(WAIT_SECS)[0] == 200
         assert [sorted(line.split()) for line in (gate.folder / "order").read_text().splitlines()] == [["a", "b"]]
-        assert [b["batch_size"] for b in stats(server, "delayed")["batch_stats"]] == [2]
+        assert [b["batch_size"] for b in settled_stats(server, "delayed", 1)["batch_stats"]] == [2]
         assert healthy(server)
     finally:
         gate.close()

@@ -20,9 +20,14 @@ from tests.harness import TRITON, ServerProcess, http_request, start_seawall, st
 #: Triton 2.51 loads these, reading a file outside the model's warmup/ directory; Seawall refuses them
 ESCAPES = {"warm_escape", "warm_symlink"}
 FLAGS = ("--exit-on-error=false", "--strict-readiness=false")
+#: a BYTES warmup file shorter than an element's length prefix: Triton 2.51 refuses the load or crashes (SIGSEGV,
+#: 3 loads in 7 seen), so it has a test of its own that accepts either and is never retried
+CRASHES_TRITON = "warm_strbad"
 #: models whose warmup fails after their stub started: Triton 2.51 at times crashes (SIGSEGV) as it tears such an
 #: instance down, so it loads them one at a time through the load API, and is started again after a crash
-FAILING_WARMUPS = sorted(name for name in probe_repository.BAD if name.startswith("warm_") and name not in ESCAPES)
+FAILING_WARMUPS = sorted(
+    name for name in probe_repository.BAD if name.startswith("warm_") and name not in ESCAPES and name != CRASHES_TRITON
+)
 ATTEMPTS = 4
 
 
@@ -41,8 +46,14 @@ class _Triton:
         self.server = self._start()
 
     def _start(self) -> ServerProcess:
-        names = [p.name for p in self._repository.iterdir() if p.name not in FAILING_WARMUPS]
+        names = [p.name for p in self._repository.iterdir() if p.name not in {*FAILING_WARMUPS, CRASHES_TRITON}]
         loads = [f"--load-model={name}" for name in sorted(names)]
+        for _ in range(ATTEMPTS - 1):  # Triton 2.51 at times aborts while starting on a loaded machine
+            try:  # (boost::interprocess::lock_exception in its python backend, seen 1 start in 4)
+                return start_triton(self._repository, "--model-control-mode=explicit", *loads, *FLAGS, timeout=300)
+            except RuntimeError as exc:
+                if "exited" not in str(exc):
+                    raise
         return start_triton(self._repository, "--model-control-mode=explicit", *loads, *FLAGS, timeout=300)
 
     def load(self, name: str) -> dict[str, Any]:
@@ -96,6 +107,8 @@ def test_load_states_and_reasons_match(reference: _Triton, seawall: ServerProces
     theirs, ours = _index(reference.server) | reference.reasons, _index(seawall)
     assert set(theirs) == set(ours)
     for name, entry in ours.items():
+        if name == CRASHES_TRITON:  # never loaded here: test_a_bytes_warmup_file_cut_short_...
+            continue
         expected = theirs[name]
         if name in ESCAPES:
             assert (expected["state"], entry["state"]) == ("READY", "UNAVAILABLE")
@@ -110,6 +123,46 @@ def test_load_states_and_reasons_match(reference: _Triton, seawall: ServerProces
             else:
                 assert entry["reason"] == probe_repository.SEAWALL_REASONS[name]
     assert http_request(seawall, "GET", "/v2/health/ready")[0] == 200
+
+
+def _load_outcome(repository: Path, name: str) -> str:
+    """Load `name` into a Triton of its own (explicit mode, nothing else loaded): "crashed" when the process died
+    during the load or right after it, else the model's state and reason in the index."""
+    server = start_triton(repository, "--model-control-mode=explicit", *FLAGS, timeout=300)
+    try:
+        try:
+            _call(server, "POST", f"/v2/repository/models/{name}/load", {})
+            entry = _index(server)[name]
+        except OSError:  # the connection died with the process
+            server.process.wait(60)
+            return "crashed"
+        if server.process.poll() is not None:
+            return "crashed"
+        return f"{entry['state']}: {entry.get('reason', '')}"
+    finally:
+        server.stop()
+
+
+def test_a_bytes_warmup_file_cut_short_is_refused_by_name_where_triton_may_crash(
+    repository: Path, seawall: ServerProcess
+) -> None:
+    """The element's length prefix says 99 bytes, the file holds 2: Triton 2.51 refuses the load or dies of it
+    (SIGSEGV, nondeterministic); Seawall refuses this model alone, with its reason, and serves the others."""
+    if not TRITON.exists():
+        pytest.skip(f"the reference Triton is not available at {TRITON}")
+    outcome = _load_outcome(repository, CRASHES_TRITON)
+    reason = probe_repository.SEAWALL_REASONS[CRASHES_TRITON]
+    assert outcome == "crashed" or (outcome.startswith("UNAVAILABLE: ") and reason in outcome), outcome
+    entry = _index(seawall)[CRASHES_TRITON]
+    assert (entry["state"], entry["reason"]) == ("UNAVAILABLE", reason)
+    refused = _call(seawall, "POST", f"/v2/models/{CRASHES_TRITON}/infer", {"inputs": []})
+    assert refused == (404, {"error": f"Request for unknown model: '{CRASHES_TRITON}' has no available versions"})
+    assert http_request(seawall, "GET", "/v2/health/ready")[0] == 200
+    index = _index(seawall)
+    assert {name: index[name]["state"] for name in probe_repository.GOOD} == dict.fromkeys(
+        probe_repository.GOOD, "READY"
+    )
+    assert seawall.process.poll() is None
 
 
 def _infer(server: ServerProcess, model: str, *inputs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

@@ -110,7 +110,7 @@ def bytes_elements(data: bytes) -> object:
 def grpc_infer(data: bytes) -> object:
     """A serialized ModelInferRequest, through the same path as the gRPC frontend's ModelInfer: `wire` splits it
     (or parses it whole when small), then the codec decodes the message."""
-    message, contents = wire.parse_infer_request(data)
+    message, contents = wire.parse_infer_request(data, LIMITS)
     return grpc_codec.infer_request_from_proto(message, LIMITS, contents)
 
 

@@ -170,7 +170,7 @@ def test_grpc_raw_round_trip(items: list[tuple[str, tuple[int, ...], bytes]], la
         message.raw_input_contents.append(data)
     if large:  # a parameter big enough that `wire` splits the request instead of parsing it whole
         message.parameters["pad"].string_param = "x" * wire.SPLIT_MIN_BYTES
-    parsed, contents = wire.parse_infer_request(message.SerializeToString())
+    parsed, contents = wire.parse_infer_request(message.SerializeToString(), LIMITS)
     request = grpc_codec.infer_request_from_proto(parsed, LIMITS, contents)
     assert request.id == "r"
     for tensor, (datatype, shape, data) in zip(request.inputs, items, strict=True):

@@ -36,6 +36,7 @@ from seawall.frontends.grpc.parameters import (
     tensor_parameters,
 )
 from seawall.options import Limits
+from seawall.security.parameters import check_parameter_count
 
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
 #: extra BYTES elements counted for an exact error message before giving up (bounds the work)
@@ -220,12 +221,14 @@ def infer_request_from_proto(
     tensors, requested = message.inputs, message.outputs
     if len(tensors) > limits.max_inputs or len(requested) > limits.max_outputs:
         raise ResourceExhaustedError(f"{tag}too many inputs or outputs for model '{model}'")
+    check_parameter_count(len(message.parameters), limits)
     raw = message.raw_input_contents if raw_contents is None else raw_contents
     raw_count = len(raw)
     raw_index = 0
     inputs: list[Tensor] = []
     strings = 0  # BYTES elements of the inputs so far (bounded per request)
     for inp in tensors:
+        check_parameter_count(len(inp.parameters), limits, inp.name, "input")
         params = tensor_parameters(inp.name, inp.parameters) if inp.parameters else {}
         if SHM_REGION in params:
             tensor = _tensor_from_shm(inp, model, tag, limits, strings)
@@ -251,10 +254,10 @@ def infer_request_from_proto(
     if raw_index != raw_count:
         # Triton ignores surplus raw entries; Seawall refuses data it would not read
         raise InvalidArgumentError(f"unexpected additional input data for model '{model}'")
-    outputs = [
-        RequestedOutput(out.name, output_parameters(out.name, out.parameters) if out.parameters else {})
-        for out in requested
-    ]
+    outputs = []
+    for out in requested:
+        check_parameter_count(len(out.parameters), limits, out.name, "output")
+        outputs.append(RequestedOutput(out.name, output_parameters(out.name, out.parameters) if out.parameters else {}))
     parameters = request_parameters(message.parameters) if message.parameters else {}
     return InferRequest(model, inputs, message.model_version, request_id, outputs, parameters)
 

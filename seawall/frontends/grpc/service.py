@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 from google.protobuf import message_factory
-from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
 import seawall.core.offload as offload
@@ -101,11 +100,8 @@ def _metadata_lookup(context: Any) -> Callable[[str], str | None]:
 
 
 def _model_of(request: Any) -> str:
-    if isinstance(request, bytes):  # the hot path's request: parsed again only to name the model in a log line
-        try:
-            request = service_pb2.ModelInferRequest.FromString(request)
-        except DecodeError:
-            return ""
+    if isinstance(request, bytes):  # the hot path's request: read again only to name the model in a log line
+        return wire.model_name(request)
     name = getattr(request, "model_name", None) or getattr(request, "name", None)
     return name if isinstance(name, str) else ""
 
@@ -199,7 +195,8 @@ class _Servicer:
 
     async def ModelInfer(self, data: bytes, context: Any) -> bytes:  # noqa: N802
         """Serialized request in, serialized response out: the tensors are never copied into message objects."""
-        request, raw_contents = await offload.run(len(data) > offload.HEAVY_BODY_BYTES, wire.parse_infer_request, data)
+        heavy = len(data) > offload.HEAVY_BODY_BYTES
+        request, raw_contents = await offload.run(heavy, wire.parse_infer_request, data, self._limits)
         response = await self._infer(request, raw_contents, len(data))
         return await offload.run(offload.is_heavy(response.outputs), wire.infer_response_bytes, response)
 
@@ -223,7 +220,7 @@ class _Servicer:
         request_id = model = ""
         try:
             heavy = len(data) > offload.HEAVY_BODY_BYTES
-            request, raw_contents = await offload.run(heavy, wire.parse_infer_request, data)
+            request, raw_contents = await offload.run(heavy, wire.parse_infer_request, data, self._limits)
             request_id, model = request.id, request.model_name
             served = await self._server.resolve(request.model_name, request.model_version)
             decoded = await offload.run(heavy, codec.infer_request_from_proto, request, served.limits, raw_contents)

@@ -8,9 +8,11 @@ which never pass through a message object: each would be copied into it and agai
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
@@ -18,14 +20,19 @@ from seawall.core.raw import encode as encode_raw
 from seawall.core.types import InferResponse, ParamValue
 from seawall.errors import InvalidArgumentError
 from seawall.frontends.grpc.parameters import SHM_REGION, set_parameters
+from seawall.options import Limits
+from seawall.security.parameters import check_parameter_count
 
 #: below this many bytes a request is parsed whole: copying small tensors costs less than splitting them out
 SPLIT_MIN_BYTES = 32 * 1024
+_PARAMETERS_FIELD = 4  # ModelInferRequest.parameters (each map entry is one such field on the wire)
 _RAW_INPUT_FIELD = 7  # ModelInferRequest.raw_input_contents
 _LENGTH_DELIMITED = 2
 _RAW_OUTPUT_TAG = b"\x32"  # ModelInferResponse.raw_output_contents: field 6, length-delimited
 _STREAM_INFER_RESPONSE_TAG = b"\x12"  # ModelStreamInferResponse.infer_response: field 2, length-delimited
 _FIXED_SIZES = {1: 8, 5: 4}  # wire types fixed64 and fixed32
+#: the fewest bytes a parameter entry takes on the wire (its tag and a zero length)
+_MIN_ENTRY_BYTES = 2
 _PARSE_ERROR = "Unable to parse request"  # Triton's text (its code is INTERNAL)
 
 
@@ -58,16 +65,20 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def split_raw_inputs(data: bytes) -> tuple[bytes, list[memoryview]]:
+def split_raw_inputs(data: bytes, limits: Limits | None = None) -> tuple[bytes, list[memoryview]]:
     """The request without its `raw_input_contents` fields, and those contents as read-only views of `data`.
+    With `limits`, the walk stops at the first request parameter over `max_parameters` (a hostile message may
+    hold millions, each a field to step over) and the parameters are counted at once (`check_parameter_counts`).
 
     Raises:
-        InvalidArgumentError: a truncated field or an unknown wire type (groups are not valid here).
+        InvalidArgumentError: a truncated field or an unknown wire type (groups are not valid here); too many
+            request parameters.
     """
     view = memoryview(data).toreadonly()
     kept: list[memoryview] = []
     raw: list[memoryview] = []
     pos, end = 0, len(view)
+    parameters, most = 0, end if limits is None else limits.max_parameters
     while pos < end:
         start = pos
         key, pos = _varint(view, pos)
@@ -79,6 +90,10 @@ def split_raw_inputs(data: bytes) -> tuple[bytes, list[memoryview]]:
             if key >> 3 == _RAW_INPUT_FIELD:
                 raw.append(view[pos : pos + length])
             else:
+                if key >> 3 == _PARAMETERS_FIELD:
+                    parameters += 1
+                    if parameters > most and limits is not None:
+                        check_parameter_counts(data, limits)
                 kept.append(view[start : pos + length])
             pos += length
             continue
@@ -92,17 +107,83 @@ def split_raw_inputs(data: bytes) -> tuple[bytes, list[memoryview]]:
     return b"".join(kept), raw
 
 
-def parse_infer_request(data: bytes) -> tuple[Any, Sequence[bytes | memoryview]]:
-    """A serialized ModelInferRequest as (message, raw input contents); large contents stay views of `data`.
+#: the parts of ModelInferRequest that parameter counting reads; every other field stays unknown bytes
+_COUNTING_PROTO = """
+name: "seawall_parameter_count.proto" package: "seawall" syntax: "proto3"
+message_type {
+  name: "Input"
+  field { name: "name" number: 1 type: TYPE_STRING label: LABEL_OPTIONAL }
+  field { name: "parameters" number: 4 type: TYPE_BYTES label: LABEL_REPEATED }
+}
+message_type {
+  name: "Output"
+  field { name: "name" number: 1 type: TYPE_STRING label: LABEL_OPTIONAL }
+  field { name: "parameters" number: 2 type: TYPE_BYTES label: LABEL_REPEATED }
+}
+message_type {
+  name: "Request"
+  field { name: "model_name" number: 1 type: TYPE_STRING label: LABEL_OPTIONAL }
+  field { name: "parameters" number: 4 type: TYPE_BYTES label: LABEL_REPEATED }
+  field { name: "inputs" number: 5 type: TYPE_MESSAGE type_name: ".seawall.Input" label: LABEL_REPEATED }
+  field { name: "outputs" number: 6 type: TYPE_MESSAGE type_name: ".seawall.Output" label: LABEL_REPEATED }
+}
+"""
+
+
+@functools.cache
+def _counting_request() -> Any:
+    """A message class reading a ModelInferRequest's model name and the parameter entries of the request, its
+    inputs and its outputs as opaque bytes (same field numbers): counting them builds no map and no Python object
+    per entry. Built on first use, in a descriptor pool of its own."""
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(text_format.Parse(_COUNTING_PROTO, descriptor_pb2.FileDescriptorProto()))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("seawall.Request"))
+
+
+def check_parameter_counts(data: bytes | memoryview, limits: Limits) -> None:
+    """Refuse a serialized ModelInferRequest with more parameter entries than `limits.max_parameters` in the
+    request, or in one of its inputs or outputs, before any parameter map is built (a key sent twice counts
+    twice: the wire entries are what a parse costs).
 
     Raises:
-        InvalidArgumentError: the bytes are not a ModelInferRequest.
+        InvalidArgumentError: too many parameters (`security.parameters`), or bytes that are not a message.
+    """
+    try:
+        counts = _counting_request().FromString(data)
+    except DecodeError:
+        raise InvalidArgumentError(_PARSE_ERROR) from None
+    check_parameter_count(len(counts.parameters), limits)
+    for tensor in counts.inputs:
+        check_parameter_count(len(tensor.parameters), limits, tensor.name, "input")
+    for tensor in counts.outputs:
+        check_parameter_count(len(tensor.parameters), limits, tensor.name, "output")
+
+
+def model_name(data: bytes) -> str:
+    """The model a serialized ModelInferRequest names ("" when it is not one), without parsing its parameters."""
+    try:
+        name: str = _counting_request().FromString(data).model_name
+    except (DecodeError, ValueError):
+        return ""
+    return name
+
+
+def parse_infer_request(data: bytes, limits: Limits) -> tuple[Any, Sequence[bytes | memoryview]]:
+    """A serialized ModelInferRequest as (message, raw input contents); large contents stay views of `data`.
+    Its parameters are counted (`check_parameter_counts`) before the message is parsed, unless it is too short to
+    hold too many (the typical request: the count costs a few microseconds).
+
+    Raises:
+        InvalidArgumentError: the bytes are not a ModelInferRequest; too many parameters.
     """
     try:
         if len(data) < SPLIT_MIN_BYTES:
+            if len(data) >= _MIN_ENTRY_BYTES * (limits.max_parameters + 1):  # else too short to hold too many
+                check_parameter_counts(data, limits)
             message = service_pb2.ModelInferRequest.FromString(data)
             return message, message.raw_input_contents
-        header, raw = split_raw_inputs(data)
+        header, raw = split_raw_inputs(data, limits)
+        check_parameter_counts(header, limits)
         return service_pb2.ModelInferRequest.FromString(header), raw
     except DecodeError:
         raise InvalidArgumentError(_PARSE_ERROR) from None

@@ -31,6 +31,7 @@ from seawall.core.types import (
 from seawall.errors import InvalidArgumentError
 from seawall.frontends.http import tensors as http_tensors
 from seawall.options import Limits
+from seawall.security.parameters import check_parameter_count
 
 MAX_UINT64 = 2**64 - 1
 SHM_REGION, SHM_OFFSET, SHM_BYTE_SIZE = "shared_memory_region", "shared_memory_offset", "shared_memory_byte_size"
@@ -117,7 +118,7 @@ def decode_infer_request(
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidArgumentError("Unable to parse 'id': expected a string")
-    parameters = decode_request_parameters(document.get("parameters"))
+    parameters = decode_request_parameters(document.get("parameters"), limits)
     binary_default = parameters.pop("binary_data_output", False)
     inputs = _decode_inputs(document, binary, model, limits)
     outputs, binary_outputs = _decode_outputs(document.get("outputs"), limits)
@@ -125,13 +126,14 @@ def decode_infer_request(
     return DecodedInfer(request, bool(binary_default), binary_outputs)
 
 
-def decode_request_parameters(raw: Any) -> dict[str, ParamValue]:
+def decode_request_parameters(raw: Any, limits: Limits) -> dict[str, ParamValue]:
     """Request-level parameters, with the types Triton requires for the keys it interprets.
 
     Raises:
-        InvalidArgumentError: reserved `triton_` keys, non-scalar values, wrongly typed special keys.
+        InvalidArgumentError: more than `limits.max_parameters`, reserved `triton_` keys, non-scalar values,
+            wrongly typed special keys.
     """
-    params = _scalar_parameters(raw)
+    params = _scalar_parameters(raw, limits)
     for key, value in params.items():
         if key.startswith("triton_"):
             raise InvalidArgumentError(
@@ -146,11 +148,14 @@ def decode_request_parameters(raw: Any) -> dict[str, ParamValue]:
     return params
 
 
-def _scalar_parameters(raw: Any) -> dict[str, ParamValue]:
+def _scalar_parameters(raw: Any, limits: Limits, tensor: str = "", kind: str = "") -> dict[str, ParamValue]:
+    """The parameters object of the request (`tensor` empty) or of one input or output, counted before its
+    entries are looked at."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise InvalidArgumentError("Unable to parse 'parameters': expected a JSON object")
+    check_parameter_count(len(raw), limits, tensor, kind)
     for key, value in raw.items():
         if "\x00" in key:
             raise InvalidArgumentError("parameter name contains a NUL character")
@@ -201,7 +206,7 @@ def _decode_input(
     if not isinstance(datatype, str) or datatype not in NUMPY_DTYPES:
         raise InvalidArgumentError(f"invalid datatype for input {name}")
     shape, count = checked_shape(entry.get("shape"), datatype, name, model, limits, bytes_before=strings)
-    params = dict(_scalar_parameters(entry.get("parameters")))
+    params = dict(_scalar_parameters(entry.get("parameters"), limits, name, "input"))
     sources = [
         k for k in ("data", "binary_data_size", "shared_memory_region") if k in (entry if k == "data" else params)
     ]
@@ -258,7 +263,7 @@ def _decode_outputs(raw: Any, limits: Limits) -> tuple[list[RequestedOutput], di
         name = _checked_name(entry, "outputs")
         if any(o.name == name for o in outputs):
             raise InvalidArgumentError(f"output '{name}' is requested more than once")
-        params = dict(_scalar_parameters(entry.get("parameters")))
+        params = dict(_scalar_parameters(entry.get("parameters"), limits, name, "output"))
         if "binary_data" in params:
             flag = params.pop("binary_data")
             if type(flag) is not bool:

@@ -68,7 +68,7 @@ def test_split_refuses_truncated_or_unknown_wire_types(data: bytes) -> None:
 def test_parse_small_and_large_requests_alike(size: int) -> None:
     content = bytes(range(256)) * (size // 256 + 1)
     data = _request(content[:size]).SerializeToString()
-    message, raw = wire.parse_infer_request(data)
+    message, raw = wire.parse_infer_request(data, Limits())
     assert (message.model_name, message.id, [bytes(r) for r in raw]) == ("identity", "req", [content[:size]])
     request = codec.infer_request_from_proto(message, Limits(), raw)
     assert request.inputs[0].data.tobytes() == content[:size]
@@ -78,7 +78,7 @@ def test_parse_small_and_large_requests_alike(size: int) -> None:
 @pytest.mark.parametrize("data", [b"\xff\xff", b"\x0a\xff\xff\xff\x7f" + b"\x00" * wire.SPLIT_MIN_BYTES])
 def test_parse_refuses_what_is_not_a_request(data: bytes) -> None:
     with pytest.raises(InvalidArgumentError, match="^Unable to parse request$"):
-        wire.parse_infer_request(data)
+        wire.parse_infer_request(data, Limits())
 
 
 def test_large_bytes_inputs_become_bytes_elements() -> None:
@@ -87,7 +87,7 @@ def test_large_bytes_inputs_become_bytes_elements() -> None:
     message = pb.ModelInferRequest(model_name="string_identity")
     message.inputs.add(name="INPUT0", datatype="BYTES", shape=[3])
     message.raw_input_contents.append(content)
-    parsed, raw = wire.parse_infer_request(message.SerializeToString())
+    parsed, raw = wire.parse_infer_request(message.SerializeToString(), Limits())
     data = codec.infer_request_from_proto(parsed, Limits(), raw).inputs[0].data
     assert data.tolist() == items and all(type(x) is bytes for x in data)
 
