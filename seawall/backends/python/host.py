@@ -221,8 +221,11 @@ class PythonBackend:
             {key: self._options.setting(BACKEND_NAME, key, str(default)) for key, default in _SETTINGS.items()}
         )
         model_file = model_file_path(config, version_dir, name)
-        if self._options.model_user is None and not _may_define_auto_complete(model_file):
-            # no hook to run: the stub would only import the model and answer None (Triton starts it anyway)
+        in_stubs = in_process.in_process_mode(config, name) == "false"
+        if in_stubs and self._options.model_user is None and not _may_define_auto_complete(model_file):
+            # no hook to run: the stub would only import the model and answer None (Triton starts it anyway). An
+            # in-process model still gets it: the stub imports model.py in a fresh interpreter first, where the
+            # server's own modules (another in-process model's helper of the same name) cannot answer its imports
             logger.debug("model '%s': its model file defines no auto_complete_config; no auto-complete stub", name)
             return merge_completed_config(config, None, name)
         stub = StubProcess(

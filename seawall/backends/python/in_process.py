@@ -39,7 +39,9 @@ from seawall.backends.python.user_model import (
     UserModel,
     UserObject,
     describe,
+    drop_modules,
     load_from_repository,
+    refuse_shadowing,
 )
 from seawall.core.backend import DecoupledExecution, Execution, ModelCalls, ModelConfig, ResponseSink
 from seawall.core.custom_metrics import ModelMetrics
@@ -240,6 +242,7 @@ class InProcessModelInstance:
         thread_model.model_dir = os.path.dirname(spec.model_file)
         self._finder = RepositoryFinder(ModelSource(spec.model_dir or os.path.dirname(spec.version_dir), spec.pins))
         with _SYS_PATH_LOCK:  # later imports from the model directory go through this finder too
+            refuse_shadowing(spec.version_dir, spec.model_file)
             model_class = load_from_repository(
                 spec.model_file, self._module_name, spec.version_dir, self._finder, keep_version_dir=False
             )
@@ -287,6 +290,8 @@ class InProcessModelInstance:
         self._remove_finder()
 
     def _remove_finder(self) -> None:
+        with _SYS_PATH_LOCK:  # and the modules it found: a later load, of this model or another, imports its own
+            drop_modules(self._spec.version_dir)
         if self._finder is not None:
             self._finder.remove()
             self._finder = None

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from seawall.backends.python.model_source import ModelSource, RepositoryFinder
+from seawall.backends.python.model_source import ModelSource, RepositoryCodeError, RepositoryFinder
 
 #: Where Seawall's `triton_python_backend_utils.py` lives.
 PB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pb_utils")
@@ -84,6 +84,45 @@ def load_from_repository(
     finally:
         if not keep_version_dir:
             source.top_level.clear()
+
+
+def refuse_shadowing(version_dir: str, model_file: str) -> None:
+    """Refuse, before an in-process model loads, a module of its version directory whose name the server process
+    has already imported from elsewhere (another in-process model's module, or one of the server's own): Python
+    would hand the model that module instead of its own, as every in-process model shares one `sys.modules`.
+
+    Raises:
+        RepositoryCodeError: naming the module.
+    """
+    home = os.path.realpath(version_dir)
+    for entry in sorted(os.listdir(version_dir)):
+        path = os.path.join(version_dir, entry)
+        if entry.endswith(".py") and os.path.isfile(path) and os.path.realpath(path) != os.path.realpath(model_file):
+            name = entry[: -len(".py")]
+        elif os.path.isfile(os.path.join(path, "__init__.py")):
+            name = entry
+        else:
+            continue
+        loaded = sys.modules.get(name)
+        if loaded is not None and not _within(getattr(loaded, "__file__", None), home):
+            raise RepositoryCodeError(
+                f"module '{name}' of the model directory has the name of a module the server process has already "
+                "imported (another in-process model's, or the server's own): in-process models share one set of "
+                "modules; rename it, or run the model in a stub"
+            )
+
+
+def drop_modules(version_dir: str) -> None:
+    """Forget the modules an in-process model imported from its version directory (at unload: a later load, of
+    this model or another, imports its own)."""
+    home = os.path.realpath(version_dir)
+    for name, module in list(sys.modules.items()):
+        if _within(getattr(module, "__file__", None), home):
+            sys.modules.pop(name, None)
+
+
+def _within(file: object, home: str) -> bool:
+    return isinstance(file, str) and os.path.realpath(file).startswith(home + os.sep)
 
 
 class UserModel:
