@@ -1,6 +1,6 @@
 """In-process python models share the server's `sys.modules`: a module of a model directory whose name the server
 process already imported (another in-process model's `helper`, or a server module) would be answered with that
-module instead of the model's own. Such a model is refused by name; once the other model unloads, it loads with
+module instead of the model's own. Such a model is refused by name (a byte-identical copy is shared); once the other model unloads, it loads with
 its own module. Real server, explicit model control, the HTTP client."""
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def _model(root: Path, name: str, module: str, value: int, mode: str = "true") -
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     _model(tmp_path, "first", "helper", 1)
     _model(tmp_path, "second", "helper", 2)
+    _model(tmp_path, "copy", "helper", 1)  # the first model's helper, byte for byte
     _model(tmp_path, "inline_second", "helper", 3, mode="inline")
     _model(tmp_path, "stubbed", "helper", 4, mode="false")
     _model(tmp_path, "shadow", "json", 5)  # the server's own json module
@@ -87,6 +88,9 @@ def test_a_module_name_another_in_process_model_imported_is_refused(server: Serv
     _refused(server, "inline_second", "helper")
     assert _out(server, "first") == 1  # unchanged
     client = httpclient.InferenceServerClient(server.http)
+    client.load_model("copy")  # the same source: sharing the module changes nothing it can see
+    assert _out(server, "copy") == 1
+    client.unload_model("copy")
     client.load_model("stubbed")  # in its own stub process: its own helper
     assert _out(server, "stubbed") == 4
     client.unload_model("first")

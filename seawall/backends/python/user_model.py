@@ -88,8 +88,9 @@ def load_from_repository(
 
 def refuse_shadowing(version_dir: str, model_file: str) -> None:
     """Refuse, before an in-process model loads, a module of its version directory whose name the server process
-    has already imported from elsewhere (another in-process model's module, or one of the server's own): Python
-    would hand the model that module instead of its own, as every in-process model shares one `sys.modules`.
+    has already imported from elsewhere with other source (another in-process model's module, or one of the
+    server's own): Python would hand the model that module instead of its own, as every in-process model shares
+    one `sys.modules`. A byte-identical copy (the same helper shipped with several models) is shared.
 
     Raises:
         RepositoryCodeError: naming the module.
@@ -104,7 +105,8 @@ def refuse_shadowing(version_dir: str, model_file: str) -> None:
         else:
             continue
         loaded = sys.modules.get(name)
-        if loaded is not None and not _within(getattr(loaded, "__file__", None), home):
+        file = getattr(loaded, "__file__", None)
+        if loaded is not None and not _within(file, home) and not _same_source(file, path):
             raise RepositoryCodeError(
                 f"module '{name}' of the model directory has the name of a module the server process has already "
                 "imported (another in-process model's, or the server's own): in-process models share one set of "
@@ -119,6 +121,20 @@ def drop_modules(version_dir: str) -> None:
     for name, module in list(sys.modules.items()):
         if _within(getattr(module, "__file__", None), home):
             sys.modules.pop(name, None)
+
+
+def _same_source(file: object, path: str) -> bool:
+    """Whether the loaded module `file` has the bytes of the model directory's `path` (a copied helper: sharing it
+    changes nothing the model can see but module state)."""
+    if not isinstance(file, str):
+        return False
+    if os.path.isdir(path):
+        path = os.path.join(path, "__init__.py")
+    try:
+        with open(file, "rb") as loaded, open(path, "rb") as ours:
+            return loaded.read(1 << 20) == ours.read(1 << 20)
+    except OSError:
+        return False
 
 
 def _within(file: object, home: str) -> bool:
