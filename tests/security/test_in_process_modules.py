@@ -1,7 +1,7 @@
 """In-process python models share the server's `sys.modules`: a module of a model directory whose name the server
 process already imported (another in-process model's `helper`, or a server module) would be answered with that
-module instead of the model's own. Such a model is refused by name (a byte-identical copy is shared); once the other model unloads, it loads with
-its own module. Real server, explicit model control, the HTTP client."""
+module instead of the model's own. Such a model is refused by name (a byte-identical copy is shared); once the
+other model unloads, it loads with its own module. Real server, explicit model control, the HTTP client."""
 
 from __future__ import annotations
 
