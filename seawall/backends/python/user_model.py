@@ -95,10 +95,10 @@ def refuse_shadowing(version_dir: str, model_file: str) -> None:
     Raises:
         RepositoryCodeError: naming the module.
     """
-    home = os.path.realpath(version_dir)
+    home, model_real = os.path.realpath(version_dir), os.path.realpath(model_file)
     for entry in sorted(os.listdir(version_dir)):
         path = os.path.join(version_dir, entry)
-        if entry.endswith(".py") and os.path.isfile(path) and os.path.realpath(path) != os.path.realpath(model_file):
+        if entry.endswith(".py") and os.path.isfile(path) and os.path.realpath(path) != model_real:
             name = entry[: -len(".py")]
         elif os.path.isfile(os.path.join(path, "__init__.py")):
             name = entry
