@@ -27,6 +27,7 @@ from seawall.backends.python.messages import (
     RequestHeader,
     StreamCall,
     StubMessage,
+    carries_region,
 )
 
 #: Triton's answer to a call from initialize() or finalize()
@@ -215,9 +216,8 @@ class CallClient:
     def _send(
         self, call_id: int, message: Call | StreamCall | Control, payloads: list[ipc.Payload], offsets: list[int]
     ) -> None:
-        size = message.size
-        if size and (isinstance(message, Control) or not message.inline):
-            self._channel.send_fd(b"c%d" % call_id, ipc.sealed_region(offsets, payloads, size))
+        if carries_region(message):
+            self._channel.send_fd(b"c%d" % call_id, ipc.sealed_region(offsets, payloads, message.size))
         self._channel.send(message)
 
     def _outputs(self, tag: bytes, descriptors: list[ipc.Descriptor], size: int, inline: str) -> list[UserObject]:

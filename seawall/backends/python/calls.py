@@ -25,6 +25,8 @@ from seawall.backends.python.messages import (
     CallStreamed,
     Control,
     StreamCall,
+    call_inline,
+    carries_region,
 )
 from seawall.backends.python.process import StubDied, StubProcess
 from seawall.core.backend import ModelCalls
@@ -102,7 +104,7 @@ class CallServer:
             return
         if len(self._tasks) >= MAX_CALLS_IN_FLIGHT:
             try:
-                if _has_region(message):
+                if carries_region(message):
                     os.close(process.receive_fd(b"c%d" % message.call_id))  # the region is not used
             except ipc.ProtocolError as exc:
                 process.abort(f"bad call: {exc}")
@@ -138,7 +140,7 @@ class CallServer:
         if task in self._cancelled:
             self._cancelled.discard(task)
             if task.cancelled():
-                if _has_region(message):  # cancelled before it ran, its input region may still wait: closed
+                if carries_region(message):  # cancelled before it ran, its input region may still wait: closed
                     with contextlib.suppress(ipc.ProtocolError):
                         os.close(process.receive_fd(b"c%d" % call_id))
                 process.send(CallStreamed(call_id, 0, [], 0, 7, CANCELLED, True))
@@ -242,21 +244,12 @@ class CallServer:
         process.send(CallResult(message.call_id, [], 0, value))
 
 
-def _inline(message: Call | Control | StreamCall) -> str:
-    return "" if isinstance(message, Control) else message.inline
-
-
-def _has_region(message: Call | Control | StreamCall) -> bool:
-    """Whether the stub sent a region (fd tag `c<id>`) with `message`: it has bytes, and they are not inline."""
-    return bool(message.size) and not _inline(message)
-
-
 def _inputs(process: StubProcess, message: Call | Control | StreamCall) -> mmap.mmap | bytearray | None:
     """The bytes of a call's inputs: its sealed region mapped, or the bytes it carried inline.
 
     Raises: ipc.ProtocolError (not a sealed region of its size, or bad inline bytes).
     """
-    inline = _inline(message)
+    inline = call_inline(message)
     if inline:
         return ipc.inline_region(inline, message.size)
     if not message.size:

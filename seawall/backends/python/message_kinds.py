@@ -373,6 +373,18 @@ StubMessage = (
 )
 #: what model code sends to the host (BLS and model control), served by `calls.CallServer`
 CallMessage = Call | Control | StreamCall | CallCancel
+
+
+def call_inline(message: Call | Control | StreamCall) -> str:
+    """The input bytes a call carries inline (base64; "" for Control, which always uses a region)."""
+    return "" if isinstance(message, Control) else message.inline
+
+
+def carries_region(message: Call | Control | StreamCall) -> bool:
+    """Whether a call comes with a sealed region of its inputs (fd tag `c<call_id>`): it has bytes, not inline."""
+    return bool(message.size) and not call_inline(message)
+
+
 CALL_MESSAGES = (Call, Control, StreamCall, CallCancel)
 MetricMessage = MetricFamilyNew | MetricNew | MetricUpdate | MetricValue | MetricDelete
 Message = HostMessage | StubMessage | MetricMessage

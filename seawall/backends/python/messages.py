@@ -116,6 +116,8 @@ from seawall.backends.python.message_kinds import ResponseRead as ResponseRead
 from seawall.backends.python.message_kinds import ResponseRegion as ResponseRegion
 from seawall.backends.python.message_kinds import StreamCall as StreamCall
 from seawall.backends.python.message_kinds import StubMessage as StubMessage
+from seawall.backends.python.message_kinds import call_inline as call_inline
+from seawall.backends.python.message_kinds import carries_region as carries_region
 from seawall.backends.python.message_kinds import float_of as float_of
 from seawall.backends.python.message_kinds import wire_float as wire_float
 
