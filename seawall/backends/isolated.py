@@ -24,7 +24,7 @@ from seawall.backends.python.instance_core import InstanceSpec, hidden_prefix, w
 from seawall.backends.python.messages import DESCRIBE_MODE, AutoCompleted, Init, InitFailed
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.core.backend import ModelConfig, ModelLoadContext
-from seawall.core.config_proto import model_config_pb2
+from seawall.core.model_config import api_datatype
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnsupportedError
 from seawall.options import BackendOptions
 
@@ -211,8 +211,7 @@ async def start_workers(
     config = context.config
     outputs = {}
     for output in config.output:
-        type_name = model_config_pb2.DataType.Name(output.data_type)[len("TYPE_") :]
-        outputs[output.name] = "BYTES" if type_name == "STRING" else type_name
+        outputs[output.name] = api_datatype(output.data_type)
     settings = StubSettings(timeout_s=WORKER_TIMEOUT_S, user=options.model_user, environment=options.model_environment)
     base = {
         "model_name": context.name,

@@ -28,8 +28,8 @@ DEFAULT_MODEL_FILENAMES: Mapping[str, str] = {
 MAX_CONFIG_BYTES = 1 << 20
 
 
-def _type_name(data_type: int) -> str:
-    """`TYPE_FP32` → `FP32`; `TYPE_STRING` → `BYTES`; TYPE_INVALID → ''."""
+def api_datatype(data_type: int) -> str:
+    """A config data type's protocol name: `TYPE_FP32` → `FP32`; `TYPE_STRING` → `BYTES`; TYPE_INVALID → ''."""
     name = str(model_config_pb2.DataType.Name(data_type))
     if name == "TYPE_STRING":
         return "BYTES"
@@ -189,7 +189,7 @@ def validate(config: ModelConfig, name: str) -> None:
             if tensor.name in seen:
                 raise InvalidArgumentError(f"model {kind} '{tensor.name}' is declared more than once")
             seen.add(tensor.name)
-            if not _type_name(tensor.data_type):
+            if not api_datatype(tensor.data_type):
                 raise InvalidArgumentError(f"model {kind} '{tensor.name}' must specify 'data_type'")
             if any(dim < -1 for dim in tensor.dims):
                 raise InvalidArgumentError(f"model {kind} '{tensor.name}' dimension must be integer >= -1")
@@ -267,10 +267,11 @@ def _check_relative_path(path: str, what: str) -> None:
 def compile_spec(config: ModelConfig) -> ModelSpec:
     """Build the read-only request-validation view of a completed, valid config."""
     inputs = {
-        t.name: IOSpec(t.name, _type_name(t.data_type), tuple(t.dims), t.optional, _reshape_of(t)) for t in config.input
+        t.name: IOSpec(t.name, api_datatype(t.data_type), tuple(t.dims), t.optional, _reshape_of(t))
+        for t in config.input
     }
     outputs = {
-        t.name: IOSpec(t.name, _type_name(t.data_type), tuple(t.dims), reshape=_reshape_of(t)) for t in config.output
+        t.name: IOSpec(t.name, api_datatype(t.data_type), tuple(t.dims), reshape=_reshape_of(t)) for t in config.output
     }
     return ModelSpec(
         name=config.name,

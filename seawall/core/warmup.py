@@ -20,8 +20,7 @@ import numpy as np
 
 from seawall.core import reshape
 from seawall.core.backend import ModelConfig, ModelInstance
-from seawall.core.config_proto import model_config_pb2
-from seawall.core.model_config import ModelSpec
+from seawall.core.model_config import ModelSpec, api_datatype
 from seawall.core.scheduler import Scheduler
 from seawall.core.types import ELEMENT_SIZES, NUMPY_DTYPES, InferRequest, Tensor
 from seawall.core.validation import check_request
@@ -154,8 +153,7 @@ def _tensors(sample: WarmupSample, batching: bool, model_dir: str) -> list[Tenso
 
 
 def _datatype(data_type: int, name: str) -> str:
-    type_name = str(model_config_pb2.DataType.Name(data_type))[len("TYPE_") :]
-    datatype = "BYTES" if type_name == "STRING" else type_name
+    datatype = api_datatype(data_type)
     if datatype not in NUMPY_DTYPES:
         raise InvalidArgumentError(f"warmup setting expects input '{name}' to have a valid data_type")
     return datatype

@@ -22,7 +22,7 @@ from seawall.backends.onnxruntime.runtime import translated
 from seawall.backends.onnxruntime.session_options import SessionSettings
 from seawall.backends.onnxruntime.signature import Signature
 from seawall.core.backend import Execution, ModelConfig
-from seawall.core.config_proto import model_config_pb2
+from seawall.core.model_config import api_datatype
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError
 
@@ -177,12 +177,11 @@ def plan_runs(config: ModelConfig, model_version: str, model: Signature, setting
     scalars = {info.name for info in model.outputs if not info.dims}
     outputs = []
     for tensor in config.output:
-        type_name = model_config_pb2.DataType.Name(tensor.data_type)[len("TYPE_") :]
         dims = tuple(tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims)
         outputs.append(
             OutputPlan(
                 tensor.name,
-                "BYTES" if type_name == "STRING" else type_name,
+                api_datatype(tensor.data_type),
                 dims if tensor.name in scalars and config.max_batch_size == 0 else None,
             )
         )

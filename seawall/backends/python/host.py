@@ -26,8 +26,7 @@ from seawall.backends.python.messages import AutoCompleted, Init, InitFailed
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.backends.python.template import StubTemplate
 from seawall.core.backend import ModelConfig, ModelLoadContext
-from seawall.core.config_proto import model_config_pb2
-from seawall.core.model_config import checksum_pins, config_to_dict
+from seawall.core.model_config import api_datatype, checksum_pins, config_to_dict
 from seawall.errors import (
     InternalError,
     InvalidArgumentError,
@@ -89,11 +88,6 @@ def config_json(config: ModelConfig) -> str:
     return json.dumps(config_to_dict(config))
 
 
-def _datatype(config_type: int) -> str:
-    name = str(model_config_pb2.DataType.Name(config_type))[len("TYPE_") :]
-    return "BYTES" if name == "STRING" else name
-
-
 _Instance = PythonModelInstance | in_process.InProcessModelInstance
 #: a loaded python model version: its instances, each with a stub process (or a worker thread, in process)
 PythonModel = LoadedModel[_Instance]
@@ -127,9 +121,9 @@ class PythonBackend:
         mode = in_process.in_process_mode(config, context.name)
         if mode != "false":
             self._check_in_process_allowed(context)
-        configured = {output.name: _datatype(output.data_type) for output in config.output}
+        configured = {output.name: api_datatype(output.data_type) for output in config.output}
         # the implicit states of a sequence model are outputs too (its sequence batcher keeps them)
-        configured.update({s.output_name: _datatype(s.data_type) for s in config.sequence_batching.state})
+        configured.update({s.output_name: api_datatype(s.data_type) for s in config.sequence_batching.state})
         base_args = {
             "model_config": config_json(config),
             "model_instance_device_id": "0",

@@ -21,6 +21,7 @@ from seawall.backends.pytorch import naming, runtime
 from seawall.backends.pytorch.naming import Binding, TorchSettings
 from seawall.core.backend import Execution, ModelConfig
 from seawall.core.config_proto import model_config_pb2
+from seawall.core.model_config import api_datatype
 from seawall.core.types import InferRequest, InferResponse, Tensor, datatype_of
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError
 
@@ -137,14 +138,9 @@ def plan_runs(
         InvalidArgumentError / InternalError: the config does not fit `forward()` (Triton's messages).
     """
     binding = naming.bind(config, runtime.arguments(script))
-    output_types = tuple(_api_type(t.data_type) for t in config.output)
+    output_types = tuple(api_datatype(t.data_type) for t in config.output)
     strings = frozenset(t.name for t in config.input if t.data_type == model_config_pb2.TYPE_STRING)
     return TorchPlan(model_name, model_version, config.max_batch_size > 0, binding, output_types, settings, strings)
-
-
-def _api_type(data_type: int) -> str:
-    name = model_config_pb2.DataType.Name(data_type)[len("TYPE_") :]
-    return "BYTES" if name == "STRING" else name
 
 
 def _strings(array: np.ndarray, name: str, model_name: str) -> list[str]:
