@@ -507,13 +507,13 @@ class Http2Connection(asyncio.Protocol):
             return
         stream.finished = True
         if stream.cancelled or self.closed:
-            self._release(stream)
+            self._done(stream)
             return
         block = trailers(status, message)
         if not stream.headers_sent:
             stream.headers_sent = True
             self._out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, RESPONSE_HEADERS + block))
-            self._release(stream)
+            self._done(stream)
         else:
             stream.pending.append(Trailers(block))
             self._pump(stream)
@@ -544,7 +544,7 @@ class Http2Connection(asyncio.Protocol):
         while pending:
             if isinstance(pending[0], Trailers):
                 out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, pending.popleft().block))
-                self._release(stream)
+                self._done(stream)
                 break
             room = min(stream.send_window, self._send_window, self._peer_frame)
             if room <= 0:
@@ -572,6 +572,10 @@ class Http2Connection(asyncio.Protocol):
         if self._out and not self.closed:
             self.transport.write(b"".join(self._out))
         self._out.clear()
+
+    def _done(self, stream: Stream) -> None:
+        """The stream's trailers are out."""
+        self._release(stream)
 
     def work_ended(self, stream: Stream) -> None:
         """The call's task has ended (normally after `finish`): a reset stream stops counting against the limit."""
