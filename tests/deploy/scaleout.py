@@ -170,11 +170,9 @@ def _http_call(connection: http.client.HTTPConnection, tally: Tally) -> None:
             tally.failures.append(f"http {reply.status}: {body[:200]!r}")
 
 
-#: gRPC's own client retry policy: nginx streams a gRPC request body to the upstream instead of buffering it, so it
-#: cannot replay a call whose server died mid-call (it answers 502 → UNAVAILABLE), and it reset one call with
-#: RST_STREAM INTERNAL_ERROR (INTERNAL, before any response header) in a CI run under the full suite's load (a death
-#: or a reload of nginx mid-call; which one was not isolated); a gRPC client behind a gateway retries both, as
-#: gRPC's retry design intends (a call whose response headers arrived is never retried)
+#: gRPC's own client retry policy on UNAVAILABLE: nginx streams a gRPC request body to the upstream instead of
+#: buffering it, so it cannot replay a call whose server died mid-call (it answers 502 → UNAVAILABLE); a gRPC
+#: client behind a gateway retries those, as gRPC's retry design intends
 _GRPC_RETRIES = json.dumps(
     {
         "methodConfig": [
@@ -185,7 +183,7 @@ _GRPC_RETRIES = json.dumps(
                     "initialBackoff": "0.05s",
                     "maxBackoff": "0.5s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE", "INTERNAL"],
+                    "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
         ]
