@@ -35,7 +35,7 @@ FUZZ_RUNS ?= 20000
 FUZZ_EXAMPLES ?= 2000
 FUZZ_API_EXAMPLES ?= 100
 FUZZ_API_SECONDS ?= 300
-FUZZ_TARGETS := http_infer_json http_infer_binary http_generate raw_tensor bytes_elements grpc_infer grpc_infer_split config_pbtxt
+FUZZ_TARGETS := http_infer_json http_infer_binary http_generate raw_tensor bytes_elements grpc_infer grpc_infer_split config_pbtxt http2_frames
 fuzz: $(STAMP)
 	mkdir -p .fuzz
 	for target in $(FUZZ_TARGETS); do \

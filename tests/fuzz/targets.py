@@ -26,6 +26,7 @@ from seawall.frontends.grpc import wire
 from seawall.frontends.http import codec as http_codec
 from seawall.frontends.http import generate
 from seawall.options import Limits
+from tests.fuzz import http2_target
 
 #: small limits, so that a fuzzer reaches them, and their checks, with small inputs
 LIMITS = Limits(
@@ -152,6 +153,7 @@ TARGETS: dict[str, Callable[[bytes], object]] = {
     "grpc_infer": grpc_infer,
     "grpc_infer_split": grpc_infer_split,
     "config_pbtxt": config_pbtxt,
+    "http2_frames": http2_target.http2_frames,
 }
 
 
@@ -189,4 +191,5 @@ def seeds() -> dict[str, list[bytes]]:
         "grpc_infer": [request.SerializeToString(), typed.SerializeToString()],
         "grpc_infer_split": [request.SerializeToString()],
         "config_pbtxt": [config],
+        "http2_frames": http2_target.seeds(),
     }

@@ -1,5 +1,6 @@
-"""HTTP/2 frames and HPACK literals as the lean gRPC stack writes them, and `Stream`, one gRPC call on a
-connection (its received messages, its pending output). Pure data and encoding; `http2.Http2Connection` drives it.
+"""HTTP/2 frames and HPACK literals as the lean gRPC stack writes them, the check of a request's header fields,
+and `Stream`, one gRPC call on a connection (its received messages, its pending output). Pure data and encoding;
+`http2.Http2Connection` drives it.
 
 Imports only the standard library (and `http2` for typing).
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDO
 END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
-REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x7, 0x8, 0x9, 0xB
+STREAM_CLOSED, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x5, 0x7, 0x8, 0x9, 0xB
 SETTING_MAX_CONCURRENT_STREAMS, SETTING_INITIAL_WINDOW_SIZE = 0x3, 0x4
 SETTING_MAX_FRAME_SIZE, SETTING_MAX_HEADER_LIST_SIZE = 0x5, 0x6
 
@@ -127,6 +128,41 @@ class Stream:
     def wake(self) -> None:
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
+
+
+#: RFC 9113 8.2.2: connection-specific fields make a request malformed
+_CONNECTION_FIELDS = frozenset((b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"))
+_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path"))
+#: bytes a field name must not hold (RFC 9113 8.2.1: controls, space, uppercase, DEL and above; ':' but first)
+_BAD_NAME = frozenset((*range(0x21), *range(0x41, 0x5B), *range(0x7F, 0x100), 0x3A))
+_BLANK = (b" ", b"\t")
+
+
+def malformed_request(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Why a request's header fields make it malformed (RFC 9113 8.2.1, 8.2.2, 8.3.1), None when they do not."""
+    pseudo: set[bytes] = set()
+    regular = False
+    for name, value in fields:
+        if not name:
+            return "empty field name"
+        if name[0] == 0x3A:  # ':'
+            if regular or name not in _REQUEST_PSEUDO or name in pseudo:
+                return "pseudo-header field misplaced, unknown or repeated"
+            if not value and name == b":path":
+                return "empty :path"
+            pseudo.add(name)
+            name = name[1:]
+        else:
+            regular = True
+        if not _BAD_NAME.isdisjoint(name):
+            return "invalid character in a field name"
+        if 0 in value or 10 in value or 13 in value or value[:1] in _BLANK or value[-1:] in _BLANK:
+            return "invalid field value"
+        if name in _CONNECTION_FIELDS or (name == b"te" and value != b"trailers"):
+            return "connection-specific field"
+    if not {b":method", b":scheme", b":path"} <= pseudo:
+        return "missing pseudo-header field"
+    return None
 
 
 class Trailers:

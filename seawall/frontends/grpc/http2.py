@@ -49,10 +49,12 @@ from seawall.frontends.grpc.frames import (
     SETTING_MAX_FRAME_SIZE,
     SETTING_MAX_HEADER_LIST_SIZE,
     SETTINGS,
+    STREAM_CLOSED,
     WINDOW_UPDATE,
     Stream,
     Trailers,
     frame,
+    malformed_request,
     trailers,
 )
 
@@ -385,6 +387,11 @@ class Http2Connection(asyncio.Protocol):
             raise ConnectionError_(COMPRESSION_ERROR, f"header block: {exc}") from None
         stream = self._streams.get(stream_id)
         if stream is not None:  # trailers from the client
+            if stream.cancelled:
+                return  # a stream we reset: what the peer sent before it knew is dropped
+            if stream.ended:
+                self._stream_closed(stream)
+                return
             if not ended:
                 raise ConnectionError_(PROTOCOL_ERROR, "trailers without END_STREAM")
             self._received(stream, b"", True)
@@ -394,6 +401,11 @@ class Http2Connection(asyncio.Protocol):
         self._last_stream = stream_id
         if self.going_away or len(self._streams) >= self.limits.max_concurrent_streams:
             self._out.append(frame(RST_STREAM, 0, stream_id, REFUSED_STREAM.to_bytes(4, "big")))
+            return
+        # RFC 9113 8.1.1: a malformed request is a stream error; the call never starts
+        if (malformed := malformed_request(decoded)) is not None:
+            logger.debug("stream %d: malformed request (%s): RST_STREAM PROTOCOL_ERROR", stream_id, malformed)
+            self._out.append(frame(RST_STREAM, 0, stream_id, PROTOCOL_ERROR.to_bytes(4, "big")))
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in decoded}
         stream = Stream(self, stream_id, headers, self._is_streaming(headers.get(":path", "")))
@@ -421,15 +433,24 @@ class Http2Connection(asyncio.Protocol):
             if not flags & END_STREAM:
                 self._count_control()
         stream = self._streams.get(stream_id)
-        if stream is None or stream.ended or stream.cancelled:
+        if stream is None or stream.cancelled:
             if stream_id > self._last_stream or not stream_id:
                 raise ConnectionError_(PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream we refused or reset: its data is dropped, the connection window was given back
+        if stream.ended:
+            self._stream_closed(stream)
+            return
         stream.unacked += size
         stream.consumed += padding
         if stream.unacked > self.limits.window_bytes:
             raise ConnectionError_(FLOW_CONTROL_ERROR, "stream window exceeded")
         self._received(stream, payload, bool(flags & END_STREAM))
+
+    def _stream_closed(self, stream: Stream) -> None:
+        """HEADERS or DATA after the peer's END_STREAM (RFC 9113 5.1, half-closed (remote)): a stream error of
+        type STREAM_CLOSED; the call is cancelled (a second request on it would have started a second call)."""
+        self._out.append(frame(RST_STREAM, 0, stream.id, STREAM_CLOSED.to_bytes(4, "big")))
+        self._cancel(stream)
 
     def _received(self, stream: Stream, payload: bytes | bytearray, ended: bool) -> None:
         stream.body += payload
@@ -499,7 +520,13 @@ class Http2Connection(asyncio.Protocol):
         self.flush()
 
     def reset_with_status(self, stream: Stream, status: int, message: str) -> None:
-        """Answer a call's own error now and stop reading it (RST_STREAM NO_ERROR after the trailers)."""
+        """Answer a call's own error now and stop reading it (RST_STREAM NO_ERROR after the trailers).
+
+        Responses still waiting for flow-control window are dropped: the trailers go out at once (HEADERS are not
+        flow controlled), or the reset that follows would clear them and leave the call without a status.
+        """
+        if not stream.finished:
+            stream.pending.clear()
         self.finish(stream, status, message)
         if not stream.cancelled:
             self._out.append(frame(RST_STREAM, 0, stream.id, NO_ERROR.to_bytes(4, "big")))
@@ -547,30 +574,34 @@ class Http2Connection(asyncio.Protocol):
         self._out.clear()
 
     def _done(self, stream: Stream) -> None:
+        """The stream's trailers are out."""
+        self._release(stream)
+
+    def work_ended(self, stream: Stream) -> None:
+        """The call's task has ended (normally after `finish`): a reset stream stops counting against the limit."""
         stream.working = False
-        if stream.ended or stream.cancelled:
+        self._release(stream)
+
+    def _release(self, stream: Stream) -> None:
+        """Stop counting the stream once its work has ended and it was answered or reset. A task still running
+        keeps it counted (it was cut short, or its answer went out before its `finally`): rapid reset is bounded
+        by the work, not by the frames."""
+        if not stream.working and (stream.cancelled or (stream.finished and not stream.pending)):
             self._streams.pop(stream.id, None)
         if self.going_away and not self._streams and not self.closed:
             self.flush()
             self.transport.close()
 
-    def work_ended(self, stream: Stream) -> None:
-        """The call's task has ended (normally after `finish`): a reset stream stops counting against the limit."""
-        stream.working = False
-        if stream.cancelled or (stream.finished and not stream.pending):
-            self._streams.pop(stream.id, None)
-
     def _cancel(self, stream: Stream) -> None:
         stream.cancelled = True
         stream.pending.clear()
         stream.wake()
-        if stream.streaming and not stream.ended:
+        if stream.streaming:  # the handler's reading ends (END_STREAM may have come with a refused message)
             stream.ended = True
             stream.deliver([], True)
-        if not stream.working:
-            self._streams.pop(stream.id, None)
-        elif stream.task is not None:
+        if stream.working and stream.task is not None:
             stream.task.cancel()
+        self._release(stream)
 
     def go_away(self, code: int, reason: str = "") -> None:
         """Send GOAWAY and close (an error), or stop taking streams and close once they end (NO_ERROR)."""

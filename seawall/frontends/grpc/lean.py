@@ -109,10 +109,14 @@ class LeanServer:
         holder: list[Http2Connection] = []
 
         def on_call(stream: Stream) -> None:
-            task = asyncio.get_running_loop().create_task(self._run(holder[0], stream))
+            connection = holder[0]
+            task = asyncio.get_running_loop().create_task(self._run(connection, stream))
             stream.task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            # a task cancelled before its first step (a RST_STREAM in the same read as the request) never runs
+            # `_run`'s `finally`: its stream would hold a slot of the connection's limit for good
+            task.add_done_callback(lambda _: _ended(connection, stream))
 
         connection = Http2Connection(self._limits, self._is_streaming, on_call, self._connections.discard)
         connection.started = time.monotonic()  # type: ignore[attr-defined]
@@ -162,6 +166,14 @@ class LeanServer:
             elif self._idle_timeout and now - connection.last_activity > self._idle_timeout:
                 if not connection.active_streams():
                     connection.go_away(NO_ERROR, "idle")
+
+    def calls(self) -> int:
+        """Calls whose work is running (their tasks), on every connection."""
+        return len(self._tasks)
+
+    def open_streams(self) -> int:
+        """Streams held against the connections' stream limits (open, or reset with work still running)."""
+        return sum(connection.active_streams() for connection in self._connections)
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls (GOAWAY), give running ones `grace` seconds, then close every connection."""
@@ -233,6 +245,12 @@ class LeanServer:
             raise _Abort(_INTERNAL, "Exception deserializing request!") from None
         response = await handler.unary_unary(request, context)
         connection.send_message(stream, serialize(response) if serialize is not None else response)
+
+
+def _ended(connection: Http2Connection, stream: Stream) -> None:
+    """The call's task is done, however it ended: its stream is answered (CANCELLED unless it was) and released."""
+    connection.finish(stream, _CANCELLED, "Cancelled")
+    connection.work_ended(stream)
 
 
 async def _requests(stream: Stream, deserialize: Any) -> AsyncIterator[Any]:
