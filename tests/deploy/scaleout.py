@@ -9,6 +9,7 @@ Needs nginx (Debian's nginx-light; .ci/run installs it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -48,11 +49,13 @@ class Backend:
     grpc_port: int = field(default_factory=free_port)
     process: ServerProcess | None = None
     held_out: bool = False  # taken out of the gateway by the operator (a roll), whatever its readiness
+    started: list[ServerProcess] = field(default_factory=list)  # every process it ran, for their logs
 
     def start(self) -> None:
         self.process = start_seawall(
             f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", "--allow-metrics=false"
         )
+        self.started.append(self.process)
 
     def ready(self) -> bool:
         return self.process is not None and self.process.process.poll() is None and self.process.is_ready()
@@ -70,6 +73,7 @@ class Gateway:
         self.http_port, self.grpc_port = free_port(), free_port()
         self.up: tuple[bool, ...] = ()
         self.reloads = 0
+        self.log = ""  # nginx's error log (info level), read when it stops
         self._lock = threading.Lock()  # the watcher and a roll both refresh
         self._write(tuple(True for _ in backends))
         self.process = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", "nginx.conf", "-g", "daemon off;"])
@@ -85,6 +89,7 @@ class Gateway:
         text = TEMPLATE.read_text()
         for key, value in {
             "prefix": str(self.prefix),
+            "log_level": "info",  # what nginx says when it resets or retries a call
             "address": "127.0.0.1",
             "http_port": str(self.http_port),
             "grpc_port": str(self.grpc_port),
@@ -120,8 +125,8 @@ class Gateway:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
-        if os.environ.get("SCALEOUT_KEEP_LOG"):
-            shutil.copy(self.prefix / "error.log", os.environ["SCALEOUT_KEEP_LOG"])
+        with contextlib.suppress(OSError):
+            self.log = (self.prefix / "error.log").read_text(errors="replace")
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 
@@ -220,6 +225,7 @@ class Rehearsal:
     reloads: int
     kill_to_ready_s: float
     roll_s: float
+    evidence: str = ""  # on failure: nginx's error log and every Seawall process's log
 
     def line(self) -> str:
         total = sum(self.requests.values())
@@ -275,7 +281,7 @@ def rehearse(steady_s: float = 2.0, http_clients: int = 3, grpc_clients: int = 2
         for thread in threads:
             thread.join(60)
         elapsed = time.monotonic() - started
-        return Rehearsal(elapsed, tally.ok, tally.failures, tally.reconnects, gateway.reloads, kill_to_ready, roll)
+        result = Rehearsal(elapsed, tally.ok, tally.failures, tally.reconnects, gateway.reloads, kill_to_ready, roll)
     finally:
         stop.set()
         watching.set()
@@ -286,6 +292,18 @@ def rehearse(steady_s: float = 2.0, http_clients: int = 3, grpc_clients: int = 2
         for backend in backends:
             if backend.process is not None:
                 backend.process.stop()
+    if result.failures:
+        result.evidence = _evidence(gateway, backends)
+    return result
+
+
+def _evidence(gateway: Gateway, backends: list[Backend]) -> str:
+    """What nginx logged (but its routine notices) and what each Seawall process logged, to read a failure by."""
+    parts = ["nginx error log:", *(line for line in gateway.log.splitlines() if "[notice]" not in line)]
+    for number, backend in enumerate(backends):
+        for run, process in enumerate(backend.started):
+            parts += [f"seawall {number} (grpc port {backend.grpc_port}), run {run + 1}:", process.log()]
+    return "\n".join(parts)
 
 
 def _watch(gateway: Gateway, done: threading.Event) -> None:
@@ -307,6 +325,8 @@ def main() -> None:
     print(result.line())
     for failure in result.failures[:20]:
         print(f"  failed: {failure}")
+    if result.evidence:
+        print(result.evidence)
     sys.exit(1 if result.failures else 0)
 
 

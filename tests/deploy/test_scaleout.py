@@ -14,7 +14,7 @@ from tests.deploy import scaleout
 def test_a_crash_and_a_roll_behind_the_gateway_fail_no_request(figure: Callable[[str], None]) -> None:
     result = scaleout.rehearse(steady_s=1.5, http_clients=2, grpc_clients=1)
     figure(result.line())
-    assert result.failures == []
+    assert result.failures == [], f"{result.failures[:5]}\n{result.evidence}"
     # load really flowed over both protocols, and the gateway really followed readiness (down and up twice)
     assert result.requests["http"] > 50 and result.requests["grpc"] > 20, result.line()
     assert result.reloads >= 4, result.line()
