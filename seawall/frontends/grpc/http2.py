@@ -520,7 +520,9 @@ class Http2Connection(asyncio.Protocol):
         self.flush()
 
     def reset_with_status(self, stream: Stream, status: int, message: str) -> None:
-        """Answer a call's own error now and stop reading it (RST_STREAM NO_ERROR after the trailers).
+        """Answer a call's own error now and stop reading it: RST_STREAM NO_ERROR after the trailers while the
+        peer is still sending (RFC 9113 8.1); none once its END_STREAM came, as the trailers close the stream and
+        nothing but PRIORITY may follow on a closed stream (5.1).
 
         Responses still waiting for flow-control window are dropped: the trailers go out at once (HEADERS are not
         flow controlled), or the reset that follows would clear them and leave the call without a status.
@@ -528,7 +530,7 @@ class Http2Connection(asyncio.Protocol):
         if not stream.finished:
             stream.pending.clear()
         self.finish(stream, status, message)
-        if not stream.cancelled:
+        if not stream.cancelled and not stream.ended:
             self._out.append(frame(RST_STREAM, 0, stream.id, NO_ERROR.to_bytes(4, "big")))
         self._cancel(stream)
 
