@@ -1,6 +1,6 @@
-"""HTTP/2 frames and HPACK literals as the lean gRPC stack writes them, the check of a request's header fields,
-and `Stream`, one gRPC call on a connection (its received messages, its pending output). Pure data and encoding;
-`http2.Http2Connection` drives it.
+"""HTTP/2 frames, error codes and HPACK literals as the lean gRPC stack writes them, the connection error, the
+check of a request's header fields, and `Stream`, one gRPC call on a connection (its received messages, its
+pending output). Pure data and encoding; `http2.Http2Connection` drives it.
 
 Imports only the standard library (and `http2` for typing).
 """
@@ -23,6 +23,14 @@ NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 
 STREAM_CLOSED, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x5, 0x7, 0x8, 0x9, 0xB
 SETTING_MAX_CONCURRENT_STREAMS, SETTING_INITIAL_WINDOW_SIZE = 0x3, 0x4
 SETTING_MAX_FRAME_SIZE, SETTING_MAX_HEADER_LIST_SIZE = 0x5, 0x6
+
+
+class ConnectionError_(Exception):  # noqa: N818 (a GOAWAY, not a Python error)
+    """A connection error (RFC 9113 5.4.1): the connection ends with GOAWAY `code`."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 def _int(value: int, prefix_bits: int, first: int = 0) -> bytes:

@@ -1,11 +1,15 @@
-"""A lean HTTP/2 server connection that carries gRPC calls (RFC 9113, gRPC over HTTP/2), for the `lean` listener.
+"""A lean HTTP/2 server connection that carries gRPC calls (RFC 9113, gRPC over HTTP/2), for the `lean` listener:
+what each frame means for its stream and the connection (stream states, the stream limit, settings, the receive
+window, the gRPC message prefix), and when a call is answered, reset or released. What a call means is the
+`on_call` callback's business; `reader.FrameReader` cuts the client's bytes into frames and header blocks,
+`output.Output` frames and paces what is sent, `liveness.Liveness` keeps the keepalive and abuse counters.
 
-Imports only the standard library and `hpack` (header decoding: Huffman, dynamic table, size limits). Framing,
-flow control and the gRPC message prefix are done here; what a call means is the `on_call` callback's business.
-Every resource a peer can make the server hold is bounded (see `Http2Limits` and docs/architecture.md):
-frame size, header block size (CONTINUATION flood), decoded header list size (HPACK bomb), concurrent streams
-counting reset streams until their work has ended (rapid reset), control frames (SETTINGS/PING/RST floods),
+Every resource a peer can make the server hold is bounded (see `Http2Limits` and docs/architecture.md): frame
+size, header block size (CONTINUATION flood) and decoded header list size (HPACK bomb) in the reader, concurrent
+streams counting reset streams until their work has ended (rapid reset), control frames (SETTINGS/PING/RST floods),
 buffered output (a peer that does not read, or keeps its window at zero, stops being read).
+
+Imports only the standard library and this package's `frames`, `reader`, `output` and `liveness`.
 """
 
 from __future__ import annotations
@@ -18,31 +22,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import hpack
-import hpack.exceptions
-
 from seawall.frontends.grpc.frames import (
     ACK,
-    COMPRESSION_ERROR,
-    CONTINUATION,
     DATA,
-    END_HEADERS,
     END_STREAM,
-    ENHANCE_YOUR_CALM,
     FLOW_CONTROL_ERROR,
     FRAME_SIZE_ERROR,
     GOAWAY,
-    HEADERS,
     NO_ERROR,
     PADDED,
     PING,
-    PREFACE,
     PRIORITY,
-    PRIORITY_FLAG,
     PROTOCOL_ERROR,
     PUSH_PROMISE,
     REFUSED_STREAM,
-    RESPONSE_HEADERS,
     RST_STREAM,
     SETTING_INITIAL_WINDOW_SIZE,
     SETTING_MAX_CONCURRENT_STREAMS,
@@ -51,15 +44,15 @@ from seawall.frontends.grpc.frames import (
     SETTINGS,
     STREAM_CLOSED,
     WINDOW_UPDATE,
+    ConnectionError_,
     Stream,
-    Trailers,
     frame,
     malformed_request,
     trailers,
 )
-
-_MAX_WINDOW = (1 << 31) - 1
-_DEFAULT_FRAME = 16384
+from seawall.frontends.grpc.liveness import Due, Liveness
+from seawall.frontends.grpc.output import Output
+from seawall.frontends.grpc.reader import MAX_FRAME, FrameReader, HeaderBlock
 
 logger = logging.getLogger(__name__)
 INTERNAL_ERROR = 0x2
@@ -85,12 +78,6 @@ class Http2Limits:
     max_age_grace: float = 0.0
 
 
-class ConnectionError_(Exception):  # noqa: N818 (a GOAWAY, not a Python error)
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
 class Http2Connection(asyncio.Protocol):
     """The server side of one HTTP/2 connection.
 
@@ -111,59 +98,39 @@ class Http2Connection(asyncio.Protocol):
         self._on_call = on_call
         self._on_close = on_close
         self.transport: Any = None
-        self._buffer = bytearray()
-        self._preface = False
-        self._decoder = hpack.Decoder(max_header_list_size=limits.max_header_list_bytes)
-        self._decoder.max_allowed_table_size = 4096
+        self._reader = FrameReader(limits.max_header_list_bytes)
+        self._liveness = Liveness(limits)
         self._streams: dict[int, Stream] = {}  # open, or reset with their work still running
         self._last_stream = 0
-        self._block: bytearray | None = None  # a header block waiting for its CONTINUATION frames
-        self._block_stream = 0
-        self._block_end = False
-        self.peer_initial_window = 65535
-        self._peer_frame = _DEFAULT_FRAME
-        self._send_window = 65535  # connection-level window the peer gave us
+        self._output = Output(MAX_FRAME, self._done)
         self._recv_unacked = 0
-        self._out: list[bytes | memoryview] = []
-        self._control = 0
-        self._control_epoch = time.monotonic()
         self._paused = False  # not reading: our output is not being read
         self._write_paused = False
         self.going_away = False
         self.closed = False
-        self.last_activity = self.opened = self._pinged = time.monotonic()
-        self._ping_out: float | None = None  # when our unanswered keepalive PING was sent
-        self._pings_without_data = 0
-        self._peer_ping: float | None = None
-        self._data_since_ping = False
-        self._strikes = 0
-        self._age_deadline: float | None = None
+        self.last_activity = time.monotonic()
+
+    @property
+    def peer_initial_window(self) -> int:
+        """A new stream's send window (the peer's SETTINGS_INITIAL_WINDOW_SIZE)."""
+        return self._output.initial_window
+
+    @property
+    def preface_received(self) -> bool:
+        """The client has spoken HTTP/2 (its connection preface arrived)."""
+        return self._reader.preface
 
     def tick(self, now: float) -> None:
         """Keepalive PINGs, their timeout, and the maximum connection age (called about every 100 ms)."""
-        limits = self.limits
         if self.closed or self.transport is None:
             return
-        if limits.max_age and not self.going_away and now - self.opened > limits.max_age:
-            self._age_deadline = now + limits.max_age_grace if limits.max_age_grace else None
+        due = self._liveness.due(now, self.going_away, bool(self._streams))
+        if due is Due.GO_AWAY:
             self.go_away(NO_ERROR, "max_age")
-        if self._age_deadline is not None and now > self._age_deadline:
+        elif due is Due.CLOSE:
             self.transport.close()
-            return
-        if not limits.keepalive_time:
-            return
-        if self._ping_out is not None:
-            if now - self._ping_out > limits.keepalive_timeout:
-                self.transport.close()  # the peer stopped answering
-            return
-        if (
-            now - self._pinged >= limits.keepalive_time
-            and (self._streams or limits.keepalive_without_calls)
-            and not (limits.max_pings_without_data and self._pings_without_data >= limits.max_pings_without_data)
-        ):
-            self._ping_out = self._pinged = now
-            self._pings_without_data += 1
-            self._out.append(frame(PING, 0, 0, b"seawall\x00"))
+        elif due is Due.PING:
+            self._output.add(frame(PING, 0, 0, b"seawall\x00"))
             self.flush()
 
     # -- asyncio.Protocol --------------------------------------------------------------------------------
@@ -202,35 +169,15 @@ class Http2Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
-        buffer = self._buffer
-        buffer += data
         try:
-            pos = 0
-            if not self._preface:
-                if len(buffer) < 24:
-                    if not PREFACE.startswith(bytes(buffer)):
-                        raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                    return
-                if buffer[:24] != PREFACE:
-                    raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                self._preface = True
-                pos = 24
-            end = len(buffer)
-            limit = _DEFAULT_FRAME  # what we advertise (SETTINGS_MAX_FRAME_SIZE is left at its default)
-            while end - pos >= 9:
-                size = (buffer[pos] << 16) | (buffer[pos + 1] << 8) | buffer[pos + 2]
-                if size > limit:
-                    raise ConnectionError_(FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
-                if end - pos - 9 < size:
-                    break
-                kind, flags = buffer[pos + 3], buffer[pos + 4]
-                stream_id = int.from_bytes(buffer[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-                payload = buffer[pos + 9 : pos + 9 + size]
-                pos += 9 + size
-                self._frame(kind, flags, stream_id, payload)
+            for item in self._reader.frames(data):
+                if isinstance(item, HeaderBlock):
+                    self._liveness.received_data()
+                    self._header_block(item)
+                else:
+                    self._frame(*item)
                 if self.closed:
                     return
-            del buffer[:pos]
         except ConnectionError_ as exc:
             self.go_away(exc.code, str(exc))
             return
@@ -242,39 +189,24 @@ class Http2Connection(asyncio.Protocol):
 
     # -- frames ------------------------------------------------------------------------------------------
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytearray) -> None:
-        if self._block is not None and (kind != CONTINUATION or stream_id != self._block_stream):
-            raise ConnectionError_(PROTOCOL_ERROR, "expected CONTINUATION")
         if kind == DATA:
-            self._data_since_ping = True
-            self._strikes = 0
+            self._liveness.received_data()
             self._data(flags, stream_id, payload)
-        elif kind == HEADERS:
-            self._data_since_ping = True
-            self._strikes = 0
-            self._headers(flags, stream_id, payload)
-        elif kind == CONTINUATION:
-            if self._block is None:
-                raise ConnectionError_(PROTOCOL_ERROR, "unexpected CONTINUATION")
-            self._block += payload
-            self._check_block()
-            if flags & END_HEADERS:
-                self._end_block()
         elif kind == WINDOW_UPDATE:
             self._window_update(stream_id, payload)
         elif kind == SETTINGS:
             self._settings(flags, stream_id, payload)
         elif kind == PING:
-            self._count_control()
+            self._liveness.control_frame()
             if len(payload) != 8 or stream_id:
                 raise ConnectionError_(FRAME_SIZE_ERROR if len(payload) != 8 else PROTOCOL_ERROR, "bad PING")
             if flags & ACK:
-                self._ping_out = None
-                self._pinged = time.monotonic()
+                self._liveness.pinged_back()
             else:
-                self._ping_strike()
-                self._out.append(frame(PING, ACK, 0, payload))
+                self._liveness.peer_ping()
+                self._output.add(frame(PING, ACK, 0, payload))
         elif kind == RST_STREAM:
-            self._count_control()
+            self._liveness.control_frame()
             if len(payload) != 4 or not stream_id:
                 raise ConnectionError_(PROTOCOL_ERROR, "bad RST_STREAM")
             stream = self._streams.get(stream_id)
@@ -287,34 +219,13 @@ class Http2Connection(asyncio.Protocol):
                 self.transport.close()
                 self.closed = True
         elif kind == PRIORITY:
-            self._count_control()
+            self._liveness.control_frame()
         elif kind == PUSH_PROMISE:
             raise ConnectionError_(PROTOCOL_ERROR, "PUSH_PROMISE from a client")
         # unknown frame types are ignored (RFC 9113 4.1)
 
-    def _ping_strike(self) -> None:
-        now = time.monotonic()
-        limits = self.limits
-        if (
-            self._peer_ping is not None
-            and not self._data_since_ping
-            and now - self._peer_ping < limits.min_ping_interval
-        ):
-            self._strikes += 1
-            if limits.max_ping_strikes and self._strikes > limits.max_ping_strikes:
-                raise ConnectionError_(ENHANCE_YOUR_CALM, "too_many_pings")
-        self._peer_ping, self._data_since_ping = now, False
-
-    def _count_control(self) -> None:
-        now = time.monotonic()
-        if now - self._control_epoch >= 1.0:
-            self._control_epoch, self._control = now, 0
-        self._control += 1
-        if self._control > self.limits.control_frames_per_second:
-            raise ConnectionError_(ENHANCE_YOUR_CALM, "too many control frames")
-
     def _settings(self, flags: int, stream_id: int, payload: bytearray) -> None:
-        self._count_control()
+        self._liveness.control_frame()
         if stream_id:
             raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
@@ -324,67 +235,28 @@ class Http2Connection(asyncio.Protocol):
         for at in range(0, len(payload), 6):
             key, value = int.from_bytes(payload[at : at + 2], "big"), int.from_bytes(payload[at + 2 : at + 6], "big")
             if key == SETTING_INITIAL_WINDOW_SIZE:
-                if value > _MAX_WINDOW:
-                    raise ConnectionError_(FLOW_CONTROL_ERROR, "window too large")
-                delta, self.peer_initial_window = value - self.peer_initial_window, value
-                for stream in self._streams.values():
-                    stream.send_window += delta
+                self._output.new_initial_window(value, self._streams.values())
             elif key == SETTING_MAX_FRAME_SIZE:
-                if not _DEFAULT_FRAME <= value <= 16777215:
+                if not MAX_FRAME <= value <= 16777215:
                     raise ConnectionError_(PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
-                self._peer_frame = min(value, 1 << 20)
-        self._out.append(frame(SETTINGS, ACK, 0))
-        self._pump_all()
+                self._output.frame_size = min(value, 1 << 20)
+        self._output.add(frame(SETTINGS, ACK, 0))
+        self._output.pump_all(self._streams.values())
 
     def _window_update(self, stream_id: int, payload: bytearray) -> None:
         if len(payload) != 4:
             raise ConnectionError_(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE")
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
         if not increment:
-            self._count_control()
-            return
-        if not stream_id:
-            self._send_window += increment
-            if self._send_window > _MAX_WINDOW:
-                raise ConnectionError_(FLOW_CONTROL_ERROR, "connection window overflow")
-            self._pump_all()
-            return
-        stream = self._streams.get(stream_id)
-        if stream is not None:
-            stream.send_window += increment
-            self._pump(stream)
+            self._liveness.control_frame()
+        elif not stream_id:
+            self._output.window_update(None, increment)
+            self._output.pump_all(self._streams.values())
+        elif (stream := self._streams.get(stream_id)) is not None:
+            self._output.window_update(stream, increment)
 
-    def _headers(self, flags: int, stream_id: int, payload: bytearray) -> None:
-        if not stream_id % 2:
-            raise ConnectionError_(PROTOCOL_ERROR, "HEADERS on an even stream")
-        start, end = 0, len(payload)
-        if flags & PADDED:
-            if not payload:
-                raise ConnectionError_(PROTOCOL_ERROR, "bad padding")
-            start, end = 1, end - payload[0]
-        if flags & PRIORITY_FLAG:
-            start += 5
-        if end < start:
-            raise ConnectionError_(PROTOCOL_ERROR, "bad padding")
-        self._block = bytearray(payload[start:end])
-        self._block_stream, self._block_end = stream_id, bool(flags & END_STREAM)
-        self._check_block()
-        if flags & END_HEADERS:
-            self._end_block()
-
-    def _check_block(self) -> None:
-        assert self._block is not None
-        if len(self._block) > self.limits.max_header_list_bytes:
-            raise ConnectionError_(ENHANCE_YOUR_CALM, "header block too large")  # CONTINUATION flood
-
-    def _end_block(self) -> None:
-        block, stream_id, ended = self._block, self._block_stream, self._block_end
-        self._block = None
-        assert block is not None
-        try:
-            decoded = self._decoder.decode(bytes(block), raw=True)
-        except hpack.exceptions.HPACKError as exc:
-            raise ConnectionError_(COMPRESSION_ERROR, f"header block: {exc}") from None
+    def _header_block(self, block: HeaderBlock) -> None:
+        stream_id, decoded, ended = block
         stream = self._streams.get(stream_id)
         if stream is not None:  # trailers from the client
             if stream.cancelled:
@@ -400,12 +272,12 @@ class Http2Connection(asyncio.Protocol):
             raise ConnectionError_(PROTOCOL_ERROR, "stream id not increasing")
         self._last_stream = stream_id
         if self.going_away or len(self._streams) >= self.limits.max_concurrent_streams:
-            self._out.append(frame(RST_STREAM, 0, stream_id, REFUSED_STREAM.to_bytes(4, "big")))
+            self._output.add(frame(RST_STREAM, 0, stream_id, REFUSED_STREAM.to_bytes(4, "big")))
             return
         # RFC 9113 8.1.1: a malformed request is a stream error; the call never starts
         if (malformed := malformed_request(decoded)) is not None:
             logger.debug("stream %d: malformed request (%s): RST_STREAM PROTOCOL_ERROR", stream_id, malformed)
-            self._out.append(frame(RST_STREAM, 0, stream_id, PROTOCOL_ERROR.to_bytes(4, "big")))
+            self._output.add(frame(RST_STREAM, 0, stream_id, PROTOCOL_ERROR.to_bytes(4, "big")))
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in decoded}
         stream = Stream(self, stream_id, headers, self._is_streaming(headers.get(":path", "")))
@@ -427,11 +299,11 @@ class Http2Connection(asyncio.Protocol):
             padding = 0
         self._recv_unacked += size
         if self._recv_unacked >= self.limits.window_bytes // 2:
-            self._out.append(frame(WINDOW_UPDATE, 0, 0, self._recv_unacked.to_bytes(4, "big")))
+            self._output.add(frame(WINDOW_UPDATE, 0, 0, self._recv_unacked.to_bytes(4, "big")))
             self._recv_unacked = 0
         if not size:
             if not flags & END_STREAM:
-                self._count_control()
+                self._liveness.control_frame()
         stream = self._streams.get(stream_id)
         if stream is None or stream.cancelled:
             if stream_id > self._last_stream or not stream_id:
@@ -449,7 +321,7 @@ class Http2Connection(asyncio.Protocol):
     def _stream_closed(self, stream: Stream) -> None:
         """HEADERS or DATA after the peer's END_STREAM (RFC 9113 5.1, half-closed (remote)): a stream error of
         type STREAM_CLOSED; the call is cancelled (a second request on it would have started a second call)."""
-        self._out.append(frame(RST_STREAM, 0, stream.id, STREAM_CLOSED.to_bytes(4, "big")))
+        self._output.add(frame(RST_STREAM, 0, stream.id, STREAM_CLOSED.to_bytes(4, "big")))
         self._cancel(stream)
 
     def _received(self, stream: Stream, payload: bytes | bytearray, ended: bool) -> None:
@@ -470,7 +342,7 @@ class Http2Connection(asyncio.Protocol):
                 self.reset_with_status(stream, 8, f"Received message larger than max ({size} vs. {limit})")
                 return
             if stream.unacked >= self.limits.window_bytes // 2:
-                self._out.append(frame(WINDOW_UPDATE, 0, stream.id, stream.unacked.to_bytes(4, "big")))
+                self._output.add(frame(WINDOW_UPDATE, 0, stream.id, stream.unacked.to_bytes(4, "big")))
                 stream.unacked = 0
             return
         stream.working = True
@@ -480,25 +352,15 @@ class Http2Connection(asyncio.Protocol):
         """A streaming call took `size` bytes: reopen the peer's window by as much, in batches."""
         stream.consumed += size
         if stream.consumed >= self.limits.window_bytes // 4 and not stream.ended and not stream.cancelled:
-            self._out.append(frame(WINDOW_UPDATE, 0, stream.id, stream.consumed.to_bytes(4, "big")))
+            self._output.add(frame(WINDOW_UPDATE, 0, stream.id, stream.consumed.to_bytes(4, "big")))
             stream.unacked -= stream.consumed
             stream.consumed = 0
             self.flush()
 
     # -- sending -----------------------------------------------------------------------------------------
     def send_message(self, stream: Stream, message: bytes) -> None:
-        # as grpc core: sending data resets our keepalive count and the peer's ping strikes
-        self._pings_without_data = self._strikes = 0
-        self._data_since_ping = True
-        if not stream.headers_sent:
-            stream.headers_sent = True
-            self._out.append(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))
-        if len(message) < 65536:
-            stream.pending.append(len(message).to_bytes(5, "big") + message)
-        else:  # sent in slices of one view: never copied but into the output
-            stream.pending.append(len(message).to_bytes(5, "big"))
-            stream.pending.append(memoryview(message))
-        self._pump(stream)
+        self._liveness.sent_data()
+        self._output.message(stream, message)
         self.flush()
 
     def finish(self, stream: Stream, status: int, message: str = "") -> None:
@@ -509,14 +371,7 @@ class Http2Connection(asyncio.Protocol):
         if stream.cancelled or self.closed:
             self._done(stream)
             return
-        block = trailers(status, message)
-        if not stream.headers_sent:
-            stream.headers_sent = True
-            self._out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, RESPONSE_HEADERS + block))
-            self._done(stream)
-        else:
-            stream.pending.append(Trailers(block))
-            self._pump(stream)
+        self._output.trailers(stream, trailers(status, message))
         self.flush()
 
     def reset_with_status(self, stream: Stream, status: int, message: str) -> None:
@@ -531,49 +386,13 @@ class Http2Connection(asyncio.Protocol):
             stream.pending.clear()
         self.finish(stream, status, message)
         if not stream.cancelled and not stream.ended:
-            self._out.append(frame(RST_STREAM, 0, stream.id, NO_ERROR.to_bytes(4, "big")))
+            self._output.add(frame(RST_STREAM, 0, stream.id, NO_ERROR.to_bytes(4, "big")))
         self._cancel(stream)
 
-    def _pump_all(self) -> None:
-        for stream in list(self._streams.values()):
-            if stream.pending:
-                self._pump(stream)
-
-    def _pump(self, stream: Stream) -> None:
-        """Send what the windows allow of the stream's pending data, as DATA frames of the peer's frame size."""
-        pending = stream.pending
-        out = self._out
-        while pending:
-            if isinstance(pending[0], Trailers):
-                out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, pending.popleft().block))
-                self._done(stream)
-                break
-            room = min(stream.send_window, self._send_window, self._peer_frame)
-            if room <= 0:
-                break
-            parts: list[bytes | memoryview] = []
-            size = 0
-            while pending and size < room and not isinstance(pending[0], Trailers):
-                item = pending[0]
-                take = room - size
-                if len(item) <= take:
-                    parts.append(pending.popleft())
-                    size += len(item)
-                else:
-                    parts.append(item[:take])
-                    pending[0] = item[take:]
-                    size += take
-            stream.send_window -= size
-            self._send_window -= size
-            out.append(bytes((size >> 16, (size >> 8) & 0xFF, size & 0xFF, DATA, 0)) + stream.id.to_bytes(4, "big"))
-            out.extend(parts)
-        if not pending:
-            stream.wake()
-
     def flush(self) -> None:
-        if self._out and not self.closed:
-            self.transport.write(b"".join(self._out))
-        self._out.clear()
+        data = self._output.take()
+        if data and not self.closed:
+            self.transport.write(data)
 
     def _done(self, stream: Stream) -> None:
         """The stream's trailers are out."""
@@ -613,7 +432,7 @@ class Http2Connection(asyncio.Protocol):
             self.closed = True
             return
         payload = self._last_stream.to_bytes(4, "big") + code.to_bytes(4, "big") + reason.encode()[:256]
-        self._out.append(frame(GOAWAY, 0, 0, payload))
+        self._output.add(frame(GOAWAY, 0, 0, payload))
         self.going_away = True
         self.flush()
         if code != NO_ERROR or not self._streams:

@@ -161,7 +161,7 @@ class LeanServer:
                     self._connections.discard(connection)  # the handshake failed: connection_made never came
                 continue
             connection.tick(now)
-            if not connection._preface and age > self._handshake_timeout > 0:  # noqa: SLF001
+            if not connection.preface_received and age > self._handshake_timeout > 0:
                 connection.transport.close()
             elif self._idle_timeout and now - connection.last_activity > self._idle_timeout:
                 if not connection.active_streams():
