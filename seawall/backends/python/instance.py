@@ -346,10 +346,9 @@ class PythonModelInstance:
         self._seq += 1
         inputs_size = outputs_size = 0
         if slot.index is None:
-            slot.index, inputs_size = process.open_slot()
-            outputs_size = inputs_size
+            slot.index, inputs_size, outputs_size = process.open_slot(total)
         memory = process.inputs[slot.index]
-        if total > len(memory):
+        if total > len(memory):  # a slot that carried smaller batches
             inputs_size = ipc.grown_size(total, len(memory), self._settings.shm_growth_bytes)
             process.replace_inputs(slot.index, inputs_size)
             memory = process.inputs[slot.index]
