@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -53,14 +54,14 @@ def _reply_bytes(server: servers.Server, model: str) -> int:
 
 
 def _range(cells: list[dict[str, object]], key: str) -> tuple[float, float, float]:
-    """Median, minimum and maximum of `key` over `cells`."""
+    """Median, minimum and maximum of `key` over `cells` (NaN: none)."""
     values = [float(c[key]) for c in cells]  # type: ignore[arg-type]
-    return statistics.median(values), min(values), max(values)
+    return (statistics.median(values), min(values), max(values)) if values else (math.nan,) * 3
 
 
 def _print_table(cells: list[dict[str, object]]) -> None:
     """The markdown table of `cells`: per (model, mode, concurrency, client), head's and base's medians [min-max]."""
-    print("| model | mode | c | client | head req/s | base req/s | ratio | head CPU µs/inf | base CPU µs/inf |")
+    print("| model | mode | c | client | head req/s (n) | base req/s (n) | ratio | head CPU µs/inf | base CPU µs/inf |")
     print("|---|---|---|---|---|---|---|---|---|")
     keys = list(dict.fromkeys((c["model"], c["mode"], c["concurrency"], c["client"]) for c in cells))
     for key in keys:
@@ -70,7 +71,7 @@ def _print_table(cells: list[dict[str, object]]) -> None:
         cpu = {name: _range(of[name], "cpu_us") for name in of}
         print(
             "| " + " | ".join(str(part) for part in key) + " "
-            + "".join(f"| {rate[n][0]:.0f} [{rate[n][1]:.0f}-{rate[n][2]:.0f}] " for n in of)
+            + "".join(f"| {rate[n][0]:.0f} [{rate[n][1]:.0f}-{rate[n][2]:.0f}] ({len(of[n])}) " for n in of)
             + f"| {rate['head'][0] / rate['base'][0]:.2f} "
             + "".join(f"| {cpu[n][0]:.0f} [{cpu[n][1]:.0f}-{cpu[n][2]:.0f}] " for n in of)
             + "|"
@@ -112,7 +113,11 @@ def main() -> None:
             server = servers.start("seawall", repository=repository, python=python)
             try:
                 for model, mode, client, concurrency in plan:
-                    cell = _cell(server, model, mode, client, concurrency, args.seconds)
+                    try:
+                        cell = _cell(server, model, mode, client, concurrency, args.seconds)
+                    except (RuntimeError, KeyError, ValueError) as exc:  # a driver's output not parsed: cell lost
+                        print(f"bench-ab: {name} round {round_} {model} {mode} {client} c={concurrency}: {exc!r}")
+                        continue
                     cells.append({"revision": name, "round": round_, "model": model, "mode": mode,
                                   "client": client, "concurrency": concurrency, **cell})  # fmt: skip
                     print(f"bench-ab: {json.dumps(cells[-1])}", flush=True)
