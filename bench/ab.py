@@ -1,16 +1,17 @@
 """A/B of two Seawall revisions on the same machine, interleaved: this checkout against another checkout with its
 own virtual environment (`git worktree add <dir> <rev>` then `python -m venv <dir>/.venv && <dir>/.venv/bin/pip
-install -e <dir>`), add_sub from bench/models, each mode with two load clients (bench.loadgen in Python, and
-wrk / h2load), medians over rounds; throughput and server CPU per inference (the steadier figure on a shared
-machine).
+install -e <dir>`), workloads from bench/models (add_sub by default; `--cells model:mode ...` names others, such as
+identity:grpc), each cell with two load clients (bench.loadgen in Python, and wrk / h2load where installed), medians
+over rounds with their range; throughput and server CPU per inference (the steadier figure on a shared machine).
 
-    python -m bench.ab --base /tmp/base [--rounds 3] [--seconds 5] [--concurrency 32]
+    python -m bench.ab --base /tmp/base [--rounds 3] [--seconds 5] [--concurrency 32 1] [--cells add_sub:grpc ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -22,82 +23,109 @@ from bench.loadgen import Result, run_load
 RAW = Path(__file__).resolve().parent / "results" / "raw"
 
 
-def _cell(server: servers.Server, mode: str, client: str, concurrency: int, seconds: float) -> dict[str, float]:
+def _cell(
+    server: servers.Server, model: str, mode: str, client: str, concurrency: int, seconds: float
+) -> dict[str, float]:
     url = server.grpc if mode == "grpc" else server.http
-    run_load(url, mode, "add_sub", concurrency, 1.0, warmup=0.0)  # warm the connections and the model
+    run_load(url, mode, model, concurrency, 1.0, warmup=0.0)  # warm the connections and the model
     cpu, started = servers.tree_cpu_seconds(server.pid), time.perf_counter()
     if client == "native":
         result: Result = (
-            native.run_h2load(url, "add_sub", concurrency, seconds, _reply_bytes(server))
+            native.run_h2load(url, model, concurrency, seconds, _reply_bytes(server, model))
             if mode == "grpc"
-            else native.run_wrk(url, mode, "add_sub", concurrency, seconds)
+            else native.run_wrk(url, mode, model, concurrency, seconds)
         )
         total = result.requests
     else:
-        result = run_load(url, mode, "add_sub", concurrency, seconds, warmup=0.0)
+        result = run_load(url, mode, model, concurrency, seconds, warmup=0.0)
         total = result.total_requests
     used = servers.tree_cpu_seconds(server.pid) - cpu
     return {"throughput": result.throughput, "cpu_us": used / max(1, total) * 1e6, "errors": result.errors,
             "wall": time.perf_counter() - started}  # fmt: skip
 
 
-def _reply_bytes(server: servers.Server) -> int:
+def _reply_bytes(server: servers.Server, model: str) -> int:
     from bench.run import probe
 
-    ok, size, reason = probe(server, "add_sub", "grpc")
+    ok, size, reason = probe(server, model, "grpc")
     if not ok:
         raise RuntimeError(reason)
     return size
 
 
+def _range(cells: list[dict[str, object]], key: str) -> tuple[float, float, float]:
+    """Median, minimum and maximum of `key` over `cells` (NaN: none)."""
+    values = [float(c[key]) for c in cells]  # type: ignore[arg-type]
+    return (statistics.median(values), min(values), max(values)) if values else (math.nan,) * 3
+
+
+def _print_table(cells: list[dict[str, object]]) -> None:
+    """The markdown table of `cells`: per (model, mode, concurrency, client), head's and base's medians [min-max]."""
+    print("| model | mode | c | client | head req/s (n) | base req/s (n) | ratio | head CPU µs/inf | base CPU µs/inf |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    keys = list(dict.fromkeys((c["model"], c["mode"], c["concurrency"], c["client"]) for c in cells))
+    for key in keys:
+        of = {name: [c for c in cells if (c["model"], c["mode"], c["concurrency"], c["client"]) == key
+                     and c["revision"] == name] for name in ("head", "base")}  # fmt: skip
+        rate = {name: _range(of[name], "throughput") for name in of}
+        cpu = {name: _range(of[name], "cpu_us") for name in of}
+        print(
+            "| " + " | ".join(str(part) for part in key) + " "
+            + "".join(f"| {rate[n][0]:.0f} [{rate[n][1]:.0f}-{rate[n][2]:.0f}] ({len(of[n])}) " for n in of)
+            + f"| {rate['head'][0] / rate['base'][0]:.2f} "
+            + "".join(f"| {cpu[n][0]:.0f} [{cpu[n][1]:.0f}-{cpu[n][2]:.0f}] " for n in of)
+            + "|"
+        )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", type=Path, required=True, help="the other checkout (with .venv)")
+    parser.add_argument("--base", type=Path, help="the other checkout (with .venv)")
+    parser.add_argument("--table", type=Path, help="only print the table of an earlier run's raw file")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--modes", nargs="+", default=["http-json", "http-binary", "grpc"])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[32])
+    parser.add_argument("--cells", nargs="+", default=["add_sub:http-json", "add_sub:http-binary", "add_sub:grpc"])
     parser.add_argument("--clients", nargs="+", default=["loadgen", "native"])
     args = parser.parse_args()
-    repository = Path(tempfile.mkdtemp(prefix="seawall-ab-"))  # add_sub only: nothing else loads
-    (repository / "add_sub").symlink_to(servers.MODELS / "add_sub", target_is_directory=True)
+    if args.table is not None:
+        _print_table(json.loads(args.table.read_text())["cells"])
+        return
+    if args.base is None:
+        parser.error("--base is required")
+    cells_wanted = [tuple(cell.split(":", 1)) for cell in args.cells]
+    repository = Path(tempfile.mkdtemp(prefix="seawall-ab-"))  # only the workloads named: nothing else loads
+    for model in sorted({model for model, _ in cells_wanted}):
+        (repository / model).symlink_to(servers.MODELS / model, target_is_directory=True)
     pythons = {"head": None, "base": args.base / ".venv" / "bin" / "python"}
+    plan = [
+        (model, mode, client, concurrency)
+        for model, mode in cells_wanted
+        for concurrency in args.concurrency
+        for client in args.clients
+        if client != "native" or native.is_available(mode)
+    ]
     cells: list[dict[str, object]] = []
+    RAW.mkdir(parents=True, exist_ok=True)
+    raw = RAW / f"ab-{time.strftime('%Y%m%d-%H%M%S')}.json"
     for round_ in range(args.rounds):
         for name, python in pythons.items():  # one server at a time, alternating: head, base, head, base...
             server = servers.start("seawall", repository=repository, python=python)
             try:
-                for mode in args.modes:
-                    for client in args.clients:
-                        cell = _cell(server, mode, client, args.concurrency, args.seconds)
-                        cells.append({"revision": name, "round": round_, "mode": mode, "client": client, **cell})
-                        print(f"bench-ab: {json.dumps(cells[-1])}", flush=True)
+                for model, mode, client, concurrency in plan:
+                    try:
+                        cell = _cell(server, model, mode, client, concurrency, args.seconds)
+                    except (RuntimeError, KeyError, ValueError) as exc:  # a driver's output not parsed: cell lost
+                        print(f"bench-ab: {name} round {round_} {model} {mode} {client} c={concurrency}: {exc!r}")
+                        continue
+                    cells.append({"revision": name, "round": round_, "model": model, "mode": mode,
+                                  "client": client, "concurrency": concurrency, **cell})  # fmt: skip
+                    print(f"bench-ab: {json.dumps(cells[-1])}", flush=True)
             finally:
                 server.stop()
-    RAW.mkdir(parents=True, exist_ok=True)
-    run_id = time.strftime("%Y%m%d-%H%M%S")
-    (RAW / f"ab-{run_id}.json").write_text(json.dumps({"settings": vars(args), "cells": cells}, default=str))
-    print(f"\nrun {run_id}: head vs {args.base}, c={args.concurrency}, medians of {args.rounds} rounds\n")
-    print("| mode | client | head req/s | base req/s | ratio | head CPU µs/inf | base CPU µs/inf |")
-    print("|---|---|---|---|---|---|---|")
-    for mode in args.modes:
-        for client in args.clients:
-            med = {
-                name: {
-                    key: statistics.median(
-                        float(c[key])  # type: ignore[arg-type]
-                        for c in cells
-                        if (c["revision"], c["mode"], c["client"]) == (name, mode, client)
-                    )
-                    for key in ("throughput", "cpu_us")
-                }
-                for name in pythons
-            }
-            ratio = med["head"]["throughput"] / med["base"]["throughput"]
-            print(
-                f"| {mode} | {client} | {med['head']['throughput']:.0f} | {med['base']['throughput']:.0f} | "
-                f"{ratio:.2f} | {med['head']['cpu_us']:.0f} | {med['base']['cpu_us']:.0f} |"
-            )
+                raw.write_text(json.dumps({"settings": vars(args), "cells": cells}, default=str))  # kept on a failure
+    print(f"\n{raw.name}: head vs {args.base}, medians [min-max] of {args.rounds} rounds\n")
+    _print_table(cells)
 
 
 if __name__ == "__main__":

@@ -238,6 +238,7 @@ STUB_MAY_LOAD = {
     "seawall.backends.python.call_client",  # BLS and model control from model code
     "seawall.backends.python.ipc",
     "seawall.backends.python.message_decoding",  # the protocol's frame checks
+    "seawall.backends.python.message_fields",  # the frame checks' field checks
     "seawall.backends.python.message_kinds",  # the protocol's message types
     "seawall.backends.python.messages",
     "seawall.backends.python.model_source",

@@ -1,6 +1,7 @@
 """What the backends' loaded models share: Triton's instance names, the loaded model version that owns its
-instances (and leaves its backend's set of loaded models when it unloads), and the instance that runs one batch
-at a time on a thread of its own (the onnxruntime and pytorch runtimes release the GIL while they compute).
+instances (and leaves its backend's set of loaded models when it unloads), the instance that runs one batch
+at a time on a thread of its own (the onnxruntime and pytorch runtimes release the GIL while they compute), and
+the grouping of a batch's requests into runs that both runtimes' runners share.
 
 Imports `core.backend`, `core.types`, `errors` and Triton's model_config_pb2.
 """
@@ -10,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from seawall.core.backend import Execution, ModelConfig
 from seawall.core.config_proto import model_config_pb2
-from seawall.core.types import InferRequest
-from seawall.errors import InvalidArgumentError, UnavailableError, UnsupportedError
+from seawall.core.types import InferRequest, InferResponse
+from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError, UnsupportedError
 
 
 def instance_names(config: ModelConfig, model_name: str, max_instances: int) -> list[tuple[str, str]]:
@@ -80,17 +82,54 @@ class LoadedModel(Generic[_I]):
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Execution]", list[InferRequest]]
 
 
+class Runner(Protocol):
+    """Runs one batch on the calling thread (one onnxruntime session, one TorchScript module)."""
+
+    def execute(self, requests: Sequence[InferRequest]) -> Execution: ...
+
+
+def run_grouped(
+    results: list[InferResponse | SeawallError | None],
+    keys: Sequence[Hashable | None],
+    run: Callable[[list[int]], Iterable[InferResponse]],
+) -> Execution:
+    """Run the requests of a batch in groups of equal key, one `run` of a group's indices each, in order of
+    their first request; a None key is a request already answered in `results` (its error). A SeawallError of a
+    run answers its whole group.
+
+    Returns every request's answer, and when the first run began and the last ended.
+    """
+    groups: dict[Hashable, list[int]] = {}
+    for index, key in enumerate(keys):
+        if key is not None:
+            groups.setdefault(key, []).append(index)
+    began = ended = 0
+    for members in groups.values():
+        start = time.monotonic_ns()
+        answers: list[InferResponse | SeawallError]
+        try:
+            answers = list(run(members))
+        except SeawallError as error:
+            answers = [error] * len(members)
+        began, ended = began or start, time.monotonic_ns()
+        for index, answer in zip(members, answers, strict=True):
+            results[index] = answer
+    done = [r if r is not None else InternalError("request was not run") for r in results]
+    return Execution(done, compute_ns=(began, ended) if began else None)
+
+
 class ThreadInstance:
-    """A ModelInstance that runs one batch at a time on a thread of its own: subclasses give `_execute` (on the
-    thread) and `_release` (drop the runtime's objects once stopped).
+    """A ModelInstance that runs one batch at a time of its `runner` on a thread of its own, and drops the runner
+    (the runtime's session or module) once stopped.
 
     The hop to the thread and back is a SimpleQueue and one call_soon_threadsafe, not `run_in_executor`: its
     executor locks, concurrent Future and chained callbacks cost about 17 µs more per batch (27 vs 10 µs per
     round trip of a no-op, median of 5 x 5000, uvloop), paid by every in-process inference.
     """
 
-    def __init__(self, name: str, model_name: str, thread_prefix: str) -> None:
+    def __init__(self, name: str, model_name: str, thread_prefix: str, runner: Runner) -> None:
         self._name = name
+        self._runner: Runner | None = runner  # used on the thread; dropped by stop() once the thread ended
         self._model_name = model_name
         self._thread_name = f"{thread_prefix}-{name[:32]}"
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # the loop puts, the thread takes
@@ -132,7 +171,7 @@ class ThreadInstance:
         if self._thread is not None:
             self._jobs.put(None)
             await asyncio.to_thread(self._thread.join)
-        self._release()
+        self._runner = None
 
     def _serve(self) -> None:
         """The instance's thread: one batch at a time, each outcome handed back to the loop that awaits it."""
@@ -141,7 +180,8 @@ class ThreadInstance:
             failure: BaseException | None = None
             outcome: Execution | None = None
             try:
-                outcome = self._execute(requests)
+                assert self._runner is not None  # dropped only once stopped: no batch runs then
+                outcome = self._runner.execute(requests)
             except BaseException as exc:  # the awaiting coroutine gets it, as from run_in_executor
                 failure = exc
             try:
@@ -149,12 +189,6 @@ class ThreadInstance:
             except RuntimeError:
                 pass  # the loop is closed: nobody awaits this batch any more
             del job, done, outcome, failure  # drop the requests and tensors before waiting for the next batch
-
-    def _execute(self, requests: list[InferRequest]) -> Execution:
-        raise NotImplementedError
-
-    def _release(self) -> None:
-        """Drop what the instance holds of its runtime (a session, a module)."""
 
 
 def _settle(done: asyncio.Future[Execution], outcome: Execution | None, failure: BaseException | None) -> None:

@@ -1,5 +1,6 @@
-"""What the onnxruntime and pytorch backends share in reading a model: a bounded read of one regular file, the
-check of its bytes against the model's checksum pins, and Triton's boolean model-config parameters.
+"""What the onnxruntime and pytorch backends share in reading a model: where its file is (confined to the version
+directory), a bounded read of one regular file, the check of its bytes against the model's checksum pins, and
+Triton's boolean model-config parameters.
 
 Imports only `errors`.
 """
@@ -11,8 +12,39 @@ import hmac
 import os
 import stat
 from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
 
 from seawall.errors import InvalidArgumentError
+
+
+def locate_model_file(
+    model_dir: str, version_dir: str, filename: str, model_name: str, directory_file: str = ""
+) -> tuple[str, str]:
+    """The model file `<version>/<filename>` (`<version>/<filename>/<directory_file>` when that is a directory and
+    `directory_file` is given) and its path relative to the model directory, for messages.
+
+    Raises:
+        InvalidArgumentError: the name leaves the version directory (absolute, '..', a symlink out), or the file
+            does not exist (Triton's "unable to find").
+    """
+    root = os.path.realpath(version_dir)
+    parts = PurePosixPath(filename.replace("\\", "/")).parts
+    if not filename or os.path.isabs(filename) or ".." in parts or "\x00" in filename:
+        raise InvalidArgumentError(
+            f"model file '{filename[:128]}' of model '{model_name}' must be inside the model's version directory"
+        )
+    path = os.path.join(root, filename)
+    if directory_file and os.path.isdir(path):
+        path = os.path.join(path, directory_file)
+    relative = os.path.relpath(path, model_dir)
+    if not os.path.lexists(path):
+        raise InvalidArgumentError(f"unable to find '{relative}' for model '{model_name}'")
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, root]) != root or real == root:
+        raise InvalidArgumentError(
+            f"model file '{relative}' of model '{model_name}' resolves outside the model's version directory"
+        )
+    return path, relative
 
 
 def read_bounded(path: str, limit: int, shown: str, model_name: str) -> bytes:

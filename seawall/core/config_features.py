@@ -43,6 +43,12 @@ UNSUPPORTED_FEATURES: tuple[tuple[str, Callable[[ModelConfig], bool]], ...] = (
     ("runtime", lambda c: bool(c.runtime)),
     ("batch_input", lambda c: bool(c.batch_input)),
     ("batch_output", lambda c: bool(c.batch_output)),
+    # their runners bind the config's inputs only, not the control and state tensors: such an onnxruntime model
+    # loaded READY and failed every request ("Invalid input name: START"); pytorch's forward() never sees them
+    (
+        "sequence_batching of an onnxruntime or pytorch model",
+        lambda c: c.HasField("sequence_batching") and backend_of(c) in ("onnxruntime", "pytorch"),
+    ),
     ("sequence_batching.iterative_sequence", lambda c: c.sequence_batching.iterative_sequence),
     ("sequence_batching.oldest.preserve_ordering", lambda c: c.sequence_batching.oldest.preserve_ordering),
     (

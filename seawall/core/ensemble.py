@@ -10,7 +10,7 @@ streams (`ensemble_flow`). Imports `core.backend`, `core.ensemble_flow`, `core.e
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Protocol
 
 from seawall.core import ensemble_flow
@@ -157,9 +157,11 @@ class EnsembleScheduler:
             await ensemble_flow.run_ready(waiting, tensors, absent, run)
         return ensemble_flow.outputs_of(waiting, tensors, outputs, request)
 
-    async def _step(self, step: Step, tensors: Mapping[str, Tensor], request: InferRequest) -> InferResponse:
+    def _step(self, step: Step, tensors: Mapping[str, Tensor], request: InferRequest) -> Awaitable[InferResponse]:
+        """The composing model's `infer` of the step's request, to await (no coroutine of its own: each response
+        of a step resumes every frame between the step's future and the ensemble request)."""
         runner = self._resolve(step.model_name, step.model_version)
-        return await runner.infer(ensemble_flow.step_request(step, tensors, request))
+        return runner.infer(ensemble_flow.step_request(step, tensors, request))
 
 
 class EnsembleModel:

@@ -1,7 +1,9 @@
 """The sequence batcher (`sequence_batching`): requests of one sequence run in order, with their control inputs and
 implicit state, on the slot the sequence holds.
 
-Imports `core.backend`, `core.request_queue`, `core.sequence_policy`, `core.stats`, `core.types`, `errors`.
+Imports `core.backend`, `core.request_queue`, `core.sequence_policy`, `core.sequence_slots`, `core.stats`,
+`core.types`, `errors`. Which sequence holds which slot (and the backlog) is `core.sequence_slots`'s bookkeeping;
+this module runs the requests: queueing, batching, control inputs and states, statistics, the idle timeout.
 
 A sequence (a `sequence_id` whose first request has `sequence_start`) holds a slot until its END request ran or it
 was idle for `max_sequence_idle_microseconds`, and all its requests run on its slot's instance (as in Triton, whose
@@ -21,15 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-
-import numpy as np
 
 from seawall.core.backend import Execution, ModelInstance
 from seawall.core.request_queue import drain
-from seawall.core.sequence_policy import SequenceId, SequencePolicy
+from seawall.core.sequence_policy import SequencePolicy
+from seawall.core.sequence_slots import LiveSequence, Pending, SlotTable
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
@@ -39,33 +38,6 @@ logger = logging.getLogger(__name__)
 
 #: shapes of client inputs whose null-request tensors one model keeps
 _MAX_NULL_SHAPES = 16
-
-
-@dataclass(slots=True)
-class _Pending:
-    request: InferRequest
-    batch_size: int
-    start: bool
-    end: bool
-    future: asyncio.Future[InferResponse]
-    enqueued_ns: int
-
-
-@dataclass(slots=True, eq=False)
-class _Sequence:
-    id: SequenceId
-    queue: deque[_Pending] = field(default_factory=deque)
-    slot: _Slot | None = None
-    running: bool = False
-    ended: bool = False  # its END request ran: the next request must START it again
-    state: dict[str, np.ndarray] = field(default_factory=dict)
-    last_ns: int = 0  # when its last request finished (or it got its slot): the idle timeout counts from here
-
-
-@dataclass(slots=True, eq=False)
-class _Slot:
-    instance: ModelInstance
-    sequence: _Sequence | None = None
 
 
 class SequenceScheduler:
@@ -78,10 +50,7 @@ class SequenceScheduler:
         self._instances = list(instances)
         self._policy = policy
         self._stats = stats
-        self._slots = [_Slot(i) for i in self._instances for _ in range(policy.slots_per_instance)]
-        self._slots_of = {id(i): [s for s in self._slots if s.instance is i] for i in self._instances}
-        self._sequences: dict[SequenceId, _Sequence] = {}  # every sequence with a slot or in the backlog
-        self._backlog: deque[_Sequence] = deque()
+        self._slots = SlotTable(self._instances, policy.slots_per_instance)
         self._wakeup = asyncio.Event()  # a request arrived or a slot's request finished
         self._reaper: asyncio.TimerHandle | None = None  # the next look for idle sequences (none: none can be)
         self._null_inputs: dict[tuple[tuple[str, str, tuple[int, ...]], ...], list[Tensor]] = {}
@@ -108,7 +77,7 @@ class SequenceScheduler:
         self._tasks = []
 
     def inflight(self) -> int:
-        return sum(len(s.queue) for s in self._sequences.values()) + self._busy
+        return self._slots.queued() + self._busy
 
     async def enqueue(self, request: InferRequest, batch_size: int, timeout_ns: int = 0) -> InferResponse:
         """Queue `request` behind the earlier requests of its sequence and wait for its response.
@@ -130,18 +99,16 @@ class SequenceScheduler:
         sequence_id = policy.sequence_id(request)
         start = request.parameters.get("sequence_start") is True
         end = request.parameters.get("sequence_end") is True
-        sequence = self._sequences.get(sequence_id)
+        sequence = self._slots.get(sequence_id)
         if not start and (sequence is None or (sequence.ended and not sequence.queue)):
             raise InvalidArgumentError(
                 f"inference request for sequence {sequence_id} to model '{self._stats.name}' must specify the "
                 "START flag on the first request of the sequence"
             )
         if sequence is None:
-            sequence = self._sequences[sequence_id] = _Sequence(sequence_id)
-            if not self._assign(sequence):
-                self._backlog.append(sequence)
+            sequence = self._slots.admit(sequence_id)
         future: asyncio.Future[InferResponse] = (self._loop or asyncio.get_running_loop()).create_future()
-        pending = _Pending(request, batch_size, start, end, future, time.monotonic_ns())
+        pending = Pending(request, batch_size, start, end, future, time.monotonic_ns())
         sequence.queue.append(pending)
         self._stats.pending += 1
         self._wakeup.set()
@@ -155,54 +122,15 @@ class SequenceScheduler:
                 self._arm_reaper()  # its sequence may be idle now
             raise
 
-    def _assign(self, sequence: _Sequence) -> bool:
-        """Give `sequence` a free slot (the first of the least used instance's); False: none is free."""
-        free = [slot for slot in self._slots if slot.sequence is None and slot.instance.is_healthy()]
-        if not free:
-            return False
-        used = {id(i): 0 for i in self._instances}
-        for slot in self._slots:
-            if slot.sequence is not None:
-                used[id(slot.instance)] += 1
-        free.sort(key=lambda slot: used[id(slot.instance)])
-        slot = free[0]
-        slot.sequence, sequence.slot, sequence.last_ns = sequence, slot, time.monotonic_ns()
-        return True
-
-    def _release(self, sequence: _Sequence) -> None:
-        """Free the slot of `sequence` (ended or idle) for the oldest sequence of the backlog."""
-        self._sequences.pop(sequence.id, None)
-        slot = sequence.slot
-        sequence.slot = None
-        if slot is None:
-            return
-        slot.sequence = None
-        while self._backlog:
-            waiting = self._backlog[0]
-            if not waiting.queue:  # its requests were all cancelled while it waited
-                self._backlog.popleft()
-                self._sequences.pop(waiting.id, None)
-                continue
-            if self._assign(waiting):
-                self._backlog.popleft()
-                self._wakeup.set()
-            return
-
-    def _ready(self, instance: ModelInstance) -> list[_Sequence]:
-        """The sequences with a request `instance` may run now, oldest request first."""
-        ready = []
-        for slot in self._slots_of[id(instance)]:
-            sequence = slot.sequence
-            if sequence is not None and sequence.queue and not sequence.running:
-                ready.append(sequence)
-        if len(ready) > 1:
-            ready.sort(key=_oldest_request)
-        return ready
+    def _release(self, sequence: LiveSequence) -> None:
+        """Free the slot of `sequence` (ended, idle or failed) for the oldest sequence of the backlog."""
+        if self._slots.release(sequence):
+            self._wakeup.set()
 
     async def _work(self, instance: ModelInstance) -> None:
         policy = self._policy
         while instance.is_healthy():
-            ready = self._ready(instance)
+            ready = self._slots.ready(instance)
             if not ready:
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -215,7 +143,7 @@ class SequenceScheduler:
             for sequence in batch:
                 sequence.running = True
             try:
-                await self._run(instance, batch if policy.oldest else self._in_slot_order(instance, batch))
+                await self._run(instance, batch if policy.oldest else self._slots.in_slot_order(instance))
             finally:
                 for sequence in batch:
                     sequence.running = False
@@ -226,10 +154,9 @@ class SequenceScheduler:
             # answer their clients, so that both proceed at once
         # the instance is gone: so are its sequences (their state may have lived in it)
         error = UnavailableError(f"model '{self._stats.name}' instance '{instance.name}' is not available")
-        for slot in self._slots:
-            if slot.instance is instance and slot.sequence is not None:
-                self._fail(slot.sequence, error)
-                self._release(slot.sequence)
+        for sequence in self._slots.held(instance):
+            self._fail(sequence, error)
+            self._release(sequence)
         if not any(i.is_healthy() for i in self._instances):
             self._fail_all(UnavailableError(f"model '{self._stats.name}' is not ready: no healthy instance"))
 
@@ -239,12 +166,12 @@ class SequenceScheduler:
         policy = self._policy
         if policy.oldest:
             return policy.preferred_batch_sizes[0] if policy.preferred_batch_sizes else policy.batch_limit
-        held = sum(1 for s in self._slots_of[id(instance)] if s.sequence is not None)
+        held = len(self._slots.held(instance))
         if policy.minimum_slot_utilization > 0:
             held = min(held, max(1, int(policy.minimum_slot_utilization * policy.slots_per_instance + 0.999999)))
         return held
 
-    async def _wait_for_more(self, instance: ModelInstance, ready: list[_Sequence]) -> list[_Sequence]:
+    async def _wait_for_more(self, instance: ModelInstance, ready: list[LiveSequence]) -> list[LiveSequence]:
         """Wait up to the queue delay (from the oldest ready request) for `_enough` sequences to be ready."""
         deadline = ready[0].queue[0].enqueued_ns + self._policy.max_queue_delay_ns
         while len(ready) < self._enough(instance):
@@ -256,10 +183,10 @@ class SequenceScheduler:
                 await asyncio.wait_for(self._wakeup.wait(), remaining / 1e9)
             except TimeoutError:
                 pass
-            ready = self._ready(instance)
-        return self._ready(instance)
+            ready = self._slots.ready(instance)
+        return self._slots.ready(instance)
 
-    def _after(self, sequence: _Sequence) -> None:
+    def _after(self, sequence: LiveSequence) -> None:
         """After a request of `sequence` ran: an ended sequence gives its slot up unless a new START is queued;
         queued requests that do not START it again are refused."""
         sequence.last_ns = time.monotonic_ns()
@@ -279,19 +206,7 @@ class SequenceScheduler:
         if not sequence.queue:
             self._release(sequence)
 
-    def _in_slot_order(self, instance: ModelInstance, batch: list[_Sequence]) -> list[_Sequence | None]:
-        """Direct: the batch (the sequences of `instance` marked running: one worker per instance) in the order of
-        the instance's slots, up to the last slot with a request; the slots before it without one get a null
-        request (None), as in Triton."""
-        order = [
-            slot.sequence if slot.sequence is not None and slot.sequence.running else None
-            for slot in self._slots_of[id(instance)]
-        ]
-        while order[-1] is None:
-            order.pop()
-        return order
-
-    def _request(self, sequence: _Sequence, pending: _Pending) -> InferRequest:
+    def _request(self, sequence: LiveSequence, pending: Pending) -> InferRequest:
         """The request the model gets for `pending` (the sequence's states reset at START)."""
         if pending.start:
             sequence.state = {s.input_name: s.initial for s in self._policy.states}
@@ -299,9 +214,9 @@ class SequenceScheduler:
         sequence.ended = sequence.ended or pending.end
         return self._policy.model_request(pending.request, sequence.id, pending.start, pending.end, sequence.state)
 
-    async def _run(self, instance: ModelInstance, batch: Sequence[_Sequence | None]) -> None:
+    async def _run(self, instance: ModelInstance, batch: Sequence[LiveSequence | None]) -> None:
         start = time.monotonic_ns()
-        live: list[tuple[_Sequence, _Pending]] = []
+        live: list[tuple[LiveSequence, Pending]] = []
         requests: list[InferRequest | None] = []
         for sequence in batch:
             if sequence is None:
@@ -354,7 +269,7 @@ class SequenceScheduler:
             output_ns=time.monotonic_ns() - executed,
         )
 
-    def _keep_state(self, sequence: _Sequence, response: InferResponse) -> InferResponse:
+    def _keep_state(self, sequence: LiveSequence, response: InferResponse) -> InferResponse:
         """Keep the state outputs of `response` for the sequence's next request; the client gets the others."""
         states = self._policy.states
         if not states:
@@ -394,23 +309,15 @@ class SequenceScheduler:
         """Release the slots of sequences idle (nothing queued or running) for longer than the idle timeout, and
         come back when the next idle one expires."""
         self._reaper = None
-        now = time.monotonic_ns()
-        next_ns = 0
-        for slot in self._slots:
-            sequence = slot.sequence
-            if sequence is None or sequence.running or sequence.queue:
-                continue
-            expires = sequence.last_ns + self._policy.idle_ns
-            if expires <= now:
-                logger.debug("sequence %s of model '%s' idle: its slot is released", sequence.id, self._stats.name)
-                self._release(sequence)
-            elif not next_ns or expires < next_ns:
-                next_ns = expires
+        expired, next_ns = self._slots.idle(time.monotonic_ns(), self._policy.idle_ns)
+        for sequence in expired:
+            logger.debug("sequence %s of model '%s' idle: its slot is released", sequence.id, self._stats.name)
+            self._release(sequence)
         if next_ns and not self._stopped:
             loop = self._loop or asyncio.get_running_loop()
             self._reaper = loop.call_later(max(next_ns - time.monotonic_ns(), 0) / 1e9, self._reap)
 
-    def _fail(self, sequence: _Sequence, error: SeawallError) -> None:
+    def _fail(self, sequence: LiveSequence, error: SeawallError) -> None:
         while sequence.queue:
             pending = sequence.queue.popleft()
             self._stats.pending -= 1
@@ -418,10 +325,6 @@ class SequenceScheduler:
                 pending.future.set_exception(error)
 
     def _fail_all(self, error: SeawallError) -> None:
-        for sequence in list(self._sequences.values()):
+        for sequence in self._slots.sequences():
             self._fail(sequence, error)
-        self._backlog.clear()
-
-
-def _oldest_request(sequence: _Sequence) -> int:
-    return sequence.queue[0].enqueued_ns
+        self._slots.clear_backlog()

@@ -214,6 +214,19 @@ async def test_regions_grow_for_large_tensors(backend: PythonBackend) -> None:
         assert response.outputs[0].data.flags.writeable
 
 
+async def test_a_slot_opened_for_a_large_batch_is_passed_once(backend: PythonBackend) -> None:
+    # a small batch holds slot 0 while a large one opens slot 1: its input region used to be passed twice (default
+    # size, then grown) and the stub mapped the first with the grown size ("mmap length is greater than file
+    # size", a 500 on one of four concurrent 9 MiB requests over HTTP)
+    settings = {"shm-default-byte-size": "4096", "shm-growth-byte-size": "4096"}
+    model = await load(backend, EXAMPLES / "identity", settings=settings)
+    instance = model.instances[0]
+    batches = [np.full((1, 4), 1, dtype=np.float32), np.full((1, 3_000_000), 2, dtype=np.float32)]
+    responses = await asyncio.gather(*(instance.execute([request("identity", INPUT0=data)]) for data in batches))
+    for data, response in zip(batches, responses, strict=True):
+        np.testing.assert_array_equal(only(response).outputs[0].data, data)
+
+
 async def test_model_sees_request_metadata_and_initialize_args(backend: PythonBackend) -> None:
     model = await load(backend, MODELS / "slow")
     req = request(

@@ -123,3 +123,27 @@ def test_large_tensors_and_unparseable_messages_on_a_stream(seawall: ServerProce
     assert replies[0].infer_response.raw_output_contents[0] == data.tobytes()
     assert replies[0].infer_response.parameters["triton_final_response"].bool_param is True
     assert replies[1].infer_response == pb.ModelInferResponse()
+
+
+def test_messages_larger_than_the_stream_window_arrive(seawall: ServerProcess) -> None:
+    # the lean stack's receive window is 4 MiB per stream: a message of 6 MiB used to stall (its window reopened
+    # only when a whole message was taken) until the deadline; large and small messages alternate on one stream,
+    # and a second stream after them shows the window's accounting did not drift
+    def request(elements: int, request_id: str) -> bytes:
+        message = pb.ModelInferRequest(model_name="identity", id=request_id)
+        message.inputs.add(name="INPUT0", datatype="FP32", shape=[1, elements])
+        message.raw_input_contents.append(np.full(elements, elements % 7, dtype=np.float32).tobytes())
+        return message.SerializeToString()
+
+    sizes = [(6 << 20) // 4, 4, (9 << 20) // 4, (5 << 20) // 4, 16]
+    options = [("grpc.max_send_message_length", 1 << 26), ("grpc.max_receive_message_length", 1 << 26)]
+    with grpc.insecure_channel(seawall.grpc, options=options) as channel:
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        for _ in range(2):
+            messages = [request(elements, str(index)) for index, elements in enumerate(sizes)]
+            replies = [pb.ModelStreamInferResponse.FromString(r) for r in stream(iter(messages), timeout=60)]
+            assert [r.error_message for r in replies] == [""] * len(sizes)
+            assert [r.infer_response.id for r in replies] == [str(index) for index in range(len(sizes))]
+            for reply, elements in zip(replies, sizes, strict=True):
+                output = np.frombuffer(reply.infer_response.raw_output_contents[0], np.float32)
+                assert output.shape == (elements,) and (output == elements % 7).all()

@@ -38,6 +38,7 @@ FEATURES: dict[str, str] = {
     "optimization.eager_batching": "optimization { eager_batching: true }",
     "instance_group.passive": "instance_group [ { kind: KIND_CPU passive: true } ]",
     "input.format": "",
+    "sequence_batching of an onnxruntime or pytorch model": "",
 }
 BATCHING_FEATURES: dict[str, str] = {
     "dynamic_batching.preserve_ordering of a decoupled model": (
@@ -60,6 +61,8 @@ def _config(feature: str) -> str:
             'name: "INPUT0"\n    data_type: TYPE_FP32\n    format: FORMAT_NCHW',
             1,
         )
+    if feature.startswith("sequence_batching of an"):  # refused before the backend looks for its model file
+        return text.replace('backend: "python"', 'backend: "onnxruntime"', 1) + "\nsequence_batching { }\n"
     if "instance_group" in FEATURES[feature]:
         text = "\n".join(line for line in text.splitlines() if not line.startswith("instance_group"))
     return text + "\n" + FEATURES[feature] + "\n"

@@ -14,9 +14,9 @@ import logging
 import os
 
 from seawall.backends import isolated
-from seawall.backends.loaded import LoadedModel, instance_names
+from seawall.backends.loaded import LoadedModel, ThreadInstance, instance_names
 from seawall.backends.onnxruntime import intake, runtime, session_options, signature
-from seawall.backends.onnxruntime.instance import OnnxModelInstance, plan_runs
+from seawall.backends.onnxruntime.instance import OnnxRunner, plan_runs
 from seawall.backends.python.instance import PythonModelInstance
 from seawall.core.backend import ModelConfig, ModelLoadContext
 from seawall.core.model_config import checksum_pins
@@ -31,7 +31,7 @@ MAX_INSTANCES = 64
 #: Triton core's default for --backend-config=default-max-batch-size.
 DEFAULT_MAX_BATCH_SIZE = 4
 
-_Instance = OnnxModelInstance | PythonModelInstance
+_Instance = ThreadInstance | PythonModelInstance
 
 
 class OnnxBackend:
@@ -118,7 +118,10 @@ class OnnxBackend:
             run_plan = plan_runs(config, str(context.version), runtime.signature_of(sessions[0]), settings)
             for _ in names[1:]:  # one at a time: each holds the weights, and creation is CPU-bound
                 sessions.append(await asyncio.to_thread(runtime.create_session, model.data, settings, context.name))
-            threads = [OnnxModelInstance(name, s, run_plan) for (name, _), s in zip(names, sessions, strict=True)]
+            threads = [
+                ThreadInstance(name, run_plan.model_name, "onnx", OnnxRunner(s, run_plan))
+                for (name, _), s in zip(names, sessions, strict=True)
+            ]
             loaded = LoadedModel(threads, self._models)
         logger.info(
             "model '%s' version %d: %d onnxruntime session(s) over '%s'%s, %s",

@@ -1,6 +1,6 @@
 """Running an ONNX model: `OnnxRunner` turns one batch of requests into `run()` calls of one InferenceSession
-(in a worker process, see `worker.py`, or in the server), and `OnnxModelInstance` runs one on a thread of its own
-(the SEAWALL_IN_PROCESS opt-in).
+(in a worker process, see `worker.py`, or in the server, where `loaded.ThreadInstance` runs one on a thread of its
+own: the SEAWALL_IN_PROCESS opt-in).
 
 Imports numpy, `core.backend`, `core.types`, this package's `runtime` and `errors`. Gathering the batch's inputs
 into one array per input, the `run()` (which releases the GIL) and splitting the outputs per request all happen off
@@ -9,14 +9,13 @@ the event loop.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from seawall.backends.loaded import ThreadInstance
+from seawall.backends.loaded import run_grouped
 from seawall.backends.onnxruntime import runtime, signature
 from seawall.backends.onnxruntime.runtime import translated
 from seawall.backends.onnxruntime.session_options import SessionSettings
@@ -45,21 +44,6 @@ class RunPlan:
     run_options: Any  # onnxruntime.RunOptions or None
 
 
-class OnnxModelInstance(ThreadInstance):
-    """A ModelInstance inside the server: one session, one thread, one batch at a time."""
-
-    def __init__(self, name: str, session: Any, plan: RunPlan) -> None:
-        super().__init__(name, plan.model_name, "onnx")
-        self._runner: OnnxRunner | None = OnnxRunner(session, plan)
-
-    def _release(self) -> None:
-        self._runner = None
-
-    def _execute(self, requests: list[InferRequest]) -> Execution:
-        assert self._runner is not None  # released only once stopped: no batch runs then
-        return self._runner.execute(requests)
-
-
 class OnnxRunner:
     """One session and what its runs need: one `run()` per group of requests whose shapes agree."""
 
@@ -78,29 +62,15 @@ class OnnxRunner:
             except SeawallError as error:
                 results[index] = error
                 feeds.append(None)
-        groups: dict[tuple[object, ...], list[int]] = {}
+        keys: list[tuple[object, ...] | None] = []
         for index, feed in enumerate(feeds):
-            if feed is None:
-                continue
-            key: tuple[object, ...] = (index,)
-            if self._plan.batching and feed:
+            key: tuple[object, ...] | None = None if feed is None else (index,)
+            if feed and self._plan.batching:
                 key = tuple(sorted((name, array.shape[1:], array.dtype.str) for name, array in feed.items()))
-            groups.setdefault(key, []).append(index)
-        began = ended = 0
-        for members in groups.values():
-            start = time.monotonic_ns()
-            answers: list[InferResponse | SeawallError]
-            try:
-                ran = self._run([feeds[i] for i in members if feeds[i] is not None], [requests[i] for i in members])
-                answers = list(ran)
-            except SeawallError as error:
-                answers = [error] * len(members)
-            finish = time.monotonic_ns()
-            began, ended = began or start, finish
-            for index, answer in zip(members, answers, strict=True):
-                results[index] = answer
-        done = [r if r is not None else InternalError("request was not run") for r in results]
-        return Execution(done, compute_ns=(began, ended) if began else None)
+            keys.append(key)
+        return run_grouped(
+            results, keys, lambda members: self._run([feeds[i] for i in members], [requests[i] for i in members])
+        )
 
     def _feed(self, request: InferRequest) -> dict[str, np.ndarray]:
         feed: dict[str, np.ndarray] = {}

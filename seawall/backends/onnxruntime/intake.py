@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from google.protobuf.message import DecodeError, Message
 from onnx import ModelProto, TensorProto
 
-from seawall.backends.model_files import read_bounded, verify_pins
+from seawall.backends.model_files import locate_model_file, read_bounded, verify_pins
 from seawall.errors import InvalidArgumentError
 
 #: What Triton looks for inside a `model.onnx/` directory.
@@ -42,19 +42,8 @@ def locate(model_dir: str, version_dir: str, filename: str, model_name: str) -> 
         InvalidArgumentError: the name leaves the version directory (absolute, '..', a symlink out).
         UnavailableError-like InvalidArgumentError: the file does not exist (Triton's "unable to find").
     """
-    root = os.path.realpath(version_dir)
-    parts = PurePosixPath(filename.replace("\\", "/")).parts
-    if not filename or os.path.isabs(filename) or ".." in parts or "\x00" in filename:
-        raise InvalidArgumentError(
-            f"model file '{filename[:128]}' of model '{model_name}' must be inside the model's version directory"
-        )
-    path = os.path.join(root, filename)
-    if os.path.isdir(path):
-        path = os.path.join(path, DIRECTORY_MODEL)
-    relative = os.path.relpath(path, model_dir)
-    if not os.path.lexists(path):
-        raise InvalidArgumentError(f"unable to find '{relative}' for model '{model_name}'")
-    _confined(path, root, relative, model_name, "model file")
+    path, relative = locate_model_file(model_dir, version_dir, filename, model_name, DIRECTORY_MODEL)
+    _confined(path, os.path.realpath(version_dir), relative, model_name, "model file")  # and a regular file
     return path
 
 

@@ -293,15 +293,21 @@ def _parameters(
         if type(value) not in (str, int, bool):
             raise InternalError("Unsupported value type on parameters")
         result[key] = value  # type: ignore[assignment]  # checked just above
-    if timeout_us:
-        result["timeout"] = timeout_us
-    if correlation_id:
-        result["sequence_id"] = correlation_id
-    if flags & 1:
-        result["sequence_start"] = True
-    if flags & 2:
-        result["sequence_end"] = True
+    add_call_fields(result, timeout_us, correlation_id, flags)
     return result
+
+
+def add_call_fields(parameters: dict[str, ParamValue], timeout_us: int, correlation_id: int | str, flags: int) -> None:
+    """Add a BLS request's timeout and sequence fields to its `parameters` under the core's (Triton's) names;
+    a zero or empty field adds nothing."""
+    if timeout_us:
+        parameters["timeout"] = timeout_us
+    if correlation_id:
+        parameters["sequence_id"] = correlation_id
+    if flags & 1:
+        parameters["sequence_start"] = True
+    if flags & 2:
+        parameters["sequence_end"] = True
 
 
 def _heavy(outputs: Sequence[Tensor]) -> bool:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from seawall.backends.python.bls_stream import ResponseIterator
 from seawall.backends.python.call_client import OUTSIDE_EXECUTE, control_failure
-from seawall.backends.python.calls import CANCELLED, checked_version, triton_code
+from seawall.backends.python.calls import CANCELLED, add_call_fields, checked_version, triton_code
 from seawall.core.backend import ModelCalls
 from seawall.core.types import InferRequest, RequestedOutput, StreamResponse, Tensor
 from seawall.errors import CancelledError, InternalError, SeawallError
@@ -160,15 +160,7 @@ class InProcessCalls:
         timeout, version = request.timeout(), request.model_version()
         if type(version) is not int or type(timeout) is not int or timeout < 0:
             raise pb.TritonModelException("model_version and timeout must be integers (timeout >= 0)")
-        if timeout:
-            parameters["timeout"] = timeout
-        correlation_id, flags = request.correlation_id(), int(request.flags())
-        if correlation_id:
-            parameters["sequence_id"] = correlation_id
-        if flags & 1:
-            parameters["sequence_start"] = True
-        if flags & 2:
-            parameters["sequence_end"] = True
+        add_call_fields(parameters, timeout, request.correlation_id(), int(request.flags()))
         inputs = []
         for tensor in request.inputs():
             datatype, array = pb._raw(tensor)

@@ -11,7 +11,8 @@ import asyncio
 import logging
 import mmap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import seawall.core.offload as offload
@@ -224,22 +225,8 @@ class PythonModelInstance:
             UnavailableError: the instance crashed (before or during this batch) and is down.
             InternalError: execute() raised or returned the wrong number of responses.
         """
-        if self._restart is not None:
-            await asyncio.shield(self._restart)
-        process = self._process  # a restart replaces it; this batch stays with the stub it was written for
-        if not self.is_healthy() or not process.is_alive:
-            raise UnavailableError(f"model instance '{self.name}' is not available")
-        inputs = [tensor for request in requests for tensor in request.inputs]
-        payloads = await offload.run(offload.is_heavy(inputs), _payloads, inputs)
-        offsets, total = ipc.layout(payloads)
-        slot = self._pick(self._slots if total <= self._settings.shm_default_bytes else self._slots[:LARGE_BATCH_SLOTS])
-        async with slot.lock:
-            if slot.reply is not None and not slot.reply.done():
-                await asyncio.wait([slot.reply])  # a cancelled batch still owns the regions until answered
+        async with self._batch(requests) as (process, slot, message):
             try:
-                if process is not self._process:
-                    raise StubDied("restarted")
-                message = self._prepare(process, requests, slot, payloads, offsets, total)
                 slot.seq, slot.requests = message.seq, requests
                 sent = time.monotonic_ns()
                 slot.reply = process.submit(message, requests)
@@ -274,6 +261,37 @@ class PythonModelInstance:
             UnavailableError: the instance crashed (before or during this batch) and is down.
             InternalError: execute() raised or returned something else than None.
         """
+        async with self._batch(requests) as (process, slot, message):
+            keys: list[tuple[int, int]] = []
+            try:
+                keys = self._streams.open(process, message.seq, requests, sinks)
+                slot.seq, slot.requests = message.seq, ()
+                slot.reply = process.submit(message)
+                reply = await asyncio.shield(slot.reply)
+                slot.requests = ()  # answered: nothing to cancel, and an idle slot must not keep tensors alive
+            except StubDied as exc:
+                self._streams.forget(keys)
+                raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+            if type(reply) is BatchFailed and reply.seq == message.seq:
+                self._streams.forget(keys)  # the stub closed every sender: the scheduler ends each with the error
+                if not reply.trace and not all(sink.cancelled for sink in sinks):
+                    # a stream may have ended already: its client never sees this error, the log must
+                    logger.error("model instance '%s': execute failed: %s", self.name, escape_log(reply.error))
+                raise self._spec.batch_failed(reply.error, reply.trace)
+            if type(reply) is not BatchResult or reply.seq != message.seq or reply.responses:
+                self._streams.forget(keys)
+                process.abort("bad result of a decoupled batch")
+                raise UnavailableError(f"model instance '{self.name}' crashed")
+            return DecoupledExecution([None] * len(requests), (reply.started_ns, reply.finished_ns))
+
+    @asynccontextmanager
+    async def _batch(self, requests: Sequence[InferRequest]) -> AsyncIterator[tuple[StubProcess, _Slot, Execute]]:
+        """The batch's inputs written into a slot (held while the caller sends and awaits the reply), its message,
+        and the stub it was written for (a restart replaces `self._process`; the batch stays with its stub).
+
+        Raises:
+            UnavailableError: the instance is down, or its stub crashed or was restarted before the batch went.
+        """
         if self._restart is not None:
             await asyncio.shield(self._restart)
         process = self._process
@@ -285,33 +303,14 @@ class PythonModelInstance:
         slot = self._pick(self._slots if total <= self._settings.shm_default_bytes else self._slots[:LARGE_BATCH_SLOTS])
         async with slot.lock:
             if slot.reply is not None and not slot.reply.done():
-                await asyncio.wait([slot.reply])
-            keys: list[tuple[int, int]] = []
+                await asyncio.wait([slot.reply])  # a cancelled batch still owns the regions until answered
             try:
                 if process is not self._process:
                     raise StubDied("restarted")
                 message = self._prepare(process, requests, slot, payloads, offsets, total)
-                keys = self._streams.open(process, message.seq, requests, sinks)
-                slot.seq, slot.requests = message.seq, ()
-                slot.reply = process.submit(message)
-                reply = await asyncio.shield(slot.reply)
-                slot.requests = ()  # answered: nothing to cancel, and an idle slot must not keep tensors alive
             except StubDied as exc:
-                self._streams.forget(keys)
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
-            if type(reply) is BatchFailed and reply.seq == message.seq:
-                self._streams.forget(
-                    keys
-                )  # the stub closed every sender: the scheduler ends the streams with the error
-                if not reply.trace and not all(sink.cancelled for sink in sinks):
-                    # a stream may have ended already: its client never sees this error, the log must
-                    logger.error("model instance '%s': execute failed: %s", self.name, escape_log(reply.error))
-                raise self._spec.batch_failed(reply.error, reply.trace)
-            if type(reply) is not BatchResult or reply.seq != message.seq or reply.responses:
-                self._streams.forget(keys)
-                process.abort("bad result of a decoupled batch")
-                raise UnavailableError(f"model instance '{self.name}' crashed")
-            return DecoupledExecution([None] * len(requests), (reply.started_ns, reply.finished_ns))
+            yield process, slot, message
 
     def _pick(self, slots: list[_Slot]) -> _Slot:
         """A free slot, else the next in turn (only direct callers outnumber the scheduler's workers)."""
@@ -346,10 +345,9 @@ class PythonModelInstance:
         self._seq += 1
         inputs_size = outputs_size = 0
         if slot.index is None:
-            slot.index, inputs_size = process.open_slot()
-            outputs_size = inputs_size
+            slot.index, inputs_size, outputs_size = process.open_slot(total)
         memory = process.inputs[slot.index]
-        if total > len(memory):
+        if total > len(memory):  # a slot that carried smaller batches
             inputs_size = ipc.grown_size(total, len(memory), self._settings.shm_growth_bytes)
             process.replace_inputs(slot.index, inputs_size)
             memory = process.inputs[slot.index]

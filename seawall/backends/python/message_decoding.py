@@ -1,19 +1,30 @@
 """Decoding of the stub protocol's frames: every field of a received message is checked (`ProtocolError` on
-anything else), one `_check_*` function per kind in its direction's table. `messages` re-exports the two decoders.
+anything else), one `_check_*` function per kind in its direction's table, composed of `message_fields`' checks.
+`messages` re-exports the two decoders.
 
-Imports orjson, `ipc` and `message_kinds`.
+Imports orjson, `ipc`, `message_fields` and `message_kinds`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable
 
 import orjson
 
-from seawall.backends.python.ipc import INLINE_TEXT_MAX, ProtocolError
+from seawall.backends.python.ipc import ProtocolError
+from seawall.backends.python.message_fields import (
+    array,
+    build,
+    check_fields,
+    check_fields_inline,
+    inline_text,
+    mapping,
+    natural,
+    naturals,
+    number,
+    string,
+)
 from seawall.backends.python.message_kinds import (
-    _NON_FINITE,
     AutoCompleted,
     BatchFailed,
     BatchResult,
@@ -54,82 +65,33 @@ from seawall.backends.python.message_kinds import (
     StubMessage,
 )
 
-_N = TypeVar("_N", bound=tuple[object, ...])
-
-
-def _int(value: object) -> int:
-    """What a peer sent, checked field by field (ProtocolError on anything else)."""
-    if type(value) is not int or value < 0:
-        raise ProtocolError("expected a non-negative integer")
-    return value
-
-
-def _str(value: object) -> str:
-    if type(value) is not str:
-        raise ProtocolError("expected a string")
-    return value
-
-
-def _list(value: object) -> list[object]:
-    if type(value) is not list:
-        raise ProtocolError("expected a list")
-    return value
-
-
-def _dict(value: object) -> dict[str, object]:
-    if type(value) is not dict:
-        raise ProtocolError("expected an object")
-    return value
-
-
-def _fields(fields: list[object], count: int) -> list[object]:
-    if len(fields) != count:
-        raise ProtocolError("wrong number of fields")
-    return fields
-
-
-def _fields_inline(fields: list[object], count: int) -> list[object]:
-    """`count` fields and a trailing `inline` one, which a message with no inline bytes may leave out ("")."""
-    return [*fields, ""] if len(fields) == count else _fields(fields, count + 1)
-
 
 def _check_init(fields: list[object]) -> Init:
-    mode, name, model_file, version_dir, model_dir, pins, args, config = _fields(fields, 8)
-    pin_sets = [_dict(pin_set) for pin_set in _list(pins)]
-    paths = _str(model_file), _str(version_dir), _str(model_dir)
-    completing = None if config is None else _dict(config)
-    return Init(_str(mode), _str(name), *paths, pin_sets, _dict(args), completing)  # type: ignore[arg-type]
-
-
-def _new(kind: type[_N], fields: Sequence[object]) -> _N:
-    """A NamedTuple from checked fields without its Python-level __new__ (per request on the hot path)."""
-    return tuple.__new__(kind, fields)
-
-
-def _naturals(*values: object) -> None:
-    for value in values:
-        if type(value) is not int or value < 0:
-            raise ProtocolError("expected a non-negative integer")
+    mode, name, model_file, version_dir, model_dir, pins, args, config = check_fields(fields, 8)
+    pin_sets = [mapping(pin_set) for pin_set in array(pins)]
+    paths = string(model_file), string(version_dir), string(model_dir)
+    completing = None if config is None else mapping(config)
+    return Init(string(mode), string(name), *paths, pin_sets, mapping(args), completing)  # type: ignore[arg-type]
 
 
 def _check_execute(fields: list[object]) -> Execute:
     """From the host (trusted: headers are checked for shape; descriptors when their tensors are read)."""
-    seq, slot, requests, inputs_size, outputs_size = _fields(fields, 5)
-    _naturals(seq, slot, inputs_size, outputs_size)
+    seq, slot, requests, inputs_size, outputs_size = check_fields(fields, 5)
+    naturals(seq, slot, inputs_size, outputs_size)
     headers = []
-    for header in _list(requests):
+    for header in array(requests):
         if type(header) is not list or len(header) != 6:
             raise ProtocolError("bad request header")
-        headers.append(_new(RequestHeader, header))
-    return _new(Execute, (seq, slot, headers, inputs_size, outputs_size))
+        headers.append(build(RequestHeader, header))
+    return build(Execute, (seq, slot, headers, inputs_size, outputs_size))
 
 
 def _check_result(fields: list[object]) -> BatchResult:
     """From a stub (untrusted; per request, so the checks are inline)."""
-    seq, responses, started, finished, execute_started, execute_finished = _fields(fields, 6)
-    _naturals(seq, started, finished, execute_started, execute_finished)
-    entries = [_check_entry(entry) for entry in _list(responses)]
-    return _new(BatchResult, (seq, entries, started, finished, execute_started, execute_finished))
+    seq, responses, started, finished, execute_started, execute_finished = check_fields(fields, 6)
+    naturals(seq, started, finished, execute_started, execute_finished)
+    entries = [_check_entry(entry) for entry in array(responses)]
+    return build(BatchResult, (seq, entries, started, finished, execute_started, execute_finished))
 
 
 def _check_entry(entry: object) -> ResponseEntry:
@@ -144,60 +106,60 @@ def _check_entry(entry: object) -> ResponseEntry:
     for descriptor in outputs:
         if type(descriptor) is not list:
             raise ProtocolError("bad tensor descriptor")
-    return _new(ResponseEntry, entry)
+    return build(ResponseEntry, entry)
 
 
 def _check_auto(fields: list[object]) -> AutoCompleted:
-    (config,) = _fields(fields, 1)
-    return AutoCompleted(None if config is None else _dict(config))
+    (config,) = check_fields(fields, 1)
+    return AutoCompleted(None if config is None else mapping(config))
 
 
 def _check_log(fields: list[object]) -> Log:
-    level, text, file, line = _fields(fields, 4)
+    level, text, file, line = check_fields(fields, 4)
     return Log(level if type(level) is int else 0, str(text), str(file), line if type(line) is int else 0)
 
 
 def _check_pair(kind: type[OutputRegion] | type[Grow]) -> Callable[[list[object]], OutputRegion | Grow]:
     def check(fields: list[object]) -> OutputRegion | Grow:
-        slot, size = _fields(fields, 2)
-        return kind(_int(slot), _int(size))
+        slot, size = check_fields(fields, 2)
+        return kind(natural(slot), natural(size))
 
     return check
 
 
 def _check_ready(fields: list[object]) -> Ready:
-    (checks,) = _fields(fields, 1)
+    (checks,) = check_fields(fields, 1)
     return Ready(bool(checks))
 
 
 def _check_ready_check(fields: list[object]) -> ReadyCheck:
-    (ask,) = _fields(fields, 1)
-    return ReadyCheck(_int(ask))
+    (ask,) = check_fields(fields, 1)
+    return ReadyCheck(natural(ask))
 
 
 def _check_ready_answer(fields: list[object]) -> ReadyAnswer:
-    ask, ready, error = _fields(fields, 3)
+    ask, ready, error = check_fields(fields, 3)
     if type(ready) is not bool:
         raise ProtocolError("expected a boolean")
-    return ReadyAnswer(_int(ask), ready, _str(error))
+    return ReadyAnswer(natural(ask), ready, string(error))
 
 
 def _check_empty(kind: type[Finalize] | type[Finalized]) -> Callable[[list[object]], Message]:
     def check(fields: list[object]) -> Message:
-        _fields(fields, 0)
+        check_fields(fields, 0)
         return kind()
 
     return check
 
 
 def _check_init_failed(fields: list[object]) -> InitFailed:
-    error, trace = _fields(fields, 2)
+    error, trace = check_fields(fields, 2)
     return InitFailed(str(error), str(trace))
 
 
 def _check_batch_failed(fields: list[object]) -> BatchFailed:
-    seq, error, trace = _fields(fields, 3)
-    return BatchFailed(_int(seq), str(error), str(trace))
+    seq, error, trace = check_fields(fields, 3)
+    return BatchFailed(natural(seq), str(error), str(trace))
 
 
 def _check_call(fields: list[object]) -> Call:
@@ -210,68 +172,60 @@ def _check_stream_call(fields: list[object]) -> StreamCall:
 
 
 def _call_fields(fields: list[object]) -> tuple[int, str, str, RequestHeader, int, int, str]:
-    call_id, model, version, header, size, timeout_us, inline = _fields_inline(fields, 6)
-    _naturals(call_id, size, timeout_us)
+    call_id, model, version, header, size, timeout_us, inline = check_fields_inline(fields, 6)
+    naturals(call_id, size, timeout_us)
     if type(header) is not list or len(header) != 6:
         raise ProtocolError("bad request header")
     request_id, inputs, outputs, correlation_id, flags, parameters = header
-    _str(request_id)
-    for descriptor in _list(inputs):
+    string(request_id)
+    for descriptor in array(inputs):
         if type(descriptor) is not list:
             raise ProtocolError("bad tensor descriptor")
-    for name in _list(outputs):
-        _str(name)
+    for name in array(outputs):
+        string(name)
     if type(correlation_id) is not str:
-        _int(correlation_id)
-    _int(flags)
-    _dict(parameters)
-    header_ = _new(RequestHeader, header)
-    return call_id, _str(model), _str(version), header_, size, timeout_us, _inline(inline)  # type: ignore[return-value]
-
-
-def _inline(text: object) -> str:
-    """A message's inline tensor bytes (base64): a string no longer than the largest inline size needs; its
-    content and its size against the message's `size` are checked where it is decoded (`ipc.inline_region`)."""
-    if type(text) is not str or len(text) > INLINE_TEXT_MAX:
-        raise ProtocolError("bad inline tensor bytes")
-    return text
+        natural(correlation_id)
+    natural(flags)
+    mapping(parameters)
+    header_ = build(RequestHeader, header)
+    return call_id, string(model), string(version), header_, size, timeout_us, inline_text(inline)  # type: ignore[return-value]
 
 
 def _check_control(fields: list[object]) -> Control:
-    call_id, action, model, text, flag, files, size = _fields(fields, 7)
-    _naturals(call_id, size)
+    call_id, action, model, text, flag, files, size = check_fields(fields, 7)
+    naturals(call_id, size)
     if action not in ("ready", "load", "unload") or type(flag) is not bool:
         raise ProtocolError("bad model control request")
-    for descriptor in _list(files):
+    for descriptor in array(files):
         if type(descriptor) is not list:
             raise ProtocolError("bad tensor descriptor")
-    return Control(call_id, action, _str(model), _str(text), flag, files, size)  # type: ignore[arg-type]
+    return Control(call_id, action, string(model), string(text), flag, files, size)  # type: ignore[arg-type]
 
 
 def _check_call_result(fields: list[object]) -> CallResult:
     """From the host (trusted: shapes only; descriptors when their tensors are read)."""
-    call_id, outputs, size, value, inline = _fields_inline(fields, 4)
-    _naturals(call_id, size)
-    return CallResult(call_id, _list(outputs), size, bool(value), _inline(inline))  # type: ignore[arg-type]
+    call_id, outputs, size, value, inline = check_fields_inline(fields, 4)
+    naturals(call_id, size)
+    return CallResult(call_id, array(outputs), size, bool(value), inline_text(inline))  # type: ignore[arg-type]
 
 
 def _check_call_streamed(fields: list[object]) -> CallStreamed:
     """From the host (trusted: shapes only; descriptors when their tensors are read)."""
-    call_id, position, outputs, size, error_code, error_message, final, inline = _fields_inline(fields, 7)
-    _naturals(call_id, position, size)
-    code = None if error_code is None else _int(error_code)
-    text = _str(error_message)
-    return CallStreamed(call_id, position, _list(outputs), size, code, text, bool(final), _inline(inline))  # type: ignore[arg-type]
+    call_id, position, outputs, size, error_code, error_message, final, inline = check_fields_inline(fields, 7)
+    naturals(call_id, position, size)
+    code = None if error_code is None else natural(error_code)
+    text = string(error_message)
+    return CallStreamed(call_id, position, array(outputs), size, code, text, bool(final), inline_text(inline))  # type: ignore[arg-type]
 
 
 def _check_call_cancel(fields: list[object]) -> CallCancel:
-    (call_id,) = _fields(fields, 1)
-    return CallCancel(_int(call_id))
+    (call_id,) = check_fields(fields, 1)
+    return CallCancel(natural(call_id))
 
 
 def _check_call_failed(fields: list[object]) -> CallFailed:
-    call_id, code, message = _fields(fields, 3)
-    return CallFailed(_int(call_id), _int(code), _str(message))
+    call_id, code, message = check_fields(fields, 3)
+    return CallFailed(natural(call_id), natural(code), string(message))
 
 
 _OneNumber = type[ResponseRead] | type[ResponseRegion] | type[ResponseGrow]
@@ -279,21 +233,21 @@ _OneNumber = type[ResponseRead] | type[ResponseRegion] | type[ResponseGrow]
 
 def _check_one(kind: _OneNumber) -> Callable[[list[object]], Message]:
     def check(fields: list[object]) -> Message:
-        (value,) = _fields(fields, 1)
-        return kind(_int(value))
+        (value,) = check_fields(fields, 1)
+        return kind(natural(value))
 
     return check
 
 
 def _check_cancel(fields: list[object]) -> Cancel:
-    seq, index = _fields(fields, 2)
-    return Cancel(_int(seq), _int(index))
+    seq, index = check_fields(fields, 2)
+    return Cancel(natural(seq), natural(index))
 
 
 def _check_response(fields: list[object]) -> Response:
     """From a stub (untrusted): the entry's shape here, its descriptors when the host reads them."""
-    seq, index, entry, final, token = _fields(fields, 5)
-    _naturals(seq, index, token)
+    seq, index, entry, final, token = check_fields(fields, 5)
+    naturals(seq, index, token)
     if type(final) is not bool:
         raise ProtocolError("bad response")
     if entry is None:
@@ -306,52 +260,46 @@ def _check_response(fields: list[object]) -> Response:
     return Response(seq, index, checked, final, token)  # type: ignore[arg-type]
 
 
-def _number(value: object) -> float | str:
-    if (type(value) is float or type(value) is int) or (type(value) is str and value in _NON_FINITE):
-        return value
-    raise ProtocolError("expected a number")
-
-
 def _check_metric_family(fields: list[object]) -> MetricFamilyNew:
-    ask, family, name, description, kind = _fields(fields, 5)
-    _naturals(ask, family, kind)
-    return MetricFamilyNew(ask, family, _str(name), _str(description), kind)  # type: ignore[arg-type]
+    ask, family, name, description, kind = check_fields(fields, 5)
+    naturals(ask, family, kind)
+    return MetricFamilyNew(ask, family, string(name), string(description), kind)  # type: ignore[arg-type]
 
 
 def _check_metric_new(fields: list[object]) -> MetricNew:
-    ask, metric, family, labels, buckets = _fields(fields, 5)
-    _naturals(ask, metric, family)
-    checked = _dict(labels)
+    ask, metric, family, labels, buckets = check_fields(fields, 5)
+    naturals(ask, metric, family)
+    checked = mapping(labels)
     for value in checked.values():
-        _str(value)
-    bounds = None if buckets is None else [_number(bound) for bound in _list(buckets)]
+        string(value)
+    bounds = None if buckets is None else [number(bound) for bound in array(buckets)]
     if bounds is not None and any(type(bound) is str for bound in bounds):
         raise ProtocolError("bucket boundaries must be finite")
     return MetricNew(ask, metric, family, checked, bounds)  # type: ignore[arg-type]
 
 
 def _check_metric_update(fields: list[object]) -> MetricUpdate:
-    metric, op, value = _fields(fields, 3)
-    _naturals(metric, op)
-    return MetricUpdate(metric, op, _number(value))  # type: ignore[arg-type]
+    metric, op, value = check_fields(fields, 3)
+    naturals(metric, op)
+    return MetricUpdate(metric, op, number(value))  # type: ignore[arg-type]
 
 
 def _check_metric_value(fields: list[object]) -> MetricValue:
-    ask, metric = _fields(fields, 2)
-    _naturals(ask, metric)
+    ask, metric = check_fields(fields, 2)
+    naturals(ask, metric)
     return MetricValue(ask, metric)  # type: ignore[arg-type]
 
 
 def _check_metric_delete(fields: list[object]) -> MetricDelete:
-    kind, id_ = _fields(fields, 2)
-    _naturals(kind, id_)
+    kind, id_ = check_fields(fields, 2)
+    naturals(kind, id_)
     return MetricDelete(kind, id_)  # type: ignore[arg-type]
 
 
 def _check_metric_answer(fields: list[object]) -> MetricAnswer:
-    ask, value, error = _fields(fields, 3)
-    _naturals(ask)
-    return MetricAnswer(ask, _number(value), _str(error))  # type: ignore[arg-type]
+    ask, value, error = check_fields(fields, 3)
+    naturals(ask)
+    return MetricAnswer(ask, number(value), string(error))  # type: ignore[arg-type]
 
 
 _HOST_MESSAGES: dict[object, Callable[[list[object]], Message]] = {

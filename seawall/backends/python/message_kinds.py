@@ -323,7 +323,8 @@ class MetricAnswer(NamedTuple):  # host → stub
 
 
 METRIC_MESSAGES = (MetricFamilyNew, MetricNew, MetricUpdate, MetricValue, MetricDelete)
-_NON_FINITE = {"NaN": float("nan"), "+Inf": float("inf"), "-Inf": float("-inf")}
+#: the non-finite floats a frame carries by name (JSON has none)
+NON_FINITE = {"NaN": float("nan"), "+Inf": float("inf"), "-Inf": float("-inf")}
 
 
 def wire_float(value: float) -> float | str:
@@ -337,7 +338,7 @@ def wire_float(value: float) -> float | str:
 
 def float_of(value: float | str) -> float:
     """The number a frame carried (checked by the decoder)."""
-    return _NON_FINITE[value] if type(value) is str else float(value)
+    return NON_FINITE[value] if type(value) is str else float(value)
 
 
 HostMessage = (

@@ -160,15 +160,17 @@ class StubProcess:
         """
         return await asyncio.shield(self.submit(message))
 
-    def open_slot(self) -> tuple[int, int]:
-        """Regions for one more slot: its index and the size of both (the Execute that announces them).
+    def open_slot(self, needed: int) -> tuple[int, int, int]:
+        """Regions for one more slot, inputs of `needed` bytes or more: its index and both sizes, for the Execute
+        that announces them (one fd per tag and Execute: the stub maps the first it finds with the size announced).
 
         Raises:
             StubDied: the fds could not be passed (the stub is then stopped).
         """
         slot = len(self.inputs)
         size = self._settings.shm_default_bytes
-        inputs = self._pass_region(size, b"i%d" % slot)
+        inputs_size = ipc.grown_size(needed, size, self._settings.shm_growth_bytes)
+        inputs = self._pass_region(inputs_size, b"i%d" % slot)
         try:
             outputs = self._pass_region(size, b"o%d" % slot)
         except StubDied:
@@ -176,7 +178,7 @@ class StubProcess:
             raise
         self.inputs.append(inputs)
         self.outputs.append(outputs)
-        return slot, size
+        return slot, inputs_size, size
 
     def replace_inputs(self, slot: int, size: int) -> None:
         """Give the stub a bigger input region for `slot`; the next Execute must announce `size`.

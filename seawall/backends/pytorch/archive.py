@@ -12,9 +12,8 @@ import io
 import os
 import zipfile
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 
-from seawall.backends.model_files import read_bounded, verify_pins
+from seawall.backends.model_files import locate_model_file, read_bounded, verify_pins
 from seawall.errors import InvalidArgumentError
 
 
@@ -27,22 +26,8 @@ def read_model(
         InvalidArgumentError: a name leaving the version directory, a missing, oversized or unpinned file, or a
             file that is not a TorchScript archive. Messages name files relative to the model directory.
     """
-    root = os.path.realpath(version_dir)
-    parts = PurePosixPath(filename.replace("\\", "/")).parts
-    if not filename or os.path.isabs(filename) or ".." in parts or "\x00" in filename:
-        raise InvalidArgumentError(
-            f"model file '{filename[:128]}' of model '{model_name}' must be inside the model's version directory"
-        )
-    path = os.path.join(root, filename)
-    relative = os.path.relpath(path, model_dir)
-    if not os.path.lexists(path):
-        raise InvalidArgumentError(f"unable to find '{relative}' for model '{model_name}'")
-    real = os.path.realpath(path)
-    if os.path.commonpath([real, root]) != root or real == root:
-        raise InvalidArgumentError(
-            f"model file '{relative}' of model '{model_name}' resolves outside the model's version directory"
-        )
-    data = read_bounded(real, limit, relative, model_name)
+    path, relative = locate_model_file(model_dir, version_dir, filename, model_name)
+    data = read_bounded(os.path.realpath(path), limit, relative, model_name)
     verify_pins(data, relative, pins, model_name)
     if not is_torchscript(data):
         raise InvalidArgumentError(

@@ -13,10 +13,10 @@ import asyncio
 import logging
 
 from seawall.backends import isolated
-from seawall.backends.loaded import LoadedModel, instance_names
+from seawall.backends.loaded import LoadedModel, ThreadInstance, instance_names
 from seawall.backends.python.instance import PythonModelInstance
 from seawall.backends.pytorch import archive, naming, runtime
-from seawall.backends.pytorch.instance import TorchModelInstance, plan_runs
+from seawall.backends.pytorch.instance import TorchRunner, plan_runs
 from seawall.core.backend import ModelConfig, ModelLoadContext
 from seawall.core.model_config import checksum_pins
 from seawall.errors import UnsupportedError
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 BACKEND_NAME = "pytorch"
 MAX_INSTANCES = 64
 
-_Instance = TorchModelInstance | PythonModelInstance
+_Instance = ThreadInstance | PythonModelInstance
 
 
 class TorchBackend:
@@ -81,7 +81,10 @@ class TorchBackend:
         else:
             scripts = [await asyncio.to_thread(runtime.load, data, settings, context.name) for _ in names]
             plan_ = plan_runs(config, context.name, str(context.version), scripts[0], settings)
-            threads = [TorchModelInstance(n, s, plan_) for (n, _), s in zip(names, scripts, strict=True)]
+            threads = [
+                ThreadInstance(n, plan_.model_name, "torch", TorchRunner(s, plan_))
+                for (n, _), s in zip(names, scripts, strict=True)
+            ]
             model = LoadedModel(threads, self._models)
         logger.info(
             "model '%s' version %d: %d TorchScript module(s) from '%s', %s",

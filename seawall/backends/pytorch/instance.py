@@ -1,5 +1,5 @@
 """Running a TorchScript model: `TorchRunner` turns one batch of requests into `forward()` calls of one module (in a
-worker process, see `worker.py`, or in the server), and `TorchModelInstance` runs one on a thread of its own (the
+worker process, see `worker.py`, or in the server, where `loaded.ThreadInstance` runs one on a thread of its own: the
 SEAWALL_IN_PROCESS opt-in).
 
 Imports numpy, `core.backend`, `core.types`, this package's `runtime` and `naming`, and `errors`. As the onnxruntime
@@ -9,14 +9,13 @@ per request happen off the event loop.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from seawall.backends.loaded import ThreadInstance
+from seawall.backends.loaded import run_grouped
 from seawall.backends.pytorch import naming, runtime
 from seawall.backends.pytorch.naming import Binding, TorchSettings
 from seawall.core.backend import Execution, ModelConfig
@@ -37,21 +36,6 @@ class TorchPlan:
     string_inputs: frozenset[str] = frozenset()  # the TYPE_STRING inputs: forward() takes each as a List[str]
 
 
-class TorchModelInstance(ThreadInstance):
-    """A ModelInstance inside the server: one ScriptModule, one thread, one batch at a time."""
-
-    def __init__(self, name: str, script: Any, plan: TorchPlan) -> None:
-        super().__init__(name, plan.model_name, "torch")
-        self._runner: TorchRunner | None = TorchRunner(script, plan)
-
-    def _release(self) -> None:
-        self._runner = None
-
-    def _execute(self, requests: list[InferRequest]) -> Execution:
-        assert self._runner is not None  # released only once stopped: no batch runs then
-        return self._runner.execute(requests)
-
-
 class TorchRunner:
     """One ScriptModule and its plan: one forward() per group of requests whose shapes agree."""
 
@@ -62,25 +46,11 @@ class TorchRunner:
     def execute(self, requests: Sequence[InferRequest]) -> Execution:
         """The responses to `requests` (an error for each request that failed), and when the runs began and ended."""
         results: list[InferResponse | SeawallError | None] = [None] * len(requests)
-        groups: dict[tuple[object, ...], list[int]] = {}
-        for index, request in enumerate(requests):
-            key: tuple[object, ...] = (index,)
-            if self._plan.batching:
-                key = tuple(sorted((t.name, t.shape[1:], t.datatype) for t in request.inputs))
-            groups.setdefault(key, []).append(index)
-        began = ended = 0
-        for members in groups.values():
-            start = time.monotonic_ns()
-            answers: list[InferResponse | SeawallError]
-            try:
-                answers = list(self._run([requests[i] for i in members]))
-            except SeawallError as error:
-                answers = [error] * len(members)
-            began, ended = began or start, time.monotonic_ns()
-            for index, answer in zip(members, answers, strict=True):
-                results[index] = answer
-        done = [r if r is not None else InternalError("request was not run") for r in results]
-        return Execution(done, compute_ns=(began, ended) if began else None)
+        keys = [
+            tuple(sorted((t.name, t.shape[1:], t.datatype) for t in request.inputs)) if self._plan.batching else (i,)
+            for i, request in enumerate(requests)
+        ]
+        return run_grouped(results, keys, lambda members: self._run([requests[i] for i in members]))
 
     def _run(self, requests: list[InferRequest]) -> list[InferResponse]:
         plan = self._plan

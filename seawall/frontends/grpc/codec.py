@@ -69,6 +69,11 @@ def request_tag(request_id: str) -> str:
     return f"[request id: {request_id or '<id_unknown>'}] "
 
 
+def too_many_tensors(model: str, request_id: str) -> ResourceExhaustedError:
+    """The error of a request with more inputs than `--max-inputs` or outputs than `--max-outputs`."""
+    return ResourceExhaustedError(f"{request_tag(request_id)}too many inputs or outputs for model '{model}'")
+
+
 def _check_data(nbytes: int, name: str, model: str, tag: str, limits: Limits) -> None:
     """Refuse data that is itself over the tensor byte limit: RESOURCE_EXHAUSTED, whatever the shape says (a shape
     that disagrees with its data is INVALID_ARGUMENT however large it is, as in Triton).
@@ -220,7 +225,7 @@ def infer_request_from_proto(
     tag = request_tag(request_id)
     tensors, requested = message.inputs, message.outputs
     if len(tensors) > limits.max_inputs or len(requested) > limits.max_outputs:
-        raise ResourceExhaustedError(f"{tag}too many inputs or outputs for model '{model}'")
+        raise too_many_tensors(model, request_id)
     check_parameter_count(len(message.parameters), limits)
     raw = message.raw_input_contents if raw_contents is None else raw_contents
     raw_count = len(raw)

@@ -62,7 +62,7 @@ class Stream:
 
     __slots__ = (
         "id", "headers", "_connection", "body", "streaming", "_queue", "ended", "send_window", "pending",
-        "headers_sent", "finished", "cancelled", "unacked", "consumed", "_drained", "working", "task",
+        "headers_sent", "finished", "cancelled", "unacked", "consumed", "ahead", "_drained", "working", "task",
     )  # fmt: skip
 
     def __init__(self, connection: Http2Connection, stream_id: int, headers: dict[str, str], streaming: bool):
@@ -78,6 +78,7 @@ class Stream:
         self.headers_sent = self.finished = self.cancelled = False
         self.unacked = 0  # bytes received and not yet given back to the peer's window
         self.consumed = 0  # bytes a streaming call has taken and not yet given back
+        self.ahead = 0  # bytes given back before the streaming call took them (a large message arriving)
         self.task: asyncio.Task[None] | None = None  # the call's work
         self._drained: asyncio.Future[None] | None = None
         self.working = False  # a task runs for this stream (it counts against the stream limit until it ends)

@@ -334,6 +334,8 @@ class Http2Connection(asyncio.Protocol):
                 self.reset_with_status(stream, 8 if isinstance(exc, OverflowError) else 12, str(exc))
                 return
             stream.deliver(messages, ended)
+            if not stream.ended and len(stream.body) >= self.limits.window_bytes // 2:
+                self._credit_arriving(stream)
             return
         if not stream.ended:  # unary: the window reopens at once; the message size limit bounds the body
             if len(stream.body) > self.limits.max_message_bytes + 5:
@@ -348,9 +350,21 @@ class Http2Connection(asyncio.Protocol):
         stream.working = True
         self._on_call(stream)
 
+    def _credit_arriving(self, stream: Stream) -> None:
+        """A message of half a window or more is arriving on a streaming call: give back every byte received
+        (the message size limit bounds them), or a message larger than the window would never complete. The
+        bytes not yet taken are then credited ahead: taking them (in order) gives nothing back again."""
+        if stream.unacked < self.limits.window_bytes // 2:
+            return
+        self._out.append(frame(WINDOW_UPDATE, 0, stream.id, stream.unacked.to_bytes(4, "big")))
+        stream.ahead += stream.unacked - stream.consumed
+        stream.unacked = stream.consumed = 0
+
     def consumed(self, stream: Stream, size: int) -> None:
         """A streaming call took `size` bytes: reopen the peer's window by as much, in batches."""
-        stream.consumed += size
+        repaid = min(stream.ahead, size)  # bytes already given back while their message arrived
+        stream.ahead -= repaid
+        stream.consumed += size - repaid
         if stream.consumed >= self.limits.window_bytes // 4 and not stream.ended and not stream.cancelled:
             self._output.add(frame(WINDOW_UPDATE, 0, stream.id, stream.consumed.to_bytes(4, "big")))
             stream.unacked -= stream.consumed

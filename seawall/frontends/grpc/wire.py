@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from google.protobuf.message import DecodeError
@@ -19,6 +19,7 @@ from tritonclient.grpc import service_pb2
 from seawall.core.raw import encode as encode_raw
 from seawall.core.types import InferResponse, ParamValue
 from seawall.errors import InvalidArgumentError
+from seawall.frontends.grpc.codec import too_many_tensors
 from seawall.frontends.grpc.parameters import SHM_REGION, set_parameters
 from seawall.options import Limits
 from seawall.security.parameters import check_parameter_count
@@ -26,6 +27,10 @@ from seawall.security.parameters import check_parameter_count
 #: below this many bytes a request is parsed whole: copying small tensors costs less than splitting them out
 SPLIT_MIN_BYTES = 32 * 1024
 _PARAMETERS_FIELD = 4  # ModelInferRequest.parameters (each map entry is one such field on the wire)
+_MODEL_NAME_FIELD = 1  # ModelInferRequest.model_name
+#: model_name is looked for among this many first fields of a request (it is the first a client writes)
+_NAME_WITHIN_FIELDS = 8
+_INPUTS_FIELD, _OUTPUTS_FIELD = 5, 6  # ModelInferRequest.inputs and .outputs
 _RAW_INPUT_FIELD = 7  # ModelInferRequest.raw_input_contents
 _LENGTH_DELIMITED = 2
 _RAW_OUTPUT_TAG = b"\x32"  # ModelInferResponse.raw_output_contents: field 6, length-delimited
@@ -67,33 +72,42 @@ def encode_varint(value: int) -> bytes:
 
 def split_raw_inputs(data: bytes, limits: Limits | None = None) -> tuple[bytes, list[memoryview]]:
     """The request without its `raw_input_contents` fields, and those contents as read-only views of `data`.
-    With `limits`, the walk stops at the first request parameter over `max_parameters` (a hostile message may
-    hold millions, each a field to step over) and the parameters are counted at once (`check_parameter_counts`).
+
+    With `limits`, the walk stops as soon as the message holds more than a request within them can: a request
+    parameter over `max_parameters` (they are then counted at once, `check_parameter_counts`), an input or output
+    over `max_inputs` / `max_outputs`, or more fields than all of those together (unknown or repeated singular
+    fields). A hostile message may hold tens of millions of fields, each a step of this walk.
 
     Raises:
         InvalidArgumentError: a truncated field or an unknown wire type (groups are not valid here); too many
-            request parameters.
+            request parameters or fields.
+        ResourceExhaustedError: too many inputs or outputs (`codec.too_many_tensors`).
     """
     view = memoryview(data).toreadonly()
     kept: list[memoryview] = []
     raw: list[memoryview] = []
     pos, end = 0, len(view)
-    parameters, most = 0, end if limits is None else limits.max_parameters
+    counts = {_PARAMETERS_FIELD: 0, _INPUTS_FIELD: 0, _OUTPUTS_FIELD: 0, _RAW_INPUT_FIELD: 0}
+    most = _most_fields(limits)
+    fields = 0
     while pos < end:
+        fields += 1
+        if fields > most[0]:
+            _refuse_fields(data, view[:pos], counts, limits)  # pos: the start of the next field
         start = pos
         key, pos = _varint(view, pos)
-        wire = key & 7
+        wire, number = key & 7, key >> 3
         if wire == _LENGTH_DELIMITED:
             length, pos = _varint(view, pos)
             if length > end - pos:
                 raise InvalidArgumentError(_PARSE_ERROR)
-            if key >> 3 == _RAW_INPUT_FIELD:
+            if number in counts:
+                counts[number] += 1
+                if counts[number] > most[number]:
+                    _refuse_fields(data, view[:start], counts, limits)
+            if number == _RAW_INPUT_FIELD:
                 raw.append(view[pos : pos + length])
             else:
-                if key >> 3 == _PARAMETERS_FIELD:
-                    parameters += 1
-                    if parameters > most and limits is not None:
-                        check_parameter_counts(data, limits)
                 kept.append(view[start : pos + length])
             pos += length
             continue
@@ -105,6 +119,37 @@ def split_raw_inputs(data: bytes, limits: Limits | None = None) -> tuple[bytes, 
             raise InvalidArgumentError(_PARSE_ERROR)
         kept.append(view[start:pos])
     return b"".join(kept), raw
+
+
+def _most_fields(limits: Limits | None) -> dict[int, int]:
+    """How many fields of each counted kind (and, under 0, in all) a request within `limits` can hold."""
+    if limits is None:
+        return dict.fromkeys((0, _PARAMETERS_FIELD, _INPUTS_FIELD, _OUTPUTS_FIELD, _RAW_INPUT_FIELD), 1 << 62)
+    return {
+        _PARAMETERS_FIELD: limits.max_parameters,
+        _INPUTS_FIELD: limits.max_inputs,
+        _OUTPUTS_FIELD: limits.max_outputs,
+        _RAW_INPUT_FIELD: limits.max_inputs,
+        # model_name, model_version and id once each, and every repeated field at its limit
+        0: 3 + limits.max_parameters + 2 * limits.max_inputs + limits.max_outputs,
+    }
+
+
+def _refuse_fields(data: bytes, head: memoryview, counts: dict[int, int], limits: Limits | None) -> NoReturn:
+    """Refuse a message the walk found to hold more than a request within `limits` can; `head` is its part
+    before the field that tipped it (for the model name and request id of the error: clients write them first)."""
+    assert limits is not None
+    if counts[_INPUTS_FIELD] > limits.max_inputs or counts[_OUTPUTS_FIELD] > limits.max_outputs:
+        try:
+            first = _counting_request().FromString(head)
+        except DecodeError:
+            raise InvalidArgumentError(_PARSE_ERROR) from None
+        raise too_many_tensors(first.model_name, first.id)
+    if counts[_PARAMETERS_FIELD] > limits.max_parameters:
+        check_parameter_counts(data, limits)  # the exact count, in one pass of the C parser
+    if counts[_RAW_INPUT_FIELD] > limits.max_inputs:
+        raise InvalidArgumentError(f"request has more than {limits.max_inputs} raw input contents (--max-inputs)")
+    raise InvalidArgumentError(f"{_PARSE_ERROR}: more fields than a request within the server's limits holds")
 
 
 #: the parts of ModelInferRequest that parameter counting reads; every other field stays unknown bytes
@@ -123,6 +168,7 @@ message_type {
 message_type {
   name: "Request"
   field { name: "model_name" number: 1 type: TYPE_STRING label: LABEL_OPTIONAL }
+  field { name: "id" number: 3 type: TYPE_STRING label: LABEL_OPTIONAL }
   field { name: "parameters" number: 4 type: TYPE_BYTES label: LABEL_REPEATED }
   field { name: "inputs" number: 5 type: TYPE_MESSAGE type_name: ".seawall.Input" label: LABEL_REPEATED }
   field { name: "outputs" number: 6 type: TYPE_MESSAGE type_name: ".seawall.Output" label: LABEL_REPEATED }
@@ -141,17 +187,20 @@ def _counting_request() -> Any:
 
 
 def check_parameter_counts(data: bytes | memoryview, limits: Limits) -> None:
-    """Refuse a serialized ModelInferRequest with more parameter entries than `limits.max_parameters` in the
-    request, or in one of its inputs or outputs, before any parameter map is built (a key sent twice counts
-    twice: the wire entries are what a parse costs).
+    """Refuse a serialized ModelInferRequest with more inputs or outputs than `limits` allow, or more parameter
+    entries than `limits.max_parameters` in the request or in one of its inputs or outputs, before any tensor or
+    parameter map is built (a key sent twice counts twice: the wire entries are what a parse costs).
 
     Raises:
         InvalidArgumentError: too many parameters (`security.parameters`), or bytes that are not a message.
+        ResourceExhaustedError: too many inputs or outputs (`codec.too_many_tensors`).
     """
     try:
         counts = _counting_request().FromString(data)
     except DecodeError:
         raise InvalidArgumentError(_PARSE_ERROR) from None
+    if len(counts.inputs) > limits.max_inputs or len(counts.outputs) > limits.max_outputs:
+        raise too_many_tensors(counts.model_name, counts.id)
     check_parameter_count(len(counts.parameters), limits)
     for tensor in counts.inputs:
         check_parameter_count(len(tensor.parameters), limits, tensor.name, "input")
@@ -160,12 +209,27 @@ def check_parameter_counts(data: bytes | memoryview, limits: Limits) -> None:
 
 
 def model_name(data: bytes) -> str:
-    """The model a serialized ModelInferRequest names ("" when it is not one), without parsing its parameters."""
+    """The model a serialized ModelInferRequest names ("" when it is not one or does not name it among its first
+    fields, where clients write it): read without parsing the message, which may hold millions of fields."""
+    view = memoryview(data)
+    pos, end = 0, len(view)
     try:
-        name: str = _counting_request().FromString(data).model_name
-    except (DecodeError, ValueError):
-        return ""
-    return name
+        for _ in range(_NAME_WITHIN_FIELDS):
+            if pos >= end:
+                break
+            key, pos = _varint(view, pos)
+            if key & 7 == _LENGTH_DELIMITED:
+                length, pos = _varint(view, pos)
+                if key >> 3 == _MODEL_NAME_FIELD:
+                    return bytes(view[pos : pos + length]).decode()
+                pos += length
+            elif key & 7 == 0:
+                _, pos = _varint(view, pos)
+            else:
+                pos += _FIXED_SIZES.get(key & 7, end)
+    except (InvalidArgumentError, UnicodeDecodeError):
+        pass
+    return ""
 
 
 def parse_infer_request(data: bytes, limits: Limits) -> tuple[Any, Sequence[bytes | memoryview]]:
