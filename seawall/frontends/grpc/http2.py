@@ -356,7 +356,7 @@ class Http2Connection(asyncio.Protocol):
         bytes not yet taken are then credited ahead: taking them (in order) gives nothing back again."""
         if stream.unacked < self.limits.window_bytes // 2:
             return
-        self._out.append(frame(WINDOW_UPDATE, 0, stream.id, stream.unacked.to_bytes(4, "big")))
+        self._output.add(frame(WINDOW_UPDATE, 0, stream.id, stream.unacked.to_bytes(4, "big")))
         stream.ahead += stream.unacked - stream.consumed
         stream.unacked = stream.consumed = 0
 
