@@ -70,6 +70,12 @@ def _str(value: object) -> str:
     return value
 
 
+def _bool(value: object) -> bool:
+    if type(value) is not bool:
+        raise ProtocolError("expected a boolean")
+    return value
+
+
 def _list(value: object) -> list[object]:
     if type(value) is not list:
         raise ProtocolError("expected a list")
@@ -126,10 +132,10 @@ def _check_execute(fields: list[object]) -> Execute:
 
 def _check_result(fields: list[object]) -> BatchResult:
     """From a stub (untrusted; per request, so the checks are inline)."""
-    seq, responses, started, finished, execute_started, execute_finished = _fields(fields, 6)
+    seq, responses, started, finished, execute_started, execute_finished, kept = _fields(fields, 7)
     _naturals(seq, started, finished, execute_started, execute_finished)
     entries = [_check_entry(entry) for entry in _list(responses)]
-    return _new(BatchResult, (seq, entries, started, finished, execute_started, execute_finished))
+    return _new(BatchResult, (seq, entries, started, finished, execute_started, execute_finished, _bool(kept)))
 
 
 def _check_entry(entry: object) -> ResponseEntry:
@@ -177,9 +183,7 @@ def _check_ready_check(fields: list[object]) -> ReadyCheck:
 
 def _check_ready_answer(fields: list[object]) -> ReadyAnswer:
     ask, ready, error = _fields(fields, 3)
-    if type(ready) is not bool:
-        raise ProtocolError("expected a boolean")
-    return ReadyAnswer(_int(ask), ready, _str(error))
+    return ReadyAnswer(_int(ask), _bool(ready), _str(error))
 
 
 def _check_empty(kind: type[Finalize] | type[Finalized]) -> Callable[[list[object]], Message]:
@@ -196,8 +200,8 @@ def _check_init_failed(fields: list[object]) -> InitFailed:
 
 
 def _check_batch_failed(fields: list[object]) -> BatchFailed:
-    seq, error, trace = _fields(fields, 3)
-    return BatchFailed(_int(seq), str(error), str(trace))
+    seq, error, trace, kept = _fields(fields, 4)
+    return BatchFailed(_int(seq), str(error), str(trace), _bool(kept))
 
 
 def _check_call(fields: list[object]) -> Call:
