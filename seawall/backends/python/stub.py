@@ -292,11 +292,14 @@ class _Stub:
         return BatchFailed(message.seq, "the request was cancelled", "")
 
     def _receive_regions(self, message: Execute) -> int:
-        """The message's slot, mapping the new regions it announces (a new slot, or grown inputs)."""
+        """The message's slot, mapping the new regions it announces (a new slot, grown or fresh inputs)."""
         slot = message.slot
         if message.inputs_size:
+            # the host writes the old region no more (it grew, or the model kept it): never read it again, even if
+            # the new one cannot be mapped (the slot's batches then fail instead of reading stale inputs)
+            self._replace(self._inputs, slot, None)
             memory = self._channel.receive_region(b"i%d" % slot, message.inputs_size, False)
-            self._replace(self._inputs, slot, memory)
+            self._inputs[slot] = memory
         if message.outputs_size:
             memory = self._channel.receive_region(b"o%d" % slot, message.outputs_size, True)
             self._replace(self._outputs, slot, memory)
@@ -305,9 +308,11 @@ class _Stub:
         return slot
 
     @staticmethod
-    def _replace(regions: dict[int, mmap.mmap], slot: int, memory: mmap.mmap) -> None:
-        old = regions.get(slot)
-        regions[slot] = memory
+    def _replace(regions: dict[int, mmap.mmap], slot: int, memory: mmap.mmap | None) -> None:
+        """Put `memory` in place of the slot's region (None: the slot has none until one is mapped)."""
+        old = regions.pop(slot, None)
+        if memory is not None:
+            regions[slot] = memory
         if old is not None:
             try:
                 old.close()
