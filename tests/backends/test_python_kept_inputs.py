@@ -4,13 +4,15 @@ keeps nothing keeps its regions. The stub's regions are read from its own /proc/
 
 from __future__ import annotations
 
+import mmap
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from seawall.backends.python import ipc
 from seawall.backends.python.host import PythonBackend
 from seawall.backends.python.instance import PythonModelInstance
 from seawall.errors import InternalError
@@ -21,6 +23,41 @@ from tests.backends.test_python_backend import MODELS, load, only, outputs, requ
 SMALL = {"shm-default-byte-size": "4096", "shm-growth-byte-size": "4096"}
 #: sizes (int32 elements) of the batches after the one kept: 2000 and 4000 grow the 4 KiB input region
 LATER = (8, 3, 2000, 5, 4000, 1)
+
+
+#: what a model may make of an input array, and whether the region is still held while the result lives
+DERIVED: dict[str, tuple[Callable[[np.ndarray], object], bool]] = {
+    "the array": (lambda a: a, True),
+    "a slice": (lambda a: a[1:, ::2], True),
+    "a reshape": (lambda a: a.reshape(-1), True),
+    "a transpose": (lambda a: a.T, True),
+    "a dtype view": (lambda a: a.view(np.int32), True),
+    "np.asarray": (np.asarray, True),
+    "a memoryview": (memoryview, True),
+    "its .data": (lambda a: a.data, True),
+    "np.frombuffer of it": (lambda a: np.frombuffer(a, dtype=np.uint8), True),
+    "as_strided": (lambda a: np.lib.stride_tricks.as_strided(a, (2,), (4,)), True),
+    "a list of it": (lambda a: [a], True),
+    "a copy": (lambda a: a.copy(), False),
+    "its bytes": (lambda a: a.tobytes(), False),
+    "a sum": (lambda a: a.sum(), False),
+}
+
+
+@pytest.mark.parametrize("derived", DERIVED)
+def test_an_input_view_is_released_exactly_when_nothing_over_the_region_lives(derived: str) -> None:
+    make, held = DERIVED[derived]
+    region = mmap.mmap(-1, 4096)
+    view = ipc.InputView(region)
+    _, _, array = ipc.read_tensor(view.memory, ["IN", "FP32", [4, 4], 64, 64], False, view.source)
+    kept = make(array)
+    del array
+    assert view.release() is held
+    if held:
+        with pytest.raises(BufferError):
+            region.close()  # the mapping stays while the model holds something over it
+    del kept, view  # what the model kept, and the stub's view (once its batch is done)
+    region.close()
 
 
 @pytest.fixture
