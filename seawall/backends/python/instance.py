@@ -347,7 +347,7 @@ class PythonModelInstance:
         if slot.index is None:
             slot.index, inputs_size, outputs_size = process.open_slot(total)
         memory = process.inputs[slot.index]
-        if total > len(memory):  # a slot that carried smaller batches
+        if total > len(memory) or _inputs_kept(slot.reply):  # a slot that carried smaller batches, or kept ones
             inputs_size = ipc.grown_size(total, len(memory), self._settings.shm_growth_bytes)
             process.replace_inputs(slot.index, inputs_size)
             memory = process.inputs[slot.index]
@@ -381,6 +381,15 @@ class PythonModelInstance:
         # the one copy out of the region
         outputs = (ipc.read_tensor(memory, d, copy=True) for d in entry.outputs)
         return self._spec.response(request, outputs, entry.parameters)
+
+
+def _inputs_kept(reply: asyncio.Future[StubMessage] | None) -> bool:
+    """Whether the model of a slot's last batch (`reply`) still holds something over the slot's input region: its
+    model then keeps seeing those bytes (as on Triton), so the slot's next batch goes into a fresh region."""
+    if reply is None or not reply.done() or reply.cancelled() or reply.exception() is not None:
+        return False
+    answer = reply.result()
+    return (type(answer) is BatchResult or type(answer) is BatchFailed) and answer.inputs_kept
 
 
 def _payloads(inputs: Sequence[Tensor]) -> list[ipc.Payload]:

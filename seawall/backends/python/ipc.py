@@ -14,6 +14,7 @@ import mmap
 import os
 import struct
 from collections.abc import Sequence
+from pickle import PickleBuffer  # its buffer forwarding only: nothing is pickled or unpickled
 
 import numpy as np
 
@@ -220,10 +221,41 @@ def write_payloads(memory: mmap.mmap, offsets: Sequence[int], payloads: Sequence
             memory[offset : offset + size] = payload  # type: ignore[assignment]  # ndarray is a buffer
 
 
-def read_tensor(memory: mmap.mmap | bytearray, descriptor: Sequence[object], copy: bool) -> tuple[str, str, np.ndarray]:
+class InputView:
+    """One batch's hold on a slot's input region (stub side): the model's input arrays are views made through it,
+    and `release` tells, once the batch is done, whether the model still holds one of them.
+
+    numpy wraps the buffer it views in a memoryview of its own; given a memoryview, that wrapper shares its
+    managed buffer, so `memoryview.release()` would succeed while arrays still point into the region. A
+    PickleBuffer forwards each export to `memory` instead: every array numpy makes through `source` (and every
+    slice, reshape, memoryview or object that keeps such an array alive) holds one export of `memory` until it dies.
+    """
+
+    __slots__ = ("memory", "source")
+
+    def __init__(self, region: mmap.mmap) -> None:
+        self.memory = memoryview(region)  # what descriptors are checked against and BYTES are read from
+        self.source = PickleBuffer(self.memory)  # what numpy views
+
+    def release(self) -> bool:
+        """End the batch's hold (call it once nothing of the batch is referenced here any more); True if the model
+        still holds something over the region: its bytes must then never be written again. A model's garbage
+        that is not yet collected (a reference cycle) counts as held: that costs a region, never data."""
+        self.source.release()
+        try:
+            self.memory.release()
+        except BufferError:
+            return True
+        return False
+
+
+def read_tensor(
+    memory: mmap.mmap | bytearray | memoryview, descriptor: Sequence[object], copy: bool, source: object = None
+) -> tuple[str, str, np.ndarray]:
     """Validate a descriptor against the region and return (name, datatype, array).
 
-    Fixed-size tensors are views of the region unless `copy`; BYTES are always parsed into new objects.
+    Fixed-size tensors are views of the region unless `copy` (made through `source`, a buffer over `memory`, when
+    given: `InputView.source`); BYTES are always parsed into new objects.
 
     Raises:
         ProtocolError: the descriptor is malformed, out of the region's bounds or inconsistent.
@@ -255,5 +287,6 @@ def read_tensor(memory: mmap.mmap | bytearray, descriptor: Sequence[object], cop
         raise ProtocolError(f"tensor '{name}' has {nbytes} bytes, its shape needs {count * dtype.itemsize}")
     if count == 0:
         return name, datatype, np.empty(shape, dtype=dtype)
-    array = np.frombuffer(memory, dtype=dtype, count=count, offset=offset).reshape(shape)
+    buffer = memory if source is None else source
+    array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape)  # type: ignore[call-overload]
     return name, datatype, array.copy() if copy else array

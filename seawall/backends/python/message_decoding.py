@@ -14,6 +14,7 @@ import orjson
 from seawall.backends.python.ipc import ProtocolError
 from seawall.backends.python.message_fields import (
     array,
+    boolean,
     build,
     check_fields,
     check_fields_inline,
@@ -88,10 +89,10 @@ def _check_execute(fields: list[object]) -> Execute:
 
 def _check_result(fields: list[object]) -> BatchResult:
     """From a stub (untrusted; per request, so the checks are inline)."""
-    seq, responses, started, finished, execute_started, execute_finished = check_fields(fields, 6)
+    seq, responses, started, finished, execute_started, execute_finished, kept = check_fields(fields, 7)
     naturals(seq, started, finished, execute_started, execute_finished)
     entries = [_check_entry(entry) for entry in array(responses)]
-    return build(BatchResult, (seq, entries, started, finished, execute_started, execute_finished))
+    return build(BatchResult, (seq, entries, started, finished, execute_started, execute_finished, boolean(kept)))
 
 
 def _check_entry(entry: object) -> ResponseEntry:
@@ -139,9 +140,7 @@ def _check_ready_check(fields: list[object]) -> ReadyCheck:
 
 def _check_ready_answer(fields: list[object]) -> ReadyAnswer:
     ask, ready, error = check_fields(fields, 3)
-    if type(ready) is not bool:
-        raise ProtocolError("expected a boolean")
-    return ReadyAnswer(natural(ask), ready, string(error))
+    return ReadyAnswer(natural(ask), boolean(ready), string(error))
 
 
 def _check_empty(kind: type[Finalize] | type[Finalized]) -> Callable[[list[object]], Message]:
@@ -158,8 +157,8 @@ def _check_init_failed(fields: list[object]) -> InitFailed:
 
 
 def _check_batch_failed(fields: list[object]) -> BatchFailed:
-    seq, error, trace = check_fields(fields, 3)
-    return BatchFailed(natural(seq), str(error), str(trace))
+    seq, error, trace, kept = check_fields(fields, 4)
+    return BatchFailed(natural(seq), str(error), str(trace), boolean(kept))
 
 
 def _check_call(fields: list[object]) -> Call:

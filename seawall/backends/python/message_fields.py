@@ -30,6 +30,12 @@ def string(value: object) -> str:
     return value
 
 
+def boolean(value: object) -> bool:
+    if type(value) is not bool:
+        raise ProtocolError("expected a boolean")
+    return value
+
+
 def array(value: object) -> list[object]:
     """A list (its items unchecked)."""
     if type(value) is not list:

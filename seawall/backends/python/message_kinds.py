@@ -90,7 +90,11 @@ class ResponseEntry(NamedTuple):
 
 class BatchResult(NamedTuple):
     """One entry per request of the batch, and when the stub took the batch up and was done with it (outputs
-    written), and when execute() itself started and returned (CLOCK_MONOTONIC ns, the host's clock)."""
+    written), and when execute() itself started and returned (CLOCK_MONOTONIC ns, the host's clock).
+
+    `inputs_kept`: the model still holds something over the slot's input region (an input array, a view of one,
+    a request): the host must not write that region again, and passes the slot a fresh one before its next batch.
+    """
 
     seq: int
     responses: list[ResponseEntry]
@@ -98,6 +102,7 @@ class BatchResult(NamedTuple):
     finished_ns: int
     execute_started_ns: int = 0
     execute_finished_ns: int = 0
+    inputs_kept: bool = False
 
 
 class BatchFailed(NamedTuple):
@@ -106,6 +111,7 @@ class BatchFailed(NamedTuple):
     seq: int
     error: str
     trace: str  # "" for the backend's own messages (nothing to log)
+    inputs_kept: bool = False  # as BatchResult's (a model may keep an input, then raise)
 
 
 class Grow(NamedTuple):

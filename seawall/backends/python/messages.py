@@ -13,7 +13,9 @@ Who sends what (host → stub | stub → host):
 
     Init          load model.py: mode "model"   | Ready, or InitFailed; "auto_complete": AutoCompleted or InitFailed
                   (a backend worker: "describe"  | AutoCompleted with its model's description, or InitFailed)
-    Execute       one batch in one slot          | BatchResult or BatchFailed, with the Execute's seq
+    Execute       one batch in one slot; after   | BatchResult or BatchFailed, with the Execute's seq; inputs_kept:
+                  inputs_kept, a fresh input one | the model holds something over the slot's input region still,
+                                                 | which the host then never writes again
     OutputRegion  answers Grow (size 0: refused) | Grow: the running batch needs a bigger output region
     Finalize      run finalize(), then exit      | Finalized
                                                  | Log: any time (pb_utils.Logger)

@@ -181,7 +181,8 @@ class StubProcess:
         return slot, inputs_size, size
 
     def replace_inputs(self, slot: int, size: int) -> None:
-        """Give the stub a bigger input region for `slot`; the next Execute must announce `size`.
+        """Give the stub a new input region for `slot` (bigger, or fresh because the model kept views of the old
+        one: this side never writes the old one again); the next Execute must announce `size`.
 
         Raises:
             StubDied: the fd could not be passed (the stub is then stopped).

@@ -209,10 +209,23 @@ class _Stub:
             self._cancels.end(seq)
             return self._skip_cancelled(message)
         try:
-            slot = self._receive_regions(message)
+            slot, inputs = self._open_batch(message)
+        except Exception as exc:
+            self._cancels.end(seq)
+            return BatchFailed(seq, describe(exc), traceback.format_exc())
+        try:
+            result = self._run(message, slot, inputs)
+        finally:
+            self._cancels.end(seq)
+        return self._close_batch(result, inputs)
+
+    def _run(self, message: Execute, slot: int, inputs: ipc.InputView) -> BatchResult | BatchFailed:
+        """execute() of one batch and its outputs written; its requests and responses die with this frame."""
+        seq = message.seq
+        try:
             assert self._model is not None
             started = time.monotonic_ns()  # CLOCK_MONOTONIC: the host reads the same clock
-            requests = [self._request(self._model, slot, header, seq, i) for i, header in enumerate(message.requests)]
+            requests = [self._request(self._model, inputs, header, seq, i) for i, header in enumerate(message.requests)]
             executing = time.monotonic_ns()
             responses = self._model.execute(requests)
             executed = time.monotonic_ns()
@@ -222,8 +235,17 @@ class _Stub:
             return BatchFailed(seq, str(exc), "")
         except Exception as exc:
             return BatchFailed(seq, describe(exc), traceback.format_exc())
-        finally:
-            self._cancels.end(seq)
+
+    def _open_batch(self, message: Execute) -> tuple[int, ipc.InputView]:
+        """The batch's slot (its new regions mapped) and the batch's hold on the slot's input region."""
+        slot = self._receive_regions(message)
+        return slot, ipc.InputView(self._inputs[slot])
+
+    @staticmethod
+    def _close_batch(result: BatchResult | BatchFailed, inputs: ipc.InputView) -> BatchResult | BatchFailed:
+        """`result`, saying whether the model kept something over the batch's input region past execute() (then
+        the host never writes that region again: it passes a fresh one, and the model keeps seeing its data)."""
+        return result._replace(inputs_kept=True) if inputs.release() else result
 
     def _execute_decoupled(self, message: Execute, responder: Responder) -> BatchResult | BatchFailed:
         """Run execute() of a decoupled model: its responses leave through the senders (Response messages);
@@ -237,13 +259,13 @@ class _Stub:
             return self._skip_cancelled(message)
         senders: list[UserObject] = []
         try:
-            slot = self._receive_regions(message)
+            _, inputs = self._open_batch(message)
             started = time.monotonic_ns()
             requests = []
             for item, header in enumerate(message.requests):
                 # copied: its threads may read a request's inputs after execute() returned (NVIDIA's decoupled
-                # example does), when the host already wrote the slot's next batch over the region
-                request = self._request(model, slot, header, seq, item, copy=True)
+                # example does), so most batches would keep their region: a fresh one per batch costs more
+                request = self._request(model, inputs, header, seq, item, copy=True)
                 request._sender = responder.sender(pb, seq, item, header.outputs)
                 senders.append(request._sender)
                 requests.append(request)
@@ -270,11 +292,14 @@ class _Stub:
         return BatchFailed(message.seq, "the request was cancelled", "")
 
     def _receive_regions(self, message: Execute) -> int:
-        """The message's slot, mapping the new regions it announces (a new slot, or grown inputs)."""
+        """The message's slot, mapping the new regions it announces (a new slot, grown or fresh inputs)."""
         slot = message.slot
         if message.inputs_size:
+            # the host writes the old region no more (it grew, or the model kept it): never read it again, even if
+            # the new one cannot be mapped (the slot's batches then fail instead of reading stale inputs)
+            self._replace(self._inputs, slot, None)
             memory = self._channel.receive_region(b"i%d" % slot, message.inputs_size, False)
-            self._replace(self._inputs, slot, memory)
+            self._inputs[slot] = memory
         if message.outputs_size:
             memory = self._channel.receive_region(b"o%d" % slot, message.outputs_size, True)
             self._replace(self._outputs, slot, memory)
@@ -283,9 +308,11 @@ class _Stub:
         return slot
 
     @staticmethod
-    def _replace(regions: dict[int, mmap.mmap], slot: int, memory: mmap.mmap) -> None:
-        old = regions.get(slot)
-        regions[slot] = memory
+    def _replace(regions: dict[int, mmap.mmap], slot: int, memory: mmap.mmap | None) -> None:
+        """Put `memory` in place of the slot's region (None: the slot has none until one is mapped)."""
+        old = regions.pop(slot, None)
+        if memory is not None:
+            regions[slot] = memory
         if old is not None:
             try:
                 old.close()
@@ -293,10 +320,10 @@ class _Stub:
                 pass  # the model kept a view of an old input: the mapping goes when that view does
 
     def _request(
-        self, model: UserModel, slot: int, header: RequestHeader, seq: int, item: int, copy: bool = False
+        self, model: UserModel, view: ipc.InputView, header: RequestHeader, seq: int, item: int, copy: bool = False
     ) -> UserObject:
-        memory = self._inputs[slot]
-        inputs = [ipc.read_tensor(memory, descriptor, copy=copy) for descriptor in header.inputs]
+        memory, source = view.memory, view.source
+        inputs = [ipc.read_tensor(memory, descriptor, copy, source) for descriptor in header.inputs]
         request = model.request(
             inputs, header.outputs, header.id, header.correlation_id, header.flags, header.parameters
         )

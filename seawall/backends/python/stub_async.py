@@ -72,18 +72,29 @@ async def _execute_async(stub: _Stub, model: UserModel, message: Execute) -> Non
         result = stub._skip_cancelled(message)
     else:
         try:
-            slot = stub._receive_regions(message)
-            started = time.monotonic_ns()
-            requests = [stub._request(model, slot, header, seq, i) for i, header in enumerate(message.requests)]
-            responses = await model.execute_async(requests)
-            entries = stub._write_responses(slot, requests, responses)
-            result = BatchResult(seq, entries, started, time.monotonic_ns())
-        except BatchError as exc:
-            result = BatchFailed(seq, str(exc), "")
-        except Exception as exc:
+            slot, inputs = stub._open_batch(message)
+            result = stub._close_batch(await _run(stub, model, message, slot, inputs), inputs)
+        except Exception as exc:  # the batch's regions could not be mapped
             result = BatchFailed(seq, describe(exc), traceback.format_exc())
         finally:
             stub._cancels.end(seq)
     stub._finished[seq] = result
     while stub._order and stub._order[0] in stub._finished:
         stub._channel.send(stub._finished.pop(stub._order.popleft()))
+
+
+async def _run(
+    stub: _Stub, model: UserModel, message: Execute, slot: int, inputs: ipc.InputView
+) -> BatchResult | BatchFailed:
+    """As `_Stub._run`: the batch's requests and responses die with this coroutine."""
+    seq = message.seq
+    try:
+        started = time.monotonic_ns()
+        requests = [stub._request(model, inputs, header, seq, i) for i, header in enumerate(message.requests)]
+        responses = await model.execute_async(requests)
+        entries = stub._write_responses(slot, requests, responses)
+        return BatchResult(seq, entries, started, time.monotonic_ns())
+    except BatchError as exc:
+        return BatchFailed(seq, str(exc), "")
+    except Exception as exc:
+        return BatchFailed(seq, describe(exc), traceback.format_exc())
