@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,13 +74,6 @@ def request(
 
 def fp32(*values: float) -> np.ndarray:
     return np.array(values, dtype=np.float32)
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[PythonBackend]:
-    backend = PythonBackend(BackendOptions())
-    yield backend
-    await backend.stop()
 
 
 async def load(

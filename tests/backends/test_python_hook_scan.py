@@ -3,7 +3,6 @@ stub only when the model file certainly has no auto_complete_config (through the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ from seawall.backends.python.hook_scan import MAX_SCAN_BYTES, may_define_auto_co
 from seawall.backends.python.host import PythonBackend
 from seawall.core.backend import ModelLoadContext
 from seawall.core.types import InferRequest, InferResponse, Tensor
-from seawall.options import BackendOptions
 
 PLAIN = """
 import numpy as np
@@ -92,13 +90,6 @@ def _context(model_dir: Path, config: model_config_pb2.ModelConfig) -> ModelLoad
         auto_complete=True,
         report_unavailable=lambda reason: None,
     )
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[PythonBackend]:
-    backend = PythonBackend(BackendOptions())
-    yield backend
-    await backend.stop()
 
 
 async def _complete(backend: PythonBackend, model_dir: Path) -> model_config_pb2.ModelConfig:

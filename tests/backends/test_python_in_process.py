@@ -7,7 +7,6 @@ import asyncio
 import logging
 import shutil
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import seawall
 from seawall.backends.python.host import PythonBackend
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
-from seawall.options import BackendOptions, Options, RepositoryOptions
+from seawall.options import Options, RepositoryOptions
 from tests.backends.test_python_backend import (
     DTYPES,
     EXAMPLES,
@@ -38,13 +37,6 @@ def in_process_config(model_dir: Path, value: str = "true") -> model_config_pb2.
     config = read_config(model_dir)
     config.parameters[PARAMETER].string_value = value
     return config
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[PythonBackend]:
-    backend = PythonBackend(BackendOptions())
-    yield backend
-    await backend.stop()
 
 
 async def test_add_sub_runs_in_process_with_a_warning(backend: PythonBackend, caplog: pytest.LogCaptureFixture) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import mmap
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,6 @@ from seawall.backends.python import ipc
 from seawall.backends.python.host import PythonBackend
 from seawall.backends.python.instance import PythonModelInstance
 from seawall.errors import InternalError
-from seawall.options import BackendOptions
 from tests.backends.test_python_backend import MODELS, load, only, outputs, request
 
 #: small regions, so that the batches below grow them
@@ -58,13 +57,6 @@ def test_an_input_view_is_released_exactly_when_nothing_over_the_region_lives(de
             region.close()  # the mapping stays while the model holds something over it
     del kept, view  # what the model kept, and the stub's view (once its batch is done)
     region.close()
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[PythonBackend]:
-    backend = PythonBackend(BackendOptions())
-    yield backend
-    await backend.stop()
 
 
 @pytest.fixture(params=["def", "async def"])

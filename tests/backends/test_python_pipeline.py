@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +18,8 @@ from seawall.core.scheduler import Scheduler
 from seawall.core.stats import StatsRecorder
 from seawall.core.types import InferRequest, Tensor
 from seawall.errors import UnavailableError
-from seawall.options import BackendOptions, Options, RepositoryOptions
+from seawall.options import Options, RepositoryOptions
 from tests.backends.test_python_backend import MODELS, Reports, fp32, load, only, outputs, read_config, request
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[PythonBackend]:
-    backend = PythonBackend(BackendOptions())
-    yield backend
-    await backend.stop()
 
 
 def order_request(values: np.ndarray, parameters: dict[str, bool | int | float | str] | None = None) -> InferRequest:
