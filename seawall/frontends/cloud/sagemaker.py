@@ -16,8 +16,8 @@ from seawall.errors import AlreadyExistsError, InvalidArgumentError, ResourceExh
 from seawall.frontends.cloud import routes as cloud
 from seawall.frontends.cloud.routes import DELETE, GET, POST, CloudRoute
 from seawall.frontends.cloud.sagemaker_mme import MultiModelTable
-from seawall.frontends.http import codec as http_codec
 from seawall.frontends.http.body import BodyBudget
+from seawall.frontends.http.json_body import load_json
 from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, OverHttpServer, error_response
 from seawall.options import Options
 from seawall.security.policy import ApiPolicy, Keys
@@ -101,7 +101,7 @@ class SageMakerFrontend(OverHttpServer):
     async def _load_model(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
         """Triton's answers: 200 empty, 409 for a name in use, 507 when memory (here: the model bound) runs
         out, 400 otherwise."""
-        document: Any = http_codec.load_json(request.body, self._limits.max_json_depth)
+        document: Any = load_json(request.body, self._limits.max_json_depth)
         if not isinstance(document, dict):
             raise InvalidArgumentError("expected a JSON object with 'model_name' and 'url'")
         target = request.headers.get(TARGET_MODEL)

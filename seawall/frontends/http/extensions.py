@@ -14,7 +14,7 @@ from typing import Any
 
 from seawall.core.types import ModelIndexEntry, SharedMemoryRegionStatus
 from seawall.errors import InvalidArgumentError, ResourceExhaustedError
-from seawall.frontends.http.codec import load_json
+from seawall.frontends.http.json_body import load_json
 from seawall.options import Limits
 
 #: Triton's messages for JSON values of the wrong type (its JSON layer's wording, answered with 500 there).

@@ -20,8 +20,8 @@ from seawall.core.raw import checked_shape
 from seawall.core.types import InferRequest, InferResponse, ParamValue, StreamResponse, Tensor, TensorMetadata
 from seawall.errors import InvalidArgumentError, SeawallError
 from seawall.frontends.http import tensors as http_tensors
-from seawall.frontends.http.codec import load_json
 from seawall.frontends.http.errors import INTERNAL_ERROR
+from seawall.frontends.http.json_body import load_json
 from seawall.frontends.http.message import HttpResponse, HttpStream
 from seawall.frontends.status import http_status
 from seawall.options import Limits

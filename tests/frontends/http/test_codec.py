@@ -13,6 +13,7 @@ import pytest
 from seawall.core.types import InferResponse, Tensor
 from seawall.errors import InvalidArgumentError
 from seawall.frontends.http import codec as http_codec
+from seawall.frontends.http import json_body
 from seawall.frontends.http.routes import ROUTES
 from seawall.options import API_CATEGORIES, Limits
 
@@ -153,13 +154,13 @@ def test_shared_memory_outputs_are_sent_without_data() -> None:
 
 def test_malformed_and_deep_json_is_refused() -> None:
     with pytest.raises(InvalidArgumentError, match="failed to parse the request JSON buffer"):
-        http_codec.load_json(b"{", 100)
+        json_body.load_json(b"{", 100)
     with pytest.raises(InvalidArgumentError, match="The document is empty"):
-        http_codec.load_json(b"", 100)
+        json_body.load_json(b"", 100)
     deep = b'{"inputs":[],"x":' + b"[" * 150 + b"]" * 150 + b"}"
     with pytest.raises(InvalidArgumentError, match="nested deeper than 100"):
-        http_codec.load_json(deep, 100)
-    assert http_codec.load_json(b"[" * 50 + b"]" * 50, 100) is not None
+        json_body.load_json(deep, 100)
+    assert json_body.load_json(b"[" * 50 + b"]" * 50, 100) is not None
 
 
 def _depth(node: Any) -> int:
@@ -184,21 +185,21 @@ def _random_json(rng: random.Random, level: int = 0) -> Any:
 @pytest.mark.parametrize("chunk", [1 << 20, 7, 1])
 def test_depth_is_measured_from_the_bytes_as_a_walk_would(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
     # strings with brackets, escaped quotes and backslash runs, across chunk boundaries (small chunks)
-    monkeypatch.setattr(http_codec, "_CHUNK", chunk)
+    monkeypatch.setattr(json_body, "_CHUNK", chunk)
     rng = random.Random(chunk)
     for _ in range(1500 if chunk > 1 else 200):
         raw = orjson.dumps([_random_json(rng)])
         depth = _depth(orjson.loads(raw))
         for limit in (depth - 1, depth):
-            assert http_codec._is_deeper(raw, limit) == (depth > limit), (raw, limit)
+            assert json_body._is_deeper(raw, limit) == (depth > limit), (raw, limit)
 
 
 def test_a_flat_document_of_millions_of_objects_is_measured_without_walking_them() -> None:
     # ten million empty objects: 20 MB; a walk of the parsed objects took ~40 s here, the byte measure well under
     # a second (asserted through the answer only: speed is for the benchmarks)
     raw = b'{"inputs":[' + b",".join([b"{}"] * 10_000_000) + b"]}"
-    assert http_codec._is_deeper(raw, 3) is False  # the body object, the list, the empty objects
-    assert http_codec._is_deeper(raw, 2) is True
+    assert json_body._is_deeper(raw, 3) is False  # the body object, the list, the empty objects
+    assert json_body._is_deeper(raw, 2) is True
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "99999999999999999999", "1e3"])
