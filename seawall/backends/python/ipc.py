@@ -231,21 +231,29 @@ class InputView:
     slice, reshape, memoryview or object that keeps such an array alive) holds one export of `memory` until it dies.
     """
 
-    __slots__ = ("memory", "source")
+    __slots__ = ("region", "memory", "source")
 
     def __init__(self, region: mmap.mmap) -> None:
+        # mapped copy-on-write: the model may write into its inputs, as on Triton
+        self.region: mmap.mmap | None = region
         self.memory = memoryview(region)  # what descriptors are checked against and BYTES are read from
         self.source = PickleBuffer(self.memory)  # what numpy views
 
     def release(self) -> bool:
         """End the batch's hold (call it once nothing of the batch is referenced here any more); True if the model
         still holds something over the region: its bytes must then never be written again. A model's garbage
-        that is not yet collected (a reference cycle) counts as held: that costs a region, never data."""
+        that is not yet collected (a reference cycle) counts as held: that costs a region, never data.
+
+        When nothing is held, the pages the model wrote into (private copies) are dropped: the next batch reads
+        what the host writes, not this batch's writes (a page never written costs one fault to map again)."""
+        region, self.region = self.region, None  # a view that outlives its batch must not keep the mapping
         self.source.release()
         try:
             self.memory.release()
         except BufferError:
             return True
+        assert region is not None, "released twice"
+        region.madvise(mmap.MADV_DONTNEED)
         return False
 
 

@@ -298,8 +298,7 @@ class _Stub:
             # the host writes the old region no more (it grew, or the model kept it): never read it again, even if
             # the new one cannot be mapped (the slot's batches then fail instead of reading stale inputs)
             self._replace(self._inputs, slot, None)
-            memory = self._channel.receive_region(b"i%d" % slot, message.inputs_size, False)
-            self._inputs[slot] = memory
+            self._inputs[slot] = self._channel.receive_region(b"i%d" % slot, message.inputs_size, False, private=True)
         if message.outputs_size:
             memory = self._channel.receive_region(b"o%d" % slot, message.outputs_size, True)
             self._replace(self._outputs, slot, memory)
@@ -390,7 +389,11 @@ def serve(control_fd: int, fd_socket: int, in_fd: int, in_size: int, out_fd: int
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when stubs stop (Ctrl-C hits the group)
     faulthandler.enable()  # a crash in user code leaves a Python traceback in the server log
     channel = Channel(socket.socket(fileno=control_fd), socket.socket(fileno=fd_socket))
-    stub = _Stub(channel, map_region(in_fd, in_size, writable=False), map_region(out_fd, out_size, writable=True))
+    # inputs copy-on-write (see ipc.InputView); no local name: a frame that lives as long as the stub must not keep
+    # slot 0's first region mapped after the host replaced it
+    stub = _Stub(
+        channel, map_region(in_fd, in_size, writable=False, private=True), map_region(out_fd, out_size, writable=True)
+    )
     try:
         stub.run()
     except (BrokenPipeError, ConnectionResetError):

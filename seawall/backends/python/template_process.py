@@ -103,7 +103,9 @@ def warm_up(rounds: int = 8) -> None:
             with control, host, fds, host_fds:
                 channel = Channel(control, fds)
                 host.sendall(messages.encode(init))
-                stub = _Stub(channel, map_region(regions[0][0], 4096, False), map_region(regions[1][0], 4096, True))
+                stub = _Stub(
+                    channel, map_region(regions[0][0], 4096, False, private=True), map_region(regions[1][0], 4096, True)
+                )
                 first = channel.receive()
                 if type(first) is messages.Init:
                     stub._start(first)
