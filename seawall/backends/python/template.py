@@ -125,12 +125,12 @@ class StubTemplate:
         loop = asyncio.get_running_loop()
         if self._process is not None:  # a template that died: its exit was seen (it closed its channel first)
             self._process.close()
-        self._exited = loop.create_future()
+        exited = self._exited = loop.create_future()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [sys.executable, "-P", "-B", "-u", BOOTSTRAP, "template", str(theirs.fileno()), " " * TITLE_BYTES]
         try:
             self._process, _ = await loop.subprocess_exec(
-                lambda: _TemplateOutput(self),
+                lambda: _TemplateOutput(self, exited),
                 *argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -226,10 +226,12 @@ class StubTemplate:
     def on_output(self, line: bytes) -> None:
         logger.warning("python backend: stub template: %s", escape_log(line.decode("utf-8", "replace")))
 
-    def on_exit(self, code: int | None) -> None:
-        if self._exited is not None and not self._exited.done():
-            self._exited.set_result(None)
-        self._gone(f"exit code {code}")
+    def on_exit(self, process: asyncio.SubprocessTransport, code: int | None) -> None:
+        """A template process exited. Only the current one's exit ends the current template: an earlier one's,
+        reported after its closed channel already got a new template started, would stop that one mid-start
+        (and fail the stub restart waiting for it)."""
+        if process is self._process:
+            self._gone(f"exit code {code}")
 
     async def stop(self) -> None:
         """End the template (the server stops; its stubs are gone already) and wait for it to exit. Idempotent."""
@@ -245,8 +247,11 @@ class StubTemplate:
 
 
 class _TemplateOutput(asyncio.SubprocessProtocol):
-    def __init__(self, owner: StubTemplate) -> None:
+    """One template process's output and exit (its own `exited` future: a later template has another)."""
+
+    def __init__(self, owner: StubTemplate, exited: asyncio.Future[None]) -> None:
         self._owner = owner
+        self._exited = exited
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         for line in data.splitlines():
@@ -256,4 +261,6 @@ class _TemplateOutput(asyncio.SubprocessProtocol):
         self._transport: asyncio.SubprocessTransport = transport  # type: ignore[assignment]
 
     def process_exited(self) -> None:
-        self._owner.on_exit(self._transport.get_returncode())
+        if not self._exited.done():
+            self._exited.set_result(None)
+        self._owner.on_exit(self._transport, self._transport.get_returncode())
