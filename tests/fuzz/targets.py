@@ -117,7 +117,7 @@ def grpc_infer(data: bytes) -> object:
 def grpc_infer_split(data: bytes) -> object:
     """`wire.split_raw_inputs`, the parser of large requests, on small inputs too; its result must parse as the
     message would."""
-    header, contents = wire.split_raw_inputs(data)
+    header, contents = wire.split_raw_inputs(data, LIMITS)
     try:
         message = service_pb2.ModelInferRequest.FromString(header)
     except DecodeError:

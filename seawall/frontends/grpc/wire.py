@@ -58,6 +58,26 @@ def _varint(data: memoryview, pos: int) -> tuple[int, int]:
     raise InvalidArgumentError(_PARSE_ERROR)
 
 
+def _field(view: memoryview, pos: int) -> tuple[int, int, int, int]:
+    """The field at `pos`: its number, its wire type, where its value starts and where the field ends.
+
+    Raises:
+        InvalidArgumentError: a truncated field or an unknown wire type (groups are not valid here).
+    """
+    key, pos = _varint(view, pos)
+    wire = key & 7
+    if wire == _LENGTH_DELIMITED:
+        length, value = _varint(view, pos)
+        if length > len(view) - value:
+            raise InvalidArgumentError(_PARSE_ERROR)
+        return key >> 3, wire, value, value + length
+    if wire == 0:
+        return key >> 3, wire, pos, _varint(view, pos)[1]
+    if wire in _FIXED_SIZES and pos + _FIXED_SIZES[wire] <= len(view):
+        return key >> 3, wire, pos, pos + _FIXED_SIZES[wire]
+    raise InvalidArgumentError(_PARSE_ERROR)
+
+
 def encode_varint(value: int) -> bytes:
     """`value` (>= 0) as a base-128 varint."""
     if value < 0x80:
@@ -70,12 +90,12 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def split_raw_inputs(data: bytes, limits: Limits | None = None) -> tuple[bytes, list[memoryview]]:
+def split_raw_inputs(data: bytes, limits: Limits) -> tuple[bytes, list[memoryview]]:
     """The request without its `raw_input_contents` fields, and those contents as read-only views of `data`.
 
-    With `limits`, the walk stops as soon as the message holds more than a request within them can: a request
-    parameter over `max_parameters` (they are then counted at once, `check_parameter_counts`), an input or output
-    over `max_inputs` / `max_outputs`, or more fields than all of those together (unknown or repeated singular
+    The walk stops as soon as the message holds more than a request within `limits` can: a request parameter
+    over `max_parameters` (they are then counted at once, `check_parameter_counts`), an input or output over
+    `max_inputs` / `max_outputs`, or more fields than all of those together (unknown or repeated singular
     fields). A hostile message may hold tens of millions of fields, each a step of this walk.
 
     Raises:
@@ -95,36 +115,20 @@ def split_raw_inputs(data: bytes, limits: Limits | None = None) -> tuple[bytes, 
         if fields > most[0]:
             _refuse_fields(data, view[:pos], counts, limits)  # pos: the start of the next field
         start = pos
-        key, pos = _varint(view, pos)
-        wire, number = key & 7, key >> 3
-        if wire == _LENGTH_DELIMITED:
-            length, pos = _varint(view, pos)
-            if length > end - pos:
-                raise InvalidArgumentError(_PARSE_ERROR)
-            if number in counts:
-                counts[number] += 1
-                if counts[number] > most[number]:
-                    _refuse_fields(data, view[:start], counts, limits)
-            if number == _RAW_INPUT_FIELD:
-                raw.append(view[pos : pos + length])
-            else:
-                kept.append(view[start : pos + length])
-            pos += length
-            continue
-        if wire == 0:
-            _, pos = _varint(view, pos)
-        elif wire in _FIXED_SIZES and pos + _FIXED_SIZES[wire] <= end:
-            pos += _FIXED_SIZES[wire]
+        number, wire, value, pos = _field(view, pos)
+        if wire == _LENGTH_DELIMITED and number in counts:
+            counts[number] += 1
+            if counts[number] > most[number]:
+                _refuse_fields(data, view[:start], counts, limits)
+        if wire == _LENGTH_DELIMITED and number == _RAW_INPUT_FIELD:
+            raw.append(view[value:pos])
         else:
-            raise InvalidArgumentError(_PARSE_ERROR)
-        kept.append(view[start:pos])
+            kept.append(view[start:pos])
     return b"".join(kept), raw
 
 
-def _most_fields(limits: Limits | None) -> dict[int, int]:
+def _most_fields(limits: Limits) -> dict[int, int]:
     """How many fields of each counted kind (and, under 0, in all) a request within `limits` can hold."""
-    if limits is None:
-        return dict.fromkeys((0, _PARAMETERS_FIELD, _INPUTS_FIELD, _OUTPUTS_FIELD, _RAW_INPUT_FIELD), 1 << 62)
     return {
         _PARAMETERS_FIELD: limits.max_parameters,
         _INPUTS_FIELD: limits.max_inputs,
@@ -135,10 +139,9 @@ def _most_fields(limits: Limits | None) -> dict[int, int]:
     }
 
 
-def _refuse_fields(data: bytes, head: memoryview, counts: dict[int, int], limits: Limits | None) -> NoReturn:
+def _refuse_fields(data: bytes, head: memoryview, counts: dict[int, int], limits: Limits) -> NoReturn:
     """Refuse a message the walk found to hold more than a request within `limits` can; `head` is its part
     before the field that tipped it (for the model name and request id of the error: clients write them first)."""
-    assert limits is not None
     if counts[_INPUTS_FIELD] > limits.max_inputs or counts[_OUTPUTS_FIELD] > limits.max_outputs:
         try:
             first = _counting_request().FromString(head)
@@ -212,21 +215,14 @@ def model_name(data: bytes) -> str:
     """The model a serialized ModelInferRequest names ("" when it is not one or does not name it among its first
     fields, where clients write it): read without parsing the message, which may hold millions of fields."""
     view = memoryview(data)
-    pos, end = 0, len(view)
+    pos = 0
     try:
         for _ in range(_NAME_WITHIN_FIELDS):
-            if pos >= end:
+            if pos >= len(view):
                 break
-            key, pos = _varint(view, pos)
-            if key & 7 == _LENGTH_DELIMITED:
-                length, pos = _varint(view, pos)
-                if key >> 3 == _MODEL_NAME_FIELD:
-                    return bytes(view[pos : pos + length]).decode()
-                pos += length
-            elif key & 7 == 0:
-                _, pos = _varint(view, pos)
-            else:
-                pos += _FIXED_SIZES.get(key & 7, end)
+            number, wire, value, pos = _field(view, pos)
+            if number == _MODEL_NAME_FIELD and wire == _LENGTH_DELIMITED:
+                return bytes(view[value:pos]).decode()
     except (InvalidArgumentError, UnicodeDecodeError):
         pass
     return ""

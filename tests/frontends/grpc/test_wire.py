@@ -31,7 +31,7 @@ def _request(*raw: bytes) -> pb.ModelInferRequest:
 def test_split_keeps_every_other_field_and_views_the_contents(raw: tuple[bytes, ...]) -> None:
     message = _request(*raw)
     data = message.SerializeToString()
-    header, contents = wire.split_raw_inputs(data)
+    header, contents = wire.split_raw_inputs(data, Limits())
     assert [bytes(c) for c in contents] == list(raw)
     assert all(isinstance(c, memoryview) and c.readonly for c in contents)
     expected = pb.ModelInferRequest()
@@ -43,7 +43,7 @@ def test_split_keeps_every_other_field_and_views_the_contents(raw: tuple[bytes, 
 def test_split_skips_unknown_fields_of_every_wire_type() -> None:
     data = _request(b"xyz").SerializeToString()
     unknown = bytes((12 << 3 | 0, 0x96, 0x01)) + bytes((13 << 3 | 1,)) + b"\x00" * 8 + bytes((14 << 3 | 5,)) + b"1234"
-    header, contents = wire.split_raw_inputs(unknown + data)
+    header, contents = wire.split_raw_inputs(unknown + data, Limits())
     assert [bytes(c) for c in contents] == [b"xyz"]
     assert header.startswith(unknown)
 
@@ -61,7 +61,7 @@ def test_split_skips_unknown_fields_of_every_wire_type() -> None:
 )
 def test_split_refuses_truncated_or_unknown_wire_types(data: bytes) -> None:
     with pytest.raises(InvalidArgumentError, match="^Unable to parse request$"):
-        wire.split_raw_inputs(data)
+        wire.split_raw_inputs(data, Limits())
 
 
 @pytest.mark.parametrize("size", [16, wire.SPLIT_MIN_BYTES + 1])
