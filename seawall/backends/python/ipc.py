@@ -234,8 +234,7 @@ class InputView:
     __slots__ = ("region", "memory", "source")
 
     def __init__(self, region: mmap.mmap) -> None:
-        # mapped copy-on-write: the model may write into its inputs, as on Triton
-        self.region: mmap.mmap | None = region
+        self.region = region  # mapped copy-on-write: the model may write into its inputs, as on Triton
         self.memory = memoryview(region)  # what descriptors are checked against and BYTES are read from
         self.source = PickleBuffer(self.memory)  # what numpy views
 
@@ -246,14 +245,12 @@ class InputView:
 
         When nothing is held, the pages the model wrote into (private copies) are dropped: the next batch reads
         what the host writes, not this batch's writes (a page never written costs one fault to map again)."""
-        region, self.region = self.region, None  # a view that outlives its batch must not keep the mapping
         self.source.release()
         try:
             self.memory.release()
         except BufferError:
             return True
-        assert region is not None, "released twice"
-        region.madvise(mmap.MADV_DONTNEED)
+        self.region.madvise(mmap.MADV_DONTNEED)
         return False
 
 
