@@ -13,7 +13,8 @@ IR_VERSION = 8  # what onnxruntime >= 1.17 reads
 WEIGHTS = np.arange(16, dtype=np.float32).reshape(4, 4) / 8.0
 
 
-def _model(graph: object) -> ModelProto:
+def model_of(graph: object) -> ModelProto:
+    """`graph` as a model of this module's opset and IR version (what the installed onnxruntime reads)."""
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     return model
@@ -27,7 +28,7 @@ def add_sub(dims: list[object], dtype: int = TensorProto.FLOAT) -> ModelProto:
         helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
         helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
     ]
-    return _model(helper.make_graph(nodes, "add_sub", inputs, outputs))
+    return model_of(helper.make_graph(nodes, "add_sub", inputs, outputs))
 
 
 def matmul(external: str | None = None) -> ModelProto:
@@ -47,7 +48,7 @@ def matmul(external: str | None = None) -> ModelProto:
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", 4])],
         [weights],
     )
-    return _model(graph)
+    return model_of(graph)
 
 
 def identity(dtype: int) -> ModelProto:
@@ -58,7 +59,7 @@ def identity(dtype: int) -> ModelProto:
         [helper.make_tensor_value_info("X", dtype, ["n"])],
         [helper.make_tensor_value_info("Y", dtype, ["n"])],
     )
-    return _model(graph)
+    return model_of(graph)
 
 
 def strings() -> ModelProto:
@@ -78,7 +79,7 @@ def strings() -> ModelProto:
             helper.make_tensor_value_info("SAME", TensorProto.STRING, ["batch", 1]),
         ],
     )
-    return _model(graph)
+    return model_of(graph)
 
 
 def write(

@@ -46,9 +46,7 @@ def _if_model(location: str) -> ModelProto:
         [helper.make_tensor_value_info("C", TensorProto.BOOL, [])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4, 4])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", m.OPSET)])
-    model.ir_version = m.IR_VERSION
-    return model
+    return m.model_of(graph)
 
 
 def _read(root: Path, model: ModelProto, pins: list[dict[str, str]] | None = None) -> intake.ModelBytes:

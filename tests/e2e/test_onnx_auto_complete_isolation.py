@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,32 +38,31 @@ A = np.array([[1.5, 2.0, -3.0, 4.25]], dtype=np.float32)
 PARTIAL = 'name: "{name}"\nbackend: "onnxruntime"\n'
 
 
+def _graph(name: str, nodes: list[Any]) -> ModelProto:
+    """A model of `nodes` from X [batch, 4] to Y [batch, 4]."""
+    return m.model_of(
+        helper.make_graph(
+            nodes,
+            name,
+            [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 4])],
+            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", 4])],
+        )
+    )
+
+
 def chain(nodes: int) -> ModelProto:
-    """Y = X * (nodes + 1) as a chain of `nodes` Adds, X [batch, 4]: valid, and slow to load."""
-    graph = helper.make_graph(
+    """Y = X * (nodes + 1) as a chain of `nodes` Adds: valid, and slow to load."""
+    return _graph(
+        "chain",
         [helper.make_node("Identity", ["X"], ["t0"])]
         + [helper.make_node("Add", [f"t{i}", "X"], [f"t{i + 1}"]) for i in range(nodes)]
         + [helper.make_node("Identity", [f"t{nodes}"], ["Y"])],
-        "chain",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", 4])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", m.OPSET)])
-    model.ir_version = m.IR_VERSION
-    return model
 
 
 def unknown_op() -> ModelProto:
     """A well-formed ONNX file (the server's intake accepts it) whose graph onnxruntime refuses: an unknown op."""
-    graph = helper.make_graph(
-        [helper.make_node("NoSuchOp", ["X"], ["Y"])],
-        "unknown",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", 4])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", m.OPSET)])
-    model.ir_version = m.IR_VERSION
-    return model
+    return _graph("unknown", [helper.make_node("NoSuchOp", ["X"], ["Y"])])
 
 
 @pytest.fixture(scope="module")
