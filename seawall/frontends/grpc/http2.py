@@ -102,7 +102,7 @@ class Http2Connection(asyncio.Protocol):
         self._liveness = Liveness(limits)
         self._streams: dict[int, Stream] = {}  # open, or reset with their work still running
         self._last_stream = 0
-        self._output = Output(MAX_FRAME, self._done)
+        self._output = Output(MAX_FRAME, self._release)  # called once a stream's trailers are out
         self._recv_unacked = 0
         self._paused = False  # not reading: our output is not being read
         self._write_paused = False
@@ -299,7 +299,7 @@ class Http2Connection(asyncio.Protocol):
             padding = 0
         self._recv_unacked += size
         if self._recv_unacked >= self.limits.window_bytes // 2:
-            self._output.add(frame(WINDOW_UPDATE, 0, 0, self._recv_unacked.to_bytes(4, "big")))
+            self._give_back(0, self._recv_unacked)
             self._recv_unacked = 0
         if not size:
             if not flags & END_STREAM:
@@ -344,7 +344,7 @@ class Http2Connection(asyncio.Protocol):
                 self.reset_with_status(stream, 8, f"Received message larger than max ({size} vs. {limit})")
                 return
             if stream.unacked >= self.limits.window_bytes // 2:
-                self._output.add(frame(WINDOW_UPDATE, 0, stream.id, stream.unacked.to_bytes(4, "big")))
+                self._give_back(stream.id, stream.unacked)
                 stream.unacked = 0
             return
         stream.working = True
@@ -356,9 +356,13 @@ class Http2Connection(asyncio.Protocol):
         bytes not yet taken are then credited ahead: taking them (in order) gives nothing back again."""
         if stream.unacked < self.limits.window_bytes // 2:
             return
-        self._output.add(frame(WINDOW_UPDATE, 0, stream.id, stream.unacked.to_bytes(4, "big")))
+        self._give_back(stream.id, stream.unacked)
         stream.ahead += stream.unacked - stream.consumed
         stream.unacked = stream.consumed = 0
+
+    def _give_back(self, stream_id: int, size: int) -> None:
+        """Reopen the peer's window by `size` bytes: the connection's (stream 0) or a stream's."""
+        self._output.add(frame(WINDOW_UPDATE, 0, stream_id, size.to_bytes(4, "big")))
 
     def consumed(self, stream: Stream, size: int) -> None:
         """A streaming call took `size` bytes: reopen the peer's window by as much, in batches."""
@@ -366,7 +370,7 @@ class Http2Connection(asyncio.Protocol):
         stream.ahead -= repaid
         stream.consumed += size - repaid
         if stream.consumed >= self.limits.window_bytes // 4 and not stream.ended and not stream.cancelled:
-            self._output.add(frame(WINDOW_UPDATE, 0, stream.id, stream.consumed.to_bytes(4, "big")))
+            self._give_back(stream.id, stream.consumed)
             stream.unacked -= stream.consumed
             stream.consumed = 0
             self.flush()
@@ -383,7 +387,7 @@ class Http2Connection(asyncio.Protocol):
             return
         stream.finished = True
         if stream.cancelled or self.closed:
-            self._done(stream)
+            self._release(stream)
             return
         self._output.trailers(stream, trailers(status, message))
         self.flush()
@@ -407,10 +411,6 @@ class Http2Connection(asyncio.Protocol):
         data = self._output.take()
         if data and not self.closed:
             self.transport.write(data)
-
-    def _done(self, stream: Stream) -> None:
-        """The stream's trailers are out."""
-        self._release(stream)
 
     def work_ended(self, stream: Stream) -> None:
         """The call's task has ended (normally after `finish`): a reset stream stops counting against the limit."""
