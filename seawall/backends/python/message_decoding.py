@@ -18,6 +18,7 @@ from seawall.backends.python.message_fields import (
     build,
     check_fields,
     check_fields_inline,
+    descriptors,
     inline_text,
     mapping,
     natural,
@@ -104,9 +105,7 @@ def _check_entry(entry: object) -> ResponseEntry:
         raise ProtocolError("bad response entry")
     if parameters is not None and type(parameters) is not dict:
         raise ProtocolError("bad response entry")
-    for descriptor in outputs:
-        if type(descriptor) is not list:
-            raise ProtocolError("bad tensor descriptor")
+    descriptors(outputs)
     return build(ResponseEntry, entry)
 
 
@@ -177,9 +176,7 @@ def _call_fields(fields: list[object]) -> tuple[int, str, str, RequestHeader, in
         raise ProtocolError("bad request header")
     request_id, inputs, outputs, correlation_id, flags, parameters = header
     string(request_id)
-    for descriptor in array(inputs):
-        if type(descriptor) is not list:
-            raise ProtocolError("bad tensor descriptor")
+    descriptors(inputs)
     for name in array(outputs):
         string(name)
     if type(correlation_id) is not str:
@@ -195,9 +192,7 @@ def _check_control(fields: list[object]) -> Control:
     naturals(call_id, size)
     if action not in ("ready", "load", "unload") or type(flag) is not bool:
         raise ProtocolError("bad model control request")
-    for descriptor in array(files):
-        if type(descriptor) is not list:
-            raise ProtocolError("bad tensor descriptor")
+    descriptors(files)
     return Control(call_id, action, string(model), string(text), flag, files, size)  # type: ignore[arg-type]
 
 

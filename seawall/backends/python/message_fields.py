@@ -43,6 +43,15 @@ def array(value: object) -> list[object]:
     return value
 
 
+def descriptors(value: object) -> list[object]:
+    """A list of tensor descriptors, each a list (its fields are checked when its tensor is read)."""
+    items = array(value)
+    for descriptor in items:
+        if type(descriptor) is not list:
+            raise ProtocolError("bad tensor descriptor")
+    return items
+
+
 def mapping(value: object) -> dict[str, object]:
     """An object (its values unchecked)."""
     if type(value) is not dict:
