@@ -209,7 +209,7 @@ class CallClient:
         )
         call_id = next(self._ids)
         # small inputs travel in the message itself (no region to make, pass, map and unmap: ipc.INLINE_BYTES)
-        inline = ipc.inline_text(offsets, payloads, size) if 0 < size <= ipc.INLINE_BYTES else ""
+        inline = ipc.inline_text(offsets, payloads, size)
         message = kind(call_id, name, "" if version < 0 else str(version), header, size, timeout, inline)
         return call_id, message, payloads, offsets
 

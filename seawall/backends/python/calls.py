@@ -323,6 +323,7 @@ def _write_outputs(outputs: Sequence[Tensor]) -> tuple[list[ipc.Descriptor], int
         [tensor.name, tensor.datatype, list(tensor.shape), offset, len(payload)]
         for tensor, offset, payload in zip(outputs, offsets, payloads, strict=True)
     ]
-    if size <= ipc.INLINE_BYTES:
-        return descriptors, size, None, ipc.inline_text(offsets, payloads, size) if size else ""
+    inline = ipc.inline_text(offsets, payloads, size)
+    if inline or not size:
+        return descriptors, size, None, inline
     return descriptors, size, ipc.sealed_region(offsets, payloads, size), ""

@@ -66,7 +66,10 @@ INLINE_TEXT_MAX = 4 * ((INLINE_BYTES + 2) // 3)
 
 
 def inline_text(offsets: Sequence[int], payloads: Sequence[Payload], size: int) -> str:
-    """The `size` bytes a region holding `payloads` at `offsets` would hold, as a message carries them inline."""
+    """The `size` bytes a region holding `payloads` at `offsets` would hold, as a message carries them inline;
+    "" when they are none, or too many to travel inline (over INLINE_BYTES: a region then carries them)."""
+    if not 0 < size <= INLINE_BYTES:
+        return ""
     data = bytearray(size)
     for offset, payload in zip(offsets, payloads, strict=True):
         length = len(payload)
