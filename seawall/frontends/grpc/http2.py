@@ -365,9 +365,9 @@ class Http2Connection(asyncio.Protocol):
         self._cancel(stream)
 
     def flush(self) -> None:
-        data = self._output.take()
-        if data and not self.closed:
-            self.transport.write(data)
+        parts = self._output.take()
+        if parts and not self.closed:
+            self.transport.writelines(parts)
 
     def work_ended(self, stream: Stream) -> None:
         """The call's task has ended (normally after `finish`): a reset stream stops counting against the limit."""
