@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from seawall.frontends.grpc.frames import NO_ERROR, Stream
-from seawall.frontends.grpc.http2 import Http2Connection, Http2Limits
+from seawall.frontends.grpc.http2 import Http2Connection
+from seawall.frontends.grpc.limits import Http2Limits
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +258,8 @@ class LeanServer:
         except Exception:
             raise _Abort(_INTERNAL, "Exception deserializing request!") from None
         response = await handler.unary_unary(request, context)
-        return serialize(response) if serialize is not None else response
+        answer: bytes = serialize(response) if serialize is not None else response
+        return answer
 
 
 async def _requests(stream: Stream, deserialize: Any) -> AsyncIterator[Any]:

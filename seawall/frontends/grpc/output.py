@@ -46,7 +46,7 @@ class Output:
         parts, self._queue = self._queue, []
         return parts
 
-    def message(self, stream: Stream, message: bytes) -> None:
+    def message(self, stream: Stream, message: bytes | memoryview) -> None:
         """Queue one gRPC message of the stream's answer (after its response headers), as the windows allow."""
         if not stream.headers_sent:
             stream.headers_sent = True

@@ -14,7 +14,7 @@ Imports only the standard library, `hpack` and `frames`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import hpack
 import hpack.exceptions
@@ -108,7 +108,7 @@ class _Blocks:
         elif (known := self._remembered.get(block)) is not None:
             return known
         try:
-            fields = Fields(self._decoder.decode(block, raw=True))
+            fields = Fields(cast("list[tuple[bytes, bytes]]", self._decoder.decode(block, raw=True)))
         except hpack.exceptions.HPACKError as exc:
             raise ConnectionError_(COMPRESSION_ERROR, f"header block: {exc}") from None
         if (

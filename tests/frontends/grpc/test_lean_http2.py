@@ -8,7 +8,8 @@ import asyncio
 import hpack
 
 from seawall.frontends.grpc.frames import DATA, END_HEADERS, END_STREAM, HEADERS, PREFACE, Stream, frame
-from seawall.frontends.grpc.http2 import Http2Connection, Http2Limits
+from seawall.frontends.grpc.http2 import Http2Connection
+from seawall.frontends.grpc.limits import Http2Limits
 from seawall.frontends.grpc.reader import FrameReader, HeaderBlock
 
 REQUEST = [(":method", "POST"), (":scheme", "http"), (":path", "/s/m"), (":authority", "x"), ("te", "trailers")]
