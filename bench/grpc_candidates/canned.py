@@ -161,8 +161,8 @@ def serve_h2(port: int) -> None:
 def serve_lean(port: int) -> None:
     import uvloop
 
-    from seawall.frontends.grpc.http2 import Http2Limits
     from seawall.frontends.grpc.lean import LeanServer
+    from seawall.frontends.grpc.limits import Http2Limits
 
     class Handler:  # what grpc.unary_unary_rpc_method_handler builds, without importing grpc
         request_streaming = False

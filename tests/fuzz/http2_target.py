@@ -28,8 +28,8 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from seawall.app import open_server
-from seawall.frontends.grpc.http2 import Http2Limits
 from seawall.frontends.grpc.lean import LeanServer
+from seawall.frontends.grpc.limits import Http2Limits
 from seawall.frontends.grpc.service import build_handlers
 from seawall.options import Limits, Options, RepositoryOptions
 

@@ -25,6 +25,10 @@ SETTING_MAX_CONCURRENT_STREAMS, SETTING_INITIAL_WINDOW_SIZE = 0x3, 0x4
 SETTING_MAX_FRAME_SIZE, SETTING_MAX_HEADER_LIST_SIZE = 0x5, 0x6
 
 
+#: a unary request message this large is handed on as a view of the bytes received, not copied
+_VIEW_MIN_BYTES = 64 * 1024
+
+
 class ConnectionError_(Exception):  # noqa: N818 (a GOAWAY, not a Python error)
     """A connection error (RFC 9113 5.4.1): the connection ends with GOAWAY `code`."""
 
@@ -108,6 +112,29 @@ class Stream:
         if pos:
             del body[:pos]
         return out
+
+    def take_only_message(self) -> bytes | memoryview | None:
+        """A unary call's request when `body` is exactly one whole message within the limits, else None (then
+        `take_messages` tells what it holds). A large message is a read-only view of the body, not a copy: the
+        stream keeps no body after it.
+
+        Raises:
+            ValueError: a compressed message (no grpc-encoding is accepted).
+        """
+        body = self.body
+        if len(body) < 5:
+            return None
+        if body[0]:
+            raise ValueError("compressed messages are not supported")
+        size = int.from_bytes(body[1:5], "big")
+        if len(body) != 5 + size or size > self._connection.limits.max_message_bytes:
+            return None
+        if size < _VIEW_MIN_BYTES:
+            message = bytes(body[5:])
+            body.clear()
+            return message
+        self.body = bytearray()
+        return memoryview(body).toreadonly()[5:]
 
     def deliver(self, messages: list[bytes], ended: bool) -> None:
         assert self._queue is not None

@@ -1,15 +1,18 @@
 """A lean HTTP/2 server connection that carries gRPC calls (RFC 9113, gRPC over HTTP/2), for the `lean` listener:
-what each frame means for its stream and the connection (stream states, the stream limit, settings, the receive
-window, the gRPC message prefix), and when a call is answered, reset or released. What a call means is the
-`on_call` callback's business; `reader.FrameReader` cuts the client's bytes into frames and header blocks,
-`output.Output` frames and paces what is sent, `liveness.Liveness` keeps the keepalive and abuse counters.
+what each frame means for its stream and the connection (stream states, the stream limit, settings, the gRPC
+message prefix), and when a call is answered, reset or released. What a call means is the `on_call` callback's
+business; `reader.FrameReader` cuts the client's bytes into frames and header blocks, `output.Output` frames and
+paces what is sent, `window.ReceiveWindow` reopens the peer's windows as data is received and taken,
+`liveness.Liveness` keeps the keepalive and abuse counters.
 
 Every resource a peer can make the server hold is bounded (see `Http2Limits` and docs/architecture.md): frame
 size, header block size (CONTINUATION flood) and decoded header list size (HPACK bomb) in the reader, concurrent
 streams counting reset streams until their work has ended (rapid reset), control frames (SETTINGS/PING/RST floods),
-buffered output (a peer that does not read, or keeps its window at zero, stops being read).
+buffered output (a peer that does not read, or keeps its window at zero, stops being read), and the data sent
+beyond the receive windows (`window.ReceiveWindow`).
 
-Imports only the standard library and this package's `frames`, `reader`, `output` and `liveness`.
+Imports only the standard library and this package's `frames`, `limits`, `reader`, `output`, `window` and
+`liveness`.
 """
 
 from __future__ import annotations
@@ -19,14 +22,12 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from seawall.frontends.grpc.frames import (
     ACK,
     DATA,
     END_STREAM,
-    FLOW_CONTROL_ERROR,
     FRAME_SIZE_ERROR,
     GOAWAY,
     NO_ERROR,
@@ -47,35 +48,16 @@ from seawall.frontends.grpc.frames import (
     ConnectionError_,
     Stream,
     frame,
-    malformed_request,
     trailers,
 )
+from seawall.frontends.grpc.limits import Http2Limits
 from seawall.frontends.grpc.liveness import Due, Liveness
 from seawall.frontends.grpc.output import Output
-from seawall.frontends.grpc.reader import MAX_FRAME, FrameReader, HeaderBlock
+from seawall.frontends.grpc.reader import MAX_FRAME, FrameReader, HeaderBlock, Payload
+from seawall.frontends.grpc.window import ReceiveWindow
 
 logger = logging.getLogger(__name__)
 INTERNAL_ERROR = 0x2
-
-
-@dataclass(frozen=True)
-class Http2Limits:
-    """What one connection may make the server hold."""
-
-    max_concurrent_streams: int = 1024  # streams open or still working after a reset (RST_STREAM)
-    max_message_bytes: int = 64 * 1024 * 1024  # one gRPC message
-    max_header_list_bytes: int = 16 * 1024  # decoded headers of one block, and the encoded block itself
-    window_bytes: int = 4 * 1024 * 1024  # receive window per stream and per connection
-    control_frames_per_second: int = 1000  # SETTINGS, PING, RST_STREAM, PRIORITY, empty DATA: beyond → GOAWAY
-    # grpc's keepalive and connection-age channel arguments (Triton's --grpc-* flags), in seconds; 0: off
-    keepalive_time: float = 7200.0
-    keepalive_timeout: float = 20.0
-    keepalive_without_calls: bool = False
-    max_pings_without_data: int = 2  # our pings with no DATA/HEADERS sent in between (0: unlimited)
-    min_ping_interval: float = 300.0  # client pings closer than this without data are strikes
-    max_ping_strikes: int = 2  # strikes beyond this: GOAWAY ENHANCE_YOUR_CALM (0: unlimited)
-    max_age: float = 0.0
-    max_age_grace: float = 0.0
 
 
 class Http2Connection(asyncio.Protocol):
@@ -103,7 +85,7 @@ class Http2Connection(asyncio.Protocol):
         self._streams: dict[int, Stream] = {}  # open, or reset with their work still running
         self._last_stream = 0
         self._output = Output(MAX_FRAME, self._release)  # called once a stream's trailers are out
-        self._recv_unacked = 0
+        self._window = ReceiveWindow(limits.window_bytes, self._output)
         self._paused = False  # not reading: our output is not being read
         self._write_paused = False
         self.going_away = False
@@ -145,8 +127,7 @@ class Http2Connection(asyncio.Protocol):
             (SETTING_MAX_HEADER_LIST_SIZE, self.limits.max_header_list_bytes),
         )
         payload = b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in settings)
-        increment = self.limits.window_bytes - 65535
-        transport.write(frame(SETTINGS, 0, 0, payload) + frame(WINDOW_UPDATE, 0, 0, increment.to_bytes(4, "big")))
+        transport.write(frame(SETTINGS, 0, 0, payload) + self._window.opening())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -188,7 +169,7 @@ class Http2Connection(asyncio.Protocol):
         self.flush()
 
     # -- frames ------------------------------------------------------------------------------------------
-    def _frame(self, kind: int, flags: int, stream_id: int, payload: bytearray) -> None:
+    def _frame(self, kind: int, flags: int, stream_id: int, payload: Payload) -> None:
         if kind == DATA:
             self._liveness.received_data()
             self._data(flags, stream_id, payload)
@@ -224,7 +205,7 @@ class Http2Connection(asyncio.Protocol):
             raise ConnectionError_(PROTOCOL_ERROR, "PUSH_PROMISE from a client")
         # unknown frame types are ignored (RFC 9113 4.1)
 
-    def _settings(self, flags: int, stream_id: int, payload: bytearray) -> None:
+    def _settings(self, flags: int, stream_id: int, payload: Payload) -> None:
         self._liveness.control_frame()
         if stream_id:
             raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS on a stream")
@@ -243,7 +224,7 @@ class Http2Connection(asyncio.Protocol):
         self._output.add(frame(SETTINGS, ACK, 0))
         self._output.pump_all(self._streams.values())
 
-    def _window_update(self, stream_id: int, payload: bytearray) -> None:
+    def _window_update(self, stream_id: int, payload: Payload) -> None:
         if len(payload) != 4:
             raise ConnectionError_(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE")
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
@@ -256,7 +237,7 @@ class Http2Connection(asyncio.Protocol):
             self._output.window_update(stream, increment)
 
     def _header_block(self, block: HeaderBlock) -> None:
-        stream_id, decoded, ended = block
+        stream_id, fields, ended = block
         stream = self._streams.get(stream_id)
         if stream is not None:  # trailers from the client
             if stream.cancelled:
@@ -275,11 +256,11 @@ class Http2Connection(asyncio.Protocol):
             self._output.add(frame(RST_STREAM, 0, stream_id, REFUSED_STREAM.to_bytes(4, "big")))
             return
         # RFC 9113 8.1.1: a malformed request is a stream error; the call never starts
-        if (malformed := malformed_request(decoded)) is not None:
+        if (malformed := fields.malformed()) is not None:
             logger.debug("stream %d: malformed request (%s): RST_STREAM PROTOCOL_ERROR", stream_id, malformed)
             self._output.add(frame(RST_STREAM, 0, stream_id, PROTOCOL_ERROR.to_bytes(4, "big")))
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in decoded}
+        headers = fields.headers()
         stream = Stream(self, stream_id, headers, self._is_streaming(headers.get(":path", "")))
         self._streams[stream_id] = stream
         if stream.streaming:
@@ -288,7 +269,7 @@ class Http2Connection(asyncio.Protocol):
         if ended:
             self._received(stream, b"", True)
 
-    def _data(self, flags: int, stream_id: int, payload: bytearray) -> None:
+    def _data(self, flags: int, stream_id: int, payload: Payload) -> None:
         size = len(payload)
         if flags & PADDED:
             if not payload or payload[0] >= size:
@@ -297,10 +278,7 @@ class Http2Connection(asyncio.Protocol):
             payload = payload[1 : size - payload[0]]
         else:
             padding = 0
-        self._recv_unacked += size
-        if self._recv_unacked >= self.limits.window_bytes // 2:
-            self._give_back(0, self._recv_unacked)
-            self._recv_unacked = 0
+        self._window.received(size)
         if not size:
             if not flags & END_STREAM:
                 self._liveness.control_frame()
@@ -312,10 +290,7 @@ class Http2Connection(asyncio.Protocol):
         if stream.ended:
             self._stream_closed(stream)
             return
-        stream.unacked += size
-        stream.consumed += padding
-        if stream.unacked > self.limits.window_bytes:
-            raise ConnectionError_(FLOW_CONTROL_ERROR, "stream window exceeded")
+        self._window.stream_received(stream, size, padding)
         self._received(stream, payload, bool(flags & END_STREAM))
 
     def _stream_closed(self, stream: Stream) -> None:
@@ -324,7 +299,7 @@ class Http2Connection(asyncio.Protocol):
         self._output.add(frame(RST_STREAM, 0, stream.id, STREAM_CLOSED.to_bytes(4, "big")))
         self._cancel(stream)
 
-    def _received(self, stream: Stream, payload: bytes | bytearray, ended: bool) -> None:
+    def _received(self, stream: Stream, payload: Payload, ended: bool) -> None:
         stream.body += payload
         stream.ended = stream.ended or ended
         if stream.streaming:
@@ -334,8 +309,8 @@ class Http2Connection(asyncio.Protocol):
                 self.reset_with_status(stream, 8 if isinstance(exc, OverflowError) else 12, str(exc))
                 return
             stream.deliver(messages, ended)
-            if not stream.ended and len(stream.body) >= self.limits.window_bytes // 2:
-                self._credit_arriving(stream)
+            if not stream.ended:
+                self._window.message_arriving(stream, len(stream.body))
             return
         if not stream.ended:  # unary: the window reopens at once; the message size limit bounds the body
             if len(stream.body) > self.limits.max_message_bytes + 5:
@@ -343,36 +318,14 @@ class Http2Connection(asyncio.Protocol):
                 limit = self.limits.max_message_bytes
                 self.reset_with_status(stream, 8, f"Received message larger than max ({size} vs. {limit})")
                 return
-            if stream.unacked >= self.limits.window_bytes // 2:
-                self._give_back(stream.id, stream.unacked)
-                stream.unacked = 0
+            self._window.unary_arriving(stream)
             return
         stream.working = True
         self._on_call(stream)
 
-    def _credit_arriving(self, stream: Stream) -> None:
-        """A message of half a window or more is arriving on a streaming call: give back every byte received
-        (the message size limit bounds them), or a message larger than the window would never complete. The
-        bytes not yet taken are then credited ahead: taking them (in order) gives nothing back again."""
-        if stream.unacked < self.limits.window_bytes // 2:
-            return
-        self._give_back(stream.id, stream.unacked)
-        stream.ahead += stream.unacked - stream.consumed
-        stream.unacked = stream.consumed = 0
-
-    def _give_back(self, stream_id: int, size: int) -> None:
-        """Reopen the peer's window by `size` bytes: the connection's (stream 0) or a stream's."""
-        self._output.add(frame(WINDOW_UPDATE, 0, stream_id, size.to_bytes(4, "big")))
-
     def consumed(self, stream: Stream, size: int) -> None:
-        """A streaming call took `size` bytes: reopen the peer's window by as much, in batches."""
-        repaid = min(stream.ahead, size)  # bytes already given back while their message arrived
-        stream.ahead -= repaid
-        stream.consumed += size - repaid
-        if stream.consumed >= self.limits.window_bytes // 4 and not stream.ended and not stream.cancelled:
-            self._give_back(stream.id, stream.consumed)
-            stream.unacked -= stream.consumed
-            stream.consumed = 0
+        """A streaming call took `size` bytes (its window reopens in batches)."""
+        if self._window.consumed(stream, size):
             self.flush()
 
     # -- sending -----------------------------------------------------------------------------------------
@@ -381,14 +334,18 @@ class Http2Connection(asyncio.Protocol):
         self._output.message(stream, message)
         self.flush()
 
-    def finish(self, stream: Stream, status: int, message: str = "") -> None:
-        """End the call with trailers (a trailers-only response when nothing was sent), after pending data."""
+    def finish(self, stream: Stream, status: int, message: str = "", answer: bytes | memoryview | None = None) -> None:
+        """End the call with trailers (a trailers-only response when nothing was sent), after pending data; a
+        unary call's `answer` goes first, in the same write when the windows allow (one write per answer)."""
         if stream.finished:
             return
         stream.finished = True
         if stream.cancelled or self.closed:
             self._release(stream)
             return
+        if answer is not None:
+            self._liveness.sent_data()
+            self._output.message(stream, answer)
         self._output.trailers(stream, trailers(status, message))
         self.flush()
 
@@ -408,9 +365,9 @@ class Http2Connection(asyncio.Protocol):
         self._cancel(stream)
 
     def flush(self) -> None:
-        data = self._output.take()
-        if data and not self.closed:
-            self.transport.write(data)
+        parts = self._output.take()
+        if parts and not self.closed:
+            self.transport.writelines(parts)
 
     def work_ended(self, stream: Stream) -> None:
         """The call's task has ended (normally after `finish`): a reset stream stops counting against the limit."""

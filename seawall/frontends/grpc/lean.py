@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import socket
@@ -18,7 +19,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from seawall.frontends.grpc.frames import NO_ERROR, Stream
-from seawall.frontends.grpc.http2 import Http2Connection, Http2Limits
+from seawall.frontends.grpc.http2 import Http2Connection
+from seawall.frontends.grpc.limits import Http2Limits
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +115,9 @@ class LeanServer:
             task = asyncio.get_running_loop().create_task(self._run(connection, stream))
             stream.task = task
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
             # a task cancelled before its first step (a RST_STREAM in the same read as the request) never runs
             # `_run`'s `finally`: its stream would hold a slot of the connection's limit for good
-            task.add_done_callback(lambda _: _ended(connection, stream))
+            task.add_done_callback(functools.partial(self._ended, connection, stream))
 
         connection = Http2Connection(self._limits, self._is_streaming, on_call, self._connections.discard)
         connection.started = time.monotonic()  # type: ignore[attr-defined]
@@ -199,6 +200,7 @@ class LeanServer:
     async def _run(self, connection: Http2Connection, stream: Stream) -> None:
         handler = self._handlers.get(stream.headers.get(":path", ""))
         status, message = _OK, ""
+        answer = None
         try:
             if handler is None:
                 status, message = _UNIMPLEMENTED, "Method not found!"
@@ -207,11 +209,11 @@ class LeanServer:
             elif (timeout := _deadline(stream.headers)) is not None:
                 try:
                     async with asyncio.timeout(timeout):
-                        await self._call(connection, stream, handler)
+                        answer = await self._call(connection, stream, handler)
                 except TimeoutError:
                     status, message = _DEADLINE, "Deadline Exceeded"
             else:
-                await self._call(connection, stream, handler)
+                answer = await self._call(connection, stream, handler)
         except _Abort as abort:
             status, message = abort.code, abort.message
         except asyncio.CancelledError:
@@ -222,10 +224,19 @@ class LeanServer:
             logger.exception("gRPC call %s failed", stream.headers.get(":path"))
             status, message = _UNKNOWN, "Unexpected error"
         finally:
-            connection.finish(stream, status, message)
+            connection.finish(stream, status, message, answer if status == _OK else None)
             connection.work_ended(stream)
 
-    async def _call(self, connection: Http2Connection, stream: Stream, handler: Any) -> None:
+    def _ended(self, connection: Http2Connection, stream: Stream, task: asyncio.Task[None]) -> None:
+        """The call's task is done, however it ended: its stream is answered (CANCELLED unless it was) and
+        released."""
+        self._tasks.discard(task)
+        connection.finish(stream, _CANCELLED, "Cancelled")
+        connection.work_ended(stream)
+
+    async def _call(self, connection: Http2Connection, stream: Stream, handler: Any) -> bytes | None:
+        """Run the call; a unary call's serialized answer is returned (sent with its trailers), a streaming call
+        writes its own."""
         deserialize, serialize = handler.request_deserializer, handler.response_serializer
         context = Context(stream, connection, serialize)
         if handler.request_streaming:
@@ -235,22 +246,20 @@ class LeanServer:
                     await context.write(response)
             else:
                 await result
-            return
-        messages = stream.take_messages()
-        if len(messages) != 1 or stream.body:
-            raise _Abort(_INTERNAL, "expected exactly one request message")
+            return None
+        data = stream.take_only_message()
+        if data is None:
+            messages = stream.take_messages()
+            if len(messages) != 1 or stream.body:
+                raise _Abort(_INTERNAL, "expected exactly one request message")
+            data = messages[0]
         try:
-            request = deserialize(messages[0]) if deserialize is not None else messages[0]
+            request = deserialize(data) if deserialize is not None else data
         except Exception:
             raise _Abort(_INTERNAL, "Exception deserializing request!") from None
         response = await handler.unary_unary(request, context)
-        connection.send_message(stream, serialize(response) if serialize is not None else response)
-
-
-def _ended(connection: Http2Connection, stream: Stream) -> None:
-    """The call's task is done, however it ended: its stream is answered (CANCELLED unless it was) and released."""
-    connection.finish(stream, _CANCELLED, "Cancelled")
-    connection.work_ended(stream)
+        answer: bytes = serialize(response) if serialize is not None else response
+        return answer
 
 
 async def _requests(stream: Stream, deserialize: Any) -> AsyncIterator[Any]:

@@ -11,8 +11,8 @@ import grpc
 import grpc.aio
 
 from seawall.core.server import InferenceServer
-from seawall.frontends.grpc.http2 import Http2Limits
 from seawall.frontends.grpc.lean import LeanServer
+from seawall.frontends.grpc.limits import Http2Limits
 from seawall.frontends.grpc.service import HOT_RPC, SERVICE, build_handlers
 from seawall.options import GrpcOptions, Limits, Options
 from seawall.security import tls

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from seawall.frontends.grpc.frames import ENHANCE_YOUR_CALM, ConnectionError_
 
 if TYPE_CHECKING:
-    from seawall.frontends.grpc.http2 import Http2Limits
+    from seawall.frontends.grpc.limits import Http2Limits
 
 
 class Due(enum.Enum):

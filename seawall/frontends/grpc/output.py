@@ -1,5 +1,5 @@
-"""The sending side of a lean HTTP/2 connection: frames queued in order and written in one write, each call's
-answer (response headers, messages, trailers) cut into DATA frames as the peer's windows (connection and stream,
+"""The sending side of a lean HTTP/2 connection: frames queued in order and written at once (one gathering write), each
+call's answer (response headers, messages, trailers) cut into DATA frames as the peer's windows (connection and stream,
 RFC 9113 6.9) and frame size allow, the trailers after the last byte.
 
 `http2.Http2Connection` decides what to answer and when a stream ends; this only frames and paces it. Imports
@@ -40,13 +40,13 @@ class Output:
         """Queue a frame (control frames: they are not flow controlled)."""
         self._queue.append(data)
 
-    def take(self) -> bytes:
-        """Everything queued, as one write; the queue is empty after."""
-        data = b"".join(self._queue)
-        self._queue.clear()
-        return data
+    def take(self) -> list[bytes | memoryview]:
+        """Everything queued, in order, for one (gathering) write; the queue is empty after. Slices of a large
+        message are views of it: the message is copied only by the write itself."""
+        parts, self._queue = self._queue, []
+        return parts
 
-    def message(self, stream: Stream, message: bytes) -> None:
+    def message(self, stream: Stream, message: bytes | memoryview) -> None:
         """Queue one gRPC message of the stream's answer (after its response headers), as the windows allow."""
         if not stream.headers_sent:
             stream.headers_sent = True

@@ -3,7 +3,10 @@ and their CONTINUATION frames joined into one header block (6.2, 6.10) and decod
 What a frame means for a stream or the connection is `http2.Http2Connection`'s business.
 
 Every buffer a peer can make it hold is bounded: one frame (our SETTINGS_MAX_FRAME_SIZE), one header block before
-decoding (CONTINUATION flood), the decoded header list (HPACK bomb).
+decoding (CONTINUATION flood), the decoded header list (HPACK bomb), the few decoded blocks it remembers.
+
+A client repeats the same header block call after call once its fields are in the dynamic table: a block whose
+decoding left the table as it was is remembered and decoded again only once the table changes (`_Blocks`).
 
 Imports only the standard library, `hpack` and `frames`.
 """
@@ -11,7 +14,7 @@ Imports only the standard library, `hpack` and `frames`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import hpack
 import hpack.exceptions
@@ -29,20 +32,98 @@ from seawall.frontends.grpc.frames import (
     PRIORITY_FLAG,
     PROTOCOL_ERROR,
     ConnectionError_,
+    malformed_request,
 )
 
 MAX_FRAME = 16384  # what we advertise (SETTINGS_MAX_FRAME_SIZE is left at its default)
 
+#: a frame's payload: a view of the bytes received, or a copy when the frame came in pieces
+Payload = bytes | bytearray | memoryview
 #: a frame but HEADERS and CONTINUATION: (type, flags, stream id, payload)
-Frame = tuple[int, int, int, bytearray]
+Frame = tuple[int, int, int, Payload]
+#: blocks remembered per connection, and the largest remembered (encoded, and decoded: names and values)
+_REMEMBERED_BLOCKS, _REMEMBERED_BLOCK_BYTES, _REMEMBERED_FIELD_BYTES = 4, 1024, 4096
+
+
+class Fields:
+    """The decoded fields of one header block; what a request's fields mean is worked out once per `Fields`
+    (a remembered block gives the same object again). Read-only: calls share it."""
+
+    __slots__ = ("fields", "_malformed", "_headers")
+
+    def __init__(self, fields: Sequence[tuple[bytes, bytes]]) -> None:
+        self.fields = fields
+        self._malformed: str | None | bool = False  # False: not worked out yet
+        self._headers: dict[str, str] | None = None
+
+    def malformed(self) -> str | None:
+        """Why these fields make a request malformed (`frames.malformed_request`), None when they do not."""
+        if self._malformed is False:
+            self._malformed = malformed_request(self.fields)
+        return self._malformed  # type: ignore[return-value]
+
+    def headers(self) -> dict[str, str]:
+        """The fields as {name: value} (latin-1); the last of a repeated name wins. Shared: never change it."""
+        if self._headers is None:
+            self._headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.fields}
+        return self._headers
 
 
 class HeaderBlock(NamedTuple):
     """A HEADERS frame and its CONTINUATION frames, decoded."""
 
     stream_id: int
-    fields: Sequence[tuple[bytes, bytes]]
+    fields: Fields
     ended: bool  # END_STREAM was set on the HEADERS frame
+
+
+class _Blocks:
+    """HPACK decoding of one connection's header blocks, remembering the last few small blocks that did not change
+    the dynamic table while the table stays as it was: decoding one of them again would give the same fields.
+
+    The table's state is told by its newest entry (the object itself: every insertion makes a new one, and the one
+    held here cannot be reused), its length and its size limit; any change forgets every remembered block.
+    """
+
+    def __init__(self, max_header_list_bytes: int) -> None:
+        self._decoder = hpack.Decoder(max_header_list_size=max_header_list_bytes)
+        self._decoder.max_allowed_table_size = 4096
+        self._remembered: dict[bytes, Fields] = {}
+        self._state: tuple[object, int, int] | None = None
+
+    def _table_state(self) -> tuple[object, int, int]:
+        table = self._decoder.header_table
+        entries = table.dynamic_entries
+        return (entries[0] if entries else None), len(entries), table.maxsize
+
+    def decode(self, block: bytes) -> Fields:
+        """
+        Raises:
+            ConnectionError_: the block is not valid HPACK or decodes to more than the header list limit.
+        """
+        state = self._table_state()
+        if self._state is None or not _same(state, self._state):
+            self._remembered.clear()
+            self._state = state
+        elif (known := self._remembered.get(block)) is not None:
+            return known
+        try:
+            fields = Fields(cast("list[tuple[bytes, bytes]]", self._decoder.decode(block, raw=True)))
+        except hpack.exceptions.HPACKError as exc:
+            raise ConnectionError_(COMPRESSION_ERROR, f"header block: {exc}") from None
+        if (
+            len(block) <= _REMEMBERED_BLOCK_BYTES
+            and sum(len(k) + len(v) for k, v in fields.fields) <= _REMEMBERED_FIELD_BYTES
+            and _same(self._table_state(), state)
+        ):
+            if len(self._remembered) >= _REMEMBERED_BLOCKS:
+                self._remembered.clear()
+            self._remembered[block] = fields
+        return fields
+
+
+def _same(state: tuple[object, int, int], other: tuple[object, int, int]) -> bool:
+    return state[0] is other[0] and state[1] == other[1] and state[2] == other[2]
 
 
 class FrameReader:
@@ -50,30 +131,35 @@ class FrameReader:
 
     def __init__(self, max_header_list_bytes: int) -> None:
         self._max_block = max_header_list_bytes
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # the bytes of an incomplete frame (or preface), waiting for the rest
         self.preface = False  # the client's connection preface has arrived
-        self._decoder = hpack.Decoder(max_header_list_size=max_header_list_bytes)
-        self._decoder.max_allowed_table_size = 4096
+        self._blocks = _Blocks(max_header_list_bytes)
         self._block: bytearray | None = None  # a header block waiting for its CONTINUATION frames
         self._block_stream = 0
         self._block_end = False
 
     def frames(self, data: bytes) -> Iterator[Frame | HeaderBlock]:
         """The complete frames and header blocks that `data` finishes, in order; the rest waits for more bytes.
-        A consumer that stops early (the connection closed) leaves the reader unusable.
+        Payloads are views of `data` when no earlier bytes wait (no copy): a consumer keeps what it needs of one
+        before the next call. A consumer that stops early (the connection closed) leaves the reader unusable.
 
         Raises:
             ConnectionError_: the bytes break HTTP/2's framing (a connection error, with its code).
         """
-        buffer = self._buffer
-        buffer += data
+        if self._buffer:
+            self._buffer += data
+            buffer: bytearray | memoryview = self._buffer
+        else:
+            buffer = memoryview(data)
         pos = 0
         if not self.preface:
             if len(buffer) < 24:
                 if not PREFACE.startswith(bytes(buffer)):
                     raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                if buffer is not self._buffer:
+                    self._buffer += buffer
                 return
-            if buffer[:24] != PREFACE:
+            if bytes(buffer[:24]) != PREFACE:
                 raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
             self.preface = True
             pos = 24
@@ -102,9 +188,12 @@ class FrameReader:
                 continue
             if flags & END_HEADERS:
                 yield self._end_block()
-        del buffer[:pos]
+        if buffer is self._buffer:
+            del self._buffer[:pos]
+        else:
+            self._buffer += buffer[pos:]
 
-    def _headers(self, flags: int, stream_id: int, payload: bytearray) -> None:
+    def _headers(self, flags: int, stream_id: int, payload: Payload) -> None:
         if not stream_id % 2:
             raise ConnectionError_(PROTOCOL_ERROR, "HEADERS on an even stream")
         start, end = 0, len(payload)
@@ -129,8 +218,4 @@ class FrameReader:
         block, stream_id, ended = self._block, self._block_stream, self._block_end
         self._block = None
         assert block is not None
-        try:
-            decoded = list(self._decoder.decode(bytes(block), raw=True))
-        except hpack.exceptions.HPACKError as exc:
-            raise ConnectionError_(COMPRESSION_ERROR, f"header block: {exc}") from None
-        return HeaderBlock(stream_id, decoded, ended)
+        return HeaderBlock(stream_id, self._blocks.decode(bytes(block)), ended)

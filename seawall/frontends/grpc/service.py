@@ -100,7 +100,7 @@ def _metadata_lookup(context: Any) -> Callable[[str], str | None]:
 
 
 def _model_of(request: Any) -> str:
-    if isinstance(request, bytes):  # the hot path's request: read again only to name the model in a log line
+    if isinstance(request, (bytes, memoryview)):  # the hot path's request: read again only to name the model
         return wire.model_name(request)
     name = getattr(request, "model_name", None) or getattr(request, "name", None)
     return name if isinstance(name, str) else ""
@@ -193,7 +193,7 @@ class _Servicer:
         # no CUDA region can exist, so there is nothing to forget (Triton answers OK for unknown names)
         return service_pb2.CudaSharedMemoryUnregisterResponse()
 
-    async def ModelInfer(self, data: bytes, context: Any) -> bytes:  # noqa: N802
+    async def ModelInfer(self, data: bytes | memoryview, context: Any) -> bytes:  # noqa: N802
         """Serialized request in, serialized response out: the tensors are never copied into message objects."""
         heavy = len(data) > offload.HEAVY_BODY_BYTES
         request, raw_contents = await offload.run(heavy, wire.parse_infer_request, data, self._limits)

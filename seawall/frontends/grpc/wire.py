@@ -90,7 +90,7 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def split_raw_inputs(data: bytes, limits: Limits) -> tuple[bytes, list[memoryview]]:
+def split_raw_inputs(data: bytes | memoryview, limits: Limits) -> tuple[bytes, list[memoryview]]:
     """The request without its `raw_input_contents` fields, and those contents as read-only views of `data`.
 
     The walk stops as soon as the message holds more than a request within `limits` can: a request parameter
@@ -139,7 +139,7 @@ def _most_fields(limits: Limits) -> dict[int, int]:
     }
 
 
-def _refuse_fields(data: bytes, head: memoryview, counts: dict[int, int], limits: Limits) -> NoReturn:
+def _refuse_fields(data: bytes | memoryview, head: memoryview, counts: dict[int, int], limits: Limits) -> NoReturn:
     """Refuse a message the walk found to hold more than a request within `limits` can; `head` is its part
     before the field that tipped it (for the model name and request id of the error: clients write them first)."""
     if counts[_INPUTS_FIELD] > limits.max_inputs or counts[_OUTPUTS_FIELD] > limits.max_outputs:
@@ -211,7 +211,7 @@ def check_parameter_counts(data: bytes | memoryview, limits: Limits) -> None:
         check_parameter_count(len(tensor.parameters), limits, tensor.name, "output")
 
 
-def model_name(data: bytes) -> str:
+def model_name(data: bytes | memoryview) -> str:
     """The model a serialized ModelInferRequest names ("" when it is not one or does not name it among its first
     fields, where clients write it): read without parsing the message, which may hold millions of fields."""
     view = memoryview(data)
@@ -228,7 +228,7 @@ def model_name(data: bytes) -> str:
     return ""
 
 
-def parse_infer_request(data: bytes, limits: Limits) -> tuple[Any, Sequence[bytes | memoryview]]:
+def parse_infer_request(data: bytes | memoryview, limits: Limits) -> tuple[Any, Sequence[bytes | memoryview]]:
     """A serialized ModelInferRequest as (message, raw input contents); large contents stay views of `data`.
     Its parameters are counted (`check_parameter_counts`) before the message is parsed, unless it is too short to
     hold too many (the typical request: the count costs a few microseconds).

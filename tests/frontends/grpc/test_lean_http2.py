@@ -1,0 +1,122 @@
+"""The lean HTTP/2 stack's parts on their own: the reader's remembered header blocks follow the HPACK dynamic table,
+frames split across reads come out whole, and a unary answer (headers, message, trailers) leaves in one write."""
+
+from __future__ import annotations
+
+import asyncio
+
+import hpack
+
+from seawall.frontends.grpc.frames import DATA, END_HEADERS, END_STREAM, HEADERS, PREFACE, Stream, frame
+from seawall.frontends.grpc.http2 import Http2Connection
+from seawall.frontends.grpc.limits import Http2Limits
+from seawall.frontends.grpc.reader import FrameReader, HeaderBlock
+
+REQUEST = [(":method", "POST"), (":scheme", "http"), (":path", "/s/m"), (":authority", "x"), ("te", "trailers")]
+
+
+def _blocks(reader: FrameReader, *blocks: tuple[int, bytes]) -> list[HeaderBlock]:
+    data = b"".join(frame(HEADERS, END_HEADERS, stream, block) for stream, block in blocks)
+    out = [item for item in reader.frames(data) if isinstance(item, HeaderBlock)]
+    assert len(out) == len(blocks)
+    return out
+
+
+def test_a_repeated_block_is_decoded_once_while_the_table_stays() -> None:
+    reader, encoder = FrameReader(16384), hpack.Encoder()
+    list(reader.frames(PREFACE))
+    first = encoder.encode(REQUEST)  # inserts its fields into the dynamic table
+    again = encoder.encode(REQUEST)  # every field indexed: the same bytes each time
+    assert encoder.encode(REQUEST) == again
+    one, two, three = _blocks(reader, (1, first), (3, again), (5, again))
+    assert two.fields is three.fields
+    assert list(one.fields.fields) == list(two.fields.fields) == [(k.encode(), v.encode()) for k, v in REQUEST]
+
+
+def test_a_remembered_block_is_decoded_again_once_the_table_changes() -> None:
+    reader, encoder, mirror = FrameReader(16384), hpack.Encoder(), hpack.Decoder()
+    list(reader.frames(PREFACE))
+    first = encoder.encode(REQUEST)
+    again = encoder.encode(REQUEST)
+    mirror.decode(first)
+    before = mirror.decode(again, raw=True)
+    change = encoder.encode([("x-new", "1")])  # one more entry: `again`'s indexes now name other fields
+    mirror.decode(change)
+    after = mirror.decode(again, raw=True)
+    assert after != before
+    blocks = _blocks(reader, (1, first), (3, again), (5, change), (7, again))
+    assert list(blocks[1].fields.fields) == before
+    assert list(blocks[3].fields.fields) == after
+    assert blocks[3].fields.malformed() is not None or blocks[3].fields.headers() != blocks[1].fields.headers()
+
+
+def test_a_block_that_changes_the_table_is_never_reused() -> None:
+    reader, encoder = FrameReader(16384), hpack.Encoder()
+    list(reader.frames(PREFACE))
+    block = encoder.encode([*REQUEST, ("x-n", "1")])
+    encoder2 = hpack.Encoder()  # the same bytes again: each decoding inserts its fields once more
+    assert encoder2.encode([*REQUEST, ("x-n", "1")]) == block
+    one, two = _blocks(reader, (1, block), (3, block))
+    assert one.fields is not two.fields
+    # the table holds both insertions: a block indexing the newest entry and the one 4 entries older (x-n twice)
+    probe = b"\xbe\xc2"  # indexes 62 and 66
+    (decoded,) = _blocks(reader, (5, probe))
+    assert list(decoded.fields.fields) == [(b"x-n", b"1"), (b"x-n", b"1")]
+
+
+def test_frames_split_across_reads_come_out_whole() -> None:
+    reader = FrameReader(16384)
+    data = PREFACE + frame(DATA, 0, 1, b"a" * 100) + frame(DATA, END_STREAM, 1, b"b" * 50)
+    out = []
+    for at in range(0, len(data), 7):  # every boundary inside the preface, a header or a payload
+        out += [
+            (kind, flags, stream, bytes(payload)) for kind, flags, stream, payload in reader.frames(data[at : at + 7])
+        ]
+    assert out == [(DATA, 0, 1, b"a" * 100), (DATA, END_STREAM, 1, b"b" * 50)]
+
+
+class _Transport(asyncio.Transport):
+    """Records what the connection writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+def _frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    out, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos : pos + 3], "big")
+        out.append(
+            (
+                data[pos + 3],
+                data[pos + 4],
+                int.from_bytes(data[pos + 5 : pos + 9], "big"),
+                data[pos + 9 : pos + 9 + size],
+            )
+        )
+        pos += 9 + size
+    return out
+
+
+async def test_a_unary_answer_is_one_write() -> None:
+    calls: list[Stream] = []
+    connection = Http2Connection(Http2Limits(), lambda path: False, calls.append)
+    transport = _Transport()
+    connection.connection_made(transport)
+    block = hpack.Encoder().encode([*REQUEST, ("content-type", "application/grpc")])
+    message = b"\x00\x00\x00\x00\x03abc"
+    connection.data_received(PREFACE + frame(HEADERS, END_HEADERS, 1, block) + frame(DATA, END_STREAM, 1, message))
+    assert [stream.id for stream in calls] == [1]
+    transport.writes.clear()
+    connection.finish(calls[0], 0, "", b"answer")
+    assert len(transport.writes) == 1
+    kinds = [(kind, flags & END_STREAM, payload) for kind, flags, _, payload in _frames(transport.writes[0])]
+    assert [kind for kind, _, _ in kinds] == [HEADERS, DATA, HEADERS]
+    assert kinds[1][2] == b"\x00\x00\x00\x00\x06answer" and kinds[2][1] == END_STREAM
