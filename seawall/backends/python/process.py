@@ -19,6 +19,7 @@ from seawall.backends.python import ipc, messages, stub_launch
 from seawall.backends.python.messages import (
     CALL_MESSAGES,
     METRIC_MESSAGES,
+    BatchResult,
     CallMessage,
     Finalize,
     Grow,
@@ -206,7 +207,9 @@ class StubProcess:
 
     def on_message(self, message: StubMessage | MetricMessage) -> None:
         """Aside messages are handled here; any other answers the oldest message still unanswered."""
-        if type(message) is Log:
+        if type(message) is BatchResult and self._waiters:  # the reply to an Execute: the common case, asked first
+            self._answer(message)
+        elif type(message) is Log:
             log_model_line(self.label, message.level, message.text, message.file, message.line)
         elif type(message) is Grow:
             self._grow_outputs(message.slot, message.size)
@@ -224,12 +227,16 @@ class StubProcess:
             else:
                 self.on_call(message)  # type: ignore[arg-type]  # one of the call kinds
         elif self._waiters:
-            self._contexts.popleft()
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(message)  # type: ignore[arg-type]  # metric messages were handled above
+            self._answer(message)  # type: ignore[arg-type]  # metric messages were handled above
         else:
             self.abort(f"unexpected message {type(message).__name__}")
+
+    def _answer(self, message: StubMessage) -> None:
+        """`message` answers the oldest message still unanswered."""
+        self._contexts.popleft()
+        waiter = self._waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(message)
 
     def running(self) -> list[object]:
         """The contexts of the messages the stub has not answered yet (oldest first; None for non-Executes)."""
