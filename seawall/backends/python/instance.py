@@ -229,8 +229,8 @@ class PythonModelInstance:
             try:
                 slot.seq, slot.requests = message.seq, requests
                 sent = time.monotonic_ns()
-                slot.reply = process.submit(message, requests)
-                reply = await asyncio.shield(slot.reply)
+                slot.reply, awaited = process.submit_awaited(message, requests)
+                reply = await awaited  # a cancelled batch leaves slot.reply to the stub's answer
                 slot.requests = ()  # answered: nothing to cancel, and an idle slot must not keep tensors alive
             except StubDied as exc:
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
@@ -270,8 +270,8 @@ class PythonModelInstance:
             try:
                 keys = self._streams.open(process, message.seq, requests, sinks)
                 slot.seq, slot.requests = message.seq, ()
-                slot.reply = process.submit(message)
-                reply = await asyncio.shield(slot.reply)
+                slot.reply, awaited = process.submit_awaited(message)
+                reply = await awaited
                 slot.requests = ()  # answered: nothing to cancel, and an idle slot must not keep tensors alive
             except StubDied as exc:
                 self._streams.forget(keys)

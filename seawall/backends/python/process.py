@@ -74,7 +74,8 @@ class StubProcess:
         self._process: stub_launch.ProcessHandle | None = None
         self._control: asyncio.Transport | None = None
         self._fd_socket: socket.socket | None = None
-        self._waiters: deque[asyncio.Future[StubMessage]] = deque()  # replies awaited, in send order
+        # replies awaited, in send order: each reply's future and, for `submit_awaited`, the one its caller awaits
+        self._waiters: deque[tuple[asyncio.Future[StubMessage], asyncio.Future[StubMessage] | None]] = deque()
         self._contexts: deque[object] = deque()  # beside each waiter: what its message runs (BLS calls read it)
         self._stub_fds: dict[bytes, int] = {}  # region fds the stub sent (BLS calls), by tag, until used
         self.on_call: Callable[[CallMessage], None] | None = None  # BLS and model control; None: refused
@@ -143,15 +144,35 @@ class StubProcess:
         Raises:
             StubDied: the stub is gone.
         """
+        return self._submit(message, context, False)[0]
+
+    def submit_awaited(
+        self, message: HostMessage, context: object = None
+    ) -> tuple[asyncio.Future[StubMessage], asyncio.Future[StubMessage]]:
+        """`submit`, and a second future for the caller to await that gets the same reply: cancelling it leaves the
+        first pending until the stub answers (`asyncio.shield(submit(...))` without its callbacks: this runs per
+        batch).
+
+        Raises:
+            StubDied: the stub is gone.
+        """
+        reply, awaited = self._submit(message, context, True)
+        assert awaited is not None
+        return reply, awaited
+
+    def _submit(
+        self, message: HostMessage, context: object, awaited: bool
+    ) -> tuple[asyncio.Future[StubMessage], asyncio.Future[StubMessage] | None]:
         if not self._alive:
             raise StubDied(self._death)
         assert self._loop is not None
         waiter: asyncio.Future[StubMessage] = self._loop.create_future()
         waiter.add_done_callback(_retrieve)
-        self._waiters.append(waiter)
+        pair = (waiter, self._loop.create_future() if awaited else None)
+        self._waiters.append(pair)
         self._contexts.append(context)
         self.send(message)
-        return waiter
+        return pair
 
     async def call(self, message: HostMessage) -> StubMessage:
         """Send one message and wait for its reply; a cancelled caller leaves the reply pending.
@@ -234,9 +255,9 @@ class StubProcess:
     def _answer(self, message: StubMessage) -> None:
         """`message` answers the oldest message still unanswered."""
         self._contexts.popleft()
-        waiter = self._waiters.popleft()
-        if not waiter.done():
-            waiter.set_result(message)
+        for waiter in self._waiters.popleft():
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
 
     def running(self) -> list[object]:
         """The contexts of the messages the stub has not answered yet (oldest first; None for non-Executes)."""
@@ -352,9 +373,10 @@ class StubProcess:
         for fd in self._stub_fds.values():
             os.close(fd)
         self._stub_fds.clear()
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(StubDied(reason))
+        for pair in waiters:
+            for waiter in pair:
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(StubDied(reason))
         if self._control is not None:
             self._control.abort()
         if self._process is not None and self._process.get_returncode() is None:
