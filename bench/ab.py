@@ -1,8 +1,9 @@
 """A/B of two Seawall revisions on the same machine, interleaved: this checkout against another checkout with its
 own virtual environment (`git worktree add <dir> <rev>` then `python -m venv <dir>/.venv && <dir>/.venv/bin/pip
 install -e <dir>`), workloads from bench/models (add_sub by default; `--cells model:mode ...` names others, such as
-identity:grpc), each cell with two load clients (bench.loadgen in Python, and wrk / h2load where installed), medians
-over rounds with their range; throughput and server CPU per inference (the steadier figure on a shared machine).
+identity:grpc, or add_sub_inprocess:http-binary for add_sub in-process), each cell with two load clients
+(bench.loadgen in Python, and wrk / h2load where installed), medians over rounds with their range; throughput and
+server CPU per inference (the steadier figure on a shared machine).
 
     python -m bench.ab --base /tmp/base [--rounds 3] [--seconds 5] [--concurrency 32 1] [--cells add_sub:grpc ...]
 """
@@ -96,7 +97,9 @@ def main() -> None:
     cells_wanted = [tuple(cell.split(":", 1)) for cell in args.cells]
     repository = Path(tempfile.mkdtemp(prefix="seawall-ab-"))  # only the workloads named: nothing else loads
     for model in sorted({model for model, _ in cells_wanted}):
-        (repository / model).symlink_to(servers.MODELS / model, target_is_directory=True)
+        # add_sub_inprocess and add_sub_inline are copies of add_sub written by servers.in_process_repository
+        source = servers.in_process_repository() if model in servers.IN_PROCESS_MODES else servers.MODELS
+        (repository / model).symlink_to(source / model, target_is_directory=True)
     pythons = {"head": None, "base": args.base / ".venv" / "bin" / "python"}
     plan = [
         (model, mode, client, concurrency)

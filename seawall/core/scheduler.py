@@ -112,7 +112,10 @@ class Scheduler:
         return len(self._queue) + self._busy
 
     def _has_healthy_instance(self) -> bool:
-        return any(i.is_healthy() for i in self._instances)
+        for instance in self._instances:  # a loop, not any(generator): every request asks
+            if instance.is_healthy():
+                return True
+        return False
 
     async def enqueue(self, request: InferRequest, batch_size: int, timeout_ns: int = 0) -> InferResponse:
         """Queue `request` and wait for its response; it is refused if still queued after its timeout.

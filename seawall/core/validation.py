@@ -34,34 +34,35 @@ def check_request(request: InferRequest, spec: ModelSpec) -> int:
     Raises:
         InvalidArgumentError: with Triton's message for the first problem found.
     """
-    prefix = f"[request id: {request.id or '<id_unknown>'}] "
     model = spec.name
     given = [t.name for t in request.inputs]
     seen: set[str] = set()
     for name in given:  # Triton refuses duplicates as it adds inputs, before any other check
         if name in seen:
-            raise InvalidArgumentError(f"{prefix}input '{name}' already exists in request")
+            raise InvalidArgumentError(f"{_prefix(request)}input '{name}' already exists in request")
         seen.add(name)
-    _check_count(prefix, model, spec, given)
+    _check_count(request, model, spec, given)
     for name in given:
         if name not in spec.inputs:
             raise InvalidArgumentError(f"unexpected inference input '{name}' for model '{model}'")
     if not spec.required_inputs <= seen:
-        _raise_count(prefix, model, spec, given)
-    batch_size = _check_batch(prefix, spec, request)
+        _raise_count(request, model, spec, given)
+    batch_size = _check_batch(spec, request)
     for tensor in request.inputs:
         io = spec.inputs[tensor.name]
         if tensor.datatype != io.datatype:
             raise InvalidArgumentError(
-                f"{prefix}inference input '{tensor.name}' data-type is '{tensor.datatype}', "
+                f"{_prefix(request)}inference input '{tensor.name}' data-type is '{tensor.datatype}', "
                 f"but model '{model}' expects '{io.datatype}'"
             )
         dims = tensor.shape[1:] if spec.max_batch_size > 0 else tensor.shape
-        if len(dims) != len(io.dims) or any(e != -1 and e != d for e, d in zip(io.dims, dims, strict=True)):
+        if dims != io.dims and (  # the same dims: the common case, no generator
+            len(dims) != len(io.dims) or any(e != -1 and e != d for e, d in zip(io.dims, dims, strict=True))
+        ):
             expected = ((-1,) if spec.max_batch_size > 0 else ()) + io.dims
             note = _BATCH_NOTE if spec.max_batch_size > 0 else ""  # Triton 2.51: whatever the rank
             raise InvalidArgumentError(
-                f"{prefix}unexpected shape for input '{tensor.name}' for model '{model}'. "
+                f"{_prefix(request)}unexpected shape for input '{tensor.name}' for model '{model}'. "
                 f"Expected {_dims(expected)}, got {_dims(tensor.shape)}. {note}"
             )
     for output in request.outputs:
@@ -70,42 +71,47 @@ def check_request(request: InferRequest, spec: ModelSpec) -> int:
     return batch_size
 
 
-def _check_count(prefix: str, model: str, spec: ModelSpec, given: list[str]) -> None:
+def _prefix(request: InferRequest) -> str:
+    """What Triton's messages about a request begin with (made only for an error)."""
+    return f"[request id: {request.id or '<id_unknown>'}] "
+
+
+def _check_count(request: InferRequest, model: str, spec: ModelSpec, given: list[str]) -> None:
     if len(spec.required_inputs) <= len(given) <= len(spec.inputs):
         return
-    _raise_count(prefix, model, spec, given)
+    _raise_count(request, model, spec, given)
 
 
-def _raise_count(prefix: str, model: str, spec: ModelSpec, given: list[str]) -> None:
+def _raise_count(request: InferRequest, model: str, spec: ModelSpec, given: list[str]) -> None:
     missing = [n for n in spec.input_order if n in spec.required_inputs and n not in given]
     if len(spec.required_inputs) == len(spec.inputs):
         expected = f"expected {len(spec.inputs)} inputs"
     else:
         expected = f"expected number of inputs between {len(spec.required_inputs)} and {len(spec.inputs)}"
     raise InvalidArgumentError(
-        f"{prefix}{expected} but got {len(given)} inputs for model '{model}'. Got input(s) {_names(given)}, "
+        f"{_prefix(request)}{expected} but got {len(given)} inputs for model '{model}'. Got input(s) {_names(given)}, "
         f"but missing required input(s) {_names(missing)}. Please provide all required input(s)."
     )
 
 
-def _check_batch(prefix: str, spec: ModelSpec, request: InferRequest) -> int:
+def _check_batch(spec: ModelSpec, request: InferRequest) -> int:
     if spec.max_batch_size <= 0:
         return 1
     batch = -1
     for tensor in request.inputs:
         if not tensor.shape:
             raise InvalidArgumentError(
-                f"{prefix}unexpected shape for input '{tensor.name}' for model '{spec.name}'. "
+                f"{_prefix(request)}unexpected shape for input '{tensor.name}' for model '{spec.name}'. "
                 f"Expected {_dims((-1,) + spec.inputs[tensor.name].dims)}, got []. {_BATCH_NOTE}"
             )
         if batch == -1:
             batch = tensor.shape[0]
         elif tensor.shape[0] != batch:
             raise InvalidArgumentError(
-                f"{prefix}input '{tensor.name}' batch size does not match other inputs for '{spec.name}'"
+                f"{_prefix(request)}input '{tensor.name}' batch size does not match other inputs for '{spec.name}'"
             )
     if batch > spec.max_batch_size:
         raise InvalidArgumentError(
-            f"{prefix}inference request batch-size must be <= {spec.max_batch_size} for '{spec.name}'"
+            f"{_prefix(request)}inference request batch-size must be <= {spec.max_batch_size} for '{spec.name}'"
         )
     return max(batch, 0)

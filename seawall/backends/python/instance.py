@@ -11,8 +11,7 @@ import asyncio
 import logging
 import mmap
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import seawall.core.offload as offload
@@ -225,23 +224,27 @@ class PythonModelInstance:
             UnavailableError: the instance crashed (before or during this batch) and is down.
             InternalError: execute() raised or returned the wrong number of responses.
         """
-        async with self._batch(requests) as (process, slot, message):
+        process, slot, message = await self._batch(requests)
+        try:
             try:
                 slot.seq, slot.requests = message.seq, requests
                 sent = time.monotonic_ns()
-                slot.reply = process.submit(message, requests)
-                reply = await asyncio.shield(slot.reply)
+                slot.reply, awaited = process.submit_awaited(message, requests)
+                reply = await awaited  # a cancelled batch leaves slot.reply to the stub's answer
                 slot.requests = ()  # answered: nothing to cancel, and an idle slot must not keep tensors alive
             except StubDied as exc:
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
             waited = self._waited(sent, reply)
             try:
-                heavy = _reply_bytes(reply) > offload.HEAVY_BODY_BYTES
                 memory = process.outputs[slot.index or 0]
-                return await offload.run(heavy, self._collect, requests, message.seq, reply, memory, waited)
+                if _reply_bytes(reply) > offload.HEAVY_BODY_BYTES:
+                    return await offload.run(True, self._collect, requests, message.seq, reply, memory, waited)
+                return self._collect(requests, message.seq, reply, memory, waited)  # light: no coroutine more
             except ipc.ProtocolError as exc:
                 process.abort(f"bad result: {exc}")
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+        finally:
+            slot.lock.release()
 
     def cancel(self, request: InferRequest) -> None:
         """The client of `request` (running here) went away: the model's `request.is_cancelled()` turns true."""
@@ -261,13 +264,14 @@ class PythonModelInstance:
             UnavailableError: the instance crashed (before or during this batch) and is down.
             InternalError: execute() raised or returned something else than None.
         """
-        async with self._batch(requests) as (process, slot, message):
+        process, slot, message = await self._batch(requests)
+        try:
             keys: list[tuple[int, int]] = []
             try:
                 keys = self._streams.open(process, message.seq, requests, sinks)
                 slot.seq, slot.requests = message.seq, ()
-                slot.reply = process.submit(message)
-                reply = await asyncio.shield(slot.reply)
+                slot.reply, awaited = process.submit_awaited(message)
+                reply = await awaited
                 slot.requests = ()  # answered: nothing to cancel, and an idle slot must not keep tensors alive
             except StubDied as exc:
                 self._streams.forget(keys)
@@ -283,11 +287,13 @@ class PythonModelInstance:
                 process.abort("bad result of a decoupled batch")
                 raise UnavailableError(f"model instance '{self.name}' crashed")
             return DecoupledExecution([None] * len(requests), (reply.started_ns, reply.finished_ns))
+        finally:
+            slot.lock.release()
 
-    @asynccontextmanager
-    async def _batch(self, requests: Sequence[InferRequest]) -> AsyncIterator[tuple[StubProcess, _Slot, Execute]]:
-        """The batch's inputs written into a slot (held while the caller sends and awaits the reply), its message,
-        and the stub it was written for (a restart replaces `self._process`; the batch stays with its stub).
+    async def _batch(self, requests: Sequence[InferRequest]) -> tuple[StubProcess, _Slot, Execute]:
+        """The batch's inputs written into a slot, its message, and the stub it was written for (a restart
+        replaces `self._process`; the batch stays with its stub). The slot's lock is held: the caller releases it
+        once the reply is read (a plain coroutine and a try/finally, not a context manager: this runs per batch).
 
         Raises:
             UnavailableError: the instance is down, or its stub crashed or was restarted before the batch went.
@@ -298,19 +304,21 @@ class PythonModelInstance:
         if not self.is_healthy() or not process.is_alive:
             raise UnavailableError(f"model instance '{self.name}' is not available")
         inputs = [tensor for request in requests for tensor in request.inputs]
-        payloads = await offload.run(offload.is_heavy(inputs), _payloads, inputs)
+        payloads = await offload.run(True, _payloads, inputs) if offload.is_heavy(inputs) else _payloads(inputs)
         offsets, total = ipc.layout(payloads)
         slot = self._pick(self._slots if total <= self._settings.shm_default_bytes else self._slots[:LARGE_BATCH_SLOTS])
-        async with slot.lock:
+        await slot.lock.acquire()
+        try:
             if slot.reply is not None and not slot.reply.done():
                 await asyncio.wait([slot.reply])  # a cancelled batch still owns the regions until answered
-            try:
-                if process is not self._process:
-                    raise StubDied("restarted")
-                message = self._prepare(process, requests, slot, payloads, offsets, total)
-            except StubDied as exc:
+            if process is not self._process:
+                raise StubDied("restarted")
+            return process, slot, self._prepare(process, requests, slot, payloads, offsets, total)
+        except BaseException as exc:
+            slot.lock.release()
+            if isinstance(exc, StubDied):
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
-            yield process, slot, message
+            raise
 
     def _pick(self, slots: list[_Slot]) -> _Slot:
         """A free slot, else the next in turn (only direct callers outnumber the scheduler's workers)."""

@@ -179,13 +179,16 @@ def _response_parameters(parameters: object, model_name: str) -> dict[str, Param
 def request_header(request: InferRequest, inputs: list[ipc.Descriptor]) -> RequestHeader:
     """Everything of a request but its tensor bytes (`inputs`: where they lie, or [] in process)."""
     parameters = request.parameters
+    outputs = [output.name for output in request.outputs] if request.outputs else []
+    if not parameters:  # most requests: no sequence, no custom parameters (a fresh dict: the model may change it)
+        return RequestHeader(request.id, inputs, outputs, 0, 0, {})
     flags = (1 if parameters.get("sequence_start") else 0) | (2 if parameters.get("sequence_end") else 0)
     correlation_id = parameters.get("sequence_id", 0)
     custom: dict[str, object] = {k: v for k, v in parameters.items() if k not in _RESERVED_PARAMETERS}
     return RequestHeader(
         request.id,
         inputs,
-        [output.name for output in request.outputs] if request.outputs else [],
+        outputs,
         correlation_id if type(correlation_id) is int or type(correlation_id) is str else 0,
         flags,
         custom,

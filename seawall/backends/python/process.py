@@ -19,6 +19,7 @@ from seawall.backends.python import ipc, messages, stub_launch
 from seawall.backends.python.messages import (
     CALL_MESSAGES,
     METRIC_MESSAGES,
+    BatchResult,
     CallMessage,
     Finalize,
     Grow,
@@ -73,7 +74,8 @@ class StubProcess:
         self._process: stub_launch.ProcessHandle | None = None
         self._control: asyncio.Transport | None = None
         self._fd_socket: socket.socket | None = None
-        self._waiters: deque[asyncio.Future[StubMessage]] = deque()  # replies awaited, in send order
+        # replies awaited, in send order: each reply's future and, for `submit_awaited`, the one its caller awaits
+        self._waiters: deque[tuple[asyncio.Future[StubMessage], asyncio.Future[StubMessage] | None]] = deque()
         self._contexts: deque[object] = deque()  # beside each waiter: what its message runs (BLS calls read it)
         self._stub_fds: dict[bytes, int] = {}  # region fds the stub sent (BLS calls), by tag, until used
         self.on_call: Callable[[CallMessage], None] | None = None  # BLS and model control; None: refused
@@ -142,15 +144,35 @@ class StubProcess:
         Raises:
             StubDied: the stub is gone.
         """
+        return self._submit(message, context, False)[0]
+
+    def submit_awaited(
+        self, message: HostMessage, context: object = None
+    ) -> tuple[asyncio.Future[StubMessage], asyncio.Future[StubMessage]]:
+        """`submit`, and a second future for the caller to await that gets the same reply: cancelling it leaves the
+        first pending until the stub answers (`asyncio.shield(submit(...))` without its callbacks: this runs per
+        batch).
+
+        Raises:
+            StubDied: the stub is gone.
+        """
+        reply, awaited = self._submit(message, context, True)
+        assert awaited is not None
+        return reply, awaited
+
+    def _submit(
+        self, message: HostMessage, context: object, awaited: bool
+    ) -> tuple[asyncio.Future[StubMessage], asyncio.Future[StubMessage] | None]:
         if not self._alive:
             raise StubDied(self._death)
         assert self._loop is not None
         waiter: asyncio.Future[StubMessage] = self._loop.create_future()
         waiter.add_done_callback(_retrieve)
-        self._waiters.append(waiter)
+        pair = (waiter, self._loop.create_future() if awaited else None)
+        self._waiters.append(pair)
         self._contexts.append(context)
         self.send(message)
-        return waiter
+        return pair
 
     async def call(self, message: HostMessage) -> StubMessage:
         """Send one message and wait for its reply; a cancelled caller leaves the reply pending.
@@ -206,7 +228,9 @@ class StubProcess:
 
     def on_message(self, message: StubMessage | MetricMessage) -> None:
         """Aside messages are handled here; any other answers the oldest message still unanswered."""
-        if type(message) is Log:
+        if type(message) is BatchResult and self._waiters:  # the reply to an Execute: the common case, asked first
+            self._answer(message)
+        elif type(message) is Log:
             log_model_line(self.label, message.level, message.text, message.file, message.line)
         elif type(message) is Grow:
             self._grow_outputs(message.slot, message.size)
@@ -224,12 +248,16 @@ class StubProcess:
             else:
                 self.on_call(message)  # type: ignore[arg-type]  # one of the call kinds
         elif self._waiters:
-            self._contexts.popleft()
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(message)  # type: ignore[arg-type]  # metric messages were handled above
+            self._answer(message)  # type: ignore[arg-type]  # metric messages were handled above
         else:
             self.abort(f"unexpected message {type(message).__name__}")
+
+    def _answer(self, message: StubMessage) -> None:
+        """`message` answers the oldest message still unanswered."""
+        self._contexts.popleft()
+        for waiter in self._waiters.popleft():
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message)
 
     def running(self) -> list[object]:
         """The contexts of the messages the stub has not answered yet (oldest first; None for non-Executes)."""
@@ -345,9 +373,10 @@ class StubProcess:
         for fd in self._stub_fds.values():
             os.close(fd)
         self._stub_fds.clear()
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(StubDied(reason))
+        for pair in waiters:
+            for waiter in pair:
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(StubDied(reason))
         if self._control is not None:
             self._control.abort()
         if self._process is not None and self._process.get_returncode() is None:

@@ -175,20 +175,20 @@ def _decode_input(
         raise InvalidArgumentError(f"invalid datatype for input {name}")
     shape, count = checked_shape(entry.get("shape"), datatype, name, model, limits, bytes_before=strings)
     params = dict(_scalar_parameters(entry.get("parameters"), limits, name, "input"))
-    sources = [
-        k for k in ("data", "binary_data_size", "shared_memory_region") if k in (entry if k == "data" else params)
-    ]
-    if len(sources) != 1:
+    in_json, in_binary, in_shm = "data" in entry, "binary_data_size" in params, SHM_REGION in params
+    if in_json + in_binary + in_shm != 1:  # (no list of sources on every input: it is made for the message)
+        given = (("data", in_json), ("binary_data_size", in_binary), (SHM_REGION, in_shm))
+        sources = [key for key, is_set in given if is_set]
         found = "set " + " ".join(f"'{s}'" for s in sources) if sources else "no field is set"
         raise InvalidArgumentError(
             "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', "
             f"'shared_memory_region' in 'parameters'. But {found}"
         )
-    if sources[0] == SHM_REGION:
+    if in_shm:
         # a placeholder: the core reads the region (bounds-checked there) once it knows the model
         _check_shm_parameters(params, f"input '{name}'")
         return Tensor(name, datatype, shape, np.empty(0, NUMPY_DTYPES[datatype]), params), offset
-    if sources[0] == "data":
+    if in_json:
         return Tensor(
             name,
             datatype,

@@ -15,6 +15,12 @@ import orjson
 _REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 
 
+#: Decides on a request's head alone (method, path, lower-case headers) whether it is refused: the reply, or None.
+#: Called before any body byte is stored, for requests that have a body; a request that passed carries the check
+#: (`HttpRequest.checked_by`), and a handler whose own check it is need not run it again.
+HeadCheck = Callable[[str, str, Mapping[str, str]], "HttpResponse | None"]
+
+
 @dataclass(slots=True)
 class HttpRequest:
     """A complete request: `path` is the raw path without the query; header names are lower-case."""
@@ -24,6 +30,9 @@ class HttpRequest:
     headers: dict[str, str]
     body: bytes
     caller: str = ""  # "peer=<address>[ subject=<client certificate subject>]", for the audit log
+    #: the head check (route, restriction, method) this request's head passed on its listener; None: not checked
+    #: (no body, or a request made by a frontend): the handler checks it
+    checked_by: HeadCheck | None = None
 
 
 def describe_caller(peer: object, certificate: object) -> str:
@@ -59,9 +68,6 @@ class HttpStream(HttpResponse):
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
-#: Decides on a request's head alone (method, path, lower-case headers) whether it is refused: the reply, or None.
-#: Called before any body byte is stored, for requests that have a body; the handler still checks everything.
-HeadCheck = Callable[[str, str, Mapping[str, str]], "HttpResponse | None"]
 
 
 def error_response(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> HttpResponse:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from seawall.frontends.http.body import BodyReader, Refusal
-from seawall.frontends.http.message import HttpRequest, HttpResponse, error_response
+from seawall.frontends.http.message import HeadCheck, HttpRequest, HttpResponse, error_response
 from seawall.options import Limits
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class RequestReader:
     _header_bytes: int
     _trailer_bytes: int
     _body: BodyReader | None
+    _checked: HeadCheck | None  # the listener's head check, once it passed this request's head
 
     def _reset_message(self) -> None:
         self._url = b""
@@ -63,6 +64,7 @@ class RequestReader:
         self._header_bytes = 0
         self._trailer_bytes = 0
         self._body = None
+        self._checked = None
 
     # asyncio.Protocol (the reading side) --------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -147,6 +149,7 @@ class RequestReader:
             if refused is not None:
                 self._refuse(refused)
                 raise _StopParsing
+            self._checked = check
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
             raise Refusal(501, "Unsupported compression type", [("Accept-Encoding", "gzip, deflate")])
@@ -177,7 +180,7 @@ class RequestReader:
         charge = reader.charged if reader is not None else 0
         self._body = None
         method = self._parser.get_method().decode("latin-1")
-        request = HttpRequest(method, self._path, self._headers, body, self._caller)
+        request = HttpRequest(method, self._path, self._headers, body, self._caller, self._checked)
         self._in_head = True
         self._in_message = False
         self._head_bytes = 0

@@ -24,7 +24,14 @@ from seawall.frontends.http import codec as http_codec
 from seawall.frontends.http import extensions, generate
 from seawall.frontends.http.body import BodyBudget
 from seawall.frontends.http.errors import failure_reply, status_reply
-from seawall.frontends.http.server import HttpRequest, HttpResponse, HttpServer, OverHttpServer, error_response
+from seawall.frontends.http.server import (
+    HeadCheck,
+    HttpRequest,
+    HttpResponse,
+    HttpServer,
+    OverHttpServer,
+    error_response,
+)
 from seawall.options import Options
 from seawall.security import tls
 from seawall.security.policy import ApiPolicy, Keys
@@ -154,6 +161,7 @@ class HttpFrontend(OverHttpServer):
         self._limits = options.limits
         # `keys`: the live restrictions when key files rotate; else the start-up ones
         self._policy = ApiPolicy(keys if keys is not None else options.http.restricted)
+        self._check_head: HeadCheck = self.check_head  # one bound method: `handle` knows the requests it passed
         self._endpoints: dict[str, _Endpoint] = {r.handler: getattr(self, r.handler) for r in ROUTES if r.handler}
         self._http = HttpServer(
             self.handle,
@@ -162,7 +170,7 @@ class HttpFrontend(OverHttpServer):
             options.http.port,
             options.http.reuse_port,
             ssl_context=tls.listener_ssl_context(options.http.tls, "http"),
-            head_check=self.check_head,
+            head_check=self._check_head,
             budget=budget,
         )
 
@@ -187,9 +195,10 @@ class HttpFrontend(OverHttpServer):
             return _NOT_FOUND
 
         try:  # inline, not through `answer`: a closure and a coroutine less on every request
-            self._policy.authorize(route.category, request.headers.get)
-            if request.method not in route.methods:
-                return _METHOD_NOT_ALLOWED
+            if request.checked_by is not self._check_head:  # else `check_head` passed it already, on its head
+                self._policy.authorize(route.category, request.headers.get)
+                if request.method not in route.methods:
+                    return _METHOD_NOT_ALLOWED
             if not route.handler:
                 raise UnsupportedError(f"{route.feature} is not supported yet")
             return await self._endpoints[route.handler](request, groups)

@@ -17,6 +17,8 @@ from seawall.errors import InvalidArgumentError
 _INT_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
 _JSON_ONLY_BINARY = frozenset({"FP16", "BF16"})
 _LENGTH = struct.Struct("<I")
+_FP32_MAX = float(np.finfo(np.float32).max)
+_SCANNED = 256  # FP32 JSON data of up to this many numbers is range-scanned instead of cast under np.errstate
 
 
 def decode_json_data(data: Any, datatype: str, shape: tuple[int, ...], count: int, name: str) -> np.ndarray:
@@ -46,8 +48,18 @@ def decode_json_data(data: Any, datatype: str, shape: tuple[int, ...], count: in
         _check_integers(flat, kinds, datatype, name)
     elif not kinds <= {int, float}:
         raise InvalidArgumentError(f"Unable to parse 'data' of input '{name}': {datatype} elements must be numbers")
-    with np.errstate(over="ignore"):  # FP32 overflow becomes inf, as in Triton
-        return np.array(flat, dtype=NUMPY_DTYPES[datatype]).reshape(shape)
+    if datatype == "FP32" and not _fits_fp32(flat):
+        with np.errstate(over="ignore"):  # FP32 overflow becomes inf, as in Triton
+            return np.array(flat, dtype=np.float32).reshape(shape)
+    # no other datatype can overflow here (integers are range-checked, JSON numbers are doubles), and the
+    # errstate context costs more than the conversion of a small tensor
+    return np.array(flat, dtype=NUMPY_DTYPES[datatype]).reshape(shape)
+
+
+def _fits_fp32(flat: list[Any]) -> bool:
+    """Every number of a small `flat` is within FP32's range (no overflow when cast); False for large ones,
+    which are not scanned (the errstate context is nothing beside their conversion)."""
+    return not flat or (len(flat) <= _SCANNED and -_FP32_MAX <= min(flat) and max(flat) <= _FP32_MAX)
 
 
 def _check_integers(flat: list[Any], kinds: set[type], datatype: str, name: str) -> None:
