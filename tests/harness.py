@@ -17,9 +17,10 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -29,6 +30,7 @@ TEST_MODELS = Path(__file__).resolve().parent / "models"
 TRITON = Path(os.environ.get("SEAWALL_TRITON", ROOT.parent / "shared" / "tools" / "tritonserver"))
 
 _READY = re.compile(r"Seawall ready: (.*)$")
+T = TypeVar("T")
 
 
 @dataclass
@@ -237,3 +239,15 @@ def triton_and_seawall(root: Path, *models: Path) -> Iterator[tuple[ServerProces
     finally:
         seawall.stop()
         triton.stop()
+
+
+def settled(read: Callable[[], T], done: Callable[[T], bool], seconds: float = 15) -> T:
+    """`read()` again until `done` holds for its value or `seconds` pass, then that last value. Triton (and a
+    server in general) may record a request's statistics after the reply has gone out, so a read right after the
+    last reply can race the record on a loaded machine; the caller asserts the returned value exactly."""
+    deadline = time.monotonic() + seconds
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = read()
+    return value

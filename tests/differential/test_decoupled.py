@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from tests.harness import TEST_MODELS, TRITON, ServerProcess, start_seawall, start_triton
+from tests.harness import TEST_MODELS, TRITON, ServerProcess, settled, start_seawall, start_triton
 
 pytestmark = pytest.mark.differential
 
@@ -120,15 +120,22 @@ def test_unary_infer_is_refused(servers: dict[str, ServerProcess]) -> None:
     assert answers["seawall"] == answers["triton"]
 
 
+def _execution_counts(server: ServerProcess, model: str) -> tuple[int, int, int]:
+    host, port = server.http.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("GET", f"/v2/models/{model}/stats")
+    (stats,) = json.loads(connection.getresponse().read())["model_stats"]
+    connection.close()
+    inference = stats["inference_stats"]
+    return stats["execution_count"], inference["success"]["count"], inference["fail"]["count"]
+
+
 def test_statistics_count_executions(servers: dict[str, ServerProcess]) -> None:
-    counts = {}
-    for name, server in servers.items():
+    for server in servers.values():
         _stream(server, [_request("square_int32", 2, "s1"), _request("square_int32", 1, "s2")])
-        host, port = server.http.rsplit(":", 1)
-        connection = http.client.HTTPConnection(host, int(port), timeout=30)
-        connection.request("GET", "/v2/models/square_int32/stats")
-        (stats,) = json.loads(connection.getresponse().read())["model_stats"]
-        connection.close()
-        inference = stats["inference_stats"]
-        counts[name] = (stats["execution_count"], inference["success"]["count"], inference["fail"]["count"])
+
+    def read() -> dict[str, tuple[int, int, int]]:
+        return {name: _execution_counts(server, "square_int32") for name, server in servers.items()}
+
+    counts = settled(read, lambda c: c["seawall"] == c["triton"])
     assert counts["seawall"] == counts["triton"]

@@ -25,7 +25,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.harness import TEST_MODELS, ServerProcess, http_request, triton_and_seawall
+from tests.harness import TEST_MODELS, ServerProcess, http_request, settled, triton_and_seawall
 
 GATE = TEST_MODELS / "gate"
 #: model name → its dynamic_batching block
@@ -181,10 +181,10 @@ def test_max_queue_size_refuses_what_does_not_fit(
         gate.open()
         assert [f.result(WAIT_SECS)[0] for f in (first, *queued)] == [200, 200, 200]
         assert gate.order() == ["a", "b", "c"]
-        counts = stats(server, "qsize")
+        counts = settled(lambda: stats(server, "qsize"), lambda c: c["inference_stats"]["success"]["count"] >= 3)
         # a refused request is neither an inference nor a failure, on both
         assert counts["inference_stats"]["fail"]["count"] == 0
-        assert counts["inference_stats"]["success"]["count"] >= 3
+        assert counts["inference_stats"]["success"]["count"] == 3
         assert healthy(server)
     finally:
         gate.close()
@@ -228,7 +228,7 @@ def test_priority_queue_policy_per_level(servers: dict[str, ServerProcess], whic
         assert first.result(WAIT_SECS)[0] == kept.result(WAIT_SECS)[0] == 200
         assert late.result(WAIT_SECS)[0::2] == (503, {"error": "Request timeout expired"})
         assert gate.order() == ["a", "b"]
-        counts = stats(server, "levels")["inference_stats"]
+        counts = settled(lambda: stats(server, "levels"), lambda c: c["execution_count"] >= 2)["inference_stats"]
         assert counts["fail"]["count"] == 1  # the timeout counts as a failure, the full queue does not
         assert healthy(server)
     finally:

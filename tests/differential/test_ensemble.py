@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.ensembles import BAD, load_error, make_repository
-from tests.harness import TRITON, ServerProcess, http_request, start_seawall, start_triton
+from tests.harness import TRITON, ServerProcess, http_request, settled, start_seawall, start_triton
 
 EXPLICIT = ("--model-control-mode=explicit",)
 SEAWALL_EXPLICIT = (*EXPLICIT, "--allow-unrestricted-model-repository=true")
@@ -137,12 +137,10 @@ def test_statistics_move_alike(servers: tuple[ServerProcess, ServerProcess]) -> 
         before = {m: _counts(server, m) for m in models}
         for _ in range(2):
             assert _call(server, "POST", "/v2/models/ens_chain/infer", CHAIN_BODY)[0] == 200
-        deadline = time.monotonic() + 15  # Triton records an ensemble's statistics after it answers
-        while True:
-            after = {m: _counts(server, m) for m in models}
-            if after["ens_chain"][1] - before["ens_chain"][1] >= 2 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        after = settled(  # Triton records an ensemble's statistics after it answers
+            lambda s=server: {m: _counts(s, m) for m in models},
+            lambda a, b=before: a["ens_chain"][1] - b["ens_chain"][1] >= 2,
+        )
         deltas.append({m: tuple(a - b for a, b in zip(after[m], before[m], strict=True)) for m in models})
     assert deltas[0] == deltas[1]
     assert deltas[1]["ens_chain"] == (4, 2, 2)  # two requests of batch 2: one execution each

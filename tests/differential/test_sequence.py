@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.harness import TEST_MODELS, ServerProcess, http_request, triton_and_seawall
+from tests.harness import TEST_MODELS, ServerProcess, http_request, settled, triton_and_seawall
 
 IDLE_US = 600_000
 
@@ -303,7 +303,7 @@ def test_null_requests_fill_the_slots_before_a_request(servers: tuple[ServerProc
         assert _infer(server, "seq_accumulate", 1, sequence_id=801)[0] == 200
         assert _infer(server, "seq_accumulate", 1, sequence_id=802, sequence_end=True)[1]["OUTPUT"] == [2]
         assert _infer(server, "seq_accumulate", 1, sequence_id=801, sequence_end=True)[1]["OUTPUT"] == [3]
-        after = _stats(server, "seq_accumulate")
+        after = settled(lambda s=server: _stats(s, "seq_accumulate"), lambda a, e=executions: a[1] - e >= 5)
         deltas.append(
             (after[0] - inferences, after[1] - executions, {k: v - batches.get(k, 0) for k, v in after[2].items()})
         )
