@@ -11,10 +11,13 @@
   counters; a 507 is a miss), latency of the requests that waited for a load (those during which the server
   logged their model loaded: its log's timestamps against the client's wall clock), evictions per second.
 - each spread cell also runs against the same server with one model (the base), and reports the CPU of the
-  server's process tree per request, which the machine's other load disturbs less than req/s.
+  server's process tree per request, which the machine's other load disturbs less than req/s;
+- interleaved spread (`--rounds`, default 3): the spread cell again with every server up at once on one
+  repository, each client driving each server in turn in every round (order alternating), so that the machine's
+  other load falls on all alike; medians over the rounds and per-round ratios to Triton.
 
     python -m bench.many_models [--models 100] [--budget 20] [--seconds 10] [--concurrency 32]
-        [--stub-start fork spawn] [--no-budget]
+        [--stub-start fork spawn] [--rounds 3] [--no-budget]
 
 Seawall is measured once per --python-stub-start variant (forked from the stub template, or fresh interpreters).
 
@@ -139,13 +142,10 @@ def warm_up(address: str, models: list[str]) -> None:
                 raise RuntimeError(f"warm-up of {model}: HTTP {reply.status}")
 
 
-def spread(server: servers.Server, models: list[str], concurrency: int, seconds: float) -> dict[str, object]:
-    """Throughput with requests drawn uniformly over `models`: bench.loadgen, then wrk when installed. A client
-    that fails is recorded with its error (the other cells still run). `cpu_us_per_request`: CPU of the server's
-    process tree per request (warm-up included), which the machine's other load changes less than req/s."""
-    address = server.http
-    warm_up(address, models)
-    clients: dict[str, object] = {}
+def _clients(
+    address: str, models: list[str], concurrency: int, seconds: float
+) -> dict[str, Callable[[], loadgen.Result]]:
+    """The load clients, by name: bench.loadgen, and wrk when installed (a Lua script draws each request's path)."""
     runs: dict[str, Callable[[], loadgen.Result]] = {
         "loadgen": lambda: loadgen.run_load(
             address, "http-json", "add_sub", concurrency, seconds, warmup=1.0, models=tuple(models)
@@ -153,20 +153,58 @@ def spread(server: servers.Server, models: list[str], concurrency: int, seconds:
     }
     if native.is_available("http-json"):
         runs["wrk"] = lambda: native.run_wrk_spread(address, models, _BODY, concurrency, seconds)
-    for client, run in runs.items():
+    return runs
+
+
+def _measure(server: servers.Server, client: str, run: Callable[[], loadgen.Result]) -> dict[str, object]:
+    """One client's window against `server`, with the CPU of the server's process tree per request (warm-up
+    included), which the machine's other load changes less than req/s. A client that fails is recorded with its
+    error (the other cells still run)."""
+    try:
+        cpu = servers.tree_cpu_seconds(server.pid)
+        result = run()
+        cpu = servers.tree_cpu_seconds(server.pid) - cpu
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"bench-many-models: {client} failed: {exc!r}", flush=True)
+        return {"error": repr(exc), "loadavg": loadavg()}
+    return {
+        **dataclasses.asdict(result),
+        "cpu_us_per_request": cpu / max(1, result.total_requests) * 1e6,
+        "loadavg": loadavg(),
+    }
+
+
+def spread(server: servers.Server, models: list[str], concurrency: int, seconds: float) -> dict[str, object]:
+    """Throughput with requests drawn uniformly over `models`, once per client."""
+    warm_up(server.http, models)
+    runs = _clients(server.http, models, concurrency, seconds)
+    return {client: _measure(server, client, run) for client, run in runs.items()}
+
+
+def interleaved(
+    variants: list[tuple[str, tuple[str, ...], str]], count: int, concurrency: int, seconds: float, rounds: int
+) -> dict[str, dict[str, list[dict[str, object]]]]:
+    """The spread cell again with every server up at once on the same repository: in each round every client
+    drives every server in turn, the order reversed every other round, so that the machine's other load falls
+    on all of them alike. Returns label -> client -> one result per round."""
+    results: dict[str, dict[str, list[dict[str, object]]]] = {}
+    with tempfile.TemporaryDirectory(prefix="seawall-many-") as scratch:
+        models = make_repository(Path(scratch), count)
+        started: list[tuple[str, servers.Server]] = []
         try:
-            cpu = servers.tree_cpu_seconds(server.pid)
-            result = run()
-            cpu = servers.tree_cpu_seconds(server.pid) - cpu
-            clients[client] = {
-                **dataclasses.asdict(result),
-                "cpu_us_per_request": cpu / max(1, result.total_requests) * 1e6,
-                "loadavg": loadavg(),
-            }
-        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-            clients[client] = {"error": repr(exc), "loadavg": loadavg()}
-            print(f"bench-many-models: {client} failed: {exc!r}", flush=True)
-    return clients
+            for name, extra, label in variants:
+                started.append((label, servers.start(name, timeout=900, repository=Path(scratch), args=extra)))
+                warm_up(started[-1][1].http, models)
+                results[label] = {}
+            for index in range(rounds):
+                for client in _clients("", models, concurrency, seconds):
+                    for label, server in started if index % 2 == 0 else started[::-1]:
+                        run = _clients(server.http, models, concurrency, seconds)[client]
+                        results[label].setdefault(client, []).append(_measure(server, client, run))
+        finally:
+            for _, server in started:
+                server.stop()
+    return results
 
 
 def _settled_pss(server: servers.Server) -> int:
@@ -362,6 +400,7 @@ def render(results: dict[str, Any]) -> list[str]:
             f"PSS per model {triton['pss_per_model_mib'] / row['pss_per_model_mib']:.1f}x less, "
             f"throughput {', '.join(ratios)}; CPU per request {', '.join(cpu_ratios)} (Seawall/Triton)",
         ]
+    lines += _render_interleaved(results.get("interleaved") or {}, settings.get("rounds", 0))
     b = results["budget"]
     if b:
         w = b["warmup"]
@@ -377,6 +416,49 @@ def render(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _median_range(values: list[float], form: str) -> str:
+    return f"{statistics.median(values):{form}} [{min(values):{form}}–{max(values):{form}}]"
+
+
+def _render_interleaved(cells: dict[str, dict[str, list[dict[str, Any]]]], rounds: int) -> list[str]:
+    """The interleaved spread cell: medians [min–max] per server and client, and each server's per-round
+    throughput ratios to Triton (the two windows of a round are adjacent in time)."""
+    if not cells:
+        return []
+    lines = [
+        "",
+        f"Spread again with every server up at once, {rounds} rounds, each client driving each server in turn "
+        "(order alternating); medians [min–max]:",
+        "",
+        "| server | client | req/s | p99 ms | CPU µs/req |",
+        "|---|---|---|---|---|",
+    ]
+    for label, clients in cells.items():
+        for client, windows in clients.items():
+            done = [window for window in windows if "throughput" in window]
+            if not done:
+                lines.append(f"| {label} | {client} | failed | - | - |")
+                continue
+            lines.append(
+                f"| {label} | {client} | {_median_range([w['throughput'] for w in done], '.0f')} | "
+                f"{_median_range([w['p99_ms'] for w in done], '.1f')} | "
+                f"{_median_range([w['cpu_us_per_request'] for w in done], '.0f')} |"
+            )
+    triton = cells.get("triton", {})
+    for label, clients in cells.items():
+        if not triton or label == "triton":
+            continue
+        parts = []
+        for client, windows in clients.items():
+            pairs = zip(windows, triton.get(client, []), strict=False)
+            ratios = [a["throughput"] / b["throughput"] for a, b in pairs if "throughput" in a and "throughput" in b]
+            if ratios:
+                each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+                parts.append(f"{client} {statistics.median(ratios):.2f}x (rounds {each})")
+        lines += ["", f"{label}/triton throughput, median of the per-round ratios: {'; '.join(parts)}"]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", nargs="+", default=["seawall", "triton"])
@@ -389,6 +471,9 @@ def main() -> None:
     parser.add_argument(
         "--stub-start", nargs="+", default=["fork", "spawn"], help="Seawall's --python-stub-start variants to measure"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the interleaved spread cell (every server up at once; 0: skip)"
+    )
     parser.add_argument("--no-budget", action="store_true", help="skip the load-on-request section")
     parser.add_argument("--no-report", action="store_true", help=f"do not append the run to {REPORT.name}")
     args = parser.parse_args()
@@ -399,9 +484,10 @@ def main() -> None:
         "loadavg": loadavg(),
         "settings": vars(args),
         "density": [],
+        "interleaved": None,
         "budget": None,
     }
-    variants = [
+    variants: list[tuple[str, tuple[str, ...], str]] = [
         (name, (f"--python-stub-start={start}",), f"seawall ({start})") if name == "seawall" else (name, (), name)
         for name in args.servers
         for start in (args.stub_start if name == "seawall" else [""])
@@ -410,6 +496,9 @@ def main() -> None:
         row = density(name, args.models, args.concurrency, args.seconds, extra, label)
         results["density"].append(row)  # type: ignore[attr-defined]
         print(f"bench-many-models: {json.dumps(row)}", flush=True)
+    if args.rounds > 0 and len(variants) > 1:
+        results["interleaved"] = interleaved(variants, args.models, args.concurrency, args.seconds, args.rounds)
+        print(f"bench-many-models: interleaved {json.dumps(results['interleaved'])}", flush=True)
     if "seawall" in args.servers and not args.no_budget:
         concurrency = min(args.concurrency, 8)
         results["budget"] = {
