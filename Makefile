@@ -49,6 +49,7 @@ fuzz: $(STAMP)
 bench: $(STAMP)  # extra flags: make bench BENCH_ARGS=--quick
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.many_models --stub-start fork
 
 bench-backends: $(STAMP)  # onnxruntime and pytorch overhead vs direct calls; extra flags: BENCH_ARGS=--seconds 3
 	$(BIN)/python -m bench.backend_overhead $(BENCH_ARGS)
