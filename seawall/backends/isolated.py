@@ -156,7 +156,7 @@ async def describe(
     late = f"auto-complete of model '{name}' did not finish within {timeout_s:g} s: its {worker} worker was stopped"
     try:
         await stub.start()
-        stub.pass_call_region(region.new_fd(), b"m")
+        stub.regions.pass_call_region(region.new_fd(), b"m")
         reply = await within(stub.call(init), timeout_s, late)
     except StubDied as exc:
         logger.error("model '%s': the %s worker describing it for auto-complete died: %s", name, worker, exc)

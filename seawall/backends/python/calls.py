@@ -105,7 +105,7 @@ class CallServer:
         if len(self._tasks) >= MAX_CALLS_IN_FLIGHT:
             try:
                 if carries_region(message):
-                    os.close(process.receive_fd(b"c%d" % message.call_id))  # the region is not used
+                    os.close(process.regions.receive_fd(b"c%d" % message.call_id))  # the region is not used
             except ipc.ProtocolError as exc:
                 process.abort(f"bad call: {exc}")
                 return
@@ -142,7 +142,7 @@ class CallServer:
             if task.cancelled():
                 if carries_region(message):  # cancelled before it ran, its input region may still wait: closed
                     with contextlib.suppress(ipc.ProtocolError):
-                        os.close(process.receive_fd(b"c%d" % call_id))
+                        os.close(process.regions.receive_fd(b"c%d" % call_id))
                 process.send(CallStreamed(call_id, 0, [], 0, 7, CANCELLED, True))
 
     async def stop(self) -> None:
@@ -189,7 +189,7 @@ class CallServer:
         outputs = response.outputs
         descriptors, size, fd, inline = await offload.run(_heavy(outputs), _write_outputs, outputs)
         if fd is not None:
-            process.pass_call_region(fd, b"r%d" % message.call_id)
+            process.regions.pass_call_region(fd, b"r%d" % message.call_id)
         process.send(CallResult(message.call_id, descriptors, size, False, inline))
 
     async def _infer_stream(
@@ -215,7 +215,7 @@ class CallServer:
                 outputs = streamed.response.outputs
                 descriptors, size, fd, inline = await offload.run(_heavy(outputs), _write_outputs, outputs)
                 if fd is not None:
-                    process.pass_call_region(fd, b"s%d.%d" % (message.call_id, position))
+                    process.regions.pass_call_region(fd, b"s%d.%d" % (message.call_id, position))
             final = streamed.final
             process.send(CallStreamed(message.call_id, position, descriptors, size, code, text, final, inline))
             position += 1
@@ -254,7 +254,7 @@ def _inputs(process: StubProcess, message: Call | Control | StreamCall) -> mmap.
         return ipc.inline_region(inline, message.size)
     if not message.size:
         return None
-    return ipc.map_sealed(process.receive_fd(b"c%d" % message.call_id), message.size)
+    return ipc.map_sealed(process.regions.receive_fd(b"c%d" % message.call_id), message.size)
 
 
 def _request(

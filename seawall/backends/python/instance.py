@@ -184,7 +184,7 @@ class PythonModelInstance:
         try:
             await self._process.start()
             if spec.model_region is not None:  # a backend worker's model bytes, before its Init
-                self._process.pass_call_region(spec.model_region(), b"m")
+                self._process.regions.pass_call_region(spec.model_region(), b"m")
             reply = await self._spec.initialize(self._process.call(init), self._settings.timeout_s)
         except UnavailableError:
             await self._process.stop(graceful=False)
@@ -236,7 +236,7 @@ class PythonModelInstance:
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
             waited = self._waited(sent, reply)
             try:
-                memory = process.outputs[slot.index or 0]
+                memory = process.regions.outputs[slot.index or 0]
                 if _reply_bytes(reply) > offload.HEAVY_BODY_BYTES:
                     return await offload.run(True, self._collect, requests, message.seq, reply, memory, waited)
                 return self._collect(requests, message.seq, reply, memory, waited)  # light: no coroutine more
@@ -353,12 +353,12 @@ class PythonModelInstance:
         self._seq += 1
         inputs_size = outputs_size = 0
         if slot.index is None:
-            slot.index, inputs_size, outputs_size = process.open_slot(total)
-        memory = process.inputs[slot.index]
+            slot.index, inputs_size, outputs_size = process.regions.open_slot(total)
+        memory = process.regions.inputs[slot.index]
         if total > len(memory) or _inputs_kept(slot.reply):  # a slot that carried smaller batches, or kept ones
             inputs_size = ipc.grown_size(total, len(memory), self._settings.shm_growth_bytes)
-            process.replace_inputs(slot.index, inputs_size)
-            memory = process.inputs[slot.index]
+            process.regions.replace_inputs(slot.index, inputs_size)
+            memory = process.regions.inputs[slot.index]
         ipc.write_payloads(memory, offsets, payloads)
         return Execute(self._seq, slot.index, headers, inputs_size, outputs_size)
 

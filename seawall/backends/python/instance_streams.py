@@ -74,7 +74,7 @@ class DecoupledStreams:
         if entry is not None and entry.error_code is not None:
             error = self._spec.response_error(entry.error_code, entry.error_message)
         elif entry is not None:
-            memory = process.responses
+            memory = process.regions.responses
             try:
                 if entry.outputs and memory is None:
                     raise ipc.ProtocolError("a response without a response region")

@@ -1,15 +1,14 @@
-"""The host's handle on one stub process: spawning it (argv list, never a shell), its control channel,
-its shared regions, its output pipes, and noticing its death.
+"""The host's handle on one stub process: spawning it (argv list, never a shell), its control channel, its
+output pipes, and noticing its death; its shared regions are `stub_regions.StubRegions` (`process.regions`).
 
-Imports `ipc`, `messages`, `process_io` (its protocols, log lines) and `metric_relay` (custom metrics). Every method
-runs on the event loop thread; nothing here blocks the loop.
+Imports `ipc`, `messages`, `process_io` (its protocols, log lines), `stub_regions` and `metric_relay` (custom
+metrics). Every method runs on the event loop thread; nothing here blocks the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import mmap
 import os
 import socket
 from collections import deque
@@ -26,32 +25,27 @@ from seawall.backends.python.messages import (
     HostMessage,
     Log,
     MetricMessage,
-    OutputRegion,
     ReadyAnswer,
     Response,
     ResponseGrow,
-    ResponseRegion,
     StubMessage,
 )
 from seawall.backends.python.metric_relay import MetricRelay
 from seawall.backends.python.process_io import ControlProtocol, log_model_line
 from seawall.backends.python.stub_launch import StubDied as StubDied  # for the instances
 from seawall.backends.python.stub_launch import StubSettings as StubSettings
+from seawall.backends.python.stub_regions import StubRegions
 from seawall.backends.python.template import TemplateError
 from seawall.core.custom_metrics import MetricsOwner
 
 logger = logging.getLogger(__name__)
 
-#: Largest region a stub may ask for (its outputs of one batch); beyond this the batch fails.
-MAX_REGION_BYTES = 1 << 34
 #: Seconds the channel of an exited stub may stay open before its death is handled anyway.
 _DRAIN_S = 1.0
-#: Region fds a stub may have sent ahead of the messages that use them (BLS calls); more breaks the protocol.
-MAX_PENDING_FDS = 64
 
 
 class StubProcess:
-    """One stub process. `inputs[slot]`/`outputs[slot]` are the host's mappings of each slot's two regions.
+    """One stub process and its shared regions (`regions`, made by `start`).
 
     Messages are answered in the order they were sent (the stub runs them one at a time), so several may be
     in flight: each slot has its own regions, and its owner sends a slot's next message only once the
@@ -73,11 +67,10 @@ class StubProcess:
         self._on_death = on_death  # called once if the stub dies while not being stopped
         self._process: stub_launch.ProcessHandle | None = None
         self._control: asyncio.Transport | None = None
-        self._fd_socket: socket.socket | None = None
+        self._regions: StubRegions | None = None  # made by start
         # replies awaited, in send order: each reply's future and, for `submit_awaited`, the one its caller awaits
         self._waiters: deque[tuple[asyncio.Future[StubMessage], asyncio.Future[StubMessage] | None]] = deque()
         self._contexts: deque[object] = deque()  # beside each waiter: what its message runs (BLS calls read it)
-        self._stub_fds: dict[bytes, int] = {}  # region fds the stub sent (BLS calls), by tag, until used
         self.on_call: Callable[[CallMessage], None] | None = None  # BLS and model control; None: refused
         self._exited: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() call
@@ -85,15 +78,18 @@ class StubProcess:
         self._stopping = False
         self._death = ""
         self._exit_reason = ""  # how the process ended, once it has
-        self.inputs: list[mmap.mmap] = []  # slot → input region (the host writes, the stub reads)
-        self.outputs: list[mmap.mmap] = []  # slot → output region (the stub writes, the host reads)
-        self.responses: mmap.mmap | None = None  # a decoupled model's response region (made on ResponseGrow)
         self.on_response: Callable[[Response], None] = self._unexpected_response  # set by a decoupled instance
         self.on_ready_answer: Callable[[ReadyAnswer], None] = lambda answer: None  # set by the instance
 
     @property
     def is_alive(self) -> bool:
         return self._alive
+
+    @property
+    def regions(self) -> StubRegions:
+        """The stub's shared regions (once started)."""
+        assert self._regions is not None, "the stub has not started"
+        return self._regions
 
     async def start(self) -> None:
         """Start the stub with its sockets and regions (spawned or forked: stub_launch.py).
@@ -109,11 +105,9 @@ class StubProcess:
         control, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fd_socket, fd_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # one fd per message
         fd_socket.setblocking(False)
-        self._fd_socket = fd_socket
         size = self._settings.shm_default_bytes
-        in_fd, inputs = ipc.create_region(size, self._settings.user)
-        out_fd, outputs = ipc.create_region(size, self._settings.user)
-        self.inputs, self.outputs = [inputs], [outputs]
+        self._regions = StubRegions(fd_socket, self._settings.user, size, self._settings.shm_growth_bytes, self._fail)
+        in_fd, out_fd = self._regions.first_slot()
         ends = (control_child.fileno(), fd_child.fileno(), in_fd, out_fd)
         try:
             self._process = await stub_launch.launch(self, self._settings, ends, size, self._names)
@@ -182,50 +176,6 @@ class StubProcess:
         """
         return await asyncio.shield(self.submit(message))
 
-    def open_slot(self, needed: int) -> tuple[int, int, int]:
-        """Regions for one more slot, inputs of `needed` bytes or more: its index and both sizes, for the Execute
-        that announces them (one fd per tag and Execute: the stub maps the first it finds with the size announced).
-
-        Raises:
-            StubDied: the fds could not be passed (the stub is then stopped).
-        """
-        slot = len(self.inputs)
-        size = self._settings.shm_default_bytes
-        inputs_size = ipc.grown_size(needed, size, self._settings.shm_growth_bytes)
-        inputs = self._pass_region(inputs_size, b"i%d" % slot)
-        try:
-            outputs = self._pass_region(size, b"o%d" % slot)
-        except StubDied:
-            inputs.close()
-            raise
-        self.inputs.append(inputs)
-        self.outputs.append(outputs)
-        return slot, inputs_size, size
-
-    def replace_inputs(self, slot: int, size: int) -> None:
-        """Give the stub a new input region for `slot` (bigger, or fresh because the model kept views of the old
-        one: this side never writes the old one again); the next Execute must announce `size`.
-
-        Raises:
-            StubDied: the fd could not be passed (the stub is then stopped).
-        """
-        memory = self._pass_region(size, b"i%d" % slot)
-        self.inputs[slot].close()
-        self.inputs[slot] = memory
-
-    def _pass_region(self, size: int, tag: bytes) -> mmap.mmap:
-        fd, memory = ipc.create_region(size, self._settings.user)
-        try:
-            assert self._fd_socket is not None
-            socket.send_fds(self._fd_socket, [tag], [fd])
-        except OSError as exc:  # includes a full socket: the stub is not reading its fd socket
-            memory.close()
-            self.abort(f"cannot pass a shared region: {exc}")
-            raise StubDied(self._death) from exc
-        finally:
-            os.close(fd)
-        return memory
-
     def on_message(self, message: StubMessage | MetricMessage) -> None:
         """Aside messages are handled here; any other answers the oldest message still unanswered."""
         if type(message) is BatchResult and self._waiters:  # the reply to an Execute: the common case, asked first
@@ -233,11 +183,11 @@ class StubProcess:
         elif type(message) is Log:
             log_model_line(self.label, message.level, message.text, message.file, message.line)
         elif type(message) is Grow:
-            self._grow_outputs(message.slot, message.size)
+            self._answer_growth(message)
         elif type(message) is Response:
             self.on_response(message)
         elif type(message) is ResponseGrow:
-            self._grow_responses(message.size)
+            self._answer_growth(message)
         elif type(message) is ReadyAnswer:
             self.on_ready_answer(message)
         elif type(message) in METRIC_MESSAGES:
@@ -263,82 +213,27 @@ class StubProcess:
         """The contexts of the messages the stub has not answered yet (oldest first; None for non-Executes)."""
         return list(self._contexts)
 
-    def receive_fd(self, tag: bytes) -> int:
-        """The region fd the stub sent under `tag` (before the message that uses it); the caller owns it.
-
-        Raises:
-            ipc.ProtocolError: no such fd has arrived, or the stub sent too many.
-        """
-        assert self._fd_socket is not None
-        while tag not in self._stub_fds:
-            try:
-                data, fds, _, _ = socket.recv_fds(self._fd_socket, 64, 1)
-            except (BlockingIOError, InterruptedError):
-                raise ipc.ProtocolError("a call's region did not arrive before the call") from None
-            if len(fds) != 1 or data in self._stub_fds or len(self._stub_fds) >= MAX_PENDING_FDS:
-                for fd in fds:
-                    os.close(fd)
-                raise ipc.ProtocolError("bad region fd from the stub")
-            self._stub_fds[data] = fds[0]
-        return self._stub_fds.pop(tag)
-
-    def pass_call_region(self, fd: int, tag: bytes) -> None:
-        """Hand the stub a sealed region (a call's outputs) under `tag`; closes `fd`.
-
-        Raises:
-            StubDied: the fd could not be passed (the stub is then stopped).
-        """
+    def _answer_growth(self, message: Grow | ResponseGrow) -> None:
+        """Answer a stub's request for a bigger output or response region; a bad request stops it."""
         try:
-            assert self._fd_socket is not None
-            socket.send_fds(self._fd_socket, [tag], [fd])
-        except OSError as exc:
-            self.abort(f"cannot pass a shared region: {exc}")
-            raise StubDied(self._death) from exc
-        finally:
-            os.close(fd)
-
-    def _grow_outputs(self, slot: int, requested: int) -> None:
-        if not slot < len(self.outputs):
-            self.abort("bad output region request")
-            return
-        current = len(self.outputs[slot])
-        if requested <= current:
-            self.abort("bad output region request")
-            return
-        size = ipc.grown_size(requested, current, self._settings.shm_growth_bytes)
-        if size > MAX_REGION_BYTES:
-            self.send(OutputRegion(slot, 0))
-            return
-        try:
-            memory = self._pass_region(size, b"o%d" % slot)
+            if type(message) is Grow:
+                self.send(self.regions.grow_outputs(message.slot, message.size))
+            elif self.on_response == self._unexpected_response:
+                self.abort("bad response region request")
+            else:
+                self.send(self.regions.grow_responses(message.size))
+        except ipc.ProtocolError as exc:
+            self.abort(str(exc))
         except StubDied:
-            return
-        self.outputs[slot].close()
-        self.outputs[slot] = memory
-        self.send(OutputRegion(slot, size))
+            pass  # the region could not be passed: the stub is stopped
+
+    def _fail(self, reason: str) -> StubDied:
+        """Stop the stub now; the error its caller raises."""
+        self.abort(reason)
+        return StubDied(self._death)
 
     def _unexpected_response(self, message: Response) -> None:
         self.abort("a response from a model that is not decoupled")
-
-    def _grow_responses(self, requested: int) -> None:
-        """A new response region of at least `requested` bytes (the stub has no response in flight)."""
-        current = len(self.responses) if self.responses is not None else 0
-        if self.on_response == self._unexpected_response or requested <= current:
-            self.abort("bad response region request")
-            return
-        size = ipc.grown_size(requested, current, self._settings.shm_growth_bytes)
-        size = max(size, self._settings.shm_default_bytes)
-        if size > MAX_REGION_BYTES:
-            self.send(ResponseRegion(0))
-            return
-        try:
-            memory = self._pass_region(size, b"r")
-        except StubDied:
-            return
-        if self.responses is not None:
-            self.responses.close()
-        self.responses = memory
-        self.send(ResponseRegion(size))
 
     def on_exit(self) -> None:
         """The process has exited: its death is handled once its channel's last messages are read (a forked stub's
@@ -370,9 +265,8 @@ class StubProcess:
         self._death = reason
         waiters, self._waiters = self._waiters, deque()
         self._contexts.clear()
-        for fd in self._stub_fds.values():
-            os.close(fd)
-        self._stub_fds.clear()
+        if self._regions is not None:
+            self._regions.drop_received()
         for pair in waiters:
             for waiter in pair:
                 if waiter is not None and not waiter.done():
@@ -402,14 +296,8 @@ class StubProcess:
             self._control.close()
         await self._reap()
         self._alive = False
-        if self._fd_socket is not None:
-            self._fd_socket.close()
-        for fd in self._stub_fds.values():
-            os.close(fd)
-        self._stub_fds.clear()
-        for memory in (*self.inputs, *self.outputs, *([self.responses] if self.responses is not None else [])):
-            memory.close()
-        self.inputs, self.outputs, self.responses = [], [], None
+        if self._regions is not None:
+            self._regions.close()
 
     async def _reap(self) -> None:
         if self._process is None or self._exited is None:
