@@ -29,6 +29,26 @@ async def run(heavy: bool, work: Callable[P, R], *args: P.args, **kwargs: P.kwar
     return await asyncio.to_thread(work, *args, **kwargs)
 
 
+async def run_alone(gate: asyncio.Lock, work: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`work(*args, **kwargs)` in the default executor, one at a time per `gate`, for work whose memory is many
+    times its input's: `gate` is held until the work has ended, also when the caller is cancelled meanwhile (the
+    thread cannot be stopped, so what it holds counts until it returns)."""
+    await gate.acquire()
+    try:
+        task = asyncio.ensure_future(asyncio.to_thread(work, *args, **kwargs))
+    except BaseException:
+        gate.release()
+        raise
+    task.add_done_callback(lambda done: _release(gate, done))
+    return await asyncio.shield(task)
+
+
+def _release(gate: asyncio.Lock, done: asyncio.Future[R]) -> None:
+    gate.release()
+    if not done.cancelled():
+        done.exception()  # seen, also when the caller was cancelled
+
+
 def bytes_elements(tensors: Iterable[Tensor]) -> int:
     """How many BYTES elements `tensors` hold together."""
     count = 0

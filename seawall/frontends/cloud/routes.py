@@ -7,6 +7,7 @@ listeners has an API category, and `RouteTable.dispatch` checks it before anythi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -150,16 +151,20 @@ async def infer(
     model: str,
     limits: Limits,
     binary_prefix: str,
+    json_gate: asyncio.Lock,
 ) -> HttpResponse:
-    """Run a KServe v2 JSON (or JSON + binary) infer request on `model`'s latest version.
+    """Run a KServe v2 JSON (or JSON + binary) infer request on `model`'s latest version (a large JSON document
+    under `json_gate`: see `BodyBudget.json_gate`).
 
     Raises:
         SeawallError: the body is malformed or the inference failed.
     """
     body = request.body
     length = binary_header_length(request.headers.get("content-type"), binary_prefix, len(body))
-    heavy = len(body) > offload.HEAVY_BODY_BYTES
-    decoded = await offload.run(heavy, http_codec.decode_infer_request, body, length, model, "", limits)
+    if len(body) > offload.HEAVY_BODY_BYTES:
+        decoded = await http_codec.decode_large(json_gate, body, length, model, "", limits)
+    else:
+        decoded = http_codec.decode_infer_request(body, length, model, "", limits)
     response = await server.infer(decoded.request)
     parts, header_length = await http_codec.encode_infer_reply(response, decoded)
     if header_length is None:

@@ -74,7 +74,8 @@ class SageMakerFrontend(OverHttpServer):
         return cloud.EMPTY_OK if healthy else cloud.EMPTY_BAD
 
     async def _invocations(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
-        return await cloud.infer(self._server, request, self._options.default_model, self._limits, BINARY_PREFIX)
+        model = self._options.default_model
+        return await cloud.infer(self._server, request, model, self._limits, BINARY_PREFIX, self._http.budget.json_gate)
 
     # multi-model endpoint (MME) ---------------------------------------------------------------------------
     async def _list_models(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
@@ -96,7 +97,8 @@ class SageMakerFrontend(OverHttpServer):
         entry = self._mme.get(groups["hash"])
         if entry is None:
             return cloud.EMPTY_NOT_FOUND
-        return await cloud.infer(self._server, request, entry.model, self._limits, BINARY_PREFIX)
+        gate = self._http.budget.json_gate
+        return await cloud.infer(self._server, request, entry.model, self._limits, BINARY_PREFIX, gate)
 
     async def _load_model(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
         """Triton's answers: 200 empty, 409 for a name in use, 507 when memory (here: the model bound) runs

@@ -188,4 +188,5 @@ class VertexFrontend(OverHttpServer):
         return cloud.EMPTY_OK if self._server.is_ready() else cloud.EMPTY_BAD
 
     async def _predict(self, request: HttpRequest, groups: dict[str, str]) -> HttpResponse:
-        return await cloud.infer(self._server, request, self._model, self._limits, BINARY_PREFIX)
+        gate = self._http.budget.json_gate
+        return await cloud.infer(self._server, request, self._model, self._limits, BINARY_PREFIX, gate)

@@ -1,11 +1,13 @@
 """Request bodies of the HTTP listeners: the reader that collects one body within `Limits`, and the budget that
 bounds the bytes of all bodies a server holds at once.
 
-Imports only `options` and the standard library; `server` is the only user.
+Imports only `options` and the standard library; `server` builds the budget, the frontends decode large JSON
+documents under its `json_gate`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 
 from seawall.options import Limits
@@ -28,11 +30,18 @@ class Refusal(Exception):
 
 class BodyBudget:
     """Bytes of request bodies held at once by the HTTP listeners of one server: being received, queued or being
-    answered. One per server, shared by its listeners; touched on the event loop only."""
+    answered. One per server, shared by its listeners; touched on the event loop only.
+
+    `json_gate`: one JSON document larger than `offload.HEAVY_BODY_BYTES` is parsed and decoded at a time, all
+    listeners together (`offload.run_alone`). Parsing holds 15-36 times the document's bytes until its values are
+    tensors (orjson; Triton's parser ~5 times): 256 MiB of bodies decoded at once would need up to 9 GiB. Parsing
+    holds the GIL, so documents decoded one after the other finish no later than together.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._held = 0
+        self.json_gate = asyncio.Lock()
 
     @property
     def held(self) -> int:

@@ -6,6 +6,7 @@ from the client is checked against `Limits` before numpy allocates anything.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,20 @@ def decode_infer_request(
     outputs, binary_outputs = _decode_outputs(document.get("outputs"), limits)
     request = InferRequest(model, inputs, version, request_id, outputs, parameters)
     return DecodedInfer(request, bool(binary_default), binary_outputs)
+
+
+async def decode_large(
+    json_gate: asyncio.Lock, body: bytes, header_length: int | None, model: str, version: str, limits: Limits
+) -> DecodedInfer:
+    """`decode_infer_request` of a body larger than `offload.HEAVY_BODY_BYTES`, in a worker thread; under
+    `json_gate` when its JSON document is that large too (`BodyBudget.json_gate`).
+
+    Raises:
+        InvalidArgumentError: as `decode_infer_request`.
+    """
+    if (len(body) if header_length is None else header_length) > offload.HEAVY_BODY_BYTES:
+        return await offload.run_alone(json_gate, decode_infer_request, body, header_length, model, version, limits)
+    return await offload.run(True, decode_infer_request, body, header_length, model, version, limits)
 
 
 def decode_request_parameters(raw: Any, limits: Limits) -> dict[str, ParamValue]:

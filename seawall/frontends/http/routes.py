@@ -274,7 +274,7 @@ class HttpFrontend(OverHttpServer):
             raw = served.raw_input
             decoded = await offload.run(True, http_codec.decode_raw_request, body, model, version, raw, served.limits)
             return served, decoded
-        decoded = await offload.run(True, http_codec.decode_infer_request, body, length, model, version, self._limits)
+        decoded = await http_codec.decode_large(self._http.budget.json_gate, body, length, model, version, self._limits)
         return await self._server.resolve(model, version), decoded
 
     # generate extension ------------------------------------------------------------------------------
@@ -297,11 +297,10 @@ class HttpFrontend(OverHttpServer):
         spec = served.spec
         batch = (-1,) if spec.max_batch_size > 0 else ()
         inputs = {i.name: TensorMetadata(i.name, i.datatype, batch + i.dims) for i in spec.inputs.values()}
-        heavy = len(request.body) > offload.HEAVY_BODY_BYTES
-        decoded = await offload.run(
-            heavy, generate.decode_generate_request, request.body, inputs, model, version, self._limits
-        )
-        return served, decoded
+        args = (request.body, inputs, model, version, self._limits)
+        if len(request.body) > offload.HEAVY_BODY_BYTES:  # one JSON document: see BodyBudget.json_gate
+            return served, await offload.run_alone(self._http.budget.json_gate, generate.decode_generate_request, *args)
+        return served, generate.decode_generate_request(*args)
 
     # model repository extension ---------------------------------------------------------------------
     async def _repository_index(self, request: HttpRequest, groups: Mapping[str, str]) -> HttpResponse:

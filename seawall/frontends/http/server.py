@@ -66,6 +66,7 @@ class HttpServer:
         budget = budget if budget is not None else BodyBudget(limits.http_max_inflight_body_bytes)
         self._listener = Listener(handler, head_check, limits, budget, table)
         self._connections = self._listener.connections  # open connections; touched on the event loop only
+        self.budget = budget
 
     async def start(self) -> tuple[str, int]:
         """Bind and listen.
