@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,44 @@ def test_isolated_and_in_process_give_the_direct_outputs(server: ServerProcess, 
     expected = _direct_onnx() if onnx else _direct_torch()
     for actual, wanted in zip(got, expected, strict=True):
         np.testing.assert_allclose(actual, wanted, rtol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["onnx_in_process", "pt_in_process", "onnx_isolated"])
+def test_concurrent_requests_each_get_their_own_outputs(server: ServerProcess, model: str) -> None:
+    """Several batches queued at one instance (its thread takes the next without waiting for the loop): 48
+    requests from 8 clients at once, each with its own inputs, each answered with its own sums."""
+    first = "INPUT0" if model.startswith("onnx") else "INPUT__0"
+    output = "OUTPUT" if model.startswith("onnx") else "OUTPUT__"
+    failures: list[str] = []
+    before = _counts(server, model)
+
+    def client(index: int) -> None:
+        connection = httpclient.InferenceServerClient(server.http)
+        for round_ in range(6):
+            a = np.full(4, index * 100 + round_, dtype=np.float32)
+            tensors = []
+            for name, array in ((first, a), (first.replace("0", "1"), B)):
+                tensor = httpclient.InferInput(name, [4], "FP32")
+                tensor.set_data_from_numpy(array)
+                tensors.append(tensor)
+            result = connection.infer(model, tensors)
+            if not np.array_equal(result.as_numpy(f"{output}0"), a + B):
+                failures.append(f"client {index} round {round_}: {result.as_numpy(f'{output}0')}")
+
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    after = _counts(server, model)
+    assert (after[0] - before[0], after[1] - before[1]) == (48, 48)  # one execution each: no dynamic batcher
+
+
+def _counts(server: ServerProcess, model: str) -> tuple[int, int]:
+    """The model's inference and execution counts."""
+    [stats] = httpclient.InferenceServerClient(server.http).get_inference_statistics(model)["model_stats"]
+    return int(stats["inference_count"]), int(stats["execution_count"])
 
 
 def test_isolated_models_have_a_worker_process_and_in_process_ones_none(server: ServerProcess) -> None:

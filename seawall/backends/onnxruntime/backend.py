@@ -118,8 +118,9 @@ class OnnxBackend:
             run_plan = plan_runs(config, str(context.version), runtime.signature_of(sessions[0]), settings)
             for _ in names[1:]:  # one at a time: each holds the weights, and creation is CPU-bound
                 sessions.append(await asyncio.to_thread(runtime.create_session, model.data, settings, context.name))
+            batching = config.HasField("dynamic_batching")
             threads = [
-                ThreadInstance(name, run_plan.model_name, "onnx", OnnxRunner(s, run_plan))
+                ThreadInstance(name, run_plan.model_name, "onnx", OnnxRunner(s, run_plan), batching)
                 for (name, _), s in zip(names, sessions, strict=True)
             ]
             loaded = LoadedModel(threads, self._models)

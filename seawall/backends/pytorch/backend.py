@@ -81,8 +81,9 @@ class TorchBackend:
         else:
             scripts = [await asyncio.to_thread(runtime.load, data, settings, context.name) for _ in names]
             plan_ = plan_runs(config, context.name, str(context.version), scripts[0], settings)
+            batching = config.HasField("dynamic_batching")
             threads = [
-                ThreadInstance(n, plan_.model_name, "torch", TorchRunner(s, plan_))
+                ThreadInstance(n, plan_.model_name, "torch", TorchRunner(s, plan_), batching)
                 for (n, _), s in zip(names, scripts, strict=True)
             ]
             model = LoadedModel(threads, self._models)
