@@ -128,8 +128,8 @@ THREAD_BATCHING_PIPELINE_DEPTH = 2
 
 class ThreadInstance:
     """A ModelInstance that runs one batch at a time of its `runner` on a thread of its own, in the order the
-    batches came (`batching`: the model has a dynamic batcher), and drops the runner (the runtime's session or
-    module) once stopped.
+    batches came, and drops the runner (the runtime's session or module) once stopped. `batching`: the model has
+    a dynamic batcher (fewer batches queued: `THREAD_BATCHING_PIPELINE_DEPTH`).
 
     The hop to the thread and back is a SimpleQueue and one call_soon_threadsafe, not `run_in_executor`: its
     executor locks, concurrent Future and chained callbacks cost about 17 µs more per batch (27 vs 10 µs per
