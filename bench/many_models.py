@@ -190,19 +190,19 @@ def interleaved(
     results: dict[str, dict[str, list[dict[str, object]]]] = {}
     with tempfile.TemporaryDirectory(prefix="seawall-many-") as scratch:
         models = make_repository(Path(scratch), count)
-        started: list[tuple[str, servers.Server]] = []
+        started: list[tuple[str, servers.Server, dict[str, Callable[[], loadgen.Result]]]] = []
         try:
             for name, extra, label in variants:
-                started.append((label, servers.start(name, timeout=900, repository=Path(scratch), args=extra)))
-                warm_up(started[-1][1].http, models)
+                server = servers.start(name, timeout=900, repository=Path(scratch), args=extra)
+                started.append((label, server, _clients(server.http, models, concurrency, seconds)))
+                warm_up(server.http, models)
                 results[label] = {}
             for index in range(rounds):
-                for client in _clients("", models, concurrency, seconds):
-                    for label, server in started if index % 2 == 0 else started[::-1]:
-                        run = _clients(server.http, models, concurrency, seconds)[client]
-                        results[label].setdefault(client, []).append(_measure(server, client, run))
+                for client in started[0][2]:
+                    for label, server, runs in started if index % 2 == 0 else started[::-1]:
+                        results[label].setdefault(client, []).append(_measure(server, client, runs[client]))
         finally:
-            for _, server in started:
+            for _, server, _ in started:
                 server.stop()
     return results
 

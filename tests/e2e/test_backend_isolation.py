@@ -86,12 +86,14 @@ def _workers(server: ServerProcess) -> dict[str, int]:
     return found
 
 
-def _infer(server: ServerProcess, protocol: str, model: str, first: str = "INPUT0") -> list[np.ndarray]:
+def _infer(
+    server: ServerProcess, protocol: str, model: str, first: str = "INPUT0", a: np.ndarray = A
+) -> list[np.ndarray]:
     module: Any = httpclient if protocol == "http" else grpcclient
     client = module.InferenceServerClient(server.http if protocol == "http" else server.grpc)
     names = [first, first.replace("0", "1")]
     tensors = []
-    for name, array in zip(names, (A, B), strict=True):
+    for name, array in zip(names, (a, B), strict=True):
         tensor = module.InferInput(name, [4], "FP32")
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
@@ -125,22 +127,15 @@ def test_concurrent_requests_each_get_their_own_outputs(server: ServerProcess, m
     """Several batches queued at one instance (its thread takes the next without waiting for the loop): 48
     requests from 8 clients at once, each with its own inputs, each answered with its own sums."""
     first = "INPUT0" if model.startswith("onnx") else "INPUT__0"
-    output = "OUTPUT" if model.startswith("onnx") else "OUTPUT__"
     failures: list[str] = []
     before = _counts(server, model)
 
     def client(index: int) -> None:
-        connection = httpclient.InferenceServerClient(server.http)
         for round_ in range(6):
             a = np.full(4, index * 100 + round_, dtype=np.float32)
-            tensors = []
-            for name, array in ((first, a), (first.replace("0", "1"), B)):
-                tensor = httpclient.InferInput(name, [4], "FP32")
-                tensor.set_data_from_numpy(array)
-                tensors.append(tensor)
-            result = connection.infer(model, tensors)
-            if not np.array_equal(result.as_numpy(f"{output}0"), a + B):
-                failures.append(f"client {index} round {round_}: {result.as_numpy(f'{output}0')}")
+            total = _infer(server, "http", model, first, a)[0]
+            if not np.array_equal(total, a + B):
+                failures.append(f"client {index} round {round_}: {total}")
 
     threads = [threading.Thread(target=client, args=(index,)) for index in range(8)]
     for thread in threads:
