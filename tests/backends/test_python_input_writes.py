@@ -1,6 +1,6 @@
 """A Python model may write into its input arrays in place, as on Triton (whose arrays are writable): the stub maps
-input regions copy-on-write, and after each batch drops the pages the model wrote, so the next batch reads what the
-host wrote and never this batch's writes; the host's region is never changed by the model."""
+input regions shared and writable; the next batch reads what the host wrote for it, never this batch's writes, and the
+caller's tensors are never changed by the model."""
 
 from __future__ import annotations
 

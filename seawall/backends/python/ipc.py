@@ -36,13 +36,18 @@ class ProtocolError(Exception):
     """The peer sent something that is not a valid message or tensor descriptor."""
 
 
-def create_region(size: int, owner: tuple[int, int] | None = None) -> tuple[int, mmap.mmap]:
+#: the memfd name of every region (what /proc/<pid>/fd and maps show); a slot's input regions add INPUTS_SUFFIX
+REGION_NAME = "seawall-python-backend"
+INPUTS_SUFFIX = "-inputs"
+
+
+def create_region(size: int, owner: tuple[int, int] | None = None, suffix: str = "") -> tuple[int, mmap.mmap]:
     """An anonymous shared-memory region: (memfd, writable mapping). No name exists in /dev/shm.
 
     Mode 0600, owned by `owner` (uid, gid: the model user) when given. The caller passes the fd to the stub
-    and then closes it; the mapping stays valid.
+    and then closes it; the mapping stays valid. `suffix` ends the memfd's name (INPUTS_SUFFIX for inputs).
     """
-    fd = os.memfd_create("seawall-python-backend", os.MFD_CLOEXEC)
+    fd = os.memfd_create(REGION_NAME + suffix, os.MFD_CLOEXEC)
     try:
         os.fchmod(fd, 0o600)
         if owner is not None:
@@ -234,10 +239,10 @@ class InputView:
     slice, reshape, memoryview or object that keeps such an array alive) holds one export of `memory` until it dies.
     """
 
-    __slots__ = ("region", "memory", "source")
+    __slots__ = ("memory", "source")
 
     def __init__(self, region: mmap.mmap) -> None:
-        self.region = region  # mapped copy-on-write: the model may write into its inputs, as on Triton
+        # `region` is mapped shared and writable: the model may write into its inputs, as on Triton
         self.memory = memoryview(region)  # what descriptors are checked against and BYTES are read from
         self.source = PickleBuffer(self.memory)  # what numpy views
 
@@ -246,14 +251,14 @@ class InputView:
         still holds something over the region: its bytes must then never be written again. A model's garbage
         that is not yet collected (a reference cycle) counts as held: that costs a region, never data.
 
-        When nothing is held, the pages the model wrote into (private copies) are dropped: the next batch reads
-        what the host writes, not this batch's writes (a page never written costs one fault to map again)."""
+        A model may have written into its inputs (as on Triton): the region is mapped shared and writable, so
+        such writes land in the host's region, which the host never reads (the next batch's descriptors point
+        only at bytes the host wrote for that batch): nothing is undone here."""
         self.source.release()
         try:
             self.memory.release()
         except BufferError:
             return True
-        self.region.madvise(mmap.MADV_DONTNEED)
         return False
 
 

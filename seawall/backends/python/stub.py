@@ -25,7 +25,6 @@ import traceback
 from collections import deque
 from collections.abc import Sequence
 from types import ModuleType
-from typing import TypeVar
 
 from seawall.backends.python import ipc
 from seawall.backends.python.call_client import CallClient
@@ -60,7 +59,6 @@ from seawall.backends.python.user_model import (
     load_from_repository,
 )
 
-_RECEIVE_BYTES = 1 << 16
 #: Init modes that run one of Seawall's own backends in this stub instead of a repository's model.py (isolation of
 #: the onnxruntime and pytorch backends). Only the host's backend code picks a mode, never a model's config, and
 #: only these modules can be named; the model's checked bytes come as a sealed region (fd tag "m").
@@ -68,8 +66,6 @@ BACKEND_WORKERS = {
     "onnxruntime": "seawall.backends.onnxruntime.worker",
     "pytorch": "seawall.backends.pytorch.worker",
 }
-
-_T = TypeVar("_T")
 
 
 class _Stub:
@@ -298,7 +294,7 @@ class _Stub:
             # the host writes the old region no more (it grew, or the model kept it): never read it again, even if
             # the new one cannot be mapped (the slot's batches then fail instead of reading stale inputs)
             self._replace(self._inputs, slot, None)
-            self._inputs[slot] = self._channel.receive_region(b"i%d" % slot, message.inputs_size, False, private=True)
+            self._inputs[slot] = self._channel.receive_region(b"i%d" % slot, message.inputs_size, True)
         if message.outputs_size:
             memory = self._channel.receive_region(b"o%d" % slot, message.outputs_size, True)
             self._replace(self._outputs, slot, memory)
@@ -389,11 +385,9 @@ def serve(control_fd: int, fd_socket: int, in_fd: int, in_size: int, out_fd: int
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when stubs stop (Ctrl-C hits the group)
     faulthandler.enable()  # a crash in user code leaves a Python traceback in the server log
     channel = Channel(socket.socket(fileno=control_fd), socket.socket(fileno=fd_socket))
-    # inputs copy-on-write (see ipc.InputView); no local name: a frame that lives as long as the stub must not keep
-    # slot 0's first region mapped after the host replaced it
-    stub = _Stub(
-        channel, map_region(in_fd, in_size, writable=False, private=True), map_region(out_fd, out_size, writable=True)
-    )
+    # inputs shared and writable (see ipc.InputView); no local name: a frame that lives as long as the stub must not
+    # keep slot 0's first region mapped after the host replaced it
+    stub = _Stub(channel, map_region(in_fd, in_size, writable=True), map_region(out_fd, out_size, writable=True))
     try:
         stub.run()
     except (BrokenPipeError, ConnectionResetError):

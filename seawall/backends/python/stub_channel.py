@@ -68,6 +68,7 @@ class Channel:
         self._state = threading.Condition()  # guards the queues, answers, acks and `_reading`
         self._fd_lock = threading.Lock()  # held by the thread reading the fd socket
         self._reading = False  # a thread is reading the socket (only one may)
+        self._waiting = 0  # threads waiting in `_pump` for the reader
         self._closed = False
         self.on_frames: Callable[[], None] | None = None  # async models: wakes the event loop for new frames
         self._acks: set[int] = set()  # ResponseRead tokens not yet taken
@@ -97,7 +98,11 @@ class Channel:
         is reading. `wait` False: never block (another thread may have taken the bytes that woke the caller).
         True if this call read something (False: it waited, nothing was there, or the host has gone)."""
         if self._reading:
-            self._state.wait()
+            self._waiting += 1
+            try:
+                self._state.wait()
+            finally:
+                self._waiting -= 1
             return False
         self._reading = True
         self._state.release()
@@ -110,7 +115,8 @@ class Channel:
         finally:
             self._state.acquire()
             self._reading = False
-            self._state.notify_all()
+            if self._waiting:  # (notify_all is Python code: a single-threaded model would pay it every message)
+                self._state.notify_all()
         if received is None:
             self._closed = True
             return False

@@ -50,7 +50,7 @@ class StubRegions:
     def first_slot(self) -> tuple[int, int]:
         """Slot 0's regions, made before the stub starts: their fds (for its command line's descriptors; the
         caller closes them once the stub has them)."""
-        in_fd, inputs = ipc.create_region(self._default, self._user)
+        in_fd, inputs = ipc.create_region(self._default, self._user, ipc.INPUTS_SUFFIX)
         out_fd, outputs = ipc.create_region(self._default, self._user)
         self.inputs, self.outputs = [inputs], [outputs]
         return in_fd, out_fd
@@ -64,7 +64,7 @@ class StubRegions:
         """
         slot = len(self.inputs)
         inputs_size = ipc.grown_size(needed, self._default, self._growth)
-        inputs = self._pass_region(inputs_size, b"i%d" % slot)
+        inputs = self._pass_region(inputs_size, b"i%d" % slot, ipc.INPUTS_SUFFIX)
         try:
             outputs = self._pass_region(self._default, b"o%d" % slot)
         except StubDied:
@@ -81,7 +81,7 @@ class StubRegions:
         Raises:
             StubDied: the fd could not be passed (the stub is then stopped).
         """
-        memory = self._pass_region(size, b"i%d" % slot)
+        memory = self._pass_region(size, b"i%d" % slot, ipc.INPUTS_SUFFIX)
         self.inputs[slot].close()
         self.inputs[slot] = memory
 
@@ -153,8 +153,8 @@ class StubRegions:
         finally:
             os.close(fd)
 
-    def _pass_region(self, size: int, tag: bytes) -> mmap.mmap:
-        fd, memory = ipc.create_region(size, self._user)
+    def _pass_region(self, size: int, tag: bytes, suffix: str = "") -> mmap.mmap:
+        fd, memory = ipc.create_region(size, self._user, suffix)
         try:
             self.pass_call_region(fd, tag)
         except StubDied:

@@ -99,13 +99,11 @@ def warm_up(rounds: int = 8) -> None:
         for _ in range(rounds):
             control, host = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             fds, host_fds = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            regions = [ipc.create_region(4096) for _ in range(2)]
+            regions = [ipc.create_region(4096, None, ipc.INPUTS_SUFFIX), ipc.create_region(4096)]
             with control, host, fds, host_fds:
                 channel = Channel(control, fds)
                 host.sendall(messages.encode(init))
-                stub = _Stub(
-                    channel, map_region(regions[0][0], 4096, False, private=True), map_region(regions[1][0], 4096, True)
-                )
+                stub = _Stub(channel, map_region(regions[0][0], 4096, True), map_region(regions[1][0], 4096, True))
                 first = channel.receive()
                 if type(first) is messages.Init:
                     stub._start(first)

@@ -5,7 +5,7 @@ of as_numpy()), "slice" (a view of all but its first element), "request" (the re
 pb_utils.Tensor) or "list" (appended to a list under `key` that only grows); "recall" = `key` answers OUT with what
 is kept under `key` (a list: its arrays concatenated), else OUT is IN (a view of it); "drop" = true forgets
 everything kept; "raise" = true raises once the request's input is kept. REGIONS: the inode numbers of the input
-regions mapped in this stub (private copy-on-write memfd mappings in /proc/self/maps), sorted.
+regions mapped in this stub (the memfd mappings named for inputs in /proc/self/maps), sorted.
 """
 
 import json
@@ -56,5 +56,5 @@ class TritonPythonModel:
 def _input_regions():
     with open("/proc/self/maps") as maps:
         lines = [line.split() for line in maps]
-    found = {int(f[4]) for f in lines if len(f) > 5 and f[1] == "rw-p" and f[5] == "/memfd:seawall-python-backend"}
+    found = {int(f[4]) for f in lines if len(f) > 5 and f[5] == "/memfd:seawall-python-backend-inputs"}
     return np.array(sorted(found), dtype=np.int64)
