@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
-from seawall.core.backend import Execution, ModelConfig
+from seawall.core.backend import Execution, ModelConfig, queued_depth
 from seawall.core.config_proto import model_config_pb2
 from seawall.core.types import InferRequest, InferResponse
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError, UnsupportedError
@@ -118,18 +118,10 @@ def run_grouped(
     return Execution(done, compute_ns=(began, ended) if began else None)
 
 
-#: Batches queued at an instance's thread, as at a stub (python/instance.py): the thread takes the next batch
-#: without waiting for the event loop between them (an ONNX MLP in process over HTTP at c=8: depth 1 served
-#: 3.6k req/s, the thread idling through each hand-over); with dynamic batching one batch ahead, so that the
-#: scheduler still forms full batches.
-THREAD_PIPELINE_DEPTH = 8
-THREAD_BATCHING_PIPELINE_DEPTH = 2
-
-
 class ThreadInstance:
     """A ModelInstance that runs one batch at a time of its `runner` on a thread of its own, in the order the
     batches came, and drops the runner (the runtime's session or module) once stopped. `batching`: the model has
-    a dynamic batcher (fewer batches queued: `THREAD_BATCHING_PIPELINE_DEPTH`).
+    a dynamic batcher (fewer batches queued: `core.backend.BATCHING_PIPELINE_DEPTH`).
 
     The hop to the thread and back is a SimpleQueue and one call_soon_threadsafe, not `run_in_executor`: its
     executor locks, concurrent Future and chained callbacks cost about 17 µs more per batch (27 vs 10 µs per
@@ -138,7 +130,7 @@ class ThreadInstance:
 
     def __init__(self, name: str, model_name: str, thread_prefix: str, runner: Runner, batching: bool) -> None:
         self._name = name
-        self._depth = THREAD_BATCHING_PIPELINE_DEPTH if batching else THREAD_PIPELINE_DEPTH
+        self._depth = queued_depth(batching)
         self._runner: Runner | None = runner  # used on the thread; dropped by stop() once the thread ended
         self._model_name = model_name
         self._thread_name = f"{thread_prefix}-{name[:32]}"

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from seawall.core.backend import MAX_PIPELINE_DEPTH, ModelConfig, ModelInstance, ResponseSink
+from seawall.core.backend import ModelConfig, ModelInstance, ResponseSink, pipeline_depth
 from seawall.core.batcher import gather
 from seawall.core.execution import ResponseOrder, execute_batch, execute_decoupled
 from seawall.core.rate_limiter import InstanceGate, RateLimiter
@@ -89,7 +89,7 @@ class Scheduler:
         self._workers = [
             asyncio.create_task(self._work(instance))
             for instance in self._instances
-            for _ in range(1 if self._gates else _pipeline_depth(instance))
+            for _ in range(1 if self._gates else pipeline_depth(instance))
         ]
 
     async def stop(self, drain_secs: float = 0.0) -> None:
@@ -395,9 +395,3 @@ class Scheduler:
             self._stats.pending -= 1
             if not pending.future.done():
                 fail(pending, error)
-
-
-def _pipeline_depth(instance: ModelInstance) -> int:
-    """How many executions `instance` accepts at once: its `pipeline_depth` when 1 to 8, else 1."""
-    depth = instance.pipeline_depth
-    return depth if type(depth) is int and 1 <= depth <= MAX_PIPELINE_DEPTH else 1

@@ -18,7 +18,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from seawall.backends.python.host import PythonBackend, PythonModel
-from seawall.backends.python.instance import MAX_RESTARTS
+from seawall.backends.python.restarts import MAX_RESTARTS
 from seawall.backends.registry import BackendRegistry, create_backend
 from seawall.core.backend import ModelLoadContext, ResponseSink
 from seawall.core.types import InferRequest, InferResponse, RequestedOutput, Tensor

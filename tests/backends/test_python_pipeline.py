@@ -12,7 +12,7 @@ import pytest
 
 import seawall
 from seawall.backends.python.host import PythonBackend
-from seawall.backends.python.instance import BATCHING_PIPELINE_DEPTH, PIPELINE_DEPTH
+from seawall.core.backend import BATCHING_PIPELINE_DEPTH, PIPELINE_DEPTH
 from seawall.core.request_queue import BatchPolicy
 from seawall.core.scheduler import Scheduler
 from seawall.core.stats import StatsRecorder

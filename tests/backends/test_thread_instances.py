@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seawall.backends.loaded import THREAD_BATCHING_PIPELINE_DEPTH, THREAD_PIPELINE_DEPTH
 from seawall.backends.onnxruntime.backend import OnnxBackend
+from seawall.core.backend import BATCHING_PIPELINE_DEPTH, PIPELINE_DEPTH
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from tests import onnx_models as m
 from tests.backends.test_python_backend import Reports, context_for
@@ -21,12 +21,12 @@ IN_PROCESS = 'parameters { key: "SEAWALL_IN_PROCESS" value: { string_value: "tru
 
 @pytest.mark.parametrize(
     ("extra", "depth"),
-    [(IN_PROCESS, THREAD_PIPELINE_DEPTH), (IN_PROCESS + "\ndynamic_batching { }", THREAD_BATCHING_PIPELINE_DEPTH)],
+    [(IN_PROCESS, PIPELINE_DEPTH), (IN_PROCESS + "\ndynamic_batching { }", BATCHING_PIPELINE_DEPTH)],
 )
 async def test_an_in_process_instance_queues_batches_and_answers_them_in_order(
     tmp_path: Path, extra: str, depth: int
 ) -> None:
-    assert (THREAD_PIPELINE_DEPTH, THREAD_BATCHING_PIPELINE_DEPTH) == (8, 2)
+    assert (PIPELINE_DEPTH, BATCHING_PIPELINE_DEPTH) == (8, 2)
     m.write(tmp_path, "matmul", m.matmul(), m.MATMUL_CONFIG.format(name="matmul", extra=extra))
     model = await OnnxBackend().load(context_for(tmp_path / "matmul", Reports()))
     try:

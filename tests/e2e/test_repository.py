@@ -14,7 +14,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from seawall.backends.python.instance import MAX_RESTARTS
+from seawall.backends.python.restarts import MAX_RESTARTS
 from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, http_request, run_seawall, start_seawall
 
 

@@ -43,7 +43,7 @@ from seawall.backends.python.user_model import (
     load_from_repository,
     refuse_shadowing,
 )
-from seawall.core.backend import DecoupledExecution, Execution, ModelCalls, ModelConfig, ResponseSink
+from seawall.core.backend import PIPELINE_DEPTH, DecoupledExecution, Execution, ModelCalls, ModelConfig, ResponseSink
 from seawall.core.custom_metrics import ModelMetrics
 from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse
 from seawall.errors import InternalError, InvalidArgumentError, SeawallError, UnavailableError
@@ -52,11 +52,6 @@ logger = logging.getLogger(__name__)
 
 #: The model configuration parameter that opts a python model into in-process execution.
 PARAMETER = "SEAWALL_IN_PROCESS"
-#: Batches queued at one worker thread. Deeper than a stub's pipeline: each hand-over costs a GIL switch
-#: and two thread wake-ups, and a worker that finds the next batch already queued pays neither (add_sub over
-#: HTTP: 1.3-1.9x the throughput of depth 2). The price: up to this many batches have left the scheduler's
-#: queue, so queue timeouts and priorities no longer apply to them.
-IN_PROCESS_PIPELINE_DEPTH = 8
 #: Inline batches run back to back without suspending, so the scheduler would drain its whole queue before any
 #: reply is written or request read; after this much time it yields to the loop once (bounds the wait).
 INLINE_YIELD_S = 0.0005
@@ -207,8 +202,10 @@ class InProcessModelInstance:
 
     @property
     def pipeline_depth(self) -> int:
-        """Batches the scheduler may hand over at once (the worker runs them back to back)."""
-        return 1 if self._inline else IN_PROCESS_PIPELINE_DEPTH
+        """Batches the scheduler may hand over at once (the worker runs them back to back): `PIPELINE_DEPTH` even
+        with a dynamic batcher. Each hand-over costs a GIL switch and two thread wake-ups, and a worker that
+        finds the next batch already queued pays neither (add_sub over HTTP: 1.3-1.9x the throughput of depth 2)."""
+        return 1 if self._inline else PIPELINE_DEPTH
 
     def is_healthy(self) -> bool:
         return self._ready and not self._stopped

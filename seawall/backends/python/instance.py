@@ -34,29 +34,17 @@ from seawall.backends.python.messages import (
 )
 from seawall.backends.python.process import StubDied, StubProcess, StubSettings
 from seawall.backends.python.process_io import escape_log
-from seawall.core.backend import DecoupledExecution, Execution, ModelCalls, ResponseSink
+from seawall.backends.python.restarts import RestartBudget
+from seawall.core.backend import DecoupledExecution, Execution, ModelCalls, ResponseSink, queued_depth
 from seawall.core.custom_metrics import MetricsOwner, ModelMetrics
 from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, SeawallError, UnavailableError
 
 logger = logging.getLogger(__name__)
 
-#: Batches one instance may have in flight, so the stub never waits for the host between them. Without dynamic
-#: batching the stub takes up to 8: it then reads several messages per wake-up and rarely sleeps (add_sub over
-#: HTTP at c=32: 1.6x the throughput of depth 2, 127 vs 216 us CPU per inference). With dynamic batching one
-#: batch ahead is enough, and deeper pipelines would split the batches the scheduler forms. Requests with a
-#: queue timeout still wait in the scheduler's queue for an idle instance (see core/scheduler.py), and the stub
-#: reports when each batch really ran, so waiting in the pipeline counts as queue time, as in Triton.
-PIPELINE_DEPTH = 8
-BATCHING_PIPELINE_DEPTH = 2
 #: Batches whose inputs exceed a default-sized region use only this many slots: every slot's regions grow to
 #: the largest batch it carried, and for big tensors the copies, not the round trips, are the cost.
 LARGE_BATCH_SLOTS = 2
-#: A stub that crashes is started again (as Triton does), unless its instance crashed more than MAX_RESTARTS
-#: times within RESTART_WINDOW_S: then the instance stays down and the model version goes UNAVAILABLE, so a
-#: model that crashes on every request cannot keep the server spawning processes.
-MAX_RESTARTS = 3
-RESTART_WINDOW_S = 60.0
 
 
 @dataclass(slots=True)
@@ -90,7 +78,7 @@ class PythonModelInstance:
         self._ready = False  # set once initialize succeeded; deaths after that restart the stub
         self._failed = False  # down for good: restarts exhausted or failed
         self._stopped = False
-        self._crashes: list[float] = []  # monotonic times of recent crashes
+        self._restarts = RestartBudget()  # a crashed stub is started again, within limits (restarts.py)
         self._restart: asyncio.Task[None] | None = None
         self._readiness = StubReadiness(spec.instance_name)  # the model's is_ready(), if it has one
         self._process = self._new_process()
@@ -117,7 +105,7 @@ class PythonModelInstance:
     @property
     def pipeline_depth(self) -> int:
         """Executions the scheduler may run on this instance at once (the stub queues them)."""
-        return BATCHING_PIPELINE_DEPTH if self._spec.dynamic_batching else PIPELINE_DEPTH
+        return queued_depth(self._spec.dynamic_batching)
 
     def _new_slots(self) -> list[_Slot]:
         return [_Slot(index=0)] + [_Slot() for _ in range(self.pipeline_depth - 1)]
@@ -134,10 +122,8 @@ class PythonModelInstance:
         self._streams.end_all(UnavailableError(f"model instance '{self.name}' crashed"))
         if not self._ready or self._failed or self._stopped or self._restart is not None:
             return  # a death during (re)initialization surfaces as that call's error
-        now = time.monotonic()
-        self._crashes = [t for t in self._crashes if now - t < RESTART_WINDOW_S] + [now]
-        if len(self._crashes) > MAX_RESTARTS:
-            self._fail(f"model instance '{self.name}' crashed {len(self._crashes)} times in {RESTART_WINDOW_S:.0f} s")
+        if (down := self._restarts.crashed(self.name)) is not None:
+            self._fail(down)
             return
         logger.warning("model instance '%s': starting its stub process again", self.name)
         self._restart = asyncio.get_running_loop().create_task(self._start_again())
@@ -171,16 +157,8 @@ class PythonModelInstance:
 
     async def _initialize(self) -> None:
         spec = self._spec
-        init = Init(
-            spec.worker or "model",
-            spec.model_name,
-            spec.model_file,
-            spec.version_dir,
-            spec.model_dir,
-            [dict(pins) for pins in spec.pins],
-            dict(spec.args),
-            None,
-        )
+        files, pins = (spec.model_file, spec.version_dir, spec.model_dir), [dict(pins) for pins in spec.pins]
+        init = Init(spec.worker or "model", spec.model_name, *files, pins, dict(spec.args), None)
         try:
             await self._process.start()
             if spec.model_region is not None:  # a backend worker's model bytes, before its Init

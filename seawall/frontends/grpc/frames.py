@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ STREAM_CLOSED, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x
 SETTING_MAX_CONCURRENT_STREAMS, SETTING_INITIAL_WINDOW_SIZE = 0x3, 0x4
 SETTING_MAX_FRAME_SIZE, SETTING_MAX_HEADER_LIST_SIZE = 0x5, 0x6
 
+
+_Bytes = bytes | bytearray | memoryview
 
 #: a unary request message this large is handed on as a view of the bytes received, not copied
 _VIEW_MIN_BYTES = 64 * 1024
@@ -59,6 +61,41 @@ def literal(name: bytes, value: bytes) -> bytes:
 def frame(kind: int, flags: int, stream: int, payload: bytes | bytearray | memoryview = b"") -> bytes:
     size = len(payload)
     return bytes((size >> 16, (size >> 8) & 0xFF, size & 0xFF, kind, flags)) + stream.to_bytes(4, "big") + payload
+
+
+def reset(stream: int, code: int) -> bytes:
+    """An RST_STREAM frame ending `stream` with error `code`."""
+    return frame(RST_STREAM, 0, stream, code.to_bytes(4, "big"))
+
+
+def settings_frame(settings: Iterable[tuple[int, int]]) -> bytes:
+    """A SETTINGS frame of (identifier, value) pairs."""
+    return frame(SETTINGS, 0, 0, b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in settings))
+
+
+def settings_of(payload: _Bytes) -> Iterator[tuple[int, int]]:
+    """The (identifier, value) pairs of a SETTINGS payload.
+
+    Raises:
+        ConnectionError_: its length is not a multiple of 6 (FRAME_SIZE_ERROR).
+    """
+    if len(payload) % 6:
+        raise ConnectionError_(FRAME_SIZE_ERROR, "bad SETTINGS length")
+    for at in range(0, len(payload), 6):
+        yield int.from_bytes(payload[at : at + 2], "big"), int.from_bytes(payload[at + 2 : at + 6], "big")
+
+
+def unpadded(flags: int, payload: _Bytes) -> tuple[_Bytes, int]:
+    """A DATA frame's data without its padding, and the padding's size (with its length byte).
+
+    Raises:
+        ConnectionError_: the padding is longer than the frame (PROTOCOL_ERROR).
+    """
+    if not flags & PADDED:
+        return payload, 0
+    if not payload or payload[0] >= len(payload):
+        raise ConnectionError_(PROTOCOL_ERROR, "bad padding")
+    return payload[1 : len(payload) - payload[0]], payload[0] + 1
 
 
 class Stream:

@@ -3,7 +3,7 @@ what each frame means for its stream and the connection (stream states, the stre
 message prefix), and when a call is answered, reset or released. What a call means is the `on_call` callback's
 business; `reader.FrameReader` cuts the client's bytes into frames and header blocks, `output.Output` frames and
 paces what is sent, `window.ReceiveWindow` reopens the peer's windows as data is received and taken,
-`liveness.Liveness` keeps the keepalive and abuse counters.
+`liveness.Liveness` keeps the keepalive and abuse counters and answers PINGs.
 
 Every resource a peer can make the server hold is bounded (see `Http2Limits` and docs/architecture.md): frame
 size, header block size (CONTINUATION flood) and decoded header list size (HPACK bomb) in the reader, concurrent
@@ -11,8 +11,7 @@ streams counting reset streams until their work has ended (rapid reset), control
 buffered output (a peer that does not read, or keeps its window at zero, stops being read), and the data sent
 beyond the receive windows (`window.ReceiveWindow`).
 
-Imports only the standard library and this package's `frames`, `limits`, `reader`, `output`, `window` and
-`liveness`.
+Imports only the standard library and this package's `frames`, `limits`, `reader`, `output`, `window`, `liveness`.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from seawall.frontends.grpc.frames import (
     FRAME_SIZE_ERROR,
     GOAWAY,
     NO_ERROR,
-    PADDED,
     PING,
     PRIORITY,
     PROTOCOL_ERROR,
@@ -48,7 +46,11 @@ from seawall.frontends.grpc.frames import (
     ConnectionError_,
     Stream,
     frame,
+    reset,
+    settings_frame,
+    settings_of,
     trailers,
+    unpadded,
 )
 from seawall.frontends.grpc.limits import Http2Limits
 from seawall.frontends.grpc.liveness import Due, Liveness
@@ -126,8 +128,7 @@ class Http2Connection(asyncio.Protocol):
             (SETTING_INITIAL_WINDOW_SIZE, self.limits.window_bytes),
             (SETTING_MAX_HEADER_LIST_SIZE, self.limits.max_header_list_bytes),
         )
-        payload = b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in settings)
-        transport.write(frame(SETTINGS, 0, 0, payload) + self._window.opening())
+        transport.write(settings_frame(settings) + self._window.opening())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -178,20 +179,13 @@ class Http2Connection(asyncio.Protocol):
         elif kind == SETTINGS:
             self._settings(flags, stream_id, payload)
         elif kind == PING:
-            self._liveness.control_frame()
-            if len(payload) != 8 or stream_id:
-                raise ConnectionError_(FRAME_SIZE_ERROR if len(payload) != 8 else PROTOCOL_ERROR, "bad PING")
-            if flags & ACK:
-                self._liveness.pinged_back()
-            else:
-                self._liveness.peer_ping()
-                self._output.add(frame(PING, ACK, 0, payload))
+            if (answer := self._liveness.ping(flags, stream_id, payload)) is not None:
+                self._output.add(answer)
         elif kind == RST_STREAM:
             self._liveness.control_frame()
             if len(payload) != 4 or not stream_id:
                 raise ConnectionError_(PROTOCOL_ERROR, "bad RST_STREAM")
-            stream = self._streams.get(stream_id)
-            if stream is not None:
+            if (stream := self._streams.get(stream_id)) is not None:
                 self._cancel(stream)
         elif kind == GOAWAY:  # the peer opens no more streams: close as soon as ours have ended
             self.going_away = True
@@ -211,10 +205,7 @@ class Http2Connection(asyncio.Protocol):
             raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
             return
-        if len(payload) % 6:
-            raise ConnectionError_(FRAME_SIZE_ERROR, "bad SETTINGS length")
-        for at in range(0, len(payload), 6):
-            key, value = int.from_bytes(payload[at : at + 2], "big"), int.from_bytes(payload[at + 2 : at + 6], "big")
+        for key, value in settings_of(payload):
             if key == SETTING_INITIAL_WINDOW_SIZE:
                 self._output.new_initial_window(value, self._streams.values())
             elif key == SETTING_MAX_FRAME_SIZE:
@@ -253,12 +244,12 @@ class Http2Connection(asyncio.Protocol):
             raise ConnectionError_(PROTOCOL_ERROR, "stream id not increasing")
         self._last_stream = stream_id
         if self.going_away or len(self._streams) >= self.limits.max_concurrent_streams:
-            self._output.add(frame(RST_STREAM, 0, stream_id, REFUSED_STREAM.to_bytes(4, "big")))
+            self._output.add(reset(stream_id, REFUSED_STREAM))
             return
         # RFC 9113 8.1.1: a malformed request is a stream error; the call never starts
         if (malformed := fields.malformed()) is not None:
             logger.debug("stream %d: malformed request (%s): RST_STREAM PROTOCOL_ERROR", stream_id, malformed)
-            self._output.add(frame(RST_STREAM, 0, stream_id, PROTOCOL_ERROR.to_bytes(4, "big")))
+            self._output.add(reset(stream_id, PROTOCOL_ERROR))
             return
         headers = fields.headers()
         stream = Stream(self, stream_id, headers, self._is_streaming(headers.get(":path", "")))
@@ -271,17 +262,10 @@ class Http2Connection(asyncio.Protocol):
 
     def _data(self, flags: int, stream_id: int, payload: Payload) -> None:
         size = len(payload)
-        if flags & PADDED:
-            if not payload or payload[0] >= size:
-                raise ConnectionError_(PROTOCOL_ERROR, "bad padding")
-            padding = payload[0] + 1
-            payload = payload[1 : size - payload[0]]
-        else:
-            padding = 0
+        payload, padding = unpadded(flags, payload)
         self._window.received(size)
-        if not size:
-            if not flags & END_STREAM:
-                self._liveness.control_frame()
+        if not size and not flags & END_STREAM:  # an empty DATA frame counts as a control frame
+            self._liveness.control_frame()
         stream = self._streams.get(stream_id)
         if stream is None or stream.cancelled:
             if stream_id > self._last_stream or not stream_id:
@@ -296,7 +280,7 @@ class Http2Connection(asyncio.Protocol):
     def _stream_closed(self, stream: Stream) -> None:
         """HEADERS or DATA after the peer's END_STREAM (RFC 9113 5.1, half-closed (remote)): a stream error of
         type STREAM_CLOSED; the call is cancelled (a second request on it would have started a second call)."""
-        self._output.add(frame(RST_STREAM, 0, stream.id, STREAM_CLOSED.to_bytes(4, "big")))
+        self._output.add(reset(stream.id, STREAM_CLOSED))
         self._cancel(stream)
 
     def _received(self, stream: Stream, payload: Payload, ended: bool) -> None:
@@ -361,7 +345,7 @@ class Http2Connection(asyncio.Protocol):
             stream.pending.clear()
         self.finish(stream, status, message)
         if not stream.cancelled and not stream.ended:
-            self._output.add(frame(RST_STREAM, 0, stream.id, NO_ERROR.to_bytes(4, "big")))
+            self._output.add(reset(stream.id, NO_ERROR))
         self._cancel(stream)
 
     def flush(self) -> None:

@@ -2,8 +2,8 @@
 --grpc-keepalive-* and connection-age flags): our keepalive PINGs and their timeout, the peer's PINGs counted as
 strikes, the budget of control frames per second (SETTINGS, PING, RST_STREAM, PRIORITY floods), the maximum age.
 
-Pure bookkeeping on `time.monotonic()`; `http2.Http2Connection` sends the frames and closes. Imports only the
-standard library and `frames`.
+Bookkeeping on `time.monotonic()` (and the PING acknowledgement); `http2.Http2Connection` sends and closes.
+Imports only the standard library and `frames`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,15 @@ import enum
 import time
 from typing import TYPE_CHECKING
 
-from seawall.frontends.grpc.frames import ENHANCE_YOUR_CALM, ConnectionError_
+from seawall.frontends.grpc.frames import (
+    ACK,
+    ENHANCE_YOUR_CALM,
+    FRAME_SIZE_ERROR,
+    PING,
+    PROTOCOL_ERROR,
+    ConnectionError_,
+    frame,
+)
 
 if TYPE_CHECKING:
     from seawall.frontends.grpc.limits import Http2Limits
@@ -62,6 +70,21 @@ class Liveness:
             self._pings_without_data += 1
             return Due.PING
         return None
+
+    def ping(self, flags: int, stream_id: int, payload: bytes | bytearray | memoryview) -> bytes | None:
+        """A PING frame from the peer: the acknowledgement to send, or None (it acknowledged ours).
+
+        Raises:
+            ConnectionError_: a malformed PING, or one control frame or ping strike too many.
+        """
+        self.control_frame()
+        if len(payload) != 8 or stream_id:
+            raise ConnectionError_(FRAME_SIZE_ERROR if len(payload) != 8 else PROTOCOL_ERROR, "bad PING")
+        if flags & ACK:
+            self.pinged_back()
+            return None
+        self.peer_ping()
+        return frame(PING, ACK, 0, payload)
 
     def pinged_back(self) -> None:
         """The peer acknowledged our PING."""
