@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -195,16 +195,26 @@ class _Servicer:
 
     async def ModelInfer(self, data: bytes | memoryview, context: Any) -> bytes:  # noqa: N802
         """Serialized request in, serialized response out: the tensors are never copied into message objects."""
-        heavy = len(data) > offload.HEAVY_BODY_BYTES
-        request, raw_contents = await offload.run(heavy, wire.parse_infer_request, data, self._limits)
-        response = await self._infer(request, raw_contents, len(data))
+        request, raw_contents, heavy = await self._parse(data)
+        response = await self._infer(request, raw_contents, heavy)
         return await offload.run(offload.is_heavy(response.outputs), wire.infer_response_bytes, response)
 
-    async def _infer(self, request: Any, raw_contents: Any, size: int) -> InferResponse:
-        """Run a parsed ModelInferRequest of `size` bytes. As Triton, the model is resolved before the inputs are
-        read (an unknown model or bad version wins over bad inputs); large requests decode in a worker thread."""
+    async def _parse(self, data: bytes | memoryview) -> tuple[Any, Sequence[bytes | memoryview], bool]:
+        """A serialized request parsed: the message, its raw contents, and whether decoding them is worth a worker
+        thread. A large message is split here (raw contents stay views); only a large remainder (typed contents)
+        is parsed in a worker thread, and decoding is heavy for such a message or for large BYTES contents."""
+        if len(data) <= offload.HEAVY_BODY_BYTES:
+            request, raw_contents = wire.parse_infer_request(data, self._limits)
+            return request, raw_contents, False
+        header, raw_contents = wire.split_infer_request(data, self._limits)
+        heavy = len(header) > offload.HEAVY_BODY_BYTES
+        request = await offload.run(heavy, wire.parse_header, header)
+        return request, raw_contents, heavy or any(tensor.datatype == "BYTES" for tensor in request.inputs)
+
+    async def _infer(self, request: Any, raw_contents: Any, heavy: bool) -> InferResponse:
+        """Run a parsed ModelInferRequest (`heavy`: decode it in a worker thread). As Triton, the model is resolved
+        before the inputs are read (an unknown model or bad version wins over bad inputs)."""
         served = await self._server.resolve(request.model_name, request.model_version)
-        heavy = size > offload.HEAVY_BODY_BYTES
         decoded = await offload.run(heavy, codec.infer_request_from_proto, request, served.limits, raw_contents)
         try:
             return await served.infer(decoded)
@@ -219,8 +229,7 @@ class _Servicer:
         goes on). A decoupled model's responses are emitted as they come (`_stream_decoupled`); then None."""
         request_id = model = ""
         try:
-            heavy = len(data) > offload.HEAVY_BODY_BYTES
-            request, raw_contents = await offload.run(heavy, wire.parse_infer_request, data, self._limits)
+            request, raw_contents, heavy = await self._parse(data)
             request_id, model = request.id, request.model_name
             served = await self._server.resolve(request.model_name, request.model_version)
             decoded = await offload.run(heavy, codec.infer_request_from_proto, request, served.limits, raw_contents)

@@ -242,9 +242,32 @@ def parse_infer_request(data: bytes | memoryview, limits: Limits) -> tuple[Any, 
                 check_parameter_counts(data, limits)
             message = service_pb2.ModelInferRequest.FromString(data)
             return message, message.raw_input_contents
-        header, raw = split_raw_inputs(data, limits)
-        check_parameter_counts(header, limits)
+        header, raw = split_infer_request(data, limits)
         return service_pb2.ModelInferRequest.FromString(header), raw
+    except DecodeError:
+        raise InvalidArgumentError(_PARSE_ERROR) from None
+
+
+def split_infer_request(data: bytes | memoryview, limits: Limits) -> tuple[bytes, list[memoryview]]:
+    """A large serialized ModelInferRequest as the message without its raw contents (to `parse_header`) and those
+    contents (views of `data`), its parameters counted: a walk over its fields, bounded by `limits`.
+
+    Raises:
+        InvalidArgumentError, ResourceExhaustedError: as `split_raw_inputs`; too many parameters.
+    """
+    header, raw = split_raw_inputs(data, limits)
+    check_parameter_counts(header, limits)
+    return header, raw
+
+
+def parse_header(header: bytes) -> Any:
+    """The ModelInferRequest of `split_infer_request`'s header.
+
+    Raises:
+        InvalidArgumentError: the bytes are not a ModelInferRequest.
+    """
+    try:
+        return service_pb2.ModelInferRequest.FromString(header)
     except DecodeError:
         raise InvalidArgumentError(_PARSE_ERROR) from None
 

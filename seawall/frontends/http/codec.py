@@ -77,11 +77,20 @@ def decode_infer_request(
         InvalidArgumentError: malformed JSON, wrong value types, sizes or counts; shared memory together
             with classification or binary data on one output.
     """
+    document, binary = _split_body(body, header_length, limits)
+    return decode_document(document, binary, model, version, limits)
+
+
+def _split_body(body: bytes, header_length: int | None, limits: Limits) -> tuple[Any, memoryview]:
+    """A body's parsed JSON document and its binary part (a view of `body`)."""
     if header_length is None:
-        document, binary = load_json(body, limits.max_json_depth), memoryview(b"")
-    else:
-        view = memoryview(body)
-        document, binary = load_json(view[:header_length], limits.max_json_depth), view[header_length:]
+        return load_json(body, limits.max_json_depth), memoryview(b"")
+    view = memoryview(body)
+    return load_json(view[:header_length], limits.max_json_depth), view[header_length:]
+
+
+def decode_document(document: Any, binary: memoryview, model: str, version: str, limits: Limits) -> DecodedInfer:
+    """`decode_infer_request` of a parsed document and the body's binary part."""
     if not isinstance(document, dict):
         raise InvalidArgumentError("Unable to parse the request: expected a JSON object")
     request_id = document.get("id", "")
@@ -98,15 +107,25 @@ def decode_infer_request(
 async def decode_large(
     json_gate: asyncio.Lock, body: bytes, header_length: int | None, model: str, version: str, limits: Limits
 ) -> DecodedInfer:
-    """`decode_infer_request` of a body larger than `offload.HEAVY_BODY_BYTES`, in a worker thread; under
-    `json_gate` when its JSON document is that large too (`BodyBudget.json_gate`).
+    """`decode_infer_request` of a body larger than `offload.HEAVY_BODY_BYTES`: in a worker thread under
+    `json_gate` when its JSON document is that large too (`BodyBudget.json_gate`); else the JSON header is parsed
+    here, and the tensors are decoded in a worker thread only when a BYTES input may hold many elements.
 
     Raises:
         InvalidArgumentError: as `decode_infer_request`.
     """
     if (len(body) if header_length is None else header_length) > offload.HEAVY_BODY_BYTES:
         return await offload.run_alone(json_gate, decode_infer_request, body, header_length, model, version, limits)
-    return await offload.run(True, decode_infer_request, body, header_length, model, version, limits)
+    document, binary = _split_body(body, header_length, limits)  # a small JSON header: parsed here
+    # fixed-size binary tensors become views of the body: only BYTES elements (objects) are worth a thread hop
+    heavy = len(binary) > offload.HEAVY_BODY_BYTES and _has_strings(document)
+    return await offload.run(heavy, decode_document, document, binary, model, version, limits)
+
+
+def _has_strings(document: Any) -> bool:
+    """Whether a request document has a BYTES input (a malformed one answers False: decoding it fails fast)."""
+    inputs = document.get("inputs") if isinstance(document, dict) else None
+    return isinstance(inputs, list) and any(isinstance(i, dict) and i.get("datatype") == "BYTES" for i in inputs)
 
 
 def decode_request_parameters(raw: Any, limits: Limits) -> dict[str, ParamValue]:
