@@ -6,6 +6,7 @@ restricted-API key file, the server's /proc/<pid>/environ|mem|cmdline and anothe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -201,6 +202,8 @@ def _assert_confined_without_user(found: dict[str, object], sandbox: Path) -> No
     assert "NOT_ALLOWED" not in environ and "AWS_SECRET_ACCESS_KEY" not in environ
     assert environ["PASSED_THROUGH"] == "yes" and environ["SET_BY_OPERATOR"] == "42"
     assert environ["LC_ALL"] == "C.UTF-8"
+    # numpy's BLAS on one thread unless the operator chose (template.STUB_DEFAULTS)
+    assert environ["OPENBLAS_NUM_THREADS"] == os.environ.get("OPENBLAS_NUM_THREADS", "1")
     fds = found["fds"]
     assert isinstance(fds, dict)
     # stdin, stdout, stderr, the stub's two channel sockets (AF_UNIX = 1) and its own regions (mmap keeps a dup)
@@ -226,6 +229,17 @@ def test_stub_environment_descriptors_and_no_new_privs_as_root(as_root: ServerPr
         "security: --model-user: not set: python-backend model code runs as root with every capability" in as_root.log()
     )
     assert as_root.is_ready()
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_the_operators_blas_threads_win_over_the_stub_default(sandbox: Path, start: str) -> None:
+    server = _start(sandbox, "--model-env=OPENBLAS_NUM_THREADS=3", f"--python-stub-start={start}")
+    try:
+        environ = _probe(server)["environ"]
+        assert isinstance(environ, dict)
+        assert environ["OPENBLAS_NUM_THREADS"] == "3"
+    finally:
+        server.stop()
 
 
 def test_model_user_cannot_read_secrets_or_the_server(as_nobody: ServerProcess, sandbox: Path) -> None:

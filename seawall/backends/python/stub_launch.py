@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from seawall.backends.python.process_io import PipeProtocol, ReadPipeProtocol
-from seawall.backends.python.template import BOOTSTRAP, StubTemplate
+from seawall.backends.python.template import BOOTSTRAP, StubTemplate, with_defaults
 
 if TYPE_CHECKING:
     from seawall.backends.python.process import StubProcess
@@ -33,7 +33,7 @@ class StubSettings:
     shm_growth_bytes: int = 1 << 20
     timeout_s: float = 30.0
     user: tuple[int, int] | None = None  # (uid, gid) the stub runs as (--model-user); None: the server's
-    environment: tuple[tuple[str, str], ...] = ()  # the stub's whole environment (cli.py's allowlist)
+    environment: tuple[tuple[str, str], ...] = ()  # the stub's environment (cli.py's allowlist; template.STUB_DEFAULTS)
     template: StubTemplate | None = field(default=None, compare=False)  # forks the stubs; None: spawn each
 
 
@@ -74,7 +74,7 @@ async def launch(
         stderr=subprocess.PIPE,
         pass_fds=tuple(ends),
         close_fds=True,
-        env=dict(settings.environment),
+        env=with_defaults(settings.environment),
     )
     return process
 

@@ -74,11 +74,24 @@ class ForkedStub:
             self._pidfd = -1
 
 
+#: Set in every stub's environment unless the operator sets it (through the allowlist or --model-env): numpy's
+#: OpenBLAS on one thread. Its pool has a thread per core in every stub, and from products of 16 rows on it splits
+#: each one across them, and they spin: [16,256] @ [256,256] costs 146 us of CPU instead of 57 on 2 cores, no
+#: faster; the bench's matmul at c=32 served 12.6-13.5k req/s at 134-144 us CPU each, 18.0-18.6k at 66-69 us with
+#: one thread. Parallelism across requests comes from instances (instance_group count), as Triton advises.
+STUB_DEFAULTS = (("OPENBLAS_NUM_THREADS", "1"),)
+
+
+def with_defaults(environment: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """The environment a stub runs with: `environment` over `STUB_DEFAULTS`."""
+    return {**dict(STUB_DEFAULTS), **dict(environment)}
+
+
 class StubTemplate:
     """The template process, started lazily, restarted after it died."""
 
     def __init__(self, environment: Sequence[tuple[str, str]], timeout_s: float) -> None:
-        self._environment = dict(environment)  # the stubs' whole environment: they inherit the template's
+        self._environment = with_defaults(environment)  # the stubs' whole environment: they inherit the template's
         self._timeout_s = timeout_s
         self._lock = asyncio.Lock()
         self._process: asyncio.SubprocessTransport | None = None
