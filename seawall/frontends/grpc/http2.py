@@ -54,7 +54,7 @@ from seawall.frontends.grpc.frames import (
 )
 from seawall.frontends.grpc.limits import Http2Limits
 from seawall.frontends.grpc.liveness import Due, Liveness
-from seawall.frontends.grpc.output import Output
+from seawall.frontends.grpc.output import Message, Output
 from seawall.frontends.grpc.reader import MAX_FRAME, FrameReader, HeaderBlock, Payload
 from seawall.frontends.grpc.window import ReceiveWindow
 
@@ -318,7 +318,7 @@ class Http2Connection(asyncio.Protocol):
         self._output.message(stream, message)
         self.flush()
 
-    def finish(self, stream: Stream, status: int, message: str = "", answer: bytes | memoryview | None = None) -> None:
+    def finish(self, stream: Stream, status: int, message: str = "", answer: Message | None = None) -> None:
         """End the call with trailers (a trailers-only response when nothing was sent), after pending data; a
         unary call's `answer` goes first, in the same write when the windows allow (one write per answer)."""
         if stream.finished:

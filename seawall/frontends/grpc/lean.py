@@ -21,6 +21,7 @@ from typing import Any
 from seawall.frontends.grpc.frames import NO_ERROR, Stream
 from seawall.frontends.grpc.http2 import Http2Connection
 from seawall.frontends.grpc.limits import Http2Limits
+from seawall.frontends.grpc.output import Message
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ class LeanServer:
         connection.finish(stream, _CANCELLED, "Cancelled")
         connection.work_ended(stream)
 
-    async def _call(self, connection: Http2Connection, stream: Stream, handler: Any) -> bytes | None:
+    async def _call(self, connection: Http2Connection, stream: Stream, handler: Any) -> Message | None:
         """Run the call; a unary call's serialized answer is returned (sent with its trailers), a streaming call
         writes its own."""
         deserialize, serialize = handler.request_deserializer, handler.response_serializer
@@ -258,7 +259,7 @@ class LeanServer:
         except Exception:
             raise _Abort(_INTERNAL, "Exception deserializing request!") from None
         response = await handler.unary_unary(request, context)
-        answer: bytes = serialize(response) if serialize is not None else response
+        answer: Message = serialize(response) if serialize is not None else response
         return answer
 
 

@@ -98,7 +98,7 @@ class GrpcFrontend:
 
     async def _start_lean(self) -> tuple[str, int]:
         grpc_options, limits = self._options.grpc, self._options.limits
-        handlers = build_handlers(self._core, self._options, self._keys)
+        handlers = build_handlers(self._core, self._options, self._keys, gathered=True)
         paths = {f"/{service}/{name}": h for service, methods in handlers.items() for name, h in methods.items()}
         context = tls.listener_ssl_context(grpc_options.tls, "grpc")
         if context is not None:

@@ -24,6 +24,8 @@ from seawall.frontends.grpc.frames import (
 )
 
 MAX_WINDOW = (1 << 31) - 1
+#: one gRPC message to send: its bytes, or its parts in order (sent as they are, never joined here)
+Message = bytes | memoryview | list[bytes | memoryview]
 
 
 class Output:
@@ -46,17 +48,24 @@ class Output:
         parts, self._queue = self._queue, []
         return parts
 
-    def message(self, stream: Stream, message: bytes | memoryview) -> None:
+    def message(self, stream: Stream, message: Message) -> None:
         """Queue one gRPC message of the stream's answer (after its response headers), as the windows allow."""
         if not stream.headers_sent:
             stream.headers_sent = True
             self._queue.append(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))
-        if len(message) < 65536:
-            stream.pending.append(len(message).to_bytes(5, "big") + message)
-        else:  # sent in slices of one view: never copied but into the output
-            stream.pending.append(len(message).to_bytes(5, "big"))
-            stream.pending.append(memoryview(message))
+        parts = message if isinstance(message, list) else [message]
+        size = sum(map(len, parts))
+        pending = stream.pending
+        if size < 65536:
+            pending.append(b"".join([size.to_bytes(5, "big"), *parts]))
+            self.pump(stream)
+            return
+        pending.append(size.to_bytes(5, "big"))  # then slices of views: copied only by the write itself...
+        pending.extend(memoryview(part) for part in parts if len(part))
         self.pump(stream)
+        for index, item in enumerate(pending):  # ...but what the windows hold back of a mutable buffer gets its own
+            if type(item) is memoryview and type(item.obj) is not bytes:  # copy: a model may write its arrays again
+                pending[index] = bytes(item)
 
     def trailers(self, stream: Stream, block: bytes) -> None:
         """End the stream's answer with trailers: at once when nothing was sent (a trailers-only response),

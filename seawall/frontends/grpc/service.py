@@ -109,9 +109,11 @@ def _model_of(request: Any) -> str:
 class _Servicer:
     """The RPCs the core implements; each returns a response message or raises SeawallError."""
 
-    def __init__(self, server: InferenceServer, limits: Limits) -> None:
+    def __init__(self, server: InferenceServer, limits: Limits, gathered: bool) -> None:
         self._server = server
         self._limits = limits
+        # ModelInfer answers a list of parts (the lean listener writes them as they are), else bytes
+        self._encode = wire.infer_response_parts if gathered else wire.infer_response_bytes
 
     async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 (RPC names)
         return service_pb2.ServerLiveResponse(live=self._server.is_live())
@@ -193,11 +195,12 @@ class _Servicer:
         # no CUDA region can exist, so there is nothing to forget (Triton answers OK for unknown names)
         return service_pb2.CudaSharedMemoryUnregisterResponse()
 
-    async def ModelInfer(self, data: bytes | memoryview, context: Any) -> bytes:  # noqa: N802
-        """Serialized request in, serialized response out: the tensors are never copied into message objects."""
+    async def ModelInfer(self, data: bytes | memoryview, context: Any) -> bytes | list[bytes | memoryview]:  # noqa: N802
+        """Serialized request in, serialized response out (in parts for a gathering writer): the tensors are never
+        copied into message objects."""
         request, raw_contents, heavy = await self._parse(data)
         response = await self._infer(request, raw_contents, heavy)
-        return await offload.run(offload.is_heavy(response.outputs), wire.infer_response_bytes, response)
+        return await offload.run(offload.is_heavy(response.outputs), self._encode, response)
 
     async def _parse(self, data: bytes | memoryview) -> tuple[Any, Sequence[bytes | memoryview], bool]:
         """A serialized request parsed: the message, its raw contents, and whether decoding them is worth a worker
@@ -330,13 +333,16 @@ def _as_error(exc: Exception, path: str, model: Callable[[], str]) -> SeawallErr
     return InternalError("internal error")
 
 
-def build_handlers(server: InferenceServer, options: Options, keys: Keys | None = None) -> dict[str, dict[str, Any]]:
-    """Service name → {method name → RpcMethodHandler}, every method guarded.
+def build_handlers(
+    server: InferenceServer, options: Options, keys: Keys | None = None, gathered: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Service name → {method name → RpcMethodHandler}, every method guarded. `gathered`: ModelInfer answers
+    the parts of its serialized response (for a listener that writes them as they are, without joining them).
 
     Raises:
         KeyError: a method of the service has no category in RPC_CATEGORIES.
     """
-    servicer = _Servicer(server, options.limits)
+    servicer = _Servicer(server, options.limits, gathered)
     restrictions = keys if keys is not None else options.grpc.restricted  # `keys`: live when key files rotate
     policy = ApiPolicy(restrictions, header_prefix="triton-grpc-protocol-", noun="protocol")
     descriptor = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]

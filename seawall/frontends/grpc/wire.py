@@ -303,6 +303,12 @@ def infer_response_bytes(response: InferResponse, parameters: Mapping[str, Param
     return b"".join(_response_parts(response, response.parameters if parameters is None else parameters))
 
 
+def infer_response_parts(response: InferResponse) -> list[bytes | memoryview]:
+    """`infer_response_bytes(response)` as the parts it joins: the outputs' bytes are views of their arrays, so a
+    writer that gathers (the lean listener) sends them without copying them first."""
+    return _response_parts(response, response.parameters)
+
+
 def stream_response_bytes(response: InferResponse, parameters: Mapping[str, ParamValue]) -> bytes:
     """A serialized ModelStreamInferResponse holding `response` with `parameters`, its tensor bytes copied once."""
     parts = _response_parts(response, parameters)

@@ -1,13 +1,24 @@
 """The lean HTTP/2 stack's parts on their own: the reader's remembered header blocks follow the HPACK dynamic table,
-frames split across reads come out whole, and a unary answer (headers, message, trailers) leaves in one write."""
+frames split across reads come out whole, a unary answer (headers, message, trailers) leaves in one write, and one
+in parts is never changed by its owner while the windows hold it back."""
 
 from __future__ import annotations
 
 import asyncio
 
 import hpack
+import numpy as np
 
-from seawall.frontends.grpc.frames import DATA, END_HEADERS, END_STREAM, HEADERS, PREFACE, Stream, frame
+from seawall.frontends.grpc.frames import (
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    HEADERS,
+    PREFACE,
+    WINDOW_UPDATE,
+    Stream,
+    frame,
+)
 from seawall.frontends.grpc.http2 import Http2Connection
 from seawall.frontends.grpc.limits import Http2Limits
 from seawall.frontends.grpc.reader import FrameReader, HeaderBlock
@@ -120,3 +131,25 @@ async def test_a_unary_answer_is_one_write() -> None:
     kinds = [(kind, flags & END_STREAM, payload) for kind, flags, _, payload in _frames(transport.writes[0])]
     assert [kind for kind, _, _ in kinds] == [HEADERS, DATA, HEADERS]
     assert kinds[1][2] == b"\x00\x00\x00\x00\x06answer" and kinds[2][1] == END_STREAM
+
+
+async def test_an_answer_in_parts_held_back_by_the_window_is_sent_as_it_was() -> None:
+    """A unary answer given as parts (ModelInfer's, the tensor a view of the model's array) is written without a
+    join while the windows let it; the part the peer's windows hold back is copied, so a model that writes its
+    array again afterwards (a reused output buffer) cannot change what is still to be sent."""
+    calls: list[Stream] = []
+    connection = Http2Connection(Http2Limits(), lambda path: False, calls.append)
+    transport = _Transport()
+    connection.connection_made(transport)
+    block = hpack.Encoder().encode([*REQUEST, ("content-type", "application/grpc")])
+    message = b"\x00\x00\x00\x00\x03abc"
+    connection.data_received(PREFACE + frame(HEADERS, END_HEADERS, 1, block) + frame(DATA, END_STREAM, 1, message))
+    transport.writes.clear()
+    array = np.arange(200_000, dtype=np.uint8)  # over the peer's 65535-byte windows
+    expected = b"head" + array.tobytes()
+    connection.finish(calls[0], 0, "", [b"head", memoryview(array.data)])
+    array[:] = 7  # the model reuses its buffer
+    opened = (1 << 20).to_bytes(4, "big")
+    connection.data_received(frame(WINDOW_UPDATE, 0, 0, opened) + frame(WINDOW_UPDATE, 0, 1, opened))
+    data = [payload for kind, _, _, payload in _frames(b"".join(transport.writes)) if kind == DATA]
+    assert b"".join(data) == len(expected).to_bytes(5, "big") + expected
