@@ -116,7 +116,8 @@ def _frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
     return out
 
 
-async def test_a_unary_answer_is_one_write() -> None:
+def _one_call() -> tuple[Http2Connection, _Transport, Stream]:
+    """A connection that received one whole unary call (its writes so far cleared) and that call."""
     calls: list[Stream] = []
     connection = Http2Connection(Http2Limits(), lambda path: False, calls.append)
     transport = _Transport()
@@ -126,7 +127,12 @@ async def test_a_unary_answer_is_one_write() -> None:
     connection.data_received(PREFACE + frame(HEADERS, END_HEADERS, 1, block) + frame(DATA, END_STREAM, 1, message))
     assert [stream.id for stream in calls] == [1]
     transport.writes.clear()
-    connection.finish(calls[0], 0, "", b"answer")
+    return connection, transport, calls[0]
+
+
+async def test_a_unary_answer_is_one_write() -> None:
+    connection, transport, call = _one_call()
+    connection.finish(call, 0, "", b"answer")
     assert len(transport.writes) == 1
     kinds = [(kind, flags & END_STREAM, payload) for kind, flags, _, payload in _frames(transport.writes[0])]
     assert [kind for kind, _, _ in kinds] == [HEADERS, DATA, HEADERS]
@@ -137,17 +143,10 @@ async def test_an_answer_in_parts_held_back_by_the_window_is_sent_as_it_was() ->
     """A unary answer given as parts (ModelInfer's, the tensor a view of the model's array) is written without a
     join while the windows let it; the part the peer's windows hold back is copied, so a model that writes its
     array again afterwards (a reused output buffer) cannot change what is still to be sent."""
-    calls: list[Stream] = []
-    connection = Http2Connection(Http2Limits(), lambda path: False, calls.append)
-    transport = _Transport()
-    connection.connection_made(transport)
-    block = hpack.Encoder().encode([*REQUEST, ("content-type", "application/grpc")])
-    message = b"\x00\x00\x00\x00\x03abc"
-    connection.data_received(PREFACE + frame(HEADERS, END_HEADERS, 1, block) + frame(DATA, END_STREAM, 1, message))
-    transport.writes.clear()
+    connection, transport, call = _one_call()
     array = np.arange(200_000, dtype=np.uint8)  # over the peer's 65535-byte windows
     expected = b"head" + array.tobytes()
-    connection.finish(calls[0], 0, "", [b"head", memoryview(array.data)])
+    connection.finish(call, 0, "", [b"head", memoryview(array.data)])
     array[:] = 7  # the model reuses its buffer
     opened = (1 << 20).to_bytes(4, "big")
     connection.data_received(frame(WINDOW_UPDATE, 0, 0, opened) + frame(WINDOW_UPDATE, 0, 1, opened))
