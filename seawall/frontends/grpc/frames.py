@@ -25,7 +25,8 @@ SETTING_MAX_CONCURRENT_STREAMS, SETTING_INITIAL_WINDOW_SIZE = 0x3, 0x4
 SETTING_MAX_FRAME_SIZE, SETTING_MAX_HEADER_LIST_SIZE = 0x5, 0x6
 
 
-_Bytes = bytes | bytearray | memoryview
+#: a frame's payload: a view of the bytes received, or a copy when the frame came in pieces
+Payload = bytes | bytearray | memoryview
 
 #: a unary request message this large is handed on as a view of the bytes received, not copied
 _VIEW_MIN_BYTES = 64 * 1024
@@ -58,7 +59,7 @@ def literal(name: bytes, value: bytes) -> bytes:
     return b"\x00" + _int(len(name), 7) + name + _int(len(value), 7) + value
 
 
-def frame(kind: int, flags: int, stream: int, payload: bytes | bytearray | memoryview = b"") -> bytes:
+def frame(kind: int, flags: int, stream: int, payload: Payload = b"") -> bytes:
     size = len(payload)
     return bytes((size >> 16, (size >> 8) & 0xFF, size & 0xFF, kind, flags)) + stream.to_bytes(4, "big") + payload
 
@@ -73,7 +74,7 @@ def settings_frame(settings: Iterable[tuple[int, int]]) -> bytes:
     return frame(SETTINGS, 0, 0, b"".join(k.to_bytes(2, "big") + v.to_bytes(4, "big") for k, v in settings))
 
 
-def settings_of(payload: _Bytes) -> Iterator[tuple[int, int]]:
+def settings_of(payload: Payload) -> Iterator[tuple[int, int]]:
     """The (identifier, value) pairs of a SETTINGS payload.
 
     Raises:
@@ -85,7 +86,7 @@ def settings_of(payload: _Bytes) -> Iterator[tuple[int, int]]:
         yield int.from_bytes(payload[at : at + 2], "big"), int.from_bytes(payload[at + 2 : at + 6], "big")
 
 
-def unpadded(flags: int, payload: _Bytes) -> tuple[_Bytes, int]:
+def unpadded(flags: int, payload: Payload) -> tuple[Payload, int]:
     """A DATA frame's data without its padding, and the padding's size (with its length byte).
 
     Raises:

@@ -44,6 +44,7 @@ from seawall.frontends.grpc.frames import (
     STREAM_CLOSED,
     WINDOW_UPDATE,
     ConnectionError_,
+    Payload,
     Stream,
     frame,
     reset,
@@ -55,7 +56,7 @@ from seawall.frontends.grpc.frames import (
 from seawall.frontends.grpc.limits import Http2Limits
 from seawall.frontends.grpc.liveness import Due, Liveness
 from seawall.frontends.grpc.output import Message, Output
-from seawall.frontends.grpc.reader import MAX_FRAME, FrameReader, HeaderBlock, Payload
+from seawall.frontends.grpc.reader import MAX_FRAME, FrameReader, HeaderBlock
 from seawall.frontends.grpc.window import ReceiveWindow
 
 logger = logging.getLogger(__name__)

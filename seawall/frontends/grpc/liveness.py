@@ -19,6 +19,7 @@ from seawall.frontends.grpc.frames import (
     PING,
     PROTOCOL_ERROR,
     ConnectionError_,
+    Payload,
     frame,
 )
 
@@ -71,7 +72,7 @@ class Liveness:
             return Due.PING
         return None
 
-    def ping(self, flags: int, stream_id: int, payload: bytes | bytearray | memoryview) -> bytes | None:
+    def ping(self, flags: int, stream_id: int, payload: Payload) -> bytes | None:
         """A PING frame from the peer: the acknowledgement to send, or None (it acknowledged ours).
 
         Raises:

@@ -32,13 +32,12 @@ from seawall.frontends.grpc.frames import (
     PRIORITY_FLAG,
     PROTOCOL_ERROR,
     ConnectionError_,
+    Payload,
     malformed_request,
 )
 
 MAX_FRAME = 16384  # what we advertise (SETTINGS_MAX_FRAME_SIZE is left at its default)
 
-#: a frame's payload: a view of the bytes received, or a copy when the frame came in pieces
-Payload = bytes | bytearray | memoryview
 #: a frame but HEADERS and CONTINUATION: (type, flags, stream id, payload)
 Frame = tuple[int, int, int, Payload]
 #: blocks remembered per connection, and the largest remembered (encoded, and decoded: names and values)
