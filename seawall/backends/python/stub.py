@@ -226,7 +226,8 @@ class _Stub:
             responses = self._model.execute(requests)
             executed = time.monotonic_ns()
             entries = self._write_responses(slot, requests, responses)
-            return BatchResult(seq, entries, started, time.monotonic_ns(), executing, executed)
+            # built as message_fields.build does, without the NamedTuple's Python-level __new__ (once per batch)
+            return tuple.__new__(BatchResult, (seq, entries, started, time.monotonic_ns(), executing, executed, False))
         except BatchError as exc:
             return BatchFailed(seq, str(exc), "")
         except Exception as exc:

@@ -65,7 +65,8 @@ class Channel:
         self._view = memoryview(self._buffer)
         self._regions: dict[bytes, int] = {}  # tag → fd received ahead of its message
         self._lock = threading.Lock()
-        self._state = threading.Condition()  # guards the queues, answers, acks and `_reading`
+        self._state_lock = threading.Lock()  # entered directly (`with`): Condition's own __enter__ is Python code
+        self._state = threading.Condition(self._state_lock)  # guards the queues, answers, acks and `_reading`
         self._fd_lock = threading.Lock()  # held by the thread reading the fd socket
         self._reading = False  # a thread is reading the socket (only one may)
         self._waiting = 0  # threads waiting in `_pump` for the reader
@@ -147,8 +148,11 @@ class Channel:
         return True
 
     def receive(self) -> HostMessage | None:
-        """The next message, or None once the host has gone."""
-        with self._state:
+        """The next message, or None once the host has gone. One thread receives (the main thread; an async
+        model's event loop uses `take`), so a message queued by an earlier read is taken without the lock."""
+        if self._frames:
+            return self._frames.popleft()
+        with self._state_lock:
             while not self._frames:
                 if self._closed:
                     return None
@@ -160,18 +164,18 @@ class Channel:
 
     def take(self) -> HostMessage | None:
         """The next queued message without reading, or None."""
-        with self._state:
+        with self._state_lock:
             return self._frames.popleft() if self._frames else None
 
     def read_available(self) -> None:
         """The socket is readable (the event loop saw it): read once, unless another thread is reading."""
-        with self._state:
+        with self._state_lock:
             if not self._reading and not self._closed:
                 self._pump(wait=False)
 
     def poll(self) -> None:
         """Handle what has arrived, without waiting (nothing if another thread is reading: it handles it)."""
-        with self._state:
+        with self._state_lock:
             while not self._reading and not self._closed and self._pump(wait=False):
                 pass
 
@@ -181,7 +185,7 @@ class Channel:
 
     def wait_answer(self, call_id: int) -> CallResult | CallFailed | None:
         """The answer to call `call_id`, or None once the host has gone (any thread)."""
-        with self._state:
+        with self._state_lock:
             while call_id not in self._answers:
                 if self._closed:
                     return None
@@ -190,7 +194,7 @@ class Channel:
 
     def wait_streamed(self, call_id: int) -> CallStreamed | CallFailed | None:
         """The next answer to StreamCall `call_id` (any thread), or None once the host has gone."""
-        with self._state:
+        with self._state_lock:
             self._drain_dropped()
             while True:
                 queue = self._streamed.get(call_id)
@@ -243,7 +247,7 @@ class Channel:
         Raises:
             ipc.ProtocolError: the host has gone.
         """
-        with self._state:
+        with self._state_lock:
             while True:
                 found = taken()
                 if found is not None:
@@ -265,7 +269,7 @@ class Channel:
 
     def receive_region_answer(self) -> OutputRegion | None:
         """The first OutputRegion message; messages before it stay queued for `receive`."""
-        with self._state:
+        with self._state_lock:
             while True:
                 for index, frame in enumerate(self._frames):
                     if type(frame) is OutputRegion:
