@@ -98,7 +98,8 @@ def decode(buffer: memoryview, datatype: str, shape: tuple[int, ...], count: int
     dtype = NUMPY_DTYPES[datatype].newbyteorder("<")
     if count == 0:
         return np.empty(shape, dtype=dtype)
-    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+    array = np.frombuffer(buffer, dtype=dtype, count=count)
+    return array if len(shape) == 1 else array.reshape(shape)  # 1-D: frombuffer's shape is (count,) already
 
 
 def check_byte_size(datatype: str, count: int, size: int, name: str, model: str) -> None:

@@ -301,5 +301,7 @@ def read_tensor(
     if count == 0:
         return name, datatype, np.empty(shape, dtype=dtype)
     buffer = memory if source is None else source
-    array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape)  # type: ignore[call-overload]
+    array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset)  # type: ignore[call-overload]
+    if len(shape) != 1:  # 1-D: frombuffer's shape is (count,) already
+        array = array.reshape(shape)
     return name, datatype, array.copy() if copy else array
