@@ -10,6 +10,8 @@ import time
 from seawall.core.types import DURATION_STATISTICS, BatchStatistics, Duration, ModelStatistics
 
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+#: the durations `record_success` adds to, in its arguments' order
+_SUCCESS_KINDS = ("success", "queue", "compute_input", "compute_infer", "compute_output")
 
 
 class StatsRecorder:
@@ -23,6 +25,7 @@ class StatsRecorder:
         "execution_count",
         "pending",
         "_durations",
+        "_success_entries",
         "_failures",
         "_batches",
     )
@@ -36,6 +39,7 @@ class StatsRecorder:
         self.pending = 0
         # kind → [count, ns]
         self._durations: dict[str, list[int]] = {k: [0, 0] for k in DURATION_STATISTICS}
+        self._success_entries = tuple(self._durations[k] for k in _SUCCESS_KINDS)
         self._failures = dict.fromkeys(FAILURE_REASONS, 0)
         # batch size → [count, input ns, infer ns, output ns]
         self._batches: dict[int, list[int]] = {}
@@ -59,11 +63,18 @@ class StatsRecorder:
         entry[3] += output_ns
 
     def record_success(self, request_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
-        self._add("success", request_ns)
-        self._add("queue", queue_ns)
-        self._add("compute_input", input_ns)
-        self._add("compute_infer", infer_ns)
-        self._add("compute_output", output_ns)
+        # `_add` of each, written out: every request and every ensemble step records one (half the time of five calls)
+        success, queue, compute_input, compute_infer, compute_output = self._success_entries
+        success[0] += 1
+        success[1] += request_ns
+        queue[0] += 1
+        queue[1] += queue_ns
+        compute_input[0] += 1
+        compute_input[1] += input_ns
+        compute_infer[0] += 1
+        compute_infer[1] += infer_ns
+        compute_output[0] += 1
+        compute_output[1] += output_ns
         self.last_inference_ms = time.time_ns() // 1_000_000
 
     def record_cache_hit(self, request_ns: int, lookup_ns: int) -> None:
