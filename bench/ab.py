@@ -3,7 +3,8 @@ own virtual environment (`git worktree add <dir> <rev>` then `python -m venv <di
 install -e <dir>`), workloads from bench/models (add_sub by default; `--cells model:mode ...` names others, such as
 identity:grpc, or add_sub_inprocess:http-binary for add_sub in-process), each cell with two load clients
 (bench.loadgen in Python, and wrk / h2load where installed), medians over rounds with their range; throughput and
-server CPU per inference (the steadier figure on a shared machine).
+server CPU per inference (the steadier figure on a shared machine), and where that CPU went: the server's event
+loop, its other threads and the stubs, user and system time and voluntary context switches per inference.
 
     python -m bench.ab --base /tmp/base [--rounds 3] [--seconds 5] [--concurrency 32 1] [--cells add_sub:grpc ...]
 """
@@ -30,6 +31,7 @@ def _cell(
     url = server.grpc if mode == "grpc" else server.http
     run_load(url, mode, model, concurrency, 1.0, warmup=0.0)  # warm the connections and the model
     cpu, started = servers.tree_cpu_seconds(server.pid), time.perf_counter()
+    split = servers.thread_split(server.pid)
     if client == "native":
         result: Result = (
             native.run_h2load(url, model, concurrency, seconds, _reply_bytes(server, model))
@@ -41,8 +43,11 @@ def _cell(
         result = run_load(url, mode, model, concurrency, seconds, warmup=0.0)
         total = result.total_requests
     used = servers.tree_cpu_seconds(server.pid) - cpu
-    return {"throughput": result.throughput, "cpu_us": used / max(1, total) * 1e6, "errors": result.errors,
-            "wall": time.perf_counter() - started}  # fmt: skip
+    per = 1e6 / max(1, total)  # seconds (and switches) per inference, in µs (and millionths)
+    after = servers.thread_split(server.pid)
+    roles = {role: [(now - then) * per for now, then in zip(after[role], split[role], strict=True)] for role in split}
+    return {"throughput": result.throughput, "cpu_us": used * per, "errors": result.errors,
+            "wall": time.perf_counter() - started, "split": roles}  # fmt: skip
 
 
 def _reply_bytes(server: servers.Server, model: str) -> int:
@@ -79,6 +84,27 @@ def _print_table(cells: list[dict[str, object]]) -> None:
         )  # fmt: skip
 
 
+def _print_split(cells: list[dict[str, object]]) -> None:
+    """Where each cell's CPU went: per role (`servers.thread_split`), head's and base's medians of utime and stime
+    (µs per inference) and voluntary context switches per inference."""
+    print("\n| model | mode | c | client | role | head user+sys µs | base user+sys µs | head / base switches |")
+    print("|---|---|---|---|---|---|---|---|")
+    keys = list(dict.fromkeys((c["model"], c["mode"], c["concurrency"], c["client"]) for c in cells if "split" in c))
+    for key in keys:
+        of = {name: [c["split"] for c in cells if (c["model"], c["mode"], c["concurrency"], c["client"]) == key
+                     and c["revision"] == name and "split" in c] for name in ("head", "base")}  # fmt: skip
+        for role in ("loop", "threads", "stubs"):
+            med = {n: [statistics.median(s[role][i] for s in of[n]) if of[n] else math.nan for i in range(3)]  # type: ignore[index]
+                   for n in of}  # fmt: skip
+            if max(med["head"][0] + med["head"][1], med["base"][0] + med["base"][1]) < 0.5:
+                continue  # a role that used no CPU in this cell (no stub, no worker thread)
+            print(
+                "| " + " | ".join(str(part) for part in key) + f" | {role} "
+                + "".join(f"| {med[n][0]:.0f}+{med[n][1]:.0f} " for n in ("head", "base"))
+                + f"| {med['head'][2] / 1e6:.2f} / {med['base'][2] / 1e6:.2f} |"
+            )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, help="the other checkout (with .venv)")
@@ -90,7 +116,9 @@ def main() -> None:
     parser.add_argument("--clients", nargs="+", default=["loadgen", "native"])
     args = parser.parse_args()
     if args.table is not None:
-        _print_table(json.loads(args.table.read_text())["cells"])
+        earlier = json.loads(args.table.read_text())["cells"]
+        _print_table(earlier)
+        _print_split(earlier)
         return
     if args.base is None:
         parser.error("--base is required")
@@ -129,6 +157,7 @@ def main() -> None:
                 raw.write_text(json.dumps({"settings": vars(args), "cells": cells}, default=str))  # kept on a failure
     print(f"\n{raw.name}: head vs {args.base}, medians [min-max] of {args.rounds} rounds\n")
     _print_table(cells)
+    _print_split(cells)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 MODELS = BENCH / "models"
-#: grpc's older TCP endpoints, set by Seawall's container image (deploy/Dockerfile); grpc reads it at import
 #: Seawall only: add_sub opted into in-process execution under these names (Triton has no such mode; the
 #: report compares them with its add_sub), made from bench/models/add_sub by `in_process_repository`.
 IN_PROCESS_MODES = {"add_sub_inprocess": "true", "add_sub_inline": "inline"}
@@ -221,6 +220,32 @@ def tree_cpu_seconds(root: int) -> float:
         fields = stat[stat.rindex(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
     return total / _TICK
+
+
+def thread_split(root: int) -> dict[str, list[float]]:
+    """utime and stime (seconds) and voluntary context switches of the tree, by role: the server's main thread
+    ("loop"), its other threads ("threads": in-process models, runtimes, offload), and every other process of
+    the tree ("stubs")."""
+    split = {role: [0.0, 0.0, 0.0] for role in ("loop", "threads", "stubs")}
+    for pid in tree_pids(root):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            switches = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M)
+            role = "stubs" if pid != root else "loop" if int(tid) == root else "threads"
+            entry = split[role]
+            entry[0] += int(fields[11]) / _TICK
+            entry[1] += int(fields[12]) / _TICK
+            entry[2] += int(switches.group(1)) if switches else 0
+    return split
 
 
 def tree_pss_bytes(root: int) -> int:
