@@ -207,6 +207,29 @@ async def test_regions_grow_for_large_tensors(backend: PythonBackend) -> None:
         assert response.outputs[0].data.flags.writeable
 
 
+async def test_outputs_written_before_the_region_grows_are_written_again(backend: PythonBackend) -> None:
+    # the stub writes each output while the region holds it: here the first few fit in the 4 KiB region and a
+    # later one does not, so the region grows and every output must be in the new one
+    settings = {"shm-default-byte-size": "4096", "shm-growth-byte-size": "4096"}
+    model = await load(backend, MODELS / "all_dtypes", settings=settings)
+    rng = np.random.default_rng(3)
+    tensors, sent = [], {}
+    for name, array in DTYPES.items():
+        data = np.resize(array, 300)  # OUT_BOOL..OUT_UINT32 fit in 4096 bytes, OUT_UINT64 does not
+        datatype = {"STRING": "BYTES"}.get(name, name)
+        if name not in ("STRING", "BOOL"):
+            data = rng.integers(0, 100, 300).astype(array.dtype)
+        sent[name] = data
+        tensors.append(Tensor(f"IN_{name}", datatype, tuple(data.shape), data))
+    for _ in range(2):  # the second batch finds the grown region
+        got = outputs(only(await model.instances[0].execute([InferRequest("all_dtypes", tensors)])))
+        for name, data in sent.items():
+            if name == "STRING":
+                assert list(got[f"OUT_{name}"].data) == list(data)
+            else:
+                np.testing.assert_array_equal(got[f"OUT_{name}"].data, data)
+
+
 async def test_a_slot_opened_for_a_large_batch_is_passed_once(backend: PythonBackend) -> None:
     # a small batch holds slot 0 while a large one opens slot 1: its input region used to be passed twice (default
     # size, then grown) and the stub mapped the first with the grown size ("mmap length is greater than file

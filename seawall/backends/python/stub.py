@@ -331,26 +331,35 @@ class _Stub:
     def _write_responses(
         self, slot: int, requests: Sequence[UserObject], responses: Sequence[UserObject]
     ) -> list[ResponseEntry]:
-        """Place every requested output in the slot's output region; returns the per-response entries."""
+        """Place every requested output in the slot's output region (at `ipc.layout`'s aligned offsets, one pass:
+        each is written as it comes while the region holds it); returns the per-response entries."""
         assert self._model is not None
+        outputs = self._model.outputs
+        region = self._outputs[slot]
         entries: list[ResponseEntry] = []
-        pending: list[tuple[list[ipc.Descriptor], str, str, list[int], ipc.Payload]] = []
+        placed: list[tuple[int, int, ipc.Payload]] = []  # every output: kept for a region that must grow
+        end = 0
         for request, response in zip(requests, responses, strict=True):
-            found = self._model.outputs(request, response)
+            found = outputs(request, response)
             if isinstance(found, tuple):
                 code, text = found
                 entries.append(ResponseEntry([], code if type(code) is int else -1, str(text)))
                 continue
             descriptors: list[ipc.Descriptor] = []
             for name, datatype, array in found:
-                pending.append((descriptors, name, datatype, list(array.shape), ipc.to_payload(datatype, array)))
+                payload = ipc.to_payload(datatype, array)
+                offset = ipc.align(end)
+                end = offset + len(payload)
+                if end <= len(region):
+                    region[offset:end] = payload  # type: ignore[assignment]  # ndarray is a buffer
+                placed.append((offset, end, payload))
+                descriptors.append([name, datatype, list(array.shape), offset, end - offset])
             entries.append(ResponseEntry(descriptors, None, "", getattr(response, "_parameters", None)))
-        payloads = [item[4] for item in pending]
-        offsets, total = ipc.layout(payloads)
-        self._ensure_output_size(slot, total)
-        ipc.write_payloads(self._outputs[slot], offsets, payloads)
-        for (descriptors, name, datatype, shape, payload), offset in zip(pending, offsets, strict=True):
-            descriptors.append([name, datatype, shape, offset, len(payload)])
+        if end > len(region):  # some did not fit: all of them go into the bigger region the host gives
+            self._ensure_output_size(slot, end)
+            region = self._outputs[slot]
+            for offset, stop, payload in placed:
+                region[offset:stop] = payload  # type: ignore[assignment]
         return entries
 
     def _ensure_output_size(self, slot: int, total: int) -> None:
