@@ -368,7 +368,10 @@ class InProcessModelInstance:
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
-    """A view the model cannot write through (in a stub, inputs are read-only shared memory)."""
+    """A view the model cannot write through (in a stub, inputs are read-only shared memory); an array that is
+    read-only already (a view of a request body's bytes, the usual case) is itself."""
+    if not array.flags.writeable:
+        return array
     view = array.view()
     view.flags.writeable = False
     return view

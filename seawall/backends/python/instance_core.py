@@ -181,7 +181,7 @@ def request_header(request: InferRequest, inputs: list[ipc.Descriptor]) -> Reque
     parameters = request.parameters
     outputs = [output.name for output in request.outputs] if request.outputs else []
     if not parameters:  # most requests: no sequence, no custom parameters (a fresh dict: the model may change it)
-        return RequestHeader(request.id, inputs, outputs, 0, 0, {})
+        return tuple.__new__(RequestHeader, (request.id, inputs, outputs, 0, 0, {}))  # no Python-level __new__
     flags = (1 if parameters.get("sequence_start") else 0) | (2 if parameters.get("sequence_end") else 0)
     correlation_id = parameters.get("sequence_id", 0)
     custom: dict[str, object] = {k: v for k, v in parameters.items() if k not in _RESERVED_PARAMETERS}
