@@ -43,10 +43,12 @@ def _cell(
         result = run_load(url, mode, model, concurrency, seconds, warmup=0.0)
         total = result.total_requests
     used = servers.tree_cpu_seconds(server.pid) - cpu
-    per = 1e6 / max(1, total)  # seconds (and switches) per inference, in µs (and millionths)
+    count = max(1, total)
     after = servers.thread_split(server.pid)
-    roles = {role: [(now - then) * per for now, then in zip(after[role], split[role], strict=True)] for role in split}
-    return {"throughput": result.throughput, "cpu_us": used * per, "errors": result.errors,
+    # per role and inference: user µs, system µs, voluntary context switches
+    roles = {role: [(after[role][0] - split[role][0]) * 1e6 / count, (after[role][1] - split[role][1]) * 1e6 / count,
+                    (after[role][2] - split[role][2]) / count] for role in split}  # fmt: skip
+    return {"throughput": result.throughput, "cpu_us": used * 1e6 / count, "errors": result.errors,
             "wall": time.perf_counter() - started, "split": roles}  # fmt: skip
 
 
@@ -65,14 +67,21 @@ def _range(cells: list[dict[str, object]], key: str) -> tuple[float, float, floa
     return (statistics.median(values), min(values), max(values)) if values else (math.nan,) * 3
 
 
+def _by_cell(cells: list[dict[str, object]]) -> list[tuple[tuple[object, ...], dict[str, list[dict[str, object]]]]]:
+    """`cells` grouped per (model, mode, concurrency, client), in the order they ran: each group's head and base
+    cells."""
+    groups: dict[tuple[object, ...], dict[str, list[dict[str, object]]]] = {}
+    for cell in cells:
+        key = (cell["model"], cell["mode"], cell["concurrency"], cell["client"])
+        groups.setdefault(key, {"head": [], "base": []})[str(cell["revision"])].append(cell)
+    return list(groups.items())
+
+
 def _print_table(cells: list[dict[str, object]]) -> None:
     """The markdown table of `cells`: per (model, mode, concurrency, client), head's and base's medians [min-max]."""
     print("| model | mode | c | client | head req/s (n) | base req/s (n) | ratio | head CPU µs/inf | base CPU µs/inf |")
     print("|---|---|---|---|---|---|---|---|---|")
-    keys = list(dict.fromkeys((c["model"], c["mode"], c["concurrency"], c["client"]) for c in cells))
-    for key in keys:
-        of = {name: [c for c in cells if (c["model"], c["mode"], c["concurrency"], c["client"]) == key
-                     and c["revision"] == name] for name in ("head", "base")}  # fmt: skip
+    for key, of in _by_cell(cells):
         rate = {name: _range(of[name], "throughput") for name in of}
         cpu = {name: _range(of[name], "cpu_us") for name in of}
         print(
@@ -85,23 +94,23 @@ def _print_table(cells: list[dict[str, object]]) -> None:
 
 
 def _print_split(cells: list[dict[str, object]]) -> None:
-    """Where each cell's CPU went: per role (`servers.thread_split`), head's and base's medians of utime and stime
-    (µs per inference) and voluntary context switches per inference."""
+    """Where each cell's CPU went: per role (`servers.thread_split`), head's and base's medians of user and system
+    µs per inference and of voluntary context switches per inference."""
     print("\n| model | mode | c | client | role | head user+sys µs | base user+sys µs | head / base switches |")
     print("|---|---|---|---|---|---|---|---|")
-    keys = list(dict.fromkeys((c["model"], c["mode"], c["concurrency"], c["client"]) for c in cells if "split" in c))
-    for key in keys:
-        of = {name: [c["split"] for c in cells if (c["model"], c["mode"], c["concurrency"], c["client"]) == key
-                     and c["revision"] == name and "split" in c] for name in ("head", "base")}  # fmt: skip
+    for key, of in _by_cell([cell for cell in cells if "split" in cell]):
         for role in ("loop", "threads", "stubs"):
-            med = {n: [statistics.median(s[role][i] for s in of[n]) if of[n] else math.nan for i in range(3)]  # type: ignore[index]
-                   for n in of}  # fmt: skip
+            med = {
+                name: [statistics.median(c["split"][role][i] for c in of[name]) if of[name] else math.nan  # type: ignore[index]
+                       for i in range(3)]
+                for name in of
+            }  # fmt: skip
             if max(med["head"][0] + med["head"][1], med["base"][0] + med["base"][1]) < 0.5:
                 continue  # a role that used no CPU in this cell (no stub, no worker thread)
             print(
                 "| " + " | ".join(str(part) for part in key) + f" | {role} "
-                + "".join(f"| {med[n][0]:.0f}+{med[n][1]:.0f} " for n in ("head", "base"))
-                + f"| {med['head'][2] / 1e6:.2f} / {med['base'][2] / 1e6:.2f} |"
+                + "".join(f"| {med[n][0]:.0f}+{med[n][1]:.0f} " for n in of)
+                + f"| {med['head'][2]:.2f} / {med['base'][2]:.2f} |"
             )  # fmt: skip
 
 
