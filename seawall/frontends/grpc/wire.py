@@ -236,16 +236,13 @@ def parse_infer_request(data: bytes | memoryview, limits: Limits) -> tuple[Any, 
     Raises:
         InvalidArgumentError: the bytes are not a ModelInferRequest; too many parameters.
     """
-    try:
-        if len(data) < SPLIT_MIN_BYTES:
-            if len(data) >= _MIN_ENTRY_BYTES * (limits.max_parameters + 1):  # else too short to hold too many
-                check_parameter_counts(data, limits)
-            message = service_pb2.ModelInferRequest.FromString(data)
-            return message, message.raw_input_contents
+    if len(data) >= SPLIT_MIN_BYTES:
         header, raw = split_infer_request(data, limits)
-        return service_pb2.ModelInferRequest.FromString(header), raw
-    except DecodeError:
-        raise InvalidArgumentError(_PARSE_ERROR) from None
+        return parse_header(header), raw
+    if len(data) >= _MIN_ENTRY_BYTES * (limits.max_parameters + 1):  # else too short to hold too many
+        check_parameter_counts(data, limits)
+    message = parse_header(data)
+    return message, message.raw_input_contents
 
 
 def split_infer_request(data: bytes | memoryview, limits: Limits) -> tuple[bytes, list[memoryview]]:
@@ -260,8 +257,8 @@ def split_infer_request(data: bytes | memoryview, limits: Limits) -> tuple[bytes
     return header, raw
 
 
-def parse_header(header: bytes) -> Any:
-    """The ModelInferRequest of `split_infer_request`'s header.
+def parse_header(header: bytes | memoryview) -> Any:
+    """The ModelInferRequest of `split_infer_request`'s header (or of a whole message too small to split).
 
     Raises:
         InvalidArgumentError: the bytes are not a ModelInferRequest.
