@@ -106,8 +106,8 @@ class InProcessModelInstance:
         self._worker = Worker(spec.instance_name)
         self._ready = False
         self._stopped = False
-        self._cancelled = Cancelled()  # id() of pb requests whose client went away (kept while they run)
-        self._running: dict[int, UserObject] = {}  # id(request) → its pb request, while it runs (worker thread)
+        #: the batch the worker runs now, with the cancellation flags its pb requests read (one batch at a time)
+        self._running: tuple[list[InferRequest], Cancelled] | None = None
 
     @property
     def name(self) -> str:
@@ -115,9 +115,11 @@ class InProcessModelInstance:
 
     def cancel(self, request: InferRequest) -> None:
         """The client of `request` went away: if it runs now, its `is_cancelled()` turns true."""
-        pb_request = self._running.get(id(request))
-        if pb_request is not None:
-            self._cancelled.items.add(id(pb_request))
+        running = self._running
+        if running is not None:
+            for item, member in enumerate(running[0]):
+                if member is request:
+                    running[1].items.add(item)
 
     async def execute_decoupled(
         self, requests: Sequence[InferRequest], sinks: Sequence[ResponseSink]
@@ -326,11 +328,13 @@ class InProcessModelInstance:
         in_process_calls.enter(self._call_context, requests)  # BLS calls of this batch know who calls
         try:
             taken = time.monotonic_ns()
-            pb_requests = [self._pb_request(model, request) for request in requests]
-            running = self._running
-            for request, pb_request in zip(requests, pb_requests, strict=True):
-                running[id(request)] = pb_request
-                pb_request._cancel_state, pb_request._item = self._cancelled, id(pb_request)
+            cancelled = Cancelled()
+            pb_requests = []
+            for item, request in enumerate(requests):
+                pb_request = self._pb_request(model, request)
+                pb_request._cancel_state, pb_request._item = cancelled, item
+                pb_requests.append(pb_request)
+            self._running = (requests, cancelled)
             started = time.monotonic_ns()
             responses = model.execute(pb_requests)
             finished = time.monotonic_ns()
@@ -345,11 +349,8 @@ class InProcessModelInstance:
         except BaseException as exc:  # SystemExit included: in a stub it would end the process, here the batch
             raise self._spec.batch_failed(describe(exc), _trace(exc)) from None
         finally:
+            self._running = None
             in_process_calls.leave()
-            for request in requests:
-                pb_request = self._running.pop(id(request), None)
-                if pb_request is not None and self._cancelled.items:
-                    self._cancelled.items.discard(id(pb_request))
 
     def _pb_request(self, model: UserModel, request: InferRequest) -> UserObject:
         header = request_header(request, [])
@@ -363,7 +364,7 @@ class InProcessModelInstance:
         if isinstance(found, tuple):
             return self._spec.response_error(found[0], found[1])
         # the one copy: the model may reuse its arrays
-        outputs = ((name, dt, _owned(dt, array)) for name, dt, array in found)
+        outputs = [(name, dt, _owned(dt, array)) for name, dt, array in found]
         return self._spec.response(request, outputs, getattr(response, "_parameters", None))
 
 

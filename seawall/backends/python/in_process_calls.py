@@ -2,7 +2,7 @@
 
 Imports `calls`, `call_client` (the shared wording), `core.backend`, `core.types` and `errors`. One handler serves
 every in-process model (pb_utils is one module in the server): the calling model is the execution running on
-the calling thread (`running`), set by its instance around each batch. A call blocks that worker thread and runs
+the calling thread (`_batch`), set by its instance around each batch. A call blocks that worker thread and runs
 on the server's event loop through the core, as a stub's does.
 """
 
@@ -12,7 +12,6 @@ import asyncio
 import contextvars
 import json
 import queue
-import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,10 +24,10 @@ from seawall.core.types import InferRequest, RequestedOutput, StreamResponse, Te
 from seawall.errors import CancelledError, InternalError, SeawallError
 
 _T = TypeVar("_T")
-#: what runs on this thread now: `context` (a CallContext) and `requests` (the batch's InferRequests)
-_running = threading.local()
-#: the same, for the coroutines an execute() starts: an `async def execute` of a decoupled model runs on the model's
-#: background loop, whose task copies this from the worker thread that started it (threads the model starts do not)
+#: what runs now: the CallContext and the batch (InferRequests) of the execute() on this thread (a worker thread, or
+#: the event loop's task for an inline model), and of the coroutines it starts (an `async def execute` runs on the
+#: model's own loop, whose tasks copy this context from the worker thread that started them; threads the model starts
+#: itself do not)
 _batch: contextvars.ContextVar[tuple[CallContext, Sequence[InferRequest]] | None] = contextvars.ContextVar(
     "seawall_in_process_batch", default=None
 )
@@ -47,22 +46,15 @@ class CallContext:
 
 def enter(context: CallContext, requests: Sequence[InferRequest]) -> None:
     """The calling thread runs a batch of `context`'s model (until `leave`)."""
-    _running.context = context
-    _running.requests = requests
     _batch.set((context, requests))
 
 
 def leave() -> None:
-    _running.context = None
-    _running.requests = ()
     _batch.set(None)
 
 
 def _current() -> tuple[CallContext | None, Sequence[InferRequest]]:
-    """The calling model's context and batch: this thread's, else those of the execute() that started this task."""
-    context: CallContext | None = getattr(_running, "context", None)
-    if context is not None:
-        return context, getattr(_running, "requests", ())
+    """The calling model's context and batch."""
     found = _batch.get()
     return found if found is not None else (None, ())
 

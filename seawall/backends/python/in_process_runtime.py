@@ -194,7 +194,7 @@ class SinkCancels:
 
 
 class Cancelled:
-    """`request.is_cancelled()` of a unary batch in process: the requests `cancel` was called for."""
+    """`request.is_cancelled()` of a unary batch in process: the items of the batch `cancel` was called for."""
 
     __slots__ = ("items",)
 
