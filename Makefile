@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-backends bench-streaming bench-many-models clean examples scaleout-demo reliability fuzz
+.PHONY: native run test lint bench bench-backends bench-streaming bench-many-models clean examples scaleout-demo reliability fuzz
 
 # the pytorch backend's tests need torch (the `torch` extra asks for >=2.6): the CPU build of 2.13.0, which pip
 # takes from this machine's wheel directory (a plain `torch` from PyPI is a CUDA build of several GB)
@@ -17,10 +17,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q '$(TORCH_SPEC)'
 	touch $(STAMP)
 
-run: $(STAMP)
+# the request path compiled by mypyc into seawall/_native (seawall/native.py): rebuilt when a compiled module's
+# source changed; without it (no C compiler) everything runs from the sources, as the start-up log says
+native: $(STAMP)
+	$(BIN)/python -m seawall.native_build --if-stale >.native-build.log 2>&1 \
+		|| { tail -n 30 .native-build.log; echo "native build failed: running pure Python"; }
+
+run: $(STAMP) native
 	$(BIN)/seawall --model-repository=examples/models --http-port=8000 --grpc-port=8001 --metrics-port=8002
 
-test: $(STAMP)
+test: $(STAMP) native
 	$(BIN)/pytest -q -n 2 --dist=loadfile
 
 lint: $(STAMP)
@@ -36,7 +42,8 @@ FUZZ_EXAMPLES ?= 2000
 FUZZ_API_EXAMPLES ?= 100
 FUZZ_API_SECONDS ?= 300
 FUZZ_TARGETS := http_infer_json http_infer_binary http_generate raw_tensor bytes_elements grpc_infer grpc_infer_split config_pbtxt http2_frames
-fuzz: $(STAMP)
+fuzz: export SEAWALL_PURE_PYTHON = 1
+fuzz: $(STAMP)  # from the sources: atheris follows coverage in Python bytecode, which compiled modules lack
 	mkdir -p .fuzz
 	for target in $(FUZZ_TARGETS); do \
 		$(BIN)/python -m tests.fuzz.atheris_run $$target $(FUZZ_RUNS) 2>.fuzz/$$target.log \
@@ -46,28 +53,28 @@ fuzz: $(STAMP)
 		tests/fuzz/test_properties.py tests/fuzz/test_http_wire.py tests/fuzz/test_regressions.py
 	$(BIN)/python -m tests.fuzz.schemathesis_run $(FUZZ_API_EXAMPLES) $(FUZZ_API_SECONDS)
 
-bench: $(STAMP)  # extra flags: make bench BENCH_ARGS=--quick
+bench: $(STAMP) native  # extra flags: make bench BENCH_ARGS=--quick
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.many_models --stub-start fork
 
-bench-backends: $(STAMP)  # onnxruntime and pytorch overhead vs direct calls; extra flags: BENCH_ARGS=--seconds 3
+bench-backends: $(STAMP) native  # onnxruntime and pytorch overhead vs direct calls; extra flags: BENCH_ARGS=--seconds 3
 	$(BIN)/python -m bench.backend_overhead $(BENCH_ARGS)
 
 # 100 copies of add_sub on one server beside Triton: density, spread load, and Seawall's load-on-request budget
-bench-many-models: $(STAMP)
+bench-many-models: $(STAMP) native
 	$(BIN)/python -m bench.many_models $(BENCH_ARGS)
 
 # the fault tests, one line each with its figure: shutdown, slow clients, a soak of SOAK_SECONDS, 50 model
 # load/unload cycles (memory must come back), the scale-out
 SOAK_SECONDS ?= 180
-reliability: $(STAMP)
+reliability: $(STAMP) native
 	SEAWALL_SOAK_SECONDS=$(SOAK_SECONDS) SEAWALL_LOAD_CYCLES=50 $(BIN)/python -m pytest -q -p tests.reliability.report \
 		tests/e2e/test_http_shutdown.py tests/e2e/test_group_shutdown.py tests/security/test_http_slow_clients.py tests/e2e/test_disconnect_storms.py \
 		tests/reliability tests/deploy/test_scaleout.py
 
 # a decoupled model streaming 100 responses per request, gRPC and SSE, Seawall vs Triton with four clients
-bench-streaming: $(STAMP)
+bench-streaming: $(STAMP) native
 	$(BIN)/python -m bench.streaming $(BENCH_ARGS)
 
 # nginx in front of three Seawall processes, one SIGKILLed and one rolled under load (needs nginx-light)

@@ -12,6 +12,10 @@ imports `seawall.backends.python.stub`) never loads the server, its frontends or
 from importlib import import_module as _import_module
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
+from seawall import native as _native
+
+_native.install()  # the compiled request path, when it was built from these very sources
+
 if _TYPE_CHECKING:
     from seawall.app import open_server as open_server
     from seawall.core.server import InferenceServer as InferenceServer

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from seawall import native
 from seawall._cli_flags import BY_NAME, FLAGS, Flag
 from seawall._cli_log import LevelSwitch, LineFormatter, banner_rows, configure_logging, escape, log_start_up
 from seawall._cli_options import assemble, check, check_listeners, mutual_implies_tls
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: cannot open --log-file or --audit-log-file: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)
     risks = [f"security: {f.setting}: {f.risk}" for f in findings]
-    log_start_up(options, _version(), (*command_line.warnings, *risks), command_line.notes)
+    log_start_up(options, _version(), (*command_line.warnings, *risks), (*command_line.notes, native.describe()))
     status = run(options, log_settings)
     if status:
         sys.exit(status)

@@ -8,7 +8,7 @@ is allocated.
 from __future__ import annotations
 
 import struct
-from typing import NoReturn
+from typing import ClassVar, NoReturn
 
 import numpy as np
 
@@ -139,9 +139,9 @@ def decode_bytes(buffer: memoryview, shape: tuple[int, ...], count: int, name: s
 class BytesFormatError(ValueError):
     """Serialized BYTES elements that do not split into the expected count; callers word the message."""
 
-    TRUNCATED_LENGTH = "truncated length"
-    TRUNCATED_ELEMENT = "truncated element"
-    COUNT = "count"
+    TRUNCATED_LENGTH: ClassVar[str] = "truncated length"
+    TRUNCATED_ELEMENT: ClassVar[str] = "truncated element"
+    COUNT: ClassVar[str] = "count"
 
     def __init__(self, kind: str, found: int, length: int = 0, available: int = 0) -> None:
         super().__init__(kind)

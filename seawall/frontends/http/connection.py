@@ -222,7 +222,7 @@ class HttpProtocol(RequestReader, StreamedReplies, asyncio.Protocol):
         finally:
             self._release_task()
         with_body = request.method != "HEAD"
-        del request  # the body is not kept while the reply is written
+        request.body = b""  # the body is not kept while the reply is written (a coroutine keeps its arguments)
         if response.__class__ is HttpStream:
             await self._answer_stream(response, keep_alive)
             return
