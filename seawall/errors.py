@@ -20,6 +20,7 @@ Imports nothing from Seawall. Frontends map `Code` to transport statuses in `fro
 from __future__ import annotations
 
 import enum
+from typing import ClassVar
 
 
 class Code(enum.Enum):
@@ -42,7 +43,7 @@ class Code(enum.Enum):
 class SeawallError(Exception):
     """An error whose message is meant for the client; `code` decides the transport status."""
 
-    code: Code = Code.INTERNAL
+    code: ClassVar[Code] = Code.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

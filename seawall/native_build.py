@@ -21,23 +21,49 @@ from seawall.native import MANIFEST, NATIVE_DIR, PACKAGE_DIR, source_digest
 
 #: the compiled modules (each must pass mypyc: no async generators, no `del` of a local in a coroutine, ...)
 MODULES = (
+    "seawall.errors",
+    "seawall.core.types",
+    "seawall.core.server",
+    "seawall.core.catalog",
+    "seawall.core.scheduler",
+    "seawall.core.batcher",
+    "seawall.core.execution",
+    "seawall.core.request_queue",
+    "seawall.core.validation",
+    "seawall.core.raw",
+    "seawall.core.stats",
+    "seawall.frontends.status",
     "seawall.frontends.http.codec",
     "seawall.frontends.http.reader",
     "seawall.frontends.http.connection",
     "seawall.frontends.http.routes",
     "seawall.frontends.http.message",
     "seawall.frontends.http.json_body",
-    "seawall.core.execution",
-    "seawall.core.validation",
-    "seawall.core.raw",
-    "seawall.core.stats",
-    "seawall.core.request_queue",
+    "seawall.frontends.grpc.codec",
+    "seawall.frontends.grpc.wire",
+    "seawall.frontends.grpc.service",
+    "seawall.frontends.grpc.http2",
+    "seawall.frontends.grpc.stream",
+    "seawall.frontends.grpc.output",
+    "seawall.frontends.grpc.window",
+    "seawall.frontends.grpc.parameters",
+    "seawall.frontends.grpc.limits",
+    "seawall.backends.isolated",  # WorkerSpec extends InstanceSpec: a compiled class has compiled subclasses only
     "seawall.backends.python.instance",
     "seawall.backends.python.instance_core",
-    "seawall.backends.isolated",  # WorkerSpec extends InstanceSpec: a compiled class has compiled subclasses only
+    "seawall.backends.python.in_process",
+    "seawall.backends.python.in_process_runtime",
     "seawall.backends.python.process",
     "seawall.backends.python.ipc",
     "seawall.backends.python.messages",
+    "seawall.backends.python.message_decoding",
+    "seawall.backends.python.message_kinds",
+    "seawall.backends.python.message_fields",
+    "seawall.backends.python.user_model",
+    "seawall.backends.python.stub",
+    "seawall.backends.python.stub_channel",
+    "seawall.backends.python.stub_responses",
+    "seawall.backends.python.stub_regions",
 )
 #: the name of mypyc's shared module for the group (`<GROUP>__mypyc`)
 GROUP = "seawall_native"
@@ -60,12 +86,14 @@ def build(verbose: bool = False) -> None:
         here = os.getcwd()
         os.chdir(root)  # mypy names the modules from their paths
         try:
-            extensions = mypycify(paths, group_name=GROUP, target_dir=os.path.join(work, "c"), verbose=verbose)
+            # one C file per module, compiled in parallel
+            target = os.path.join(work, "c")
+            extensions = mypycify(paths, group_name=GROUP, target_dir=target, verbose=verbose, multi_file=True)
             setup(
                 name="seawall-native",
                 ext_modules=extensions,
                 script_args=["-q", "build_ext", "--build-lib", os.path.join(work, "lib"),
-                             "--build-temp", os.path.join(work, "obj")],
+                             "--build-temp", os.path.join(work, "obj"), f"--parallel={os.cpu_count() or 1}"],
             )  # fmt: skip
         finally:
             os.chdir(here)

@@ -92,11 +92,11 @@ _LOAD_ERRORS: dict[str, type[SeawallError]] = {
 class WorkerSpec(InstanceSpec):
     """An instance spec whose start-up failures keep the error the backend raised in the worker."""
 
-    def initialize_failed(self, error: str, trace: str) -> InternalError:
+    def initialize_failed(self, error: str, trace: str) -> SeawallError:
         refusal = _refusal(error, self.hide)
         if refusal is None:
             return InstanceSpec.initialize_failed(self, error, trace)
-        return refusal  # type: ignore[return-value]  # the load reports any SeawallError
+        return refusal  # the load reports any SeawallError
 
 
 def _refusal(error: str, hide: Callable[[str], str]) -> SeawallError | None:

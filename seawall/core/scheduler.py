@@ -290,14 +290,15 @@ class Scheduler:
                 await (self._run(instance, batch) if not self._gates else self._dispatch(instance, key, batch))
                 continue
             async with self._gathering:  # with pipelined workers, two gathers would split one batch
-                if not instance.is_healthy():
-                    break
                 # another worker of this instance may have started a batch while this one waited for the lock
-                if self._queue and not self._must_wait(instance):
+                healthy = instance.is_healthy()
+                if healthy and self._queue and not self._must_wait(instance):
                     busy = (lambda: bool(self._running.get(key))) if self._prefetch else None
                     batch = await gather(self._queue, self._policy, self._wakeup, busy)
                 else:
                     batch = []
+            if not healthy:
+                break
             if batch and self._prefetch and self._running.get(key):
                 self._next = batch  # complete while the instance is still busy: it goes when the instance frees
             elif batch:

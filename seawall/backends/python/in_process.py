@@ -96,7 +96,7 @@ class InProcessModelInstance:
         self._metrics_sink = None if metrics is None else OwnerSink(metrics.owner(spec.instance_name))
         self._calls = calls
         self._call_context: in_process_calls.CallContext | None = None  # made at start (needs the loop)
-        self._inline = inline  # execute() on the event loop thread; initialize/finalize stay on the worker
+        self._on_loop = inline  # execute() on the event loop thread; initialize/finalize stay on the worker
         self._last_yield = 0.0  # inline: when a batch last let the event loop run
         self._settings = settings
         self._pb = pb
@@ -135,7 +135,7 @@ class InProcessModelInstance:
             raise UnavailableError(f"model instance '{self.name}' is not available")
         loop = asyncio.get_running_loop()
         batch, outlets = list(requests), list(sinks)
-        if self._inline:
+        if self._on_loop:
             return self._run_decoupled(loop, batch, outlets)
         return await self._worker.submit(lambda: self._run_decoupled(loop, batch, outlets))
 
@@ -207,7 +207,7 @@ class InProcessModelInstance:
         """Batches the scheduler may hand over at once (the worker runs them back to back): `PIPELINE_DEPTH` even
         with a dynamic batcher. Each hand-over costs a GIL switch and two thread wake-ups, and a worker that
         finds the next batch already queued pays neither (add_sub over HTTP: 1.3-1.9x the throughput of depth 2)."""
-        return 1 if self._inline else PIPELINE_DEPTH
+        return 1 if self._on_loop else PIPELINE_DEPTH
 
     def is_healthy(self) -> bool:
         return self._ready and not self._stopped
@@ -222,7 +222,7 @@ class InProcessModelInstance:
         self._worker.start()
         key = f"{self._spec.model_name}/{self._spec.model_version}"
         loop = asyncio.get_running_loop()
-        self._call_context = in_process_calls.CallContext(self._calls, loop, key, self._inline, self.name)
+        self._call_context = in_process_calls.CallContext(self._calls, loop, key, self._on_loop, self.name)
         try:
             await self._spec.initialize(self._worker.submit(self._load), self._settings.timeout_s)
         except UnavailableError:
@@ -305,7 +305,7 @@ class InProcessModelInstance:
         if not self.is_healthy():
             raise UnavailableError(f"model instance '{self.name}' is not available")
         batch = list(requests)
-        if self._inline:
+        if self._on_loop:
             thread_model.name, thread_model.metrics = self.name, self._metrics_sink
             thread_model.model_dir = self._model_dir
             try:
@@ -344,8 +344,8 @@ class InProcessModelInstance:
             ]
             # batches queued at the worker count that wait as queue time; execute() alone is compute_infer
             return Execution(results, (started, finished), taken - submitted if submitted else 0)
-        except BatchError as exc:
-            raise self._spec.batch_failed(str(exc), "") from None
+        except BatchError as refused:  # (one name per exception type: compiled code types each name once)
+            raise self._spec.batch_failed(str(refused), "") from None
         except BaseException as exc:  # SystemExit included: in a stub it would end the process, here the batch
             raise self._spec.batch_failed(describe(exc), _trace(exc)) from None
         finally:

@@ -129,14 +129,14 @@ class Worker:
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], object], asyncio.Future[object]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._runner = threading.Thread(target=self._run, name=name, daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._done: list[tuple[asyncio.Future[object], object, BaseException | None]] = []  # under _lock
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread.start()
+        self._runner.start()
 
     def submit(self, job: Callable[[], _T]) -> asyncio.Future[_T]:
         assert self._loop is not None
@@ -155,12 +155,13 @@ class Worker:
                 result, error = job(), None
             except Exception as exc:  # handed to the awaiting coroutine, which decides
                 result, error = None, exc
-            except BaseException as exc:  # sys.exit() in model code must not reach the event loop
-                result, error = None, RuntimeError(describe(exc))
+            except BaseException as ended:  # sys.exit() in model code must not reach the event loop
+                result, error = None, RuntimeError(describe(ended))
             with self._lock:
                 self._done.append((future, result, error))
-                if len(self._done) > 1:
-                    continue  # a wake-up is already on its way
+                woken = len(self._done) > 1  # a wake-up is already on its way
+            if woken:
+                continue
             try:
                 assert self._loop is not None
                 self._loop.call_soon_threadsafe(self._settle_done)

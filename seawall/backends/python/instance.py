@@ -210,8 +210,8 @@ class PythonModelInstance:
                 slot.reply, awaited = process.submit_awaited(message, requests)
                 reply = await awaited  # a cancelled batch leaves slot.reply to the stub's answer
                 slot.requests = ()  # answered: nothing to cancel, and an idle slot must not keep tensors alive
-            except StubDied as exc:
-                raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+            except StubDied as died:  # (one name per exception type: compiled code types each name once)
+                raise UnavailableError(f"model instance '{self.name}' crashed") from died
             waited = self._waited(sent, reply)
             try:
                 memory = process.regions.outputs[slot.index or 0]

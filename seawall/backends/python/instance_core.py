@@ -95,7 +95,7 @@ class InstanceSpec:
         """
         return await within(awaitable, timeout_s, f"model instance '{self.instance_name}' did not initialize in time")
 
-    def initialize_failed(self, error: str, trace: str) -> InternalError:
+    def initialize_failed(self, error: str, trace: str) -> SeawallError:
         """Loading model.py or initialize() failed with `error` ("<type>: <text>"); `trace` goes to the log."""
         logger.error("model instance '%s': initialization failed:\n%s", self.instance_name, trace)
         return InternalError(f"Failed to initialize model instance '{self.instance_name}': {self.hide(error)}")

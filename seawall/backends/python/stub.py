@@ -228,8 +228,8 @@ class _Stub:
             entries = self._write_responses(slot, requests, responses)
             # built as message_fields.build does, without the NamedTuple's Python-level __new__ (once per batch)
             return tuple.__new__(BatchResult, (seq, entries, started, time.monotonic_ns(), executing, executed, False))
-        except BatchError as exc:
-            return BatchFailed(seq, str(exc), "")
+        except BatchError as refused:  # (one name per exception type: compiled code types each name once)
+            return BatchFailed(seq, str(refused), "")
         except Exception as exc:
             return BatchFailed(seq, describe(exc), traceback.format_exc())
 

@@ -6,6 +6,7 @@ Shared by the stub process and in-process instances, so it stays light: imports 
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import inspect
 import os
@@ -20,8 +21,9 @@ import numpy as np
 
 from seawall.backends.python.model_source import ModelSource, RepositoryCodeError, RepositoryFinder
 
-#: Where Seawall's `triton_python_backend_utils.py` lives.
-PB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pb_utils")
+#: Where Seawall's `triton_python_backend_utils.py` lives: beside this package's sources (found through the
+#: package, since this module's own file may be a compiled one elsewhere: seawall/native.py).
+PB_DIR = os.path.join(os.path.dirname(str(importlib.import_module("seawall.backends.python").__file__)), "pb_utils")
 PB_MODULE = "triton_python_backend_utils"
 
 # User model objects and pb_utils values are untyped by nature (the module is loaded at run time).
