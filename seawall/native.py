@@ -5,7 +5,8 @@ Imports only the standard library (it runs at the first `import seawall`, in the
 build writes the extension modules and a manifest of their sources' SHA-256 into `seawall/_native/`; `install`
 puts a finder in front of the import system when the manifest matches the sources on disk, so an edited checkout
 runs its edits (in pure Python) instead of stale machine code, and all the compiled modules load or none (they
-call each other directly, so a mix would run old code). SEAWALL_PURE_PYTHON=1 keeps the sources.
+call each other directly, so a mix would run old code). SEAWALL_PURE_PYTHON=1 keeps the sources. The manifest
+says whether the build is current, not who made it: `_native/` is trusted as the sources beside it are.
 """
 
 from __future__ import annotations
@@ -47,11 +48,7 @@ class _NativeFinder(importlib.abc.MetaPathFinder):
         if found is None:
             return None
         loader = importlib.machinery.ExtensionFileLoader(fullname, found)
-        spec = importlib.util.spec_from_file_location(fullname, found, loader=loader)
-        if spec is not None and fullname.startswith("seawall."):
-            # the module's own __file__ stays an extension; its package is the source package
-            spec.submodule_search_locations = None
-        return spec
+        return importlib.util.spec_from_file_location(fullname, found, loader=loader)
 
 
 def describe() -> str:
