@@ -2,8 +2,9 @@
 `python -m seawall.native_build`. Needs mypy (the test extra) and a C compiler; the sources stay the reference and
 run whenever the build is missing or stale.
 
-The modules are those every inference passes through on the event loop and in a stub: the HTTP frontend, the
-scheduler and execution, validation and raw tensors, statistics, and the Python backend's host and stub sides.
+The modules are those every inference passes through on the event loop and in a stub: the core's types, server,
+scheduler, execution, validation and statistics, the HTTP frontend and most of the gRPC one, and the Python
+backend's host, in-process and stub sides (docs/architecture.md lists what stays interpreted, and why).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def build(verbose: bool = False) -> None:
         here = os.getcwd()
         os.chdir(root)  # mypy names the modules from their paths
         try:
-            # one C file per module, compiled in parallel
+            # one C file per module: the build takes half the time of one file holding them all
             target = os.path.join(work, "c")
             extensions = mypycify(paths, group_name=GROUP, target_dir=target, verbose=verbose, multi_file=True)
             setup(
