@@ -12,7 +12,6 @@ says whether the build is current, not who made it: `_native/` is trusted as the
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import json
@@ -26,17 +25,24 @@ NATIVE_DIR = os.path.join(PACKAGE_DIR, "_native")
 MANIFEST = "manifest.json"
 #: why the compiled modules are not used ("" when they are), for the start-up log
 status = "not built"
+#: the modules that run compiled (empty when `status` says why none does)
+compiled: frozenset[str] = frozenset()
+
+
+def source_path(module: str) -> str:
+    """The source file of `module` (a seawall module name)."""
+    return os.path.join(PACKAGE_DIR, *module.split(".")[1:]) + ".py"
 
 
 def source_digest(module: str) -> str:
-    """SHA-256 of the source of `module` (a seawall module name)."""
-    path = os.path.join(PACKAGE_DIR, *module.split(".")[1:]) + ".py"
-    with open(path, "rb") as handle:
+    """SHA-256 of the source of `module`."""
+    with open(source_path(module), "rb") as handle:
         return hashlib.sha256(handle.read()).hexdigest()
 
 
-class _NativeFinder(importlib.abc.MetaPathFinder):
-    """Finds the compiled modules (and mypyc's shared runtime module) in NATIVE_DIR."""
+class _NativeFinder:
+    """A meta path finder of the compiled modules (and mypyc's shared runtime module) in NATIVE_DIR (duck-typed:
+    `importlib.abc` alone would add ~5 ms to every process that imports seawall, stubs included)."""
 
     def __init__(self, files: dict[str, str]) -> None:
         self._files = files  # module name → extension file
@@ -93,4 +99,6 @@ def _install() -> str:
     if missing:
         return f"incomplete build ({missing[0]} is missing)"
     sys.meta_path.insert(0, _NativeFinder(files))
+    global compiled
+    compiled = frozenset(manifest["modules"])
     return ""

@@ -18,7 +18,8 @@ import sys
 import sysconfig
 import tempfile
 
-from seawall.native import MANIFEST, NATIVE_DIR, PACKAGE_DIR, source_digest
+from seawall import native
+from seawall.native import MANIFEST, NATIVE_DIR, PACKAGE_DIR, source_digest, source_path
 
 #: the compiled modules (each must pass mypyc: no async generators, no `del` of a local in a coroutine, ...)
 MODULES = (
@@ -83,7 +84,7 @@ def build(verbose: bool = False) -> None:
     digests = {module: source_digest(module) for module in MODULES}  # what is compiled is what is checked
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     with tempfile.TemporaryDirectory(prefix="seawall-native-") as work:
-        paths = [os.path.join("seawall", *module.split(".")[1:]) + ".py" for module in MODULES]
+        paths = [os.path.relpath(source_path(module), root) for module in MODULES]
         here = os.getcwd()
         os.chdir(root)  # mypy names the modules from their paths
         try:
@@ -118,15 +119,9 @@ def build(verbose: bool = False) -> None:
 
 
 def is_current() -> bool:
-    """The build in `seawall/_native/` is of MODULES and of their sources as they are now."""
-    import seawall.native  # noqa: PLC0415  # importing seawall checked the build against the sources
-
-    try:
-        with open(os.path.join(NATIVE_DIR, MANIFEST), encoding="utf-8") as handle:
-            built = set(json.load(handle)["modules"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return seawall.native.status == "" and built == set(MODULES)
+    """The build in `seawall/_native/` is of MODULES and of their sources as they are now (importing seawall
+    checked it)."""
+    return native.status == "" and native.compiled == set(MODULES)
 
 
 def main() -> None:
