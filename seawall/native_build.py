@@ -3,8 +3,8 @@
 run whenever the build is missing or stale.
 
 The modules are those every inference passes through on the event loop and in a stub: the core's types, server,
-scheduler, execution, validation and statistics, the HTTP frontend and most of the gRPC one, and the Python
-backend's host, in-process and stub sides (docs/architecture.md lists what stays interpreted, and why).
+inference pipeline, scheduler, execution, validation and statistics, the HTTP frontend and most of the gRPC one,
+and the Python backend's host, in-process and stub sides (docs/architecture.md lists what stays interpreted, and why).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ MODULES = (
     "seawall.core.raw",
     "seawall.core.stats",
     "seawall.core.offload",
+    "seawall.core.inference",
     "seawall.core.repository",
     "seawall.frontends.status",
     "seawall.frontends.http.codec",

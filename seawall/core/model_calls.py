@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
-from seawall.core.inference import ServedModel
+from seawall.core.served import ServedModel
 from seawall.core.types import InferRequest, InferResponse, StreamResponse
 from seawall.core.validation import check_request
 from seawall.errors import InternalError, SeawallError

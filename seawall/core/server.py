@@ -1,6 +1,6 @@
 """The InferenceServer facade: the one object every frontend and the embedding API call.
 
-Resolve, then run: `model(name, version)` binds a request to a served model (`core.inference.ServedModel`: its
+Resolve, then run: `model(name, version)` binds a request to a served model (`core.served.ServedModel`: its
 config, input spec, raw-input layout and limits), whose `infer` runs the per-request pipeline; `infer(request)`
 does both. The facade itself keeps lifecycle and administration (the run-time log, trace and shared-memory
 settings in `core.server_settings`, mixed in).
@@ -24,7 +24,7 @@ from seawall.core.control import ModelControl
 from seawall.core.custom_metrics import CustomMetrics
 from seawall.core.custom_metrics import FamilySnapshot as FamilySnapshot  # for the metrics frontend
 from seawall.core.custom_metrics import MetricKind as MetricKind  # for the metrics frontend
-from seawall.core.inference import InferencePipeline, ServedModel
+from seawall.core.inference import InferencePipeline
 from seawall.core.lifecycle import ModelLifecycle
 from seawall.core.log_settings import LogSettings
 from seawall.core.model_calls import ServerModelCalls
@@ -34,6 +34,7 @@ from seawall.core.repository import is_valid_model_name as is_valid_model_name  
 from seawall.core.repository import require_valid_model_name as require_valid_model_name  # and for frontends
 from seawall.core.residency import Residency, check_options
 from seawall.core.response_cache import ResponseCache
+from seawall.core.served import ServedModel
 from seawall.core.server_settings import ServerSettings
 from seawall.core.shm import SharedMemoryManager
 from seawall.core.trace import TraceSettings

@@ -28,7 +28,7 @@ from seawall.options import Limits, Options
 from seawall.security.policy import ApiPolicy, Keys
 
 if TYPE_CHECKING:
-    from seawall.core.inference import ServedModel
+    from seawall.core.served import ServedModel
 
 logger = logging.getLogger(__name__)
 

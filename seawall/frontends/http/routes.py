@@ -37,7 +37,7 @@ from seawall.security import tls
 from seawall.security.policy import ApiPolicy, Keys
 
 if TYPE_CHECKING:
-    from seawall.core.inference import ServedModel
+    from seawall.core.served import ServedModel
     from seawall.core.types import InferRequest
 
 logger = logging.getLogger(__name__)
