@@ -89,3 +89,20 @@ def test_without_a_build_the_sources_run(tmp_path: Path) -> None:
     status, files = _probe(tmp_path)
     assert status == "'not built'"
     assert all(file.endswith(".py") for file in files)
+
+
+@needs_build
+def test_an_installed_seawall_runs_the_build_installed_with_it(tmp_path: Path) -> None:
+    """`pip install .` of a built checkout (the container image's last stage) installs the compiled modules and
+    their manifest as package data, and the installed package runs them."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PACKAGE.parent / name, source)
+    shutil.copytree(PACKAGE, source / "seawall", ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / "site-packages"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target)]
+    subprocess.run([*pip, str(source)], capture_output=True, timeout=300, check=True)
+    status, files = _probe(target)
+    assert status == "''"
+    assert all(file.startswith(str(target / "seawall" / "_native")) for file in files), files

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -181,12 +181,18 @@ class Stream:
         if ended:
             self._queue.put_nowait(None)
 
-    async def messages(self) -> AsyncIterator[bytes]:
-        """The request messages of a streaming call, as they come; the peer's window reopens as each is taken."""
+    def messages(self, deserialize: Callable[[bytes], Any] | None) -> Messages:
+        """The request messages of a streaming call as they come, each passed through `deserialize` (None: as
+        received); the peer's window reopens as each is taken."""
+        return Messages(self, deserialize)
+
+    async def next_message(self) -> bytes | None:
+        """The next request message of a streaming call (None: the call's requests have ended)."""
         assert self._queue is not None
-        while (message := await self._queue.get()) is not None:
+        message = await self._queue.get()
+        if message is not None:
             self._connection.consumed(self, len(message) + 5)
-            yield message
+        return message
 
     # -- sending -----------------------------------------------------------------------------------------
     async def write(self, message: bytes) -> bool:
@@ -202,6 +208,30 @@ class Stream:
     def wake(self) -> None:
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
+
+
+class Messages:
+    """The request messages of a streaming call (`Stream.messages`): an async iterator written as a class, since
+    the request path is compiled and mypyc compiles no async generator."""
+
+    __slots__ = ("_stream", "_deserialize", "_ended")
+
+    def __init__(self, stream: Stream, deserialize: Callable[[bytes], Any] | None) -> None:
+        self._stream = stream
+        self._deserialize = deserialize
+        self._ended = False
+
+    def __aiter__(self) -> Messages:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._ended:
+            raise StopAsyncIteration
+        message = await self._stream.next_message()
+        if message is None:
+            self._ended = True
+            raise StopAsyncIteration
+        return message if self._deserialize is None else self._deserialize(message)
 
 
 #: RFC 9113 8.2.2: connection-specific fields make a request malformed

@@ -93,7 +93,7 @@ class Http2Connection(asyncio.Protocol):
         self._write_paused = False
         self.going_away = False
         self.closed = False
-        self.last_activity = time.monotonic()
+        self.started = self.last_activity = time.monotonic()  # when accepted (the server's sweep ages it)
 
     @property
     def peer_initial_window(self) -> int:

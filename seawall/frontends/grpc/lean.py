@@ -15,8 +15,8 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from seawall.frontends.grpc.frames import NO_ERROR, Stream
 from seawall.frontends.grpc.http2 import Http2Connection
@@ -121,7 +121,6 @@ class LeanServer:
             task.add_done_callback(functools.partial(self._ended, connection, stream))
 
         connection = Http2Connection(self._limits, self._is_streaming, on_call, self._connections.discard)
-        connection.started = time.monotonic()  # type: ignore[attr-defined]
         holder.append(connection)
         self._connections.add(connection)
         return connection
@@ -143,7 +142,9 @@ class LeanServer:
             backlog=1024,
         )
         self._reaper = loop.create_task(self._reap())
-        sock: socket.socket = self._server.sockets[0]
+        # untyped: typeshed says a tuple, uvloop gives a list, and compiled code checks declared types
+        sockets: Any = cast(Any, self._server).sockets
+        sock: socket.socket = sockets[0]
         return int(sock.getsockname()[1])
 
     async def _reap(self) -> None:
@@ -157,7 +158,7 @@ class LeanServer:
 
     def _sweep(self, now: float) -> None:
         for connection in list(self._connections):
-            age = now - connection.started  # type: ignore[attr-defined]
+            age = now - connection.started
             if connection.transport is None:  # in its TLS handshake (asyncio aborts it at the handshake timeout)
                 if age > self._handshake_timeout + 60:
                     self._connections.discard(connection)  # the handshake failed: connection_made never came
@@ -241,7 +242,7 @@ class LeanServer:
         deserialize, serialize = handler.request_deserializer, handler.response_serializer
         context = Context(stream, connection, serialize)
         if handler.request_streaming:
-            result = handler.stream_stream(_requests(stream, deserialize), context)
+            result = handler.stream_stream(stream.messages(deserialize), context)
             if hasattr(result, "__aiter__"):
                 async for response in result:
                     await context.write(response)
@@ -261,11 +262,6 @@ class LeanServer:
         response = await handler.unary_unary(request, context)
         answer: Message = serialize(response) if serialize is not None else response
         return answer
-
-
-async def _requests(stream: Stream, deserialize: Any) -> AsyncIterator[Any]:
-    async for message in stream.messages():
-        yield deserialize(message) if deserialize is not None else message
 
 
 def x509_subject(der: bytes) -> str:

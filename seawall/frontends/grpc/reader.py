@@ -14,7 +14,7 @@ Imports only the standard library, `hpack` and `frames`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import hpack
 import hpack.exceptions
@@ -92,7 +92,9 @@ class _Blocks:
 
     def _table_state(self) -> tuple[object, int, int]:
         table = self._decoder.header_table
-        entries = table.dynamic_entries
+        # Any, not hpack's deque[tuple[bytes, bytes]]: compiled, a typed tuple is unboxed and boxed again as a new
+        # object, and the identity of the newest entry is what tells the table's state
+        entries: Any = table.dynamic_entries
         return (entries[0] if entries else None), len(entries), table.maxsize
 
     def decode(self, block: bytes) -> Fields:
