@@ -57,6 +57,15 @@ class ServerProcess:
     def log(self) -> str:
         return "\n".join(self.lines)
 
+    def describe(self, lines: int = 20) -> str:
+        """Which server this is, whether it still runs, and the end of its log (for a failure's message)."""
+        program = Path(str(self.process.args[0] if isinstance(self.process.args, list) else self.process.args))
+        name = "triton" if program.name == "tritonserver" else "seawall"
+        code = self.process.poll()
+        state = "running" if code is None else f"exited with {code}"
+        tail = "\n".join(self.lines[-lines:])
+        return f"{name} (pid {self.process.pid}, {state}); its last log lines:\n{tail}"
+
     def wait_for_log(self, text: str, count: int = 1, timeout: float = 30) -> None:
         """Wait until `text` is in the log `count` times: a line reaches the test through a pipe and a reader
         thread, so it may arrive after the reply that followed it."""
@@ -169,8 +178,11 @@ def http_request(
     headers: dict[str, str] | None = None,
     timeout: float = 30,
 ) -> tuple[int, dict[str, str], bytes]:
-    """`http_call` to the server's HTTP listener."""
-    return http_call(server.http, method, path, body, headers, timeout)
+    """`http_call` to the server's HTTP listener; a broken connection names the server that broke it."""
+    try:
+        return http_call(server.http, method, path, body, headers, timeout)
+    except ConnectionError as error:
+        raise ConnectionError(f"{method} {path}: {error}; the server is {server.describe()}") from error
 
 
 def run_seawall(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
