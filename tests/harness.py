@@ -96,6 +96,35 @@ class ServerProcess:
         return self.process.returncode
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (none once it has exited)."""
+    found = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(child) for child in (task / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        pass  # exited meanwhile
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, and theirs: forked stubs are children of the stub template, itself a child of the server."""
+    found = children(pid)
+    return found + [grandchild for child in found for grandchild in descendants(child)]
+
+
+def stub_pid(server: ServerProcess, model: str) -> int:
+    """The stub process of `model`'s (first) instance: its command line names it (`model=<name>`)."""
+    for pid in descendants(server.process.pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if b"model=" + model.encode() in argv:
+            return pid
+    raise AssertionError(f"no stub process of model '{model}'")
+
+
 def _drain(server: ServerProcess, ready: threading.Event) -> None:
     assert server.process.stdout is not None
     for raw in server.process.stdout:

@@ -79,6 +79,49 @@ def test_a_sealed_region_is_mapped_read_only_and_its_bytes_read_without_copy() -
     assert read.tolist() == array.tolist() and not read.flags.writeable
 
 
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_views_of_a_kept_sealed_region_are_found_with_their_offsets_until_it_dies() -> None:
+    """What the host hands on to another stub instead of copying (a call's inputs, a called stub's large
+    outputs): only arrays that all view one kept region, at their true offsets; the fd closes with the mapping."""
+    first, second = np.arange(16, dtype=np.float32), np.arange(6, dtype=np.int64).reshape(2, 3)
+    payloads = [ipc.to_payload("FP32", first), ipc.to_payload("INT64", second)]
+    offsets, size = ipc.layout(payloads)
+    before = _open_fds()
+    region = ipc.map_sealed(ipc.sealed_region(offsets, payloads, size), size, keep=True)
+    assert _open_fds() > before  # (a mapping holds an fd of its own too)
+    a = ipc.read_tensor(region, ["a", "FP32", [16], offsets[0], 64], copy=False)[2]
+    b = ipc.read_tensor(region, ["b", "INT64", [2, 3], offsets[1], 48], copy=False)[2]
+    found = ipc.sealed_views([a, b])
+    assert found is not None and found[1:] == (size, offsets)
+    assert ipc.sealed_views([a[1:]]) == (found[0], size, [offsets[0] + 4])
+    assert ipc.sealed_views([b[:, 1]]) is None  # not contiguous: it would be copied
+    assert ipc.sealed_views([a, first]) is None  # one array is not in the region
+    other = ipc.map_sealed(ipc.sealed_region([0], [b"x" * 64], 64), 64, keep=True)
+    assert ipc.sealed_views([a, np.frombuffer(other, np.uint8)]) is None  # two regions
+    unkept = ipc.map_sealed(ipc.sealed_region([0], [b"x" * 64], 64), 64)
+    assert ipc.sealed_views([np.frombuffer(unkept, np.uint8)]) is None
+    del a, b, region, other, unkept
+    assert _open_fds() == before  # the kept fds closed with their mappings
+
+
+def test_read_sealed_copies_fixed_size_outputs_into_one_kept_region_and_checks_them() -> None:
+    memory = mmap.mmap(-1, 4096)
+    memory[0:64] = np.arange(16, dtype=np.float32).tobytes()
+    memory[128:134] = ipc.serialize_bytes(np.array([b"ab"], dtype=object))
+    descriptors = [["a", "FP32", [4, 4], 0, 64], ["s", "BYTES", [1], 128, 6], ["e", "FP32", [0], 0, 0]]
+    tensors = ipc.read_sealed(memory, descriptors)
+    memory[0:64] = b"\0" * 64  # the stub's next batch: the outputs read are copies
+    (_, _, a), (_, _, text), (_, _, empty) = tensors
+    assert a.tolist() == np.arange(16, dtype=np.float32).reshape(4, 4).tolist() and not a.flags.writeable
+    assert text.tolist() == [b"ab"] and empty.shape == (0,)
+    assert ipc.sealed_views([a]) is not None
+    with pytest.raises(ProtocolError, match="lies outside the shared region"):
+        ipc.read_sealed(memory, [["a", "FP32", [16], 4096 - 32, 64]])
+
+
 def test_an_unsealed_or_resized_region_is_refused() -> None:
     fd = os.memfd_create("test", os.MFD_CLOEXEC)
     os.ftruncate(fd, 64)

@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, start_seawall
+from tests.harness import EXAMPLES, TEST_MODELS, ServerProcess, start_seawall, stub_pid
 
 X = np.arange(4, dtype=np.float32)
 Y = np.ones(4, dtype=np.float32)
@@ -36,8 +36,13 @@ def repository(root: Path) -> Path:
         *(TEST_MODELS / m for m in ("bls", "bls_async", "slow")),
     ):
         shutil.copytree(source, root / source.name)
+    shutil.copytree(TEST_MODELS / "write_inputs", root / "write_inputs")
+    for name, extra in (("bls_handed", ""), ("bls_handed_inprocess", IN_PROCESS)):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "1" / "model.py").write_text(HANDED)
+        (root / name / "config.pbtxt").write_text(HANDED_CONFIG.format(name=name) + extra)
     _variant(root, "bls_pair", "instance_group [ { kind: KIND_CPU, count: 2 } ]")
-    _variant(root, "bls_inprocess", 'parameters { key: "SEAWALL_IN_PROCESS" value: { string_value: "true" } }')
+    _variant(root, "bls_inprocess", IN_PROCESS)
     # one hostile model per forged inline call too: an instance is started again at most 3 times a minute
     for name in ("bls_hostile", *(_hostile_model(forge) for forge in INLINE_FORGES)):
         hostile = root / name
@@ -46,6 +51,41 @@ def repository(root: Path) -> Path:
         (hostile / "config.pbtxt").write_text((root / "bls" / "config.pbtxt").read_text().replace('"bls"', f'"{name}"'))
     return root
 
+
+IN_PROCESS = 'parameters { key: "SEAWALL_IN_PROCESS" value: { string_value: "true" } }'
+
+#: calls write_inputs (OUTPUT0 = INPUT0 * 2 + 1, written into its input array) with arange(count) INT32, then
+#: writes into the call's output: answers [count, 1 if the output was exact, its last element + 1]
+HANDED = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            count = int(pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()[0])
+            sent = np.arange(count, dtype=np.int32)
+            call = pb_utils.InferenceRequest(
+                model_name="write_inputs", requested_output_names=["OUTPUT0"], inputs=[pb_utils.Tensor("INPUT0", sent)]
+            )
+            reply = call.exec()
+            if reply.has_error():
+                raise pb_utils.TritonModelException(reply.error().message())
+            out = pb_utils.get_output_tensor_by_name(reply, "OUTPUT0").as_numpy()
+            exact = np.array_equal(out, sent * 2 + 1)
+            out += 1
+            summary = np.array([count, int(exact), int(out[-1])], dtype=np.int32)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", summary)]))
+        return responses
+"""
+HANDED_CONFIG = """name: "{name}"
+backend: "python"
+max_batch_size: 0
+input [ {{ name: "INPUT0" data_type: TYPE_INT32 dims: [ 1 ] }} ]
+output [ {{ name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 3 ] }} ]
+"""
 
 INLINE_FORGES = ("inline-long", "inline-big", "inline-garbage", "inline-short", "inline-outside")
 
@@ -336,6 +376,35 @@ def _wait_for_no_call_mapping(pid: int, timeout: float = 30) -> int:
             return shared
         assert time.monotonic() < deadline, f"{mapped} call region(s) still mapped by the server"
         time.sleep(0.05)
+
+
+def _int_infer(server: ServerProcess, model: str, values: list[int]) -> list[int]:
+    client = httpclient.InferenceServerClient(server.http, network_timeout=120)
+    try:
+        tensor = httpclient.InferInput("INPUT0", [len(values)], "INT32")
+        tensor.set_data_from_numpy(np.array(values, dtype=np.int32))
+        return [int(v) for v in client.infer(model, [tensor]).as_numpy("OUTPUT0")]
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("caller", ["bls_handed", "bls_handed_inprocess"])
+def test_large_call_tensors_are_handed_on_without_a_copy(server: ServerProcess, caller: str) -> None:
+    """A stub's call of 1 MiB or more reaches the called model's stub as the caller's sealed region (mapped
+    copy-on-write: the callee writes into its inputs, as Triton allows, and the caller's region stays as sealed),
+    and the callee's large outputs go back as one sealed region; an in-process caller gets them as arrays it may
+    write. Below, at and above the threshold the values are exact, and the callee's next batch from a client, on
+    the same slot, gets its own bytes."""
+    mib = 1024 * 1024 // 4
+    for count in (mib - 16, mib, 3 * mib):
+        assert _int_infer(server, caller, [count]) == [count, 1, 2 * (count - 1) + 2]
+    callee = stub_pid(server, "write_inputs")
+    handed = "seawall-python-call" in Path(f"/proc/{callee}/maps").read_text()
+    assert handed == (caller == "bls_handed")  # the slot still maps the last batch's region: the caller's
+    assert _int_infer(server, "write_inputs", [1, 2, 3]) == [3, 5, 7]
+    assert "seawall-python-call" not in Path(f"/proc/{callee}/maps").read_text()
+    assert _int_infer(server, caller, [3 * mib]) == [3 * mib, 1, 6 * mib]
+    assert server.is_ready()
 
 
 @PROTOCOLS

@@ -12,36 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import EXAMPLES, http_call, start_seawall
+from tests.harness import EXAMPLES, children, descendants, http_call, start_seawall
 from tests.test_cli import REPO, error_of, parse
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def _descendants(pid: int) -> list[int]:
-    """Children, and theirs: forked stubs are children of the stub template, itself a child of the server."""
-    found = _children(pid)
-    return found + [grandchild for child in found for grandchild in _descendants(child)]
 
 
 def _command_lines(pid: int) -> list[list[str]]:
     """The command lines of the stubs (not of the stub template, whose first argument after the script is
     `template`)."""
     lines = []
-    for child in _descendants(pid):
+    for child in descendants(pid):
         try:
             with open(f"/proc/{child}/cmdline", "rb") as cmdline:
                 argv = [arg.decode() for arg in cmdline.read().split(b"\0") if arg]
@@ -95,7 +74,7 @@ def _infer(address: str) -> int:
 def _templates(server_pid: int) -> list[int]:
     """The stub template processes of a server (one; none while a dead one is replaced)."""
     found = []
-    for child in _children(server_pid):
+    for child in children(server_pid):
         try:
             with open(f"/proc/{child}/cmdline", "rb") as cmdline:
                 if b"\0template\0" in cmdline.read():
@@ -119,14 +98,14 @@ def test_a_dead_template_takes_its_stubs_and_both_come_back(tmp_path: Path) -> N
         address = server.http
         assert _infer(address) == 200
         template = _template(server.process.pid)
-        stubs = _children(template)
+        stubs = children(template)
         assert len(stubs) == 1
         os.kill(template, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while not (_infer(address) == 200 and _templates(server.process.pid) not in ([], [template])):
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.1)
-        assert stubs[0] not in _descendants(server.process.pid)
+        assert stubs[0] not in descendants(server.process.pid)
         server.wait_for_log("the stub template stopped")
         server.wait_for_log("stub process died")
     finally:
@@ -183,7 +162,7 @@ def test_forked_stubs_do_not_share_random_state(tmp_path: Path) -> None:
         python_draws = {values[1] for values in draws.values()}
         assert len(numpy_draws) == 3 and len(python_draws) == 3, draws
         template = _template(server.process.pid)
-        assert sorted(draws) == sorted(_children(template))  # they were forked by the template
+        assert sorted(draws) == sorted(children(template))  # they were forked by the template
     finally:
         server.stop()
 

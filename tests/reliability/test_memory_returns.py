@@ -11,31 +11,15 @@ from pathlib import Path
 
 import tritonclient.http as httpclient
 
-from tests.harness import EXAMPLES, start_seawall
+from tests.harness import EXAMPLES, descendants, start_seawall
 
 CYCLES = int(os.environ.get("SEAWALL_LOAD_CYCLES", "15"))  # make reliability: 50
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(child) for child in (task / "children").read_text().split()]
-    except (FileNotFoundError, ProcessLookupError):
-        pass  # exited meanwhile
-    return found
-
-
-def _tree(pid: int) -> list[int]:
-    """The server's descendants: the stub template and the stubs it forked (or spawned stubs)."""
-    children = _children(pid)
-    return children + [grandchild for child in children for grandchild in _tree(child)]
 
 
 def _stubs(pid: int) -> list[int]:
     """The stub processes (not the stub template, which stays for the server's life once started)."""
     found = []
-    for member in _tree(pid):
+    for member in descendants(pid):
         try:
             if b"\0template\0" not in Path(f"/proc/{member}/cmdline").read_bytes():
                 found.append(member)
@@ -46,7 +30,7 @@ def _stubs(pid: int) -> list[int]:
 
 def _pss_bytes(pid: int) -> int:
     total = 0
-    for member in [pid, *_tree(pid)]:
+    for member in [pid, *descendants(pid)]:
         try:
             rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
         except (FileNotFoundError, ProcessLookupError):

@@ -14,6 +14,8 @@ import mmap
 import os
 from collections.abc import Sequence
 
+import numpy as np
+
 import seawall.core.offload as offload
 from seawall.backends.python import ipc
 from seawall.backends.python.messages import (
@@ -30,7 +32,7 @@ from seawall.backends.python.messages import (
 )
 from seawall.backends.python.process import StubDied, StubProcess
 from seawall.core.backend import ModelCalls
-from seawall.core.types import InferRequest, ParamValue, RequestedOutput, Tensor
+from seawall.core.types import NUMPY_DTYPES, InferRequest, ParamValue, RequestedOutput, Tensor
 from seawall.errors import Code, InternalError, SeawallError
 
 logger = logging.getLogger(__name__)
@@ -187,7 +189,7 @@ class CallServer:
         request = _request(message, memory, callers)
         response = await calls.infer(request)
         outputs = response.outputs
-        descriptors, size, fd, inline = await offload.run(_heavy(outputs), _write_outputs, outputs)
+        descriptors, size, fd, inline = await _call_outputs(outputs)
         if fd is not None:
             process.regions.pass_call_region(fd, b"r%d" % message.call_id)
         process.send(CallResult(message.call_id, descriptors, size, False, inline))
@@ -213,7 +215,7 @@ class CallServer:
                 code, text = triton_code(streamed.error), streamed.error.message
             elif streamed.response is not None:
                 outputs = streamed.response.outputs
-                descriptors, size, fd, inline = await offload.run(_heavy(outputs), _write_outputs, outputs)
+                descriptors, size, fd, inline = await _call_outputs(outputs)
                 if fd is not None:
                     process.regions.pass_call_region(fd, b"s%d.%d" % (message.call_id, position))
             final = streamed.final
@@ -254,7 +256,7 @@ def _inputs(process: StubProcess, message: Call | Control | StreamCall) -> mmap.
         return ipc.inline_region(inline, message.size)
     if not message.size:
         return None
-    return ipc.map_sealed(process.regions.receive_fd(b"c%d" % message.call_id), message.size)
+    return ipc.map_sealed(process.regions.receive_fd(b"c%d" % message.call_id), message.size, keep=True)
 
 
 def _request(
@@ -308,6 +310,27 @@ def add_call_fields(parameters: dict[str, ParamValue], timeout_us: int, correlat
         parameters["sequence_start"] = True
     if flags & 2:
         parameters["sequence_end"] = True
+
+
+async def _call_outputs(outputs: Sequence[Tensor]) -> tuple[list[ipc.Descriptor], int, int | None, str]:
+    """Descriptors, size, sealed region fd (None: none) and inline bytes of a call's outputs (`_write_outputs`),
+    or, when they all lie in one kept sealed region (a called stub's large outputs: `ipc.read_sealed`), that
+    region itself: the calling stub maps the same pages."""
+    arrays: list[np.ndarray] = []
+    for tensor in outputs:
+        if tensor.datatype == "BYTES" or tensor.data.dtype != NUMPY_DTYPES[tensor.datatype]:
+            arrays = []
+            break
+        arrays.append(tensor.data)
+    views = ipc.sealed_views(arrays) if arrays else None
+    if views is None:
+        return await offload.run(_heavy(outputs), _write_outputs, outputs)
+    fd, size, offsets = views
+    descriptors: list[ipc.Descriptor] = [
+        [tensor.name, tensor.datatype, list(tensor.shape), offset, tensor.data.nbytes]
+        for tensor, offset in zip(outputs, offsets, strict=True)
+    ]
+    return descriptors, size, os.dup(fd), ""
 
 
 def _heavy(outputs: Sequence[Tensor]) -> bool:

@@ -16,6 +16,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from seawall.backends.python import ipc
 from seawall.backends.python.bls_stream import ResponseIterator
 from seawall.backends.python.call_client import OUTSIDE_EXECUTE, control_failure
 from seawall.backends.python.calls import CANCELLED, add_call_fields, checked_version, triton_code
@@ -100,7 +101,7 @@ class InProcessCalls:
             response = self._on_loop(context, context.calls.infer(core_request))
         except SeawallError as error:
             return self._error(error)
-        return pb.InferenceResponse([pb.Tensor(t.name, t.data, t.datatype) for t in response.outputs])
+        return _response(pb, response.outputs)
 
     def _error(self, error: SeawallError) -> Any:
         pb = self._pb
@@ -132,7 +133,7 @@ class InProcessCalls:
             if message.error is not None:
                 return self._error(message.error), message.final
             outputs = message.response.outputs if message.response is not None else []
-            return pb.InferenceResponse([pb.Tensor(t.name, t.data, t.datatype) for t in outputs]), message.final
+            return _response(pb, outputs), message.final
 
         def cancel() -> None:
             running.cancel()  # the task on the server's loop is cancelled, which cancels the request
@@ -200,3 +201,15 @@ class InProcessCalls:
     def _on_loop(context: CallContext, work: Coroutine[Any, Any, _T]) -> _T:
         """Run `work` on the server's event loop and wait for it (this is a worker thread)."""
         return asyncio.run_coroutine_threadsafe(work, context.loop).result()
+
+
+def _response(pb: Any, outputs: Sequence[Tensor]) -> Any:
+    """The pb_utils response of a call's outputs. An isolated model's large outputs to a call are read-only views
+    of a sealed region (ipc.read_sealed, for a calling stub): the model gets a copy it may write, as a stub would."""
+    tensors = []
+    for t in outputs:
+        data = t.data
+        if not data.flags.writeable and ipc.sealed_views([data]) is not None:
+            data = data.copy()
+        tensors.append(pb.Tensor(t.name, data, t.datatype))
+    return pb.InferenceResponse(tensors)

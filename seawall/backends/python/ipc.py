@@ -13,8 +13,10 @@ import fcntl
 import mmap
 import os
 import struct
+import weakref
 from collections.abc import Sequence
 from pickle import PickleBuffer  # its buffer forwarding only: nothing is pickled or unpickled
+from typing import cast
 
 import numpy as np
 
@@ -132,8 +134,15 @@ def _write_at(fd: int, offset: int, payload: Payload) -> None:
         view, offset = view[written:], offset + written
 
 
-def map_sealed(fd: int, size: int) -> mmap.mmap:
-    """Map (read-only) a region the peer sealed with `sealed_region`; closes `fd`.
+#: Sealed regions mapped with `keep` (a BLS call's inputs, a BLS call's large outputs), by the id of their mapping:
+#: a weak reference to the mapping, its fd and its address; the fd closes when the mapping dies. Arrays over one of
+#: them go on to a stub as that region (`sealed_views`: the stub maps the same pages) instead of a copy.
+_kept: dict[int, tuple[weakref.ref[mmap.mmap], int, int]] = {}
+
+
+def map_sealed(fd: int, size: int, keep: bool = False) -> mmap.mmap:
+    """Map (read-only) a region the peer sealed with `sealed_region`; closes `fd`, unless `keep`: then `fd` stays
+    open for `sealed_views` while the mapping lives.
 
     Raises:
         ProtocolError: the region is not sealed or not `size` bytes long.
@@ -146,9 +155,71 @@ def map_sealed(fd: int, size: int) -> mmap.mmap:
             raise ProtocolError("a call region is not a sealed memfd") from exc
         if seals & _CALL_SEALS != _CALL_SEALS or actual != size or not size:
             raise ProtocolError("a call region is not sealed or has the wrong size")
-        return mmap.mmap(fd, size, prot=mmap.PROT_READ)
-    finally:
+        memory = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    except BaseException:
         os.close(fd)
+        raise
+    if not keep:
+        os.close(fd)
+        return memory
+    key = id(memory)
+    _kept[key] = (weakref.ref(memory), fd, _address(np.frombuffer(memory, np.uint8, 1)))
+    weakref.finalize(memory, _forget, key, fd)
+    return memory
+
+
+def _forget(key: int, fd: int) -> None:
+    del _kept[key]
+    os.close(fd)
+
+
+def sealed_views(arrays: Sequence[np.ndarray]) -> tuple[int, int, list[int]] | None:
+    """When each of `arrays` is a C-contiguous, non-empty view of one kept sealed region: that region's fd (still
+    owned here: dup it to pass it), its size, and the offset of each array in it; else None."""
+    found: object = None
+    fd = 0
+    offsets: list[int] = []
+    for array in arrays:
+        if not array.size or not array.flags.c_contiguous:
+            return None
+        owner: object = array
+        while type(owner) is np.ndarray:
+            owner = cast(np.ndarray, owner).base
+        if type(owner) is memoryview:
+            owner = cast(memoryview, owner).obj
+        # (compared by identity of the mapping: compiled, a tuple read from `_kept` is a new object each time)
+        entry = _kept.get(id(owner))
+        if entry is None or entry[0]() is not owner or (found is not None and owner is not found):
+            return None
+        found, fd = owner, entry[1]
+        offsets.append(_address(array) - entry[2])
+    return None if found is None else (fd, len(cast(mmap.mmap, found)), offsets)
+
+
+def read_sealed(memory: mmap.mmap, descriptors: Sequence[Sequence[object]]) -> list[tuple[str, str, np.ndarray]]:
+    """`read_tensor(copy=True)` of each descriptor, the fixed-size tensors copied into one new sealed region
+    (kept: `sealed_views`) instead of the heap, so that a BLS call's large outputs go back to the calling stub as
+    that region, without a second copy. The arrays are read-only.
+
+    Raises:
+        ProtocolError: a descriptor is malformed, out of the region's bounds or inconsistent.
+    """
+    tensors = [read_tensor(memory, descriptor, False) for descriptor in descriptors]
+    fixed = [i for i, (_, datatype, array) in enumerate(tensors) if datatype != "BYTES" and array.size]
+    if not fixed:
+        return tensors  # BYTES and empty tensors are new arrays already
+    payloads: list[Payload] = [tensors[i][2].data.cast("B") for i in fixed]
+    offsets, size = layout(payloads)
+    region = map_sealed(sealed_region(offsets, payloads, size), size, keep=True)
+    for i, offset in zip(fixed, offsets, strict=True):
+        name, datatype, array = tensors[i]
+        view = np.frombuffer(region, array.dtype, array.size, offset)
+        tensors[i] = (name, datatype, view.reshape(array.shape))
+    return tensors
+
+
+def _address(array: np.ndarray) -> int:
+    return int(array.__array_interface__["data"][0])
 
 
 def grown_size(needed: int, current: int, growth: int) -> int:

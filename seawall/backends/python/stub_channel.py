@@ -6,6 +6,7 @@ Imports `ipc` and `messages` only (the stub loads it: it stays light).
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import mmap
 import os
@@ -337,7 +338,8 @@ def map_region(fd: int, size: int, writable: bool, private: bool = False) -> mma
     """Map a region's fd (and close it). `private`: copy-on-write, so a model may write into arrays over a
     sealed region (a BLS call's outputs) as into any numpy array, without a copy until it does."""
     try:
-        if private:
+        if private or (writable and fcntl.fcntl(fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_WRITE):
+            # a sealed region as a slot's inputs is a BLS call's, handed on by the host: copy-on-write too
             return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         return mmap.mmap(fd, size, prot=prot)

@@ -85,6 +85,15 @@ class StubRegions:
         self.inputs[slot].close()
         self.inputs[slot] = memory
 
+    def hand_inputs(self, slot: int, fd: int) -> None:
+        """Give the stub a call's sealed region (`fd`, not closed here) as `slot`'s inputs for one batch: the stub
+        maps it copy-on-write; this side's region of the slot is replaced before the slot's next copied batch.
+
+        Raises:
+            StubDied: the fd could not be passed (the stub is then stopped).
+        """
+        self.pass_call_region(os.dup(fd), b"i%d" % slot)
+
     def grow_outputs(self, slot: int, requested: int) -> OutputRegion:
         """A bigger output region for `slot` (the stub's Grow): the answer to send, size 0 when it would be too big.
 
