@@ -29,18 +29,39 @@ async def run(heavy: bool, work: Callable[P, R], *args: P.args, **kwargs: P.kwar
     return await asyncio.to_thread(work, *args, **kwargs)
 
 
+class StillRunning(asyncio.CancelledError):
+    """The caller was cancelled while its work went on in a thread (`run_holding`): the lock it held is released
+    when the work ends, not by the caller."""
+
+
+async def run_holding(lock: asyncio.Lock, work: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`work(*args, **kwargs)` in the default executor for a caller that holds `lock` over what the work touches.
+    Cancelled meanwhile, it raises StillRunning and releases `lock` once the work has ended (the thread cannot be
+    stopped); otherwise, and on the work's own errors, the caller still holds `lock`."""
+    task = asyncio.ensure_future(asyncio.to_thread(work, *args, **kwargs))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if task.done():
+            raise
+        task.add_done_callback(lambda done: _release(lock, done))
+        raise StillRunning() from None
+
+
 async def run_alone(gate: asyncio.Lock, work: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """`work(*args, **kwargs)` in the default executor, one at a time per `gate`, for work whose memory is many
     times its input's: `gate` is held until the work has ended, also when the caller is cancelled meanwhile (the
     thread cannot be stopped, so what it holds counts until it returns)."""
     await gate.acquire()
+    held = True
     try:
-        task = asyncio.ensure_future(asyncio.to_thread(work, *args, **kwargs))
-    except BaseException:
-        gate.release()
+        return await run_holding(gate, work, *args, **kwargs)
+    except StillRunning:
+        held = False  # released when the work ends
         raise
-    task.add_done_callback(lambda done: _release(gate, done))
-    return await asyncio.shield(task)
+    finally:
+        if held:
+            gate.release()
 
 
 def _release(gate: asyncio.Lock, done: asyncio.Future[R]) -> None:

@@ -1,5 +1,6 @@
 """`offload.run_alone`: work one at a time per gate, in worker threads, the gate held until the work has ended
-even when its caller is cancelled, errors passed to the caller."""
+even when its caller is cancelled, errors passed to the caller; `offload.run_holding`, its core, for a lock the
+caller already holds."""
 
 from __future__ import annotations
 
@@ -76,3 +77,22 @@ async def test_an_error_reaches_the_caller_and_frees_the_gate() -> None:
     with pytest.raises(ValueError, match="bad document"):
         await offload.run_alone(gate, fail)
     assert not gate.locked()
+
+
+async def test_run_holding_leaves_the_lock_to_its_caller_unless_cancelled_during_the_work() -> None:
+    lock, work = asyncio.Lock(), _Work(0.2)
+    await lock.acquire()
+    assert await offload.run_holding(lock, work, 3) == 6 and lock.locked()  # the caller's to release
+    with pytest.raises(TypeError):
+        await offload.run_holding(lock, work, None)  # type: ignore[arg-type]
+    assert lock.locked()  # an error of the work: still the caller's
+    caller = asyncio.ensure_future(offload.run_holding(lock, work, 1))
+    await asyncio.sleep(0.05)  # the work is running in its thread
+    caller.cancel()
+    with pytest.raises(offload.StillRunning):
+        await caller
+    assert lock.locked() and work.ended == 2  # the thread still runs: nothing else may touch what it touches
+    deadline = time.monotonic() + 5
+    while lock.locked() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert not lock.locked() and work.ended == 3  # released once the work ended

@@ -208,6 +208,7 @@ class PythonModelInstance:
             InternalError: execute() raised or returned the wrong number of responses.
         """
         process, slot, message = await self._batch(requests)
+        owned = True  # this call releases the slot's lock (else the decoding out of its region does, when it ends)
         try:
             try:
                 slot.seq, slot.requests = message.seq, requests
@@ -221,13 +222,18 @@ class PythonModelInstance:
             try:
                 memory = process.regions.outputs[slot.index or 0]
                 if _reply_bytes(reply) > offload.HEAVY_BODY_BYTES:
-                    return await offload.run(True, self._collect, requests, message.seq, reply, memory, waited)
+                    collect = self._collect
+                    return await offload.run_holding(slot.lock, collect, requests, message.seq, reply, memory, waited)
                 return self._collect(requests, message.seq, reply, memory, waited)  # light: no coroutine more
             except ipc.ProtocolError as exc:
                 process.abort(f"bad result: {exc}")
                 raise UnavailableError(f"model instance '{self.name}' crashed") from exc
+        except offload.StillRunning:
+            owned = False  # cancelled while a thread reads the region: the stub must not overwrite it meanwhile
+            raise
         finally:
-            slot.lock.release()
+            if owned:
+                slot.lock.release()
 
     def cancel(self, request: InferRequest) -> None:
         """The client of `request` (running here) went away: the model's `request.is_cancelled()` turns true."""
