@@ -62,15 +62,23 @@ def _fits_fp32(flat: list[Any]) -> bool:
     return not flat or (len(flat) <= _SCANNED and -_FP32_MAX <= min(flat) and max(flat) <= _FP32_MAX)
 
 
+#: the range of each integer datatype (np.iinfo costs ~1 µs a call: once here, not per request)
+_INTEGER_RANGES: dict[str, tuple[int, int]] = {
+    datatype: (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    for datatype, dtype in NUMPY_DTYPES.items()
+    if dtype.kind in "iu"
+}
+
+
 def _check_integers(flat: list[Any], kinds: set[type], datatype: str, name: str) -> None:
     if not kinds <= {int}:
         raise InvalidArgumentError(f"Unable to parse 'data' of input '{name}': {datatype} elements must be integers")
     if not flat:
         return
-    info = np.iinfo(NUMPY_DTYPES[datatype])
+    smallest, largest = _INTEGER_RANGES[datatype]
     low, high = min(flat), max(flat)
-    if low < info.min or high > info.max:
-        bad = low if low < info.min else high
+    if low < smallest or high > largest:
+        bad = low if low < smallest else high
         raise InvalidArgumentError(
             f"Unable to parse 'data' of input '{name}': value {bad} is out of range for datatype {datatype}"
         )
