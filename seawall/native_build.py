@@ -69,6 +69,8 @@ MODULES = (
     "seawall.backends.python.process",
     "seawall.backends.python.process_io",
     "seawall.backends.python.ipc",
+    "seawall.backends.python.calls",
+    "seawall.backends.python.call_client",
     "seawall.backends.python.messages",
     "seawall.backends.python.message_decoding",
     "seawall.backends.python.message_kinds",
