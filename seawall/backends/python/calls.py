@@ -14,8 +14,6 @@ import mmap
 import os
 from collections.abc import Sequence
 
-import numpy as np
-
 import seawall.core.offload as offload
 from seawall.backends.python import ipc
 from seawall.backends.python.messages import (
@@ -32,7 +30,7 @@ from seawall.backends.python.messages import (
 )
 from seawall.backends.python.process import StubDied, StubProcess
 from seawall.core.backend import ModelCalls
-from seawall.core.types import NUMPY_DTYPES, InferRequest, ParamValue, RequestedOutput, Tensor
+from seawall.core.types import InferRequest, ParamValue, RequestedOutput, Tensor
 from seawall.errors import Code, InternalError, SeawallError
 
 logger = logging.getLogger(__name__)
@@ -316,13 +314,7 @@ async def _call_outputs(outputs: Sequence[Tensor]) -> tuple[list[ipc.Descriptor]
     """Descriptors, size, sealed region fd (None: none) and inline bytes of a call's outputs (`_write_outputs`),
     or, when they all lie in one kept sealed region (a called stub's large outputs: `ipc.read_sealed`), that
     region itself: the calling stub maps the same pages."""
-    arrays: list[np.ndarray] = []
-    for tensor in outputs:
-        if tensor.datatype == "BYTES" or tensor.data.dtype != NUMPY_DTYPES[tensor.datatype]:
-            arrays = []
-            break
-        arrays.append(tensor.data)
-    views = ipc.sealed_views(arrays) if arrays else None
+    views = ipc.tensor_views(outputs)
     if views is None:
         return await offload.run(_heavy(outputs), _write_outputs, outputs)
     fd, size, offsets = views

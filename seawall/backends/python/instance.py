@@ -37,7 +37,7 @@ from seawall.backends.python.process_io import escape_log
 from seawall.backends.python.restarts import RestartBudget
 from seawall.core.backend import DecoupledExecution, Execution, ModelCalls, ResponseSink, queued_depth
 from seawall.core.custom_metrics import MetricsOwner, ModelMetrics
-from seawall.core.types import NUMPY_DTYPES, InferRequest, InferResponse, Tensor
+from seawall.core.types import InferRequest, InferResponse, Tensor
 from seawall.errors import InternalError, SeawallError, UnavailableError
 
 logger = logging.getLogger(__name__)
@@ -404,15 +404,8 @@ def _inputs_kept(reply: asyncio.Future[StubMessage] | None) -> bool:
 
 def _handed_inputs(requests: Sequence[InferRequest], total: int) -> tuple[int, int, list[int]] | None:
     """A batch of one request of HAND_ON_BYTES or more whose inputs all lie in one sealed call region (a BLS call
-    to this model): the region's fd, size and the inputs' offsets in it (`ipc.sealed_views`); else None."""
-    if len(requests) != 1 or total < HAND_ON_BYTES:
-        return None
-    arrays = []
-    for tensor in requests[0].inputs:
-        if tensor.datatype == "BYTES" or tensor.data.dtype != NUMPY_DTYPES[tensor.datatype]:
-            return None
-        arrays.append(tensor.data)
-    return ipc.sealed_views(arrays)
+    to this model): the region's fd, size and the inputs' offsets in it (`ipc.tensor_views`); else None."""
+    return None if len(requests) != 1 or total < HAND_ON_BYTES else ipc.tensor_views(requests[0].inputs)
 
 
 def _announced_bytes(entry: ResponseEntry, datatype: str = "") -> int:

@@ -21,7 +21,7 @@ from typing import cast
 import numpy as np
 
 import seawall.core.raw as raw
-from seawall.core.types import NUMPY_DTYPES
+from seawall.core.types import NUMPY_DTYPES, Tensor
 
 #: Offsets of tensors inside a region are multiples of this (cache line; any numpy dtype is aligned).
 ALIGNMENT = 64
@@ -194,6 +194,17 @@ def sealed_views(arrays: Sequence[np.ndarray]) -> tuple[int, int, list[int]] | N
         found, fd = owner, entry[1]
         offsets.append(_address(array) - entry[2])
     return None if found is None else (fd, len(cast(mmap.mmap, found)), offsets)
+
+
+def tensor_views(tensors: Sequence[Tensor]) -> tuple[int, int, list[int]] | None:
+    """`sealed_views` of the tensors' arrays; None as soon as one is BYTES or not of its datatype's dtype (its
+    bytes in a region would be a conversion, not a view)."""
+    arrays = []
+    for tensor in tensors:
+        if tensor.datatype == "BYTES" or tensor.data.dtype != NUMPY_DTYPES[tensor.datatype]:
+            return None
+        arrays.append(tensor.data)
+    return sealed_views(arrays)
 
 
 def read_sealed(memory: mmap.mmap, descriptors: Sequence[Sequence[object]]) -> list[tuple[str, str, np.ndarray]]:
