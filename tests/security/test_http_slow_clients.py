@@ -263,16 +263,18 @@ def test_caps_are_fitted_under_a_low_open_file_limit() -> None:
     """The issue's case: with few descriptors, idle sockets made health fail. The caps shrink to fit the limit, so
     one address is refused while a probe from another still gets through."""
 
-    def limit_descriptors() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))
-
-    argv = [sys.executable, "-m", "seawall", f"--model-repository={EXAMPLES}", "--http-port=0", "--grpc-port=0"]
+    # the limit is set by a launcher that then becomes the server, not by a preexec_fn: this test process may run
+    # grpc's threads (from earlier tests), and a fork of it that runs Python before exec broke grpc's epoll in the
+    # child now and then ("epoll_wait error: Bad file descriptor", and the server never started)
+    launcher = "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600)); " + (
+        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    )
+    argv = [sys.executable, "-c", launcher, "-m", "seawall", f"--model-repository={EXAMPLES}", "--http-port=0"]
     process = subprocess.Popen(
-        [*argv, "--metrics-port=0"],
+        [*argv, "--grpc-port=0", "--metrics-port=0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        preexec_fn=limit_descriptors,
         cwd=ROOT,
     )
     server = ServerProcess(process)
