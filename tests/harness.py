@@ -57,10 +57,15 @@ class ServerProcess:
     def log(self) -> str:
         return "\n".join(self.lines)
 
+    @property
+    def is_triton(self) -> bool:
+        """Whether this is the reference Triton (else Seawall)."""
+        program = self.process.args[0] if isinstance(self.process.args, list) else self.process.args
+        return Path(str(program)).name == "tritonserver"
+
     def describe(self, lines: int = 20) -> str:
         """Which server this is, whether it still runs, and the end of its log (for a failure's message)."""
-        program = Path(str(self.process.args[0] if isinstance(self.process.args, list) else self.process.args))
-        name = "triton" if program.name == "tritonserver" else "seawall"
+        name = "triton" if self.is_triton else "seawall"
         code = self.process.poll()
         state = "running" if code is None else f"exited with {code}"
         tail = "\n".join(self.lines[-lines:])

@@ -57,7 +57,7 @@ def _call(server: ServerProcess, method: str, path: str, body: Any = None) -> tu
             code = server.process.wait(5)
         except subprocess.TimeoutExpired:
             raise  # still running: whoever it is, the broken connection is a failure
-        if Path(str(server.process.args[0])).name != "tritonserver":  # type: ignore[index]
+        if not server.is_triton:
             raise
         pytest.skip(f"the reference Triton exited ({code}) during {method} {path}:\n{server.describe()}")
     return status, json.loads(reply) if reply else None
