@@ -78,6 +78,7 @@ STUB_MESSAGES = [
     Response(1, 0, ResponseEntry([["OUT", "INT32", [1], 0, 4]]), False, 1),
     Response(1, 1, ResponseEntry([], 3, "bad input"), True, 0),
     Response(2, 0, None, True, 0),
+    Response(2, 1, ResponseEntry([["OUT", "INT32", [1], 0, 4]]), True, 2, 4, "BwAAAA=="),
     ResponseGrow(1 << 21),
 ]
 
@@ -155,6 +156,17 @@ def test_each_direction_accepts_only_its_own_kinds() -> None:
         (b'["response", 1, 0, [[], "1", "", null], true, 0]', "bad response entry"),
         (b'["response", 1, 0, [[7], null, "", null], true, 0]', "bad tensor descriptor"),
         (b'["response", 1, 0, [[], null, "", null], true]', "wrong number of fields"),
+        (b'["response", 1, 0, [[], null, "", null], true, 0, 0]', "wrong number of fields"),
+        (b'["response", 1, 0, [[["O", "INT32", [1], 0, 4]], null, "", null], true, 1, 4, 7]', "bad inline tensor"),
+        (b'["response", 1, 0, [[["O", "INT32", [1], 0, 4]], null, "", null], true, 1, -4, "BwAAAA=="]', "non-negative"),
+        (b'["response", 1, 0, [[["O", "INT32", [1], 0, 4]], null, "", null], true, 1, 0, "BwAAAA=="]', "size exactly"),
+        (b'["response", 1, 0, [[["O", "INT32", [1], 0, 4]], null, "", null], true, 1, 4, ""]', "size exactly"),
+        (b'["response", 1, 0, null, true, 0, 4, "BwAAAA=="]', "only a final response may be empty"),
+        (b'["response", 1, 0, [[], null, "", null], true, 0, 4, "BwAAAA=="]', "inline bytes only with"),
+        (
+            b'["response", 1, 0, [[["O", "INT32", [1], 0, 4]], null, "", null], true, 1, 8, "' + b"A" * 5468 + b'"]',
+            "bad inline tensor",
+        ),
         (b'["rgrow", -5]', "expected a non-negative integer"),
         (b'["ready"]', "wrong number of fields"),
         (b'["scall", 1, "m", "", ["r", [], []], 0, 0]', "bad request header"),

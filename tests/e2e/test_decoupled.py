@@ -37,12 +37,14 @@ def seawall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     names = list(MODELS)
     for name in MODELS:
         shutil.copytree(TEST_MODELS / name, root / name)
-    for name in IN_PROCESS:
-        twin = root / f"{name}_in_process"
+    twins = [(name, f"{name}_in_process", _IN_PROCESS_PARAMETER) for name in IN_PROCESS]
+    twins.append(("decoupled_hostile", "decoupled_hostile_inline", ""))  # three more crashes within the budget
+    for name, twin_name, extra in twins:
+        twin = root / twin_name
         shutil.copytree(TEST_MODELS / name, twin)
-        config = (twin / "config.pbtxt").read_text().replace(f'name: "{name}"', f'name: "{twin.name}"', 1)
-        (twin / "config.pbtxt").write_text(config + _IN_PROCESS_PARAMETER)
-        names.append(twin.name)
+        config = (twin / "config.pbtxt").read_text().replace(f'name: "{name}"', f'name: "{twin_name}"', 1)
+        (twin / "config.pbtxt").write_text(config + extra)
+        names.append(twin_name)
     loads = [f"--load-model={name}" for name in names]
     server = start_seawall(
         "--model-control-mode=explicit",
@@ -357,19 +359,30 @@ def test_a_dropped_http_connection_cancels_its_request(seawall: ServerProcess) -
         assert client.is_model_ready("cancel_wait")
 
 
-def test_forged_stub_frames_stop_the_stub_and_the_instance_serves_again(seawall: ServerProcess) -> None:
-    reasons = {
+#: a model instance may crash three times a minute (restarts.py): each group of forged frames has its own model
+FORGERIES = {
+    "decoupled_hostile": {
         "future_batch": "a response to an unknown batch",
-        "bad_descriptor": "bad response: tensor 'OUT' lies outside the shared region",
+        "bad_descriptor": "bad response: a response without a response region",
         "bad_grow": "bad response region request",
-    }
-    for mode, reason in reasons.items():
-        ((result, error),) = _stream(seawall, [("decoupled_hostile", 1, mode, {"mode": mode})], 1)
-        assert result is None and error.message() == "model instance 'decoupled_hostile_0_0' crashed"
-        seawall.wait_for_log(f"model instance 'decoupled_hostile_0_0': stopping its stub process: {reason}")
+    },
+    "decoupled_hostile_inline": {
+        "inline_outside": "bad response: tensor 'OUT' lies outside the shared region",
+        "inline_text": "bad response: inline tensor bytes are not base64",
+        "inline_size": "bad response: inline tensor bytes have the wrong size",
+    },
+}
+
+
+@pytest.mark.parametrize("model", FORGERIES)
+def test_forged_stub_frames_stop_the_stub_and_the_instance_serves_again(seawall: ServerProcess, model: str) -> None:
+    for mode, reason in FORGERIES[model].items():
+        ((result, error),) = _stream(seawall, [(model, 1, mode, {"mode": mode})], 1)
+        assert result is None and error.message() == f"model instance '{model}_0_0' crashed"
+        seawall.wait_for_log(f"model instance '{model}_0_0': stopping its stub process: {reason}")
         deadline = time.monotonic() + 60
         while True:  # the stub is started again
-            ((answer, failure),) = _stream(seawall, [("decoupled_hostile", 7, "ok", {})], 1)
+            ((answer, failure),) = _stream(seawall, [(model, 7, "ok", {})], 1)
             if failure is None:
                 assert int(answer.as_numpy("OUT")[0]) == 7 and _final(answer)
                 break

@@ -74,11 +74,15 @@ class DecoupledStreams:
         if entry is not None and entry.error_code is not None:
             error = self._spec.response_error(entry.error_code, entry.error_message)
         elif entry is not None:
-            memory = process.regions.responses
             try:
-                if entry.outputs and memory is None:
-                    raise ipc.ProtocolError("a response without a response region")
-                tensors = [ipc.read_tensor(memory, d, copy=True) for d in entry.outputs] if memory else []
+                if message.inline:  # a fresh buffer of its own: the arrays may stay views of it
+                    inline = ipc.inline_region(message.inline, message.size)
+                    tensors = [ipc.read_tensor(inline, d, copy=False) for d in entry.outputs]
+                else:
+                    memory = process.regions.responses
+                    if entry.outputs and memory is None:
+                        raise ipc.ProtocolError("a response without a response region")
+                    tensors = [ipc.read_tensor(memory, d, copy=True) for d in entry.outputs] if memory else []
             except ipc.ProtocolError as exc:
                 process.abort(f"bad response: {exc}")
                 return

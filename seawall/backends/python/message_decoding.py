@@ -247,18 +247,28 @@ def _check_cancel(fields: list[object]) -> Cancel:
 
 def _check_response(fields: list[object]) -> Response:
     """From a stub (untrusted): the entry's shape here, its descriptors when the host reads them."""
-    seq, index, entry, final, token = check_fields(fields, 5)
-    naturals(seq, index, token)
+    size: object = 0
+    inline: object = ""
+    if len(fields) == 5:  # outputs in the response region, or none: the inline fields may be left out
+        seq, index, entry, final, token = fields
+    else:
+        seq, index, entry, final, token, size, inline = check_fields(fields, 7)
+    naturals(seq, index, token, size)
+    text = inline_text(inline)
     if type(final) is not bool:
         raise ProtocolError("bad response")
+    if bool(size) != bool(text):
+        raise ProtocolError("a response has a size exactly when it carries inline bytes")
     if entry is None:
-        if token or not final:
+        if token or not final or text:
             raise ProtocolError("only a final response may be empty")
         return Response(seq, index, None, True, 0)  # type: ignore[arg-type]
     checked = _check_entry(entry)
     if bool(checked.outputs) != bool(token):
         raise ProtocolError("a response has a token exactly when it has outputs")
-    return Response(seq, index, checked, final, token)  # type: ignore[arg-type]
+    if text and not token:
+        raise ProtocolError("a response carries inline bytes only with outputs")
+    return Response(seq, index, checked, final, token, size, text)  # type: ignore[arg-type]
 
 
 def _check_metric_family(fields: list[object]) -> MetricFamilyNew:

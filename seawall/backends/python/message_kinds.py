@@ -260,10 +260,11 @@ class Cancel(NamedTuple):  # host → stub
 
 
 class Response(NamedTuple):  # stub → host
-    """One response of request `item` (its position) of batch `seq` (outputs in the response region), `final` or not.
+    """One response of request `item` (its position) of batch `seq`, `final` or not: its outputs lie in the
+    response region, or (`size` bytes in all, at most `ipc.INLINE_BYTES`) travel in `inline`, as a Call's do.
 
     `entry` None: no response, only the final flag (`send(None, FINAL)`). `token` > 0: the entry has outputs, the
-    host answers ResponseRead(token) once it has read them; 0: none.
+    host answers ResponseRead(token) once it has read them (and its reader has room); 0: none.
     """
 
     seq: int
@@ -271,6 +272,8 @@ class Response(NamedTuple):  # stub → host
     entry: ResponseEntry | None
     final: bool
     token: int
+    size: int = 0
+    inline: str = ""
 
 
 class ResponseGrow(NamedTuple):  # stub → host

@@ -31,11 +31,14 @@ Decoupled models (`model_transaction_policy { decoupled: true }`):
     ResponseRegion answers ResponseGrow (0: no)  | ResponseGrow: a response needs a bigger response region
     Cancel        a request's client went away   |
 
-A Response's outputs lie in the stub's one response region (fd tag `r`, made on the first ResponseGrow); the stub
-has one Response with outputs in flight at a time and reuses the region once the host answered ResponseRead with
-its token (the host holds that answer back while the request's reader is behind: backpressure). Cancel sets the
-flag behind `is_cancelled()` of one request (of any model, decoupled or not); Response, ResponseRead,
-ResponseRegion and Cancel are aside messages, never answers.
+A Response's outputs of at most `ipc.INLINE_BYTES` in all ride in the message (base64 in `inline`, `size` bytes, as
+a Call's); larger ones lie in the stub's one response region (fd tag `r`, made on the first ResponseGrow), used in
+two halves, each reused once the host answered ResponseRead with the token of the response in it. Every Response
+with outputs has a token, and the host holds its ResponseRead back while the request's reader is behind
+(backpressure): the stub waits for it before reusing a half, or before more than 16 inline responses
+(`stub_responses.INLINE_WINDOW`) would be in flight. Cancel sets the flag behind `is_cancelled()` of one
+request (of any model, decoupled or not); Response, ResponseRead, ResponseRegion and Cancel are aside messages,
+never answers.
 
 The stub answers messages in the order they came (an `async def execute` model's batches may run at once, but
 their results still leave in order), so the host matches each answer to its oldest unanswered message; Log,

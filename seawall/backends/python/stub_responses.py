@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import mmap
 import threading
+from collections import deque
 from types import ModuleType
 
 from seawall.backends.python import ipc
 from seawall.backends.python.messages import Cancel, Response, ResponseEntry, ResponseGrow
 from seawall.backends.python.stub_channel import Channel
-from seawall.backends.python.user_model import UserModel, UserObject
+from seawall.backends.python.user_model import Output, UserModel, UserObject
+
+#: inline responses (small outputs) a decoupled model may have sent before the host has read the oldest of them
+INLINE_WINDOW = 16
 
 
 class Cancels:
@@ -80,10 +84,14 @@ class Cancels:
 
 
 class Responder:
-    """Sends a decoupled model's responses (from any thread). The response region is used in two halves, taken in
-    turn: a response's outputs go into a half once the host has answered ResponseRead for the previous response
-    in it, so the model prepares the next response while the host reads the last one, and at most two responses
-    with outputs are in flight (a reader that is behind holds the model back)."""
+    """Sends a decoupled model's responses (from any thread).
+
+    Small outputs (`ipc.INLINE_BYTES` in all: a token of a generated text, a score) travel in the Response itself,
+    and up to INLINE_WINDOW such responses may wait for their ResponseRead at once, so the model does not stop for
+    each one's round trip. Larger ones go through the response region, used in two halves taken in turn: a
+    response's outputs go into a half once the host has answered ResponseRead for the previous response in it, so
+    the model prepares the next response while the host reads the last one. Either way a reader that is behind
+    holds the model back (the host answers ResponseRead once the request's reader has room)."""
 
     def __init__(self, channel: Channel, model: UserModel, cancels: Cancels) -> None:
         self._channel = channel
@@ -94,6 +102,7 @@ class Responder:
         self._token = 0
         self._pending = [0, 0]  # per half of the region: the token of the response in it not yet read (0: none)
         self._next = 0  # the half the next response goes into
+        self._in_flight: deque[int] = deque()  # tokens of inline responses without their ResponseRead, oldest first
 
     def sender(self, pb: ModuleType, seq: int, item: int, wanted: list[str]) -> UserObject:
         """The response sender of request `item` of batch `seq`."""
@@ -113,29 +122,42 @@ class Responder:
     def send(self, seq: int, item: int, wanted: list[str], response: UserObject, final: bool) -> None:
         """Raises: pb_utils.TritonModelException (the outputs do not fit in any region the host allows)."""
         with self._lock:
-            entry: ResponseEntry | None = None if response is None else ResponseEntry([])
-            token = 0
             found = [] if response is None else self._model.sent_outputs(wanted, response)
             if isinstance(found, tuple):
                 code, text = found
                 entry = ResponseEntry([], code if type(code) is int else -1, str(text))
+                message = Response(seq, item, entry, final, 0)
             elif found:
-                payloads = [ipc.to_payload(datatype, array) for _, datatype, array in found]
-                region, base = self._take_half(ipc.layout(payloads)[1])
-                offsets, _ = ipc.layout(payloads, base)
-                ipc.write_payloads(region, offsets, payloads)
-                descriptors: list[ipc.Descriptor] = [
-                    [name, datatype, list(array.shape), offset, len(payload)]
-                    for (name, datatype, array), offset, payload in zip(found, offsets, payloads, strict=True)
-                ]
-                self._token += 1
-                token = self._token
-                self._pending[self._next] = token
-                self._next ^= 1
-                entry = ResponseEntry(descriptors)
-            self._channel.send(Response(seq, item, entry, final, token))
+                message = self._with_outputs(seq, item, found, final)
+            else:
+                message = Response(seq, item, None if response is None else ResponseEntry([]), final, 0)
+            self._channel.send(message)
         if final:
             self._cancels.end(seq)
+
+    def _with_outputs(self, seq: int, item: int, found: list[Output], final: bool) -> Response:
+        """The Response carrying `found` (name, datatype, array): inline, or written into a half of the region."""
+        payloads = [ipc.to_payload(datatype, array) for _, datatype, array in found]
+        offsets, size = ipc.layout(payloads)
+        inline = ipc.inline_text(offsets, payloads, size)
+        if inline:
+            if len(self._in_flight) >= INLINE_WINDOW:
+                self._channel.wait(self._inline_room)
+        else:
+            region, base = self._take_half(size)
+            offsets, _ = ipc.layout(payloads, base)
+            ipc.write_payloads(region, offsets, payloads)
+        descriptors: list[ipc.Descriptor] = [
+            [name, datatype, list(array.shape), offset, len(payload)]
+            for (name, datatype, array), offset, payload in zip(found, offsets, payloads, strict=True)
+        ]
+        self._token += 1
+        if inline:
+            self._in_flight.append(self._token)
+            return Response(seq, item, ResponseEntry(descriptors), final, self._token, size, inline)
+        self._pending[self._next] = self._token
+        self._next ^= 1
+        return Response(seq, item, ResponseEntry(descriptors), final, self._token)
 
     def _take_half(self, total: int) -> tuple[mmap.mmap, int]:
         """The region and the offset of the next half, once the host has read what was in it; a region whose
@@ -147,6 +169,13 @@ class Responder:
             region = self._grow(2 * ipc.align(max(total, 1)))
         self._wait_read(self._next)
         return region, self._next * half_size(region)
+
+    def _inline_room(self) -> bool | None:
+        """Drop the oldest inline responses the host has answered; True once there is room (under `_state`)."""
+        inline = self._in_flight
+        while inline and self._channel.take_ack(inline[0]):
+            inline.popleft()
+        return True if len(inline) < INLINE_WINDOW else None
 
     def _wait_read(self, half: int) -> None:
         token = self._pending[half]
