@@ -7,6 +7,7 @@ Every RPC is wrapped by one guard, built in a loop: restriction check, the call,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -258,6 +259,7 @@ class _Servicer:
         error is a message with `error_message` and such an empty response. Once the client has gone, the
         stream is closed, which cancels the request."""
         empty_final = request.parameters.get(_EMPTY_FINAL) is True
+        first = True
         try:
             async with contextlib.aclosing(served.stream(request)) as messages:
                 async for message in messages:
@@ -276,6 +278,9 @@ class _Servicer:
                         sent = True
                     if not sent:
                         return  # the client is gone: closing the stream cancels the request
+                    if first:  # the writer sends the first response now, not after the burst that came with it
+                        first = False
+                        await asyncio.sleep(0)
         except Exception as exc:  # raised before any message: the request's own error
             error = _as_error(exc, "ModelStreamInfer request", lambda: request.model_name)
             await emit(_stream_error(error.message, request.id))
