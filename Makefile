@@ -56,6 +56,7 @@ fuzz: $(STAMP)  # from the sources: atheris follows coverage in Python bytecode,
 bench: $(STAMP) native  # extra flags: make bench BENCH_ARGS=--quick
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.streaming
 	$(BIN)/python -m bench.many_models --stub-start fork
 
 bench-backends: $(STAMP) native  # onnxruntime and pytorch overhead vs direct calls; extra flags: BENCH_ARGS=--seconds 3

@@ -64,6 +64,7 @@ MODULES = (
     "seawall.backends.isolated",  # WorkerSpec extends InstanceSpec: a compiled class has compiled subclasses only
     "seawall.backends.python.instance",
     "seawall.backends.python.instance_core",
+    "seawall.backends.python.instance_streams",
     "seawall.backends.python.in_process",
     "seawall.backends.python.in_process_runtime",
     "seawall.backends.python.process",

@@ -71,6 +71,20 @@ class Tensor:
     data: np.ndarray
     parameters: dict[str, ParamValue] = field(default_factory=dict)
 
+    def __init__(
+        self,
+        name: str,
+        datatype: str,
+        shape: tuple[int, ...],
+        data: np.ndarray,
+        parameters: dict[str, ParamValue] | None = None,
+    ) -> None:  # written out (as in the classes below): compiled, where the dataclass's own is interpreted code
+        self.name = name
+        self.datatype = datatype
+        self.shape = shape
+        self.data = data
+        self.parameters = {} if parameters is None else parameters
+
     @classmethod
     def from_numpy(cls, name: str, array: np.ndarray) -> Tensor:
         """Wrap an array, deriving the datatype (str elements of a BYTES array become UTF-8 bytes).
@@ -99,6 +113,10 @@ class RequestedOutput:
     name: str
     parameters: dict[str, ParamValue] = field(default_factory=dict)
 
+    def __init__(self, name: str, parameters: dict[str, ParamValue] | None = None) -> None:
+        self.name = name
+        self.parameters = {} if parameters is None else parameters
+
 
 @dataclass(slots=True)
 class InferRequest:
@@ -113,6 +131,24 @@ class InferRequest:
     # BLS: "<model>/<version>" of every execution this request was called from (empty: a client's request)
     callers: tuple[str, ...] = ()
 
+    def __init__(
+        self,
+        model_name: str,
+        inputs: list[Tensor],
+        model_version: str = "",
+        id: str = "",  # noqa: A002  # the protocol's name
+        outputs: list[RequestedOutput] | None = None,
+        parameters: dict[str, ParamValue] | None = None,
+        callers: tuple[str, ...] = (),
+    ) -> None:
+        self.model_name = model_name
+        self.inputs = inputs
+        self.model_version = model_version
+        self.id = id
+        self.outputs = [] if outputs is None else outputs
+        self.parameters = {} if parameters is None else parameters
+        self.callers = callers
+
 
 @dataclass(slots=True)
 class InferResponse:
@@ -121,6 +157,20 @@ class InferResponse:
     outputs: list[Tensor]
     id: str = ""
     parameters: dict[str, ParamValue] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        model_name: str,
+        model_version: str,
+        outputs: list[Tensor],
+        id: str = "",  # noqa: A002  # the protocol's name
+        parameters: dict[str, ParamValue] | None = None,
+    ) -> None:
+        self.model_name = model_name
+        self.model_version = model_version
+        self.outputs = outputs
+        self.id = id
+        self.parameters = {} if parameters is None else parameters
 
 
 class StreamResponse(NamedTuple):

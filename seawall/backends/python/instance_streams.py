@@ -7,6 +7,7 @@ event loop thread.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 from seawall.backends.python import ipc
@@ -35,7 +36,7 @@ class DecoupledStreams:
             key = (seq, item)
             keys.append(key)
             self._streams[key] = (request, sink)
-            sink.on_cancel(lambda key=key: self._cancel(process, key))  # type: ignore[misc]
+            sink.on_cancel(functools.partial(self._cancel, process, key))
         return keys
 
     def forget(self, keys: list[tuple[int, int]]) -> None:

@@ -53,6 +53,13 @@ class DecodedInfer:
     binary_default: bool = False
     binary_outputs: dict[str, bool] = field(default_factory=dict)
 
+    def __init__(
+        self, request: InferRequest, binary_default: bool = False, binary_outputs: dict[str, bool] | None = None
+    ) -> None:  # written out: compiled, where the dataclass's own is interpreted code
+        self.request = request
+        self.binary_default = binary_default
+        self.binary_outputs = {} if binary_outputs is None else binary_outputs
+
 
 def parse_header_length(value: str | None, body_length: int) -> int | None:
     """The `Inference-Header-Content-Length` value; None when absent.

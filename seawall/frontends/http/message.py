@@ -34,6 +34,22 @@ class HttpRequest:
     #: (no body, or a request made by a frontend): the handler checks it
     checked_by: HeadCheck | None = None
 
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        caller: str = "",
+        checked_by: HeadCheck | None = None,
+    ) -> None:  # written out (as HttpResponse's): compiled, where the dataclass's own is interpreted code
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.caller = caller
+        self.checked_by = checked_by
+
 
 def describe_caller(peer: object, certificate: object) -> str:
     """Who is calling, for the audit log: the peer address and, with mutual TLS, the certificate subject."""
@@ -57,6 +73,18 @@ class HttpResponse:
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
 
+    def __init__(
+        self,
+        status: int,
+        body: Sequence[bytes | memoryview] = (),
+        content_type: str = "application/json",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = [] if headers is None else headers
+
 
 @dataclass(slots=True)
 class HttpStream(HttpResponse):
@@ -65,6 +93,17 @@ class HttpStream(HttpResponse):
     next), and the generator is closed when the client goes away. `body` is unused."""
 
     chunks: AsyncGenerator[bytes, None] | None = None
+
+    def __init__(
+        self,
+        status: int,
+        body: Sequence[bytes | memoryview] = (),
+        content_type: str = "application/json",
+        headers: list[tuple[str, str]] | None = None,
+        chunks: AsyncGenerator[bytes, None] | None = None,
+    ) -> None:
+        super().__init__(status, body, content_type, headers)
+        self.chunks = chunks
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
