@@ -793,6 +793,13 @@ FLAGS: tuple[Flag, ...] = (
             "limits.max_inflight_requests",
         ),
         Flag(
+            "busy-poll-us",
+            K_NON_NEGATIVE,
+            "Seawall: for this many microseconds after an inference request arrived the event loop polls for I/O "
+            "instead of sleeping (lower latency at low load, some CPU while requests come); 0: never.",
+            "limits.busy_poll_us",
+        ),
+        Flag(
             "http-max-inflight-body-bytes",
             _kind("<integer>", _int_in(1, 2**63 - 1, "must be greater than 0")),
             "Request body bytes all HTTP listeners hold at once; beyond it 503 with Retry-After.",

@@ -35,6 +35,7 @@ MODULES = (
     "seawall.core.raw",
     "seawall.core.stats",
     "seawall.core.offload",
+    "seawall.core.busy_poll",
     "seawall.core.inference",
     "seawall.core.repository",
     "seawall.core.sequence",

@@ -946,6 +946,14 @@ def test_limit_flags_reach_the_limits() -> None:
     assert "--max-json-depth" in error_of(REPO, "--max-json-depth=0")
 
 
+def test_busy_poll_window_is_a_flag() -> None:
+    assert parse().limits.busy_poll_us == 1000
+    assert parse("--busy-poll-us=0").limits.busy_poll_us == 0
+    assert parse("--busy-poll-us=250").limits.busy_poll_us == 250
+    assert error_of(REPO, "--busy-poll-us=-1") == 'Bad option: "--busy-poll-us".\nmust not be negative. Got -1'
+    assert error_of(REPO, "--busy-poll-us=1ms") == 'Bad option: "--busy-poll-us".\nInvalid option value. Got 1ms'
+
+
 def test_untrusted_plugin_paths_are_repeatable() -> None:
     backends = parse("--allow-untrusted-plugin-path=/a", "--allow-untrusted-plugin-path=/b").backends
     assert backends.allow_untrusted_paths == ("/a", "/b")

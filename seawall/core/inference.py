@@ -13,6 +13,7 @@ knows nothing about HTTP or gRPC.
 from __future__ import annotations
 
 from seawall.core import reshape, tensor_io
+from seawall.core.busy_poll import BUSY_POLL_INFLIGHT, BusyPoll
 from seawall.core.ensemble import EnsembleScheduler
 from seawall.core.lifecycle import ModelVersion
 from seawall.core.model_config import ModelSpec
@@ -31,7 +32,7 @@ class InferencePipeline:
     """What every request of one server shares: the admission gate, shared memory, traces, the response cache,
     the limits and the count of requests in flight. Owned by the `InferenceServer`; event loop thread only."""
 
-    __slots__ = ("inflight", "limits", "refusal", "response_cache", "shared_memory", "traces")
+    __slots__ = ("busy_poll", "inflight", "limits", "refusal", "response_cache", "shared_memory", "traces")
 
     def __init__(
         self,
@@ -39,6 +40,7 @@ class InferencePipeline:
         traces: TraceFile,
         limits: Limits,
         response_cache: ResponseCache | None,
+        busy_poll: BusyPoll | None = None,
     ) -> None:
         self.shared_memory = shared_memory
         self.traces = traces
@@ -46,6 +48,7 @@ class InferencePipeline:
         self.response_cache = response_cache  # None: the server has no cache (--cache-config)
         self.refusal: str | None = "Server is not live"  # why requests are refused now; None: accepting
         self.inflight = 0  # requests accepted and not yet answered
+        self.busy_poll = busy_poll if busy_poll is not None else BusyPoll(0)  # kicked by every admitted request
 
     def check_open(self) -> None:
         """Raises: UnavailableError (the server is not live, or is shutting down)."""
@@ -63,6 +66,8 @@ class InferencePipeline:
                 f"the server has {limit} inference requests in flight (--max-inflight-requests); retry later"
             )
         self.inflight += 1
+        if self.inflight <= BUSY_POLL_INFLIGHT:
+            self.busy_poll.kick()
 
     def cache_for(self, entry: ModelVersion) -> ResponseCache | None:
         """The response cache, if `entry`'s responses go through it."""

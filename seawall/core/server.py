@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from seawall.core import catalog, repository
 from seawall.core.audit import audited
 from seawall.core.backend import Backend, BackendLookup, ModelConfig
+from seawall.core.busy_poll import BusyPoll
 from seawall.core.control import ModelControl
 from seawall.core.custom_metrics import CustomMetrics
 from seawall.core.custom_metrics import FamilySnapshot as FamilySnapshot  # for the metrics frontend
@@ -104,12 +105,15 @@ class InferenceServer(ServerSettings):
             options.allow_client_shm, options.max_shm_regions, options.max_shm_bytes
         )
         # models with `response_cache { enable: true }` use the cache; None: the server has none (--cache-config)
-        self._pipeline = InferencePipeline(self.shared_memory, self._traces, options.limits, response_cache)
+        busy_poll = BusyPoll(options.limits.busy_poll_us)
+        self._pipeline = InferencePipeline(self.shared_memory, self._traces, options.limits, response_cache, busy_poll)
         # an ensemble's steps: the same pipeline without the admission gate (the ensemble's request passed it, and
         # a draining server lets it finish, every step of it) and without --max-inflight-requests (internal: the
         # ensemble's request counts, its steps, parallel or nested, must not refuse it)
         step_limits = dataclasses.replace(options.limits, max_inflight_requests=0)
-        self._step_pipeline = InferencePipeline(self.shared_memory, self._traces, step_limits, response_cache)
+        self._step_pipeline = InferencePipeline(
+            self.shared_memory, self._traces, step_limits, response_cache, busy_poll
+        )
         self._step_pipeline.refusal = None
         self._lifecycle: ModelLifecycle | None = None
         self._control: ModelControl | None = None
