@@ -39,11 +39,13 @@ class BusyPoll:
         if self._window <= 0.0:
             return
         self._until = time.monotonic() + self._window
+        loop = self._loop
+        if loop is None or loop.is_closed():  # the first request, or the server run again on a new loop
+            self._loop = loop = asyncio.get_running_loop()
+            self._polling = False
         if not self._polling:
             self._polling = True
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
-            self._loop.call_soon(self._poll)
+            loop.call_soon(self._poll)
 
     def _poll(self) -> None:
         loop = self._loop

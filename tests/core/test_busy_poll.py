@@ -56,3 +56,15 @@ def test_a_kick_while_polling_extends_the_window_and_window_zero_never_polls() -
     extended, ready_after_off = asyncio.run(main())
     assert extended >= 0.015
     assert ready_after_off == 0
+
+
+def test_a_server_run_again_on_a_new_loop_polls_there() -> None:
+    poll = BusyPoll(5_000)
+
+    async def kicked() -> int:
+        poll.kick()
+        await asyncio.sleep(0.001)
+        return _ready(asyncio.get_running_loop())
+
+    assert asyncio.run(kicked()) >= 1  # its loop closes while it still polls
+    assert asyncio.run(kicked()) >= 1  # the next loop polls too, not the closed one
