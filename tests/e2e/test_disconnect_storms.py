@@ -44,7 +44,10 @@ from tests.harness import TEST_MODELS, ServerProcess, http_call, start_seawall
 
 PER_KIND = 150  # clients of each kind in one storm
 CONCURRENCY = 50
-RSS_SLACK_MB = 6
+#: RSS growth allowed between the first and the second storm (allocator arenas, not objects: measured 5.0 MB with
+#: --busy-poll-us=0 and 5.5-6.1 MB with the default, whose loop allocates a callback per poll); a per-client leak
+#: of 5 KB across 1800 clients would exceed it
+RSS_SLACK_MB = 8
 SETTLE_S = 60.0
 STEADY_S = 1.0  # the baseline: fd and thread counts unchanged for this long
 KINDS = ("connect", "head", "body", "queued", "sse")
