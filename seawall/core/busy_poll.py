@@ -49,7 +49,7 @@ class BusyPoll:
 
     def _poll(self) -> None:
         loop = self._loop
-        if loop is not None and time.monotonic() < self._until and not loop.is_closed():
+        if loop is not None and time.monotonic() < self._until:  # (a closed loop runs no callbacks)
             loop.call_soon(self._poll)
         else:
             self._polling = False

@@ -40,7 +40,7 @@ class InferencePipeline:
         traces: TraceFile,
         limits: Limits,
         response_cache: ResponseCache | None,
-        busy_poll: BusyPoll | None = None,
+        busy_poll: BusyPoll,
     ) -> None:
         self.shared_memory = shared_memory
         self.traces = traces
@@ -48,7 +48,7 @@ class InferencePipeline:
         self.response_cache = response_cache  # None: the server has no cache (--cache-config)
         self.refusal: str | None = "Server is not live"  # why requests are refused now; None: accepting
         self.inflight = 0  # requests accepted and not yet answered
-        self.busy_poll = busy_poll if busy_poll is not None else BusyPoll(0)  # kicked by every admitted request
+        self.busy_poll = busy_poll  # kicked by a request admitted at low load
 
     def check_open(self) -> None:
         """Raises: UnavailableError (the server is not live, or is shutting down)."""

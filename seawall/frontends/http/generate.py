@@ -218,7 +218,7 @@ async def generate_stream_reply(messages: AsyncIterator[StreamResponse], context
         await _close(messages)
         raise
     status = 200 if error is None else http_status(error.code)
-    return HttpStream(status, (), SSE_CONTENT_TYPE, chunks=_events(event, first, messages, context))
+    return HttpStream(status, SSE_CONTENT_TYPE, _events(event, first, messages, context))
 
 
 async def _event(message: StreamResponse, context: str) -> tuple[bytes, SeawallError | None]:

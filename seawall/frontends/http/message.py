@@ -90,19 +90,18 @@ class HttpResponse:
 class HttpStream(HttpResponse):
     """A reply whose body is produced while it is sent: each buffer `chunks` yields goes out as one chunk of a
     chunked body as soon as the client can take it (the connection awaits its drain before asking for the
-    next), and the generator is closed when the client goes away. `body` is unused."""
+    next), and the generator is closed when the client goes away. `body` stays empty."""
 
     chunks: AsyncGenerator[bytes, None] | None = None
 
     def __init__(
         self,
         status: int,
-        body: Sequence[bytes | memoryview] = (),
-        content_type: str = "application/json",
+        content_type: str,
+        chunks: AsyncGenerator[bytes, None],
         headers: list[tuple[str, str]] | None = None,
-        chunks: AsyncGenerator[bytes, None] | None = None,
-    ) -> None:
-        super().__init__(status, body, content_type, headers)
+    ) -> None:  # written out: this mypyc cannot compile a subclass's generated one over HttpResponse's
+        super().__init__(status, (), content_type, headers)
         self.chunks = chunks
 
 

@@ -23,7 +23,7 @@ async def serving(chunks: Callable[[], AsyncGenerator[bytes, None]]) -> AsyncIte
 
     async def handler(request: HttpRequest) -> HttpResponse:
         if request.path == "/stream":
-            return HttpStream(200, (), "text/event-stream; charset=utf-8", chunks=chunks())
+            return HttpStream(200, "text/event-stream; charset=utf-8", chunks())
         return HttpResponse(200, (b"ok",), "text/plain")
 
     server = HttpServer(handler, Limits(), "127.0.0.1", 0)
