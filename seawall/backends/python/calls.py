@@ -123,7 +123,7 @@ class CallServer:
         if type(message) is StreamCall and key in self._streams:
             process.abort("bad call: a call id in use")
             return
-        task = asyncio.get_running_loop().create_task(self._run(process, message, self._calls, tuple(callers)))
+        task = process.loop.create_task(self._run(process, message, self._calls, tuple(callers)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if type(message) is StreamCall:

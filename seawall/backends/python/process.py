@@ -86,6 +86,12 @@ class StubProcess:
         return self._alive
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the process was started on (its messages arrive there)."""
+        assert self._loop is not None
+        return self._loop
+
+    @property
     def regions(self) -> StubRegions:
         """The stub's shared regions (once started)."""
         assert self._regions is not None, "the stub has not started"

@@ -103,6 +103,7 @@ class LeanServer:
         self._connections: set[Http2Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() (3.11)
 
     def _is_streaming(self, path: str) -> bool:
         handler = self._handlers.get(path)
@@ -112,8 +113,9 @@ class LeanServer:
         holder: list[Http2Connection] = []
 
         def on_call(stream: Stream) -> None:
-            connection = holder[0]
-            task = asyncio.get_running_loop().create_task(self._run(connection, stream))
+            connection, loop = holder[0], self._loop
+            assert loop is not None  # connections come only once `start` has run
+            task = loop.create_task(self._run(connection, stream))
             stream.task = task
             self._tasks.add(task)
             # a task cancelled before its first step (a RST_STREAM in the same read as the request) never runs
@@ -131,7 +133,7 @@ class LeanServer:
         Raises:
             OSError: the address could not be bound.
         """
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._connection,
             host or None,
