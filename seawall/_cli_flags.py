@@ -774,6 +774,13 @@ FLAGS: tuple[Flag, ...] = (
             "limits.grpc_max_concurrent_streams",
         ),
         Flag(
+            "grpc-max-inflight-request-bytes",
+            _kind("<integer>", _int_in(1, 2**63 - 1, "must be greater than 0")),
+            "Seawall: gRPC request bytes all connections hold at once (received, not yet answered); beyond it the "
+            "call gets UNAVAILABLE (lean stack).",
+            "limits.grpc_max_inflight_request_bytes",
+        ),
+        Flag(
             "max-shm-regions",
             K_COUNT,
             "Most client shared memory regions registered at once.",

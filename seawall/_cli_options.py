@@ -232,7 +232,7 @@ def check(
             raise CliError(f"Error: '--{flag}' requires '--model-control-mode=explicit'.")
     _check_model_repository_guard(options)
     check_grpc_keys(options.grpc.restricted)
-    _check_http_limits(options.limits)
+    _check_listener_limits(options.limits)
     services = [(listener.check_name, listener.settings(options)) for listener in enabled(options)]
     for index, (name, one) in enumerate(services):
         for other, two in services[index + 1 :]:
@@ -265,12 +265,18 @@ def _check_model_repository_guard(options: Options) -> None:
         )
 
 
-def _check_http_limits(limits: Limits) -> None:
+def _check_listener_limits(limits: Limits) -> None:
     if limits.http_max_inflight_body_bytes < limits.max_request_bytes:
         raise CliError(
             f'Bad option: "--http-max-inflight-body-bytes".\nmust be at least --http-max-input-size '
             f"({limits.max_request_bytes}), or no request of the largest size could ever be read. "
             f"Got {limits.http_max_inflight_body_bytes}"
+        )
+    if limits.grpc_max_inflight_request_bytes < limits.grpc_max_message_bytes + 5:
+        raise CliError(
+            f'Bad option: "--grpc-max-inflight-request-bytes".\nmust be at least --grpc-max-message-size + 5 '
+            f"({limits.grpc_max_message_bytes + 5}), or no message of the largest size could ever be read. "
+            f"Got {limits.grpc_max_inflight_request_bytes}"
         )
     if limits.http_max_connections_per_peer > limits.http_max_connections:
         raise CliError(

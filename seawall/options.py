@@ -59,6 +59,7 @@ class Limits:
     max_decompression_ratio: int = 1024
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     grpc_max_concurrent_streams: int = 1024
+    grpc_max_inflight_request_bytes: int = 256 * 1024 * 1024  # gRPC request bytes held at once (lean stack)
     max_inflight_requests: int = 0  # inference requests in flight, whole server; 0 = no cap (Triton's)
     busy_poll_us: int = 1000  # the event loop polls instead of sleeping this long after a request came; 0 = never
     # HTTP listeners (HTTP, metrics, SageMaker, Vertex AI); Triton has none of these limits

@@ -946,6 +946,19 @@ def test_limit_flags_reach_the_limits() -> None:
     assert "--max-json-depth" in error_of(REPO, "--max-json-depth=0")
 
 
+def test_grpc_request_bytes_held_at_once_is_a_flag() -> None:
+    assert parse().limits.grpc_max_inflight_request_bytes == 256 * 1024 * 1024
+    limits = parse("--grpc-max-message-size=1000", "--grpc-max-inflight-request-bytes=1005").limits
+    assert limits.grpc_max_inflight_request_bytes == 1005
+    assert error_of(REPO, "--grpc-max-message-size=1000", "--grpc-max-inflight-request-bytes=1004") == (
+        'Bad option: "--grpc-max-inflight-request-bytes".\nmust be at least --grpc-max-message-size + 5 (1005), '
+        "or no message of the largest size could ever be read. Got 1004"
+    )
+    assert error_of(REPO, "--grpc-max-inflight-request-bytes=0") == (
+        'Bad option: "--grpc-max-inflight-request-bytes".\nmust be greater than 0. Got 0'
+    )
+
+
 def test_busy_poll_window_is_a_flag() -> None:
     assert parse().limits.busy_poll_us == 1000
     assert parse("--busy-poll-us=0").limits.busy_poll_us == 0

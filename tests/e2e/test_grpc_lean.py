@@ -4,7 +4,8 @@
 Each abuse case talks raw HTTP/2 on a socket (RFC 9113 frames, HPACK from the `hpack` package) and checks the
 server's answer (GOAWAY with the RFC's error code, RST_STREAM, or bounded waiting) and that the server still
 answers tritonclient afterwards: rapid reset (CVE-2023-44487), CONTINUATION flood (CVE-2024-27316), HPACK bomb,
-SETTINGS and PING floods, a zero flow-control window, oversized frames and messages, the stream-count limit.
+SETTINGS and PING floods, a zero flow-control window, oversized frames and messages, the stream-count limit, and
+the request bytes all connections may hold at once.
 """
 
 from __future__ import annotations
@@ -236,6 +237,98 @@ def test_message_over_the_size_limit(small: ServerProcess) -> None:
             client.infer("identity", [tensor])
         assert "RESOURCE_EXHAUSTED" in str(error.value.status())
     assert_healthy(small)
+
+
+MIB = 1 << 20
+#: six 0.9 MiB requests fit, a seventh does not; above the 4 MiB a stream's window lets a client send at once
+HELD_ARGS = ("--grpc-server=lean", f"--grpc-max-message-size={MIB}", f"--grpc-max-inflight-request-bytes={6 * MIB}")
+
+
+def _identity_message(size: int) -> bytes:
+    request = service_pb2.ModelInferRequest(model_name="identity")
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, size // 4])
+    request.raw_input_contents.append(bytes(size))
+    body = request.SerializeToString()
+    return b"\x00" + len(body).to_bytes(4, "big") + body
+
+
+def _reading(address: str) -> Raw:
+    """A raw connection whose windows take whole answers (1 GiB for the connection and each stream)."""
+    raw = Raw(address, settings=(4).to_bytes(2, "big") + (1 << 30).to_bytes(4, "big"))
+    raw.send(frame(WINDOW_UPDATE, 0, 0, ((1 << 30) - 65535).to_bytes(4, "big")))
+    return raw
+
+
+def _ended(raw: Raw, streams: tuple[int, ...], seconds: float = 10.0) -> list[tuple[int, int, int, bytes]]:
+    """The HEADERS frames that end `streams` (their trailers), read until all came or `seconds` passed."""
+    out: list[tuple[int, int, int, bytes]] = []
+    deadline = time.monotonic() + seconds
+    while {s for _, _, s, _ in out} != set(streams) and time.monotonic() < deadline:
+        out += [f for f in raw.frames(0.2) if f[0] == HEADERS and f[1] & END_STREAM]
+    return out
+
+
+def _data_frames(stream: int, data: bytes, end: bool) -> bytes:
+    parts = [data[at : at + 16384] for at in range(0, len(data), 16384)]
+    last = len(parts) - 1
+    return b"".join(frame(DATA, END_STREAM if end and i == last else 0, stream, p) for i, p in enumerate(parts))
+
+
+def test_request_bytes_held_at_once_are_bounded_for_all_connections() -> None:
+    """Unary requests that never end (their windows reopen as they arrive) cannot make the server hold more than
+    --grpc-max-inflight-request-bytes, whatever the number of streams or connections: the call whose bytes do
+    not fit is answered UNAVAILABLE and reset, the others are untouched, and the bytes come back when they go."""
+    server = start_seawall(*HELD_ARGS)
+    try:
+        part = _identity_message(900_000)[:-1]  # all but its last byte: the calls wait for the rest
+        first, second = _reading(server.grpc), _reading(server.grpc)
+        held = (1, 3, 5, 7, 9, 11)
+        first.send(b"".join(first.headers(s) + _data_frames(s, part, False) for s in held))
+        assert not [f for f in first.frames(1.0) if f[0] in (HEADERS, RST_STREAM)]  # all held, nothing refused
+        second.send(second.headers(1) + _data_frames(1, part, False))  # another connection: over the limit
+        answer = second.frames(10.0, until=RST_STREAM)
+        blocks = [p for kind, _, s, p in answer if kind == HEADERS and s == 1]
+        decoded = dict(hpack.Decoder().decode(blocks[-1]))
+        assert decoded["grpc-status"] == "14"
+        assert decoded["grpc-message"] == (
+            f"the server holds too many request bytes at once (limit {6 * MIB} bytes); retry later"
+        )
+        assert (RST_STREAM, 1, (0).to_bytes(4, "big")) in [(k, s, p) for k, _, s, p in answer]
+        # the held calls are untouched: their last bytes complete them
+        first.send(b"".join(frame(DATA, END_STREAM, s, b"\x00") for s in held))
+        done = _ended(first, held)
+        assert sorted(s for _, _, s, _ in done) == list(held)
+        assert {dict(hpack.Decoder().decode(block))["grpc-status"] for *_, block in done} == {"0"}
+        first.close()
+        second.close()
+        # answered or gone, the bytes are given back: six more fit again, over one connection
+        again = _reading(server.grpc)
+        whole = _identity_message(900_000)
+        again.send(b"".join(again.headers(s) + _data_frames(s, whole, True) for s in held))
+        assert sorted(s for _, _, s, _ in _ended(again, held)) == list(held)
+        again.close()
+        assert_healthy(server)
+    finally:
+        server.stop()
+
+
+def test_a_stream_gives_back_each_message_as_it_is_taken() -> None:
+    """ModelStreamInfer requests that together exceed the limit are served: each message is given back when the
+    stream's handler takes it."""
+    server = start_seawall(*HELD_ARGS)
+    try:
+        results: list[object] = []
+        with grpcclient.InferenceServerClient(server.grpc) as client:
+            client.start_stream(callback=lambda result, error: results.append(error or result))
+            for n in range(24):  # 24 x 0.5 MiB through one stream, 6 MiB held at most
+                tensor = grpcclient.InferInput("INPUT0", [1, MIB // 8], "FP32")
+                tensor.set_data_from_numpy(np.full((1, MIB // 8), n, dtype=np.float32))
+                client.async_stream_infer("identity", [tensor], request_id=str(n))
+            client.stop_stream()
+        assert not [r for r in results if isinstance(r, InferenceServerException)], results
+        assert sorted(int(r.get_response().id) for r in results) == list(range(24))
+    finally:
+        server.stop()
 
 
 def test_compressed_request_is_unimplemented(lean: ServerProcess) -> None:

@@ -139,6 +139,7 @@ class _Harness:
             await asyncio.sleep(0)
         assert not self.lean.calls(), f"{self.lean.calls()} call task(s) still running after the client left"
         assert not self.lean.open_streams(), f"{self.lean.open_streams()} stream(s) still held after the client left"
+        assert not self.lean.held_bytes(), f"{self.lean.held_bytes()} request byte(s) still held after the client left"
         assert not self.log.errors, "\n".join(self.log.errors)
 
 

@@ -105,6 +105,7 @@ class Stream:
     __slots__ = (
         "id", "headers", "_connection", "body", "streaming", "_queue", "ended", "send_window", "pending",
         "headers_sent", "finished", "cancelled", "unacked", "consumed", "ahead", "_drained", "working", "task",
+        "charged",
     )  # fmt: skip
 
     def __init__(self, connection: Http2Connection, stream_id: int, headers: dict[str, str], streaming: bool):
@@ -124,6 +125,7 @@ class Stream:
         self.task: asyncio.Task[None] | None = None  # the call's work
         self._drained: asyncio.Future[None] | None = None
         self.working = False  # a task runs for this stream (it counts against the stream limit until it ends)
+        self.charged = 0  # request bytes received and not yet given back to the listener's `HeldBytes`
 
     # -- receiving ---------------------------------------------------------------------------------------
     def take_messages(self) -> list[bytes]:

@@ -8,8 +8,9 @@ paces what is sent, `window.ReceiveWindow` reopens the peer's windows as data is
 Every resource a peer can make the server hold is bounded (see `Http2Limits` and docs/architecture.md): frame
 size, header block size (CONTINUATION flood) and decoded header list size (HPACK bomb) in the reader, concurrent
 streams counting reset streams until their work has ended (rapid reset), control frames (SETTINGS/PING/RST floods),
-buffered output (a peer that does not read, or keeps its window at zero, stops being read), and the data sent
-beyond the receive windows (`window.ReceiveWindow`).
+buffered output (a peer that does not read, or keeps its window at zero, stops being read), the data sent
+beyond the receive windows (`window.ReceiveWindow`), and the request bytes held by all connections of the
+listener (`limits.HeldBytes`: a call whose bytes do not fit is answered UNAVAILABLE).
 
 Imports only the standard library and this package's `frames`, `limits`, `reader`, `output`, `window`, `liveness`.
 """
@@ -53,7 +54,7 @@ from seawall.frontends.grpc.frames import (
     trailers,
     unpadded,
 )
-from seawall.frontends.grpc.limits import Http2Limits
+from seawall.frontends.grpc.limits import HeldBytes, Http2Limits
 from seawall.frontends.grpc.liveness import Due, Liveness
 from seawall.frontends.grpc.output import Message, Output
 from seawall.frontends.grpc.reader import MAX_FRAME, FrameReader, HeaderBlock
@@ -61,6 +62,7 @@ from seawall.frontends.grpc.window import ReceiveWindow
 
 logger = logging.getLogger(__name__)
 INTERNAL_ERROR = 0x2
+_UNAVAILABLE = 14  # grpc-status
 
 
 class Http2Connection(asyncio.Protocol):
@@ -77,8 +79,10 @@ class Http2Connection(asyncio.Protocol):
         is_streaming: Callable[[str], bool],
         on_call: Callable[[Stream], None],
         on_close: Callable[[Http2Connection], None] | None = None,
+        held: HeldBytes | None = None,
     ) -> None:
         self.limits = limits
+        self._held = held if held is not None else HeldBytes(limits.max_held_bytes)  # shared by the listener
         self._is_streaming = is_streaming
         self._on_call = on_call
         self._on_close = on_close
@@ -285,6 +289,11 @@ class Http2Connection(asyncio.Protocol):
         self._cancel(stream)
 
     def _received(self, stream: Stream, payload: Payload, ended: bool) -> None:
+        if payload:
+            if not self._held.take(len(payload)):
+                self.reset_with_status(stream, _UNAVAILABLE, self._held.refusal())
+                return
+            stream.charged += len(payload)
         stream.body += payload
         stream.ended = stream.ended or ended
         if stream.streaming:
@@ -310,6 +319,8 @@ class Http2Connection(asyncio.Protocol):
 
     def consumed(self, stream: Stream, size: int) -> None:
         """A streaming call took `size` bytes (its window reopens in batches)."""
+        self._held.give_back(size)
+        stream.charged -= size
         if self._window.consumed(stream, size):
             self.flush()
 
@@ -364,7 +375,9 @@ class Http2Connection(asyncio.Protocol):
         keeps it counted (it was cut short, or its answer went out before its `finally`): rapid reset is bounded
         by the work, not by the frames."""
         if not stream.working and (stream.cancelled or (stream.finished and not stream.pending)):
-            self._streams.pop(stream.id, None)
+            if self._streams.pop(stream.id, None) is not None:
+                self._held.give_back(stream.charged)
+                stream.charged = 0
         if self.going_away and not self._streams and not self.closed:
             self.flush()
             self.transport.close()

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from seawall.frontends.grpc.frames import NO_ERROR, Stream
 from seawall.frontends.grpc.http2 import Http2Connection
-from seawall.frontends.grpc.limits import Http2Limits
+from seawall.frontends.grpc.limits import HeldBytes, Http2Limits
 from seawall.frontends.grpc.output import Message
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class LeanServer:
         self._connections: set[Http2Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self._held = HeldBytes(limits.max_held_bytes)  # request bytes of all connections
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() (3.11)
 
     def _is_streaming(self, path: str) -> bool:
@@ -122,7 +123,7 @@ class LeanServer:
             # `_run`'s `finally`: its stream would hold a slot of the connection's limit for good
             task.add_done_callback(functools.partial(self._ended, connection, stream))
 
-        connection = Http2Connection(self._limits, self._is_streaming, on_call, self._connections.discard)
+        connection = Http2Connection(self._limits, self._is_streaming, on_call, self._connections.discard, self._held)
         holder.append(connection)
         self._connections.add(connection)
         return connection
@@ -175,6 +176,10 @@ class LeanServer:
     def calls(self) -> int:
         """Calls whose work is running (their tasks), on every connection."""
         return len(self._tasks)
+
+    def held_bytes(self) -> int:
+        """Request bytes the connections hold (received, not yet answered or taken)."""
+        return self._held.held
 
     def open_streams(self) -> int:
         """Streams held against the connections' stream limits (open, or reset with work still running)."""

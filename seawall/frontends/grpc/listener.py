@@ -106,6 +106,7 @@ class GrpcFrontend:
         http2_limits = Http2Limits(
             max_concurrent_streams=limits.grpc_max_concurrent_streams,
             max_message_bytes=limits.grpc_max_message_bytes,
+            max_held_bytes=limits.grpc_max_inflight_request_bytes,
             keepalive_time=grpc_options.keepalive_time_ms / 1000,
             keepalive_timeout=grpc_options.keepalive_timeout_ms / 1000,
             keepalive_without_calls=grpc_options.keepalive_permit_without_calls,
