@@ -299,6 +299,10 @@ def test_request_bytes_held_at_once_are_bounded_for_all_connections() -> None:
         done = _ended(first, held)
         assert sorted(s for _, _, s, _ in done) == list(held)
         assert {dict(hpack.Decoder().decode(block))["grpc-status"] for *_, block in done} == {"0"}
+        # the refused call's connection goes on: a call on it is served once there is room
+        second.send(second.headers(3) + frame(DATA, END_STREAM, 3, add_sub_message()))
+        served = _ended(second, (3,))
+        assert [dict(hpack.Decoder().decode(block))["grpc-status"] for *_, block in served] == ["0"]
         first.close()
         second.close()
         # answered or gone, the bytes are given back: six more fit again, over one connection
