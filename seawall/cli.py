@@ -190,7 +190,7 @@ GRPC_EXPERIMENTS = "-event_engine_listener,-event_engine_for_all_other_endpoints
 #: glibc's allocator serves blocks from 128 KiB up by mmap, at first, and gives the top of its heap back to the
 #: kernel once 128 KiB of it are free (later thresholds follow the largest block freed, trimming at twice that):
 #: a server that reads, copies and answers 1 MiB tensors for 32 clients took every page of each new buffer from
-#: the kernel again (about 100 page faults per 1 MiB gRPC inference, 8-10% of its CPU). Blocks below 8 MiB come
+#: the kernel again (about 100-140 page faults per 1 MiB gRPC inference, ~5% of its CPU). Blocks below 8 MiB come
 #: from the heap, and up to 32 MiB of free heap stay for the next requests (the process's RSS may keep that much).
 MALLOC_MMAP_THRESHOLD = 8 << 20
 MALLOC_TRIM_THRESHOLD = 32 << 20

@@ -1,11 +1,15 @@
 """What one lean HTTP/2 connection may make the server hold, and its keepalive and connection-age settings: the
 bounds `reader`, `window`, `liveness` and `http2` enforce (see docs/architecture.md); and `HeldBytes`, the request
 bytes all connections of a listener hold at once.
+
+Imports only `errors` (the refusal's text, the same as the HTTP listeners') and the standard library.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from seawall.errors import held_bytes_refusal
 
 
 @dataclass(frozen=True)
@@ -52,4 +56,4 @@ class HeldBytes:
         self.held -= count
 
     def refusal(self) -> str:
-        return f"the server holds too many request bytes at once (limit {self.limit} bytes); retry later"
+        return held_bytes_refusal(self.limit)

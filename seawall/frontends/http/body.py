@@ -1,7 +1,7 @@
 """Request bodies of the HTTP listeners: the reader that collects one body within `Limits`, and the budget that
 bounds the bytes of all bodies a server holds at once.
 
-Imports only `options` and the standard library; `server` builds the budget, the frontends decode large JSON
+Imports only `errors`, `options` and the standard library; `server` builds the budget, the frontends decode large JSON
 documents under its `json_gate`.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 
+from seawall.errors import held_bytes_refusal
 from seawall.options import Limits
 
 #: Below this many decompressed bytes the ratio limit is not applied (tiny bodies compress absurdly well).
@@ -56,7 +57,7 @@ class BodyBudget:
         if self._held + count > self.limit:
             raise Refusal(
                 503,
-                f"the server holds too many request bytes at once (limit {self.limit} bytes); retry later",
+                held_bytes_refusal(self.limit),
                 [("Retry-After", str(RETRY_AFTER_SECS))],
             )
         self._held += count
