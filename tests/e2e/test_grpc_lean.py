@@ -316,6 +316,77 @@ def test_request_bytes_held_at_once_are_bounded_for_all_connections() -> None:
         server.stop()
 
 
+def _pattern_message(size: int) -> tuple[bytes, bytes]:
+    """An identity request of `size` bytes of a pattern that shows any misplaced byte, and those bytes."""
+    content = (np.arange(size // 4, dtype=np.uint32) * 2654435761).astype(np.uint32).tobytes()
+    request = service_pb2.ModelInferRequest(model_name="identity")
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, size // 4])
+    request.raw_input_contents.append(content)
+    body = request.SerializeToString()
+    return b"\x00" + len(body).to_bytes(4, "big") + body, content
+
+
+def _in_pieces(stream: int, data: bytes, sizes: tuple[int, ...]) -> bytes:
+    """`data` as DATA frames of the given sizes in turn (the last one ends the stream)."""
+    frames, at, turn = [], 0, 0
+    while at < len(data):
+        size = sizes[turn % len(sizes)]
+        frames.append(frame(DATA, END_STREAM if at + size >= len(data) else 0, stream, data[at : at + size]))
+        at, turn = at + size, turn + 1
+    return b"".join(frames)
+
+
+def _outputs(answer: list[tuple[int, int, int, bytes]], stream: int) -> bytes:
+    """The raw output of the ModelInferResponse that `answer`'s DATA frames carry on `stream`."""
+    data = b"".join(p for kind, _, s, p in answer if kind == DATA and s == stream)
+    response = service_pb2.ModelInferResponse.FromString(data[5 : 5 + int.from_bytes(data[1:5], "big")])
+    return bytes(response.raw_output_contents[0])
+
+
+# first DATA frames: the whole prefix and some bytes (the message's buffer is set aside at once), only part of
+# the prefix (it grows frame by frame), exactly the prefix; then frames of sizes that cut the reads anywhere
+@pytest.mark.parametrize("sizes", [(16384,), (3, 16384), (5, 1, 7000, 16384), (4100, 9, 12345)])
+def test_a_large_unary_message_in_frames_of_any_size_is_served_whole(
+    lean: ServerProcess, sizes: tuple[int, ...]
+) -> None:
+    message, content = _pattern_message(200_000)
+    raw = _reading(lean.grpc)
+    raw.send(raw.headers(1) + _in_pieces(1, message, sizes) + raw.headers(3) + _in_pieces(3, message, sizes[::-1]))
+    answer: list[tuple[int, int, int, bytes]] = []
+    deadline = time.monotonic() + 10.0
+    while sum(1 for k, f, _, _ in answer if k == HEADERS and f & END_STREAM) < 2 and time.monotonic() < deadline:
+        answer += raw.frames(0.2)
+    decoder, status = hpack.Decoder(), {}  # one decoder per connection, blocks in order
+    for kind, flags, stream, payload in answer:
+        if kind == HEADERS:
+            fields = dict(decoder.decode(payload))
+            if flags & END_STREAM:
+                status[stream] = fields["grpc-status"]
+    assert status == {1: "0", 3: "0"}
+    assert _outputs(answer, 1) == content and _outputs(answer, 3) == content
+    raw.close()
+    assert_healthy(lean)
+
+
+@pytest.mark.parametrize("extra", ["second message", "short"])
+def test_a_large_unary_call_with_more_or_fewer_bytes_than_one_message_is_refused(
+    lean: ServerProcess, extra: str
+) -> None:
+    """A unary call's message buffer is set aside at its announced size: a second message after it, or an end
+    before all its bytes came, gets what Triton answers any such call (INTERNAL), and the server goes on."""
+    message, _ = _pattern_message(100_000)
+    body = message + message[:10] if extra == "second message" else message[:-1]
+    raw = _reading(lean.grpc)
+    raw.send(raw.headers(1) + _in_pieces(1, body, (16384,)))
+    ends = _ended(raw, (1,))
+    assert [dict(hpack.Decoder().decode(p)) for *_, p in ends] == [
+        {":status": "200", "content-type": "application/grpc", "grpc-status": "13",
+         "grpc-message": "expected exactly one request message"}
+    ]  # fmt: skip
+    raw.close()
+    assert_healthy(lean)
+
+
 def test_a_stream_gives_back_each_message_as_it_is_taken() -> None:
     """ModelStreamInfer requests that together exceed the limit are served: each message is given back when the
     stream's handler takes it."""

@@ -2,7 +2,7 @@
 check of a request's header fields, and `Stream`, one gRPC call on a connection (its received messages, its
 pending output). Pure data and encoding; `http2.Http2Connection` drives it.
 
-Imports only the standard library (and `http2` for typing).
+Imports only the standard library and numpy (and `http2` for typing).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from seawall.frontends.grpc.http2 import Http2Connection
@@ -28,7 +30,8 @@ SETTING_MAX_FRAME_SIZE, SETTING_MAX_HEADER_LIST_SIZE = 0x5, 0x6
 #: a frame's payload: a view of the bytes received, or a copy when the frame came in pieces
 Payload = bytes | bytearray | memoryview
 
-#: a unary request message this large is handed on as a view of the bytes received, not copied
+#: a unary request message this large is handed on as a view of the bytes received, not copied, and is received
+#: into a buffer of its whole size (`Stream.reserve`) instead of one that grows frame by frame
 _VIEW_MIN_BYTES = 64 * 1024
 
 
@@ -105,7 +108,7 @@ class Stream:
     __slots__ = (
         "id", "headers", "_connection", "body", "streaming", "_queue", "ended", "send_window", "pending",
         "headers_sent", "finished", "cancelled", "unacked", "consumed", "ahead", "_drained", "working", "task",
-        "charged",
+        "charged", "_message", "_filled",
     )  # fmt: skip
 
     def __init__(self, connection: Http2Connection, stream_id: int, headers: dict[str, str], streaming: bool):
@@ -113,6 +116,8 @@ class Stream:
         self.headers = headers
         self._connection = connection
         self.body = bytearray()  # received DATA not yet cut into messages
+        self._message: memoryview | None = None  # a large unary message's buffer of its whole size (`reserve`)
+        self._filled = 0  # the bytes of `_message` received
         self.streaming = streaming
         self._queue: asyncio.Queue[bytes | None] | None = asyncio.Queue() if streaming else None
         self.ended = False  # END_STREAM received
@@ -128,6 +133,44 @@ class Stream:
         self.charged = 0  # request bytes received and not yet given back to the listener's `HeldBytes`
 
     # -- receiving ---------------------------------------------------------------------------------------
+    def reserve(self, payload: Payload, max_message_bytes: int) -> int:
+        """The bytes to set aside for a unary call whose first DATA is `payload`: its whole message (prefix
+        included) when the prefix announces a plain message of `_VIEW_MIN_BYTES` up to `max_message_bytes`, else
+        0 (the body grows as bytes come). Grown frame by frame, a 1 MiB message was copied about twice more by
+        reallocation; a buffer of the announced size takes each byte once and is not zeroed first (`receive`
+        writes every byte of it before `take_only_message` hands it on)."""
+        if self.streaming or self.body or self._message is not None or len(payload) < 5 or payload[0]:
+            return 0
+        size = int.from_bytes(payload[1:5], "big")
+        if not _VIEW_MIN_BYTES <= size <= max_message_bytes or len(payload) > 5 + size:
+            return 0
+        return 5 + size
+
+    def unreserved(self, size: int) -> int:
+        """The bytes of a `size`-byte payload that the reserved buffer does not hold already: all of them without
+        one, or when they overflow it."""
+        message = self._message
+        return size if message is None or self._filled + size > len(message) else 0
+
+    def receive(self, payload: Payload, reserved: int = 0) -> None:
+        """Keep `payload`, into the buffer of `reserved` bytes that it begins when given (`reserve`). A payload
+        that overflows the reserved buffer (a second message after the first) turns it into a growing body that
+        holds both."""
+        if reserved:
+            self._message = np.empty(reserved, np.uint8).data
+            self._filled = 0
+        message = self._message
+        if message is None:
+            self.body += payload
+            return
+        end = self._filled + len(payload)
+        if end > len(message):
+            self.body = bytearray(message[: self._filled]) + payload
+            self._message = None
+            return
+        message[self._filled : end] = payload
+        self._filled = end
+
     def take_messages(self) -> list[bytes]:
         """Cut the complete gRPC messages out of `body`.
 
@@ -161,6 +204,12 @@ class Stream:
         Raises:
             ValueError: a compressed message (no grpc-encoding is accepted).
         """
+        kept = self._message
+        if kept is not None:  # set aside at its announced size: whole once every announced byte came
+            self._message = None
+            if self._filled == len(kept):
+                return kept.toreadonly()[5:]
+            self.body = bytearray(kept[: self._filled])
         body = self.body
         if len(body) < 5:
             return None

@@ -290,11 +290,14 @@ class Http2Connection(asyncio.Protocol):
 
     def _received(self, stream: Stream, payload: Payload, ended: bool) -> None:
         if payload:
-            if not self._held.take(len(payload)):
+            # a large unary message is charged its whole announced size when it begins, as it is set aside then
+            reserved = stream.reserve(payload, self.limits.max_message_bytes)
+            cost = reserved or stream.unreserved(len(payload))
+            if cost and not self._held.take(cost):
                 self.reset_with_status(stream, _UNAVAILABLE, self._held.refusal())
                 return
-            stream.charged += len(payload)
-        stream.body += payload
+            stream.charged += cost
+            stream.receive(payload, reserved)
         stream.ended = stream.ended or ended
         if stream.streaming:
             try:

@@ -141,29 +141,60 @@ class FrameReader:
 
     def frames(self, data: bytes) -> Iterator[Frame | HeaderBlock]:
         """The complete frames and header blocks that `data` finishes, in order; the rest waits for more bytes.
-        Payloads are views of `data` when no earlier bytes wait (no copy): a consumer keeps what it needs of one
-        before the next call. A consumer that stops early (the connection closed) leaves the reader unusable.
+        Payloads are views of `data` (no copy), but for a frame begun in earlier bytes: only the bytes that finish
+        it are copied, the frames after it are read in place. A consumer keeps what it needs of a payload before
+        the next call. A consumer that stops early (the connection closed) leaves the reader unusable.
 
         Raises:
             ConnectionError_: the bytes break HTTP/2's framing (a connection error, with its code).
         """
-        if self._buffer:
-            self._buffer += data
-            buffer: bytearray | memoryview = self._buffer
-        else:
-            buffer = memoryview(data)
-        pos = 0
-        if not self.preface:
-            if len(buffer) < 24:
-                if not PREFACE.startswith(bytes(buffer)):
+        view = memoryview(data)
+        if not self.preface:  # the connection's first bytes: buffered whole until the preface is complete
+            self._buffer += view
+            view = memoryview(b"")
+            if len(self._buffer) < 24:
+                if not PREFACE.startswith(bytes(self._buffer)):
                     raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                if buffer is not self._buffer:
-                    self._buffer += buffer
                 return
-            if bytes(buffer[:24]) != PREFACE:
+            if bytes(self._buffer[:24]) != PREFACE:
                 raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
             self.preface = True
-            pos = 24
+            del self._buffer[:24]
+        elif self._buffer:
+            taken = self._finish_frame(view)  # (a call inside the slice ran twice, compiled)
+            view = view[taken:]
+            if not self._whole_frame():
+                return  # still incomplete: all of `data` is in the buffer
+        if self._buffer:
+            yield from self._cut(self._buffer)
+        if len(view):
+            yield from self._cut(view)
+
+    def _finish_frame(self, view: memoryview) -> int:
+        """Append to the buffered start of a frame the bytes of `view` that finish it, or all of `view` if they
+        do not; return how many were taken."""
+        buffer = self._buffer
+        taken = 0
+        if len(buffer) < 9:
+            taken = min(9 - len(buffer), len(view))
+            buffer.extend(view[:taken])  # (compiled, `+=` on a local makes a new object)
+            if len(buffer) < 9:
+                return taken
+        size = (buffer[0] << 16) | (buffer[1] << 8) | buffer[2]
+        if size > MAX_FRAME:
+            raise ConnectionError_(FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+        more = min(9 + size - len(buffer), len(view) - taken)
+        buffer.extend(view[taken : taken + more])
+        return taken + more
+
+    def _whole_frame(self) -> bool:
+        buffer = self._buffer
+        return len(buffer) >= 9 and len(buffer) >= 9 + ((buffer[0] << 16) | (buffer[1] << 8) | buffer[2])
+
+    def _cut(self, buffer: bytearray | memoryview) -> Iterator[Frame | HeaderBlock]:
+        """The complete frames of `buffer` (the reader's own buffer, or a view of received bytes); what is left
+        of it waits in the reader's buffer."""
+        pos = 0
         end = len(buffer)
         while end - pos >= 9:
             size = (buffer[pos] << 16) | (buffer[pos + 1] << 8) | buffer[pos + 2]

@@ -8,8 +8,10 @@ import asyncio
 
 import hpack
 import numpy as np
+import pytest
 
 from seawall.frontends.grpc.frames import (
+    CONTINUATION,
     DATA,
     END_HEADERS,
     END_STREAM,
@@ -75,15 +77,42 @@ def test_a_block_that_changes_the_table_is_never_reused() -> None:
     assert list(decoded.fields.fields) == [(b"x-n", b"1"), (b"x-n", b"1")]
 
 
-def test_frames_split_across_reads_come_out_whole() -> None:
+@pytest.mark.parametrize("step", [1, 7, 9, 10, 33, 118, 1000])
+def test_frames_split_across_reads_come_out_whole(step: int) -> None:
+    """Reads cut anywhere (inside the preface, a frame header, a payload, a header block and its CONTINUATION)
+    give the frames of one whole read."""
+    reader, encoder = FrameReader(16384), hpack.Encoder()
+    block = encoder.encode(REQUEST)
+    data = (
+        PREFACE + frame(DATA, 0, 1, b"a" * 100) + frame(DATA, END_STREAM, 1, b"b" * 50)
+        + frame(HEADERS, 0, 3, block[:10]) + frame(CONTINUATION, END_HEADERS, 3, block[10:])
+        + frame(DATA, 0, 3, bytes(range(256)) * 3) + frame(DATA, END_STREAM, 3, b"")
+    )  # fmt: skip
+    out: list[object] = []
+    for at in range(0, len(data), step):
+        for item in reader.frames(data[at : at + step]):
+            if isinstance(item, HeaderBlock):
+                out.append((item.stream_id, item.fields.headers(), item.ended))
+            else:
+                out.append((item[0], item[1], item[2], bytes(item[3])))
+    assert out == [
+        (DATA, 0, 1, b"a" * 100),
+        (DATA, END_STREAM, 1, b"b" * 50),
+        (3, dict(REQUEST), False),
+        (DATA, 0, 3, bytes(range(256)) * 3),
+        (DATA, END_STREAM, 3, b""),
+    ]
+
+
+def test_only_the_frame_begun_in_an_earlier_read_is_copied() -> None:
     reader = FrameReader(16384)
-    data = PREFACE + frame(DATA, 0, 1, b"a" * 100) + frame(DATA, END_STREAM, 1, b"b" * 50)
-    out = []
-    for at in range(0, len(data), 7):  # every boundary inside the preface, a header or a payload
-        out += [
-            (kind, flags, stream, bytes(payload)) for kind, flags, stream, payload in reader.frames(data[at : at + 7])
-        ]
-    assert out == [(DATA, 0, 1, b"a" * 100), (DATA, END_STREAM, 1, b"b" * 50)]
+    list(reader.frames(PREFACE))
+    first, second = frame(DATA, 0, 1, b"a" * 100), frame(DATA, 0, 1, b"b" * 16000)
+    assert list(reader.frames(first[:50])) == []
+    chunk = first[50:] + second
+    (_, _, _, begun), (_, _, _, after) = reader.frames(chunk)
+    assert bytes(begun) == b"a" * 100 and bytes(after) == b"b" * 16000
+    assert isinstance(after, memoryview) and after.obj is chunk  # read in place
 
 
 class _Transport(asyncio.Transport):
