@@ -161,7 +161,7 @@ class FrameReader:
             self.preface = True
             del self._buffer[:24]
         elif self._buffer:
-            taken = self._finish_frame(view)  # (a call inside the slice ran twice, compiled)
+            taken = self._finish_frame(view)  # not inside the slice: compiled, a call there ran twice
             view = view[taken:]
             if not self._whole_frame():
                 return  # still incomplete: all of `data` is in the buffer
@@ -177,7 +177,7 @@ class FrameReader:
         taken = 0
         if len(buffer) < 9:
             taken = min(9 - len(buffer), len(view))
-            buffer.extend(view[:taken])  # (compiled, `+=` on a local makes a new object)
+            buffer.extend(view[:taken])
             if len(buffer) < 9:
                 return taken
         size = (buffer[0] << 16) | (buffer[1] << 8) | buffer[2]
