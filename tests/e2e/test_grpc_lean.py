@@ -316,13 +316,18 @@ def test_request_bytes_held_at_once_are_bounded_for_all_connections() -> None:
         server.stop()
 
 
-def _pattern_message(size: int) -> tuple[bytes, bytes]:
-    """An identity request of `size` bytes of a pattern that shows any misplaced byte, and those bytes."""
-    content = (np.arange(size // 4, dtype=np.uint32) * 2654435761).astype(np.uint32).tobytes()
-    request = service_pb2.ModelInferRequest(model_name="identity")
+def _pattern_request(size: int, seed: int) -> tuple[bytes, bytes]:
+    """A serialized identity ModelInferRequest of `size` bytes of a pattern (different per `seed`), and those bytes."""
+    content = ((np.arange(size // 4, dtype=np.uint64) + seed) * 2654435761 % (1 << 32)).astype(np.uint32).tobytes()
+    request = service_pb2.ModelInferRequest(model_name="identity", id=str(seed))
     request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, size // 4])
     request.raw_input_contents.append(content)
-    body = request.SerializeToString()
+    return request.SerializeToString(), content
+
+
+def _pattern_message(size: int) -> tuple[bytes, bytes]:
+    """A gRPC message (prefix included) of an identity request of `size` bytes of a pattern, and those bytes."""
+    body, content = _pattern_request(size, 0)
     return b"\x00" + len(body).to_bytes(4, "big") + body, content
 
 
@@ -383,6 +388,37 @@ def test_a_large_unary_call_with_more_or_fewer_bytes_than_one_message_is_refused
         {":status": "200", "content-type": "application/grpc", "grpc-status": "13",
          "grpc-message": "expected exactly one request message"}
     ]  # fmt: skip
+    raw.close()
+    assert_healthy(lean)
+
+
+@pytest.mark.parametrize("sizes", [(16384,), (16000, 3, 16384), (16384, 7, 9, 12345)])
+def test_large_stream_messages_cut_anywhere_are_each_served_whole(lean: ServerProcess, sizes: tuple[int, ...]) -> None:
+    """ModelStreamInfer messages of 64 KiB and more are received into buffers of their announced size: DATA
+    frames that end one message and begin the next, or split the next one's prefix, give each message whole and
+    in order, interleaved with a small one."""
+    bodies = [_pattern_request(size, seed) for seed, size in enumerate((100_000, 70_000, 240, 65_536 + 8))]
+    data = b"".join(b"\x00" + len(body).to_bytes(4, "big") + body for body, _ in bodies)
+    raw = _reading(lean.grpc)
+    path = "/inference.GRPCInferenceService/ModelStreamInfer"
+    block = raw.encoder.encode(
+        [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "x"),
+         ("content-type", "application/grpc"), ("te", "trailers")]
+    )  # fmt: skip
+    raw.send(frame(HEADERS, END_HEADERS, 1, block) + _in_pieces(1, data, sizes))
+    answer: list[tuple[int, int, int, bytes]] = []
+    deadline = time.monotonic() + 10.0
+    while not any(k == HEADERS and f & END_STREAM for k, f, _, _ in answer) and time.monotonic() < deadline:
+        answer += raw.frames(0.2)
+    stream = b"".join(p for kind, _, s, p in answer if kind == DATA and s == 1)
+    replies = []
+    while stream:
+        size = int.from_bytes(stream[1:5], "big")
+        replies.append(service_pb2.ModelStreamInferResponse.FromString(stream[5 : 5 + size]))
+        stream = stream[5 + size :]
+    assert [r.error_message for r in replies] == [""] * 4
+    got = {r.infer_response.id: bytes(r.infer_response.raw_output_contents[0]) for r in replies}
+    assert got == {str(seed): content for seed, (_, content) in enumerate(bodies)}
     raw.close()
     assert_healthy(lean)
 

@@ -30,9 +30,12 @@ SETTING_MAX_FRAME_SIZE, SETTING_MAX_HEADER_LIST_SIZE = 0x5, 0x6
 #: a frame's payload: a view of the bytes received, or a copy when the frame came in pieces
 Payload = bytes | bytearray | memoryview
 
-#: a unary request message this large is handed on as a view of the bytes received, not copied, and is received
-#: into a buffer of its whole size (`Stream.reserve`) instead of one that grows frame by frame
+#: a request message this large is received into a buffer of its whole size (`Stream.reserve`) instead of one that
+#: grows frame by frame, and handed on as a view of it, not copied
 _VIEW_MIN_BYTES = 64 * 1024
+
+#: a request message as a call's handler gets it: a view of a large one, the bytes of a small one
+RequestMessage = bytes | memoryview
 
 
 class ConnectionError_(Exception):  # noqa: N818 (a GOAWAY, not a Python error)
@@ -108,7 +111,7 @@ class Stream:
     __slots__ = (
         "id", "headers", "_connection", "body", "streaming", "_queue", "ended", "send_window", "pending",
         "headers_sent", "finished", "cancelled", "unacked", "consumed", "ahead", "_drained", "working", "task",
-        "charged", "_message", "_filled",
+        "charged", "_message", "_filled", "_whole",
     )  # fmt: skip
 
     def __init__(self, connection: Http2Connection, stream_id: int, headers: dict[str, str], streaming: bool):
@@ -116,10 +119,11 @@ class Stream:
         self.headers = headers
         self._connection = connection
         self.body = bytearray()  # received DATA not yet cut into messages
-        self._message: memoryview | None = None  # a large unary message's buffer of its whole size (`reserve`)
+        self._message: memoryview | None = None  # a large message's buffer of its whole size (`reserve`)
         self._filled = 0  # the bytes of `_message` received
+        self._whole: list[RequestMessage] = []  # a streaming call's reserved messages received whole, not yet taken
         self.streaming = streaming
-        self._queue: asyncio.Queue[bytes | None] | None = asyncio.Queue() if streaming else None
+        self._queue: asyncio.Queue[RequestMessage | None] | None = asyncio.Queue() if streaming else None
         self.ended = False  # END_STREAM received
         self.send_window = connection.peer_initial_window
         self.pending: deque[Any] = deque()  # DATA payloads (and trailers at the end) waiting for window
@@ -134,50 +138,70 @@ class Stream:
 
     # -- receiving ---------------------------------------------------------------------------------------
     def reserve(self, payload: Payload, max_message_bytes: int) -> int:
-        """The bytes to set aside for a unary call whose first DATA is `payload`: its whole message (prefix
-        included) when the prefix announces a plain message of `_VIEW_MIN_BYTES` up to `max_message_bytes`, else
-        0 (the body grows as bytes come). Grown frame by frame, a 1 MiB message was copied about twice more by
-        reallocation; a buffer of the announced size takes each byte once and is not zeroed first (`receive`
-        writes every byte of it before `take_only_message` hands it on)."""
-        if self.streaming or self.body or self._message is not None or len(payload) < 5 or payload[0]:
+        """The bytes to set aside for a message that `payload` begins (nothing of the call's request waits
+        before it): the whole message, prefix included, when the prefix announces a plain message of
+        `_VIEW_MIN_BYTES` up to `max_message_bytes`, else 0 (the body grows as bytes come). Grown frame by frame,
+        a 1 MiB message was copied about twice more by reallocation; a buffer of the announced size takes each
+        byte once and is not zeroed first (`receive` writes every byte of it before it is handed on)."""
+        if self.body or self._message is not None or len(payload) < 5 or payload[0]:
             return 0
         size = int.from_bytes(payload[1:5], "big")
-        if not _VIEW_MIN_BYTES <= size <= max_message_bytes or len(payload) > 5 + size:
+        if not _VIEW_MIN_BYTES <= size <= max_message_bytes or (not self.streaming and len(payload) > 5 + size):
             return 0
         return 5 + size
 
     def unreserved(self, size: int) -> int:
         """The bytes of a `size`-byte payload that the reserved buffer does not hold already: all of them without
-        one, or when they overflow it."""
+        one, or when they overflow a unary call's (a streaming call's bytes past its reserved message are the
+        next message's: `receive` gives them back, to be received in turn)."""
         message = self._message
-        return size if message is None or self._filled + size > len(message) else 0
+        return size if message is None or (not self.streaming and self._filled + size > len(message)) else 0
 
-    def receive(self, payload: Payload, reserved: int = 0) -> None:
+    def receive(self, payload: Payload, reserved: int = 0) -> Payload:
         """Keep `payload`, into the buffer of `reserved` bytes that it begins when given (`reserve`). A payload
-        that overflows the reserved buffer (a second message after the first) turns it into a growing body that
-        holds both."""
+        that overflows a unary call's reserved buffer (a second message after the first) turns it into a
+        growing body that holds both; for a streaming call, the bytes past its reserved message are returned,
+        to be received as the next message's (empty: all kept)."""
         if reserved:
             self._message = np.empty(reserved, np.uint8).data
             self._filled = 0
         message = self._message
         if message is None:
             self.body += payload
-            return
+            return b""
         end = self._filled + len(payload)
         if end > len(message):
-            self.body = bytearray(message[: self._filled]) + payload
+            if not self.streaming:
+                self.body = bytearray(message[: self._filled]) + payload
+                self._message = None
+                return b""
+            fit = len(message) - self._filled
+            message[self._filled :] = payload[:fit]
+            self._filled = end = len(message)
+            payload = payload[fit:]
+        else:
+            message[self._filled : end] = payload
+            self._filled = end
+            payload = b""
+        if self.streaming and end == len(message):
+            self._whole.append(message.toreadonly()[5:])
             self._message = None
-            return
-        message[self._filled : end] = payload
-        self._filled = end
+        return payload
 
-    def take_messages(self) -> list[bytes]:
+    @property
+    def arriving(self) -> int:
+        """The bytes of a message not yet whole that the call holds."""
+        return self._filled if self._message is not None else len(self.body)
+
+    def take_messages(self) -> list[RequestMessage]:
         """Cut the complete gRPC messages out of `body`.
 
         Raises:
             ValueError: a compressed message (no grpc-encoding is accepted) or one over the size limit.
         """
-        out: list[bytes] = []
+        out: list[RequestMessage] = []
+        if self._whole:  # reserved messages come before anything the body holds
+            out, self._whole = self._whole, []
         body = self.body
         pos = 0
         while len(body) - pos >= 5:
@@ -225,19 +249,19 @@ class Stream:
         self.body = bytearray()
         return memoryview(body).toreadonly()[5:]
 
-    def deliver(self, messages: list[bytes], ended: bool) -> None:
+    def deliver(self, messages: list[RequestMessage], ended: bool) -> None:
         assert self._queue is not None
         for message in messages:
             self._queue.put_nowait(message)
         if ended:
             self._queue.put_nowait(None)
 
-    def messages(self, deserialize: Callable[[bytes], Any] | None) -> Messages:
+    def messages(self, deserialize: Callable[[RequestMessage], Any] | None) -> Messages:
         """The request messages of a streaming call as they come, each passed through `deserialize` (None: as
         received); the peer's window reopens as each is taken."""
         return Messages(self, deserialize)
 
-    async def next_message(self) -> bytes | None:
+    async def next_message(self) -> RequestMessage | None:
         """The next request message of a streaming call (None: the call's requests have ended)."""
         assert self._queue is not None
         message = await self._queue.get()
@@ -267,7 +291,7 @@ class Messages:
 
     __slots__ = ("_stream", "_deserialize", "_ended")
 
-    def __init__(self, stream: Stream, deserialize: Callable[[bytes], Any] | None) -> None:
+    def __init__(self, stream: Stream, deserialize: Callable[[RequestMessage], Any] | None) -> None:
         self._stream = stream
         self._deserialize = deserialize
         self._ended = False

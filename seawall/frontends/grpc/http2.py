@@ -289,15 +289,15 @@ class Http2Connection(asyncio.Protocol):
         self._cancel(stream)
 
     def _received(self, stream: Stream, payload: Payload, ended: bool) -> None:
-        if payload:
-            # a large unary message is charged its whole announced size when it begins, as it is set aside then
+        while payload:  # a streaming call's payload may end one message and begin the next
+            # a large message is charged its whole announced size when it begins, as it is set aside then
             reserved = stream.reserve(payload, self.limits.max_message_bytes)
             cost = reserved or stream.unreserved(len(payload))
             if cost and not self._held.take(cost):
                 self.reset_with_status(stream, _UNAVAILABLE, self._held.refusal())
                 return
             stream.charged += cost
-            stream.receive(payload, reserved)
+            payload = stream.receive(payload, reserved)
         stream.ended = stream.ended or ended
         if stream.streaming:
             try:
@@ -307,7 +307,7 @@ class Http2Connection(asyncio.Protocol):
                 return
             stream.deliver(messages, ended)
             if not stream.ended:
-                self._window.message_arriving(stream, len(stream.body))
+                self._window.message_arriving(stream, stream.arriving)
             return
         if not stream.ended:  # unary: the window reopens at once; the message size limit bounds the body
             if len(stream.body) > self.limits.max_message_bytes + 5:

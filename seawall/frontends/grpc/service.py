@@ -228,7 +228,7 @@ class _Servicer:
     async def ModelStreamInfer(self, requests: Any, context: Any) -> None:  # noqa: N802
         await serve_stream(requests, context, self._stream_answer)
 
-    async def _stream_answer(self, data: bytes, emit: Emit, detach: Callable[[], None]) -> bytes | None:
+    async def _stream_answer(self, data: bytes | memoryview, emit: Emit, detach: Callable[[], None]) -> bytes | None:
         """One serialized stream response: the inference response, or its error as `error_message` (the stream
         goes on). A decoupled model's responses are emitted as they come (`_stream_decoupled`); then None."""
         request_id = model = ""

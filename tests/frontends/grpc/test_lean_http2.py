@@ -22,7 +22,7 @@ from seawall.frontends.grpc.frames import (
     frame,
 )
 from seawall.frontends.grpc.http2 import Http2Connection
-from seawall.frontends.grpc.limits import Http2Limits
+from seawall.frontends.grpc.limits import HeldBytes, Http2Limits
 from seawall.frontends.grpc.reader import FrameReader, HeaderBlock
 
 REQUEST = [(":method", "POST"), (":scheme", "http"), (":path", "/s/m"), (":authority", "x"), ("te", "trailers")]
@@ -181,3 +181,25 @@ async def test_an_answer_in_parts_held_back_by_the_window_is_sent_as_it_was() ->
     connection.data_received(frame(WINDOW_UPDATE, 0, 0, opened) + frame(WINDOW_UPDATE, 0, 1, opened))
     data = [payload for kind, _, _, payload in _frames(b"".join(transport.writes)) if kind == DATA]
     assert b"".join(data) == len(expected).to_bytes(5, "big") + expected
+
+
+async def test_large_messages_are_set_aside_whole_and_charged_as_announced() -> None:
+    """A message of 64 KiB or more is received into one buffer of its announced size, charged whole to the
+    listener's held bytes when it begins, and handed on as a read-only view of that buffer (no copy); a small
+    one after it in the same DATA frame is received as before."""
+    calls: list[Stream] = []
+    held = HeldBytes(1 << 30)
+    connection = Http2Connection(Http2Limits(), lambda path: True, calls.append, held=held)
+    connection.connection_made(_Transport())
+    block = hpack.Encoder().encode([*REQUEST, ("content-type", "application/grpc")])
+    large, small = bytes(range(256)) * 400, b"abc"  # 102400 and 3 bytes
+    data = b"\x00" + len(large).to_bytes(4, "big") + large + b"\x00" + len(small).to_bytes(4, "big") + small
+    connection.data_received(PREFACE + frame(HEADERS, END_HEADERS, 1, block) + frame(DATA, 0, 1, data[:7]))
+    (stream,) = calls
+    assert held.held == 5 + len(large)  # the whole announced message, from its first bytes
+    for at in range(7, len(data), 16384):
+        connection.data_received(frame(DATA, 0, 1, data[at : at + 16384]))
+    first, second = await stream.next_message(), await stream.next_message()
+    assert isinstance(first, memoryview) and first.readonly and bytes(first) == large
+    assert second == small
+    assert held.held == 0  # each given back as the handler took it
