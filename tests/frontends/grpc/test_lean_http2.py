@@ -9,6 +9,8 @@ import asyncio
 import hpack
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seawall.frontends.grpc.frames import (
     CONTINUATION,
@@ -203,3 +205,55 @@ async def test_large_messages_are_set_aside_whole_and_charged_as_announced() -> 
     assert isinstance(first, memoryview) and first.readonly and bytes(first) == large
     assert second == small
     assert held.held == 0  # each given back as the handler took it
+
+
+_SIZES = st.sampled_from([0, 3, 1000, 65531, 65535, 65536, 65541, 70000, 100_000])
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    sizes=st.lists(_SIZES, min_size=1, max_size=4),
+    cuts=st.lists(st.integers(1, 16384), min_size=1, max_size=6),
+    streaming=st.booleans(),
+)
+def test_messages_of_any_size_in_frames_cut_anywhere_come_out_whole(
+    sizes: list[int], cuts: list[int], streaming: bool
+) -> None:
+    """Whatever the messages' sizes (either side of the size from which a message's buffer is set aside whole)
+    and wherever the DATA frames cut them: a streaming call's handler gets each message as sent, in order, and a
+    unary call's one message comes out whole; every held byte is given back once the messages are taken."""
+    if not streaming:
+        sizes = sizes[:1]
+    messages = [bytes([n % 251]) * size for n, size in enumerate(sizes)]
+    data = b"".join(b"\x00" + len(m).to_bytes(4, "big") + m for m in messages)
+    calls: list[Stream] = []
+    held = HeldBytes(1 << 30)
+    connection = Http2Connection(Http2Limits(), lambda path: streaming, calls.append, held=held)
+    connection.connection_made(_Transport())
+    block = hpack.Encoder().encode([*REQUEST, ("content-type", "application/grpc")])
+    frames, at, turn = [frame(HEADERS, END_HEADERS, 1, block)], 0, 0
+    while at < len(data):
+        size = cuts[turn % len(cuts)]
+        frames.append(frame(DATA, END_STREAM if at + size >= len(data) else 0, 1, data[at : at + size]))
+        at, turn = at + size, turn + 1
+    connection.data_received(PREFACE)
+    for piece in frames:
+        connection.data_received(piece)
+    (stream,) = calls
+    if streaming:
+
+        async def taken() -> list[bytes]:
+            out = []
+            while (message := await stream.next_message()) is not None:
+                out.append(bytes(message))
+            return out
+
+        assert asyncio.run(taken()) == messages
+        connection.work_ended(stream)
+        connection.finish(stream, 0)
+    else:
+        message = stream.take_only_message()
+        assert message is not None and bytes(message) == messages[0]
+        stream.working = False
+        connection.finish(stream, 0)
+    assert held.held == 0
