@@ -3,6 +3,7 @@
     python -m bench.run            # full run (>= 5 repetitions of the small-request cells), ~15 minutes
     python -m bench.run --quick    # 1 repetition, short cells: checks the suite end to end in a few minutes
     python -m bench.run --report-only   # regenerate bench/results/report.md and PNGs from raw results
+    python -m bench.run --workloads identity --no-report   # a few cells: raw results only, the report stays
 
 Raw results go to bench/results/raw/<run>.json (gitignored), the report and plots to bench/results/.
 """
@@ -320,6 +321,11 @@ def main() -> None:
     parser.add_argument("--start-reps", type=int, help="start-to-ready measurements per server (default 3, quick 1)")
     parser.add_argument("--check-reps", type=int, help="client-check repetitions (default 3, quick 1)")
     parser.add_argument("--shared", default="", help="a note for the report, e.g. that the machine was shared")
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="keep only the raw results: bench/results/report.md and its plots stay as they are (a run of a few cells)",
+    )
     args = parser.parse_args()
     quick = args.quick
     for key, full, short in (
@@ -336,6 +342,8 @@ def main() -> None:
         raw = measure(args)
         print(f"bench: raw results in {raw}", flush=True)
         raws = [raw, *raws]
+        if args.no_report:
+            return
     path = report.write(raws)
     print(f"bench: report in {path}", flush=True)
 

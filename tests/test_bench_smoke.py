@@ -154,3 +154,19 @@ def test_bls_rows_set_the_bls_pipeline_beside_its_ensemble() -> None:
         "Seawall 40.0 ms (40.0 ms CPU), Triton – ms (– ms CPU)",
         None,
     )
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-report"]])
+def test_a_run_of_a_few_cells_can_leave_the_report_as_it_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: list[str]
+) -> None:
+    """`--no-report` keeps the raw results only: a run of a few cells must not replace the committed report of
+    whole runs (it did, with its few cells and their plots)."""
+    from bench import run
+
+    written: list[list[Path]] = []
+    monkeypatch.setattr(run, "measure", lambda args: tmp_path / "raw.json")
+    monkeypatch.setattr(run.report, "write", lambda raws: written.append(list(raws)) or tmp_path / "report.md")
+    monkeypatch.setattr("sys.argv", ["bench.run", "--workloads", "identity", *flag])
+    run.main()
+    assert written == ([] if flag else [[tmp_path / "raw.json"]])
