@@ -116,12 +116,6 @@ class OverloadedError(SeawallError):
 RETRY_AFTER_SECS = 1
 
 
-def held_bytes_refusal(limit: int) -> str:
-    """Why a request was refused when the request bytes a server's listeners hold at once would exceed `limit`
-    (HTTP 503 `--http-max-inflight-body-bytes`, gRPC UNAVAILABLE `--grpc-max-inflight-request-bytes`)."""
-    return f"the server holds too many request bytes at once (limit {limit} bytes); retry later"
-
-
 _BY_CODE: dict[Code, type[SeawallError]] = {
     cls.code: cls
     for cls in (

@@ -50,6 +50,7 @@ MODULES = (
     "seawall.frontends.http.json_body",
     "seawall.frontends.http.tensors",
     "seawall.frontends.http.body",
+    "seawall.frontends.held",
     "seawall.frontends.grpc.codec",
     "seawall.frontends.grpc.wire",
     "seawall.frontends.grpc.service",

@@ -10,9 +10,10 @@ size, header block size (CONTINUATION flood) and decoded header list size (HPACK
 streams counting reset streams until their work has ended (rapid reset), control frames (SETTINGS/PING/RST floods),
 buffered output (a peer that does not read, or keeps its window at zero, stops being read), the data sent
 beyond the receive windows (`window.ReceiveWindow`), and the request bytes held by all connections of the
-listener (`limits.HeldBytes`: a call whose bytes do not fit is answered UNAVAILABLE).
+listener (`held.HeldBytes`: a call whose bytes do not fit is answered UNAVAILABLE).
 
-Imports only the standard library and this package's `frames`, `limits`, `reader`, `output`, `window`, `liveness`.
+Imports only the standard library, `frontends.held` and this package's `frames`, `limits`, `reader`, `output`, `window`,
+`liveness`.
 """
 
 from __future__ import annotations
@@ -54,11 +55,12 @@ from seawall.frontends.grpc.frames import (
     trailers,
     unpadded,
 )
-from seawall.frontends.grpc.limits import HeldBytes, Http2Limits
+from seawall.frontends.grpc.limits import Http2Limits
 from seawall.frontends.grpc.liveness import Due, Liveness
 from seawall.frontends.grpc.output import Message, Output
 from seawall.frontends.grpc.reader import MAX_FRAME, FrameReader, HeaderBlock
 from seawall.frontends.grpc.window import ReceiveWindow
+from seawall.frontends.held import HeldBytes
 
 logger = logging.getLogger(__name__)
 INTERNAL_ERROR = 0x2

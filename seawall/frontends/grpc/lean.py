@@ -2,7 +2,7 @@
 `RpcMethodHandler`s grpc.aio is given, from `service.build_handlers`) with a small context object offering what
 those handlers use (abort, write, invocation_metadata, peer, auth_context).
 
-Imports `http2` and the standard library only (the handlers come in from the caller).
+Imports `http2`, `frontends.held` and the standard library only (the handlers come in from the caller).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any, cast
 
 from seawall.frontends.grpc.frames import NO_ERROR, Stream
 from seawall.frontends.grpc.http2 import Http2Connection
-from seawall.frontends.grpc.limits import HeldBytes, Http2Limits
+from seawall.frontends.grpc.limits import Http2Limits
 from seawall.frontends.grpc.output import Message
+from seawall.frontends.held import HeldBytes
 
 logger = logging.getLogger(__name__)
 

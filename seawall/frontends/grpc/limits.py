@@ -1,15 +1,10 @@
 """What one lean HTTP/2 connection may make the server hold, and its keepalive and connection-age settings: the
-bounds `reader`, `window`, `liveness` and `http2` enforce (see docs/architecture.md); and `HeldBytes`, the request
-bytes all connections of a listener hold at once.
-
-Imports only `errors` (the refusal's text, the same as the HTTP listeners') and the standard library.
+bounds `reader`, `window`, `liveness` and `http2` enforce (see docs/architecture.md). Pure data.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from seawall.errors import held_bytes_refusal
 
 
 @dataclass(frozen=True)
@@ -31,29 +26,3 @@ class Http2Limits:
     max_ping_strikes: int = 2  # strikes beyond this: GOAWAY ENHANCE_YOUR_CALM (0: unlimited)
     max_age: float = 0.0
     max_age_grace: float = 0.0
-
-
-class HeldBytes:
-    """Request bytes the connections of one listener hold at once: a unary call's from their arrival until its
-    answer has gone, a streaming call's until its handler takes each message. The stream windows do not bound
-    them (a unary call's window reopens as its message arrives, up to the message size limit, on each of the
-    concurrent streams of every connection). Touched on the event loop only."""
-
-    __slots__ = ("limit", "held")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-
-    def take(self, count: int) -> bool:
-        """Charge `count` bytes; False (nothing charged) when they would exceed the limit."""
-        if self.held + count > self.limit:
-            return False
-        self.held += count
-        return True
-
-    def give_back(self, count: int) -> None:
-        self.held -= count
-
-    def refusal(self) -> str:
-        return held_bytes_refusal(self.limit)

@@ -127,6 +127,18 @@ def _same(state: tuple[object, int, int], other: tuple[object, int, int]) -> boo
     return state[0] is other[0] and state[1] == other[1] and state[2] == other[2]
 
 
+def _frame_size(buffer: bytearray | memoryview, pos: int) -> int:
+    """The payload size in the frame header at `pos`.
+
+    Raises:
+        ConnectionError_: larger than the SETTINGS_MAX_FRAME_SIZE we advertise (FRAME_SIZE_ERROR).
+    """
+    size = (buffer[pos] << 16) | (buffer[pos + 1] << 8) | buffer[pos + 2]
+    if size > MAX_FRAME:
+        raise ConnectionError_(FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+    return size
+
+
 class FrameReader:
     """Cuts one connection's incoming bytes into frames, once the client's connection preface has come."""
 
@@ -162,34 +174,28 @@ class FrameReader:
             del self._buffer[:24]
         elif self._buffer:
             taken = self._finish_frame(view)  # not inside the slice: compiled, a call there ran twice
-            view = view[taken:]
-            if not self._whole_frame():
+            if taken < 0:
                 return  # still incomplete: all of `data` is in the buffer
+            view = view[taken:]
         if self._buffer:
             yield from self._cut(self._buffer)
         if len(view):
             yield from self._cut(view)
 
     def _finish_frame(self, view: memoryview) -> int:
-        """Append to the buffered start of a frame the bytes of `view` that finish it, or all of `view` if they
-        do not; return how many were taken."""
+        """Append to the buffered start of a frame the bytes of `view` that finish it and return how many they
+        were; -1 when all of `view` does not finish it (then all of it was appended)."""
         buffer = self._buffer
         taken = 0
         if len(buffer) < 9:
             taken = min(9 - len(buffer), len(view))
             buffer.extend(view[:taken])
             if len(buffer) < 9:
-                return taken
-        size = (buffer[0] << 16) | (buffer[1] << 8) | buffer[2]
-        if size > MAX_FRAME:
-            raise ConnectionError_(FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+                return -1
+        size = _frame_size(buffer, 0)
         more = min(9 + size - len(buffer), len(view) - taken)
         buffer.extend(view[taken : taken + more])
-        return taken + more
-
-    def _whole_frame(self) -> bool:
-        buffer = self._buffer
-        return len(buffer) >= 9 and len(buffer) >= 9 + ((buffer[0] << 16) | (buffer[1] << 8) | buffer[2])
+        return taken + more if len(buffer) == 9 + size else -1
 
     def _cut(self, buffer: bytearray | memoryview) -> Iterator[Frame | HeaderBlock]:
         """The complete frames of `buffer` (the reader's own buffer, or a view of received bytes); what is left
@@ -197,9 +203,7 @@ class FrameReader:
         pos = 0
         end = len(buffer)
         while end - pos >= 9:
-            size = (buffer[pos] << 16) | (buffer[pos + 1] << 8) | buffer[pos + 2]
-            if size > MAX_FRAME:
-                raise ConnectionError_(FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+            size = _frame_size(buffer, pos)
             if end - pos - 9 < size:
                 break
             kind, flags = buffer[pos + 3], buffer[pos + 4]

@@ -1,7 +1,7 @@
 """Request bodies of the HTTP listeners: the reader that collects one body within `Limits`, and the budget that
 bounds the bytes of all bodies a server holds at once.
 
-Imports only `errors`, `options` and the standard library; `server` builds the budget, the frontends decode large JSON
+Imports only `options`, `held` and the standard library; `server` builds the budget, the frontends decode large JSON
 documents under its `json_gate`.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 
-from seawall.errors import held_bytes_refusal
+from seawall.frontends.held import HeldBytes
 from seawall.options import Limits
 
 #: Below this many decompressed bytes the ratio limit is not applied (tiny bodies compress absurdly well).
@@ -40,13 +40,12 @@ class BodyBudget:
     """
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._held = 0
+        self._bytes = HeldBytes(limit)
         self.json_gate = asyncio.Lock()
 
     @property
     def held(self) -> int:
-        return self._held
+        return self._bytes.held
 
     def reserve(self, count: int) -> None:
         """Take `count` bytes.
@@ -54,16 +53,11 @@ class BodyBudget:
         Raises:
             Refusal: 503 with Retry-After, the bodies in flight would exceed the limit.
         """
-        if self._held + count > self.limit:
-            raise Refusal(
-                503,
-                held_bytes_refusal(self.limit),
-                [("Retry-After", str(RETRY_AFTER_SECS))],
-            )
-        self._held += count
+        if not self._bytes.take(count):
+            raise Refusal(503, self._bytes.refusal(), [("Retry-After", str(RETRY_AFTER_SECS))])
 
     def release(self, count: int) -> None:
-        self._held -= count
+        self._bytes.give_back(count)
 
 
 class BodyReader:

@@ -24,8 +24,9 @@ from seawall.frontends.grpc.frames import (
     frame,
 )
 from seawall.frontends.grpc.http2 import Http2Connection
-from seawall.frontends.grpc.limits import HeldBytes, Http2Limits
+from seawall.frontends.grpc.limits import Http2Limits
 from seawall.frontends.grpc.reader import FrameReader, HeaderBlock
+from seawall.frontends.held import HeldBytes
 
 REQUEST = [(":method", "POST"), (":scheme", "http"), (":path", "/s/m"), (":authority", "x"), ("te", "trailers")]
 
