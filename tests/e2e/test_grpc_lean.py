@@ -196,10 +196,37 @@ def test_control_frame_floods_are_answered_with_goaway(lean: ServerProcess, kind
     assert_healthy(lean)
 
 
-def test_oversized_frame_is_a_frame_size_error(lean: ServerProcess) -> None:
+def test_the_server_advertises_a_max_frame_size_of_4_mib(lean: ServerProcess) -> None:
+    """As Triton's gRPC server does: a client sends a large request in a few frames, not one per 16 KiB."""
     raw = Raw(lean.grpc)
-    raw.send(raw.headers(1) + (1 << 20).to_bytes(3, "big") + bytes((DATA, 0)) + (1).to_bytes(4, "big") + b"x" * 100)
-    assert raw.goaway() == FRAME_SIZE_ERROR
+    (settings,) = [p for kind, flags, _, p in raw.frames(5.0, until=SETTINGS) if kind == SETTINGS and not flags]
+    values = {int.from_bytes(settings[i : i + 2], "big"): int.from_bytes(settings[i + 2 : i + 6], "big")
+              for i in range(0, len(settings), 6)}  # fmt: skip
+    assert values[0x5] == 4 * 1024 * 1024
+    raw.close()
+
+
+@pytest.mark.parametrize(
+    "kind,size,code",
+    [
+        (DATA, 4 * 1024 * 1024 + 1, FRAME_SIZE_ERROR),  # over the SETTINGS_MAX_FRAME_SIZE advertised
+        (DATA, (1 << 24) - 1, FRAME_SIZE_ERROR),
+        (SETTINGS, 16385, FRAME_SIZE_ERROR),  # only DATA frames may be larger than 16 KiB
+        (PING, 1 << 20, FRAME_SIZE_ERROR),
+        (0x21, 20_000, FRAME_SIZE_ERROR),  # an unknown kind
+        (HEADERS, 16385, ENHANCE_YOUR_CALM),  # a header block over the 16 KiB it may be
+        (CONTINUATION, 1 << 20, ENHANCE_YOUR_CALM),
+    ],
+)
+def test_oversized_frame_is_refused_before_its_payload_is_read(
+    lean: ServerProcess, kind: int, size: int, code: int
+) -> None:
+    """The frame's header alone is enough: the server answers GOAWAY without waiting for (or holding) a payload it
+    would not take."""
+    raw = Raw(lean.grpc)
+    head = raw.headers(1) if kind != CONTINUATION else frame(HEADERS, 0, 1, raw.encoder.encode([(":method", "POST")]))
+    raw.send(head + size.to_bytes(3, "big") + bytes((kind, 0)) + (1).to_bytes(4, "big") + b"x" * 100)
+    assert raw.goaway() == code
     raw.close()
     assert_healthy(lean)
 
@@ -350,7 +377,9 @@ def _outputs(answer: list[tuple[int, int, int, bytes]], stream: int) -> bytes:
 
 # first DATA frames: the whole prefix and some bytes (the message's buffer is set aside at once), only part of
 # the prefix (it grows frame by frame), exactly the prefix; then frames of sizes that cut the reads anywhere
-@pytest.mark.parametrize("sizes", [(16384,), (3, 16384), (5, 1, 7000, 16384), (4100, 9, 12345)])
+@pytest.mark.parametrize(
+    "sizes", [(16384,), (3, 16384), (5, 1, 7000, 16384), (4100, 9, 12345), (250_000,), (70_000, 9, 100_000)]
+)
 def test_a_large_unary_message_in_frames_of_any_size_is_served_whole(
     lean: ServerProcess, sizes: tuple[int, ...]
 ) -> None:
@@ -392,7 +421,9 @@ def test_a_large_unary_call_with_more_or_fewer_bytes_than_one_message_is_refused
     assert_healthy(lean)
 
 
-@pytest.mark.parametrize("sizes", [(16384,), (16000, 3, 16384), (16384, 7, 9, 12345)])
+@pytest.mark.parametrize(
+    "sizes", [(16384,), (16000, 3, 16384), (16384, 7, 9, 12345), (300_000,), (70_000, 3, 200_000), (100_005,)]
+)
 def test_large_stream_messages_cut_anywhere_are_each_served_whole(lean: ServerProcess, sizes: tuple[int, ...]) -> None:
     """ModelStreamInfer messages of 64 KiB and more are received into buffers of their announced size: DATA
     frames that end one message and begin the next, or split the next one's prefix, give each message whole and

@@ -30,6 +30,7 @@ from tritonclient.grpc import service_pb2
 from seawall.app import open_server
 from seawall.frontends.grpc.lean import LeanServer
 from seawall.frontends.grpc.limits import Http2Limits
+from seawall.frontends.grpc.reader import MAX_FRAME
 from seawall.frontends.grpc.service import build_handlers
 from seawall.options import Limits, Options, RepositoryOptions
 
@@ -144,11 +145,12 @@ class _Harness:
 
 
 def _frames(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
-    """(type, flags, stream, payload) of each whole frame of `data`, up to one over the default maximum size."""
+    """(type, flags, stream, payload) of each whole frame of `data`, up to one over the size the server takes (4 MiB
+    for DATA, the SETTINGS_MAX_FRAME_SIZE it advertises; 16 KiB for the other kinds)."""
     pos = 0
     while len(data) - pos >= 9:
         size = int.from_bytes(data[pos : pos + 3], "big")
-        if size > 16384 or len(data) - pos - 9 < size:
+        if size > (MAX_FRAME if data[pos + 3] == DATA else 16384) or len(data) - pos - 9 < size:
             return
         stream = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
         yield data[pos + 3], data[pos + 4], stream, data[pos + 9 : pos + 9 + size]

@@ -28,6 +28,7 @@ from typing import Any
 from seawall.frontends.grpc.frames import (
     ACK,
     DATA,
+    DEFAULT_FRAME,
     END_STREAM,
     FRAME_SIZE_ERROR,
     GOAWAY,
@@ -93,7 +94,7 @@ class Http2Connection(asyncio.Protocol):
         self._liveness = Liveness(limits)
         self._streams: dict[int, Stream] = {}  # open, or reset with their work still running
         self._last_stream = 0
-        self._output = Output(MAX_FRAME, self._release)  # called once a stream's trailers are out
+        self._output = Output(DEFAULT_FRAME, self._release)  # called once a stream's trailers are out
         self._window = ReceiveWindow(limits.window_bytes, self._output)
         self._paused = False  # not reading: our output is not being read
         self._write_paused = False
@@ -134,6 +135,7 @@ class Http2Connection(asyncio.Protocol):
             (SETTING_MAX_CONCURRENT_STREAMS, self.limits.max_concurrent_streams),
             (SETTING_INITIAL_WINDOW_SIZE, self.limits.window_bytes),
             (SETTING_MAX_HEADER_LIST_SIZE, self.limits.max_header_list_bytes),
+            (SETTING_MAX_FRAME_SIZE, MAX_FRAME),
         )
         transport.write(settings_frame(settings) + self._window.opening())
 
@@ -216,7 +218,7 @@ class Http2Connection(asyncio.Protocol):
             if key == SETTING_INITIAL_WINDOW_SIZE:
                 self._output.new_initial_window(value, self._streams.values())
             elif key == SETTING_MAX_FRAME_SIZE:
-                if not MAX_FRAME <= value <= 16777215:
+                if not DEFAULT_FRAME <= value <= 16777215:
                     raise ConnectionError_(PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
                 self._output.frame_size = min(value, 1 << 20)
         self._output.add(frame(SETTINGS, ACK, 0))

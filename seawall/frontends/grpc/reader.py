@@ -2,8 +2,13 @@
 and their CONTINUATION frames joined into one header block (6.2, 6.10) and decoded with HPACK (RFC 7541).
 What a frame means for a stream or the connection is `http2.Http2Connection`'s business.
 
-Every buffer a peer can make it hold is bounded: one frame (our SETTINGS_MAX_FRAME_SIZE), one header block before
-decoding (CONTINUATION flood), the decoded header list (HPACK bomb), the few decoded blocks it remembers.
+Every buffer a peer can make it hold is bounded: one frame of at most 16 KiB, one header block before decoding
+(CONTINUATION flood), the decoded header list (HPACK bomb), the few decoded blocks it remembers. A DATA frame may be
+as large as the SETTINGS_MAX_FRAME_SIZE we advertise (4 MiB, as Triton's gRPC server does, so a client sends a
+large request in a few frames rather than one per 16 KiB), but one larger than 16 KiB that is not whole in the
+bytes read is never buffered: its data goes on in pieces as they arrive, each a DATA frame of its own for the
+connection (the last one with the frame's END_STREAM; its padding, if any, as an empty padded frame after them),
+so flow control counts every byte of it as the peer sent it.
 
 A client repeats the same header block call after call once its fields are in the dynamic table: a block whose
 decoding left the table as it was is remembered and decoded again only once the table changes (`_Blocks`).
@@ -22,6 +27,8 @@ import hpack.exceptions
 from seawall.frontends.grpc.frames import (
     COMPRESSION_ERROR,
     CONTINUATION,
+    DATA,
+    DEFAULT_FRAME,
     END_HEADERS,
     END_STREAM,
     ENHANCE_YOUR_CALM,
@@ -36,7 +43,9 @@ from seawall.frontends.grpc.frames import (
     malformed_request,
 )
 
-MAX_FRAME = 16384  # what we advertise (SETTINGS_MAX_FRAME_SIZE is left at its default)
+#: the SETTINGS_MAX_FRAME_SIZE we advertise (Triton's gRPC server advertises 4 MiB too); only DATA frames may be
+#: larger than DEFAULT_FRAME, and such a frame is taken in pieces, never buffered whole
+MAX_FRAME = 4 * 1024 * 1024
 
 #: a frame but HEADERS and CONTINUATION: (type, flags, stream id, payload)
 Frame = tuple[int, int, int, Payload]
@@ -128,15 +137,26 @@ def _same(state: tuple[object, int, int], other: tuple[object, int, int]) -> boo
 
 
 def _frame_size(buffer: bytearray | memoryview, pos: int) -> int:
-    """The payload size in the frame header at `pos`.
+    """The payload size in the frame header at `pos` (whole: 9 bytes).
 
     Raises:
-        ConnectionError_: larger than the SETTINGS_MAX_FRAME_SIZE we advertise (FRAME_SIZE_ERROR).
+        ConnectionError_: larger than the SETTINGS_MAX_FRAME_SIZE we advertise (FRAME_SIZE_ERROR); a frame of
+            another kind than DATA larger than DEFAULT_FRAME: a header block one (ENHANCE_YOUR_CALM, as a too
+            large block), any other (FRAME_SIZE_ERROR; none of them needs that much).
     """
     size = (buffer[pos] << 16) | (buffer[pos + 1] << 8) | buffer[pos + 2]
+    if size > DEFAULT_FRAME and buffer[pos + 3] != DATA:
+        if buffer[pos + 3] in (HEADERS, CONTINUATION):
+            raise ConnectionError_(ENHANCE_YOUR_CALM, "header block too large")
+        raise ConnectionError_(FRAME_SIZE_ERROR, "frame larger than its kind needs")
     if size > MAX_FRAME:
         raise ConnectionError_(FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
     return size
+
+
+def _large_data(buffer: bytearray | memoryview, pos: int, size: int) -> bool:
+    """Whether the frame whose header is at `pos` is a DATA frame taken in pieces when it is not whole."""
+    return size > DEFAULT_FRAME and buffer[pos + 3] == DATA
 
 
 class FrameReader:
@@ -150,6 +170,13 @@ class FrameReader:
         self._block: bytearray | None = None  # a header block waiting for its CONTINUATION frames
         self._block_stream = 0
         self._block_end = False
+        # a large DATA frame being taken in pieces (`_large_data`): its stream, END_STREAM flag, data bytes still
+        # to come, padding length (-1: none, or its padding frame was made) and padding bytes still to come
+        self._piece_stream = 0
+        self._piece_end = 0
+        self._piece_left = 0
+        self._pad = -1
+        self._pad_left = 0
 
     def frames(self, data: bytes) -> Iterator[Frame | HeaderBlock]:
         """The complete frames and header blocks that `data` finishes, in order; the rest waits for more bytes.
@@ -193,6 +220,11 @@ class FrameReader:
             if len(buffer) < 9:
                 return -1
         size = _frame_size(buffer, 0)
+        if _large_data(buffer, 0, size):  # only its header (and padding length) is buffered: `_cut` goes on
+            head = 10 if buffer[4] & PADDED else 9
+            more = min(head - len(buffer), len(view) - taken)
+            buffer.extend(view[taken : taken + more])
+            return taken + more if len(buffer) == head else -1
         more = min(9 + size - len(buffer), len(view) - taken)
         buffer.extend(view[taken : taken + more])
         return taken + more if len(buffer) == 9 + size else -1
@@ -202,10 +234,42 @@ class FrameReader:
         of it waits in the reader's buffer."""
         pos = 0
         end = len(buffer)
-        while end - pos >= 9:
+        while True:
+            if self._piece_left or self._pad >= 0:  # a large DATA frame is being taken: these bytes go on with it
+                if pos == end:
+                    break
+                taken = min(self._piece_left, end - pos)
+                if taken:
+                    self._piece_left -= taken
+                    flags = self._piece_end if not self._piece_left and self._pad < 0 else 0
+                    yield DATA, flags, self._piece_stream, buffer[pos : pos + taken]
+                    pos += taken
+                if not self._piece_left and self._pad >= 0:
+                    padding = min(self._pad_left, end - pos)
+                    self._pad_left -= padding
+                    pos += padding
+                    if not self._pad_left:  # the padding as a frame of its own: counted, and carrying END_STREAM
+                        pad, self._pad = self._pad, -1
+                        yield DATA, PADDED | self._piece_end, self._piece_stream, bytes((pad,)) + bytes(pad)
+                continue
+            if end - pos < 9:
+                break
             size = _frame_size(buffer, pos)
             if end - pos - 9 < size:
-                break
+                if not _large_data(buffer, pos, size):
+                    break
+                if self._block is not None:
+                    raise ConnectionError_(PROTOCOL_ERROR, "expected CONTINUATION")
+                head = 10 if buffer[pos + 4] & PADDED else 9  # (the padding length is part of the head)
+                if end - pos < head:
+                    break  # its padding length has not come yet
+                self._piece_stream = int.from_bytes(buffer[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+                self._piece_end = buffer[pos + 4] & END_STREAM
+                self._pad = buffer[pos + 9] if head == 10 else -1  # (at most 255: shorter than the frame)
+                self._pad_left = max(self._pad, 0)
+                self._piece_left = size - (head - 9) - self._pad_left
+                pos += head
+                continue
             kind, flags = buffer[pos + 3], buffer[pos + 4]
             stream_id = int.from_bytes(buffer[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
             payload = buffer[pos + 9 : pos + 9 + size]

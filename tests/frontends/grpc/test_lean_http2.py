@@ -18,10 +18,12 @@ from seawall.frontends.grpc.frames import (
     END_HEADERS,
     END_STREAM,
     HEADERS,
+    PADDED,
     PREFACE,
     WINDOW_UPDATE,
     Stream,
     frame,
+    unpadded,
 )
 from seawall.frontends.grpc.http2 import Http2Connection
 from seawall.frontends.grpc.limits import Http2Limits
@@ -116,6 +118,40 @@ def test_only_the_frame_begun_in_an_earlier_read_is_copied() -> None:
     (_, _, _, begun), (_, _, _, after) = reader.frames(chunk)
     assert bytes(begun) == b"a" * 100 and bytes(after) == b"b" * 16000
     assert isinstance(after, memoryview) and after.obj is chunk  # read in place
+
+
+@pytest.mark.parametrize("pad", [None, 0, 7, 255])
+@pytest.mark.parametrize("step", [1, 9, 10, 11, 4096, 16393, 70_000, 300_000])
+def test_a_large_data_frame_is_taken_in_pieces_as_it_comes(pad: int | None, step: int) -> None:
+    """A DATA frame over 16 KiB (up to the 4 MiB advertised) that a read does not hold whole is never buffered:
+    each read's part of its data comes out at once as a DATA frame of its own, a view of the read; the last carries
+    the frame's END_STREAM, or, padded, an empty padded frame after them does. Together they count exactly the
+    frame's size (flow control), none is empty, and the frames around it come out as they were."""
+    reader = FrameReader(16384)
+    list(reader.frames(PREFACE))
+    data = bytes(range(256)) * 800  # 204800 bytes
+    payload = data if pad is None else bytes((pad,)) + data + b"\0" * pad
+    flags = END_STREAM | (0 if pad is None else PADDED)
+    sent = frame(DATA, 0, 1, b"before") + frame(DATA, flags, 1, payload) + frame(DATA, 0, 3, b"after")
+    out: list[tuple[int, int, int, bytes]] = []
+    for at in range(0, len(sent), step):
+        read = sent[at : at + step]
+        for kind, flags_, stream, piece in reader.frames(read):
+            if kind == DATA and stream == 1 and len(piece) > 6 and not flags_ & PADDED and len(read) < len(sent):
+                assert isinstance(piece, memoryview) and piece.obj is read  # a view of the read: nothing buffered
+            out.append((kind, flags_, stream, bytes(piece)))
+    assert out[0] == (DATA, 0, 1, b"before") and out[-1] == (DATA, 0, 3, b"after")
+    pieces = out[1:-1]
+    assert all(kind == DATA and stream == 1 and piece for kind, _, stream, piece in pieces)
+    assert sum(len(piece) for *_, piece in pieces) == len(payload)
+    assert [flags_ & END_STREAM for _, flags_, _, _ in pieces] == [0] * (len(pieces) - 1) + [END_STREAM]
+    assert b"".join(unpadded(flags_, piece)[0] for _, flags_, _, piece in pieces) == data
+    if step < len(payload):
+        assert len(pieces) > 1
+        if pad is not None:
+            assert pieces[-1] == (DATA, PADDED | END_STREAM, 1, bytes((pad,)) + b"\0" * pad)
+    else:
+        assert pieces == [(DATA, flags, 1, payload)]  # whole in one read: as it came
 
 
 class _Transport(asyncio.Transport):
@@ -214,15 +250,17 @@ _SIZES = st.sampled_from([0, 3, 1000, 65531, 65535, 65536, 65541, 70000, 100_000
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     sizes=st.lists(_SIZES, min_size=1, max_size=4),
-    cuts=st.lists(st.integers(1, 16384), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(1, 16384) | st.sampled_from([16385, 70_000, 250_000]), min_size=1, max_size=6),
+    reads=st.lists(st.integers(1, 100_000), max_size=4),
     streaming=st.booleans(),
 )
 def test_messages_of_any_size_in_frames_cut_anywhere_come_out_whole(
-    sizes: list[int], cuts: list[int], streaming: bool
+    sizes: list[int], cuts: list[int], reads: list[int], streaming: bool
 ) -> None:
-    """Whatever the messages' sizes (either side of the size from which a message's buffer is set aside whole)
-    and wherever the DATA frames cut them: a streaming call's handler gets each message as sent, in order, and a
-    unary call's one message comes out whole; every held byte is given back once the messages are taken."""
+    """Whatever the messages' sizes (either side of the size from which a message's buffer is set aside whole),
+    wherever the DATA frames cut them (large frames, taken in pieces, included) and wherever the reads cut the
+    frames: a streaming call's handler gets each message as sent, in order, and a unary call's one message comes
+    out whole; every held byte is given back once the messages are taken."""
     if not streaming:
         sizes = sizes[:1]
     messages = [bytes([n % 251]) * size for n, size in enumerate(sizes)]
@@ -238,6 +276,12 @@ def test_messages_of_any_size_in_frames_cut_anywhere_come_out_whole(
         frames.append(frame(DATA, END_STREAM if at + size >= len(data) else 0, 1, data[at : at + size]))
         at, turn = at + size, turn + 1
     connection.data_received(PREFACE)
+    if reads:  # the bytes of all the frames in reads of these sizes in turn
+        sent, at, turn = b"".join(frames), 0, 0
+        frames = []
+        while at < len(sent):
+            frames.append(sent[at : at + reads[turn % len(reads)]])
+            at, turn = at + reads[turn % len(reads)], turn + 1
     for piece in frames:
         connection.data_received(piece)
     (stream,) = calls
