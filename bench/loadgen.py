@@ -2,7 +2,7 @@
 
 Each worker process runs `concurrency / processes` connections on uvloop; every connection sends a
 pre-encoded request, waits for the whole reply, and repeats. HTTP is HTTP/1.1 on raw asyncio streams; gRPC is
-a minimal HTTP/2 client on the `h2` library (one connection per closed loop, grpc-status read from the
+a minimal HTTP/2 client (`bench.grpc_client`: one connection per closed loop, grpc-status read from the
 trailers), which costs far less per call than a grpc.aio channel. Latencies are collected per request.
 
     python -m bench.loadgen --url 127.0.0.1:8000 --mode http-json --concurrency 16
@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
+
+from bench.grpc_client import GrpcConnection
 
 MODES = ("http-json", "http-binary", "grpc")
 SEQUENCE_LENGTH = 8  # requests per sequence of the `sequence` workload
@@ -193,105 +195,10 @@ async def _http_loop(host: str, port: int, payload: bytes | Iterator[bytes], clo
     return errors
 
 
-class GrpcConnection(asyncio.Protocol):
-    """One HTTP/2 connection that sends one pre-encoded gRPC call at a time (a closed loop)."""
-
-    def __init__(self, authority: str, body: bytes) -> None:
-        import h2.config
-        import h2.connection
-
-        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-        self._headers = [
-            (b":method", b"POST"),
-            (b":scheme", b"http"),
-            (b":path", GRPC_PATH.encode()),
-            (b":authority", authority.encode()),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-        ]
-        self._body = body  # the request (`set_body` changes it between calls)
-        self._transport: asyncio.Transport | None = None
-        self._sent = 0
-        self._stream = 0
-        self._status = b""
-        self.received = 0  # bytes of response DATA in the current call
-        self._done: asyncio.Future[bool] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        from h2.settings import SettingCodes
-
-        self._transport = transport  # type: ignore[assignment]  # uvloop's transports do not subclass asyncio's
-        assert self._transport is not None
-        self._h2.initiate_connection()
-        self._h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 1 << 30})
-        self._h2.increment_flow_control_window(1 << 30)
-        self._transport.write(self._h2.data_to_send())
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._done is not None and not self._done.done():
-            self._done.set_result(False)
-
-    async def call(self) -> bool:
-        """Send the request and wait for the end of the response; True when grpc-status is 0 and a message came."""
-        assert self._transport is not None
-        if self._transport.is_closing():
-            return False
-        self._done = asyncio.get_running_loop().create_future()
-        self._stream = self._h2.get_next_available_stream_id()
-        self._status, self._sent, self.received = b"", 0, 0
-        self._h2.send_headers(self._stream, self._headers)
-        self._pump()
-        return await self._done
-
-    def set_body(self, body: bytes) -> None:
-        """The request the next `call` sends."""
-        self._body = body
-
-    def _pump(self) -> None:
-        while self._sent < len(self._body):
-            window = min(self._h2.local_flow_control_window(self._stream), self._h2.max_outbound_frame_size)
-            if window <= 0:
-                break
-            chunk = self._body[self._sent : self._sent + window]
-            self._sent += len(chunk)
-            self._h2.send_data(self._stream, chunk, end_stream=self._sent == len(self._body))
-        assert self._transport is not None
-        self._transport.write(self._h2.data_to_send())
-
-    def _is_sending(self) -> bool:
-        return self._done is not None and not self._done.done() and self._sent < len(self._body)
-
-    def data_received(self, data: bytes) -> None:
-        import h2.events
-
-        for event in self._h2.receive_data(data):
-            if isinstance(event, h2.events.DataReceived):
-                self.received += len(event.data)
-                self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
-                self._status = dict(event.headers).get(b"grpc-status", self._status)
-            elif isinstance(event, h2.events.WindowUpdated) and self._is_sending():
-                self._pump()
-            elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset | h2.events.ConnectionTerminated):
-                if self._done is not None and not self._done.done():
-                    self._done.set_result(self._status == b"0" and self.received > 5)
-        assert self._transport is not None
-        pending = self._h2.data_to_send()
-        if pending:
-            self._transport.write(pending)
-
-    def is_closed(self) -> bool:
-        return self._transport is None or self._transport.is_closing()
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
-
 async def open_grpc(host: str, port: int, body: bytes) -> GrpcConnection:
     """Connect one `GrpcConnection` to host:port."""
     _, protocol = await asyncio.get_running_loop().create_connection(
-        lambda: GrpcConnection(f"{host}:{port}", body), host, port
+        lambda: GrpcConnection(f"{host}:{port}", body, GRPC_PATH), host, port
     )
     return protocol
 
@@ -309,7 +216,7 @@ async def _grpc_loop(
         start = time.perf_counter()
         try:
             ok = await connection.call()
-        except Exception:  # h2 protocol errors: count, reconnect, go on
+        except Exception:  # a broken connection: count, reconnect, go on
             ok = False
         if not ok and connection.is_closed():
             connection = await open_grpc(host, port, body)
@@ -323,47 +230,6 @@ async def _grpc_loop(
             break
     connection.close()
     return errors
-
-
-async def _grpc_aio_loop(
-    target: str, body: bytes, clock: _Clock, lat: list[float], bodies: sequences | None = None
-) -> int:
-    """Fallback without `h2` (e.g. `make test` installs only `.[test]`): grpc.aio, ~150-200 µs per call."""
-    import grpc
-
-    channel = grpc.aio.insecure_channel(target)
-    call = channel.unary_unary(GRPC_PATH, request_serializer=None, response_deserializer=None)
-    message = body[5:]  # grpc.aio adds the frame prefix itself
-    errors = 0
-    await channel.channel_ready()
-    await clock.started.wait()
-    while not clock.is_over():
-        if bodies is not None:
-            message = next(bodies)[5:]
-        start = time.perf_counter()
-        try:
-            await call(message)
-            ok = True
-        except grpc.RpcError:
-            ok = False
-        clock.record(lat, time.perf_counter() - start)
-        errors += not ok and clock.is_measuring()
-    while isinstance(bodies, sequences) and bodies.open:  # end the sequence (not measured)
-        try:
-            await call(next(bodies)[5:])
-        except grpc.RpcError:
-            break
-    await channel.close()
-    return errors
-
-
-def has_h2() -> bool:
-    """Whether the lean gRPC client can run (the `h2` package, from the `bench` extra)."""
-    try:
-        import h2  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class _Clock:
@@ -414,16 +280,12 @@ def _worker(
         length = load.sequence_length
         if mode == "grpc":
             body = grpc_body(load)
-            loop = _grpc_loop if has_h2() else None
             jobs = []
             for index in range(connections):
                 bodies = None
                 if length:
                     bodies = sequences(lambda s: grpc_body(load, s), length, sequence_base(index))
-                if loop is not None:
-                    jobs.append(asyncio.create_task(loop(host, int(port), body, clock, lat, bodies)))
-                else:
-                    jobs.append(asyncio.create_task(_grpc_aio_loop(url, body, clock, lat, bodies)))
+                jobs.append(asyncio.create_task(_grpc_loop(host, int(port), body, clock, lat, bodies)))
         else:
             binary = mode == "http-binary"
             jobs = []
@@ -524,7 +386,7 @@ def run_load(
         worker.join(10)
     if failures:
         raise RuntimeError(f"load generator failed: {failures[0]}")
-    driver = "loadgen-http1" if mode != "grpc" else ("loadgen-h2" if has_h2() else "loadgen-grpc-aio")
+    driver = "loadgen-http1" if mode != "grpc" else "loadgen-http2"
     return summarize(driver, latencies, seconds, errors, len(latencies) + warm)
 
 

@@ -426,8 +426,8 @@ def render(data: dict[str, Any], grouped: Cells, pngs: list[str], raw_name: str)
         "## Is the client the bottleneck?",
         "",
         "add_sub, c=32, the same server: the Python load generator (`bench/loadgen.py`, 2 processes, uvloop; "
-        "HTTP/1.1 on raw streams, gRPC on a minimal `h2` client) against the native drivers (`wrk` with a Lua "
-        "script posting the same body; `h2load` posting the same pre-encoded gRPC message). 'cores' are CPU "
+        "HTTP/1.1 on raw streams, gRPC on a minimal HTTP/2 client of its own) against the native drivers (`wrk` "
+        "with a Lua script posting the same body; `h2load` posting the same pre-encoded gRPC message). 'cores' are CPU "
         "seconds per wall second.",
         "",
     ]

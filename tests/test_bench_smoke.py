@@ -1,17 +1,20 @@
-"""Smoke test of the benchmark's load generator: ~1 s of add_sub load on a Seawall process, HTTP JSON and gRPC.
+"""Smoke test of the benchmark's load generator: ~1 s of add_sub load on a Seawall process, HTTP JSON and gRPC,
+and the gRPC client of `bench.grpc_client` on a 1 MiB message (flow control, many frames) and a failing call.
 
 The full benchmark (`make bench`) is not part of the test suite; this only checks that the load path works.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from bench.loadgen import SEQUENCE_LENGTH, http_body, run_load, sequences, workload
+from bench.loadgen import SEQUENCE_LENGTH, grpc_body, http_body, open_grpc, run_load, sequences, workload
 from tests.harness import ROOT, ServerProcess, start_seawall
 
 
@@ -37,6 +40,24 @@ def test_loadgen_drives_concurrent_sequences_without_errors(seawall: ServerProce
     result = run_load(url, mode, "sequence", concurrency=4, seconds=1.0, processes=2, warmup=0.1)
     assert result.errors == 0
     assert result.requests > 2 * SEQUENCE_LENGTH  # several whole sequences, one after another per loop
+
+
+def test_the_grpc_client_moves_a_mib_each_way_and_tells_a_failed_call(seawall: ServerProcess) -> None:
+    host, port = seawall.grpc.rsplit(":", 1)
+    identity = grpc_body(workload("identity"))  # 1 MiB: past the server's first window and its frame size
+
+    async def calls() -> list[tuple[bool, int]]:
+        connection = await open_grpc(host, int(port), identity)
+        outcomes = []
+        for body in (identity, grpc_body(replace(workload("add_sub"), model="no_such_model")), identity):
+            connection.set_body(body)
+            outcomes.append((await connection.call(), connection.received))
+        connection.close()
+        return outcomes
+
+    (ok, size), (failed, _), (again, size_again) = asyncio.run(calls())
+    assert ok and again and not failed  # a call that fails does not break the connection for the next one
+    assert size == size_again > len(identity) - 64  # the reply carries the same 1 MiB tensor back
 
 
 def test_sequence_requests_carry_their_sequence() -> None:
