@@ -58,6 +58,7 @@ class GrpcConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._headers = bytearray()  # a header block not yet ended (CONTINUATION follows)
+        self._ending = False  # that block ends the current stream (its END_STREAM came on the HEADERS frame)
         self._stream = -1  # the current call's stream (odd, growing)
         self._sent = 0  # bytes of the body sent on the current stream
         self._send_window = DEFAULT_WINDOW  # the server's window for the connection
@@ -127,18 +128,23 @@ class GrpcConnection(asyncio.Protocol):
                 if stream == self._stream:
                     pad = buffer[start] + 1 if flags & PADDED else 0
                     self.received += length - pad
+                    if flags & END_STREAM:
+                        self._finish(self._status == b"0" and self.received > 5)
             elif kind == HEADERS or kind == CONTINUATION:
                 if kind == HEADERS:
                     pad = buffer[start] if flags & PADDED else 0
                     skip = (1 if flags & PADDED else 0) + (5 if flags & PRIORITY else 0)
                     self._headers = buffer[start + skip : position - pad]
+                    self._ending = stream == self._stream and bool(flags & END_STREAM)  # trailers
                 else:
                     self._headers += buffer[start:position]
-                if flags & END_HEADERS:
+                if flags & END_HEADERS:  # the block is whole: decode it (the decoder's table needs every block)
                     for name, value in self._decoder.decode(bytes(self._headers), raw=True):
                         if name == b"grpc-status" and stream == self._stream:
                             self._status = value
                     self._headers = bytearray()
+                    if self._ending:
+                        self._finish(self._status == b"0" and self.received > 5)
             elif kind == SETTINGS:
                 if not flags & ACK:
                     self._settings(buffer[start:position])
@@ -154,8 +160,6 @@ class GrpcConnection(asyncio.Protocol):
                     replies.append(frame(PING, ACK, 0, bytes(buffer[start:position])))
             elif kind == RST_STREAM and stream == self._stream or kind == GOAWAY:
                 self._finish(False)
-            if stream == self._stream and flags & END_STREAM and kind in (DATA, HEADERS):
-                self._finish(self._status == b"0" and self.received > 5)
         del buffer[:position]
         if self._unacked >= WINDOW // 2:
             replies.append(frame(WINDOW_UPDATE, 0, 0, _INCREMENT.pack(self._unacked)))
