@@ -9,21 +9,8 @@ import struct
 
 import hpack
 
-from bench.grpc_client import (
-    ACK,
-    CONTINUATION,
-    DATA,
-    END_HEADERS,
-    END_STREAM,
-    HEADERS,
-    PADDED,
-    PING,
-    PRIORITY,
-    SETTINGS,
-    WINDOW_UPDATE,
-    GrpcConnection,
-    frame,
-)
+from bench import grpc_client as http2
+from bench.grpc_client import GrpcConnection, frame
 
 
 class _Transport:
@@ -56,33 +43,33 @@ def test_padding_priority_continuation_huffman_small_windows_and_ping() -> None:
         client, transport = GrpcConnection("x:1", body, "/p"), _Transport()
         client.connection_made(transport)  # type: ignore[arg-type]
         settings = struct.pack(">HIHI", 0x4, 1000, 0x5, 16384)  # a 1000-byte stream window
-        client.data_received(frame(SETTINGS, 0, 0, settings) + frame(PING, 0, 0, b"12345678"))
+        client.data_received(frame(http2.SETTINGS, 0, 0, settings) + frame(http2.PING, 0, 0, b"12345678"))
         call = asyncio.ensure_future(client.call())
         await asyncio.sleep(0)
-        sent_first = sum(len(p) for k, _, _, p in _frames(transport.written) if k == DATA)
+        sent_first = sum(len(p) for k, _, _, p in _frames(transport.written) if k == http2.DATA)
         assert sent_first == 1000  # the stream's window, not the connection's 65535
-        client.data_received(frame(WINDOW_UPDATE, 0, 1, (5000).to_bytes(4, "big")))
+        client.data_received(frame(http2.WINDOW_UPDATE, 0, 1, (5000).to_bytes(4, "big")))
         head = encoder.encode([(":status", "200"), ("content-type", "application/grpc")])
         padded = bytes([3]) + bytes(5) + head + bytes(3)  # pad length, priority (5 bytes), block, padding
         reply = b"\0" + (10).to_bytes(4, "big") + bytes(10)
         data = bytes([7]) + reply + bytes(7)  # padded DATA
         trailers = encoder.encode([("grpc-status", "0"), ("grpc-message", "")])
         client.data_received(
-            frame(HEADERS, END_HEADERS | PADDED | PRIORITY, 1, padded)
-            + frame(DATA, PADDED, 1, data)
-            + frame(HEADERS, END_STREAM, 1, trailers[:2])  # END_STREAM here, the block ends in CONTINUATION
+            frame(http2.HEADERS, http2.END_HEADERS | http2.PADDED | http2.PRIORITY, 1, padded)
+            + frame(http2.DATA, http2.PADDED, 1, data)
+            + frame(http2.HEADERS, http2.END_STREAM, 1, trailers[:2])  # END_STREAM here, the block ends in CONTINUATION
         )
         await asyncio.sleep(0)
         assert not call.done()  # the trailers are not whole yet
-        client.data_received(frame(CONTINUATION, END_HEADERS, 1, trailers[2:]))
+        client.data_received(frame(http2.CONTINUATION, http2.END_HEADERS, 1, trailers[2:]))
         return await call, client.received, _frames(transport.written)
 
     ok, received, frames = asyncio.run(exchange())
     assert ok and received == 15  # the message without the padding
-    assert (PING, ACK, 0, b"12345678") in frames and (SETTINGS, ACK, 0, b"") in frames
-    sent = [p for k, _, s, p in frames if k == DATA and s == 1]
+    assert (http2.PING, http2.ACK, 0, b"12345678") in frames and (http2.SETTINGS, http2.ACK, 0, b"") in frames
+    sent = [p for k, _, s, p in frames if k == http2.DATA and s == 1]
     assert b"".join(sent) == body and [len(p) for p in sent] == [1000, 2005]
-    assert [f for k, f, s, _ in frames if k == DATA][-1] == END_STREAM
+    assert [f for k, f, s, _ in frames if k == http2.DATA][-1] == http2.END_STREAM
 
 
 def test_a_failed_call_is_told_from_its_trailers() -> None:
@@ -92,7 +79,7 @@ def test_a_failed_call_is_told_from_its_trailers() -> None:
         call = asyncio.ensure_future(client.call())
         await asyncio.sleep(0)
         block = hpack.Encoder().encode([(":status", "200"), ("grpc-status", "5"), ("grpc-message", "not found")])
-        client.data_received(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))  # trailers only
+        client.data_received(frame(http2.HEADERS, http2.END_HEADERS | http2.END_STREAM, 1, block))  # trailers only
         return await call
 
     assert asyncio.run(exchange()) is False
