@@ -52,9 +52,19 @@ class Backend:
     started: list[ServerProcess] = field(default_factory=list)  # every process it ran, for their logs
 
     def start(self) -> None:
-        self.process = start_seawall(
-            f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", "--allow-metrics=false"
-        )
+        """Start a process on the backend's ports. The first start takes other free ports when one was taken
+        meanwhile (`free_port` only found it free; nothing has the address yet); a restart keeps them."""
+        attempts = 1 if self.started else 3
+        for attempt in range(attempts):
+            try:
+                self.process = start_seawall(
+                    f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", "--allow-metrics=false"
+                )
+                break
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                self.http_port, self.grpc_port = free_port(), free_port()
         self.started.append(self.process)
 
     def ready(self) -> bool:

@@ -28,7 +28,7 @@ CRASHES_TRITON = "warm_strbad"
 FAILING_WARMUPS = sorted(
     name for name in probe_repository.BAD if name.startswith("warm_") and name not in ESCAPES and name != CRASHES_TRITON
 )
-ATTEMPTS = 4
+ATTEMPTS = 6
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +57,21 @@ class _Triton:
         return start_triton(self._repository, "--model-control-mode=explicit", *loads, *FLAGS, timeout=300)
 
     def load(self, name: str) -> dict[str, Any]:
+        outcomes = []  # why each attempt was given up, for the failure's message
         for _ in range(ATTEMPTS):
             try:
                 _call(self.server, "POST", f"/v2/repository/models/{name}/load", {})
                 entry = _index(self.server)[name]
-            except OSError:
-                entry = {}
+            except OSError as exc:
+                entry, why = {}, repr(exc)
+            else:
+                why = "the load was answered"
             if self.server.process.poll() is None and entry:
                 return entry
+            outcomes.append(f"exit {self.server.process.poll()}, {why}: {' | '.join(self.server.lines[-3:])}")
             self.server.stop()
             self.server = self._start()
-        raise AssertionError(f"Triton crashed {ATTEMPTS} times loading {name}")
+        raise AssertionError(f"Triton crashed {ATTEMPTS} times loading {name}:\n" + "\n".join(outcomes))
 
 
 @pytest.fixture(scope="module")
