@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.servers import tree_pids
+from bench.servers import cpu_seconds, tree_pids
 
 Snapshot = dict[int, tuple[float, int, int, int, str]]
 
@@ -31,16 +31,13 @@ def _switches(pid: int) -> int:
 
 def snapshot(root: int) -> Snapshot:
     """Per process: CPU seconds, context switches, read calls, write calls, command line."""
-    tick = os.sysconf("SC_CLK_TCK")
     found: Snapshot = {}
     for pid in tree_pids(root):
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cpu = (int(fields[11]) + int(fields[12])) / tick
-            found[pid] = (cpu, _switches(pid), int(io["syscr"]), int(io["syscw"]), command)
-        except (FileNotFoundError, ProcessLookupError):
+            found[pid] = (cpu_seconds(pid), _switches(pid), int(io["syscr"]), int(io["syscw"]), command)
+        except OSError:  # the process is gone
             pass
     return found
 

@@ -22,16 +22,10 @@ import numpy as np
 import uvloop
 
 import seawall
+from bench.servers import cpu_seconds
 from seawall import InferRequest, Options, RepositoryOptions, Tensor
 
 ROOT = Path(__file__).resolve().parent.parent
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", "rb") as handle:
-        fields = handle.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
 def _children(pid: int) -> list[int]:
@@ -55,10 +49,10 @@ def _cpu_split() -> tuple[float, float]:
     stubs = 0.0
     for child in _children(me):
         try:
-            stubs += _cpu_seconds(child)
+            stubs += cpu_seconds(child)
         except OSError:
             pass
-    return _cpu_seconds(me), stubs
+    return cpu_seconds(me), stubs
 
 
 def _repository(args: argparse.Namespace, workdir: str) -> str:

@@ -209,17 +209,26 @@ def tree_pids(root: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (its threads included), in seconds.
+
+    Raises:
+        OSError: the process is gone.
+    """
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15 of proc(5))
+
+
 def tree_cpu_seconds(root: int) -> float:
     """utime + stime of every process in the tree (threads included), in seconds."""
-    total = 0
+    total = 0.0
     for pid in tree_pids(root):
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
+            total += cpu_seconds(pid)
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-    return total / _TICK
+    return total
 
 
 def thread_split(root: int) -> dict[str, list[float]]:

@@ -28,6 +28,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from seawall.app import open_server
+from seawall.frontends.grpc.frames import DEFAULT_FRAME
 from seawall.frontends.grpc.lean import LeanServer
 from seawall.frontends.grpc.limits import Http2Limits
 from seawall.frontends.grpc.reader import MAX_FRAME
@@ -150,7 +151,7 @@ def _frames(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
     pos = 0
     while len(data) - pos >= 9:
         size = int.from_bytes(data[pos : pos + 3], "big")
-        if size > (MAX_FRAME if data[pos + 3] == DATA else 16384) or len(data) - pos - 9 < size:
+        if size > (MAX_FRAME if data[pos + 3] == DATA else DEFAULT_FRAME) or len(data) - pos - 9 < size:
             return
         stream = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
         yield data[pos + 3], data[pos + 4], stream, data[pos + 9 : pos + 9 + size]
